@@ -1,0 +1,113 @@
+# llmfd — one non-recursive Makefile.
+# make | make check | make asan | make demo | make bench | make install | make deps
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BUILD   ?= build
+CC      ?= cc
+PKGS     = libevent libevent_openssl openssl libconfig
+WARN     = -Wall -Wextra -Wformat=2 -Wmissing-prototypes -Wstrict-prototypes \
+           -Wshadow -Wpointer-arith -Wcast-qual -Wsign-compare -Werror
+OPT     ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -I. -MMD -MP $(SAN)
+LDFLAGS += $(SAN)
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CRIT_LIBS  := $(shell pkg-config --libs criterion 2>/dev/null)
+LIBS        = $(PKG_LIBS) -lm
+
+COMMON_SRC := $(sort $(wildcard common/*.c))
+WORKER_SRC := $(sort $(wildcard worker/*.c worker/providers/*.c))
+DAEMON_SRC := $(sort $(wildcard daemon/*.c))
+UNIT_SRC   := $(sort $(wildcard tests/unit/*.c))
+INTEG_SRC  := $(sort $(wildcard tests/integration/*.c))
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+COMMON_OBJ := $(call obj,$(COMMON_SRC))
+WORKER_OBJ := $(call obj,$(WORKER_SRC))
+DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
+LIBCOMMON  := $(BUILD)/libllmfd.a
+
+BINS = $(BUILD)/llmfd $(BUILD)/llmfctl $(BUILD)/llmf-mock $(BUILD)/llmf-bench
+
+all: $(BINS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+
+$(LIBCOMMON): $(COMMON_OBJ) $(WORKER_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/llmfd: $(DAEMON_OBJ) $(LIBCOMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/llmfctl: $(call obj,tools/llmfctl.c) $(LIBCOMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/llmf-mock: $(call obj,tools/mock.c) $(LIBCOMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/llmf-bench: $(call obj,tools/bench.c) $(LIBCOMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/test_unit: $(call obj,$(UNIT_SRC)) $(LIBCOMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(CRIT_LIBS)
+
+$(BUILD)/test_integration: $(call obj,$(INTEG_SRC)) $(LIBCOMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(CRIT_LIBS)
+
+tests: $(BUILD)/test_unit $(BUILD)/test_integration
+
+# Debian packages the build, the tests, the demo and the bench need.
+DEB_PKGS = libevent-dev libssl-dev libjsmn-dev libconfig-dev libcriterion-dev \
+           pkg-config openssl curl
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+# The whole suite: unit tests, then integration tests against the real binaries.
+check: deps
+	@$(MAKE) --no-print-directory all tests
+	@LLMFD_BUILD=$(abspath $(BUILD)) tests/run.sh $(BUILD)
+
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all tests
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  LLMFD_BUILD=$(abspath build-asan) tests/run.sh build-asan
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@tools/demo.sh $(BUILD)
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@bench/run.sh $(BUILD)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
+	  $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5 \
+	  $(DESTDIR)/etc/llmfd $(DESTDIR)/lib/systemd/system
+	install -m 0755 $(BUILD)/llmfd $(DESTDIR)$(PREFIX)/sbin/llmfd
+	install -m 0755 $(BUILD)/llmfctl $(DESTDIR)$(PREFIX)/bin/llmfctl
+	install -m 0644 llmfd.conf $(DESTDIR)/etc/llmfd/llmfd.conf
+	install -m 0644 docs/llmfd.service $(DESTDIR)/lib/systemd/system/llmfd.service
+	install -m 0644 docs/llmfd.8 docs/llmfctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -m 0644 docs/llmfd.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+
+clean:
+	rm -rf build build-asan
+
+.PHONY: all tests deps check asan demo bench format install clean
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,116 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+
+/* Make room for at least n more bytes (plus a NUL); -1 on OOM. */
+int
+buf_reserve(struct buf *b, size_t n)
+{
+	size_t need = b->len + n + 1, cap;
+	char  *p;
+
+	if (need <= b->cap)
+		return 0;
+	cap = b->cap ? b->cap : 256;
+	while (cap < need)
+		cap *= 2;
+	if ((p = realloc(b->data, cap)) == NULL) {
+		b->oom = 1;
+		return -1;
+	}
+	b->data = p;
+	b->cap = cap;
+	return 0;
+}
+
+/* Append n bytes. */
+int
+buf_add(struct buf *b, const void *p, size_t n)
+{
+	if (buf_reserve(b, n) == -1)
+		return -1;
+	if (n)
+		memcpy(b->data + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+/* Append a C string. */
+int
+buf_adds(struct buf *b, const char *s)
+{
+	return buf_add(b, s, strlen(s));
+}
+
+/* Append one byte. */
+int
+buf_addc(struct buf *b, char c)
+{
+	if (buf_reserve(b, 1) == -1)
+		return -1;
+	b->data[b->len++] = c;
+	return 0;
+}
+
+/* Append formatted text. */
+int
+buf_vprintf(struct buf *b, const char *fmt, va_list ap)
+{
+	va_list ap2;
+	int     n;
+
+	va_copy(ap2, ap);
+	n = vsnprintf(b->data ? b->data + b->len : NULL,
+	    b->data ? b->cap - b->len : 0, fmt, ap2);
+	va_end(ap2);
+	if (n < 0)
+		return -1;
+	if (b->data == NULL || (size_t)n >= b->cap - b->len) {
+		if (buf_reserve(b, (size_t)n) == -1)
+			return -1;
+		vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
+	}
+	b->len += (size_t)n;
+	return 0;
+}
+
+/* Append formatted text. */
+int
+buf_printf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int     rc;
+
+	va_start(ap, fmt);
+	rc = buf_vprintf(b, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+/* Empty the buffer, keeping its memory. */
+void
+buf_reset(struct buf *b)
+{
+	b->len = 0;
+	b->oom = 0;
+}
+
+/* Release the buffer's memory. */
+void
+buf_free(struct buf *b)
+{
+	free(b->data);
+	memset(b, 0, sizeof *b);
+}
+
+/* NUL-terminated view of the contents. */
+const char *
+buf_cstr(struct buf *b)
+{
+	if (buf_reserve(b, 0) == -1)
+		return "";
+	b->data[b->len] = '\0';
+	return b->data;
+}

@@ -1,0 +1,28 @@
+/* Growable byte buffer used on request paths: reused, never shrunk. */
+#ifndef LLMFD_BUF_H
+#define LLMFD_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+struct buf {
+	char  *data;
+	size_t len;
+	size_t cap;
+	int    oom; /* sticky: set when an append failed */
+};
+
+int  buf_reserve(struct buf *, size_t);
+int  buf_add(struct buf *, const void *, size_t);
+int  buf_adds(struct buf *, const char *);
+int  buf_addc(struct buf *, char);
+int  buf_printf(struct buf *, const char *, ...)
+    __attribute__((format(printf, 2, 3)));
+int  buf_vprintf(struct buf *, const char *, va_list)
+    __attribute__((format(printf, 2, 0)));
+void buf_reset(struct buf *);
+void buf_free(struct buf *);
+/* NUL-terminate without counting the NUL; returns data or "" on OOM. */
+const char *buf_cstr(struct buf *);
+
+#endif

@@ -1,0 +1,103 @@
+/* The provider seam: one file per provider under worker/providers/.
+ * A provider turns the client's OpenAI-shaped request into its own wire
+ * format, and its replies (whole, streamed, or errors) back into OpenAI
+ * shapes. Providers are pure functions over buffers: no I/O, no event loop,
+ * so they are unit-tested with golden files. */
+#ifndef LLMFD_PROVIDER_H
+#define LLMFD_PROVIDER_H
+
+#include <stddef.h>
+
+#include "common/buf.h"
+#include "common/cfg.h"
+#include "common/classify.h"
+#include "common/json.h"
+
+enum endpoint { EP_CHAT = 0, EP_EMBED };
+
+/* Everything a provider needs to build one upstream request. */
+struct prov_call {
+	const struct cfg        *cfg;
+	const struct deploy_cfg *d;
+	const struct json       *req;  /* parsed client body, token 0 = root */
+	int                      endpoint;
+	int                      stream;
+	int                      include_usage;
+	/* Top-level keys of the client body never forwarded (llmfd's own
+	 * extensions: fallbacks, num_retries, timeout, stream_timeout,
+	 * metadata). NULL-terminated. */
+	const char *const       *drop_keys;
+	/* Stream continuation: text already sent to the client, to be
+	 * continued (assistant prefix or instruction). NULL when none. */
+	const char              *resume_text;
+	size_t                   resume_len;
+};
+
+/* One upstream request. path includes the query string; headers are
+ * complete "Name: value\r\n" lines (auth, version, content-type and the
+ * deployment's extra headers); Host/Content-Length/Connection are added by
+ * the upstream client. */
+struct prov_out {
+	struct buf path;
+	struct buf headers;
+	struct buf body;
+};
+
+struct usage {
+	long long prompt_tokens;
+	long long completion_tokens;
+};
+
+/* Per-attempt stream translation state. Zero it before the first event. */
+struct stream_state {
+	char       id[96];
+	char       model[128];
+	long long  created;
+	int        include_usage;
+	int        role_sent;      /* set by the engine when splicing */
+	int        content_seen;   /* a content or tool delta was emitted */
+	int        tool_seen;      /* a tool-call delta was emitted */
+	int        finished;       /* a finish_reason was emitted */
+	int        content_filter; /* finish reason was content_filter */
+	struct usage usage;
+	int        ntool;
+	int        tool_block[64]; /* provider block index -> OpenAI tool index */
+	struct buf partial;        /* provider scratch (e.g. partial JSON) */
+	struct buf *text;          /* if set, emitted text is appended here */
+};
+
+struct provider {
+	const char *name;
+	/* Build the upstream request. 0, or -1 with a reason in err (the
+	 * request cannot be expressed for this provider: a bad request). */
+	int (*build)(const struct prov_call *, struct prov_out *, char *err,
+	    size_t errsz);
+	/* Translate a whole 2xx reply into an OpenAI chat.completion (or an
+	 * embeddings list for EP_EMBED) appended to out; fill usage. -1 with
+	 * e filled (class EC_TRANSIENT, "malformed upstream reply ...") when
+	 * the body cannot be understood. Sets *content_filter when the answer
+	 * was blocked by the provider's filter. */
+	int (*response)(const struct prov_call *, const char *body, size_t len,
+	    struct buf *out, struct usage *u, int *content_filter,
+	    struct upstream_error *e);
+	/* Translate one SSE event (event name may be empty; data is the joined
+	 * data lines) into zero or more complete OpenAI SSE lines
+	 * ("data: {...}\n\n") appended to out. Returns 0 to go on, 1 when the
+	 * upstream stream is complete (the engine then writes usage if needed
+	 * and "data: [DONE]"), -1 on an in-stream error or a malformed event
+	 * with e filled and classified. */
+	int (*stream_event)(const struct prov_call *, struct stream_state *,
+	    const char *event, size_t elen, const char *data, size_t dlen,
+	    struct buf *out, struct upstream_error *e);
+};
+
+extern const struct provider prov_openai;
+extern const struct provider prov_azure;
+extern const struct provider prov_anthropic;
+extern const struct provider prov_gemini;
+
+/* The provider for an enum provider_kind; NULL if not built in. */
+const struct provider *provider_get(int kind);
+void stream_state_free(struct stream_state *);
+
+#endif
