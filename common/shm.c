@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,13 +17,20 @@ _Static_assert(sizeof(struct shm_hdr_sh) % 64 == 0, "header not aligned");
 
 #define RLX memory_order_relaxed
 
-static char *
-shm_cause(const char *fmt, const char *path)
-{
-	char *s = NULL;
+static char *shm_cause(const char *, ...)
+    __attribute__((format(printf, 1, 2)));
 
-	if (asprintf(&s, fmt, path, strerror(errno)) == -1)
+/* A heap message for *cause; callers pass strerror(errno) themselves. */
+static char *
+shm_cause(const char *fmt, ...)
+{
+	va_list ap;
+	char   *s = NULL;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) == -1)
 		s = NULL;
+	va_end(ap);
 	return s;
 }
 
@@ -60,22 +68,23 @@ shm_create(struct shm *s, const char *path, char **cause)
 	if (snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid()) >=
 	    (int)sizeof tmp) {
 		errno = ENAMETOOLONG;
-		*cause = shm_cause("%s: %s", path);
+		*cause = shm_cause("%s: %s", path, strerror(errno));
 		return -1;
 	}
 	unlink(tmp);
 	if ((fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640)) ==
 	    -1) {
-		*cause = shm_cause("open(%s) failed: %s", tmp);
+		*cause = shm_cause("open(%s) failed: %s", tmp, strerror(errno));
 		return -1;
 	}
 	if (fchmod(fd, 0640) == -1 || ftruncate(fd, (off_t)sz) == -1) {
-		*cause = shm_cause("ftruncate(%s) failed: %s", tmp);
+		*cause = shm_cause("ftruncate(%s) failed: %s", tmp,
+		    strerror(errno));
 		goto fail;
 	}
 	p = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (p == MAP_FAILED) {
-		*cause = shm_cause("mmap(%s) failed: %s", tmp);
+		*cause = shm_cause("mmap(%s) failed: %s", tmp, strerror(errno));
 		goto fail;
 	}
 	memset(p, 0, sz);
@@ -90,7 +99,8 @@ shm_create(struct shm *s, const char *path, char **cause)
 	atomic_thread_fence(memory_order_release);
 	s->hdr->magic = SHM_MAGIC;
 	if (rename(tmp, path) == -1) {
-		*cause = shm_cause("rename(%s) failed: %s", path);
+		*cause = shm_cause("rename(%s) failed: %s", path,
+		    strerror(errno));
 		munmap(p, sz);
 		goto fail;
 	}
@@ -143,11 +153,13 @@ shm_attach(struct shm *s, const char *path, int writable, char **cause)
 	s->fd = -1;
 	if ((fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC)) ==
 	    -1) {
-		*cause = shm_cause("cannot open health table %s: %s", path);
+		*cause = shm_cause("cannot open health table %s: %s", path,
+		    strerror(errno));
 		return -1;
 	}
 	if (fstat(fd, &st) == -1) {
-		*cause = shm_cause("fstat(%s) failed: %s", path);
+		*cause = shm_cause("fstat(%s) failed: %s", path,
+		    strerror(errno));
 		close(fd);
 		return -1;
 	}
@@ -161,7 +173,8 @@ shm_attach(struct shm *s, const char *path, int writable, char **cause)
 	p = mmap(NULL, (size_t)st.st_size,
 	    PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0);
 	if (p == MAP_FAILED) {
-		*cause = shm_cause("mmap(%s) failed: %s", path);
+		*cause = shm_cause("mmap(%s) failed: %s", path,
+		    strerror(errno));
 		close(fd);
 		return -1;
 	}
