@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libconfig.h>
+
 #include "common/buf.h"
 #include "common/cfg.h"
 #include "common/clock.h"
@@ -113,21 +115,47 @@ ctl_num(const char *s, long long min, long long max, long long *out)
 }
 
 /*
- * The one place llmfctl reads a config file: load it, copy out the health
- * table path (if table is not NULL) and free it. 0, or -1 with *cause.
+ * The one place llmfctl reads a config file. With table set, only copy out
+ * daemon.health_table, read with libconfig directly: cfg_load would also
+ * resolve every "$VAR" api_key, which an operator's shell rarely has, and
+ * llmfctl needs no secret. With table NULL (check), run the full cfg_load.
+ * 0, or -1 with *cause.
  */
 static int
 ctl_config_load(const char *file, char *table, size_t tablesz, char **cause)
 {
 	struct cfg *cfg;
+	config_t lc;
+	const char *v = NULL;
+	int rc = 0;
 
-	if ((cfg = cfg_load(file, cause)) == NULL)
-		return -1;
-	if (table)
-		snprintf(table, tablesz, "%s",
-		         cfg->health_table[0] ? cfg->health_table : CTL_TABLE);
-	cfg_free(cfg);
-	return 0;
+	if (table == NULL) {
+		if ((cfg = cfg_load(file, cause)) == NULL)
+			return -1;
+		cfg_free(cfg);
+		return 0;
+	}
+	config_init(&lc);
+	if (!config_read_file(&lc, file)) {
+		if (config_error_type(&lc) == CONFIG_ERR_FILE_IO)
+			rc = asprintf(cause, "cannot read config %s: %s", file,
+			              strerror(errno));
+		else
+			rc = asprintf(
+			    cause, "%s:%d: %s",
+			    config_error_file(&lc) ? config_error_file(&lc)
+			                           : file,
+			    config_error_line(&lc), config_error_text(&lc));
+		if (rc == -1)
+			*cause = NULL;
+		rc = -1;
+	} else if (!config_lookup_string(&lc, "daemon.health_table", &v) ||
+	           v[0] == '\0')
+		v = CTL_TABLE;
+	if (rc == 0)
+		snprintf(table, tablesz, "%s", v);
+	config_destroy(&lc);
+	return rc;
 }
 
 /* Resolve the table path: -t, else the config's, else the default. */
