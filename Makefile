@@ -28,7 +28,8 @@ WORKER_OBJ := $(call obj,$(WORKER_SRC))
 DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
 LIBCOMMON  := $(BUILD)/libllmfd.a
 
-BINS = $(BUILD)/llmfd $(BUILD)/llmfctl $(BUILD)/llmf-mock $(BUILD)/llmf-bench
+BINS = $(BUILD)/llmfd $(BUILD)/llmfctl $(BUILD)/llmf-mock \
+       $(if $(wildcard tools/bench.c),$(BUILD)/llmf-bench)
 
 all: $(BINS)
 

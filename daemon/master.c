@@ -131,6 +131,11 @@ spawn(struct master *m, struct proc *p)
 		int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR1};
 		for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
 			signal(sigs[i], SIG_DFL);
+		/* the master's loop is not ours: give it a private epoll set
+		 * (so nothing touches the parent's) and drop it */
+		event_reinit(m->base);
+		event_base_free(m->base);
+		m->base = NULL;
 		sigprocmask(SIG_SETMASK, &old, NULL);
 		drop_privileges(m->cfg);
 		_exit(worker_main(m->cfg, &m->shm, p->index, m->fds, m->nfds));

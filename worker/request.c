@@ -930,6 +930,25 @@ req_client_closed(struct evhttp_connection *c, void *arg)
 	req_release(r);
 }
 
+/* evhttp stops reading once a request is in, so a client hanging up is
+ * not seen until we write. Keep reading (without evhttp's read callback,
+ * as evhttp itself does while it writes) so EOF reaches the close
+ * callback at once and the upstream attempt is cancelled. */
+static void
+req_watch_close(struct req *r)
+{
+	struct evhttp_connection *c = evhttp_request_get_connection(r->hreq);
+	struct bufferevent       *bev = evhttp_connection_get_bufferevent(c);
+	bufferevent_data_cb       rd, wr;
+	bufferevent_event_cb      ev;
+	void                     *arg;
+
+	evhttp_connection_set_closecb(c, req_client_closed, r);
+	bufferevent_getcb(bev, &rd, &wr, &ev, &arg);
+	bufferevent_setcb(bev, NULL, wr, ev, arg);
+	bufferevent_enable(bev, EV_READ);
+}
+
 /* Read one optional integer/number field; -2 if present but invalid. */
 static int
 req_opt_num(struct req *r, const char *key, double lo, double hi, double *out)
@@ -1087,8 +1106,7 @@ req_handle(struct evhttp_request *hreq, struct worker *w, int endpoint)
 	event_assign(&r->ev_deadline, w->base, -1, 0, req_deadline, r);
 	event_assign(&r->ev_attempt, w->base, -1, 0, req_attempt_timeout, r);
 	event_assign(&r->ev_wait, w->base, -1, 0, req_wait_cb, r);
-	evhttp_connection_set_closecb(evhttp_request_get_connection(hreq),
-	    req_client_closed, r);
+	req_watch_close(r);
 	if (len > REQ_MAX_BODY) {
 		req_error(r, 413, "invalid_request_error", "body_too_large",
 		    "request body is larger than 32 MiB");
