@@ -169,6 +169,38 @@ req_write_trail(struct req *r, struct jw *jw)
 	jw_arr_end(jw);
 }
 
+/* Write the request's access log line (before req_release recycles it). */
+static void
+req_access(struct req *r, int status, const char *code)
+{
+	const struct deploy_cfg *d = r->d >= 0 ? &r->w->cfg->deploy[r->d] : NULL;
+	char                     trail[REQ_MAX_TRAIL * 96] = "-";
+	size_t                   n = 0;
+
+	for (int i = 0; i < r->ntrail && n < sizeof trail; i++) {
+		const struct attempt_rec *a = &r->trail[i];
+		const char *dn = r->w->cfg->deploy[a->d].name;
+
+		n += (size_t)snprintf(trail + n, sizeof trail - n, "%s%s:", i ?
+		    "," : "", dn);
+		if (n < sizeof trail)
+			n += (size_t)(a->skip ? snprintf(trail + n, sizeof trail -
+			    n, "-:skipped:0") : snprintf(trail + n, sizeof trail -
+			    n, "%d:%s:%d", a->status, errclass_name(a->cls), a->ms));
+	}
+	accesslog_write(r->w->cfg, &(struct access_rec){.id = r->id,
+	    .model = r->model[0] ? r->model : "-",
+	    .deployment = d ? d->name : "-",
+	    .provider = d ? cfg_provider_name(d->provider) : "-",
+	    .code = code ? code : "-", .attempts = r->attempts,
+	    .status = status, .latency_ms = req_elapsed_ms(r),
+	    .ttft_ms = r->client_started && r->ttft_us >= 0 ?
+	    (int)(r->ttft_us / 1000) : -1,
+	    .prompt_tokens = status == 200 ? r->usage.prompt_tokens : 0,
+	    .completion_tokens = status == 200 ? r->usage.completion_tokens : 0,
+	    .stream = r->stream, .trail = trail});
+}
+
 /* Answer with an OpenAI-shaped error carrying the attempt trail. */
 static void
 req_error(struct req *r, int status, const char *type, const char *code,
@@ -199,6 +231,7 @@ req_error(struct req *r, int status, const char *type, const char *code,
 	req_add_common_headers(r);
 	log_info("%s %s -> %d %s (%d attempts, %d ms)", r->id, r->model,
 	    status, code ? code : type, r->attempts, req_elapsed_ms(r));
+	req_access(r, status, code ? code : type);
 	server_send_json(r->hreq, status, b);
 	req_release(r);
 }
@@ -286,6 +319,7 @@ req_deadline(evutil_socket_t fd, short ev, void *arg)
 		evhttp_send_reply_chunk(r->hreq, eb);
 		evbuffer_free(eb);
 		evhttp_send_reply_end(r->hreq);
+		req_access(r, 200, "stream_interrupted");
 		req_release(r);
 		return;
 	}
@@ -633,6 +667,7 @@ req_stream_abort(struct req *r, const char *msg)
 	evhttp_send_reply_end(r->hreq);
 	log_warnx("%s stream from %s interrupted: %s", r->id,
 	    r->w->cfg->deploy[r->d].name, msg);
+	req_access(r, 200, "stream_interrupted");
 	req_release(r);
 }
 
@@ -849,6 +884,7 @@ req_complete_whole(struct req *r)
 	req_add_common_headers(r);
 	log_info("%s %s -> 200 via %s (%d attempts, %d ms)", r->id, r->model,
 	    r->w->cfg->deploy[r->d].name, r->attempts, req_elapsed_ms(r));
+	req_access(r, 200, NULL);
 	server_send_json(r->hreq, 200, &r->out);
 	req_release(r);
 }
@@ -888,6 +924,7 @@ up_on_done(void *arg)
 	log_info("%s %s -> 200 stream via %s (%d attempts, %d ms)", r->id,
 	    r->model, r->w->cfg->deploy[r->d].name, r->attempts,
 	    req_elapsed_ms(r));
+	req_access(r, 200, NULL);
 	req_release(r);
 }
 
@@ -925,6 +962,7 @@ req_client_closed(struct evhttp_connection *c, void *arg)
 		route_attempt_end(r->w, r->d, EC_CANCELLED,
 		    clock_us() - r->att_t0_us, -1, NULL, -1, NULL, 0);
 	}
+	req_access(r, 499, "client_closed");
 	/* evhttp detached the request from the dying connection; it is ours */
 	evhttp_request_free(r->hreq);
 	req_release(r);
@@ -1098,7 +1136,7 @@ req_handle(struct evhttp_request *hreq, struct worker *w, int endpoint)
 	r->d = r->prev_d = -1;
 	r->gi = r->attempts = r->retries_used = r->tries_here = 0;
 	r->switched = r->n_rate = r->n_fail = r->forced = r->ntrail = 0;
-	r->client_started = 0;
+	r->client_started = r->stream = 0;
 	r->soonest_ms = 0;
 	r->model[0] = '\0';
 	memset(r->tried, 0, sizeof r->tried);

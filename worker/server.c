@@ -1,5 +1,5 @@
 /* Client-facing HTTP: evhttp on the inherited listeners, routes, and the
- * small endpoints (/v1/models, /healthz). */
+ * small endpoints (/v1/models, /healthz, /metrics). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -132,6 +132,27 @@ server_healthz(struct evhttp_request *req, void *arg)
 	buf_free(&b);
 }
 
+/* GET /metrics: the shared table in Prometheus text format 0.0.4. */
+static void
+server_metrics(struct evhttp_request *req, void *arg)
+{
+	struct worker *w = arg;
+	struct buf     b = {0};
+
+	metrics_render(w, &b);
+	if (b.oom) {
+		buf_free(&b);
+		server_send_error(req, 503, "llmfd_error", "out_of_memory",
+		    "out of memory");
+		return;
+	}
+	evhttp_add_header(evhttp_request_get_output_headers(req),
+	    "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+	evbuffer_add(evhttp_request_get_output_buffer(req), b.data, b.len);
+	evhttp_send_reply(req, 200, "OK", NULL);
+	buf_free(&b);
+}
+
 /* Anything else. */
 static void
 server_notfound(struct evhttp_request *req, void *arg)
@@ -157,6 +178,7 @@ server_setup(struct worker *w)
 	evhttp_set_cb(w->http, "/embeddings", req_handle_embeddings, w);
 	evhttp_set_cb(w->http, "/v1/models", server_models, w);
 	evhttp_set_cb(w->http, "/healthz", server_healthz, w);
+	evhttp_set_cb(w->http, "/metrics", server_metrics, w);
 	evhttp_set_gencb(w->http, server_notfound, w);
 	for (int i = 0; i < w->nlisten; i++)
 		if ((w->bound[i] = evhttp_accept_socket_with_handle(w->http,

@@ -114,6 +114,7 @@ worker_free(struct worker *w)
 	if (w->dns)
 		evdns_base_free(w->dns, 0);
 	event_base_free(w->base);
+	accesslog_close();
 }
 
 /* Run a worker until it is told to stop. Returns the exit status. */
@@ -147,6 +148,7 @@ worker_main(const struct cfg *cfg, struct shm *shm, int index,
 		w.listen_fd[w.nlisten++] = fds[i];
 	if (worker_pools(&w) == -1 || server_setup(&w) == -1)
 		return 2;
+	accesslog_open(cfg);
 	w.ev_term = evsignal_new(w.base, SIGTERM, worker_sigterm, &w);
 	w.ev_tick = event_new(w.base, -1, EV_PERSIST, worker_tick, &w);
 	evsignal_add(w.ev_term, NULL);

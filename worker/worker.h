@@ -113,6 +113,45 @@ void server_send_error(struct evhttp_request *, int status, const char *type,
 int  server_setup(struct worker *);
 void server_stop_accepting(struct worker *);
 
+/* ---- metrics.c: GET /metrics (Prometheus text format 0.0.4) ---- */
+
+/* The exposition of the shared table; out->oom is set on failure. */
+void metrics_render(struct worker *, struct buf *out);
+void metrics_render_shm(const struct shm *, int64_t now_ms, int64_t wall_ms,
+    struct buf *out);
+/* Label value escaping (\\, \", \n) and exact decimal seconds. */
+void metrics_escape(struct buf *, const char *);
+void metrics_seconds(struct buf *, uint64_t us);
+
+/* ---- accesslog.c: one line per client request ---- */
+
+/* What the access log says about a finished request. Never the prompt, the
+ * answer or a key. Strings are never NULL ("-" when not applicable). */
+struct access_rec {
+	const char *id;
+	const char *model;      /* as the client named it */
+	const char *deployment; /* that answered, or "-" */
+	const char *provider;   /* of that deployment, or "-" */
+	const char *code;       /* error code, or "-" on success */
+	int         attempts;
+	int         status;     /* HTTP status; 499 = client went away */
+	int         latency_ms;
+	int         ttft_ms;    /* streams that reached the client, else -1 */
+	long long   prompt_tokens, completion_tokens;
+	int         stream;
+	const char *trail;      /* "dep:status:class:ms,...", "-" if none */
+};
+
+/* Open the configured destination ("" stderr, "off" none, else a file
+ * opened O_APPEND). Called at worker start; a failure is logged and the
+ * access log is off. */
+void accesslog_open(const struct cfg *);
+void accesslog_close(void);
+void accesslog_write(const struct cfg *, const struct access_rec *);
+/* Format one line (newline included) into b: text or JSON. */
+void accesslog_format(struct buf *b, int log_format, int64_t wall_ms,
+    const struct access_rec *);
+
 /* ---- worker.c ---- */
 
 struct worker {
