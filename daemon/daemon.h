@@ -35,6 +35,15 @@ struct master {
 	struct event_base *base;
 };
 
+/* hooks.c */
+struct event_base;
+struct event_sh;
+void hooks_init(struct event_base *);
+void hooks_event(const struct cfg *, const struct shm *, uint64_t seq,
+    const struct event_sh *);
+int  hooks_reap(pid_t, int status);
+void hooks_free(void);
+
 /* listen.c */
 int  listen_open(struct master *, const struct cfg *, char **cause);
 void listen_close(struct master *);

@@ -213,13 +213,16 @@ respawn_cb(evutil_socket_t fd, short ev, void *arg)
 	}
 }
 
-/* A worker exited: log how, and respawn it unless it should stay down. */
+/* A child exited: an event hook (hooks.c reaps it), or a worker: log how,
+ * and respawn it unless it should stay down. */
 static void
 reap(struct master *m, pid_t pid, int st)
 {
 	struct proc *p = NULL;
 	int64_t      now = clock_ms(), delay;
 
+	if (hooks_reap(pid, st))
+		return;
 	for (int i = 0; i < MAX_PROCS; i++)
 		if (m->procs[i].pid == pid)
 			p = &m->procs[i];
@@ -382,6 +385,7 @@ tick_cb(evutil_socket_t fd, short ev, void *arg)
 			continue;
 		log_info("event %s: %.*s", shm_event_name(e->type),
 		    (int)sizeof e->text, e->text);
+		hooks_event(m->cfg, &m->shm, ev_seen, e);
 	}
 	for (int k = 0; k < SHM_NSLOTS; k++) {
 		struct slot_sh *s = &m->shm.slots[k];
@@ -446,6 +450,7 @@ master_run(struct master *m)
 	if ((m->base = event_base_new()) == NULL)
 		fatalx("event_base_new failed");
 	master_events(m);
+	hooks_init(m->base);
 	spawn_generation(m);
 	log_info("llmfd ready: %d workers on %s%s%s", m->cfg->workers,
 	    m->cfg->listen, m->cfg->tcp[0] ? " and " : "", m->cfg->tcp);
@@ -459,6 +464,7 @@ master_run(struct master *m)
 	event_free(ev_tick);
 	event_free(ev_respawn);
 	event_free(ev_kill);
+	hooks_free();
 	event_base_free(m->base);
 	shm_detach(&m->shm);
 	cfg_free(m->cfg);
