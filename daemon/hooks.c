@@ -33,15 +33,15 @@
 
 /* Waiting jobs (JSON texts, heap), oldest first. */
 struct hook_queue {
-	char    *item[HOOK_QUEUE];
-	int      head, n;
+	char *item[HOOK_QUEUE];
+	int head, n;
 	uint64_t dropped;
 };
 
 /* A running exec hook. */
 struct hook_proc {
-	pid_t         pid; /* 0 = free */
-	int           killed;
+	pid_t pid; /* 0 = free */
+	int killed;
 	struct event *timer;
 };
 
@@ -52,25 +52,25 @@ struct hook_proc {
 
 /* A webhook delivery. */
 struct hook_post {
-	int                       state;
-	char                     *body;
-	int                       tries;
-	int                       code; /* last HTTP status, 0 = no reply */
+	int state;
+	char *body;
+	int tries;
+	int code; /* last HTTP status, 0 = no reply */
 	struct evhttp_connection *conn;
-	struct event             *timer;
+	struct event *timer;
 };
 
 static struct {
 	struct event_base *base;
 	struct evdns_base *dns;
-	char               exec[PATH_MAX];
-	char               url[CFG_URL_MAX];
-	int                url_ok;
-	char               host[256], path[CFG_URL_MAX];
-	uint16_t           port;
-	struct hook_proc   procs[HOOK_MAX_RUN];
-	struct hook_post   posts[HOOK_MAX_RUN];
-	struct hook_queue  qexec, qpost;
+	char exec[PATH_MAX];
+	char url[CFG_URL_MAX];
+	int url_ok;
+	char host[256], path[CFG_URL_MAX];
+	uint16_t port;
+	struct hook_proc procs[HOOK_MAX_RUN];
+	struct hook_post posts[HOOK_MAX_RUN];
+	struct hook_queue qexec, qpost;
 } hk;
 
 static void hook_exec_timeout(evutil_socket_t, short, void *);
@@ -82,10 +82,10 @@ hooks_init(struct event_base *base)
 {
 	hk.base = base;
 	for (int i = 0; i < HOOK_MAX_RUN; i++) {
-		hk.procs[i].timer = evtimer_new(base, hook_exec_timeout,
-		                                &hk.procs[i]);
-		hk.posts[i].timer = evtimer_new(base, hook_post_timer,
-		                                &hk.posts[i]);
+		hk.procs[i].timer =
+		    evtimer_new(base, hook_exec_timeout, &hk.procs[i]);
+		hk.posts[i].timer =
+		    evtimer_new(base, hook_post_timer, &hk.posts[i]);
 		if (hk.procs[i].timer == NULL || hk.posts[i].timer == NULL)
 			fatalx("evtimer_new failed");
 	}
@@ -125,7 +125,7 @@ static void
 hooks_configure(const struct cfg *cfg)
 {
 	const char *why;
-	int         tls = 0;
+	int tls = 0;
 
 	snprintf(hk.exec, sizeof hk.exec, "%s", cfg->on_event_exec);
 	if (strcmp(hk.url, cfg->on_event_webhook) == 0)
@@ -149,10 +149,10 @@ static char *
 hook_json(const struct event_sh *e, const char *dep, uint64_t seq)
 {
 	struct buf b = {0};
-	struct jw  jw;
-	time_t     t = (time_t)(e->wall_ms / 1000);
-	struct tm  tm;
-	char       ts[24], when[32];
+	struct jw jw;
+	time_t t = (time_t)(e->wall_ms / 1000);
+	struct tm tm;
+	char ts[24], when[32];
 
 	gmtime_r(&t, &tm);
 	strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
@@ -183,12 +183,12 @@ hook_json(const struct event_sh *e, const char *dep, uint64_t seq)
 static void __attribute__((noreturn))
 hook_child(int in, const sigset_t *mask, const char *json)
 {
-	char  ev[64], *argv[] = {hk.exec, NULL};
+	char ev[64], *argv[] = {hk.exec, NULL};
 	char *envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", ev, NULL};
 	const char *type = strstr(json, "\"type\":\"");
 
-	snprintf(ev, sizeof ev, "LLMFD_EVENT=%.*s", type ?
-	         (int)strcspn(type + 8, "\"") : 0, type ? type + 8 : "");
+	snprintf(ev, sizeof ev, "LLMFD_EVENT=%.*s",
+	         type ? (int)strcspn(type + 8, "\"") : 0, type ? type + 8 : "");
 	setpgid(0, 0);
 	for (int s = 1; s < NSIG; s++)
 		signal(s, SIG_DFL);
@@ -208,10 +208,10 @@ static int
 hook_exec_start(struct hook_proc *p, const char *json)
 {
 	struct timeval tv = {HOOK_TIMEOUT_S, 0};
-	size_t         len = strlen(json);
-	sigset_t       all, old;
-	int            fd[2];
-	pid_t          pid;
+	size_t len = strlen(json);
+	sigset_t all, old;
+	int fd[2];
+	pid_t pid;
 
 	if (pipe2(fd, O_CLOEXEC) == -1) {
 		log_warn("on_event_exec: pipe2 failed");
@@ -310,8 +310,8 @@ static int
 hook_post_send(struct hook_post *p)
 {
 	struct evhttp_request *req;
-	struct evkeyvalq      *h;
-	char                   host[300], len[24];
+	struct evkeyvalq *h;
+	char host[300], len[24];
 
 	p->tries++;
 	p->conn = evhttp_connection_base_new(hk.base, hk.dns, hk.host, hk.port);
@@ -359,8 +359,8 @@ static void
 hook_post_timer(evutil_socket_t fd, short ev, void *arg)
 {
 	struct hook_post *p = arg;
-	int64_t           ms = (int64_t)HOOK_BACKOFF_MS << (p->tries - 1);
-	struct timeval    tv = {ms / 1000, (ms % 1000) * 1000};
+	int64_t ms = (int64_t)HOOK_BACKOFF_MS << (p->tries - 1);
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
 
 	(void)fd;
 	(void)ev;
@@ -377,8 +377,8 @@ hook_post_timer(evutil_socket_t fd, short ev, void *arg)
 		evtimer_add(p->timer, &tv);
 	} else if (p->state == POST_DONE) {
 		log_warnx("on_event_webhook: giving up after %d tries (last: "
-		          "%s %d)", p->tries, p->code ? "status" : "no reply",
-		          p->code);
+		          "%s %d)",
+		          p->tries, p->code ? "status" : "no reply", p->code);
 		hook_post_finish(p);
 	} else if (hook_post_send(p) == -1) {
 		p->state = POST_DONE;
@@ -409,8 +409,8 @@ hooks_event(const struct cfg *cfg, const struct shm *shm, uint64_t seq,
             const struct event_sh *e)
 {
 	struct slot_sh s;
-	const char    *dep = NULL;
-	char          *json;
+	const char *dep = NULL;
+	char *json;
 
 	hooks_configure(cfg);
 	if (hk.exec[0] == '\0' && !hk.url_ok)

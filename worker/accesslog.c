@@ -18,8 +18,8 @@
 #define AL_CLOSED (-2) /* not opened yet */
 #define AL_OFF    (-1)
 
-static int        al_fd = AL_CLOSED;
-static int        al_own; /* we opened al_fd (not stderr) */
+static int al_fd = AL_CLOSED;
+static int al_own;         /* we opened al_fd (not stderr) */
 static struct buf al_line; /* reused for every line */
 
 /* Open the destination named by access_log. */
@@ -59,9 +59,9 @@ accesslog_close(void)
 static void
 al_time(char *out, int64_t wall_ms)
 {
-	time_t    t = (time_t)(wall_ms / 1000);
+	time_t t = (time_t)(wall_ms / 1000);
 	struct tm tm;
-	char      s[24];
+	char s[24];
 
 	gmtime_r(&t, &tm);
 	strftime(s, sizeof s, "%Y-%m-%dT%H:%M:%S", &tm);
@@ -131,7 +131,7 @@ static void
 al_json(struct buf *b, int64_t wall_ms, const struct access_rec *a)
 {
 	struct jw jw;
-	char      ts[32];
+	char ts[32];
 
 	al_time(ts, wall_ms);
 	jw_init(&jw, b);
@@ -184,7 +184,7 @@ void
 accesslog_write(const struct cfg *cfg, const struct access_rec *a)
 {
 	struct buf *b = &al_line;
-	ssize_t     n;
+	ssize_t n;
 
 	if (al_fd == AL_CLOSED)
 		accesslog_open(cfg);

@@ -19,7 +19,7 @@ enum mval { MV_U64, MV_U32, MV_I32, MV_I64, MV_INT };
 /* One deployment as rendered: the status snapshot plus histogram sums. */
 struct mrow {
 	struct status_row r;
-	uint64_t          lat_sum_us, ttft_sum_us;
+	uint64_t lat_sum_us, ttft_sum_us;
 };
 
 /* A per-deployment metric family read from one field. */
@@ -27,8 +27,8 @@ struct mfam {
 	const char *name;
 	const char *type;
 	const char *help;
-	size_t      off;
-	enum mval   kind;
+	size_t off;
+	enum mval kind;
 };
 
 #define F(x) offsetof(struct mrow, r.x)
@@ -127,7 +127,7 @@ void
 metrics_seconds(struct buf *b, uint64_t us)
 {
 	char frac[8];
-	int  n;
+	int n;
 
 	n = snprintf(frac, sizeof frac, "%06llu",
 	             (unsigned long long)(us % 1000000));
@@ -183,11 +183,12 @@ metrics_outcomes(struct buf *b, const struct mrow *m, int n)
 		for (int c = 0; c < EC__MAX; c++) {
 			buf_adds(b, name);
 			metrics_labels(b, &m[i].r);
-			buf_printf(b, ",class=\"%s\"} %llu\n",
-			           c == EC_OK ? "success" : status_class_name(c),
-			           (unsigned long long)(c == EC_OK
-			                                    ? m[i].r.successes
-			                                    : m[i].r.by_class[c]));
+			buf_printf(
+			    b, ",class=\"%s\"} %llu\n",
+			    c == EC_OK ? "success" : status_class_name(c),
+			    (unsigned long long)(c == EC_OK
+			                             ? m[i].r.successes
+			                             : m[i].r.by_class[c]));
 		}
 }
 
@@ -295,7 +296,7 @@ metrics_render_shm(const struct shm *t, int64_t now_ms, int64_t wall_ms,
                    struct buf *out)
 {
 	struct mrow *m = malloc(SHM_NSLOTS * sizeof *m);
-	int          n;
+	int n;
 
 	if (m == NULL) {
 		out->oom = 1;

@@ -16,9 +16,9 @@
 #define WALL ((int64_t)29000000 * 60000 + 1234)
 
 static struct shm_hdr_sh hdr;
-static struct slot_sh    slots[SHM_NSLOTS];
-static struct shm        tbl = {.hdr = &hdr, .slots = slots};
-static struct buf        out;
+static struct slot_sh slots[SHM_NSLOTS];
+static struct shm tbl = {.hdr = &hdr, .slots = slots};
+static struct buf out;
 
 /* Make slot i an active deployment with a name and group. */
 static struct slot_sh *
@@ -50,7 +50,7 @@ render(void)
 static double
 sample(const char *text, const char *series)
 {
-	size_t      n = strlen(series);
+	size_t n = strlen(series);
 	const char *p = text;
 
 	for (; *p; p = strchr(p, '\n') + 1) {
@@ -67,7 +67,7 @@ static int
 count_lines(const char *text, const char *line)
 {
 	size_t n = strlen(line);
-	int    c = 0;
+	int c = 0;
 
 	for (const char *p = text; (p = strstr(p, line)) != NULL; p += n)
 		if ((p == text || p[-1] == '\n') && p[n] == '\n')
@@ -101,19 +101,22 @@ Test(metrics, seconds_are_exact)
 	metrics_seconds(&b, 1500000);
 	metrics_seconds(&b, (uint64_t)250 << 23);
 	metrics_seconds(&b, 0);
-	cr_assert(strcmp(buf_cstr(&b), "0.0002521.52097.1520") == 0,
-	          "%s", buf_cstr(&b));
+	cr_assert(strcmp(buf_cstr(&b), "0.0002521.52097.1520") == 0, "%s",
+	          buf_cstr(&b));
 	buf_free(&b);
 }
 
 Test(metrics, help_and_type_once_per_family)
 {
 	const char *t = render();
-	const char *fams[] = {"llmfd_requests_total", "llmfd_attempts_total",
-	    "llmfd_attempt_outcomes_total", "llmfd_deployment_state",
-	    "llmfd_request_duration_seconds",
-	    "llmfd_time_to_first_token_seconds", "llmfd_config_generation"};
-	char        line[128];
+	const char *fams[] = {"llmfd_requests_total",
+	                      "llmfd_attempts_total",
+	                      "llmfd_attempt_outcomes_total",
+	                      "llmfd_deployment_state",
+	                      "llmfd_request_duration_seconds",
+	                      "llmfd_time_to_first_token_seconds",
+	                      "llmfd_config_generation"};
+	char line[128];
 
 	for (size_t i = 0; i < sizeof fams / sizeof fams[0]; i++) {
 		snprintf(line, sizeof line, "# TYPE %s ", fams[i]);
@@ -131,14 +134,15 @@ Test(metrics, help_and_type_once_per_family)
 Test(metrics, samples_follow_their_family)
 {
 	const char *t = render();
-	char        fam[128] = "";
+	char fam[128] = "";
 
 	/* every sample line's name starts with the last TYPE'd family */
 	for (const char *p = t; *p; p = strchr(p, '\n') + 1) {
 		if (strncmp(p, "# TYPE ", 7) == 0)
 			sscanf(p + 7, "%127s", fam);
 		else if (*p != '#')
-			cr_assert(strncmp(p, fam, strlen(fam)) == 0, "%.60s", p);
+			cr_assert(strncmp(p, fam, strlen(fam)) == 0, "%.60s",
+			          p);
 	}
 }
 
@@ -148,9 +152,10 @@ Test(metrics, label_values_are_escaped)
 
 	mkslot(5, "a\"b\\c\nd", "g");
 	t = render();
-	cr_assert(eq(dbl, sample(t, "llmfd_attempts_total{deployment=\"a\\\"b"
-	                            "\\\\c\\nd\",group=\"g\",provider="
-	                            "\"openai\"}"),
+	cr_assert(eq(dbl,
+	             sample(t, "llmfd_attempts_total{deployment=\"a\\\"b"
+	                       "\\\\c\\nd\",group=\"g\",provider="
+	                       "\"openai\"}"),
 	             0));
 	cr_assert(strstr(t, "c\nd") == NULL);
 }
@@ -159,9 +164,10 @@ Test(metrics, free_slots_are_skipped)
 {
 	const char *t = render();
 
-	cr_assert(eq(int, count_lines(t, "llmfd_deployment_state{deployment="
-	                                 "\"oai\",group=\"gpt-4o\",provider="
-	                                 "\"openai\"} 0"),
+	cr_assert(eq(int,
+	             count_lines(t, "llmfd_deployment_state{deployment="
+	                            "\"oai\",group=\"gpt-4o\",provider="
+	                            "\"openai\"} 0"),
 	             1));
 	cr_assert(strstr(t, "deployment=\"\"") == NULL);
 }
@@ -169,51 +175,63 @@ Test(metrics, free_slots_are_skipped)
 Test(metrics, histogram_buckets_are_cumulative)
 {
 	struct slot_sh *sl = &slots[0];
-	const char     *t;
-	const char     *l = "{deployment=\"oai\",group=\"gpt-4o\","
-	                    "provider=\"openai\"";
-	char            s[256];
+	const char *t;
+	const char *l = "{deployment=\"oai\",group=\"gpt-4o\","
+	                "provider=\"openai\"";
+	char s[256];
 
-	shm_hist_add(&sl->lat, 100);                  /* bucket 0 */
-	shm_hist_add(&sl->lat, 900);                  /* bucket 2 (<=1ms) */
-	shm_hist_add(&sl->lat, 1000);                 /* bucket 2 */
-	shm_hist_add(&sl->lat, (int64_t)1 << 40);     /* +Inf */
+	shm_hist_add(&sl->lat, 100);              /* bucket 0 */
+	shm_hist_add(&sl->lat, 900);              /* bucket 2 (<=1ms) */
+	shm_hist_add(&sl->lat, 1000);             /* bucket 2 */
+	shm_hist_add(&sl->lat, (int64_t)1 << 40); /* +Inf */
 	t = render();
-	snprintf(s, sizeof s, "llmfd_request_duration_seconds_bucket%s,"
-	                      "le=\"0.00025\"}", l);
+	snprintf(s, sizeof s,
+	         "llmfd_request_duration_seconds_bucket%s,"
+	         "le=\"0.00025\"}",
+	         l);
 	cr_assert(eq(dbl, sample(t, s), 1));
-	snprintf(s, sizeof s, "llmfd_request_duration_seconds_bucket%s,"
-	                      "le=\"0.0005\"}", l);
+	snprintf(s, sizeof s,
+	         "llmfd_request_duration_seconds_bucket%s,"
+	         "le=\"0.0005\"}",
+	         l);
 	cr_assert(eq(dbl, sample(t, s), 1));
-	snprintf(s, sizeof s, "llmfd_request_duration_seconds_bucket%s,"
-	                      "le=\"0.001\"}", l);
+	snprintf(s, sizeof s,
+	         "llmfd_request_duration_seconds_bucket%s,"
+	         "le=\"0.001\"}",
+	         l);
 	cr_assert(eq(dbl, sample(t, s), 3));
-	snprintf(s, sizeof s, "llmfd_request_duration_seconds_bucket%s,"
-	                      "le=\"2097.152\"}", l);
+	snprintf(s, sizeof s,
+	         "llmfd_request_duration_seconds_bucket%s,"
+	         "le=\"2097.152\"}",
+	         l);
 	cr_assert(eq(dbl, sample(t, s), 3));
-	snprintf(s, sizeof s, "llmfd_request_duration_seconds_bucket%s,"
-	                      "le=\"+Inf\"}", l);
+	snprintf(s, sizeof s,
+	         "llmfd_request_duration_seconds_bucket%s,"
+	         "le=\"+Inf\"}",
+	         l);
 	cr_assert(eq(dbl, sample(t, s), 4));
 	snprintf(s, sizeof s, "llmfd_request_duration_seconds_count%s}", l);
 	cr_assert(eq(dbl, sample(t, s), 4));
 	snprintf(s, sizeof s, "llmfd_request_duration_seconds_sum%s}", l);
-	cr_assert(eq(dbl, sample(t, s), (2000.0 + (double)((int64_t)1 << 40)) /
-	                                    1e6));
+	cr_assert(
+	    eq(dbl, sample(t, s), (2000.0 + (double)((int64_t)1 << 40)) / 1e6));
 }
 
 Test(metrics, inf_equals_count_even_if_count_lags)
 {
 	struct slot_sh *sl = &slots[3];
-	const char     *t;
-	const char     *l = "{deployment=\"claude\",group=\"claude\","
-	                    "provider=\"openai\"";
-	char            s[256], c[256];
+	const char *t;
+	const char *l = "{deployment=\"claude\",group=\"claude\","
+	                "provider=\"openai\"";
+	char s[256], c[256];
 
 	/* a writer between the bucket and the count increments */
 	atomic_fetch_add(&sl->ttft.b[4], 2);
 	t = render();
-	snprintf(s, sizeof s, "llmfd_time_to_first_token_seconds_bucket%s,"
-	                      "le=\"+Inf\"}", l);
+	snprintf(s, sizeof s,
+	         "llmfd_time_to_first_token_seconds_bucket%s,"
+	         "le=\"+Inf\"}",
+	         l);
 	snprintf(c, sizeof c, "llmfd_time_to_first_token_seconds_count%s}", l);
 	cr_assert(eq(dbl, sample(t, s), 2));
 	cr_assert(eq(dbl, sample(t, c), 2));
@@ -222,10 +240,10 @@ Test(metrics, inf_equals_count_even_if_count_lags)
 Test(metrics, counters_state_and_header)
 {
 	struct slot_sh *sl = &slots[0];
-	const char     *t;
-	const char     *l = "{deployment=\"oai\",group=\"gpt-4o\","
-	                    "provider=\"openai\"";
-	char            s[256];
+	const char *t;
+	const char *l = "{deployment=\"oai\",group=\"gpt-4o\","
+	                "provider=\"openai\"";
+	char s[256];
 
 	atomic_store(&hdr.requests_total, 42);
 	atomic_store(&hdr.generation, 3);
@@ -240,11 +258,15 @@ Test(metrics, counters_state_and_header)
 	cr_assert(eq(dbl, sample(t, "llmfd_retry_budget_denied_total"), 5));
 	snprintf(s, sizeof s, "llmfd_attempts_total%s}", l);
 	cr_assert(eq(dbl, sample(t, s), 7));
-	snprintf(s, sizeof s, "llmfd_attempt_outcomes_total%s,class="
-	                      "\"success\"}", l);
+	snprintf(s, sizeof s,
+	         "llmfd_attempt_outcomes_total%s,class="
+	         "\"success\"}",
+	         l);
 	cr_assert(eq(dbl, sample(t, s), 4));
-	snprintf(s, sizeof s, "llmfd_attempt_outcomes_total%s,class="
-	                      "\"rate_limited\"}", l);
+	snprintf(s, sizeof s,
+	         "llmfd_attempt_outcomes_total%s,class="
+	         "\"rate_limited\"}",
+	         l);
 	cr_assert(eq(dbl, sample(t, s), 3));
 	snprintf(s, sizeof s, "llmfd_deployment_state%s}", l);
 	cr_assert(eq(dbl, sample(t, s), STATUS_COOLING));
