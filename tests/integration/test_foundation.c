@@ -272,7 +272,7 @@ Test(foundation, streaming_arrives_incrementally)
 	cr_assert(ct != NULL && strstr(ct, "text/event-stream") != NULL,
 	          "content-type '%s'", ct ? ct : "(none)");
 	cr_assert(strstr(r->body, "data: [DONE]") != NULL, "%s", h_desc(r));
-	cr_assert(strstr(r->body, "\"says\"") != NULL, "%s", h_desc(r));
+	cr_assert(strstr(r->body, "says") != NULL, "%s", h_desc(r));
 	cr_assert_geq(r->nreads, 3, "body came in %d reads", r->nreads);
 	cr_assert(r->read_ms[0] + 250 <= r->ms,
 	          "first data at %ld ms, end at %ld ms: not incremental",
