@@ -4,6 +4,7 @@
 #define LLMFD_CFG_H
 
 #include <limits.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define CFG_NAME_MAX   64
@@ -48,11 +49,12 @@ struct deploy_cfg {
 	char     name[CFG_NAME_MAX];
 	char     group[CFG_NAME_MAX];
 	char     model[128];
+	char     azure_deployment[128]; /* azure: deployment id, default model */
 	int      provider;              /* enum provider_kind */
 	char     base_url[CFG_URL_MAX]; /* as written (default per provider) */
 	/* base_url split up */
 	int      tls;                   /* https */
-	char     host[256];
+	char     host[256];             /* IPv6 without brackets */
 	uint16_t port;
 	char     path[CFG_URL_MAX];     /* path prefix, no trailing slash */
 	char     api_key[CFG_KEY_MAX];  /* secret: never log or print */
@@ -101,7 +103,7 @@ struct fallback_list {
 };
 
 struct cfg {
-	char file[PATH_MAX];
+	char file[PATH_MAX]; /* absolute path of the file loaded */
 
 	/* daemon */
 	int  workers;              /* default 2 */
@@ -151,6 +153,12 @@ struct cfg {
  * value into *cause. */
 struct cfg *cfg_load(const char *file, char **cause);
 void        cfg_free(struct cfg *);
+
+/* Split an http:// or https:// URL into tls, host (IPv6 without brackets),
+ * port (default 80/443) and path (no trailing slash). Returns 0, or -1 with
+ * *why set to a static reason that never quotes the URL. */
+int cfg_url_split(const char *url, int *tls, char *host, size_t hostsz,
+    uint16_t *port, char *path, size_t pathsz, const char **why);
 
 /* Lookups; -1 / NULL when absent. */
 int                     cfg_find_deploy(const struct cfg *, const char *name);

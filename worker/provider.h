@@ -100,4 +100,10 @@ extern const struct provider prov_gemini;
 const struct provider *provider_get(int kind);
 void stream_state_free(struct stream_state *);
 
+/* providers/provider.c: helpers for OpenAI-shaped providers */
+void prov_extra_headers(const struct deploy_cfg *, struct buf *);
+int  prov_is_dropped(const struct prov_call *, int key_tok);
+void prov_openai_body(const struct prov_call *, const char *model,
+    struct buf *out);
+
 #endif

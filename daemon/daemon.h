@@ -1,0 +1,49 @@
+/* The master process: config, listeners, health table, workers. */
+#ifndef LLMFD_DAEMON_H
+#define LLMFD_DAEMON_H
+
+#include <sys/types.h>
+
+#include "common/cfg.h"
+#include "common/shm.h"
+
+#define MAX_PROCS   (SHM_MAX_WORKERS)
+#define MAX_LISTEN  8
+
+/* One worker process slot (nginx ngx_process_t). */
+struct proc {
+	pid_t    pid;        /* 0 = free */
+	int      index;      /* column in the health table */
+	uint64_t generation;
+	int64_t  started_ms;
+	int      fails;      /* quick deaths in a row, for backoff */
+	unsigned respawn : 1;
+	unsigned exiting : 1;
+};
+
+struct master {
+	struct cfg *cfg;
+	char        conf_path[4096];
+	struct shm  shm;
+	int         fds[MAX_LISTEN];
+	int         nfds;
+	int         unix_fd;      /* index into fds of the unix socket, -1 */
+	int         activated;    /* listeners came from LISTEN_FDS */
+	uint64_t    generation;
+	struct proc procs[MAX_PROCS];
+	int         stopping;
+	struct event_base *base;
+};
+
+/* listen.c */
+int  listen_open(struct master *, const struct cfg *, char **cause);
+void listen_close(struct master *);
+
+/* master.c */
+int  master_run(struct master *);
+int  master_table_sync(struct master *, const struct cfg *);
+
+/* notify.c */
+void notify_send(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,180 @@
+/* Client-facing HTTP: evhttp on the inherited listeners, routes, and the
+ * small endpoints (/v1/models, /healthz). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "worker/worker.h"
+
+/* Send a JSON body with a status. */
+void
+server_send_json(struct evhttp_request *req, int status, struct buf *b)
+{
+	struct evbuffer *out = evhttp_request_get_output_buffer(req);
+	const char      *reason;
+
+	evhttp_add_header(evhttp_request_get_output_headers(req),
+	    "Content-Type", "application/json");
+	evbuffer_add(out, b->data ? b->data : "", b->len);
+	switch (status) {
+	case 200: reason = "OK"; break;
+	case 400: reason = "Bad Request"; break;
+	case 404: reason = "Not Found"; break;
+	case 405: reason = "Method Not Allowed"; break;
+	case 413: reason = "Payload Too Large"; break;
+	case 429: reason = "Too Many Requests"; break;
+	case 502: reason = "Bad Gateway"; break;
+	case 503: reason = "Service Unavailable"; break;
+	case 504: reason = "Gateway Timeout"; break;
+	default: reason = status < 400 ? "OK" : "Error"; break;
+	}
+	evhttp_send_reply(req, status, reason, NULL);
+}
+
+/* Send an OpenAI-shaped error without a request context. */
+void
+server_send_error(struct evhttp_request *req, int status, const char *type,
+    const char *code, const char *fmt, ...)
+{
+	struct buf b = {0}, m = {0};
+	struct jw  jw;
+	va_list    ap;
+
+	va_start(ap, fmt);
+	buf_vprintf(&m, fmt, ap);
+	va_end(ap);
+	jw_init(&jw, &b);
+	jw_obj(&jw);
+	jw_key(&jw, "error");
+	jw_obj(&jw);
+	jw_key(&jw, "message");
+	jw_str(&jw, m.data ? m.data : "", m.len);
+	jw_key(&jw, "type");
+	jw_cstr(&jw, type);
+	jw_key(&jw, "param");
+	jw_null(&jw);
+	jw_key(&jw, "code");
+	jw_cstr(&jw, code);
+	jw_obj_end(&jw);
+	jw_obj_end(&jw);
+	server_send_json(req, status, &b);
+	buf_free(&b);
+	buf_free(&m);
+}
+
+/* GET /v1/models: the configured groups, then single deployments. */
+static void
+server_models(struct evhttp_request *req, void *arg)
+{
+	struct worker    *w = arg;
+	const struct cfg *cfg = w->cfg;
+	struct buf        b = {0};
+	struct jw         jw;
+	long long         now = clock_wall_ms() / 1000;
+
+	jw_init(&jw, &b);
+	jw_obj(&jw);
+	jw_key(&jw, "object");
+	jw_cstr(&jw, "list");
+	jw_key(&jw, "data");
+	jw_arr(&jw);
+	for (int i = 0; i < cfg->ngroup; i++) {
+		const struct group_cfg *g = &cfg->groups[i];
+
+		jw_obj(&jw);
+		jw_key(&jw, "id");
+		jw_cstr(&jw, g->name);
+		jw_key(&jw, "object");
+		jw_cstr(&jw, "model");
+		jw_key(&jw, "created");
+		jw_int(&jw, now);
+		jw_key(&jw, "owned_by");
+		jw_cstr(&jw, "llmfd");
+		jw_key(&jw, "deployments");
+		jw_arr(&jw);
+		for (int k = 0; k < g->ndeploy; k++) {
+			const struct deploy_cfg *d = &cfg->deploy[g->deploy[k]];
+			jw_obj(&jw);
+			jw_key(&jw, "name");
+			jw_cstr(&jw, d->name);
+			jw_key(&jw, "provider");
+			jw_cstr(&jw, cfg_provider_name(d->provider));
+			jw_key(&jw, "model");
+			jw_cstr(&jw, d->model);
+			jw_obj_end(&jw);
+		}
+		jw_arr_end(&jw);
+		jw_obj_end(&jw);
+	}
+	jw_arr_end(&jw);
+	jw_obj_end(&jw);
+	server_send_json(req, 200, &b);
+	buf_free(&b);
+}
+
+/* GET /healthz */
+static void
+server_healthz(struct evhttp_request *req, void *arg)
+{
+	struct worker *w = arg;
+	struct buf     b = {0};
+
+	buf_printf(&b, "{\"status\":\"%s\",\"pid\":%d,\"generation\":%llu}",
+	    w->draining ? "draining" : "ok", (int)getpid(),
+	    (unsigned long long)atomic_load(&w->shm->hdr->generation));
+	server_send_json(req, 200, &b);
+	buf_free(&b);
+}
+
+/* Anything else. */
+static void
+server_notfound(struct evhttp_request *req, void *arg)
+{
+	(void)arg;
+	server_send_error(req, 404, "invalid_request_error", "not_found",
+	    "unknown endpoint %s", evhttp_request_get_uri(req));
+}
+
+/* Set up evhttp on the inherited listening sockets. */
+int
+server_setup(struct worker *w)
+{
+	if ((w->http = evhttp_new(w->base)) == NULL)
+		return -1;
+	evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
+	    EVHTTP_REQ_HEAD);
+	evhttp_set_max_body_size(w->http, (ev_ssize_t)(32 << 20) + 1);
+	evhttp_set_timeout(w->http, 3600);
+	evhttp_set_cb(w->http, "/v1/chat/completions", req_handle_chat, w);
+	evhttp_set_cb(w->http, "/chat/completions", req_handle_chat, w);
+	evhttp_set_cb(w->http, "/v1/embeddings", req_handle_embeddings, w);
+	evhttp_set_cb(w->http, "/embeddings", req_handle_embeddings, w);
+	evhttp_set_cb(w->http, "/v1/models", server_models, w);
+	evhttp_set_cb(w->http, "/healthz", server_healthz, w);
+	evhttp_set_gencb(w->http, server_notfound, w);
+	for (int i = 0; i < w->nlisten; i++)
+		if ((w->bound[i] = evhttp_accept_socket_with_handle(w->http,
+		    w->listen_fd[i])) == NULL) {
+			log_warn("evhttp_accept_socket(%d) failed",
+			    w->listen_fd[i]);
+			return -1;
+		}
+	return 0;
+}
+
+/* Stop taking new connections; requests in flight go on. */
+void
+server_stop_accepting(struct worker *w)
+{
+	for (int i = 0; i < w->nlisten; i++)
+		if (w->bound[i]) {
+			evhttp_del_accept_socket(w->http, w->bound[i]);
+			w->bound[i] = NULL;
+		}
+}

@@ -1,0 +1,714 @@
+/* Upstream HTTP/1.1 client: non-blocking, plain TCP or TLS (OpenSSL, peer
+ * and hostname verified, SNI), asynchronous DNS, keep-alive pools per
+ * deployment. Responses are parsed incrementally and handed to the caller
+ * as status + a few headers, then de-chunked body bytes. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "worker/worker.h"
+
+#define DNS_TTL_MS 60000
+
+enum { UC_RESOLVING, UC_CONNECTING, UC_BUSY, UC_IDLE };
+enum {
+	P_STATUS,
+	P_HEADERS,
+	P_BODY_LEN,
+	P_CHUNK_SIZE,
+	P_CHUNK_DATA,
+	P_CHUNK_CRLF,
+	P_TRAILERS,
+	P_BODY_CLOSE,
+	P_DONE
+};
+
+struct upconn {
+	TAILQ_ENTRY(upconn)  q;
+	struct pool         *pool;
+	struct bufferevent  *bev;
+	struct event         defer; /* async error delivery */
+	int                  state;
+	int                  reused, resent, got_bytes;
+	int                  in_cb, dead;
+	int                  pstate;
+	int64_t              remaining;
+	struct up_resp       resp;
+	const struct up_cbs *cbs;
+	void                *arg;
+	struct buf           reqbytes; /* kept to resend on a stale socket */
+	char                 err[256];
+};
+
+struct pool {
+	struct event_base       *base;
+	struct evdns_base       *dns;
+	const struct deploy_cfg *d;
+	SSL_CTX                 *ctx;
+	struct sockaddr_storage  ss;
+	socklen_t                sslen;
+	int64_t                  resolved_ms;
+	int                      resolving;
+	int                      is_ip;
+	TAILQ_HEAD(, upconn)     idle;
+	TAILQ_HEAD(, upconn)     waiting;
+	int                      nidle, total;
+	char                     hosthdr[300];
+};
+
+static void uc_read_cb(struct bufferevent *, void *);
+static void uc_event_cb(struct bufferevent *, short, void *);
+static void uc_connect(struct upconn *);
+
+/* Build the TLS context for a deployment: verify peer, trust ca_file. */
+static SSL_CTX *
+pool_tls_ctx(const struct deploy_cfg *d, char **cause)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	int      ok;
+
+	if (ctx == NULL)
+		goto fail;
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if (d->ca_file[0])
+		ok = SSL_CTX_load_verify_locations(ctx, d->ca_file, NULL);
+	else
+		ok = SSL_CTX_set_default_verify_paths(ctx);
+	if (ok != 1) {
+		if (asprintf(cause, "deployment '%s': cannot load CA file %s",
+		    d->name, d->ca_file[0] ? d->ca_file : "(system)") == -1)
+			*cause = NULL;
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+fail:
+	if (asprintf(cause, "SSL_CTX_new failed") == -1)
+		*cause = NULL;
+	return NULL;
+}
+
+/* Create a pool for one deployment. */
+struct pool *
+pool_new(struct event_base *base, struct evdns_base *dns,
+    const struct deploy_cfg *d, char **cause)
+{
+	struct pool        *p = calloc(1, sizeof *p);
+	struct sockaddr_in  *sin;
+	struct sockaddr_in6 *sin6;
+
+	if (p == NULL)
+		return NULL;
+	p->base = base;
+	p->dns = dns;
+	p->d = d;
+	TAILQ_INIT(&p->idle);
+	TAILQ_INIT(&p->waiting);
+	if (d->tls && (p->ctx = pool_tls_ctx(d, cause)) == NULL) {
+		free(p);
+		return NULL;
+	}
+	if ((d->tls && d->port == 443) || (!d->tls && d->port == 80))
+		snprintf(p->hosthdr, sizeof p->hosthdr, "%s", d->host);
+	else if (strchr(d->host, ':'))
+		snprintf(p->hosthdr, sizeof p->hosthdr, "[%s]:%u", d->host,
+		    d->port);
+	else
+		snprintf(p->hosthdr, sizeof p->hosthdr, "%s:%u", d->host,
+		    d->port);
+	sin = (struct sockaddr_in *)&p->ss;
+	sin6 = (struct sockaddr_in6 *)&p->ss;
+	if (inet_pton(AF_INET, d->host, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(d->port);
+		p->sslen = sizeof *sin;
+		p->is_ip = 1;
+	} else if (inet_pton(AF_INET6, d->host, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(d->port);
+		p->sslen = sizeof *sin6;
+		p->is_ip = 1;
+	}
+	return p;
+}
+
+static void
+uc_free(struct upconn *c)
+{
+	struct pool *p = c->pool;
+
+	if (c->state == UC_IDLE) {
+		TAILQ_REMOVE(&p->idle, c, q);
+		p->nidle--;
+	} else if (c->state == UC_RESOLVING)
+		TAILQ_REMOVE(&p->waiting, c, q);
+	if (event_initialized(&c->defer))
+		event_del(&c->defer);
+	if (c->bev)
+		bufferevent_free(c->bev);
+	buf_free(&c->reqbytes);
+	p->total--;
+	free(c);
+}
+
+/* Free a pool and every connection in it (idle ones; busy ones are owned
+ * by their requests and must have been aborted first). */
+void
+pool_free(struct pool *p)
+{
+	struct upconn *c;
+
+	if (p == NULL)
+		return;
+	while ((c = TAILQ_FIRST(&p->idle)) != NULL)
+		uc_free(c);
+	while ((c = TAILQ_FIRST(&p->waiting)) != NULL)
+		uc_free(c);
+	if (p->ctx)
+		SSL_CTX_free(p->ctx);
+	free(p);
+}
+
+/* Idle and total connection counts. */
+void
+pool_stats(const struct pool *p, int *idle, int *total)
+{
+	*idle = p->nidle;
+	*total = p->total;
+}
+
+/* Report a failure to the owner (once) and close the connection. */
+static void
+uc_fail(struct upconn *c, const char *msg)
+{
+	const struct up_cbs *cbs = c->cbs;
+	void                *arg = c->arg;
+
+	c->cbs = NULL;
+	c->dead = 1;
+	if (cbs && !c->in_cb)
+		uc_free(c);
+	if (cbs)
+		cbs->error(arg, msg);
+}
+
+static void
+uc_defer_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct upconn *c = arg;
+
+	(void)fd;
+	(void)ev;
+	uc_fail(c, c->err);
+}
+
+/* Deliver an error from the loop, never from inside the caller's call. */
+static void
+uc_fail_later(struct upconn *c, const char *fmt, const char *detail)
+{
+	snprintf(c->err, sizeof c->err, fmt, detail);
+	if (!event_initialized(&c->defer))
+		event_assign(&c->defer, c->pool->base, -1, 0, uc_defer_cb, c);
+	event_active(&c->defer, 0, 0);
+}
+
+static void
+pool_dns_cb(int err, struct evutil_addrinfo *ai, void *arg)
+{
+	struct pool            *p = arg;
+	struct evutil_addrinfo *a, *pick = NULL;
+	struct upconn          *c;
+
+	p->resolving = 0;
+	for (a = ai; err == 0 && a; a = a->ai_next)
+		if (pick == NULL || (a->ai_family == AF_INET &&
+		    pick->ai_family != AF_INET))
+			pick = a;
+	if (pick && pick->ai_addrlen <= sizeof p->ss) {
+		memcpy(&p->ss, pick->ai_addr, pick->ai_addrlen);
+		p->sslen = (socklen_t)pick->ai_addrlen;
+		p->resolved_ms = clock_ms();
+	}
+	if (ai)
+		evutil_freeaddrinfo(ai);
+	while ((c = TAILQ_FIRST(&p->waiting)) != NULL) {
+		TAILQ_REMOVE(&p->waiting, c, q);
+		if (pick == NULL) {
+			c->state = UC_CONNECTING;
+			uc_fail_later(c, "cannot resolve %s",
+			    err ? evutil_gai_strerror(err) : "no address");
+		} else
+			uc_connect(c);
+	}
+}
+
+/* Resolve the pool's host (asynchronously) unless a fresh answer is cached. */
+static void
+pool_resolve(struct pool *p)
+{
+	struct evutil_addrinfo hints;
+	char                   port[8];
+
+	if (p->resolving)
+		return;
+	memset(&hints, 0, sizeof hints);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_protocol = IPPROTO_TCP;
+	hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
+	snprintf(port, sizeof port, "%u", p->d->port);
+	p->resolving = 1;
+	evdns_getaddrinfo(p->dns, p->d->host, port, &hints, pool_dns_cb, p);
+}
+
+/* Open the socket (and TLS) for a connection whose address is known. */
+static void
+uc_connect(struct upconn *c)
+{
+	struct pool *p = c->pool;
+	SSL         *ssl;
+	int          opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+
+	c->state = UC_CONNECTING;
+	if (p->ctx) {
+		if ((ssl = SSL_new(p->ctx)) == NULL) {
+			uc_fail_later(c, "%s", "SSL_new failed");
+			return;
+		}
+		SSL_set_tlsext_host_name(ssl, p->d->host);
+		if (p->is_ip)
+			X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl),
+			    p->d->host);
+		else
+			SSL_set1_host(ssl, p->d->host);
+		c->bev = bufferevent_openssl_socket_new(p->base, -1, ssl,
+		    BUFFEREVENT_SSL_CONNECTING, opts);
+		if (c->bev == NULL)
+			SSL_free(ssl);
+		else
+			bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+	} else
+		c->bev = bufferevent_socket_new(p->base, -1, opts);
+	if (c->bev == NULL) {
+		uc_fail_later(c, "%s", "cannot create a connection");
+		return;
+	}
+	bufferevent_setcb(c->bev, uc_read_cb, NULL, uc_event_cb, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&p->ss,
+	    (int)p->sslen) == -1) {
+		uc_fail_later(c, "connect failed: %s", strerror(errno));
+		return;
+	}
+	bufferevent_write(c->bev, c->reqbytes.data, c->reqbytes.len);
+}
+
+static void
+uc_reset_parse(struct upconn *c)
+{
+	memset(&c->resp, 0, sizeof c->resp);
+	c->resp.content_length = -1;
+	c->resp.retry_after_ms = -1;
+	c->resp.should_retry = -1;
+	c->resp.keepalive = 1;
+	c->pstate = P_STATUS;
+	c->got_bytes = 0;
+}
+
+/* Send a request on an idle connection, or a new one. */
+struct upconn *
+up_request(struct pool *p, const char *method, const char *path, size_t plen,
+    const char *hdrs, size_t hlen, const char *body, size_t blen,
+    const struct up_cbs *cbs, void *arg)
+{
+	struct upconn *c = TAILQ_FIRST(&p->idle);
+	int            fresh = c == NULL;
+
+	if (fresh) {
+		if ((c = calloc(1, sizeof *c)) == NULL)
+			return NULL;
+		c->pool = p;
+		p->total++;
+	} else {
+		TAILQ_REMOVE(&p->idle, c, q);
+		p->nidle--;
+		c->reused = 1;
+	}
+	c->cbs = cbs;
+	c->arg = arg;
+	c->resent = 0;
+	c->dead = 0;
+	uc_reset_parse(c);
+	buf_reset(&c->reqbytes);
+	buf_printf(&c->reqbytes, "%s %.*s HTTP/1.1\r\nHost: %s\r\n", method,
+	    (int)plen, path, p->hosthdr);
+	buf_printf(&c->reqbytes, "Content-Length: %zu\r\n", blen);
+	buf_add(&c->reqbytes, hdrs, hlen);
+	buf_add(&c->reqbytes, "\r\n", 2);
+	buf_add(&c->reqbytes, body, blen);
+	if (c->reqbytes.oom) {
+		c->cbs = NULL;
+		uc_free(c);
+		return NULL;
+	}
+	if (!fresh) {
+		c->state = UC_BUSY;
+		bufferevent_setcb(c->bev, uc_read_cb, NULL, uc_event_cb, c);
+		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+		bufferevent_write(c->bev, c->reqbytes.data, c->reqbytes.len);
+	} else if (p->sslen && (p->is_ip ||
+	    clock_ms() - p->resolved_ms < DNS_TTL_MS)) {
+		uc_connect(c);
+	} else {
+		c->state = UC_RESOLVING;
+		TAILQ_INSERT_TAIL(&p->waiting, c, q);
+		pool_resolve(p);
+	}
+	return c;
+}
+
+/* Abandon the request on c: close the connection, no more callbacks. */
+void
+up_abort(struct upconn *c)
+{
+	if (c == NULL)
+		return;
+	c->cbs = NULL;
+	c->dead = 1;
+	if (!c->in_cb)
+		uc_free(c);
+}
+
+/* Put a finished connection back in the pool, or close it. */
+static void
+uc_release(struct upconn *c)
+{
+	struct pool *p = c->pool;
+
+	if (!c->resp.keepalive || c->pstate != P_DONE ||
+	    evbuffer_get_length(bufferevent_get_input(c->bev)) != 0 ||
+	    p->nidle >= UP_MAX_IDLE) {
+		uc_free(c);
+		return;
+	}
+	c->state = UC_IDLE;
+	c->reused = 0;
+	TAILQ_INSERT_HEAD(&p->idle, c, q);
+	p->nidle++;
+}
+
+static int64_t
+hdr_int(const char *v)
+{
+	char     *end;
+	long long n = strtoll(v, &end, 10);
+
+	return (end == v || n < 0) ? -1 : n;
+}
+
+/* Keep the headers we act on. */
+static void
+uc_header(struct upconn *c, char *line)
+{
+	char  *v = strchr(line, ':');
+	size_t n;
+
+	if (v == NULL)
+		return;
+	*v++ = '\0';
+	while (*v == ' ' || *v == '\t')
+		v++;
+	n = strlen(v);
+	while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+		v[--n] = '\0';
+	if (strcasecmp(line, "content-length") == 0)
+		c->resp.content_length = hdr_int(v);
+	else if (strcasecmp(line, "transfer-encoding") == 0)
+		c->resp.chunked = strcasestr(v, "chunked") != NULL;
+	else if (strcasecmp(line, "connection") == 0) {
+		if (strcasestr(v, "close"))
+			c->resp.keepalive = 0;
+		else if (strcasestr(v, "keep-alive"))
+			c->resp.keepalive = 1;
+	} else if (strcasecmp(line, "content-type") == 0)
+		c->resp.event_stream = strcasestr(v, "event-stream") != NULL;
+	else if (strcasecmp(line, "x-should-retry") == 0)
+		c->resp.should_retry = strcasecmp(v, "true") == 0;
+	else if (strcasecmp(line, "retry-after-ms") == 0 ||
+	    strcasecmp(line, "x-ms-retry-after-ms") == 0 ||
+	    strcasecmp(line, "retry-after") == 0) {
+		int64_t ms = strcasecmp(line, "retry-after") == 0 ?
+		    classify_retry_after(NULL, NULL, v) :
+		    classify_retry_after(v, NULL, NULL);
+		if (ms >= 0 && (c->resp.retry_after_ms < 0 ||
+		    strcasecmp(line, "retry-after") != 0))
+			c->resp.retry_after_ms = ms;
+	}
+}
+
+/* Parse the status line; -1 if it is not HTTP. */
+static int
+uc_status(struct upconn *c, const char *line)
+{
+	int minor, status;
+
+	if (sscanf(line, "HTTP/1.%d %d", &minor, &status) != 2 ||
+	    status < 100 || status > 999)
+		return -1;
+	c->resp.status = status;
+	if (minor == 0)
+		c->resp.keepalive = 0;
+	return 0;
+}
+
+/* Headers complete: tell the owner and choose how the body ends. */
+static void
+uc_headers_done(struct upconn *c)
+{
+	int st = c->resp.status;
+
+	if (st >= 100 && st < 200) {
+		int ka = c->resp.keepalive;
+		uc_reset_parse(c);
+		c->resp.keepalive = ka;
+		c->got_bytes = 1;
+		return;
+	}
+	c->in_cb++;
+	c->cbs->headers(c->arg, &c->resp);
+	c->in_cb--;
+	if (c->dead)
+		return;
+	if (st == 204 || st == 304)
+		c->pstate = P_DONE;
+	else if (c->resp.chunked)
+		c->pstate = P_CHUNK_SIZE;
+	else if (c->resp.content_length >= 0) {
+		c->remaining = c->resp.content_length;
+		c->pstate = c->remaining ? P_BODY_LEN : P_DONE;
+	} else {
+		c->resp.keepalive = 0;
+		c->pstate = P_BODY_CLOSE;
+	}
+}
+
+/* Hand up to max bytes of body to the owner; returns bytes consumed. */
+static size_t
+uc_body(struct upconn *c, struct evbuffer *in, size_t max)
+{
+	struct evbuffer_iovec v[8];
+	size_t                done = 0;
+	int                   n;
+
+	n = evbuffer_peek(in, (ev_ssize_t)max, NULL, v, 8);
+	for (int i = 0; i < n && i < 8 && done < max && !c->dead; i++) {
+		size_t len = v[i].iov_len;
+
+		if (len > max - done)
+			len = max - done;
+		c->in_cb++;
+		c->cbs->data(c->arg, v[i].iov_base, len);
+		c->in_cb--;
+		done += len;
+	}
+	evbuffer_drain(in, done);
+	return done;
+}
+
+/* One parse step; returns 1 to go on, 0 to wait for bytes, -1 on error. */
+static int
+uc_step(struct upconn *c, struct evbuffer *in)
+{
+	char  *line;
+	size_t n;
+
+	switch (c->pstate) {
+	case P_STATUS:
+	case P_HEADERS:
+	case P_CHUNK_SIZE:
+	case P_CHUNK_CRLF:
+	case P_TRAILERS:
+		line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
+		if (line == NULL)
+			return evbuffer_get_length(in) > 65536 ? -1 : 0;
+		break;
+	default:
+		line = NULL;
+	}
+	switch (c->pstate) {
+	case P_STATUS:
+		if (uc_status(c, line) == -1)
+			goto bad;
+		c->pstate = P_HEADERS;
+		break;
+	case P_HEADERS:
+		if (n == 0)
+			uc_headers_done(c);
+		else
+			uc_header(c, line);
+		break;
+	case P_CHUNK_SIZE: {
+		char *end;
+		long long sz = strtoll(line, &end, 16);
+
+		if (end == line || sz < 0)
+			goto bad;
+		c->remaining = sz;
+		c->pstate = sz ? P_CHUNK_DATA : P_TRAILERS;
+		break;
+	}
+	case P_CHUNK_CRLF:
+		if (n != 0)
+			goto bad;
+		c->pstate = P_CHUNK_SIZE;
+		break;
+	case P_TRAILERS:
+		if (n == 0)
+			c->pstate = P_DONE;
+		break;
+	case P_BODY_LEN:
+	case P_CHUNK_DATA:
+	case P_BODY_CLOSE:
+		if (evbuffer_get_length(in) == 0)
+			return 0;
+		n = uc_body(c, in, c->pstate == P_BODY_CLOSE ?
+		    evbuffer_get_length(in) : (size_t)c->remaining);
+		if (c->pstate != P_BODY_CLOSE && (c->remaining -=
+		    (int64_t)n) == 0)
+			c->pstate = c->pstate == P_BODY_LEN ? P_DONE :
+			    P_CHUNK_CRLF;
+		break;
+	case P_DONE:
+		return 0;
+	}
+	free(line);
+	return 1;
+bad:
+	free(line);
+	return -1;
+}
+
+/* Response finished: hand the connection back, then tell the owner. */
+static void
+uc_finish(struct upconn *c)
+{
+	const struct up_cbs *cbs = c->cbs;
+	void                *arg = c->arg;
+
+	c->cbs = NULL;
+	uc_release(c);
+	cbs->done(arg);
+}
+
+static void
+uc_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct upconn   *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	int              rc;
+
+	if (c->state == UC_IDLE) { /* bytes on an idle socket: drop it */
+		uc_free(c);
+		return;
+	}
+	if (c->cbs == NULL)
+		return;
+	c->got_bytes |= evbuffer_get_length(in) > 0;
+	while ((rc = uc_step(c, in)) == 1 && !c->dead && c->pstate != P_DONE)
+		;
+	if (c->dead) {
+		if (c->cbs == NULL && !c->in_cb)
+			uc_free(c);
+		return;
+	}
+	if (rc == -1)
+		uc_fail(c, "malformed HTTP response from upstream");
+	else if (c->pstate == P_DONE)
+		uc_finish(c);
+}
+
+/* A reused keep-alive socket the server had closed: send again, once. */
+static int
+uc_retry_stale(struct upconn *c)
+{
+	if (!c->reused || c->resent || c->got_bytes)
+		return 0;
+	c->resent = 1;
+	c->reused = 0;
+	bufferevent_free(c->bev);
+	c->bev = NULL;
+	uc_reset_parse(c);
+	uc_connect(c);
+	return 1;
+}
+
+/* Text for a transport error on this connection. */
+static void
+uc_error_text(struct upconn *c, short what, char *out, size_t outsz)
+{
+	unsigned long e;
+	SSL          *ssl = c->pool->ctx ? bufferevent_openssl_get_ssl(c->bev) :
+	    NULL;
+	char          es[160];
+	int           err = EVUTIL_SOCKET_ERROR();
+
+	if (ssl && (e = bufferevent_get_openssl_error(c->bev)) != 0) {
+		long vr = SSL_get_verify_result(ssl);
+
+		ERR_error_string_n(e, es, sizeof es);
+		snprintf(out, outsz, "TLS error with %s: %s%s%s",
+		    c->pool->hosthdr, es, vr != X509_V_OK ? ": " : "",
+		    vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "");
+	} else if (what & BEV_EVENT_EOF)
+		snprintf(out, outsz, "upstream %s closed the connection%s",
+		    c->pool->hosthdr, c->got_bytes ? " mid-response" : "");
+	else
+		snprintf(out, outsz, "%s %s: %s", c->state == UC_CONNECTING ?
+		    "cannot connect to" : "connection error with",
+		    c->pool->hosthdr, err ? strerror(err) : "unknown error");
+}
+
+static void
+uc_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct upconn *c = arg;
+	char           msg[256];
+
+	(void)bev;
+	if (what & BEV_EVENT_CONNECTED) {
+		int one = 1;
+
+		c->state = UC_BUSY;
+		setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY,
+		    &one, sizeof one);
+		return;
+	}
+	if (c->state == UC_IDLE || c->cbs == NULL) {
+		uc_free(c);
+		return;
+	}
+	if ((what & BEV_EVENT_EOF) && c->pstate == P_BODY_CLOSE) {
+		c->pstate = P_DONE;
+		uc_finish(c);
+		return;
+	}
+	if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) && uc_retry_stale(c))
+		return;
+	uc_error_text(c, what, msg, sizeof msg);
+	uc_fail(c, msg);
+}

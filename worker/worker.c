@@ -1,0 +1,159 @@
+/* Worker process main: one event_base, inherited listeners, pools to every
+ * deployment, and drain-on-SIGTERM. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "worker/worker.h"
+
+struct worker *wk;
+
+static int64_t drain_deadline_ms;
+
+/* A client request finished; leave if draining and idle. */
+void
+worker_req_done(struct worker *w)
+{
+	w->inflight--;
+	if (w->draining && w->inflight <= 0)
+		event_base_loopexit(w->base, NULL);
+}
+
+/* SIGTERM: stop accepting, finish what is in flight, exit. */
+static void
+worker_sigterm(evutil_socket_t sig, short ev, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)sig;
+	(void)ev;
+	if (w->draining)
+		return;
+	w->draining = 1;
+	drain_deadline_ms = clock_ms() + w->cfg->drain_timeout_ms;
+	server_stop_accepting(w);
+	log_info("draining %d request%s", w->inflight,
+	    w->inflight == 1 ? "" : "s");
+	if (w->inflight <= 0)
+		event_base_loopexit(w->base, NULL);
+}
+
+/* Once a second: follow the live log level, notice an orphaning, and end a
+ * drain that outlived its timeout. */
+static void
+worker_tick(evutil_socket_t fd, short ev, void *arg)
+{
+	struct worker *w = arg;
+	int            lvl = atomic_load(&w->shm->hdr->log_level);
+
+	(void)fd;
+	(void)ev;
+	if (lvl >= LOG_LVL_ERROR && lvl <= LOG_LVL_DEBUG && lvl != log_level)
+		log_level = lvl;
+	if (getppid() == 1) {
+		log_warnx("master went away; exiting");
+		event_base_loopexit(w->base, NULL);
+	}
+	if (w->draining && clock_ms() > drain_deadline_ms) {
+		log_warnx("drain timeout with %d request%s in flight",
+		    w->inflight, w->inflight == 1 ? "" : "s");
+		event_base_loopexit(w->base, NULL);
+	}
+}
+
+/* Map config indexes to table slots and open a pool per deployment. */
+static int
+worker_pools(struct worker *w)
+{
+	const struct cfg *cfg = w->cfg;
+	char             *cause = NULL;
+
+	w->slot_of = calloc((size_t)cfg->ndeploy, sizeof *w->slot_of);
+	w->pools = calloc((size_t)cfg->ndeploy, sizeof *w->pools);
+	if (w->slot_of == NULL || w->pools == NULL)
+		return -1;
+	for (int i = 0; i < cfg->ndeploy; i++) {
+		if ((w->slot_of[i] = shm_find(w->shm, cfg->deploy[i].name)) <
+		    0) {
+			log_warnx("deployment %s has no table slot",
+			    cfg->deploy[i].name);
+			return -1;
+		}
+		w->pools[i] = pool_new(w->base, w->dns, &cfg->deploy[i], &cause);
+		if (w->pools[i] == NULL) {
+			log_warnx("%s", cause ? cause : "pool_new failed");
+			free(cause);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void
+worker_free(struct worker *w)
+{
+	req_free_all(w);
+	if (w->http)
+		evhttp_free(w->http);
+	for (int i = 0; w->pools && i < w->cfg->ndeploy; i++)
+		pool_free(w->pools[i]);
+	free(w->pools);
+	free(w->slot_of);
+	if (w->ev_term)
+		event_free(w->ev_term);
+	if (w->ev_tick)
+		event_free(w->ev_tick);
+	if (w->dns)
+		evdns_base_free(w->dns, 0);
+	event_base_free(w->base);
+}
+
+/* Run a worker until it is told to stop. Returns the exit status. */
+int
+worker_main(const struct cfg *cfg, struct shm *shm, int index,
+    const int *fds, int nfds)
+{
+	static struct worker w;
+	struct timeval       sec = {1, 0};
+	char                 name[32];
+
+	memset(&w, 0, sizeof w);
+	wk = &w;
+	w.cfg = cfg;
+	w.shm = shm;
+	w.index = index;
+	w.rng = (uint64_t)clock_us() ^ ((uint64_t)getpid() << 32);
+	LIST_INIT(&w.reqs);
+	snprintf(name, sizeof name, "worker %d", index);
+	log_procinit(name);
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGINT, SIG_IGN); /* the master turns ^C into SIGTERM */
+	signal(SIGHUP, SIG_IGN);
+	if ((w.base = event_base_new()) == NULL)
+		fatalx("event_base_new failed");
+	w.dns = evdns_base_new(w.base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+	    EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+	if (w.dns == NULL && (w.dns = evdns_base_new(w.base, 0)) == NULL)
+		fatalx("evdns_base_new failed");
+	for (int i = 0; i < nfds && i < 8; i++)
+		w.listen_fd[w.nlisten++] = fds[i];
+	if (worker_pools(&w) == -1 || server_setup(&w) == -1)
+		return 2;
+	w.ev_term = evsignal_new(w.base, SIGTERM, worker_sigterm, &w);
+	w.ev_tick = event_new(w.base, -1, EV_PERSIST, worker_tick, &w);
+	evsignal_add(w.ev_term, NULL);
+	event_add(w.ev_tick, &sec);
+	log_debug("serving");
+	event_base_dispatch(w.base);
+	log_debug("exiting");
+	worker_free(&w);
+	return 0;
+}
