@@ -17,11 +17,11 @@ _Static_assert(sizeof(struct shm_hdr_sh) % 64 == 0, "header not aligned");
 #define RLX memory_order_relaxed
 
 static char *
-shm_cause(const char *fmt, const char *path)
+shm_cause(const char *what, const char *path)
 {
 	char *s = NULL;
 
-	if (asprintf(&s, fmt, path, strerror(errno)) == -1)
+	if (asprintf(&s, "%s %s: %s", what, path, strerror(errno)) == -1)
 		s = NULL;
 	return s;
 }
@@ -60,22 +60,22 @@ shm_create(struct shm *s, const char *path, char **cause)
 	if (snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid()) >=
 	    (int)sizeof tmp) {
 		errno = ENAMETOOLONG;
-		*cause = shm_cause("%s: %s", path);
+		*cause = shm_cause("path too long:", path);
 		return -1;
 	}
 	unlink(tmp);
 	if ((fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640)) ==
 	    -1) {
-		*cause = shm_cause("open(%s) failed: %s", tmp);
+		*cause = shm_cause("open() failed for", tmp);
 		return -1;
 	}
 	if (fchmod(fd, 0640) == -1 || ftruncate(fd, (off_t)sz) == -1) {
-		*cause = shm_cause("ftruncate(%s) failed: %s", tmp);
+		*cause = shm_cause("ftruncate() failed for", tmp);
 		goto fail;
 	}
 	p = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (p == MAP_FAILED) {
-		*cause = shm_cause("mmap(%s) failed: %s", tmp);
+		*cause = shm_cause("mmap() failed for", tmp);
 		goto fail;
 	}
 	memset(p, 0, sz);
@@ -90,7 +90,7 @@ shm_create(struct shm *s, const char *path, char **cause)
 	atomic_thread_fence(memory_order_release);
 	s->hdr->magic = SHM_MAGIC;
 	if (rename(tmp, path) == -1) {
-		*cause = shm_cause("rename(%s) failed: %s", path);
+		*cause = shm_cause("rename() failed for", path);
 		munmap(p, sz);
 		goto fail;
 	}
@@ -143,11 +143,11 @@ shm_attach(struct shm *s, const char *path, int writable, char **cause)
 	s->fd = -1;
 	if ((fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC)) ==
 	    -1) {
-		*cause = shm_cause("cannot open health table %s: %s", path);
+		*cause = shm_cause("cannot open health table", path);
 		return -1;
 	}
 	if (fstat(fd, &st) == -1) {
-		*cause = shm_cause("fstat(%s) failed: %s", path);
+		*cause = shm_cause("fstat() failed for", path);
 		close(fd);
 		return -1;
 	}
@@ -161,7 +161,7 @@ shm_attach(struct shm *s, const char *path, int writable, char **cause)
 	p = mmap(NULL, (size_t)st.st_size,
 	    PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0);
 	if (p == MAP_FAILED) {
-		*cause = shm_cause("mmap(%s) failed: %s", path);
+		*cause = shm_cause("mmap() failed for", path);
 		close(fd);
 		return -1;
 	}

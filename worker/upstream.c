@@ -219,9 +219,10 @@ uc_defer_cb(evutil_socket_t fd, short ev, void *arg)
 
 /* Deliver an error from the loop, never from inside the caller's call. */
 static void
-uc_fail_later(struct upconn *c, const char *fmt, const char *detail)
+uc_fail_later(struct upconn *c, const char *what, const char *detail)
 {
-	snprintf(c->err, sizeof c->err, fmt, detail);
+	snprintf(c->err, sizeof c->err, "%s%s%.200s", what, detail ? ": " : "",
+	    detail ? detail : "");
 	if (!event_initialized(&c->defer))
 		event_assign(&c->defer, c->pool->base, -1, 0, uc_defer_cb, c);
 	event_active(&c->defer, 0, 0);
@@ -250,7 +251,7 @@ pool_dns_cb(int err, struct evutil_addrinfo *ai, void *arg)
 		TAILQ_REMOVE(&p->waiting, c, q);
 		if (pick == NULL) {
 			c->state = UC_CONNECTING;
-			uc_fail_later(c, "cannot resolve %s",
+			uc_fail_later(c, "cannot resolve the upstream host",
 			    err ? evutil_gai_strerror(err) : "no address");
 		} else
 			uc_connect(c);
@@ -287,7 +288,7 @@ uc_connect(struct upconn *c)
 	c->state = UC_CONNECTING;
 	if (p->ctx) {
 		if ((ssl = SSL_new(p->ctx)) == NULL) {
-			uc_fail_later(c, "%s", "SSL_new failed");
+			uc_fail_later(c, "SSL_new failed", NULL);
 			return;
 		}
 		SSL_set_tlsext_host_name(ssl, p->d->host);
@@ -305,14 +306,14 @@ uc_connect(struct upconn *c)
 	} else
 		c->bev = bufferevent_socket_new(p->base, -1, opts);
 	if (c->bev == NULL) {
-		uc_fail_later(c, "%s", "cannot create a connection");
+		uc_fail_later(c, "cannot create a connection", NULL);
 		return;
 	}
 	bufferevent_setcb(c->bev, uc_read_cb, NULL, uc_event_cb, c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&p->ss,
 	    (int)p->sslen) == -1) {
-		uc_fail_later(c, "connect failed: %s", strerror(errno));
+		uc_fail_later(c, "connect failed", strerror(errno));
 		return;
 	}
 	bufferevent_write(c->bev, c->reqbytes.data, c->reqbytes.len);
@@ -671,14 +672,14 @@ uc_error_text(struct upconn *c, short what, char *out, size_t outsz)
 		long vr = SSL_get_verify_result(ssl);
 
 		ERR_error_string_n(e, es, sizeof es);
-		snprintf(out, outsz, "TLS error with %s: %s%s%s",
+		snprintf(out, outsz, "TLS error with %.100s: %.100s%s%.60s",
 		    c->pool->hosthdr, es, vr != X509_V_OK ? ": " : "",
 		    vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "");
 	} else if (what & BEV_EVENT_EOF)
-		snprintf(out, outsz, "upstream %s closed the connection%s",
+		snprintf(out, outsz, "upstream %.100s closed the connection%s",
 		    c->pool->hosthdr, c->got_bytes ? " mid-response" : "");
 	else
-		snprintf(out, outsz, "%s %s: %s", c->state == UC_CONNECTING ?
+		snprintf(out, outsz, "%s %.100s: %.60s", c->state == UC_CONNECTING ?
 		    "cannot connect to" : "connection error with",
 		    c->pool->hosthdr, err ? strerror(err) : "unknown error");
 }

@@ -1,0 +1,1020 @@
+/* JSON reading over jsmn tokens and an escaping JSON writer. */
+
+/*
+ * jsmn is header-only: this file is the one place its implementation is
+ * compiled (with external linkage, so other files may still call
+ * jsmn_parse through json.h, which includes it with JSMN_HEADER).
+ * It must come before json.h, whose include guard would hide it.
+ */
+#undef JSMN_HEADER
+#undef JSMN_PARENT_LINKS
+#undef JSMN_STRICT
+#include <jsmn.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/json.h"
+
+#define JSON_TOK_INIT  256 /* grown by doubling */
+#define JSON_TOK_MAX   (1 << 20)
+#define JSON_MAX_DEPTH 512 /* deeper documents are rejected */
+
+/* Byte offset where token t's text starts, quotes included. */
+static int
+ext_start(const jsmntok_t *t)
+{
+	return t->type == JSMN_STRING ? t->start - 1 : t->start;
+}
+
+/* Count of leading ASCII digits in s[0, n). */
+static size_t
+digits(const char *s, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n && s[i] >= '0' && s[i] <= '9')
+		i++;
+	return i;
+}
+
+/* True if s[0, n) is a JSON number. */
+static int
+is_number(const char *s, size_t n)
+{
+	size_t i = 0, d;
+
+	if (i < n && s[i] == '-')
+		i++;
+	if (i < n && s[i] == '0')
+		i++;
+	else if ((d = digits(s + i, n - i)) > 0)
+		i += d;
+	else
+		return 0;
+	if (i < n && s[i] == '.') {
+		if ((d = digits(s + i + 1, n - i - 1)) == 0)
+			return 0;
+		i += 1 + d;
+	}
+	if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+		i++;
+		if (i < n && (s[i] == '+' || s[i] == '-'))
+			i++;
+		if ((d = digits(s + i, n - i)) == 0)
+			return 0;
+		i += d;
+	}
+	return i == n;
+}
+
+/* True if s[0, n) is true, false, null or a number. */
+static int
+is_primitive(const char *s, size_t n)
+{
+	if (n == 0)
+		return 0;
+	switch (s[0]) {
+	case 't':
+		return n == 4 && memcmp(s, "true", 4) == 0;
+	case 'f':
+		return n == 5 && memcmp(s, "false", 5) == 0;
+	case 'n':
+		return n == 4 && memcmp(s, "null", 4) == 0;
+	default:
+		return is_number(s, n);
+	}
+}
+
+/* Value of the 4 hex digits at p, or -1. */
+static long
+hex4(const char *p)
+{
+	long v = 0;
+	int k;
+
+	for (k = 0; k < 4; k++) {
+		char c = p[k];
+
+		v <<= 4;
+		if (c >= '0' && c <= '9')
+			v |= c - '0';
+		else if (c >= 'a' && c <= 'f')
+			v |= c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			v |= c - 'A' + 10;
+		else
+			return -1;
+	}
+	return v;
+}
+
+/* Tokenizer state for one json_parse call. */
+struct tz {
+	struct json *j;
+	const char *js;
+	int len;
+	int pos;
+	int n;                     /* tokens used */
+	int depth;                 /* open containers */
+	int stack[JSON_MAX_DEPTH]; /* their token indexes */
+};
+
+/* Grow the token array to cap tokens; -1 on OOM or past the limit. */
+static int
+tok_grow(struct json *j, int cap)
+{
+	jsmntok_t *t;
+
+	if (cap > JSON_TOK_MAX)
+		return -1;
+	if ((t = realloc(j->tok, (size_t)cap * sizeof(*t))) == NULL)
+		return -1;
+	j->tok = t;
+	j->cap = cap;
+	return 0;
+}
+
+/* Append a token; its index, or -1. */
+static int
+tz_tok(struct tz *z, jsmntype_t type, int start, int end)
+{
+	jsmntok_t *t;
+
+	if (z->n == z->j->cap && tok_grow(z->j, z->j->cap * 2) == -1)
+		return -1;
+	t = &z->j->tok[z->n];
+	t->type = type;
+	t->start = start;
+	t->end = end;
+	t->size = 0;
+	return z->n++;
+}
+
+/* Skip whitespace; returns the byte there, or -1 at the end. */
+static int
+tz_ws(struct tz *z)
+{
+	const char *js = z->js;
+
+	while (z->pos < z->len && (js[z->pos] == ' ' || js[z->pos] == '\n' ||
+	                           js[z->pos] == '\r' || js[z->pos] == '\t'))
+		z->pos++;
+	return z->pos < z->len ? (unsigned char)js[z->pos] : -1;
+}
+
+/* Scan the string whose quote is at pos into a token; its index or -1. */
+static int
+tz_string(struct tz *z)
+{
+	const unsigned char *s = (const unsigned char *)z->js;
+	int p = z->pos + 1, k;
+
+	for (; p < z->len; p++) {
+		if (s[p] == '"') {
+			k = tz_tok(z, JSMN_STRING, z->pos + 1, p);
+			z->pos = p + 1;
+			return k;
+		}
+		if (s[p] < 0x20)
+			return -1;
+		if (s[p] != '\\')
+			continue;
+		if (++p >= z->len)
+			return -1;
+		if (s[p] == 'u') {
+			if (p + 4 >= z->len || hex4(z->js + p + 1) == -1)
+				return -1;
+			p += 4;
+		} else if (strchr("\"\\/bfnrt", s[p]) == NULL || s[p] == 0)
+			return -1;
+	}
+	return -1;
+}
+
+/* Scan a value at pos into tokens; 1 if it opened a container (whose
+ * members come next), 0 for a scalar, -1 on error. */
+static int
+tz_value(struct tz *z)
+{
+	int c = tz_ws(z), k, p;
+
+	if (c == '{' || c == '[') {
+		if (z->depth == JSON_MAX_DEPTH ||
+		    (k = tz_tok(z, c == '{' ? JSMN_OBJECT : JSMN_ARRAY, z->pos,
+		                -1)) == -1)
+			return -1;
+		z->stack[z->depth++] = k;
+		z->pos++;
+		return 1;
+	}
+	if (c == '"')
+		return tz_string(z) == -1 ? -1 : 0;
+	for (p = z->pos; p < z->len; p++) {
+		c = z->js[p];
+		if (c == ',' || c == ']' || c == '}' || c == ' ' || c == '\n' ||
+		    c == '\r' || c == '\t')
+			break;
+	}
+	if (!is_primitive(z->js + z->pos, (size_t)(p - z->pos)) ||
+	    tz_tok(z, JSMN_PRIMITIVE, z->pos, p) == -1)
+		return -1;
+	z->pos = p;
+	return 0;
+}
+
+/* Scan an object key and its colon; the key owns the value (size 1). */
+static int
+tz_key(struct tz *z)
+{
+	int k;
+
+	if (tz_ws(z) != '"' || (k = tz_string(z)) == -1 || tz_ws(z) != ':')
+		return -1;
+	z->j->tok[k].size = 1;
+	z->j->tok[z->stack[z->depth - 1]].size++;
+	z->pos++;
+	return 0;
+}
+
+/*
+ * After a value, or right after an opening bracket (fresh != 0): close
+ * containers and take the comma (and key) before the next value.
+ * Returns 1 if a value must follow, 0 when the document is complete.
+ */
+static int
+tz_after(struct tz *z, int fresh)
+{
+	jsmntok_t *top;
+	int c, obj;
+
+	for (;;) {
+		c = tz_ws(z);
+		if (z->depth == 0)
+			return c == -1 ? 0 : -1;
+		top = &z->j->tok[z->stack[z->depth - 1]];
+		obj = top->type == JSMN_OBJECT;
+		if (c == (obj ? '}' : ']')) {
+			top->end = ++z->pos;
+			z->depth--;
+			fresh = 0;
+			continue;
+		}
+		if (fresh || c == ',') {
+			z->pos += !fresh;
+			if (obj)
+				return tz_key(z) == -1 ? -1 : 1;
+			top->size++;
+			return 1;
+		}
+		return -1;
+	}
+}
+
+/*
+ * A strict single-pass tokenizer producing the tokens jsmn_parse would
+ * (same types, offsets and sizes). jsmn itself is not used here: without
+ * JSMN_PARENT_LINKS (which json.h's token layout excludes) it rescans
+ * earlier siblings at every closing bracket, which is quadratic, and in
+ * non-strict mode it accepts barewords, missing separators and several
+ * top-level values.
+ */
+int
+json_parse(struct json *j, const char *js, size_t len)
+{
+	struct tz z;
+	int r, fresh;
+
+	j->js = js;
+	j->len = len;
+	j->ntok = 0;
+	if (len == 0 || len > INT_MAX)
+		return -1;
+	if (j->cap < JSON_TOK_INIT && tok_grow(j, JSON_TOK_INIT) == -1)
+		return -1;
+	z.j = j;
+	z.js = js;
+	z.len = (int)len;
+	z.pos = z.n = z.depth = 0;
+	do {
+		if ((fresh = tz_value(&z)) == -1)
+			return -1;
+	} while ((r = tz_after(&z, fresh)) == 1);
+	if (r == -1)
+		return -1;
+	j->ntok = z.n;
+	return 0;
+}
+
+/* Release the token storage. */
+void
+json_free(struct json *j)
+{
+	free(j->tok);
+	j->tok = NULL;
+	j->ntok = j->cap = 0;
+}
+
+/* Token i, or NULL if i is out of range. */
+static const jsmntok_t *
+tok_at(const struct json *j, int i)
+{
+	if (i < 0 || i >= j->ntok)
+		return NULL;
+	return &j->tok[i];
+}
+
+/* Type of token i (JSMN_*), or -1. */
+int
+json_type(const struct json *j, int i)
+{
+	const jsmntok_t *t = tok_at(j, i);
+
+	return t ? (int)t->type : -1;
+}
+
+/*
+ * Index of the first token after i's subtree: the first token that starts
+ * at or after i's end offset. For an object key that is its value, since
+ * a key's text ends before its value begins.
+ */
+int
+json_next(const struct json *j, int i)
+{
+	const jsmntok_t *t = tok_at(j, i);
+	int n, end;
+
+	if (t == NULL)
+		return -1;
+	end = t->end;
+	for (n = i + 1; n < j->ntok && j->tok[n].start < end; n++)
+		;
+	return n;
+}
+
+/* Value of key[0, klen) in object obj, or -1. */
+static int
+get_n(const struct json *j, int obj, const char *key, size_t klen)
+{
+	const jsmntok_t *t = tok_at(j, obj);
+	int k, n;
+
+	if (t == NULL || t->type != JSMN_OBJECT)
+		return -1;
+	for (k = obj + 1, n = 0; n < t->size; n++) {
+		const jsmntok_t *kt = &j->tok[k];
+
+		if ((size_t)(kt->end - kt->start) == klen &&
+		    memcmp(j->js + kt->start, key, klen) == 0)
+			return k + 1;
+		if (memchr(j->js + kt->start, '\\',
+		           (size_t)(kt->end - kt->start)) != NULL) {
+			/* Escaped key: compare decoded (rare). */
+			char tmp[256];
+
+			if (klen < sizeof(tmp) &&
+			    json_str(j, k, tmp, sizeof(tmp)) == (int)klen &&
+			    memcmp(tmp, key, klen) == 0)
+				return k + 1;
+		}
+		k = json_next(j, k + 1);
+	}
+	return -1;
+}
+
+/* Value of key in object obj, or -1. */
+int
+json_get(const struct json *j, int obj, const char *key)
+{
+	return get_n(j, obj, key, strlen(key));
+}
+
+/* The n-th element of array arr, or -1. */
+int
+json_at(const struct json *j, int arr, int n)
+{
+	const jsmntok_t *t = tok_at(j, arr);
+	int k, m;
+
+	if (t == NULL || t->type != JSMN_ARRAY || n < 0 || n >= t->size)
+		return -1;
+	for (k = arr + 1, m = 0; m < n; m++)
+		k = json_next(j, k);
+	return k;
+}
+
+/* Members of an object or elements of an array, or -1. */
+int
+json_size(const struct json *j, int i)
+{
+	const jsmntok_t *t = tok_at(j, i);
+
+	if (t == NULL || (t->type != JSMN_OBJECT && t->type != JSMN_ARRAY))
+		return -1;
+	return t->size;
+}
+
+/* True if primitive i's text is exactly lit. */
+static bool
+prim_is(const struct json *j, int i, const char *lit, size_t n)
+{
+	const jsmntok_t *t = tok_at(j, i);
+
+	return t != NULL && t->type == JSMN_PRIMITIVE &&
+	       (size_t)(t->end - t->start) == n &&
+	       memcmp(j->js + t->start, lit, n) == 0;
+}
+
+/* True if i is null. */
+bool
+json_is_null(const struct json *j, int i)
+{
+	return prim_is(j, i, "null", 4);
+}
+
+/* True if i is true. */
+bool
+json_is_true(const struct json *j, int i)
+{
+	return prim_is(j, i, "true", 4);
+}
+
+/* Store boolean i in *out; -1 if it is not a boolean. */
+int
+json_bool(const struct json *j, int i, bool *out)
+{
+	if (prim_is(j, i, "true", 4))
+		*out = true;
+	else if (prim_is(j, i, "false", 5))
+		*out = false;
+	else
+		return -1;
+	return 0;
+}
+
+/* Copy number token i NUL-terminated into tmp; -1 if not a number. */
+static int
+num_text(const struct json *j, int i, char *tmp, size_t tmpsz)
+{
+	const jsmntok_t *t = tok_at(j, i);
+	size_t n;
+
+	if (t == NULL || t->type != JSMN_PRIMITIVE)
+		return -1;
+	n = (size_t)(t->end - t->start);
+	if (n >= tmpsz || !is_number(j->js + t->start, n))
+		return -1;
+	memcpy(tmp, j->js + t->start, n);
+	tmp[n] = '\0';
+	return 0;
+}
+
+/* Store number i in *out if it is an integer that fits; else -1. */
+int
+json_int(const struct json *j, int i, long long *out)
+{
+	char tmp[128];
+	char *end;
+	long long v;
+	double d;
+
+	if (num_text(j, i, tmp, sizeof(tmp)) == -1)
+		return -1;
+	if (strpbrk(tmp, ".eE") == NULL) {
+		errno = 0;
+		v = strtoll(tmp, &end, 10);
+		if (errno != 0 || *end != '\0')
+			return -1;
+		*out = v;
+		return 0;
+	}
+	d = strtod(tmp, &end);
+	if (*end != '\0' || d != floor(d) || d < -9223372036854775808.0 ||
+	    d >= 9223372036854775808.0)
+		return -1;
+	*out = (long long)d;
+	return 0;
+}
+
+/* Store number i in *out; -1 if it is not a number. */
+int
+json_num(const struct json *j, int i, double *out)
+{
+	char tmp[128];
+	char *end;
+
+	if (num_text(j, i, tmp, sizeof(tmp)) == -1)
+		return -1;
+	*out = strtod(tmp, &end);
+	return *end == '\0' ? 0 : -1;
+}
+
+/* Raw text of value i (strings with their quotes), or NULL. */
+const char *
+json_raw(const struct json *j, int i, size_t *len)
+{
+	const jsmntok_t *t = tok_at(j, i);
+	int s;
+
+	if (t == NULL)
+		return NULL;
+	s = ext_start(t);
+	*len = (size_t)(t->end - s) + (t->type == JSMN_STRING);
+	return j->js + s;
+}
+
+/* Encode code point cp as UTF-8 into u; returns the length. */
+static size_t
+utf8_put(char *u, uint32_t cp)
+{
+	if (cp < 0x80) {
+		u[0] = (char)cp;
+		return 1;
+	}
+	if (cp < 0x800) {
+		u[0] = (char)(0xc0 | (cp >> 6));
+		u[1] = (char)(0x80 | (cp & 0x3f));
+		return 2;
+	}
+	if (cp < 0x10000) {
+		u[0] = (char)(0xe0 | (cp >> 12));
+		u[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+		u[2] = (char)(0x80 | (cp & 0x3f));
+		return 3;
+	}
+	u[0] = (char)(0xf0 | (cp >> 18));
+	u[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+	u[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+	u[3] = (char)(0x80 | (cp & 0x3f));
+	return 4;
+}
+
+/*
+ * Decode the escape sequence at p (p[0] == '\\', e is the end of the
+ * string's text) into u; sets *ulen and returns the input bytes used.
+ * Lone or malformed surrogates decode as U+FFFD.
+ */
+static size_t
+unescape(const char *p, const char *e, char *u, size_t *ulen)
+{
+	long hi, lo;
+
+	if (e - p < 2) {
+		*ulen = utf8_put(u, 0xfffd);
+		return (size_t)(e - p);
+	}
+	switch (p[1]) {
+	case 'b':
+		*u = '\b';
+		break;
+	case 'f':
+		*u = '\f';
+		break;
+	case 'n':
+		*u = '\n';
+		break;
+	case 'r':
+		*u = '\r';
+		break;
+	case 't':
+		*u = '\t';
+		break;
+	case 'u':
+		if (e - p < 6 || (hi = hex4(p + 2)) == -1) {
+			*ulen = utf8_put(u, 0xfffd);
+			return 2;
+		}
+		if (hi >= 0xd800 && hi <= 0xdbff && e - p >= 12 &&
+		    p[6] == '\\' && p[7] == 'u' &&
+		    (lo = hex4(p + 8)) >= 0xdc00 && lo <= 0xdfff) {
+			*ulen = utf8_put(
+			    u, 0x10000 + (((uint32_t)hi - 0xd800) << 10) +
+			           ((uint32_t)lo - 0xdc00));
+			return 12;
+		}
+		if (hi >= 0xd800 && hi <= 0xdfff)
+			hi = 0xfffd;
+		*ulen = utf8_put(u, (uint32_t)hi);
+		return 6;
+	default:
+		*u = p[1];
+		break; /* " \ / */
+	}
+	*ulen = 1;
+	return 2;
+}
+
+/* Bounds of string token i's text, or -1 if it is not a string. */
+static int
+str_span(const struct json *j, int i, const char **s, const char **e)
+{
+	const jsmntok_t *t = tok_at(j, i);
+
+	if (t == NULL || t->type != JSMN_STRING)
+		return -1;
+	*s = j->js + t->start;
+	*e = j->js + t->end;
+	return 0;
+}
+
+/* Length of the longest prefix of s[0, n) ending on a UTF-8 boundary. */
+static size_t
+utf8_cut(const char *s, size_t n, size_t room)
+{
+	if (room >= n)
+		return n;
+	while (room > 0 && ((unsigned char)s[room] & 0xc0) == 0x80)
+		room--;
+	return room;
+}
+
+/* Unescape string i into out; see json.h. */
+int
+json_str(const struct json *j, int i, char *out, size_t outsz)
+{
+	const char *s, *e, *bs;
+	size_t total = 0, w = 0, n, ulen, room;
+	int full = outsz == 0;
+	char u[4];
+
+	if (str_span(j, i, &s, &e) == -1) {
+		if (outsz > 0)
+			out[0] = '\0';
+		return -1;
+	}
+	room = outsz ? outsz - 1 : 0;
+	while (s < e) {
+		if ((bs = memchr(s, '\\', (size_t)(e - s))) == NULL)
+			bs = e;
+		n = (size_t)(bs - s);
+		if (!full && n > 0) {
+			size_t c = utf8_cut(s, n, room - w);
+
+			memcpy(out + w, s, c);
+			w += c;
+			full = c < n;
+		}
+		total += n;
+		if (bs == e)
+			break;
+		s = bs + unescape(bs, e, u, &ulen);
+		if (!full && ulen <= room - w) {
+			memcpy(out + w, u, ulen);
+			w += ulen;
+		} else
+			full = 1;
+		total += ulen;
+	}
+	if (outsz > 0)
+		out[w] = '\0';
+	return total > INT_MAX ? INT_MAX : (int)total;
+}
+
+/* Unescape string i, appending to out; the decoded length, or -1. */
+int
+json_str_buf(const struct json *j, int i, struct buf *out)
+{
+	const char *s, *e, *bs;
+	size_t total = 0, ulen;
+	char u[4];
+
+	if (str_span(j, i, &s, &e) == -1)
+		return -1;
+	while (s < e) {
+		if ((bs = memchr(s, '\\', (size_t)(e - s))) == NULL)
+			bs = e;
+		if (buf_add(out, s, (size_t)(bs - s)) == -1)
+			return -1;
+		total += (size_t)(bs - s);
+		if (bs == e)
+			break;
+		s = bs + unescape(bs, e, u, &ulen);
+		if (buf_add(out, u, ulen) == -1)
+			return -1;
+		total += ulen;
+	}
+	return total > INT_MAX ? INT_MAX : (int)total;
+}
+
+/* True if string i decodes to exactly the C string str. */
+bool
+json_eq(const struct json *j, int i, const char *str)
+{
+	const char *s, *e, *bs;
+	size_t n, ulen, slen;
+	char u[4];
+
+	if (str_span(j, i, &s, &e) == -1 || str == NULL)
+		return false;
+	slen = strlen(str);
+	while (s < e) {
+		if ((bs = memchr(s, '\\', (size_t)(e - s))) == NULL)
+			bs = e;
+		n = (size_t)(bs - s);
+		if (n > slen || memcmp(s, str, n) != 0)
+			return false;
+		str += n;
+		slen -= n;
+		if (bs == e)
+			break;
+		s = bs + unescape(bs, e, u, &ulen);
+		if (ulen > slen || memcmp(u, str, ulen) != 0)
+			return false;
+		str += ulen;
+		slen -= ulen;
+	}
+	return slen == 0;
+}
+
+/* Walk a dotted path of keys and array indexes from token start. */
+int
+json_path(const struct json *j, int start, const char *path)
+{
+	int cur = start;
+	const char *seg, *dot;
+	size_t n, d;
+	long idx;
+
+	if (tok_at(j, cur) == NULL || path == NULL)
+		return -1;
+	for (seg = path; *seg != '\0' && cur != -1; seg = dot + (*dot != 0)) {
+		if ((dot = strchr(seg, '.')) == NULL)
+			dot = seg + strlen(seg);
+		n = (size_t)(dot - seg);
+		if (j->tok[cur].type == JSMN_ARRAY) {
+			d = digits(seg, n);
+			if (n == 0 || d != n || n > 9)
+				return -1;
+			idx = strtol(seg, NULL, 10);
+			cur = json_at(j, cur, (int)idx);
+		} else
+			cur = get_n(j, cur, seg, n);
+	}
+	return cur;
+}
+
+/* Writer. */
+
+/* Start a writer appending to b. */
+void
+jw_init(struct jw *w, struct buf *b)
+{
+	memset(w, 0, sizeof(*w));
+	w->b = b;
+}
+
+/* Emit the comma a new value needs at this level. */
+static void
+jw_pre(struct jw *w)
+{
+	int d = w->depth < 64 ? w->depth : 63;
+
+	if (w->after_key) {
+		w->after_key = 0;
+		return;
+	}
+	if (w->need_comma[d])
+		buf_addc(w->b, ',');
+	w->need_comma[d] = 1;
+}
+
+/* Open a container with byte c. Nesting past 64 levels marks the buffer
+ * failed (the sticky oom flag) so the caller drops the document. */
+static void
+jw_open(struct jw *w, char c)
+{
+	jw_pre(w);
+	buf_addc(w->b, c);
+	w->depth++;
+	if (w->depth >= 64)
+		w->b->oom = 1;
+	else
+		w->need_comma[w->depth] = 0;
+}
+
+/* Close a container with byte c. */
+static void
+jw_close(struct jw *w, char c)
+{
+	buf_addc(w->b, c);
+	if (w->depth > 0)
+		w->depth--;
+	w->after_key = 0;
+}
+
+/* Begin an object. */
+void
+jw_obj(struct jw *w)
+{
+	jw_open(w, '{');
+}
+
+/* End an object. */
+void
+jw_obj_end(struct jw *w)
+{
+	jw_close(w, '}');
+}
+
+/* Begin an array. */
+void
+jw_arr(struct jw *w)
+{
+	jw_open(w, '[');
+}
+
+/* End an array. */
+void
+jw_arr_end(struct jw *w)
+{
+	jw_close(w, ']');
+}
+
+/* Write an object key; the next value belongs to it. */
+void
+jw_key(struct jw *w, const char *key)
+{
+	jw_pre(w);
+	buf_addc(w->b, '"');
+	json_escape(w->b, key, strlen(key));
+	buf_add(w->b, "\":", 2);
+	w->after_key = 1;
+}
+
+/* Write an escaped string. */
+void
+jw_str(struct jw *w, const char *s, size_t n)
+{
+	jw_pre(w);
+	buf_addc(w->b, '"');
+	json_escape(w->b, s, n);
+	buf_addc(w->b, '"');
+}
+
+/* Write a C string, or null for NULL. */
+void
+jw_cstr(struct jw *w, const char *s)
+{
+	if (s == NULL)
+		jw_null(w);
+	else
+		jw_str(w, s, strlen(s));
+}
+
+/* Write an integer. */
+void
+jw_int(struct jw *w, long long v)
+{
+	char tmp[24];
+	int n;
+
+	jw_pre(w);
+	n = snprintf(tmp, sizeof(tmp), "%lld", v);
+	buf_add(w->b, tmp, (size_t)n);
+}
+
+/* Write a number: integral values without exponent, others in the
+ * shortest of %.15g/%.16g/%.17g that reads back exactly; null if not
+ * finite. */
+void
+jw_num(struct jw *w, double v)
+{
+	char tmp[40];
+	int n = 0, prec;
+
+	if (!isfinite(v)) {
+		jw_null(w);
+		return;
+	}
+	jw_pre(w);
+	if (v == floor(v) && fabs(v) < 1e21)
+		n = snprintf(tmp, sizeof(tmp), "%.0f", v);
+	else {
+		for (prec = 15; prec <= 17; prec++) {
+			n = snprintf(tmp, sizeof(tmp), "%.*g", prec, v);
+			if (strtod(tmp, NULL) == v)
+				break;
+		}
+	}
+	buf_add(w->b, tmp, (size_t)n);
+}
+
+/* Write a boolean. */
+void
+jw_bool(struct jw *w, bool v)
+{
+	jw_pre(w);
+	if (v)
+		buf_add(w->b, "true", 4);
+	else
+		buf_add(w->b, "false", 5);
+}
+
+/* Write null. */
+void
+jw_null(struct jw *w)
+{
+	jw_pre(w);
+	buf_add(w->b, "null", 4);
+}
+
+/* Write a pre-encoded JSON value as is. */
+void
+jw_raw(struct jw *w, const char *json, size_t n)
+{
+	jw_pre(w);
+	buf_add(w->b, json, n);
+}
+
+/* Length of the valid UTF-8 sequence at s (s[0] >= 0x80), or 0. */
+static size_t
+utf8_valid(const unsigned char *s, size_t n)
+{
+	size_t len, k;
+	uint32_t cp;
+
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		len = 2;
+		cp = s[0] & 0x1f;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		len = 3;
+		cp = s[0] & 0x0f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		len = 4;
+		cp = s[0] & 0x07;
+	} else
+		return 0;
+	if (n < len)
+		return 0;
+	for (k = 1; k < len; k++) {
+		if ((s[k] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[k] & 0x3f);
+	}
+	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return len;
+}
+
+/* Escape s[0, n) as JSON string contents into b; see json.h. */
+void
+json_escape(struct buf *b, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)s;
+	const unsigned char *const e = p + n;
+	const unsigned char *run;
+	char esc[6] = {'\\', 'u', '0', '0', 0, 0};
+	size_t k;
+
+	while (p < e) {
+		for (run = p; p < e && *p >= 0x20 && *p != '"' && *p != '\\';) {
+			if (*p < 0x80)
+				p++;
+			else if ((k = utf8_valid(p, (size_t)(e - p))) > 0)
+				p += k;
+			else
+				break;
+		}
+		buf_add(b, run, (size_t)(p - run));
+		if (p == e)
+			break;
+		switch (*p) {
+		case '"':
+			buf_add(b, "\\\"", 2);
+			break;
+		case '\\':
+			buf_add(b, "\\\\", 2);
+			break;
+		case '\n':
+			buf_add(b, "\\n", 2);
+			break;
+		case '\r':
+			buf_add(b, "\\r", 2);
+			break;
+		case '\t':
+			buf_add(b, "\\t", 2);
+			break;
+		case '\b':
+			buf_add(b, "\\b", 2);
+			break;
+		case '\f':
+			buf_add(b, "\\f", 2);
+			break;
+		default:
+			if (*p < 0x20) {
+				esc[4] = hex[*p >> 4];
+				esc[5] = hex[*p & 0xf];
+				buf_add(b, esc, 6);
+			} else
+				buf_add(b, "\xef\xbf\xbd", 3);
+		}
+		p++;
+	}
+}

@@ -1,0 +1,587 @@
+/* Unit tests for common/json.c. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/json.h"
+
+static struct json j;
+
+static void
+teardown(void)
+{
+	json_free(&j);
+}
+
+TestSuite(json, .fini = teardown);
+
+/* Parse a C string. */
+static int
+parse(const char *s)
+{
+	return json_parse(&j, s, strlen(s));
+}
+
+/* Decode string at path into a static buffer. */
+static const char *
+str_at(const char *path)
+{
+	static char out[512];
+
+	if (json_str(&j, json_path(&j, 0, path), out, sizeof(out)) == -1)
+		return NULL;
+	return out;
+}
+
+/* Write with a callback and return the NUL-terminated output. */
+static struct buf wb;
+
+static const char *
+esc(const char *s, size_t n)
+{
+	buf_reset(&wb);
+	json_escape(&wb, s, n);
+	return buf_cstr(&wb);
+}
+
+Test(json, parses_nested_document)
+{
+	cr_assert(parse(" {\"a\": {\"b\": [1, 2, {\"c\": \"d\"}]}, \"e\": "
+	                "true, \"f\": null} ") == 0);
+	cr_assert(json_type(&j, 0) == JSMN_OBJECT);
+	cr_assert(json_size(&j, 0) == 3);
+	cr_assert(strcmp(str_at("a.b.2.c"), "d") == 0);
+	cr_assert(json_is_true(&j, json_get(&j, 0, "e")));
+	cr_assert(json_is_null(&j, json_get(&j, 0, "f")));
+	cr_assert(json_size(&j, json_path(&j, 0, "a.b")) == 3);
+	cr_assert(json_get(&j, 0, "zz") == -1);
+}
+
+Test(json, accepts_scalars_at_top_level)
+{
+	cr_assert(parse("42") == 0);
+	cr_assert(parse(" \"x\" ") == 0);
+	cr_assert(parse("null") == 0);
+	cr_assert(parse("[]") == 0);
+	cr_assert(parse("{}") == 0);
+	cr_assert(json_size(&j, 0) == 0);
+}
+
+Test(json, rejects_truncated_input)
+{
+	const char *full = "{\"a\":[1,2,{\"b\":\"xyz\"}],\"c\":true}";
+	size_t n;
+
+	for (n = 0; n < strlen(full); n++)
+		cr_assert(json_parse(&j, full, n) == -1, "prefix %zu", n);
+	cr_assert(json_parse(&j, full, strlen(full)) == 0);
+	cr_assert(parse("\"abc") == -1);
+	cr_assert(parse("\"ab\\") == -1);
+	cr_assert(parse("[\"\\u12") == -1);
+}
+
+Test(json, rejects_trailing_garbage)
+{
+	cr_assert(parse("{} x") == -1);
+	cr_assert(parse("{}{}") == -1);
+	cr_assert(parse("1 2") == -1);
+	cr_assert(parse("[1]]") == -1);
+	cr_assert(parse("{}\n\t ") == 0);
+	cr_assert(json_parse(&j, "{}\0junk", 7) == -1);
+}
+
+Test(json, rejects_barewords)
+{
+	cr_assert(parse("[tru]") == -1);
+	cr_assert(parse("[True]") == -1);
+	cr_assert(parse("{\"a\": nul}") == -1);
+	cr_assert(parse("{a: 1}") == -1);
+	cr_assert(parse("[undefined]") == -1);
+	cr_assert(parse("[NaN]") == -1);
+	cr_assert(parse("hello") == -1);
+}
+
+Test(json, rejects_bad_numbers)
+{
+	cr_assert(parse("[01]") == -1);
+	cr_assert(parse("[1.]") == -1);
+	cr_assert(parse("[.5]") == -1);
+	cr_assert(parse("[1e]") == -1);
+	cr_assert(parse("[+1]") == -1);
+	cr_assert(parse("[-]") == -1);
+	cr_assert(parse("[0x10]") == -1);
+	cr_assert(parse("[-0.5e+10, 0, 1E3]") == 0);
+}
+
+Test(json, rejects_broken_structure)
+{
+	cr_assert(parse("[1 2]") == -1);
+	cr_assert(parse("{\"a\" 1}") == -1);
+	cr_assert(parse("{\"a\":1 \"b\":2}") == -1);
+	cr_assert(parse("{\"a\":1,}") == -1);
+	cr_assert(parse("[1,]") == -1);
+	cr_assert(parse("[,1]") == -1);
+	cr_assert(parse("{\"a\"}") == -1);
+	cr_assert(parse("[\"a\":1]") == -1);
+	cr_assert(parse("{\"a\":1:2}") == -1);
+	cr_assert(parse("{1:2}") == -1);
+	cr_assert(parse("[1}") == -1);
+	cr_assert(parse("]") == -1);
+	cr_assert(parse("") == -1);
+	cr_assert(parse("   ") == -1);
+	cr_assert(parse("[\"a\nb\"]") == -1); /* raw control char */
+}
+
+Test(json, grows_token_storage)
+{
+	struct buf b = {0};
+	int n, i;
+	long long v;
+
+	buf_addc(&b, '[');
+	for (n = 0; n < 5000; n++)
+		buf_printf(&b, "%s{\"i\":%d}", n ? "," : "", n);
+	buf_addc(&b, ']');
+	cr_assert(json_parse(&j, b.data, b.len) == 0);
+	cr_assert(j.cap >= j.ntok);
+	cr_assert(j.ntok == 1 + 5000 * 3);
+	cr_assert(json_size(&j, 0) == 5000);
+	i = json_path(&j, 0, "4321.i");
+	cr_assert(json_int(&j, i, &v) == 0 && v == 4321);
+	/* The storage is reused by a smaller parse. */
+	cr_assert(parse("[1]") == 0 && j.cap >= 15001);
+	buf_free(&b);
+}
+
+Test(json, rejects_too_deep_nesting)
+{
+	char *s = malloc(2001);
+	int n;
+
+	for (n = 0; n < 1000; n++) {
+		s[n] = '[';
+		s[1999 - n] = ']';
+	}
+	s[2000] = '\0';
+	cr_assert(parse(s) == -1);
+	cr_assert(json_parse(&j, s + 800, 400) == 0); /* depth 200 is fine */
+	free(s);
+}
+
+Test(json, next_skips_subtrees)
+{
+	int a, b, c;
+
+	cr_assert(parse("[{\"x\":[1,2,[3]]},\"s\",{\"y\":{}},4]") == 0);
+	a = json_at(&j, 0, 0);
+	b = json_next(&j, a);
+	cr_assert(json_eq(&j, b, "s"));
+	c = json_next(&j, b);
+	cr_assert(json_type(&j, c) == JSMN_OBJECT);
+	cr_assert(json_next(&j, json_next(&j, c)) == j.ntok);
+	cr_assert(json_next(&j, 0) == j.ntok);
+	/* A key's next token is its value. */
+	cr_assert(json_type(&j, json_next(&j, a + 1)) == JSMN_ARRAY);
+	cr_assert(json_next(&j, -1) == -1);
+	cr_assert(json_next(&j, j.ntok) == -1);
+}
+
+Test(json, path_walks_keys_and_indexes)
+{
+	cr_assert(parse("{\"choices\":[{\"delta\":{\"content\":\"hi\"}},"
+	                "{\"delta\":{\"content\":\"yo\"}}],\"3\":\"k\"}") == 0);
+	cr_assert(strcmp(str_at("choices.0.delta.content"), "hi") == 0);
+	cr_assert(strcmp(str_at("choices.1.delta.content"), "yo") == 0);
+	cr_assert(strcmp(str_at("3"), "k") == 0);
+	cr_assert(json_path(&j, 0, "choices.2") == -1);
+	cr_assert(json_path(&j, 0, "choices.x") == -1);
+	cr_assert(json_path(&j, 0, "choices.-1") == -1);
+	cr_assert(json_path(&j, 0, "choices.0.delta.content.z") == -1);
+	cr_assert(json_path(&j, 0, "") == 0);
+	cr_assert(json_path(&j, -1, "a") == -1);
+}
+
+Test(json, helpers_reject_bad_indexes)
+{
+	bool bv;
+	long long iv;
+	double dv;
+	char out[8] = "x";
+	size_t n;
+
+	cr_assert(parse("[1]") == 0);
+	cr_assert(json_type(&j, -1) == -1);
+	cr_assert(json_get(&j, -1, "a") == -1);
+	cr_assert(json_at(&j, -1, 0) == -1);
+	cr_assert(json_at(&j, 0, 1) == -1);
+	cr_assert(json_size(&j, -1) == -1);
+	cr_assert(!json_eq(&j, -1, "a"));
+	cr_assert(!json_is_null(&j, -1));
+	cr_assert(json_bool(&j, -1, &bv) == -1);
+	cr_assert(json_int(&j, -1, &iv) == -1);
+	cr_assert(json_num(&j, -1, &dv) == -1);
+	cr_assert(json_raw(&j, -1, &n) == NULL);
+	cr_assert(json_str(&j, -1, out, sizeof(out)) == -1 && out[0] == 0);
+	cr_assert(json_str(&j, 1, out, sizeof(out)) == -1); /* a number */
+	cr_assert(parse("{") == -1);
+	cr_assert(json_type(&j, 0) == -1); /* no stale tokens */
+}
+
+Test(json, integers_and_floats)
+{
+	long long v;
+	double d;
+	bool b;
+
+	cr_assert(parse("[9223372036854775807,-9223372036854775808,"
+	                "9223372036854775808,1.5,2.0,1e3,-0,3.25e-2,true,"
+	                "\"7\",false]") == 0);
+	cr_assert(json_int(&j, json_at(&j, 0, 0), &v) == 0 &&
+	          v == 9223372036854775807LL);
+	cr_assert(json_int(&j, json_at(&j, 0, 1), &v) == 0 &&
+	          v == (-9223372036854775807LL - 1));
+	cr_assert(json_int(&j, json_at(&j, 0, 2), &v) == -1);
+	cr_assert(json_num(&j, json_at(&j, 0, 2), &d) == 0 &&
+	          d == 9223372036854775808.0);
+	cr_assert(json_int(&j, json_at(&j, 0, 3), &v) == -1);
+	cr_assert(json_num(&j, json_at(&j, 0, 3), &d) == 0 && d == 1.5);
+	cr_assert(json_int(&j, json_at(&j, 0, 4), &v) == 0 && v == 2);
+	cr_assert(json_int(&j, json_at(&j, 0, 5), &v) == 0 && v == 1000);
+	cr_assert(json_int(&j, json_at(&j, 0, 6), &v) == 0 && v == 0);
+	cr_assert(json_num(&j, json_at(&j, 0, 7), &d) == 0 && d == 0.0325);
+	cr_assert(json_int(&j, json_at(&j, 0, 8), &v) == -1);
+	cr_assert(json_int(&j, json_at(&j, 0, 9), &v) == -1);
+	cr_assert(json_bool(&j, json_at(&j, 0, 8), &b) == 0 && b);
+	cr_assert(json_bool(&j, json_at(&j, 0, 10), &b) == 0 && !b);
+	cr_assert(json_bool(&j, json_at(&j, 0, 0), &b) == -1);
+}
+
+Test(json, raw_includes_quotes)
+{
+	const char *r;
+	size_t n;
+
+	cr_assert(parse("{\"a\":\"x\\n\",\"b\":[1, 2],\"c\":-1.5}") == 0);
+	r = json_raw(&j, json_get(&j, 0, "a"), &n);
+	cr_assert(n == 5 && memcmp(r, "\"x\\n\"", 5) == 0);
+	r = json_raw(&j, json_get(&j, 0, "b"), &n);
+	cr_assert(n == 6 && memcmp(r, "[1, 2]", 6) == 0);
+	r = json_raw(&j, json_get(&j, 0, "c"), &n);
+	cr_assert(n == 4 && memcmp(r, "-1.5", 4) == 0);
+}
+
+Test(json, decodes_simple_escapes)
+{
+	cr_assert(parse("[\"a\\\"b\\\\c\\/d\\b\\f\\n\\r\\te\"]") == 0);
+	cr_assert(strcmp(str_at("0"), "a\"b\\c/d\b\f\n\r\te") == 0);
+}
+
+Test(json, decodes_unicode_escapes)
+{
+	cr_assert(parse("[\"\\u0041\\u00e9\\u20AC\\u0000x\"]") == 0);
+	/* The embedded NUL ends the C string; the length says so. */
+	char out[32];
+	int n = json_str(&j, json_at(&j, 0, 0), out, sizeof(out));
+	cr_assert(n == 1 + 2 + 3 + 1 + 1);
+	cr_assert(memcmp(out, "A\xc3\xa9\xe2\x82\xac\0x", 8) == 0);
+}
+
+Test(json, decodes_surrogate_pairs)
+{
+	cr_assert(parse("[\"\\ud83d\\ude00!\", \"\\uD834\\uDD1E\"]") == 0);
+	cr_assert(strcmp(str_at("0"), "\xf0\x9f\x98\x80!") == 0);
+	cr_assert(strcmp(str_at("1"), "\xf0\x9d\x84\x9e") == 0);
+}
+
+Test(json, lone_surrogates_become_replacement)
+{
+	cr_assert(parse("[\"a\\ud83db\", \"\\ude00\", \"\\ud83d\\u0041\","
+	                "\"\\ud83d\"]") == 0);
+	cr_assert(strcmp(str_at("0"), "a\xef\xbf\xbd"
+	                              "b") == 0);
+	cr_assert(strcmp(str_at("1"), "\xef\xbf\xbd") == 0);
+	cr_assert(strcmp(str_at("2"), "\xef\xbf\xbd"
+	                              "A") == 0);
+	cr_assert(strcmp(str_at("3"), "\xef\xbf\xbd") == 0);
+}
+
+Test(json, str_passes_raw_utf8)
+{
+	cr_assert(parse("[\"h\xc3\xa9llo \xe4\xb8\x96\"]") == 0);
+	cr_assert(strcmp(str_at("0"), "h\xc3\xa9llo \xe4\xb8\x96") == 0);
+}
+
+Test(json, str_truncates_at_utf8_boundary)
+{
+	char out[5];
+	int n;
+
+	/* "ab" + e-acute (2 bytes) + euro (3 bytes) */
+	cr_assert(parse("[\"ab\xc3\xa9\xe2\x82\xac\", \"ab\\u00e9\\u20ac\"]") ==
+	          0);
+	n = json_str(&j, json_at(&j, 0, 0), out, sizeof(out));
+	cr_assert(n == 7);
+	cr_assert(strcmp(out, "ab\xc3\xa9") == 0);
+	n = json_str(&j, json_at(&j, 0, 0), out, 4);
+	cr_assert(n == 7 && strcmp(out, "ab") == 0);
+	n = json_str(&j, json_at(&j, 0, 1), out, 4);
+	cr_assert(n == 7 && strcmp(out, "ab") == 0);
+	n = json_str(&j, json_at(&j, 0, 1), out, sizeof(out));
+	cr_assert(n == 7 && strcmp(out, "ab\xc3\xa9") == 0);
+	n = json_str(&j, json_at(&j, 0, 1), NULL, 0);
+	cr_assert(n == 7);
+}
+
+Test(json, str_buf_appends)
+{
+	struct buf b = {0};
+
+	buf_adds(&b, ">");
+	cr_assert(parse("[\"x\\u00e9\\ud83d\\ude00y\", 1]") == 0);
+	cr_assert(json_str_buf(&j, json_at(&j, 0, 0), &b) == 8);
+	cr_assert(strcmp(buf_cstr(&b), ">x\xc3\xa9\xf0\x9f\x98\x80y") == 0);
+	cr_assert(json_str_buf(&j, json_at(&j, 0, 1), &b) == -1);
+	buf_free(&b);
+}
+
+Test(json, eq_compares_decoded)
+{
+	cr_assert(parse("{\"k\\u0065y\":\"v\\n\",\"plain\":\"abc\"}") == 0);
+	cr_assert(json_eq(&j, json_get(&j, 0, "plain"), "abc"));
+	cr_assert(!json_eq(&j, json_get(&j, 0, "plain"), "ab"));
+	cr_assert(!json_eq(&j, json_get(&j, 0, "plain"), "abcd"));
+	cr_assert(json_eq(&j, json_get(&j, 0, "key"), "v\n"));
+	cr_assert(!json_eq(&j, json_get(&j, 0, "key"), "v"));
+	cr_assert(json_eq(&j, 1, "key"));
+}
+
+Test(json, escapes_specials)
+{
+	cr_assert(strcmp(esc("a\"b\\c", 5), "a\\\"b\\\\c") == 0);
+	cr_assert(strcmp(esc("\n\r\t\b\f", 5), "\\n\\r\\t\\b\\f") == 0);
+	cr_assert(strcmp(esc("\x01\x1f\x7f", 3), "\\u0001\\u001f\x7f") == 0);
+	cr_assert(strcmp(esc("x\0y", 3), "x\\u0000y") == 0);
+	cr_assert(strcmp(esc("a/b", 3), "a/b") == 0);
+}
+
+Test(json, escape_passes_valid_utf8)
+{
+	const char *s = "h\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80";
+
+	cr_assert(strcmp(esc(s, strlen(s)), s) == 0);
+}
+
+Test(json, escape_replaces_invalid_utf8)
+{
+	cr_assert(strcmp(esc("a\xff"
+	                     "b",
+	                     3),
+	                 "a\xef\xbf\xbd"
+	                 "b") == 0);
+	/* Truncated sequence at the end. */
+	cr_assert(strcmp(esc("a\xe2\x82", 3), "a\xef\xbf\xbd\xef\xbf\xbd") ==
+	          0);
+	/* Overlong '/' and an encoded surrogate. */
+	cr_assert(strcmp(esc("\xc0\xaf", 2), "\xef\xbf\xbd\xef\xbf\xbd") == 0);
+	cr_assert(strcmp(esc("\xed\xa0\x80", 3),
+	                 "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd") == 0);
+	/* Above U+10FFFF. */
+	cr_assert(strcmp(esc("\xf4\x90\x80\x80", 4),
+	                 "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd") ==
+	          0);
+	/* A stray continuation byte. */
+	cr_assert(strcmp(esc("\x80z", 2), "\xef\xbf\xbdz") == 0);
+}
+
+Test(json, writer_handles_commas_and_nesting)
+{
+	struct buf b = {0};
+	struct jw w;
+
+	jw_init(&w, &b);
+	jw_obj(&w);
+	jw_key(&w, "model");
+	jw_cstr(&w, "gpt");
+	jw_key(&w, "messages");
+	jw_arr(&w);
+	jw_obj(&w);
+	jw_key(&w, "role");
+	jw_cstr(&w, "user");
+	jw_key(&w, "content");
+	jw_str(&w, "hi\n", 3);
+	jw_obj_end(&w);
+	jw_obj(&w);
+	jw_obj_end(&w);
+	jw_arr(&w);
+	jw_arr_end(&w);
+	jw_arr_end(&w);
+	jw_key(&w, "n");
+	jw_int(&w, -3);
+	jw_key(&w, "t");
+	jw_bool(&w, true);
+	jw_key(&w, "f");
+	jw_bool(&w, false);
+	jw_key(&w, "z");
+	jw_cstr(&w, NULL);
+	jw_key(&w, "raw");
+	jw_raw(&w, "{\"a\":[1]}", 9);
+	jw_key(&w, "e");
+	jw_arr(&w);
+	jw_null(&w);
+	jw_int(&w, 1);
+	jw_arr_end(&w);
+	jw_obj_end(&w);
+	cr_assert(strcmp(buf_cstr(&b),
+	                 "{\"model\":\"gpt\",\"messages\":[{\"role\":\"user\","
+	                 "\"content\":\"hi\\n\"},{},[]],\"n\":-3,\"t\":true,"
+	                 "\"f\":false,\"z\":null,\"raw\":{\"a\":[1]},"
+	                 "\"e\":[null,1]}") == 0,
+	          "%s", buf_cstr(&b));
+	cr_assert(w.depth == 0 && !b.oom);
+	/* The output parses back. */
+	cr_assert(json_parse(&j, b.data, b.len) == 0);
+	buf_free(&b);
+}
+
+Test(json, writer_escapes_keys)
+{
+	struct buf b = {0};
+	struct jw w;
+
+	jw_init(&w, &b);
+	jw_obj(&w);
+	jw_key(&w, "a\"b");
+	jw_int(&w, 1);
+	jw_obj_end(&w);
+	cr_assert(strcmp(buf_cstr(&b), "{\"a\\\"b\":1}") == 0);
+	buf_free(&b);
+}
+
+Test(json, writer_flags_too_deep)
+{
+	struct buf b = {0};
+	struct jw w;
+	int n;
+
+	jw_init(&w, &b);
+	for (n = 0; n < 63; n++)
+		jw_arr(&w);
+	cr_assert(!b.oom);
+	jw_arr(&w);
+	cr_assert(b.oom);
+	buf_free(&b);
+}
+
+/* Format one number with jw_num. */
+static const char *
+num(double v)
+{
+	struct jw w;
+
+	buf_reset(&wb);
+	jw_init(&w, &wb);
+	jw_num(&w, v);
+	return buf_cstr(&wb);
+}
+
+Test(json, writer_numbers)
+{
+	cr_assert(strcmp(num(0), "0") == 0);
+	cr_assert(strcmp(num(42), "42") == 0);
+	cr_assert(strcmp(num(-7), "-7") == 0);
+	cr_assert(strcmp(num(1e15), "1000000000000000") == 0);
+	cr_assert(strcmp(num(9007199254740993.0), "9007199254740992") == 0);
+	cr_assert(strcmp(num(0.7), "0.7") == 0);
+	cr_assert(strcmp(num(0.1 + 0.2), "0.30000000000000004") == 0);
+	cr_assert(strcmp(num(-1.5), "-1.5") == 0);
+	cr_assert(strcmp(num(1e300), "1.0000000000000001e+300") == 0 ||
+	          strcmp(num(1e300), "1e+300") == 0);
+	cr_assert(strcmp(num(NAN), "null") == 0);
+	cr_assert(strcmp(num(INFINITY), "null") == 0);
+	cr_assert(strcmp(num(-INFINITY), "null") == 0);
+	cr_assert(strtod(num(1e-7), NULL) == 1e-7);
+}
+
+Test(json, writer_numbers_in_array)
+{
+	struct buf b = {0};
+	struct jw w;
+
+	jw_init(&w, &b);
+	jw_arr(&w);
+	jw_num(&w, 1);
+	jw_num(&w, NAN);
+	jw_num(&w, 2.5);
+	jw_int(&w, 9223372036854775807LL);
+	jw_arr_end(&w);
+	cr_assert(strcmp(buf_cstr(&b), "[1,null,2.5,9223372036854775807]") ==
+	          0);
+	buf_free(&b);
+}
+
+Test(json, roundtrips_escaped_strings)
+{
+	struct buf b = {0};
+	struct jw w;
+	const char *s = "q\"\\\x01\n\xc3\xa9\xf0\x9f\x98\x80";
+	char out[64];
+
+	jw_init(&w, &b);
+	jw_arr(&w);
+	jw_cstr(&w, s);
+	jw_arr_end(&w);
+	cr_assert(json_parse(&j, b.data, b.len) == 0);
+	cr_assert(json_str(&j, 1, out, sizeof(out)) == (int)strlen(s));
+	cr_assert(strcmp(out, s) == 0);
+	buf_free(&b);
+}
+
+/* Our tokens match jsmn's for valid documents. */
+static void
+same_as_jsmn(const char *s)
+{
+	jsmntok_t t[64];
+	jsmn_parser p;
+	int n, i;
+
+	jsmn_init(&p);
+	n = jsmn_parse(&p, s, strlen(s), t, 64);
+	cr_assert(parse(s) == 0, "%s", s);
+	cr_assert(n == j.ntok, "%s: jsmn %d, ours %d", s, n, j.ntok);
+	for (i = 0; i < n; i++) {
+		cr_assert(t[i].type == j.tok[i].type, "%s tok %d", s, i);
+		cr_assert(t[i].start == j.tok[i].start, "%s tok %d", s, i);
+		cr_assert(t[i].end == j.tok[i].end, "%s tok %d", s, i);
+		cr_assert(t[i].size == j.tok[i].size, "%s tok %d", s, i);
+	}
+}
+
+Test(json, tokens_match_jsmn)
+{
+	same_as_jsmn("{\"a\": {\"b\": [1, 2, {\"c\": \"d\"}]}, \"e\": true}");
+	same_as_jsmn(" [ [], {}, [[]], {\"x\":{}} , \"s\\\"q\", -1.5e3 ] ");
+	same_as_jsmn("\"top\"");
+	same_as_jsmn("17");
+	same_as_jsmn("{\"k\\u0041\":null,\"\":\"\",\"z\":[false]}");
+}
+
+Test(json, parse_is_linear)
+{
+	struct buf b = {0};
+	int n;
+	clock_t t0;
+
+	buf_addc(&b, '[');
+	for (n = 0; n < 30000; n++)
+		buf_printf(&b, "%s{\"role\":\"user\",\"content\":\"m%d\"}",
+		           n ? "," : "", n);
+	buf_addc(&b, ']');
+	t0 = clock();
+	cr_assert(json_parse(&j, b.data, b.len) == 0);
+	/* jsmn without parent links needs seconds here. */
+	cr_assert(clock() - t0 < CLOCKS_PER_SEC);
+	cr_assert(j.ntok == 1 + 30000 * 5);
+	buf_free(&b);
+}
