@@ -567,21 +567,18 @@ Test(json, tokens_match_jsmn)
 	same_as_jsmn("{\"k\\u0041\":null,\"\":\"\",\"z\":[false]}");
 }
 
-Test(json, parse_is_linear)
+/* Linear-time parsing is measured by the bench, not asserted on a clock. */
+Test(json, parses_large_message_arrays)
 {
 	struct buf b = {0};
 	int n;
-	clock_t t0;
 
 	buf_addc(&b, '[');
 	for (n = 0; n < 30000; n++)
 		buf_printf(&b, "%s{\"role\":\"user\",\"content\":\"m%d\"}",
 		           n ? "," : "", n);
 	buf_addc(&b, ']');
-	t0 = clock();
 	cr_assert(json_parse(&j, b.data, b.len) == 0);
-	/* jsmn without parent links needs seconds here. */
-	cr_assert(clock() - t0 < CLOCKS_PER_SEC);
 	cr_assert(j.ntok == 1 + 30000 * 5);
 	buf_free(&b);
 }

@@ -1,0 +1,2036 @@
+/* llmf-mock: a fake LLM upstream that answers in the OpenAI, Azure,
+ * Anthropic or Gemini wire format and fails on demand (docs/mock.md). */
+#define JSMN_STATIC
+#define JSMN_STRICT
+#include <jsmn.h>
+
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <errno.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+
+#define MOCK_NLOG      64
+#define MOCK_LOG_BODY  (1024 * 1024) /* bytes of body kept per log entry */
+#define MOCK_MAX_BODY  (64 * 1024 * 1024)
+#define MOCK_MAX_TOKS  (8 * 1024 * 1024) /* JSON tokens parsed per body */
+#define MOCK_FLUSH_TRY 1000              /* 2 ms waits for output to drain */
+
+enum fmt { FMT_OPENAI, FMT_AZURE, FMT_ANTHROPIC, FMT_GEMINI };
+
+enum kind {
+	KIND_UNKNOWN,
+	KIND_CHAT,
+	KIND_EMBED,  /* OpenAI / Azure embeddings list */
+	KIND_EMBED1, /* Gemini embedContent */
+	KIND_EMBEDN  /* Gemini batchEmbedContents */
+};
+
+enum mode {
+	MODE_OK,
+	MODE_STATUS,
+	MODE_HANG,
+	MODE_CLOSE,
+	MODE_GARBAGE,
+	MODE_STREAM_ERROR,
+	MODE_CUT,
+	MODE_STALL,
+	MODE_N
+};
+
+static const char *const mode_names[MODE_N] = {
+    "ok", "status", "hang", "close", "garbage", "stream-error", "cut", "stall"};
+
+/* Behaviour options, settable on the command line and by /_mock/config. */
+struct mock_opts {
+	int mode;
+	int status;
+	int retry_after;    /* -1: no header */
+	int retry_after_ms; /* -1: no header */
+	int fail_first;     /* 0: every request gets the mode */
+	int latency_ms;
+	int chunks;
+	int chunk_delay_ms;
+	int cut_after;
+	int usage_p;
+	int usage_c;
+	char message[512]; /* "": default text for the status */
+	char error_code[128];
+	char finish[64];
+};
+
+struct mock_stats {
+	unsigned long long requests, chat, embeddings, ok, failed;
+	unsigned long long client_closed, connections;
+};
+
+/* One provider request in flight. */
+struct mreq {
+	LIST_ENTRY(mreq) entry;
+	struct evhttp_request *req;
+	struct event *ev;
+	struct mock_opts o; /* snapshot taken when the request arrived */
+	unsigned long long seq;
+	int fmt;
+	int kind;
+	int mode;
+	int stream;
+	int include_usage;
+	int ninputs;
+	int step;
+	int flush_tries;
+	long long created;
+	char model[128];
+};
+
+/* The whole server: one per process. */
+struct mock {
+	struct event_base *base;
+	struct evhttp *http;
+	SSL_CTX *ssl;
+	struct event *sigterm;
+	struct event *sigint;
+	const char *name;
+	struct mock_opts o;
+	struct mock_stats st;
+	int served; /* requests that got the mode (fail_first) */
+	unsigned long long seq;
+	struct buf log[MOCK_NLOG];
+	size_t log_next;
+	size_t log_count;
+	LIST_HEAD(, mreq) live;
+};
+
+static struct mock M;
+
+/* ---- JSON output ---- */
+
+/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid. */
+static size_t
+utf8_len(const unsigned char *s, size_t n)
+{
+	unsigned c = s[0];
+	size_t len, i;
+
+	if (c >= 0xc2 && c <= 0xdf)
+		len = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+		len = 3;
+	else if (c >= 0xf0 && c <= 0xf4)
+		len = 4;
+	else
+		return 0;
+	if (len > n)
+		return 0;
+	for (i = 1; i < len; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] >= 0xa0) ||
+	    (c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] >= 0x90))
+		return 0;
+	return len;
+}
+
+/* Append one escaped control or quote byte. */
+static void
+jesc_byte(struct buf *b, unsigned char c)
+{
+	switch (c) {
+	case '"':
+		buf_adds(b, "\\\"");
+		break;
+	case '\\':
+		buf_adds(b, "\\\\");
+		break;
+	case '\n':
+		buf_adds(b, "\\n");
+		break;
+	case '\r':
+		buf_adds(b, "\\r");
+		break;
+	case '\t':
+		buf_adds(b, "\\t");
+		break;
+	default:
+		buf_printf(b, "\\u%04x", c);
+		break;
+	}
+}
+
+/* Append s[0..n) JSON-escaped without quotes; bad UTF-8 becomes U+FFFD. */
+static void
+jesc_raw(struct buf *b, const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s, *e = p + n, *run;
+	size_t l;
+
+	while (p < e) {
+		run = p;
+		while (p < e && *p >= 0x20 && *p < 0x80 && *p != '"' &&
+		       *p != '\\')
+			p++;
+		buf_add(b, run, (size_t)(p - run));
+		if (p == e)
+			break;
+		if (*p < 0x20 || *p == '"' || *p == '\\')
+			jesc_byte(b, *p++);
+		else if ((l = utf8_len(p, (size_t)(e - p))) == 0) {
+			buf_adds(b, "\\ufffd");
+			p++;
+		} else {
+			buf_add(b, p, l);
+			p += l;
+		}
+	}
+}
+
+/* Append a C string as a quoted JSON string. */
+static void
+jesc(struct buf *b, const char *s)
+{
+	buf_addc(b, '"');
+	jesc_raw(b, s, strlen(s));
+	buf_addc(b, '"');
+}
+
+/* Append a quoted JSON string, or null when s is NULL or empty. */
+static void
+jesc_or_null(struct buf *b, const char *s)
+{
+	if (s == NULL || *s == '\0')
+		buf_adds(b, "null");
+	else
+		jesc(b, s);
+}
+
+/* ---- JSON input (jsmn) ---- */
+
+/* Index of the token after token i and everything inside it. */
+static int
+jskip(const jsmntok_t *t, int i)
+{
+	int pending = 1;
+
+	while (pending > 0) {
+		pending += t[i].size;
+		pending--;
+		i++;
+	}
+	return i;
+}
+
+/* Whether token t is the string s. */
+static int
+jeq(const char *js, const jsmntok_t *t, const char *s)
+{
+	size_t n = strlen(s);
+
+	return t->type == JSMN_STRING && (size_t)(t->end - t->start) == n &&
+	       memcmp(js + t->start, s, n) == 0;
+}
+
+/* Index of the value of key in object token obj, or -1. */
+static int
+jget(const char *js, const jsmntok_t *t, int obj, const char *key)
+{
+	int i = obj + 1, k;
+
+	if (t[obj].type != JSMN_OBJECT)
+		return -1;
+	for (k = 0; k < t[obj].size; k++) {
+		if (jeq(js, &t[i], key))
+			return i + 1;
+		i = jskip(t, i + 1);
+	}
+	return -1;
+}
+
+/* Whether token i exists and is the literal true. */
+static int
+jtrue(const char *js, const jsmntok_t *t, int i)
+{
+	return i >= 0 && t[i].type == JSMN_PRIMITIVE && js[t[i].start] == 't';
+}
+
+/* Append the UTF-8 encoding of code point cp to dst; -1 if no room. */
+static int
+put_utf8(char *dst, size_t size, size_t *n, unsigned cp)
+{
+	char u[4];
+	size_t l;
+
+	if (cp < 0x80) {
+		u[0] = (char)cp;
+		l = 1;
+	} else if (cp < 0x800) {
+		u[0] = (char)(0xc0 | (cp >> 6));
+		u[1] = (char)(0x80 | (cp & 0x3f));
+		l = 2;
+	} else {
+		u[0] = (char)(0xe0 | (cp >> 12));
+		u[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+		u[2] = (char)(0x80 | (cp & 0x3f));
+		l = 3;
+	}
+	if (*n + l >= size)
+		return -1;
+	memcpy(dst + *n, u, l);
+	*n += l;
+	return 0;
+}
+
+/* Decode the escape at s (after the backslash) into dst; bytes eaten or -1. */
+static int
+jstr_escape(const char *s, const char *e, char *dst, size_t size, size_t *n)
+{
+	char hex[5];
+	unsigned c;
+
+	switch (*s) {
+	case 'u':
+		if (e - s < 5)
+			return -1;
+		memcpy(hex, s + 1, 4);
+		hex[4] = '\0';
+		c = (unsigned)strtoul(hex, NULL, 16);
+		return put_utf8(dst, size, n, c) == -1 ? -1 : 5;
+	case 'n':
+		c = '\n';
+		break;
+	case 't':
+		c = '\t';
+		break;
+	case 'r':
+		c = '\r';
+		break;
+	case 'b':
+		c = '\b';
+		break;
+	case 'f':
+		c = '\f';
+		break;
+	default:
+		c = (unsigned char)*s;
+		break;
+	}
+	return put_utf8(dst, size, n, c) == -1 ? -1 : 1;
+}
+
+/* Copy token t into dst, decoding string escapes; -1 if it does not fit. */
+static int
+jstr(const char *js, const jsmntok_t *t, char *dst, size_t size)
+{
+	const char *s = js + t->start, *e = js + t->end;
+	size_t n = 0;
+	int k;
+
+	while (s < e) {
+		if (*s == '\\' && t->type == JSMN_STRING && s + 1 < e) {
+			if ((k = jstr_escape(s + 1, e, dst, size, &n)) == -1)
+				return -1;
+			s += 1 + k;
+			continue;
+		}
+		if (n + 1 >= size)
+			return -1;
+		dst[n++] = *s++;
+	}
+	dst[n] = '\0';
+	return 0;
+}
+
+/* Parse js into a fresh token array; token count, or -1 if malformed. */
+static int
+jparse(const char *js, size_t len, jsmntok_t **out)
+{
+	jsmn_parser p;
+	jsmntok_t *t;
+	int n;
+
+	*out = NULL;
+	jsmn_init(&p);
+	n = jsmn_parse(&p, js, len, NULL, 0);
+	if (n <= 0 || n > MOCK_MAX_TOKS)
+		return -1;
+	if ((t = calloc((size_t)n, sizeof *t)) == NULL)
+		return -1;
+	jsmn_init(&p);
+	if (jsmn_parse(&p, js, len, t, (unsigned)n) != n ||
+	    t[0].type != JSMN_OBJECT || jskip(t, 0) != n) {
+		free(t);
+		return -1;
+	}
+	*out = t;
+	return n;
+}
+
+/* ---- options ---- */
+
+enum otype { OT_INT, OT_STR, OT_MODE, OT_USAGE };
+
+struct optdef {
+	const char *name;
+	int type;
+	size_t off;
+	size_t size;
+	int min, max;
+};
+
+#define OPT_INT(n, f, lo, hi)                                                  \
+	{                                                                      \
+		n, OT_INT, offsetof(struct mock_opts, f), 0, lo, hi            \
+	}
+#define OPT_STR(n, f)                                                          \
+	{                                                                      \
+		n, OT_STR, offsetof(struct mock_opts, f),                      \
+		    sizeof(((struct mock_opts *)0)->f), 0, 0                   \
+	}
+
+static const struct optdef optdefs[] = {
+    {"mode", OT_MODE, offsetof(struct mock_opts, mode), 0, 0, 0},
+    OPT_INT("status", status, 100, 599),
+    OPT_STR("message", message),
+    OPT_STR("error_code", error_code),
+    OPT_INT("retry_after", retry_after, -1, 1000000),
+    OPT_INT("retry_after_ms", retry_after_ms, -1, 1000000000),
+    OPT_INT("fail_first", fail_first, 0, 1000000000),
+    OPT_INT("latency_ms", latency_ms, 0, 86400000),
+    OPT_INT("chunks", chunks, 0, 100000),
+    OPT_INT("chunk_delay_ms", chunk_delay_ms, 0, 86400000),
+    OPT_INT("cut_after", cut_after, 0, 100000),
+    {"usage", OT_USAGE, offsetof(struct mock_opts, usage_p), 0, 0, 0},
+    OPT_STR("finish", finish),
+};
+
+/* The option named name ("retry-after" and "retry_after" alike), or NULL. */
+static const struct optdef *
+opt_find(const char *name)
+{
+	char norm[64];
+	size_t i;
+
+	if (strlen(name) >= sizeof norm)
+		return NULL;
+	for (i = 0; name[i] != '\0'; i++)
+		norm[i] = name[i] == '-' ? '_' : name[i];
+	norm[i] = '\0';
+	for (i = 0; i < sizeof optdefs / sizeof optdefs[0]; i++)
+		if (strcmp(optdefs[i].name, norm) == 0)
+			return &optdefs[i];
+	return NULL;
+}
+
+/* Mode number for a name, or -1. */
+static int
+mode_find(const char *s)
+{
+	for (int i = 0; i < MODE_N; i++)
+		if (strcmp(mode_names[i], s) == 0)
+			return i;
+	return -1;
+}
+
+/* Parse a decimal int in [min, max]; -1 if it is not one. */
+static int
+parse_int(const char *s, int min, int max, int *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+/* Set option d of o from its text form v; -1 if v is invalid. */
+static int
+opt_set(struct mock_opts *o, const struct optdef *d, const char *v)
+{
+	char *field = (char *)o + d->off;
+	int n;
+
+	switch (d->type) {
+	case OT_INT:
+		if (parse_int(v, d->min, d->max, &n) == -1)
+			return -1;
+		memcpy(field, &n, sizeof n);
+		return 0;
+	case OT_STR:
+		if (strlen(v) >= d->size)
+			return -1;
+		memcpy(field, v, strlen(v) + 1);
+		return 0;
+	case OT_MODE:
+		return (o->mode = mode_find(v)) == -1 ? -1 : 0;
+	case OT_USAGE:
+		return sscanf(v, "%d,%d", &o->usage_p, &o->usage_c) == 2 &&
+		               o->usage_p >= 0 && o->usage_c >= 0
+		           ? 0
+		           : -1;
+	}
+	return -1;
+}
+
+/* Fill o with the documented defaults. */
+static void
+opts_default(struct mock_opts *o)
+{
+	memset(o, 0, sizeof *o);
+	o->mode = MODE_OK;
+	o->status = 503;
+	o->retry_after = -1;
+	o->retry_after_ms = -1;
+	o->chunks = 5;
+	o->chunk_delay_ms = 10;
+	o->cut_after = 2;
+	o->usage_p = 10;
+	o->usage_c = 5;
+	snprintf(o->finish, sizeof o->finish, "stop");
+}
+
+/* Append o as a JSON object. */
+static void
+opts_json(struct buf *b, const struct mock_opts *o)
+{
+	buf_adds(b, "{\"mode\":");
+	jesc(b, mode_names[o->mode]);
+	buf_printf(b,
+	           ",\"status\":%d,\"retry_after\":%d,\"retry_after_ms\":%d,"
+	           "\"fail_first\":%d,\"latency_ms\":%d,\"chunks\":%d,"
+	           "\"chunk_delay_ms\":%d,\"cut_after\":%d,\"usage\":\"%d,%d\"",
+	           o->status, o->retry_after, o->retry_after_ms, o->fail_first,
+	           o->latency_ms, o->chunks, o->chunk_delay_ms, o->cut_after,
+	           o->usage_p, o->usage_c);
+	buf_adds(b, ",\"message\":");
+	jesc(b, o->message);
+	buf_adds(b, ",\"error_code\":");
+	jesc(b, o->error_code);
+	buf_adds(b, ",\"finish\":");
+	jesc(b, o->finish);
+	buf_addc(b, '}');
+}
+
+/* ---- provider vocabulary ---- */
+
+struct errdef {
+	int status;
+	const char *oa_type, *oa_code, *an_type, *gm_status, *msg;
+};
+
+static const struct errdef errdefs[] = {
+    {400, "invalid_request_error", NULL, "invalid_request_error",
+     "INVALID_ARGUMENT", "Invalid request"},
+    {401, "invalid_request_error", "invalid_api_key", "authentication_error",
+     "PERMISSION_DENIED", "Incorrect API key provided"},
+    {402, "insufficient_quota", "insufficient_quota", "billing_error",
+     "RESOURCE_EXHAUSTED", "You exceeded your current quota"},
+    {403, "invalid_request_error", "unsupported_country_region_territory",
+     "permission_error", "PERMISSION_DENIED", "Permission denied"},
+    {404, "invalid_request_error", "model_not_found", "not_found_error",
+     "NOT_FOUND", "The model does not exist"},
+    {408, "server_error", NULL, "timeout_error", "DEADLINE_EXCEEDED",
+     "Request timed out"},
+    {409, "server_error", NULL, "api_error", "ABORTED", "Conflict"},
+    {413, "invalid_request_error", NULL, "request_too_large",
+     "INVALID_ARGUMENT", "Request too large"},
+    {429, "requests", "rate_limit_exceeded", "rate_limit_error",
+     "RESOURCE_EXHAUSTED", "Rate limit reached, please try again later"},
+    {500, "server_error", NULL, "api_error", "INTERNAL",
+     "Internal server error"},
+    {502, "server_error", NULL, "api_error", "UNAVAILABLE", "Bad gateway"},
+    {503, "server_error", NULL, "api_error", "UNAVAILABLE",
+     "The server is overloaded or not ready yet"},
+    {504, "server_error", NULL, "timeout_error", "DEADLINE_EXCEEDED",
+     "Gateway timeout"},
+    {529, "server_error", NULL, "overloaded_error", "UNAVAILABLE",
+     "Overloaded"},
+};
+
+/* The error vocabulary for an HTTP status (nearest class if unlisted). */
+static const struct errdef *
+errdef_find(int status)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof errdefs / sizeof errdefs[0]; i++)
+		if (errdefs[i].status == status)
+			return &errdefs[i];
+	return status >= 500 ? &errdefs[9] : &errdefs[0];
+}
+
+struct findef {
+	const char *oa, *an, *gm;
+};
+
+static const struct findef findefs[] = {
+    {"stop", "end_turn", "STOP"},
+    {"length", "max_tokens", "MAX_TOKENS"},
+    {"content_filter", "refusal", "SAFETY"},
+    {"tool_calls", "tool_use", "STOP"},
+};
+
+/* The finish reason f in format fmt (OpenAI names map to native ones). */
+static const char *
+finish_name(int fmt, const char *f)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof findefs / sizeof findefs[0]; i++) {
+		if (strcmp(findefs[i].oa, f) != 0)
+			continue;
+		switch (fmt) {
+		case FMT_ANTHROPIC:
+			return findefs[i].an;
+		case FMT_GEMINI:
+			return findefs[i].gm;
+		default:
+			return f;
+		}
+	}
+	return f;
+}
+
+/* ---- bodies ---- */
+
+/* Append the answer text "mock NAME says hi" (unquoted, escaped). */
+static void
+answer_raw(struct buf *b)
+{
+	buf_adds(b, "mock ");
+	jesc_raw(b, M.name, strlen(M.name));
+	buf_adds(b, " says hi");
+}
+
+/* Find word k (cycling) of the answer text; its length, 0 if none. */
+static size_t
+answer_word(char *text, size_t size, int k, const char **w)
+{
+	int n = 0, i;
+	const char *p;
+	size_t l;
+
+	snprintf(text, size, "mock %s says hi", M.name);
+	for (p = text; *p != '\0'; p += l) {
+		p += strspn(p, " ");
+		if ((l = strcspn(p, " ")) > 0)
+			n++;
+	}
+	if (n == 0)
+		return 0;
+	k %= n;
+	for (p = text, i = 0;; p += l, i++) {
+		p += strspn(p, " ");
+		l = strcspn(p, " ");
+		if (i == k) {
+			*w = p;
+			return l;
+		}
+	}
+}
+
+/* Append the text of content chunk k (0-based) as a quoted JSON string. */
+static void
+chunk_text(struct buf *b, int k)
+{
+	char text[512];
+	const char *w = "";
+	size_t l = answer_word(text, sizeof text, k, &w);
+
+	buf_addc(b, '"');
+	if (k > 0)
+		buf_addc(b, ' ');
+	jesc_raw(b, w, l);
+	buf_addc(b, '"');
+}
+
+/* Append an OpenAI / Azure chat.completion. */
+static void
+body_openai(struct buf *b, struct mreq *r)
+{
+	buf_printf(
+	    b,
+	    "{\"id\":\"chatcmpl-mock%llu\",\"object\":\"chat.completion\","
+	    "\"created\":%lld,\"model\":",
+	    r->seq, r->created);
+	jesc(b, r->model);
+	buf_adds(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+	            "\"assistant\",\"content\":\"");
+	answer_raw(b);
+	buf_adds(b,
+	         "\",\"refusal\":null},\"logprobs\":null,\"finish_reason\":");
+	jesc(b, r->o.finish);
+	buf_printf(
+	    b,
+	    "}],\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,"
+	    "\"total_tokens\":%d}}",
+	    r->o.usage_p, r->o.usage_c, r->o.usage_p + r->o.usage_c);
+}
+
+/* Append an Anthropic message object. */
+static void
+body_anthropic(struct buf *b, struct mreq *r)
+{
+	buf_printf(b,
+	           "{\"id\":\"msg_mock%llu\",\"type\":\"message\",\"role\":"
+	           "\"assistant\",\"model\":",
+	           r->seq);
+	jesc(b, r->model);
+	buf_adds(b, ",\"content\":[{\"type\":\"text\",\"text\":\"");
+	answer_raw(b);
+	buf_adds(b, "\"}],\"stop_reason\":");
+	jesc(b, finish_name(FMT_ANTHROPIC, r->o.finish));
+	buf_printf(b,
+	           ",\"stop_sequence\":null,\"usage\":{\"input_tokens\":%d,"
+	           "\"output_tokens\":%d}}",
+	           r->o.usage_p, r->o.usage_c);
+}
+
+/* Append Gemini usageMetadata, modelVersion and responseId fields. */
+static void
+gemini_tail(struct buf *b, struct mreq *r, int usage)
+{
+	if (usage)
+		buf_printf(
+		    b,
+		    ",\"usageMetadata\":{\"promptTokenCount\":%d,"
+		    "\"candidatesTokenCount\":%d,\"totalTokenCount\":%d}",
+		    r->o.usage_p, r->o.usage_c, r->o.usage_p + r->o.usage_c);
+	buf_adds(b, ",\"modelVersion\":");
+	jesc(b, r->model);
+	buf_printf(b, ",\"responseId\":\"mock%llu\"}", r->seq);
+}
+
+/* Append a Gemini GenerateContentResponse carrying the whole answer. */
+static void
+body_gemini(struct buf *b, struct mreq *r)
+{
+	buf_adds(b, "{\"candidates\":[{\"content\":{\"role\":\"model\","
+	            "\"parts\":[{\"text\":\"");
+	answer_raw(b);
+	buf_adds(b, "\"}]},\"finishReason\":");
+	jesc(b, finish_name(FMT_GEMINI, r->o.finish));
+	buf_adds(b, ",\"index\":0}]");
+	gemini_tail(b, r, 1);
+}
+
+/* Append an embeddings answer with one vector per input. */
+static void
+body_embed(struct buf *b, struct mreq *r)
+{
+	static const char vec[] = "[0.1,0.2,0.3]";
+	int i;
+
+	switch (r->kind) {
+	case KIND_EMBED1:
+		buf_printf(b, "{\"embedding\":{\"values\":%s}}", vec);
+		return;
+	case KIND_EMBEDN:
+		buf_adds(b, "{\"embeddings\":[");
+		for (i = 0; i < r->ninputs; i++)
+			buf_printf(b, "%s{\"values\":%s}", i ? "," : "", vec);
+		buf_adds(b, "]}");
+		return;
+	}
+	buf_adds(b, "{\"object\":\"list\",\"data\":[");
+	for (i = 0; i < r->ninputs; i++)
+		buf_printf(b,
+		           "%s{\"object\":\"embedding\",\"index\":%d,"
+		           "\"embedding\":%s}",
+		           i ? "," : "", i, vec);
+	buf_adds(b, "],\"model\":");
+	jesc(b, r->model);
+	buf_printf(b, ",\"usage\":{\"prompt_tokens\":%d,\"total_tokens\":%d}}",
+	           r->o.usage_p, r->o.usage_p);
+}
+
+/* Append the complete success body for r. */
+static void
+body_answer(struct buf *b, struct mreq *r)
+{
+	if (r->kind != KIND_CHAT) {
+		body_embed(b, r);
+		return;
+	}
+	switch (r->fmt) {
+	case FMT_ANTHROPIC:
+		body_anthropic(b, r);
+		break;
+	case FMT_GEMINI:
+		body_gemini(b, r);
+		break;
+	default:
+		body_openai(b, r);
+		break;
+	}
+}
+
+/* Append an OpenAI or Azure error object. */
+static void
+error_openai(struct buf *b, struct mreq *r, const struct errdef *d,
+             const char *msg)
+{
+	const char *code = r->o.error_code[0] ? r->o.error_code : d->oa_code;
+	const char *type = d->oa_type, *param = NULL;
+
+	if (code != NULL && strcmp(code, "insufficient_quota") == 0)
+		type = code;
+	if (code != NULL && strcmp(code, "context_length_exceeded") == 0)
+		param = "messages";
+	if (code != NULL && strcmp(code, "content_filter") == 0)
+		param = "prompt";
+	if (r->fmt == FMT_AZURE && r->o.status == 404 && !r->o.error_code[0])
+		code = "DeploymentNotFound";
+	buf_adds(b, "{\"error\":{\"message\":");
+	jesc(b, msg);
+	buf_adds(b, ",\"type\":");
+	jesc_or_null(b, type);
+	buf_adds(b, ",\"param\":");
+	jesc_or_null(b, param);
+	buf_adds(b, ",\"code\":");
+	jesc_or_null(b, code);
+	if (r->fmt == FMT_AZURE)
+		buf_printf(b, ",\"status\":%d", r->o.status);
+	if (r->fmt == FMT_AZURE && param != NULL && param[0] == 'p')
+		buf_adds(b, ",\"innererror\":{\"code\":"
+		            "\"ResponsibleAIPolicyViolation\","
+		            "\"content_filter_result\":{\"hate\":{\"filtered\":"
+		            "true,\"severity\":\"high\"}}}");
+	buf_adds(b, "}}");
+}
+
+/* Append a Gemini error object. */
+static void
+error_gemini(struct buf *b, struct mreq *r, const struct errdef *d,
+             const char *msg)
+{
+	int sep = 0;
+
+	buf_printf(b, "{\"error\":{\"code\":%d,\"message\":", r->o.status);
+	jesc(b, msg);
+	buf_printf(b, ",\"status\":\"%s\",\"details\":[", d->gm_status);
+	if (r->o.error_code[0]) {
+		buf_adds(b, "{\"@type\":\"type.googleapis.com/google.rpc."
+		            "ErrorInfo\",\"reason\":");
+		jesc(b, r->o.error_code);
+		buf_adds(b, ",\"domain\":\"googleapis.com\"}");
+		sep = 1;
+	}
+	if (r->o.retry_after >= 0)
+		buf_printf(
+		    b,
+		    "%s{\"@type\":\"type.googleapis.com/google.rpc.RetryInfo\","
+		    "\"retryDelay\":\"%ds\"}",
+		    sep ? "," : "", r->o.retry_after);
+	buf_adds(b, "]}}");
+}
+
+/* Append the provider-shaped error body for r's status. */
+static void
+body_error(struct buf *b, struct mreq *r)
+{
+	const struct errdef *d = errdef_find(r->o.status);
+	const char *msg = r->o.message[0] ? r->o.message : d->msg;
+
+	switch (r->fmt) {
+	case FMT_ANTHROPIC:
+		buf_adds(b, "{\"type\":\"error\",\"error\":{\"type\":");
+		jesc(b, d->an_type);
+		buf_adds(b, ",\"message\":");
+		jesc(b, msg);
+		buf_printf(b, "},\"request_id\":\"req_mock_%llu\"}", r->seq);
+		break;
+	case FMT_GEMINI:
+		error_gemini(b, r, d, msg);
+		break;
+	default:
+		error_openai(b, r, d, msg);
+		break;
+	}
+}
+
+/* ---- stream frames ---- */
+
+/* Append the start of an OpenAI chunk, up to and including "choices":. */
+static void
+oa_chunk_open(struct buf *b, struct mreq *r)
+{
+	buf_printf(b,
+	           "data: {\"id\":\"chatcmpl-mock%llu\",\"object\":"
+	           "\"chat.completion.chunk\",\"created\":%lld,\"model\":",
+	           r->seq, r->created);
+	jesc(b, r->model);
+	buf_adds(b, ",\"choices\":");
+}
+
+/* Append the Azure prompt_filter_results frame. */
+static void
+frame_azure_filter(struct buf *b)
+{
+	buf_adds(b, "data: {\"choices\":[],\"created\":0,\"id\":\"\",\"model\":"
+	            "\"\",\"object\":\"\",\"prompt_filter_results\":[{"
+	            "\"prompt_index\":0,\"content_filter_results\":{\"hate\":{"
+	            "\"filtered\":false,\"severity\":\"safe\"},\"self_harm\":{"
+	            "\"filtered\":false,\"severity\":\"safe\"},\"sexual\":{"
+	            "\"filtered\":false,\"severity\":\"safe\"},\"violence\":{"
+	            "\"filtered\":false,\"severity\":\"safe\"}}}]}\n\n");
+}
+
+/* Append the OpenAI / Azure frames for stream step s. */
+static void
+frame_openai(struct buf *b, struct mreq *r, int s)
+{
+	if (s == 0 && r->fmt == FMT_AZURE)
+		frame_azure_filter(b);
+	oa_chunk_open(b, r);
+	if (s == 0) {
+		buf_adds(b, "[{\"index\":0,\"delta\":{\"role\":\"assistant\","
+		            "\"content\":\"\"},\"finish_reason\":null}]}\n\n");
+		return;
+	}
+	if (s <= r->o.chunks) {
+		buf_adds(b, "[{\"index\":0,\"delta\":{\"content\":");
+		chunk_text(b, s - 1);
+		buf_adds(b, "},\"finish_reason\":null}]}\n\n");
+		return;
+	}
+	buf_adds(b, "[{\"index\":0,\"delta\":{},\"finish_reason\":");
+	jesc(b, r->o.finish);
+	buf_adds(b, "}]}\n\n");
+	if (r->include_usage) {
+		oa_chunk_open(b, r);
+		buf_printf(b,
+		           "[],\"usage\":{\"prompt_tokens\":%d,\"completion_"
+		           "tokens\":%d,"
+		           "\"total_tokens\":%d}}\n\n",
+		           r->o.usage_p, r->o.usage_c,
+		           r->o.usage_p + r->o.usage_c);
+	}
+	buf_adds(b, "data: [DONE]\n\n");
+}
+
+/* Append the Anthropic message_start, content_block_start and ping events. */
+static void
+frame_anthropic_start(struct buf *b, struct mreq *r)
+{
+	buf_printf(b,
+	           "event: message_start\ndata: {\"type\":\"message_start\","
+	           "\"message\":{\"id\":\"msg_mock%llu\",\"type\":\"message\","
+	           "\"role\":\"assistant\",\"content\":[],\"model\":",
+	           r->seq);
+	jesc(b, r->model);
+	buf_printf(b,
+	           ",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{"
+	           "\"input_tokens\":%d,\"output_tokens\":1}}}\n\n",
+	           r->o.usage_p);
+	buf_adds(b, "event: content_block_start\ndata: {\"type\":"
+	            "\"content_block_start\",\"index\":0,\"content_block\":{"
+	            "\"type\":\"text\",\"text\":\"\"}}\n\n");
+	buf_adds(b, "event: ping\ndata: {\"type\":\"ping\"}\n\n");
+}
+
+/* Append the Anthropic events for stream step s. */
+static void
+frame_anthropic(struct buf *b, struct mreq *r, int s)
+{
+	if (s == 0) {
+		frame_anthropic_start(b, r);
+		return;
+	}
+	if (s <= r->o.chunks) {
+		buf_adds(b, "event: content_block_delta\ndata: {\"type\":"
+		            "\"content_block_delta\",\"index\":0,\"delta\":{"
+		            "\"type\":\"text_delta\",\"text\":");
+		chunk_text(b, s - 1);
+		buf_adds(b, "}}\n\n");
+		return;
+	}
+	buf_adds(b, "event: content_block_stop\ndata: {\"type\":"
+	            "\"content_block_stop\",\"index\":0}\n\n");
+	buf_adds(b, "event: message_delta\ndata: {\"type\":\"message_delta\","
+	            "\"delta\":{\"stop_reason\":");
+	jesc(b, finish_name(FMT_ANTHROPIC, r->o.finish));
+	buf_printf(
+	    b, ",\"stop_sequence\":null},\"usage\":{\"output_tokens\":%d}}\n\n",
+	    r->o.usage_c);
+	buf_adds(b,
+	         "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+}
+
+/* Append the Gemini frame for stream step s (none for the preamble). */
+static void
+frame_gemini(struct buf *b, struct mreq *r, int s)
+{
+	int last = s > r->o.chunks;
+
+	if (s == 0)
+		return;
+	buf_adds(b, "data: {\"candidates\":[{\"content\":{\"role\":\"model\","
+	            "\"parts\":[{\"text\":");
+	if (last)
+		buf_adds(b, "\"\"");
+	else
+		chunk_text(b, s - 1);
+	buf_adds(b, "}]}");
+	if (last) {
+		buf_adds(b, ",\"finishReason\":");
+		jesc(b, finish_name(FMT_GEMINI, r->o.finish));
+	}
+	buf_adds(b, ",\"index\":0}]");
+	gemini_tail(b, r, last);
+	buf_adds(b, "\n\n");
+}
+
+/* Append the frames for stream step s in r's format. */
+static void
+frame_step(struct buf *b, struct mreq *r, int s)
+{
+	switch (r->fmt) {
+	case FMT_ANTHROPIC:
+		frame_anthropic(b, r, s);
+		break;
+	case FMT_GEMINI:
+		frame_gemini(b, r, s);
+		break;
+	default:
+		frame_openai(b, r, s);
+		break;
+	}
+}
+
+/* Append the in-stream error event in r's format. */
+static void
+frame_error(struct buf *b, struct mreq *r)
+{
+	if (r->fmt == FMT_ANTHROPIC) {
+		buf_adds(b, "event: error\ndata: {\"type\":\"error\",\"error\":"
+		            "{\"type\":\"overloaded_error\",\"message\":");
+		jesc(b, r->o.message[0] ? r->o.message : "Overloaded");
+		buf_adds(b, "}}\n\n");
+		return;
+	}
+	buf_adds(b, "data: ");
+	body_error(b, r);
+	buf_adds(b, "\n\n");
+}
+
+/* ---- replies ---- */
+
+/* Add the headers every reply carries. */
+static void
+reply_headers(struct evhttp_request *req, const char *ctype,
+              unsigned long long seq)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	char id[40];
+
+	snprintf(id, sizeof id, "req_mock_%llu", seq);
+	evhttp_add_header(h, "Content-Type", ctype);
+	evhttp_add_header(h, "x-mock-name", M.name);
+	evhttp_add_header(h, "x-request-id", id);
+}
+
+/* Reason phrase for statuses evhttp does not know, else NULL (its own). */
+static const char *
+reason_phrase(int code)
+{
+	switch (code) {
+	case 429:
+		return "Too Many Requests";
+	case 529:
+		return "Overloaded";
+	default:
+		return NULL;
+	}
+}
+
+/* Send a complete reply with body b (may free the request). */
+static void
+reply_send(struct evhttp_request *req, int code, unsigned long long seq,
+           struct buf *b)
+{
+	struct evbuffer *evb = evbuffer_new();
+
+	reply_headers(req, "application/json", seq);
+	if (evb == NULL || b->oom || evbuffer_add(evb, b->data, b->len) == -1) {
+		evhttp_send_error(req, 500, "mock out of memory");
+		goto out;
+	}
+	evhttp_send_reply(req, code, reason_phrase(code), evb);
+out:
+	if (evb != NULL)
+		evbuffer_free(evb);
+	buf_free(b);
+}
+
+/* Send b as one chunk of a started reply; -1 on failure. */
+static int
+reply_chunk(struct evhttp_request *req, struct buf *b)
+{
+	struct evbuffer *evb;
+	int rc = -1;
+
+	if (b->len == 0 || b->oom)
+		return b->oom ? -1 : 0;
+	if ((evb = evbuffer_new()) == NULL)
+		return -1;
+	if (evbuffer_add(evb, b->data, b->len) == 0) {
+		evhttp_send_reply_chunk(req, evb);
+		rc = 0;
+	}
+	evbuffer_free(evb);
+	return rc;
+}
+
+/* ---- request lifecycle ---- */
+
+static void mreq_timer(evutil_socket_t, short, void *);
+
+/* Forget r: cancel its timer, detach its callbacks and free it. */
+static void
+mreq_free(struct mreq *r)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
+
+	if (evcon != NULL)
+		evhttp_connection_set_closecb(evcon, NULL, NULL);
+	evhttp_request_set_on_complete_cb(r->req, NULL, NULL);
+	LIST_REMOVE(r, entry);
+	event_free(r->ev);
+	free(r);
+}
+
+/* Called when r's reply has been fully written. */
+static void
+mreq_complete(struct evhttp_request *req, void *arg)
+{
+	(void)req;
+	mreq_free(arg);
+}
+
+/* Called when the client closed r's connection before the reply ended. */
+static void
+mreq_closed(struct evhttp_connection *evcon, void *arg)
+{
+	struct mreq *r = arg;
+	struct evhttp_request *req = r->req;
+	int detached;
+
+	(void)evcon;
+	detached = evhttp_request_get_connection(req) == NULL;
+	M.st.client_closed++;
+	log_debug("request %llu: client closed the connection", r->seq);
+	mreq_free(r);
+	/* evhttp hands a request still waiting for its reply back to us. */
+	if (detached)
+		evhttp_request_free(req);
+}
+
+/* Run r's next action after ms milliseconds. */
+static void
+mreq_schedule(struct mreq *r, int ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+	evtimer_add(r->ev, &tv);
+}
+
+/* Close r's connection once its output has drained, frees r and the request. */
+static void
+mreq_cut(struct mreq *r)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+
+	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0 &&
+	    r->flush_tries++ < MOCK_FLUSH_TRY) {
+		r->mode = MODE_CLOSE;
+		mreq_schedule(r, 2);
+		return;
+	}
+	mreq_free(r);
+	evhttp_connection_free(evcon);
+}
+
+/* Allocate the state for a provider request. */
+static struct mreq *
+mreq_new(struct evhttp_request *req)
+{
+	struct mreq *r;
+
+	if ((r = calloc(1, sizeof *r)) == NULL)
+		return NULL;
+	if ((r->ev = evtimer_new(M.base, mreq_timer, r)) == NULL) {
+		free(r);
+		return NULL;
+	}
+	r->req = req;
+	r->o = M.o;
+	r->seq = ++M.seq;
+	r->created = (long long)time(NULL);
+	r->ninputs = 1;
+	snprintf(r->model, sizeof r->model, "mock-model");
+	LIST_INSERT_HEAD(&M.live, r, entry);
+	evhttp_request_set_on_complete_cb(req, mreq_complete, r);
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req),
+	                              mreq_closed, r);
+	return r;
+}
+
+/* ---- behaviours ---- */
+
+/* Reply with the complete answer. */
+static void
+send_answer(struct mreq *r)
+{
+	struct buf b = {0};
+
+	body_answer(&b, r);
+	reply_send(r->req, 200, r->seq, &b);
+}
+
+/* Reply with the provider's error body and retry hints. */
+static void
+send_error(struct mreq *r)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
+	struct buf b = {0};
+	char v[16];
+
+	if (r->o.retry_after >= 0) {
+		snprintf(v, sizeof v, "%d", r->o.retry_after);
+		evhttp_add_header(h, "retry-after", v);
+	}
+	if (r->o.retry_after_ms >= 0) {
+		snprintf(v, sizeof v, "%d", r->o.retry_after_ms);
+		evhttp_add_header(h, "retry-after-ms", v);
+	}
+	body_error(&b, r);
+	reply_send(r->req, r->o.status, r->seq, &b);
+}
+
+/* Reply 200 with a body that is not JSON. */
+static void
+send_garbage(struct mreq *r)
+{
+	struct buf b = {0};
+
+	buf_adds(&b, "<html><body>502 upstream hiccup {\"choices\": [");
+	reply_send(r->req, 200, r->seq, &b);
+}
+
+/* Non-stream cut/stall: announce the full length, send half, then stop. */
+static void
+send_partial(struct mreq *r)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
+	struct buf b = {0};
+	char len[24];
+
+	body_answer(&b, r);
+	snprintf(len, sizeof len, "%zu", b.len);
+	reply_headers(r->req, "application/json", r->seq);
+	evhttp_add_header(h, "Content-Length", len);
+	evhttp_send_reply_start(r->req, 200, NULL);
+	b.len /= 2;
+	reply_chunk(r->req, &b);
+	buf_free(&b);
+	if (r->mode == MODE_CUT)
+		mreq_cut(r);
+}
+
+/* Send the stream's status line and headers. */
+static void
+stream_start(struct mreq *r)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
+
+	reply_headers(r->req, "text/event-stream", r->seq);
+	evhttp_add_header(h, "Cache-Control", "no-cache");
+	if (r->mode == MODE_STREAM_ERROR)
+		evhttp_add_header(h, "Connection", "close");
+	evhttp_send_reply_start(r->req, 200, NULL);
+}
+
+/* Send the in-stream error event, then end the stream and the connection. */
+static void
+stream_error(struct mreq *r)
+{
+	struct buf b = {0};
+
+	frame_error(&b, r);
+	reply_chunk(r->req, &b);
+	buf_free(&b);
+	evhttp_send_reply_end(r->req);
+}
+
+/* Send stream step r->step, or cut / stall / finish when it is time. */
+static void
+stream_step(struct mreq *r)
+{
+	struct buf b = {0};
+	int s = r->step, last = r->o.chunks + 1;
+
+	if (r->mode != MODE_OK && s >= 1 && s - 1 >= r->o.cut_after) {
+		if (r->mode == MODE_CUT)
+			mreq_cut(r);
+		return; /* stall: stay silent until the client leaves */
+	}
+	frame_step(&b, r, s);
+	if (reply_chunk(r->req, &b) == -1)
+		log_warnx("request %llu: out of memory", r->seq);
+	buf_free(&b);
+	if (s == last) {
+		evhttp_send_reply_end(r->req);
+		return;
+	}
+	r->step++;
+	mreq_schedule(r, r->o.chunk_delay_ms);
+}
+
+/* Carry out r's behaviour now that its latency has passed. */
+static void
+mreq_act(struct mreq *r)
+{
+	switch (r->mode) {
+	case MODE_OK:
+		if (r->stream)
+			stream_step(r);
+		else
+			send_answer(r);
+		break;
+	case MODE_STATUS:
+		send_error(r);
+		break;
+	case MODE_GARBAGE:
+		send_garbage(r);
+		break;
+	case MODE_CLOSE:
+		mreq_cut(r);
+		break;
+	case MODE_STREAM_ERROR:
+		stream_error(r);
+		break;
+	case MODE_CUT:
+	case MODE_STALL:
+		if (r->stream)
+			stream_step(r);
+		else if (r->step++ == 0)
+			send_partial(r);
+		break;
+	}
+}
+
+/* Timer callback: act, unless the client already went away. */
+static void
+mreq_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct mreq *r = arg;
+	struct evhttp_request *req = r->req;
+
+	(void)fd;
+	(void)what;
+	if (evhttp_request_get_connection(req) == NULL) {
+		M.st.client_closed++;
+		mreq_free(r);
+		evhttp_request_free(req);
+		return;
+	}
+	mreq_act(r);
+}
+
+/*
+ * evhttp stops reading once a request is complete and only notices a client
+ * close after it starts writing the reply, when evhttp_write_buffer() drops
+ * the read callback and re-enables EV_READ so EOF reaches its error callback.
+ * Do the same now so a close during latency, hang or stall is seen too.
+ */
+static void
+mreq_watch_close(struct mreq *r)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+	bufferevent_data_cb rd, wr;
+	bufferevent_event_cb ev;
+	void *arg;
+
+	bufferevent_getcb(bev, &rd, &wr, &ev, &arg);
+	bufferevent_setcb(bev, NULL, wr, ev, arg);
+	bufferevent_enable(bev, EV_READ);
+}
+
+/* Start r: headers now for streams, the rest after the latency. */
+static void
+mreq_start(struct mreq *r)
+{
+	mreq_watch_close(r);
+	switch (r->mode) {
+	case MODE_HANG:
+		return;
+	case MODE_OK:
+	case MODE_STREAM_ERROR:
+	case MODE_CUT:
+	case MODE_STALL:
+		if (r->stream)
+			stream_start(r);
+		break;
+	}
+	mreq_schedule(r, r->o.latency_ms);
+}
+
+/* ---- request intake ---- */
+
+/* Whether s ends with suffix. */
+static int
+ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+
+	return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* Copy the path segment after marker (up to '/' or ':') into r->model. */
+static void
+model_from_path(struct mreq *r, const char *path, const char *marker)
+{
+	const char *p = strstr(path, marker);
+	size_t n;
+
+	if (p == NULL)
+		return;
+	p += strlen(marker);
+	n = strcspn(p, "/:");
+	if (n > 0 && n < sizeof r->model)
+		snprintf(r->model, sizeof r->model, "%.*s", (int)n, p);
+}
+
+/* Set r's format, kind and (Gemini) streaming from the request path. */
+static void
+route(struct mreq *r, const char *path)
+{
+	const char *colon = strrchr(path, ':');
+
+	if (colon != NULL && strstr(path, "/models/") != NULL) {
+		r->fmt = FMT_GEMINI;
+		model_from_path(r, path, "/models/");
+		if (strcmp(colon, ":generateContent") == 0)
+			r->kind = KIND_CHAT;
+		else if (strcmp(colon, ":streamGenerateContent") == 0) {
+			r->kind = KIND_CHAT;
+			r->stream = 1;
+		} else if (strcmp(colon, ":embedContent") == 0)
+			r->kind = KIND_EMBED1;
+		else if (strcmp(colon, ":batchEmbedContents") == 0)
+			r->kind = KIND_EMBEDN;
+		return;
+	}
+	if (strstr(path, "/openai/deployments/") != NULL) {
+		r->fmt = FMT_AZURE;
+		model_from_path(r, path, "/openai/deployments/");
+	}
+	if (ends_with(path, "/chat/completions"))
+		r->kind = KIND_CHAT;
+	else if (ends_with(path, "/embeddings"))
+		r->kind = KIND_EMBED;
+	else if (ends_with(path, "/v1/messages")) {
+		r->kind = KIND_CHAT;
+		r->fmt = FMT_ANTHROPIC;
+	}
+}
+
+/* Number of inputs in an embeddings "input" or "requests" value. */
+static int
+count_inputs(const jsmntok_t *t, int i)
+{
+	if (i < 0 || t[i].type != JSMN_ARRAY)
+		return 1;
+	if (t[i].size > 0 && t[i + 1].type == JSMN_PRIMITIVE)
+		return 1; /* one input given as token ids */
+	return t[i].size;
+}
+
+/* Read stream, model and input counts from the body; -1 if malformed. */
+static int
+parse_body(struct mreq *r, const char *js, size_t len)
+{
+	jsmntok_t *t;
+	int i;
+
+	if (jparse(js, len, &t) == -1)
+		return -1;
+	if (r->fmt != FMT_GEMINI) {
+		r->stream = jtrue(js, t, jget(js, t, 0, "stream"));
+		if ((i = jget(js, t, 0, "stream_options")) >= 0)
+			r->include_usage =
+			    jtrue(js, t, jget(js, t, i, "include_usage"));
+		i = jget(js, t, 0, "model");
+		if (i >= 0 && t[i].type == JSMN_STRING &&
+		    jstr(js, &t[i], r->model, sizeof r->model) == -1)
+			snprintf(r->model, sizeof r->model, "mock-model");
+	}
+	if (r->kind == KIND_EMBED)
+		r->ninputs = count_inputs(t, jget(js, t, 0, "input"));
+	else if (r->kind == KIND_EMBEDN)
+		r->ninputs = count_inputs(t, jget(js, t, 0, "requests"));
+	free(t);
+	return 0;
+}
+
+/* Name of an HTTP method. */
+static const char *
+method_name(enum evhttp_cmd_type cmd)
+{
+	switch (cmd) {
+	case EVHTTP_REQ_GET:
+		return "GET";
+	case EVHTTP_REQ_POST:
+		return "POST";
+	case EVHTTP_REQ_PUT:
+		return "PUT";
+	case EVHTTP_REQ_DELETE:
+		return "DELETE";
+	case EVHTTP_REQ_HEAD:
+		return "HEAD";
+	case EVHTTP_REQ_PATCH:
+		return "PATCH";
+	default:
+		return "OTHER";
+	}
+}
+
+/* Record req in the ring of the last MOCK_NLOG requests. */
+static void
+log_request(struct evhttp_request *req, const char *body, size_t len)
+{
+	struct buf *b = &M.log[M.log_next];
+	struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+	struct evkeyval *kv;
+	const char *sep = "";
+
+	M.log_next = (M.log_next + 1) % MOCK_NLOG;
+	if (M.log_count < MOCK_NLOG)
+		M.log_count++;
+	buf_reset(b);
+	buf_adds(b, "{\"method\":");
+	jesc(b, method_name(evhttp_request_get_command(req)));
+	buf_adds(b, ",\"path\":");
+	jesc(b, evhttp_request_get_uri(req));
+	buf_adds(b, ",\"headers\":{");
+	TAILQ_FOREACH(kv, h, next)
+	{
+		buf_adds(b, sep);
+		jesc(b, kv->key);
+		buf_addc(b, ':');
+		jesc(b, kv->value);
+		sep = ",";
+	}
+	buf_adds(b, "},\"body\":\"");
+	jesc_raw(b, body, len < MOCK_LOG_BODY ? len : MOCK_LOG_BODY);
+	buf_adds(b, "\"}");
+}
+
+/* The mode this request gets, honouring fail_first. */
+static int
+pick_mode(const struct mreq *r)
+{
+	int mode = M.o.mode;
+
+	if (M.o.fail_first > 0 && M.served >= M.o.fail_first)
+		return MODE_OK;
+	M.served++;
+	if (!r->stream && mode == MODE_STREAM_ERROR)
+		return MODE_STATUS;
+	return mode;
+}
+
+/* Count r in the stats. */
+static void
+count_request(const struct mreq *r)
+{
+	M.st.requests++;
+	if (r->kind == KIND_CHAT)
+		M.st.chat++;
+	else if (r->kind != KIND_UNKNOWN)
+		M.st.embeddings++;
+	if (r->mode == MODE_OK)
+		M.st.ok++;
+	else
+		M.st.failed++;
+}
+
+/* Turn r into an immediate error reply with status and message. */
+static void
+mreq_reject(struct mreq *r, int status, const char *msg)
+{
+	r->mode = MODE_STATUS;
+	r->stream = 0;
+	r->o.status = status;
+	r->o.latency_ms = 0;
+	r->o.retry_after = r->o.retry_after_ms = -1;
+	r->o.error_code[0] = '\0';
+	snprintf(r->o.message, sizeof r->o.message, "%s", msg);
+}
+
+/* Handle one provider request: record it, then start its behaviour. */
+static void
+provider_request(struct evhttp_request *req, const char *path)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(in);
+	const char *body = "";
+	struct mreq *r;
+
+	if (len > 0 && (body = (const char *)evbuffer_pullup(in, -1)) == NULL) {
+		evhttp_send_error(req, 500, "mock out of memory");
+		return;
+	}
+	log_request(req, body, len);
+	if ((r = mreq_new(req)) == NULL) {
+		evhttp_send_error(req, 500, "mock out of memory");
+		return;
+	}
+	route(r, path);
+	if (r->kind == KIND_UNKNOWN)
+		mreq_reject(r, 404, "Unknown mock endpoint");
+	else if (parse_body(r, body, len) == -1)
+		mreq_reject(r, 400,
+		            "We could not parse the JSON body of your "
+		            "request.");
+	else
+		r->mode = pick_mode(r);
+	if (r->kind != KIND_CHAT)
+		r->stream = 0;
+	count_request(r);
+	log_debug("request %llu %s mode %s", r->seq, path, mode_names[r->mode]);
+	mreq_start(r);
+}
+
+/* ---- control endpoints ---- */
+
+/* Reply with a small JSON document from the control API. */
+static void
+control_reply(struct evhttp_request *req, int code, struct buf *b)
+{
+	reply_send(req, code, ++M.seq, b);
+}
+
+/* GET /_mock/stats. */
+static void
+control_stats(struct evhttp_request *req)
+{
+	struct buf b = {0};
+
+	buf_printf(
+	    &b,
+	    "{\"requests\":%llu,\"chat\":%llu,\"embeddings\":%llu,\"ok\":%llu,"
+	    "\"failed\":%llu,\"client_closed\":%llu,\"connections\":%llu}",
+	    M.st.requests, M.st.chat, M.st.embeddings, M.st.ok, M.st.failed,
+	    M.st.client_closed, M.st.connections);
+	control_reply(req, 200, &b);
+}
+
+/* GET /_mock/requests: the logged requests, oldest first. */
+static void
+control_requests(struct evhttp_request *req)
+{
+	struct buf b = {0};
+	size_t i, first = (M.log_next + MOCK_NLOG - M.log_count) % MOCK_NLOG;
+
+	buf_addc(&b, '[');
+	for (i = 0; i < M.log_count; i++) {
+		struct buf *e = &M.log[(first + i) % MOCK_NLOG];
+
+		if (i > 0)
+			buf_addc(&b, ',');
+		buf_add(&b, e->data, e->len);
+	}
+	buf_addc(&b, ']');
+	control_reply(req, 200, &b);
+}
+
+/* Apply one "key": value pair of a config object to o; -1 if invalid. */
+static int
+config_pair(struct mock_opts *o, const char *js, const jsmntok_t *k)
+{
+	const jsmntok_t *v = k + 1;
+	const struct optdef *d;
+	char key[64], val[1024];
+
+	if (jstr(js, k, key, sizeof key) == -1 || (d = opt_find(key)) == NULL)
+		return -1;
+	if (v->type == JSMN_OBJECT || v->type == JSMN_ARRAY)
+		return -1;
+	if (jstr(js, v, val, sizeof val) == -1)
+		return -1;
+	if (v->type == JSMN_PRIMITIVE && strcmp(val, "null") == 0)
+		snprintf(val, sizeof val, "%s", d->type == OT_INT ? "-1" : "");
+	return opt_set(o, d, val);
+}
+
+/* Parse a config object into o; -1 if malformed or a field is invalid. */
+static int
+config_parse(struct mock_opts *o, const char *js, size_t len)
+{
+	jsmntok_t *t;
+	int i = 1, k, rc = 0;
+
+	if (jparse(js, len, &t) == -1)
+		return -1;
+	for (k = 0; k < t[0].size && rc == 0; k++) {
+		rc = config_pair(o, js, &t[i]);
+		i = jskip(t, i + 1);
+	}
+	free(t);
+	return rc;
+}
+
+/* POST /_mock/config: change options for later requests. */
+static void
+control_config(struct evhttp_request *req)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(in);
+	struct mock_opts o = M.o;
+	struct buf b = {0};
+	const char *js = (const char *)evbuffer_pullup(in, -1);
+
+	if (js == NULL || config_parse(&o, js, len) == -1) {
+		buf_adds(&b, "{\"error\":\"bad config: expected a JSON object "
+		             "of known option names with valid values\"}");
+		control_reply(req, 400, &b);
+		return;
+	}
+	M.o = o;
+	M.served = 0;
+	opts_json(&b, &M.o);
+	control_reply(req, 200, &b);
+}
+
+/* POST /_mock/reset: zero the counters and the request log. */
+static void
+control_reset(struct evhttp_request *req)
+{
+	struct buf b = {0};
+
+	memset(&M.st, 0, sizeof M.st);
+	M.served = 0;
+	M.log_next = M.log_count = 0;
+	buf_adds(&b, "{\"ok\":true}");
+	control_reply(req, 200, &b);
+}
+
+/* Dispatch a /_mock/ request. */
+static void
+control_request(struct evhttp_request *req, const char *what)
+{
+	struct buf b = {0};
+
+	if (strcmp(what, "stats") == 0)
+		control_stats(req);
+	else if (strcmp(what, "requests") == 0)
+		control_requests(req);
+	else if (strcmp(what, "config") == 0)
+		control_config(req);
+	else if (strcmp(what, "reset") == 0)
+		control_reset(req);
+	else {
+		buf_adds(&b, "{\"error\":\"unknown /_mock endpoint\"}");
+		control_reply(req, 404, &b);
+	}
+}
+
+/* evhttp callback for every request: control API or provider. */
+static void
+on_request(struct evhttp_request *req, void *arg)
+{
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+
+	(void)arg;
+	if (path == NULL)
+		path = "/";
+	if (strncmp(path, "/_mock/", 7) == 0)
+		control_request(req, path + 7);
+	else
+		provider_request(req, path);
+}
+
+/* ---- connections, TLS, start-up ---- */
+
+/* evhttp callback per accepted connection: count it, wrap it in TLS. */
+static struct bufferevent *
+on_accept(struct event_base *base, void *arg)
+{
+	struct bufferevent *bev;
+	SSL *ssl;
+
+	(void)arg;
+	M.st.connections++;
+	if (M.ssl == NULL)
+		return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if ((ssl = SSL_new(M.ssl)) == NULL) {
+		log_warnx("SSL_new failed");
+		return NULL;
+	}
+	bev = bufferevent_openssl_socket_new(
+	    base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	if (bev != NULL)
+		bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	return bev;
+}
+
+/* Build the server TLS context from PEM files; NULL on failure. */
+static SSL_CTX *
+tls_init(const char *cert, const char *key)
+{
+	SSL_CTX *ctx;
+
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL)
+		return NULL;
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+	    SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		ERR_print_errors_fp(stderr);
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+/* Write port to file atomically (temp name, then rename). */
+static int
+write_port_file(const char *file, int port)
+{
+	char tmp[4096];
+	FILE *f;
+
+	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", file, (long)getpid());
+	if ((f = fopen(tmp, "w")) == NULL)
+		return -1;
+	if (fprintf(f, "%d\n", port) < 0 || fclose(f) != 0) {
+		unlink(tmp);
+		return -1;
+	}
+	if (rename(tmp, file) == -1) {
+		unlink(tmp);
+		return -1;
+	}
+	return 0;
+}
+
+/* The port a bound listener actually got, or -1. */
+static int
+bound_port(struct evhttp_bound_socket *h)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	evutil_socket_t fd = evhttp_bound_socket_get_fd(h);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1)
+		return -1;
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+/* SIGTERM / SIGINT: leave the loop so main can free everything. */
+static void
+on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	log_info("signal %d, exiting", (int)sig);
+	event_base_loopbreak(M.base);
+}
+
+struct args {
+	const char *host, *port_file, *cert, *key;
+	int port;
+};
+
+/* Print usage and exit 2. */
+static void __attribute__((noreturn)) usage(void)
+{
+	fprintf(
+	    stderr,
+	    "usage: llmf-mock [--host H] --port N [--port-file F] [--name N]\n"
+	    "                 [--tls CERT KEY] [--mode MODE] [--status N]\n"
+	    "                 [--message T] [--error-code C] [--retry-after "
+	    "S]\n"
+	    "                 [--retry-after-ms MS] [--fail-first N]\n"
+	    "                 [--latency-ms N] [--chunks N] [--chunk-delay-ms "
+	    "N]\n"
+	    "                 [--cut-after N] [--usage P,C] [--finish R] "
+	    "[-v]\n");
+	exit(2);
+}
+
+/* Handle one option that is not a behaviour option; args used or -1. */
+static int
+parse_arg(struct args *a, int argc, char **argv, int i)
+{
+	const char *o = argv[i];
+
+	if (strcmp(o, "-v") == 0) {
+		log_level = LOG_LVL_DEBUG;
+		return 1;
+	}
+	if (i + 1 >= argc)
+		return -1;
+	if (strcmp(o, "--host") == 0)
+		a->host = argv[i + 1];
+	else if (strcmp(o, "--port") == 0)
+		return parse_int(argv[i + 1], 0, 65535, &a->port) ? -1 : 2;
+	else if (strcmp(o, "--port-file") == 0)
+		a->port_file = argv[i + 1];
+	else if (strcmp(o, "--name") == 0)
+		M.name = argv[i + 1];
+	else if (strcmp(o, "--tls") == 0 && i + 2 < argc) {
+		a->cert = argv[i + 1];
+		a->key = argv[i + 2];
+		return 3;
+	} else
+		return -1;
+	return 2;
+}
+
+/* Parse the command line into a and M.o; exits 2 on a bad argument. */
+static void
+parse_args(struct args *a, int argc, char **argv)
+{
+	const struct optdef *d;
+	int i, n;
+
+	for (i = 1; i < argc; i += n) {
+		d = strncmp(argv[i], "--", 2) == 0 ? opt_find(argv[i] + 2)
+		                                   : NULL;
+		if (d != NULL && i + 1 < argc &&
+		    opt_set(&M.o, d, argv[i + 1]) == 0)
+			n = 2;
+		else if (d != NULL || (n = parse_arg(a, argc, argv, i)) == -1) {
+			fprintf(stderr, "llmf-mock: bad argument %s\n",
+			        argv[i]);
+			usage();
+		}
+	}
+	if (a->port < 0)
+		usage();
+}
+
+/* Create the HTTP server and bind it; the bound port, or -1. */
+static int
+server_init(const struct args *a)
+{
+	struct evhttp_bound_socket *h;
+
+	if ((M.http = evhttp_new(M.base)) == NULL)
+		return -1;
+	evhttp_set_gencb(M.http, on_request, NULL);
+	evhttp_set_bevcb(M.http, on_accept, NULL);
+	evhttp_set_max_body_size(M.http, MOCK_MAX_BODY);
+	evhttp_set_timeout(M.http, 86400);
+	evhttp_set_allowed_methods(
+	    M.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+	                EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH);
+	h = evhttp_bind_socket_with_handle(M.http, a->host, (uint16_t)a->port);
+	if (h == NULL)
+		return -1;
+	return bound_port(h);
+}
+
+/* Free every live request, the server and the event base. */
+static void
+mock_free(void)
+{
+	struct mreq *r;
+	struct evhttp_request *req;
+	int i;
+
+	while ((r = LIST_FIRST(&M.live)) != NULL) {
+		req = r->req;
+		i = evhttp_request_get_connection(req) == NULL;
+		mreq_free(r);
+		if (i)
+			evhttp_request_free(req);
+	}
+	if (M.http != NULL)
+		evhttp_free(M.http);
+	if (M.sigterm != NULL)
+		event_free(M.sigterm);
+	if (M.sigint != NULL)
+		event_free(M.sigint);
+	if (M.ssl != NULL)
+		SSL_CTX_free(M.ssl);
+	for (i = 0; i < MOCK_NLOG; i++)
+		buf_free(&M.log[i]);
+	event_base_free(M.base);
+	libevent_global_shutdown();
+}
+
+/* Install the SIGTERM / SIGINT events; -1 on failure. */
+static int
+signals_init(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	M.sigterm = evsignal_new(M.base, SIGTERM, on_signal, NULL);
+	M.sigint = evsignal_new(M.base, SIGINT, on_signal, NULL);
+	if (M.sigterm == NULL || M.sigint == NULL)
+		return -1;
+	if (evsignal_add(M.sigterm, NULL) == -1 ||
+	    evsignal_add(M.sigint, NULL) == -1)
+		return -1;
+	return 0;
+}
+
+/* Parse options, listen, serve until SIGTERM / SIGINT, free everything. */
+int
+main(int argc, char **argv)
+{
+	struct args a = {"127.0.0.1", NULL, NULL, NULL, -1};
+	int port;
+
+	log_init(LOG_LVL_INFO, "llmf-mock");
+	log_procinit("mock");
+	M.name = "mock";
+	opts_default(&M.o);
+	LIST_INIT(&M.live);
+	parse_args(&a, argc, argv);
+	if ((M.base = event_base_new()) == NULL)
+		fatalx("event_base_new failed");
+	if (a.cert != NULL && (M.ssl = tls_init(a.cert, a.key)) == NULL)
+		fatalx("cannot load TLS certificate %s / key %s", a.cert,
+		       a.key);
+	if (signals_init() == -1)
+		fatalx("cannot install signal events");
+	if ((port = server_init(&a)) == -1)
+		fatal("cannot listen on %s:%d", a.host, a.port);
+	if (a.port_file != NULL && write_port_file(a.port_file, port) == -1)
+		fatal("cannot write port file %s", a.port_file);
+	log_info("%s listening on %s:%d%s, mode %s", M.name, a.host, port,
+	         M.ssl ? " (TLS)" : "", mode_names[M.o.mode]);
+	event_base_dispatch(M.base);
+	mock_free();
+	return 0;
+}
