@@ -152,7 +152,11 @@ ctl_config_load(const char *file, char *table, size_t tablesz, char **cause)
 	} else if (!config_lookup_string(&lc, "daemon.health_table", &v) ||
 	           v[0] == '\0')
 		v = CTL_TABLE;
-	if (rc == 0)
+	if (rc == 0 && v[0] != '/' && strchr(file, '/')) {
+		/* relative paths resolve against the config's directory */
+		int dl = (int)(strrchr(file, '/') - file);
+		snprintf(table, tablesz, "%.*s/%s", dl, file, v);
+	} else if (rc == 0)
 		snprintf(table, tablesz, "%s", v);
 	config_destroy(&lc);
 	return rc;
