@@ -100,6 +100,12 @@ extern const struct provider prov_gemini;
 const struct provider *provider_get(int kind);
 void stream_state_free(struct stream_state *);
 
+/* The instruction sent with a partial answer when a cut stream is continued
+ * on a provider that cannot take an assistant prefix. */
+#define PROV_RESUME_INSTRUCTION                                               \
+	"Your previous answer was cut off. Continue it exactly where it "     \
+	"stops, without repeating any of it and without any preamble."
+
 /* providers/provider.c: helpers for OpenAI-shaped providers */
 void prov_extra_headers(const struct deploy_cfg *, struct buf *);
 int  prov_is_dropped(const struct prov_call *, int key_tok);

@@ -87,6 +87,45 @@ prov_messages_append(const struct prov_call *pc, struct jw *jw, int arr)
 	jw_arr_end(jw);
 }
 
+/* Stream continuation for OpenAI-shaped upstreams, which cannot take an
+ * assistant prefix: the partial answer goes in as an assistant turn and a
+ * user turn asks to continue it exactly (the documented instruction). */
+static void
+prov_messages_resume(const struct prov_call *pc, struct jw *jw)
+{
+	jw_obj(jw);
+	jw_key(jw, "role");
+	jw_cstr(jw, "assistant");
+	jw_key(jw, "content");
+	jw_str(jw, pc->resume_text, pc->resume_len);
+	jw_obj_end(jw);
+	jw_obj(jw);
+	jw_key(jw, "role");
+	jw_cstr(jw, "user");
+	jw_key(jw, "content");
+	jw_cstr(jw, PROV_RESUME_INSTRUCTION);
+	jw_obj_end(jw);
+}
+
+/* Write messages, plus the continuation turns when resuming. */
+static void
+prov_messages(const struct prov_call *pc, struct jw *jw, int arr)
+{
+	const struct json *j = pc->req;
+	int                n = json_size(j, arr);
+	const char        *raw;
+	size_t             rl;
+
+	jw_arr(jw);
+	for (int i = 0; i < n; i++) {
+		raw = json_raw(j, json_at(j, arr, i), &rl);
+		jw_raw(jw, raw, rl);
+	}
+	if (pc->resume_text)
+		prov_messages_resume(pc, jw);
+	jw_arr_end(jw);
+}
+
 /* Append the deployment's `params` that the request did not set. */
 static void
 prov_params(const struct prov_call *pc, struct jw *jw)
@@ -139,8 +178,13 @@ prov_openai_body(const struct prov_call *pc, const char *model,
 			continue;
 		jw_key(&jw, key);
 		if (pc->d->system_prompt_append && json_eq(j, k, "messages") &&
-		    json_type(j, k + 1) == JSMN_ARRAY) {
+		    json_type(j, k + 1) == JSMN_ARRAY && !pc->resume_text) {
 			prov_messages_append(pc, &jw, k + 1);
+			continue;
+		}
+		if (pc->resume_text && json_eq(j, k, "messages") &&
+		    json_type(j, k + 1) == JSMN_ARRAY) {
+			prov_messages(pc, &jw, k + 1);
 			continue;
 		}
 		raw = json_raw(j, k + 1, &rl);
