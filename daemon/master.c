@@ -429,10 +429,12 @@ master_run(struct master *m)
 
 	if (listen_open(m, m->cfg, &cause) == -1) {
 		log_raw("%s", cause ? cause : "cannot listen");
+		free(cause);
 		return 1;
 	}
 	if (shm_create(&m->shm, m->cfg->health_table, &cause) == -1) {
 		log_raw("health table: %s", cause ? cause : "?");
+		free(cause);
 		listen_close(m);
 		return 1;
 	}

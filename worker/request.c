@@ -99,6 +99,7 @@ struct req {
 	int            tool_stream;    /* a tool call was streamed */
 	struct buf     sent_text;      /* streamed text, for continuation */
 	struct buf     out;
+	struct evbuffer *chunk; /* reused for every chunk sent to the client */
 	struct event   ev_deadline, ev_wait, ev_hedge;
 };
 
@@ -128,6 +129,10 @@ req_get(struct worker *w)
 		return NULL;
 	r->w = w;
 	r->att[0].r = r->att[1].r = r;
+	if ((r->chunk = evbuffer_new()) == NULL) {
+		free(r);
+		return NULL;
+	}
 	return r;
 }
 
@@ -338,7 +343,7 @@ req_release(struct req *r)
 static void
 req_stream_abort(struct req *r, int d, const char *msg)
 {
-	struct evbuffer *eb = evbuffer_new();
+	struct evbuffer *eb = r->chunk;
 	struct buf      *b = &r->out;
 	struct jw        jw;
 
@@ -361,11 +366,8 @@ req_stream_abort(struct req *r, int d, const char *msg)
 	jw_obj_end(&jw);
 	jw_obj_end(&jw);
 	buf_adds(b, "\n\n");
-	if (eb) {
-		evbuffer_add(eb, b->data, b->len);
-		evhttp_send_reply_chunk(r->hreq, eb);
-		evbuffer_free(eb);
-	}
+	evbuffer_add(eb, b->data, b->len);
+	evhttp_send_reply_chunk(r->hreq, eb);
 	evhttp_send_reply_end(r->hreq);
 	log_warnx("%s stream interrupted after %d ms: %s", r->id,
 	    req_elapsed_ms(r), msg);
@@ -904,11 +906,12 @@ req_stream_flush(struct req *r, struct attempt *a)
 		r->client_started = 1;
 	}
 	r->tool_stream |= a->ss.tool_seen;
-	if (a->out.len == 0 || (eb = evbuffer_new()) == NULL)
+	if (a->out.len == 0)
 		return;
+	eb = r->chunk;
 	evbuffer_add(eb, a->out.data, a->out.len);
 	evhttp_send_reply_chunk(r->hreq, eb);
-	evbuffer_free(eb);
+	evbuffer_drain(eb, evbuffer_get_length(eb));
 	buf_reset(&a->out);
 }
 
@@ -1335,6 +1338,7 @@ req_destroy(struct req *r)
 	}
 	buf_free(&r->out);
 	buf_free(&r->sent_text);
+	evbuffer_free(r->chunk);
 	free(r);
 }
 
