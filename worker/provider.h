@@ -107,6 +107,7 @@ void prov_openai_body(const struct prov_call *, const char *model,
     struct buf *out);
 
 /* providers/provider.c: helpers for translating providers */
+#define PROV_RAW(jw, lit) jw_raw((jw), (lit), sizeof(lit) - 1)
 void prov_malformed(struct upstream_error *, const char *what);
 void prov_stream_error(const char *data, size_t dlen,
     struct upstream_error *);

@@ -15,10 +15,10 @@
 /* Translation state for one request body. */
 struct anth_ctx {
 	const struct prov_call *pc;
-	const struct json      *j;
-	struct buf              sys;
-	char                   *err;
-	size_t                  errsz;
+	const struct json *j;
+	struct buf sys;
+	char *err;
+	size_t errsz;
 };
 
 static int anth_content(struct anth_ctx *, struct jw *, int c);
@@ -47,8 +47,8 @@ static int
 anth_sys_msg(struct anth_ctx *x, int c)
 {
 	const struct json *j = x->j;
-	struct buf         t = {0};
-	int                n, p;
+	struct buf t = {0};
+	int n, p;
 
 	if (json_type(j, c) == JSMN_STRING)
 		json_str_buf(j, c, &t);
@@ -92,10 +92,10 @@ static int
 anth_image_block(struct anth_ctx *x, struct jw *jw, int part)
 {
 	const struct json *j = x->j;
-	int                u = json_get(j, part, "image_url");
-	struct buf         url = {0};
-	const char        *media, *data;
-	size_t             ml, dl;
+	int u = json_get(j, part, "image_url");
+	struct buf url = {0};
+	const char *media, *data;
+	size_t ml, dl;
 
 	if (json_type(j, u) == JSMN_OBJECT)
 		u = json_get(j, u, "url");
@@ -131,7 +131,7 @@ static int
 anth_part(struct anth_ctx *x, struct jw *jw, int part)
 {
 	const struct json *j = x->j;
-	int                t = json_get(j, part, "type");
+	int t = json_get(j, part, "type");
 
 	if (json_eq(j, t, "text"))
 		anth_text_block(jw, j, json_get(j, part, "text"));
@@ -139,7 +139,7 @@ anth_part(struct anth_ctx *x, struct jw *jw, int part)
 		return anth_image_block(x, jw, part);
 	else
 		return anth_fail(x, "unsupported content part type (only "
-		    "text and image_url)");
+		                    "text and image_url)");
 	return 0;
 }
 
@@ -148,7 +148,7 @@ static int
 anth_content(struct anth_ctx *x, struct jw *jw, int c)
 {
 	const struct json *j = x->j;
-	int                n;
+	int n;
 
 	switch (json_type(j, c)) {
 	case JSMN_STRING:
@@ -164,7 +164,7 @@ anth_content(struct anth_ctx *x, struct jw *jw, int c)
 		if (c < 0 || json_is_null(j, c))
 			return 0;
 		return anth_fail(x, "message content must be a string or an "
-		    "array of parts");
+		                    "array of parts");
 	}
 }
 
@@ -173,17 +173,17 @@ static void
 anth_tool_input(struct jw *jw, const struct json *j, int a)
 {
 	static struct json aj;
-	struct buf         t = {0};
-	const char        *raw;
-	size_t             rl;
+	struct buf t = {0};
+	const char *raw;
+	size_t rl;
 
 	if (json_type(j, a) == JSMN_OBJECT) {
 		raw = json_raw(j, a, &rl);
 		jw_raw(jw, raw, rl);
 		return;
 	}
-	if (json_str_buf(j, a, &t) > 0 && json_parse(&aj, t.data,
-	    t.len) == 0 && json_type(&aj, 0) == JSMN_OBJECT) {
+	if (json_str_buf(j, a, &t) > 0 && json_parse(&aj, t.data, t.len) == 0 &&
+	    json_type(&aj, 0) == JSMN_OBJECT) {
 		raw = json_raw(&aj, 0, &rl);
 		jw_raw(jw, raw, rl);
 	} else {
@@ -198,9 +198,9 @@ static int
 anth_tool_uses(struct anth_ctx *x, struct jw *jw, int tcs)
 {
 	const struct json *j = x->j;
-	int                n = json_size(j, tcs), tc, f;
-	const char        *raw;
-	size_t             rl;
+	int n = json_size(j, tcs), tc, f;
+	const char *raw;
+	size_t rl;
 
 	for (int i = 0; i < n; i++) {
 		tc = json_at(j, tcs, i);
@@ -229,10 +229,10 @@ static int
 anth_tool_result(struct anth_ctx *x, struct jw *jw, int m)
 {
 	const struct json *j = x->j;
-	int                id = json_get(j, m, "tool_call_id");
-	int                c = json_get(j, m, "content");
-	const char        *raw;
-	size_t             rl;
+	int id = json_get(j, m, "tool_call_id");
+	int c = json_get(j, m, "content");
+	const char *raw;
+	size_t rl;
 
 	if (json_type(j, id) != JSMN_STRING)
 		return anth_fail(x, "tool message without tool_call_id");
@@ -263,8 +263,8 @@ static int
 anth_blocks(struct anth_ctx *x, struct jw *jw, int m, const char **role)
 {
 	const struct json *j = x->j;
-	int                r = json_get(j, m, "role");
-	int                tcs;
+	int r = json_get(j, m, "role");
+	int tcs;
 
 	if (json_eq(j, r, "user")) {
 		*role = "user";
@@ -290,11 +290,11 @@ static int
 anth_message(struct anth_ctx *x, struct prov_turns *t, int m)
 {
 	const struct json *j = x->j;
-	int                r = json_get(j, m, "role");
-	struct buf         b = {0};
-	struct jw          jw;
-	const char        *role = NULL;
-	int                rc;
+	int r = json_get(j, m, "role");
+	struct buf b = {0};
+	struct jw jw;
+	const char *role = NULL;
+	int rc;
 
 	if (json_type(j, m) != JSMN_OBJECT)
 		return anth_fail(x, "each message must be an object");
@@ -316,11 +316,11 @@ static int
 anth_messages(struct anth_ctx *x, struct buf *out)
 {
 	const struct json *j = x->j;
-	int                ms = json_get(j, 0, "messages");
-	int                n = json_size(j, ms);
-	struct prov_turns  t;
-	struct buf         b = {0};
-	struct jw          jw;
+	int ms = json_get(j, 0, "messages");
+	int n = json_size(j, ms);
+	struct prov_turns t;
+	struct buf b = {0};
+	struct jw jw;
 
 	if (json_type(j, ms) != JSMN_ARRAY)
 		return anth_fail(x, "'messages' must be an array");
@@ -349,9 +349,9 @@ anth_messages(struct anth_ctx *x, struct buf *out)
 static void
 anth_tools(struct jw *jw, const struct json *j, int tools)
 {
-	int         n = json_size(j, tools), f, v;
+	int n = json_size(j, tools), f, v;
 	const char *raw;
-	size_t      rl;
+	size_t rl;
 
 	jw_key(jw, "tools");
 	jw_arr(jw);
@@ -375,8 +375,7 @@ anth_tools(struct jw *jw, const struct json *j, int tools)
 			raw = json_raw(j, v, &rl);
 			jw_raw(jw, raw, rl);
 		} else
-			jw_raw(jw, "{\"type\":\"object\",\"properties\":{}}",
-			    32);
+			PROV_RAW(jw, "{\"type\":\"object\",\"properties\":{}}");
 		jw_obj_end(jw);
 	}
 	jw_arr_end(jw);
@@ -387,18 +386,18 @@ static void
 anth_tool_choice(const struct prov_call *pc, struct jw *jw)
 {
 	const struct json *s, *ps;
-	int                tc = prov_opt(pc, "tool_choice", &s), fn;
-	int                par = prov_opt(pc, "parallel_tool_calls", &ps);
-	int                nopar = par >= 0 && !json_is_true(ps, par);
-	const char        *raw;
-	size_t             rl;
+	int tc = prov_opt(pc, "tool_choice", &s), fn;
+	int par = prov_opt(pc, "parallel_tool_calls", &ps);
+	int nopar = par >= 0 && !json_is_true(ps, par);
+	const char *raw;
+	size_t rl;
 
 	fn = json_path(s, tc, "function.name");
 	if (tc < 0 && !nopar)
 		return;
 	if (tc >= 0 && json_eq(s, tc, "none")) {
 		jw_key(jw, "tool_choice");
-		jw_raw(jw, "{\"type\":\"none\"}", 15);
+		PROV_RAW(jw, "{\"type\":\"none\"}");
 		return;
 	}
 	jw_key(jw, "tool_choice");
@@ -425,9 +424,9 @@ static void
 anth_stop(const struct prov_call *pc, struct jw *jw)
 {
 	const struct json *s;
-	int                t = prov_opt(pc, "stop", &s), n;
-	const char        *raw;
-	size_t             rl;
+	int t = prov_opt(pc, "stop", &s), n;
+	const char *raw;
+	size_t rl;
 
 	if (json_type(s, t) != JSMN_STRING && json_type(s, t) != JSMN_ARRAY)
 		return;
@@ -449,10 +448,10 @@ static long long
 anth_max_tokens(const struct prov_call *pc)
 {
 	static const char *const keys[] = {"max_completion_tokens",
-	    "max_tokens"};
-	const struct json       *s;
-	long long                v;
-	int                      t;
+	                                   "max_tokens"};
+	const struct json *s;
+	long long v;
+	int t;
 
 	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
 		t = prov_opt(pc, keys[i], &s);
@@ -465,11 +464,11 @@ anth_max_tokens(const struct prov_call *pc)
 /* Write a number option, clamped to [lo, hi], under name. */
 static void
 anth_num(const struct prov_call *pc, struct jw *jw, const char *key,
-    const char *name, double lo, double hi)
+         const char *name, double lo, double hi)
 {
 	const struct json *s;
-	double             v;
-	int                t = prov_opt(pc, key, &s);
+	double v;
+	int t = prov_opt(pc, key, &s);
 
 	if (json_num(s, t, &v) == -1)
 		return;
@@ -482,9 +481,9 @@ static void
 anth_user(const struct prov_call *pc, struct jw *jw)
 {
 	const struct json *s;
-	int                t = prov_opt(pc, "user", &s);
-	const char        *raw;
-	size_t             rl;
+	int t = prov_opt(pc, "user", &s);
+	const char *raw;
+	size_t rl;
 
 	if (json_type(s, t) != JSMN_STRING)
 		return;
@@ -501,10 +500,10 @@ static void
 anth_sys_extras(struct anth_ctx *x)
 {
 	const struct json *s;
-	int                rf = prov_opt(x->pc, "response_format", &s);
-	int                ty = json_get(s, rf, "type"), sc;
-	const char        *raw, *app = x->pc->d->system_prompt_append;
-	size_t             rl;
+	int rf = prov_opt(x->pc, "response_format", &s);
+	int ty = json_get(s, rf, "type"), sc;
+	const char *raw, *app = x->pc->d->system_prompt_append;
+	size_t rl;
 
 	if (json_eq(s, ty, "json_object"))
 		anth_sys_add(x, ANTH_JSON_ONLY, strlen(ANTH_JSON_ONLY));
@@ -525,9 +524,9 @@ static void
 anth_options(const struct prov_call *pc, struct jw *jw)
 {
 	const struct json *s;
-	int                t = prov_opt(pc, "tools", &s);
-	const char        *raw;
-	size_t             rl;
+	int t = prov_opt(pc, "tools", &s);
+	const char *raw;
+	size_t rl;
 
 	if (json_type(s, t) == JSMN_ARRAY && json_size(s, t) > 0) {
 		anth_tools(jw, s, t);
@@ -552,14 +551,13 @@ anth_options(const struct prov_call *pc, struct jw *jw)
 
 /* The Messages request body; -1 with err set if it cannot be built. */
 static int
-anth_body(const struct prov_call *pc, struct buf *out, char *err,
-    size_t errsz)
+anth_body(const struct prov_call *pc, struct buf *out, char *err, size_t errsz)
 {
-	struct anth_ctx x = {.pc = pc, .j = pc->req, .err = err,
-	    .errsz = errsz};
-	struct buf      msgs = {0};
-	struct jw       jw;
-	int             rc = -1;
+	struct anth_ctx x = {
+	    .pc = pc, .j = pc->req, .err = err, .errsz = errsz};
+	struct buf msgs = {0};
+	struct jw jw;
+	int rc = -1;
 
 	if (anth_messages(&x, &msgs) == -1)
 		goto fail;
@@ -588,13 +586,15 @@ fail:
 /* Build POST {base}/v1/messages. */
 static int
 anth_build(const struct prov_call *pc, struct prov_out *o, char *err,
-    size_t errsz)
+           size_t errsz)
 {
 	const struct deploy_cfg *d = pc->d;
 
 	if (pc->endpoint == EP_EMBED) {
-		snprintf(err, errsz, "anthropic has no embeddings endpoint "
-		    "(deployment '%s')", d->name);
+		snprintf(err, errsz,
+		         "anthropic has no embeddings endpoint "
+		         "(deployment '%s')",
+		         d->name);
 		return -1;
 	}
 	if (anth_body(pc, &o->body, err, errsz) == -1)
@@ -629,9 +629,10 @@ static void
 anth_usage(const struct json *j, int u, struct usage *out)
 {
 	static const char *const in[] = {"input_tokens",
-	    "cache_creation_input_tokens", "cache_read_input_tokens"};
-	long long                v, sum = 0;
-	int                      any = 0;
+	                                 "cache_creation_input_tokens",
+	                                 "cache_read_input_tokens"};
+	long long v, sum = 0;
+	int any = 0;
 
 	for (size_t i = 0; i < sizeof in / sizeof in[0]; i++)
 		if (json_int(j, json_get(j, u, in[i]), &v) == 0) {
@@ -649,7 +650,7 @@ static void
 anth_resp_text(struct jw *jw, const struct json *j, int content)
 {
 	struct buf t = {0};
-	int        n = json_size(j, content), b, any = 0;
+	int n = json_size(j, content), b, any = 0;
 
 	for (int i = 0; i < n; i++) {
 		b = json_at(j, content, i);
@@ -670,9 +671,9 @@ anth_resp_text(struct jw *jw, const struct json *j, int content)
 static int
 anth_resp_tools(struct jw *jw, const struct json *j, int content)
 {
-	int         n = json_size(j, content), b, in, any = 0;
+	int n = json_size(j, content), b, in, any = 0;
 	const char *raw;
-	size_t      rl;
+	size_t rl;
 
 	for (int i = 0; i < n; i++) {
 		b = json_at(j, content, i);
@@ -712,10 +713,10 @@ anth_resp_tools(struct jw *jw, const struct json *j, int content)
 /* Write "key": <string token t>, or fallback when t is not a string. */
 static void
 anth_str_or(struct jw *jw, const char *key, const struct json *j, int t,
-    const char *fallback)
+            const char *fallback)
 {
 	const char *raw;
-	size_t      rl;
+	size_t rl;
 
 	jw_key(jw, key);
 	if (json_type(j, t) == JSMN_STRING) {
@@ -728,10 +729,10 @@ anth_str_or(struct jw *jw, const char *key, const struct json *j, int t,
 /* Write the chat.completion for a parsed message. */
 static int
 anth_completion(const struct prov_call *pc, const struct json *j,
-    struct buf *out, struct usage *u, int *cf)
+                struct buf *out, struct usage *u, int *cf)
 {
-	int         content = json_get(j, 0, "content");
-	struct jw   jw;
+	int content = json_get(j, 0, "content");
+	struct jw jw;
 	const char *fin = anth_finish(j, json_get(j, 0, "stop_reason"), cf);
 
 	jw_init(&jw, out);
@@ -778,14 +779,15 @@ anth_completion(const struct prov_call *pc, const struct json *j,
 /* Translate a whole Messages reply into a chat.completion. */
 static int
 anth_response(const struct prov_call *pc, const char *body, size_t len,
-    struct buf *out, struct usage *u, int *content_filter,
-    struct upstream_error *e)
+              struct buf *out, struct usage *u, int *content_filter,
+              struct upstream_error *e)
 {
 	static struct json j;
-	int                t;
-	size_t             mark = out->len;
+	int t;
+	size_t mark = out->len;
 
-	if (json_parse(&j, body, len) == -1 || json_type(&j, 0) != JSMN_OBJECT) {
+	if (json_parse(&j, body, len) == -1 ||
+	    json_type(&j, 0) != JSMN_OBJECT) {
 		prov_malformed(e, "not a JSON object");
 		return -1;
 	}
@@ -824,7 +826,7 @@ static enum anth_ev
 anth_ev_type(const struct json *j, const char *ev, size_t elen)
 {
 	static const struct {
-		const char  *name;
+		const char *name;
 		enum anth_ev type;
 	} map[] = {
 	    {"message_start", AE_MESSAGE_START},
@@ -839,9 +841,9 @@ anth_ev_type(const struct json *j, const char *ev, size_t elen)
 	int t = json_get(j, 0, "type");
 
 	for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
-		if (t >= 0 ? json_eq(j, t, map[i].name) :
-		    (strlen(map[i].name) == elen &&
-		    memcmp(map[i].name, ev, elen) == 0))
+		if (t >= 0 ? json_eq(j, t, map[i].name)
+		           : (strlen(map[i].name) == elen &&
+		              memcmp(map[i].name, ev, elen) == 0))
 			return map[i].type;
 	}
 	return AE_UNKNOWN;
@@ -850,9 +852,9 @@ anth_ev_type(const struct json *j, const char *ev, size_t elen)
 /* message_start: remember id and model, take input usage, send the role. */
 static int
 anth_ev_start(struct stream_state *st, const struct json *j, struct buf *out,
-    struct upstream_error *e)
+              struct upstream_error *e)
 {
-	int       m = json_get(j, 0, "message");
+	int m = json_get(j, 0, "message");
 	struct jw jw;
 
 	if (json_type(j, m) != JSMN_OBJECT) {
@@ -865,7 +867,7 @@ anth_ev_start(struct stream_state *st, const struct json *j, struct buf *out,
 	if (st->role_sent)
 		return 0;
 	prov_chunk_open(st, out, &jw, 0);
-	jw_raw(&jw, "{\"role\":\"assistant\",\"content\":\"\"}", 33);
+	PROV_RAW(&jw, "{\"role\":\"assistant\",\"content\":\"\"}");
 	prov_chunk_close(&jw, NULL);
 	st->role_sent = 1;
 	return 0;
@@ -886,19 +888,19 @@ anth_tool_delta(struct jw *jw, int index)
 /* content_block_start: a tool_use block opens an OpenAI tool call. */
 static int
 anth_ev_block_start(struct stream_state *st, const struct json *j,
-    struct buf *out, struct upstream_error *e)
+                    struct buf *out, struct upstream_error *e)
 {
-	int         cb = json_get(j, 0, "content_block"), id, name;
-	long long   bi;
-	struct jw   jw;
+	int cb = json_get(j, 0, "content_block"), id, name;
+	long long bi;
+	struct jw jw;
 	const char *raw;
-	size_t      rl;
+	size_t rl;
 
 	if (json_eq(j, json_get(j, cb, "type"), "text")) {
 		buf_reset(&st->partial);
 		if (json_str_buf(j, json_get(j, cb, "text"), &st->partial) > 0)
 			prov_chunk_text(st, out, st->partial.data,
-			    st->partial.len);
+			                st->partial.len);
 		return 0;
 	}
 	if (!json_eq(j, json_get(j, cb, "type"), "tool_use"))
@@ -938,11 +940,11 @@ anth_ev_block_start(struct stream_state *st, const struct json *j,
 /* input_json_delta: pass the fragment on as the tool call's arguments. */
 static int
 anth_json_delta(struct stream_state *st, const struct json *j, int d,
-    struct buf *out, struct upstream_error *e)
+                struct buf *out, struct upstream_error *e)
 {
 	long long bi;
 	struct jw jw;
-	int       pj = json_get(j, d, "partial_json");
+	int pj = json_get(j, d, "partial_json");
 
 	if (json_int(j, json_get(j, 0, "index"), &bi) == -1 || bi < 0 ||
 	    bi >= 64 || st->tool_block[bi] == 0 ||
@@ -971,19 +973,20 @@ anth_json_delta(struct stream_state *st, const struct json *j, int d,
 /* content_block_delta: text or tool-argument fragments; others ignored. */
 static int
 anth_ev_block_delta(struct stream_state *st, const struct json *j,
-    struct buf *out, struct upstream_error *e)
+                    struct buf *out, struct upstream_error *e)
 {
 	int d = json_get(j, 0, "delta"), ty = json_get(j, d, "type");
 
 	if (json_eq(j, ty, "text_delta")) {
 		buf_reset(&st->partial);
-		if (json_str_buf(j, json_get(j, d, "text"), &st->partial) == -1) {
+		if (json_str_buf(j, json_get(j, d, "text"), &st->partial) ==
+		    -1) {
 			prov_malformed(e, "text_delta without text");
 			return -1;
 		}
 		if (st->partial.len)
 			prov_chunk_text(st, out, st->partial.data,
-			    st->partial.len);
+			                st->partial.len);
 		return 0;
 	}
 	if (json_eq(j, ty, "input_json_delta"))
@@ -1011,14 +1014,14 @@ anth_finish_chunk(struct stream_state *st, struct buf *out, const char *fin)
 /* message_delta: the stop reason and the output usage. */
 static int
 anth_ev_message_delta(struct stream_state *st, const struct json *j,
-    struct buf *out)
+                      struct buf *out)
 {
 	int sr = json_path(j, 0, "delta.stop_reason");
 
 	anth_usage(j, json_get(j, 0, "usage"), &st->usage);
 	if (sr >= 0 && !json_is_null(j, sr) && !st->finished)
-		anth_finish_chunk(st, out, anth_finish(j, sr,
-		    &st->content_filter));
+		anth_finish_chunk(st, out,
+		                  anth_finish(j, sr, &st->content_filter));
 	return 0;
 }
 
@@ -1036,13 +1039,14 @@ anth_ev_message_stop(struct stream_state *st, struct buf *out)
 /* Translate one Anthropic stream event into OpenAI chunks. */
 static int
 anth_stream_event(const struct prov_call *pc, struct stream_state *st,
-    const char *ev, size_t elen, const char *data, size_t dlen,
-    struct buf *out, struct upstream_error *e)
+                  const char *ev, size_t elen, const char *data, size_t dlen,
+                  struct buf *out, struct upstream_error *e)
 {
 	static struct json j;
 
 	(void)pc;
-	if (json_parse(&j, data, dlen) == -1 || json_type(&j, 0) != JSMN_OBJECT) {
+	if (json_parse(&j, data, dlen) == -1 ||
+	    json_type(&j, 0) != JSMN_OBJECT) {
 		prov_malformed(e, "stream event is not a JSON object");
 		return -1;
 	}

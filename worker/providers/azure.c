@@ -12,23 +12,26 @@
 /* Build POST {base}/openai/deployments/{dep}/{op}?api-version={v}. */
 static int
 azure_build(const struct prov_call *pc, struct prov_out *o, char *err,
-    size_t errsz)
+            size_t errsz)
 {
 	const struct deploy_cfg *d = pc->d;
-	const char              *dep = d->azure_deployment[0] ?
-	                 d->azure_deployment : d->model;
+	const char *dep =
+	    d->azure_deployment[0] ? d->azure_deployment : d->model;
 
 	if (dep[0] == '\0') {
-		snprintf(err, errsz, "azure deployment '%s' has no "
-		    "azure_deployment or model", d->name);
+		snprintf(err, errsz,
+		         "azure deployment '%s' has no "
+		         "azure_deployment or model",
+		         d->name);
 		return -1;
 	}
 	buf_printf(&o->path, "%s/openai/deployments/", d->path);
 	prov_urlenc(&o->path, dep);
 	buf_printf(&o->path, "/%s?api-version=",
-	    pc->endpoint == EP_EMBED ? "embeddings" : "chat/completions");
-	prov_urlenc(&o->path, d->api_version[0] ? d->api_version :
-	    AZURE_API_VERSION);
+	           pc->endpoint == EP_EMBED ? "embeddings"
+	                                    : "chat/completions");
+	prov_urlenc(&o->path,
+	            d->api_version[0] ? d->api_version : AZURE_API_VERSION);
 	if (d->api_key[0])
 		buf_printf(&o->headers, "api-key: %s\r\n", d->api_key);
 	buf_adds(&o->headers, "Content-Type: application/json\r\n");
@@ -40,8 +43,8 @@ azure_build(const struct prov_call *pc, struct prov_out *o, char *err,
 /* A whole reply is OpenAI's, content_filter finish included. */
 static int
 azure_response(const struct prov_call *pc, const char *body, size_t len,
-    struct buf *out, struct usage *u, int *content_filter,
-    struct upstream_error *e)
+               struct buf *out, struct usage *u, int *content_filter,
+               struct upstream_error *e)
 {
 	return prov_openai.response(pc, body, len, out, u, content_filter, e);
 }
@@ -69,14 +72,15 @@ azure_skip_chunk(const struct json *j)
 /* Drop Azure's filter-only chunks, pass the rest as OpenAI's. */
 static int
 azure_stream_event(const struct prov_call *pc, struct stream_state *st,
-    const char *ev, size_t elen, const char *data, size_t dlen,
-    struct buf *out, struct upstream_error *e)
+                   const char *ev, size_t elen, const char *data, size_t dlen,
+                   struct buf *out, struct upstream_error *e)
 {
 	static struct json j;
 
 	if (dlen == 6 && memcmp(data, "[DONE]", 6) == 0)
 		return 1;
-	if (json_parse(&j, data, dlen) == -1 || json_type(&j, 0) != JSMN_OBJECT) {
+	if (json_parse(&j, data, dlen) == -1 ||
+	    json_type(&j, 0) != JSMN_OBJECT) {
 		prov_malformed(e, "stream chunk is not a JSON object");
 		return -1;
 	}

@@ -13,11 +13,11 @@
 /* Translation state for one request body. */
 struct gem_ctx {
 	const struct prov_call *pc;
-	const struct json      *j;
-	int                     msgs;
-	struct buf              sys;
-	char                   *err;
-	size_t                  errsz;
+	const struct json *j;
+	int msgs;
+	struct buf sys;
+	char *err;
+	size_t errsz;
 };
 
 /* Record why the request cannot be sent; always -1. */
@@ -33,7 +33,7 @@ static void
 gem_raw(struct jw *jw, const struct json *j, int t)
 {
 	const char *raw;
-	size_t      rl;
+	size_t rl;
 
 	if ((raw = json_raw(j, t, &rl)) != NULL)
 		jw_raw(jw, raw, rl);
@@ -75,7 +75,7 @@ static int
 gem_sys_msg(struct gem_ctx *x, int c)
 {
 	struct buf t = {0};
-	int        rc = gem_text_of(x->j, c, &t);
+	int rc = gem_text_of(x->j, c, &t);
 
 	if (rc == -1)
 		gem_fail(x, "system message content must be text");
@@ -108,9 +108,10 @@ static const char *
 gem_mime_guess(const char *url)
 {
 	static const char *const map[][2] = {{".png", "image/png"},
-	    {".gif", "image/gif"}, {".webp", "image/webp"},
-	    {".pdf", "application/pdf"}};
-	const char              *dot = strrchr(url, '.');
+	                                     {".gif", "image/gif"},
+	                                     {".webp", "image/webp"},
+	                                     {".pdf", "application/pdf"}};
+	const char *dot = strrchr(url, '.');
 
 	for (size_t i = 0; dot && i < sizeof map / sizeof map[0]; i++)
 		if (strcasecmp(dot, map[i][0]) == 0)
@@ -123,10 +124,10 @@ static int
 gem_image_part(struct gem_ctx *x, struct jw *jw, int part)
 {
 	const struct json *j = x->j;
-	int                u = json_get(j, part, "image_url");
-	struct buf         url = {0};
-	const char        *media, *data;
-	size_t             ml, dl;
+	int u = json_get(j, part, "image_url");
+	struct buf url = {0};
+	const char *media, *data;
+	size_t ml, dl;
 
 	if (json_type(j, u) == JSMN_OBJECT)
 		u = json_get(j, u, "url");
@@ -161,16 +162,18 @@ static int
 gem_content(struct gem_ctx *x, struct jw *jw, int c)
 {
 	const struct json *j = x->j;
-	int                n, p, t;
+	int n, p, t;
 
 	if (json_type(j, c) == JSMN_STRING) {
 		gem_text_part(jw, j, c);
 		return 0;
 	}
 	if (json_type(j, c) != JSMN_ARRAY)
-		return c < 0 || json_is_null(j, c) ? 0 :
-		    gem_fail(x, "message content must be a string or an "
-		    "array of parts");
+		return c < 0 || json_is_null(j, c)
+		           ? 0
+		           : gem_fail(x,
+		                      "message content must be a string or an "
+		                      "array of parts");
 	n = json_size(j, c);
 	for (int i = 0; i < n; i++) {
 		p = json_at(j, c, i);
@@ -182,7 +185,7 @@ gem_content(struct gem_ctx *x, struct jw *jw, int c)
 				return -1;
 		} else
 			return gem_fail(x, "unsupported content part type "
-			    "(only text and image_url)");
+			                   "(only text and image_url)");
 	}
 	return 0;
 }
@@ -210,8 +213,8 @@ static int
 gem_function_calls(struct gem_ctx *x, struct jw *jw, int tcs)
 {
 	const struct json *j = x->j;
-	int                n = json_size(j, tcs), f, a;
-	struct buf         t = {0};
+	int n = json_size(j, tcs), f, a;
+	struct buf t = {0};
 
 	for (int i = 0; i < n; i++) {
 		f = json_get(j, json_at(j, tcs, i), "function");
@@ -244,8 +247,8 @@ static int
 gem_tool_name(struct gem_ctx *x, int id, int before)
 {
 	const struct json *j = x->j;
-	char               want[256];
-	int                m, tcs, tc, n;
+	char want[256];
+	int m, tcs, tc, n;
 
 	if (json_str(j, id, want, sizeof want) < 0)
 		return -1;
@@ -267,15 +270,14 @@ static int
 gem_tool_response(struct gem_ctx *x, struct jw *jw, int m, int i)
 {
 	const struct json *j = x->j;
-	int                name = gem_tool_name(x, json_get(j, m,
-	    "tool_call_id"), i);
-	struct buf         t = {0};
+	int name = gem_tool_name(x, json_get(j, m, "tool_call_id"), i);
+	struct buf t = {0};
 
 	if (json_type(j, name) != JSMN_STRING)
 		name = json_get(j, m, "name");
 	if (json_type(j, name) != JSMN_STRING)
 		return gem_fail(x, "tool message whose tool_call_id matches "
-		    "no earlier tool call");
+		                   "no earlier tool call");
 	if (gem_text_of(j, json_get(j, m, "content"), &t) == -1) {
 		buf_free(&t);
 		return gem_fail(x, "tool message content must be text");
@@ -301,7 +303,7 @@ static int
 gem_parts(struct gem_ctx *x, struct jw *jw, int m, int i, const char **role)
 {
 	const struct json *j = x->j;
-	int                r = json_get(j, m, "role"), tcs;
+	int r = json_get(j, m, "role"), tcs;
 
 	if (json_eq(j, r, "user")) {
 		*role = "user";
@@ -317,8 +319,8 @@ gem_parts(struct gem_ctx *x, struct jw *jw, int m, int i, const char **role)
 	if (gem_content(x, jw, json_get(j, m, "content")) == -1)
 		return -1;
 	tcs = json_get(j, m, "tool_calls");
-	return json_type(j, tcs) == JSMN_ARRAY ?
-	    gem_function_calls(x, jw, tcs) : 0;
+	return json_type(j, tcs) == JSMN_ARRAY ? gem_function_calls(x, jw, tcs)
+	                                       : 0;
 }
 
 /* Translate message i into the contents list (or systemInstruction). */
@@ -326,12 +328,12 @@ static int
 gem_message(struct gem_ctx *x, struct prov_turns *t, int i)
 {
 	const struct json *j = x->j;
-	int                m = json_at(j, x->msgs, i);
-	int                r = json_get(j, m, "role");
-	struct buf         b = {0};
-	struct jw          jw;
-	const char        *role = NULL;
-	int                rc;
+	int m = json_at(j, x->msgs, i);
+	int r = json_get(j, m, "role");
+	struct buf b = {0};
+	struct jw jw;
+	const char *role = NULL;
+	int rc;
 
 	if (json_type(j, m) != JSMN_OBJECT)
 		return gem_fail(x, "each message must be an object");
@@ -352,7 +354,7 @@ static int
 gem_contents(struct gem_ctx *x, struct buf *out)
 {
 	struct prov_turns t;
-	int               n;
+	int n;
 
 	x->msgs = json_get(x->j, 0, "messages");
 	if (json_type(x->j, x->msgs) != JSMN_ARRAY)
@@ -407,8 +409,8 @@ static void
 gem_tool_config(const struct prov_call *pc, struct jw *jw)
 {
 	const struct json *s;
-	int                tc = prov_opt(pc, "tool_choice", &s);
-	int                fn = json_path(s, tc, "function.name");
+	int tc = prov_opt(pc, "tool_choice", &s);
+	int fn = json_path(s, tc, "function.name");
 
 	if (tc < 0)
 		return;
@@ -439,7 +441,7 @@ gem_gen_numbers(const struct prov_call *pc, struct jw *jw)
 {
 	static const struct {
 		const char *from, *to;
-		double      lo, hi;
+		double lo, hi;
 	} map[] = {
 	    {"temperature", "temperature", 0, 2},
 	    {"top_p", "topP", 0, 1},
@@ -450,16 +452,17 @@ gem_gen_numbers(const struct prov_call *pc, struct jw *jw)
 	    {"frequency_penalty", "frequencyPenalty", -2, 2},
 	};
 	const struct json *s;
-	double             v;
-	int                t;
+	double v;
+	int t;
 
 	for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
 		t = prov_opt(pc, map[i].from, &s);
 		if (json_num(s, t, &v) == -1)
 			continue;
 		jw_key(jw, map[i].to);
-		jw_num(jw, v < map[i].lo ? map[i].lo : v > map[i].hi ?
-		    map[i].hi : v);
+		jw_num(jw, v < map[i].lo   ? map[i].lo
+		           : v > map[i].hi ? map[i].hi
+		                           : v);
 	}
 }
 
@@ -468,10 +471,10 @@ static void
 gem_gen_max(const struct prov_call *pc, struct jw *jw)
 {
 	static const char *const keys[] = {"max_completion_tokens",
-	    "max_tokens"};
-	const struct json       *s;
-	long long                v = 0;
-	int                      t;
+	                                   "max_tokens"};
+	const struct json *s;
+	long long v = 0;
+	int t;
 
 	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
 		t = prov_opt(pc, keys[i], &s);
@@ -492,15 +495,15 @@ static void
 gem_gen_format(const struct prov_call *pc, struct jw *jw)
 {
 	const struct json *s;
-	int                t = prov_opt(pc, "stop", &s), n, e, ty, sc;
+	int t = prov_opt(pc, "stop", &s), n, e, ty, sc;
 
 	if (json_type(s, t) == JSMN_STRING || json_type(s, t) == JSMN_ARRAY) {
 		jw_key(jw, "stopSequences");
 		jw_arr(jw);
 		n = json_type(s, t) == JSMN_STRING ? 1 : json_size(s, t);
 		for (int i = 0; i < n; i++) {
-			e = json_type(s, t) == JSMN_STRING ? t :
-			    json_at(s, t, i);
+			e = json_type(s, t) == JSMN_STRING ? t
+			                                   : json_at(s, t, i);
 			if (json_type(s, e) == JSMN_STRING)
 				gem_raw(jw, s, e);
 		}
@@ -524,7 +527,7 @@ static void
 gem_gen_config(const struct prov_call *pc, struct jw *jw)
 {
 	struct buf g = {0};
-	struct jw  gw;
+	struct jw gw;
 
 	jw_init(&gw, &g);
 	jw_obj(&gw);
@@ -567,14 +570,13 @@ gem_system(struct gem_ctx *x, struct jw *jw)
 /* The generateContent body; -1 with err set if it cannot be built. */
 static int
 gem_chat_body(const struct prov_call *pc, struct buf *out, char *err,
-    size_t errsz)
+              size_t errsz)
 {
-	struct gem_ctx     x = {.pc = pc, .j = pc->req, .err = err,
-	    .errsz = errsz};
-	struct buf         contents = {0};
-	struct jw          jw;
+	struct gem_ctx x = {.pc = pc, .j = pc->req, .err = err, .errsz = errsz};
+	struct buf contents = {0};
+	struct jw jw;
 	const struct json *s;
-	int                t, rc = -1;
+	int t, rc = -1;
 
 	if (gem_contents(&x, &contents) == -1)
 		goto fail;
@@ -600,10 +602,10 @@ fail:
 /* Write {"parts":[{"text":s}]} (plus outputDimensionality) for one input. */
 static void
 gem_embed_item(const struct prov_call *pc, struct jw *jw, const struct json *j,
-    int s)
+               int s)
 {
 	const struct json *ds;
-	int                dim = prov_opt(pc, "dimensions", &ds);
+	int dim = prov_opt(pc, "dimensions", &ds);
 
 	jw_key(jw, "content");
 	jw_obj(jw);
@@ -626,8 +628,8 @@ static void
 gem_embed_batch(const struct prov_call *pc, struct jw *jw, int in)
 {
 	const struct json *j = pc->req;
-	int                n = json_size(j, in);
-	struct buf         m = {0};
+	int n = json_size(j, in);
+	struct buf m = {0};
 
 	buf_printf(&m, "models/%s", gem_model(pc->d));
 	jw_key(jw, "requests");
@@ -646,19 +648,20 @@ gem_embed_batch(const struct prov_call *pc, struct jw *jw, int in)
 /* Build an embedContent (string) or batchEmbedContents (array) call. */
 static int
 gem_embed_build(const struct prov_call *pc, struct prov_out *o, char *err,
-    size_t errsz)
+                size_t errsz)
 {
 	const struct json *j = pc->req;
-	int                in = json_get(j, 0, "input");
-	int                batch = json_type(j, in) == JSMN_ARRAY;
-	int                n = batch ? json_size(j, in) : 1;
-	struct jw          jw;
+	int in = json_get(j, 0, "input");
+	int batch = json_type(j, in) == JSMN_ARRAY;
+	int n = batch ? json_size(j, in) : 1;
+	struct jw jw;
 
 	for (int i = 0; i < n; i++)
 		if (json_type(j, batch ? json_at(j, in, i) : in) !=
 		    JSMN_STRING) {
-			snprintf(err, errsz, "gemini: embeddings 'input' must "
-			    "be a string or an array of strings");
+			snprintf(err, errsz,
+			         "gemini: embeddings 'input' must "
+			         "be a string or an array of strings");
 			return -1;
 		}
 	buf_printf(&o->path, "%s/v1beta/models/", pc->d->path);
@@ -677,7 +680,7 @@ gem_embed_build(const struct prov_call *pc, struct prov_out *o, char *err,
 /* Build the upstream request for chat or embeddings. */
 static int
 gem_build(const struct prov_call *pc, struct prov_out *o, char *err,
-    size_t errsz)
+          size_t errsz)
 {
 	const struct deploy_cfg *d = pc->d;
 
@@ -689,8 +692,8 @@ gem_build(const struct prov_call *pc, struct prov_out *o, char *err,
 			return -1;
 		buf_printf(&o->path, "%s/v1beta/models/", d->path);
 		prov_urlenc(&o->path, gem_model(d));
-		buf_adds(&o->path, pc->stream ?
-		    ":streamGenerateContent?alt=sse" : ":generateContent");
+		buf_adds(&o->path, pc->stream ? ":streamGenerateContent?alt=sse"
+		                              : ":generateContent");
 	}
 	if (d->api_key[0])
 		buf_printf(&o->headers, "x-goog-api-key: %s\r\n", d->api_key);
@@ -703,8 +706,9 @@ gem_build(const struct prov_call *pc, struct prov_out *o, char *err,
 static const char *
 gem_finish(const struct json *j, int t, int tools, int *content_filter)
 {
-	static const char *const blocked[] = {"SAFETY", "PROHIBITED_CONTENT",
-	    "BLOCKLIST", "SPII", "RECITATION", "IMAGE_SAFETY"};
+	static const char *const blocked[] = {
+	    "SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST",
+	    "SPII",   "RECITATION",         "IMAGE_SAFETY"};
 
 	for (size_t i = 0; i < sizeof blocked / sizeof blocked[0]; i++)
 		if (json_eq(j, t, blocked[i])) {
@@ -742,7 +746,7 @@ gem_blocked(const struct json *j, int br, struct upstream_error *e)
 	e->should_retry = -1;
 	json_str(j, br, why, sizeof why);
 	snprintf(e->message, sizeof e->message, "prompt blocked by gemini: %s",
-	    why);
+	         why);
 	snprintf(e->code, sizeof e->code, "%s", why);
 	return -1;
 }
@@ -758,13 +762,13 @@ gem_is_thought(const struct json *j, int part)
 static int
 gem_write_call(struct jw *jw, const struct json *j, int fc, int n)
 {
-	int         name = json_get(j, fc, "name"), args = json_get(j, fc, "args");
+	int name = json_get(j, fc, "name"), args = json_get(j, fc, "args");
 	const char *raw;
-	size_t      rl;
-	char        id[32];
+	size_t rl;
+	char id[32];
 
-	if (json_type(j, name) != JSMN_STRING || (args >= 0 &&
-	    json_type(j, args) != JSMN_OBJECT))
+	if (json_type(j, name) != JSMN_STRING ||
+	    (args >= 0 && json_type(j, args) != JSMN_OBJECT))
 		return -1;
 	jw_key(jw, "id");
 	if (json_type(j, json_get(j, fc, "id")) == JSMN_STRING)
@@ -816,7 +820,7 @@ gem_calls_out(struct jw *jw, const struct json *j, int parts, int *ncall)
 static int
 gem_message_out(struct jw *jw, const struct json *j, int c, int *ncall)
 {
-	int        parts = json_path(j, c, "content.parts"), n, p, any = 0, k;
+	int parts = json_path(j, c, "content.parts"), n, p, any = 0, k;
 	struct buf t = {0};
 
 	n = json_type(j, parts) == JSMN_ARRAY ? json_size(j, parts) : 0;
@@ -826,8 +830,8 @@ gem_message_out(struct jw *jw, const struct json *j, int c, int *ncall)
 	jw_cstr(jw, "assistant");
 	for (int i = 0; i < n; i++) {
 		p = json_at(j, parts, i);
-		if (!gem_is_thought(j, p) && json_str_buf(j, json_get(j, p,
-		    "text"), &t) >= 0)
+		if (!gem_is_thought(j, p) &&
+		    json_str_buf(j, json_get(j, p, "text"), &t) >= 0)
 			any = 1;
 	}
 	jw_key(jw, "content");
@@ -861,8 +865,8 @@ gem_choices(struct jw *jw, const struct json *j, int cands, int *cf)
 		if ((k = gem_message_out(jw, j, c, &ncall)) == -1)
 			return -1;
 		jw_key(jw, "finish_reason");
-		jw_cstr(jw, gem_finish(j, json_get(j, c, "finishReason"), k,
-		    cf));
+		jw_cstr(jw,
+		        gem_finish(j, json_get(j, c, "finishReason"), k, cf));
 		jw_obj_end(jw);
 	}
 	jw_arr_end(jw);
@@ -872,7 +876,7 @@ gem_choices(struct jw *jw, const struct json *j, int cands, int *cf)
 /* Write "key": the string at t, or fallback. */
 static void
 gem_str_or(struct jw *jw, const char *key, const struct json *j, int t,
-    const char *fallback)
+           const char *fallback)
 {
 	jw_key(jw, key);
 	if (json_type(j, t) == JSMN_STRING)
@@ -884,7 +888,7 @@ gem_str_or(struct jw *jw, const char *key, const struct json *j, int t,
 /* Write the chat.completion for a parsed generateContent reply. */
 static int
 gem_completion(const struct prov_call *pc, const struct json *j,
-    struct buf *out, struct usage *u, int *cf)
+               struct buf *out, struct usage *u, int *cf)
 {
 	struct jw jw;
 
@@ -897,7 +901,7 @@ gem_completion(const struct prov_call *pc, const struct json *j,
 	jw_key(&jw, "created");
 	jw_int(&jw, (long long)time(NULL));
 	gem_str_or(&jw, "model", j, json_get(j, 0, "modelVersion"),
-	    gem_model(pc->d));
+	           gem_model(pc->d));
 	if (gem_choices(&jw, j, json_get(j, 0, "candidates"), cf) == -1)
 		return -1;
 	jw_key(&jw, "usage");
@@ -916,10 +920,10 @@ gem_completion(const struct prov_call *pc, const struct json *j,
 /* Translate an embedContent / batchEmbedContents reply. */
 static int
 gem_embeddings(const struct prov_call *pc, const struct json *j,
-    struct buf *out)
+               struct buf *out)
 {
-	int       one = json_get(j, 0, "embedding"), all = json_get(j, 0,
-	    "embeddings"), n, v;
+	int one = json_get(j, 0, "embedding"),
+	    all = json_get(j, 0, "embeddings"), n, v;
 	struct jw jw;
 
 	if (json_type(j, one) != JSMN_OBJECT && json_type(j, all) != JSMN_ARRAY)
@@ -948,7 +952,7 @@ gem_embeddings(const struct prov_call *pc, const struct json *j,
 	jw_key(&jw, "model");
 	jw_cstr(&jw, gem_model(pc->d));
 	jw_key(&jw, "usage");
-	jw_raw(&jw, "{\"prompt_tokens\":0,\"total_tokens\":0}", 36);
+	PROV_RAW(&jw, "{\"prompt_tokens\":0,\"total_tokens\":0}");
 	jw_obj_end(&jw);
 	return 0;
 }
@@ -956,7 +960,7 @@ gem_embeddings(const struct prov_call *pc, const struct json *j,
 /* Parse a reply or event; -1 with e filled for errors and blocks. */
 static int
 gem_parse(struct json *j, const char *body, size_t len,
-    struct upstream_error *e)
+          struct upstream_error *e)
 {
 	int t;
 
@@ -977,11 +981,11 @@ gem_parse(struct json *j, const char *body, size_t len,
 /* Translate a whole reply into a chat.completion or embeddings list. */
 static int
 gem_response(const struct prov_call *pc, const char *body, size_t len,
-    struct buf *out, struct usage *u, int *content_filter,
-    struct upstream_error *e)
+             struct buf *out, struct usage *u, int *content_filter,
+             struct upstream_error *e)
 {
 	static struct json j;
-	size_t             mark = out->len;
+	size_t mark = out->len;
 
 	if (gem_parse(&j, body, len, e) == -1)
 		return -1;
@@ -1007,10 +1011,10 @@ gem_response(const struct prov_call *pc, const char *body, size_t len,
 /* Emit one functionCall part as a complete tool-call delta. */
 static int
 gem_ev_call(struct stream_state *st, const struct json *j, int fc,
-    struct buf *out)
+            struct buf *out)
 {
 	struct jw jw;
-	size_t    mark = out->len;
+	size_t mark = out->len;
 
 	prov_chunk_open(st, out, &jw, 0);
 	jw_obj(&jw);
@@ -1035,7 +1039,7 @@ gem_ev_call(struct stream_state *st, const struct json *j, int fc,
 /* Emit the text and function calls of one event's first candidate. */
 static int
 gem_ev_parts(struct stream_state *st, const struct json *j, int parts,
-    struct buf *out)
+             struct buf *out)
 {
 	int n = json_size(j, parts), p, t;
 
@@ -1051,7 +1055,7 @@ gem_ev_parts(struct stream_state *st, const struct json *j, int parts,
 		buf_reset(&st->partial);
 		if (json_str_buf(j, json_get(j, p, "text"), &st->partial) > 0)
 			prov_chunk_text(st, out, st->partial.data,
-			    st->partial.len);
+			                st->partial.len);
 	}
 	return 0;
 }
@@ -1059,20 +1063,20 @@ gem_ev_parts(struct stream_state *st, const struct json *j, int parts,
 /* Note id and model and send the role chunk, once. */
 static void
 gem_ev_first(const struct prov_call *pc, struct stream_state *st,
-    const struct json *j, struct buf *out)
+             const struct json *j, struct buf *out)
 {
 	struct jw jw;
 
 	if (st->role_sent)
 		return;
-	if (json_str(j, json_get(j, 0, "responseId"), st->id,
-	    sizeof st->id) <= 0)
+	if (json_str(j, json_get(j, 0, "responseId"), st->id, sizeof st->id) <=
+	    0)
 		snprintf(st->id, sizeof st->id, "gemini");
 	if (json_str(j, json_get(j, 0, "modelVersion"), st->model,
-	    sizeof st->model) <= 0)
+	             sizeof st->model) <= 0)
 		snprintf(st->model, sizeof st->model, "%s", gem_model(pc->d));
 	prov_chunk_open(st, out, &jw, 0);
-	jw_raw(&jw, "{\"role\":\"assistant\",\"content\":\"\"}", 33);
+	PROV_RAW(&jw, "{\"role\":\"assistant\",\"content\":\"\"}");
 	prov_chunk_close(&jw, NULL);
 	st->role_sent = 1;
 }
@@ -1081,12 +1085,12 @@ gem_ev_first(const struct prov_call *pc, struct stream_state *st,
  * event carrying finishReason, which is the last. */
 static int
 gem_stream_event(const struct prov_call *pc, struct stream_state *st,
-    const char *ev, size_t elen, const char *data, size_t dlen,
-    struct buf *out, struct upstream_error *e)
+                 const char *ev, size_t elen, const char *data, size_t dlen,
+                 struct buf *out, struct upstream_error *e)
 {
 	static struct json j;
-	int                c, parts, fr;
-	struct jw          jw;
+	int c, parts, fr;
+	struct jw jw;
 
 	(void)ev;
 	(void)elen;
@@ -1111,8 +1115,8 @@ gem_stream_event(const struct prov_call *pc, struct stream_state *st,
 	prov_chunk_open(st, out, &jw, 0);
 	jw_obj(&jw);
 	jw_obj_end(&jw);
-	prov_chunk_close(&jw, gem_finish(&j, fr, st->tool_seen,
-	    &st->content_filter));
+	prov_chunk_close(
+	    &jw, gem_finish(&j, fr, st->tool_seen, &st->content_filter));
 	st->finished = 1;
 	if (st->include_usage)
 		prov_chunk_usage(st, out);
