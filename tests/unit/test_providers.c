@@ -24,6 +24,7 @@ static struct stream_state st;
 static struct upstream_error ue;
 static char *text;
 
+/* A fresh test deployment and stream state. */
 static void
 setup(void)
 {
@@ -35,6 +36,7 @@ setup(void)
 	memset(&ue, 0, sizeof ue);
 }
 
+/* Free what a test built. */
 static void
 teardown(void)
 {
@@ -190,6 +192,7 @@ golden_write(const char *rel, const char *got, size_t n)
 	fclose(f);
 }
 
+/* Whether expected files are being rewritten. */
 static int
 golden_update(void)
 {
@@ -323,6 +326,7 @@ resp_inline(const struct provider *p, const char *body, int endpoint)
 	return p->response(&pc, body, strlen(body), &out, &u, &cf, &ue);
 }
 
+/* Stream feeding state for the SSE callback. */
 struct feed {
 	const struct provider *p;
 	struct prov_call pc;
