@@ -112,4 +112,41 @@ int  prov_is_dropped(const struct prov_call *, int key_tok);
 void prov_openai_body(const struct prov_call *, const char *model,
     struct buf *out);
 
+/* providers/provider.c: helpers for translating providers */
+#define PROV_RAW(jw, lit) jw_raw((jw), (lit), sizeof(lit) - 1)
+void prov_malformed(struct upstream_error *, const char *what);
+void prov_stream_error(const char *data, size_t dlen,
+    struct upstream_error *);
+/* The value token of key in the request, else in the deployment's params
+ * (*src says which document); -1 when absent or null in both. */
+int  prov_opt(const struct prov_call *, const char *key,
+    const struct json **src);
+void prov_urlenc(struct buf *, const char *s);
+/* Chunk writer: open writes "data: {id,object,created,model,choices:[{
+ * index,delta:" leaving the delta value to the caller; close writes
+ * finish_reason (NULL: null) and ends the line. */
+void prov_chunk_open(struct stream_state *, struct buf *out, struct jw *,
+    int index);
+void prov_chunk_close(struct jw *, const char *finish);
+void prov_chunk_usage(struct stream_state *, struct buf *out);
+void prov_chunk_text(struct stream_state *, struct buf *out, const char *s,
+    size_t n);
+/* Turn writer for role-alternating message lists: consecutive blocks of
+ * the same role are merged into one turn. */
+struct prov_turns {
+	struct buf *out;
+	const char *partkey; /* "content" (anthropic) or "parts" (gemini) */
+	char        role[16];
+	int         open;
+};
+void prov_turns_begin(struct prov_turns *, struct buf *out,
+    const char *partkey);
+/* Add the elements of the JSON array text arr as a turn of role. */
+void prov_turns_add(struct prov_turns *, const char *role, const char *arr,
+    size_t n);
+void prov_turns_end(struct prov_turns *);
+/* Split "data:MEDIA;base64,DATA"; 0 or -1 if url is not such a URL. */
+int  prov_data_url(const char *url, size_t n, const char **media,
+    size_t *mlen, const char **data, size_t *dlen);
+
 #endif
