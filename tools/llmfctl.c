@@ -292,9 +292,13 @@ ctl_status_json(struct ctl *c, struct buf *b, const struct status_row *rows,
 
 	memcpy(raw, c->shm.hdr->config_file, sizeof raw - 1);
 	raw[sizeof raw - 1] = '\0';
-	buf_printf(b, "{\"generation\":%llu,\"master_pid\":%d,\"config\":",
-	           (unsigned long long)atomic_load(&c->shm.hdr->generation),
-	           (int)atomic_load(&c->shm.hdr->master_pid));
+	buf_printf(
+	    b,
+	    "{\"generation\":%llu,\"master_pid\":%d,"
+	    "\"worker_restarts\":%llu,\"config\":",
+	    (unsigned long long)atomic_load(&c->shm.hdr->generation),
+	    (int)atomic_load(&c->shm.hdr->master_pid),
+	    (unsigned long long)atomic_load(&c->shm.hdr->worker_restarts));
 	status_json_str(b, raw);
 	buf_adds(b, ",\"deployments\":[");
 	for (int i = 0; i < n; i++) {
