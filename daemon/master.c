@@ -347,6 +347,7 @@ sighup_cb(evutil_socket_t sig, short ev, void *arg)
 	if (master_table_sync(m, nc) == -1) {
 		log_warnx("reload failed: health table is full");
 		cfg_free(nc);
+		notify_send("READY=1\nSTATUS=reload failed; old config kept");
 		return;
 	}
 	cfg_free(m->cfg);
