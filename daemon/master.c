@@ -51,7 +51,15 @@ master_table_sync(struct master *m, const struct cfg *cfg)
 {
 	struct shm *t = &m->shm;
 	char        seen[SHM_NSLOTS] = {0};
+	int         need = 0, nfree = 0;
 
+	/* check for room first, so a failed reload leaves the table as it was */
+	for (int i = 0; i < cfg->ndeploy; i++)
+		need += shm_find(t, cfg->deploy[i].name) < 0;
+	for (int k = 0; k < SHM_NSLOTS; k++)
+		nfree += atomic_load(&t->slots[k].state) == SLOT_FREE;
+	if (need > nfree)
+		return -1;
 	for (int i = 0; i < cfg->ndeploy; i++) {
 		int k = shm_find(t, cfg->deploy[i].name);
 
@@ -363,6 +371,18 @@ sighup_cb(evutil_socket_t sig, short ev, void *arg)
 	    (unsigned long long)m->generation, m->cfg->workers);
 }
 
+/* Whether a worker of an older generation is still draining (it may still
+ * use a retired slot, which must not be reused under it). */
+static int
+old_workers_alive(const struct master *m)
+{
+	for (int i = 0; i < MAX_PROCS; i++)
+		if (m->procs[i].pid > 0 && m->procs[i].generation !=
+		    m->generation)
+			return 1;
+	return 0;
+}
+
 /* Log new events from the table's ring (admin changes from llmfctl,
  * fallbacks, cooldowns, circuits), free drained retired slots, and pet
  * the watchdog. */
@@ -384,7 +404,7 @@ tick_cb(evutil_socket_t fd, short ev, void *arg)
 		log_info("event %s: %.*s", shm_event_name(e->type),
 		    (int)sizeof e->text, e->text);
 	}
-	for (int k = 0; k < SHM_NSLOTS; k++) {
+	for (int k = 0; k < SHM_NSLOTS && !old_workers_alive(m); k++) {
 		struct slot_sh *s = &m->shm.slots[k];
 
 		if (atomic_load(&s->state) == SLOT_RETIRED &&

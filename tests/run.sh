@@ -53,8 +53,22 @@ run() {
 	fi
 }
 
+# script NAME CMD...: one check that passes when CMD exits 0.
+script() {
+	local name=$1
+	shift
+	if "$@"; then
+		passed=$((passed + 1))
+	else
+		echo "run.sh: $name failed" >&2
+		failed=$((failed + 1))
+		status=1
+	fi
+}
+
 run test_unit -j2
 run test_integration --jobs 2
+script schema tests/schema/validate.sh "$build"
 
 echo "$passed passed, $failed failed"
 exit $status

@@ -83,9 +83,10 @@ struct provider {
 	/* Translate one SSE event (event name may be empty; data is the joined
 	 * data lines) into zero or more complete OpenAI SSE lines
 	 * ("data: {...}\n\n") appended to out. Returns 0 to go on, 1 when the
-	 * upstream stream is complete (the engine then writes usage if needed
-	 * and "data: [DONE]"), -1 on an in-stream error or a malformed event
-	 * with e filled and classified. */
+	 * upstream stream is complete (the provider has written the final
+	 * usage chunk if include_usage asked for one; the engine then appends
+	 * "data: [DONE]"), -1 on an in-stream error or a malformed event with
+	 * e filled and classified. */
 	int (*stream_event)(const struct prov_call *, struct stream_state *,
 	    const char *event, size_t elen, const char *data, size_t dlen,
 	    struct buf *out, struct upstream_error *e);

@@ -990,6 +990,12 @@ up_on_data(void *arg, const char *p, size_t n)
 		    a->resp.status, a->uerr.message, a->uerr.retry_after_ms, -1);
 		return;
 	}
+	if (a->ss.content_filter && !r->client_started && !r->switched &&
+	    cfg_find_fallback(&r->w->cfg->cp_fallbacks, r->groups[0]->name)) {
+		att_failed(a, EC_CONTENT_POLICY, a->resp.status,
+		    "answer blocked by the provider's content filter", -1, -1);
+		return;
+	}
 	if (a->ttft_us < 0 && (a->ss.content_seen || a->complete))
 		att_first_content(a);
 	else if (a->ttft_us >= 0)
