@@ -212,23 +212,37 @@ route_choose(struct worker *w, int strat, const int *c, int n)
 
 /* Take the half-open probe for d if its circuit is open and due; 1 if this
  * request is the probe, 0 if the circuit is closed, -1 if another request
- * holds the probe. */
+ * holds the probe. The probe is the CAS of circuit_until_ms from the due
+ * deadline we read to the probe's own deadline: of the requests (in any
+ * worker) that saw the same due deadline, exactly one wins. */
 static int
 route_take_probe(struct worker *w, int d, int64_t now)
 {
 	struct slot_sh *s = slot_of(w, d);
-	uint32_t        st = atomic_load(&s->circuit);
+	int64_t         until = atomic_load(&s->circuit_until_ms);
 
-	if (st == CIRCUIT_CLOSED)
+	if (atomic_load(&s->circuit) == CIRCUIT_CLOSED)
 		return 0;
-	if (!atomic_compare_exchange_strong(&s->circuit, &st,
-	    CIRCUIT_HALF_OPEN))
+	/* until is 0 for a moment while another worker opens the circuit; a
+	 * probe that never reports (worker died) is retaken after its
+	 * deadline */
+	if (until == 0 || now < until || !atomic_compare_exchange_strong(
+	    &s->circuit_until_ms, &until, now + w->cfg->timeout_ms + 1000))
 		return -1;
-	/* a probe that never reports (worker died) is retaken after this */
-	atomic_store(&s->circuit_until_ms, now + w->cfg->timeout_ms + 1000);
+	atomic_store(&s->circuit, CIRCUIT_HALF_OPEN);
 	shm_event_add(w->shm, SHM_EV_CIRCUIT_HALF_OPEN, w->slot_of[d],
 	    w->cfg->deploy[d].name);
 	return 1;
+}
+
+/* Give back a probe that was not used: the circuit is open and due again. */
+static void
+route_put_probe(struct worker *w, int d)
+{
+	struct slot_sh *s = slot_of(w, d);
+
+	atomic_store(&s->circuit, CIRCUIT_OPEN);
+	atomic_store(&s->circuit_until_ms, clock_ms());
 }
 
 /* Reserve one request of d's rpm for this minute; -1 if it is at its limit. */
@@ -268,6 +282,10 @@ route_pick(struct worker *w, const struct group_cfg *g, const uint64_t *tried,
 				continue;
 			why = route_check(w, d, est_tokens, now, &back);
 			if (why != SKIP_NONE) {
+				if (why == SKIP_COOLING || why == SKIP_CIRCUIT ||
+				    why == SKIP_RATE)
+					atomic_fetch_add_explicit(
+					    &slot_of(w, d)->skipped, 1, RLX);
 				if (back && (*soonest == 0 || back < *soonest))
 					*soonest = back;
 				continue;
@@ -285,7 +303,7 @@ route_pick(struct worker *w, const struct group_cfg *g, const uint64_t *tried,
 		    route_reserve(w, d) == 0)
 			return d;
 		if (*probe == 1) /* lost the rate race: give the probe back */
-			atomic_store(&slot_of(w, d)->circuit, CIRCUIT_OPEN);
+			route_put_probe(w, d);
 		*probe = 0;
 		skip[d / 64] |= 1ULL << (d % 64);
 		atomic_fetch_add_explicit(&slot_of(w, d)->skipped, 1, RLX);
@@ -425,7 +443,7 @@ route_attempt_end(struct worker *w, int d, enum errclass cls, int64_t lat_us,
 	if (cls == EC_CANCELLED) {
 		atomic_fetch_add_explicit(&s->failures[cls], 1, RLX);
 		if (atomic_load(&s->circuit) == CIRCUIT_HALF_OPEN)
-			atomic_store(&s->circuit, CIRCUIT_OPEN);
+			route_put_probe(w, d);
 		return;
 	}
 	if (ttft_us >= 0) {
