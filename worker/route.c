@@ -66,11 +66,12 @@ next_minute_ms(void)
 	return clock_ms() + (60000 - wall % 60000);
 }
 
-/* Whether d is usable now; SKIP_* reason otherwise, with *back set to the
- * monotonic time it is expected back (0 if unknown). */
+/* Whether d is usable now (its cooldown ignored if nocool); SKIP_* reason
+ * otherwise, with *back set to the monotonic time it is expected back (0 if
+ * unknown). */
 static int
 route_check(struct worker *w, int d, long est_tokens, int64_t now,
-    int64_t *back)
+    int64_t *back, int nocool)
 {
 	const struct deploy_cfg *dc = &w->cfg->deploy[d];
 	struct slot_sh          *s = slot_of(w, d);
@@ -91,7 +92,7 @@ route_check(struct worker *w, int d, long est_tokens, int64_t now,
 		return SKIP_CIRCUIT;
 	}
 	until = atomic_load_explicit(&s->cooldown_until_ms, RLX);
-	if (until > now) {
+	if (until > now && !nocool) {
 		*back = until;
 		return SKIP_COOLING;
 	}
@@ -280,7 +281,7 @@ route_pick(struct worker *w, const struct group_cfg *g, const uint64_t *tried,
 			d = g->deploy[i];
 			if ((tried[d / 64] | skip[d / 64]) & (1ULL << (d % 64)))
 				continue;
-			why = route_check(w, d, est_tokens, now, &back);
+			why = route_check(w, d, est_tokens, now, &back, 0);
 			if (why != SKIP_NONE) {
 				if (why == SKIP_COOLING || why == SKIP_CIRCUIT ||
 				    why == SKIP_RATE)
@@ -308,6 +309,30 @@ route_pick(struct worker *w, const struct group_cfg *g, const uint64_t *tried,
 		skip[d / 64] |= 1ULL << (d % 64);
 		atomic_fetch_add_explicit(&slot_of(w, d)->skipped, 1, RLX);
 	}
+}
+
+/* A group's only member may be tried although it is cooling down (no
+ * self-inflicted outage), but not past anything else that excludes it:
+ * drained, weight 0, context window, open circuit (or its probe), rate
+ * limit. 0 with the rpm reserved and *probe set as route_pick does, or -1. */
+int
+route_force(struct worker *w, int d, long est_tokens, int *probe)
+{
+	int64_t now = clock_ms(), back;
+
+	*probe = 0;
+	if (route_check(w, d, est_tokens, now, &back, 1) != SKIP_NONE ||
+	    (*probe = route_take_probe(w, d, now)) == -1) {
+		*probe = 0;
+		return -1;
+	}
+	if (route_reserve(w, d) == -1) {
+		if (*probe == 1)
+			route_put_probe(w, d);
+		*probe = 0;
+		return -1;
+	}
+	return 0;
 }
 
 /* An attempt on d begins. */

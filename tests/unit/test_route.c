@@ -670,3 +670,34 @@ Test(route, backoff_hint)
 	}
 	cr_assert_eq(backoff_ms(0, 1000, 5, -1, &rng), 0);
 }
+
+/* The forced try of an only member passes its cooldown but nothing else:
+ * not a full rpm, the context window, an open circuit or a drain. */
+Test(route, force_only_past_cooldown)
+{
+	int probe;
+
+	start("allowed_fails = 1000; circuit_failure_threshold = 2;",
+	      DEP("a", "g", "rpm = 2; context_window = 100;"));
+	set_rpm_used(0, 0);
+	atomic_store(&sl(0)->cooldown_until_ms, clock_ms() + 60000);
+	cr_assert_eq(pick("g", NULL), -1);
+	cr_assert_eq(route_force(&w, 0, 10, &probe), 0);
+	cr_assert_eq(probe, 0);
+	cr_assert_eq(atomic_load(&sl(0)->req_cur), 1, "rpm not reserved");
+	cr_assert_eq(route_force(&w, 0, 500, &probe), -1, "context ignored");
+	atomic_store(&sl(0)->admin, ADMIN_DRAINED);
+	cr_assert_eq(route_force(&w, 0, 10, &probe), -1, "drain ignored");
+	atomic_store(&sl(0)->admin, ADMIN_ACTIVE);
+	cr_assert_eq(route_force(&w, 0, 10, &probe), 0);
+	cr_assert_eq(route_force(&w, 0, 10, &probe), -1, "rpm ignored");
+	set_rpm_used(0, 0);
+	attempt(0, EC_TRANSIENT, -1);
+	attempt(0, EC_TRANSIENT, -1);
+	cr_assert_eq(route_force(&w, 0, 10, &probe), -1,
+	             "open circuit ignored");
+	atomic_store(&sl(0)->circuit_until_ms, clock_ms() - 1);
+	cr_assert_eq(route_force(&w, 0, 10, &probe), 0);
+	cr_assert_eq(probe, 1);
+	cr_assert_eq(route_force(&w, 0, 10, &probe), -1, "second probe");
+}
