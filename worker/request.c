@@ -717,12 +717,11 @@ req_next(struct req *r)
 	}
 	/* a group's only deployment is tried anyway: no self-inflicted outage */
 	if (!r->forced && r->groups[0]->ndeploy == 1 && r->attempts == 0) {
-		struct slot_sh *s;
+		int probe;
 
 		d = r->groups[0]->deploy[0];
-		s = &w->shm->slots[w->slot_of[d]];
 		r->forced = 1;
-		if (atomic_load(&s->admin) != ADMIN_DRAINED && shm_weight(s)) {
+		if (route_force(w, d, r->est_tokens, &probe) == 0) {
 			att_start(r, d, 0);
 			return;
 		}
@@ -734,13 +733,21 @@ static void
 req_wait_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct req *r = arg;
+	int         probe;
 
 	(void)fd;
 	(void)ev;
-	if (r->tries_here > 0 && r->d >= 0)
-		att_start(r, r->d, 0); /* a retry after backoff */
-	else
-		req_next(r);
+
+	if (r->tries_here > 0 && r->d >= 0) {
+		/* a retry after backoff: still bound by rpm, circuit, drain */
+		if (route_force(r->w, r->d, r->est_tokens, &probe) == 0) {
+			att_start(r, r->d, 0);
+			return;
+		}
+		r->prev_d = r->d;
+		r->tries_here = 0;
+	}
+	req_next(r);
 }
 
 /* Whether to retry the same deployment after a transient failure. */

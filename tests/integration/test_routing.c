@@ -438,9 +438,6 @@ Test(routing, rpm_limit_across_workers)
 
 /* rpm = 5 on a group's only member with no fallback: 5 reach it, the rest
  * get 429 with a Retry-After of at most the rest of the minute. */
-/* needs request.c fix: the forced try of a group's only member (req_next)
- * ignores the rate limit and sends every request beyond rpm upstream; its
- * condition should be route_force(w, d, r->est_tokens, &probe) == 0. */
 Test(routing, rpm_limit_single_member_429)
 {
 	struct h_mock a;
@@ -614,9 +611,6 @@ Test(routing, context_skip_precall_fallback)
 
 /* The pre-call context skip of a group's only member: no call, and the
  * error trail says skipped. */
-/* needs request.c fix: the forced try of a group's only member (req_next)
- * ignores the context-window skip and sends the request anyway; its
- * condition should be route_force(w, d, r->est_tokens, &probe) == 0. */
 Test(routing, context_skip_precall_trail)
 {
 	struct h_mock a;
