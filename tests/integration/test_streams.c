@@ -510,6 +510,62 @@ Test(streams, continuation_without_candidate_ends_with_error)
 	              "continuation not attempted");
 }
 
+/* The request deadline bounds the time to the first byte, not the length
+ * of a healthy stream. */
+Test(streams, deadline_does_not_cut_healthy_stream)
+{
+	const char *args[] = {"--chunks", "6", "--chunk-delay-ms", "300", NULL};
+
+	start_pair(args, "", "", "");
+	struct h_resp *r = chat(STREAM_BODY("main", ",\"timeout\":1"));
+	assert_clean_stream(r, "a", "primary");
+	cr_assert_geq(r->ms, 1500, "stream took only %ld ms", r->ms);
+}
+
+/* A stream cut after running longer than the request deadline is still
+ * continued: the deadline bounded only its first byte. */
+Test(streams, continuation_after_deadline_passed)
+{
+	const char *args[] = {"--mode",           "cut", "--cut-after", "5",
+	                      "--chunk-delay-ms", "300", NULL};
+	struct sse_view v;
+
+	h_mock_startv(&primary, "a", args);
+	h_mock_start(&backup, "b", "--chunks", "4", NULL);
+	start_daemon(2, "", "", "",
+	             "groups = ( { name = \"main\"; stream_resume = "
+	             "\"continue\"; } );");
+	struct h_resp *r = chat(STREAM_BODY("main", ",\"timeout\":1"));
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	sse_view(r->body, &v);
+	cr_assert(v.done && !v.error, "%s\n%s", view_desc(&v), r->body);
+	cr_assert_eq(v.ncontent, 9, "%s", view_desc(&v));
+	cr_assert_eq(h_mock_stat(&backup, "requests"), 1);
+}
+
+/* A client leaving mid-stream closes the upstream connection. */
+Test(streams, client_gone_mid_stream_closes_upstream)
+{
+	const char *args[] = {"--chunks", "50", "--chunk-delay-ms", "100",
+	                      NULL};
+	char buf[4096];
+
+	start_pair(args, "", "", "");
+	int fd = h_connect_unix(h_sock());
+	cr_assert_geq(fd, 0, "connect %s", h_sock());
+	const char *req =
+	    h_req_text("POST", CHAT, NULL, STREAM_BODY("main", ""));
+	cr_assert_eq(h_send_all(fd, req, strlen(req)), 0);
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	cr_assert_gt(n, 0, "no stream bytes");
+	h_sleep_ms(300);
+	close(fd);
+	long closed = h_mock_wait_stat(&primary, "client_closed", 1, 1000);
+	cr_assert_eq(closed, 1, "upstream still streaming to nobody: %ld",
+	             closed);
+	cr_assert_eq(h_mock_stat(&backup, "requests"), 0);
+}
+
 /* A fast primary is not hedged: the backup is never asked. */
 Test(streams, hedge_not_started_when_fast)
 {
