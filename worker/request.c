@@ -380,7 +380,7 @@ req_deadline(evutil_socket_t fd, short ev, void *arg)
 {
 	struct req *r = arg;
 	char        msg[128];
-	int         d = -1;
+	int         d = r->d;
 
 	(void)fd;
 	(void)ev;
@@ -684,7 +684,9 @@ req_next(struct req *r)
 	struct worker *w = r->w;
 	int            d;
 
-	if (req_left_ms(r) <= 0) {
+	/* the deadline bounds the time to the first byte: a continuation of a
+	 * stream already flowing is bounded by its own first-token timer */
+	if (!r->client_started && req_left_ms(r) <= 0) {
 		req_deadline(-1, 0, r);
 		return;
 	}
