@@ -392,8 +392,14 @@ tick_cb(evutil_socket_t fd, short ev, void *arg)
 	struct master *m = arg;
 	uint64_t       head = atomic_load(&m->shm.hdr->ev_head);
 
+	int            lvl = atomic_load(&m->shm.hdr->log_level);
+
 	(void)fd;
 	(void)ev;
+	if (lvl >= LOG_LVL_ERROR && lvl <= LOG_LVL_DEBUG && lvl != log_level) {
+		log_level = lvl;
+		log_info("log level now %s", log_level_name(lvl));
+	}
 	if (head - ev_seen > SHM_NEVENTS)
 		ev_seen = head - SHM_NEVENTS;
 	for (; ev_seen < head; ev_seen++) {
