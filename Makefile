@@ -63,7 +63,7 @@ tests: $(BUILD)/test_unit $(BUILD)/test_integration
 
 # Debian packages the build, the tests, the demo and the bench need.
 DEB_PKGS = libevent-dev libssl-dev libjsmn-dev libconfig-dev libcriterion-dev \
-           pkg-config openssl curl
+           pkg-config openssl curl nginx-light wrk
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
