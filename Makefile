@@ -64,8 +64,9 @@ tests: $(BUILD)/test_unit $(BUILD)/test_integration
 # Debian packages the build, the tests, the demo and the bench need.
 DEB_PKGS = libevent-dev libssl-dev libjsmn-dev libconfig-dev libcriterion-dev \
            pkg-config openssl curl python3-jsonschema python3-yaml
+BENCH_PKGS = nginx-light wrk
 deps:
-	@missing=""; for p in $(DEB_PKGS); do \
+	@missing=""; for p in $(DEB_PKGS) $(EXTRA_PKGS); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -89,7 +90,8 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@tools/demo.sh $(BUILD)
 
-bench: deps
+bench:
+	@$(MAKE) --no-print-directory deps EXTRA_PKGS="$(BENCH_PKGS)"
 	@$(MAKE) --no-print-directory all
 	@bench/run.sh $(BUILD)
 
