@@ -63,9 +63,10 @@ tests: $(BUILD)/test_unit $(BUILD)/test_integration
 
 # Debian packages the build, the tests, the demo and the bench need.
 DEB_PKGS = libevent-dev libssl-dev libjsmn-dev libconfig-dev libcriterion-dev \
-           pkg-config openssl curl prometheus
+           pkg-config openssl curl python3-jsonschema python3-yaml prometheus
+BENCH_PKGS = nginx-light wrk
 deps:
-	@missing=""; for p in $(DEB_PKGS); do \
+	@missing=""; for p in $(DEB_PKGS) $(EXTRA_PKGS); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -89,23 +90,32 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@tools/demo.sh $(BUILD)
 
-bench: deps
+bench:
+	@$(MAKE) --no-print-directory deps EXTRA_PKGS="$(BENCH_PKGS)"
 	@$(MAKE) --no-print-directory all
 	@bench/run.sh $(BUILD)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
+# Binaries, systemd units (binary path following PREFIX), the default
+# config (an existing one is kept) and the man pages.
+UNITDIR ?= /lib/systemd/system
+MANDIR  ?= $(PREFIX)/share/man
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
-	  $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5 \
-	  $(DESTDIR)/etc/llmfd $(DESTDIR)/lib/systemd/system
+	  $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
+	  $(DESTDIR)/etc/llmfd $(DESTDIR)$(UNITDIR)
 	install -m 0755 $(BUILD)/llmfd $(DESTDIR)$(PREFIX)/sbin/llmfd
 	install -m 0755 $(BUILD)/llmfctl $(DESTDIR)$(PREFIX)/bin/llmfctl
-	install -m 0644 llmfd.conf $(DESTDIR)/etc/llmfd/llmfd.conf
-	install -m 0644 docs/llmfd.service $(DESTDIR)/lib/systemd/system/llmfd.service
-	install -m 0644 docs/llmfd.8 docs/llmfctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
-	install -m 0644 docs/llmfd.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	[ -e $(DESTDIR)/etc/llmfd/llmfd.conf ] || \
+	  install -m 0640 llmfd.conf $(DESTDIR)/etc/llmfd/llmfd.conf
+	sed 's|/usr/local/sbin/|$(PREFIX)/sbin/|g' docs/llmfd.service \
+	  >$(DESTDIR)$(UNITDIR)/llmfd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/llmfd.service
+	install -m 0644 docs/llmfd.socket $(DESTDIR)$(UNITDIR)/llmfd.socket
+	install -m 0644 docs/llmfd.8 docs/llmfctl.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 docs/llmfd.conf.5 $(DESTDIR)$(MANDIR)/man5/
 
 clean:
 	rm -rf build build-asan

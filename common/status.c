@@ -137,7 +137,7 @@ status_state(const struct slot_sh *sl, int64_t now_ms, int64_t wall_min,
 	} else if (st_limited(sl, &cfg, wall_min))
 		st = STATUS_RATE_LIMITED;
 	snprintf(out, outsz, "%s",
-	         st == STATUS_RATE_LIMITED ? "rate-limited" : state_names[st]);
+	         st == STATUS_RATE_LIMITED ? "at rate limit" : state_names[st]);
 	return st;
 }
 

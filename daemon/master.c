@@ -51,7 +51,15 @@ master_table_sync(struct master *m, const struct cfg *cfg)
 {
 	struct shm *t = &m->shm;
 	char        seen[SHM_NSLOTS] = {0};
+	int         need = 0, nfree = 0;
 
+	/* check for room first, so a failed reload leaves the table as it was */
+	for (int i = 0; i < cfg->ndeploy; i++)
+		need += shm_find(t, cfg->deploy[i].name) < 0;
+	for (int k = 0; k < SHM_NSLOTS; k++)
+		nfree += atomic_load(&t->slots[k].state) == SLOT_FREE;
+	if (need > nfree)
+		return -1;
 	for (int i = 0; i < cfg->ndeploy; i++) {
 		int k = shm_find(t, cfg->deploy[i].name);
 
@@ -350,6 +358,7 @@ sighup_cb(evutil_socket_t sig, short ev, void *arg)
 	if (master_table_sync(m, nc) == -1) {
 		log_warnx("reload failed: health table is full");
 		cfg_free(nc);
+		notify_send("READY=1\nSTATUS=reload failed; old config kept");
 		return;
 	}
 	cfg_free(m->cfg);
@@ -365,6 +374,18 @@ sighup_cb(evutil_socket_t sig, short ev, void *arg)
 	    (unsigned long long)m->generation, m->cfg->workers);
 }
 
+/* Whether a worker of an older generation is still draining (it may still
+ * use a retired slot, which must not be reused under it). */
+static int
+old_workers_alive(const struct master *m)
+{
+	for (int i = 0; i < MAX_PROCS; i++)
+		if (m->procs[i].pid > 0 && m->procs[i].generation !=
+		    m->generation)
+			return 1;
+	return 0;
+}
+
 /* Log new events from the table's ring (admin changes from llmfctl,
  * fallbacks, cooldowns, circuits), free drained retired slots, and pet
  * the watchdog. */
@@ -374,8 +395,14 @@ tick_cb(evutil_socket_t fd, short ev, void *arg)
 	struct master *m = arg;
 	uint64_t       head = atomic_load(&m->shm.hdr->ev_head);
 
+	int            lvl = atomic_load(&m->shm.hdr->log_level);
+
 	(void)fd;
 	(void)ev;
+	if (lvl >= LOG_LVL_ERROR && lvl <= LOG_LVL_DEBUG && lvl != log_level) {
+		log_level = lvl;
+		log_info("log level now %s", log_level_name(lvl));
+	}
 	if (head - ev_seen > SHM_NEVENTS)
 		ev_seen = head - SHM_NEVENTS;
 	for (; ev_seen < head; ev_seen++) {
@@ -387,7 +414,7 @@ tick_cb(evutil_socket_t fd, short ev, void *arg)
 		    (int)sizeof e->text, e->text);
 		hooks_event(m->cfg, &m->shm, ev_seen, e);
 	}
-	for (int k = 0; k < SHM_NSLOTS; k++) {
+	for (int k = 0; k < SHM_NSLOTS && !old_workers_alive(m); k++) {
 		struct slot_sh *s = &m->shm.slots[k];
 
 		if (atomic_load(&s->state) == SLOT_RETIRED &&
@@ -433,10 +460,12 @@ master_run(struct master *m)
 
 	if (listen_open(m, m->cfg, &cause) == -1) {
 		log_raw("%s", cause ? cause : "cannot listen");
+		free(cause);
 		return 1;
 	}
 	if (shm_create(&m->shm, m->cfg->health_table, &cause) == -1) {
 		log_raw("health table: %s", cause ? cause : "?");
+		free(cause);
 		listen_close(m);
 		return 1;
 	}

@@ -59,6 +59,8 @@ struct ctl {
 	struct shm shm;
 	int argc; /* the command's arguments, name excluded */
 	char **argv;
+	char *config_bad; /* why the config failed to parse (table path
+	                     scanned from its text), or NULL */
 };
 
 static volatile sig_atomic_t ctl_stop;
@@ -114,6 +116,18 @@ ctl_num(const char *s, long long min, long long max, long long *out)
 	return 0;
 }
 
+/* The table path v as written in config file: relative paths resolve
+ * against the config's directory. */
+static void
+ctl_table_path(const char *file, const char *v, char *table, size_t tablesz)
+{
+	if (v[0] != '/' && strchr(file, '/')) {
+		int dl = (int)(strrchr(file, '/') - file);
+		snprintf(table, tablesz, "%.*s/%s", dl, file, v);
+	} else
+		snprintf(table, tablesz, "%s", v);
+}
+
 /*
  * The one place llmfctl reads a config file. With table set, only copy out
  * daemon.health_table, read with libconfig directly: cfg_load would also
@@ -153,8 +167,42 @@ ctl_config_load(const char *file, char *table, size_t tablesz, char **cause)
 	           v[0] == '\0')
 		v = CTL_TABLE;
 	if (rc == 0)
-		snprintf(table, tablesz, "%s", v);
+		ctl_table_path(file, v, table, tablesz);
 	config_destroy(&lc);
+	return rc;
+}
+
+/*
+ * Fallback for a config libconfig refuses (an operator mid-edit, a reload
+ * that llmfd will refuse and log): find `health_table = "PATH"` in the
+ * file's text, skipping comment lines. 0, or -1 if there is none.
+ */
+static int
+ctl_scan_table(const char *file, char *table, size_t tablesz)
+{
+	char line[PATH_MAX + 64], *p, *q;
+	FILE *f;
+	int rc = -1;
+
+	if ((f = fopen(file, "r")) == NULL)
+		return -1;
+	while (rc == -1 && fgets(line, sizeof line, f) != NULL) {
+		p = line + strspn(line, " \t");
+		if (*p == '#' || strncmp(p, "//", 2) == 0 ||
+		    (p = strstr(p, "health_table")) == NULL)
+			continue;
+		p += strlen("health_table");
+		p += strspn(p, " \t");
+		if (*p != '=' && *p != ':')
+			continue;
+		p += 1 + strspn(p + 1, " \t");
+		if (*p != '"' || (q = strchr(p + 1, '"')) == NULL || q == p + 1)
+			continue;
+		*q = '\0';
+		ctl_table_path(file, p + 1, table, tablesz);
+		rc = 0;
+	}
+	fclose(f);
 	return rc;
 }
 
@@ -175,6 +223,11 @@ ctl_resolve(struct ctl *c)
 	}
 	if (ctl_config_load(file, c->path, sizeof c->path, &cause) == 0)
 		return 0;
+	if (cause && access(file, R_OK) == 0 &&
+	    ctl_scan_table(file, c->path, sizeof c->path) == 0) {
+		c->config_bad = cause; /* reload reports it */
+		return 0;
+	}
 	ctl_err("%s", cause ? cause : "cannot load the configuration");
 	free(cause);
 	return -1;
@@ -288,9 +341,13 @@ ctl_status_json(struct ctl *c, struct buf *b, const struct status_row *rows,
 
 	memcpy(raw, c->shm.hdr->config_file, sizeof raw - 1);
 	raw[sizeof raw - 1] = '\0';
-	buf_printf(b, "{\"generation\":%llu,\"master_pid\":%d,\"config\":",
-	           (unsigned long long)atomic_load(&c->shm.hdr->generation),
-	           (int)atomic_load(&c->shm.hdr->master_pid));
+	buf_printf(
+	    b,
+	    "{\"generation\":%llu,\"master_pid\":%d,"
+	    "\"worker_restarts\":%llu,\"config\":",
+	    (unsigned long long)atomic_load(&c->shm.hdr->generation),
+	    (int)atomic_load(&c->shm.hdr->master_pid),
+	    (unsigned long long)atomic_load(&c->shm.hdr->worker_restarts));
 	status_json_str(b, raw);
 	buf_adds(b, ",\"deployments\":[");
 	for (int i = 0; i < n; i++) {
@@ -904,6 +961,10 @@ cmd_reload(struct ctl *c)
 		return ctl_err("kill(%d, SIGHUP) failed: %s", (int)pid,
 		               strerror(errno));
 	printf("sent SIGHUP to llmfd master pid %d\n", (int)pid);
+	if (c->config_bad)
+		return ctl_err("%s: llmfd will log why and keep its running "
+		               "configuration",
+		               c->config_bad);
 	return 0;
 }
 
@@ -1132,5 +1193,6 @@ main(int argc, char **argv)
 	rc = ctl_dispatch(&c, cmd);
 	if (c.shm.hdr)
 		shm_detach(&c.shm);
+	free(c.config_bad);
 	return rc;
 }

@@ -67,6 +67,7 @@ struct mock_opts {
 	int retry_after;    /* -1: no header */
 	int retry_after_ms; /* -1: no header */
 	int fail_first;     /* 0: every request gets the mode */
+	int fail_percent;   /* 0: every request gets the mode */
 	int latency_ms;
 	int chunks;
 	int chunk_delay_ms;
@@ -113,6 +114,7 @@ struct mock {
 	struct mock_opts o;
 	struct mock_stats st;
 	int served; /* requests that got the mode (fail_first) */
+	unsigned long long pct_seq; /* requests seen by fail_percent */
 	unsigned long long seq;
 	struct buf log[MOCK_NLOG];
 	size_t log_next;
@@ -413,6 +415,7 @@ static const struct optdef optdefs[] = {
     OPT_INT("retry_after", retry_after, -1, 1000000),
     OPT_INT("retry_after_ms", retry_after_ms, -1, 1000000000),
     OPT_INT("fail_first", fail_first, 0, 1000000000),
+    OPT_INT("fail_percent", fail_percent, 0, 100),
     OPT_INT("latency_ms", latency_ms, 0, 86400000),
     OPT_INT("chunks", chunks, 0, 100000),
     OPT_INT("chunk_delay_ms", chunk_delay_ms, 0, 86400000),
@@ -518,11 +521,12 @@ opts_json(struct buf *b, const struct mock_opts *o)
 	jesc(b, mode_names[o->mode]);
 	buf_printf(b,
 	           ",\"status\":%d,\"retry_after\":%d,\"retry_after_ms\":%d,"
-	           "\"fail_first\":%d,\"latency_ms\":%d,\"chunks\":%d,"
+	           "\"fail_first\":%d,\"fail_percent\":%d,\"latency_ms\":%d,"
+	           "\"chunks\":%d,"
 	           "\"chunk_delay_ms\":%d,\"cut_after\":%d,\"usage\":\"%d,%d\"",
 	           o->status, o->retry_after, o->retry_after_ms, o->fail_first,
-	           o->latency_ms, o->chunks, o->chunk_delay_ms, o->cut_after,
-	           o->usage_p, o->usage_c);
+	           o->fail_percent, o->latency_ms, o->chunks, o->chunk_delay_ms,
+	           o->cut_after, o->usage_p, o->usage_c);
 	buf_adds(b, ",\"message\":");
 	jesc(b, o->message);
 	buf_adds(b, ",\"error_code\":");
@@ -1550,12 +1554,27 @@ log_request(struct evhttp_request *req, const char *body, size_t len)
 	buf_adds(b, "\"}");
 }
 
-/* The mode this request gets, honouring fail_first. */
+/* Whether fail_percent spares this request: the k-th request gets the mode
+ * when floor((k+1)P/100) > floor(kP/100), an even deterministic spread. */
+static int
+pct_spared(void)
+{
+	unsigned long long k = M.pct_seq++,
+	                   p = (unsigned long long)M.o.fail_percent;
+
+	if (p == 0)
+		return 0;
+	return (k + 1) * p / 100 == k * p / 100;
+}
+
+/* The mode this request gets, honouring fail_percent and fail_first. */
 static int
 pick_mode(const struct mreq *r)
 {
 	int mode = M.o.mode;
 
+	if (pct_spared())
+		return MODE_OK;
 	if (M.o.fail_first > 0 && M.served >= M.o.fail_first)
 		return MODE_OK;
 	M.served++;
@@ -1723,6 +1742,7 @@ control_config(struct evhttp_request *req)
 	}
 	M.o = o;
 	M.served = 0;
+	M.pct_seq = 0;
 	opts_json(&b, &M.o);
 	control_reply(req, 200, &b);
 }
@@ -1735,6 +1755,7 @@ control_reset(struct evhttp_request *req)
 
 	memset(&M.st, 0, sizeof M.st);
 	M.served = 0;
+	M.pct_seq = 0;
 	M.log_next = M.log_count = 0;
 	buf_adds(&b, "{\"ok\":true}");
 	control_reply(req, 200, &b);
@@ -1880,6 +1901,7 @@ static void __attribute__((noreturn)) usage(void)
 	    "                 [--message T] [--error-code C] [--retry-after "
 	    "S]\n"
 	    "                 [--retry-after-ms MS] [--fail-first N]\n"
+	    "                 [--fail-percent N]\n"
 	    "                 [--latency-ms N] [--chunks N] [--chunk-delay-ms "
 	    "N]\n"
 	    "                 [--cut-after N] [--usage P,C] [--finish R] "

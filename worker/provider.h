@@ -83,9 +83,10 @@ struct provider {
 	/* Translate one SSE event (event name may be empty; data is the joined
 	 * data lines) into zero or more complete OpenAI SSE lines
 	 * ("data: {...}\n\n") appended to out. Returns 0 to go on, 1 when the
-	 * upstream stream is complete (the engine then writes usage if needed
-	 * and "data: [DONE]"), -1 on an in-stream error or a malformed event
-	 * with e filled and classified. */
+	 * upstream stream is complete (the provider has written the final
+	 * usage chunk if include_usage asked for one; the engine then appends
+	 * "data: [DONE]"), -1 on an in-stream error or a malformed event with
+	 * e filled and classified. */
 	int (*stream_event)(const struct prov_call *, struct stream_state *,
 	    const char *event, size_t elen, const char *data, size_t dlen,
 	    struct buf *out, struct upstream_error *e);
@@ -100,10 +101,53 @@ extern const struct provider prov_gemini;
 const struct provider *provider_get(int kind);
 void stream_state_free(struct stream_state *);
 
+/* The instruction sent with a partial answer when a cut stream is continued
+ * on a provider that cannot take an assistant prefix. */
+#define PROV_RESUME_INSTRUCTION                                               \
+	"Your previous answer was cut off. Continue it exactly where it "     \
+	"stops, without repeating any of it and without any preamble."
+
 /* providers/provider.c: helpers for OpenAI-shaped providers */
 void prov_extra_headers(const struct deploy_cfg *, struct buf *);
 int  prov_is_dropped(const struct prov_call *, int key_tok);
 void prov_openai_body(const struct prov_call *, const char *model,
     struct buf *out);
+
+/* providers/provider.c: helpers for translating providers */
+#define PROV_RAW(jw, lit) jw_raw((jw), (lit), sizeof(lit) - 1)
+void prov_malformed(struct upstream_error *, const char *what);
+void prov_stream_error(const char *data, size_t dlen,
+    struct upstream_error *);
+/* The value token of key in the request, else in the deployment's params
+ * (*src says which document); -1 when absent or null in both. */
+int  prov_opt(const struct prov_call *, const char *key,
+    const struct json **src);
+void prov_urlenc(struct buf *, const char *s);
+/* Chunk writer: open writes "data: {id,object,created,model,choices:[{
+ * index,delta:" leaving the delta value to the caller; close writes
+ * finish_reason (NULL: null) and ends the line. */
+void prov_chunk_open(struct stream_state *, struct buf *out, struct jw *,
+    int index);
+void prov_chunk_close(struct jw *, const char *finish);
+void prov_chunk_usage(struct stream_state *, struct buf *out);
+void prov_chunk_text(struct stream_state *, struct buf *out, const char *s,
+    size_t n);
+/* Turn writer for role-alternating message lists: consecutive blocks of
+ * the same role are merged into one turn. */
+struct prov_turns {
+	struct buf *out;
+	const char *partkey; /* "content" (anthropic) or "parts" (gemini) */
+	char        role[16];
+	int         open;
+};
+void prov_turns_begin(struct prov_turns *, struct buf *out,
+    const char *partkey);
+/* Add the elements of the JSON array text arr as a turn of role. */
+void prov_turns_add(struct prov_turns *, const char *role, const char *arr,
+    size_t n);
+void prov_turns_end(struct prov_turns *);
+/* Split "data:MEDIA;base64,DATA"; 0 or -1 if url is not such a URL. */
+int  prov_data_url(const char *url, size_t n, const char **media,
+    size_t *mlen, const char **data, size_t *dlen);
 
 #endif

@@ -1,7 +1,10 @@
 /* One client request: parse, pick candidates, run attempts against
- * upstreams with retries, backoff, fallbacks and one deadline, and answer
- * the client (whole, or as a stream that is started only once the first
- * content has arrived, so any earlier failure can still fall back). */
+ * upstreams with retries, backoff, fallbacks, hedging and one deadline,
+ * and answer the client: whole, or as a stream that is started only once
+ * the first content has arrived, so any earlier failure can still fall
+ * back. After bytes reached the client a failure either continues on the
+ * next candidate (stream_resume = "continue") or ends the stream with an
+ * error event and no [DONE]. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -13,7 +16,6 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
-#include <event2/http_struct.h>
 
 #include "common/backoff.h"
 #include "common/clock.h"
@@ -33,6 +35,30 @@ struct attempt_rec {
 	char msg[128];
 };
 
+/* One upstream attempt; a request runs at most two at once (a hedge). */
+struct attempt {
+	struct req            *r;
+	int                    active;
+	int                    d;
+	int                    hedge;  /* started by the hedge timer */
+	int                    resume; /* continues a cut stream */
+	struct upconn         *up;
+	struct prov_call       pc;
+	struct prov_out        po;
+	const struct provider *prov;
+	int64_t                t0_us, ttft_us;
+	struct up_resp         resp;
+	int                    streaming, complete, in_stream_err;
+	struct buf             rbody;
+	struct sse             sse;
+	struct stream_state    ss;
+	struct buf             out;  /* translated, not yet sent */
+	struct buf             text; /* content text this attempt produced */
+	struct upstream_error  uerr;
+	struct usage           usage;
+	struct event           ev_timer; /* attempt / first token / idle */
+};
+
 struct req {
 	LIST_ENTRY(req)        link;
 	struct req            *next_free;
@@ -40,60 +66,52 @@ struct req {
 	struct evhttp_request *hreq;
 	char                   id[24];
 	int                    endpoint;
-	int                    gone; /* client went away */
 
 	/* the client's request */
-	struct json  j;
-	const char  *body;
-	size_t       blen;
-	int          stream, include_usage;
-	int          req_retries; /* num_retries field, -1 if absent */
-	int          first_token_ms; /* stream_timeout field, -1 if absent */
-	long         est_tokens;
-	int64_t      t0_us, deadline_ms;
-	char         model[CFG_NAME_MAX];
+	struct json j;
+	const char *body;
+	size_t      blen;
+	int         stream, include_usage;
+	int         req_retries;    /* num_retries field, -1 if absent */
+	int         first_token_ms; /* stream_timeout field, -1 if absent */
+	long        est_tokens;
+	int64_t     t0_us, deadline_ms;
+	char        model[CFG_NAME_MAX];
 
 	/* candidates */
 	const struct group_cfg *groups[ROUTE_MAX_GROUPS];
-	int                     ngroups, gi, base_group_n;
+	int                     ngroups, gi;
 	struct group_cfg        single; /* model names one deployment */
 	int                     single_idx;
 	uint64_t                tried[CFG_MAX_DEPLOY / 64];
-	int                     d, prev_d;
+	int                     d, prev_d; /* last deployment started */
 	int                     retries_used, tries_here, attempts;
 	int                     switched; /* context/content fallbacks taken */
 	int64_t                 soonest_ms;
-	int                     n_rate, n_fail, forced;
+	int                     n_rate, n_fail, forced, hedged;
 	struct attempt_rec      trail[REQ_MAX_TRAIL];
 	int                     ntrail;
 
-	/* the attempt in flight */
-	struct upconn         *up;
-	struct prov_call       pc;
-	struct prov_out        po;
-	const struct provider *prov;
-	int64_t                att_t0_us, ttft_us;
-	struct up_resp         resp;
-	int                    got_headers, streaming, upstream_complete;
-	struct buf             rbody;
-	struct sse             sse;
-	struct stream_state    ss;
-	struct buf             out;
-	int                    client_started;
-	struct upstream_error  uerr;
-	struct usage           usage;
-	struct event           ev_deadline, ev_attempt, ev_wait;
-	int                    in_stream_err;
+	/* attempts and the client side */
+	struct attempt att[2];
+	int            served;         /* deployment that answered, -1 */
+	int            client_started; /* stream bytes reached the client */
+	int            tool_stream;    /* a tool call was streamed */
+	struct buf     sent_text;      /* streamed text, for continuation */
+	struct buf     out;
+	struct evbuffer *chunk; /* reused for every chunk sent to the client */
+	struct event   ev_deadline, ev_wait, ev_hedge;
 };
 
 static const char *const drop_keys[] = {"fallbacks", "num_retries", "timeout",
     "stream_timeout", "metadata", NULL};
 
 static void req_next(struct req *);
-static void req_attempt(struct req *);
-static void req_fail_attempt(struct req *, enum errclass, int status,
+static void att_start(struct req *, int d, int hedge);
+static void att_failed(struct attempt *, enum errclass, int status,
     const char *msg, int64_t retry_after_ms, int should_retry);
 static void req_release(struct req *);
+static void req_client_closed(struct evhttp_connection *, void *);
 
 static const struct up_cbs up_cbs;
 
@@ -110,7 +128,11 @@ req_get(struct worker *w)
 	if ((r = calloc(1, sizeof *r)) == NULL)
 		return NULL;
 	r->w = w;
-	event_assign(&r->ev_deadline, w->base, -1, 0, NULL, NULL);
+	r->att[0].r = r->att[1].r = r;
+	if ((r->chunk = evbuffer_new()) == NULL) {
+		free(r);
+		return NULL;
+	}
 	return r;
 }
 
@@ -119,6 +141,37 @@ static int
 req_elapsed_ms(const struct req *r)
 {
 	return (int)((clock_us() - r->t0_us) / 1000);
+}
+
+/* Time left before the deadline, in ms (may be <= 0). */
+static int64_t
+req_left_ms(const struct req *r)
+{
+	return r->deadline_ms - clock_ms();
+}
+
+static void
+req_arm(struct event *ev, int64_t ms)
+{
+	struct timeval tv;
+
+	if (ms < 0)
+		ms = 0;
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	event_add(ev, &tv);
+}
+
+static int
+att_ms(const struct attempt *a)
+{
+	return (int)((clock_us() - a->t0_us) / 1000);
+}
+
+static const char *
+dname(const struct req *r, int d)
+{
+	return r->w->cfg->deploy[d].name;
 }
 
 static void
@@ -130,12 +183,29 @@ req_add_common_headers(struct req *r)
 	evhttp_add_header(h, "x-request-id", r->id);
 	snprintf(n, sizeof n, "%d", r->attempts);
 	evhttp_add_header(h, "x-llmfd-attempts", n);
-	if (r->d >= 0) {
-		evhttp_add_header(h, "x-llmfd-deployment",
-		    r->w->cfg->deploy[r->d].name);
-		evhttp_add_header(h, "x-llmfd-provider",
-		    cfg_provider_name(r->w->cfg->deploy[r->d].provider));
+	if (r->served >= 0) {
+		evhttp_add_header(h, "x-llmfd-deployment", dname(r, r->served));
+		evhttp_add_header(h, "x-llmfd-provider", cfg_provider_name(
+		    r->w->cfg->deploy[r->served].provider));
 	}
+}
+
+/* Note one attempt (or skip) in the trail. */
+static void
+req_trail(struct req *r, int d, int status, int cls, int skip, int ms,
+    const char *msg)
+{
+	struct attempt_rec *a;
+
+	if (r->ntrail >= REQ_MAX_TRAIL)
+		return;
+	a = &r->trail[r->ntrail++];
+	a->d = d;
+	a->status = status;
+	a->cls = cls;
+	a->skip = skip;
+	a->ms = ms;
+	snprintf(a->msg, sizeof a->msg, "%s", msg ? msg : "");
 }
 
 /* Write the attempt trail as a JSON array. */
@@ -148,7 +218,7 @@ req_write_trail(struct req *r, struct jw *jw)
 
 		jw_obj(jw);
 		jw_key(jw, "deployment");
-		jw_cstr(jw, r->w->cfg->deploy[a->d].name);
+		jw_cstr(jw, dname(r, a->d));
 		if (a->skip) {
 			jw_key(jw, "skipped");
 			jw_cstr(jw, route_skip_name(a->skip));
@@ -169,20 +239,22 @@ req_write_trail(struct req *r, struct jw *jw)
 	jw_arr_end(jw);
 }
 
-/* Write the request's access log line (before req_release recycles it). */
+/* Write the request's access log line (before req_release recycles it);
+ * u and ttft_us describe the attempt that answered (NULL / -1 if none). */
 static void
-req_access(struct req *r, int status, const char *code)
+req_access(struct req *r, int status, const char *code,
+    const struct usage *u, int64_t ttft_us)
 {
-	const struct deploy_cfg *d = r->d >= 0 ? &r->w->cfg->deploy[r->d] : NULL;
+	const struct deploy_cfg *d = r->served >= 0 ?
+	    &r->w->cfg->deploy[r->served] : NULL;
 	char                     trail[REQ_MAX_TRAIL * 96] = "-";
 	size_t                   n = 0;
 
 	for (int i = 0; i < r->ntrail && n < sizeof trail; i++) {
 		const struct attempt_rec *a = &r->trail[i];
-		const char *dn = r->w->cfg->deploy[a->d].name;
 
 		n += (size_t)snprintf(trail + n, sizeof trail - n, "%s%s:", i ?
-		    "," : "", dn);
+		    "," : "", dname(r, a->d));
 		if (n < sizeof trail)
 			n += (size_t)(a->skip ? snprintf(trail + n, sizeof trail -
 			    n, "-:skipped:0") : snprintf(trail + n, sizeof trail -
@@ -194,10 +266,9 @@ req_access(struct req *r, int status, const char *code)
 	    .provider = d ? cfg_provider_name(d->provider) : "-",
 	    .code = code ? code : "-", .attempts = r->attempts,
 	    .status = status, .latency_ms = req_elapsed_ms(r),
-	    .ttft_ms = r->client_started && r->ttft_us >= 0 ?
-	    (int)(r->ttft_us / 1000) : -1,
-	    .prompt_tokens = status == 200 ? r->usage.prompt_tokens : 0,
-	    .completion_tokens = status == 200 ? r->usage.completion_tokens : 0,
+	    .ttft_ms = ttft_us >= 0 ? (int)(ttft_us / 1000) : -1,
+	    .prompt_tokens = u ? u->prompt_tokens : 0,
+	    .completion_tokens = u ? u->completion_tokens : 0,
 	    .stream = r->stream, .trail = trail});
 }
 
@@ -231,17 +302,46 @@ req_error(struct req *r, int status, const char *type, const char *code,
 	req_add_common_headers(r);
 	log_info("%s %s -> %d %s (%d attempts, %d ms)", r->id, r->model,
 	    status, code ? code : type, r->attempts, req_elapsed_ms(r));
-	req_access(r, status, code ? code : type);
+	req_access(r, status, code ? code : type, NULL, -1);
 	server_send_json(r->hreq, status, b);
 	req_release(r);
 }
 
-/* Stop the attempt timer and forget the connection. */
+/* Stop an attempt's I/O and timer. */
 static void
-req_attempt_clear(struct req *r)
+att_stop(struct attempt *a)
 {
-	event_del(&r->ev_attempt);
-	r->up = NULL;
+	if (a->up) {
+		up_abort(a->up);
+		a->up = NULL;
+	}
+	event_del(&a->ev_timer);
+	a->active = 0;
+}
+
+/* Cancel a running attempt that is not needed any more (hedge loser,
+ * client gone): counted as cancelled, not failed. */
+static void
+att_cancel(struct attempt *a, const char *why)
+{
+	struct req *r = a->r;
+
+	if (!a->active)
+		return;
+	att_stop(a);
+	route_attempt_end(r->w, a->d, EC_CANCELLED, clock_us() - a->t0_us, -1,
+	    NULL, -1, NULL, 0);
+	req_trail(r, a->d, 0, EC_CANCELLED, 0, att_ms(a), why);
+	log_debug("%s attempt on %s cancelled: %s", r->id, dname(r, a->d), why);
+}
+
+/* The other attempt of the pair, if it is running. */
+static struct attempt *
+att_other(struct attempt *a)
+{
+	struct attempt *o = a == &a->r->att[0] ? &a->r->att[1] : &a->r->att[0];
+
+	return o->active ? o : NULL;
 }
 
 /* Free per-request state and recycle the object. */
@@ -250,14 +350,12 @@ req_release(struct req *r)
 {
 	struct worker *w = r->w;
 
-	if (r->up) {
-		up_abort(r->up);
-		r->up = NULL;
-	}
+	for (int i = 0; i < 2; i++)
+		att_cancel(&r->att[i], "request finished");
 	event_del(&r->ev_deadline);
-	event_del(&r->ev_attempt);
 	event_del(&r->ev_wait);
-	if (r->hreq && !r->gone) {
+	event_del(&r->ev_hedge);
+	if (r->hreq) {
 		struct evhttp_connection *c =
 		    evhttp_request_get_connection(r->hreq);
 		if (c)
@@ -265,30 +363,50 @@ req_release(struct req *r)
 	}
 	LIST_REMOVE(r, link);
 	r->hreq = NULL;
-	stream_state_free(&r->ss);
-	sse_reset(&r->sse);
+	for (int i = 0; i < 2; i++) {
+		stream_state_free(&r->att[i].ss);
+		sse_reset(&r->att[i].sse);
+	}
 	r->next_free = w->free_reqs;
 	w->free_reqs = r;
 	worker_req_done(w);
 }
 
-/* Attempt timer or deadline fired while an attempt runs. */
+/* End a stream that was cut after bytes reached the client: a final error
+ * event and no [DONE], so the client cannot mistake it for complete. */
 static void
-req_attempt_timeout(evutil_socket_t fd, short ev, void *arg)
+req_stream_abort(struct req *r, int d, const char *msg)
 {
-	struct req *r = arg;
-	char        msg[96];
+	struct evbuffer *eb = r->chunk;
+	struct buf      *b = &r->out;
+	struct jw        jw;
 
-	(void)fd;
-	(void)ev;
-	snprintf(msg, sizeof msg, "%s after %d ms",
-	    r->streaming ? "stream stalled" : "attempt timed out",
-	    (int)((clock_us() - r->att_t0_us) / 1000));
-	if (r->up) {
-		up_abort(r->up);
-		r->up = NULL;
+	buf_reset(b);
+	buf_adds(b, "data: ");
+	jw_init(&jw, b);
+	jw_obj(&jw);
+	jw_key(&jw, "error");
+	jw_obj(&jw);
+	jw_key(&jw, "message");
+	jw_cstr(&jw, msg);
+	jw_key(&jw, "type");
+	jw_cstr(&jw, "upstream_error");
+	jw_key(&jw, "code");
+	jw_cstr(&jw, "stream_interrupted");
+	if (d >= 0) {
+		jw_key(&jw, "deployment");
+		jw_cstr(&jw, dname(r, d));
 	}
-	req_fail_attempt(r, EC_TRANSIENT, 0, msg, -1, -1);
+	jw_obj_end(&jw);
+	jw_obj_end(&jw);
+	buf_adds(b, "\n\n");
+	evbuffer_add(eb, b->data, b->len);
+	evhttp_send_reply_chunk(r->hreq, eb);
+	evhttp_send_reply_end(r->hreq);
+	log_warnx("%s stream interrupted after %d ms: %s", r->id,
+	    req_elapsed_ms(r), msg);
+	req_access(r, 200, "stream_interrupted", NULL, -1);
+	req_release(r);
 }
 
 /* The whole-request deadline passed. */
@@ -297,62 +415,66 @@ req_deadline(evutil_socket_t fd, short ev, void *arg)
 {
 	struct req *r = arg;
 	char        msg[128];
+	int         d = r->d;
 
 	(void)fd;
 	(void)ev;
-	if (r->up) {
-		up_abort(r->up);
-		route_attempt_end(r->w, r->d, EC_TRANSIENT,
-		    clock_us() - r->att_t0_us, -1, NULL, -1,
+	for (int i = 0; i < 2; i++) {
+		struct attempt *a = &r->att[i];
+
+		if (!a->active)
+			continue;
+		d = a->d;
+		att_stop(a);
+		route_attempt_end(r->w, a->d, EC_TRANSIENT,
+		    clock_us() - a->t0_us, -1, NULL, -1,
 		    "request deadline reached", 0);
-		if (r->ntrail < REQ_MAX_TRAIL)
-			r->trail[r->ntrail++] = (struct attempt_rec){.d = r->d,
-			    .cls = EC_TRANSIENT, .ms = (int)((clock_us() -
-			    r->att_t0_us) / 1000), .msg = "deadline reached"};
-		r->up = NULL;
+		req_trail(r, a->d, 0, EC_TRANSIENT, 0, att_ms(a),
+		    "deadline reached");
 	}
 	if (r->client_started) {
-		struct evbuffer *eb = evbuffer_new();
-		evbuffer_add_printf(eb, "data: {\"error\":{\"message\":\"request "
-		    "deadline reached mid-stream\",\"type\":\"llmfd_error\","
-		    "\"code\":\"stream_interrupted\"}}\n\n");
-		evhttp_send_reply_chunk(r->hreq, eb);
-		evbuffer_free(eb);
-		evhttp_send_reply_end(r->hreq);
-		req_access(r, 200, "stream_interrupted");
-		req_release(r);
+		req_stream_abort(r, d, "request deadline reached mid-stream");
 		return;
 	}
 	snprintf(msg, sizeof msg, "request deadline of %d ms reached after %d "
-	    "attempts", (int)(r->deadline_ms - r->t0_us / 1000), r->attempts);
+	    "attempt%s", (int)(r->deadline_ms - r->t0_us / 1000), r->attempts,
+	    r->attempts == 1 ? "" : "s");
 	req_error(r, 504, "timeout_error", "deadline_exceeded", msg);
 }
 
-/* Time left before the deadline, in ms (may be <= 0). */
-static int64_t
-req_left_ms(const struct req *r)
+/* Attempt timer: the whole attempt, the first token, or a stream gap. */
+static void
+att_timeout(evutil_socket_t fd, short ev, void *arg)
 {
-	return r->deadline_ms - clock_ms();
+	struct attempt *a = arg;
+	char            msg[96];
+
+	(void)fd;
+	(void)ev;
+	if (a->ttft_us >= 0)
+		snprintf(msg, sizeof msg, "stream stalled: no chunk for %d ms",
+		    cfg_eff_stream_idle_timeout_ms(a->r->w->cfg,
+		    &a->r->w->cfg->deploy[a->d]));
+	else if (a->r->stream)
+		snprintf(msg, sizeof msg, "no first token after %d ms",
+		    att_ms(a));
+	else
+		snprintf(msg, sizeof msg, "attempt timed out after %d ms",
+		    att_ms(a));
+	if (a->up) {
+		up_abort(a->up);
+		a->up = NULL;
+	}
+	att_failed(a, EC_TRANSIENT, 0, msg, -1, -1);
 }
 
+/* Arm the attempt timer: first token for streams, whole attempt otherwise. */
 static void
-req_arm(struct event *ev, int64_t ms)
+att_arm(struct attempt *a)
 {
-	struct timeval tv;
-
-	if (ms < 0)
-		ms = 0;
-	tv.tv_sec = ms / 1000;
-	tv.tv_usec = (ms % 1000) * 1000;
-	event_add(ev, &tv);
-}
-
-/* Arm the attempt timer: first-token for streams, whole attempt otherwise. */
-static void
-req_arm_attempt(struct req *r)
-{
+	struct req              *r = a->r;
 	const struct cfg        *cfg = r->w->cfg;
-	const struct deploy_cfg *d = &cfg->deploy[r->d];
+	const struct deploy_cfg *d = &cfg->deploy[a->d];
 	int64_t                  ms = cfg_eff_attempt_timeout_ms(cfg, d);
 
 	if (r->stream) {
@@ -361,105 +483,215 @@ req_arm_attempt(struct req *r)
 		if (ft > 0 && ft < ms)
 			ms = ft;
 	}
-	req_arm(&r->ev_attempt, ms);
+	req_arm(&a->ev_timer, ms);
 }
 
-/* Note one attempt (or skip) in the trail. */
-static void
-req_trail(struct req *r, int d, int status, int cls, int skip, const char *msg)
+/* How long to wait before hedging the first attempt on d, or -1. */
+static int64_t
+req_hedge_delay(struct req *r, int d)
 {
-	struct attempt_rec *a;
+	const struct group_cfg *g = r->groups[0];
+	struct slot_sh         *s = &r->w->shm->slots[r->w->slot_of[d]];
 
-	if (r->ntrail >= REQ_MAX_TRAIL)
-		return;
-	a = &r->trail[r->ntrail++];
-	a->d = d;
-	a->status = status;
-	a->cls = cls;
-	a->skip = skip;
-	a->ms = skip ? 0 : (int)((clock_us() - r->att_t0_us) / 1000);
-	snprintf(a->msg, sizeof a->msg, "%s", msg ? msg : "");
+	if (g->hedge_after_ms > 0)
+		return g->hedge_after_ms;
+	if (g->hedge_p95 && atomic_load(&s->ttft.count) >= 5)
+		return shm_hist_quantile(&s->ttft, 0.95) / 1000 + 1;
+	return -1;
 }
 
-/* Build and send one attempt on r->d. */
+/* Build and send one attempt on deployment d. */
 static void
-req_attempt(struct req *r)
+att_start(struct req *r, int d, int hedge)
 {
 	struct worker           *w = r->w;
-	const struct deploy_cfg *d = &w->cfg->deploy[r->d];
+	const struct deploy_cfg *dc = &w->cfg->deploy[d];
+	struct attempt          *a = r->att[0].active ? &r->att[1] : &r->att[0];
 	char                     err[256];
+	int64_t                  hd;
 
 	r->attempts++;
-	r->tries_here++;
-	r->att_t0_us = clock_us();
-	r->ttft_us = -1;
-	r->got_headers = r->streaming = r->upstream_complete = 0;
-	r->in_stream_err = 0;
-	buf_reset(&r->rbody);
-	sse_reset(&r->sse);
-	stream_state_free(&r->ss);
-	memset(&r->ss, 0, sizeof r->ss);
-	r->ss.include_usage = r->include_usage;
-	memset(&r->usage, 0, sizeof r->usage);
-	r->prov = provider_get(d->provider);
-	r->pc = (struct prov_call){.cfg = w->cfg, .d = d, .req = &r->j,
+	if (!hedge) {
+		if (d != r->d)
+			r->tries_here = 0;
+		r->d = d;
+		r->tries_here++;
+	}
+	a->active = 1;
+	a->d = d;
+	a->hedge = hedge;
+	a->resume = r->client_started;
+	a->t0_us = clock_us();
+	a->ttft_us = -1;
+	a->streaming = a->complete = a->in_stream_err = 0;
+	buf_reset(&a->rbody);
+	buf_reset(&a->out);
+	sse_reset(&a->sse);
+	stream_state_free(&a->ss);
+	memset(&a->ss, 0, sizeof a->ss);
+	a->ss.include_usage = r->include_usage;
+	a->ss.role_sent = a->resume;
+	buf_reset(&a->text);
+	if (r->stream && r->groups[0]->stream_resume == RESUME_CONTINUE)
+		a->ss.text = &a->text;
+	memset(&a->usage, 0, sizeof a->usage);
+	memset(&a->uerr, 0, sizeof a->uerr);
+	a->prov = provider_get(dc->provider);
+	a->pc = (struct prov_call){.cfg = w->cfg, .d = dc, .req = &r->j,
 	    .endpoint = r->endpoint, .stream = r->stream,
-	    .include_usage = r->include_usage, .drop_keys = drop_keys};
-	buf_reset(&r->po.path);
-	buf_reset(&r->po.headers);
-	buf_reset(&r->po.body);
+	    .include_usage = r->include_usage, .drop_keys = drop_keys,
+	    .resume_text = a->resume ? r->sent_text.data : NULL,
+	    .resume_len = a->resume ? r->sent_text.len : 0};
+	buf_reset(&a->po.path);
+	buf_reset(&a->po.headers);
+	buf_reset(&a->po.body);
+	event_assign(&a->ev_timer, w->base, -1, 0, att_timeout, a);
 	err[0] = '\0';
-	if (r->prov == NULL || r->prov->build(&r->pc, &r->po, err,
+	if (a->prov == NULL || a->prov->build(&a->pc, &a->po, err,
 	    sizeof err) == -1) {
-		r->d = -1;
-		req_error(r, 400, "invalid_request_error", "unsupported_request",
-		    err[0] ? err : "provider not available");
+		a->active = 0;
+		route_attempt_end(w, d, EC_BAD_REQUEST, 0, -1, NULL, -1, NULL,
+		    400);
+		req_trail(r, d, 400, EC_BAD_REQUEST, 0, 0, err[0] ? err :
+		    "provider not available");
+		if (att_other(a) == NULL)
+			req_error(r, 400, "invalid_request_error",
+			    "unsupported_request", err[0] ? err :
+			    "provider not available");
 		return;
 	}
-	route_attempt_start(w, r->d);
-	log_debug("%s attempt %d on %s", r->id, r->attempts, d->name);
-	r->up = up_request(w->pools[r->d], "POST", r->po.path.data,
-	    r->po.path.len, r->po.headers.data ? r->po.headers.data : "",
-	    r->po.headers.len, r->po.body.data ? r->po.body.data : "",
-	    r->po.body.len, &up_cbs, r);
-	if (r->up == NULL) {
-		req_fail_attempt(r, EC_TRANSIENT, 0, "out of memory", -1, -1);
+	route_attempt_start(w, d);
+	log_debug("%s attempt %d on %s%s%s", r->id, r->attempts, dc->name,
+	    hedge ? " (hedge)" : "", a->resume ? " (continuing)" : "");
+	a->up = up_request(w->pools[d], "POST", a->po.path.data,
+	    a->po.path.len, a->po.headers.data ? a->po.headers.data : "",
+	    a->po.headers.len, a->po.body.data ? a->po.body.data : "",
+	    a->po.body.len, &up_cbs, a);
+	if (a->up == NULL) {
+		att_failed(a, EC_TRANSIENT, 0, "out of memory", -1, -1);
 		return;
 	}
-	req_arm_attempt(r);
+	att_arm(a);
+	if (!hedge && !r->hedged && !r->client_started &&
+	    (hd = req_hedge_delay(r, d)) >= 0)
+		req_arm(&r->ev_hedge, hd);
 }
 
+/* Record why each untried deployment of g was skipped. */
 static void
-req_wait_cb(evutil_socket_t fd, short ev, void *arg)
+req_note_skips(struct req *r, const struct group_cfg *g)
+{
+	int64_t now = clock_ms();
+
+	for (int i = 0; i < g->ndeploy; i++) {
+		int                      d = g->deploy[i], why;
+		struct slot_sh          *s = &r->w->shm->slots[r->w->slot_of[d]];
+		const struct deploy_cfg *dc = &r->w->cfg->deploy[d];
+
+		if (r->tried[d / 64] & (1ULL << (d % 64)))
+			continue;
+		if (atomic_load(&s->admin) == ADMIN_DRAINED)
+			why = SKIP_DRAINED;
+		else if (shm_weight(s) == 0)
+			why = SKIP_WEIGHT0;
+		else if (dc->context_window > 0 &&
+		    r->est_tokens > dc->context_window)
+			why = SKIP_CONTEXT;
+		else if (atomic_load(&s->circuit) != CIRCUIT_CLOSED &&
+		    atomic_load(&s->circuit_until_ms) > now)
+			why = SKIP_CIRCUIT;
+		else if (atomic_load(&s->cooldown_until_ms) > now)
+			why = SKIP_COOLING;
+		else
+			why = SKIP_RATE;
+		r->tried[d / 64] |= 1ULL << (d % 64);
+		req_trail(r, d, 0, 0, why, 0, NULL);
+	}
+}
+
+/* Count a move from prev to d as a fallback. */
+static void
+req_count_fallback(struct req *r, int d)
+{
+	struct worker *w = r->w;
+	char           t[200];
+
+	if (r->prev_d < 0 || r->prev_d == d)
+		return;
+	atomic_fetch_add_explicit(&w->shm->slots[w->slot_of[r->prev_d]]
+	    .fallbacks_from, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&w->shm->slots[w->slot_of[d]].fallbacks_to,
+	    1, memory_order_relaxed);
+	snprintf(t, sizeof t, "%s %s -> %s", r->id, dname(r, r->prev_d),
+	    dname(r, d));
+	shm_event_add(w->shm, SHM_EV_FALLBACK, w->slot_of[d], t);
+}
+
+/* The next usable candidate across the groups, or -1. */
+static int
+req_pick(struct req *r)
+{
+	int64_t soonest;
+	int     probe, d;
+
+	for (; r->gi < r->ngroups; r->gi++) {
+		d = route_pick(r->w, r->groups[r->gi], r->tried, r->est_tokens,
+		    &soonest, &probe);
+		if (soonest && (r->soonest_ms == 0 || soonest < r->soonest_ms))
+			r->soonest_ms = soonest;
+		if (d >= 0) {
+			r->tried[d / 64] |= 1ULL << (d % 64);
+			req_count_fallback(r, d);
+			return d;
+		}
+		req_note_skips(r, r->groups[r->gi]);
+	}
+	return -1;
+}
+
+/* Hedge timer: the first attempt has produced nothing yet; start a second
+ * one on the next candidate. The first to produce a token wins. */
+static void
+req_hedge(evutil_socket_t fd, short ev, void *arg)
 {
 	struct req *r = arg;
+	int         d, saved_prev = r->prev_d;
 
 	(void)fd;
 	(void)ev;
-	if (r->d >= 0 && r->tries_here > 0)
-		req_attempt(r);
-	else
-		req_next(r);
+	if (r->client_started || r->att[0].active + r->att[1].active != 1 ||
+	    (r->att[0].active ? &r->att[0] : &r->att[1])->ttft_us >= 0 ||
+	    !route_retry_allowed(r->w))
+		return;
+	r->prev_d = r->d;
+	if ((d = req_pick(r)) < 0) {
+		r->prev_d = saved_prev;
+		return;
+	}
+	r->hedged = 1;
+	log_debug("%s hedging %s with %s after %d ms", r->id, dname(r, r->d),
+	    dname(r, d), req_elapsed_ms(r));
+	att_start(r, d, 1);
 }
 
 /* Every candidate is exhausted: answer with the most meaningful status. */
 static void
 req_exhausted(struct req *r)
 {
-	char msg[256];
-	int  status = 502;
-	const char *code = "all_deployments_failed";
+	char        msg[256], ra[24];
+	int         status = 502;
+	const char *code = "all_deployments_failed", *type = "upstream_error";
 
-	if (r->n_fail == 0 && r->n_rate == 0 && r->soonest_ms > 0) {
+	if (r->soonest_ms > 0 && r->n_fail == 0) {
 		int64_t s = (r->soonest_ms - clock_ms() + 999) / 1000;
-		char    ra[24];
 
 		snprintf(ra, sizeof ra, "%" PRId64, s < 1 ? 1 : s);
 		evhttp_add_header(evhttp_request_get_output_headers(r->hreq),
 		    "Retry-After", ra);
+	}
+	if (r->n_fail == 0 && r->n_rate == 0 && r->soonest_ms > 0) {
 		snprintf(msg, sizeof msg, "every deployment for '%s' is cooling "
 		    "down or at its rate limit; retry after %s s", r->model, ra);
-		r->d = -1;
 		req_error(r, 429, "rate_limit_error", "all_deployments_cooling",
 		    msg);
 		return;
@@ -467,58 +699,17 @@ req_exhausted(struct req *r)
 	if (r->n_rate > 0 && r->n_fail == 0) {
 		status = 429;
 		code = "rate_limited";
-		if (r->soonest_ms > 0) {
-			int64_t s = (r->soonest_ms - clock_ms() + 999) / 1000;
-			char    ra[24];
-			snprintf(ra, sizeof ra, "%" PRId64, s < 1 ? 1 : s);
-			evhttp_add_header(evhttp_request_get_output_headers(
-			    r->hreq), "Retry-After", ra);
-		}
+		type = "rate_limit_error";
 	} else if (r->n_fail > 0)
 		status = 503;
-	snprintf(msg, sizeof msg, "all %d attempt%s for model '%s' failed",
-	    r->attempts, r->attempts == 1 ? "" : "s", r->model);
-	r->d = -1;
-	req_error(r, status, status == 429 ? "rate_limit_error" :
-	    "upstream_error", code, msg);
-}
-
-/* Record why each untried deployment of g was skipped. */
-static void
-req_note_skips(struct req *r, const struct group_cfg *g)
-{
-	int64_t back;
-
-	for (int i = 0; i < g->ndeploy; i++) {
-		int d = g->deploy[i], why;
-
-		if (r->tried[d / 64] & (1ULL << (d % 64)))
-			continue;
-		why = 0;
-		{
-			/* re-derive the reason for the trail */
-			struct slot_sh *s =
-			    &r->w->shm->slots[r->w->slot_of[d]];
-			int64_t now = clock_ms();
-			if (atomic_load(&s->admin) == ADMIN_DRAINED)
-				why = SKIP_DRAINED;
-			else if (shm_weight(s) == 0)
-				why = SKIP_WEIGHT0;
-			else if (r->w->cfg->deploy[d].context_window > 0 &&
-			    r->est_tokens > r->w->cfg->deploy[d].context_window)
-				why = SKIP_CONTEXT;
-			else if (atomic_load(&s->circuit) != CIRCUIT_CLOSED &&
-			    atomic_load(&s->circuit_until_ms) > now)
-				why = SKIP_CIRCUIT;
-			else if (atomic_load(&s->cooldown_until_ms) > now)
-				why = SKIP_COOLING;
-			else
-				why = SKIP_RATE;
-			(void)back;
-		}
-		r->tried[d / 64] |= 1ULL << (d % 64);
-		req_trail(r, d, 0, 0, why, NULL);
-	}
+	if (r->attempts == 0)
+		snprintf(msg, sizeof msg, "no deployment of '%s' is available",
+		    r->model);
+	else
+		snprintf(msg, sizeof msg, "all %d attempt%s for model '%s' "
+		    "failed", r->attempts, r->attempts == 1 ? "" : "s",
+		    r->model);
+	req_error(r, status, type, code, msg);
 }
 
 /* Pick the next candidate and start it, or queue, or give up. */
@@ -526,43 +717,22 @@ static void
 req_next(struct req *r)
 {
 	struct worker *w = r->w;
-	int64_t        soonest;
-	int            probe, d;
+	int            d;
 
-	if (req_left_ms(r) <= 0) {
+	/* the deadline bounds the time to the first byte: a continuation of a
+	 * stream already flowing is bounded by its own first-token timer */
+	if (!r->client_started && req_left_ms(r) <= 0) {
 		req_deadline(-1, 0, r);
 		return;
 	}
-	for (; r->gi < r->ngroups; r->gi++) {
-		const struct group_cfg *g = r->groups[r->gi];
-
-		d = route_pick(w, g, r->tried, r->est_tokens, &soonest, &probe);
-		if (soonest && (r->soonest_ms == 0 || soonest < r->soonest_ms))
-			r->soonest_ms = soonest;
-		if (d >= 0) {
-			if (r->prev_d >= 0 && r->prev_d != d) {
-				atomic_fetch_add_explicit(&w->shm->slots[
-				    w->slot_of[r->prev_d]].fallbacks_from, 1,
-				    memory_order_relaxed);
-				atomic_fetch_add_explicit(&w->shm->slots[
-				    w->slot_of[d]].fallbacks_to, 1,
-				    memory_order_relaxed);
-				if (r->gi > 0 || r->switched) {
-					char t[200];
-					snprintf(t, sizeof t, "%s %s -> %s",
-					    r->id, w->cfg->deploy[r->prev_d].name,
-					    w->cfg->deploy[d].name);
-					shm_event_add(w->shm, SHM_EV_FALLBACK,
-					    w->slot_of[d], t);
-				}
-			}
-			r->d = d;
-			r->tries_here = 0;
-			r->tried[d / 64] |= 1ULL << (d % 64);
-			req_attempt(r);
-			return;
-		}
-		req_note_skips(r, g);
+	if ((d = req_pick(r)) >= 0) {
+		att_start(r, d, 0);
+		return;
+	}
+	if (r->client_started) {
+		req_stream_abort(r, r->d, "no candidate left to continue the "
+		    "interrupted stream");
+		return;
 	}
 	/* everything is cooling or limited: wait for the soonest if it fits */
 	if (r->soonest_ms > 0 && w->cfg->queue_when_cooling &&
@@ -576,7 +746,7 @@ req_next(struct req *r)
 				    1ULL << (r->trail[i].d % 64);
 		r->gi = 0;
 		r->soonest_ms = 0;
-		r->d = -1;
+		r->tries_here = 0;
 		log_debug("%s queued %" PRId64 " ms until a deployment recovers",
 		    r->id, wait);
 		req_arm(&r->ev_wait, wait + 1);
@@ -584,17 +754,37 @@ req_next(struct req *r)
 	}
 	/* a group's only deployment is tried anyway: no self-inflicted outage */
 	if (!r->forced && r->groups[0]->ndeploy == 1 && r->attempts == 0) {
+		int probe;
+
 		d = r->groups[0]->deploy[0];
 		r->forced = 1;
-		if (atomic_load(&w->shm->slots[w->slot_of[d]].admin) !=
-		    ADMIN_DRAINED && shm_weight(&w->shm->slots[w->slot_of[d]])) {
-			r->d = d;
-			r->tries_here = 0;
-			req_attempt(r);
+		if (route_force(w, d, r->est_tokens, &probe) == 0) {
+			att_start(r, d, 0);
 			return;
 		}
 	}
 	req_exhausted(r);
+}
+
+static void
+req_wait_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct req *r = arg;
+	int         probe;
+
+	(void)fd;
+	(void)ev;
+
+	if (r->tries_here > 0 && r->d >= 0) {
+		/* a retry after backoff: still bound by rpm, circuit, drain */
+		if (route_force(r->w, r->d, r->est_tokens, &probe) == 0) {
+			att_start(r, r->d, 0);
+			return;
+		}
+		r->prev_d = r->d;
+		r->tries_here = 0;
+	}
+	req_next(r);
 }
 
 /* Whether to retry the same deployment after a transient failure. */
@@ -633,70 +823,59 @@ req_switch(struct req *r, const struct fallback_list *fl)
 	return 0;
 }
 
-/* Emit the final error event of a stream that was cut after bytes reached
- * the client: no [DONE], so the client cannot mistake it for complete. */
+/* A stream failed after bytes reached the client: continue it on the next
+ * candidate if the group allows, else end it with an error event. */
 static void
-req_stream_abort(struct req *r, const char *msg)
+req_midstream_failure(struct req *r, int d, const char *msg)
 {
-	struct evbuffer *eb = evbuffer_new();
-	struct buf      *b = &r->out;
-	struct jw        jw;
+	char text[256];
 
-	buf_reset(b);
-	buf_adds(b, "data: ");
-	jw_init(&jw, b);
-	jw_obj(&jw);
-	jw_key(&jw, "error");
-	jw_obj(&jw);
-	jw_key(&jw, "message");
-	jw_cstr(&jw, msg);
-	jw_key(&jw, "type");
-	jw_cstr(&jw, "upstream_error");
-	jw_key(&jw, "code");
-	jw_cstr(&jw, "stream_interrupted");
-	jw_key(&jw, "deployment");
-	jw_cstr(&jw, r->w->cfg->deploy[r->d].name);
-	jw_obj_end(&jw);
-	jw_obj_end(&jw);
-	buf_adds(b, "\n\n");
-	if (eb) {
-		evbuffer_add(eb, b->data, b->len);
-		evhttp_send_reply_chunk(r->hreq, eb);
-		evbuffer_free(eb);
+	if (r->groups[0]->stream_resume == RESUME_CONTINUE &&
+	    !r->tool_stream && r->endpoint == EP_CHAT) {
+		log_info("%s continuing the interrupted stream of %s", r->id,
+		    dname(r, d));
+		r->prev_d = d;
+		req_next(r);
+		return;
 	}
-	evhttp_send_reply_end(r->hreq);
-	log_warnx("%s stream from %s interrupted: %s", r->id,
-	    r->w->cfg->deploy[r->d].name, msg);
-	req_access(r, 200, "stream_interrupted");
-	req_release(r);
+	snprintf(text, sizeof text, "upstream failed mid-stream: %s", msg);
+	req_stream_abort(r, d, text);
 }
 
 /* An attempt failed with class cls: retry, fall back, or answer. */
 static void
-req_fail_attempt(struct req *r, enum errclass cls, int status, const char *msg,
+att_failed(struct attempt *a, enum errclass cls, int status, const char *msg,
     int64_t ra_ms, int should_retry)
 {
-	struct worker *w = r->w;
+	struct req       *r = a->r;
+	struct worker    *w = r->w;
 	const struct cfg *cfg = w->cfg;
-	char           text[256];
+	char              code[64];
 
-	req_attempt_clear(r);
-	route_attempt_end(w, r->d, cls, clock_us() - r->att_t0_us, -1, NULL,
-	    ra_ms, msg, status);
-	req_trail(r, r->d, status, cls, 0, msg);
+	att_stop(a);
+	route_attempt_end(w, a->d, cls, clock_us() - a->t0_us, -1, NULL, ra_ms,
+	    msg, status);
+	req_trail(r, a->d, status, cls, 0, att_ms(a), msg);
 	log_info("%s attempt %d on %s failed: %s %d %s", r->id, r->attempts,
-	    cfg->deploy[r->d].name, errclass_name(cls), status, msg);
+	    dname(r, a->d), errclass_name(cls), status, msg);
+	if (att_other(a)) /* a hedge pair: the other one carries on */
+		return;
+	event_del(&r->ev_hedge);
+	if (a->d != r->d) { /* the surviving hedge attempt failed */
+		r->d = a->d;
+		r->tries_here = 1;
+	}
 	if (r->client_started) {
-		snprintf(text, sizeof text, "upstream failed mid-stream: %s",
-		    msg);
-		req_stream_abort(r, text);
+		buf_add(&r->sent_text, a->text.data, a->text.len);
+		req_midstream_failure(r, a->d, msg);
 		return;
 	}
+	snprintf(code, sizeof code, "%s", a->uerr.code);
 	switch (cls) {
 	case EC_BAD_REQUEST:
 		req_error(r, status >= 400 && status < 500 ? status : 400,
-		    "invalid_request_error", r->uerr.code[0] ? r->uerr.code :
-		    "bad_request", msg);
+		    "invalid_request_error", code[0] ? code : "bad_request",
+		    msg);
 		return;
 	case EC_CONTEXT_WINDOW:
 		if (req_switch(r, &cfg->cw_fallbacks) == 0)
@@ -740,64 +919,65 @@ req_fail_attempt(struct req *r, enum errclass cls, int status, const char *msg,
 
 /* Classify an upstream error reply and fail the attempt with it. */
 static void
-req_upstream_error(struct req *r)
+att_upstream_error(struct attempt *a)
 {
-	struct upstream_error *e = &r->uerr;
+	struct upstream_error *e = &a->uerr;
 
 	memset(e, 0, sizeof *e);
-	e->retry_after_ms = r->resp.retry_after_ms;
-	e->should_retry = r->resp.should_retry;
-	classify_http(r->resp.status, r->rbody.data ? r->rbody.data : "",
-	    r->rbody.len, e);
-	req_fail_attempt(r, e->cls, r->resp.status, e->message[0] ?
-	    e->message : "upstream error", e->retry_after_ms, e->should_retry);
+	e->retry_after_ms = a->resp.retry_after_ms;
+	e->should_retry = a->resp.should_retry;
+	classify_http(a->resp.status, a->rbody.data ? a->rbody.data : "",
+	    a->rbody.len, e);
+	att_failed(a, e->cls, a->resp.status, e->message[0] ? e->message :
+	    "upstream error", e->retry_after_ms, e->should_retry);
 }
 
-/* Send what is pending in r->out to the client, starting the reply if
- * needed. */
+/* Send what attempt a has pending to the client, starting the reply the
+ * first time. */
 static void
-req_stream_flush(struct req *r)
+req_stream_flush(struct req *r, struct attempt *a)
 {
 	struct evbuffer *eb;
 
 	if (!r->client_started) {
 		struct evkeyvalq *h = evhttp_request_get_output_headers(r->hreq);
 
+		r->served = a->d;
 		evhttp_add_header(h, "Content-Type", "text/event-stream");
 		evhttp_add_header(h, "Cache-Control", "no-cache");
 		req_add_common_headers(r);
 		evhttp_send_reply_start(r->hreq, 200, "OK");
 		r->client_started = 1;
 	}
-	if (r->out.len == 0)
+	r->tool_stream |= a->ss.tool_seen;
+	if (a->out.len == 0)
 		return;
-	if ((eb = evbuffer_new()) == NULL)
-		return;
-	evbuffer_add(eb, r->out.data, r->out.len);
+	eb = r->chunk;
+	evbuffer_add(eb, a->out.data, a->out.len);
 	evhttp_send_reply_chunk(r->hreq, eb);
-	evbuffer_free(eb);
-	buf_reset(&r->out);
+	evbuffer_drain(eb, evbuffer_get_length(eb));
+	buf_reset(&a->out);
 }
 
-/* One SSE event from the upstream. */
+/* One SSE event from the upstream, through the provider. */
 static int
-req_sse_event(void *arg, const char *ev, size_t elen, const char *data,
+att_sse_event(void *arg, const char *ev, size_t elen, const char *data,
     size_t dlen)
 {
-	struct req *r = arg;
-	int         rc;
+	struct attempt *a = arg;
+	int             rc;
 
-	if (r->upstream_complete)
+	if (a->complete)
 		return 0;
-	rc = r->prov->stream_event(&r->pc, &r->ss, ev, elen, data, dlen,
-	    &r->out, &r->uerr);
+	rc = a->prov->stream_event(&a->pc, &a->ss, ev, elen, data, dlen,
+	    &a->out, &a->uerr);
 	if (rc == -1) {
-		r->in_stream_err = 1;
+		a->in_stream_err = 1;
 		return 1;
 	}
 	if (rc == 1) {
-		r->upstream_complete = 1;
-		buf_adds(&r->out, "data: [DONE]\n\n");
+		a->complete = 1;
+		buf_adds(&a->out, "data: [DONE]\n\n");
 	}
 	return 0;
 }
@@ -805,86 +985,103 @@ req_sse_event(void *arg, const char *ev, size_t elen, const char *data,
 static void
 up_on_headers(void *arg, const struct up_resp *resp)
 {
-	struct req *r = arg;
+	struct attempt *a = arg;
 
-	r->resp = *resp;
-	r->got_headers = 1;
-	r->streaming = r->stream && resp->status / 100 == 2 &&
+	a->resp = *resp;
+	a->streaming = a->r->stream && resp->status / 100 == 2 &&
 	    resp->event_stream;
 }
 
-/* The first content reached us: TTFT, switch the timer to idle mode. */
+/* The first content reached us: this attempt wins; the timer now bounds
+ * gaps between chunks, and the deadline no longer applies. */
 static void
-req_first_content(struct req *r)
+att_first_content(struct attempt *a)
 {
+	struct req       *r = a->r;
+	struct attempt   *o = att_other(a);
 	const struct cfg *cfg = r->w->cfg;
 
-	r->ttft_us = clock_us() - r->att_t0_us;
-	event_del(&r->ev_deadline); /* the deadline bounds time to first byte */
-	req_arm(&r->ev_attempt, cfg_eff_stream_idle_timeout_ms(cfg,
-	    &cfg->deploy[r->d]));
+	a->ttft_us = clock_us() - a->t0_us;
+	if (o)
+		att_cancel(o, a->hedge ? "lost the hedge race" :
+		    "hedge not needed");
+	event_del(&r->ev_hedge);
+	event_del(&r->ev_deadline);
+	req_arm(&a->ev_timer, cfg_eff_stream_idle_timeout_ms(cfg,
+	    &cfg->deploy[a->d]));
 }
 
 static void
 up_on_data(void *arg, const char *p, size_t n)
 {
-	struct req *r = arg;
-	int         rc;
+	struct attempt *a = arg;
+	struct req     *r = a->r;
+	int             rc;
 
-	if (!r->streaming) {
-		if (r->resp.status / 100 == 2 || r->rbody.len < ERRBODY_MAX)
-			buf_add(&r->rbody, p, n);
+	if (!a->streaming) {
+		if (a->resp.status / 100 == 2 || a->rbody.len < ERRBODY_MAX)
+			buf_add(&a->rbody, p, n);
 		return;
 	}
-	rc = sse_feed(&r->sse, p, n, req_sse_event, r);
-	if (rc == -1 || r->in_stream_err) {
-		struct upconn *c = r->up;
-
+	rc = sse_feed(&a->sse, p, n, att_sse_event, a);
+	if (rc == -1 || a->in_stream_err) {
 		if (rc == -1) {
-			r->uerr.cls = EC_TRANSIENT;
-			snprintf(r->uerr.message, sizeof r->uerr.message,
+			a->uerr.cls = EC_TRANSIENT;
+			snprintf(a->uerr.message, sizeof a->uerr.message,
 			    "malformed upstream stream");
 		}
-		r->up = NULL;
-		up_abort(c);
-		req_fail_attempt(r, r->uerr.cls, r->resp.status,
-		    r->uerr.message, r->uerr.retry_after_ms, -1);
+		att_failed(a, a->uerr.cls ? a->uerr.cls : EC_TRANSIENT,
+		    a->resp.status, a->uerr.message, a->uerr.retry_after_ms, -1);
 		return;
 	}
-	if (r->ttft_us < 0 && (r->ss.content_seen || r->upstream_complete))
-		req_first_content(r);
-	else if (r->ttft_us >= 0)
-		req_arm(&r->ev_attempt, cfg_eff_stream_idle_timeout_ms(
-		    r->w->cfg, &r->w->cfg->deploy[r->d]));
-	if (r->client_started || r->ss.content_seen || r->upstream_complete)
-		req_stream_flush(r);
+	if (a->ss.content_filter && !r->client_started && !r->switched &&
+	    cfg_find_fallback(&r->w->cfg->cp_fallbacks, r->groups[0]->name)) {
+		att_failed(a, EC_CONTENT_POLICY, a->resp.status,
+		    "answer blocked by the provider's content filter", -1, -1);
+		return;
+	}
+	if (a->ttft_us < 0 && (a->ss.content_seen || a->complete))
+		att_first_content(a);
+	else if (a->ttft_us >= 0)
+		req_arm(&a->ev_timer, cfg_eff_stream_idle_timeout_ms(r->w->cfg,
+		    &r->w->cfg->deploy[a->d]));
+	if (a->ttft_us >= 0 || (r->client_started && !att_other(a)))
+		req_stream_flush(r, a);
 }
 
 /* A whole non-stream reply arrived: translate and answer. */
 static void
-req_complete_whole(struct req *r)
+att_whole(struct attempt *a)
 {
-	int cf = 0;
+	struct req     *r = a->r;
+	struct attempt *o;
+	int             cf = 0;
 
 	buf_reset(&r->out);
-	if (r->prov->response(&r->pc, r->rbody.data ? r->rbody.data : "",
-	    r->rbody.len, &r->out, &r->usage, &cf, &r->uerr) == -1) {
-		req_fail_attempt(r, r->uerr.cls ? r->uerr.cls : EC_TRANSIENT,
-		    r->resp.status, r->uerr.message, -1, -1);
+	if (a->prov->response(&a->pc, a->rbody.data ? a->rbody.data : "",
+	    a->rbody.len, &r->out, &a->usage, &cf, &a->uerr) == -1) {
+		att_failed(a, a->uerr.cls ? a->uerr.cls : EC_TRANSIENT,
+		    a->resp.status, a->uerr.message, -1, -1);
 		return;
 	}
-	if (cf && cfg_find_fallback(&r->w->cfg->cp_fallbacks,
-	    r->groups[0]->name) && !r->switched) {
-		req_fail_attempt(r, EC_CONTENT_POLICY, r->resp.status,
+	if (cf && !r->switched && cfg_find_fallback(&r->w->cfg->cp_fallbacks,
+	    r->groups[0]->name)) {
+		att_failed(a, EC_CONTENT_POLICY, a->resp.status,
 		    "answer blocked by the provider's content filter", -1, -1);
 		return;
 	}
-	route_attempt_end(r->w, r->d, EC_OK, clock_us() - r->att_t0_us, -1,
-	    &r->usage, -1, NULL, 200);
+	if ((o = att_other(a)) != NULL)
+		att_cancel(o, a->hedge ? "lost the hedge race" :
+		    "hedge not needed");
+	event_del(&a->ev_timer);
+	a->active = 0;
+	route_attempt_end(r->w, a->d, EC_OK, clock_us() - a->t0_us, -1,
+	    &a->usage, -1, NULL, 200);
+	r->served = a->d;
 	req_add_common_headers(r);
 	log_info("%s %s -> 200 via %s (%d attempts, %d ms)", r->id, r->model,
-	    r->w->cfg->deploy[r->d].name, r->attempts, req_elapsed_ms(r));
-	req_access(r, 200, NULL);
+	    dname(r, a->d), r->attempts, req_elapsed_ms(r));
+	req_access(r, 200, NULL, &a->usage, -1);
 	server_send_json(r->hreq, 200, &r->out);
 	req_release(r);
 }
@@ -892,49 +1089,49 @@ req_complete_whole(struct req *r)
 static void
 up_on_done(void *arg)
 {
-	struct req *r = arg;
+	struct attempt *a = arg;
+	struct req     *r = a->r;
 
-	req_attempt_clear(r);
-	if (r->resp.status / 100 != 2) {
-		req_upstream_error(r);
+	a->up = NULL;
+	if (a->resp.status / 100 != 2) {
+		att_upstream_error(a);
 		return;
 	}
-	if (!r->stream || !r->streaming) {
-		if (r->stream && !r->streaming) {
-			req_fail_attempt(r, EC_TRANSIENT, r->resp.status,
-			    "upstream did not answer with an event stream", -1,
-			    -1);
-			return;
-		}
-		req_complete_whole(r);
+	if (!r->stream) {
+		att_whole(a);
 		return;
 	}
-	if (!r->upstream_complete) {
-		req_fail_attempt(r, EC_TRANSIENT, r->resp.status,
+	if (!a->streaming) {
+		att_failed(a, EC_TRANSIENT, a->resp.status,
+		    "upstream did not answer with an event stream", -1, -1);
+		return;
+	}
+	if (!a->complete) {
+		att_failed(a, EC_TRANSIENT, a->resp.status,
 		    "upstream stream ended before completion", -1, -1);
 		return;
 	}
-	if (r->ttft_us < 0)
-		r->ttft_us = clock_us() - r->att_t0_us;
-	r->usage = r->ss.usage;
-	route_attempt_end(r->w, r->d, EC_OK, clock_us() - r->att_t0_us,
-	    r->ttft_us, &r->usage, -1, NULL, 200);
-	req_stream_flush(r);
+	if (a->ttft_us < 0)
+		att_first_content(a);
+	event_del(&a->ev_timer);
+	a->active = 0;
+	route_attempt_end(r->w, a->d, EC_OK, clock_us() - a->t0_us, a->ttft_us,
+	    &a->ss.usage, -1, NULL, 200);
+	req_stream_flush(r, a);
 	evhttp_send_reply_end(r->hreq);
 	log_info("%s %s -> 200 stream via %s (%d attempts, %d ms)", r->id,
-	    r->model, r->w->cfg->deploy[r->d].name, r->attempts,
-	    req_elapsed_ms(r));
-	req_access(r, 200, NULL);
+	    r->model, dname(r, a->d), r->attempts, req_elapsed_ms(r));
+	req_access(r, 200, NULL, &a->ss.usage, a->ttft_us);
 	req_release(r);
 }
 
 static void
 up_on_error(void *arg, const char *msg)
 {
-	struct req *r = arg;
+	struct attempt *a = arg;
 
-	r->up = NULL;
-	req_fail_attempt(r, EC_TRANSIENT, 0, msg, -1, -1);
+	a->up = NULL;
+	att_failed(a, EC_TRANSIENT, 0, msg, -1, -1);
 }
 
 static const struct up_cbs up_cbs = {
@@ -948,24 +1145,20 @@ static const struct up_cbs up_cbs = {
 static void
 req_client_closed(struct evhttp_connection *c, void *arg)
 {
-	struct req *r = arg;
+	struct req            *r = arg;
+	struct evhttp_request *hreq = r->hreq;
 
 	(void)c;
-	if (r->hreq == NULL)
+	if (hreq == NULL)
 		return;
 	log_info("%s client went away after %d ms; cancelling", r->id,
 	    req_elapsed_ms(r));
-	r->gone = 1;
-	if (r->up) {
-		up_abort(r->up);
-		r->up = NULL;
-		route_attempt_end(r->w, r->d, EC_CANCELLED,
-		    clock_us() - r->att_t0_us, -1, NULL, -1, NULL, 0);
-	}
-	req_access(r, 499, "client_closed");
-	/* evhttp detached the request from the dying connection; it is ours */
-	evhttp_request_free(r->hreq);
+	for (int i = 0; i < 2; i++)
+		att_cancel(&r->att[i], "client went away");
+	req_access(r, 499, "client_closed", NULL, -1);
+	r->hreq = NULL; /* the dying connection has let go of it: ours */
 	req_release(r);
+	evhttp_request_free(hreq);
 }
 
 /* evhttp stops reading once a request is in, so a client hanging up is
@@ -1130,20 +1323,20 @@ req_handle(struct evhttp_request *hreq, struct worker *w, int endpoint)
 	r->hreq = hreq;
 	r->endpoint = endpoint;
 	r->t0_us = clock_us();
-	r->gone = 0;
 	snprintf(r->id, sizeof r->id, "req-%x-%" PRIx64, (unsigned)getpid(),
 	    ++w->next_id);
-	r->d = r->prev_d = -1;
+	r->d = r->prev_d = r->served = -1;
 	r->gi = r->attempts = r->retries_used = r->tries_here = 0;
 	r->switched = r->n_rate = r->n_fail = r->forced = r->ntrail = 0;
-	r->client_started = r->stream = 0;
+	r->hedged = r->client_started = r->tool_stream = r->stream = 0;
 	r->soonest_ms = 0;
 	r->model[0] = '\0';
 	memset(r->tried, 0, sizeof r->tried);
 	buf_reset(&r->out);
+	buf_reset(&r->sent_text);
 	event_assign(&r->ev_deadline, w->base, -1, 0, req_deadline, r);
-	event_assign(&r->ev_attempt, w->base, -1, 0, req_attempt_timeout, r);
 	event_assign(&r->ev_wait, w->base, -1, 0, req_wait_cb, r);
+	event_assign(&r->ev_hedge, w->base, -1, 0, req_hedge, r);
 	req_watch_close(r);
 	if (len > REQ_MAX_BODY) {
 		req_error(r, 413, "invalid_request_error", "body_too_large",
@@ -1184,13 +1377,21 @@ static void
 req_destroy(struct req *r)
 {
 	json_free(&r->j);
-	buf_free(&r->po.path);
-	buf_free(&r->po.headers);
-	buf_free(&r->po.body);
-	buf_free(&r->rbody);
+	for (int i = 0; i < 2; i++) {
+		struct attempt *a = &r->att[i];
+
+		buf_free(&a->po.path);
+		buf_free(&a->po.headers);
+		buf_free(&a->po.body);
+		buf_free(&a->rbody);
+		buf_free(&a->out);
+		buf_free(&a->text);
+		sse_free(&a->sse);
+		stream_state_free(&a->ss);
+	}
 	buf_free(&r->out);
-	sse_free(&r->sse);
-	stream_state_free(&r->ss);
+	buf_free(&r->sent_text);
+	evbuffer_free(r->chunk);
 	free(r);
 }
 
@@ -1201,13 +1402,11 @@ req_free_all(struct worker *w)
 	struct req *r;
 
 	while ((r = LIST_FIRST(&w->reqs)) != NULL) {
-		if (r->up) {
-			up_abort(r->up);
-			r->up = NULL;
-		}
+		for (int i = 0; i < 2; i++)
+			att_stop(&r->att[i]);
 		event_del(&r->ev_deadline);
-		event_del(&r->ev_attempt);
 		event_del(&r->ev_wait);
+		event_del(&r->ev_hedge);
 		LIST_REMOVE(r, link);
 		req_destroy(r);
 	}

@@ -66,11 +66,12 @@ next_minute_ms(void)
 	return clock_ms() + (60000 - wall % 60000);
 }
 
-/* Whether d is usable now; SKIP_* reason otherwise, with *back set to the
- * monotonic time it is expected back (0 if unknown). */
+/* Whether d is usable now (its cooldown ignored if nocool); SKIP_* reason
+ * otherwise, with *back set to the monotonic time it is expected back (0 if
+ * unknown). */
 static int
 route_check(struct worker *w, int d, long est_tokens, int64_t now,
-    int64_t *back)
+    int64_t *back, int nocool)
 {
 	const struct deploy_cfg *dc = &w->cfg->deploy[d];
 	struct slot_sh          *s = slot_of(w, d);
@@ -91,7 +92,7 @@ route_check(struct worker *w, int d, long est_tokens, int64_t now,
 		return SKIP_CIRCUIT;
 	}
 	until = atomic_load_explicit(&s->cooldown_until_ms, RLX);
-	if (until > now) {
+	if (until > now && !nocool) {
 		*back = until;
 		return SKIP_COOLING;
 	}
@@ -212,23 +213,37 @@ route_choose(struct worker *w, int strat, const int *c, int n)
 
 /* Take the half-open probe for d if its circuit is open and due; 1 if this
  * request is the probe, 0 if the circuit is closed, -1 if another request
- * holds the probe. */
+ * holds the probe. The probe is the CAS of circuit_until_ms from the due
+ * deadline we read to the probe's own deadline: of the requests (in any
+ * worker) that saw the same due deadline, exactly one wins. */
 static int
 route_take_probe(struct worker *w, int d, int64_t now)
 {
 	struct slot_sh *s = slot_of(w, d);
-	uint32_t        st = atomic_load(&s->circuit);
+	int64_t         until = atomic_load(&s->circuit_until_ms);
 
-	if (st == CIRCUIT_CLOSED)
+	if (atomic_load(&s->circuit) == CIRCUIT_CLOSED)
 		return 0;
-	if (!atomic_compare_exchange_strong(&s->circuit, &st,
-	    CIRCUIT_HALF_OPEN))
+	/* until is 0 for a moment while another worker opens the circuit; a
+	 * probe that never reports (worker died) is retaken after its
+	 * deadline */
+	if (until == 0 || now < until || !atomic_compare_exchange_strong(
+	    &s->circuit_until_ms, &until, now + w->cfg->timeout_ms + 1000))
 		return -1;
-	/* a probe that never reports (worker died) is retaken after this */
-	atomic_store(&s->circuit_until_ms, now + w->cfg->timeout_ms + 1000);
+	atomic_store(&s->circuit, CIRCUIT_HALF_OPEN);
 	shm_event_add(w->shm, SHM_EV_CIRCUIT_HALF_OPEN, w->slot_of[d],
 	    w->cfg->deploy[d].name);
 	return 1;
+}
+
+/* Give back a probe that was not used: the circuit is open and due again. */
+static void
+route_put_probe(struct worker *w, int d)
+{
+	struct slot_sh *s = slot_of(w, d);
+
+	atomic_store(&s->circuit, CIRCUIT_OPEN);
+	atomic_store(&s->circuit_until_ms, clock_ms());
 }
 
 /* Reserve one request of d's rpm for this minute; -1 if it is at its limit. */
@@ -266,8 +281,12 @@ route_pick(struct worker *w, const struct group_cfg *g, const uint64_t *tried,
 			d = g->deploy[i];
 			if ((tried[d / 64] | skip[d / 64]) & (1ULL << (d % 64)))
 				continue;
-			why = route_check(w, d, est_tokens, now, &back);
+			why = route_check(w, d, est_tokens, now, &back, 0);
 			if (why != SKIP_NONE) {
+				if (why == SKIP_COOLING || why == SKIP_CIRCUIT ||
+				    why == SKIP_RATE)
+					atomic_fetch_add_explicit(
+					    &slot_of(w, d)->skipped, 1, RLX);
 				if (back && (*soonest == 0 || back < *soonest))
 					*soonest = back;
 				continue;
@@ -285,11 +304,35 @@ route_pick(struct worker *w, const struct group_cfg *g, const uint64_t *tried,
 		    route_reserve(w, d) == 0)
 			return d;
 		if (*probe == 1) /* lost the rate race: give the probe back */
-			atomic_store(&slot_of(w, d)->circuit, CIRCUIT_OPEN);
+			route_put_probe(w, d);
 		*probe = 0;
 		skip[d / 64] |= 1ULL << (d % 64);
 		atomic_fetch_add_explicit(&slot_of(w, d)->skipped, 1, RLX);
 	}
+}
+
+/* A group's only member may be tried although it is cooling down (no
+ * self-inflicted outage), but not past anything else that excludes it:
+ * drained, weight 0, context window, open circuit (or its probe), rate
+ * limit. 0 with the rpm reserved and *probe set as route_pick does, or -1. */
+int
+route_force(struct worker *w, int d, long est_tokens, int *probe)
+{
+	int64_t now = clock_ms(), back;
+
+	*probe = 0;
+	if (route_check(w, d, est_tokens, now, &back, 1) != SKIP_NONE ||
+	    (*probe = route_take_probe(w, d, now)) == -1) {
+		*probe = 0;
+		return -1;
+	}
+	if (route_reserve(w, d) == -1) {
+		if (*probe == 1)
+			route_put_probe(w, d);
+		*probe = 0;
+		return -1;
+	}
+	return 0;
 }
 
 /* An attempt on d begins. */
@@ -425,7 +468,7 @@ route_attempt_end(struct worker *w, int d, enum errclass cls, int64_t lat_us,
 	if (cls == EC_CANCELLED) {
 		atomic_fetch_add_explicit(&s->failures[cls], 1, RLX);
 		if (atomic_load(&s->circuit) == CIRCUIT_HALF_OPEN)
-			atomic_store(&s->circuit, CIRCUIT_OPEN);
+			route_put_probe(w, d);
 		return;
 	}
 	if (ttft_us >= 0) {

@@ -14,17 +14,54 @@
 #include "common/log.h"
 #include "worker/worker.h"
 
+/* How long a draining worker must stay idle before it exits. */
+#define DRAIN_LINGER_MS 300
+
 struct worker *wk;
 
 static int64_t drain_deadline_ms;
+static struct event *ev_linger;
 
-/* A client request finished; leave if draining and idle. */
+/* The linger ran out: leave if still idle (a request that arrived in the
+ * meantime re-arms it when it ends). */
+static void
+worker_linger_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)fd;
+	(void)ev;
+	if (w->inflight <= 0)
+		event_base_loopexit(w->base, NULL);
+}
+
+/*
+ * Draining and idle: exit after DRAIN_LINGER_MS, not at once. The reply
+ * just sent (the end of a stream included) may still sit in the
+ * connection's output buffer, and a connection accepted just before we
+ * stopped accepting may not have delivered its request yet; leaving now
+ * would cut both.
+ */
+static void
+worker_drain_idle(struct worker *w)
+{
+	struct timeval tv = {0, DRAIN_LINGER_MS * 1000};
+
+	if (ev_linger == NULL &&
+	    (ev_linger = evtimer_new(w->base, worker_linger_cb, w)) == NULL) {
+		event_base_loopexit(w->base, NULL);
+		return;
+	}
+	evtimer_add(ev_linger, &tv);
+}
+
+/* A client request finished; leave soon if draining and idle. */
 void
 worker_req_done(struct worker *w)
 {
 	w->inflight--;
 	if (w->draining && w->inflight <= 0)
-		event_base_loopexit(w->base, NULL);
+		worker_drain_idle(w);
 }
 
 /* SIGTERM: stop accepting, finish what is in flight, exit. */
@@ -43,7 +80,7 @@ worker_sigterm(evutil_socket_t sig, short ev, void *arg)
 	log_info("draining %d request%s", w->inflight,
 	    w->inflight == 1 ? "" : "s");
 	if (w->inflight <= 0)
-		event_base_loopexit(w->base, NULL);
+		worker_drain_idle(w);
 }
 
 /* Once a second: follow the live log level, notice an orphaning, and end a
@@ -111,6 +148,9 @@ worker_free(struct worker *w)
 		event_free(w->ev_term);
 	if (w->ev_tick)
 		event_free(w->ev_tick);
+	if (ev_linger)
+		event_free(ev_linger);
+	ev_linger = NULL;
 	if (w->dns)
 		evdns_base_free(w->dns, 0);
 	event_base_free(w->base);

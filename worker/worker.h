@@ -89,6 +89,9 @@ const char *route_skip_name(int);
  * earliest monotonic time a skipped deployment comes back (0 if none). */
 int  route_pick(struct worker *, const struct group_cfg *, const uint64_t *tried,
     long est_tokens, int64_t *soonest_ms, int *probe);
+/* The forced try of a group's only member: 0 if d may be tried ignoring
+ * its cooldown (rpm reserved, *probe as route_pick), else -1. */
+int  route_force(struct worker *, int d, long est_tokens, int *probe);
 void route_attempt_start(struct worker *, int d);
 void route_attempt_end(struct worker *, int d, enum errclass, int64_t lat_us,
     int64_t ttft_us, const struct usage *, int64_t retry_after_ms,

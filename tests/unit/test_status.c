@@ -98,7 +98,7 @@ Test(status, rate_limited_only_in_current_minute)
 	cr_assert(eq(int, state(sl, t), STATUS_HEALTHY));
 	atomic_store(&sl->req_cur, 10);
 	cr_assert(eq(int, state(sl, t), STATUS_RATE_LIMITED));
-	cr_assert(eq(str, t, "rate-limited"));
+	cr_assert(eq(str, t, "at rate limit"));
 	atomic_store(&sl->rate_min, (uint64_t)MIN - 1);
 	cr_assert(eq(int, state(sl, t), STATUS_HEALTHY));
 }

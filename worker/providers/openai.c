@@ -117,6 +117,14 @@ openai_stream_event(const struct prov_call *pc, struct stream_state *st,
 	if (json_path(&j, 0, "choices.0.delta.tool_calls") >= 0)
 		st->content_seen = st->tool_seen = 1;
 	t = json_path(&j, 0, "choices.0.finish_reason");
+	if (st->role_sent && !st->content_seen && json_path(&j, 0,
+	    "choices.0.delta.role") >= 0 && json_type(&j, c) != JSMN_STRING &&
+	    (t < 0 || json_is_null(&j, t)))
+		return 0; /* a continuation: the client has its role chunk */
+	if (st->role_sent && !st->content_seen && json_type(&j, c) ==
+	    JSMN_STRING && j.tok[c].end == j.tok[c].start && (t < 0 ||
+	    json_is_null(&j, t)))
+		return 0;
 	if (t >= 0 && !json_is_null(&j, t)) {
 		st->finished = 1;
 		st->content_filter |= json_eq(&j, t, "content_filter");

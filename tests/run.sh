@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Run the unit and integration test binaries of BUILD_DIR and print one
+# summary line "N passed, N failed". Exits non-zero if anything failed or a
+# binary is missing.
+set -u
+
+if [ $# -ne 1 ]; then
+	echo "usage: $0 BUILD_DIR" >&2
+	exit 2
+fi
+build=$(cd "$1" 2>/dev/null && pwd) || {
+	echo "run.sh: no such build dir: $1" >&2
+	echo "0 passed, 0 failed"
+	exit 1
+}
+export LLMFD_BUILD="$build"
+
+passed=0
+failed=0
+status=0
+
+# run NAME ARGS...: run one criterion binary, echo its output, add its
+# synthesis line to the totals.
+run() {
+	local name=$1 bin="$build/$1" out rc line t p f c
+	shift
+	if [ ! -x "$bin" ]; then
+		echo "run.sh: missing $bin" >&2
+		status=1
+		return
+	fi
+	out=$(mktemp)
+	"$bin" "$@" 2>&1 | tee "$out"
+	rc=${PIPESTATUS[0]}
+	# "[====] Synthesis: Tested: 3 | Passing: 2 | Failing: 1 | Crashing: 0"
+	line=$(sed 's/\x1b\[[0-9;]*m//g' "$out" | grep 'Synthesis:' | tail -n 1)
+	rm -f "$out"
+	if [ -z "$line" ]; then
+		echo "run.sh: $name printed no synthesis line (exit $rc)" >&2
+		failed=$((failed + 1))
+		status=1
+		return
+	fi
+	t=$(sed -n 's/.*Tested: *\([0-9]*\).*/\1/p' <<<"$line")
+	p=$(sed -n 's/.*Passing: *\([0-9]*\).*/\1/p' <<<"$line")
+	f=$(sed -n 's/.*Failing: *\([0-9]*\).*/\1/p' <<<"$line")
+	c=$(sed -n 's/.*Crashing: *\([0-9]*\).*/\1/p' <<<"$line")
+	: "${t:=0}"
+	passed=$((passed + ${p:-0}))
+	failed=$((failed + ${f:-0} + ${c:-0}))
+	if [ "$rc" -ne 0 ] || [ "${f:-0}" -ne 0 ] || [ "${c:-0}" -ne 0 ]; then
+		status=1
+	fi
+}
+
+# script NAME CMD...: one check that passes when CMD exits 0.
+script() {
+	local name=$1
+	shift
+	if "$@"; then
+		passed=$((passed + 1))
+	else
+		echo "run.sh: $name failed" >&2
+		failed=$((failed + 1))
+		status=1
+	fi
+}
+
+run test_unit -j2
+run test_integration --jobs 2
+script schema tests/schema/validate.sh "$build"
+
+echo "$passed passed, $failed failed"
+exit $status

@@ -1,0 +1,32 @@
+#!/bin/sh
+# Schema test: build the request bodies llmfd sends upstream (via
+# tests/schema/dump_bodies.c linked against BUILD/libllmfd.a) for every
+# client fixture under tests/data, and validate them against the specs in
+# SPECS (default /work/shared/specs): Anthropic CreateMessageParams and
+# OpenAI CreateChatCompletionRequest. Needs python3-jsonschema and
+# python3-yaml (Debian). Usage: tests/schema/validate.sh [BUILD]
+set -eu
+cd "$(dirname "$0")/../.."
+BUILD=${1:-${LLMFD_BUILD:-build}}
+SPECS=${LLMFD_SPECS:-/work/shared/specs}
+PYTHON=${PYTHON:-/usr/bin/python3}
+[ -x "$PYTHON" ] || PYTHON=python3
+CC=${CC:-cc}
+case "$BUILD" in
+*asan*) SAN="-fsanitize=address,undefined" ;;
+*) SAN= ;;
+esac
+PKGS="libevent libevent_openssl openssl libconfig"
+
+make -s "$BUILD/libllmfd.a"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT INT TERM
+# shellcheck disable=SC2046,SC2086
+$CC -std=c11 -D_GNU_SOURCE -I. $SAN $(pkg-config --cflags $PKGS) \
+    -o "$tmp/dump_bodies" tests/schema/dump_bodies.c "$BUILD/libllmfd.a" \
+    $(pkg-config --libs $PKGS) -lm
+mkdir "$tmp/bodies"
+"$tmp/dump_bodies" "$tmp/bodies" tests/data/*/req_*.in.json \
+    tests/schema/requests/*.json
+"$PYTHON" tests/schema/validate.py "$SPECS/anthropic-openapi.json" \
+    "$SPECS/openai-openapi.yaml" "$tmp"/bodies/*

@@ -1,0 +1,906 @@
+/* Unit tests for worker/providers: golden files under tests/data/<provider>/
+ * for requests (X.in.json -> X.out.json), whole replies (X.json ->
+ * X.out.json) and recorded SSE streams (X.sse -> X.out). JSON is compared
+ * semantically: both sides are re-serialised canonically (key order kept,
+ * whitespace and escapes normalised, "created" zeroed). Set
+ * LLMFD_TESTDATA to point at another data directory, and
+ * LLMFD_GOLDEN_UPDATE=1 to rewrite the expected files from the output. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/sse.h"
+#include "worker/provider.h"
+
+static const char *const drop_keys[] = {
+    "fallbacks", "num_retries", "timeout", "stream_timeout", "metadata", NULL};
+
+static struct deploy_cfg dc;
+static struct json req;
+static struct prov_out po;
+static struct buf out;
+static struct stream_state st;
+static struct upstream_error ue;
+static char *text;
+
+/* A fresh test deployment and stream state. */
+static void
+setup(void)
+{
+	memset(&dc, 0, sizeof dc);
+	snprintf(dc.name, sizeof dc.name, "d1");
+	snprintf(dc.path, sizeof dc.path, "/base");
+	snprintf(dc.api_key, sizeof dc.api_key, "KEY");
+	memset(&st, 0, sizeof st);
+	memset(&ue, 0, sizeof ue);
+}
+
+/* Free what a test built. */
+static void
+teardown(void)
+{
+	json_free(&req);
+	buf_free(&po.path);
+	buf_free(&po.headers);
+	buf_free(&po.body);
+	buf_free(&out);
+	stream_state_free(&st);
+	free(text);
+	text = NULL;
+}
+
+TestSuite(providers, .init = setup, .fini = teardown);
+
+/* Path of a data file. */
+static const char *
+data_path(const char *rel)
+{
+	static char p[1024];
+	const char *dir = getenv("LLMFD_TESTDATA");
+
+	snprintf(p, sizeof p, "%s/%s", dir && dir[0] ? dir : "tests/data", rel);
+	return p;
+}
+
+/* Read a whole data file (NUL-terminated, heap); fails the test if absent. */
+static char *
+slurp(const char *rel, size_t *len)
+{
+	FILE *f = fopen(data_path(rel), "rb");
+	char *s;
+	long n;
+
+	cr_assert(f != NULL,
+	          "cannot open %s (run from the repo root or set "
+	          "LLMFD_TESTDATA)",
+	          data_path(rel));
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	s = malloc((size_t)n + 1);
+	cr_assert(s != NULL);
+	cr_assert(fread(s, 1, (size_t)n, f) == (size_t)n);
+	s[n] = '\0';
+	fclose(f);
+	if (len)
+		*len = (size_t)n;
+	return s;
+}
+
+/* Re-serialise value t of j canonically into jw; returns the next token. */
+static int
+canon(const struct json *j, int t, struct jw *jw)
+{
+	struct buf k = {0};
+	int n = j->tok[t].size, c = t + 1;
+	const char *raw;
+	size_t rl;
+
+	switch (j->tok[t].type) {
+	case JSMN_OBJECT:
+		jw_obj(jw);
+		for (int i = 0; i < n; i++) {
+			buf_reset(&k);
+			json_str_buf(j, c, &k);
+			jw_key(jw, buf_cstr(&k));
+			if (strcmp(buf_cstr(&k), "created") == 0 &&
+			    j->tok[c + 1].type == JSMN_PRIMITIVE) {
+				jw_int(jw, 0);
+				c = json_next(j, c + 1);
+			} else
+				c = canon(j, c + 1, jw);
+		}
+		jw_obj_end(jw);
+		break;
+	case JSMN_ARRAY:
+		jw_arr(jw);
+		for (int i = 0; i < n; i++)
+			c = canon(j, c, jw);
+		jw_arr_end(jw);
+		break;
+	case JSMN_STRING:
+		json_str_buf(j, t, &k);
+		jw_str(jw, k.data ? k.data : "", k.len);
+		break;
+	default:
+		raw = json_raw(j, t, &rl);
+		jw_raw(jw, raw, rl);
+		break;
+	}
+	buf_free(&k);
+	return json_next(j, t);
+}
+
+/* Canonical text of a JSON document (heap), or NULL if it does not parse. */
+static char *
+canon_text(const char *s, size_t n)
+{
+	struct json j = {0};
+	struct buf b = {0};
+	struct jw jw;
+
+	if (json_parse(&j, s, n) == -1) {
+		json_free(&j);
+		return NULL;
+	}
+	jw_init(&jw, &b);
+	canon(&j, 0, &jw);
+	json_free(&j);
+	buf_addc(&b, '\0');
+	return b.data;
+}
+
+/* Canonical form of an SSE output or expected file: one line per event,
+ * "data: <canonical JSON>" (or the text as is when it is not JSON). */
+static char *
+canon_stream(const char *s)
+{
+	struct buf b = {0};
+	const char *p = s, *e;
+	char *c;
+
+	while (*p) {
+		e = strchr(p, '\n');
+		if (e == NULL)
+			e = p + strlen(p);
+		if (e > p) {
+			if (strncmp(p, "data: ", 6) == 0 &&
+			    (c = canon_text(p + 6, (size_t)(e - p - 6))) !=
+			        NULL) {
+				buf_printf(&b, "data: %s\n", c);
+				free(c);
+			} else {
+				buf_add(&b, p, (size_t)(e - p));
+				buf_addc(&b, '\n');
+			}
+		}
+		p = *e ? e + 1 : e;
+	}
+	buf_addc(&b, '\0');
+	return b.data;
+}
+
+/* Write got to an expected file (golden update mode). */
+static void
+golden_write(const char *rel, const char *got, size_t n)
+{
+	FILE *f = fopen(data_path(rel), "wb");
+
+	cr_assert(f != NULL);
+	fwrite(got, 1, n, f);
+	fclose(f);
+}
+
+/* Whether expected files are being rewritten. */
+static int
+golden_update(void)
+{
+	const char *u = getenv("LLMFD_GOLDEN_UPDATE");
+
+	return u && strcmp(u, "1") == 0;
+}
+
+/* Compare JSON got with the expected file, semantically. */
+static void
+expect_json(const char *rel, const char *got, size_t n)
+{
+	char *g, *w, *want;
+
+	if (golden_update()) {
+		struct buf b = {0};
+		char *c = canon_text(got, n);
+		cr_assert(c != NULL, "output is not JSON: %.*s", (int)n, got);
+		buf_adds(&b, c);
+		buf_addc(&b, '\n');
+		golden_write(rel, b.data, b.len);
+		free(c);
+		buf_free(&b);
+	}
+	want = slurp(rel, NULL);
+	g = canon_text(got, n);
+	w = canon_text(want, strlen(want));
+	cr_assert(g != NULL, "output is not JSON: %.*s", (int)n, got);
+	cr_assert(w != NULL, "%s is not JSON", rel);
+	cr_assert(strcmp(g, w) == 0, "%s mismatch\n got: %s\nwant: %s", rel, g,
+	          w);
+	free(g);
+	free(w);
+	free(want);
+}
+
+/* Parse a request data file into req. */
+static void
+load_req(const char *rel)
+{
+	size_t n;
+
+	free(text);
+	text = slurp(rel, &n);
+	cr_assert(json_parse(&req, text, n) == 0, "%s is not JSON", rel);
+}
+
+/* A prov_call over req for the test deployment. */
+static struct prov_call
+call(int endpoint, int stream)
+{
+	return (struct prov_call){
+	    .d = &dc,
+	    .req = &req,
+	    .endpoint = endpoint,
+	    .stream = stream,
+	    .include_usage = json_is_true(
+	        &req, json_path(&req, 0, "stream_options.include_usage")),
+	    .drop_keys = drop_keys};
+}
+
+/* Build rel.in.json with p and compare with rel.out.json; returns rc. */
+static int
+build_golden(const struct provider *p, const char *rel, int endpoint)
+{
+	char in[256], want[256], err[256] = "";
+	struct prov_call pc;
+	int rc;
+
+	snprintf(in, sizeof in, "%s.in.json", rel);
+	snprintf(want, sizeof want, "%s.out.json", rel);
+	load_req(in);
+	pc = call(endpoint, json_is_true(&req, json_get(&req, 0, "stream")));
+	rc = p->build(&pc, &po, err, sizeof err);
+	cr_assert(rc == 0, "build %s failed: %s", rel, err);
+	expect_json(want, po.body.data, po.body.len);
+	return rc;
+}
+
+/* Build a request given inline; returns rc and the error in err. */
+static int
+build_inline(const struct provider *p, const char *body, int endpoint,
+             char *err, size_t errsz)
+{
+	struct prov_call pc;
+
+	free(text);
+	text = strdup(body);
+	cr_assert(json_parse(&req, text, strlen(text)) == 0);
+	pc = call(endpoint, json_is_true(&req, json_get(&req, 0, "stream")));
+	err[0] = '\0';
+	return p->build(&pc, &po, err, errsz);
+}
+
+/* Translate whole reply file rel.json, compare with rel.out.json. */
+static int
+resp_golden(const struct provider *p, const char *rel, int endpoint,
+            struct usage *u, int *cf)
+{
+	char in[256], want[256];
+	char *body;
+	size_t n;
+	struct prov_call pc;
+	int rc;
+
+	snprintf(in, sizeof in, "%s.json", rel);
+	snprintf(want, sizeof want, "%s.out.json", rel);
+	cr_assert(json_parse(&req, "{}", 2) == 0);
+	pc = call(endpoint, 0);
+	buf_reset(&out);
+	body = slurp(in, &n);
+	rc = p->response(&pc, body, n, &out, u, cf, &ue);
+	if (rc == 0)
+		expect_json(want, out.data, out.len);
+	free(body);
+	return rc;
+}
+
+/* Translate a whole reply given inline. */
+static int
+resp_inline(const struct provider *p, const char *body, int endpoint)
+{
+	struct usage u = {0};
+	int cf = 0;
+	struct prov_call pc;
+
+	cr_assert(json_parse(&req, "{}", 2) == 0);
+	pc = call(endpoint, 0);
+	buf_reset(&out);
+	memset(&ue, 0, sizeof ue);
+	return p->response(&pc, body, strlen(body), &out, &u, &cf, &ue);
+}
+
+/* Stream feeding state for the SSE callback. */
+struct feed {
+	const struct provider *p;
+	struct prov_call pc;
+	int rc;
+};
+
+/* SSE callback: hand one event to the provider, as the engine does. */
+static int
+feed_event(void *arg, const char *ev, size_t elen, const char *data,
+           size_t dlen)
+{
+	struct feed *f = arg;
+
+	f->rc =
+	    f->p->stream_event(&f->pc, &st, ev, elen, data, dlen, &out, &ue);
+	if (f->rc == 1)
+		buf_adds(&out, "data: [DONE]\n\n");
+	else if (f->rc == -1)
+		buf_printf(&out, "error: %s\n", errclass_name(ue.cls));
+	return f->rc != 0;
+}
+
+/* Feed a recorded stream rel.sse in chunks of step bytes and compare the
+ * output with rel.out; returns the last stream_event rc. */
+static int
+stream_golden(const struct provider *p, const char *rel, int include_usage,
+              size_t step)
+{
+	char in[256], want[256];
+	char *sse_text, *w, *g, *exp;
+	size_t n;
+	struct sse s = {0};
+	struct feed f = {.p = p};
+
+	snprintf(in, sizeof in, "%s.sse", rel);
+	snprintf(want, sizeof want, "%s.out", rel);
+	cr_assert(json_parse(&req, "{}", 2) == 0);
+	f.pc = call(EP_CHAT, 1);
+	f.pc.include_usage = include_usage;
+	st.include_usage = include_usage;
+	sse_text = slurp(in, &n);
+	for (size_t i = 0; i < n && f.rc == 0; i += step)
+		sse_feed(&s, sse_text + i, n - i < step ? n - i : step,
+		         feed_event, &f);
+	sse_free(&s);
+	free(sse_text);
+	g = canon_stream(buf_cstr(&out));
+	if (golden_update())
+		golden_write(want, g, strlen(g));
+	exp = slurp(want, NULL);
+	w = canon_stream(exp);
+	cr_assert(strcmp(g, w) == 0, "%s mismatch\n got:\n%s\nwant:\n%s", rel,
+	          g, w);
+	free(g);
+	free(w);
+	free(exp);
+	return f.rc;
+}
+
+/* Feed one inline event. */
+static int
+event_inline(const struct provider *p, const char *ev, const char *data)
+{
+	struct prov_call pc;
+
+	cr_assert(json_parse(&req, "{}", 2) == 0);
+	pc = call(EP_CHAT, 1);
+	memset(&ue, 0, sizeof ue);
+	return p->stream_event(&pc, &st, ev, strlen(ev), data, strlen(data),
+	                       &out, &ue);
+}
+
+/* ---- registry ---- */
+
+Test(providers, registry_has_every_kind)
+{
+	cr_assert(provider_get(PROV_OPENAI) == &prov_openai);
+	cr_assert(provider_get(PROV_AZURE) == &prov_azure);
+	cr_assert(provider_get(PROV_ANTHROPIC) == &prov_anthropic);
+	cr_assert(provider_get(PROV_GEMINI) == &prov_gemini);
+	cr_assert(provider_get(PROV__MAX) == NULL);
+}
+
+/* ---- Azure ---- */
+
+Test(providers, azure_build_path_header_body)
+{
+	char err[256];
+
+	dc.provider = PROV_AZURE;
+	snprintf(dc.model, sizeof dc.model, "gpt-4o");
+	snprintf(dc.azure_deployment, sizeof dc.azure_deployment, "my dep");
+	snprintf(dc.api_version, sizeof dc.api_version, "2024-10-21");
+	cr_assert(build_inline(&prov_azure,
+	                       "{\"model\":\"g\",\"messages\":[],"
+	                       "\"fallbacks\":[\"x\"],\"temperature\":0.5}",
+	                       EP_CHAT, err, sizeof err) == 0);
+	cr_assert_str_eq(buf_cstr(&po.path),
+	                 "/base/openai/deployments/my%20dep"
+	                 "/chat/completions?api-version=2024-10-21");
+	cr_assert(strstr(buf_cstr(&po.headers), "api-key: KEY\r\n") != NULL);
+	cr_assert(strstr(buf_cstr(&po.headers), "Authorization") == NULL);
+	cr_assert_str_eq(buf_cstr(&po.body), "{\"messages\":[],"
+	                                     "\"temperature\":0.5}");
+}
+
+Test(providers, azure_build_embeddings)
+{
+	char err[256];
+
+	snprintf(dc.azure_deployment, sizeof dc.azure_deployment, "emb");
+	snprintf(dc.api_version, sizeof dc.api_version, "2024-06-01");
+	cr_assert(build_inline(&prov_azure,
+	                       "{\"model\":\"e\",\"input\":\"hi\"}", EP_EMBED,
+	                       err, sizeof err) == 0);
+	cr_assert_str_eq(buf_cstr(&po.path),
+	                 "/base/openai/deployments/emb/"
+	                 "embeddings?api-version=2024-06-01");
+}
+
+Test(providers, azure_stream_skips_filter_chunks)
+{
+	cr_assert(stream_golden(&prov_azure, "azure/stream_filter", 1, 7) == 1);
+	cr_assert(st.content_seen);
+	cr_assert(st.finished);
+	cr_assert(st.content_filter);
+	cr_assert(st.usage.prompt_tokens == 12);
+}
+
+Test(providers, azure_stream_text)
+{
+	cr_assert(stream_golden(&prov_azure, "azure/stream_text", 0, 64) == 1);
+	cr_assert(!st.content_filter);
+}
+
+Test(providers, azure_response_content_filter)
+{
+	struct usage u = {0};
+	int cf = 0;
+
+	cr_assert(resp_golden(&prov_azure, "azure/resp_filter", EP_CHAT, &u,
+	                      &cf) == 0);
+	cr_assert(cf == 1);
+	cr_assert(u.prompt_tokens == 20 && u.completion_tokens == 3);
+}
+
+Test(providers, azure_malformed)
+{
+	cr_assert(resp_inline(&prov_azure, "{\"choices\":", EP_CHAT) == -1);
+	cr_assert(ue.cls == EC_TRANSIENT);
+	cr_assert(strstr(ue.message, "malformed") != NULL);
+	cr_assert(event_inline(&prov_azure, "", "[1,2") == -1);
+	cr_assert(ue.cls == EC_TRANSIENT);
+}
+
+/* ---- Anthropic ---- */
+
+Test(providers, anthropic_build_headers_path)
+{
+	char err[256];
+
+	snprintf(dc.model, sizeof dc.model, "claude-x");
+	cr_assert(build_inline(&prov_anthropic,
+	                       "{\"model\":\"m\",\"messages\":"
+	                       "[{\"role\":\"user\",\"content\":\"hi\"}]}",
+	                       EP_CHAT, err, sizeof err) == 0);
+	cr_assert_str_eq(buf_cstr(&po.path), "/base/v1/messages");
+	cr_assert(strstr(buf_cstr(&po.headers), "x-api-key: KEY\r\n"));
+	cr_assert(
+	    strstr(buf_cstr(&po.headers), "anthropic-version: 2023-06-01\r\n"));
+	cr_assert(strstr(buf_cstr(&po.headers),
+	                 "Content-Type: application/json\r\n"));
+	cr_assert_str_eq(
+	    buf_cstr(&po.body),
+	    "{\"model\":\"claude-x\","
+	    "\"max_tokens\":4096,\"messages\":[{\"role\":\"user\",\"content\":"
+	    "[{\"type\":\"text\",\"text\":\"hi\"}]}]}");
+}
+
+Test(providers, anthropic_req_system_params)
+{
+	snprintf(dc.model, sizeof dc.model, "claude-x");
+	build_golden(&prov_anthropic, "anthropic/req_system", EP_CHAT);
+}
+
+Test(providers, anthropic_req_tools)
+{
+	snprintf(dc.model, sizeof dc.model, "claude-x");
+	build_golden(&prov_anthropic, "anthropic/req_tools", EP_CHAT);
+}
+
+Test(providers, anthropic_req_images_stop)
+{
+	snprintf(dc.model, sizeof dc.model, "claude-x");
+	build_golden(&prov_anthropic, "anthropic/req_images", EP_CHAT);
+}
+
+Test(providers, anthropic_req_deploy_defaults)
+{
+	char params[] = "{\"temperature\":0.2,\"max_tokens\":1000,\"top_k\":5,"
+	                "\"stop\":\"END\"}";
+	char append[] = "Be brief.";
+
+	snprintf(dc.model, sizeof dc.model, "claude-x");
+	dc.params = params;
+	dc.system_prompt_append = append;
+	dc.max_tokens = 2048;
+	build_golden(&prov_anthropic, "anthropic/req_defaults", EP_CHAT);
+}
+
+Test(providers, anthropic_no_embeddings)
+{
+	char err[256];
+
+	cr_assert(build_inline(&prov_anthropic,
+	                       "{\"model\":\"m\",\"input\":"
+	                       "\"x\"}",
+	                       EP_EMBED, err, sizeof err) == -1);
+	cr_assert(strstr(err, "embeddings") != NULL);
+}
+
+Test(providers, anthropic_rejects_unknown_part)
+{
+	char err[256];
+
+	cr_assert(build_inline(&prov_anthropic,
+	                       "{\"model\":\"m\",\"messages\":"
+	                       "[{\"role\":\"user\",\"content\":[{\"type\":"
+	                       "\"input_audio\"}]}]}",
+	                       EP_CHAT, err, sizeof err) == -1);
+	cr_assert(strstr(err, "content part") != NULL);
+	cr_assert(build_inline(&prov_anthropic,
+	                       "{\"model\":\"m\",\"messages\":"
+	                       "[{\"role\":\"wizard\",\"content\":\"x\"}]}",
+	                       EP_CHAT, err, sizeof err) == -1);
+	cr_assert(build_inline(&prov_anthropic,
+	                       "{\"model\":\"m\",\"messages\":"
+	                       "[7]}",
+	                       EP_CHAT, err, sizeof err) == -1);
+}
+
+Test(providers, anthropic_resp_text)
+{
+	struct usage u = {0};
+	int cf = 0;
+
+	cr_assert(resp_golden(&prov_anthropic, "anthropic/resp_text", EP_CHAT,
+	                      &u, &cf) == 0);
+	cr_assert(cf == 0);
+	cr_assert(u.prompt_tokens == 25 && u.completion_tokens == 9);
+}
+
+Test(providers, anthropic_resp_tools)
+{
+	struct usage u = {0};
+	int cf = 0;
+
+	cr_assert(resp_golden(&prov_anthropic, "anthropic/resp_tools", EP_CHAT,
+	                      &u, &cf) == 0);
+	cr_assert(u.prompt_tokens == 400 + 100 + 50);
+}
+
+Test(providers, anthropic_resp_refusal)
+{
+	struct usage u = {0};
+	int cf = 0;
+
+	cr_assert(resp_golden(&prov_anthropic, "anthropic/resp_refusal",
+	                      EP_CHAT, &u, &cf) == 0);
+	cr_assert(cf == 1);
+}
+
+Test(providers, anthropic_resp_malformed)
+{
+	static const char *const bad[] = {"",
+	                                  "not json",
+	                                  "[1]",
+	                                  "{\"id\":\"x\"}",
+	                                  "{\"content\":{}}",
+	                                  "{\"content\":[{\"type\":"
+	                                  "\"tool_use\",\"name\":3}]}",
+	                                  "{\"content\":[",
+	                                  "\"\\ud800\""};
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		cr_assert(resp_inline(&prov_anthropic, bad[i], EP_CHAT) == -1,
+		          "accepted %s", bad[i]);
+		cr_assert(ue.cls == EC_TRANSIENT, "%s", bad[i]);
+		cr_assert(strstr(ue.message, "malformed upstream reply") !=
+		          NULL);
+	}
+	cr_assert(
+	    resp_inline(
+	        &prov_anthropic,
+	        "{\"type\":\"error\",\"error\":"
+	        "{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}",
+	        EP_CHAT) == -1);
+	cr_assert(ue.cls == EC_TRANSIENT);
+	cr_assert_str_eq(ue.message, "Overloaded");
+}
+
+Test(providers, anthropic_stream_text)
+{
+	cr_assert(
+	    stream_golden(&prov_anthropic, "anthropic/stream_text", 1, 5) == 1);
+	cr_assert(st.content_seen && st.finished && !st.tool_seen);
+	cr_assert(st.usage.prompt_tokens == 12);
+	cr_assert(st.usage.completion_tokens == 15);
+}
+
+Test(providers, anthropic_stream_tools)
+{
+	cr_assert(stream_golden(&prov_anthropic, "anthropic/stream_tools", 0,
+	                        3) == 1);
+	cr_assert(st.tool_seen && st.ntool == 2);
+}
+
+Test(providers, anthropic_stream_error)
+{
+	cr_assert(stream_golden(&prov_anthropic, "anthropic/stream_error", 0,
+	                        4096) == -1);
+	cr_assert(ue.cls == EC_TRANSIENT);
+	cr_assert_str_eq(ue.message, "Overloaded");
+}
+
+Test(providers, anthropic_stream_refusal)
+{
+	cr_assert(stream_golden(&prov_anthropic, "anthropic/stream_refusal", 0,
+	                        4096) == 1);
+	cr_assert(st.content_filter);
+}
+
+Test(providers, anthropic_stream_malformed)
+{
+	cr_assert(
+	    event_inline(&prov_anthropic, "message_start", "{\"type\":") == -1);
+	cr_assert(ue.cls == EC_TRANSIENT);
+	cr_assert(event_inline(&prov_anthropic, "message_start",
+	                       "{\"type\":\"message_start\"}") == -1);
+	cr_assert(event_inline(
+	              &prov_anthropic, "content_block_delta",
+	              "{\"type\":\"content_block_delta\",\"index\":9,\"delta\":"
+	              "{\"type\":"
+	              "\"input_json_delta\",\"partial_json\":\"{\"}}") == -1);
+	cr_assert(
+	    event_inline(&prov_anthropic, "content_block_start",
+	                 "{\"type\":\"content_block_start\",\"index\":99999,"
+	                 "\"content_block\":{\"type\":\"tool_use\",\"id\":"
+	                 "\"t\",\"name\":"
+	                 "\"n\",\"input\":{}}}") == -1);
+	cr_assert(event_inline(&prov_anthropic, "content_block_delta",
+	                       "{\"type\":\"content_block_delta\",\"index\":0,"
+	                       "\"delta\":{\"type\":"
+	                       "\"text_delta\",\"text\":5}}") == -1);
+	cr_assert(
+	    event_inline(&prov_anthropic, "ping", "{\"type\":\"ping\"}") == 0);
+	cr_assert(
+	    event_inline(&prov_anthropic, "future", "{\"type\":\"new\"}") == 0);
+}
+
+/* ---- Gemini ---- */
+
+Test(providers, gemini_build_paths)
+{
+	char err[256];
+
+	snprintf(dc.model, sizeof dc.model, "models/gemini-2.0-flash");
+	cr_assert(build_inline(&prov_gemini,
+	                       "{\"model\":\"m\",\"messages\":"
+	                       "[{\"role\":\"user\",\"content\":\"hi\"}]}",
+	                       EP_CHAT, err, sizeof err) == 0);
+	cr_assert_str_eq(
+	    buf_cstr(&po.path),
+	    "/base/v1beta/models/gemini-2.0-flash:generateContent");
+	cr_assert(strstr(buf_cstr(&po.headers), "x-goog-api-key: KEY\r\n"));
+	cr_assert_str_eq(buf_cstr(&po.body),
+	                 "{\"contents\":[{\"role\":"
+	                 "\"user\",\"parts\":[{\"text\":\"hi\"}]}]}");
+	buf_reset(&po.path);
+	buf_reset(&po.body);
+	cr_assert(build_inline(&prov_gemini,
+	                       "{\"model\":\"m\",\"stream\":true,"
+	                       "\"messages\":[]}",
+	                       EP_CHAT, err, sizeof err) == 0);
+	cr_assert_str_eq(buf_cstr(&po.path),
+	                 "/base/v1beta/models/"
+	                 "gemini-2.0-flash:streamGenerateContent?alt=sse");
+}
+
+Test(providers, gemini_req_tools)
+{
+	snprintf(dc.model, sizeof dc.model, "gemini-2.0-flash");
+	build_golden(&prov_gemini, "gemini/req_tools", EP_CHAT);
+}
+
+Test(providers, gemini_req_config)
+{
+	char append[] = "Be brief.";
+
+	snprintf(dc.model, sizeof dc.model, "gemini-2.0-flash");
+	dc.system_prompt_append = append;
+	build_golden(&prov_gemini, "gemini/req_config", EP_CHAT);
+}
+
+Test(providers, gemini_req_unknown_tool_result)
+{
+	char err[256];
+
+	cr_assert(build_inline(&prov_gemini,
+	                       "{\"model\":\"m\",\"messages\":["
+	                       "{\"role\":\"tool\",\"tool_call_id\":\"nope\","
+	                       "\"content\":\"1\"}]}",
+	                       EP_CHAT, err, sizeof err) == -1);
+	cr_assert(strstr(err, "tool_call_id") != NULL);
+}
+
+Test(providers, gemini_embed_requests)
+{
+	char err[256];
+
+	snprintf(dc.model, sizeof dc.model, "text-embedding-004");
+	cr_assert(build_inline(&prov_gemini,
+	                       "{\"model\":\"m\",\"input\":"
+	                       "\"hello\"}",
+	                       EP_EMBED, err, sizeof err) == 0);
+	cr_assert_str_eq(buf_cstr(&po.path),
+	                 "/base/v1beta/models/text-embedding-004:embedContent");
+	cr_assert_str_eq(buf_cstr(&po.body), "{\"content\":{\"parts\":[{"
+	                                     "\"text\":\"hello\"}]}}");
+	buf_reset(&po.path);
+	buf_reset(&po.body);
+	cr_assert(build_inline(&prov_gemini,
+	                       "{\"model\":\"m\",\"input\":"
+	                       "[\"a\",\"b\"],\"dimensions\":8}",
+	                       EP_EMBED, err, sizeof err) == 0);
+	cr_assert_str_eq(
+	    buf_cstr(&po.path),
+	    "/base/v1beta/models/text-embedding-004:batchEmbedContents");
+	cr_assert_str_eq(
+	    buf_cstr(&po.body),
+	    "{\"requests\":[{\"model\":"
+	    "\"models/text-embedding-004\",\"content\":{\"parts\":[{\"text\":"
+	    "\"a\"}]},\"outputDimensionality\":8},{\"model\":"
+	    "\"models/text-embedding-004\",\"content\":{\"parts\":[{\"text\":"
+	    "\"b\"}]},\"outputDimensionality\":8}]}");
+	cr_assert(build_inline(&prov_gemini,
+	                       "{\"model\":\"m\",\"input\":"
+	                       "[[1,2]]}",
+	                       EP_EMBED, err, sizeof err) == -1);
+}
+
+Test(providers, gemini_embed_responses)
+{
+	struct usage u = {0};
+	int cf = 0;
+
+	snprintf(dc.model, sizeof dc.model, "text-embedding-004");
+	cr_assert(resp_golden(&prov_gemini, "gemini/resp_embed", EP_EMBED, &u,
+	                      &cf) == 0);
+	cr_assert(resp_golden(&prov_gemini, "gemini/resp_embed_batch", EP_EMBED,
+	                      &u, &cf) == 0);
+	cr_assert(resp_inline(&prov_gemini, "{\"embedding\":{}}", EP_EMBED) ==
+	          -1);
+	cr_assert(ue.cls == EC_TRANSIENT);
+}
+
+Test(providers, gemini_resp_text)
+{
+	struct usage u = {0};
+	int cf = 0;
+
+	cr_assert(resp_golden(&prov_gemini, "gemini/resp_text", EP_CHAT, &u,
+	                      &cf) == 0);
+	cr_assert(u.prompt_tokens == 8 && u.completion_tokens == 12 + 30);
+	cr_assert(cf == 0);
+}
+
+Test(providers, gemini_resp_tools)
+{
+	struct usage u = {0};
+	int cf = 0;
+
+	cr_assert(resp_golden(&prov_gemini, "gemini/resp_tools", EP_CHAT, &u,
+	                      &cf) == 0);
+}
+
+Test(providers, gemini_resp_safety)
+{
+	struct usage u = {0};
+	int cf = 0;
+
+	cr_assert(resp_golden(&prov_gemini, "gemini/resp_safety", EP_CHAT, &u,
+	                      &cf) == 0);
+	cr_assert(cf == 1);
+}
+
+Test(providers, gemini_resp_prompt_blocked)
+{
+	cr_assert(
+	    resp_inline(&prov_gemini,
+	                "{\"promptFeedback\":{"
+	                "\"blockReason\":\"SAFETY\"},\"usageMetadata\":{}}",
+	                EP_CHAT) == -1);
+	cr_assert(ue.cls == EC_CONTENT_POLICY);
+	cr_assert(strstr(ue.message, "SAFETY") != NULL);
+}
+
+Test(providers, gemini_resp_malformed)
+{
+	static const char *const bad[] = {
+	    "",
+	    "{",
+	    "[]",
+	    "{\"candidates\":3}",
+	    "{\"candidates\":[1]}",
+	    "{\"candidates\":[{\"content\":{\"parts\":"
+	    "[{\"functionCall\":{\"name\":1}}]}}]}",
+	    "{\"candidates\":[{"
+	    "\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"f\","
+	    "\"args\":\"x\"}}]}}]}"};
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		cr_assert(resp_inline(&prov_gemini, bad[i], EP_CHAT) == -1,
+		          "accepted %s", bad[i]);
+		cr_assert(ue.cls == EC_TRANSIENT, "%s", bad[i]);
+	}
+	cr_assert(
+	    resp_inline(&prov_gemini,
+	                "{\"error\":{\"code\":503,"
+	                "\"message\":\"The model is overloaded.\",\"status\":"
+	                "\"UNAVAILABLE\"}}",
+	                EP_CHAT) == -1);
+	cr_assert(ue.cls == EC_TRANSIENT);
+}
+
+Test(providers, gemini_stream_text)
+{
+	cr_assert(stream_golden(&prov_gemini, "gemini/stream_text", 1, 11) ==
+	          1);
+	cr_assert(st.usage.prompt_tokens == 5);
+	cr_assert(st.usage.completion_tokens == 9);
+}
+
+Test(providers, gemini_stream_tools)
+{
+	cr_assert(stream_golden(&prov_gemini, "gemini/stream_tools", 0, 4096) ==
+	          1);
+	cr_assert(st.tool_seen && st.ntool == 2);
+}
+
+Test(providers, gemini_stream_error)
+{
+	cr_assert(stream_golden(&prov_gemini, "gemini/stream_error", 0, 4096) ==
+	          -1);
+	cr_assert(ue.cls == EC_RATE_LIMITED);
+}
+
+Test(providers, gemini_stream_safety)
+{
+	cr_assert(
+	    stream_golden(&prov_gemini, "gemini/stream_safety", 0, 4096) == 1);
+	cr_assert(st.content_filter);
+}
+
+Test(providers, gemini_stream_malformed)
+{
+	cr_assert(event_inline(&prov_gemini, "", "{\"candidates\":[") == -1);
+	cr_assert(ue.cls == EC_TRANSIENT);
+	cr_assert(event_inline(&prov_gemini, "",
+	                       "{\"candidates\":[{\"content\":"
+	                       "{\"parts\":{}}}]}") == -1);
+	cr_assert(event_inline(&prov_gemini, "", "{\"candidates\":[7]}") == -1);
+	cr_assert(event_inline(&prov_gemini, "",
+	                       "{\"promptFeedback\":{"
+	                       "\"blockReason\":\"OTHER\"}}") == -1);
+	cr_assert(ue.cls == EC_CONTENT_POLICY);
+}
