@@ -23,7 +23,8 @@
 #include "worker/worker.h"
 
 #define REQ_MAX_BODY  (32 << 20)
-#define REQ_MAX_TRAIL 16
+#define REQ_MAX_TRAIL 12
+#define REQ_MAX_FREE  256 /* recycled request objects kept after a burst */
 #define ERRBODY_MAX   65536
 
 struct attempt_rec {
@@ -32,7 +33,7 @@ struct attempt_rec {
 	int  cls;
 	int  skip;
 	int  ms;
-	char msg[128];
+	char msg[96];
 };
 
 /* One upstream attempt; a request runs at most two at once (a hedge). */
@@ -111,6 +112,7 @@ static void att_start(struct req *, int d, int hedge);
 static void att_failed(struct attempt *, enum errclass, int status,
     const char *msg, int64_t retry_after_ms, int should_retry);
 static void req_release(struct req *);
+static void req_destroy(struct req *);
 static void req_client_closed(struct evhttp_connection *, void *);
 
 static const struct up_cbs up_cbs;
@@ -123,6 +125,7 @@ req_get(struct worker *w)
 
 	if (r) {
 		w->free_reqs = r->next_free;
+		w->nfree--;
 		return r;
 	}
 	if ((r = calloc(1, sizeof *r)) == NULL)
@@ -333,8 +336,13 @@ req_release(struct req *r)
 		stream_state_free(&r->att[i].ss);
 		sse_reset(&r->att[i].sse);
 	}
-	r->next_free = w->free_reqs;
-	w->free_reqs = r;
+	if (w->nfree >= REQ_MAX_FREE) {
+		req_destroy(r);
+	} else {
+		r->next_free = w->free_reqs;
+		w->free_reqs = r;
+		w->nfree++;
+	}
 	worker_req_done(w);
 }
 
@@ -677,6 +685,16 @@ req_exhausted(struct req *r)
 	req_error(r, status, type, code, msg);
 }
 
+/* Whether d was attempted (not merely skipped) in this request. */
+static int
+req_attempted(const struct req *r, int d)
+{
+	for (int i = 0; i < r->ntrail; i++)
+		if (r->trail[i].d == d && !r->trail[i].skip)
+			return 1;
+	return 0;
+}
+
 /* Pick the next candidate and start it, or queue, or give up. */
 static void
 req_next(struct req *r)
@@ -699,6 +717,18 @@ req_next(struct req *r)
 		    "interrupted stream");
 		return;
 	}
+	/* a group's only deployment is tried anyway: no self-inflicted outage */
+	if (!r->forced && r->groups[0]->ndeploy == 1 &&
+	    !req_attempted(r, r->groups[0]->deploy[0])) {
+		int probe;
+
+		d = r->groups[0]->deploy[0];
+		r->forced = 1;
+		if (route_force(w, d, r->est_tokens, &probe) == 0) {
+			att_start(r, d, 0);
+			return;
+		}
+	}
 	/* everything is cooling or limited: wait for the soonest if it fits */
 	if (r->soonest_ms > 0 && w->cfg->queue_when_cooling &&
 	    r->soonest_ms < r->deadline_ms && r->n_fail == 0) {
@@ -716,17 +746,6 @@ req_next(struct req *r)
 		    r->id, wait);
 		req_arm(&r->ev_wait, wait + 1);
 		return;
-	}
-	/* a group's only deployment is tried anyway: no self-inflicted outage */
-	if (!r->forced && r->groups[0]->ndeploy == 1 && r->attempts == 0) {
-		int probe;
-
-		d = r->groups[0]->deploy[0];
-		r->forced = 1;
-		if (route_force(w, d, r->est_tokens, &probe) == 0) {
-			att_start(r, d, 0);
-			return;
-		}
 	}
 	req_exhausted(r);
 }

@@ -136,6 +136,7 @@ struct worker {
 	uint64_t           next_id;
 	struct event      *ev_term, *ev_int, *ev_tick;
 	struct req        *free_reqs; /* recycled request objects */
+	int                nfree;
 	LIST_HEAD(, req)   reqs;
 };
 
