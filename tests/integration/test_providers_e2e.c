@@ -750,3 +750,58 @@ Test(providers_e2e, models_lists_groups_with_deployments)
 		cr_assert(found, "group %s missing: %s", want[w][0], r->body);
 	}
 }
+
+/* Edge: a Gemini in-stream {"error":...} frame before content falls back
+ * to Anthropic and the client sees one clean stream. */
+Test(providers_e2e, gemini_stream_error_frame_falls_back)
+{
+	const char *const se[] = {"--mode", "stream-error", NULL};
+
+	start(&(struct setup){.ge_args = se,
+	                      .fallbacks = "fallbacks = ( { group = \"gem\"; "
+	                                   "to = [ \"claude\" ]; } );"});
+	struct h_resp *r =
+	    post(CHAT, "{\"model\":\"gem\"," MSGS ",\"num_retries\":0,"
+	               "\"stream\":true}");
+	assert_stream(r, "anthropic", "anthropic", false);
+	cr_assert_eq(h_mock_stat(&ge, "requests"), 1);
+	cr_assert_eq(h_mock_stat(&an, "requests"), 1);
+}
+
+/* Edge: Gemini's "input token count ... exceeds" 400 is a context-window
+ * error and follows context_window_fallbacks. */
+Test(providers_e2e, gemini_context_overflow_follows_cw_fallback)
+{
+	const char *const tl[] = {
+	    "--mode",
+	    "status",
+	    "--status",
+	    "400",
+	    "--message",
+	    "The input token count (300000) exceeds the maximum number of "
+	    "tokens allowed (1048576).",
+	    NULL};
+
+	start(&(struct setup){
+	    .ge_args = tl,
+	    .fallbacks = "fallbacks = ( );\ncontext_window_fallbacks = ( { "
+	                 "group = \"gem\"; to = [ \"claude\" ]; } );"});
+	struct h_resp *r =
+	    post(CHAT, "{\"model\":\"gem\"," MSGS ",\"num_retries\":2}");
+	assert_completion(r, "anthropic", "anthropic");
+	cr_assert_eq(h_mock_stat(&ge, "requests"), 1, "context error retried");
+}
+
+/* Edge: an embeddings fallback chain through Anthropic (no embeddings
+ * API) skips it without a request and is answered by Gemini. */
+Test(providers_e2e, embeddings_skip_anthropic_in_chain)
+{
+	start(&(struct setup){.oa_args = S503});
+	struct h_resp *r =
+	    post(EMBED, "{\"model\":\"main\",\"input\":\"hello\","
+	                "\"num_retries\":0,"
+	                "\"fallbacks\":[\"claude\",\"gem\"]}");
+	assert_embeddings(r, 1, "gemini");
+	cr_assert_eq(h_mock_stat(&an, "requests"), 0);
+	cr_assert_eq(h_mock_stat(&ge, "requests"), 1);
+}
