@@ -21,7 +21,7 @@
 
 #include "common/json.h"
 
-#define JSON_TOK_INIT  256 /* grown by doubling */
+#define JSON_TOK_INIT  64 /* grown by doubling */
 #define JSON_TOK_MAX   (1 << 20)
 #define JSON_MAX_DEPTH 512 /* deeper documents are rejected */
 
@@ -168,6 +168,20 @@ tz_ws(struct tz *z)
 	return z->pos < z->len ? (unsigned char)js[z->pos] : -1;
 }
 
+/* Whether any of the 8 bytes at s is '"', '\\' or below 0x20 (SWAR). */
+static inline int
+word_special(const unsigned char *s)
+{
+	const uint64_t ones = 0x0101010101010101ULL, high = ones * 0x80;
+	uint64_t       v, q, b;
+
+	memcpy(&v, s, 8);
+	q = v ^ (ones * '"');
+	b = v ^ (ones * '\\');
+	return (((q - ones) & ~q) | ((b - ones) & ~b) |
+	    ((v - ones * 0x20) & ~v)) & high ? 1 : 0;
+}
+
 /* Scan the string whose quote is at pos into a token; its index or -1. */
 static int
 tz_string(struct tz *z)
@@ -176,6 +190,11 @@ tz_string(struct tz *z)
 	int p = z->pos + 1, k;
 
 	for (; p < z->len; p++) {
+		/* skip 8 plain bytes at a time: no quote, backslash or control */
+		while (p + 8 <= z->len && !word_special(s + p))
+			p += 8;
+		if (p >= z->len)
+			break;
 		if (s[p] == '"') {
 			k = tz_tok(z, JSMN_STRING, z->pos + 1, p);
 			z->pos = p + 1;

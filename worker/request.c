@@ -23,7 +23,8 @@
 #include "worker/worker.h"
 
 #define REQ_MAX_BODY  (32 << 20)
-#define REQ_MAX_TRAIL 16
+#define REQ_MAX_TRAIL 12
+#define REQ_MAX_FREE  256 /* recycled request objects kept after a burst */
 #define ERRBODY_MAX   65536
 
 struct attempt_rec {
@@ -32,7 +33,7 @@ struct attempt_rec {
 	int  cls;
 	int  skip;
 	int  ms;
-	char msg[128];
+	char msg[96];
 };
 
 /* One upstream attempt; a request runs at most two at once (a hedge). */
@@ -89,6 +90,8 @@ struct req {
 	int                     switched; /* context/content fallbacks taken */
 	int64_t                 soonest_ms;
 	int                     n_rate, n_fail, forced, hedged;
+	int                     n_unsupported;
+	char                    build_err[160];
 	struct attempt_rec      trail[REQ_MAX_TRAIL];
 	int                     ntrail;
 
@@ -111,6 +114,7 @@ static void att_start(struct req *, int d, int hedge);
 static void att_failed(struct attempt *, enum errclass, int status,
     const char *msg, int64_t retry_after_ms, int should_retry);
 static void req_release(struct req *);
+static void req_destroy(struct req *);
 static void req_client_closed(struct evhttp_connection *, void *);
 
 static const struct up_cbs up_cbs;
@@ -123,6 +127,7 @@ req_get(struct worker *w)
 
 	if (r) {
 		w->free_reqs = r->next_free;
+		w->nfree--;
 		return r;
 	}
 	if ((r = calloc(1, sizeof *r)) == NULL)
@@ -205,7 +210,8 @@ req_trail(struct req *r, int d, int status, int cls, int skip, int ms,
 	a->cls = cls;
 	a->skip = skip;
 	a->ms = ms;
-	snprintf(a->msg, sizeof a->msg, "%s", msg ? msg : "");
+	snprintf(a->msg, sizeof a->msg, "%.*s", (int)sizeof a->msg - 1,
+	    msg ? msg : "");
 }
 
 /* Write the attempt trail as a JSON array. */
@@ -367,8 +373,13 @@ req_release(struct req *r)
 		stream_state_free(&r->att[i].ss);
 		sse_reset(&r->att[i].sse);
 	}
-	r->next_free = w->free_reqs;
-	w->free_reqs = r;
+	if (w->nfree >= REQ_MAX_FREE) {
+		req_destroy(r);
+	} else {
+		r->next_free = w->free_reqs;
+		w->free_reqs = r;
+		w->nfree++;
+	}
 	worker_req_done(w);
 }
 
@@ -500,16 +511,43 @@ req_hedge_delay(struct req *r, int d)
 	return -1;
 }
 
-/* Build and send one attempt on deployment d. */
+/* Build and send one attempt on deployment d. A deployment whose provider
+ * cannot express the request (embeddings on Anthropic, say) is skipped, not
+ * failed: the next candidate is tried, and only if none can serve it does
+ * the client get a 400 with the reason. */
 static void
 att_start(struct req *r, int d, int hedge)
 {
 	struct worker           *w = r->w;
 	const struct deploy_cfg *dc = &w->cfg->deploy[d];
 	struct attempt          *a = r->att[0].active ? &r->att[1] : &r->att[0];
-	char                     err[256];
 	int64_t                  hd;
 
+	a->d = d;
+	a->hedge = hedge;
+	a->resume = r->client_started;
+	a->prov = provider_get(dc->provider);
+	a->pc = (struct prov_call){.cfg = w->cfg, .d = dc, .req = &r->j,
+	    .endpoint = r->endpoint, .stream = r->stream,
+	    .include_usage = r->include_usage, .drop_keys = drop_keys,
+	    .resume_text = a->resume ? r->sent_text.data : NULL,
+	    .resume_len = a->resume ? r->sent_text.len : 0};
+	buf_reset(&a->po.path);
+	buf_reset(&a->po.headers);
+	buf_reset(&a->po.body);
+	r->build_err[0] = '\0';
+	if (a->prov == NULL || a->prov->build(&a->pc, &a->po, r->build_err,
+	    sizeof r->build_err) == -1) {
+		if (r->build_err[0] == '\0')
+			snprintf(r->build_err, sizeof r->build_err,
+			    "provider of '%s' cannot serve this request",
+			    dc->name);
+		r->n_unsupported++;
+		req_trail(r, d, 0, 0, SKIP_UNSUPPORTED, 0, r->build_err);
+		if (!hedge && att_other(a) == NULL)
+			req_next(r);
+		return;
+	}
 	r->attempts++;
 	if (!hedge) {
 		if (d != r->d)
@@ -518,9 +556,6 @@ att_start(struct req *r, int d, int hedge)
 		r->tries_here++;
 	}
 	a->active = 1;
-	a->d = d;
-	a->hedge = hedge;
-	a->resume = r->client_started;
 	a->t0_us = clock_us();
 	a->ttft_us = -1;
 	a->streaming = a->complete = a->in_stream_err = 0;
@@ -536,30 +571,7 @@ att_start(struct req *r, int d, int hedge)
 		a->ss.text = &a->text;
 	memset(&a->usage, 0, sizeof a->usage);
 	memset(&a->uerr, 0, sizeof a->uerr);
-	a->prov = provider_get(dc->provider);
-	a->pc = (struct prov_call){.cfg = w->cfg, .d = dc, .req = &r->j,
-	    .endpoint = r->endpoint, .stream = r->stream,
-	    .include_usage = r->include_usage, .drop_keys = drop_keys,
-	    .resume_text = a->resume ? r->sent_text.data : NULL,
-	    .resume_len = a->resume ? r->sent_text.len : 0};
-	buf_reset(&a->po.path);
-	buf_reset(&a->po.headers);
-	buf_reset(&a->po.body);
 	event_assign(&a->ev_timer, w->base, -1, 0, att_timeout, a);
-	err[0] = '\0';
-	if (a->prov == NULL || a->prov->build(&a->pc, &a->po, err,
-	    sizeof err) == -1) {
-		a->active = 0;
-		route_attempt_end(w, d, EC_BAD_REQUEST, 0, -1, NULL, -1, NULL,
-		    400);
-		req_trail(r, d, 400, EC_BAD_REQUEST, 0, 0, err[0] ? err :
-		    "provider not available");
-		if (att_other(a) == NULL)
-			req_error(r, 400, "invalid_request_error",
-			    "unsupported_request", err[0] ? err :
-			    "provider not available");
-		return;
-	}
 	route_attempt_start(w, d);
 	log_debug("%s attempt %d on %s%s%s", r->id, r->attempts, dc->name,
 	    hedge ? " (hedge)" : "", a->resume ? " (continuing)" : "");
@@ -682,6 +694,11 @@ req_exhausted(struct req *r)
 	int         status = 502;
 	const char *code = "all_deployments_failed", *type = "upstream_error";
 
+	if (r->attempts == 0 && r->n_unsupported > 0 && r->soonest_ms == 0) {
+		req_error(r, 400, "invalid_request_error", "unsupported_request",
+		    r->build_err);
+		return;
+	}
 	if (r->soonest_ms > 0 && r->n_fail == 0) {
 		int64_t s = (r->soonest_ms - clock_ms() + 999) / 1000;
 
@@ -712,6 +729,16 @@ req_exhausted(struct req *r)
 	req_error(r, status, type, code, msg);
 }
 
+/* Whether d was attempted (not merely skipped) in this request. */
+static int
+req_attempted(const struct req *r, int d)
+{
+	for (int i = 0; i < r->ntrail; i++)
+		if (r->trail[i].d == d && !r->trail[i].skip)
+			return 1;
+	return 0;
+}
+
 /* Pick the next candidate and start it, or queue, or give up. */
 static void
 req_next(struct req *r)
@@ -734,6 +761,18 @@ req_next(struct req *r)
 		    "interrupted stream");
 		return;
 	}
+	/* a group's only deployment is tried anyway: no self-inflicted outage */
+	if (!r->forced && r->groups[0]->ndeploy == 1 &&
+	    !req_attempted(r, r->groups[0]->deploy[0])) {
+		int probe;
+
+		d = r->groups[0]->deploy[0];
+		r->forced = 1;
+		if (route_force(w, d, r->est_tokens, &probe) == 0) {
+			att_start(r, d, 0);
+			return;
+		}
+	}
 	/* everything is cooling or limited: wait for the soonest if it fits */
 	if (r->soonest_ms > 0 && w->cfg->queue_when_cooling &&
 	    r->soonest_ms < r->deadline_ms && r->n_fail == 0) {
@@ -751,17 +790,6 @@ req_next(struct req *r)
 		    r->id, wait);
 		req_arm(&r->ev_wait, wait + 1);
 		return;
-	}
-	/* a group's only deployment is tried anyway: no self-inflicted outage */
-	if (!r->forced && r->groups[0]->ndeploy == 1 && r->attempts == 0) {
-		int probe;
-
-		d = r->groups[0]->deploy[0];
-		r->forced = 1;
-		if (route_force(w, d, r->est_tokens, &probe) == 0) {
-			att_start(r, d, 0);
-			return;
-		}
 	}
 	req_exhausted(r);
 }
@@ -1328,6 +1356,7 @@ req_handle(struct evhttp_request *hreq, struct worker *w, int endpoint)
 	r->d = r->prev_d = r->served = -1;
 	r->gi = r->attempts = r->retries_used = r->tries_here = 0;
 	r->switched = r->n_rate = r->n_fail = r->forced = r->ntrail = 0;
+	r->n_unsupported = 0;
 	r->hedged = r->client_started = r->tool_stream = r->stream = 0;
 	r->soonest_ms = 0;
 	r->model[0] = '\0';

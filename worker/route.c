@@ -19,13 +19,14 @@ static const char *const skip_names[] = {
     [SKIP_CIRCUIT] = "circuit open", [SKIP_RATE] = "at rate limit",
     [SKIP_DRAINED] = "drained", [SKIP_WEIGHT0] = "weight 0",
     [SKIP_CONTEXT] = "request exceeds context window",
-    [SKIP_TRIED] = "already tried"};
+    [SKIP_TRIED] = "already tried",
+    [SKIP_UNSUPPORTED] = "provider cannot serve this request"};
 
 /* Why a deployment was skipped, as text. */
 const char *
 route_skip_name(int s)
 {
-	return (s >= 0 && s <= SKIP_TRIED) ? skip_names[s] : "?";
+	return (s >= 0 && s <= SKIP_UNSUPPORTED) ? skip_names[s] : "?";
 }
 
 static struct slot_sh *

@@ -531,12 +531,36 @@ uc_body(struct upconn *c, struct evbuffer *in, size_t max)
 	return done;
 }
 
+#define UP_LINE_MAX 8192
+
+/* Take one CRLF (or LF) terminated line into line[] without allocating:
+ * 1 with *n set, 0 if incomplete, -1 if longer than UP_LINE_MAX. */
+static int
+uc_readline(struct evbuffer *in, char *line, size_t *n)
+{
+	size_t             eol = 0;
+	struct evbuffer_ptr p =
+	    evbuffer_search_eol(in, NULL, &eol, EVBUFFER_EOL_CRLF);
+
+	if (p.pos < 0)
+		return evbuffer_get_length(in) > UP_LINE_MAX ? -1 : 0;
+	if ((size_t)p.pos >= UP_LINE_MAX)
+		return -1;
+	evbuffer_remove(in, line, (size_t)p.pos);
+	line[p.pos] = '\0';
+	evbuffer_drain(in, eol);
+	*n = (size_t)p.pos;
+	return 1;
+}
+
 /* One parse step; returns 1 to go on, 0 to wait for bytes, -1 on error. */
 static int
 uc_step(struct upconn *c, struct evbuffer *in)
 {
-	char  *line;
-	size_t n;
+	char   buf[UP_LINE_MAX];
+	char  *line = buf;
+	size_t n = 0;
+	int    rc;
 
 	switch (c->pstate) {
 	case P_STATUS:
@@ -544,12 +568,11 @@ uc_step(struct upconn *c, struct evbuffer *in)
 	case P_CHUNK_SIZE:
 	case P_CHUNK_CRLF:
 	case P_TRAILERS:
-		line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
-		if (line == NULL)
-			return evbuffer_get_length(in) > 65536 ? -1 : 0;
+		if ((rc = uc_readline(in, buf, &n)) != 1)
+			return rc;
 		break;
 	default:
-		line = NULL;
+		break;
 	}
 	switch (c->pstate) {
 	case P_STATUS:
@@ -597,10 +620,8 @@ uc_step(struct upconn *c, struct evbuffer *in)
 	case P_DONE:
 		return 0;
 	}
-	free(line);
 	return 1;
 bad:
-	free(line);
 	return -1;
 }
 

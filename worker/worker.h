@@ -82,6 +82,7 @@ struct worker;
 #define SKIP_WEIGHT0  5
 #define SKIP_CONTEXT  6
 #define SKIP_TRIED    7
+#define SKIP_UNSUPPORTED 8 /* the provider cannot express this request */
 
 const char *route_skip_name(int);
 /* Pick the next deployment of group g not in `tried` (bitset over config
@@ -175,6 +176,7 @@ struct worker {
 	uint64_t           next_id;
 	struct event      *ev_term, *ev_int, *ev_tick;
 	struct req        *free_reqs; /* recycled request objects */
+	int                nfree;
 	LIST_HEAD(, req)   reqs;
 };
 

@@ -373,6 +373,27 @@ Test(routing, cooldown_extended_single_member_tried)
 	cr_assert_eq(rem, 4, "cooldown not extended: %ld s left", rem);
 }
 
+/* With queueing on (the default), a group's only member that is cooling is
+ * tried at once rather than queued for its whole cooldown: a flaky but
+ * mostly working deployment keeps serving. */
+Test(routing, single_member_tried_before_queueing)
+{
+	struct h_mock a;
+
+	h_mock_start(&a, "a", "--mode", "status", "--status", "503",
+	             "--fail-first", "2", NULL);
+	start("num_retries = 0; allowed_fails = 1; cooldown_s = 30;\n"
+	      "  circuit_failure_threshold = 100;",
+	      dep("a", "main", a.port, ""), NULL);
+	cr_assert_eq(chat(BODY)->status, 503);
+	cr_assert_eq(chat(BODY)->status, 503);
+	cr_assert_str_eq(dep_field("a", "state"), "cooling");
+	long t0 = h_now_ms();
+	struct h_resp *r = chat(BODY);
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert_lt(h_now_ms() - t0, 5000, "queued instead of tried");
+}
+
 /* The circuit opens at the threshold; once due, exactly one request of a
  * concurrent burst (across two workers) probes the dead upstream; a failed
  * probe re-opens it, a successful one closes it. */

@@ -582,3 +582,31 @@ Test(json, parses_large_message_arrays)
 	cr_assert(j.ntok == 1 + 30000 * 5);
 	buf_free(&b);
 }
+
+/* The 8-byte string scanner finds a quote, an escape or a control byte at
+ * every offset of a long string, and never reads past the input. */
+Test(json, word_scanner_finds_specials_at_every_offset)
+{
+	static const char specials[] = {'\\', '\x01'};
+	char doc[64];
+
+	for (int off = 0; off < 40; off++) {
+		/* a plain string closed at off */
+		memset(doc, 'a', sizeof doc);
+		doc[0] = '"';
+		doc[1 + off] = '"';
+		cr_assert(json_parse(&j, doc, (size_t)off + 2) == 0, "off %d", off);
+		cr_assert(j.tok[0].end - j.tok[0].start == off);
+		for (size_t k = 0; k < sizeof specials; k++) {
+			memset(doc, 'a', sizeof doc);
+			doc[0] = '"';
+			doc[1 + off] = specials[k];
+			doc[2 + off] = 'n';
+			doc[3 + off] = '"';
+			int rc = json_parse(&j, doc, (size_t)off + 4);
+			/* "\n" is a valid escape; a raw control byte is not */
+			cr_assert(rc == (specials[k] == '\\' ? 0 : -1),
+			    "off %d special %zu", off, k);
+		}
+	}
+}
