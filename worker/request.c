@@ -1077,6 +1077,24 @@ up_on_data(void *arg, const char *p, size_t n)
 		req_stream_flush(r, a);
 }
 
+/* OpenAI-compatible servers such as Ollama silently cut a prompt that is
+ * longer than their context and answer 200; the only sign is a
+ * prompt_tokens count at the context size. When the deployment declares
+ * its context_window, flag such an answer to the client and the log. */
+static void
+req_truncation_check(struct req *r, int d, const struct usage *u)
+{
+	long cw = r->w->cfg->deploy[d].context_window;
+
+	if (cw <= 0 || u->prompt_tokens < cw - cw / 50)
+		return;
+	evhttp_add_header(evhttp_request_get_output_headers(r->hreq),
+	    "x-llmfd-warning", "prompt may have been truncated by the upstream");
+	log_warnx("%s %s reported %lld prompt tokens of a %ld context: the "
+	    "prompt was probably truncated", r->id, dname(r, d),
+	    u->prompt_tokens, cw);
+}
+
 /* A whole non-stream reply arrived: translate and answer. */
 static void
 att_whole(struct attempt *a)
@@ -1107,6 +1125,7 @@ att_whole(struct attempt *a)
 	    &a->usage, -1, NULL, 200);
 	r->served = a->d;
 	req_add_common_headers(r);
+	req_truncation_check(r, a->d, &a->usage);
 	log_info("%s %s -> 200 via %s (%d attempts, %d ms)", r->id, r->model,
 	    dname(r, a->d), r->attempts, req_elapsed_ms(r));
 	req_access(r, 200, NULL, &a->usage, -1);

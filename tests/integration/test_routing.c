@@ -735,3 +735,22 @@ Test(routing, trail_names_skipped)
 	cr_assert_eq(h_mock_stat(&a, "requests") + h_mock_stat(&c, "requests"),
 	             0);
 }
+
+/* An OpenAI-compatible upstream (Ollama) that silently truncated the
+ * prompt answers 200 with prompt_tokens at the context size: the answer is
+ * passed on, flagged with x-llmfd-warning. A normal answer is not flagged. */
+Test(routing, silent_truncation_flagged)
+{
+	struct h_mock a;
+
+	h_mock_start(&a, "a", "--usage", "4096,5", NULL);
+	start("num_retries = 0;",
+	      dep("a", "main", a.port, "context_window = 4096;"), NULL);
+	struct h_resp *r = chat(BODY);
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert(h_header(r, "x-llmfd-warning") != NULL, "%s", h_desc(r));
+	cr_assert_eq(h_mock_config(&a, "{\"usage\":\"10,5\"}"), 0);
+	r = chat(BODY);
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert(h_header(r, "x-llmfd-warning") == NULL, "%s", h_desc(r));
+}
