@@ -13,6 +13,6 @@ uint64_t rng_below(uint64_t *state, uint64_t n);
  * [0, min(max_ms, base_ms * 2^retry)]. A server hint (>= 0) replaces the
  * jittered value when it is longer. */
 int64_t backoff_ms(int base_ms, int max_ms, int retry, int64_t hint_ms,
-    uint64_t *rng);
+                   uint64_t *rng);
 
 #endif

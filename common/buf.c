@@ -9,7 +9,7 @@ int
 buf_reserve(struct buf *b, size_t n)
 {
 	size_t need = b->len + n + 1, cap;
-	char  *p;
+	char *p;
 
 	if (need <= b->cap)
 		return 0;
@@ -59,11 +59,11 @@ int
 buf_vprintf(struct buf *b, const char *fmt, va_list ap)
 {
 	va_list ap2;
-	int     n;
+	int n;
 
 	va_copy(ap2, ap);
 	n = vsnprintf(b->data ? b->data + b->len : NULL,
-	    b->data ? b->cap - b->len : 0, fmt, ap2);
+	              b->data ? b->cap - b->len : 0, fmt, ap2);
 	va_end(ap2);
 	if (n < 0)
 		return -1;
@@ -81,7 +81,7 @@ int
 buf_printf(struct buf *b, const char *fmt, ...)
 {
 	va_list ap;
-	int     rc;
+	int rc;
 
 	va_start(ap, fmt);
 	rc = buf_vprintf(b, fmt, ap);

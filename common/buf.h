@@ -6,19 +6,19 @@
 #include <stddef.h>
 
 struct buf {
-	char  *data;
+	char *data;
 	size_t len;
 	size_t cap;
-	int    oom; /* sticky: set when an append failed */
+	int oom; /* sticky: set when an append failed */
 };
 
-int  buf_reserve(struct buf *, size_t);
-int  buf_add(struct buf *, const void *, size_t);
-int  buf_adds(struct buf *, const char *);
-int  buf_addc(struct buf *, char);
-int  buf_printf(struct buf *, const char *, ...)
+int buf_reserve(struct buf *, size_t);
+int buf_add(struct buf *, const void *, size_t);
+int buf_adds(struct buf *, const char *);
+int buf_addc(struct buf *, char);
+int buf_printf(struct buf *, const char *, ...)
     __attribute__((format(printf, 2, 3)));
-int  buf_vprintf(struct buf *, const char *, va_list)
+int buf_vprintf(struct buf *, const char *, va_list)
     __attribute__((format(printf, 2, 0)));
 void buf_reset(struct buf *);
 void buf_free(struct buf *);

@@ -24,12 +24,12 @@ const char *errclass_name(enum errclass);
 /* What we learned from one failed upstream reply. */
 struct upstream_error {
 	enum errclass cls;
-	int           status;            /* HTTP status, 0 for transport */
-	int64_t       retry_after_ms;    /* from headers or body, -1 if none */
-	int           should_retry;      /* x-should-retry: 1, 0, or -1 absent */
-	char          message[256];      /* provider's message (never a key) */
-	char          type[64];          /* provider's error type / status */
-	char          code[64];          /* provider's code (string or int) */
+	int status;             /* HTTP status, 0 for transport */
+	int64_t retry_after_ms; /* from headers or body, -1 if none */
+	int should_retry;       /* x-should-retry: 1, 0, or -1 absent */
+	char message[256];      /* provider's message (never a key) */
+	char type[64];          /* provider's error type / status */
+	char code[64];          /* provider's code (string or int) */
 };
 
 /* Classify an HTTP error reply from any provider by status and body (the
@@ -38,12 +38,13 @@ struct upstream_error {
  * headers, except that a Gemini RetryInfo.retryDelay in the body fills
  * retry_after_ms when it is -1. */
 void classify_http(int status, const char *body, size_t len,
-    struct upstream_error *e);
+                   struct upstream_error *e);
 
 /* Parse retry hints from header values (any may be NULL): retry-after-ms,
  * x-ms-retry-after-ms, retry-after (seconds or an HTTP date). ms or -1. */
 int64_t classify_retry_after(const char *retry_after_ms,
-    const char *x_ms_retry_after_ms, const char *retry_after);
+                             const char *x_ms_retry_after_ms,
+                             const char *retry_after);
 
 /* True if a message text reads as a context-window overflow. */
 int classify_is_context_text(const char *msg);

@@ -173,13 +173,16 @@ static inline int
 word_special(const unsigned char *s)
 {
 	const uint64_t ones = 0x0101010101010101ULL, high = ones * 0x80;
-	uint64_t       v, q, b;
+	uint64_t v, q, b;
 
 	memcpy(&v, s, 8);
 	q = v ^ (ones * '"');
 	b = v ^ (ones * '\\');
 	return (((q - ones) & ~q) | ((b - ones) & ~b) |
-	    ((v - ones * 0x20) & ~v)) & high ? 1 : 0;
+	        ((v - ones * 0x20) & ~v)) &
+	               high
+	           ? 1
+	           : 0;
 }
 
 /* Scan the string whose quote is at pos into a token; its index or -1. */
@@ -190,7 +193,8 @@ tz_string(struct tz *z)
 	int p = z->pos + 1, k;
 
 	for (; p < z->len; p++) {
-		/* skip 8 plain bytes at a time: no quote, backslash or control */
+		/* skip 8 plain bytes at a time: no quote, backslash or control
+		 */
 		while (p + 8 <= z->len && !word_special(s + p))
 			p += 8;
 		if (p >= z->len)

@@ -15,46 +15,46 @@
  * js points at the caller's text, which must outlive the tokens. */
 struct json {
 	const char *js;
-	size_t      len;
-	jsmntok_t  *tok;
-	int         ntok;
-	int         cap;
+	size_t len;
+	jsmntok_t *tok;
+	int ntok;
+	int cap;
 };
 
 /* Parse len bytes of js. Grows the token array as needed (up to a limit of
  * 1<<20 tokens). Returns 0, or -1 for invalid or truncated JSON or a
  * document whose top level is not exactly one value. */
-int  json_parse(struct json *, const char *js, size_t len);
+int json_parse(struct json *, const char *js, size_t len);
 void json_free(struct json *);
 
 /* Token helpers; every index argument may be -1, which makes them fail. */
-int  json_type(const struct json *, int i);     /* JSMN_*, or -1 */
-int  json_next(const struct json *, int i);     /* index after i's subtree */
-int  json_get(const struct json *, int obj, const char *key); /* value or -1 */
-int  json_at(const struct json *, int arr, int n); /* n-th element or -1 */
-int  json_size(const struct json *, int i);     /* members or elements */
+int json_type(const struct json *, int i); /* JSMN_*, or -1 */
+int json_next(const struct json *, int i); /* index after i's subtree */
+int json_get(const struct json *, int obj, const char *key); /* value or -1 */
+int json_at(const struct json *, int arr, int n); /* n-th element or -1 */
+int json_size(const struct json *, int i);        /* members or elements */
 bool json_eq(const struct json *, int i, const char *s); /* string equals */
 bool json_is_null(const struct json *, int i);
 bool json_is_true(const struct json *, int i);
-int  json_bool(const struct json *, int i, bool *out); /* 0 / -1 */
-int  json_int(const struct json *, int i, long long *out);
-int  json_num(const struct json *, int i, double *out);
+int json_bool(const struct json *, int i, bool *out); /* 0 / -1 */
+int json_int(const struct json *, int i, long long *out);
+int json_num(const struct json *, int i, double *out);
 /* Raw text of a value as it appears in the input (strings with quotes). */
 const char *json_raw(const struct json *, int i, size_t *len);
 /* Unescape string token i into out (always NUL-terminated, truncated at a
  * UTF-8 boundary if needed); decodes \uXXXX and surrogate pairs into UTF-8.
  * Returns the full decoded length, or -1 if i is not a valid string. */
-int  json_str(const struct json *, int i, char *out, size_t outsz);
+int json_str(const struct json *, int i, char *out, size_t outsz);
 /* Same, appended to a buf. */
-int  json_str_buf(const struct json *, int i, struct buf *out);
+int json_str_buf(const struct json *, int i, struct buf *out);
 /* Walk a dotted path of keys and array indexes from token start:
  * json_path(j, 0, "choices.0.delta.content"); -1 if absent. */
-int  json_path(const struct json *, int start, const char *path);
+int json_path(const struct json *, int start, const char *path);
 
 /* Writer. Tracks commas per nesting level (max depth 64). */
 struct jw {
-	struct buf   *b;
-	int           depth;
+	struct buf *b;
+	int depth;
 	unsigned char need_comma[64];
 	unsigned char after_key;
 };
@@ -65,10 +65,10 @@ void jw_obj_end(struct jw *);
 void jw_arr(struct jw *);
 void jw_arr_end(struct jw *);
 void jw_key(struct jw *, const char *key);
-void jw_str(struct jw *, const char *s, size_t n);  /* escaped string */
-void jw_cstr(struct jw *, const char *s);           /* NULL writes null */
+void jw_str(struct jw *, const char *s, size_t n); /* escaped string */
+void jw_cstr(struct jw *, const char *s);          /* NULL writes null */
 void jw_int(struct jw *, long long);
-void jw_num(struct jw *, double);                   /* %.17g, finite only */
+void jw_num(struct jw *, double); /* %.17g, finite only */
 void jw_bool(struct jw *, bool);
 void jw_null(struct jw *);
 void jw_raw(struct jw *, const char *json, size_t n); /* pre-encoded value */

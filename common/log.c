@@ -8,9 +8,9 @@
 
 #include "common/log.h"
 
-int                log_level = LOG_LVL_INFO;
+int log_level = LOG_LVL_INFO;
 static const char *log_prog = "llmfd";
-static char        log_proc[32] = "master";
+static char log_proc[32] = "master";
 
 static const char *const lvl_names[] = {"error", "warn", "info", "debug"};
 
@@ -52,41 +52,42 @@ log_level_name(int l)
 static void
 vlog(int lvl, int err, const char *fmt, va_list ap)
 {
-	char       line[2048];
-	size_t     n;
-	struct tm  tm;
-	time_t     t = time(NULL);
-	int        k;
+	char line[2048];
+	size_t n;
+	struct tm tm;
+	time_t t = time(NULL);
+	int k;
 
 	gmtime_r(&t, &tm);
 	n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%SZ ", &tm);
 	k = snprintf(line + n, sizeof line - n, "%s[%d] %s %s: ", log_prog,
-	    (int)getpid(), log_proc, lvl_names[lvl]);
+	             (int)getpid(), log_proc, lvl_names[lvl]);
 	if (k > 0 && (size_t)k < sizeof line - n)
 		n += (size_t)k;
 	k = vsnprintf(line + n, sizeof line - n, fmt, ap);
 	if (k > 0)
-		n = (size_t)k < sizeof line - n ? n + (size_t)k : sizeof line - 1;
+		n = (size_t)k < sizeof line - n ? n + (size_t)k
+		                                : sizeof line - 1;
 	if (err && n < sizeof line - 1)
 		n += (size_t)snprintf(line + n, sizeof line - n, ": %s",
-		    strerror(err));
+		                      strerror(err));
 	if (n > sizeof line - 2)
 		n = sizeof line - 2;
 	line[n++] = '\n';
 	(void)!write(STDERR_FILENO, line, n);
 }
 
-#define LOGFN(fn, lvl, err)                                                   \
-	void fn(const char *fmt, ...)                                         \
-	{                                                                     \
-		va_list ap;                                                   \
-		int     e = errno;                                            \
-		if (log_level < (lvl))                                        \
-			return;                                               \
-		va_start(ap, fmt);                                            \
-		vlog(lvl, err ? e : 0, fmt, ap);                              \
-		va_end(ap);                                                   \
-		errno = e;                                                    \
+#define LOGFN(fn, lvl, err)                                                    \
+	void fn(const char *fmt, ...)                                          \
+	{                                                                      \
+		va_list ap;                                                    \
+		int e = errno;                                                 \
+		if (log_level < (lvl))                                         \
+			return;                                                \
+		va_start(ap, fmt);                                             \
+		vlog(lvl, err ? e : 0, fmt, ap);                               \
+		va_end(ap);                                                    \
+		errno = e;                                                     \
 	}
 
 LOGFN(log_warn, LOG_LVL_WARN, 1)
@@ -110,7 +111,7 @@ void
 fatal(const char *fmt, ...)
 {
 	va_list ap;
-	int     e = errno;
+	int e = errno;
 
 	va_start(ap, fmt);
 	vlog(LOG_LVL_ERROR, e, fmt, ap);

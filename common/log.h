@@ -14,17 +14,15 @@ extern int log_level;
 
 void log_init(int level, const char *progname);
 void log_procinit(const char *procname);
-int  log_parse_level(const char *); /* -1 if unknown */
+int log_parse_level(const char *); /* -1 if unknown */
 const char *log_level_name(int);
 void log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
 void log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *, ...) __attribute__((format(printf, 1, 2)));
 void log_debug(const char *, ...) __attribute__((format(printf, 1, 2)));
 void log_raw(const char *, ...) __attribute__((format(printf, 1, 2)));
-void fatal(const char *, ...)
-    __attribute__((format(printf, 1, 2), noreturn));
-void fatalx(const char *, ...)
-    __attribute__((format(printf, 1, 2), noreturn));
+void fatal(const char *, ...) __attribute__((format(printf, 1, 2), noreturn));
+void fatalx(const char *, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 #define log_enabled(lvl) (log_level >= (lvl))
 

@@ -30,9 +30,8 @@ shm_cause(const char *what, const char *path)
 size_t
 shm_layout_size(void)
 {
-	return sizeof(struct shm_hdr_sh) +
-	    SHM_NSLOTS * sizeof(struct slot_sh) +
-	    SHM_NEVENTS * sizeof(struct event_sh);
+	return sizeof(struct shm_hdr_sh) + SHM_NSLOTS * sizeof(struct slot_sh) +
+	       SHM_NEVENTS * sizeof(struct event_sh);
 }
 
 static void
@@ -41,7 +40,7 @@ shm_map_parts(struct shm *s, void *p)
 	s->hdr = p;
 	s->slots = (struct slot_sh *)((char *)p + sizeof(struct shm_hdr_sh));
 	s->events = (struct event_sh *)((char *)s->slots +
-	    SHM_NSLOTS * sizeof(struct slot_sh));
+	                                SHM_NSLOTS * sizeof(struct slot_sh));
 }
 
 /* Create the table file afresh (mode 0640) and initialise its header. The
@@ -50,10 +49,10 @@ shm_map_parts(struct shm *s, void *p)
 int
 shm_create(struct shm *s, const char *path, char **cause)
 {
-	char   tmp[4096];
+	char tmp[4096];
 	size_t sz = shm_layout_size();
-	void  *p;
-	int    fd;
+	void *p;
+	int fd;
 
 	memset(s, 0, sizeof *s);
 	s->fd = -1;
@@ -108,7 +107,7 @@ fail:
 
 static int
 shm_check(const struct shm_hdr_sh *h, size_t filesz, char **cause,
-    const char *path)
+          const char *path)
 {
 	const char *why = NULL;
 
@@ -117,15 +116,15 @@ shm_check(const struct shm_hdr_sh *h, size_t filesz, char **cause,
 	else if (h->version != SHM_VERSION)
 		why = "health table layout version differs from this program's";
 	else if (h->hdr_size != sizeof(struct shm_hdr_sh) ||
-	    h->slot_size != sizeof(struct slot_sh) ||
-	    h->event_size != sizeof(struct event_sh) ||
-	    h->nslots != SHM_NSLOTS || h->nevents != SHM_NEVENTS ||
-	    filesz < shm_layout_size())
+	         h->slot_size != sizeof(struct slot_sh) ||
+	         h->event_size != sizeof(struct event_sh) ||
+	         h->nslots != SHM_NSLOTS || h->nevents != SHM_NEVENTS ||
+	         filesz < shm_layout_size())
 		why = "health table record size differs from this program's";
 	if (why == NULL)
 		return 0;
 	if (asprintf(cause, "%s: %s (file version %u, expected %u)", path, why,
-	    filesz >= sizeof *h ? h->version : 0, SHM_VERSION) == -1)
+	             filesz >= sizeof *h ? h->version : 0, SHM_VERSION) == -1)
 		*cause = NULL;
 	return -1;
 }
@@ -136,8 +135,8 @@ int
 shm_attach(struct shm *s, const char *path, int writable, char **cause)
 {
 	struct stat st;
-	void       *p;
-	int         fd;
+	void *p;
+	int fd;
 
 	memset(s, 0, sizeof *s);
 	s->fd = -1;
@@ -154,12 +153,12 @@ shm_attach(struct shm *s, const char *path, int writable, char **cause)
 	if ((size_t)st.st_size < sizeof(struct shm_hdr_sh)) {
 		errno = EINVAL;
 		shm_check(&(struct shm_hdr_sh){0}, (size_t)st.st_size, cause,
-		    path);
+		          path);
 		close(fd);
 		return -1;
 	}
 	p = mmap(NULL, (size_t)st.st_size,
-	    PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0);
+	         PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0);
 	if (p == MAP_FAILED) {
 		*cause = shm_cause("mmap() failed for", path);
 		close(fd);
@@ -195,10 +194,10 @@ shm_find(const struct shm *s, const char *name)
 {
 	for (int i = 0; i < SHM_NSLOTS; i++) {
 		const struct slot_sh *sl = &s->slots[i];
-		uint32_t              st = atomic_load(&sl->state);
+		uint32_t st = atomic_load(&sl->state);
 
-		if (st != SLOT_FREE && strncmp(sl->name, name,
-		    sizeof sl->name) == 0)
+		if (st != SLOT_FREE &&
+		    strncmp(sl->name, name, sizeof sl->name) == 0)
 			return i;
 	}
 	return -1;
@@ -211,8 +210,9 @@ shm_read_cfg(const struct slot_sh *sl, struct slot_sh *out)
 	uint32_t a, b;
 
 	do {
-		while ((a = atomic_load_explicit(&sl->seq,
-		    memory_order_acquire)) & 1)
+		while (
+		    (a = atomic_load_explicit(&sl->seq, memory_order_acquire)) &
+		    1)
 			;
 		memcpy(out->name, sl->name, sizeof out->name);
 		memcpy(out->group, sl->group, sizeof out->group);
@@ -282,7 +282,7 @@ int64_t
 shm_hist_quantile(const struct hist_sh *h, double q)
 {
 	uint64_t b[SHM_HIST + 1], total = 0, acc = 0;
-	double   rank;
+	double rank;
 
 	for (int k = 0; k <= SHM_HIST; k++)
 		total += b[k] = atomic_load_explicit(&h->b[k], RLX);
@@ -341,10 +341,10 @@ shm_set_error(struct slot_sh *sl, int status, int cls, const char *text)
 /* Consistent copy of the last error. */
 int
 shm_get_error(const struct slot_sh *sl, char *out, size_t outsz, int *status,
-    int *cls, int64_t *wall_ms)
+              int *cls, int64_t *wall_ms)
 {
 	uint32_t a, b;
-	int      tries = 0;
+	int tries = 0;
 
 	do {
 		a = atomic_load_explicit(&sl->err_seq, memory_order_acquire);
@@ -354,7 +354,7 @@ shm_get_error(const struct slot_sh *sl, char *out, size_t outsz, int *status,
 			continue;
 		}
 		snprintf(out, outsz, "%.*s", (int)sizeof sl->err_text - 1,
-		    sl->err_text);
+		         sl->err_text);
 		*status = sl->err_status;
 		*cls = sl->err_class;
 		*wall_ms = sl->err_wall_ms;
@@ -386,7 +386,7 @@ shm_event_name(int t)
 void
 shm_event_add(struct shm *s, int type, int slot, const char *text)
 {
-	uint64_t         pos = atomic_fetch_add(&s->hdr->ev_head, 1);
+	uint64_t pos = atomic_fetch_add(&s->hdr->ev_head, 1);
 	struct event_sh *e = &s->events[pos % SHM_NEVENTS];
 
 	atomic_store_explicit(&e->seq, 0, memory_order_release);

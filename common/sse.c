@@ -7,8 +7,8 @@ static int
 sse_line(struct sse *s, const char *l, size_t n, sse_cb cb, void *arg)
 {
 	const char *colon, *v;
-	size_t      fl, vl;
-	int         rc;
+	size_t fl, vl;
+	int rc;
 
 	if (n == 0) {
 		if (!s->has_data) {
@@ -16,7 +16,7 @@ sse_line(struct sse *s, const char *l, size_t n, sse_cb cb, void *arg)
 			return 0;
 		}
 		rc = cb(arg, s->event.data ? s->event.data : "", s->event.len,
-		    s->data.data ? s->data.data : "", s->data.len);
+		        s->data.data ? s->data.data : "", s->data.len);
 		buf_reset(&s->event);
 		buf_reset(&s->data);
 		s->has_data = 0;
@@ -49,7 +49,7 @@ int
 sse_feed(struct sse *s, const char *p, size_t n, sse_cb cb, void *arg)
 {
 	const char *end = p + n;
-	int         rc;
+	int rc;
 
 	while (p < end) {
 		const char *q = p;

@@ -12,17 +12,17 @@ struct sse {
 	struct buf line;  /* partial line carried between feeds */
 	struct buf event; /* current event name */
 	struct buf data;  /* current data lines, joined with \n */
-	int        has_data;
-	int        skip_lf; /* last byte was CR: a following LF is part of it */
+	int has_data;
+	int skip_lf; /* last byte was CR: a following LF is part of it */
 };
 
 /* Called per complete event; return non-zero to stop feeding. */
 typedef int (*sse_cb)(void *arg, const char *event, size_t elen,
-    const char *data, size_t dlen);
+                      const char *data, size_t dlen);
 
 /* Feed bytes. Returns 0, the callback's non-zero value if it stopped, or
  * -1 if a line exceeded SSE_MAX_LINE or memory ran out. */
-int  sse_feed(struct sse *, const char *p, size_t n, sse_cb, void *arg);
+int sse_feed(struct sse *, const char *p, size_t n, sse_cb, void *arg);
 void sse_reset(struct sse *);
 void sse_free(struct sse *);
 

@@ -7,31 +7,31 @@
 #include "common/cfg.h"
 #include "common/shm.h"
 
-#define MAX_PROCS   (SHM_MAX_WORKERS)
-#define MAX_LISTEN  8
+#define MAX_PROCS  (SHM_MAX_WORKERS)
+#define MAX_LISTEN 8
 
 /* One worker process slot (nginx ngx_process_t). */
 struct proc {
-	pid_t    pid;        /* 0 = free */
-	int      index;      /* column in the health table */
+	pid_t pid; /* 0 = free */
+	int index; /* column in the health table */
 	uint64_t generation;
-	int64_t  started_ms;
-	int      fails;      /* quick deaths in a row, for backoff */
+	int64_t started_ms;
+	int fails; /* quick deaths in a row, for backoff */
 	unsigned respawn : 1;
 	unsigned exiting : 1;
 };
 
 struct master {
 	struct cfg *cfg;
-	char        conf_path[4096];
-	struct shm  shm;
-	int         fds[MAX_LISTEN];
-	int         nfds;
-	int         unix_fd;      /* index into fds of the unix socket, -1 */
-	int         activated;    /* listeners came from LISTEN_FDS */
-	uint64_t    generation;
+	char conf_path[4096];
+	struct shm shm;
+	int fds[MAX_LISTEN];
+	int nfds;
+	int unix_fd;   /* index into fds of the unix socket, -1 */
+	int activated; /* listeners came from LISTEN_FDS */
+	uint64_t generation;
 	struct proc procs[MAX_PROCS];
-	int         stopping;
+	int stopping;
 	struct event_base *base;
 };
 
@@ -40,17 +40,17 @@ struct event_base;
 struct event_sh;
 void hooks_init(struct event_base *);
 void hooks_event(const struct cfg *, const struct shm *, uint64_t seq,
-    const struct event_sh *);
-int  hooks_reap(pid_t, int status);
+                 const struct event_sh *);
+int hooks_reap(pid_t, int status);
 void hooks_free(void);
 
 /* listen.c */
-int  listen_open(struct master *, const struct cfg *, char **cause);
+int listen_open(struct master *, const struct cfg *, char **cause);
 void listen_close(struct master *);
 
 /* master.c */
-int  master_run(struct master *);
-int  master_table_sync(struct master *, const struct cfg *);
+int master_run(struct master *);
+int master_table_sync(struct master *, const struct cfg *);
 
 /* notify.c */
 void notify_send(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -32,7 +32,7 @@ static int
 unix_in_use(const char *path)
 {
 	struct sockaddr_un sun;
-	int                fd, rc;
+	int fd, rc;
 
 	memset(&sun, 0, sizeof sun);
 	sun.sun_family = AF_UNIX;
@@ -50,18 +50,20 @@ static int
 listen_unix(const char *path, int mode, char **cause)
 {
 	struct sockaddr_un sun;
-	struct stat        st;
-	int                fd;
-	mode_t             old;
+	struct stat st;
+	int fd;
+	mode_t old;
 
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode)) {
 			errno = EEXIST;
-			return set_cause(cause, "refusing to replace non-socket", path);
+			return set_cause(
+			    cause, "refusing to replace non-socket", path);
 		}
 		if (unix_in_use(path)) {
 			errno = EADDRINUSE;
-			return set_cause(cause, "another server is listening on", path);
+			return set_cause(
+			    cause, "another server is listening on", path);
 		}
 		unlink(path);
 	}
@@ -90,10 +92,10 @@ static int
 listen_tcp(const char *host, int port, char **cause)
 {
 	struct sockaddr_storage ss;
-	struct sockaddr_in     *sin = (struct sockaddr_in *)&ss;
-	struct sockaddr_in6    *sin6 = (struct sockaddr_in6 *)&ss;
-	socklen_t               len;
-	int                     fd, one = 1;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+	socklen_t len;
+	int fd, one = 1;
 
 	memset(&ss, 0, sizeof ss);
 	if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
@@ -124,7 +126,7 @@ static int
 listen_activated(struct master *m)
 {
 	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
-	int         n;
+	int n;
 
 	if (pid == NULL || fds == NULL || atoi(pid) != (int)getpid())
 		return 0;
@@ -154,7 +156,7 @@ listen_open(struct master *m, const struct cfg *cfg, char **cause)
 	m->unix_fd = -1;
 	if (listen_activated(m) > 0) {
 		log_info("using %d socket%s passed by the service manager",
-		    m->nfds, m->nfds == 1 ? "" : "s");
+		         m->nfds, m->nfds == 1 ? "" : "s");
 		return 0;
 	}
 	if ((fd = listen_unix(cfg->listen, cfg->listen_mode, cause)) == -1)

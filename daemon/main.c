@@ -8,13 +8,15 @@
 #include "common/log.h"
 #include "daemon/daemon.h"
 
-static void __attribute__((noreturn))
-usage(void)
+static void __attribute__((noreturn)) usage(void)
 {
-	fprintf(stderr, "usage: llmfd [-dt] [-c config]\n"
+	fprintf(
+	    stderr,
+	    "usage: llmfd [-dt] [-c config]\n"
 	    "  -c FILE  configuration file (default /etc/llmfd/llmfd.conf)\n"
 	    "  -t       check the configuration and exit\n"
-	    "  -d       detach into the background (logs still go to stderr)\n");
+	    "  -d       detach into the background (logs still go to "
+	    "stderr)\n");
 	exit(2);
 }
 
@@ -46,9 +48,9 @@ int
 main(int argc, char **argv)
 {
 	static struct master m;
-	const char          *conf = "/etc/llmfd/llmfd.conf";
-	char                *cause = NULL;
-	int                  ch, test = 0, detach = 0;
+	const char *conf = "/etc/llmfd/llmfd.conf";
+	char *cause = NULL;
+	int ch, test = 0, detach = 0;
 
 	while ((ch = getopt(argc, argv, "c:dth")) != -1) {
 		switch (ch) {

@@ -23,8 +23,8 @@
 #define QUICK_DEATH_MS 2000
 
 static struct event *ev_sig[5], *ev_tick, *ev_respawn, *ev_kill;
-static uint64_t      ev_seen;
-static int64_t       watchdog_ms, watchdog_last;
+static uint64_t ev_seen;
+static int64_t watchdog_ms, watchdog_last;
 
 /* Copy one deployment's config into its table slot. */
 static void
@@ -34,9 +34,9 @@ table_fill(struct slot_sh *s, const struct deploy_cfg *d, int idx)
 	snprintf(s->name, sizeof s->name, "%s", d->name);
 	snprintf(s->group, sizeof s->group, "%s", d->group);
 	snprintf(s->provider, sizeof s->provider, "%s",
-	    cfg_provider_name(d->provider));
+	         cfg_provider_name(d->provider));
 	snprintf(s->model, sizeof s->model, "%.*s", (int)sizeof s->model - 1,
-	    d->model);
+	         d->model);
 	s->cfg_weight = d->weight;
 	s->cfg_index = idx;
 	s->rpm = d->rpm;
@@ -50,10 +50,11 @@ int
 master_table_sync(struct master *m, const struct cfg *cfg)
 {
 	struct shm *t = &m->shm;
-	char        seen[SHM_NSLOTS] = {0};
-	int         need = 0, nfree = 0;
+	char seen[SHM_NSLOTS] = {0};
+	int need = 0, nfree = 0;
 
-	/* check for room first, so a failed reload leaves the table as it was */
+	/* check for room first, so a failed reload leaves the table as it was
+	 */
 	for (int i = 0; i < cfg->ndeploy; i++)
 		need += shm_find(t, cfg->deploy[i].name) < 0;
 	for (int k = 0; k < SHM_NSLOTS; k++)
@@ -78,7 +79,8 @@ master_table_sync(struct master *m, const struct cfg *cfg)
 		seen[k] = 1;
 	}
 	for (int k = 0; k < SHM_NSLOTS; k++)
-		if (!seen[k] && atomic_load(&t->slots[k].state) == SLOT_ACTIVE) {
+		if (!seen[k] &&
+		    atomic_load(&t->slots[k].state) == SLOT_ACTIVE) {
 			t->slots[k].cfg_index = -1;
 			atomic_store(&t->slots[k].state, SLOT_RETIRED);
 			log_info("deployment %s retired", t->slots[k].name);
@@ -91,8 +93,8 @@ static void
 drop_privileges(const struct cfg *cfg)
 {
 	struct passwd *pw;
-	struct group  *gr;
-	gid_t          gid;
+	struct group *gr;
+	gid_t gid;
 
 	if (cfg->user[0] == '\0' || geteuid() != 0)
 		return;
@@ -130,7 +132,7 @@ static int
 spawn(struct master *m, struct proc *p)
 {
 	sigset_t all, old;
-	pid_t    pid;
+	pid_t pid;
 
 	sigfillset(&all);
 	sigprocmask(SIG_BLOCK, &all, &old);
@@ -198,13 +200,13 @@ static void
 respawn_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct master *m = arg;
-	int64_t        now = clock_ms(), next = 0;
+	int64_t now = clock_ms(), next = 0;
 
 	(void)fd;
 	(void)ev;
 	for (int i = 0; i < MAX_PROCS; i++) {
 		struct proc *p = &m->procs[i];
-		int64_t      due;
+		int64_t due;
 
 		if (p->pid != -1 || m->stopping)
 			continue;
@@ -216,7 +218,7 @@ respawn_cb(evutil_socket_t fd, short ev, void *arg)
 	}
 	if (next) {
 		struct timeval tv = {(next - now) / 1000,
-		    ((next - now) % 1000) * 1000};
+		                     ((next - now) % 1000) * 1000};
 		event_add(ev_respawn, &tv);
 	}
 }
@@ -227,7 +229,7 @@ static void
 reap(struct master *m, pid_t pid, int st)
 {
 	struct proc *p = NULL;
-	int64_t      now = clock_ms(), delay;
+	int64_t now = clock_ms(), delay;
 
 	if (hooks_reap(pid, st))
 		return;
@@ -240,18 +242,19 @@ reap(struct master *m, pid_t pid, int st)
 		atomic_store(&m->shm.slots[k].inflight[p->index], 0);
 	if (WIFSIGNALED(st))
 		log_warnx("worker %d (pid %d) killed by signal %d%s", p->index,
-		    (int)pid, WTERMSIG(st), WCOREDUMP(st) ? " (core dumped)" :
-		    "");
+		          (int)pid, WTERMSIG(st),
+		          WCOREDUMP(st) ? " (core dumped)" : "");
 	else if (WEXITSTATUS(st) != 0 || !p->exiting)
 		log_info("worker %d (pid %d) exited with code %d", p->index,
-		    (int)pid, WEXITSTATUS(st));
+		         (int)pid, WEXITSTATUS(st));
 	if (p->exiting || m->stopping || p->generation != m->generation) {
 		p->pid = 0;
 		return;
 	}
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 2) {
 		log_warnx("worker %d failed on configuration or privileges; "
-		    "not respawning", p->index);
+		          "not respawning",
+		          p->index);
 		p->pid = 0;
 		return;
 	}
@@ -262,7 +265,7 @@ reap(struct master *m, pid_t pid, int st)
 		delay = RESPAWN_MAX_MS;
 	if (delay)
 		log_warnx("worker %d crash-looping; respawn in %lld ms",
-		    p->index, (long long)delay);
+		          p->index, (long long)delay);
 	p->pid = -1; /* waiting for respawn; started_ms = due time */
 	p->started_ms = now + delay;
 	respawn_cb(-1, 0, m);
@@ -272,8 +275,8 @@ static void
 sigchld_cb(evutil_socket_t sig, short ev, void *arg)
 {
 	struct master *m = arg;
-	pid_t          pid;
-	int            st;
+	pid_t pid;
+	int st;
 
 	(void)sig;
 	(void)ev;
@@ -335,8 +338,8 @@ static void
 sighup_cb(evutil_socket_t sig, short ev, void *arg)
 {
 	struct master *m = arg;
-	struct cfg    *nc;
-	char          *cause = NULL;
+	struct cfg *nc;
+	char *cause = NULL;
 
 	(void)sig;
 	(void)ev;
@@ -346,7 +349,7 @@ sighup_cb(evutil_socket_t sig, short ev, void *arg)
 	log_info("reloading %s", m->conf_path);
 	if ((nc = cfg_load(m->conf_path, &cause)) == NULL) {
 		log_warnx("reload failed, keeping the running config: %s",
-		    cause ? cause : "?");
+		          cause ? cause : "?");
 		free(cause);
 		notify_send("READY=1\nSTATUS=reload failed; old config kept");
 		return;
@@ -354,7 +357,7 @@ sighup_cb(evutil_socket_t sig, short ev, void *arg)
 	if (strcmp(nc->listen, m->cfg->listen) != 0 ||
 	    strcmp(nc->tcp, m->cfg->tcp) != 0)
 		log_warnx("listen/tcp changes need a restart; keeping the "
-		    "current listeners");
+		          "current listeners");
 	if (master_table_sync(m, nc) == -1) {
 		log_warnx("reload failed: health table is full");
 		cfg_free(nc);
@@ -371,7 +374,7 @@ sighup_cb(evutil_socket_t sig, short ev, void *arg)
 	signal_workers(m, 0, SIGTERM);
 	shm_event_add(&m->shm, SHM_EV_RELOAD, -1, "configuration reloaded");
 	notify_send("READY=1\nSTATUS=generation %llu, %d workers",
-	    (unsigned long long)m->generation, m->cfg->workers);
+	            (unsigned long long)m->generation, m->cfg->workers);
 }
 
 /* Whether a worker of an older generation is still draining (it may still
@@ -380,8 +383,8 @@ static int
 old_workers_alive(const struct master *m)
 {
 	for (int i = 0; i < MAX_PROCS; i++)
-		if (m->procs[i].pid > 0 && m->procs[i].generation !=
-		    m->generation)
+		if (m->procs[i].pid > 0 &&
+		    m->procs[i].generation != m->generation)
 			return 1;
 	return 0;
 }
@@ -393,9 +396,9 @@ static void
 tick_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct master *m = arg;
-	uint64_t       head = atomic_load(&m->shm.hdr->ev_head);
+	uint64_t head = atomic_load(&m->shm.hdr->ev_head);
 
-	int            lvl = atomic_load(&m->shm.hdr->log_level);
+	int lvl = atomic_load(&m->shm.hdr->log_level);
 
 	(void)fd;
 	(void)ev;
@@ -411,7 +414,7 @@ tick_cb(evutil_socket_t fd, short ev, void *arg)
 		if (atomic_load(&e->seq) != ev_seen + 1)
 			continue;
 		log_info("event %s: %.*s", shm_event_name(e->type),
-		    (int)sizeof e->text, e->text);
+		         (int)sizeof e->text, e->text);
 		hooks_event(m->cfg, &m->shm, ev_seen, e);
 	}
 	for (int k = 0; k < SHM_NSLOTS && !old_workers_alive(m); k++) {
@@ -433,11 +436,11 @@ tick_cb(evutil_socket_t fd, short ev, void *arg)
 static void
 master_events(struct master *m)
 {
-	int            sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGCHLD};
+	int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGCHLD};
 	event_callback_fn cbs[] = {sigterm_cb, sigterm_cb, sighup_cb,
-	    sigchld_cb};
+	                           sigchld_cb};
 	struct timeval tv = {0, 250000};
-	const char    *wd = getenv("WATCHDOG_USEC");
+	const char *wd = getenv("WATCHDOG_USEC");
 
 	for (int i = 0; i < 4; i++) {
 		ev_sig[i] = evsignal_new(m->base, sigs[i], cbs[i], m);
@@ -473,7 +476,7 @@ master_run(struct master *m)
 	atomic_store(&m->shm.hdr->generation, 1);
 	atomic_store(&m->shm.hdr->log_level, m->cfg->log_level);
 	snprintf(m->shm.hdr->config_file, sizeof m->shm.hdr->config_file,
-	    "%.*s", (int)sizeof m->shm.hdr->config_file - 1, m->cfg->file);
+	         "%.*s", (int)sizeof m->shm.hdr->config_file - 1, m->cfg->file);
 	if (master_table_sync(m, m->cfg) == -1)
 		fatalx("health table is full");
 	if ((m->base = event_base_new()) == NULL)
@@ -482,9 +485,9 @@ master_run(struct master *m)
 	hooks_init(m->base);
 	spawn_generation(m);
 	log_info("llmfd ready: %d workers on %s%s%s", m->cfg->workers,
-	    m->cfg->listen, m->cfg->tcp[0] ? " and " : "", m->cfg->tcp);
+	         m->cfg->listen, m->cfg->tcp[0] ? " and " : "", m->cfg->tcp);
 	notify_send("READY=1\nSTATUS=%d workers\nMAINPID=%d", m->cfg->workers,
-	    (int)getpid());
+	            (int)getpid());
 	event_base_dispatch(m->base);
 	listen_close(m);
 	log_info("stopped");

@@ -13,12 +13,12 @@
 void
 notify_send(const char *fmt, ...)
 {
-	const char        *path = getenv("NOTIFY_SOCKET");
+	const char *path = getenv("NOTIFY_SOCKET");
 	struct sockaddr_un sun;
-	socklen_t          len;
-	char               msg[512];
-	va_list            ap;
-	int                fd, n;
+	socklen_t len;
+	char msg[512];
+	va_list ap;
+	int fd, n;
 
 	if (path == NULL || (path[0] != '/' && path[0] != '@') ||
 	    strlen(path) >= sizeof sun.sun_path)
@@ -33,10 +33,11 @@ notify_send(const char *fmt, ...)
 	memcpy(sun.sun_path, path, strlen(path));
 	if (sun.sun_path[0] == '@')
 		sun.sun_path[0] = '\0';
-	len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+	len =
+	    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
 	if ((fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) == -1)
 		return;
 	(void)sendto(fd, msg, (size_t)n, MSG_NOSIGNAL, (struct sockaddr *)&sun,
-	    len);
+	             len);
 	close(fd);
 }

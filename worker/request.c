@@ -28,91 +28,92 @@
 #define ERRBODY_MAX   65536
 
 struct attempt_rec {
-	int  d;
-	int  status;
-	int  cls;
-	int  skip;
-	int  ms;
+	int d;
+	int status;
+	int cls;
+	int skip;
+	int ms;
 	char msg[96];
 };
 
 /* One upstream attempt; a request runs at most two at once (a hedge). */
 struct attempt {
-	struct req            *r;
-	int                    active;
-	int                    d;
-	int                    hedge;  /* started by the hedge timer */
-	int                    resume; /* continues a cut stream */
-	struct upconn         *up;
-	struct prov_call       pc;
-	struct prov_out        po;
+	struct req *r;
+	int active;
+	int d;
+	int hedge;  /* started by the hedge timer */
+	int resume; /* continues a cut stream */
+	struct upconn *up;
+	struct prov_call pc;
+	struct prov_out po;
 	const struct provider *prov;
-	int64_t                t0_us, ttft_us;
-	struct up_resp         resp;
-	int                    streaming, complete, in_stream_err;
-	struct buf             rbody;
-	struct sse             sse;
-	struct stream_state    ss;
-	struct buf             out;  /* translated, not yet sent */
-	struct buf             text; /* content text this attempt produced */
-	struct upstream_error  uerr;
-	struct usage           usage;
-	struct event           ev_timer; /* attempt / first token / idle */
+	int64_t t0_us, ttft_us;
+	struct up_resp resp;
+	int streaming, complete, in_stream_err;
+	struct buf rbody;
+	struct sse sse;
+	struct stream_state ss;
+	struct buf out;  /* translated, not yet sent */
+	struct buf text; /* content text this attempt produced */
+	struct upstream_error uerr;
+	struct usage usage;
+	struct event ev_timer; /* attempt / first token / idle */
 };
 
 struct req {
-	LIST_ENTRY(req)        link;
-	struct req            *next_free;
-	struct worker         *w;
+	LIST_ENTRY(req) link;
+	struct req *next_free;
+	struct worker *w;
 	struct evhttp_request *hreq;
-	char                   id[24];
-	int                    endpoint;
+	char id[24];
+	int endpoint;
 
 	/* the client's request */
 	struct json j;
 	const char *body;
-	size_t      blen;
-	int         stream, include_usage;
-	int         req_retries;    /* num_retries field, -1 if absent */
-	int         first_token_ms; /* stream_timeout field, -1 if absent */
-	long        est_tokens;
-	int64_t     t0_us, deadline_ms;
-	char        model[CFG_NAME_MAX];
+	size_t blen;
+	int stream, include_usage;
+	int req_retries;    /* num_retries field, -1 if absent */
+	int first_token_ms; /* stream_timeout field, -1 if absent */
+	long est_tokens;
+	int64_t t0_us, deadline_ms;
+	char model[CFG_NAME_MAX];
 
 	/* candidates */
 	const struct group_cfg *groups[ROUTE_MAX_GROUPS];
-	int                     ngroups, gi;
-	struct group_cfg        single; /* model names one deployment */
-	int                     single_idx;
-	uint64_t                tried[CFG_MAX_DEPLOY / 64];
-	int                     d, prev_d; /* last deployment started */
-	int                     retries_used, tries_here, attempts;
-	int                     switched; /* context/content fallbacks taken */
-	int64_t                 soonest_ms;
-	int                     n_rate, n_fail, forced, hedged;
-	int                     n_unsupported;
-	char                    build_err[160];
-	struct attempt_rec      trail[REQ_MAX_TRAIL];
-	int                     ntrail;
+	int ngroups, gi;
+	struct group_cfg single; /* model names one deployment */
+	int single_idx;
+	uint64_t tried[CFG_MAX_DEPLOY / 64];
+	int d, prev_d; /* last deployment started */
+	int retries_used, tries_here, attempts;
+	int switched; /* context/content fallbacks taken */
+	int64_t soonest_ms;
+	int n_rate, n_fail, forced, hedged;
+	int n_unsupported;
+	char build_err[160];
+	struct attempt_rec trail[REQ_MAX_TRAIL];
+	int ntrail;
 
 	/* attempts and the client side */
 	struct attempt att[2];
-	int            served;         /* deployment that answered, -1 */
-	int            client_started; /* stream bytes reached the client */
-	int            tool_stream;    /* a tool call was streamed */
-	struct buf     sent_text;      /* streamed text, for continuation */
-	struct buf     out;
+	int served;           /* deployment that answered, -1 */
+	int client_started;   /* stream bytes reached the client */
+	int tool_stream;      /* a tool call was streamed */
+	struct buf sent_text; /* streamed text, for continuation */
+	struct buf out;
 	struct evbuffer *chunk; /* reused for every chunk sent to the client */
-	struct event   ev_deadline, ev_wait, ev_hedge;
+	struct event ev_deadline, ev_wait, ev_hedge;
 };
 
-static const char *const drop_keys[] = {"fallbacks", "num_retries", "timeout",
-    "stream_timeout", "metadata", NULL};
+static const char *const drop_keys[] = {
+    "fallbacks", "num_retries", "timeout", "stream_timeout", "metadata", NULL};
 
 static void req_next(struct req *);
 static void att_start(struct req *, int d, int hedge);
 static void att_failed(struct attempt *, enum errclass, int status,
-    const char *msg, int64_t retry_after_ms, int should_retry);
+                       const char *msg, int64_t retry_after_ms,
+                       int should_retry);
 static void req_release(struct req *);
 static void req_destroy(struct req *);
 static void req_client_closed(struct evhttp_connection *, void *);
@@ -183,22 +184,23 @@ static void
 req_add_common_headers(struct req *r)
 {
 	struct evkeyvalq *h = evhttp_request_get_output_headers(r->hreq);
-	char              n[16];
+	char n[16];
 
 	evhttp_add_header(h, "x-request-id", r->id);
 	snprintf(n, sizeof n, "%d", r->attempts);
 	evhttp_add_header(h, "x-llmfd-attempts", n);
 	if (r->served >= 0) {
 		evhttp_add_header(h, "x-llmfd-deployment", dname(r, r->served));
-		evhttp_add_header(h, "x-llmfd-provider", cfg_provider_name(
-		    r->w->cfg->deploy[r->served].provider));
+		evhttp_add_header(
+		    h, "x-llmfd-provider",
+		    cfg_provider_name(r->w->cfg->deploy[r->served].provider));
 	}
 }
 
 /* Note one attempt (or skip) in the trail. */
 static void
 req_trail(struct req *r, int d, int status, int cls, int skip, int ms,
-    const char *msg)
+          const char *msg)
 {
 	struct attempt_rec *a;
 
@@ -211,7 +213,7 @@ req_trail(struct req *r, int d, int status, int cls, int skip, int ms,
 	a->skip = skip;
 	a->ms = ms;
 	snprintf(a->msg, sizeof a->msg, "%.*s", (int)sizeof a->msg - 1,
-	    msg ? msg : "");
+	         msg ? msg : "");
 }
 
 /* Write the attempt trail as a JSON array. */
@@ -248,43 +250,53 @@ req_write_trail(struct req *r, struct jw *jw)
 /* Write the request's access log line (before req_release recycles it);
  * u and ttft_us describe the attempt that answered (NULL / -1 if none). */
 static void
-req_access(struct req *r, int status, const char *code,
-    const struct usage *u, int64_t ttft_us)
+req_access(struct req *r, int status, const char *code, const struct usage *u,
+           int64_t ttft_us)
 {
-	const struct deploy_cfg *d = r->served >= 0 ?
-	    &r->w->cfg->deploy[r->served] : NULL;
-	char                     trail[REQ_MAX_TRAIL * 96] = "-";
-	size_t                   n = 0;
+	const struct deploy_cfg *d =
+	    r->served >= 0 ? &r->w->cfg->deploy[r->served] : NULL;
+	char trail[REQ_MAX_TRAIL * 96] = "-";
+	size_t n = 0;
 
 	for (int i = 0; i < r->ntrail && n < sizeof trail; i++) {
 		const struct attempt_rec *a = &r->trail[i];
 
-		n += (size_t)snprintf(trail + n, sizeof trail - n, "%s%s:", i ?
-		    "," : "", dname(r, a->d));
+		n += (size_t)snprintf(trail + n, sizeof trail - n,
+		                      "%s%s:", i ? "," : "", dname(r, a->d));
 		if (n < sizeof trail)
-			n += (size_t)(a->skip ? snprintf(trail + n, sizeof trail -
-			    n, "-:skipped:0") : snprintf(trail + n, sizeof trail -
-			    n, "%d:%s:%d", a->status, errclass_name(a->cls), a->ms));
+			n +=
+			    (size_t)(a->skip
+			                 ? snprintf(trail + n, sizeof trail - n,
+			                            "-:skipped:0")
+			                 : snprintf(trail + n, sizeof trail - n,
+			                            "%d:%s:%d", a->status,
+			                            errclass_name(a->cls),
+			                            a->ms));
 	}
-	accesslog_write(r->w->cfg, &(struct access_rec){.id = r->id,
-	    .model = r->model[0] ? r->model : "-",
-	    .deployment = d ? d->name : "-",
-	    .provider = d ? cfg_provider_name(d->provider) : "-",
-	    .code = code ? code : "-", .attempts = r->attempts,
-	    .status = status, .latency_ms = req_elapsed_ms(r),
-	    .ttft_ms = ttft_us >= 0 ? (int)(ttft_us / 1000) : -1,
-	    .prompt_tokens = u ? u->prompt_tokens : 0,
-	    .completion_tokens = u ? u->completion_tokens : 0,
-	    .stream = r->stream, .trail = trail});
+	accesslog_write(
+	    r->w->cfg, &(struct access_rec){
+	                   .id = r->id,
+	                   .model = r->model[0] ? r->model : "-",
+	                   .deployment = d ? d->name : "-",
+	                   .provider = d ? cfg_provider_name(d->provider) : "-",
+	                   .code = code ? code : "-",
+	                   .attempts = r->attempts,
+	                   .status = status,
+	                   .latency_ms = req_elapsed_ms(r),
+	                   .ttft_ms = ttft_us >= 0 ? (int)(ttft_us / 1000) : -1,
+	                   .prompt_tokens = u ? u->prompt_tokens : 0,
+	                   .completion_tokens = u ? u->completion_tokens : 0,
+	                   .stream = r->stream,
+	                   .trail = trail});
 }
 
 /* Answer with an OpenAI-shaped error carrying the attempt trail. */
 static void
 req_error(struct req *r, int status, const char *type, const char *code,
-    const char *msg)
+          const char *msg)
 {
 	struct buf *b = &r->out;
-	struct jw   jw;
+	struct jw jw;
 
 	buf_reset(b);
 	jw_init(&jw, b);
@@ -306,8 +318,8 @@ req_error(struct req *r, int status, const char *type, const char *code,
 	jw_obj_end(&jw);
 	jw_obj_end(&jw);
 	req_add_common_headers(r);
-	log_info("%s %s -> %d %s (%d attempts, %d ms)", r->id, r->model,
-	    status, code ? code : type, r->attempts, req_elapsed_ms(r));
+	log_info("%s %s -> %d %s (%d attempts, %d ms)", r->id, r->model, status,
+	         code ? code : type, r->attempts, req_elapsed_ms(r));
 	req_access(r, status, code ? code : type, NULL, -1);
 	server_send_json(r->hreq, status, b);
 	req_release(r);
@@ -336,7 +348,7 @@ att_cancel(struct attempt *a, const char *why)
 		return;
 	att_stop(a);
 	route_attempt_end(r->w, a->d, EC_CANCELLED, clock_us() - a->t0_us, -1,
-	    NULL, -1, NULL, 0);
+	                  NULL, -1, NULL, 0);
 	req_trail(r, a->d, 0, EC_CANCELLED, 0, att_ms(a), why);
 	log_debug("%s attempt on %s cancelled: %s", r->id, dname(r, a->d), why);
 }
@@ -389,8 +401,8 @@ static void
 req_stream_abort(struct req *r, int d, const char *msg)
 {
 	struct evbuffer *eb = r->chunk;
-	struct buf      *b = &r->out;
-	struct jw        jw;
+	struct buf *b = &r->out;
+	struct jw jw;
 
 	buf_reset(b);
 	buf_adds(b, "data: ");
@@ -415,7 +427,7 @@ req_stream_abort(struct req *r, int d, const char *msg)
 	evhttp_send_reply_chunk(r->hreq, eb);
 	evhttp_send_reply_end(r->hreq);
 	log_warnx("%s stream interrupted after %d ms: %s", r->id,
-	    req_elapsed_ms(r), msg);
+	          req_elapsed_ms(r), msg);
 	req_access(r, 200, "stream_interrupted", NULL, -1);
 	req_release(r);
 }
@@ -425,8 +437,8 @@ static void
 req_deadline(evutil_socket_t fd, short ev, void *arg)
 {
 	struct req *r = arg;
-	char        msg[128];
-	int         d = r->d;
+	char msg[128];
+	int d = r->d;
 
 	(void)fd;
 	(void)ev;
@@ -438,18 +450,20 @@ req_deadline(evutil_socket_t fd, short ev, void *arg)
 		d = a->d;
 		att_stop(a);
 		route_attempt_end(r->w, a->d, EC_TRANSIENT,
-		    clock_us() - a->t0_us, -1, NULL, -1,
-		    "request deadline reached", 0);
+		                  clock_us() - a->t0_us, -1, NULL, -1,
+		                  "request deadline reached", 0);
 		req_trail(r, a->d, 0, EC_TRANSIENT, 0, att_ms(a),
-		    "deadline reached");
+		          "deadline reached");
 	}
 	if (r->client_started) {
 		req_stream_abort(r, d, "request deadline reached mid-stream");
 		return;
 	}
-	snprintf(msg, sizeof msg, "request deadline of %d ms reached after %d "
-	    "attempt%s", (int)(r->deadline_ms - r->t0_us / 1000), r->attempts,
-	    r->attempts == 1 ? "" : "s");
+	snprintf(msg, sizeof msg,
+	         "request deadline of %d ms reached after %d "
+	         "attempt%s",
+	         (int)(r->deadline_ms - r->t0_us / 1000), r->attempts,
+	         r->attempts == 1 ? "" : "s");
 	req_error(r, 504, "timeout_error", "deadline_exceeded", msg);
 }
 
@@ -458,20 +472,20 @@ static void
 att_timeout(evutil_socket_t fd, short ev, void *arg)
 {
 	struct attempt *a = arg;
-	char            msg[96];
+	char msg[96];
 
 	(void)fd;
 	(void)ev;
 	if (a->ttft_us >= 0)
 		snprintf(msg, sizeof msg, "stream stalled: no chunk for %d ms",
-		    cfg_eff_stream_idle_timeout_ms(a->r->w->cfg,
-		    &a->r->w->cfg->deploy[a->d]));
+		         cfg_eff_stream_idle_timeout_ms(
+		             a->r->w->cfg, &a->r->w->cfg->deploy[a->d]));
 	else if (a->r->stream)
 		snprintf(msg, sizeof msg, "no first token after %d ms",
-		    att_ms(a));
+		         att_ms(a));
 	else
 		snprintf(msg, sizeof msg, "attempt timed out after %d ms",
-		    att_ms(a));
+		         att_ms(a));
 	if (a->up) {
 		up_abort(a->up);
 		a->up = NULL;
@@ -483,14 +497,15 @@ att_timeout(evutil_socket_t fd, short ev, void *arg)
 static void
 att_arm(struct attempt *a)
 {
-	struct req              *r = a->r;
-	const struct cfg        *cfg = r->w->cfg;
+	struct req *r = a->r;
+	const struct cfg *cfg = r->w->cfg;
 	const struct deploy_cfg *d = &cfg->deploy[a->d];
-	int64_t                  ms = cfg_eff_attempt_timeout_ms(cfg, d);
+	int64_t ms = cfg_eff_attempt_timeout_ms(cfg, d);
 
 	if (r->stream) {
-		int64_t ft = r->first_token_ms >= 0 ? r->first_token_ms :
-		    cfg_eff_first_token_timeout_ms(cfg, d);
+		int64_t ft = r->first_token_ms >= 0
+		                 ? r->first_token_ms
+		                 : cfg_eff_first_token_timeout_ms(cfg, d);
 		if (ft > 0 && ft < ms)
 			ms = ft;
 	}
@@ -502,7 +517,7 @@ static int64_t
 req_hedge_delay(struct req *r, int d)
 {
 	const struct group_cfg *g = r->groups[0];
-	struct slot_sh         *s = &r->w->shm->slots[r->w->slot_of[d]];
+	struct slot_sh *s = &r->w->shm->slots[r->w->slot_of[d]];
 
 	if (g->hedge_after_ms > 0)
 		return g->hedge_after_ms;
@@ -518,18 +533,23 @@ req_hedge_delay(struct req *r, int d)
 static void
 att_start(struct req *r, int d, int hedge)
 {
-	struct worker           *w = r->w;
+	struct worker *w = r->w;
 	const struct deploy_cfg *dc = &w->cfg->deploy[d];
-	struct attempt          *a = r->att[0].active ? &r->att[1] : &r->att[0];
-	int64_t                  hd;
+	struct attempt *a = r->att[0].active ? &r->att[1] : &r->att[0];
+	int64_t hd;
 
 	a->d = d;
 	a->hedge = hedge;
 	a->resume = r->client_started;
 	a->prov = provider_get(dc->provider);
-	a->pc = (struct prov_call){.cfg = w->cfg, .d = dc, .req = &r->j,
-	    .endpoint = r->endpoint, .stream = r->stream,
-	    .include_usage = r->include_usage, .drop_keys = drop_keys,
+	a->pc = (struct prov_call){
+	    .cfg = w->cfg,
+	    .d = dc,
+	    .req = &r->j,
+	    .endpoint = r->endpoint,
+	    .stream = r->stream,
+	    .include_usage = r->include_usage,
+	    .drop_keys = drop_keys,
 	    .resume_text = a->resume ? r->sent_text.data : NULL,
 	    .resume_len = a->resume ? r->sent_text.len : 0};
 	buf_reset(&a->po.path);
@@ -537,11 +557,11 @@ att_start(struct req *r, int d, int hedge)
 	buf_reset(&a->po.body);
 	r->build_err[0] = '\0';
 	if (a->prov == NULL || a->prov->build(&a->pc, &a->po, r->build_err,
-	    sizeof r->build_err) == -1) {
+	                                      sizeof r->build_err) == -1) {
 		if (r->build_err[0] == '\0')
 			snprintf(r->build_err, sizeof r->build_err,
-			    "provider of '%s' cannot serve this request",
-			    dc->name);
+			         "provider of '%s' cannot serve this request",
+			         dc->name);
 		r->n_unsupported++;
 		req_trail(r, d, 0, 0, SKIP_UNSUPPORTED, 0, r->build_err);
 		if (!hedge && att_other(a) == NULL)
@@ -574,11 +594,11 @@ att_start(struct req *r, int d, int hedge)
 	event_assign(&a->ev_timer, w->base, -1, 0, att_timeout, a);
 	route_attempt_start(w, d);
 	log_debug("%s attempt %d on %s%s%s", r->id, r->attempts, dc->name,
-	    hedge ? " (hedge)" : "", a->resume ? " (continuing)" : "");
-	a->up = up_request(w->pools[d], "POST", a->po.path.data,
-	    a->po.path.len, a->po.headers.data ? a->po.headers.data : "",
-	    a->po.headers.len, a->po.body.data ? a->po.body.data : "",
-	    a->po.body.len, &up_cbs, a);
+	          hedge ? " (hedge)" : "", a->resume ? " (continuing)" : "");
+	a->up = up_request(
+	    w->pools[d], "POST", a->po.path.data, a->po.path.len,
+	    a->po.headers.data ? a->po.headers.data : "", a->po.headers.len,
+	    a->po.body.data ? a->po.body.data : "", a->po.body.len, &up_cbs, a);
 	if (a->up == NULL) {
 		att_failed(a, EC_TRANSIENT, 0, "out of memory", -1, -1);
 		return;
@@ -596,8 +616,8 @@ req_note_skips(struct req *r, const struct group_cfg *g)
 	int64_t now = clock_ms();
 
 	for (int i = 0; i < g->ndeploy; i++) {
-		int                      d = g->deploy[i], why;
-		struct slot_sh          *s = &r->w->shm->slots[r->w->slot_of[d]];
+		int d = g->deploy[i], why;
+		struct slot_sh *s = &r->w->shm->slots[r->w->slot_of[d]];
 		const struct deploy_cfg *dc = &r->w->cfg->deploy[d];
 
 		if (r->tried[d / 64] & (1ULL << (d % 64)))
@@ -607,10 +627,10 @@ req_note_skips(struct req *r, const struct group_cfg *g)
 		else if (shm_weight(s) == 0)
 			why = SKIP_WEIGHT0;
 		else if (dc->context_window > 0 &&
-		    r->est_tokens > dc->context_window)
+		         r->est_tokens > dc->context_window)
 			why = SKIP_CONTEXT;
 		else if (atomic_load(&s->circuit) != CIRCUIT_CLOSED &&
-		    atomic_load(&s->circuit_until_ms) > now)
+		         atomic_load(&s->circuit_until_ms) > now)
 			why = SKIP_CIRCUIT;
 		else if (atomic_load(&s->cooldown_until_ms) > now)
 			why = SKIP_COOLING;
@@ -626,16 +646,17 @@ static void
 req_count_fallback(struct req *r, int d)
 {
 	struct worker *w = r->w;
-	char           t[200];
+	char t[200];
 
 	if (r->prev_d < 0 || r->prev_d == d)
 		return;
-	atomic_fetch_add_explicit(&w->shm->slots[w->slot_of[r->prev_d]]
-	    .fallbacks_from, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&w->shm->slots[w->slot_of[d]].fallbacks_to,
-	    1, memory_order_relaxed);
+	atomic_fetch_add_explicit(
+	    &w->shm->slots[w->slot_of[r->prev_d]].fallbacks_from, 1,
+	    memory_order_relaxed);
+	atomic_fetch_add_explicit(&w->shm->slots[w->slot_of[d]].fallbacks_to, 1,
+	                          memory_order_relaxed);
 	snprintf(t, sizeof t, "%s %s -> %s", r->id, dname(r, r->prev_d),
-	    dname(r, d));
+	         dname(r, d));
 	shm_event_add(w->shm, SHM_EV_FALLBACK, w->slot_of[d], t);
 }
 
@@ -644,11 +665,11 @@ static int
 req_pick(struct req *r)
 {
 	int64_t soonest;
-	int     probe, d;
+	int probe, d;
 
 	for (; r->gi < r->ngroups; r->gi++) {
 		d = route_pick(r->w, r->groups[r->gi], r->tried, r->est_tokens,
-		    &soonest, &probe);
+		               &soonest, &probe);
 		if (soonest && (r->soonest_ms == 0 || soonest < r->soonest_ms))
 			r->soonest_ms = soonest;
 		if (d >= 0) {
@@ -667,7 +688,7 @@ static void
 req_hedge(evutil_socket_t fd, short ev, void *arg)
 {
 	struct req *r = arg;
-	int         d, saved_prev = r->prev_d;
+	int d, saved_prev = r->prev_d;
 
 	(void)fd;
 	(void)ev;
@@ -682,7 +703,7 @@ req_hedge(evutil_socket_t fd, short ev, void *arg)
 	}
 	r->hedged = 1;
 	log_debug("%s hedging %s with %s after %d ms", r->id, dname(r, r->d),
-	    dname(r, d), req_elapsed_ms(r));
+	          dname(r, d), req_elapsed_ms(r));
 	att_start(r, d, 1);
 }
 
@@ -690,13 +711,13 @@ req_hedge(evutil_socket_t fd, short ev, void *arg)
 static void
 req_exhausted(struct req *r)
 {
-	char        msg[256], ra[24];
-	int         status = 502;
+	char msg[256], ra[24];
+	int status = 502;
 	const char *code = "all_deployments_failed", *type = "upstream_error";
 
 	if (r->attempts == 0 && r->n_unsupported > 0 && r->soonest_ms == 0) {
-		req_error(r, 400, "invalid_request_error", "unsupported_request",
-		    r->build_err);
+		req_error(r, 400, "invalid_request_error",
+		          "unsupported_request", r->build_err);
 		return;
 	}
 	if (r->soonest_ms > 0 && r->n_fail == 0) {
@@ -704,13 +725,15 @@ req_exhausted(struct req *r)
 
 		snprintf(ra, sizeof ra, "%" PRId64, s < 1 ? 1 : s);
 		evhttp_add_header(evhttp_request_get_output_headers(r->hreq),
-		    "Retry-After", ra);
+		                  "Retry-After", ra);
 	}
 	if (r->n_fail == 0 && r->n_rate == 0 && r->soonest_ms > 0) {
-		snprintf(msg, sizeof msg, "every deployment for '%s' is cooling "
-		    "down or at its rate limit; retry after %s s", r->model, ra);
+		snprintf(msg, sizeof msg,
+		         "every deployment for '%s' is cooling "
+		         "down or at its rate limit; retry after %s s",
+		         r->model, ra);
 		req_error(r, 429, "rate_limit_error", "all_deployments_cooling",
-		    msg);
+		          msg);
 		return;
 	}
 	if (r->n_rate > 0 && r->n_fail == 0) {
@@ -721,11 +744,12 @@ req_exhausted(struct req *r)
 		status = 503;
 	if (r->attempts == 0)
 		snprintf(msg, sizeof msg, "no deployment of '%s' is available",
-		    r->model);
+		         r->model);
 	else
-		snprintf(msg, sizeof msg, "all %d attempt%s for model '%s' "
-		    "failed", r->attempts, r->attempts == 1 ? "" : "s",
-		    r->model);
+		snprintf(msg, sizeof msg,
+		         "all %d attempt%s for model '%s' "
+		         "failed",
+		         r->attempts, r->attempts == 1 ? "" : "s", r->model);
 	req_error(r, status, type, code, msg);
 }
 
@@ -744,7 +768,7 @@ static void
 req_next(struct req *r)
 {
 	struct worker *w = r->w;
-	int            d;
+	int d;
 
 	/* the deadline bounds the time to the first byte: a continuation of a
 	 * stream already flowing is bounded by its own first-token timer */
@@ -757,11 +781,13 @@ req_next(struct req *r)
 		return;
 	}
 	if (r->client_started) {
-		req_stream_abort(r, r->d, "no candidate left to continue the "
-		    "interrupted stream");
+		req_stream_abort(r, r->d,
+		                 "no candidate left to continue the "
+		                 "interrupted stream");
 		return;
 	}
-	/* a group's only deployment is tried anyway: no self-inflicted outage */
+	/* a group's only deployment is tried anyway: no self-inflicted outage
+	 */
 	if (!r->forced && r->groups[0]->ndeploy == 1 &&
 	    !req_attempted(r, r->groups[0]->deploy[0])) {
 		int probe;
@@ -786,8 +812,9 @@ req_next(struct req *r)
 		r->gi = 0;
 		r->soonest_ms = 0;
 		r->tries_here = 0;
-		log_debug("%s queued %" PRId64 " ms until a deployment recovers",
-		    r->id, wait);
+		log_debug("%s queued %" PRId64
+		          " ms until a deployment recovers",
+		          r->id, wait);
 		req_arm(&r->ev_wait, wait + 1);
 		return;
 	}
@@ -798,7 +825,7 @@ static void
 req_wait_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct req *r = arg;
-	int         probe;
+	int probe;
 
 	(void)fd;
 	(void)ev;
@@ -820,8 +847,9 @@ static int
 req_may_retry(struct req *r, int should_retry)
 {
 	const struct cfg *cfg = r->w->cfg;
-	int cap = r->req_retries >= 0 ? r->req_retries :
-	    cfg_eff_num_retries(cfg, &cfg->deploy[r->d]);
+	int cap = r->req_retries >= 0
+	              ? r->req_retries
+	              : cfg_eff_num_retries(cfg, &cfg->deploy[r->d]);
 	int total = r->req_retries >= 0 ? r->req_retries : cfg->num_retries;
 
 	if (should_retry == 0 || r->tries_here > cap)
@@ -858,10 +886,10 @@ req_midstream_failure(struct req *r, int d, const char *msg)
 {
 	char text[256];
 
-	if (r->groups[0]->stream_resume == RESUME_CONTINUE &&
-	    !r->tool_stream && r->endpoint == EP_CHAT) {
+	if (r->groups[0]->stream_resume == RESUME_CONTINUE && !r->tool_stream &&
+	    r->endpoint == EP_CHAT) {
 		log_info("%s continuing the interrupted stream of %s", r->id,
-		    dname(r, d));
+		         dname(r, d));
 		r->prev_d = d;
 		req_next(r);
 		return;
@@ -873,19 +901,19 @@ req_midstream_failure(struct req *r, int d, const char *msg)
 /* An attempt failed with class cls: retry, fall back, or answer. */
 static void
 att_failed(struct attempt *a, enum errclass cls, int status, const char *msg,
-    int64_t ra_ms, int should_retry)
+           int64_t ra_ms, int should_retry)
 {
-	struct req       *r = a->r;
-	struct worker    *w = r->w;
+	struct req *r = a->r;
+	struct worker *w = r->w;
 	const struct cfg *cfg = w->cfg;
-	char              code[64];
+	char code[64];
 
 	att_stop(a);
 	route_attempt_end(w, a->d, cls, clock_us() - a->t0_us, -1, NULL, ra_ms,
-	    msg, status);
+	                  msg, status);
 	req_trail(r, a->d, status, cls, 0, att_ms(a), msg);
 	log_info("%s attempt %d on %s failed: %s %d %s", r->id, r->attempts,
-	    dname(r, a->d), errclass_name(cls), status, msg);
+	         dname(r, a->d), errclass_name(cls), status, msg);
 	if (att_other(a)) /* a hedge pair: the other one carries on */
 		return;
 	event_del(&r->ev_hedge);
@@ -902,32 +930,33 @@ att_failed(struct attempt *a, enum errclass cls, int status, const char *msg,
 	switch (cls) {
 	case EC_BAD_REQUEST:
 		req_error(r, status >= 400 && status < 500 ? status : 400,
-		    "invalid_request_error", code[0] ? code : "bad_request",
-		    msg);
+		          "invalid_request_error",
+		          code[0] ? code : "bad_request", msg);
 		return;
 	case EC_CONTEXT_WINDOW:
 		if (req_switch(r, &cfg->cw_fallbacks) == 0)
 			break;
 		req_error(r, 400, "invalid_request_error",
-		    "context_length_exceeded", msg);
+		          "context_length_exceeded", msg);
 		return;
 	case EC_CONTENT_POLICY:
 		if (req_switch(r, &cfg->cp_fallbacks) == 0)
 			break;
 		req_error(r, 400, "invalid_request_error", "content_filter",
-		    msg);
+		          msg);
 		return;
 	case EC_TRANSIENT:
 		r->n_fail++;
 		if (req_may_retry(r, should_retry)) {
 			int64_t delay = backoff_ms(
 			    cfg_eff_backoff_base_ms(cfg, &cfg->deploy[r->d]),
-			    cfg->backoff_max_ms, r->retries_used, ra_ms, &w->rng);
+			    cfg->backoff_max_ms, r->retries_used, ra_ms,
+			    &w->rng);
 
 			if (delay < req_left_ms(r)) {
 				r->retries_used++;
-				atomic_fetch_add_explicit(&w->shm->slots[
-				    w->slot_of[r->d]].retries, 1,
+				atomic_fetch_add_explicit(
+				    &w->shm->slots[w->slot_of[r->d]].retries, 1,
 				    memory_order_relaxed);
 				req_arm(&r->ev_wait, delay);
 				return;
@@ -955,9 +984,10 @@ att_upstream_error(struct attempt *a)
 	e->retry_after_ms = a->resp.retry_after_ms;
 	e->should_retry = a->resp.should_retry;
 	classify_http(a->resp.status, a->rbody.data ? a->rbody.data : "",
-	    a->rbody.len, e);
-	att_failed(a, e->cls, a->resp.status, e->message[0] ? e->message :
-	    "upstream error", e->retry_after_ms, e->should_retry);
+	              a->rbody.len, e);
+	att_failed(a, e->cls, a->resp.status,
+	           e->message[0] ? e->message : "upstream error",
+	           e->retry_after_ms, e->should_retry);
 }
 
 /* Send what attempt a has pending to the client, starting the reply the
@@ -968,7 +998,8 @@ req_stream_flush(struct req *r, struct attempt *a)
 	struct evbuffer *eb;
 
 	if (!r->client_started) {
-		struct evkeyvalq *h = evhttp_request_get_output_headers(r->hreq);
+		struct evkeyvalq *h =
+		    evhttp_request_get_output_headers(r->hreq);
 
 		r->served = a->d;
 		evhttp_add_header(h, "Content-Type", "text/event-stream");
@@ -990,15 +1021,15 @@ req_stream_flush(struct req *r, struct attempt *a)
 /* One SSE event from the upstream, through the provider. */
 static int
 att_sse_event(void *arg, const char *ev, size_t elen, const char *data,
-    size_t dlen)
+              size_t dlen)
 {
 	struct attempt *a = arg;
-	int             rc;
+	int rc;
 
 	if (a->complete)
 		return 0;
 	rc = a->prov->stream_event(&a->pc, &a->ss, ev, elen, data, dlen,
-	    &a->out, &a->uerr);
+	                           &a->out, &a->uerr);
 	if (rc == -1) {
 		a->in_stream_err = 1;
 		return 1;
@@ -1016,8 +1047,8 @@ up_on_headers(void *arg, const struct up_resp *resp)
 	struct attempt *a = arg;
 
 	a->resp = *resp;
-	a->streaming = a->r->stream && resp->status / 100 == 2 &&
-	    resp->event_stream;
+	a->streaming =
+	    a->r->stream && resp->status / 100 == 2 && resp->event_stream;
 }
 
 /* The first content reached us: this attempt wins; the timer now bounds
@@ -1025,26 +1056,26 @@ up_on_headers(void *arg, const struct up_resp *resp)
 static void
 att_first_content(struct attempt *a)
 {
-	struct req       *r = a->r;
-	struct attempt   *o = att_other(a);
+	struct req *r = a->r;
+	struct attempt *o = att_other(a);
 	const struct cfg *cfg = r->w->cfg;
 
 	a->ttft_us = clock_us() - a->t0_us;
 	if (o)
-		att_cancel(o, a->hedge ? "lost the hedge race" :
-		    "hedge not needed");
+		att_cancel(o, a->hedge ? "lost the hedge race"
+		                       : "hedge not needed");
 	event_del(&r->ev_hedge);
 	event_del(&r->ev_deadline);
-	req_arm(&a->ev_timer, cfg_eff_stream_idle_timeout_ms(cfg,
-	    &cfg->deploy[a->d]));
+	req_arm(&a->ev_timer,
+	        cfg_eff_stream_idle_timeout_ms(cfg, &cfg->deploy[a->d]));
 }
 
 static void
 up_on_data(void *arg, const char *p, size_t n)
 {
 	struct attempt *a = arg;
-	struct req     *r = a->r;
-	int             rc;
+	struct req *r = a->r;
+	int rc;
 
 	if (!a->streaming) {
 		if (a->resp.status / 100 == 2 || a->rbody.len < ERRBODY_MAX)
@@ -1056,23 +1087,25 @@ up_on_data(void *arg, const char *p, size_t n)
 		if (rc == -1) {
 			a->uerr.cls = EC_TRANSIENT;
 			snprintf(a->uerr.message, sizeof a->uerr.message,
-			    "malformed upstream stream");
+			         "malformed upstream stream");
 		}
 		att_failed(a, a->uerr.cls ? a->uerr.cls : EC_TRANSIENT,
-		    a->resp.status, a->uerr.message, a->uerr.retry_after_ms, -1);
+		           a->resp.status, a->uerr.message,
+		           a->uerr.retry_after_ms, -1);
 		return;
 	}
 	if (a->ss.content_filter && !r->client_started && !r->switched &&
 	    cfg_find_fallback(&r->w->cfg->cp_fallbacks, r->groups[0]->name)) {
 		att_failed(a, EC_CONTENT_POLICY, a->resp.status,
-		    "answer blocked by the provider's content filter", -1, -1);
+		           "answer blocked by the provider's content filter",
+		           -1, -1);
 		return;
 	}
 	if (a->ttft_us < 0 && (a->ss.content_seen || a->complete))
 		att_first_content(a);
 	else if (a->ttft_us >= 0)
-		req_arm(&a->ev_timer, cfg_eff_stream_idle_timeout_ms(r->w->cfg,
-		    &r->w->cfg->deploy[a->d]));
+		req_arm(&a->ev_timer, cfg_eff_stream_idle_timeout_ms(
+		                          r->w->cfg, &r->w->cfg->deploy[a->d]));
 	if (a->ttft_us >= 0 || (r->client_started && !att_other(a)))
 		req_stream_flush(r, a);
 }
@@ -1089,45 +1122,48 @@ req_truncation_check(struct req *r, int d, const struct usage *u)
 	if (cw <= 0 || u->prompt_tokens < cw - cw / 50)
 		return;
 	evhttp_add_header(evhttp_request_get_output_headers(r->hreq),
-	    "x-llmfd-warning", "prompt may have been truncated by the upstream");
+	                  "x-llmfd-warning",
+	                  "prompt may have been truncated by the upstream");
 	log_warnx("%s %s reported %lld prompt tokens of a %ld context: the "
-	    "prompt was probably truncated", r->id, dname(r, d),
-	    u->prompt_tokens, cw);
+	          "prompt was probably truncated",
+	          r->id, dname(r, d), u->prompt_tokens, cw);
 }
 
 /* A whole non-stream reply arrived: translate and answer. */
 static void
 att_whole(struct attempt *a)
 {
-	struct req     *r = a->r;
+	struct req *r = a->r;
 	struct attempt *o;
-	int             cf = 0;
+	int cf = 0;
 
 	buf_reset(&r->out);
 	if (a->prov->response(&a->pc, a->rbody.data ? a->rbody.data : "",
-	    a->rbody.len, &r->out, &a->usage, &cf, &a->uerr) == -1) {
+	                      a->rbody.len, &r->out, &a->usage, &cf,
+	                      &a->uerr) == -1) {
 		att_failed(a, a->uerr.cls ? a->uerr.cls : EC_TRANSIENT,
-		    a->resp.status, a->uerr.message, -1, -1);
+		           a->resp.status, a->uerr.message, -1, -1);
 		return;
 	}
-	if (cf && !r->switched && cfg_find_fallback(&r->w->cfg->cp_fallbacks,
-	    r->groups[0]->name)) {
+	if (cf && !r->switched &&
+	    cfg_find_fallback(&r->w->cfg->cp_fallbacks, r->groups[0]->name)) {
 		att_failed(a, EC_CONTENT_POLICY, a->resp.status,
-		    "answer blocked by the provider's content filter", -1, -1);
+		           "answer blocked by the provider's content filter",
+		           -1, -1);
 		return;
 	}
 	if ((o = att_other(a)) != NULL)
-		att_cancel(o, a->hedge ? "lost the hedge race" :
-		    "hedge not needed");
+		att_cancel(o, a->hedge ? "lost the hedge race"
+		                       : "hedge not needed");
 	event_del(&a->ev_timer);
 	a->active = 0;
 	route_attempt_end(r->w, a->d, EC_OK, clock_us() - a->t0_us, -1,
-	    &a->usage, -1, NULL, 200);
+	                  &a->usage, -1, NULL, 200);
 	r->served = a->d;
 	req_add_common_headers(r);
 	req_truncation_check(r, a->d, &a->usage);
 	log_info("%s %s -> 200 via %s (%d attempts, %d ms)", r->id, r->model,
-	    dname(r, a->d), r->attempts, req_elapsed_ms(r));
+	         dname(r, a->d), r->attempts, req_elapsed_ms(r));
 	req_access(r, 200, NULL, &a->usage, -1);
 	server_send_json(r->hreq, 200, &r->out);
 	req_release(r);
@@ -1137,7 +1173,7 @@ static void
 up_on_done(void *arg)
 {
 	struct attempt *a = arg;
-	struct req     *r = a->r;
+	struct req *r = a->r;
 
 	a->up = NULL;
 	if (a->resp.status / 100 != 2) {
@@ -1150,12 +1186,13 @@ up_on_done(void *arg)
 	}
 	if (!a->streaming) {
 		att_failed(a, EC_TRANSIENT, a->resp.status,
-		    "upstream did not answer with an event stream", -1, -1);
+		           "upstream did not answer with an event stream", -1,
+		           -1);
 		return;
 	}
 	if (!a->complete) {
 		att_failed(a, EC_TRANSIENT, a->resp.status,
-		    "upstream stream ended before completion", -1, -1);
+		           "upstream stream ended before completion", -1, -1);
 		return;
 	}
 	if (a->ttft_us < 0)
@@ -1163,11 +1200,11 @@ up_on_done(void *arg)
 	event_del(&a->ev_timer);
 	a->active = 0;
 	route_attempt_end(r->w, a->d, EC_OK, clock_us() - a->t0_us, a->ttft_us,
-	    &a->ss.usage, -1, NULL, 200);
+	                  &a->ss.usage, -1, NULL, 200);
 	req_stream_flush(r, a);
 	evhttp_send_reply_end(r->hreq);
 	log_info("%s %s -> 200 stream via %s (%d attempts, %d ms)", r->id,
-	    r->model, dname(r, a->d), r->attempts, req_elapsed_ms(r));
+	         r->model, dname(r, a->d), r->attempts, req_elapsed_ms(r));
 	req_access(r, 200, NULL, &a->ss.usage, a->ttft_us);
 	req_release(r);
 }
@@ -1192,14 +1229,14 @@ static const struct up_cbs up_cbs = {
 static void
 req_client_closed(struct evhttp_connection *c, void *arg)
 {
-	struct req            *r = arg;
+	struct req *r = arg;
 	struct evhttp_request *hreq = r->hreq;
 
 	(void)c;
 	if (hreq == NULL)
 		return;
 	log_info("%s client went away after %d ms; cancelling", r->id,
-	    req_elapsed_ms(r));
+	         req_elapsed_ms(r));
 	for (int i = 0; i < 2; i++)
 		att_cancel(&r->att[i], "client went away");
 	req_access(r, 499, "client_closed", NULL, -1);
@@ -1216,10 +1253,10 @@ static void
 req_watch_close(struct req *r)
 {
 	struct evhttp_connection *c = evhttp_request_get_connection(r->hreq);
-	struct bufferevent       *bev = evhttp_connection_get_bufferevent(c);
-	bufferevent_data_cb       rd, wr;
-	bufferevent_event_cb      ev;
-	void                     *arg;
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(c);
+	bufferevent_data_cb rd, wr;
+	bufferevent_event_cb ev;
+	void *arg;
 
 	evhttp_connection_set_closecb(c, req_client_closed, r);
 	bufferevent_getcb(bev, &rd, &wr, &ev, &arg);
@@ -1244,11 +1281,11 @@ req_opt_num(struct req *r, const char *key, double lo, double hi, double *out)
 static int
 req_candidates(struct req *r)
 {
-	const struct cfg          *cfg = r->w->cfg;
-	const struct group_cfg    *g = cfg_find_group(cfg, r->model);
+	const struct cfg *cfg = r->w->cfg;
+	const struct group_cfg *g = cfg_find_group(cfg, r->model);
 	const struct fallback_cfg *f;
-	int                        t, n;
-	char                       name[CFG_NAME_MAX];
+	int t, n;
+	char name[CFG_NAME_MAX];
 
 	r->ngroups = 0;
 	if (g == NULL) {
@@ -1256,7 +1293,7 @@ req_candidates(struct req *r)
 			return -1;
 		memset(&r->single, 0, sizeof r->single);
 		snprintf(r->single.name, sizeof r->single.name, "%s",
-		    cfg->deploy[r->single_idx].group);
+		         cfg->deploy[r->single_idx].group);
 		r->single.strategy = -1;
 		r->single.ndeploy = 1;
 		r->single.deploy = &r->single_idx;
@@ -1269,16 +1306,16 @@ req_candidates(struct req *r)
 		for (int i = 0; i < n && r->ngroups < ROUTE_MAX_GROUPS; i++) {
 			const struct group_cfg *fg;
 			if (json_str(&r->j, json_at(&r->j, t, i), name,
-			    sizeof name) < 0)
+			             sizeof name) < 0)
 				continue;
 			if ((fg = cfg_find_group(cfg, name)) != NULL && fg != g)
 				r->groups[r->ngroups++] = fg;
 		}
 	} else if ((f = cfg_find_fallback(&cfg->fallbacks, g->name)) != NULL) {
 		for (int i = 0; i < f->nto && r->ngroups < ROUTE_MAX_GROUPS;
-		    i++) {
-			const struct group_cfg *fg = cfg_find_group(cfg,
-			    f->to[i]);
+		     i++) {
+			const struct group_cfg *fg =
+			    cfg_find_group(cfg, f->to[i]);
 			if (fg && fg != g)
 				r->groups[r->ngroups++] = fg;
 		}
@@ -1291,36 +1328,37 @@ static int
 req_parse(struct req *r)
 {
 	const struct cfg *cfg = r->w->cfg;
-	double            v;
-	int               t, rc;
+	double v;
+	int t, rc;
 
 	if (json_parse(&r->j, r->body, r->blen) == -1 ||
 	    json_type(&r->j, 0) != JSMN_OBJECT) {
 		req_error(r, 400, "invalid_request_error", "invalid_json",
-		    "request body is not a valid JSON object");
+		          "request body is not a valid JSON object");
 		return -1;
 	}
 	t = json_get(&r->j, 0, "model");
 	if (t < 0 || json_type(&r->j, t) != JSMN_STRING ||
 	    json_str(&r->j, t, r->model, sizeof r->model) <= 0) {
 		req_error(r, 400, "invalid_request_error", "missing_model",
-		    "'model' is required and must be a string");
+		          "'model' is required and must be a string");
 		return -1;
 	}
 	t = json_get(&r->j, 0, r->endpoint == EP_CHAT ? "messages" : "input");
-	if (t < 0 || (r->endpoint == EP_CHAT && json_type(&r->j, t) !=
-	    JSMN_ARRAY)) {
-		req_error(r, 400, "invalid_request_error", r->endpoint ==
-		    EP_CHAT ? "missing_messages" : "missing_input",
-		    r->endpoint == EP_CHAT ?
-		    "'messages' is required and must be an array" :
-		    "'input' is required");
+	if (t < 0 ||
+	    (r->endpoint == EP_CHAT && json_type(&r->j, t) != JSMN_ARRAY)) {
+		req_error(r, 400, "invalid_request_error",
+		          r->endpoint == EP_CHAT ? "missing_messages"
+		                                 : "missing_input",
+		          r->endpoint == EP_CHAT
+		              ? "'messages' is required and must be an array"
+		              : "'input' is required");
 		return -1;
 	}
 	r->stream = r->endpoint == EP_CHAT &&
-	    json_is_true(&r->j, json_get(&r->j, 0, "stream"));
-	r->include_usage = json_is_true(&r->j, json_path(&r->j, 0,
-	    "stream_options.include_usage"));
+	            json_is_true(&r->j, json_get(&r->j, 0, "stream"));
+	r->include_usage = json_is_true(
+	    &r->j, json_path(&r->j, 0, "stream_options.include_usage"));
 	r->req_retries = -1;
 	if ((rc = req_opt_num(r, "num_retries", 0, 10, &v)) == 0)
 		r->req_retries = (int)v;
@@ -1341,8 +1379,8 @@ req_parse(struct req *r)
 	return 0;
 badnum:
 	req_error(r, 400, "invalid_request_error", "invalid_parameter",
-	    "'num_retries' must be 0..10; 'timeout' and 'stream_timeout' "
-	    "are positive seconds");
+	          "'num_retries' must be 0..10; 'timeout' and 'stream_timeout' "
+	          "are positive seconds");
 	return -1;
 }
 
@@ -1351,18 +1389,18 @@ static void
 req_handle(struct evhttp_request *hreq, struct worker *w, int endpoint)
 {
 	struct evbuffer *in = evhttp_request_get_input_buffer(hreq);
-	struct req      *r;
-	size_t           len = evbuffer_get_length(in);
-	char             msg[160];
+	struct req *r;
+	size_t len = evbuffer_get_length(in);
+	char msg[160];
 
 	if (evhttp_request_get_command(hreq) != EVHTTP_REQ_POST) {
 		server_send_error(hreq, 405, "invalid_request_error",
-		    "method_not_allowed", "use POST");
+		                  "method_not_allowed", "use POST");
 		return;
 	}
 	if ((r = req_get(w)) == NULL) {
 		server_send_error(hreq, 503, "llmfd_error", "out_of_memory",
-		    "out of memory");
+		                  "out of memory");
 		return;
 	}
 	LIST_INSERT_HEAD(&w->reqs, r, link);
@@ -1371,7 +1409,7 @@ req_handle(struct evhttp_request *hreq, struct worker *w, int endpoint)
 	r->endpoint = endpoint;
 	r->t0_us = clock_us();
 	snprintf(r->id, sizeof r->id, "req-%x-%" PRIx64, (unsigned)getpid(),
-	    ++w->next_id);
+	         ++w->next_id);
 	r->d = r->prev_d = r->served = -1;
 	r->gi = r->attempts = r->retries_used = r->tries_here = 0;
 	r->switched = r->n_rate = r->n_fail = r->forced = r->ntrail = 0;
@@ -1388,7 +1426,7 @@ req_handle(struct evhttp_request *hreq, struct worker *w, int endpoint)
 	req_watch_close(r);
 	if (len > REQ_MAX_BODY) {
 		req_error(r, 413, "invalid_request_error", "body_too_large",
-		    "request body is larger than 32 MiB");
+		          "request body is larger than 32 MiB");
 		return;
 	}
 	r->body = len ? (const char *)evbuffer_pullup(in, -1) : "";
@@ -1396,10 +1434,12 @@ req_handle(struct evhttp_request *hreq, struct worker *w, int endpoint)
 	if (req_parse(r) == -1)
 		return;
 	if (req_candidates(r) == -1) {
-		snprintf(msg, sizeof msg, "model '%s' is not a configured group "
-		    "or deployment", r->model);
+		snprintf(msg, sizeof msg,
+		         "model '%s' is not a configured group "
+		         "or deployment",
+		         r->model);
 		req_error(r, 404, "invalid_request_error", "model_not_found",
-		    msg);
+		          msg);
 		return;
 	}
 	route_count_request(w);

@@ -15,9 +15,12 @@
 #define QUOTA_MUL 10
 
 static const char *const skip_names[] = {
-    [SKIP_NONE] = "", [SKIP_COOLING] = "cooling down",
-    [SKIP_CIRCUIT] = "circuit open", [SKIP_RATE] = "at rate limit",
-    [SKIP_DRAINED] = "drained", [SKIP_WEIGHT0] = "weight 0",
+    [SKIP_NONE] = "",
+    [SKIP_COOLING] = "cooling down",
+    [SKIP_CIRCUIT] = "circuit open",
+    [SKIP_RATE] = "at rate limit",
+    [SKIP_DRAINED] = "drained",
+    [SKIP_WEIGHT0] = "weight 0",
     [SKIP_CONTEXT] = "request exceeds context window",
     [SKIP_TRIED] = "already tried",
     [SKIP_UNSUPPORTED] = "provider cannot serve this request"};
@@ -38,18 +41,23 @@ slot_of(struct worker *w, int d)
 /* Start a new wall-clock minute in a pair of cur/prev counters. */
 static void
 rate_rotate(au64 *minp, au64 *cur1, au64 *prev1, au64 *cur2, au64 *prev2,
-    uint64_t minute)
+            uint64_t minute)
 {
 	uint64_t old = atomic_load_explicit(minp, RLX);
 
-	if (old == minute || !atomic_compare_exchange_strong(minp, &old,
-	    minute))
+	if (old == minute ||
+	    !atomic_compare_exchange_strong(minp, &old, minute))
 		return;
-	atomic_store_explicit(prev1, old + 1 == minute ?
-	    atomic_exchange(cur1, 0) : (atomic_store(cur1, 0), 0), RLX);
+	atomic_store_explicit(prev1,
+	                      old + 1 == minute ? atomic_exchange(cur1, 0)
+	                                        : (atomic_store(cur1, 0), 0),
+	                      RLX);
 	if (cur2)
-		atomic_store_explicit(prev2, old + 1 == minute ?
-		    atomic_exchange(cur2, 0) : (atomic_store(cur2, 0), 0), RLX);
+		atomic_store_explicit(prev2,
+		                      old + 1 == minute
+		                          ? atomic_exchange(cur2, 0)
+		                          : (atomic_store(cur2, 0), 0),
+		                      RLX);
 }
 
 static uint64_t
@@ -72,13 +80,13 @@ next_minute_ms(void)
  * unknown). */
 static int
 route_check(struct worker *w, int d, long est_tokens, int64_t now,
-    int64_t *back, int nocool)
+            int64_t *back, int nocool)
 {
 	const struct deploy_cfg *dc = &w->cfg->deploy[d];
-	struct slot_sh          *s = slot_of(w, d);
-	uint32_t                 circ = atomic_load_explicit(&s->circuit, RLX);
-	int64_t                  until;
-	uint64_t                 minute;
+	struct slot_sh *s = slot_of(w, d);
+	uint32_t circ = atomic_load_explicit(&s->circuit, RLX);
+	int64_t until;
+	uint64_t minute;
 
 	*back = 0;
 	if (atomic_load_explicit(&s->admin, RLX) == ADMIN_DRAINED)
@@ -100,11 +108,11 @@ route_check(struct worker *w, int d, long est_tokens, int64_t now,
 	if (dc->rpm > 0 || dc->tpm > 0) {
 		minute = wall_minute();
 		rate_rotate(&s->rate_min, &s->req_cur, &s->req_prev,
-		    &s->tok_cur, &s->tok_prev, minute);
+		            &s->tok_cur, &s->tok_prev, minute);
 		if ((dc->rpm > 0 && atomic_load_explicit(&s->req_cur, RLX) >=
-		    (uint64_t)dc->rpm) || (dc->tpm > 0 &&
-		    atomic_load_explicit(&s->tok_cur, RLX) >=
-		    (uint64_t)dc->tpm)) {
+		                        (uint64_t)dc->rpm) ||
+		    (dc->tpm > 0 && atomic_load_explicit(&s->tok_cur, RLX) >=
+		                        (uint64_t)dc->tpm)) {
 			*back = next_minute_ms();
 			return SKIP_RATE;
 		}
@@ -117,8 +125,8 @@ static int
 route_degraded(struct worker *w, int d)
 {
 	const struct deploy_cfg *dc = &w->cfg->deploy[d];
-	int lim = dc->max_ttft_p95_ms > 0 ? dc->max_ttft_p95_ms :
-	    w->cfg->max_ttft_p95_ms;
+	int lim = dc->max_ttft_p95_ms > 0 ? dc->max_ttft_p95_ms
+	                                  : w->cfg->max_ttft_p95_ms;
 	struct slot_sh *s = slot_of(w, d);
 
 	if (lim <= 0 || atomic_load_explicit(&s->ttft.count, RLX) < 5)
@@ -133,12 +141,12 @@ headroom(const struct deploy_cfg *dc, struct slot_sh *s)
 
 	if (dc->rpm > 0) {
 		x = 1.0 - (double)atomic_load_explicit(&s->req_cur, RLX) /
-		    (double)dc->rpm;
+		              (double)dc->rpm;
 		h = x < h ? x : h;
 	}
 	if (dc->tpm > 0) {
 		x = 1.0 - (double)atomic_load_explicit(&s->tok_cur, RLX) /
-		    (double)dc->tpm;
+		              (double)dc->tpm;
 		h = x < h ? x : h;
 	}
 	return h;
@@ -148,7 +156,7 @@ headroom(const struct deploy_cfg *dc, struct slot_sh *s)
 static int
 route_choose(struct worker *w, int strat, const int *c, int n)
 {
-	int    best[CFG_MAX_DEPLOY], nb = 0;
+	int best[CFG_MAX_DEPLOY], nb = 0;
 	double bv = 0, v;
 	uint64_t total = 0, r;
 
@@ -180,7 +188,7 @@ route_choose(struct worker *w, int strat, const int *c, int n)
 	case STRAT_LATENCY:
 		for (int i = 0; i < n; i++) /* explore the unsampled first */
 			if (atomic_load_explicit(&slot_of(w, c[i])->lat_ewma_us,
-			    RLX) == 0)
+			                         RLX) == 0)
 				best[nb++] = c[i];
 		if (nb)
 			return best[rng_below(&w->rng, (uint64_t)nb)];
@@ -192,7 +200,7 @@ route_choose(struct worker *w, int strat, const int *c, int n)
 		}
 		for (int i = 0; i < n; i++)
 			if ((double)atomic_load_explicit(
-			    &slot_of(w, c[i])->lat_ewma_us, RLX) <=
+			        &slot_of(w, c[i])->lat_ewma_us, RLX) <=
 			    bv * (1.0 + w->cfg->latency_buffer))
 				best[nb++] = c[i];
 		return best[rng_below(&w->rng, (uint64_t)nb)];
@@ -221,19 +229,20 @@ static int
 route_take_probe(struct worker *w, int d, int64_t now)
 {
 	struct slot_sh *s = slot_of(w, d);
-	int64_t         until = atomic_load(&s->circuit_until_ms);
+	int64_t until = atomic_load(&s->circuit_until_ms);
 
 	if (atomic_load(&s->circuit) == CIRCUIT_CLOSED)
 		return 0;
 	/* until is 0 for a moment while another worker opens the circuit; a
 	 * probe that never reports (worker died) is retaken after its
 	 * deadline */
-	if (until == 0 || now < until || !atomic_compare_exchange_strong(
-	    &s->circuit_until_ms, &until, now + w->cfg->timeout_ms + 1000))
+	if (until == 0 || now < until ||
+	    !atomic_compare_exchange_strong(&s->circuit_until_ms, &until,
+	                                    now + w->cfg->timeout_ms + 1000))
 		return -1;
 	atomic_store(&s->circuit, CIRCUIT_HALF_OPEN);
 	shm_event_add(w->shm, SHM_EV_CIRCUIT_HALF_OPEN, w->slot_of[d],
-	    w->cfg->deploy[d].name);
+	              w->cfg->deploy[d].name);
 	return 1;
 }
 
@@ -252,12 +261,12 @@ static int
 route_reserve(struct worker *w, int d)
 {
 	const struct deploy_cfg *dc = &w->cfg->deploy[d];
-	struct slot_sh          *s = slot_of(w, d);
+	struct slot_sh *s = slot_of(w, d);
 
 	if (dc->rpm <= 0 && dc->tpm <= 0)
 		return 0;
-	if (atomic_fetch_add(&s->req_cur, 1) >= (uint64_t)(dc->rpm > 0 ?
-	    dc->rpm : INT64_MAX)) {
+	if (atomic_fetch_add(&s->req_cur, 1) >=
+	    (uint64_t)(dc->rpm > 0 ? dc->rpm : INT64_MAX)) {
 		atomic_fetch_sub(&s->req_cur, 1);
 		return -1;
 	}
@@ -267,10 +276,10 @@ route_reserve(struct worker *w, int d)
 /* Pick the next deployment of group g that is not in `tried`. */
 int
 route_pick(struct worker *w, const struct group_cfg *g, const uint64_t *tried,
-    long est_tokens, int64_t *soonest, int *probe)
+           long est_tokens, int64_t *soonest, int *probe)
 {
-	int     ok[CFG_MAX_DEPLOY], slow[CFG_MAX_DEPLOY], nok, nslow, d, why;
-	int     strat = cfg_eff_strategy(w->cfg, g);
+	int ok[CFG_MAX_DEPLOY], slow[CFG_MAX_DEPLOY], nok, nslow, d, why;
+	int strat = cfg_eff_strategy(w->cfg, g);
 	int64_t now = clock_ms(), back;
 	uint64_t skip[CFG_MAX_DEPLOY / 64] = {0};
 
@@ -284,8 +293,8 @@ route_pick(struct worker *w, const struct group_cfg *g, const uint64_t *tried,
 				continue;
 			why = route_check(w, d, est_tokens, now, &back, 0);
 			if (why != SKIP_NONE) {
-				if (why == SKIP_COOLING || why == SKIP_CIRCUIT ||
-				    why == SKIP_RATE)
+				if (why == SKIP_COOLING ||
+				    why == SKIP_CIRCUIT || why == SKIP_RATE)
 					atomic_fetch_add_explicit(
 					    &slot_of(w, d)->skipped, 1, RLX);
 				if (back && (*soonest == 0 || back < *soonest))
@@ -299,8 +308,8 @@ route_pick(struct worker *w, const struct group_cfg *g, const uint64_t *tried,
 		}
 		if (nok + nslow == 0)
 			return -1;
-		d = nok ? route_choose(w, strat, ok, nok) :
-		    route_choose(w, strat, slow, nslow);
+		d = nok ? route_choose(w, strat, ok, nok)
+		        : route_choose(w, strat, slow, nslow);
 		if ((*probe = route_take_probe(w, d, now)) != -1 &&
 		    route_reserve(w, d) == 0)
 			return d;
@@ -351,8 +360,8 @@ ewma(au64 *v, int64_t x)
 {
 	uint64_t old = atomic_load_explicit(v, RLX);
 
-	atomic_store_explicit(v, old ? old - old / 8 + (uint64_t)x / 8 :
-	    (uint64_t)x, RLX);
+	atomic_store_explicit(
+	    v, old ? old - old / 8 + (uint64_t)x / 8 : (uint64_t)x, RLX);
 }
 
 /* Start or extend d's cooldown to at least `until`. */
@@ -360,22 +369,23 @@ static void
 route_cool(struct worker *w, int d, int64_t until)
 {
 	struct slot_sh *s = slot_of(w, d);
-	int64_t         cur = atomic_load(&s->cooldown_until_ms);
-	int64_t         now = clock_ms();
-	char            text[160];
+	int64_t cur = atomic_load(&s->cooldown_until_ms);
+	int64_t now = clock_ms();
+	char text[160];
 
 	while (cur < until)
 		if (atomic_compare_exchange_weak(&s->cooldown_until_ms, &cur,
-		    until))
+		                                 until))
 			break;
 	if (cur >= until)
 		return;
 	if (cur <= now) {
 		atomic_fetch_add_explicit(&s->cooldowns, 1, RLX);
 		snprintf(text, sizeof text, "%s cooling down for %.1fs",
-		    w->cfg->deploy[d].name, (double)(until - now) / 1000.0);
+		         w->cfg->deploy[d].name,
+		         (double)(until - now) / 1000.0);
 		shm_event_add(w->shm, SHM_EV_COOLDOWN_START, w->slot_of[d],
-		    text);
+		              text);
 		log_info("%s", text);
 	}
 }
@@ -385,10 +395,10 @@ static void
 route_fail_health(struct worker *w, int d, enum errclass cls, int64_t ra_ms)
 {
 	const struct cfg *cfg = w->cfg;
-	struct slot_sh   *s = slot_of(w, d);
-	int64_t           now = clock_ms(), start, until;
-	uint32_t          n, consec, st;
-	int64_t           cool = (int64_t)cfg->cooldown_s * 1000;
+	struct slot_sh *s = slot_of(w, d);
+	int64_t now = clock_ms(), start, until;
+	uint32_t n, consec, st;
+	int64_t cool = (int64_t)cfg->cooldown_s * 1000;
 
 	if (cls == EC_QUOTA)
 		cool *= QUOTA_MUL;
@@ -401,31 +411,33 @@ route_fail_health(struct worker *w, int d, enum errclass cls, int64_t ra_ms)
 	}
 	n = atomic_fetch_add_explicit(&s->fail_win_count, 1, RLX) + 1;
 	until = atomic_load_explicit(&s->cooldown_until_ms, RLX);
-	if (cool > 0 && ((int)n > cfg->allowed_fails || until > now ||
-	    cls == EC_QUOTA || (cls == EC_RATE_LIMITED && ra_ms > 0)))
+	if (cool > 0 &&
+	    ((int)n > cfg->allowed_fails || until > now || cls == EC_QUOTA ||
+	     (cls == EC_RATE_LIMITED && ra_ms > 0)))
 		route_cool(w, d, now + cool);
 	consec = atomic_fetch_add_explicit(&s->consec_fail, 1, RLX) + 1;
 	st = atomic_load(&s->circuit);
-	if (st == CIRCUIT_HALF_OPEN || (st == CIRCUIT_CLOSED &&
-	    cfg->circuit_failure_threshold > 0 &&
-	    (int)consec >= cfg->circuit_failure_threshold)) {
+	if (st == CIRCUIT_HALF_OPEN ||
+	    (st == CIRCUIT_CLOSED && cfg->circuit_failure_threshold > 0 &&
+	     (int)consec >= cfg->circuit_failure_threshold)) {
 		int64_t win = atomic_load(&s->circuit_window_ms);
 
-		win = st == CIRCUIT_HALF_OPEN ? win * 2 :
-		    (int64_t)cfg->circuit_recovery_s * 1000;
+		win = st == CIRCUIT_HALF_OPEN
+		          ? win * 2
+		          : (int64_t)cfg->circuit_recovery_s * 1000;
 		if (win > (int64_t)cfg->circuit_max_s * 1000)
 			win = (int64_t)cfg->circuit_max_s * 1000;
 		if (win <= 0)
 			win = 1000;
 		if (!atomic_compare_exchange_strong(&s->circuit, &st,
-		    CIRCUIT_OPEN))
+		                                    CIRCUIT_OPEN))
 			return;
 		atomic_store(&s->circuit_window_ms, win);
 		atomic_store(&s->circuit_until_ms, now + win);
 		atomic_fetch_add_explicit(&s->circuit_opens, 1, RLX);
 		char text[160];
 		snprintf(text, sizeof text, "%s circuit open for %.1fs",
-		    cfg->deploy[d].name, (double)win / 1000.0);
+		         cfg->deploy[d].name, (double)win / 1000.0);
 		shm_event_add(w->shm, SHM_EV_CIRCUIT_OPEN, w->slot_of[d], text);
 		log_info("%s", text);
 	}
@@ -436,7 +448,7 @@ static void
 route_ok_health(struct worker *w, int d)
 {
 	struct slot_sh *s = slot_of(w, d);
-	uint32_t        st = CIRCUIT_HALF_OPEN;
+	uint32_t st = CIRCUIT_HALF_OPEN;
 
 	atomic_store_explicit(&s->consec_fail, 0, RLX);
 	if (atomic_load_explicit(&s->circuit, RLX) != CIRCUIT_CLOSED &&
@@ -444,7 +456,7 @@ route_ok_health(struct worker *w, int d)
 		atomic_store(&s->circuit_window_ms, 0);
 		atomic_store(&s->circuit_until_ms, 0);
 		shm_event_add(w->shm, SHM_EV_CIRCUIT_CLOSE, w->slot_of[d],
-		    w->cfg->deploy[d].name);
+		              w->cfg->deploy[d].name);
 		log_info("%s circuit closed", w->cfg->deploy[d].name);
 	}
 }
@@ -452,18 +464,19 @@ route_ok_health(struct worker *w, int d)
 /* An attempt on d ended with class cls. */
 void
 route_attempt_end(struct worker *w, int d, enum errclass cls, int64_t lat_us,
-    int64_t ttft_us, const struct usage *u, int64_t ra_ms, const char *errtext,
-    int status)
+                  int64_t ttft_us, const struct usage *u, int64_t ra_ms,
+                  const char *errtext, int status)
 {
 	struct slot_sh *s = slot_of(w, d);
 
 	atomic_fetch_sub_explicit(&s->inflight[w->index], 1, RLX);
 	if (u && (u->prompt_tokens || u->completion_tokens)) {
 		atomic_fetch_add_explicit(&s->tokens_in,
-		    (uint64_t)u->prompt_tokens, RLX);
+		                          (uint64_t)u->prompt_tokens, RLX);
 		atomic_fetch_add_explicit(&s->tokens_out,
-		    (uint64_t)u->completion_tokens, RLX);
-		atomic_fetch_add_explicit(&s->tok_cur,
+		                          (uint64_t)u->completion_tokens, RLX);
+		atomic_fetch_add_explicit(
+		    &s->tok_cur,
 		    (uint64_t)(u->prompt_tokens + u->completion_tokens), RLX);
 	}
 	if (cls == EC_CANCELLED) {
@@ -507,7 +520,7 @@ budget_rotate(struct worker *w)
 	struct shm_hdr_sh *h = w->shm->hdr;
 
 	rate_rotate(&h->budget_min, &h->budget_req_cur, &h->budget_req_prev,
-	    &h->budget_retry_cur, &h->budget_retry_prev, wall_minute());
+	            &h->budget_retry_cur, &h->budget_retry_prev, wall_minute());
 }
 
 /* Count one client request for the retry budget. */
@@ -524,15 +537,15 @@ int
 route_retry_allowed(struct worker *w)
 {
 	struct shm_hdr_sh *h = w->shm->hdr;
-	double             reqs, retries;
+	double reqs, retries;
 
 	budget_rotate(w);
 	reqs = (double)(atomic_load_explicit(&h->budget_req_cur, RLX) +
-	    atomic_load_explicit(&h->budget_req_prev, RLX));
+	                atomic_load_explicit(&h->budget_req_prev, RLX));
 	retries = (double)(atomic_load_explicit(&h->budget_retry_cur, RLX) +
-	    atomic_load_explicit(&h->budget_retry_prev, RLX));
-	if (retries >= w->cfg->retry_budget_ratio * reqs +
-	    w->cfg->retry_budget_floor) {
+	                   atomic_load_explicit(&h->budget_retry_prev, RLX));
+	if (retries >=
+	    w->cfg->retry_budget_ratio * reqs + w->cfg->retry_budget_floor) {
 		atomic_fetch_add_explicit(&h->budget_denied, 1, RLX);
 		return 0;
 	}

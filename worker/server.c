@@ -17,22 +17,42 @@ void
 server_send_json(struct evhttp_request *req, int status, struct buf *b)
 {
 	struct evbuffer *out = evhttp_request_get_output_buffer(req);
-	const char      *reason;
+	const char *reason;
 
 	evhttp_add_header(evhttp_request_get_output_headers(req),
-	    "Content-Type", "application/json");
+	                  "Content-Type", "application/json");
 	evbuffer_add(out, b->data ? b->data : "", b->len);
 	switch (status) {
-	case 200: reason = "OK"; break;
-	case 400: reason = "Bad Request"; break;
-	case 404: reason = "Not Found"; break;
-	case 405: reason = "Method Not Allowed"; break;
-	case 413: reason = "Payload Too Large"; break;
-	case 429: reason = "Too Many Requests"; break;
-	case 502: reason = "Bad Gateway"; break;
-	case 503: reason = "Service Unavailable"; break;
-	case 504: reason = "Gateway Timeout"; break;
-	default: reason = status < 400 ? "OK" : "Error"; break;
+	case 200:
+		reason = "OK";
+		break;
+	case 400:
+		reason = "Bad Request";
+		break;
+	case 404:
+		reason = "Not Found";
+		break;
+	case 405:
+		reason = "Method Not Allowed";
+		break;
+	case 413:
+		reason = "Payload Too Large";
+		break;
+	case 429:
+		reason = "Too Many Requests";
+		break;
+	case 502:
+		reason = "Bad Gateway";
+		break;
+	case 503:
+		reason = "Service Unavailable";
+		break;
+	case 504:
+		reason = "Gateway Timeout";
+		break;
+	default:
+		reason = status < 400 ? "OK" : "Error";
+		break;
 	}
 	evhttp_send_reply(req, status, reason, NULL);
 }
@@ -40,11 +60,11 @@ server_send_json(struct evhttp_request *req, int status, struct buf *b)
 /* Send an OpenAI-shaped error without a request context. */
 void
 server_send_error(struct evhttp_request *req, int status, const char *type,
-    const char *code, const char *fmt, ...)
+                  const char *code, const char *fmt, ...)
 {
 	struct buf b = {0}, m = {0};
-	struct jw  jw;
-	va_list    ap;
+	struct jw jw;
+	va_list ap;
 
 	va_start(ap, fmt);
 	buf_vprintf(&m, fmt, ap);
@@ -72,11 +92,11 @@ server_send_error(struct evhttp_request *req, int status, const char *type,
 static void
 server_models(struct evhttp_request *req, void *arg)
 {
-	struct worker    *w = arg;
+	struct worker *w = arg;
 	const struct cfg *cfg = w->cfg;
-	struct buf        b = {0};
-	struct jw         jw;
-	long long         now = clock_wall_ms() / 1000;
+	struct buf b = {0};
+	struct jw jw;
+	long long now = clock_wall_ms() / 1000;
 
 	jw_init(&jw, &b);
 	jw_obj(&jw);
@@ -123,11 +143,11 @@ static void
 server_healthz(struct evhttp_request *req, void *arg)
 {
 	struct worker *w = arg;
-	struct buf     b = {0};
+	struct buf b = {0};
 
 	buf_printf(&b, "{\"status\":\"%s\",\"pid\":%d,\"generation\":%llu}",
-	    w->draining ? "draining" : "ok", (int)getpid(),
-	    (unsigned long long)atomic_load(&w->shm->hdr->generation));
+	           w->draining ? "draining" : "ok", (int)getpid(),
+	           (unsigned long long)atomic_load(&w->shm->hdr->generation));
 	server_send_json(req, 200, &b);
 	buf_free(&b);
 }
@@ -137,17 +157,18 @@ static void
 server_metrics(struct evhttp_request *req, void *arg)
 {
 	struct worker *w = arg;
-	struct buf     b = {0};
+	struct buf b = {0};
 
 	metrics_render(w, &b);
 	if (b.oom) {
 		buf_free(&b);
 		server_send_error(req, 503, "llmfd_error", "out_of_memory",
-		    "out of memory");
+		                  "out of memory");
 		return;
 	}
 	evhttp_add_header(evhttp_request_get_output_headers(req),
-	    "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+	                  "Content-Type",
+	                  "text/plain; version=0.0.4; charset=utf-8");
 	evbuffer_add(evhttp_request_get_output_buffer(req), b.data, b.len);
 	evhttp_send_reply(req, 200, "OK", NULL);
 	buf_free(&b);
@@ -159,7 +180,7 @@ server_notfound(struct evhttp_request *req, void *arg)
 {
 	(void)arg;
 	server_send_error(req, 404, "invalid_request_error", "not_found",
-	    "unknown endpoint %s", evhttp_request_get_uri(req));
+	                  "unknown endpoint %s", evhttp_request_get_uri(req));
 }
 
 /* Set up evhttp on the inherited listening sockets. */
@@ -169,7 +190,7 @@ server_setup(struct worker *w)
 	if ((w->http = evhttp_new(w->base)) == NULL)
 		return -1;
 	evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
-	    EVHTTP_REQ_HEAD);
+	                                        EVHTTP_REQ_HEAD);
 	evhttp_set_max_body_size(w->http, (ev_ssize_t)(32 << 20) + 1);
 	evhttp_set_timeout(w->http, 3600);
 	evhttp_set_cb(w->http, "/v1/chat/completions", req_handle_chat, w);
@@ -181,10 +202,10 @@ server_setup(struct worker *w)
 	evhttp_set_cb(w->http, "/metrics", server_metrics, w);
 	evhttp_set_gencb(w->http, server_notfound, w);
 	for (int i = 0; i < w->nlisten; i++)
-		if ((w->bound[i] = evhttp_accept_socket_with_handle(w->http,
-		    w->listen_fd[i])) == NULL) {
+		if ((w->bound[i] = evhttp_accept_socket_with_handle(
+		         w->http, w->listen_fd[i])) == NULL) {
 			log_warn("evhttp_accept_socket(%d) failed",
-			    w->listen_fd[i]);
+			         w->listen_fd[i]);
 			return -1;
 		}
 	return 0;

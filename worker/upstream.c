@@ -38,36 +38,36 @@ enum {
 };
 
 struct upconn {
-	TAILQ_ENTRY(upconn)  q;
-	struct pool         *pool;
-	struct bufferevent  *bev;
-	struct event         defer; /* async error delivery */
-	int                  state;
-	int                  reused, resent, got_bytes;
-	int                  in_cb, dead;
-	int                  pstate;
-	int64_t              remaining;
-	struct up_resp       resp;
+	TAILQ_ENTRY(upconn) q;
+	struct pool *pool;
+	struct bufferevent *bev;
+	struct event defer; /* async error delivery */
+	int state;
+	int reused, resent, got_bytes;
+	int in_cb, dead;
+	int pstate;
+	int64_t remaining;
+	struct up_resp resp;
 	const struct up_cbs *cbs;
-	void                *arg;
-	struct buf           reqbytes; /* kept to resend on a stale socket */
-	char                 err[256];
+	void *arg;
+	struct buf reqbytes; /* kept to resend on a stale socket */
+	char err[256];
 };
 
 struct pool {
-	struct event_base       *base;
-	struct evdns_base       *dns;
+	struct event_base *base;
+	struct evdns_base *dns;
 	const struct deploy_cfg *d;
-	SSL_CTX                 *ctx;
-	struct sockaddr_storage  ss;
-	socklen_t                sslen;
-	int64_t                  resolved_ms;
-	int                      resolving;
-	int                      is_ip;
-	TAILQ_HEAD(, upconn)     idle;
-	TAILQ_HEAD(, upconn)     waiting;
-	int                      nidle, total;
-	char                     hosthdr[300];
+	SSL_CTX *ctx;
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	int64_t resolved_ms;
+	int resolving;
+	int is_ip;
+	TAILQ_HEAD(, upconn) idle;
+	TAILQ_HEAD(, upconn) waiting;
+	int nidle, total;
+	char hosthdr[300];
 };
 
 static void uc_read_cb(struct bufferevent *, void *);
@@ -79,7 +79,7 @@ static SSL_CTX *
 pool_tls_ctx(const struct deploy_cfg *d, char **cause)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-	int      ok;
+	int ok;
 
 	if (ctx == NULL)
 		goto fail;
@@ -91,7 +91,8 @@ pool_tls_ctx(const struct deploy_cfg *d, char **cause)
 		ok = SSL_CTX_set_default_verify_paths(ctx);
 	if (ok != 1) {
 		if (asprintf(cause, "deployment '%s': cannot load CA file %s",
-		    d->name, d->ca_file[0] ? d->ca_file : "(system)") == -1)
+		             d->name,
+		             d->ca_file[0] ? d->ca_file : "(system)") == -1)
 			*cause = NULL;
 		SSL_CTX_free(ctx);
 		return NULL;
@@ -106,10 +107,10 @@ fail:
 /* Create a pool for one deployment. */
 struct pool *
 pool_new(struct event_base *base, struct evdns_base *dns,
-    const struct deploy_cfg *d, char **cause)
+         const struct deploy_cfg *d, char **cause)
 {
-	struct pool        *p = calloc(1, sizeof *p);
-	struct sockaddr_in  *sin;
+	struct pool *p = calloc(1, sizeof *p);
+	struct sockaddr_in *sin;
 	struct sockaddr_in6 *sin6;
 
 	if (p == NULL)
@@ -127,10 +128,10 @@ pool_new(struct event_base *base, struct evdns_base *dns,
 		snprintf(p->hosthdr, sizeof p->hosthdr, "%s", d->host);
 	else if (strchr(d->host, ':'))
 		snprintf(p->hosthdr, sizeof p->hosthdr, "[%s]:%u", d->host,
-		    d->port);
+		         d->port);
 	else
 		snprintf(p->hosthdr, sizeof p->hosthdr, "%s:%u", d->host,
-		    d->port);
+		         d->port);
 	sin = (struct sockaddr_in *)&p->ss;
 	sin6 = (struct sockaddr_in6 *)&p->ss;
 	if (inet_pton(AF_INET, d->host, &sin->sin_addr) == 1) {
@@ -197,7 +198,7 @@ static void
 uc_fail(struct upconn *c, const char *msg)
 {
 	const struct up_cbs *cbs = c->cbs;
-	void                *arg = c->arg;
+	void *arg = c->arg;
 
 	c->cbs = NULL;
 	c->dead = 1;
@@ -222,7 +223,7 @@ static void
 uc_fail_later(struct upconn *c, const char *what, const char *detail)
 {
 	snprintf(c->err, sizeof c->err, "%s%s%.200s", what, detail ? ": " : "",
-	    detail ? detail : "");
+	         detail ? detail : "");
 	if (!event_initialized(&c->defer))
 		event_assign(&c->defer, c->pool->base, -1, 0, uc_defer_cb, c);
 	event_active(&c->defer, 0, 0);
@@ -231,14 +232,14 @@ uc_fail_later(struct upconn *c, const char *what, const char *detail)
 static void
 pool_dns_cb(int err, struct evutil_addrinfo *ai, void *arg)
 {
-	struct pool            *p = arg;
+	struct pool *p = arg;
 	struct evutil_addrinfo *a, *pick = NULL;
-	struct upconn          *c;
+	struct upconn *c;
 
 	p->resolving = 0;
 	for (a = ai; err == 0 && a; a = a->ai_next)
-		if (pick == NULL || (a->ai_family == AF_INET &&
-		    pick->ai_family != AF_INET))
+		if (pick == NULL ||
+		    (a->ai_family == AF_INET && pick->ai_family != AF_INET))
 			pick = a;
 	if (pick && pick->ai_addrlen <= sizeof p->ss) {
 		memcpy(&p->ss, pick->ai_addr, pick->ai_addrlen);
@@ -252,7 +253,8 @@ pool_dns_cb(int err, struct evutil_addrinfo *ai, void *arg)
 		if (pick == NULL) {
 			c->state = UC_CONNECTING;
 			uc_fail_later(c, "cannot resolve the upstream host",
-			    err ? evutil_gai_strerror(err) : "no address");
+			              err ? evutil_gai_strerror(err)
+			                  : "no address");
 		} else
 			uc_connect(c);
 	}
@@ -263,7 +265,7 @@ static void
 pool_resolve(struct pool *p)
 {
 	struct evutil_addrinfo hints;
-	char                   port[8];
+	char port[8];
 
 	if (p->resolving)
 		return;
@@ -282,8 +284,8 @@ static void
 uc_connect(struct upconn *c)
 {
 	struct pool *p = c->pool;
-	SSL         *ssl;
-	int          opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+	SSL *ssl;
+	int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
 
 	c->state = UC_CONNECTING;
 	if (p->ctx) {
@@ -294,11 +296,11 @@ uc_connect(struct upconn *c)
 		SSL_set_tlsext_host_name(ssl, p->d->host);
 		if (p->is_ip)
 			X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl),
-			    p->d->host);
+			                              p->d->host);
 		else
 			SSL_set1_host(ssl, p->d->host);
-		c->bev = bufferevent_openssl_socket_new(p->base, -1, ssl,
-		    BUFFEREVENT_SSL_CONNECTING, opts);
+		c->bev = bufferevent_openssl_socket_new(
+		    p->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, opts);
 		if (c->bev == NULL)
 			SSL_free(ssl);
 		else
@@ -312,7 +314,7 @@ uc_connect(struct upconn *c)
 	bufferevent_setcb(c->bev, uc_read_cb, NULL, uc_event_cb, c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&p->ss,
-	    (int)p->sslen) == -1) {
+	                               (int)p->sslen) == -1) {
 		uc_fail_later(c, "connect failed", strerror(errno));
 		return;
 	}
@@ -334,11 +336,11 @@ uc_reset_parse(struct upconn *c)
 /* Send a request on an idle connection, or a new one. */
 struct upconn *
 up_request(struct pool *p, const char *method, const char *path, size_t plen,
-    const char *hdrs, size_t hlen, const char *body, size_t blen,
-    const struct up_cbs *cbs, void *arg)
+           const char *hdrs, size_t hlen, const char *body, size_t blen,
+           const struct up_cbs *cbs, void *arg)
 {
 	struct upconn *c = TAILQ_FIRST(&p->idle);
-	int            fresh = c == NULL;
+	int fresh = c == NULL;
 
 	if (fresh) {
 		if ((c = calloc(1, sizeof *c)) == NULL)
@@ -357,7 +359,7 @@ up_request(struct pool *p, const char *method, const char *path, size_t plen,
 	uc_reset_parse(c);
 	buf_reset(&c->reqbytes);
 	buf_printf(&c->reqbytes, "%s %.*s HTTP/1.1\r\nHost: %s\r\n", method,
-	    (int)plen, path, p->hosthdr);
+	           (int)plen, path, p->hosthdr);
 	buf_printf(&c->reqbytes, "Content-Length: %zu\r\n", blen);
 	buf_add(&c->reqbytes, hdrs, hlen);
 	buf_add(&c->reqbytes, "\r\n", 2);
@@ -372,8 +374,8 @@ up_request(struct pool *p, const char *method, const char *path, size_t plen,
 		bufferevent_setcb(c->bev, uc_read_cb, NULL, uc_event_cb, c);
 		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 		bufferevent_write(c->bev, c->reqbytes.data, c->reqbytes.len);
-	} else if (p->sslen && (p->is_ip ||
-	    clock_ms() - p->resolved_ms < DNS_TTL_MS)) {
+	} else if (p->sslen &&
+	           (p->is_ip || clock_ms() - p->resolved_ms < DNS_TTL_MS)) {
 		uc_connect(c);
 	} else {
 		c->state = UC_RESOLVING;
@@ -416,7 +418,7 @@ uc_release(struct upconn *c)
 static int64_t
 hdr_int(const char *v)
 {
-	char     *end;
+	char *end;
 	long long n = strtoll(v, &end, 10);
 
 	return (end == v || n < 0) ? -1 : n;
@@ -426,7 +428,7 @@ hdr_int(const char *v)
 static void
 uc_header(struct upconn *c, char *line)
 {
-	char  *v = strchr(line, ':');
+	char *v = strchr(line, ':');
 	size_t n;
 
 	if (v == NULL)
@@ -451,13 +453,13 @@ uc_header(struct upconn *c, char *line)
 	else if (strcasecmp(line, "x-should-retry") == 0)
 		c->resp.should_retry = strcasecmp(v, "true") == 0;
 	else if (strcasecmp(line, "retry-after-ms") == 0 ||
-	    strcasecmp(line, "x-ms-retry-after-ms") == 0 ||
-	    strcasecmp(line, "retry-after") == 0) {
-		int64_t ms = strcasecmp(line, "retry-after") == 0 ?
-		    classify_retry_after(NULL, NULL, v) :
-		    classify_retry_after(v, NULL, NULL);
+	         strcasecmp(line, "x-ms-retry-after-ms") == 0 ||
+	         strcasecmp(line, "retry-after") == 0) {
+		int64_t ms = strcasecmp(line, "retry-after") == 0
+		                 ? classify_retry_after(NULL, NULL, v)
+		                 : classify_retry_after(v, NULL, NULL);
 		if (ms >= 0 && (c->resp.retry_after_ms < 0 ||
-		    strcasecmp(line, "retry-after") != 0))
+		                strcasecmp(line, "retry-after") != 0))
 			c->resp.retry_after_ms = ms;
 	}
 }
@@ -513,8 +515,8 @@ static size_t
 uc_body(struct upconn *c, struct evbuffer *in, size_t max)
 {
 	struct evbuffer_iovec v[8];
-	size_t                done = 0;
-	int                   n;
+	size_t done = 0;
+	int n;
 
 	n = evbuffer_peek(in, (ev_ssize_t)max, NULL, v, 8);
 	for (int i = 0; i < n && i < 8 && done < max && !c->dead; i++) {
@@ -538,7 +540,7 @@ uc_body(struct upconn *c, struct evbuffer *in, size_t max)
 static int
 uc_readline(struct evbuffer *in, char *line, size_t *n)
 {
-	size_t             eol = 0;
+	size_t eol = 0;
 	struct evbuffer_ptr p =
 	    evbuffer_search_eol(in, NULL, &eol, EVBUFFER_EOL_CRLF);
 
@@ -557,10 +559,10 @@ uc_readline(struct evbuffer *in, char *line, size_t *n)
 static int
 uc_step(struct upconn *c, struct evbuffer *in)
 {
-	char   buf[UP_LINE_MAX];
-	char  *line = buf;
+	char buf[UP_LINE_MAX];
+	char *line = buf;
 	size_t n = 0;
-	int    rc;
+	int rc;
 
 	switch (c->pstate) {
 	case P_STATUS:
@@ -610,12 +612,13 @@ uc_step(struct upconn *c, struct evbuffer *in)
 	case P_BODY_CLOSE:
 		if (evbuffer_get_length(in) == 0)
 			return 0;
-		n = uc_body(c, in, c->pstate == P_BODY_CLOSE ?
-		    evbuffer_get_length(in) : (size_t)c->remaining);
-		if (c->pstate != P_BODY_CLOSE && (c->remaining -=
-		    (int64_t)n) == 0)
-			c->pstate = c->pstate == P_BODY_LEN ? P_DONE :
-			    P_CHUNK_CRLF;
+		n = uc_body(c, in,
+		            c->pstate == P_BODY_CLOSE ? evbuffer_get_length(in)
+		                                      : (size_t)c->remaining);
+		if (c->pstate != P_BODY_CLOSE &&
+		    (c->remaining -= (int64_t)n) == 0)
+			c->pstate =
+			    c->pstate == P_BODY_LEN ? P_DONE : P_CHUNK_CRLF;
 		break;
 	case P_DONE:
 		return 0;
@@ -630,7 +633,7 @@ static void
 uc_finish(struct upconn *c)
 {
 	const struct up_cbs *cbs = c->cbs;
-	void                *arg = c->arg;
+	void *arg = c->arg;
 
 	c->cbs = NULL;
 	uc_release(c);
@@ -640,9 +643,9 @@ uc_finish(struct upconn *c)
 static void
 uc_read_cb(struct bufferevent *bev, void *arg)
 {
-	struct upconn   *c = arg;
+	struct upconn *c = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
-	int              rc;
+	int rc;
 
 	if (c->state == UC_IDLE) { /* bytes on an idle socket: drop it */
 		uc_free(c);
@@ -684,32 +687,34 @@ static void
 uc_error_text(struct upconn *c, short what, char *out, size_t outsz)
 {
 	unsigned long e;
-	SSL          *ssl = c->pool->ctx ? bufferevent_openssl_get_ssl(c->bev) :
-	    NULL;
-	char          es[160];
-	int           err = EVUTIL_SOCKET_ERROR();
+	SSL *ssl = c->pool->ctx ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+	char es[160];
+	int err = EVUTIL_SOCKET_ERROR();
 
 	if (ssl && (e = bufferevent_get_openssl_error(c->bev)) != 0) {
 		long vr = SSL_get_verify_result(ssl);
 
 		ERR_error_string_n(e, es, sizeof es);
 		snprintf(out, outsz, "TLS error with %.100s: %.100s%s%.60s",
-		    c->pool->hosthdr, es, vr != X509_V_OK ? ": " : "",
-		    vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "");
+		         c->pool->hosthdr, es, vr != X509_V_OK ? ": " : "",
+		         vr != X509_V_OK ? X509_verify_cert_error_string(vr)
+		                         : "");
 	} else if (what & BEV_EVENT_EOF)
 		snprintf(out, outsz, "upstream %.100s closed the connection%s",
-		    c->pool->hosthdr, c->got_bytes ? " mid-response" : "");
+		         c->pool->hosthdr, c->got_bytes ? " mid-response" : "");
 	else
-		snprintf(out, outsz, "%s %.100s: %.60s", c->state == UC_CONNECTING ?
-		    "cannot connect to" : "connection error with",
-		    c->pool->hosthdr, err ? strerror(err) : "unknown error");
+		snprintf(out, outsz, "%s %.100s: %.60s",
+		         c->state == UC_CONNECTING ? "cannot connect to"
+		                                   : "connection error with",
+		         c->pool->hosthdr,
+		         err ? strerror(err) : "unknown error");
 }
 
 static void
 uc_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct upconn *c = arg;
-	char           msg[256];
+	char msg[256];
 
 	(void)bev;
 	if (what & BEV_EVENT_CONNECTED) {
@@ -717,7 +722,7 @@ uc_event_cb(struct bufferevent *bev, short what, void *arg)
 
 		c->state = UC_BUSY;
 		setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY,
-		    &one, sizeof one);
+		           &one, sizeof one);
 		return;
 	}
 	if (c->state == UC_IDLE || c->cbs == NULL) {

@@ -78,7 +78,7 @@ worker_sigterm(evutil_socket_t sig, short ev, void *arg)
 	drain_deadline_ms = clock_ms() + w->cfg->drain_timeout_ms;
 	server_stop_accepting(w);
 	log_info("draining %d request%s", w->inflight,
-	    w->inflight == 1 ? "" : "s");
+	         w->inflight == 1 ? "" : "s");
 	if (w->inflight <= 0)
 		worker_drain_idle(w);
 }
@@ -89,7 +89,7 @@ static void
 worker_tick(evutil_socket_t fd, short ev, void *arg)
 {
 	struct worker *w = arg;
-	int            lvl = atomic_load(&w->shm->hdr->log_level);
+	int lvl = atomic_load(&w->shm->hdr->log_level);
 
 	(void)fd;
 	(void)ev;
@@ -101,7 +101,7 @@ worker_tick(evutil_socket_t fd, short ev, void *arg)
 	}
 	if (w->draining && clock_ms() > drain_deadline_ms) {
 		log_warnx("drain timeout with %d request%s in flight",
-		    w->inflight, w->inflight == 1 ? "" : "s");
+		          w->inflight, w->inflight == 1 ? "" : "s");
 		event_base_loopexit(w->base, NULL);
 	}
 }
@@ -111,7 +111,7 @@ static int
 worker_pools(struct worker *w)
 {
 	const struct cfg *cfg = w->cfg;
-	char             *cause = NULL;
+	char *cause = NULL;
 
 	w->slot_of = calloc((size_t)cfg->ndeploy, sizeof *w->slot_of);
 	w->pools = calloc((size_t)cfg->ndeploy, sizeof *w->pools);
@@ -121,10 +121,11 @@ worker_pools(struct worker *w)
 		if ((w->slot_of[i] = shm_find(w->shm, cfg->deploy[i].name)) <
 		    0) {
 			log_warnx("deployment %s has no table slot",
-			    cfg->deploy[i].name);
+			          cfg->deploy[i].name);
 			return -1;
 		}
-		w->pools[i] = pool_new(w->base, w->dns, &cfg->deploy[i], &cause);
+		w->pools[i] =
+		    pool_new(w->base, w->dns, &cfg->deploy[i], &cause);
 		if (w->pools[i] == NULL) {
 			log_warnx("%s", cause ? cause : "pool_new failed");
 			free(cause);
@@ -159,12 +160,12 @@ worker_free(struct worker *w)
 
 /* Run a worker until it is told to stop. Returns the exit status. */
 int
-worker_main(const struct cfg *cfg, struct shm *shm, int index,
-    const int *fds, int nfds)
+worker_main(const struct cfg *cfg, struct shm *shm, int index, const int *fds,
+            int nfds)
 {
 	static struct worker w;
-	struct timeval       sec = {1, 0};
-	char                 name[32];
+	struct timeval sec = {1, 0};
+	char name[32];
 
 	memset(&w, 0, sizeof w);
 	wk = &w;
@@ -181,7 +182,7 @@ worker_main(const struct cfg *cfg, struct shm *shm, int index,
 	if ((w.base = event_base_new()) == NULL)
 		fatalx("event_base_new failed");
 	w.dns = evdns_base_new(w.base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
-	    EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+	                                   EVDNS_BASE_DISABLE_WHEN_INACTIVE);
 	if (w.dns == NULL && (w.dns = evdns_base_new(w.base, 0)) == NULL)
 		fatalx("evdns_base_new failed");
 	for (int i = 0; i < nfds && i < 8; i++)

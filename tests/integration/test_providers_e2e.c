@@ -812,15 +812,17 @@ Test(providers_e2e, embeddings_skip_anthropic_in_chain)
 Test(providers_e2e, embeddings_unsupported_everywhere_is_400)
 {
 	start(&(struct setup){0});
-	struct h_resp *r = post(EMBED, "{\"model\":\"claude\",\"input\":\"x\"}");
+	struct h_resp *r =
+	    post(EMBED, "{\"model\":\"claude\",\"input\":\"x\"}");
 	cr_assert_eq(r->status, 400, "%s", h_desc(r));
 	cr_assert_str_eq(h_json(r->body, "error.code"), "unsupported_request");
-	cr_assert(strstr(h_json(r->body, "error.message"), "embeddings"),
-	          "%s", r->body);
+	cr_assert(strstr(h_json(r->body, "error.message"), "embeddings"), "%s",
+	          r->body);
 	cr_assert_eq(h_mock_stat(&an, "requests"), 0);
 	char *out;
 	cr_assert_eq(h_run(&out, h_bin("llmfctl"), "-c", h_conf(), "status",
-	                   "--json", NULL), 0);
+	                   "--json", NULL),
+	             0);
 	cr_assert(strstr(out, "\"failures\":0"), "%s", out);
 	cr_assert(!strstr(out, "\"inflight\":-"), "%s", out);
 }

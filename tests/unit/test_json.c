@@ -595,7 +595,8 @@ Test(json, word_scanner_finds_specials_at_every_offset)
 		memset(doc, 'a', sizeof doc);
 		doc[0] = '"';
 		doc[1 + off] = '"';
-		cr_assert(json_parse(&j, doc, (size_t)off + 2) == 0, "off %d", off);
+		cr_assert(json_parse(&j, doc, (size_t)off + 2) == 0, "off %d",
+		          off);
 		cr_assert(j.tok[0].end - j.tok[0].start == off);
 		for (size_t k = 0; k < sizeof specials; k++) {
 			memset(doc, 'a', sizeof doc);
@@ -606,7 +607,7 @@ Test(json, word_scanner_finds_specials_at_every_offset)
 			int rc = json_parse(&j, doc, (size_t)off + 4);
 			/* "\n" is a valid escape; a raw control byte is not */
 			cr_assert(rc == (specials[k] == '\\' ? 0 : -1),
-			    "off %d special %zu", off, k);
+			          "off %d special %zu", off, k);
 		}
 	}
 }

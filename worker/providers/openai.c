@@ -10,17 +10,18 @@
 /* Build POST {base}/chat/completions (or /embeddings). */
 static int
 openai_build(const struct prov_call *pc, struct prov_out *o, char *err,
-    size_t errsz)
+             size_t errsz)
 {
 	const struct deploy_cfg *d = pc->d;
 
 	(void)err;
 	(void)errsz;
 	buf_printf(&o->path, "%s/%s", d->path,
-	    pc->endpoint == EP_EMBED ? "embeddings" : "chat/completions");
+	           pc->endpoint == EP_EMBED ? "embeddings"
+	                                    : "chat/completions");
 	if (d->api_key[0])
 		buf_printf(&o->headers, "Authorization: Bearer %s\r\n",
-		    d->api_key);
+		           d->api_key);
 	buf_adds(&o->headers, "Content-Type: application/json\r\n");
 	prov_extra_headers(d, &o->headers);
 	prov_openai_body(pc, d->model, &o->body);
@@ -46,19 +47,20 @@ openai_malformed(struct upstream_error *e, const char *what)
 	e->retry_after_ms = -1;
 	e->should_retry = -1;
 	snprintf(e->message, sizeof e->message, "malformed upstream reply: %s",
-	    what);
+	         what);
 }
 
 /* Check a whole reply and pass it through. */
 static int
 openai_response(const struct prov_call *pc, const char *body, size_t len,
-    struct buf *out, struct usage *u, int *content_filter,
-    struct upstream_error *e)
+                struct buf *out, struct usage *u, int *content_filter,
+                struct upstream_error *e)
 {
 	static struct json j;
-	int                t;
+	int t;
 
-	if (json_parse(&j, body, len) == -1 || json_type(&j, 0) != JSMN_OBJECT) {
+	if (json_parse(&j, body, len) == -1 ||
+	    json_type(&j, 0) != JSMN_OBJECT) {
 		openai_malformed(e, "not a JSON object");
 		return -1;
 	}
@@ -71,13 +73,14 @@ openai_response(const struct prov_call *pc, const char *body, size_t len,
 	}
 	t = json_get(&j, 0, pc->endpoint == EP_EMBED ? "data" : "choices");
 	if (json_type(&j, t) != JSMN_ARRAY) {
-		openai_malformed(e, pc->endpoint == EP_EMBED ?
-		    "no 'data' array" : "no 'choices' array");
+		openai_malformed(e, pc->endpoint == EP_EMBED
+		                        ? "no 'data' array"
+		                        : "no 'choices' array");
 		return -1;
 	}
 	openai_usage(&j, 0, u);
-	*content_filter = json_eq(&j, json_path(&j, 0,
-	    "choices.0.finish_reason"), "content_filter");
+	*content_filter = json_eq(
+	    &j, json_path(&j, 0, "choices.0.finish_reason"), "content_filter");
 	buf_add(out, body, len);
 	return 0;
 }
@@ -85,18 +88,19 @@ openai_response(const struct prov_call *pc, const char *body, size_t len,
 /* Pass one chunk through, noting content, usage and errors. */
 static int
 openai_stream_event(const struct prov_call *pc, struct stream_state *st,
-    const char *ev, size_t elen, const char *data, size_t dlen,
-    struct buf *out, struct upstream_error *e)
+                    const char *ev, size_t elen, const char *data, size_t dlen,
+                    struct buf *out, struct upstream_error *e)
 {
 	static struct json j;
-	int                c, t;
+	int c, t;
 
 	(void)pc;
 	(void)ev;
 	(void)elen;
 	if (dlen == 6 && memcmp(data, "[DONE]", 6) == 0)
 		return 1;
-	if (json_parse(&j, data, dlen) == -1 || json_type(&j, 0) != JSMN_OBJECT) {
+	if (json_parse(&j, data, dlen) == -1 ||
+	    json_type(&j, 0) != JSMN_OBJECT) {
 		openai_malformed(e, "stream chunk is not a JSON object");
 		return -1;
 	}
@@ -117,13 +121,13 @@ openai_stream_event(const struct prov_call *pc, struct stream_state *st,
 	if (json_path(&j, 0, "choices.0.delta.tool_calls") >= 0)
 		st->content_seen = st->tool_seen = 1;
 	t = json_path(&j, 0, "choices.0.finish_reason");
-	if (st->role_sent && !st->content_seen && json_path(&j, 0,
-	    "choices.0.delta.role") >= 0 && json_type(&j, c) != JSMN_STRING &&
-	    (t < 0 || json_is_null(&j, t)))
+	if (st->role_sent && !st->content_seen &&
+	    json_path(&j, 0, "choices.0.delta.role") >= 0 &&
+	    json_type(&j, c) != JSMN_STRING && (t < 0 || json_is_null(&j, t)))
 		return 0; /* a continuation: the client has its role chunk */
-	if (st->role_sent && !st->content_seen && json_type(&j, c) ==
-	    JSMN_STRING && j.tok[c].end == j.tok[c].start && (t < 0 ||
-	    json_is_null(&j, t)))
+	if (st->role_sent && !st->content_seen &&
+	    json_type(&j, c) == JSMN_STRING && j.tok[c].end == j.tok[c].start &&
+	    (t < 0 || json_is_null(&j, t)))
 		return 0;
 	if (t >= 0 && !json_is_null(&j, t)) {
 		st->finished = 1;

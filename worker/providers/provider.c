@@ -37,7 +37,7 @@ prov_extra_headers(const struct deploy_cfg *d, struct buf *h)
 {
 	for (int i = 0; i < d->nheaders; i++)
 		buf_printf(h, "%s: %s\r\n", d->headers[i].name,
-		    d->headers[i].value);
+		           d->headers[i].value);
 }
 
 /* Whether key token k of the request is one of llmfd's own fields. */
@@ -66,10 +66,10 @@ static void
 prov_messages_append(const struct prov_call *pc, struct jw *jw, int arr)
 {
 	const struct json *j = pc->req;
-	const char        *app = pc->d->system_prompt_append;
-	int                n = json_size(j, arr), done = 0;
-	size_t             rl;
-	const char        *raw;
+	const char *app = pc->d->system_prompt_append;
+	int n = json_size(j, arr), done = 0;
+	size_t rl;
+	const char *raw;
 
 	jw_arr(jw);
 	for (int i = 0; i < n; i++) {
@@ -131,9 +131,9 @@ static void
 prov_messages(const struct prov_call *pc, struct jw *jw, int arr)
 {
 	const struct json *j = pc->req;
-	int                n = json_size(j, arr);
-	const char        *raw;
-	size_t             rl;
+	int n = json_size(j, arr);
+	const char *raw;
+	size_t rl;
 
 	jw_arr(jw);
 	for (int i = 0; i < n; i++) {
@@ -150,12 +150,13 @@ static void
 prov_params(const struct prov_call *pc, struct jw *jw)
 {
 	static struct json p;
-	const char        *raw;
-	size_t             rl;
-	char               key[128];
+	const char *raw;
+	size_t rl;
+	char key[128];
 
-	if (pc->d->params == NULL || json_parse(&p, pc->d->params,
-	    strlen(pc->d->params)) == -1 || json_type(&p, 0) != JSMN_OBJECT)
+	if (pc->d->params == NULL ||
+	    json_parse(&p, pc->d->params, strlen(pc->d->params)) == -1 ||
+	    json_type(&p, 0) != JSMN_OBJECT)
 		return;
 	for (int k = 1; k < p.ntok; k = json_next(&p, k + 1)) {
 		if (json_str(&p, k, key, sizeof key) < 0)
@@ -172,14 +173,13 @@ prov_params(const struct prov_call *pc, struct jw *jw)
  * fields dropped, `model` replaced (unless model is NULL: Azure), params
  * merged, system_prompt_append applied. Values are copied raw. */
 void
-prov_openai_body(const struct prov_call *pc, const char *model,
-    struct buf *out)
+prov_openai_body(const struct prov_call *pc, const char *model, struct buf *out)
 {
 	const struct json *j = pc->req;
-	struct jw          jw;
-	const char        *raw;
-	size_t             rl;
-	char               key[128];
+	struct jw jw;
+	const char *raw;
+	size_t rl;
+	char key[128];
 
 	jw_init(&jw, out);
 	jw_obj(&jw);
@@ -222,7 +222,7 @@ prov_malformed(struct upstream_error *e, const char *what)
 	e->retry_after_ms = -1;
 	e->should_retry = -1;
 	snprintf(e->message, sizeof e->message, "malformed upstream reply: %s",
-	    what);
+	         what);
 }
 
 /* Classify an error object that arrived inside a 2xx reply or stream. */
@@ -254,7 +254,7 @@ int
 prov_opt(const struct prov_call *pc, const char *key, const struct json **src)
 {
 	const struct json *p;
-	int                t;
+	int t;
 
 	*src = pc->req;
 	if (prov_is_dropped_name(pc, key))
@@ -287,7 +287,7 @@ prov_urlenc(struct buf *b, const char *s)
 /* Start a chat.completion.chunk line up to the delta value. */
 void
 prov_chunk_open(struct stream_state *st, struct buf *out, struct jw *jw,
-    int index)
+                int index)
 {
 	if (st->created == 0)
 		st->created = (long long)time(NULL);
@@ -360,7 +360,7 @@ prov_chunk_usage(struct stream_state *st, struct buf *out)
 /* Emit a content delta of n bytes of text and note it. */
 void
 prov_chunk_text(struct stream_state *st, struct buf *out, const char *s,
-    size_t n)
+                size_t n)
 {
 	struct jw jw;
 
@@ -388,7 +388,7 @@ prov_turns_begin(struct prov_turns *t, struct buf *out, const char *partkey)
 /* Add the elements of array text arr as (part of) a turn of role. */
 void
 prov_turns_add(struct prov_turns *t, const char *role, const char *arr,
-    size_t n)
+               size_t n)
 {
 	if (n <= 2)
 		return;
@@ -398,7 +398,7 @@ prov_turns_add(struct prov_turns *t, const char *role, const char *arr,
 		if (t->open)
 			buf_adds(t->out, "]},");
 		buf_printf(t->out, "{\"role\":\"%s\",\"%s\":[", role,
-		    t->partkey);
+		           t->partkey);
 		snprintf(t->role, sizeof t->role, "%s", role);
 		t->open = 1;
 	}
@@ -415,7 +415,7 @@ prov_turns_end(struct prov_turns *t)
 /* Split a base64 data: URL into media type and payload. */
 int
 prov_data_url(const char *url, size_t n, const char **media, size_t *mlen,
-    const char **data, size_t *dlen)
+              const char **data, size_t *dlen)
 {
 	const char *semi, *comma;
 
