@@ -179,6 +179,13 @@ accesslog_format(struct buf *b, int log_format, int64_t wall_ms,
 		al_text(b, wall_ms, a);
 }
 
+/* Whether access lines are written at all (access_log = "off" is not). */
+int
+accesslog_enabled(void)
+{
+	return al_fd != AL_CLOSED;
+}
+
 /* Write one request's line (best effort: a failed write is not retried). */
 void
 accesslog_write(const struct cfg *cfg, const struct access_rec *a)

@@ -258,6 +258,9 @@ req_access(struct req *r, int status, const char *code, const struct usage *u,
 	char trail[REQ_MAX_TRAIL * 96] = "-";
 	size_t n = 0;
 
+	if (!accesslog_enabled())
+		return;
+
 	for (int i = 0; i < r->ntrail && n < sizeof trail; i++) {
 		const struct attempt_rec *a = &r->trail[i];
 

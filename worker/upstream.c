@@ -333,6 +333,26 @@ uc_reset_parse(struct upconn *c)
 	c->got_bytes = 0;
 }
 
+/* The request line, Host and Content-Length, without printf. */
+static void
+uc_head(struct buf *b, const char *method, const char *path, size_t plen,
+        const char *host, size_t blen)
+{
+	char num[24], *q = num + sizeof num;
+
+	do
+		*--q = (char)('0' + blen % 10);
+	while ((blen /= 10) != 0);
+	buf_adds(b, method);
+	buf_addc(b, ' ');
+	buf_add(b, path, plen);
+	buf_adds(b, " HTTP/1.1\r\nHost: ");
+	buf_adds(b, host);
+	buf_adds(b, "\r\nContent-Length: ");
+	buf_add(b, q, (size_t)(num + sizeof num - q));
+	buf_adds(b, "\r\n");
+}
+
 /* Send a request on an idle connection, or a new one. */
 struct upconn *
 up_request(struct pool *p, const char *method, const char *path, size_t plen,
@@ -358,9 +378,7 @@ up_request(struct pool *p, const char *method, const char *path, size_t plen,
 	c->dead = 0;
 	uc_reset_parse(c);
 	buf_reset(&c->reqbytes);
-	buf_printf(&c->reqbytes, "%s %.*s HTTP/1.1\r\nHost: %s\r\n", method,
-	           (int)plen, path, p->hosthdr);
-	buf_printf(&c->reqbytes, "Content-Length: %zu\r\n", blen);
+	uc_head(&c->reqbytes, method, path, plen, p->hosthdr, blen);
 	buf_add(&c->reqbytes, hdrs, hlen);
 	buf_add(&c->reqbytes, "\r\n", 2);
 	buf_add(&c->reqbytes, body, blen);
@@ -468,13 +486,16 @@ uc_header(struct upconn *c, char *line)
 static int
 uc_status(struct upconn *c, const char *line)
 {
-	int minor, status;
-
-	if (sscanf(line, "HTTP/1.%d %d", &minor, &status) != 2 ||
-	    status < 100 || status > 999)
+	/* "HTTP/1.x NNN ..." by hand: this runs for every response */
+	if (strncmp(line, "HTTP/1.", 7) != 0 || (line[7] != '0' &&
+	    line[7] != '1') || line[8] != ' ' || line[9] < '1' ||
+	    line[9] > '9' || line[10] < '0' || line[10] > '9' ||
+	    line[11] < '0' || line[11] > '9' || (line[12] != ' ' &&
+	    line[12] != '\0'))
 		return -1;
-	c->resp.status = status;
-	if (minor == 0)
+	c->resp.status = (line[9] - '0') * 100 + (line[10] - '0') * 10 +
+	    (line[11] - '0');
+	if (line[7] == '0')
 		c->resp.keepalive = 0;
 	return 0;
 }

@@ -16,12 +16,14 @@ openai_build(const struct prov_call *pc, struct prov_out *o, char *err,
 
 	(void)err;
 	(void)errsz;
-	buf_printf(&o->path, "%s/%s", d->path,
-	           pc->endpoint == EP_EMBED ? "embeddings"
-	                                    : "chat/completions");
-	if (d->api_key[0])
-		buf_printf(&o->headers, "Authorization: Bearer %s\r\n",
-		           d->api_key);
+	buf_adds(&o->path, d->path);
+	buf_adds(&o->path, pc->endpoint == EP_EMBED ? "/embeddings"
+	                                            : "/chat/completions");
+	if (d->api_key[0]) {
+		buf_adds(&o->headers, "Authorization: Bearer ");
+		buf_adds(&o->headers, d->api_key);
+		buf_adds(&o->headers, "\r\n");
+	}
 	buf_adds(&o->headers, "Content-Type: application/json\r\n");
 	prov_extra_headers(d, &o->headers);
 	prov_openai_body(pc, d->model, &o->body);
