@@ -83,7 +83,10 @@ check: deps
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all tests
-	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:log_path=$(abspath build-asan)/san/asan \
+	  UBSAN_OPTIONS=print_stacktrace=1:log_path=$(abspath build-asan)/san/ubsan \
+	  LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) \
+	  LLMFD_SAN_DIR=$(abspath build-asan)/san \
 	  LLMFD_BUILD=$(abspath build-asan) tests/run.sh build-asan
 
 demo: deps

@@ -66,9 +66,29 @@ script() {
 	fi
 }
 
+# Sanitizer builds: every process (daemon, workers, mocks, tests) writes its
+# reports under LLMFD_SAN_DIR; any ASan or UBSan report fails the run.
+san_check() {
+	local hits
+	[ -n "${LLMFD_SAN_DIR:-}" ] || return 0
+	hits=$(grep -lE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' \
+		"$LLMFD_SAN_DIR"/* 2>/dev/null)
+	if [ -n "$hits" ]; then
+		echo "run.sh: sanitizer reports:" >&2
+		cat $hits >&2
+		return 1
+	fi
+	return 0
+}
+if [ -n "${LLMFD_SAN_DIR:-}" ]; then
+	rm -rf "$LLMFD_SAN_DIR"
+	mkdir -p "$LLMFD_SAN_DIR"
+fi
+
 run test_unit -j2
 run test_integration --jobs 2
 script schema tests/schema/validate.sh "$build"
+[ -n "${LLMFD_SAN_DIR:-}" ] && script sanitizers san_check
 
 echo "$passed passed, $failed failed"
 exit $status
