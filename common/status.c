@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/json.h"
 #include "common/status.h"
 
 #define RLX   memory_order_relaxed
@@ -47,19 +48,6 @@ static const char *const state_names[STATUS__MAX] = {
     [STATUS_DRAINED] = "drained",
     [STATUS_RETIRED] = "retired"};
 
-/* Mirrors enum errclass; switch to errclass_name once classify.c lands. */
-static const char *const class_names[EC__MAX] = {
-    [EC_OK] = "ok",
-    [EC_TRANSIENT] = "transient",
-    [EC_RATE_LIMITED] = "rate_limited",
-    [EC_AUTH] = "auth",
-    [EC_QUOTA] = "quota",
-    [EC_NOT_FOUND] = "not_found",
-    [EC_BAD_REQUEST] = "bad_request",
-    [EC_CONTEXT_WINDOW] = "context_window",
-    [EC_CONTENT_POLICY] = "content_policy",
-    [EC_CANCELLED] = "cancelled"};
-
 /* Machine name of a derived state. */
 const char *
 status_state_name(int st)
@@ -86,7 +74,8 @@ status_circuit_name(uint32_t c)
 const char *
 status_class_name(int c)
 {
-	return (c >= 0 && c < EC__MAX) ? class_names[c] : "unknown";
+	return (c >= 0 && c < EC__MAX) ? errclass_name((enum errclass)c)
+	                               : "unknown";
 }
 
 /* Whole seconds left until a deadline, rounded up. */
@@ -341,28 +330,8 @@ status_printable(char *out, size_t outsz, const char *s, size_t max)
 void
 status_json_str(struct buf *b, const char *s)
 {
-	const unsigned char *p = (const unsigned char *)s;
-	size_t n = strlen(s), l;
-	uint32_t cp;
-
 	buf_addc(b, '"');
-	for (size_t i = 0; i < n; i += l ? l : 1) {
-		l = st_utf8(p + i, n - i, &cp);
-		if (l == 0)
-			buf_adds(b, "\\ufffd");
-		else if (cp == '"' || cp == '\\')
-			buf_printf(b, "\\%c", (char)cp);
-		else if (cp == '\n')
-			buf_adds(b, "\\n");
-		else if (cp == '\t')
-			buf_adds(b, "\\t");
-		else if (cp == '\r')
-			buf_adds(b, "\\r");
-		else if (cp < 0x20 || cp == 0x7f)
-			buf_printf(b, "\\u%04x", (unsigned)cp);
-		else
-			buf_add(b, p + i, l);
-	}
+	json_escape(b, s, strlen(s));
 	buf_addc(b, '"');
 }
 

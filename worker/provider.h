@@ -147,6 +147,9 @@ void prov_turns_add(struct prov_turns *, const char *role, const char *arr,
                     size_t n);
 void prov_turns_end(struct prov_turns *);
 /* Split "data:MEDIA;base64,DATA"; 0 or -1 if url is not such a URL. */
+/* The URL of an OpenAI image_url content part (string or {url}), unescaped
+ * into out; 0, or -1 if the part has none. */
+int prov_image_url(const struct json *, int part, struct buf *out);
 int prov_data_url(const char *url, size_t n, const char **media, size_t *mlen,
                   const char **data, size_t *dlen);
 

@@ -487,14 +487,14 @@ static int
 uc_status(struct upconn *c, const char *line)
 {
 	/* "HTTP/1.x NNN ..." by hand: this runs for every response */
-	if (strncmp(line, "HTTP/1.", 7) != 0 || (line[7] != '0' &&
-	    line[7] != '1') || line[8] != ' ' || line[9] < '1' ||
-	    line[9] > '9' || line[10] < '0' || line[10] > '9' ||
-	    line[11] < '0' || line[11] > '9' || (line[12] != ' ' &&
-	    line[12] != '\0'))
+	if (strncmp(line, "HTTP/1.", 7) != 0 ||
+	    (line[7] != '0' && line[7] != '1') || line[8] != ' ' ||
+	    line[9] < '1' || line[9] > '9' || line[10] < '0' ||
+	    line[10] > '9' || line[11] < '0' || line[11] > '9' ||
+	    (line[12] != ' ' && line[12] != '\0'))
 		return -1;
-	c->resp.status = (line[9] - '0') * 100 + (line[10] - '0') * 10 +
-	    (line[11] - '0');
+	c->resp.status =
+	    (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
 	if (line[7] == '0')
 		c->resp.keepalive = 0;
 	return 0;

@@ -152,7 +152,7 @@ struct access_rec {
  * access log is off. */
 void accesslog_open(const struct cfg *);
 void accesslog_close(void);
-int  accesslog_enabled(void);
+int accesslog_enabled(void);
 void accesslog_write(const struct cfg *, const struct access_rec *);
 /* Format one line (newline included) into b: text or JSON. */
 void accesslog_format(struct buf *b, int log_format, int64_t wall_ms,

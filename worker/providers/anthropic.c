@@ -91,15 +91,11 @@ anth_text_block(struct jw *jw, const struct json *j, int s)
 static int
 anth_image_block(struct anth_ctx *x, struct jw *jw, int part)
 {
-	const struct json *j = x->j;
-	int u = json_get(j, part, "image_url");
 	struct buf url = {0};
 	const char *media, *data;
 	size_t ml, dl;
 
-	if (json_type(j, u) == JSMN_OBJECT)
-		u = json_get(j, u, "url");
-	if (json_str_buf(j, u, &url) <= 0) {
+	if (prov_image_url(x->j, part, &url) == -1) {
 		buf_free(&url);
 		return anth_fail(x, "image_url part without a url");
 	}

@@ -412,6 +412,17 @@ prov_turns_end(struct prov_turns *t)
 	buf_adds(t->out, t->open ? "]}]" : "]");
 }
 
+/* The URL of an OpenAI image_url part; see provider.h. */
+int
+prov_image_url(const struct json *j, int part, struct buf *out)
+{
+	int u = json_get(j, part, "image_url");
+
+	if (json_type(j, u) == JSMN_OBJECT)
+		u = json_get(j, u, "url");
+	return json_str_buf(j, u, out) <= 0 ? -1 : 0;
+}
+
 /* Split a base64 data: URL into media type and payload. */
 int
 prov_data_url(const char *url, size_t n, const char **media, size_t *mlen,
