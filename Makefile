@@ -98,6 +98,23 @@ bench:
 	@$(MAKE) --no-print-directory all
 	@bench/run.sh $(BUILD)
 
+# libFuzzer targets (clang); FUZZ_SECONDS each. Not part of `make check`.
+FUZZ_SECONDS ?= 60
+FUZZ_SRC = $(filter-out common/status.c,$(COMMON_SRC)) $(wildcard worker/providers/*.c)
+fuzz: deps
+	@$(MAKE) --no-print-directory deps EXTRA_PKGS="clang libclang-rt-14-dev"
+	@mkdir -p $(BUILD)/fuzz
+	@for t in json sse providers; do \
+	  clang -std=c11 -D_GNU_SOURCE -g -O1 -I. $(PKG_CFLAGS) \
+	    -fsanitize=fuzzer,address,undefined \
+	    -o $(BUILD)/fuzz/fuzz_$$t tests/fuzz/fuzz_$$t.c $(FUZZ_SRC) \
+	    $(PKG_LIBS) -lm || exit 1; \
+	  mkdir -p $(BUILD)/fuzz/corpus_$$t; \
+	  echo "fuzz_$$t: $(FUZZ_SECONDS) s"; \
+	  $(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) \
+	    -max_len=4096 $(BUILD)/fuzz/corpus_$$t tests/data 2>&1 | tail -3 || exit 1; \
+	done
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
@@ -123,5 +140,5 @@ install: all
 clean:
 	rm -rf build build-asan
 
-.PHONY: all tests deps check asan demo bench format install clean
+.PHONY: all tests deps check asan demo bench fuzz format install clean
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
