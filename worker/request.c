@@ -55,7 +55,6 @@ struct attempt {
 	struct stream_state ss;
 	struct buf out;  /* translated, not yet sent */
 	struct buf text; /* content text this attempt produced */
-	struct upstream_error uerr;
 	struct usage usage;
 	struct event ev_timer; /* attempt / first token / idle */
 };
@@ -103,6 +102,7 @@ struct req {
 	struct buf sent_text; /* streamed text, for continuation */
 	struct buf out;
 	struct evbuffer *chunk; /* reused for every chunk sent to the client */
+	struct upstream_error uerr; /* the failure being handled (transient) */
 	struct event ev_deadline, ev_wait, ev_hedge;
 };
 
@@ -593,7 +593,7 @@ att_start(struct req *r, int d, int hedge)
 	if (r->stream && r->groups[0]->stream_resume == RESUME_CONTINUE)
 		a->ss.text = &a->text;
 	memset(&a->usage, 0, sizeof a->usage);
-	memset(&a->uerr, 0, sizeof a->uerr);
+	memset(&a->r->uerr, 0, sizeof a->r->uerr);
 	event_assign(&a->ev_timer, w->base, -1, 0, att_timeout, a);
 	route_attempt_start(w, d);
 	log_debug("%s attempt %d on %s%s%s", r->id, r->attempts, dc->name,
@@ -605,6 +605,12 @@ att_start(struct req *r, int d, int hedge)
 	if (a->up == NULL) {
 		att_failed(a, EC_TRANSIENT, 0, "out of memory", -1, -1);
 		return;
+	}
+	if (r->stream) { /* copied into the connection: hold no memory in a
+		          * stream that may stay open for minutes */
+		buf_free(&a->po.path);
+		buf_free(&a->po.headers);
+		buf_free(&a->po.body);
 	}
 	att_arm(a);
 	if (!hedge && !r->hedged && !r->client_started &&
@@ -929,7 +935,7 @@ att_failed(struct attempt *a, enum errclass cls, int status, const char *msg,
 		req_midstream_failure(r, a->d, msg);
 		return;
 	}
-	snprintf(code, sizeof code, "%s", a->uerr.code);
+	snprintf(code, sizeof code, "%s", a->r->uerr.code);
 	switch (cls) {
 	case EC_BAD_REQUEST:
 		req_error(r, status >= 400 && status < 500 ? status : 400,
@@ -981,7 +987,7 @@ att_failed(struct attempt *a, enum errclass cls, int status, const char *msg,
 static void
 att_upstream_error(struct attempt *a)
 {
-	struct upstream_error *e = &a->uerr;
+	struct upstream_error *e = &a->r->uerr;
 
 	memset(e, 0, sizeof *e);
 	e->retry_after_ms = a->resp.retry_after_ms;
@@ -1032,7 +1038,7 @@ att_sse_event(void *arg, const char *ev, size_t elen, const char *data,
 	if (a->complete)
 		return 0;
 	rc = a->prov->stream_event(&a->pc, &a->ss, ev, elen, data, dlen,
-	                           &a->out, &a->uerr);
+	                           &a->out, &a->r->uerr);
 	if (rc == -1) {
 		a->in_stream_err = 1;
 		return 1;
@@ -1088,13 +1094,13 @@ up_on_data(void *arg, const char *p, size_t n)
 	rc = sse_feed(&a->sse, p, n, att_sse_event, a);
 	if (rc == -1 || a->in_stream_err) {
 		if (rc == -1) {
-			a->uerr.cls = EC_TRANSIENT;
-			snprintf(a->uerr.message, sizeof a->uerr.message,
+			a->r->uerr.cls = EC_TRANSIENT;
+			snprintf(a->r->uerr.message, sizeof a->r->uerr.message,
 			         "malformed upstream stream");
 		}
-		att_failed(a, a->uerr.cls ? a->uerr.cls : EC_TRANSIENT,
-		           a->resp.status, a->uerr.message,
-		           a->uerr.retry_after_ms, -1);
+		att_failed(a, a->r->uerr.cls ? a->r->uerr.cls : EC_TRANSIENT,
+		           a->resp.status, a->r->uerr.message,
+		           a->r->uerr.retry_after_ms, -1);
 		return;
 	}
 	if (a->ss.content_filter && !r->client_started && !r->switched &&
@@ -1143,9 +1149,9 @@ att_whole(struct attempt *a)
 	buf_reset(&r->out);
 	if (a->prov->response(&a->pc, a->rbody.data ? a->rbody.data : "",
 	                      a->rbody.len, &r->out, &a->usage, &cf,
-	                      &a->uerr) == -1) {
-		att_failed(a, a->uerr.cls ? a->uerr.cls : EC_TRANSIENT,
-		           a->resp.status, a->uerr.message, -1, -1);
+	                      &a->r->uerr) == -1) {
+		att_failed(a, a->r->uerr.cls ? a->r->uerr.cls : EC_TRANSIENT,
+		           a->resp.status, a->r->uerr.message, -1, -1);
 		return;
 	}
 	if (cf && !r->switched &&

@@ -518,6 +518,8 @@ uc_headers_done(struct upconn *c)
 	c->in_cb--;
 	if (c->dead)
 		return;
+	if (c->resp.event_stream) /* bytes came back: no resend, free it */
+		buf_free(&c->reqbytes);
 	if (st == 204 || st == 304)
 		c->pstate = P_DONE;
 	else if (c->resp.chunked)
