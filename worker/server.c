@@ -7,6 +7,8 @@
 
 #include <event2/buffer.h>
 #include <event2/http.h>
+#include <event2/listener.h>
+#include <event2/bufferevent.h>
 
 #include "common/clock.h"
 #include "common/log.h"
@@ -183,6 +185,39 @@ server_notfound(struct evhttp_request *req, void *arg)
 	                  "unknown endpoint %s", evhttp_request_get_uri(req));
 }
 
+/* Accept one connection per wake-up (nginx's multi_accept off): all
+ * workers wait on the same listening sockets, and libevent would otherwise
+ * accept until EAGAIN, letting whichever worker wakes first take a whole
+ * burst of connections while the other idles. The listeners are paused
+ * after each accept and resumed from the loop, so the next connection goes
+ * to whichever worker gets there first, usually the less busy one. */
+static struct bufferevent *
+server_bevcb(struct event_base *base, void *arg)
+{
+	struct worker *w = arg;
+
+	for (int i = 0; i < w->nlisten; i++)
+		if (w->bound[i])
+			evconnlistener_disable(
+			    evhttp_bound_socket_get_listener(w->bound[i]));
+	event_active(w->ev_reaccept, EV_TIMEOUT, 0);
+	return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+}
+
+/* Resume accepting (unless draining, when the listeners are gone). */
+static void
+server_reaccept(evutil_socket_t fd, short ev, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)fd;
+	(void)ev;
+	for (int i = 0; i < w->nlisten; i++)
+		if (w->bound[i])
+			evconnlistener_enable(
+			    evhttp_bound_socket_get_listener(w->bound[i]));
+}
+
 /* Set up evhttp on the inherited listening sockets. */
 int
 server_setup(struct worker *w)
@@ -201,6 +236,10 @@ server_setup(struct worker *w)
 	evhttp_set_cb(w->http, "/healthz", server_healthz, w);
 	evhttp_set_cb(w->http, "/metrics", server_metrics, w);
 	evhttp_set_gencb(w->http, server_notfound, w);
+	if ((w->ev_reaccept = event_new(w->base, -1, 0, server_reaccept, w)) ==
+	    NULL)
+		return -1;
+	evhttp_set_bevcb(w->http, server_bevcb, w);
 	for (int i = 0; i < w->nlisten; i++)
 		if ((w->bound[i] = evhttp_accept_socket_with_handle(
 		         w->http, w->listen_fd[i])) == NULL) {

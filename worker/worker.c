@@ -149,6 +149,8 @@ worker_free(struct worker *w)
 		event_free(w->ev_term);
 	if (w->ev_tick)
 		event_free(w->ev_tick);
+	if (w->ev_reaccept)
+		event_free(w->ev_reaccept);
 	if (ev_linger)
 		event_free(ev_linger);
 	ev_linger = NULL;

@@ -177,7 +177,8 @@ struct worker {
 	uint64_t rng;
 	uint64_t next_id;
 	struct event *ev_term, *ev_int, *ev_tick;
-	struct req *free_reqs; /* recycled request objects */
+	struct event *ev_reaccept; /* listeners back on after one accept */
+	struct req *free_reqs;     /* recycled request objects */
 	int nfree;
 	LIST_HEAD(, req) reqs;
 };
