@@ -109,6 +109,8 @@ void stream_state_free(struct stream_state *);
 	"stops, without repeating any of it and without any preamble."
 
 /* providers/provider.c: helpers for OpenAI-shaped providers */
+/* Write an OpenAI "usage" member from u. */
+void prov_usage(struct jw *, const struct usage *);
 void prov_extra_headers(const struct deploy_cfg *, struct buf *);
 int prov_is_dropped(const struct prov_call *, int key_tok);
 void prov_openai_body(const struct prov_call *, const char *model,

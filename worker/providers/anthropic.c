@@ -759,15 +759,7 @@ anth_completion(const struct prov_call *pc, const struct json *j,
 	jw_obj_end(&jw);
 	jw_arr_end(&jw);
 	anth_usage(j, json_get(j, 0, "usage"), u);
-	jw_key(&jw, "usage");
-	jw_obj(&jw);
-	jw_key(&jw, "prompt_tokens");
-	jw_int(&jw, u->prompt_tokens);
-	jw_key(&jw, "completion_tokens");
-	jw_int(&jw, u->completion_tokens);
-	jw_key(&jw, "total_tokens");
-	jw_int(&jw, u->prompt_tokens + u->completion_tokens);
-	jw_obj_end(&jw);
+	prov_usage(&jw, u);
 	jw_obj_end(&jw);
 	return 0;
 }

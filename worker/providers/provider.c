@@ -322,6 +322,21 @@ prov_chunk_close(struct jw *jw, const char *finish)
 	buf_adds(jw->b, "\n\n");
 }
 
+/* Write "usage":{prompt_tokens,completion_tokens,total_tokens}. */
+void
+prov_usage(struct jw *jw, const struct usage *u)
+{
+	jw_key(jw, "usage");
+	jw_obj(jw);
+	jw_key(jw, "prompt_tokens");
+	jw_int(jw, u->prompt_tokens);
+	jw_key(jw, "completion_tokens");
+	jw_int(jw, u->completion_tokens);
+	jw_key(jw, "total_tokens");
+	jw_int(jw, u->prompt_tokens + u->completion_tokens);
+	jw_obj_end(jw);
+}
+
 /* The include_usage chunk: no choices, the totals. */
 void
 prov_chunk_usage(struct stream_state *st, struct buf *out)
@@ -344,15 +359,7 @@ prov_chunk_usage(struct stream_state *st, struct buf *out)
 	jw_key(&jw, "choices");
 	jw_arr(&jw);
 	jw_arr_end(&jw);
-	jw_key(&jw, "usage");
-	jw_obj(&jw);
-	jw_key(&jw, "prompt_tokens");
-	jw_int(&jw, st->usage.prompt_tokens);
-	jw_key(&jw, "completion_tokens");
-	jw_int(&jw, st->usage.completion_tokens);
-	jw_key(&jw, "total_tokens");
-	jw_int(&jw, st->usage.prompt_tokens + st->usage.completion_tokens);
-	jw_obj_end(&jw);
+	prov_usage(&jw, &st->usage);
 	jw_obj_end(&jw);
 	buf_adds(out, "\n\n");
 }
