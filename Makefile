@@ -17,7 +17,7 @@ CRIT_LIBS  := $(shell pkg-config --libs criterion 2>/dev/null)
 LIBS        = $(PKG_LIBS) -lm
 
 COMMON_SRC := $(sort $(wildcard common/*.c))
-WORKER_SRC := $(sort $(wildcard worker/*.c worker/providers/*.c))
+WORKER_SRC := $(sort $(wildcard worker/*.c worker/providers/*.c worker/ingress/*.c))
 DAEMON_SRC := $(sort $(wildcard daemon/*.c))
 UNIT_SRC   := $(sort $(wildcard tests/unit/*.c))
 INTEG_SRC  := $(sort $(wildcard tests/integration/*.c))
