@@ -15,6 +15,9 @@
 
 enum endpoint { EP_CHAT = 0, EP_EMBED };
 
+/* Wire formats a client body can be in (see struct ingress). */
+enum wire_fmt { FMT_CHAT = 0, FMT_MESSAGES, FMT_RESPONSES };
+
 /* Everything a provider needs to build one upstream request. */
 struct prov_call {
 	const struct cfg *cfg;
@@ -31,6 +34,14 @@ struct prov_call {
 	 * continued (assistant prefix or instruction). NULL when none. */
 	const char *resume_text;
 	size_t resume_len;
+	/* Same-format passthrough: the client's own body when the engine
+	 * chose it (its format is one the provider speaks natively), else
+	 * NULL. Replies and stream events are then written in that format. */
+	const struct json *native;
+	int native_fmt; /* its FMT_* */
+	/* Client headers to forward to a same-family upstream, complete
+	 * "Name: value\r\n" lines, or NULL. */
+	const char *fwd_headers;
 };
 
 /* One upstream request. path includes the query string; headers are
@@ -68,6 +79,8 @@ struct stream_state {
 
 struct provider {
 	const char *name;
+	/* bit (1u << FMT_*) for each wire format taken natively */
+	unsigned formats;
 	/* Build the upstream request. 0, or -1 with a reason in err (the
 	 * request cannot be expressed for this provider: a bad request). */
 	int (*build)(const struct prov_call *, struct prov_out *, char *err,

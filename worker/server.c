@@ -12,51 +12,19 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "worker/client.h"
+#include "worker/ingress.h"
 #include "worker/worker.h"
 
 /* Send a JSON body with a status. */
 void
 server_send_json(struct evhttp_request *req, int status, struct buf *b)
 {
-	struct evbuffer *out = evhttp_request_get_output_buffer(req);
-	const char *reason;
-
 	evhttp_add_header(evhttp_request_get_output_headers(req),
 	                  "Content-Type", "application/json");
-	evbuffer_add(out, b->data ? b->data : "", b->len);
-	switch (status) {
-	case 200:
-		reason = "OK";
-		break;
-	case 400:
-		reason = "Bad Request";
-		break;
-	case 404:
-		reason = "Not Found";
-		break;
-	case 405:
-		reason = "Method Not Allowed";
-		break;
-	case 413:
-		reason = "Payload Too Large";
-		break;
-	case 429:
-		reason = "Too Many Requests";
-		break;
-	case 502:
-		reason = "Bad Gateway";
-		break;
-	case 503:
-		reason = "Service Unavailable";
-		break;
-	case 504:
-		reason = "Gateway Timeout";
-		break;
-	default:
-		reason = status < 400 ? "OK" : "Error";
-		break;
-	}
-	evhttp_send_reply(req, status, reason, NULL);
+	evbuffer_add(evhttp_request_get_output_buffer(req),
+	             b->data ? b->data : "", b->len);
+	evhttp_send_reply(req, status, http_reason(status), NULL);
 }
 
 /* Send an OpenAI-shaped error without a request context. */
@@ -65,26 +33,13 @@ server_send_error(struct evhttp_request *req, int status, const char *type,
                   const char *code, const char *fmt, ...)
 {
 	struct buf b = {0}, m = {0};
-	struct jw jw;
 	va_list ap;
 
 	va_start(ap, fmt);
 	buf_vprintf(&m, fmt, ap);
 	va_end(ap);
-	jw_init(&jw, &b);
-	jw_obj(&jw);
-	jw_key(&jw, "error");
-	jw_obj(&jw);
-	jw_key(&jw, "message");
-	jw_str(&jw, m.data ? m.data : "", m.len);
-	jw_key(&jw, "type");
-	jw_cstr(&jw, type);
-	jw_key(&jw, "param");
-	jw_null(&jw);
-	jw_key(&jw, "code");
-	jw_cstr(&jw, code);
-	jw_obj_end(&jw);
-	jw_obj_end(&jw);
+	ingress_openai_error(&b, status, type, code, m.data ? m.data : "", NULL,
+	                     NULL, 0);
 	server_send_json(req, status, &b);
 	buf_free(&b);
 	buf_free(&m);
@@ -228,10 +183,10 @@ server_setup(struct worker *w)
 	                                        EVHTTP_REQ_HEAD);
 	evhttp_set_max_body_size(w->http, (ev_ssize_t)(32 << 20) + 1);
 	evhttp_set_timeout(w->http, 3600);
-	evhttp_set_cb(w->http, "/v1/chat/completions", req_handle_chat, w);
-	evhttp_set_cb(w->http, "/chat/completions", req_handle_chat, w);
-	evhttp_set_cb(w->http, "/v1/embeddings", req_handle_embeddings, w);
-	evhttp_set_cb(w->http, "/embeddings", req_handle_embeddings, w);
+	evhttp_set_cb(w->http, "/v1/chat/completions", client_chat, w);
+	evhttp_set_cb(w->http, "/chat/completions", client_chat, w);
+	evhttp_set_cb(w->http, "/v1/embeddings", client_embeddings, w);
+	evhttp_set_cb(w->http, "/embeddings", client_embeddings, w);
 	evhttp_set_cb(w->http, "/v1/models", server_models, w);
 	evhttp_set_cb(w->http, "/healthz", server_healthz, w);
 	evhttp_set_cb(w->http, "/metrics", server_metrics, w);
