@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,17 +204,26 @@ shm_find(const struct shm *s, const char *name)
 	return -1;
 }
 
-/* Seqlock read of the config block into out (counters are not copied). */
-void
+/*
+ * Seqlock read of the config block into out (counters are not copied).
+ * A writer holds the odd count for a few stores; one that was killed
+ * mid-write, or a damaged file, leaves it odd for good, so the retries are
+ * bounded: spin a little, then yield, then give up.
+ */
+int
 shm_read_cfg(const struct slot_sh *sl, struct slot_sh *out)
 {
 	uint32_t a, b;
+	int tries = 0;
 
-	do {
-		while (
-		    (a = atomic_load_explicit(&sl->seq, memory_order_acquire)) &
-		    1)
-			;
+	for (;;) {
+		if (++tries > SHM_SEQ_TRIES)
+			return -1;
+		if (tries > SHM_SEQ_TRIES / 2)
+			sched_yield();
+		a = atomic_load_explicit(&sl->seq, memory_order_acquire);
+		if (a & 1)
+			continue;
 		memcpy(out->name, sl->name, sizeof out->name);
 		memcpy(out->group, sl->group, sizeof out->group);
 		memcpy(out->provider, sl->provider, sizeof out->provider);
@@ -224,11 +234,14 @@ shm_read_cfg(const struct slot_sh *sl, struct slot_sh *out)
 		out->tpm = sl->tpm;
 		atomic_thread_fence(memory_order_acquire);
 		b = atomic_load_explicit(&sl->seq, memory_order_relaxed);
-	} while (a != b);
+		if (a == b)
+			break;
+	}
 	out->name[sizeof out->name - 1] = '\0';
 	out->group[sizeof out->group - 1] = '\0';
 	out->provider[sizeof out->provider - 1] = '\0';
 	out->model[sizeof out->model - 1] = '\0';
+	return 0;
 }
 
 /* Master: open a config-block write (seq becomes odd). */

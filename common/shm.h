@@ -151,8 +151,10 @@ void shm_detach(struct shm *);
 
 /* Slot lookup by name among active (and retired) slots; -1 if none. */
 int shm_find(const struct shm *, const char *name);
-/* Copy a slot's config block consistently (seqlock read). */
-void shm_read_cfg(const struct slot_sh *, struct slot_sh *out);
+/* Copy a slot's config block consistently (seqlock read): 0, or -1 if the
+ * slot stayed mid-write past SHM_SEQ_TRIES reads (a writer died there). */
+#define SHM_SEQ_TRIES 2000
+int shm_read_cfg(const struct slot_sh *, struct slot_sh *out);
 /* Master: write a slot's config block. */
 void shm_write_cfg_begin(struct slot_sh *);
 void shm_write_cfg_end(struct slot_sh *);

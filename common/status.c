@@ -40,13 +40,11 @@ static const unsigned char col_right[COL__MAX] = {
     [COL_REQS_S] = 1, [COL_FAILS_S] = 1};
 
 static const char *const state_names[STATUS__MAX] = {
-    [STATUS_HEALTHY] = "healthy",
-    [STATUS_COOLING] = "cooling",
-    [STATUS_CIRCUIT_OPEN] = "circuit_open",
-    [STATUS_HALF_OPEN] = "half_open",
-    [STATUS_RATE_LIMITED] = "rate_limited",
-    [STATUS_DRAINED] = "drained",
-    [STATUS_RETIRED] = "retired"};
+    [STATUS_HEALTHY] = "healthy",           [STATUS_COOLING] = "cooling",
+    [STATUS_CIRCUIT_OPEN] = "circuit_open", [STATUS_HALF_OPEN] = "half_open",
+    [STATUS_RATE_LIMITED] = "rate_limited", [STATUS_DRAINED] = "drained",
+    [STATUS_RETIRED] = "retired",           [STATUS_UNREADABLE] = "unreadable",
+};
 
 /* Machine name of a derived state. */
 const char *
@@ -108,7 +106,10 @@ status_state(const struct slot_sh *sl, int64_t now_ms, int64_t wall_min,
 	int64_t cool = LD(&sl->cooldown_until_ms);
 	int st = STATUS_HEALTHY;
 
-	shm_read_cfg(sl, &cfg);
+	if (shm_read_cfg(sl, &cfg) == -1) {
+		snprintf(out, outsz, "%s", state_names[STATUS_UNREADABLE]);
+		return STATUS_UNREADABLE;
+	}
 	if (LD(&sl->state) == SLOT_RETIRED)
 		st = STATUS_RETIRED;
 	else if (LD(&sl->admin) == ADMIN_DRAINED)
@@ -220,7 +221,13 @@ status_snapshot(const struct shm *s, int i, int64_t now_ms, int64_t wall_ms,
 	int64_t ew;
 
 	memset(r, 0, sizeof *r);
-	shm_read_cfg(sl, &cfg);
+	if (shm_read_cfg(sl, &cfg) == -1) {
+		memset(&cfg, 0, sizeof cfg);
+		snprintf(cfg.name, sizeof cfg.name, "(slot %d)", i);
+		snprintf(cfg.group, sizeof cfg.group, "?");
+		snprintf(cfg.provider, sizeof cfg.provider, "?");
+		r->unreadable = 1;
+	}
 	r->index = i;
 	memcpy(r->name, cfg.name, sizeof r->name);
 	memcpy(r->group, cfg.group, sizeof r->group);

@@ -20,12 +20,14 @@ enum status_state {
 	STATUS_RATE_LIMITED,
 	STATUS_DRAINED,
 	STATUS_RETIRED,
+	STATUS_UNREADABLE, /* config block left mid-write (seqlock odd) */
 	STATUS__MAX
 };
 
 /* A copy of one slot taken at one moment (now_ms monotonic, wall_ms real). */
 struct status_row {
 	int index;
+	int unreadable; /* config block unreadable: name etc. are "?" */
 	char name[64];
 	char group[64];
 	char provider[16];

@@ -270,10 +270,12 @@ metrics_header(struct buf *b, const struct shm_hdr_sh *h)
 	               atomic_load_explicit(&h->generation, RLX));
 }
 
-/* Snapshot every active or retired slot into m; returns the count. */
+/* Snapshot every active or retired slot into m; returns the count. Slots
+ * whose config block cannot be read (left mid-write) are counted in
+ * *unreadable and left out: their names cannot be trusted as labels. */
 static int
 metrics_rows(const struct shm *t, struct mrow *m, int64_t now_ms,
-             int64_t wall_ms)
+             int64_t wall_ms, int *unreadable)
 {
 	int n = 0;
 
@@ -283,6 +285,10 @@ metrics_rows(const struct shm *t, struct mrow *m, int64_t now_ms,
 		if (atomic_load_explicit(&s->state, RLX) == SLOT_FREE)
 			continue;
 		status_snapshot(t, k, now_ms, wall_ms, &m[n].r);
+		if (m[n].r.unreadable) {
+			(*unreadable)++;
+			continue;
+		}
 		m[n].lat_sum_us = atomic_load_explicit(&s->lat.sum_us, RLX);
 		m[n].ttft_sum_us = atomic_load_explicit(&s->ttft.sum_us, RLX);
 		n++;
@@ -296,14 +302,18 @@ metrics_render_shm(const struct shm *t, int64_t now_ms, int64_t wall_ms,
                    struct buf *out)
 {
 	struct mrow *m = malloc(SHM_NSLOTS * sizeof *m);
-	int n;
+	int n, unreadable = 0;
 
 	if (m == NULL) {
 		out->oom = 1;
 		return;
 	}
-	n = metrics_rows(t, m, now_ms, wall_ms);
+	n = metrics_rows(t, m, now_ms, wall_ms, &unreadable);
 	metrics_header(out, t->hdr);
+	metrics_scalar(out, "llmfd_table_unreadable_slots", "gauge",
+	               "Table slots whose config block was left mid-write "
+	               "(left out of the per-deployment series).",
+	               (uint64_t)unreadable);
 	for (size_t i = 0; i < sizeof dep_fams / sizeof dep_fams[0]; i++)
 		metrics_dep_family(out, &dep_fams[i], m, n);
 	metrics_outcomes(out, m, n);

@@ -172,6 +172,22 @@ Test(metrics, free_slots_are_skipped)
 	cr_assert(strstr(t, "deployment=\"\"") == NULL);
 }
 
+/* A slot left mid-write is counted, not rendered, and does not hang. */
+Test(metrics, unreadable_slot_is_left_out, .timeout = 5)
+{
+	const char *t;
+
+	atomic_store(&slots[3].seq, 1);
+	t = render();
+	cr_assert(strstr(t, "claude") == NULL);
+	cr_assert(strstr(t, "deployment=\"oai\"") != NULL);
+	cr_assert(eq(dbl, sample(t, "llmfd_table_unreadable_slots"), 1));
+	atomic_store(&slots[3].seq, 2);
+	t = render();
+	cr_assert(strstr(t, "claude") != NULL);
+	cr_assert(eq(dbl, sample(t, "llmfd_table_unreadable_slots"), 0));
+}
+
 Test(metrics, histogram_buckets_are_cumulative)
 {
 	struct slot_sh *sl = &slots[0];

@@ -175,6 +175,33 @@ Test(status, snapshot_counts_and_rates)
 	cr_assert(eq(u64, r.rpm_prev, 12));
 }
 
+/* A writer killed mid-update leaves the seqlock odd for good: readers
+ * give up after a bounded number of tries and say so. */
+Test(status, odd_seq_is_unreadable, .timeout = 5)
+{
+	struct slot_sh *sl = mkslot(0);
+	struct slot_sh cfg;
+	struct status_row r;
+	char t[32];
+
+	atomic_store(&sl->requests, 7);
+	atomic_store(&sl->seq, 3);
+	cr_assert(eq(int, shm_read_cfg(sl, &cfg), -1));
+	cr_assert(eq(int, state(sl, t), STATUS_UNREADABLE));
+	cr_assert(eq(str, t, "unreadable"));
+	snap(0, &r);
+	cr_assert(eq(int, r.unreadable, 1));
+	cr_assert(eq(int, r.state, STATUS_UNREADABLE));
+	cr_assert(eq(str, r.name, "(slot 0)"));
+	cr_assert(eq(u64, r.requests, 7)); /* counters are still read */
+	atomic_store(&sl->seq, 4);
+	cr_assert(eq(int, shm_read_cfg(sl, &cfg), 0));
+	cr_assert(eq(str, cfg.name, "dep0"));
+	snap(0, &r);
+	cr_assert(eq(int, r.unreadable, 0));
+	cr_assert(eq(str, r.name, "dep0"));
+}
+
 Test(status, table_row)
 {
 	struct slot_sh *sl = mkslot(0);

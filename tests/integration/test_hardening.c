@@ -1,0 +1,100 @@
+/* Hardening, end to end: no client, upstream or damaged table can hang or
+ * exhaust a worker, and no configured key leaks (issue 19). */
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include "common/shm.h"
+#include "tests/integration/harness.h"
+
+#define CHAT "/v1/chat/completions"
+#define HI   "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]"
+#define BODY "{\"model\":\"main\"," HI "}"
+
+#define CONF_HEAD                                                              \
+	"daemon = { workers = 1; listen = \"llmfd.sock\";\n"                   \
+	"  health_table = \"health\"; log_level = \"info\"; %s };\n"           \
+	"router = { num_retries = 0; backoff_base_ms = 10;\n"                  \
+	"  backoff_max_ms = 50; timeout_ms = 10000;\n"                         \
+	"  attempt_timeout_ms = 5000; %s };\n"
+
+#define DEPLOY(name, group)                                                    \
+	"  { name = \"" name "\"; group = \"" group "\"; "                     \
+	"provider = \"openai\";\n    base_url = \"http://127.0.0.1:%d/v1\"; "  \
+	"api_key = \"sk-hardening-test\"; model = \"m\"; }"
+
+TestSuite(hardening, .init = h_setup, .fini = h_teardown, .timeout = 60);
+
+static struct h_mock mock;
+
+/* Start a mock (extra args, NULL-terminated argv) and the daemon with one
+ * deployment "primary" in group main; daemon and router are extra settings
+ * for those sections. */
+static pid_t
+start(const char *const *mock_args, const char *daemon, const char *router)
+{
+	h_mock_startv(&mock, "a", mock_args);
+	return h_llmfd_start(
+	    CONF_HEAD "deployments = (\n" DEPLOY("primary", "main") "\n);\n",
+	    daemon ? daemon : "", router ? router : "", mock.port);
+}
+
+/* ---- item 8: a table slot left mid-write ---- */
+
+/* A writer killed mid-update leaves a slot's sequence counter odd:
+ * llmfctl and /metrics answer at once and report the slot unreadable. */
+Test(hardening, odd_seqlock_does_not_hang_readers)
+{
+	struct shm s;
+	char *cause = NULL, *out = NULL;
+	struct h_resp *r;
+	long t0;
+	int i, rc;
+
+	start(NULL, NULL, NULL);
+	cr_assert(eq(int, h_unix("POST", CHAT, BODY)->status, 200));
+	cr_assert(shm_attach(&s, h_path("health"), 1, &cause) == 0, "%s",
+	          cause ? cause : "");
+	i = shm_find(&s, "primary");
+	cr_assert(i >= 0);
+	atomic_fetch_add(&s.slots[i].seq, 1); /* a write that never ends */
+
+	t0 = h_now_ms();
+	rc = h_run(&out, h_bin("llmfctl"), "-c", h_conf(), "status", NULL);
+	cr_assert(rc == 0, "llmfctl status: rc %d: %s", rc, out ? out : "");
+	cr_assert(h_now_ms() - t0 < 5000);
+	cr_assert(strstr(out, "unreadable") != NULL, "%s", out);
+	cr_assert(strstr(out, "(slot ") != NULL, "%s", out);
+
+	t0 = h_now_ms();
+	r = h_http(&(struct h_req){.unix_path = h_sock(),
+	                           .method = "GET",
+	                           .path = "/metrics",
+	                           .timeout_ms = 5000});
+	cr_assert(eq(int, r->status, 200), "%s", h_desc(r));
+	cr_assert(h_now_ms() - t0 < 5000);
+	cr_assert(strstr(r->body, "llmfd_table_unreadable_slots 1") != NULL,
+	          "%s", r->body);
+	cr_assert(strstr(r->body, "deployment=\"primary\"") == NULL);
+
+	atomic_fetch_add(&s.slots[i].seq, 1);
+	r = h_unix("GET", "/metrics", NULL);
+	cr_assert(strstr(r->body, "llmfd_table_unreadable_slots 0") != NULL);
+	cr_assert(strstr(r->body, "deployment=\"primary\"") != NULL);
+	shm_detach(&s);
+}
