@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -490,6 +491,32 @@ get_mode(struct loader *ld, const config_setting_t *g)
 	return 0;
 }
 
+/* listen_group: a group name or number that exists; 0, or -1. */
+static int
+get_listen_group(struct loader *ld, const config_setting_t *g)
+{
+	struct cfg *cfg = ld->cfg;
+	struct group *gr;
+	char *end;
+	long n;
+	int r;
+
+	r = get_strbuf(ld, g, "listen_group", cfg->listen_group,
+	               sizeof cfg->listen_group);
+	if (r != 1 || cfg->listen_group[0] == '\0')
+		return r == -1 ? -1 : 0;
+	n = strtol(cfg->listen_group, &end, 10);
+	if (*end == '\0' && n >= 0 && n < INT_MAX)
+		cfg->listen_gid = (int)n;
+	else if ((gr = getgrnam(cfg->listen_group)) != NULL)
+		cfg->listen_gid = (int)gr->gr_gid;
+	else
+		return set_error(ld,
+		                 config_setting_get_member(g, "listen_group"),
+		                 "no such group");
+	return 0;
+}
+
 /* The listen, tcp and access_log settings, which need more than a copy. */
 static int
 daemon_special(struct loader *ld, const config_setting_t *g)
@@ -537,10 +564,10 @@ static int
 parse_daemon(struct loader *ld, const config_setting_t *g)
 {
 	static const char *const keys[] = {
-	    "workers",          "listen",    "listen_mode", "tcp",
-	    "health_table",     "log_level", "log_format",  "access_log",
-	    "drain_timeout_ms", "user",      "group",       "on_event_exec",
-	    "on_event_webhook", NULL};
+	    "workers",          "listen",       "listen_mode", "tcp",
+	    "health_table",     "log_level",    "log_format",  "access_log",
+	    "drain_timeout_ms", "user",         "group",       "on_event_exec",
+	    "on_event_webhook", "listen_group", NULL};
 	struct cfg *cfg = ld->cfg;
 	char host[256], path[CFG_URL_MAX];
 	uint16_t port;
@@ -553,6 +580,7 @@ parse_daemon(struct loader *ld, const config_setting_t *g)
 	if (check_known(ld, g, keys, "daemon") == -1 ||
 	    get_int(ld, g, "workers", 1, 16, &cfg->workers) == -1 ||
 	    get_mode(ld, g) == -1 || daemon_special(ld, g) == -1 ||
+	    get_listen_group(ld, g) == -1 ||
 	    get_path(ld, g, "health_table", cfg->health_table,
 	             sizeof cfg->health_table) == -1 ||
 	    get_enum(ld, g, "log_level", log_parse_level,
@@ -1536,6 +1564,7 @@ cfg_defaults(struct cfg *cfg)
 	cfg->workers = 2;
 	snprintf(cfg->listen, sizeof cfg->listen, "%s", DEFAULT_LISTEN);
 	cfg->listen_mode = 0660;
+	cfg->listen_gid = -1;
 	snprintf(cfg->health_table, sizeof cfg->health_table, "%s",
 	         DEFAULT_HEALTH_TABLE);
 	cfg->log_level = LOG_LVL_INFO;

@@ -106,10 +106,12 @@ struct cfg {
 	char file[PATH_MAX]; /* absolute path of the file loaded */
 
 	/* daemon */
-	int workers;      /* default 2 */
-	char listen[108]; /* unix socket path */
-	int listen_mode;  /* default 0660 */
-	char tcp[64];     /* "127.0.0.1:4000" or "" */
+	int workers;           /* default 2 */
+	char listen[108];      /* unix socket path */
+	int listen_mode;       /* default 0660 */
+	char listen_group[64]; /* group of the socket file, "" = as created */
+	int listen_gid;        /* listen_group resolved, -1 if unset */
+	char tcp[64];          /* "127.0.0.1:4000" or "" */
 	char tcp_host[64];
 	int tcp_port;
 	char health_table[PATH_MAX];

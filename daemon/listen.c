@@ -47,7 +47,7 @@ unix_in_use(const char *path)
 /* Bind the Unix socket: refuse a live one, replace a stale one, and only
  * ever unlink a socket (never a regular file someone put there). */
 static int
-listen_unix(const char *path, int mode, char **cause)
+listen_unix(const char *path, int mode, int gid, char **cause)
 {
 	struct sockaddr_un sun;
 	struct stat st;
@@ -79,6 +79,13 @@ listen_unix(const char *path, int mode, char **cause)
 		return set_cause(cause, "bind() failed for", path);
 	}
 	umask(old);
+	if (gid >= 0 && chown(path, (uid_t)-1, (gid_t)gid) == -1) {
+		set_cause(cause, "chown() to the listen_group failed for",
+		          path);
+		close(fd);
+		unlink(path);
+		return -1;
+	}
 	if (chmod(path, (mode_t)mode) == -1 || listen(fd, 1024) == -1) {
 		close(fd);
 		unlink(path);
@@ -159,7 +166,8 @@ listen_open(struct master *m, const struct cfg *cfg, char **cause)
 		         m->nfds, m->nfds == 1 ? "" : "s");
 		return 0;
 	}
-	if ((fd = listen_unix(cfg->listen, cfg->listen_mode, cause)) == -1)
+	if ((fd = listen_unix(cfg->listen, cfg->listen_mode, cfg->listen_gid,
+	                      cause)) == -1)
 		return -1;
 	m->unix_fd = m->nfds;
 	m->fds[m->nfds++] = fd;

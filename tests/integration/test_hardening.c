@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <stdint.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -97,4 +98,43 @@ Test(hardening, odd_seqlock_does_not_hang_readers)
 	cr_assert(strstr(r->body, "llmfd_table_unreadable_slots 0") != NULL);
 	cr_assert(strstr(r->body, "deployment=\"primary\"") != NULL);
 	shm_detach(&s);
+}
+
+/* ---- item 9: the socket's group ---- */
+
+/* Connect to the socket as uid 65534 with only group gid; 0 or an errno. */
+static int
+connect_as(gid_t gid)
+{
+	pid_t pid = fork();
+	int st, fd;
+
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		if (setgroups(1, &gid) == -1 || setgid(gid) == -1 ||
+		    setuid(65534) == -1)
+			_exit(100);
+		fd = h_connect_unix(h_sock());
+		_exit(fd >= 0 ? 0 : errno);
+	}
+	waitpid(pid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* listen_group gives the socket file to a group, so apps in that group can
+ * use the 0660 socket without running as root. */
+Test(hardening, listen_group_owns_the_socket)
+{
+	struct group *gr = getgrnam("daemon");
+	struct stat st;
+
+	if (geteuid() != 0 || gr == NULL)
+		cr_skip_test("needs root and a group named daemon");
+	start(NULL, "listen_group = \"daemon\";", NULL);
+	cr_assert(stat(h_sock(), &st) == 0);
+	cr_assert(st.st_gid == gr->gr_gid);
+	cr_assert(eq(u32, st.st_mode & 0777, 0660));
+	cr_assert(chmod(h_dir(), 0711) == 0);
+	cr_assert(eq(int, connect_as(gr->gr_gid), 0));
+	cr_assert(eq(int, connect_as(65534), EACCES));
 }

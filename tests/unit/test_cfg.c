@@ -659,6 +659,27 @@ Test(cfg, listen_mode_range)
 	             "daemon.listen_mode: must be between 0000 and 0777");
 }
 
+Test(cfg, listen_group)
+{
+	struct cfg *c = load_ok(DEP "daemon = { listen_group = \"root\"; };\n");
+
+	cr_assert_str_eq(c->listen_group, "root");
+	cr_assert_eq(c->listen_gid, 0);
+	cfg_free(c);
+	c = load_ok(DEP "daemon = { listen_group = \"4242\"; };\n");
+	cr_assert_eq(c->listen_gid, 4242);
+	cfg_free(c);
+	c = load_ok(DEP);
+	cr_assert_eq(c->listen_gid, -1);
+	cfg_free(c);
+}
+
+Test(cfg, listen_group_unknown)
+{
+	expect_error(DEP "daemon = { listen_group = \"no-such-grp\"; };\n", 2,
+	             "daemon.listen_group: no such group");
+}
+
 Test(cfg, listen_too_long)
 {
 	char text[512], path[200];
