@@ -198,7 +198,7 @@ enum cfg_type {
 	CFG_PATH,    /* a CFG_STRING relative to the file's directory */
 	CFG_ENUM,    /* int: the index of its name in names */
 	CFG_MODE,    /* int file mode, octal string or integer, min..max */
-	CFG_OTHER /* read by hand-written code; named here for the key check */
+	CFG_OTHER    /* read by hand-written code, named for the key check */
 };
 
 struct cfg_setting {
