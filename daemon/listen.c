@@ -47,12 +47,13 @@ unix_in_use(const char *path)
 /* Bind the Unix socket: refuse a live one, replace a stale one, and only
  * ever unlink a socket (never a regular file someone put there). */
 static int
-listen_unix(const char *path, int mode, int gid, char **cause)
+listen_unix(const char *path, int mode, const char *group, char **cause)
 {
 	struct sockaddr_un sun;
 	struct stat st;
 	int fd;
 	mode_t old;
+	int gid = group[0] ? cfg_group_id(group) : -1;
 
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode)) {
@@ -166,7 +167,7 @@ listen_open(struct master *m, const struct cfg *cfg, char **cause)
 		         m->nfds, m->nfds == 1 ? "" : "s");
 		return 0;
 	}
-	if ((fd = listen_unix(cfg->listen, cfg->listen_mode, cfg->listen_gid,
+	if ((fd = listen_unix(cfg->listen, cfg->listen_mode, cfg->listen_group,
 	                      cause)) == -1)
 		return -1;
 	m->unix_fd = m->nfds;

@@ -357,7 +357,7 @@ sighup_cb(evutil_socket_t sig, short ev, void *arg)
 	if (strcmp(nc->listen, m->cfg->listen) != 0 ||
 	    strcmp(nc->tcp, m->cfg->tcp) != 0 ||
 	    nc->listen_mode != m->cfg->listen_mode ||
-	    nc->listen_gid != m->cfg->listen_gid)
+	    strcmp(nc->listen_group, m->cfg->listen_group) != 0)
 		log_warnx("listen, listen_mode, listen_group and tcp changes "
 		          "need a restart; keeping the current listeners");
 	if (master_table_sync(m, nc) == -1) {
