@@ -100,11 +100,12 @@ bench:
 
 # libFuzzer targets (clang); FUZZ_SECONDS each. Not part of `make check`.
 FUZZ_SECONDS ?= 60
-FUZZ_SRC = $(filter-out common/status.c,$(COMMON_SRC)) $(wildcard worker/providers/*.c)
+FUZZ_SRC = $(filter-out common/status.c,$(COMMON_SRC)) $(wildcard worker/providers/*.c) \
+           worker/upstream.c
 fuzz: deps
 	@$(MAKE) --no-print-directory deps EXTRA_PKGS="clang libclang-rt-14-dev"
 	@mkdir -p $(BUILD)/fuzz
-	@for t in json sse providers; do \
+	@for t in json sse providers upstream; do \
 	  clang -std=c11 -D_GNU_SOURCE -g -O1 -I. $(PKG_CFLAGS) \
 	    -fsanitize=fuzzer,address,undefined \
 	    -o $(BUILD)/fuzz/fuzz_$$t tests/fuzz/fuzz_$$t.c $(FUZZ_SRC) \
@@ -112,7 +113,9 @@ fuzz: deps
 	  mkdir -p $(BUILD)/fuzz/corpus_$$t; \
 	  echo "fuzz_$$t: $(FUZZ_SECONDS) s"; \
 	  $(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) \
-	    -max_len=4096 $(BUILD)/fuzz/corpus_$$t tests/data 2>&1 | tail -3 || exit 1; \
+	    -max_len=4096 $(BUILD)/fuzz/corpus_$$t tests/data \
+	    $$(test -d tests/fuzz/seeds/$$t && echo tests/fuzz/seeds/$$t) \
+	    2>&1 | tail -3 || exit 1; \
 	done
 
 format:

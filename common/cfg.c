@@ -187,6 +187,17 @@ const struct cfg_setting cfg_settings[] = {
      IN_CFG(max_ttft_p95_ms), OVERRIDE(max_ttft_p95_ms), .def = "0",
      .doc = "A deployment whose time-to-first-token p95 exceeds this is "
             "degraded: healthy ones are picked first.\n0 turns it off."},
+    {"max_response_bytes", CFG_SEC_ROUTER, CFG_INT, .min = 4096, .max = INT_MAX,
+     IN_CFG(max_response_bytes), .def = "67108864",
+     .doc = "Largest upstream reply (status line, headers and body, streams "
+            "included); a larger one fails the attempt like a transport "
+            "error, so the next candidate is tried.\nThe default is 64 "
+            "MiB."},
+    {"max_event_bytes", CFG_SEC_ROUTER, CFG_INT, .min = 1024, .max = INT_MAX,
+     IN_CFG(max_event_bytes), .def = "8388608",
+     .doc = "Largest single event of an upstream stream (its data lines "
+            "together); an event that grows past it fails the attempt.\n"
+            "The default is 8 MiB."},
 
     OTHER("name", CFG_SEC_DEPLOY),
     OTHER("group", CFG_SEC_DEPLOY),

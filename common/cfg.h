@@ -142,6 +142,8 @@ struct cfg {
 	double retry_budget_ratio;     /* 0.2 */
 	int retry_budget_floor;        /* 10 per minute */
 	int max_ttft_p95_ms;           /* 0 = off */
+	int max_response_bytes;        /* whole upstream reply */
+	int max_event_bytes;           /* one upstream SSE event */
 
 	int ndeploy;
 	struct deploy_cfg *deploy; /* heap */

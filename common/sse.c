@@ -2,6 +2,22 @@
 
 #include "common/sse.h"
 
+static size_t sse_max_event = SSE_MAX_EVENT;
+
+/* Set the cap on one event's data. */
+void
+sse_set_max_event(size_t n)
+{
+	sse_max_event = n;
+}
+
+/* The longest line worth buffering: no line may exceed either cap. */
+static size_t
+sse_max_line(void)
+{
+	return sse_max_event < SSE_MAX_LINE ? sse_max_event : SSE_MAX_LINE;
+}
+
 /* Handle one complete line (without its terminator). */
 static int
 sse_line(struct sse *s, const char *l, size_t n, sse_cb cb, void *arg)
@@ -33,6 +49,8 @@ sse_line(struct sse *s, const char *l, size_t n, sse_cb cb, void *arg)
 		vl--;
 	}
 	if (fl == 4 && memcmp(l, "data", 4) == 0) {
+		if (s->data.len + vl + 1 > sse_max_event)
+			return -1;
 		if (s->has_data)
 			buf_addc(&s->data, '\n');
 		buf_add(&s->data, v, vl);
@@ -64,7 +82,7 @@ sse_feed(struct sse *s, const char *p, size_t n, sse_cb cb, void *arg)
 		while (q < end && *q != '\n' && *q != '\r')
 			q++;
 		if (q == end) {
-			if (s->line.len + (size_t)(q - p) > SSE_MAX_LINE)
+			if (s->line.len + (size_t)(q - p) > sse_max_line())
 				return -1;
 			if (buf_add(&s->line, p, (size_t)(q - p)) == -1)
 				return -1;

@@ -6,7 +6,8 @@
 
 #include "common/buf.h"
 
-#define SSE_MAX_LINE (8 << 20) /* a line longer than this is an error */
+#define SSE_MAX_LINE  (8 << 20) /* a line longer than this is an error */
+#define SSE_MAX_EVENT (8 << 20) /* default cap of one event's data */
 
 struct sse {
 	struct buf line;  /* partial line carried between feeds */
@@ -21,8 +22,12 @@ typedef int (*sse_cb)(void *arg, const char *event, size_t elen,
                       const char *data, size_t dlen);
 
 /* Feed bytes. Returns 0, the callback's non-zero value if it stopped, or
- * -1 if a line exceeded SSE_MAX_LINE or memory ran out. */
+ * -1 if a line exceeded SSE_MAX_LINE, an event's data grew past the event
+ * cap (sse_set_max_event) or memory ran out. */
 int sse_feed(struct sse *, const char *p, size_t n, sse_cb, void *arg);
+/* The process-wide cap on one event's data (joined data lines); a stream
+ * that never ends its event cannot grow past it. Default SSE_MAX_EVENT. */
+void sse_set_max_event(size_t);
 void sse_reset(struct sse *);
 void sse_free(struct sse *);
 

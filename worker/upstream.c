@@ -39,6 +39,8 @@ enum {
 	P_DONE
 };
 
+#define UC_TOO_BIG (-2) /* uc_parse: the reply passed max_bytes */
+
 struct upconn {
 	TAILQ_ENTRY(upconn) q;
 	struct pool *pool;
@@ -49,6 +51,7 @@ struct upconn {
 	int in_cb, dead;
 	int pstate;
 	int64_t remaining;
+	int64_t rx, max_bytes; /* reply bytes parsed so far, and the cap */
 	struct up_resp resp;
 	const struct up_cbs *cbs;
 	void *arg;
@@ -71,6 +74,9 @@ struct pool {
 	int nidle, total;
 	char hosthdr[300];
 };
+
+/* Cap of a whole reply (max_response_bytes), set at worker start. */
+static int64_t up_max_reply = 64 << 20;
 
 static void uc_read_cb(struct bufferevent *, void *);
 static void uc_event_cb(struct bufferevent *, short, void *);
@@ -185,6 +191,13 @@ pool_free(struct pool *p)
 	if (p->ctx)
 		SSL_CTX_free(p->ctx);
 	free(p);
+}
+
+/* Set the cap of a whole upstream reply. */
+void
+up_set_max_reply(int64_t n)
+{
+	up_max_reply = n;
 }
 
 /* Idle and total connection counts. */
@@ -333,6 +346,7 @@ uc_reset_parse(struct upconn *c)
 	c->resp.keepalive = 1;
 	c->pstate = P_STATUS;
 	c->got_bytes = 0;
+	c->rx = 0;
 }
 
 /* The request line, Host and Content-Length, without printf. */
@@ -378,6 +392,7 @@ up_request(struct pool *p, const char *method, const char *path, size_t plen,
 	c->arg = arg;
 	c->resent = 0;
 	c->dead = 0;
+	c->max_bytes = up_max_reply;
 	uc_reset_parse(c);
 	buf_reset(&c->reqbytes);
 	uc_head(&c->reqbytes, method, path, plen, p->hosthdr, blen);
@@ -510,8 +525,10 @@ uc_headers_done(struct upconn *c)
 
 	if (st >= 100 && st < 200) {
 		int ka = c->resp.keepalive;
+		int64_t rx = c->rx;
 		uc_reset_parse(c);
 		c->resp.keepalive = ka;
+		c->rx = rx;
 		c->got_bytes = 1;
 		return;
 	}
@@ -653,6 +670,24 @@ bad:
 	return -1;
 }
 
+/* Parse what in holds: steps until it needs bytes, the reply is done, the
+ * owner let go, or an error; 0, -1 (malformed) or UC_TOO_BIG. */
+static int
+uc_parse(struct upconn *c, struct evbuffer *in)
+{
+	size_t before;
+	int rc;
+
+	do {
+		before = evbuffer_get_length(in);
+		rc = uc_step(c, in);
+		c->rx += (int64_t)(before - evbuffer_get_length(in));
+		if (c->rx > c->max_bytes)
+			return UC_TOO_BIG;
+	} while (rc == 1 && !c->dead && c->pstate != P_DONE);
+	return rc == -1 ? -1 : 0;
+}
+
 /* Response finished: hand the connection back, then tell the owner. */
 static void
 uc_finish(struct upconn *c)
@@ -679,17 +714,60 @@ uc_read_cb(struct bufferevent *bev, void *arg)
 	if (c->cbs == NULL)
 		return;
 	c->got_bytes |= evbuffer_get_length(in) > 0;
-	while ((rc = uc_step(c, in)) == 1 && !c->dead && c->pstate != P_DONE)
-		;
+	rc = uc_parse(c, in);
 	if (c->dead) {
 		if (c->cbs == NULL && !c->in_cb)
 			uc_free(c);
 		return;
 	}
-	if (rc == -1)
+	if (rc == UC_TOO_BIG) {
+		snprintf(c->err, sizeof c->err,
+		         "upstream reply larger than %lld bytes",
+		         (long long)c->max_bytes);
+		uc_fail(c, c->err);
+	} else if (rc == -1)
 		uc_fail(c, "malformed HTTP response from upstream");
 	else if (c->pstate == P_DONE)
 		uc_finish(c);
+}
+
+/*
+ * The response parser without a connection, for tests and fuzzing: n bytes
+ * arrive in pieces of at most chunk bytes, as from the network, and the
+ * callbacks fire as for up_request (never error); the end of the input
+ * ends a body framed by the connection's close.
+ */
+int
+up_parse(const char *p, size_t n, size_t chunk, int64_t max_bytes,
+         const struct up_cbs *cbs, void *arg)
+{
+	struct evbuffer *in = evbuffer_new();
+	struct upconn c;
+	size_t off = 0, k;
+	int rc = 0;
+
+	if (in == NULL)
+		return -1;
+	memset(&c, 0, sizeof c);
+	c.cbs = cbs;
+	c.arg = arg;
+	c.max_bytes = max_bytes;
+	uc_reset_parse(&c);
+	if (chunk == 0)
+		chunk = n ? n : 1;
+	while (rc == 0 && c.pstate != P_DONE && off < n) {
+		k = n - off < chunk ? n - off : chunk;
+		evbuffer_add(in, p + off, k);
+		off += k;
+		rc = uc_parse(&c, in);
+	}
+	if (rc == 0 && c.pstate == P_BODY_CLOSE)
+		c.pstate = P_DONE;
+	evbuffer_free(in);
+	buf_free(&c.reqbytes);
+	if (rc < 0)
+		return rc;
+	return c.pstate == P_DONE;
 }
 
 /* A reused keep-alive socket the server had closed: send again, once. */

@@ -51,5 +51,15 @@ struct upconn *up_request(struct pool *, const char *method, const char *path,
 /* Abandon the request in flight: the connection is closed; no callback
  * fires afterwards. */
 void up_abort(struct upconn *);
+/* Cap a whole reply (max_response_bytes): status line, headers and body as
+ * parsed. Past it the attempt fails through the error callback ("upstream
+ * reply larger than N bytes"). */
+void up_set_max_reply(int64_t);
+/* The response parser alone (tests, fuzzing): feed p in pieces of at most
+ * chunk bytes (0: at once); callbacks as for up_request. 1 if the reply
+ * completed, 0 if it needs more bytes, -1 if malformed, -2 if larger than
+ * max_bytes. */
+int up_parse(const char *p, size_t n, size_t chunk, int64_t max_bytes,
+             const struct up_cbs *, void *arg);
 
 #endif

@@ -192,6 +192,8 @@ worker_main(const struct cfg *cfg, struct shm *shm, int index, const int *fds,
 	if (worker_pools(&w) == -1 || server_setup(&w) == -1)
 		return 2;
 	accesslog_open(cfg);
+	up_set_max_reply(cfg->max_response_bytes);
+	sse_set_max_event((size_t)cfg->max_event_bytes);
 	w.ev_term = evsignal_new(w.base, SIGTERM, worker_sigterm, &w);
 	w.ev_tick = event_new(w.base, -1, EV_PERSIST, worker_tick, &w);
 	evsignal_add(w.ev_term, NULL);

@@ -1,5 +1,6 @@
 /* Hardening, end to end: no client, upstream or damaged table can hang or
  * exhaust a worker, and no configured key leaks (issue 19). */
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -16,6 +17,8 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+
+#include <netinet/in.h>
 
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -137,4 +140,143 @@ Test(hardening, listen_group_owns_the_socket)
 	cr_assert(chmod(h_dir(), 0711) == 0);
 	cr_assert(eq(int, connect_as(gr->gr_gid), 0));
 	cr_assert(eq(int, connect_as(65534), EACCES));
+}
+
+/* ---- helpers: a fake upstream, worker memory ---- */
+
+/* Serve one connection: read the request head, send head, then fill
+ * repeated up to body bytes (0: until the peer goes away). */
+static void
+fake_serve(int c, const char *head, const char *fill, size_t body)
+{
+	char req[65536];
+	size_t sent = 0, n = strlen(fill);
+
+	(void)!read(c, req, sizeof req);
+	if (h_send_all(c, head, strlen(head)) == -1)
+		return;
+	while (body == 0 || sent < body) {
+		size_t k = body && body - sent < n ? body - sent : n;
+
+		if (h_send_all(c, fill, k) == -1)
+			return;
+		sent += k;
+	}
+}
+
+/* Fork a fake upstream on 127.0.0.1 that answers every connection with
+ * head and a body of fill repeated (body bytes, 0: endless); its port in
+ * *port. It dies with the test. */
+static pid_t
+fake_upstream(int *port, const char *head, const char *fill, size_t body)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	socklen_t len = sizeof sin;
+	int fd = socket(AF_INET, SOCK_STREAM, 0), c;
+	pid_t pid;
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert(fd >= 0);
+	cr_assert(bind(fd, (struct sockaddr *)&sin, sizeof sin) == 0);
+	cr_assert(listen(fd, 16) == 0);
+	cr_assert(getsockname(fd, (struct sockaddr *)&sin, &len) == 0);
+	*port = ntohs(sin.sin_port);
+	if ((pid = fork()) == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		signal(SIGPIPE, SIG_IGN);
+		for (;;) {
+			if ((c = accept(fd, NULL, NULL)) == -1)
+				continue;
+			fake_serve(c, head, fill, body);
+			close(c);
+		}
+	}
+	close(fd);
+	cr_assert(pid > 0);
+	return pid;
+}
+
+/* A /proc/<pid>/status field in kB (VmRSS, VmHWM), or -1. */
+static long
+proc_kb(pid_t pid, const char *field)
+{
+	char *t = h_read(h_fmt("/proc/%d/status", (int)pid));
+	const char *p;
+
+	if (t == NULL || (p = strstr(t, field)) == NULL)
+		return -1;
+	return strtol(p + strlen(field) + 1, NULL, 10);
+}
+
+/* The only worker of master. */
+static pid_t
+the_worker(pid_t master)
+{
+	pid_t w[8];
+
+	cr_assert(eq(int, h_children(master, w, 8), 1));
+	return w[0];
+}
+
+/* Config: deployment "big" (group main) on port big, falling back to "ok"
+ * (group backup) on port ok. */
+#define FALLBACK_CONF                                                          \
+	CONF_HEAD "deployments = (\n" DEPLOY("big", "main") ",\n" DEPLOY(      \
+	    "ok", "backup") "\n);\n"                                           \
+	                    "fallbacks = ( { group = \"main\"; to = [ "        \
+	                    "\"backup\" ]; } );\n"
+
+/* ---- item 5: upstream replies are capped ---- */
+
+/* A 120 MB reply is cut at max_response_bytes: the attempt fails like a
+ * transport error, the request falls back, and the worker never holds the
+ * reply. */
+Test(hardening, huge_upstream_reply_is_capped)
+{
+	int port;
+	pid_t m;
+	struct h_resp *r;
+	long hwm;
+
+	fake_upstream(
+	    &port,
+	    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+	    "Content-Length: 120000000\r\n\r\n{\"x\":\"",
+	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+	    120000000);
+	h_mock_start(&mock, "b", NULL);
+	m = h_llmfd_start(FALLBACK_CONF, "", "max_response_bytes = 1048576;",
+	                  port, mock.port);
+	r = h_unix("POST", CHAT, BODY);
+	cr_assert(eq(int, r->status, 200), "%s", h_desc(r));
+	cr_assert(strstr(r->body, "mock b says hi") != NULL, "%s", r->body);
+	cr_assert(h_log_has("upstream reply larger than 1048576 bytes"));
+	hwm = proc_kb(the_worker(m), "VmHWM:");
+	cr_assert(hwm > 0 && hwm < 64 * 1024, "worker peak RSS %ld kB", hwm);
+}
+
+/* An upstream stream that sends data lines and never ends its event fails
+ * at max_event_bytes, long before the first-token timer. */
+Test(hardening, endless_upstream_event_is_capped)
+{
+	int port;
+	long t0;
+	struct h_resp *r;
+
+	fake_upstream(&port,
+	              "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+	              "Connection: close\r\n\r\n",
+	              "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n",
+	              0);
+	h_mock_start(&mock, "b", NULL);
+	h_llmfd_start(
+	    FALLBACK_CONF, "",
+	    "max_event_bytes = 65536; first_token_timeout_ms = 30000;", port,
+	    mock.port);
+	t0 = h_now_ms();
+	r = h_unix("POST", CHAT, "{\"model\":\"main\",\"stream\":true," HI "}");
+	cr_assert(eq(int, r->status, 200), "%s", h_desc(r));
+	cr_assert(strstr(r->body, "[DONE]") != NULL, "%s", r->body);
+	cr_assert(strcmp(h_header(r, "x-llmfd-deployment"), "ok") == 0);
+	cr_assert(h_now_ms() - t0 < 5000, "took %ld ms", h_now_ms() - t0);
 }
