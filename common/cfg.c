@@ -1248,6 +1248,27 @@ valid_token(const char *s, size_t n)
 	return 1;
 }
 
+/* Whether a header's value is a secret: it came from the environment, or
+ * its name says credential (Authorization, x-api-key, X-Auth-Token, ...). */
+static int
+header_secret(const char *name, size_t nlen, int from_env)
+{
+	static const char *const words[] = {"auth",      "key",        "token",
+	                                    "secret",    "passw",      "cookie",
+	                                    "signature", "credential", NULL};
+	char low[CFG_NAME_MAX];
+
+	if (from_env)
+		return 1;
+	for (size_t i = 0; i < nlen && i < sizeof low - 1; i++)
+		low[i] = (char)tolower((unsigned char)name[i]);
+	low[nlen < sizeof low - 1 ? nlen : sizeof low - 1] = '\0';
+	for (int i = 0; words[i] != NULL; i++)
+		if (strstr(low, words[i]) != NULL)
+			return 1;
+	return 0;
+}
+
 /* Add header name: value to d; m is the setting, for messages. */
 static int
 add_header(struct loader *ld, const config_setting_t *m, int idx,
@@ -1257,6 +1278,7 @@ add_header(struct loader *ld, const config_setting_t *m, int idx,
 	static const char *const managed[] = {
 	    "host", "content-length", "transfer-encoding", "connection", NULL};
 	struct cfg_header *h;
+	const char *raw;
 	size_t vlen;
 
 	if (d->nheaders == CFG_MAX_HDRS)
@@ -1274,6 +1296,7 @@ add_header(struct loader *ld, const config_setting_t *m, int idx,
 			                ld->ctx, idx, managed[i]);
 	while (*value == ' ' || *value == '\t')
 		value++;
+	raw = value;
 	if (expand(ld, m, "headers", value, &value) == -1)
 		return -1;
 	vlen = strlen(value);
@@ -1294,6 +1317,7 @@ add_header(struct loader *ld, const config_setting_t *m, int idx,
 	h->name[nlen] = '\0';
 	memcpy(h->value, value, vlen);
 	h->value[vlen] = '\0';
+	h->secret = header_secret(name, nlen, value != raw && raw[1] != '$');
 	d->nheaders++;
 	return 0;
 }

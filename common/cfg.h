@@ -41,6 +41,7 @@ int cfg_provider_parse(const char *); /* -1 if unknown */
 struct cfg_header {
 	char name[CFG_NAME_MAX];
 	char value[256];
+	int secret; /* from "$VAR", or a credential's name: never shown */
 };
 
 /* One deployment. A router setting the deployment may override (those with

@@ -11,6 +11,7 @@
 #include "common/classify.h"
 #include "common/clock.h"
 #include "common/json.h"
+#include "common/secret.h"
 
 #define MSG_TEXT_MAX 200             /* bytes of a non-JSON body kept */
 #define RETRY_MAX_MS 1000000000000LL /* clamp absurd hints (~31 years) */
@@ -135,31 +136,6 @@ copy_field(const struct json *j, int i, char *dst, size_t dstsz)
 			n = dstsz - 1;
 		memcpy(dst, raw, n);
 		dst[n] = '\0';
-	}
-}
-
-/* Mask what looks like an API key (sk-..., AIza...) in a message. */
-static void
-redact_keys(char *m)
-{
-	char *p, *q;
-	size_t pre;
-
-	for (p = m; *p != '\0'; p++) {
-		if (p > m && isalnum((unsigned char)p[-1]))
-			continue;
-		if (strncmp(p, "sk-", 3) == 0)
-			pre = 3;
-		else if (strncmp(p, "AIza", 4) == 0)
-			pre = 4;
-		else
-			continue;
-		for (q = p + pre; isalnum((unsigned char)*q) || *q == '-' ||
-		                  *q == '_' || *q == '*' || *q == '.';)
-			q++;
-		if (q - p - (ptrdiff_t)pre >= 8)
-			memset(p + pre, '*', (size_t)(q - p) - pre);
-		p = q - 1;
 	}
 }
 
@@ -517,7 +493,9 @@ classify_http(int status, const char *body, size_t len,
 	else if (e->message[0] == '\0')
 		snprintf(e->message, sizeof(e->message), "%s",
 		         http_reason(status));
-	redact_keys(e->message);
+	secret_redact(e->message);
+	secret_redact(e->type);
+	secret_redact(e->code);
 	e->cls = status >= 400 && status <= 499 ? EC_BAD_REQUEST : EC_TRANSIENT;
 	for (i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
 		if (rules[i].match(e, &pe)) {

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/secret.h"
 
 int log_level = LOG_LVL_INFO;
 static const char *log_prog = "llmfd";
@@ -65,6 +66,7 @@ vlog(int lvl, int err, const char *fmt, va_list ap)
 	if (k > 0 && (size_t)k < sizeof line - n)
 		n += (size_t)k;
 	k = vsnprintf(line + n, sizeof line - n, fmt, ap);
+	secret_redact(line + n); /* whatever the caller passed */
 	if (k > 0)
 		n = (size_t)k < sizeof line - n ? n + (size_t)k
 		                                : sizeof line - 1;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/secret.h"
 #include "common/shm.h"
 
 _Static_assert(sizeof(struct slot_sh) % 64 == 0, "slot not cache aligned");
@@ -348,6 +349,7 @@ shm_set_error(struct slot_sh *sl, int status, int cls, const char *text)
 	sl->err_status = status;
 	sl->err_class = cls;
 	snprintf(sl->err_text, sizeof sl->err_text, "%s", text);
+	secret_redact(sl->err_text);
 	atomic_store_explicit(&sl->err_seq, s + 2, memory_order_release);
 }
 

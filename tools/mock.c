@@ -77,6 +77,7 @@ struct mock_opts {
 	char message[512]; /* "": default text for the status */
 	char error_code[128];
 	char finish[64];
+	int echo_auth; /* 1: error messages quote the credential received */
 };
 
 struct mock_stats {
@@ -422,6 +423,7 @@ static const struct optdef optdefs[] = {
     OPT_INT("cut_after", cut_after, 0, 100000),
     {"usage", OT_USAGE, offsetof(struct mock_opts, usage_p), 0, 0, 0},
     OPT_STR("finish", finish),
+    OPT_INT("echo_auth", echo_auth, 0, 1),
 };
 
 /* The option named name ("retry-after" and "retry_after" alike), or NULL. */
@@ -850,12 +852,33 @@ error_gemini(struct buf *b, struct mreq *r, const struct errdef *d,
 	buf_adds(b, "]}}");
 }
 
+/* The credential r carried, as sent ("Bearer K", or the key), or "-". */
+static const char *
+mock_auth(struct mreq *r)
+{
+	static const char *const names[] = {"Authorization", "api-key",
+	                                    "x-api-key", "x-goog-api-key"};
+	struct evkeyvalq *h = evhttp_request_get_input_headers(r->req);
+	const char *v;
+
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+		if ((v = evhttp_find_header(h, names[i])) != NULL)
+			return v;
+	return "-";
+}
+
 /* Append the provider-shaped error body for r's status. */
 static void
 body_error(struct buf *b, struct mreq *r)
 {
 	const struct errdef *d = errdef_find(r->o.status);
 	const char *msg = r->o.message[0] ? r->o.message : d->msg;
+	char echo[1024];
+
+	if (r->o.echo_auth) { /* as providers do: "Incorrect API key: K" */
+		snprintf(echo, sizeof echo, "%s: %s", msg, mock_auth(r));
+		msg = echo;
+	}
 
 	switch (r->fmt) {
 	case FMT_ANTHROPIC:

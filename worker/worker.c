@@ -12,6 +12,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/secret.h"
 #include "worker/client.h"
 #include "worker/request.h"
 #include "worker/worker.h"
@@ -192,6 +193,7 @@ worker_main(const struct cfg *cfg, struct shm *shm, int index, const int *fds,
 	if (worker_pools(&w) == -1 || server_setup(&w) == -1)
 		return 2;
 	accesslog_open(cfg);
+	secret_load(cfg);
 	up_set_max_reply(cfg->max_response_bytes);
 	sse_set_max_event((size_t)cfg->max_event_bytes);
 	w.ev_term = evsignal_new(w.base, SIGTERM, worker_sigterm, &w);

@@ -280,3 +280,112 @@ Test(hardening, endless_upstream_event_is_capped)
 	cr_assert(strcmp(h_header(r, "x-llmfd-deployment"), "ok") == 0);
 	cr_assert(h_now_ms() - t0 < 5000, "took %ld ms", h_now_ms() - t0);
 }
+
+/* ---- item 7: configured keys never leak ---- */
+
+#define K_OAI "sk-proj-Q7bT2xLmN9pRt4WzK8vYc3Hd"
+#define K_AZR "3f9a1c0e7b4d2a6f8e5c1b0d9a7f3e2c"
+#define K_ANT "sk-ant-api03-Xy7Qm2Lp9Rt4Wz8Kv3Hd6Bn1"
+#define K_RND "Zq9xR7tLm2Vw8Nc4Pb6Hy3Jd"
+
+static const char *const leak_keys[] = {K_OAI, K_AZR, K_ANT, K_RND};
+
+/* Fail if any configured key (or a long piece of one) is in text. */
+static void
+assert_no_key(const char *what, const char *text)
+{
+	char piece[13];
+
+	if (text == NULL)
+		return;
+	for (size_t i = 0; i < sizeof leak_keys / sizeof leak_keys[0]; i++)
+		for (size_t off = 0; off + 12 <= strlen(leak_keys[i]);
+		     off += 6) {
+			memcpy(piece, leak_keys[i] + off, 12);
+			piece[12] = '\0';
+			cr_assert(strstr(text, piece) == NULL,
+			          "%s shows key %zu (%s): %s", what, i, piece,
+			          text);
+		}
+}
+
+/* Upstreams that echo the key they got (OpenAI, Azure hex, Anthropic and
+ * a random string): no key reaches a reply, a log, a metric, the table or
+ * llmfctl. */
+Test(hardening, echoed_keys_never_leak)
+{
+	static const char *const echo[] = {
+	    "--mode",      "status",    "--status",
+	    "401",         "--message", "Incorrect API key provided",
+	    "--echo-auth", "1",         NULL};
+	struct h_mock m[4];
+	struct h_resp *r;
+	struct shm s;
+	char *cause = NULL, *out = NULL, text[SHM_ERR_MAX];
+	int st, cls, i;
+	int64_t wall;
+	const char *names[] = {"oai", "azr", "ant", "rnd"};
+
+	for (i = 0; i < 4; i++)
+		h_mock_startv(&m[i], names[i], echo);
+	h_llmfd_start(
+	    "daemon = { workers = 1; listen = \"llmfd.sock\";\n"
+	    "  health_table = \"health\"; log_level = \"debug\";\n"
+	    "  access_log = \"access.log\"; };\n"
+	    "router = { num_retries = 0; timeout_ms = 10000;\n"
+	    "  allowed_fails = 100; };\n"
+	    "deployments = (\n"
+	    "  { name = \"oai\"; group = \"main\"; provider = \"openai\";\n"
+	    "    base_url = \"http://127.0.0.1:%d/v1\"; model = \"m\";\n"
+	    "    api_key = \"" K_OAI "\"; },\n"
+	    "  { name = \"azr\"; group = \"main\"; provider = \"azure\";\n"
+	    "    base_url = \"http://127.0.0.1:%d\"; model = \"m\";\n"
+	    "    azure_deployment = \"dep1\"; api_key = \"" K_AZR "\"; },\n"
+	    "  { name = \"ant\"; group = \"main\"; provider = \"anthropic\";\n"
+	    "    base_url = \"http://127.0.0.1:%d\"; model = \"claude-x\";\n"
+	    "    api_key = \"" K_ANT "\"; },\n"
+	    "  { name = \"rnd\"; group = \"main\"; provider = \"openai\";\n"
+	    "    base_url = \"http://127.0.0.1:%d/v1\"; model = \"m\";\n"
+	    "    api_key = \"" K_RND "\"; }\n"
+	    ");\n",
+	    m[0].port, m[1].port, m[2].port, m[3].port);
+	for (i = 0; i < 3; i++) {
+		r = h_unix("POST", CHAT, BODY);
+		cr_assert(r->status >= 400, "%s", h_desc(r));
+		cr_assert(strstr(r->body, "Incorrect API key") != NULL, "%s",
+		          r->body);
+		assert_no_key("reply", r->body);
+		r = h_unix("POST", CHAT,
+		           "{\"model\":\"main\",\"stream\":true," HI "}");
+		assert_no_key("stream reply", r->body);
+	}
+	/* each mock did echo its key to us */
+	for (i = 0; i < 4; i++)
+		cr_assert(h_mock_stat(&m[i], "requests") > 0, "%s", names[i]);
+	assert_no_key("log", h_log());
+	assert_no_key("access log", h_read(h_path("access.log")));
+	r = h_unix("GET", "/metrics", NULL);
+	assert_no_key("metrics", r->body);
+	cr_assert(shm_attach(&s, h_path("health"), 0, &cause) == 0);
+	for (i = 0; i < 4; i++) {
+		int k = shm_find(&s, names[i]);
+
+		cr_assert(k >= 0);
+		cr_assert(shm_get_error(&s.slots[k], text, sizeof text, &st,
+		                        &cls, &wall) == 0,
+		          "%s has no last error", names[i]);
+		cr_assert(strstr(text, "Incorrect API key") != NULL, "%s",
+		          text);
+		assert_no_key("table", text);
+		h_run(&out, h_bin("llmfctl"), "-c", h_conf(), "show", names[i],
+		      NULL);
+		assert_no_key("llmfctl show", out);
+	}
+	shm_detach(&s);
+	h_run(&out, h_bin("llmfctl"), "-c", h_conf(), "status", NULL);
+	assert_no_key("llmfctl status", out);
+	h_run(&out, h_bin("llmfctl"), "-c", h_conf(), "status", "--json", NULL);
+	assert_no_key("llmfctl status --json", out);
+	h_run(&out, h_bin("llmfctl"), "-c", h_conf(), "events", NULL);
+	assert_no_key("llmfctl events", out);
+}
