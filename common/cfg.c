@@ -121,6 +121,24 @@ const struct cfg_setting cfg_settings[] = {
      .def = "",
      .doc = "http:// or https:// URL that receives each health event as a "
             "JSON POST; empty: none."},
+    {"client_header_timeout_ms", CFG_SEC_DAEMON, CFG_INT, .min = 1,
+     .max = INT_MAX, IN_CFG(client_header_timeout_ms), .def = "60000",
+     .doc = "Time a client has to send a whole request (head and body) "
+            "after it connects, or after the first byte of its next request "
+            "on a kept-alive connection; a slower client is disconnected, "
+            "however steadily it trickles bytes."},
+    {"keepalive_timeout_ms", CFG_SEC_DAEMON, CFG_INT, .min = 1, .max = INT_MAX,
+     IN_CFG(keepalive_timeout_ms), .def = "75000",
+     .doc = "How long a kept-alive client connection may stay idle between "
+            "requests before it is closed."},
+    {"max_header_bytes", CFG_SEC_DAEMON, CFG_INT, .min = 1024, .max = 16777216,
+     IN_CFG(max_header_bytes), .def = "65536",
+     .doc = "Largest request line and headers together; a larger head is "
+            "answered 431 at once."},
+    {"max_headers", CFG_SEC_DAEMON, CFG_INT, .min = 1, .max = 100000,
+     IN_CFG(max_headers), .def = "100",
+     .doc = "Most header fields in a request; more are answered 431 at "
+            "once.\nFolded (obs-fold) header lines are refused with 400."},
 
     {"strategy", CFG_SEC_ROUTER, CFG_ENUM, IN_CFG(strategy), .def = "ordered",
      .names = strategy_names, .parse = cfg_strategy_parse,

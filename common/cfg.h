@@ -123,6 +123,10 @@ struct cfg {
 	char user[64], group[64];  /* drop privileges in workers; "" = no */
 	char on_event_exec[PATH_MAX];
 	char on_event_webhook[CFG_URL_MAX];
+	int client_header_timeout_ms; /* a whole request, from its start */
+	int keepalive_timeout_ms;     /* idle between requests */
+	int max_header_bytes;         /* request line and headers */
+	int max_headers;              /* header fields */
 
 	/* router */
 	int strategy;

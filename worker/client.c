@@ -16,6 +16,7 @@
 
 #include "common/log.h"
 #include "worker/client.h"
+#include "worker/conn.h"
 #include "worker/ingress.h"
 #include "worker/request.h"
 #include "worker/worker.h"
@@ -171,6 +172,7 @@ ev_start(void *c, int status, const char *ctype)
 {
 	evhttp_add_header(evhttp_request_get_output_headers(c), "Content-Type",
 	                  ctype);
+	conn_stream_start(c);
 	evhttp_send_reply_start(c, status, http_reason(status));
 }
 

@@ -13,6 +13,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "worker/client.h"
+#include "worker/conn.h"
 #include "worker/ingress.h"
 #include "worker/worker.h"
 
@@ -150,13 +151,16 @@ static struct bufferevent *
 server_bevcb(struct event_base *base, void *arg)
 {
 	struct worker *w = arg;
+	struct bufferevent *bev;
 
 	for (int i = 0; i < w->nlisten; i++)
 		if (w->bound[i])
 			evconnlistener_disable(
 			    evhttp_bound_socket_get_listener(w->bound[i]));
 	event_active(w->ev_reaccept, EV_TIMEOUT, 0);
-	return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if ((bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE)))
+		conn_new(bev);
+	return bev;
 }
 
 /* Resume accepting (unless draining, when the listeners are gone). */
@@ -167,10 +171,51 @@ server_reaccept(evutil_socket_t fd, short ev, void *arg)
 
 	(void)fd;
 	(void)ev;
+	conn_settle();
+	if (conn_accept_paused())
+		return;
 	for (int i = 0; i < w->nlisten; i++)
 		if (w->bound[i])
 			evconnlistener_enable(
 			    evhttp_bound_socket_get_listener(w->bound[i]));
+}
+
+/* Routes go through server_dispatch (conn.c's view of a request). */
+struct route {
+	void (*cb)(struct evhttp_request *, void *);
+	struct worker *w;
+};
+
+/* A request is in: tell conn.c, then run its handler. */
+static void
+server_dispatch(struct evhttp_request *req, void *arg)
+{
+	const struct route *r = arg;
+
+	conn_busy(req);
+	r->cb(req, r->w);
+}
+
+/* evhttp_set_cb through server_dispatch; the general callback if path is
+ * NULL. */
+static int
+server_route(struct worker *w, const char *path,
+             void (*cb)(struct evhttp_request *, void *))
+{
+	static struct route routes[16];
+	static int nroutes;
+	struct route *r;
+
+	if (nroutes == 16)
+		return -1;
+	r = &routes[nroutes++];
+	r->cb = cb;
+	r->w = w;
+	if (path == NULL) {
+		evhttp_set_gencb(w->http, server_dispatch, r);
+		return 0;
+	}
+	return evhttp_set_cb(w->http, path, server_dispatch, r);
 }
 
 /* Set up evhttp on the inherited listening sockets. */
@@ -181,18 +226,20 @@ server_setup(struct worker *w)
 		return -1;
 	evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
 	                                        EVHTTP_REQ_HEAD);
-	evhttp_set_max_body_size(w->http, (ev_ssize_t)(32 << 20) + 1);
+	evhttp_set_max_body_size(w->http, (ev_ssize_t)CONN_MAX_BODY + 1);
+	evhttp_set_max_headers_size(w->http, w->cfg->max_header_bytes);
 	evhttp_set_timeout(w->http, 3600);
-	evhttp_set_cb(w->http, "/v1/chat/completions", client_chat, w);
-	evhttp_set_cb(w->http, "/chat/completions", client_chat, w);
-	evhttp_set_cb(w->http, "/v1/embeddings", client_embeddings, w);
-	evhttp_set_cb(w->http, "/embeddings", client_embeddings, w);
-	evhttp_set_cb(w->http, "/v1/models", server_models, w);
-	evhttp_set_cb(w->http, "/healthz", server_healthz, w);
-	evhttp_set_cb(w->http, "/metrics", server_metrics, w);
-	evhttp_set_gencb(w->http, server_notfound, w);
+	server_route(w, "/v1/chat/completions", client_chat);
+	server_route(w, "/chat/completions", client_chat);
+	server_route(w, "/v1/embeddings", client_embeddings);
+	server_route(w, "/embeddings", client_embeddings);
+	server_route(w, "/v1/models", server_models);
+	server_route(w, "/healthz", server_healthz);
+	server_route(w, "/metrics", server_metrics);
+	server_route(w, NULL, server_notfound);
 	if ((w->ev_reaccept = event_new(w->base, -1, 0, server_reaccept, w)) ==
-	    NULL)
+	        NULL ||
+	    conn_init(w) == -1)
 		return -1;
 	evhttp_set_bevcb(w->http, server_bevcb, w);
 	for (int i = 0; i < w->nlisten; i++)
@@ -201,7 +248,10 @@ server_setup(struct worker *w)
 			log_warn("evhttp_accept_socket(%d) failed",
 			         w->listen_fd[i]);
 			return -1;
-		}
+		} else
+			evconnlistener_set_error_cb(
+			    evhttp_bound_socket_get_listener(w->bound[i]),
+			    conn_accept_error);
 	return 0;
 }
 

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/secret.h"
 #include "worker/client.h"
+#include "worker/conn.h"
 #include "worker/request.h"
 #include "worker/worker.h"
 
@@ -144,6 +145,7 @@ worker_free(struct worker *w)
 	client_free_all(w);
 	if (w->http)
 		evhttp_free(w->http);
+	conn_free();
 	for (int i = 0; w->pools && i < w->cfg->ndeploy; i++)
 		pool_free(w->pools[i]);
 	free(w->pools);

@@ -23,6 +23,7 @@
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 
+#include "common/buf.h"
 #include "common/shm.h"
 #include "tests/integration/harness.h"
 
@@ -388,4 +389,301 @@ Test(hardening, echoed_keys_never_leak)
 	assert_no_key("llmfctl status --json", out);
 	h_run(&out, h_bin("llmfctl"), "-c", h_conf(), "events", NULL);
 	assert_no_key("llmfctl events", out);
+}
+
+/* ---- helpers: raw client connections ---- */
+
+/* Read from fd until EOF or timeout_ms; the bytes (harness-owned) and, in
+ * *eof_ms, when EOF came (ms from the call) or -1. */
+static char *
+raw_read(int fd, int timeout_ms, long *eof_ms)
+{
+	long t0 = h_now_ms(), left;
+	size_t len = 0, cap = 65536;
+	char *b = malloc(cap), *out;
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	ssize_t n;
+
+	*eof_ms = -1;
+	cr_assert(b != NULL);
+	while ((left = timeout_ms - (h_now_ms() - t0)) > 0) {
+		if (poll(&p, 1, (int)left) <= 0)
+			continue;
+		if (len + 4096 > cap)
+			b = realloc(b, cap *= 2);
+		cr_assert(b != NULL);
+		if ((n = read(fd, b + len, cap - len - 1)) <= 0) {
+			*eof_ms = h_now_ms() - t0;
+			break;
+		}
+		len += (size_t)n;
+	}
+	b[len] = '\0';
+	out = h_fmt("%s", b);
+	free(b);
+	return out;
+}
+
+/* Send all of s, ignoring a peer that stopped reading (it answered). */
+static void
+raw_send(int fd, const char *s, size_t n)
+{
+	(void)h_send_all(fd, s, n);
+}
+
+/* Status code of a raw HTTP response text, or 0. */
+static int
+raw_status(const char *t)
+{
+	int st = 0;
+
+	return sscanf(t, "HTTP/1.%*d %d", &st) == 1 ? st : 0;
+}
+
+/* The body of a raw (not chunked) HTTP response text. */
+static const char *
+raw_body(const char *t)
+{
+	const char *p = strstr(t, "\r\n\r\n");
+
+	return p ? p + 4 : "";
+}
+
+/* ---- item 2: slow clients are reaped ---- */
+
+#define SLOW_DAEMON                                                            \
+	"client_header_timeout_ms = 1000; keepalive_timeout_ms = 600;"
+
+/* Clients that trickle their request a byte at a time, or send nothing,
+ * are disconnected at client_header_timeout_ms. */
+Test(hardening, slow_clients_are_reaped)
+{
+	const char *head = "POST /v1/chat/completions HTTP/1.1\r\nX-Slow: ";
+	enum { N = 20 };
+	int fd[N + 1];
+	long closed[N + 1], t0;
+	char c = 'a';
+
+	start(NULL, SLOW_DAEMON, NULL);
+	for (int i = 0; i <= N; i++) {
+		fd[i] = h_connect_unix(h_sock());
+		cr_assert(fd[i] >= 0);
+		closed[i] = -1;
+		if (i < N)
+			raw_send(fd[i], head, strlen(head));
+	}
+	t0 = h_now_ms();
+	while (h_now_ms() - t0 < 4000) {
+		for (int i = 0; i <= N; i++) {
+			struct pollfd p = {.fd = fd[i], .events = POLLIN};
+			char b[256];
+
+			if (closed[i] >= 0)
+				continue;
+			if (i < N && send(fd[i], &c, 1, MSG_NOSIGNAL) == -1)
+				closed[i] = h_now_ms() - t0;
+			else if (poll(&p, 1, 0) == 1 &&
+			         read(fd[i], b, sizeof b) <= 0)
+				closed[i] = h_now_ms() - t0;
+		}
+		h_sleep_ms(100);
+	}
+	for (int i = 0; i <= N; i++) {
+		cr_assert(closed[i] >= 0, "connection %d still open after 4 s",
+		          i);
+		cr_assert(closed[i] < 2500, "connection %d closed at %ld ms", i,
+		          closed[i]);
+	}
+	/* the worker still serves */
+	cr_assert(eq(int, h_unix("POST", CHAT, BODY)->status, 200));
+}
+
+/* An idle kept-alive connection is closed after keepalive_timeout_ms; a
+ * request before that is served on it. */
+Test(hardening, idle_keepalive_is_closed)
+{
+	const char *req = h_fmt("POST " CHAT " HTTP/1.1\r\nHost: x\r\n"
+	                        "Content-Length: %zu\r\n\r\n%s",
+	                        strlen(BODY), BODY);
+	long eof;
+	char *t;
+	int fd;
+
+	start(NULL, SLOW_DAEMON, NULL);
+	fd = h_connect_unix(h_sock());
+	raw_send(fd, req, strlen(req));
+	t = raw_read(fd, 300, &eof);
+	cr_assert(eq(int, raw_status(t), 200), "%s", t);
+	cr_assert(eof < 0, "closed after the first reply");
+	raw_send(fd, req, strlen(req));
+	t = raw_read(fd, 2000, &eof);
+	cr_assert(eq(int, raw_status(t), 200), "%s", t);
+	cr_assert(eof >= 300 && eof < 1500, "idle connection closed at %ld ms",
+	          eof);
+	close(fd);
+}
+
+/* The deadline covers getting the request in, not serving it: a stream
+ * that outlasts client_header_timeout_ms completes. */
+Test(hardening, long_stream_outlives_header_deadline)
+{
+	static const char *const slow[] = {"--chunks", "12", "--chunk-delay-ms",
+	                                   "200", NULL};
+	struct h_resp *r;
+
+	start(slow, SLOW_DAEMON, NULL);
+	r = h_unix("POST", CHAT, "{\"model\":\"main\",\"stream\":true," HI "}");
+	cr_assert(eq(int, r->status, 200), "%s", h_desc(r));
+	cr_assert(r->complete);
+	cr_assert(r->ms > 2000, "the stream took %ld ms", r->ms);
+	cr_assert(strstr(r->body, "[DONE]") != NULL, "%s", r->body);
+}
+
+/* ---- item 3: header limits ---- */
+
+/* Send head (and a body to follow), read the answer; it must come fast. */
+static char *
+raw_exchange(const char *head, size_t filler, long *ms)
+{
+	char *pad = malloc(65536);
+	long t0 = h_now_ms(), eof;
+	int fd = h_connect_unix(h_sock());
+	char *t;
+
+	cr_assert(fd >= 0 && pad != NULL);
+	memset(pad, 'a', 65536);
+	raw_send(fd, head, strlen(head));
+	for (size_t sent = 0; sent < filler; sent += 65536)
+		if (send(fd, pad, 65536, MSG_NOSIGNAL) == -1)
+			break;
+	free(pad);
+	t = raw_read(fd, 3000, &eof);
+	*ms = h_now_ms() - t0;
+	close(fd);
+	return t;
+}
+
+/* A 1 MB header, an endless header block and 1,000 headers are answered
+ * 431 in JSON at once; a folded line gets 400. */
+Test(hardening, header_limits)
+{
+	struct buf many = {0};
+	long ms;
+	char *t;
+
+	start(NULL, NULL, NULL);
+	t = raw_exchange("POST " CHAT " HTTP/1.1\r\nX-Big: ", 1 << 20, &ms);
+	cr_assert(eq(int, raw_status(t), 431), "%s", t);
+	cr_assert(h_json_valid(raw_body(t)), "%s", t);
+	cr_assert(
+	    strcmp(h_json(raw_body(t), "error.code"), "header_too_large") == 0);
+	cr_assert(ms < 2000);
+
+	buf_adds(&many, "POST " CHAT " HTTP/1.1\r\n");
+	for (int i = 0; i < 1000; i++)
+		buf_printf(&many, "X-H%d: %d\r\n", i, i);
+	t = raw_exchange(buf_cstr(&many), 0, &ms);
+	cr_assert(eq(int, raw_status(t), 431), "%s", t);
+	cr_assert(strstr(raw_body(t), "too many") != NULL, "%s", t);
+	buf_free(&many);
+
+	t = raw_exchange("POST " CHAT " HTTP/1.1\r\nX-A: 1\r\n folded\r\n"
+	                 "Content-Length: 2\r\n\r\n{}",
+	                 0, &ms);
+	cr_assert(eq(int, raw_status(t), 400), "%s", t);
+	cr_assert(strstr(raw_body(t), "folding") != NULL, "%s", t);
+
+	/* Anthropic's path gets Anthropic's error shape */
+	t = raw_exchange("POST /v1/messages HTTP/1.1\r\nX-Big: ", 1 << 20, &ms);
+	cr_assert(eq(int, raw_status(t), 431), "%s", t);
+	cr_assert(strcmp(h_json(raw_body(t), "type"), "error") == 0, "%s", t);
+	cr_assert(strcmp(h_json(raw_body(t), "error.type"),
+	                 "invalid_request_error") == 0);
+
+	/* normal traffic is untouched */
+	cr_assert(eq(int, h_unix("POST", CHAT, BODY)->status, 200));
+}
+
+/* A header block that never ends costs the worker no memory. */
+Test(hardening, endless_header_block)
+{
+	pid_t m;
+	long ms, before, after;
+	char *t;
+
+	m = start(NULL, NULL, NULL);
+	before = proc_kb(the_worker(m), "VmRSS:");
+	t = raw_exchange("POST " CHAT " HTTP/1.1\r\n", 64 << 20, &ms);
+	cr_assert(eq(int, raw_status(t), 431), "%s", t);
+	after = proc_kb(the_worker(m), "VmHWM:");
+	cr_assert(after - before < 16 * 1024, "worker RSS %ld -> peak %ld kB",
+	          before, after);
+}
+
+/* ---- item 10: protocol edges ---- */
+
+/* CONNECT, a Content-Length past the limit and a chunked body past it are
+ * answered at once, in JSON. */
+Test(hardening, early_answers)
+{
+	long ms;
+	char *t;
+
+	start(NULL, NULL, NULL);
+	t = raw_exchange("CONNECT example.com:443 HTTP/1.1\r\n"
+	                 "Host: example.com:443\r\n\r\n",
+	                 0, &ms);
+	cr_assert(eq(int, raw_status(t), 405), "%s", t);
+	cr_assert(ms < 1000, "CONNECT answered after %ld ms", ms);
+	cr_assert(h_json_valid(raw_body(t)), "%s", t);
+
+	t = raw_exchange("POST " CHAT " HTTP/1.1\r\nHost: x\r\n"
+	                 "Content-Type: application/json\r\n"
+	                 "Content-Length: 100000000\r\n\r\n",
+	                 0, &ms);
+	cr_assert(eq(int, raw_status(t), 413), "%s", t);
+	cr_assert(ms < 1000, "answered after %ld ms", ms);
+	cr_assert(strcmp(h_json(raw_body(t), "error.code"), "body_too_large") ==
+	              0,
+	          "%s", t);
+
+	t = raw_exchange("POST " CHAT " HTTP/1.1\r\nHost: x\r\n"
+	                 "Transfer-Encoding: chunked\r\n\r\n3000000\r\n",
+	                 0, &ms);
+	cr_assert(eq(int, raw_status(t), 413), "%s", t);
+	cr_assert(ms < 1000, "answered after %ld ms", ms);
+	cr_assert(h_json_valid(raw_body(t)), "%s", t);
+
+	/* a small chunked request still works */
+	t = raw_exchange(h_fmt("POST " CHAT " HTTP/1.1\r\nHost: x\r\n"
+	                       "Connection: close\r\n"
+	                       "Transfer-Encoding: chunked\r\n\r\n%zx\r\n%s\r\n"
+	                       "0\r\n\r\n",
+	                       strlen(BODY), BODY),
+	                 0, &ms);
+	cr_assert(eq(int, raw_status(t), 200), "%s", t);
+}
+
+/* HTTP/1.0 with Connection: keep-alive and stream: the stream ends with
+ * the connection (no Content-Length: 0 in front of it). */
+Test(hardening, http10_stream_closes)
+{
+	const char *body = "{\"model\":\"main\",\"stream\":true," HI "}";
+	const char *req = h_fmt("POST " CHAT " HTTP/1.0\r\n"
+	                        "Connection: keep-alive\r\n"
+	                        "Content-Length: %zu\r\n\r\n%s",
+	                        strlen(body), body);
+	long eof;
+	char *t;
+	int fd;
+
+	start(NULL, NULL, NULL);
+	fd = h_connect_unix(h_sock());
+	raw_send(fd, req, strlen(req));
+	t = raw_read(fd, 5000, &eof);
+	close(fd);
+	cr_assert(eq(int, raw_status(t), 200), "%s", t);
+	cr_assert(strcasestr(t, "Content-Length: 0") == NULL, "%s", t);
+	cr_assert(strstr(raw_body(t), "[DONE]") != NULL, "%s", t);
+	cr_assert(eof >= 0, "the 1.0 stream did not end with a close");
 }
