@@ -1,5 +1,6 @@
 /* Logging after OpenBSD log.c: stderr, one line per message, level-checked
- * before formatting. Never log keys or request bodies. */
+ * before formatting, repeats rate-limited. Never log keys or request
+ * bodies (configured secrets are masked anyway: common/secret.h). */
 #ifndef LLMFD_LOG_H
 #define LLMFD_LOG_H
 
@@ -23,6 +24,10 @@ void log_debug(const char *, ...) __attribute__((format(printf, 1, 2)));
 void log_raw(const char *, ...) __attribute__((format(printf, 1, 2)));
 void fatal(const char *, ...) __attribute__((format(printf, 1, 2), noreturn));
 void fatalx(const char *, ...) __attribute__((format(printf, 1, 2), noreturn));
+/* A line repeated within a second is written once; the repeats are counted
+ * and reported with its next line, or by log_tick (call it once a second)
+ * when they stop. */
+void log_tick(void);
 
 #define log_enabled(lvl) (log_level >= (lvl))
 

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -42,6 +43,22 @@ daemonize(void)
 		if (fd > 2)
 			close(fd);
 	}
+}
+
+/* Raise the open-file limit to the hard limit: every client and upstream
+ * connection is a descriptor, and the soft default (often 1024) is hit by
+ * a modest number of idle clients. Workers inherit it. */
+static void
+raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+		log_warn("setrlimit(RLIMIT_NOFILE, %llu) failed",
+		         (unsigned long long)rl.rlim_max);
 }
 
 int
@@ -85,6 +102,7 @@ main(int argc, char **argv)
 	}
 	snprintf(m.conf_path, sizeof m.conf_path, "%s", conf);
 	log_init(m.cfg->log_level, "llmfd");
+	raise_nofile();
 	if (detach)
 		daemonize();
 	return master_run(&m);

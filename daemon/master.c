@@ -408,6 +408,7 @@ tick_cb(evutil_socket_t fd, short ev, void *arg)
 		log_level = lvl;
 		log_info("log level now %s", log_level_name(lvl));
 	}
+	log_tick();
 	if (head - ev_seen > SHM_NEVENTS)
 		ev_seen = head - SHM_NEVENTS;
 	for (; ev_seen < head; ev_seen++) {

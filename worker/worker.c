@@ -98,6 +98,7 @@ worker_tick(evutil_socket_t fd, short ev, void *arg)
 	(void)ev;
 	if (lvl >= LOG_LVL_ERROR && lvl <= LOG_LVL_DEBUG && lvl != log_level)
 		log_level = lvl;
+	log_tick();
 	if (getppid() == 1) {
 		log_warnx("master went away; exiting");
 		event_base_loopexit(w->base, NULL);

@@ -687,3 +687,108 @@ Test(hardening, http10_stream_closes)
 	cr_assert(strstr(raw_body(t), "[DONE]") != NULL, "%s", t);
 	cr_assert(eof >= 0, "the 1.0 stream did not end with a close");
 }
+
+/* ---- item 6: file descriptors ---- */
+
+/* Soft and hard "Max open files" of pid; 0, or -1. */
+static int
+proc_nofile(pid_t pid, long *soft, long *hard)
+{
+	char *t = h_read(h_fmt("/proc/%d/limits", (int)pid));
+	const char *p;
+
+	if (t == NULL || (p = strstr(t, "Max open files")) == NULL)
+		return -1;
+	return sscanf(p + 14, " %ld %ld", soft, hard) == 2 ? 0 : -1;
+}
+
+/* llmfd raises its soft open-file limit to the hard one (the workers
+ * inherit it). */
+Test(hardening, nofile_soft_limit_raised)
+{
+	struct rlimit rl;
+	long soft, hard;
+	pid_t m;
+
+	cr_assert(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+	if (rl.rlim_max < 2048)
+		cr_skip_test("hard open-file limit %lu too low",
+		             (unsigned long)rl.rlim_max);
+	rl.rlim_cur = 512;
+	cr_assert(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+	m = start(NULL, NULL, NULL);
+	cr_assert(proc_nofile(m, &soft, &hard) == 0);
+	cr_assert(eq(i64, soft, hard), "master: soft %ld hard %ld", soft, hard);
+	cr_assert(proc_nofile(the_worker(m), &soft, &hard) == 0);
+	cr_assert(eq(i64, soft, hard), "worker: soft %ld hard %ld", soft, hard);
+}
+
+/* Open descriptors of pid. */
+static int
+proc_nfds(pid_t pid)
+{
+	char *out = NULL;
+
+	h_run(&out, "/bin/sh", "-c", h_fmt("ls /proc/%d/fd | wc -l", (int)pid),
+	      NULL);
+	return out ? atoi(out) : -1;
+}
+
+/* CPU seconds (user + system) pid has used. */
+static double
+proc_cpu(pid_t pid)
+{
+	char *t = h_read(h_fmt("/proc/%d/stat", (int)pid));
+	unsigned long ut = 0, st = 0;
+	const char *p = t ? strrchr(t, ')') : NULL;
+
+	if (p == NULL || sscanf(p + 2,
+	                        "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u "
+	                        "%*u %lu %lu",
+	                        &ut, &st) != 2)
+		return -1;
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* At the fd limit a worker neither spins nor floods its log: it answers
+ * waiting clients 503 from its reserve fd, backs accepts off, and serves
+ * again once descriptors free up. */
+Test(hardening, fd_exhaustion)
+{
+	enum { IDLE = 14 };
+	struct rlimit rl;
+	int idle[IDLE], fd, nlines = 0;
+	pid_t m, w;
+	long eof;
+	double cpu;
+	char *t;
+	const char *p;
+
+	m = start(NULL, NULL, NULL);
+	w = the_worker(m);
+	rl.rlim_cur = rl.rlim_max = (rlim_t)(proc_nfds(w) + 8);
+	cr_assert(prlimit(w, RLIMIT_NOFILE, &rl, NULL) == 0);
+	for (int i = 0; i < IDLE; i++) {
+		idle[i] = h_connect_unix(h_sock());
+		cr_assert(idle[i] >= 0);
+	}
+	h_sleep_ms(300);
+	cpu = proc_cpu(w);
+	fd = h_connect_unix(h_sock());
+	raw_send(fd, h_req_text("POST", CHAT, NULL, BODY),
+	         strlen(h_req_text("POST", CHAT, NULL, BODY)));
+	t = raw_read(fd, 3000, &eof);
+	close(fd);
+	cr_assert(eq(int, raw_status(t), 503), "%s", t);
+	cr_assert(h_json_valid(raw_body(t)), "%s", t);
+	h_sleep_ms(1500);
+	cr_assert(proc_cpu(w) - cpu < 0.5,
+	          "worker used %.2f CPU s at the limit", proc_cpu(w) - cpu);
+	for (p = h_log(); (p = strstr(p, "accept() failed")) != NULL; p++)
+		nlines++;
+	cr_assert(nlines <= 6, "%d accept() lines in the log", nlines);
+	for (int i = 0; i < IDLE; i++)
+		close(idle[i]);
+	h_sleep_ms(300);
+	cr_assert(eq(int, h_unix("POST", CHAT, BODY)->status, 200));
+}
