@@ -63,7 +63,8 @@ tests: $(BUILD)/test_unit $(BUILD)/test_integration
 
 # Debian packages the build, the tests, the demo and the bench need.
 DEB_PKGS = libevent-dev libssl-dev libjsmn-dev libconfig-dev libcriterion-dev \
-           pkg-config openssl curl python3-jsonschema python3-yaml prometheus
+           pkg-config openssl curl python3-jsonschema python3-yaml prometheus \
+           mandoc
 BENCH_PKGS = nginx-light wrk
 deps:
 	@missing=""; for p in $(DEB_PKGS) $(EXTRA_PKGS); do \

@@ -186,7 +186,7 @@ gen_overrides(struct buf *b)
 	            "same names, within the same bounds.\n"
 	            "A value set here, 0 included, replaces the router's for "
 	            "this deployment: with\n"
-	            ".Ql max_ttft_p95_ms = 0;\n"
+	            ".Ql max_ttft_p95_ms = 0\\&;\n"
 	            "the deployment is never marked degraded, whatever the "
 	            "router's value.");
 }
