@@ -32,8 +32,9 @@
 #include "worker/ingress.h"
 #include "worker/worker.h"
 
-#define CONN_BUSY_TIMEOUT_S 3600 /* evhttp_set_timeout in server.c */
-#define CONN_LINGER_MS      1000 /* a refused client may read our answer */
+#define CONN_BUSY_TIMEOUT_S 3600      /* evhttp_set_timeout in server.c */
+#define CONN_LINGER_MS      1000      /* a refused client may read our */
+#define CONN_LINGER_BYTES   (1 << 20) /* answer: what we drop meanwhile */
 #define CONN_MAX_PENDING    16
 
 /* Scanner states. */
@@ -66,6 +67,7 @@ struct conn {
 	struct bufferevent *bev; /* compared, never dereferenced */
 	int phase;
 	int64_t deadline_ms;
+	int64_t dropped; /* CP_REJECT: bytes read and dropped */
 	struct conn_scan scan;
 };
 
@@ -494,6 +496,7 @@ conn_reject(struct conn *c, struct bufferevent *bev, struct evbuffer *in,
 	buf_free(&b);
 	c->phase = CP_REJECT;
 	c->deadline_ms = clock_ms() + CONN_LINGER_MS;
+	c->dropped = 0;
 	evbuffer_drain(in, evbuffer_get_length(in));
 	conn_read_timeout(bev, CONN_LINGER_MS);
 }
@@ -566,8 +569,10 @@ conn_input_cb(struct evbuffer *in, const struct evbuffer_cb_info *info,
 		conn_head(c, bev, in, info->n_added);
 		break;
 	case CP_REJECT:
+		c->dropped += (int64_t)evbuffer_get_length(in);
 		evbuffer_drain(in, evbuffer_get_length(in));
-		if (clock_ms() >= c->deadline_ms)
+		if (clock_ms() >= c->deadline_ms ||
+		    c->dropped > CONN_LINGER_BYTES)
 			conn_close(c, bev);
 		break;
 	default:

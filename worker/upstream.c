@@ -214,13 +214,15 @@ uc_fail(struct upconn *c, const char *msg)
 {
 	const struct up_cbs *cbs = c->cbs;
 	void *arg = c->arg;
+	char text[sizeof c->err];
 
+	snprintf(text, sizeof text, "%s", msg); /* msg may be c->err */
 	c->cbs = NULL;
 	c->dead = 1;
 	if (cbs && !c->in_cb)
 		uc_free(c);
 	if (cbs)
-		cbs->error(arg, msg);
+		cbs->error(arg, text);
 }
 
 static void
@@ -705,6 +707,7 @@ uc_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct upconn *c = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
+	char msg[80];
 	int rc;
 
 	if (c->state == UC_IDLE) { /* bytes on an idle socket: drop it */
@@ -720,11 +723,11 @@ uc_read_cb(struct bufferevent *bev, void *arg)
 			uc_free(c);
 		return;
 	}
-	if (rc == UC_TOO_BIG) {
-		snprintf(c->err, sizeof c->err,
+	if (rc == UC_TOO_BIG) { /* the message outlives c (uc_fail frees it) */
+		snprintf(msg, sizeof msg,
 		         "upstream reply larger than %lld bytes",
 		         (long long)c->max_bytes);
-		uc_fail(c, c->err);
+		uc_fail(c, msg);
 	} else if (rc == -1)
 		uc_fail(c, "malformed HTTP response from upstream");
 	else if (c->pstate == P_DONE)
