@@ -1495,6 +1495,40 @@ static const struct up_cbs up_cbs = {
     .error = up_on_error,
 };
 
+/* Feed the running attempt an upstream answer as if it had arrived from
+ * the network (exported for unit tests): its connection is dropped, then
+ * the headers (status, event_stream), the body and, if end, the end. */
+void
+req_test_upstream(struct req *r, int status, int event_stream,
+                  const char *body, size_t n, int end)
+{
+	struct attempt *a = r->att[0].st.active ? &r->att[0] : &r->att[1];
+	struct up_resp resp = {.status = status,
+	                       .content_length = -1,
+	                       .event_stream = event_stream,
+	                       .retry_after_ms = -1,
+	                       .should_retry = -1};
+
+	if (!a->st.active)
+		return;
+	if (a->st.up) {
+		up_abort(a->st.up);
+		a->st.up = NULL;
+		up_on_headers(a, &resp);
+	}
+	if (n)
+		up_on_data(a, body, n);
+	if (end && a->st.active)
+		up_on_done(a);
+}
+
+/* The request's phase (exported for unit tests). */
+int
+req_phase(const struct req *r)
+{
+	return r->s.phase;
+}
+
 /* ---- the way in ---- */
 
 /* The client went away: cancel everything, no reply. */

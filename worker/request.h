@@ -75,5 +75,10 @@ struct req_verdict {
 	int64_t retry_after_s;
 };
 void req_exhausted_verdict(struct req *, struct req_verdict *);
+/* Unit-test seams: the phase, and an upstream answer fed to the running
+ * attempt without the network. */
+int req_phase(const struct req *);
+void req_test_upstream(struct req *, int status, int event_stream,
+                       const char *body, size_t n, int end);
 
 #endif
