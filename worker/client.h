@@ -11,5 +11,7 @@ void client_embeddings(struct evhttp_request *, void *);
  * reply. */
 void client_drain(struct worker *);
 void client_free_all(struct worker *);
+/* Client connections still open. */
+int client_open(void);
 
 #endif
