@@ -144,8 +144,7 @@ static int
 route_degraded(struct worker *w, int d)
 {
 	const struct deploy_cfg *dc = &w->cfg->deploy[d];
-	int lim = dc->max_ttft_p95_ms > 0 ? dc->max_ttft_p95_ms
-	                                  : w->cfg->max_ttft_p95_ms;
+	int lim = cfg_eff_max_ttft_p95_ms(w->cfg, dc);
 	struct slot_sh *s = slot_of(w, d);
 
 	if (lim <= 0 || atomic_load_explicit(&s->ttft.count, RLX) < 5)
