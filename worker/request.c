@@ -199,22 +199,28 @@ buf_recycle(struct buf *b)
 		buf_reset(b);
 }
 
+/* Let go of attempt a's buffers: the request copies always, the reply
+ * buffers with how (freed, or recycled). */
+static void
+att_bufs(struct attempt *a, void (*how)(struct buf *))
+{
+	buf_free(&a->po.path);
+	buf_free(&a->po.headers);
+	buf_free(&a->po.body);
+	how(&a->rbody);
+	how(&a->out);
+	how(&a->text);
+	stream_state_free(&a->ss);
+}
+
 static void
 req_destroy(struct req *r)
 {
 	json_free(&r->j);
 	json_free(&r->canon_j);
 	for (int i = 0; i < 2; i++) {
-		struct attempt *a = &r->att[i];
-
-		buf_free(&a->po.path);
-		buf_free(&a->po.headers);
-		buf_free(&a->po.body);
-		buf_free(&a->rbody);
-		buf_free(&a->out);
-		buf_free(&a->text);
-		sse_free(&a->sse);
-		stream_state_free(&a->ss);
+		att_bufs(&r->att[i], buf_free);
+		sse_free(&r->att[i].sse);
 	}
 	buf_free(&r->canon);
 	buf_free(&r->out);
@@ -481,14 +487,8 @@ req_release(struct req *r)
 		struct attempt *a = &r->att[i];
 
 		att_cancel(a, "request finished");
-		stream_state_free(&a->ss);
 		sse_reset(&a->sse);
-		buf_free(&a->po.path);
-		buf_free(&a->po.headers);
-		buf_free(&a->po.body);
-		buf_recycle(&a->rbody);
-		buf_recycle(&a->out);
-		buf_recycle(&a->text);
+		att_bufs(a, buf_recycle);
 	}
 	event_del(&r->ev_deadline);
 	event_del(&r->ev_wait);
@@ -1499,8 +1499,8 @@ static const struct up_cbs up_cbs = {
  * the network (exported for unit tests): its connection is dropped, then
  * the headers (status, event_stream), the body and, if end, the end. */
 void
-req_test_upstream(struct req *r, int status, int event_stream,
-                  const char *body, size_t n, int end)
+req_test_upstream(struct req *r, int status, int event_stream, const char *body,
+                  size_t n, int end)
 {
 	struct attempt *a = r->att[0].st.active ? &r->att[0] : &r->att[1];
 	struct up_resp resp = {.status = status,

@@ -325,3 +325,172 @@ Test(reload, sigterm_finishes_inflight_keepalive_request)
 	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status 0x%x", st);
 	waitpid(pid, NULL, 0);
 }
+
+/* VmRSS of pid in kB, or -1. */
+static long
+rss_kb(pid_t pid)
+{
+	char *s = h_read(h_fmt("/proc/%d/status", (int)pid)), *p;
+
+	if (s == NULL || (p = strstr(s, "VmRSS:")) == NULL)
+		return -1;
+	return strtol(p + 6, NULL, 10);
+}
+
+/* A reload whose drain times out with a stream in flight: the old worker
+ * exits at drain_timeout_ms (the stream is cut, never completed), without
+ * crashing, and the daemon keeps serving. The use-after-free this once
+ * caused shows under make asan. */
+Test(reload, drain_timeout_with_stream_in_flight)
+{
+	struct h_mock m;
+	pid_t master, pid;
+	struct h_resp *r;
+	int st;
+
+	h_mock_start(&m, "a", "--chunks", "20", "--chunk-delay-ms", "200",
+	             NULL);
+	master = h_llmfd_start(RELOAD_CONF, 1000, "a", m.port);
+	pid = fork();
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		r = h_unix("POST", CHAT, STREAM);
+		_exit(r->status == 200 && strstr(r->body, "[DONE]") ? 0 : 1);
+	}
+	h_sleep_ms(500);
+	cr_assert_eq(kill(master, SIGHUP), 0);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1,
+	          "a 4 s stream cannot finish within a 1 s drain");
+	cr_assert(h_log_has("drain timeout"), "%s", h_log());
+	cr_assert_not(h_log_has("killed by signal"), "%s", h_log());
+	r = h_unix("POST", CHAT, BODY);
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert(h_alive(master));
+}
+
+/* Connect, send body, wait ms, hang up. */
+static void
+send_and_hang_up(const char *body, int ms)
+{
+	int fd = h_connect_unix(h_sock());
+	char *req = h_req_text("POST", CHAT, NULL, body);
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(h_send_all(fd, req, strlen(req)), 0);
+	h_sleep_ms(ms);
+	close(fd);
+}
+
+/* A client that hangs up in each phase (attempting, waiting for a backoff,
+ * streaming) is cancelled cleanly: 499 in the access log, the worker goes
+ * on serving. */
+Test(reload, client_hangs_up_in_each_phase)
+{
+	struct h_mock slow, flaky, str;
+	struct h_resp *r;
+	char *log;
+
+	h_mock_start(&slow, "slow", "--latency-ms", "2000", NULL);
+	h_mock_start(&flaky, "flaky", "--mode", "status", "--status", "503",
+	             NULL);
+	h_mock_start(&str, "str", "--chunks", "20", "--chunk-delay-ms", "100",
+	             NULL);
+	h_llmfd_start(
+	    "daemon = { workers = 1; listen = \"llmfd.sock\"; health_table = "
+	    "\"health\"; access_log = \"access.log\"; };\n"
+	    "router = { num_retries = 3; backoff_base_ms = 3000; "
+	    "backoff_max_ms = 3000; cooldown_s = 0; };\n"
+	    "deployments = (\n"
+	    "  { name = \"slow\"; group = \"slow\"; provider = \"openai\"; "
+	    "model = \"m\"; base_url = \"http://127.0.0.1:%d/v1\"; },\n"
+	    "  { name = \"flaky\"; group = \"flaky\"; provider = \"openai\"; "
+	    "model = \"m\"; base_url = \"http://127.0.0.1:%d/v1\"; },\n"
+	    "  { name = \"str\"; group = \"str\"; provider = \"openai\"; "
+	    "model = \"m\"; base_url = \"http://127.0.0.1:%d/v1\"; }\n);\n",
+	    slow.port, flaky.port, str.port);
+	send_and_hang_up("{\"model\":\"slow\"," HI "}", 300);
+	send_and_hang_up("{\"model\":\"flaky\"," HI "}", 500);
+	send_and_hang_up("{\"model\":\"str\"," HI ",\"stream\":true}", 500);
+	h_sleep_ms(300);
+	log = h_read(h_path("access.log"));
+	cr_assert_not_null(log);
+	for (int i = 0; i < 3; i++) {
+		const char *m = i == 0   ? "model=slow "
+		                : i == 1 ? "model=flaky "
+		                         : "model=str ";
+		char *l = strstr(log, m), *e;
+
+		cr_assert_not_null(l, "%s not logged:\n%s", m, log);
+		e = strchr(l, '\n');
+		cr_assert(e && memmem(l, (size_t)(e - l), "status=499", 10),
+		          "%s", log);
+	}
+	r = h_unix("POST", CHAT, "{\"model\":\"str\"," HI "}");
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+}
+
+/* kill -9 of a worker under keep-alive load: the master respawns it and
+ * the clients go on (requests in flight on the killed worker may fail). */
+Test(reload, kill9_worker_under_load)
+{
+	struct h_mock m;
+	pid_t master, kids[2], w[16];
+	struct h_resp *r;
+	int n;
+
+	h_mock_start(&m, "a", NULL);
+	master = h_llmfd_start(RELOAD_CONF, 1000, "a", m.port);
+	for (int i = 0; i < 2; i++)
+		kids[i] = ka_client(i, i == 1);
+	h_sleep_ms(300);
+	n = h_children(master, w, 16);
+	cr_assert_geq(n, 1);
+	cr_assert_eq(kill(w[0], SIGKILL), 0);
+	h_sleep_ms(800);
+	cr_assert_leq(stop_clients(kids, 2), 4);
+	r = h_unix("POST", CHAT, BODY);
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert(h_alive(master));
+}
+
+/* A client that keeps sending after its request, while the upstream is
+ * slow, cannot push more than a small cap into the worker; its request is
+ * still answered. */
+Test(reload, client_that_keeps_sending_is_capped)
+{
+	struct h_mock m;
+	pid_t master, w[16];
+	long before, after;
+	static char junk[1 << 16];
+	char *req;
+	int fd, sent = 0;
+
+	h_mock_start(&m, "a", "--latency-ms", "1500", NULL);
+	master = h_llmfd_start(RELOAD_CONF, 1000, "a", m.port);
+	cr_assert_eq(h_children(master, w, 16), 2);
+	h_sleep_ms(200);
+	before = rss_kb(w[0]) + rss_kb(w[1]);
+	fd = h_connect_unix(h_sock());
+	cr_assert_geq(fd, 0);
+	req = h_fmt("POST " CHAT " HTTP/1.1\r\nHost: x\r\nContent-Length: "
+	            "%zu\r\n\r\n%s",
+	            strlen(BODY), BODY);
+	cr_assert_eq(h_send_all(fd, req, strlen(req)), 0);
+	memset(junk, 'x', sizeof junk);
+	for (int i = 0; i < 1600; i++) { /* up to 100 MiB, until it blocks */
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
+		ssize_t k;
+
+		if (poll(&p, 1, 200) != 1)
+			break;
+		if ((k = send(fd, junk, sizeof junk, MSG_NOSIGNAL)) <= 0)
+			break;
+		sent += (int)(k >> 10);
+	}
+	after = rss_kb(w[0]) + rss_kb(w[1]);
+	cr_assert_lt(after - before, 8 * 1024,
+	             "workers grew by %ld kB after the client sent %d kB",
+	             after - before, sent);
+	close(fd);
+}
