@@ -20,7 +20,16 @@ struct ingress_err {
 	char msg[200];
 };
 
+/* Ingress ids: metrics count requests by these. */
+#define ING_CHAT      0
+#define ING_EMBED     1
+#define ING_MESSAGES  2
+#define ING_RESPONSES 3
+#define ING__MAX      4
+extern const char *const ingress_names[ING__MAX];
+
 struct ingress {
+	int id;           /* ING_* */
 	const char *name; /* "chat", "embeddings", ...: logs and metrics */
 	int endpoint;     /* EP_CHAT or EP_EMBED: what providers build */
 	/* The wire format of the client's body (FMT_*), offered to providers

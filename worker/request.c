@@ -391,6 +391,7 @@ req_access(struct req *r, int status, const char *code)
 	    r->w->cfg,
 	    &(struct access_rec){
 	        .id = r->s.id,
+	        .proto = r->s.ig->name,
 	        .model = r->s.model[0] ? r->s.model : "-",
 	        .deployment = d ? d->name : "-",
 	        .provider = d ? cfg_provider_name(d->provider) : "-",
@@ -1711,7 +1712,7 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
 		         msg);
 		return;
 	}
-	route_count_request(w);
+	route_count_request(w, ig->id);
 	req_arm(&r->ev_deadline, req_left_ms(r));
 	req_next(r);
 }

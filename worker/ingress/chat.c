@@ -116,7 +116,14 @@ chat_fail(void *st, int status, const char *code, const char *msg,
 	buf_adds(out, "\n\n");
 }
 
+const char *const ingress_names[ING__MAX] = {
+    [ING_CHAT] = "chat",
+    [ING_EMBED] = "embeddings",
+    [ING_MESSAGES] = "messages",
+    [ING_RESPONSES] = "responses"};
+
 const struct ingress ingress_chat = {
+    .id = ING_CHAT,
     .name = "chat",
     .endpoint = EP_CHAT,
     .fmt = FMT_CHAT,
@@ -129,6 +136,7 @@ const struct ingress ingress_chat = {
 };
 
 const struct ingress ingress_embeddings = {
+    .id = ING_EMBED,
     .name = "embeddings",
     .endpoint = EP_EMBED,
     .fmt = FMT_CHAT,
