@@ -1682,6 +1682,9 @@ msgs_stream_chunk(struct msgs_stream *st, const char *data, size_t n,
 	if (st->ended || json_parse(&st->j, data, n) == -1 ||
 	    !msgs_chunk_ok(&st->j))
 		return -1;
+	if (!st->started && json_size(&st->j, json_get(&st->j, 0, "choices")) <= 0 &&
+	    json_type(&st->j, json_get(&st->j, 0, "usage")) != JSMN_OBJECT)
+		return 0; /* e.g. Azure's prompt_filter_results chunk */
 	if (!st->started)
 		msgs_chunk_first(st, &st->j, out);
 	msgs_choices(st, &st->j, out);
