@@ -30,3 +30,7 @@ mkdir "$tmp/bodies"
     tests/schema/requests/*.json
 "$PYTHON" tests/schema/validate.py "$SPECS/anthropic-openapi.json" \
     "$SPECS/openai-openapi.yaml" "$tmp"/bodies/*
+# The Anthropic Messages ingress goldens (canonical chat bodies, replies,
+# event streams, error bodies).
+"$PYTHON" tests/schema/validate_messages.py "$SPECS/anthropic-openapi.json" \
+    "$SPECS/openai-openapi.yaml" tests/data/messages
