@@ -346,6 +346,13 @@ client_chat(struct evhttp_request *hreq, void *arg)
 	client_handle(hreq, arg, &ingress_chat);
 }
 
+/* POST /v1/messages (also ?beta=true) */
+void
+client_messages(struct evhttp_request *hreq, void *arg)
+{
+	client_handle(hreq, arg, &ingress_messages);
+}
+
 /* POST /v1/embeddings */
 void
 client_embeddings(struct evhttp_request *hreq, void *arg)

@@ -39,6 +39,10 @@ struct ingress {
 	/* The client's top-level keys never forwarded upstream (llmfd's own
 	 * fields), NULL-terminated. */
 	const char *const *drop_keys;
+	/* Request headers forwarded to a same-format upstream, or NULL. */
+	const char *const *fwd_headers;
+	/* The status the client sees for an engine status (NULL: as is). */
+	int (*map_status)(int status);
 	/* Check the client's body (j) and write the canonical document to
 	 * canon, or leave canon empty when j is canonical already. 0, or -1
 	 * with e filled. */
@@ -67,6 +71,9 @@ struct ingress {
 
 extern const struct ingress ingress_chat;
 extern const struct ingress ingress_embeddings;
+extern const struct ingress ingress_messages;
+/* The keys of a canonical document never forwarded (llmfd's fields). */
+extern const char *const ingress_canon_drop_keys[];
 
 /* ingress_openai.c: the OpenAI error object, shared by every protocol that
  * answers errors in OpenAI's shape. */

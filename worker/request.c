@@ -132,6 +132,7 @@ struct req {
 	struct buf canon;
 	struct buf out;       /* the reply / chunk being sent */
 	struct buf sent_text; /* streamed text, for continuation */
+	struct buf fwd;       /* client headers for a same-format upstream */
 	void *ig_state;       /* ingress encoder state */
 	size_t ig_size;
 	struct attempt att[2];
@@ -225,6 +226,7 @@ req_destroy(struct req *r)
 	buf_free(&r->canon);
 	buf_free(&r->out);
 	buf_free(&r->sent_text);
+	buf_free(&r->fwd);
 	free(r->ig_state);
 	free(r);
 }
@@ -501,6 +503,7 @@ req_release(struct req *r)
 	buf_recycle(&r->canon);
 	buf_recycle(&r->out);
 	buf_recycle(&r->sent_text);
+	buf_reset(&r->fwd);
 	memset(&r->s, 0, sizeof r->s);
 	r->s.phase = REQ_DONE;
 	LIST_REMOVE(r, link);
@@ -529,6 +532,8 @@ req_finish(struct req *r, const struct req_end *e)
 
 	if (r->s.phase == REQ_DONE)
 		return;
+	if (e->type && r->s.ig->map_status)
+		status = r->s.ig->map_status(status);
 	if (r->s.c == NULL) {
 		log_info("%s client went away after %d ms; cancelling", r->s.id,
 		         req_elapsed_ms(r));
@@ -553,7 +558,11 @@ req_finish(struct req *r, const struct req_end *e)
 		           r->s.c ? "request finished" : "client went away");
 	req_access(r, status, code);
 	if (r->s.c)
-		req_send_end(r, e);
+		req_send_end(r, &(struct req_end){.status = status,
+		                                  .type = e->type,
+		                                  .code = e->code,
+		                                  .msg = e->msg,
+		                                  .d = e->d});
 	req_release(r);
 }
 
@@ -691,10 +700,11 @@ att_build(struct req *r, struct attempt *a, int d)
 	    .endpoint = r->s.ig->endpoint,
 	    .stream = r->s.stream,
 	    .include_usage = r->s.include_usage,
-	    .drop_keys = r->s.ig->drop_keys,
+	    .drop_keys =
+	        a->st.native ? r->s.ig->drop_keys : ingress_canon_drop_keys,
 	    .native = a->st.native ? &r->j : NULL,
 	    .native_fmt = a->st.native ? r->s.ig->fmt : 0,
-	    .fwd_headers = NULL,
+	    .fwd_headers = a->st.native && r->fwd.len ? r->fwd.data : NULL,
 	    .resume_text = a->st.resume ? r->sent_text.data : NULL,
 	    .resume_len = a->st.resume ? r->sent_text.len : 0};
 	buf_reset(&a->po.path);
@@ -1670,6 +1680,19 @@ badnum:
 	return -1;
 }
 
+/* The client headers a same-format upstream gets, as header lines. */
+static void
+req_fwd_headers(struct req *r)
+{
+	const char *const *h = r->s.ig->fwd_headers;
+	const char *v;
+
+	for (; h && *h; h++)
+		if ((v = r->s.ops->get_header(r->s.c, *h)) != NULL &&
+		    strpbrk(v, "\r\n") == NULL)
+			buf_printf(&r->fwd, "%s: %s\r\n", *h, v);
+}
+
 /* Serve one client request. */
 void
 req_start(struct worker *w, const struct client_ops *ops, void *c,
@@ -1702,6 +1725,7 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
 	r->s.close_after = w->draining;
 	snprintf(r->s.id, sizeof r->s.id, "req-%x-%" PRIx64, (unsigned)getpid(),
 	         ++w->next_id);
+	req_fwd_headers(r);
 	if (req_parse(r, body, len) == -1)
 		return;
 	if (req_candidates(r) == -1) {

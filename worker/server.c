@@ -187,6 +187,8 @@ server_setup(struct worker *w)
 	evhttp_set_cb(w->http, "/chat/completions", client_chat, w);
 	evhttp_set_cb(w->http, "/v1/embeddings", client_embeddings, w);
 	evhttp_set_cb(w->http, "/embeddings", client_embeddings, w);
+	evhttp_set_cb(w->http, "/v1/messages", client_messages, w);
+	evhttp_set_cb(w->http, "/messages", client_messages, w);
 	evhttp_set_cb(w->http, "/v1/models", server_models, w);
 	evhttp_set_cb(w->http, "/healthz", server_healthz, w);
 	evhttp_set_cb(w->http, "/metrics", server_metrics, w);
