@@ -520,6 +520,33 @@ Test(responses, request_bad_top_level_refused)
 	                "invalid_value");
 }
 
+/* Shapes clients send that the spec's item schemas would not admit
+ * (history without ids, statuses or logprobs) are taken as they are. */
+Test(responses, request_lenient_history)
+{
+	char err[256];
+	const char *code;
+	int status;
+
+	load_inline("{\"model\":\"m\",\"input\":[{\"role\":\"user\","
+	            "\"content\":\"q\"},{\"role\":\"assistant\","
+	            "\"content\":[{\"type\":\"output_text\",\"text\":\"a\"}]},"
+	            "{\"type\":\"reasoning\",\"summary\":[]},{\"type\":"
+	            "\"function_call\",\"call_id\":\"c\",\"name\":\"f\"},"
+	            "{\"type\":\"function_call_output\",\"call_id\":\"c\","
+	            "\"output\":\"r\"}]}");
+	cr_assert(resp_to_chat(&req, &out, &status, &code, err, sizeof err) ==
+	              0,
+	          "%s", err);
+	cr_assert_str_eq(
+	    buf_cstr(&out),
+	    "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+	    "\"q\"},{\"role\":\"assistant\",\"content\":\"a\",\"tool_calls\":"
+	    "[{\"id\":\"c\",\"type\":\"function\",\"function\":{\"name\":"
+	    "\"f\",\"arguments\":\"{}\"}}]},{\"role\":\"tool\","
+	    "\"tool_call_id\":\"c\",\"content\":\"r\"}]}");
+}
+
 Test(responses, request_stream_asks_for_usage)
 {
 	char err[256];
