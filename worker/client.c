@@ -394,6 +394,13 @@ client_count_tokens(struct evhttp_request *hreq, void *arg)
 	json_free(&j);
 }
 
+/* POST /v1/responses */
+void
+client_responses(struct evhttp_request *hreq, void *arg)
+{
+	client_handle(hreq, arg, &ingress_responses);
+}
+
 /* POST /v1/embeddings */
 void
 client_embeddings(struct evhttp_request *hreq, void *arg)

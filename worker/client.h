@@ -8,6 +8,7 @@ struct evhttp_request;
 void client_chat(struct evhttp_request *, void *);
 void client_embeddings(struct evhttp_request *, void *);
 void client_messages(struct evhttp_request *, void *);
+void client_responses(struct evhttp_request *, void *);
 void client_count_tokens(struct evhttp_request *, void *);
 /* Drain: idle keep-alive connections close now, busy ones after their
  * reply. */

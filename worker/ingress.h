@@ -72,6 +72,7 @@ struct ingress {
 extern const struct ingress ingress_chat;
 extern const struct ingress ingress_embeddings;
 extern const struct ingress ingress_messages;
+extern const struct ingress ingress_responses;
 /* The keys of a canonical document never forwarded (llmfd's fields). */
 extern const char *const ingress_canon_drop_keys[];
 

@@ -308,6 +308,8 @@ server_setup(struct worker *w)
 	evhttp_set_cb(w->http, "/messages", client_messages, w);
 	evhttp_set_cb(w->http, "/v1/messages/count_tokens", client_count_tokens,
 	              w);
+	evhttp_set_cb(w->http, "/v1/responses", client_responses, w);
+	evhttp_set_cb(w->http, "/responses", client_responses, w);
 	evhttp_set_cb(w->http, "/v1/models", server_models, w);
 	evhttp_set_cb(w->http, "/healthz", server_healthz, w);
 	evhttp_set_cb(w->http, "/metrics", server_metrics, w);

@@ -270,3 +270,121 @@ Test(ingress, messages_to_openai_upstream_body)
 	cr_assert_null(h_json(body, "system"), "%s", body);
 	cr_assert_null(h_json(body, "stop_sequences"), "%s", body);
 }
+
+#define RESP "/v1/responses"
+#define FTOOL                                                                  \
+	"\"tools\":[{\"type\":\"function\",\"name\":\"get_weather\","          \
+	"\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{"       \
+	"\"type\":\"string\"}}}}]"
+
+/* OpenAI (down) -> Gemini for Responses clients. */
+static void
+start_resp(const char *const *gargs)
+{
+	static const char *const bad[] = {"--mode", "status", "--status", "503",
+	                                  NULL};
+
+	h_mock_startv(&oa, "oa", bad);
+	h_mock_startv(&ge, "ge", gargs);
+	h_llmfd_start(
+	    "daemon = { workers = 1; listen = \"llmfd.sock\"; health_table = "
+	    "\"health\"; };\nrouter = { num_retries = 0; cooldown_s = 0; };\n"
+	    "deployments = (\n"
+	    "  { name = \"oa\"; group = \"gpt\"; provider = \"openai\"; "
+	    "model = \"gpt-x\"; base_url = \"http://127.0.0.1:%d/v1\"; },\n"
+	    "  { name = \"ge\"; group = \"gem\"; provider = \"gemini\"; "
+	    "model = \"gemini-x\"; base_url = \"http://127.0.0.1:%d\"; }\n);\n"
+	    "fallbacks = ( { group = \"gpt\"; to = [ \"gem\" ]; } );\n",
+	    oa.port, ge.port);
+}
+
+/* A Responses client falls back from a failing OpenAI to Gemini, with a
+ * function tool: the Response carries a function_call output item. */
+Test(ingress, responses_tool_call_after_fallback)
+{
+	static const char *const tools[] = {"--mode", "tools", NULL};
+	struct h_resp *r;
+
+	start_resp(tools);
+	r = h_unix("POST", RESP,
+	           "{\"model\":\"gpt\",\"input\":\"weather in Oslo?\"," FTOOL
+	           "}");
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert_str_eq(h_header(r, "x-llmfd-deployment"), "ge");
+	cr_assert_str_eq(h_json(r->body, "object"), "response");
+	cr_assert_str_eq(h_json(r->body, "status"), "completed");
+	cr_assert_str_eq(h_json(r->body, "output.0.type"), "function_call",
+	                 "%s", r->body);
+	cr_assert_str_eq(h_json(r->body, "output.0.name"), "get_weather");
+	cr_assert_not_null(
+	    strstr(h_json(r->body, "output.0.arguments"), "Oslo"));
+	cr_assert_gt(h_json_long(r->body, "usage.total_tokens", -1), 0);
+}
+
+/* Streamed: response.created first, text deltas, response.completed
+ * last, sequence numbers counting from 0. */
+Test(ingress, responses_stream_events)
+{
+	struct h_resp *r;
+	const char *b, *order[] = {"event: response.created",
+	                           "\"sequence_number\":0",
+	                           "event: response.output_item.added",
+	                           "event: response.output_text.delta",
+	                           "event: response.output_text.done",
+	                           "event: response.output_item.done",
+	                           "event: response.completed"};
+
+	start_resp(NULL);
+	r = h_unix("POST", RESP,
+	           "{\"model\":\"gpt\",\"input\":\"hi\",\"stream\":true}");
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	b = r->body;
+	for (size_t i = 0; i < sizeof order / sizeof *order; i++) {
+		const char *p = strstr(b, order[i]);
+		cr_assert_not_null(p, "missing %s:\n%s", order[i], r->body);
+		b = p;
+	}
+	cr_assert_null(strstr(r->body, "[DONE]"));
+}
+
+/* llmfd is stateless: previous_response_id is a clear 400, never a
+ * silent wrong answer. */
+Test(ingress, responses_previous_response_id_refused)
+{
+	struct h_resp *r;
+
+	start_resp(NULL);
+	r = h_unix("POST", RESP,
+	           "{\"model\":\"gpt\",\"input\":\"hi\","
+	           "\"previous_response_id\":\"resp_1\"}");
+	cr_assert_eq(r->status, 400, "%s", h_desc(r));
+	cr_assert_str_eq(h_json(r->body, "error.code"),
+	                 "previous_response_not_found");
+	cr_assert_eq(h_mock_stat(&oa, "requests"), 0);
+}
+
+/* A Responses stream cut after bytes reached the client ends with
+ * response.failed and no response.completed. */
+Test(ingress, responses_stream_cut_is_failed)
+{
+	static const char *const cut[] = {"--mode", "cut", "--cut-after", "2",
+	                                  NULL};
+	struct h_resp *r;
+
+	h_mock_startv(&ge, "ge", cut);
+	h_llmfd_start(
+	    "daemon = { workers = 1; listen = \"llmfd.sock\"; health_table = "
+	    "\"health\"; };\nrouter = { num_retries = 0; };\n"
+	    "deployments = (\n"
+	    "  { name = \"ge\"; group = \"gpt\"; provider = \"gemini\"; "
+	    "model = \"g\"; base_url = \"http://127.0.0.1:%d\"; }\n);\n",
+	    ge.port);
+	r = h_unix("POST", RESP,
+	           "{\"model\":\"gpt\",\"input\":\"hi\",\"stream\":true}");
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert_not_null(strstr(r->body, "response.output_text.delta"), "%s",
+	                   r->body);
+	cr_assert_not_null(strstr(r->body, "event: response.failed"), "%s",
+	                   r->body);
+	cr_assert_null(strstr(r->body, "response.completed"), "%s", r->body);
+}
