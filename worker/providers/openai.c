@@ -41,15 +41,22 @@ openai_usage(const struct json *j, int root, struct usage *u)
 		u->completion_tokens = v;
 }
 
-static void
-openai_malformed(struct upstream_error *e, const char *what)
+/* Check a parsed reply and pass it through (a prov_reply_fn). */
+static int
+openai_reply(const struct prov_call *pc, const struct json *j, struct buf *out,
+             struct usage *u, int *cf, struct upstream_error *e)
 {
-	memset(e, 0, sizeof *e);
-	e->cls = EC_TRANSIENT;
-	e->retry_after_ms = -1;
-	e->should_retry = -1;
-	snprintf(e->message, sizeof e->message, "malformed upstream reply: %s",
-	         what);
+	int embed = pc->endpoint == EP_EMBED;
+
+	if (json_type(j, json_get(j, 0, embed ? "data" : "choices")) !=
+	    JSMN_ARRAY)
+		return prov_malformed(e, embed ? "no 'data' array"
+		                               : "no 'choices' array");
+	openai_usage(j, 0, u);
+	*cf = json_eq(j, json_path(j, 0, "choices.0.finish_reason"),
+	              "content_filter");
+	buf_add(out, j->js, j->len);
+	return 0;
 }
 
 /* Check a whole reply and pass it through. */
@@ -58,33 +65,8 @@ openai_response(const struct prov_call *pc, const char *body, size_t len,
                 struct buf *out, struct usage *u, int *content_filter,
                 struct upstream_error *e)
 {
-	static struct json j;
-	int t;
-
-	if (json_parse(&j, body, len) == -1 ||
-	    json_type(&j, 0) != JSMN_OBJECT) {
-		openai_malformed(e, "not a JSON object");
-		return -1;
-	}
-	if ((t = json_get(&j, 0, "error")) >= 0 && !json_is_null(&j, t)) {
-		memset(e, 0, sizeof *e);
-		e->retry_after_ms = -1;
-		e->should_retry = -1;
-		classify_http(500, body, len, e);
-		return -1;
-	}
-	t = json_get(&j, 0, pc->endpoint == EP_EMBED ? "data" : "choices");
-	if (json_type(&j, t) != JSMN_ARRAY) {
-		openai_malformed(e, pc->endpoint == EP_EMBED
-		                        ? "no 'data' array"
-		                        : "no 'choices' array");
-		return -1;
-	}
-	openai_usage(&j, 0, u);
-	*content_filter = json_eq(
-	    &j, json_path(&j, 0, "choices.0.finish_reason"), "content_filter");
-	buf_add(out, body, len);
-	return 0;
+	return prov_reply(pc, body, len, openai_reply, out, u, content_filter,
+	                  e);
 }
 
 /* Pass one chunk through, noting content, usage and errors. */
@@ -101,18 +83,9 @@ openai_stream_event(const struct prov_call *pc, struct stream_state *st,
 	(void)elen;
 	if (dlen == 6 && memcmp(data, "[DONE]", 6) == 0)
 		return 1;
-	if (json_parse(&j, data, dlen) == -1 ||
-	    json_type(&j, 0) != JSMN_OBJECT) {
-		openai_malformed(e, "stream chunk is not a JSON object");
+	if (prov_json_reply(&j, data, dlen, "stream chunk is not a JSON object",
+	                    e) == -1)
 		return -1;
-	}
-	if ((t = json_get(&j, 0, "error")) >= 0 && !json_is_null(&j, t)) {
-		memset(e, 0, sizeof *e);
-		e->retry_after_ms = -1;
-		e->should_retry = -1;
-		classify_http(500, data, dlen, e);
-		return -1;
-	}
 	openai_usage(&j, 0, &st->usage);
 	c = json_path(&j, 0, "choices.0.delta.content");
 	if (json_type(&j, c) == JSMN_STRING && j.tok[c].end > j.tok[c].start) {
