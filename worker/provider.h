@@ -1,7 +1,10 @@
 /* The provider seam: one file per provider under worker/providers/.
  * A provider turns the client's OpenAI-shaped request into its own wire
  * format, and its replies (whole, streamed, or errors) back into OpenAI
- * shapes. Providers are pure functions over buffers: no I/O, no event loop,
+ * shapes. When the client spoke the provider's own format (native
+ * passthrough), the client's body goes up with only `model` and llmfd's
+ * fields changed, and replies and events come back byte for byte.
+ * Providers are pure functions over buffers: no I/O, no event loop,
  * so they are unit-tested with golden files. */
 #ifndef LLMFD_PROVIDER_H
 #define LLMFD_PROVIDER_H
@@ -15,6 +18,11 @@
 
 enum endpoint { EP_CHAT = 0, EP_EMBED };
 
+/* Wire formats a client or an upstream speaks: OpenAI Chat Completions,
+ * Anthropic Messages, OpenAI Responses. */
+enum wire_fmt { FMT_CHAT = 0, FMT_MESSAGES, FMT_RESPONSES };
+#define PROV_FMT(f) (1u << (f)) /* a bit of struct provider's formats */
+
 /* Everything a provider needs to build one upstream request. */
 struct prov_call {
 	const struct cfg *cfg;
@@ -24,13 +32,27 @@ struct prov_call {
 	int stream;
 	int include_usage;
 	/* Top-level keys of the client body never forwarded (llmfd's own
-	 * extensions: fallbacks, num_retries, timeout, stream_timeout,
-	 * metadata). NULL-terminated. */
+	 * extensions: fallbacks, num_retries, timeout, stream_timeout, and
+	 * metadata for a Chat body; a native Messages body keeps metadata,
+	 * which is Anthropic's). The engine picks the list; applied to req,
+	 * or to native when set. NULL-terminated. */
 	const char *const *drop_keys;
 	/* Stream continuation: text already sent to the client, to be
-	 * continued (assistant prefix or instruction). NULL when none. */
+	 * continued (assistant prefix or instruction). NULL when none; not
+	 * applied to a native body. */
 	const char *resume_text;
 	size_t resume_len;
+	/* Native passthrough: the engine sets native only to a format in the
+	 * provider's formats. The body is then sent as is but for `model`
+	 * (the deployment's) and drop_keys: no params, max_tokens or
+	 * system_prompt_append. */
+	const struct json *native; /* the client's own body when the engine
+	                              chose passthrough, else NULL */
+	int native_fmt;            /* its FMT_* */
+	const char *fwd_headers;   /* client headers to forward to a
+	                              same-family upstream, complete
+	                              "Name: value\r\n" lines (anthropic-version,
+	                              anthropic-beta), or NULL */
 };
 
 /* One upstream request. path includes the query string; headers are
@@ -68,6 +90,8 @@ struct stream_state {
 
 struct provider {
 	const char *name;
+	unsigned formats; /* bit (1u << FMT_*) for each wire format this
+	                     provider can take natively */
 	/* Build the upstream request. 0, or -1 with a reason in err (the
 	 * request cannot be expressed for this provider: a bad request). */
 	int (*build)(const struct prov_call *, struct prov_out *, char *err,
@@ -76,7 +100,8 @@ struct provider {
 	 * embeddings list for EP_EMBED) appended to out; fill usage. -1 with
 	 * e filled (class EC_TRANSIENT, "malformed upstream reply ...") when
 	 * the body cannot be understood. Sets *content_filter when the answer
-	 * was blocked by the provider's filter. */
+	 * was blocked by the provider's filter. With native set the body is
+	 * appended unchanged (usage, filter and errors noted all the same). */
 	int (*response)(const struct prov_call *, const char *body, size_t len,
 	                struct buf *out, struct usage *u, int *content_filter,
 	                struct upstream_error *e);
@@ -86,7 +111,12 @@ struct provider {
 	 * upstream stream is complete (the provider has written the final
 	 * usage chunk if include_usage asked for one; the engine then appends
 	 * "data: [DONE]"), -1 on an in-stream error or a malformed event with
-	 * e filled and classified. */
+	 * e filled and classified (nothing is written for it).
+	 * With native set, the event goes to out unchanged ("event: NAME\n"
+	 * when named, "data: DATA\n" per data line, "\n") while the state is
+	 * kept as for a translated stream; 1 comes with the provider's last
+	 * event (message_stop, response.completed), and the engine must not
+	 * append "data: [DONE]". */
 	int (*stream_event)(const struct prov_call *, struct stream_state *,
 	                    const char *event, size_t elen, const char *data,
 	                    size_t dlen, struct buf *out,
@@ -108,6 +138,31 @@ void stream_state_free(struct stream_state *);
 	"Your previous answer was cut off. Continue it exactly where it "      \
 	"stops, without repeating any of it and without any preamble."
 
+/* providers/provider.c: native passthrough */
+/* Copy the JSON object j (token 0) to out byte for byte, except that the
+ * value of top-level member key becomes the string val (the member is
+ * put first when absent) and top-level members named in drop
+ * (NULL-terminated, or NULL) are left out. */
+void prov_copy_obj(const struct json *, const char *key, const char *val,
+                   const char *const *drop, struct buf *out);
+/* Append the lines of pc->fwd_headers whose name starts with prefix (any
+ * case); whether a line named name was among them. */
+int prov_fwd_headers(const struct prov_call *, const char *prefix,
+                     const char *name, struct buf *out);
+/* Note what one parsed native event says in st: 0, 1 when it ends the
+ * stream, or -1 with e filled. */
+typedef int prov_note_fn(struct stream_state *, const struct json *,
+                         const char *ev, size_t elen, struct upstream_error *);
+/* A native stream_event: parse the event, note it with note and, unless
+ * that fails, append it to out as it came (see stream_event). */
+int prov_native_event(struct stream_state *, const char *ev, size_t elen,
+                      const char *data, size_t dlen, prov_note_fn *note,
+                      struct buf *out, struct upstream_error *);
+/* The index in names (NULL-terminated) of an event's type: its data's
+ * "type", else the SSE event name; -1 when none matches. */
+int prov_event_index(const struct json *, const char *ev, size_t elen,
+                     const char *const *names);
+
 /* providers/provider.c: helpers for OpenAI-shaped providers */
 /* Write an OpenAI "usage" member from u. */
 void prov_usage(struct jw *, const struct usage *);
@@ -119,6 +174,10 @@ void prov_openai_body(const struct prov_call *, const char *model,
 #define PROV_RAW(jw, lit) jw_raw((jw), (lit), sizeof(lit) - 1)
 /* Fill e for a reply llmfd cannot understand (transient); -1. */
 int prov_malformed(struct upstream_error *, const char *what);
+/* Classify an error body as if it came with HTTP status (no hints). */
+void prov_error(int status, const char *body, size_t len,
+                struct upstream_error *);
+/* prov_error for an error object inside a 2xx reply or stream (500). */
 void prov_stream_error(const char *data, size_t dlen, struct upstream_error *);
 /* A whole-reply writer: the reply for parsed reply j appended to out,
  * usage and content filtering noted; 0, or -1 with e filled. */

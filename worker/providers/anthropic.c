@@ -1,7 +1,8 @@
 /* Anthropic Messages: OpenAI chat requests translated to /v1/messages
  * (system lifted out, tool calls and results as content blocks, turns
  * merged so roles alternate), and replies and event streams translated
- * back into chat.completion objects and chunks. */
+ * back into chat.completion objects and chunks. A client's own Messages
+ * body (native) passes through, and so do the replies and events. */
 #include <stdio.h>
 #include <string.h>
 
@@ -211,7 +212,25 @@ static const struct prov_dialect anth_dialect = {
     .members = anth_members,
 };
 
-/* Build POST {base}/v1/messages. */
+/* The body: the client's own Messages body (native: model replaced,
+ * llmfd's fields dropped), or one translated from the Chat request. */
+static int
+anth_body(const struct prov_call *pc, struct buf *out, char *err, size_t errsz)
+{
+	if (pc->native == NULL)
+		return prov_xlate_body(pc, &anth_dialect, out, err, errsz);
+	if (pc->native_fmt != FMT_MESSAGES ||
+	    json_type(pc->native, 0) != JSMN_OBJECT) {
+		snprintf(err, errsz,
+		         "anthropic: a native body must be a Messages object");
+		return -1;
+	}
+	prov_copy_obj(pc->native, "model", pc->d->model, pc->drop_keys, out);
+	return 0;
+}
+
+/* Build POST {base}/v1/messages; the client's anthropic-version and
+ * anthropic-beta headers are forwarded. */
 static int
 anth_build(const struct prov_call *pc, struct prov_out *o, char *err,
            size_t errsz)
@@ -225,12 +244,15 @@ anth_build(const struct prov_call *pc, struct prov_out *o, char *err,
 		         d->name);
 		return -1;
 	}
-	if (prov_xlate_body(pc, &anth_dialect, &o->body, err, errsz) == -1)
+	if (anth_body(pc, &o->body, err, errsz) == -1)
 		return -1;
 	buf_printf(&o->path, "%s/v1/messages", d->path);
 	if (d->api_key[0])
 		buf_printf(&o->headers, "x-api-key: %s\r\n", d->api_key);
-	buf_adds(&o->headers, "anthropic-version: " ANTH_VERSION "\r\n");
+	if (!prov_fwd_headers(pc, "anthropic-", "anthropic-version",
+	                      &o->headers))
+		buf_adds(&o->headers,
+		         "anthropic-version: " ANTH_VERSION "\r\n");
 	buf_adds(&o->headers, "Content-Type: application/json\r\n");
 	prov_extra_headers(d, &o->headers);
 	return (o->path.oom || o->headers.oom || o->body.oom) ? -1 : 0;
@@ -357,20 +379,37 @@ anth_completion(const struct prov_call *pc, const struct json *j,
 	return 0;
 }
 
-/* Translate a whole Messages reply into a chat.completion. */
+/* Pass a parsed message through unchanged, noting usage and a refusal
+ * (a prov_reply_fn). */
+static int
+anth_native_reply(const struct prov_call *pc, const struct json *j,
+                  struct buf *out, struct usage *u, int *cf,
+                  struct upstream_error *e)
+{
+	(void)pc;
+	if (json_type(j, json_get(j, 0, "content")) != JSMN_ARRAY)
+		return prov_malformed(e, "no 'content' array");
+	anth_finish(j, json_get(j, 0, "stop_reason"), cf);
+	anth_usage(j, json_get(j, 0, "usage"), u);
+	buf_add(out, j->js, j->len);
+	return 0;
+}
+
+/* Translate a whole Messages reply into a chat.completion, or pass it
+ * through (native). */
 static int
 anth_response(const struct prov_call *pc, const char *body, size_t len,
               struct buf *out, struct usage *u, int *content_filter,
               struct upstream_error *e)
 {
-	return prov_reply(pc, body, len, anth_completion, out, u,
-	                  content_filter, e);
+	return prov_reply(pc, body, len,
+	                  pc->native ? anth_native_reply : anth_completion, out,
+	                  u, content_filter, e);
 }
 
-/* Stream event types. */
+/* Stream event types, in the order of anth_events. */
 enum anth_ev {
-	AE_UNKNOWN = 0,
-	AE_MESSAGE_START,
+	AE_MESSAGE_START = 0,
 	AE_BLOCK_START,
 	AE_BLOCK_DELTA,
 	AE_BLOCK_STOP,
@@ -379,34 +418,15 @@ enum anth_ev {
 	AE_PING,
 	AE_ERROR,
 };
-
-/* The event type of a parsed event (data's "type", else the event name). */
-static enum anth_ev
-anth_ev_type(const struct json *j, const char *ev, size_t elen)
-{
-	static const struct {
-		const char *name;
-		enum anth_ev type;
-	} map[] = {
-	    {"message_start", AE_MESSAGE_START},
-	    {"content_block_start", AE_BLOCK_START},
-	    {"content_block_delta", AE_BLOCK_DELTA},
-	    {"content_block_stop", AE_BLOCK_STOP},
-	    {"message_delta", AE_MESSAGE_DELTA},
-	    {"message_stop", AE_MESSAGE_STOP},
-	    {"ping", AE_PING},
-	    {"error", AE_ERROR},
-	};
-	int t = json_get(j, 0, "type");
-
-	for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
-		if (t >= 0 ? json_eq(j, t, map[i].name)
-		           : (strlen(map[i].name) == elen &&
-		              memcmp(map[i].name, ev, elen) == 0))
-			return map[i].type;
-	}
-	return AE_UNKNOWN;
-}
+static const char *const anth_events[] = {"message_start",
+                                          "content_block_start",
+                                          "content_block_delta",
+                                          "content_block_stop",
+                                          "message_delta",
+                                          "message_stop",
+                                          "ping",
+                                          "error",
+                                          NULL};
 
 /* message_start: remember id and model, take input usage, send the role. */
 static int
@@ -533,7 +553,43 @@ anth_ev_message_stop(struct stream_state *st, struct buf *out)
 	return 1;
 }
 
-/* Translate one Anthropic stream event into OpenAI chunks. */
+/* Translate one parsed Anthropic stream event into OpenAI chunks. */
+static int
+anth_event(struct stream_state *st, const struct json *j, const char *ev,
+           size_t elen, struct buf *out, struct upstream_error *e)
+{
+	switch (prov_event_index(j, ev, elen, anth_events)) {
+	case AE_MESSAGE_START:
+		return anth_ev_start(st, j, out, e);
+	case AE_BLOCK_START:
+		return anth_ev_block_start(st, j, out, e);
+	case AE_BLOCK_DELTA:
+		return anth_ev_block_delta(st, j, out, e);
+	case AE_MESSAGE_DELTA:
+		return anth_ev_message_delta(st, j, out);
+	case AE_MESSAGE_STOP:
+		return anth_ev_message_stop(st, out);
+	case AE_ERROR:
+		prov_stream_error(j->js, j->len, e);
+		return -1;
+	default:
+		return 0;
+	}
+}
+
+/* Note a native event in st by translating it, as for a translated
+ * stream, into chunks that are thrown away (a prov_note_fn). */
+static int
+anth_note(struct stream_state *st, const struct json *j, const char *ev,
+          size_t elen, struct upstream_error *e)
+{
+	static struct buf sink;
+
+	buf_reset(&sink);
+	return anth_event(st, j, ev, elen, &sink, e);
+}
+
+/* Translate one stream event, or pass it through (native). */
 static int
 anth_stream_event(const struct prov_call *pc, struct stream_state *st,
                   const char *ev, size_t elen, const char *data, size_t dlen,
@@ -541,34 +597,18 @@ anth_stream_event(const struct prov_call *pc, struct stream_state *st,
 {
 	static struct json j;
 
-	(void)pc;
+	if (pc->native)
+		return prov_native_event(st, ev, elen, data, dlen, anth_note,
+		                         out, e);
 	if (prov_json_obj(&j, data, dlen, "stream event is not a JSON object",
 	                  e) == -1)
 		return -1;
-	switch (anth_ev_type(&j, ev, elen)) {
-	case AE_MESSAGE_START:
-		return anth_ev_start(st, &j, out, e);
-	case AE_BLOCK_START:
-		return anth_ev_block_start(st, &j, out, e);
-	case AE_BLOCK_DELTA:
-		return anth_ev_block_delta(st, &j, out, e);
-	case AE_MESSAGE_DELTA:
-		return anth_ev_message_delta(st, &j, out);
-	case AE_MESSAGE_STOP:
-		return anth_ev_message_stop(st, out);
-	case AE_ERROR:
-		prov_stream_error(data, dlen, e);
-		return -1;
-	case AE_BLOCK_STOP:
-	case AE_PING:
-	case AE_UNKNOWN:
-		return 0;
-	}
-	return 0;
+	return anth_event(st, &j, ev, elen, out, e);
 }
 
 const struct provider prov_anthropic = {
     .name = "anthropic",
+    .formats = PROV_FMT(FMT_CHAT) | PROV_FMT(FMT_MESSAGES),
     .build = anth_build,
     .response = anth_response,
     .stream_event = anth_stream_event,

@@ -89,6 +89,7 @@ azure_stream_event(const struct prov_call *pc, struct stream_state *st,
 
 const struct provider prov_azure = {
     .name = "azure",
+    .formats = PROV_FMT(FMT_CHAT),
     .build = azure_build,
     .response = azure_response,
     .stream_event = azure_stream_event,

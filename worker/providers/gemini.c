@@ -340,25 +340,29 @@ gem_embed_build(const struct prov_call *pc, struct prov_out *o, char *err,
 	return 0;
 }
 
+/* Build a generateContent (streamGenerateContent) call. */
+static int
+gem_chat_build(const struct prov_call *pc, struct prov_out *o, char *err,
+               size_t errsz)
+{
+	buf_printf(&o->path, "%s/v1beta/models/", pc->d->path);
+	prov_urlenc(&o->path, gem_model(pc->d));
+	buf_adds(&o->path, pc->stream ? ":streamGenerateContent?alt=sse"
+	                              : ":generateContent");
+	return prov_xlate_body(pc, &gem_dialect, &o->body, err, errsz);
+}
+
 /* Build the upstream request for chat or embeddings. */
 static int
 gem_build(const struct prov_call *pc, struct prov_out *o, char *err,
           size_t errsz)
 {
 	const struct deploy_cfg *d = pc->d;
+	int rc = pc->endpoint == EP_EMBED ? gem_embed_build(pc, o, err, errsz)
+	                                  : gem_chat_build(pc, o, err, errsz);
 
-	if (pc->endpoint == EP_EMBED) {
-		if (gem_embed_build(pc, o, err, errsz) == -1)
-			return -1;
-	} else {
-		if (prov_xlate_body(pc, &gem_dialect, &o->body, err, errsz) ==
-		    -1)
-			return -1;
-		buf_printf(&o->path, "%s/v1beta/models/", d->path);
-		prov_urlenc(&o->path, gem_model(d));
-		buf_adds(&o->path, pc->stream ? ":streamGenerateContent?alt=sse"
-		                              : ":generateContent");
-	}
+	if (rc == -1)
+		return -1;
 	if (d->api_key[0])
 		buf_printf(&o->headers, "x-goog-api-key: %s\r\n", d->api_key);
 	buf_adds(&o->headers, "Content-Type: application/json\r\n");
@@ -694,6 +698,7 @@ gem_stream_event(const struct prov_call *pc, struct stream_state *st,
 
 const struct provider prov_gemini = {
     .name = "gemini",
+    .formats = PROV_FMT(FMT_CHAT),
     .build = gem_build,
     .response = gem_response,
     .stream_event = gem_stream_event,

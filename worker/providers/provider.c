@@ -34,6 +34,159 @@ stream_state_free(struct stream_state *st)
 	buf_free(&st->partial);
 }
 
+/* Append s as a JSON string. */
+static void
+prov_quote(struct buf *b, const char *s, size_t n)
+{
+	buf_addc(b, '"');
+	json_escape(b, s, n);
+	buf_addc(b, '"');
+}
+
+/* Whether key token k of j is named in drop (NULL-terminated, or NULL). */
+static int
+prov_in(const struct json *j, int k, const char *const *drop)
+{
+	for (int i = 0; drop && drop[i]; i++)
+		if (json_eq(j, k, drop[i]))
+			return 1;
+	return 0;
+}
+
+/* Append the text between two members, [p, end), with its comma (if any)
+ * removed when first is set, or put in when missing and first is not. */
+static void
+prov_gap(struct buf *out, const char *p, const char *end, int first)
+{
+	const char *c = memchr(p, ',', (size_t)(end - p));
+
+	if (c && first) {
+		buf_add(out, p, (size_t)(c - p));
+		buf_add(out, c + 1, (size_t)(end - c - 1));
+		return;
+	}
+	if (!c && !first)
+		buf_addc(out, ',');
+	buf_add(out, p, (size_t)(end - p));
+}
+
+/* Copy an object member by member: each kept member goes out with the
+ * text before it, so every byte but the replaced value is the client's. */
+void
+prov_copy_obj(const struct json *j, const char *key, const char *val,
+              const char *const *drop, struct buf *out)
+{
+	const char *at = j->js + j->tok[0].start + 1, *kr, *vr;
+	size_t kl, vl;
+	int first = 1, seen = 0;
+
+	for (int k = 1; k < j->ntok; k = json_next(j, k + 1))
+		seen |= json_eq(j, k, key);
+	buf_addc(out, '{');
+	if (!seen && val) {
+		prov_quote(out, key, strlen(key));
+		buf_addc(out, ':');
+		prov_quote(out, val, strlen(val));
+		first = 0;
+	}
+	for (int k = 1; k < j->ntok; k = json_next(j, k + 1)) {
+		kr = json_raw(j, k, &kl);
+		vr = json_raw(j, k + 1, &vl);
+		if (!prov_in(j, k, drop)) {
+			prov_gap(out, at, kr, first);
+			buf_add(out, kr, (size_t)(vr - kr));
+			if (val && json_eq(j, k, key))
+				prov_quote(out, val, strlen(val));
+			else
+				buf_add(out, vr, vl);
+			first = 0;
+		}
+		at = vr + vl;
+	}
+	buf_add(out, at, (size_t)(j->js + j->tok[0].end - at));
+}
+
+/* Forward the client's header lines that start with prefix. */
+int
+prov_fwd_headers(const struct prov_call *pc, const char *prefix,
+                 const char *name, struct buf *out)
+{
+	const char *p = pc->fwd_headers, *eol, *colon;
+	size_t pl = strlen(prefix), nl = strlen(name);
+	int found = 0;
+
+	for (; p && (eol = strstr(p, "\r\n")) != NULL; p = eol + 2) {
+		colon = memchr(p, ':', (size_t)(eol - p));
+		if (colon == NULL || (size_t)(colon - p) < pl ||
+		    strncasecmp(p, prefix, pl) != 0 ||
+		    memchr(p, '\n', (size_t)(eol - p)) != NULL ||
+		    memchr(p, '\r', (size_t)(eol - p)) != NULL)
+			continue;
+		found |=
+		    (size_t)(colon - p) == nl && strncasecmp(p, name, nl) == 0;
+		buf_add(out, p, (size_t)(eol + 2 - p));
+	}
+	return found;
+}
+
+/* Append an event as "event: NAME\n", a "data: " line per data line, and
+ * the blank line that ends it. */
+static void
+prov_sse_copy(struct buf *out, const char *ev, size_t elen, const char *data,
+              size_t dlen)
+{
+	const char *nl;
+
+	if (elen) {
+		buf_adds(out, "event: ");
+		buf_add(out, ev, elen);
+		buf_addc(out, '\n');
+	}
+	do {
+		nl = memchr(data, '\n', dlen);
+		buf_adds(out, "data: ");
+		buf_add(out, data, nl ? (size_t)(nl - data) : dlen);
+		buf_addc(out, '\n');
+		if (nl) {
+			dlen -= (size_t)(nl + 1 - data);
+			data = nl + 1;
+		}
+	} while (nl);
+	buf_addc(out, '\n');
+}
+
+/* Parse, note and pass on a native event; see provider.h. */
+int
+prov_native_event(struct stream_state *st, const char *ev, size_t elen,
+                  const char *data, size_t dlen, prov_note_fn *note,
+                  struct buf *out, struct upstream_error *e)
+{
+	static struct json j;
+	int rc;
+
+	if (prov_json_obj(&j, data, dlen, "stream event is not a JSON object",
+	                  e) == -1)
+		return -1;
+	if ((rc = note(st, &j, ev, elen, e)) != -1)
+		prov_sse_copy(out, ev, elen, data, dlen);
+	return rc;
+}
+
+/* Which of names an event is; see provider.h. */
+int
+prov_event_index(const struct json *j, const char *ev, size_t elen,
+                 const char *const *names)
+{
+	int t = json_get(j, 0, "type");
+
+	for (int i = 0; names[i]; i++)
+		if (t >= 0 ? json_eq(j, t, names[i])
+		           : strlen(names[i]) == elen &&
+		                 memcmp(names[i], ev, elen) == 0)
+			return i;
+	return -1;
+}
+
 /* Append the deployment's extra headers ("Name: value\r\n"). */
 void
 prov_extra_headers(const struct deploy_cfg *d, struct buf *h)
@@ -199,14 +352,21 @@ prov_malformed(struct upstream_error *e, const char *what)
 	return -1;
 }
 
-/* Classify an error object that arrived inside a 2xx reply or stream. */
+/* Classify an error body as if it came with HTTP status. */
 void
-prov_stream_error(const char *data, size_t dlen, struct upstream_error *e)
+prov_error(int status, const char *body, size_t len, struct upstream_error *e)
 {
 	memset(e, 0, sizeof *e);
 	e->retry_after_ms = -1;
 	e->should_retry = -1;
-	classify_http(500, data, dlen, e);
+	classify_http(status, body, len, e);
+}
+
+/* Classify an error object that arrived inside a 2xx reply or stream. */
+void
+prov_stream_error(const char *data, size_t dlen, struct upstream_error *e)
+{
+	prov_error(500, data, dlen, e);
 }
 
 /* Parse s into j, which must hold an object; else -1, malformed. */
@@ -702,15 +862,6 @@ prov_mime_guess(const char *url)
 		if (strcasecmp(dot, map[i][0]) == 0)
 			return map[i][1];
 	return "image/jpeg";
-}
-
-/* Append s as a JSON string. */
-static void
-prov_quote(struct buf *b, const char *s, size_t n)
-{
-	buf_addc(b, '"');
-	json_escape(b, s, n);
-	buf_addc(b, '"');
 }
 
 /* Write an image_url part by the dialect's template for its URL. */
