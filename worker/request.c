@@ -673,13 +673,19 @@ att_arm(struct attempt *a)
 	req_arm(&a->ev_timer, ms);
 }
 
-/* Whether the client's own format can go to d's provider as it is. */
+/* Whether the client's own format can go to deployment d's provider as it
+ * is: the provider speaks it, and for Responses the deployment serves it
+ * (OpenAI-compatible servers mostly do not). */
 static int
-att_native(const struct req *r, const struct provider *p)
+att_native(const struct req *r, const struct provider *p,
+           const struct deploy_cfg *d)
 {
 	int f = r->s.ig->fmt;
 
-	return f > 0 && (p->formats & (1u << f)) != 0;
+	if (f <= 0 || (p->formats & PROV_FMT(f)) == 0)
+		return 0;
+	return f != FMT_RESPONSES || d->responses_api ||
+	       strcmp(d->host, "api.openai.com") == 0;
 }
 
 /* Build the upstream request for attempt a on d; -1 if the provider
@@ -692,7 +698,7 @@ att_build(struct req *r, struct attempt *a, int d)
 	a->st.prov = provider_get(dc->provider);
 	if (a->st.prov == NULL)
 		return -1;
-	a->st.native = !a->st.resume && att_native(r, a->st.prov);
+	a->st.native = !a->st.resume && att_native(r, a->st.prov, dc);
 	a->st.pc = (struct prov_call){
 	    .cfg = r->w->cfg,
 	    .d = dc,

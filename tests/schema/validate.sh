@@ -37,7 +37,9 @@ mkdir "$tmp/bodies" "$tmp/responses"
 # Responses ingress: its outputs, and the adapters' bodies built from its
 # canonical Chat bodies (validated with the rest below).
 "$tmp/dump_responses" "$tmp/responses" "$tmp/bodies" tests/data/responses/* \
-    tests/data/*/stream_*.out tests/data/*/resp_*.out.json
+    tests/data/anthropic/stream_*.out tests/data/azure/stream_*.out \
+    tests/data/gemini/stream_*.out tests/data/anthropic/resp_*.out.json \
+    tests/data/azure/resp_*.out.json tests/data/gemini/resp_*.out.json
 "$PYTHON" tests/schema/validate.py "$SPECS/anthropic-openapi.json" \
     "$SPECS/openai-openapi.yaml" "$tmp"/bodies/*
 # The Anthropic Messages ingress goldens (canonical chat bodies, replies,
