@@ -480,6 +480,22 @@ att_cancel(struct attempt *a, const char *why)
 	          why);
 }
 
+/* Stop the request's timers, let go of its client and its encoder state:
+ * after this no callback can reach it. */
+static void
+req_unhook(struct req *r)
+{
+	event_del(&r->ev_deadline);
+	event_del(&r->ev_wait);
+	event_del(&r->ev_hedge);
+	if (r->s.c)
+		r->s.ops->detach(r->s.c, r);
+	r->s.c = NULL;
+	if (r->s.ig_ready && r->s.ig->fini)
+		r->s.ig->fini(r->ig_state);
+	r->s.ig_ready = 0;
+}
+
 /* Let go of everything the request holds and recycle the object. */
 static void
 req_release(struct req *r)
@@ -493,13 +509,7 @@ req_release(struct req *r)
 		sse_reset(&a->sse);
 		att_bufs(a, buf_recycle);
 	}
-	event_del(&r->ev_deadline);
-	event_del(&r->ev_wait);
-	event_del(&r->ev_hedge);
-	if (r->s.c)
-		r->s.ops->detach(r->s.c, r);
-	if (r->s.ig_ready && r->s.ig->fini)
-		r->s.ig->fini(r->ig_state);
+	req_unhook(r);
 	buf_recycle(&r->canon);
 	buf_recycle(&r->out);
 	buf_recycle(&r->sent_text);
@@ -1781,13 +1791,7 @@ req_free_all(struct worker *w)
 	while ((r = LIST_FIRST(&reqs)) != NULL) {
 		for (int i = 0; i < 2; i++)
 			att_stop(&r->att[i]);
-		event_del(&r->ev_deadline);
-		event_del(&r->ev_wait);
-		event_del(&r->ev_hedge);
-		if (r->s.c)
-			r->s.ops->detach(r->s.c, r);
-		if (r->s.ig_ready && r->s.ig->fini)
-			r->s.ig->fini(r->ig_state);
+		req_unhook(r);
 		LIST_REMOVE(r, link);
 		ninflight--;
 		req_destroy(r);
