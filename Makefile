@@ -1,5 +1,6 @@
 # llmfd — one non-recursive Makefile.
 # make | make check | make asan | make demo | make bench | make install | make deps
+# make sdk-deps (node and the npm SDK clients for the SDK tests)
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -65,9 +66,14 @@ tests: $(BUILD)/test_unit $(BUILD)/test_integration
 DEB_PKGS = libevent-dev libssl-dev libjsmn-dev libconfig-dev libcriterion-dev \
            pkg-config openssl curl python3-jsonschema python3-yaml prometheus
 BENCH_PKGS = nginx-light wrk
+# Node.js for the SDK tests (tests/sdk), from Debian only when no node and
+# npm are on the PATH (a newer Node.js from elsewhere is kept).
+NODE_PKGS = nodejs npm
 deps:
 	@missing=""; for p in $(DEB_PKGS) $(EXTRA_PKGS); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	{ command -v node && command -v npm; } >/dev/null 2>&1 || \
+	  missing="$$missing $(NODE_PKGS)"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
@@ -75,12 +81,24 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
+# The official openai and @anthropic-ai/sdk npm clients that
+# tests/integration/test_sdk.c runs, installed from tests/sdk/package-lock.json
+# into tests/sdk/node_modules (again whenever the lock file changes).
+SDK_DIR   = tests/sdk
+SDK_STAMP = $(SDK_DIR)/node_modules/.package-lock.json
+sdk-deps: deps
+	@$(MAKE) --no-print-directory -s $(SDK_STAMP)
+
+$(SDK_STAMP): $(SDK_DIR)/package.json $(SDK_DIR)/package-lock.json
+	cd $(SDK_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 # The whole suite: unit tests, then integration tests against the real binaries.
-check: deps
+check: deps sdk-deps
 	@$(MAKE) --no-print-directory all tests
 	@LLMFD_BUILD=$(abspath $(BUILD)) tests/run.sh $(BUILD)
 
-asan: deps
+asan: deps sdk-deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all tests
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:log_path=$(abspath build-asan)/san/asan \
@@ -140,5 +158,5 @@ install: all
 clean:
 	rm -rf build build-asan
 
-.PHONY: all tests deps check asan demo bench fuzz format install clean
+.PHONY: all tests deps sdk-deps check asan demo bench fuzz format install clean
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
