@@ -364,11 +364,14 @@ client_count_tokens(struct evhttp_request *hreq, void *arg)
 	size_t len = evbuffer_get_length(in);
 	struct json j = {0};
 	struct buf b = {0};
-	char model[CFG_NAME_MAX] = "";
+	char model[CFG_NAME_MAX] = "", id[REQ_ID_MAX];
 	long n = -1;
 	int status = 400;
 	const char *msg = "request body is not a valid JSON object";
 
+	req_new_id(w, id, sizeof id);
+	evhttp_add_header(evhttp_request_get_output_headers(hreq),
+	                  "x-request-id", id);
 	if (evhttp_request_get_command(hreq) != EVHTTP_REQ_POST)
 		status = 405, msg = "use POST";
 	else if (len <= REQ_MAX_BODY &&
@@ -388,7 +391,7 @@ client_count_tokens(struct evhttp_request *hreq, void *arg)
 	if (n >= 0)
 		buf_printf(&b, "{\"input_tokens\":%ld}", n);
 	else
-		msgs_error(&b, status, NULL, msg, NULL, NULL, 0);
+		msgs_error(&b, status, NULL, msg, id, NULL, 0);
 	server_send_json(hreq, n >= 0 ? 200 : status, &b);
 	buf_free(&b);
 	json_free(&j);

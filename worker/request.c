@@ -83,7 +83,7 @@ struct req_st {
 	void *c; /* the client handle; NULL once it is gone */
 	const struct ingress *ig;
 	int phase;
-	char id[24];
+	char id[REQ_ID_MAX];
 	int64_t t0_us, deadline_ms;
 
 	/* the request, as the engine reads it */
@@ -1709,6 +1709,13 @@ req_fwd_headers(struct req *r)
 			buf_printf(&r->fwd, "%s: %s\r\n", *h, v);
 }
 
+/* A fresh request id; see request.h. */
+void
+req_new_id(struct worker *w, char *id, size_t n)
+{
+	snprintf(id, n, "req-%x-%" PRIx64, (unsigned)getpid(), ++w->next_id);
+}
+
 /* Serve one client request. */
 void
 req_start(struct worker *w, const struct client_ops *ops, void *c,
@@ -1739,8 +1746,7 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
 	r->s.d = r->s.prev_d = r->s.served = -1;
 	r->s.ttft_us = -1;
 	r->s.close_after = w->draining;
-	snprintf(r->s.id, sizeof r->s.id, "req-%x-%" PRIx64, (unsigned)getpid(),
-	         ++w->next_id);
+	req_new_id(w, r->s.id, sizeof r->s.id);
 	req_fwd_headers(r);
 	if (req_parse(r, body, len) == -1)
 		return;

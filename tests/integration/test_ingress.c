@@ -224,6 +224,7 @@ Test(ingress, count_tokens_and_models)
 	           "\"content\":\"hello there, how are you today?\"}]}");
 	cr_assert_eq(r->status, 200, "%s", h_desc(r));
 	cr_assert_gt(h_json_long(r->body, "input_tokens", -1), 0);
+	cr_assert_not_null(h_header(r, "x-request-id"), "%s", h_desc(r));
 	q.unix_path = h_sock();
 	q.method = "GET";
 	q.path = "/v1/models";
