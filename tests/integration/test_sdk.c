@@ -7,11 +7,8 @@
  * answers, translated into the client's protocol.
  *
  * node and tests/sdk/node_modules come from `make sdk-deps` (which `make
- * check` runs): a missing one fails the test. A case whose endpoint this
- * build does not serve at all (llmfd answers 404 "unknown endpoint") is
- * skipped and says so; once the endpoint exists, any wrong answer fails. */
+ * check` runs): a missing one fails the test, and nothing is skipped. */
 #include <sys/socket.h>
-#include <sys/stat.h>
 
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -28,11 +25,8 @@
 
 #include "tests/integration/harness.h"
 
-#define SECRET   "sk-test-SECRET-123"
-#define BETA     "context-management-2025-06-27"
-#define MESSAGES "/v1/messages"
-#define COUNT    "/v1/messages/count_tokens"
-#define RESPS    "/v1/responses"
+#define SECRET "sk-test-SECRET-123"
+#define BETA   "context-management-2025-06-27"
 
 /* Deployments are named after their mocks, so "mock NAME says hi" tells
  * the scripts who answered. gpt-4o and claude-sonnet-4-5 fail and fall
@@ -88,8 +82,6 @@ struct sdk_case {
 	const char *model;     /* group asked for */
 	const char *served_by; /* deployment that must answer, or NULL */
 	struct h_mock *down;   /* mock that must have been tried, or NULL */
-	const char *pending;   /* endpoint that may not be served yet */
-	const char *pending2;  /* a second one, or NULL */
 	bool unix_sock;        /* over llmfd.sock instead of TCP */
 };
 
@@ -190,28 +182,6 @@ sdk_start(void)
 	cr_assert_fail("llmfd did not start; log:\n%s", log ? log : "(none)");
 }
 
-/* Skip the test if llmfd answers POST path with 404 "unknown endpoint"
- * (the ingress is not in this build), saying so on stderr too, which
- * criterion shows without --verbose; any other answer lets it run. */
-static void
-sdk_pending(const char *path)
-{
-	struct h_resp *r = h_unix("POST", path, "{}");
-	const char *msg = h_json(r->body, "error.message");
-
-	if (r->status != 404 || msg == NULL ||
-	    strncmp(msg, "unknown endpoint", 16) != 0)
-		return;
-	fprintf(stderr,
-	        "[SKIP] sdk::%s: POST %s not served yet (404 unknown "
-	        "endpoint)\n",
-	        criterion_current_test->name, path);
-	cr_skip_test("POST %s answers 404 unknown endpoint: this build has no "
-	             "such ingress yet (issue 12); the test runs, and must "
-	             "pass, once it does",
-	             path);
-}
-
 /* Run node tests/sdk/SCRIPT.mjs URL CASES [flags]; returns its exit code
  * and puts its output in *out. */
 static int
@@ -254,16 +224,12 @@ sdk_node_ok(const char *script, const char *url, const char *cases,
 	             cases, rc, out);
 }
 
-/* Start everything, skip if the endpoint is missing, run the case, and
- * check that the failing upstream was tried and the answering one used. */
+/* Start everything, run the case (the script checks who answered), and
+ * check that the failing upstream was tried. */
 static void
 sdk_case(const struct sdk_case *c)
 {
 	sdk_start();
-	if (c->pending != NULL)
-		sdk_pending(c->pending);
-	if (c->pending2 != NULL)
-		sdk_pending(c->pending2);
 	const char *url = c->unix_sock ? h_fmt("unix:%s", h_sock())
 	                               : h_fmt("http://127.0.0.1:%d", g_tcp);
 	sdk_node_ok(c->script, url, c->cases, c->model, c->served_by, false);
@@ -284,7 +250,7 @@ last_header(const struct h_mock *m, const char *name)
 	return h_json(r->body, h_fmt("headers.%s", name));
 }
 
-/* openai chat.completions (served today): failover OpenAI 503 → Gemini. */
+/* openai chat.completions: failover OpenAI 503 → Gemini. */
 
 Test(sdk, chat_plain)
 {
@@ -359,8 +325,7 @@ Test(sdk, responses_plain)
 	                            .cases = "plain",
 	                            .model = "gpt-4o",
 	                            .served_by = "gemini",
-	                            .down = &oa_down,
-	                            .pending = RESPS});
+	                            .down = &oa_down});
 }
 
 Test(sdk, responses_stream)
@@ -369,8 +334,7 @@ Test(sdk, responses_stream)
 	                            .cases = "stream",
 	                            .model = "gpt-4o",
 	                            .served_by = "gemini",
-	                            .down = &oa_down,
-	                            .pending = RESPS});
+	                            .down = &oa_down});
 }
 
 Test(sdk, responses_tools)
@@ -379,8 +343,7 @@ Test(sdk, responses_tools)
 	                            .cases = "tools",
 	                            .model = "gpt-4o",
 	                            .served_by = "gemini",
-	                            .down = &oa_down,
-	                            .pending = RESPS});
+	                            .down = &oa_down});
 }
 
 Test(sdk, responses_stream_tools)
@@ -389,16 +352,14 @@ Test(sdk, responses_stream_tools)
 	                            .cases = "stream-tools",
 	                            .model = "gpt-4o",
 	                            .served_by = "gemini",
-	                            .down = &oa_down,
-	                            .pending = RESPS});
+	                            .down = &oa_down});
 }
 
 Test(sdk, responses_errors)
 {
 	sdk_case(&(struct sdk_case){.script = "openai_responses",
 	                            .cases = "errors",
-	                            .model = "gpt-4o-mini",
-	                            .pending = RESPS});
+	                            .model = "gpt-4o-mini"});
 }
 
 Test(sdk, responses_passthrough)
@@ -406,8 +367,7 @@ Test(sdk, responses_passthrough)
 	sdk_case(&(struct sdk_case){.script = "openai_responses",
 	                            .cases = "plain,stream,tools,stream-tools",
 	                            .model = "gpt-4o-mini",
-	                            .served_by = "openai",
-	                            .pending = RESPS});
+	                            .served_by = "openai"});
 	const char *auth = last_header(&oa, "authorization");
 	cr_assert(auth && strcmp(auth, "Bearer " SECRET) == 0,
 	          "upstream authorization: %s", auth ? auth : "(none)");
@@ -421,8 +381,7 @@ Test(sdk, messages_create)
 	                            .cases = "create",
 	                            .model = "claude-sonnet-4-5",
 	                            .served_by = "gemini",
-	                            .down = &an_down,
-	                            .pending = MESSAGES});
+	                            .down = &an_down});
 }
 
 Test(sdk, messages_tools)
@@ -431,8 +390,7 @@ Test(sdk, messages_tools)
 	                            .cases = "tools",
 	                            .model = "claude-sonnet-4-5",
 	                            .served_by = "gemini",
-	                            .down = &an_down,
-	                            .pending = MESSAGES});
+	                            .down = &an_down});
 }
 
 Test(sdk, messages_stream)
@@ -441,8 +399,7 @@ Test(sdk, messages_stream)
 	                            .cases = "stream",
 	                            .model = "claude-sonnet-4-5",
 	                            .served_by = "gemini",
-	                            .down = &an_down,
-	                            .pending = MESSAGES});
+	                            .down = &an_down});
 }
 
 Test(sdk, messages_stream_tools)
@@ -451,17 +408,14 @@ Test(sdk, messages_stream_tools)
 	                            .cases = "stream-tools",
 	                            .model = "claude-sonnet-4-5",
 	                            .served_by = "gemini",
-	                            .down = &an_down,
-	                            .pending = MESSAGES});
+	                            .down = &an_down});
 }
 
 Test(sdk, messages_count_tokens)
 {
 	sdk_case(&(struct sdk_case){.script = "anthropic_messages",
 	                            .cases = "count-tokens",
-	                            .model = "gemini-2.5-flash",
-	                            .pending = MESSAGES,
-	                            .pending2 = COUNT});
+	                            .model = "gemini-2.5-flash"});
 }
 
 /* An unknown model is 404 not_found_error; a group whose only upstream
@@ -471,8 +425,7 @@ Test(sdk, messages_errors)
 	sdk_case(&(struct sdk_case){.script = "anthropic_messages",
 	                            .cases = "errors",
 	                            .model = "claude-opus-4-1",
-	                            .down = &an_down,
-	                            .pending = MESSAGES});
+	                            .down = &an_down});
 }
 
 Test(sdk, messages_unix_socket)
@@ -482,7 +435,6 @@ Test(sdk, messages_unix_socket)
 	                            .model = "claude-sonnet-4-5",
 	                            .served_by = "gemini",
 	                            .down = &an_down,
-	                            .pending = MESSAGES,
 	                            .unix_sock = true});
 }
 
@@ -494,8 +446,7 @@ Test(sdk, messages_passthrough)
 	                            .cases = "create,tools,stream,stream-tools,"
 	                                     "beta",
 	                            .model = "claude-haiku-4-5",
-	                            .served_by = "anthropic",
-	                            .pending = MESSAGES});
+	                            .served_by = "anthropic"});
 	const char *beta = last_header(&an, "anthropic-beta");
 	cr_assert(beta && strstr(beta, BETA) != NULL,
 	          "upstream anthropic-beta: %s", beta ? beta : "(none)");
