@@ -30,8 +30,10 @@
 
 /* Deployments are named after their mocks, so "mock NAME says hi" tells
  * the scripts who answered. gpt-4o and claude-sonnet-4-5 fail and fall
- * back to gemini-2.5-flash; claude-opus-4-1 has nothing else; gpt-4o-mini
- * and claude-haiku-4-5 answer directly (same-format passthrough). */
+ * back to gemini-2.5-flash; claude-opus-4-1 has nothing else;
+ * claude-haiku-4-5 and gpt-5 (responses_api) answer directly, a Messages or
+ * Responses body passed through to the same format; gpt-4o-mini answers
+ * directly on Chat Completions. */
 #define CONF                                                                   \
 	"daemon = { workers = 1; listen = \"llmfd.sock\";\n"                   \
 	"  tcp = \"127.0.0.1:%d\"; health_table = \"health\"; };\n"            \
@@ -59,6 +61,11 @@
 	"    provider = \"anthropic\"; model = \"claude-haiku-4-5\"; api_key " \
 	"= \"$TEST_KEY\";\n"                                                   \
 	"    base_url = \"http://127.0.0.1:%d\"; },\n"                         \
+	"  { name = \"openai-responses\"; group = \"gpt-5\";\n"                \
+	"    provider = \"openai\"; model = \"gpt-5\"; responses_api = "       \
+	"true;\n"                                                              \
+	"    api_key = \"$TEST_KEY\"; base_url = \"http://127.0.0.1:%d/v1\"; " \
+	"},\n"                                                                 \
 	"  { name = \"gemini\"; group = \"gemini-2.5-flash\";\n"               \
 	"    provider = \"gemini\"; model = \"gemini-2.5-flash\"; api_key = "  \
 	"\"$TEST_KEY\";\n"                                                     \
@@ -72,7 +79,7 @@
 
 TestSuite(sdk, .init = h_setup, .fini = h_teardown, .timeout = 40);
 
-static struct h_mock oa_down, an_down, ge, an, oa;
+static struct h_mock oa_down, an_down, ge, an, oa, oa_resp;
 static int g_tcp;
 
 /* One SDK run through llmfd. */
@@ -148,7 +155,7 @@ free_port(void)
 	return port;
 }
 
-/* Start the five mocks (four answers spelled in four chunks). */
+/* Start the six mocks (answers spelled in four chunks). */
 static void
 mocks_start(void)
 {
@@ -160,6 +167,8 @@ mocks_start(void)
 	h_mock_start(&an, "anthropic", "--mode", "tools", "--chunks", "4",
 	             NULL);
 	h_mock_start(&oa, "openai", "--mode", "tools", "--chunks", "4", NULL);
+	h_mock_start(&oa_resp, "openai-responses", "--mode", "tools",
+	             "--chunks", "4", NULL);
 }
 
 /* Start the mocks and llmfd; a TCP port taken meanwhile by someone else
@@ -171,9 +180,9 @@ sdk_start(void)
 	mocks_start();
 	for (int i = 0; i < 3; i++) {
 		g_tcp = free_port();
-		const char *conf =
-		    h_write("llmfd.conf", CONF, g_tcp, oa_down.port, oa.port,
-		            an_down.port, an_down.port, an.port, ge.port);
+		const char *conf = h_write(
+		    "llmfd.conf", CONF, g_tcp, oa_down.port, oa.port,
+		    an_down.port, an_down.port, an.port, oa_resp.port, ge.port);
 		pid_t pid = h_llmfd_spawn(conf);
 		if (h_llmfd_wait_ready(pid, H_READY_TIMEOUT_MS) == 0)
 			return;
@@ -362,13 +371,32 @@ Test(sdk, responses_errors)
 	                            .model = "gpt-4o-mini"});
 }
 
-Test(sdk, responses_passthrough)
+/* Responses to a chat-only OpenAI deployment: translated both ways. */
+Test(sdk, responses_to_chat_upstream)
 {
 	sdk_case(&(struct sdk_case){.script = "openai_responses",
 	                            .cases = "plain,stream,tools,stream-tools",
 	                            .model = "gpt-4o-mini",
 	                            .served_by = "openai"});
-	const char *auth = last_header(&oa, "authorization");
+	const char *path =
+	    h_json(h_tcp(oa.port, "GET", "/_mock/last", NULL)->body, "path");
+	cr_assert(path && strcmp(path, "/v1/chat/completions") == 0,
+	          "upstream path: %s", path ? path : "(none)");
+}
+
+/* Responses to a responses_api deployment: passed through to /responses,
+ * with llmfd's key instead of the client's. */
+Test(sdk, responses_passthrough)
+{
+	sdk_case(&(struct sdk_case){.script = "openai_responses",
+	                            .cases = "plain,stream,tools,stream-tools",
+	                            .model = "gpt-5",
+	                            .served_by = "openai-responses"});
+	const char *path = h_json(
+	    h_tcp(oa_resp.port, "GET", "/_mock/last", NULL)->body, "path");
+	cr_assert(path && strcmp(path, "/v1/responses") == 0,
+	          "upstream path: %s", path ? path : "(none)");
+	const char *auth = last_header(&oa_resp, "authorization");
 	cr_assert(auth && strcmp(auth, "Bearer " SECRET) == 0,
 	          "upstream authorization: %s", auth ? auth : "(none)");
 }
