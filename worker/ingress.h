@@ -67,6 +67,9 @@ struct ingress {
 	              const char *code, const char *msg, const char *request_id,
 	              const char *trail, size_t tlen);
 	const char *stream_type; /* Content-Type of a stream */
+	/* The client's own request-id header, besides x-request-id (NULL:
+	 * none); Anthropic's SDKs read `request-id`. */
+	const char *id_header;
 };
 
 extern const struct ingress ingress_chat;

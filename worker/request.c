@@ -365,6 +365,8 @@ req_common_headers(struct req *r)
 	char n[16];
 
 	o->header(r->s.c, "x-request-id", r->s.id);
+	if (r->s.ig->id_header)
+		o->header(r->s.c, r->s.ig->id_header, r->s.id);
 	snprintf(n, sizeof n, "%d", r->s.attempts);
 	o->header(r->s.c, "x-llmfd-attempts", n);
 	if (r->s.served >= 0) {

@@ -63,6 +63,8 @@ Test(ingress, messages_falls_back_to_gemini)
 	           "{\"model\":\"claude\",\"max_tokens\":64," USER "}");
 	cr_assert_eq(r->status, 200, "%s", h_desc(r));
 	cr_assert_str_eq(h_header(r, "x-llmfd-deployment"), "ge");
+	cr_assert_str_eq(h_header(r, "request-id"),
+	                 h_header(r, "x-request-id"));
 	cr_assert_str_eq(h_json(r->body, "type"), "message");
 	cr_assert_str_eq(h_json(r->body, "role"), "assistant");
 	cr_assert_str_eq(h_json(r->body, "content.0.type"), "text");

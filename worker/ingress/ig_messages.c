@@ -106,4 +106,5 @@ const struct ingress ingress_messages = {
     .fail = ig_msgs_fail,
     .error = ig_msgs_error,
     .stream_type = "text/event-stream",
+    .id_header = "request-id",
 };
