@@ -1,5 +1,6 @@
 # llmfd — one non-recursive Makefile.
 # make | make check | make asan | make demo | make bench | make install | make deps
+# make sdk-deps (node and the npm SDK clients for the SDK tests)
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -66,9 +67,14 @@ DEB_PKGS = libevent-dev libssl-dev libjsmn-dev libconfig-dev libcriterion-dev \
            pkg-config openssl curl python3-jsonschema python3-yaml prometheus \
            mandoc
 BENCH_PKGS = nginx-light wrk
+# Node.js for the SDK tests (tests/sdk), from Debian only when no node and
+# npm are on the PATH (a newer Node.js from elsewhere is kept).
+NODE_PKGS = nodejs npm
 deps:
 	@missing=""; for p in $(DEB_PKGS) $(EXTRA_PKGS); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	{ command -v node && command -v npm; } >/dev/null 2>&1 || \
+	  missing="$$missing $(NODE_PKGS)"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
@@ -76,12 +82,24 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
+# The official openai and @anthropic-ai/sdk npm clients that
+# tests/integration/test_sdk.c runs, installed from tests/sdk/package-lock.json
+# into tests/sdk/node_modules (again whenever the lock file changes).
+SDK_DIR   = tests/sdk
+SDK_STAMP = $(SDK_DIR)/node_modules/.package-lock.json
+sdk-deps: deps
+	@$(MAKE) --no-print-directory -s $(SDK_STAMP)
+
+$(SDK_STAMP): $(SDK_DIR)/package.json $(SDK_DIR)/package-lock.json
+	cd $(SDK_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 # The whole suite: unit tests, then integration tests against the real binaries.
-check: deps
+check: deps sdk-deps
 	@$(MAKE) --no-print-directory all tests
 	@LLMFD_BUILD=$(abspath $(BUILD)) tests/run.sh $(BUILD)
 
-asan: deps
+asan: deps sdk-deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all tests
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:log_path=$(abspath build-asan)/san/asan \
@@ -101,12 +119,13 @@ bench:
 
 # libFuzzer targets (clang); FUZZ_SECONDS each. Not part of `make check`.
 FUZZ_SECONDS ?= 60
-FUZZ_SRC = $(filter-out common/status.c,$(COMMON_SRC)) $(wildcard worker/providers/*.c) \
-           worker/upstream.c worker/conn.c $(wildcard worker/ingress/*.c)
+FUZZ_SRC = $(filter-out common/status.c,$(COMMON_SRC)) \
+           $(wildcard worker/providers/*.c worker/ingress/*.c) \
+           worker/upstream.c worker/conn.c
 fuzz: deps
 	@$(MAKE) --no-print-directory deps EXTRA_PKGS="clang libclang-rt-14-dev"
 	@mkdir -p $(BUILD)/fuzz
-	@for t in json sse providers upstream conn; do \
+	@for t in json sse providers ingress_messages upstream conn; do \
 	  clang -std=c11 -D_GNU_SOURCE -g -O1 -I. $(PKG_CFLAGS) \
 	    -fsanitize=fuzzer,address,undefined \
 	    -o $(BUILD)/fuzz/fuzz_$$t tests/fuzz/fuzz_$$t.c $(FUZZ_SRC) \
@@ -144,5 +163,5 @@ install: all
 clean:
 	rm -rf build build-asan
 
-.PHONY: all tests deps check asan demo bench fuzz format install clean
+.PHONY: all tests deps sdk-deps check asan demo bench fuzz format install clean
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

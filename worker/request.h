@@ -43,6 +43,11 @@ struct client_ops {
  * request finishes) in the protocol of ig. */
 void req_start(struct worker *, const struct client_ops *, void *c,
                const struct ingress *, const char *body, size_t len);
+/* A fresh request id ("req-PID-N", at most REQ_ID_MAX bytes with the NUL)
+ * for an answer given outside the engine (count_tokens), so that every
+ * reply carries x-request-id. */
+#define REQ_ID_MAX 24
+void req_new_id(struct worker *, char *id, size_t n);
 /* The client went away: cancel everything, no reply. */
 void req_client_gone(struct req *);
 /* Worker drain: every request in flight finishes with its connection
@@ -75,5 +80,10 @@ struct req_verdict {
 	int64_t retry_after_s;
 };
 void req_exhausted_verdict(struct req *, struct req_verdict *);
+/* Unit-test seams: the phase, and an upstream answer fed to the running
+ * attempt without the network. */
+int req_phase(const struct req *);
+void req_test_upstream(struct req *, int status, int event_stream,
+                       const char *body, size_t n, int end);
 
 #endif

@@ -543,9 +543,12 @@ budget_rotate(struct worker *w)
 
 /* Count one client request for the retry budget. */
 void
-route_count_request(struct worker *w)
+route_count_request(struct worker *w, int proto)
 {
 	budget_rotate(w);
+	if (proto >= 0 && proto < SHM_NPROTO)
+		atomic_fetch_add_explicit(&w->shm->hdr->requests_proto[proto],
+		                          1, RLX);
 	atomic_fetch_add_explicit(&w->shm->hdr->budget_req_cur, 1, RLX);
 	atomic_fetch_add_explicit(&w->shm->hdr->requests_total, 1, RLX);
 }
