@@ -1,5 +1,5 @@
 # llmfd — one non-recursive Makefile.
-# make | make check | make asan | make demo | make bench | make install | make deps
+# make | make check | make asan | make demo | make bench | make chaos | make install | make deps
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -29,7 +29,8 @@ DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
 LIBCOMMON  := $(BUILD)/libllmfd.a
 
 BINS = $(BUILD)/llmfd $(BUILD)/llmfctl $(BUILD)/llmf-mock \
-       $(if $(wildcard tools/bench.c),$(BUILD)/llmf-bench)
+       $(if $(wildcard tools/bench.c),$(BUILD)/llmf-bench) \
+       $(if $(wildcard tools/chaos.c),$(BUILD)/llmf-chaos)
 
 all: $(BINS)
 
@@ -52,6 +53,9 @@ $(BUILD)/llmf-mock: $(call obj,tools/mock.c) $(LIBCOMMON)
 
 $(BUILD)/llmf-bench: $(call obj,tools/bench.c) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/llmf-chaos: $(call obj,tools/chaos.c) $(LIBCOMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) -lpthread
 
 $(BUILD)/test_unit: $(call obj,$(UNIT_SRC)) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(CRIT_LIBS)
@@ -98,6 +102,15 @@ bench:
 	@$(MAKE) --no-print-directory all
 	@bench/run.sh $(BUILD)
 
+# A soak under random upstream faults and client abuse (docs/chaos.md):
+# CHAOS_SECONDS in all, loopback and a temp dir only; ends "N passed, N
+# failed". Not part of `make check`. CHAOS_ARGS passes more options.
+CHAOS_SECONDS ?= 180
+chaos: deps
+	@$(MAKE) --no-print-directory all
+	@$(BUILD)/llmf-chaos --build $(abspath $(BUILD)) \
+	  --seconds $(CHAOS_SECONDS) $(CHAOS_ARGS)
+
 # libFuzzer targets (clang); FUZZ_SECONDS each. Not part of `make check`.
 FUZZ_SECONDS ?= 60
 FUZZ_SRC = $(filter-out common/status.c,$(COMMON_SRC)) $(wildcard worker/providers/*.c)
@@ -140,5 +153,5 @@ install: all
 clean:
 	rm -rf build build-asan
 
-.PHONY: all tests deps check asan demo bench fuzz format install clean
+.PHONY: all tests deps check asan demo bench chaos fuzz format install clean
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
