@@ -206,6 +206,12 @@ enum { P_SETUP, P_WARMUP, P_SOAK, P_SETTLE, P_DRAIN, P_END };
 /* Disconnect plans. */
 enum { D_MIDHEAD, D_NOBODY, D_MIDBODY, D_WAITING, D_STREAMING, D_N };
 
+/* Fault modes the fault mocks draw from. */
+#define NMODES 9
+static const char *const fault_modes[NMODES] = {
+    "status", "hang",  "close",   "garbage",  "stream-error",
+    "cut",    "stall", "no-done", "bad-chunk"};
+
 /* Mocks. */
 enum { M_FA, M_FB, M_FC, M_PROBE, M_SLOW, M_N };
 static const char *const mock_names[M_N] = {"fault-a", "fault-b", "fault-c",
@@ -293,7 +299,7 @@ struct chaos {
 	struct nstat ns;
 	struct kstat ks[K_N];
 	struct probe pr;
-	uint64_t reloads, faults_set, faults_failed;
+	uint64_t reloads, faults_set, faults_failed, faults_refused[NMODES];
 	struct wproc *w;
 	size_t nw, wcap;
 	uint64_t rss_before, rss_peak, rss_after, rss_peak_one;
@@ -1148,9 +1154,6 @@ http10_answer(struct cc *c)
 static void
 ctl_begin(struct cc *c)
 {
-	static const char *const modes[] = {
-	    "status", "hang",  "close",   "garbage",  "stream-error",
-	    "cut",    "stall", "no-done", "bad-chunk"};
 	static const int statuses[] = {429, 500, 503};
 	char body[256];
 	int n;
@@ -1158,7 +1161,7 @@ ctl_begin(struct cc *c)
 	n = snprintf(body, sizeof body,
 	             "{\"mode\":\"%s\",\"status\":%d,\"fail_percent\":%u,"
 	             "\"cut_after\":%u,\"latency_ms\":%u}",
-	             modes[rnd(sizeof modes / sizeof *modes)], statuses[rnd(3)],
+	             fault_modes[c->plan = (int)rnd(NMODES)], statuses[rnd(3)],
 	             20 + rnd(11), 1 + rnd(3), rnd(6));
 	buf_reset(&c->out);
 	buf_printf(&c->out,
@@ -1290,8 +1293,10 @@ kind_answer(struct cc *c)
 	case K_CTL:
 		if (c->rp.status == 200)
 			c->ch->faults_set++;
-		else
+		else {
 			c->ch->faults_failed++;
+			c->ch->faults_refused[c->plan]++;
+		}
 		cc_next(c, -1, 0);
 		break;
 	case K_HTTP10:
@@ -2500,6 +2505,11 @@ report_workers(const struct chaos *ch)
 	       ch->log_trims ? " (cut as it grew)" : "", ch->log_drain_timeout,
 	       ch->log_killed_soak, ch->log_killed - ch->log_killed_soak,
 	       wait_desc(ch->daemon_exit));
+	for (int m = 0; m < NMODES; m++)
+		if (ch->faults_refused[m])
+			printf("  the mocks refused mode %s %" PRIu64
+			       " times\n",
+			       fault_modes[m], ch->faults_refused[m]);
 	for (uint64_t i = 0; i < ch->log_killed && i < LOG_SHOW; i++)
 		printf("  %s\n", ch->log_lines[i]);
 }
