@@ -1,5 +1,5 @@
 # llmfd — one non-recursive Makefile.
-# make | make check | make asan | make demo | make bench | make chaos | make install | make deps
+# make | make check | make asan | make demo | make bench | make install | make deps
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -106,6 +106,7 @@ bench:
 # CHAOS_SECONDS in all, loopback and a temp dir only; ends "N passed, N
 # failed". Not part of `make check`. CHAOS_ARGS passes more options.
 CHAOS_SECONDS ?= 180
+.PHONY: chaos
 chaos: deps
 	@$(MAKE) --no-print-directory all
 	@$(BUILD)/llmf-chaos --build $(abspath $(BUILD)) \
@@ -153,5 +154,5 @@ install: all
 clean:
 	rm -rf build build-asan
 
-.PHONY: all tests deps check asan demo bench chaos fuzz format install clean
+.PHONY: all tests deps check asan demo bench fuzz format install clean
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
