@@ -30,7 +30,8 @@ DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
 LIBCOMMON  := $(BUILD)/libllmfd.a
 
 BINS = $(BUILD)/llmfd $(BUILD)/llmfctl $(BUILD)/llmf-mock \
-       $(if $(wildcard tools/bench.c),$(BUILD)/llmf-bench)
+       $(if $(wildcard tools/bench.c),$(BUILD)/llmf-bench) \
+       $(if $(wildcard tools/chaos.c),$(BUILD)/llmf-chaos)
 
 all: $(BINS)
 
@@ -53,6 +54,9 @@ $(BUILD)/llmf-mock: $(call obj,tools/mock.c) $(LIBCOMMON)
 
 $(BUILD)/llmf-bench: $(call obj,tools/bench.c) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/llmf-chaos: $(call obj,tools/chaos.c) $(LIBCOMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) -lpthread
 
 $(BUILD)/test_unit: $(call obj,$(UNIT_SRC)) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(CRIT_LIBS)
@@ -116,6 +120,16 @@ bench:
 	@$(MAKE) --no-print-directory deps EXTRA_PKGS="$(BENCH_PKGS)"
 	@$(MAKE) --no-print-directory all
 	@bench/run.sh $(BUILD)
+
+# A soak under random upstream faults and client abuse (docs/chaos.md):
+# CHAOS_SECONDS in all, loopback and a temp dir only; ends "N passed, N
+# failed". Not part of `make check`. CHAOS_ARGS passes more options.
+CHAOS_SECONDS ?= 180
+.PHONY: chaos
+chaos: deps
+	@$(MAKE) --no-print-directory all
+	@$(BUILD)/llmf-chaos --build $(abspath $(BUILD)) \
+	  --seconds $(CHAOS_SECONDS) $(CHAOS_ARGS)
 
 # libFuzzer targets (clang); FUZZ_SECONDS each. Not part of `make check`.
 FUZZ_SECONDS ?= 60

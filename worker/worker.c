@@ -1,5 +1,6 @@
 /* Worker process main: one event_base, inherited listeners, pools to every
  * deployment, and drain-on-SIGTERM. */
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,13 @@
 #include "worker/conn.h"
 #include "worker/request.h"
 #include "worker/worker.h"
+
+/* Idle seconds between malloc_trim calls. */
+#define WORKER_TRIM_S 5
+/* Allocations this large come from mmap and go back to the system when
+ * freed (glibc otherwise raises the threshold up to 32 MiB after the first
+ * big free, and a 30 MiB body would then stay in the heap). */
+#define WORKER_MMAP_MIN (256 << 10)
 
 /* How long a draining worker must stay idle before it exits. */
 #define DRAIN_LINGER_MS 300
@@ -114,6 +122,9 @@ worker_tick(evutil_socket_t fd, short ev, void *arg)
 		          w->inflight, w->inflight == 1 ? "" : "s");
 		event_base_loopexit(w->base, NULL);
 	}
+	/* give freed heap back once the burst that needed it is over */
+	if (w->inflight == 0 && ++w->idle_ticks % WORKER_TRIM_S == 0)
+		malloc_trim(0);
 }
 
 /* Map config indexes to table slots and open a pool per deployment. */
@@ -188,6 +199,7 @@ worker_main(const struct cfg *cfg, struct shm *shm, int index, const int *fds,
 	w.rng = (uint64_t)clock_us() ^ ((uint64_t)getpid() << 32);
 	snprintf(name, sizeof name, "worker %d", index);
 	log_procinit(name);
+	mallopt(M_MMAP_THRESHOLD, WORKER_MMAP_MIN);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGINT, SIG_IGN); /* the master turns ^C into SIGTERM */
 	signal(SIGHUP, SIG_IGN);
