@@ -104,6 +104,11 @@ struct provider {
 	                    const char *event, size_t elen, const char *data,
 	                    size_t dlen, struct buf *out,
 	                    struct upstream_error *e);
+	/* The stream's body ended cleanly after its finish reason but without
+	 * its terminal event: write what that event would have (the usage
+	 * chunk if include_usage asked for one). NULL: nothing to add. */
+	void (*stream_end)(const struct prov_call *, struct stream_state *,
+	                   struct buf *out);
 };
 
 extern const struct provider prov_openai;

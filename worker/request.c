@@ -1446,6 +1446,20 @@ att_whole(struct attempt *a)
 	req_finish(r, &(struct req_end){.status = 200});
 }
 
+/* The body ended cleanly after a finish reason but without the stream's
+ * terminal event ([DONE], message_stop): the answer is complete. The
+ * provider writes what the terminal event would have (usage). */
+static void
+att_stream_end(struct attempt *a)
+{
+	log_debug("%s %s ended its stream without the terminal event; "
+	          "complete after its finish reason",
+	          a->r->s.id, dname(a->r, a->st.d));
+	if (a->st.prov->stream_end)
+		a->st.prov->stream_end(&a->st.pc, &a->ss, &a->out);
+	a->st.complete = 1;
+}
+
 static void
 up_on_done(void *arg)
 {
@@ -1467,11 +1481,13 @@ up_on_done(void *arg)
 		           -1);
 		return;
 	}
-	if (!a->st.complete) {
+	if (!a->st.complete && !a->ss.finished) {
 		att_failed(a, EC_TRANSIENT, a->st.resp.status,
 		           "upstream stream ended before completion", -1, -1);
 		return;
 	}
+	if (!a->st.complete) /* a clean end after the finish: complete */
+		att_stream_end(a);
 	if (a->st.ttft_us < 0)
 		att_first_content(a);
 	req_stream_flush(r, a);
@@ -1499,8 +1515,8 @@ static const struct up_cbs up_cbs = {
  * the network (exported for unit tests): its connection is dropped, then
  * the headers (status, event_stream), the body and, if end, the end. */
 void
-req_test_upstream(struct req *r, int status, int event_stream,
-                  const char *body, size_t n, int end)
+req_test_upstream(struct req *r, int status, int event_stream, const char *body,
+                  size_t n, int end)
 {
 	struct attempt *a = r->att[0].st.active ? &r->att[0] : &r->att[1];
 	struct up_resp resp = {.status = status,

@@ -520,3 +520,28 @@ Test(engine, stream_error_before_content_falls_back)
 	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-attempts: 2"));
 	cr_assert_null(strstr(cap.body.data, "overloaded"));
 }
+
+/* ---- failover behaviours (issue 13) ---- */
+
+#define FINISH_CHUNK                                                           \
+	"data: "                                                               \
+	"{\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"choices\":"      \
+	"[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
+
+/* A body that ends cleanly after the finish reason but without [DONE] is
+ * complete: the client gets [DONE] and no error event. */
+Test(engine, stream_clean_end_without_done_is_complete)
+{
+	static const char s[] = CHUNK("he") CHUNK("llo") FINISH_CHUNK;
+	struct req *r;
+
+	start_default();
+	cr_assert_not_null(r = chat(STREAM));
+	req_test_upstream(r, 200, 1, s, sizeof s - 1, 1);
+	cr_assert(cap.ended);
+	cr_assert_not_null(strstr(cap.body.data, "data: [DONE]\n\n"));
+	cr_assert_null(strstr(cap.body.data, "stream_interrupted"));
+	cr_assert_eq(atomic_load(&shm.slots[0].successes) +
+	                 atomic_load(&shm.slots[1].successes),
+	             1);
+}

@@ -1060,9 +1060,20 @@ anth_stream_event(const struct prov_call *pc, struct stream_state *st,
 	return 0;
 }
 
+/* The body ended after message_delta without message_stop: close the
+ * stream as message_stop would. */
+static void
+anth_stream_end(const struct prov_call *pc, struct stream_state *st,
+                struct buf *out)
+{
+	(void)pc;
+	(void)anth_ev_message_stop(st, out);
+}
+
 const struct provider prov_anthropic = {
     .name = "anthropic",
     .build = anth_build,
     .response = anth_response,
     .stream_event = anth_stream_event,
+    .stream_end = anth_stream_end,
 };

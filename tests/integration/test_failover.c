@@ -1,0 +1,231 @@
+/* Failover on every known upstream fault (issue 13), end to end through the
+ * real daemon and llmf-mock, each one timed: streams that end without
+ * [DONE], a malformed chunk, a primary that comes back, timeouts that fail
+ * over instead of repeating, short Retry-After, what clients see (status,
+ * Retry-After, x-should-retry), continuation that never repeats text, and
+ * accounting after a fallback. Each test prints one "MEASURE" line (time
+ * and attempt counts) on stderr. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <criterion/criterion.h>
+
+#include "tests/integration/harness.h"
+
+#define CHAT               "/v1/chat/completions"
+#define HI                 "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]"
+#define BODY(model, extra) "{\"model\":\"" model "\"," HI extra "}"
+#define STREAM(model, extra)                                                   \
+	"{\"model\":\"" model "\"," HI ",\"stream\":true" extra "}"
+#define USAGE ",\"stream_options\":{\"include_usage\":true}"
+
+TestSuite(failover, .init = h_setup, .fini = h_teardown, .timeout = 120);
+
+static struct h_mock primary, backup;
+
+/* What a client saw in an SSE body. */
+struct sse_view {
+	int nevents;  /* data events, [DONE] included */
+	int ncontent; /* chunks carrying non-empty delta content */
+	int nusage;   /* chunks carrying usage */
+	bool done;    /* a data: [DONE] event */
+	bool error;   /* a data: {"error":...} event */
+	bool after;   /* an event after [DONE] or the error event */
+	long prompt, completion;
+	char text[2048];
+	const char *model; /* of the last chunk */
+	const char *err_code, *err_message, *err_dep;
+};
+
+/* Split body into SSE events and summarise them. */
+static void
+sse_view(const char *body, struct sse_view *v)
+{
+	char *copy = h_fmt("%s", body ? body : ""), *p = copy, *end;
+
+	memset(v, 0, sizeof *v);
+	while (p && *p) {
+		end = strstr(p, "\n\n");
+		if (end)
+			*end = '\0';
+		if (strncmp(p, "data: ", 6) == 0) {
+			const char *d = p + 6, *c;
+
+			v->nevents++;
+			if (v->done || v->error)
+				v->after = true;
+			if (strcmp(d, "[DONE]") == 0) {
+				v->done = true;
+			} else if (h_json(d, "error") != NULL) {
+				v->error = true;
+				v->err_code = h_json(d, "error.code");
+				v->err_message = h_json(d, "error.message");
+				v->err_dep = h_json(d, "error.deployment");
+			} else {
+				if (h_json(d, "model"))
+					v->model = h_json(d, "model");
+				if (h_json(d, "usage.prompt_tokens")) {
+					v->nusage++;
+					v->prompt = h_json_long(
+					    d, "usage.prompt_tokens", -1);
+					v->completion = h_json_long(
+					    d, "usage.completion_tokens", -1);
+				}
+				c = h_json(d, "choices.0.delta.content");
+				if (c != NULL && *c != '\0') {
+					v->ncontent++;
+					strncat(v->text, c,
+					        sizeof v->text -
+					            strlen(v->text) - 1);
+				}
+			}
+		}
+		p = end ? end + 2 : NULL;
+	}
+}
+
+/* One line describing a stream view, for assertion messages. */
+static const char *
+view_desc(const struct sse_view *v)
+{
+	return h_fmt("%d events, %d content, text '%s', done %d, error %d "
+	             "(%s: %s)",
+	             v->nevents, v->ncontent, v->text, v->done, v->error,
+	             v->err_code ? v->err_code : "-",
+	             v->err_message ? v->err_message : "-");
+}
+
+/* Start llmfd: router settings `router`; deployment "primary" (group main,
+ * provider pprov, on the primary mock) with extra_p; "secondary" (group
+ * backup, provider bprov, on the backup mock) with extra_b; main falls
+ * back to backup; then tail. */
+static void
+start_daemon(const char *router, const char *pprov, const char *extra_p,
+             const char *bprov, const char *extra_b, const char *tail)
+{
+	h_llmfd_start(
+	    "daemon = { workers = 2; listen = \"llmfd.sock\";\n"
+	    "  health_table = \"health\"; log_level = \"debug\";\n"
+	    "  access_log = \"access.log\"; };\n"
+	    "router = { %s };\n"
+	    "deployments = (\n"
+	    "  { name = \"primary\"; group = \"main\"; provider = \"%s\";\n"
+	    "    base_url = \"http://127.0.0.1:%d%s\"; api_key = "
+	    "\"$TEST_KEY\"; model = \"model-p\"; %s },\n"
+	    "  { name = \"secondary\"; group = \"backup\"; provider = \"%s\";\n"
+	    "    base_url = \"http://127.0.0.1:%d%s\"; api_key = "
+	    "\"$TEST_KEY\"; model = \"model-s\"; %s }\n"
+	    ");\n"
+	    "fallbacks = ( { group = \"main\"; to = [ \"backup\" ]; } );\n"
+	    "%s\n",
+	    router, pprov, primary.port,
+	    strcmp(pprov, "openai") == 0 ? "/v1" : "", extra_p, bprov,
+	    backup.port, strcmp(bprov, "openai") == 0 ? "/v1" : "", extra_b,
+	    tail);
+}
+
+/* Both deployments OpenAI-compatible, default settings otherwise. */
+static void
+start_openai(const char *router, const char *extra_p, const char *tail)
+{
+	start_daemon(router, "openai", extra_p, "openai", "", tail);
+}
+
+static struct h_resp *
+chat(const char *body)
+{
+	return h_unix("POST", CHAT, body);
+}
+
+/* The x-llmfd-deployment header, or "(none)". */
+static const char *
+served_by(const struct h_resp *r)
+{
+	const char *d = h_header(r, "x-llmfd-deployment");
+
+	return d ? d : "(none)";
+}
+
+/* The x-llmfd-attempts header as a number (-1 if absent). */
+static long
+attempts(const struct h_resp *r)
+{
+	const char *a = h_header(r, "x-llmfd-attempts");
+
+	return a ? atol(a) : -1;
+}
+
+/* Print one measurement line for the issue's closing note. */
+#define MEASURE(...) fprintf(stderr, "MEASURE " __VA_ARGS__)
+
+/* ---- 1. a stream that ends cleanly without [DONE] is complete ---- */
+
+/* An OpenAI stream whose body ends after the finish and usage chunks but
+ * without data: [DONE] is complete: llmfd ends it with [DONE] at once,
+ * keeps the usage, and neither reports a cut nor tries anything else. */
+Test(failover, b1_no_done_openai_is_complete)
+{
+	struct sse_view v;
+
+	h_mock_start(&primary, "a", "--mode", "no-done", NULL);
+	h_mock_start(&backup, "b", NULL);
+	start_openai("", "", "");
+	struct h_resp *r = chat(STREAM("main", USAGE));
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	sse_view(r->body, &v);
+	MEASURE("b1 openai no-done: %ld ms, %ld attempts, done %d error %d, "
+	        "usage %ld/%ld\n",
+	        r->ms, attempts(r), v.done, v.error, v.prompt, v.completion);
+	cr_assert(v.done && !v.error && !v.after, "%s\n%s", view_desc(&v),
+	          r->body);
+	cr_assert_str_eq(v.text, "mock a says hi mock");
+	cr_assert_eq(v.nusage, 1, "%s", r->body);
+	cr_assert_eq(v.prompt, 10);
+	cr_assert_eq(v.completion, 5);
+	cr_assert_str_eq(served_by(r), "primary");
+	cr_assert_eq(attempts(r), 1);
+	cr_assert_eq(h_mock_stat(&backup, "requests"), 0);
+	cr_assert_lt(r->ms, 2000, "took %ld ms", r->ms);
+}
+
+/* The same for an Anthropic stream that stops after message_delta without
+ * message_stop: the usage chunk llmfd writes at message_stop is still
+ * written. */
+Test(failover, b1_no_done_anthropic_is_complete)
+{
+	struct sse_view v;
+
+	h_mock_start(&primary, "a", "--mode", "no-done", NULL);
+	h_mock_start(&backup, "b", NULL);
+	start_daemon("", "anthropic", "", "openai", "", "");
+	struct h_resp *r = chat(STREAM("main", USAGE));
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	sse_view(r->body, &v);
+	MEASURE("b1 anthropic no-done: %ld ms, %ld attempts, done %d error "
+	        "%d, usage %ld/%ld\n",
+	        r->ms, attempts(r), v.done, v.error, v.prompt, v.completion);
+	cr_assert(v.done && !v.error && !v.after, "%s\n%s", view_desc(&v),
+	          r->body);
+	cr_assert_str_eq(v.text, "mock a says hi mock");
+	cr_assert_eq(v.nusage, 1, "%s", r->body);
+	cr_assert_eq(v.prompt, 10);
+	cr_assert_eq(v.completion, 5);
+	cr_assert_eq(attempts(r), 1);
+	cr_assert_eq(h_mock_stat(&backup, "requests"), 0);
+}
+
+/* A stream cut before its finish reason is still a cut. */
+Test(failover, b1_cut_without_finish_is_still_a_cut)
+{
+	struct sse_view v;
+
+	h_mock_start(&primary, "a", "--mode", "cut", "--cut-after", "2", NULL);
+	h_mock_start(&backup, "b", NULL);
+	start_openai("", "", "");
+	struct h_resp *r = chat(STREAM("main", ""));
+	sse_view(r->body, &v);
+	cr_assert(v.error && !v.done, "%s", view_desc(&v));
+	cr_assert_str_eq(v.err_code, "stream_interrupted");
+}
