@@ -36,10 +36,11 @@
 #include "worker/upstream.h"
 #include "worker/worker.h"
 
-#define REQ_MAX_TRAIL 12
-#define REQ_MAX_FREE  256 /* recycled request objects kept after a burst */
-#define REQ_KEEP_BUF  (64 << 10) /* bigger buffers are freed on recycling */
-#define ERRBODY_MAX   65536
+#define REQ_MAX_TRAIL  12
+#define REQ_MAX_FREE   256 /* recycled request objects kept after a burst */
+#define REQ_KEEP_BUF   (64 << 10) /* bigger buffers are freed on recycling */
+#define ERRBODY_MAX    65536
+#define STREAM_MAX_BAD 16 /* malformed events an attempt may skip */
 
 struct attempt_rec {
 	int d;
@@ -73,6 +74,7 @@ struct attempt {
 		int64_t t0_us, ttft_us;
 		struct up_resp resp;
 		int streaming, complete, in_stream_err;
+		int bad_events; /* malformed events skipped */
 		struct usage usage;
 	} st;
 };
@@ -1277,6 +1279,26 @@ req_stream_flush(struct req *r, struct attempt *a)
 	buf_reset(&a->out);
 }
 
+/* A stream event the provider refused: if its data is not JSON at all
+ * (one malformed event in an otherwise healthy stream), skip and count it
+ * and return 1; a stream that never completes still fails, and so does
+ * one with more than STREAM_MAX_BAD of them. 0 for a real error event. */
+static int
+att_bad_event(struct attempt *a, const char *data, size_t dlen)
+{
+	static struct json chk;
+	struct req *r = a->r;
+
+	if (json_parse(&chk, data, dlen) == 0 ||
+	    ++a->st.bad_events > STREAM_MAX_BAD)
+		return 0;
+	route_count_bad_event(r->w, a->st.d);
+	log_debug("%s %s sent a malformed stream event (%zu bytes); skipped",
+	          r->s.id, dname(r, a->st.d), dlen);
+	memset(&r->s.uerr, 0, sizeof r->s.uerr);
+	return 1;
+}
+
 /* One SSE event from the upstream, through the provider. */
 static int
 att_sse_event(void *arg, const char *ev, size_t elen, const char *data,
@@ -1289,6 +1311,8 @@ att_sse_event(void *arg, const char *ev, size_t elen, const char *data,
 		return 0;
 	rc = a->st.prov->stream_event(&a->st.pc, &a->ss, ev, elen, data, dlen,
 	                              &a->out, &a->r->s.uerr);
+	if (rc == -1 && att_bad_event(a, data, dlen))
+		return 0;
 	if (rc == -1) {
 		a->st.in_stream_err = 1;
 		return 1;

@@ -594,6 +594,13 @@ route_count_retry(struct worker *w, int d)
 	atomic_fetch_add_explicit(&slot_of(w, d)->retries, 1, RLX);
 }
 
+/* A malformed stream event from d was skipped. */
+void
+route_count_bad_event(struct worker *w, int d)
+{
+	atomic_fetch_add_explicit(&slot_of(w, d)->bad_events, 1, RLX);
+}
+
 /* The group's fixed hedge delay, or d's TTFT p95 once it has 5 samples. */
 int64_t
 route_hedge_delay(struct worker *w, const struct group_cfg *g, int d)

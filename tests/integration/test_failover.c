@@ -229,3 +229,61 @@ Test(failover, b1_cut_without_finish_is_still_a_cut)
 	cr_assert(v.error && !v.done, "%s", view_desc(&v));
 	cr_assert_str_eq(v.err_code, "stream_interrupted");
 }
+
+/* ---- 2. one malformed event is skipped, the stream goes on ---- */
+
+/* The llmfd_stream_bad_events_total sample of deployment dep (-1). */
+static long
+bad_events_metric(const char *dep)
+{
+	struct h_resp *m = h_unix("GET", "/metrics", NULL);
+	const char *key =
+	    h_fmt("llmfd_stream_bad_events_total{deployment=\"%s\"", dep);
+	const char *p = m->body ? strstr(m->body, key) : NULL;
+
+	if (p == NULL || (p = strchr(p, '}')) == NULL)
+		return -1;
+	return atol(p + 1);
+}
+
+/* One bad-chunk stream through provider prov: complete, the bad event
+ * skipped and counted. */
+static void
+check_bad_chunk(const char *prov)
+{
+	struct sse_view v;
+
+	h_mock_start(&primary, "a", "--mode", "bad-chunk", NULL);
+	h_mock_start(&backup, "b", NULL);
+	start_daemon("", prov, "", "openai", "", "");
+	struct h_resp *r = chat(STREAM("main", USAGE));
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	sse_view(r->body, &v);
+	MEASURE("b2 %s bad-chunk: %ld ms, %ld attempts, done %d error %d, "
+	        "text '%s'\n",
+	        prov, r->ms, attempts(r), v.done, v.error, v.text);
+	cr_assert(v.done && !v.error && !v.after, "%s\n%s", view_desc(&v),
+	          r->body);
+	cr_assert_str_eq(v.text, "mock a says hi mock");
+	cr_assert_eq(v.prompt, 10);
+	cr_assert_str_eq(served_by(r), "primary");
+	cr_assert_eq(attempts(r), 1);
+	cr_assert_eq(h_mock_stat(&backup, "requests"), 0);
+	cr_assert_eq(bad_events_metric("primary"), 1);
+	cr_assert(h_log_has("malformed stream event"), "no debug log line");
+}
+
+Test(failover, b2_bad_chunk_openai_skipped)
+{
+	check_bad_chunk("openai");
+}
+
+Test(failover, b2_bad_chunk_anthropic_skipped)
+{
+	check_bad_chunk("anthropic");
+}
+
+Test(failover, b2_bad_chunk_gemini_skipped)
+{
+	check_bad_chunk("gemini");
+}

@@ -545,3 +545,42 @@ Test(engine, stream_clean_end_without_done_is_complete)
 	                 atomic_load(&shm.slots[1].successes),
 	             1);
 }
+
+/* One malformed event inside a healthy stream is skipped and counted; the
+ * stream goes on and completes. */
+Test(engine, stream_malformed_event_skipped)
+{
+	static const char s[] = CHUNK("he") "data: {\"choices\":[{\n\n" CHUNK(
+	    "llo") "data: [DONE]\n\n";
+	struct req *r;
+
+	start_default();
+	cr_assert_not_null(r = chat(STREAM));
+	req_test_upstream(r, 200, 1, s, sizeof s - 1, 1);
+	cr_assert(cap.ended);
+	cr_assert_not_null(strstr(cap.body.data, "\"llo\""));
+	cr_assert_not_null(strstr(cap.body.data, "data: [DONE]\n\n"));
+	cr_assert_null(strstr(cap.body.data, "stream_interrupted"));
+	cr_assert_eq(atomic_load(&shm.slots[0].bad_events) +
+	                 atomic_load(&shm.slots[1].bad_events),
+	             1);
+}
+
+/* A real error event (valid JSON) is not skipped. */
+Test(engine, stream_error_event_not_skipped_as_malformed)
+{
+	static const char c[] = CHUNK("he");
+	static const char s[] =
+	    "data: {\"error\":{\"message\":"
+	    "\"overloaded\",\"type\":\"server_error\"}}\n\n";
+	struct req *r;
+
+	start("num_retries = 0; cooldown_s = 0;", DEP("a", "g", ""), "");
+	cr_assert_not_null(r = chat(STREAM));
+	req_test_upstream(r, 200, 1, c, sizeof c - 1, 0);
+	cr_assert_eq(req_phase(r), REQ_STREAMING);
+	req_test_upstream(r, 200, 1, s, sizeof s - 1, 0);
+	cr_assert(cap.ended);
+	cr_assert_not_null(strstr(cap.body.data, "stream_interrupted"));
+	cr_assert_eq(atomic_load(&shm.slots[0].bad_events), 0);
+}
