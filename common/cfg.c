@@ -606,6 +606,47 @@ router_check(struct loader *ld, const config_setting_t *g)
 	return 0;
 }
 
+/* router.retry_on: a list of failure kinds, into RETRY_* bits. */
+static int
+get_retry_on(struct loader *ld, const config_setting_t *g, int *out)
+{
+	static const struct {
+		const char *name;
+		int bit;
+	} kinds[] = {{"5xx", RETRY_5XX},
+	             {"reset", RETRY_RESET},
+	             {"timeout", RETRY_TIMEOUT},
+	             {"429", RETRY_429}};
+	config_setting_t *s = config_setting_get_member(g, "retry_on"), *e;
+	const char *v;
+	size_t k;
+
+	if (s == NULL)
+		return 0;
+	if (config_setting_type(s) != CONFIG_TYPE_ARRAY &&
+	    config_setting_type(s) != CONFIG_TYPE_LIST)
+		return set_error(ld, s,
+		                 "expected a list such as [ \"5xx\", "
+		                 "\"reset\" ]");
+	*out = 0;
+	for (int i = 0; i < config_setting_length(s); i++) {
+		e = config_setting_get_elem(s, (unsigned)i);
+		v = config_setting_type(e) == CONFIG_TYPE_STRING
+		        ? config_setting_get_string(e)
+		        : "";
+		for (k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+			if (strcmp(v, kinds[k].name) == 0)
+				break;
+		if (k == sizeof kinds / sizeof kinds[0])
+			return set_error(ld, s,
+			                 "unknown failure kind '%s' (use 5xx, "
+			                 "reset, timeout or 429)",
+			                 v);
+		*out |= kinds[k].bit;
+	}
+	return 0;
+}
+
 /* The router section. */
 static int
 parse_router(struct loader *ld, const config_setting_t *g)
@@ -628,6 +669,8 @@ parse_router(struct loader *ld, const config_setting_t *g)
 	                                   "retry_budget_ratio",
 	                                   "retry_budget_floor",
 	                                   "max_ttft_p95_ms",
+	                                   "retry_on",
+	                                   "retry_after_max_wait_ms",
 	                                   NULL};
 	struct cfg *c = ld->cfg;
 
@@ -662,7 +705,11 @@ parse_router(struct loader *ld, const config_setting_t *g)
 	               &c->retry_budget_ratio) ||
 	    get_int(ld, g, "retry_budget_floor", 0, INT_MAX,
 	            &c->retry_budget_floor) ||
-	    get_int(ld, g, "max_ttft_p95_ms", 0, INT_MAX, &c->max_ttft_p95_ms))
+	    get_int(ld, g, "max_ttft_p95_ms", 0, INT_MAX,
+	            &c->max_ttft_p95_ms) ||
+	    get_int(ld, g, "retry_after_max_wait_ms", 0, INT_MAX,
+	            &c->retry_after_max_wait_ms) ||
+	    get_retry_on(ld, g, &c->retry_on))
 		return -1;
 	return router_check(ld, g);
 }
@@ -1559,6 +1606,8 @@ cfg_defaults(struct cfg *cfg)
 	cfg->retry_budget_ratio = 0.2;
 	cfg->retry_budget_floor = 10;
 	cfg->max_ttft_p95_ms = 0;
+	cfg->retry_on = RETRY_5XX | RETRY_RESET;
+	cfg->retry_after_max_wait_ms = 5000;
 }
 
 /* Walk the parsed tree into ld->cfg. */

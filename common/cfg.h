@@ -31,6 +31,13 @@ enum provider_kind {
 };
 
 enum log_format { LOGF_TEXT = 0, LOGF_JSON };
+
+/* Failure kinds for router.retry_on: which failures are retried on the
+ * same deployment (after a backoff) before the next candidate. */
+#define RETRY_5XX     0x1 /* HTTP 5xx, 408, 409; an error event in a stream */
+#define RETRY_RESET   0x2 /* refused, reset or closed; a reply cut short */
+#define RETRY_TIMEOUT 0x4 /* attempt or first-token timeout */
+#define RETRY_429     0x8 /* rate limited (without a short Retry-After) */
 enum stream_resume { RESUME_OFF = 0, RESUME_CONTINUE };
 
 const char *cfg_strategy_name(int);
@@ -140,6 +147,8 @@ struct cfg {
 	double retry_budget_ratio;     /* 0.2 */
 	int retry_budget_floor;        /* 10 per minute */
 	int max_ttft_p95_ms;           /* 0 = off */
+	int retry_on;                  /* RETRY_* bits: 5xx, reset */
+	int retry_after_max_wait_ms;   /* 5000 */
 
 	int ndeploy;
 	struct deploy_cfg *deploy; /* heap */

@@ -75,6 +75,7 @@ struct attempt {
 		struct up_resp resp;
 		int streaming, complete, in_stream_err;
 		int bad_events; /* malformed events skipped */
+		int timed_out;  /* failed by its timer */
 		struct usage usage;
 	} st;
 };
@@ -643,6 +644,7 @@ att_timeout(evutil_socket_t fd, short ev, void *arg)
 		up_abort(a->st.up);
 		a->st.up = NULL;
 	}
+	a->st.timed_out = 1;
 	att_failed(a, EC_TRANSIENT, 0, msg, -1, -1);
 }
 
@@ -1057,16 +1059,33 @@ req_chain(struct req *r, enum errclass cls)
 	                         r->s.groups[0]->name);
 }
 
+/* Retry after the upstream's own Retry-After of ra_ms (a 429 or 503): a
+ * short one (retry_after_max_wait_ms at most, within the deadline) on the
+ * same deployment; a longer one moves on at once. */
+static void
+req_decide_retry_after(struct req *r, int64_t ra_ms, int should_retry,
+                       struct req_decision *dc)
+{
+	if (ra_ms <= r->w->cfg->retry_after_max_wait_ms &&
+	    ra_ms < req_left_ms(r) && req_may_retry(r, should_retry)) {
+		dc->action = DO_RETRY;
+		dc->delay_ms = ra_ms;
+	}
+}
+
 /*
  * What follows a failed attempt (before anything reached the client), by
  * the failure's class: a bad request goes back to the client; a context or
- * content failure switches to its chain if there is one; a transient one
- * is retried on the same deployment after a backoff while the retry caps,
- * the budget and the deadline allow; anything else moves on.
+ * content failure switches to its chain if there is one; a transient or
+ * rate-limited one with a Retry-After waits for it on the same deployment
+ * if it is short, else moves on; without one, a failure whose kind is in
+ * router.retry_on (5xx and resets by default, not timeouts) is retried on
+ * the same deployment after a backoff while the retry caps, the budget and
+ * the deadline allow; anything else moves on.
  */
 void
-req_decide(struct req *r, enum errclass cls, int status, int64_t ra_ms,
-           int should_retry, struct req_decision *dc)
+req_decide(struct req *r, enum errclass cls, int kind, int status,
+           int64_t ra_ms, int should_retry, struct req_decision *dc)
 {
 	const struct cfg *cfg = r->w->cfg;
 	int64_t delay;
@@ -1093,11 +1112,16 @@ req_decide(struct req *r, enum errclass cls, int status, int64_t ra_ms,
 		                                    : "content_filter";
 		return;
 	case EC_TRANSIENT:
-		if (!req_may_retry(r, should_retry))
+	case EC_RATE_LIMITED:
+		if (ra_ms >= 0) {
+			req_decide_retry_after(r, ra_ms, should_retry, dc);
+			return;
+		}
+		if (!(cfg->retry_on & kind) || !req_may_retry(r, should_retry))
 			return;
 		delay = backoff_ms(
 		    cfg_eff_backoff_base_ms(cfg, &cfg->deploy[r->s.d]),
-		    cfg->backoff_max_ms, r->s.retries_used, ra_ms, &r->w->rng);
+		    cfg->backoff_max_ms, r->s.retries_used, -1, &r->w->rng);
 		if (delay < req_left_ms(r)) {
 			dc->action = DO_RETRY;
 			dc->delay_ms = delay;
@@ -1143,6 +1167,20 @@ req_midstream_failure(struct req *r, int d, const char *msg)
 	req_stream_abort(r, d, text);
 }
 
+/* The retry_on kind of a failed attempt (RETRY_*). */
+static int
+att_fail_kind(const struct attempt *a, enum errclass cls, int status)
+{
+	if (a->st.timed_out)
+		return RETRY_TIMEOUT;
+	if (cls == EC_RATE_LIMITED)
+		return RETRY_429;
+	if (status >= 500 || status == 408 || status == 409 ||
+	    a->st.in_stream_err)
+		return RETRY_5XX;
+	return RETRY_RESET;
+}
+
 /* An attempt failed with class cls: record it, then do what req_decide
  * says. */
 static void
@@ -1176,7 +1214,8 @@ att_failed(struct attempt *a, enum errclass cls, int status, const char *msg,
 	else if (cls != EC_BAD_REQUEST && cls != EC_CONTEXT_WINDOW &&
 	         cls != EC_CONTENT_POLICY)
 		r->s.n_fail++;
-	req_decide(r, cls, status, ra_ms, should_retry, &dc);
+	req_decide(r, cls, att_fail_kind(a, cls, status), status, ra_ms,
+	           should_retry, &dc);
 	switch (dc.action) {
 	case DO_FAIL:
 		req_fail(r, dc.status, dc.type, dc.code, msg);

@@ -287,3 +287,75 @@ Test(failover, b2_bad_chunk_gemini_skipped)
 {
 	check_bad_chunk("gemini");
 }
+
+/* ---- 4. timeouts fail over, they don't repeat ---- */
+
+/* An upstream that accepts and never answers costs one attempt timeout,
+ * then the fallback answers: not num_retries more timeouts. */
+Test(failover, b4_hang_costs_one_attempt_timeout)
+{
+	h_mock_start(&primary, "a", "--mode", "hang", NULL);
+	h_mock_start(&backup, "b", NULL);
+	start_openai("attempt_timeout_ms = 1500;", "", "");
+	struct h_resp *r = chat(BODY("main", ""));
+	MEASURE("b4 hang (attempt_timeout 1.5 s, num_retries 2): %ld ms, %ld "
+	        "attempts, primary %ld requests, served by %s\n",
+	        r->ms, attempts(r), h_mock_stat(&primary, "requests"),
+	        served_by(r));
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert_str_eq(served_by(r), "secondary");
+	cr_assert_eq(attempts(r), 2);
+	cr_assert_eq(h_mock_stat(&primary, "requests"), 1);
+	cr_assert(r->ms >= 1400 && r->ms < 3000, "took %ld ms", r->ms);
+}
+
+/* A first token that is late costs one first-token timeout, then the
+ * fallback streams the answer. */
+Test(failover, b4_slow_first_token_costs_one_timeout)
+{
+	struct sse_view v;
+
+	h_mock_start(&primary, "a", "--latency-ms", "8000", NULL);
+	h_mock_start(&backup, "b", NULL);
+	start_openai("first_token_timeout_ms = 1000;", "", "");
+	struct h_resp *r = chat(STREAM("main", ""));
+	sse_view(r->body, &v);
+	MEASURE("b4 slow first token (first_token_timeout 1 s, num_retries "
+	        "2): first byte %ld ms, %ld attempts, primary %ld requests\n",
+	        r->nreads ? r->read_ms[0] : -1, attempts(r),
+	        h_mock_stat(&primary, "requests"));
+	cr_assert(v.done && !v.error, "%s", view_desc(&v));
+	cr_assert_str_eq(served_by(r), "secondary");
+	cr_assert_eq(attempts(r), 2);
+	cr_assert_eq(h_mock_stat(&primary, "requests"), 1);
+	cr_assert(r->read_ms[0] >= 900 && r->read_ms[0] < 2500,
+	          "first byte at %ld ms", r->read_ms[0]);
+}
+
+/* retry_on = [ "timeout" ] brings the retry of a timeout back. */
+Test(failover, b4_retry_on_timeout_retries)
+{
+	h_mock_start(&primary, "a", "--mode", "hang", NULL);
+	h_mock_start(&backup, "b", NULL);
+	start_openai("attempt_timeout_ms = 500; num_retries = 1; "
+	             "backoff_base_ms = 10; retry_on = [ \"timeout\" ];",
+	             "", "");
+	struct h_resp *r = chat(BODY("main", ""));
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert_str_eq(served_by(r), "secondary");
+	cr_assert_eq(h_mock_stat(&primary, "requests"), 2);
+	cr_assert_eq(attempts(r), 3);
+}
+
+/* A 5xx is still retried on the same deployment by default. */
+Test(failover, b4_5xx_still_retried)
+{
+	h_mock_start(&primary, "a", "--mode", "status", "--status", "502",
+	             "--fail-first", "1", NULL);
+	h_mock_start(&backup, "b", NULL);
+	start_openai("backoff_base_ms = 10;", "", "");
+	struct h_resp *r = chat(BODY("main", ""));
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert_str_eq(served_by(r), "primary");
+	cr_assert_eq(attempts(r), 2);
+}

@@ -255,29 +255,29 @@ Test(engine, decide_by_class)
 	cr_assert_not_null(r = chat(PLAIN));
 	cr_assert_eq(req_phase(r), REQ_ATTEMPTING);
 
-	req_decide(r, EC_TRANSIENT, 503, -1, -1, &dc);
+	req_decide(r, EC_TRANSIENT, RETRY_5XX, 503, -1, -1, &dc);
 	cr_assert_eq(dc.action, DO_RETRY);
 	cr_assert(dc.delay_ms >= 0 && dc.delay_ms <= 2);
-	req_decide(r, EC_TRANSIENT, 503, -1, 0,
+	req_decide(r, EC_TRANSIENT, RETRY_5XX, 503, -1, 0,
 	           &dc); /* x-should-retry: false */
 	cr_assert_eq(dc.action, DO_NEXT);
-	req_decide(r, EC_RATE_LIMITED, 429, -1, -1, &dc);
+	req_decide(r, EC_RATE_LIMITED, RETRY_429, 429, -1, -1, &dc);
 	cr_assert_eq(dc.action, DO_NEXT);
-	req_decide(r, EC_AUTH, 401, -1, -1, &dc);
+	req_decide(r, EC_AUTH, 0, 401, -1, -1, &dc);
 	cr_assert_eq(dc.action, DO_NEXT);
-	req_decide(r, EC_NOT_FOUND, 404, -1, -1, &dc);
+	req_decide(r, EC_NOT_FOUND, 0, 404, -1, -1, &dc);
 	cr_assert_eq(dc.action, DO_NEXT);
-	req_decide(r, EC_QUOTA, 429, -1, -1, &dc);
+	req_decide(r, EC_QUOTA, 0, 429, -1, -1, &dc);
 	cr_assert_eq(dc.action, DO_NEXT);
-	req_decide(r, EC_BAD_REQUEST, 422, -1, -1, &dc);
+	req_decide(r, EC_BAD_REQUEST, 0, 422, -1, -1, &dc);
 	cr_assert_eq(dc.action, DO_FAIL);
 	cr_assert_eq(dc.status, 422);
 	cr_assert_str_eq(dc.code, "bad_request");
-	req_decide(r, EC_BAD_REQUEST, 500, -1, -1, &dc);
+	req_decide(r, EC_BAD_REQUEST, 0, 500, -1, -1, &dc);
 	cr_assert_eq(dc.status, 400);
-	req_decide(r, EC_CONTEXT_WINDOW, 400, -1, -1, &dc);
+	req_decide(r, EC_CONTEXT_WINDOW, 0, 400, -1, -1, &dc);
 	cr_assert_eq(dc.action, DO_SWITCH, "g has a context-window chain");
-	req_decide(r, EC_CONTENT_POLICY, 400, -1, -1, &dc);
+	req_decide(r, EC_CONTENT_POLICY, 0, 400, -1, -1, &dc);
 	cr_assert_eq(dc.action, DO_FAIL, "g has no content-policy chain");
 	cr_assert_eq(dc.status, 400);
 	cr_assert_str_eq(dc.code, "content_filter");
@@ -291,7 +291,7 @@ Test(engine, retry_after_longer_than_deadline_moves_on)
 	start_default();
 	cr_assert_not_null(r = chat("{\"model\":\"g\",\"timeout\":1,"
 	                            "\"messages\":[]}"));
-	req_decide(r, EC_TRANSIENT, 503, 5000, -1, &dc);
+	req_decide(r, EC_TRANSIENT, RETRY_5XX, 503, 5000, -1, &dc);
 	cr_assert_eq(dc.action, DO_NEXT);
 }
 
@@ -303,7 +303,7 @@ Test(engine, num_retries_zero_never_retries)
 	start_default();
 	cr_assert_not_null(r = chat("{\"model\":\"g\",\"num_retries\":0,"
 	                            "\"messages\":[]}"));
-	req_decide(r, EC_TRANSIENT, 503, -1, -1, &dc);
+	req_decide(r, EC_TRANSIENT, RETRY_5XX, 503, -1, -1, &dc);
 	cr_assert_eq(dc.action, DO_NEXT);
 }
 
@@ -403,7 +403,8 @@ Test(engine, transient_waits_then_retries_same)
 	cr_assert_eq(req_phase(r), REQ_ATTEMPTING);
 	req_test_upstream(r, 200, 0, REPLY, strlen(REPLY), 1);
 	cr_assert_eq(cap.status, 200);
-	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-attempts: 2"));
+	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-attempts: 2"), "%s",
+	                   cap.hdrs);
 }
 
 Test(engine, finish_client_gone_while_waiting)
@@ -517,7 +518,8 @@ Test(engine, stream_error_before_content_falls_back)
 	cr_assert_not(cap.started, "the client saw nothing of the failure");
 	req_test_upstream(r, 200, 1, s, sizeof s - 1, 1);
 	cr_assert(cap.ended);
-	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-attempts: 2"));
+	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-attempts: 2"), "%s",
+	                   cap.hdrs);
 	cr_assert_null(strstr(cap.body.data, "overloaded"));
 }
 
@@ -583,4 +585,83 @@ Test(engine, stream_error_event_not_skipped_as_malformed)
 	cr_assert(cap.ended);
 	cr_assert_not_null(strstr(cap.body.data, "stream_interrupted"));
 	cr_assert_eq(atomic_load(&shm.slots[0].bad_events), 0);
+}
+
+/* Timeouts move on by default; 5xx and resets are retried (retry_on). */
+Test(engine, decide_timeout_moves_on_by_default)
+{
+	struct req_decision dc;
+	struct req *r;
+
+	start_default();
+	cr_assert_eq(cfg->retry_on, RETRY_5XX | RETRY_RESET);
+	cr_assert_not_null(r = chat(PLAIN));
+	req_decide(r, EC_TRANSIENT, RETRY_TIMEOUT, 0, -1, -1, &dc);
+	cr_assert_eq(dc.action, DO_NEXT);
+	req_decide(r, EC_TRANSIENT, RETRY_RESET, 0, -1, -1, &dc);
+	cr_assert_eq(dc.action, DO_RETRY);
+	req_decide(r, EC_TRANSIENT, RETRY_5XX, 502, -1, -1, &dc);
+	cr_assert_eq(dc.action, DO_RETRY);
+}
+
+/* retry_on names the kinds retried on the same deployment. */
+Test(engine, decide_retry_on_setting)
+{
+	struct req_decision dc;
+	struct req *r;
+
+	start("num_retries = 2; backoff_base_ms = 1; backoff_max_ms = 2; "
+	      "retry_on = [ \"timeout\", \"429\" ];",
+	      DEP("a", "g", "") ",\n" DEP("b", "g", ""), "");
+	cr_assert_eq(cfg->retry_on, RETRY_TIMEOUT | RETRY_429);
+	cr_assert_not_null(r = chat(PLAIN));
+	req_decide(r, EC_TRANSIENT, RETRY_TIMEOUT, 0, -1, -1, &dc);
+	cr_assert_eq(dc.action, DO_RETRY);
+	req_decide(r, EC_RATE_LIMITED, RETRY_429, 429, -1, -1, &dc);
+	cr_assert_eq(dc.action, DO_RETRY);
+	req_decide(r, EC_TRANSIENT, RETRY_5XX, 503, -1, -1, &dc);
+	cr_assert_eq(dc.action, DO_NEXT);
+	req_decide(r, EC_TRANSIENT, RETRY_RESET, 0, -1, -1, &dc);
+	cr_assert_eq(dc.action, DO_NEXT);
+}
+
+/* A bad retry_on is refused with the setting named. */
+Test(engine, retry_on_unknown_kind_refused)
+{
+	char file[PATH_MAX], *cause = NULL;
+	FILE *f;
+
+	snprintf(file, sizeof file, "%s/bad.conf", tdir);
+	cr_assert_not_null(f = fopen(file, "w"));
+	fprintf(f, "router = { retry_on = [ \"5xx\", \"sometimes\" ]; };\n"
+	           "deployments = (" DEP("a", "g", "") ");\n");
+	fclose(f);
+	cr_assert_null(cfg_load(file, &cause));
+	cr_assert(cause && strstr(cause, "retry_on") &&
+	              strstr(cause, "'sometimes'"),
+	          "cause: %s", cause ? cause : "(none)");
+	free(cause);
+}
+
+/* A first token that is late costs one timeout, then the next candidate:
+ * no retry of the same deployment. */
+Test(engine, first_token_timeout_moves_to_next)
+{
+	static const char s[] = CHUNK("ok") "data: [DONE]\n\n";
+	struct req *r;
+
+	start("num_retries = 2; cooldown_s = 0;",
+	      DEP("a", "g", "first_token_timeout_ms = 1;") ",\n" DEP("b", "g",
+	                                                             ""),
+	      "");
+	cr_assert_not_null(r = chat(STREAM));
+	req_test_upstream(r, 200, 1, "", 0, 0); /* headers, then silence */
+	while (atomic_load(&shm.slots[0].failures[EC_TRANSIENT]) == 0)
+		event_base_loop(w.base, EVLOOP_ONCE); /* a's timer fires */
+	cr_assert_eq(req_phase(r), REQ_ATTEMPTING);
+	req_test_upstream(r, 200, 1, s, sizeof s - 1, 1);
+	cr_assert(cap.ended);
+	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-attempts: 2"), "%s",
+	                   cap.hdrs);
+	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-deployment: b"));
 }
