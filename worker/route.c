@@ -421,7 +421,9 @@ route_fail_health(struct worker *w, int d, enum errclass cls, int64_t ra_ms)
 
 	if (cls == EC_QUOTA)
 		cool *= QUOTA_MUL;
-	if (ra_ms > cool)
+	if (ra_ms > 0 && (cls == EC_RATE_LIMITED || cls == EC_TRANSIENT))
+		cool = ra_ms; /* the upstream said when: no longer than that */
+	else if (ra_ms > cool)
 		cool = ra_ms;
 	start = atomic_load_explicit(&s->fail_win_start_ms, RLX);
 	if (now - start > FAIL_WIN) {

@@ -359,3 +359,113 @@ Test(failover, b4_5xx_still_retried)
 	cr_assert_str_eq(served_by(r), "primary");
 	cr_assert_eq(attempts(r), 2);
 }
+
+/* ---- 5. short Retry-After is honoured on the preferred deployment ---- */
+
+/* llmfctl status --json (harness-owned text). */
+static char *
+status_json(void)
+{
+	char *out;
+	int rc = h_run(&out, h_bin("llmfctl"), "-c", h_conf(), "status",
+	               "--json", NULL);
+
+	cr_assert_eq(rc, 0, "llmfctl status --json exit %d:\n%s", rc, out);
+	return out;
+}
+
+/* A field of deployment dep in llmfctl's JSON, as text (NULL if absent). */
+static const char *
+dep_field(const char *js, const char *dep, const char *field)
+{
+	int n = h_json_count(js, "deployments");
+
+	for (int i = 0; i < n; i++) {
+		const char *name = h_json(js, h_fmt("deployments.%d.name", i));
+		if (name != NULL && strcmp(name, dep) == 0)
+			return h_json(js, h_fmt("deployments.%d.%s", i, field));
+	}
+	return NULL;
+}
+
+/* A 429 with Retry-After: 2 is waited out and retried on the primary
+ * (the fallback is not used), and the primary cools for 2 s, not 30. */
+Test(failover, b5_short_retry_after_retried_on_primary)
+{
+	h_mock_start(&primary, "a", "--mode", "status", "--status", "429",
+	             "--retry-after", "2", "--fail-first", "1", NULL);
+	h_mock_start(&backup, "b", NULL);
+	start_openai("", "", "");
+	struct h_resp *r = chat(BODY("main", ""));
+	MEASURE("b5 429 Retry-After 2: %ld ms, %ld attempts, served by %s, "
+	        "backup %ld requests\n",
+	        r->ms, attempts(r), served_by(r),
+	        h_mock_stat(&backup, "requests"));
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert_str_eq(served_by(r), "primary");
+	cr_assert_eq(attempts(r), 2);
+	cr_assert_eq(h_mock_stat(&backup, "requests"), 0);
+	cr_assert(r->ms >= 1900 && r->ms < 3500, "took %ld ms", r->ms);
+	r = chat(BODY("main", ""));
+	cr_assert_str_eq(served_by(r), "primary", "primary still cooling");
+}
+
+/* retry-after-ms on a 503 counts too. */
+Test(failover, b5_retry_after_ms_on_503)
+{
+	h_mock_start(&primary, "a", "--mode", "status", "--status", "503",
+	             "--retry-after-ms", "800", "--fail-first", "1", NULL);
+	h_mock_start(&backup, "b", NULL);
+	start_openai("", "", "");
+	struct h_resp *r = chat(BODY("main", ""));
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert_str_eq(served_by(r), "primary");
+	cr_assert(r->ms >= 750 && r->ms < 2500, "took %ld ms", r->ms);
+}
+
+/* A Retry-After longer than retry_after_max_wait_ms moves on at once, and
+ * the primary cools for the Retry-After. */
+Test(failover, b5_long_retry_after_moves_on_at_once)
+{
+	h_mock_start(&primary, "a", "--mode", "status", "--status", "429",
+	             "--retry-after", "20", NULL);
+	h_mock_start(&backup, "b", NULL);
+	start_openai("", "", "");
+	struct h_resp *r = chat(BODY("main", ""));
+	MEASURE("b5 429 Retry-After 20: %ld ms, %ld attempts, served by %s\n",
+	        r->ms, attempts(r), served_by(r));
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert_str_eq(served_by(r), "secondary");
+	cr_assert_eq(attempts(r), 2);
+	cr_assert_lt(r->ms, 1000);
+	const char *cool =
+	    dep_field(status_json(), "primary", "cooldown_remaining_s");
+	long left = cool ? atol(cool) : -1;
+	cr_assert(left >= 18 && left <= 20, "cooldown %ld s, want ~20", left);
+}
+
+/* The cooldown a 429 starts lasts its Retry-After: with retries off, a
+ * Retry-After of 2 s sends traffic to the fallback for about 2 s, then
+ * back to the primary (not 30 s, the cooldown_s). */
+Test(failover, b5_cooldown_lasts_the_retry_after)
+{
+	h_mock_start(&primary, "a", "--mode", "status", "--status", "429",
+	             "--retry-after", "2", "--fail-first", "1", NULL);
+	h_mock_start(&backup, "b", NULL);
+	start_openai("num_retries = 0;", "", "");
+	struct h_resp *r = chat(BODY("main", ""));
+	cr_assert_str_eq(served_by(r), "secondary");
+	long t0 = h_now_ms(), back = -1;
+	while (h_now_ms() - t0 < 8000) {
+		r = chat(BODY("main", ""));
+		if (strcmp(served_by(r), "primary") == 0) {
+			back = h_now_ms() - t0;
+			break;
+		}
+		h_sleep_ms(200);
+	}
+	MEASURE("b5 cooldown after 429 Retry-After 2 (cooldown_s 30): back "
+	        "on the primary after %ld ms\n",
+	        back);
+	cr_assert(back >= 1000 && back < 3500, "back after %ld ms", back);
+}

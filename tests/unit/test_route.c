@@ -423,6 +423,18 @@ Test(route, cooldown_honours_longer_retry_after)
 	cr_assert(left > 19000 && left <= 20000, "left %lld", (long long)left);
 }
 
+/* A 429's cooldown lasts its Retry-After, even when that is shorter than
+ * cooldown_s (a Retry-After of 2 s no longer cools for 30 s). */
+Test(route, cooldown_is_a_short_retry_after)
+{
+	start("allowed_fails = 3; cooldown_s = 30; circuit_failure_threshold "
+	      "= 100;",
+	      DEP("a", "g", ""));
+	attempt(0, EC_RATE_LIMITED, 2000);
+	int64_t left = atomic_load(&sl(0)->cooldown_until_ms) - clock_ms();
+	cr_assert(left > 1500 && left <= 2000, "left %lld", (long long)left);
+}
+
 /* A failure during cooldown extends it. */
 Test(route, cooldown_extended_by_failure)
 {
