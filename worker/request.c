@@ -109,6 +109,7 @@ struct req_st {
 	int64_t soonest_ms;
 	int n_rate, n_fail, forced, hedged;
 	int n_unsupported;
+	int64_t ra_ms; /* the shortest upstream Retry-After seen, -1 */
 	char build_err[160];
 	struct attempt_rec trail[REQ_MAX_TRAIL];
 	int ntrail;
@@ -430,6 +431,8 @@ req_send_end(struct req *r, const struct req_end *e)
 		         b->data ? b->data : "", b->len);
 		return;
 	}
+	if (r->s.attempts > 0) /* llmfd spent its retries: SDKs should not */
+		o->header(r->s.c, "x-should-retry", "false");
 	buf_reset(b);
 	if (r->s.ntrail) {
 		struct buf t = {0};
@@ -854,10 +857,47 @@ req_hedge(evutil_socket_t fd, short ev, void *arg)
 	r->s.prev_d = saved_prev;
 }
 
-/* Every candidate is exhausted: the most meaningful status. */
+/* Why the candidates in the trail are out: *rate counts rate limits (a
+ * 429, a full rpm window, a cooldown after a 429), *down outages (a
+ * failed attempt, an open circuit, a cooldown after failures). Returns
+ * the soonest monotonic ms one of them is expected back (0: unknown). */
+static int64_t
+req_why_out(struct req *r, int *rate, int *down)
+{
+	int64_t soonest = r->s.soonest_ms, back;
+
+	*rate = *down = 0;
+	for (int i = 0; i < r->s.ntrail; i++) {
+		const struct attempt_rec *t = &r->s.trail[i];
+
+		if (t->skip == SKIP_RATE || t->skip == SKIP_COOLING ||
+		    t->skip == SKIP_CIRCUIT)
+			(route_limited(r->w, t->d) ? (*rate)++ : (*down)++);
+		else if (!t->skip &&
+		         (t->cls == EC_RATE_LIMITED || t->cls == EC_QUOTA))
+			(*rate)++;
+		else if (!t->skip && t->cls != EC_CANCELLED)
+			(*down)++;
+		if ((back = route_back_ms(r->w, t->d)) > 0 &&
+		    (soonest == 0 || back < soonest))
+			soonest = back;
+	}
+	return soonest;
+}
+
+/*
+ * Every candidate is exhausted: the most meaningful status. A 400 when no
+ * provider could express the request; a 429 only when every candidate is
+ * rate-limited; a 503 for an outage (failed attempts, open circuits,
+ * cooldowns after failures). Both carry a Retry-After: the upstream's own,
+ * else the time to the soonest recovery, else 1 s.
+ */
 void
 req_exhausted_verdict(struct req *r, struct req_verdict *v)
 {
+	int rate, down;
+	int64_t back = req_why_out(r, &rate, &down), ms;
+
 	memset(v, 0, sizeof *v);
 	if (r->s.attempts == 0 && r->s.n_unsupported > 0 &&
 	    r->s.soonest_ms == 0) {
@@ -867,38 +907,33 @@ req_exhausted_verdict(struct req *r, struct req_verdict *v)
 		snprintf(v->msg, sizeof v->msg, "%s", r->s.build_err);
 		return;
 	}
-	if (r->s.soonest_ms > 0 && r->s.n_fail == 0) {
-		int64_t s = (r->s.soonest_ms - clock_ms() + 999) / 1000;
-
-		v->retry_after_s = s < 1 ? 1 : s;
-	}
-	if (r->s.n_fail == 0 && r->s.n_rate == 0 && r->s.soonest_ms > 0) {
-		v->status = 429;
-		v->type = "rate_limit_error";
-		v->code = "all_deployments_cooling";
-		snprintf(v->msg, sizeof v->msg,
-		         "every deployment for '%s' is cooling down or at its "
-		         "rate limit; retry after %" PRId64 " s",
-		         r->s.model, v->retry_after_s);
-		return;
-	}
-	v->status = 502;
-	v->type = "upstream_error";
-	v->code = "all_deployments_failed";
-	if (r->s.n_rate > 0 && r->s.n_fail == 0) {
-		v->status = 429;
-		v->code = "rate_limited";
-		v->type = "rate_limit_error";
-	} else if (r->s.n_fail > 0)
-		v->status = 503;
-	if (r->s.attempts == 0)
+	if (rate + down == 0) {
+		v->status = 502;
+		v->type = "upstream_error";
+		v->code = "all_deployments_failed";
 		snprintf(v->msg, sizeof v->msg,
 		         "no deployment of '%s' is available", r->s.model);
-	else
+		return;
+	}
+	ms = r->s.ra_ms > 0 ? r->s.ra_ms : back > 0 ? back - clock_ms() : 1000;
+	v->retry_after_s = ms > 1000 ? (ms + 999) / 1000 : 1;
+	v->status = down ? 503 : 429;
+	v->type = down ? "upstream_error" : "rate_limit_error";
+	if (r->s.attempts == 0) {
+		v->code = "all_deployments_cooling";
 		snprintf(v->msg, sizeof v->msg,
-		         "all %d attempt%s for model '%s' failed",
-		         r->s.attempts, r->s.attempts == 1 ? "" : "s",
-		         r->s.model);
+		         "every deployment for '%s' is %s; retry after %" PRId64
+		         " s",
+		         r->s.model,
+		         down ? "down (cooling down or circuit open)"
+		              : "cooling down or at its rate limit",
+		         v->retry_after_s);
+		return;
+	}
+	v->code = down ? "all_deployments_failed" : "rate_limited";
+	snprintf(v->msg, sizeof v->msg, "all %d attempt%s for model '%s' %s",
+	         r->s.attempts, r->s.attempts == 1 ? "" : "s", r->s.model,
+	         down ? "failed" : "were rate-limited");
 }
 
 /* Every candidate is exhausted: answer. */
@@ -1209,6 +1244,8 @@ att_failed(struct attempt *a, enum errclass cls, int status, const char *msg,
 		req_midstream_failure(r, a->st.d, msg);
 		return;
 	}
+	if (ra_ms >= 0 && (r->s.ra_ms < 0 || ra_ms < r->s.ra_ms))
+		r->s.ra_ms = ra_ms;
 	if (cls == EC_RATE_LIMITED)
 		r->s.n_rate++;
 	else if (cls != EC_BAD_REQUEST && cls != EC_CONTEXT_WINDOW &&
@@ -1762,6 +1799,7 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
 		    "\"llmfd_error\",\"param\":null,\"code\":\"out_of_memory\"}"
 		    "}";
 
+		ops->header(c, "Retry-After", "1");
 		ops->reply(c, 503, "application/json", oom, sizeof oom - 1);
 		return;
 	}
@@ -1777,6 +1815,7 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
 	r->s.t0_us = clock_us();
 	r->s.d = r->s.prev_d = r->s.served = -1;
 	r->s.ttft_us = -1;
+	r->s.ra_ms = -1;
 	r->s.close_after = w->draining;
 	snprintf(r->s.id, sizeof r->s.id, "req-%x-%" PRIx64, (unsigned)getpid(),
 	         ++w->next_id);

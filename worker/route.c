@@ -596,6 +596,39 @@ route_count_retry(struct worker *w, int d)
 	atomic_fetch_add_explicit(&slot_of(w, d)->retries, 1, RLX);
 }
 
+/* When d's cooldown or open circuit ends (0: neither holds it off). */
+int64_t
+route_back_ms(struct worker *w, int d)
+{
+	struct slot_sh *s = slot_of(w, d);
+	int64_t now = clock_ms(), back = 0, t;
+
+	t = atomic_load_explicit(&s->cooldown_until_ms, RLX);
+	if (t > now)
+		back = t;
+	t = atomic_load_explicit(&s->circuit_until_ms, RLX);
+	if (atomic_load_explicit(&s->circuit, RLX) == CIRCUIT_OPEN && t > now &&
+	    t > back)
+		back = t;
+	return back;
+}
+
+/* Whether d is held off by a rate limit rather than by failures. */
+int
+route_limited(struct worker *w, int d)
+{
+	int64_t back, wall;
+	int why = route_check(w, d, 0, clock_ms(), &back, 0), status, cls;
+	char t[SHM_ERR_MAX];
+
+	if (why == SKIP_RATE)
+		return 1;
+	if (why != SKIP_COOLING || shm_get_error(slot_of(w, d), t, sizeof t,
+	                                         &status, &cls, &wall) == -1)
+		return 0;
+	return cls == EC_RATE_LIMITED || cls == EC_QUOTA;
+}
+
 /* A malformed stream event from d was skipped. */
 void
 route_count_bad_event(struct worker *w, int d)

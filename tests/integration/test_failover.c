@@ -469,3 +469,112 @@ Test(failover, b5_cooldown_lasts_the_retry_after)
 	        back);
 	cr_assert(back >= 1000 && back < 3500, "back after %ld ms", back);
 }
+
+/* ---- 6. what clients see ---- */
+
+/* Send body as an OpenAI / Anthropic SDK would with max_retries 2: retry
+ * 408, 409, 429 and 5xx unless x-should-retry says false (no sleep, to
+ * keep the test short). Returns the last response; *sent the requests. */
+static struct h_resp *
+sdk_request(const char *body, int *sent)
+{
+	struct h_resp *r;
+	const char *sr;
+
+	*sent = 0;
+	for (;;) {
+		r = chat(body);
+		++*sent;
+		sr = h_header(r, "x-should-retry");
+		if (r->status < 400 || *sent > 2 ||
+		    (sr && strcmp(sr, "false") == 0))
+			return r;
+		if (sr && strcmp(sr, "true") == 0)
+			continue;
+		if (r->status != 408 && r->status != 409 && r->status != 429 &&
+		    r->status < 500)
+			return r;
+	}
+}
+
+/* An outage: every candidate answers 503. The client gets a 503 with a
+ * Retry-After and x-should-retry: false, so an SDK does not send it again
+ * (and multiply the upstream load). */
+Test(failover, b6_outage_503_retry_after_no_sdk_retry)
+{
+	int sent, total = 0;
+
+	h_mock_start(&primary, "a", "--mode", "status", "--status", "503",
+	             NULL);
+	h_mock_start(&backup, "b", "--mode", "status", "--status", "503", NULL);
+	start_openai("backoff_base_ms = 10;", "", "");
+	struct h_resp *r[3];
+	for (int i = 0; i < 3; i++) {
+		r[i] = sdk_request(BODY("main", ""), &sent);
+		total += sent;
+	}
+	long up = h_mock_stat(&primary, "requests") +
+	          h_mock_stat(&backup, "requests");
+	MEASURE("b6 outage, 3 SDK calls (max_retries 2): %d llmfd requests, "
+	        "%ld upstream calls, last %d Retry-After %s x-should-retry "
+	        "%s\n",
+	        total, up, r[2]->status, h_header(r[2], "retry-after"),
+	        h_header(r[2], "x-should-retry"));
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(r[i]->status, 503, "%s", h_desc(r[i]));
+		cr_assert_not_null(h_header(r[i], "retry-after"), "%s",
+		                   h_desc(r[i]));
+		cr_assert_str_eq(h_header(r[i], "x-should-retry"), "false");
+	}
+	cr_assert_eq(total, 3, "the SDK retried: %d requests", total);
+}
+
+/* A request that finds every circuit open is an outage: 503, with the
+ * time to the next probe as its Retry-After, not a 429 "rate limit". */
+Test(failover, b6_open_circuits_are_503_not_429)
+{
+	h_mock_start(&primary, "a", "--mode", "status", "--status", "503",
+	             NULL);
+	h_mock_start(&backup, "b", "--mode", "status", "--status", "503", NULL);
+	start_openai("num_retries = 0; circuit_failure_threshold = 1; "
+	             "queue_when_cooling = false;",
+	             "", "");
+	struct h_resp *r = chat(BODY("main", ""));
+	cr_assert_eq(r->status, 503, "%s", h_desc(r));
+	r = chat(BODY("main", ""));
+	MEASURE("b6 open circuits: %d %s, Retry-After %s\n", r->status,
+	        h_json(r->body, "error.code"), h_header(r, "retry-after"));
+	cr_assert_eq(r->status, 503, "%s", h_desc(r));
+	const char *ra = h_header(r, "retry-after");
+	cr_assert(ra && atol(ra) >= 25 && atol(ra) <= 30, "Retry-After %s",
+	          ra ? ra : "(none)");
+	cr_assert_null(h_header(r, "x-should-retry"),
+	               "nothing was attempted: the client may retry later");
+}
+
+/* A real rate limit stays a 429, with a Retry-After. */
+Test(failover, b6_rate_limit_stays_429)
+{
+	h_mock_start(&primary, "a", "--mode", "status", "--status", "429",
+	             NULL);
+	h_mock_start(&backup, "b", "--mode", "status", "--status", "429", NULL);
+	start_openai("", "", "");
+	struct h_resp *r = chat(BODY("main", ""));
+	cr_assert_eq(r->status, 429, "%s", h_desc(r));
+	cr_assert_str_eq(h_json(r->body, "error.type"), "rate_limit_error");
+	cr_assert_not_null(h_header(r, "retry-after"), "%s", h_desc(r));
+	cr_assert_str_eq(h_header(r, "x-should-retry"), "false");
+}
+
+/* The upstream's own Retry-After reaches the client. */
+Test(failover, b6_upstream_retry_after_passed_on)
+{
+	h_mock_start(&primary, "a", "--mode", "status", "--status", "429",
+	             "--retry-after", "17", NULL);
+	h_mock_start(&backup, "b", "--mode", "status", "--status", "429",
+	             "--retry-after", "12", NULL);
+	start_openai("", "", "");
+	struct h_resp *r = chat(BODY("main", ""));
+	cr_assert_eq(r->status, 429, "%s", h_desc(r));
+	cr_assert_str_eq(h_header(r, "retry-after"), "12");
+}

@@ -665,3 +665,81 @@ Test(engine, first_token_timeout_moves_to_next)
 	                   cap.hdrs);
 	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-deployment: b"));
 }
+
+/* An outage (every attempt failing) is a 503 with a Retry-After, and
+ * x-should-retry: false since llmfd spent its own retries. */
+Test(engine, exhausted_outage_is_503_with_retry_after)
+{
+	struct req *r;
+
+	start("num_retries = 0; cooldown_s = 0; circuit_failure_threshold = "
+	      "100;",
+	      DEP("a", "g", "") ",\n" DEP("b", "g", ""), "");
+	cr_assert_not_null(r = chat(PLAIN));
+	req_test_upstream(r, 500, 0, "{}", 2, 1);
+	req_test_upstream(r, 500, 0, "{}", 2, 1);
+	cr_assert_eq(cap.status, 503);
+	cr_assert_not_null(strstr(cap.hdrs, "Retry-After: 1\n"), "%s",
+	                   cap.hdrs);
+	cr_assert_not_null(strstr(cap.hdrs, "x-should-retry: false\n"));
+}
+
+/* Every attempt rate-limited: a 429 with a Retry-After. */
+Test(engine, exhausted_rate_limit_is_429)
+{
+	static const char e[] = "{\"error\":{\"message\":\"Rate limit "
+	                        "reached\",\"type\":\"rate_limit_exceeded\"}}";
+	struct req *r;
+
+	start("num_retries = 0; cooldown_s = 0;",
+	      DEP("a", "g", "") ",\n" DEP("b", "g", ""), "");
+	cr_assert_not_null(r = chat(PLAIN));
+	req_test_upstream(r, 429, 0, e, sizeof e - 1, 1);
+	req_test_upstream(r, 429, 0, e, sizeof e - 1, 1);
+	cr_assert_eq(cap.status, 429);
+	cr_assert_not_null(strstr(cap.body.data, "\"rate_limited\""));
+	cr_assert_not_null(strstr(cap.hdrs, "Retry-After: "));
+	cr_assert_not_null(strstr(cap.hdrs, "x-should-retry: false\n"));
+}
+
+/* Every candidate behind an open circuit (none attempted) is an outage: a
+ * 503 whose Retry-After is the time to the soonest probe; nothing was
+ * attempted, so no x-should-retry. */
+Test(engine, exhausted_open_circuits_is_503)
+{
+	struct req *r;
+
+	start("queue_when_cooling = false;",
+	      DEP("a", "g", "") ",\n" DEP("b", "g", ""), "");
+	for (int i = 0; i < 2; i++) {
+		atomic_store(&shm.slots[i].circuit, CIRCUIT_OPEN);
+		atomic_store(&shm.slots[i].circuit_until_ms,
+		             clock_ms() + 7500 + i * 1000);
+	}
+	cr_assert_null(r = chat(PLAIN));
+	cr_assert_eq(cap.status, 503, "%s", cap.body.data);
+	cr_assert_not_null(strstr(cap.hdrs, "Retry-After: 8\n"), "%s",
+	                   cap.hdrs);
+	cr_assert_null(strstr(cap.hdrs, "x-should-retry"));
+	cr_assert_not_null(strstr(cap.body.data, "circuit open"));
+}
+
+/* Every candidate cooling after 429s: still a rate limit, 429. */
+Test(engine, exhausted_cooling_after_429_is_429)
+{
+	struct req *r;
+
+	start("queue_when_cooling = false; allowed_fails = 0; cooldown_s = "
+	      "5;",
+	      DEP("a", "g", "") ",\n" DEP("b", "g", ""), "");
+	for (int i = 0; i < 2; i++) {
+		route_attempt_start(&w, i);
+		route_attempt_end(&w, i, EC_RATE_LIMITED, 1000, -1, NULL, -1,
+		                  "rate limited", 429);
+	}
+	cr_assert_null(r = chat(PLAIN));
+	cr_assert_eq(cap.status, 429, "%s", cap.body.data);
+	cr_assert_not_null(strstr(cap.body.data, "all_deployments_cooling"));
+	cr_assert_not_null(strstr(cap.hdrs, "Retry-After: 5\n"), "%s",
+	                   cap.hdrs);
+}
