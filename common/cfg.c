@@ -592,6 +592,10 @@ router_check(struct loader *ld, const config_setting_t *g)
 {
 	struct cfg *cfg = ld->cfg;
 
+	/* unset, the open window does not grow: probes keep pace with a
+	 * recovery */
+	if (config_setting_get_member(g, "circuit_max_s") == NULL)
+		cfg->circuit_max_s = cfg->circuit_recovery_s;
 	if (cfg->backoff_base_ms > cfg->backoff_max_ms)
 		return set_error(
 		    ld, either(g, "backoff_base_ms", "backoff_max_ms"),
@@ -1600,7 +1604,7 @@ cfg_defaults(struct cfg *cfg)
 	cfg->cooldown_s = 30;
 	cfg->circuit_failure_threshold = 5;
 	cfg->circuit_recovery_s = 30;
-	cfg->circuit_max_s = 600;
+	cfg->circuit_max_s = 30; /* circuit_recovery_s when unset */
 	cfg->latency_buffer = 0.1;
 	cfg->queue_when_cooling = 1;
 	cfg->retry_budget_ratio = 0.2;

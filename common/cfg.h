@@ -141,7 +141,7 @@ struct cfg {
 	int cooldown_s;                /* 30 */
 	int circuit_failure_threshold; /* 5 */
 	int circuit_recovery_s;        /* 30 */
-	int circuit_max_s;             /* 600 */
+	int circuit_max_s;             /* circuit_recovery_s */
 	double latency_buffer;         /* 0.1 */
 	int queue_when_cooling;        /* 1 */
 	double retry_budget_ratio;     /* 0.2 */

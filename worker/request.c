@@ -1076,6 +1076,9 @@ req_may_retry(struct req *r, int should_retry)
 
 	if (should_retry == 0 || r->s.tries_here > cap)
 		return 0;
+	/* this failure opened its circuit: waiting to retry it is futile */
+	if (route_why(r->w, r->s.d, r->s.est_tokens) == SKIP_CIRCUIT)
+		return 0;
 	if (r->s.retries_used >= (total > cap ? total : cap))
 		return 0;
 	return route_retry_allowed(r->w);

@@ -432,12 +432,14 @@ route_fail_health(struct worker *w, int d, enum errclass cls, int64_t ra_ms)
 	}
 	n = atomic_fetch_add_explicit(&s->fail_win_count, 1, RLX) + 1;
 	until = atomic_load_explicit(&s->cooldown_until_ms, RLX);
-	if (cool > 0 &&
+	st = atomic_load(&s->circuit);
+	/* a failed half-open probe re-opens the circuit, which alone says
+	 * when to probe again: no cooldown on top of it */
+	if (cool > 0 && st != CIRCUIT_HALF_OPEN &&
 	    ((int)n > cfg->allowed_fails || until > now || cls == EC_QUOTA ||
 	     (cls == EC_RATE_LIMITED && ra_ms > 0)))
 		route_cool(w, d, now + cool);
 	consec = atomic_fetch_add_explicit(&s->consec_fail, 1, RLX) + 1;
-	st = atomic_load(&s->circuit);
 	if (st == CIRCUIT_HALF_OPEN ||
 	    (st == CIRCUIT_CLOSED && cfg->circuit_failure_threshold > 0 &&
 	     (int)consec >= cfg->circuit_failure_threshold)) {
@@ -464,7 +466,9 @@ route_fail_health(struct worker *w, int d, enum errclass cls, int64_t ra_ms)
 	}
 }
 
-/* Success: clear the failure streak and close a half-open circuit. */
+/* Success: clear the failure streak and the failure window (a lapsed
+ * cooldown closes: the next failure starts counting afresh) and close a
+ * half-open circuit. */
 static void
 route_ok_health(struct worker *w, int d)
 {
@@ -472,6 +476,9 @@ route_ok_health(struct worker *w, int d)
 	uint32_t st = CIRCUIT_HALF_OPEN;
 
 	atomic_store_explicit(&s->consec_fail, 0, RLX);
+	if (atomic_load_explicit(&s->fail_win_count, RLX) != 0 &&
+	    atomic_load_explicit(&s->cooldown_until_ms, RLX) <= clock_ms())
+		atomic_store_explicit(&s->fail_win_count, 0, RLX);
 	if (atomic_load_explicit(&s->circuit, RLX) != CIRCUIT_CLOSED &&
 	    atomic_compare_exchange_strong(&s->circuit, &st, CIRCUIT_CLOSED)) {
 		atomic_store(&s->circuit_window_ms, 0);

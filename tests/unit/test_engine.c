@@ -743,3 +743,19 @@ Test(engine, exhausted_cooling_after_429_is_429)
 	cr_assert_not_null(strstr(cap.hdrs, "Retry-After: 5\n"), "%s",
 	                   cap.hdrs);
 }
+
+/* A failure that opens the deployment's circuit is not retried there: the
+ * next candidate is tried at once. */
+Test(engine, no_retry_into_an_open_circuit)
+{
+	struct req *r;
+
+	start("num_retries = 2; cooldown_s = 0; circuit_failure_threshold = "
+	      "1;",
+	      DEP("a", "g", "") ",\n" DEP("b", "g", ""), "");
+	cr_assert_not_null(r = chat(PLAIN));
+	req_test_upstream(r, 503, 0, "{}", 2, 1);
+	cr_assert_eq(req_phase(r), REQ_ATTEMPTING, "waiting to retry a");
+	req_test_upstream(r, 200, 0, REPLY, strlen(REPLY), 1);
+	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-deployment: b"));
+}
