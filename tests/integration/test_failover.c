@@ -647,3 +647,140 @@ Test(failover, b3_primary_comes_back_full_scale, .timeout = 200)
 		cr_skip_test("set LLMFD_SLOW_TESTS=1 to run (2 minutes)");
 	check_comes_back("", 60000, 4000, 30000);
 }
+
+/* ---- 8. accounting after a fallback ---- */
+
+/* The value of the /metrics sample `name` whose labels hold deployment
+ * dep and, if given, the label text `also` (-1 if none). */
+static long
+metric(const char *name, const char *dep, const char *also)
+{
+	struct h_resp *m = h_unix("GET", "/metrics", NULL);
+	const char *want = h_fmt("deployment=\"%s\"", dep);
+	char *copy = h_fmt("%s", m->body ? m->body : ""), *line, *save;
+
+	for (line = strtok_r(copy, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		char *lb = strchr(line, '{'), *end = strchr(line, '}');
+
+		if (lb == NULL || end == NULL ||
+		    (size_t)(lb - line) != strlen(name) ||
+		    strncmp(line, name, strlen(name)) != 0)
+			continue;
+		*end = '\0';
+		if (strstr(lb, want) && (also == NULL || strstr(lb, also)))
+			return atol(end + 1);
+	}
+	return -1;
+}
+
+/* The access log line of request id (harness-owned), or NULL. */
+static const char *
+access_line(const char *id)
+{
+	char *log = h_read(h_path("access.log")), *line, *save;
+
+	for (line = log ? strtok_r(log, "\n", &save) : NULL; line;
+	     line = strtok_r(NULL, "\n", &save))
+		if (strstr(line, h_fmt("id=%s ", id)))
+			return line;
+	return NULL;
+}
+
+/* Assert the failed primary is never reported as a completion: no success
+ * outcome, no tokens, in /metrics and llmfctl. */
+static void
+assert_primary_never_completed(void)
+{
+	const char *st = status_json();
+
+	cr_assert_eq(metric("llmfd_attempt_outcomes_total", "primary",
+	                    "class=\"success\""),
+	             0);
+	cr_assert_eq(metric("llmfd_tokens_in_total", "primary", NULL), 0);
+	cr_assert_str_eq(dep_field(st, "primary", "successes"), "0");
+	cr_assert_str_eq(dep_field(st, "secondary", "successes"), "1");
+	cr_assert_eq(metric("llmfd_tokens_in_total", "secondary", NULL), 7);
+	cr_assert_eq(metric("llmfd_tokens_out_total", "secondary", NULL), 3);
+}
+
+/* A whole reply after a fallback: its model and usage are the fallback's;
+ * the access log, /metrics and llmfctl count one completion, the
+ * fallback's, and the primary's attempts as failures. */
+Test(failover, b8_fallback_reply_accounting)
+{
+	h_mock_start(&primary, "a", "--mode", "status", "--status", "503",
+	             "--usage", "50,50", NULL);
+	h_mock_start(&backup, "b", "--usage", "7,3", NULL);
+	start_openai("backoff_base_ms = 10;", "", "");
+	struct h_resp *r = chat(BODY("main", ""));
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	const char *line = access_line(h_header(r, "x-request-id"));
+	MEASURE("b8 fallback reply: model %s, usage %ld/%ld, %ld attempts; "
+	        "access log: %s\n",
+	        h_json(r->body, "model"),
+	        h_json_long(r->body, "usage.prompt_tokens", -1),
+	        h_json_long(r->body, "usage.completion_tokens", -1),
+	        attempts(r), line ? line : "(none)");
+	cr_assert_str_eq(h_json(r->body, "model"), "model-s");
+	cr_assert_eq(h_json_long(r->body, "usage.prompt_tokens", -1), 7);
+	cr_assert_eq(h_json_long(r->body, "usage.completion_tokens", -1), 3);
+	cr_assert_not_null(line, "no access log line");
+	cr_assert(strstr(line, " deployment=secondary ") &&
+	              strstr(line, " status=200 ") &&
+	              strstr(line, " prompt_tokens=7 completion_tokens=3 "),
+	          "%s", line);
+	cr_assert_not_null(strstr(line, "trail=primary:503:transient:"), "%s",
+	                   line);
+	assert_primary_never_completed();
+	cr_assert_geq(metric("llmfd_attempt_outcomes_total", "primary",
+	                     "class=\"transient\""),
+	              1);
+}
+
+/* A stream after a fallback: its chunks carry the fallback's model and
+ * its usage chunk the fallback's usage. */
+Test(failover, b8_fallback_stream_accounting)
+{
+	struct sse_view v;
+
+	h_mock_start(&primary, "a", "--mode", "stream-error", NULL);
+	h_mock_start(&backup, "b", "--usage", "7,3", NULL);
+	start_openai("num_retries = 0;", "", "");
+	struct h_resp *r = chat(STREAM("main", USAGE));
+	sse_view(r->body, &v);
+	cr_assert(v.done && !v.error, "%s", view_desc(&v));
+	cr_assert_str_eq(v.model, "model-s");
+	cr_assert_eq(v.prompt, 7);
+	cr_assert_eq(v.completion, 3);
+	const char *line = access_line(h_header(r, "x-request-id"));
+	cr_assert(line && strstr(line, " deployment=secondary ") &&
+	              strstr(line, " prompt_tokens=7 completion_tokens=3 "),
+	          "%s", line ? line : "(no access log line)");
+	assert_primary_never_completed();
+}
+
+/* A stream cut mid-way and continued on the fallback: the usage reported
+ * (stream and access log) is the fallback's, and the cut attempt is a
+ * failure, not a completion. */
+Test(failover, b8_continued_stream_accounting)
+{
+	struct sse_view v;
+
+	h_mock_start(&primary, "a", "--mode", "cut", "--cut-after", "2",
+	             "--usage", "50,50", NULL);
+	h_mock_start(&backup, "b", "--usage", "7,3", NULL);
+	start_openai("", "",
+	             "groups = ( { name = \"main\"; stream_resume = "
+	             "\"continue\"; } );");
+	struct h_resp *r = chat(STREAM("main", USAGE));
+	sse_view(r->body, &v);
+	cr_assert(v.done && !v.error, "%s", view_desc(&v));
+	cr_assert_eq(v.prompt, 7);
+	cr_assert_eq(v.completion, 3);
+	const char *line = access_line(h_header(r, "x-request-id"));
+	cr_assert(line && strstr(line, " deployment=secondary ") &&
+	              strstr(line, " prompt_tokens=7 completion_tokens=3 "),
+	          "%s", line ? line : "(no access log line)");
+	assert_primary_never_completed();
+}
