@@ -986,7 +986,9 @@ deploy_numbers(struct loader *ld, const config_setting_t *s,
 	d->weight = 1;
 	d->num_retries = d->attempt_timeout_ms = d->backoff_base_ms = -1;
 	d->first_token_timeout_ms = d->stream_idle_timeout_ms = -1;
-	if (get_int(ld, s, "weight", 0, 1000000, &d->weight) == -1 ||
+	d->prefill = -1;
+	if (get_bool(ld, s, "prefill", &d->prefill) == -1 ||
+	    get_int(ld, s, "weight", 0, 1000000, &d->weight) == -1 ||
 	    get_long(ld, s, "rpm", 0, LONG_MAX, &d->rpm) == -1 ||
 	    get_long(ld, s, "tpm", 0, LONG_MAX, &d->tpm) == -1 ||
 	    get_long(ld, s, "context_window", 0, LONG_MAX,
@@ -1304,6 +1306,7 @@ parse_deploy(struct loader *ld, const config_setting_t *s, int idx,
 	                                   "first_token_timeout_ms",
 	                                   "stream_idle_timeout_ms",
 	                                   "max_ttft_p95_ms",
+	                                   "prefill",
 	                                   "system_prompt_append",
 	                                   "headers",
 	                                   "params",
@@ -1803,6 +1806,13 @@ cfg_eff_backoff_base_ms(const struct cfg *cfg, const struct deploy_cfg *d)
 {
 	return d->backoff_base_ms >= 0 ? d->backoff_base_ms
 	                               : cfg->backoff_base_ms;
+}
+
+/* Whether d takes a continuation as an assistant prefill. */
+int
+cfg_eff_prefill(const struct deploy_cfg *d)
+{
+	return d->prefill >= 0 ? d->prefill : d->provider == PROV_ANTHROPIC;
 }
 
 /* Effective first-token timeout for d. */

@@ -78,6 +78,7 @@ struct deploy_cfg {
 	int first_token_timeout_ms; /* -1 = router's */
 	int stream_idle_timeout_ms; /* -1 = router's */
 	int max_ttft_p95_ms;        /* 0 = off */
+	int prefill;                /* takes an assistant prefill; -1 = auto */
 	char *system_prompt_append; /* heap, NULL if none */
 	char *params;               /* heap JSON object text, NULL if none */
 	int nheaders;
@@ -184,5 +185,8 @@ int cfg_eff_first_token_timeout_ms(const struct cfg *,
 int cfg_eff_stream_idle_timeout_ms(const struct cfg *,
                                    const struct deploy_cfg *);
 int cfg_eff_strategy(const struct cfg *, const struct group_cfg *);
+/* Whether d continues a cut stream with an assistant prefill: its prefill
+ * setting, else on for Anthropic and off for the others. */
+int cfg_eff_prefill(const struct deploy_cfg *);
 
 #endif

@@ -34,6 +34,10 @@ struct prov_call {
 	 * continued (assistant prefix or instruction). NULL when none. */
 	const char *resume_text;
 	size_t resume_len;
+	/* 1: continue as a true assistant prefill (the partial answer is the
+	 * final assistant turn); 0: the instruction form (the partial answer,
+	 * then a user turn with PROV_RESUME_INSTRUCTION). */
+	int resume_prefill;
 	/* Same-format passthrough: the client's own body when the engine
 	 * chose it (its format is one the provider speaks natively), else
 	 * NULL. Replies and stream events are then written in that format. */

@@ -74,8 +74,12 @@ struct attempt {
 		int64_t t0_us, ttft_us;
 		struct up_resp resp;
 		int streaming, complete, in_stream_err;
-		int bad_events; /* malformed events skipped */
-		int timed_out;  /* failed by its timer */
+		int bad_events;   /* malformed events skipped */
+		int timed_out;    /* failed by its timer */
+		int prefill;      /* continues as an assistant prefill */
+		int splice;       /* holding a continuation's start */
+		size_t drop;      /* leading text bytes that repeat sent text */
+		size_t text_sent; /* text bytes that reached the client */
 		struct usage usage;
 	} st;
 };
@@ -110,6 +114,9 @@ struct req_st {
 	int n_rate, n_fail, forced, hedged;
 	int n_unsupported;
 	int64_t ra_ms; /* the shortest upstream Retry-After seen, -1 */
+	uint64_t no_prefill[CFG_MAX_DEPLOY / 64]; /* refused a prefill */
+	int cut_d;         /* the deployment whose stream was cut, -1 */
+	char cut_msg[128]; /* why it was cut */
 	char build_err[160];
 	struct attempt_rec trail[REQ_MAX_TRAIL];
 	int ntrail;
@@ -161,6 +168,7 @@ static void att_failed(struct attempt *, enum errclass, int status,
                        const char *msg, int64_t retry_after_ms,
                        int should_retry);
 static void req_finish(struct req *, const struct req_end *);
+static void req_cut_abort(struct req *, const char *why);
 static void req_deadline(evutil_socket_t, short, void *);
 static void req_wait_cb(evutil_socket_t, short, void *);
 static void req_hedge(evutil_socket_t, short, void *);
@@ -690,6 +698,8 @@ att_build(struct req *r, struct attempt *a, int d)
 	if (a->st.prov == NULL)
 		return -1;
 	a->st.native = !a->st.resume && att_native(r, a->st.prov);
+	a->st.prefill = a->st.resume && cfg_eff_prefill(dc) &&
+	                !(r->s.no_prefill[d / 64] & (1ULL << (d % 64)));
 	a->st.pc = (struct prov_call){
 	    .cfg = r->w->cfg,
 	    .d = dc,
@@ -702,7 +712,8 @@ att_build(struct req *r, struct attempt *a, int d)
 	    .native_fmt = a->st.native ? r->s.ig->fmt : 0,
 	    .fwd_headers = NULL,
 	    .resume_text = a->st.resume ? r->sent_text.data : NULL,
-	    .resume_len = a->st.resume ? r->sent_text.len : 0};
+	    .resume_len = a->st.resume ? r->sent_text.len : 0,
+	    .resume_prefill = a->st.prefill};
 	buf_reset(&a->po.path);
 	buf_reset(&a->po.headers);
 	buf_reset(&a->po.body);
@@ -720,6 +731,7 @@ att_reset(struct req *r, struct attempt *a, int d, int hedge)
 	a->st.d = d;
 	a->st.hedge = hedge;
 	a->st.resume = r->s.phase == REQ_STREAMING;
+	a->st.splice = a->st.resume;
 	a->st.ttft_us = -1;
 	buf_reset(&a->rbody);
 	buf_reset(&a->out);
@@ -1031,9 +1043,7 @@ req_next(struct req *r)
 			return; /* att_failed took over */
 	}
 	if (streaming) {
-		req_stream_abort(r, r->s.d,
-		                 "no candidate left to continue the "
-		                 "interrupted stream");
+		req_cut_abort(r, "no candidate could continue it");
 		return;
 	}
 	if (req_queue(r) == 0)
@@ -1186,13 +1196,28 @@ req_switch(struct req *r, enum errclass cls)
 	r->s.gi = 0;
 }
 
+/* End an interrupted stream with an error event naming the real
+ * interruption (the first cut, not a failed continuation), and why it
+ * could not be continued if one was tried. */
+static void
+req_cut_abort(struct req *r, const char *why)
+{
+	char text[320];
+
+	snprintf(text, sizeof text, "upstream failed mid-stream: %s%s%s",
+	         r->s.cut_msg, why ? "; " : "", why ? why : "");
+	req_stream_abort(r, r->s.cut_d, text);
+}
+
 /* A stream failed after bytes reached the client: continue it on the next
  * candidate if the group allows, else end it with an error event. */
 static void
 req_midstream_failure(struct req *r, int d, const char *msg)
 {
-	char text[256];
-
+	if (r->s.cut_d < 0) {
+		r->s.cut_d = d;
+		snprintf(r->s.cut_msg, sizeof r->s.cut_msg, "%s", msg);
+	}
 	if (r->s.groups[0]->stream_resume == RESUME_CONTINUE &&
 	    !r->s.tool_stream && !r->s.native && r->s.ig->endpoint == EP_CHAT) {
 		log_info("%s continuing the interrupted stream of %s", r->s.id,
@@ -1201,8 +1226,28 @@ req_midstream_failure(struct req *r, int d, const char *msg)
 		req_next(r);
 		return;
 	}
-	snprintf(text, sizeof text, "upstream failed mid-stream: %s", msg);
-	req_stream_abort(r, d, text);
+	req_cut_abort(r, NULL);
+}
+
+/* A continuation in the prefill form was refused with a 400 (a target
+ * that takes no final assistant turn): try d again in the instruction
+ * form, once. 0 if that attempt is under way. */
+static int
+att_prefill_refused(struct attempt *a, enum errclass cls)
+{
+	struct req *r = a->r;
+	int d = a->st.d;
+
+	if (!a->st.prefill || cls != EC_BAD_REQUEST)
+		return -1;
+	r->s.no_prefill[d / 64] |= 1ULL << (d % 64);
+	log_info("%s %s refused the continuation as a prefill; trying the "
+	         "instruction form",
+	         r->s.id, dname(r, d));
+	if (att_start(r, d, 0) == 0 || r->s.phase == REQ_DONE ||
+	    r->att[0].st.active || r->att[1].st.active)
+		return 0; /* under way, or a failure of it took over */
+	return -1;
 }
 
 /* The retry_on kind of a failed attempt (RETRY_*). */
@@ -1243,7 +1288,11 @@ att_failed(struct attempt *a, enum errclass cls, int status, const char *msg,
 		r->s.tries_here = 1;
 	}
 	if (r->s.phase == REQ_STREAMING) {
-		buf_add(&r->sent_text, a->text.data, a->text.len);
+		if (a->st.text_sent > a->st.drop)
+			buf_add(&r->sent_text, a->text.data + a->st.drop,
+			        a->st.text_sent - a->st.drop);
+		if (att_prefill_refused(a, cls) == 0)
+			return;
 		req_midstream_failure(r, a->st.d, msg);
 		return;
 	}
@@ -1333,13 +1382,141 @@ req_encode_stream(struct req *r, struct attempt *a)
 	}
 }
 
-/* Send what attempt a has pending to the client, starting the reply the
- * first time. */
+/*
+ * Splicing a continuation onto text the client already has (s, m bytes).
+ * A continuation (c, n bytes so far; final when it is complete) that
+ * begins by repeating the answer from its start, or by repeating the end
+ * of it, has that overlap dropped. Returns the bytes of c to drop,
+ * SPLICE_MORE to hold c until more arrives, or SPLICE_BAD when c repeats
+ * the answer with changes (at least SPLICE_MIN bytes alike, then not), so
+ * that no splice would be true.
+ */
+#define SPLICE_MORE (-1)
+#define SPLICE_BAD  (-2)
+#define SPLICE_MIN  16  /* shorter likenesses may be chance */
+#define SPLICE_TAIL 256 /* longest repeat of the answer's end looked for */
+
+static long
+splice_overlap(const char *s, size_t m, const char *c, size_t n, int final)
+{
+	size_t p = 0, k, top = m < SPLICE_TAIL ? m : SPLICE_TAIL;
+
+	while (p < m && p < n && s[p] == c[p])
+		p++;
+	if (n > 0 && p == (m < n ? m : n)) { /* a restart so far */
+		if (n >= m)
+			return (long)m;
+		if (!final)
+			return SPLICE_MORE;
+		return n >= SPLICE_MIN ? SPLICE_BAD : 0;
+	}
+	if (p >= SPLICE_MIN)
+		return SPLICE_BAD;
+	for (k = top; k >= SPLICE_MIN; k--) { /* the longest repeated tail */
+		if (k > n) {
+			if (!final && memcmp(c, s + m - k, n) == 0)
+				return SPLICE_MORE;
+		} else if (memcmp(c, s + m - k, k) == 0)
+			return (long)k;
+	}
+	return n == 0 && !final ? SPLICE_MORE : 0;
+}
+
+/* Drop the first `drop` bytes of content from the canonical chunks in b:
+ * a chunk whose content is all dropped goes unless it carries more (a
+ * finish reason, usage); the one cut in the middle is rewritten. */
 static void
+splice_drop(struct buf *b, size_t drop)
+{
+	static struct json j;
+	struct buf out = {0}, t = {0};
+	const char *p = b->data, *end = p + b->len, *e, *raw;
+	size_t rl;
+	int c, f;
+
+	while (p < end && (e = memmem(p, (size_t)(end - p), "\n\n", 2))) {
+		e += 2;
+		c = -1;
+		if (drop > 0 && e - p > 8 && memcmp(p, "data: ", 6) == 0 &&
+		    json_parse(&j, p + 6, (size_t)(e - p - 8)) == 0)
+			c = json_path(&j, 0, "choices.0.delta.content");
+		buf_reset(&t);
+		if (json_type(&j, c) != JSMN_STRING ||
+		    json_str_buf(&j, c, &t) <= 0) {
+			buf_add(&out, p, (size_t)(e - p));
+			p = e;
+			continue;
+		}
+		f = json_path(&j, 0, "choices.0.finish_reason");
+		if (drop >= t.len && (f < 0 || json_is_null(&j, f)) &&
+		    json_get(&j, 0, "usage") < 0) {
+			drop -= t.len;
+			p = e;
+			continue;
+		}
+		raw = json_raw(&j, c, &rl);
+		buf_add(&out, p, (size_t)(raw - p));
+		buf_addc(&out, '"');
+		if (drop < t.len)
+			json_escape(&out, t.data + drop, t.len - drop);
+		buf_addc(&out, '"');
+		buf_add(&out, raw + rl, (size_t)(e - raw - rl));
+		drop = drop < t.len ? 0 : drop - t.len;
+		p = e;
+	}
+	buf_add(&out, p, (size_t)(end - p));
+	buf_free(&t);
+	buf_free(b);
+	*b = out;
+}
+
+/* A continuation's start is held until it is clear whether it repeats
+ * what the client has. 1 once decided (the overlap dropped from a->out),
+ * 0 to keep holding, -1 when it cannot be spliced. */
+static int
+att_splice(struct req *r, struct attempt *a, int final)
+{
+	long k = splice_overlap(
+	    r->sent_text.data ? r->sent_text.data : "", r->sent_text.len,
+	    a->text.data ? a->text.data : "", a->text.len, final);
+
+	if (k == SPLICE_MORE)
+		return 0;
+	if (k == SPLICE_BAD)
+		return -1;
+	a->st.splice = 0;
+	a->st.drop = (size_t)k;
+	if (k > 0) {
+		log_info("%s continuation on %s repeated %ld bytes the client "
+		         "has; dropped",
+		         r->s.id, dname(r, a->st.d), k);
+		splice_drop(&a->out, (size_t)k);
+	}
+	return 1;
+}
+
+/* Send what attempt a has pending to the client, starting the reply the
+ * first time; a continuation's start is held until it can be spliced.
+ * 0, or -1 when the request finished (a continuation that cannot be
+ * spliced ends the stream with an error event). */
+static int
 req_stream_flush(struct req *r, struct attempt *a)
 {
 	const struct client_ops *o = r->s.ops;
+	char why[160];
+	int rc;
 
+	if (a->st.splice && (rc = att_splice(r, a, a->st.complete)) <= 0) {
+		if (rc == 0)
+			return 0;
+		snprintf(why, sizeof why,
+		         "the continuation on %s repeated the answer with "
+		         "changes and cannot be spliced",
+		         dname(r, a->st.d));
+		log_warnx("%s %s", r->s.id, why);
+		req_cut_abort(r, why);
+		return -1;
+	}
 	if (r->s.phase != REQ_STREAMING) {
 		r->s.served = a->st.d;
 		r->s.native = a->st.native;
@@ -1349,13 +1526,15 @@ req_stream_flush(struct req *r, struct attempt *a)
 		r->s.phase = REQ_STREAMING;
 	}
 	r->s.tool_stream |= a->ss.tool_seen;
+	a->st.text_sent = a->text.len;
 	if (a->out.len == 0)
-		return;
+		return 0;
 	buf_reset(&r->out);
 	req_encode_stream(r, a);
 	if (r->out.len)
 		o->chunk(r->s.c, r->out.data, r->out.len);
 	buf_reset(&a->out);
+	return 0;
 }
 
 /* A stream event the provider refused: if its data is not JSON at all
@@ -1593,7 +1772,8 @@ up_on_done(void *arg)
 		att_stream_end(a);
 	if (a->st.ttft_us < 0)
 		att_first_content(a);
-	req_stream_flush(r, a);
+	if (req_stream_flush(r, a) == -1)
+		return;
 	att_won(a, &a->ss.usage);
 	req_finish(r, &(struct req_end){.status = 200});
 }
@@ -1819,6 +1999,7 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
 	r->s.d = r->s.prev_d = r->s.served = -1;
 	r->s.ttft_us = -1;
 	r->s.ra_ms = -1;
+	r->s.cut_d = -1;
 	r->s.close_after = w->draining;
 	snprintf(r->s.id, sizeof r->s.id, "req-%x-%" PRIx64, (unsigned)getpid(),
 	         ++w->next_id);

@@ -784,3 +784,178 @@ Test(failover, b8_continued_stream_accounting)
 	          "%s", line ? line : "(no access log line)");
 	assert_primary_never_completed();
 }
+
+/* ---- 7. continuation that never lies ---- */
+
+#define CONTINUE                                                               \
+	"groups = ( { name = \"main\"; stream_resume = \"continue\"; } );"
+#define RESUME_INSTR "Your previous answer was cut off"
+
+/* The primary (mock "x", args) fails mid-stream after "mock x"; the backup
+ * (provider bprov, extra_b, mock "x" with bargs) answers from the start:
+ * "mock x says hi mock". Returns the client's view. */
+static struct h_resp *
+continued(const char *const *args, const char *router, const char *bprov,
+          const char *extra_b, const char *const *bargs, struct sse_view *v)
+{
+	h_mock_startv(&primary, "x", args);
+	h_mock_startv(&backup, "x", bargs);
+	start_daemon(router, "openai", "", bprov, extra_b, CONTINUE);
+	struct h_resp *r = chat(STREAM("main", ""));
+	sse_view(r->body, v);
+	return r;
+}
+
+/* Assert the client got the answer once, complete, and say so. */
+static void
+assert_spliced(const char *what, const struct h_resp *r,
+               const struct sse_view *v)
+{
+	MEASURE("b7 %s: %ld ms, text '%s', done %d, error %d, backup %ld "
+	        "requests\n",
+	        what, r->ms, v->text, v->done, v->error,
+	        h_mock_stat(&backup, "requests"));
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert(v->done && !v->error && !v->after, "%s\n%s", view_desc(v),
+	          r->body);
+	cr_assert_str_eq(v->text, "mock x says hi mock",
+	                 "the continuation repeated text: '%s'", v->text);
+}
+
+/* The last message the backup received (JSON text of the whole body). */
+static const char *
+backup_body(void)
+{
+	struct h_resp *b = h_tcp(backup.port, "GET", "/_mock/last/body", NULL);
+
+	cr_assert_eq(b->status, 200);
+	return b->body;
+}
+
+/* A cut: the restarted answer's repeat of "mock x" is dropped. */
+Test(failover, b7_cut_restart_repeat_dropped)
+{
+	const char *cut[] = {"--mode", "cut", "--cut-after", "2", NULL};
+	struct sse_view v;
+	struct h_resp *r = continued(cut, "", "openai", "", NULL, &v);
+
+	assert_spliced("cut, OpenAI target (instruction form)", r, &v);
+	const char *body = backup_body();
+	int n = h_json_count(body, "messages");
+	cr_assert_eq(n, 3, "%s", body);
+	cr_assert_str_eq(h_json(body, "messages.1.role"), "assistant");
+	cr_assert_str_eq(h_json(body, "messages.1.content"), "mock x");
+	cr_assert_not_null(
+	    strstr(h_json(body, "messages.2.content"), RESUME_INSTR));
+}
+
+/* A stall (idle timeout): the same. */
+Test(failover, b7_stall_restart_repeat_dropped)
+{
+	const char *stall[] = {"--mode", "stall", "--cut-after", "2", NULL};
+	struct sse_view v;
+	struct h_resp *r = continued(stall, "stream_idle_timeout_ms = 500;",
+	                             "openai", "", NULL, &v);
+
+	assert_spliced("stall", r, &v);
+}
+
+/* An error event mid-stream: the same. */
+Test(failover, b7_mid_stream_error_restart_repeat_dropped)
+{
+	const char *late[] = {"--mode", "late-error", "--cut-after", "2", NULL};
+	struct sse_view v;
+	struct h_resp *r = continued(late, "", "openai", "", NULL, &v);
+
+	assert_spliced("mid-stream error event", r, &v);
+}
+
+/* An Anthropic target takes the continuation as a true prefill (the last
+ * turn is the assistant's partial answer, no instruction). */
+Test(failover, b7_anthropic_target_gets_a_prefill)
+{
+	const char *cut[] = {"--mode", "cut", "--cut-after", "2", NULL};
+	struct sse_view v;
+	struct h_resp *r = continued(cut, "", "anthropic", "", NULL, &v);
+
+	assert_spliced("cut, Anthropic target (prefill)", r, &v);
+	const char *body = backup_body();
+	int n = h_json_count(body, "messages");
+	cr_assert_str_eq(h_json(body, h_fmt("messages.%d.role", n - 1)),
+	                 "assistant", "%s", body);
+	cr_assert_str_eq(
+	    h_json(body, h_fmt("messages.%d.content.0.text", n - 1)), "mock x");
+	cr_assert_null(strstr(body, RESUME_INSTR), "%s", body);
+}
+
+/* prefill = true on an OpenAI-compatible target: a final assistant turn. */
+Test(failover, b7_prefill_setting_on_openai_target)
+{
+	const char *cut[] = {"--mode", "cut", "--cut-after", "2", NULL};
+	struct sse_view v;
+	struct h_resp *r =
+	    continued(cut, "", "openai", "prefill = true;", NULL, &v);
+
+	assert_spliced("cut, OpenAI target with prefill = true", r, &v);
+	const char *body = backup_body();
+	cr_assert_eq(h_json_count(body, "messages"), 2, "%s", body);
+	cr_assert_str_eq(h_json(body, "messages.1.role"), "assistant");
+	cr_assert_null(strstr(body, RESUME_INSTR), "%s", body);
+}
+
+/* A target that rejects prefill (a 400 about the final assistant turn) is
+ * retried in the instruction form; the client never sees the 400. */
+Test(failover, b7_prefill_rejected_retried_as_instruction)
+{
+	const char *cut[] = {"--mode", "cut", "--cut-after", "2", NULL};
+	const char *rej[] = {"--reject-prefill", "1", NULL};
+	struct sse_view v;
+	struct h_resp *r = continued(cut, "", "anthropic", "", rej, &v);
+
+	assert_spliced("cut, Anthropic target rejecting prefill", r, &v);
+	cr_assert_eq(h_mock_stat(&backup, "requests"), 2);
+	cr_assert_null(strstr(r->body, "prefill"), "%s", r->body);
+	cr_assert_not_null(strstr(backup_body(), RESUME_INSTR));
+}
+
+/* A continuation that repeats the answer with changes cannot be spliced
+ * truthfully: the stream ends with the error event, without [DONE]. */
+Test(failover, b7_changed_restart_ends_with_error)
+{
+	struct sse_view v;
+
+	h_mock_start(&primary, "alpha-long-name-one", "--mode", "cut",
+	             "--cut-after", "3", NULL);
+	h_mock_start(&backup, "alpha-long-name-two", NULL);
+	start_openai("", "", CONTINUE);
+	struct h_resp *r = chat(STREAM("main", ""));
+	sse_view(r->body, &v);
+	MEASURE("b7 changed restart: text '%s', done %d, error %d (%s)\n",
+	        v.text, v.done, v.error, v.err_message ? v.err_message : "-");
+	cr_assert(v.error && !v.done && !v.after, "%s", view_desc(&v));
+	cr_assert_str_eq(v.text, "mock alpha-long-name-one says");
+	cr_assert_str_eq(v.err_code, "stream_interrupted");
+	cr_assert_str_eq(v.err_dep, "primary");
+}
+
+/* A continuation target that only answers 400: the error event carries
+ * the real interruption (the cut on the primary), not the 400. */
+Test(failover, b7_error_event_names_the_real_interruption)
+{
+	const char *cut[] = {"--mode", "cut", "--cut-after", "2", NULL};
+	const char *bad[] = {"--mode",    "status",
+	                     "--status",  "400",
+	                     "--message", "final assistant turn rejected",
+	                     NULL};
+	struct sse_view v;
+	struct h_resp *r = continued(cut, "", "anthropic", "", bad, &v);
+
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert(v.error && !v.done, "%s", view_desc(&v));
+	cr_assert_str_eq(v.text, "mock x");
+	cr_assert_str_eq(v.err_dep, "primary");
+	cr_assert(v.err_message &&
+	              strstr(v.err_message, "closed the connection"),
+	          "%s", view_desc(&v));
+	cr_assert_null(strstr(r->body, "final assistant"), "%s", r->body);
+}

@@ -649,8 +649,7 @@ Test(mock, late_error_after_content)
 	struct ev evs[MAXEV];
 	int n;
 
-	h_mock_start(&m, "a", "--mode", "late-error", "--cut-after", "2",
-	             NULL);
+	h_mock_start(&m, "a", "--mode", "late-error", "--cut-after", "2", NULL);
 	n = post_stream(
 	    CHAT, "{\"model\":\"m\",\"messages\":[],\"stream\":true}", evs);
 	cr_assert_geq(n, 3);
@@ -662,8 +661,8 @@ Test(mock, late_error_after_content)
 	cr_assert_str_eq(evs[n - 1].name, "error");
 	cr_assert_geq(ev_find(evs, n, 0, "content_block_delta"), 0);
 	/* Not a stream: the error status. */
-	struct h_resp *r = h_tcp(m.port, "POST", CHAT,
-	                         "{\"model\":\"m\",\"messages\":[]}");
+	struct h_resp *r =
+	    h_tcp(m.port, "POST", CHAT, "{\"model\":\"m\",\"messages\":[]}");
 	cr_assert_eq(r->status, 503);
 }
 
@@ -683,7 +682,6 @@ Test(mock, reject_prefill_only_final_assistant_turn)
 	                  "\"user\",\"content\":\"go on\"}]}");
 	cr_assert_eq(h_mock_stat(&m, "failed"), 1);
 	config("{\"reject_prefill\":0}");
-	post_ok(MSGS,
-	        "{\"model\":\"c\",\"messages\":[{\"role\":\"assistant\","
-	        "\"content\":\"Hel\"}]}");
+	post_ok(MSGS, "{\"model\":\"c\",\"messages\":[{\"role\":\"assistant\","
+	              "\"content\":\"Hel\"}]}");
 }

@@ -759,3 +759,159 @@ Test(engine, no_retry_into_an_open_circuit)
 	req_test_upstream(r, 200, 0, REPLY, strlen(REPLY), 1);
 	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-deployment: b"));
 }
+
+/* ---- continuation that never lies ---- */
+
+#define RESUME_GROUP                                                           \
+	"groups = ( { name = \"g\"; stream_resume = \"continue\"; } );"
+
+/* A stream in group g (continue on) whose first attempt on a sends `sent`
+ * and is cut; returns the request, now continuing on b (b_extra: more
+ * settings of b). */
+static struct req *
+cut_after(const char *sent, const char *b_extra)
+{
+	char deps[1024];
+	struct buf s = {0};
+	struct req *r;
+
+	snprintf(deps, sizeof deps,
+	         DEP("a", "g", "") ",\n  { name = \"b\"; group = \"g\"; "
+	                           "provider = \"openai\"; base_url = "
+	                           "\"http://127.0.0.1:9/v1\"; api_key = "
+	                           "\"k\"; model = \"m\"; %s }",
+	         b_extra);
+	start("num_retries = 0; cooldown_s = 0;", deps, RESUME_GROUP);
+	buf_printf(&s, CHUNK("%s"), sent);
+	cr_assert_not_null(r = chat(STREAM));
+	req_test_upstream(r, 200, 1, s.data, s.len, 0);
+	cr_assert_eq(req_phase(r), REQ_STREAMING);
+	req_test_upstream(r, 200, 1, "", 0, 1); /* cut */
+	cr_assert_eq(req_phase(r), REQ_STREAMING);
+	cr_assert_not(cap.ended, "not continued: %s", cap.body.data);
+	buf_free(&s);
+	return r;
+}
+
+/* The content text the client got (all delta.content joined). */
+static const char *
+client_text(void)
+{
+	static char t[1024];
+	const char *p = cap.body.data ? cap.body.data : "", *q;
+
+	t[0] = '\0';
+	while ((p = strstr(p, "\"content\":\"")) != NULL) {
+		p += 11;
+		q = strchr(p, '"');
+		strncat(t, p, (size_t)(q - p));
+		p = q;
+	}
+	return t;
+}
+
+/* Feed b's continuation (already formatted chunks) and a clean end. */
+static void
+continue_with(struct req *r, const char *chunks)
+{
+	struct buf s = {0};
+
+	buf_printf(&s, "%s" FINISH_CHUNK "data: [DONE]\n\n", chunks);
+	req_test_upstream(r, 200, 1, s.data, s.len, 1);
+	buf_free(&s);
+}
+
+/* A continuation that restarts the answer has the repeat dropped. */
+Test(engine, splice_restart_dropped)
+{
+	struct req *r = cut_after("The quick brown fox", "");
+
+	continue_with(r, CHUNK("The quick brown fox") CHUNK(" jumps"));
+	cr_assert(cap.ended);
+	cr_assert_str_eq(client_text(), "The quick brown fox jumps");
+	cr_assert_not_null(strstr(cap.body.data, "[DONE]"));
+}
+
+/* A restart arriving in pieces is held until it is clear; the chunk that
+ * straddles the end of the repeat is rewritten. */
+Test(engine, splice_restart_in_pieces)
+{
+	struct req *r = cut_after("The quick brown fox", "");
+
+	req_test_upstream(r, 200, 1, CHUNK("The qu"), strlen(CHUNK("The qu")),
+	                  0);
+	cr_assert_str_eq(client_text(), "The quick brown fox", "not held");
+	continue_with(r, CHUNK("ick brown fox jum") CHUNK("ps"));
+	cr_assert_str_eq(client_text(), "The quick brown fox jumps");
+}
+
+/* A continuation that repeats the end of the answer has it dropped. */
+Test(engine, splice_tail_repeat_dropped)
+{
+	struct req *r = cut_after("The quick brown fox jumps over the", "");
+
+	continue_with(r, CHUNK("brown fox jumps over the") CHUNK(" lazy dog"));
+	cr_assert_str_eq(client_text(),
+	                 "The quick brown fox jumps over the lazy dog");
+}
+
+/* A true continuation is passed on as it is. */
+Test(engine, splice_plain_continuation_kept)
+{
+	struct req *r = cut_after("The quick brown fox", "");
+
+	continue_with(r, CHUNK(" jumps") CHUNK(" over"));
+	cr_assert_str_eq(client_text(), "The quick brown fox jumps over");
+	cr_assert_not_null(strstr(cap.body.data, "[DONE]"));
+}
+
+/* A continuation that repeats the answer with changes cannot be spliced:
+ * the stream ends with the error event naming the real interruption, and
+ * nothing of the continuation reaches the client. */
+Test(engine, splice_changed_restart_is_an_error)
+{
+	struct req *r = cut_after("The quick brown fox jumps", "");
+
+	continue_with(r, CHUNK("The quick brown cat sleeps"));
+	cr_assert(cap.ended);
+	cr_assert_str_eq(client_text(), "The quick brown fox jumps");
+	cr_assert_null(strstr(cap.body.data, "[DONE]"));
+	cr_assert_not_null(strstr(cap.body.data, "stream_interrupted"));
+	cr_assert_not_null(strstr(cap.body.data, "ended before completion"));
+	cr_assert_not_null(strstr(cap.body.data, "\"deployment\":\"a\""));
+}
+
+/* A continuation in the prefill form refused with a 400 is retried on the
+ * same deployment in the instruction form; the client never sees the 400. */
+Test(engine, prefill_refused_retried_as_instruction)
+{
+	static const char e[] =
+	    "{\"error\":{\"message\":\"This model does not support assistant "
+	    "message prefill\",\"type\":\"invalid_request_error\"}}";
+	struct req *r = cut_after("The quick brown fox", "prefill = true;");
+
+	req_test_upstream(r, 400, 0, e, sizeof e - 1, 1);
+	cr_assert_eq(req_phase(r), REQ_STREAMING);
+	cr_assert_not(cap.ended, "%s", cap.body.data);
+	continue_with(r, CHUNK(" jumps"));
+	cr_assert_str_eq(client_text(), "The quick brown fox jumps");
+	cr_assert_null(strstr(cap.body.data, "prefill"));
+	cr_assert_not_null(strstr(cap.body.data, "[DONE]"));
+}
+
+/* A 400 from the continuation in the instruction form (nothing left to
+ * try): the error event carries the real interruption, not the 400. */
+Test(engine, continuation_400_never_replaces_the_interruption)
+{
+	static const char e[] = "{\"error\":{\"message\":\"final assistant "
+	                        "turn not allowed\",\"type\":"
+	                        "\"invalid_request_error\"}}";
+	struct req *r = cut_after("The quick brown fox", "");
+
+	req_test_upstream(r, 400, 0, e, sizeof e - 1, 1);
+	cr_assert(cap.ended);
+	cr_assert_null(strstr(cap.body.data, "final assistant"));
+	cr_assert_not_null(strstr(cap.body.data, "ended before completion"));
+	cr_assert_not_null(strstr(cap.body.data, "\"deployment\":\"a\""));
+	cr_assert_null(strstr(cap.body.data, "[DONE]"));
+}

@@ -306,8 +306,29 @@ anth_message(struct anth_ctx *x, struct prov_turns *t, int m)
 	return rc;
 }
 
+/* Add a turn of role holding one text block. */
+static void
+anth_text_turn(struct prov_turns *t, const char *role, const char *s, size_t n)
+{
+	struct buf b = {0};
+	struct jw jw;
+
+	jw_init(&jw, &b);
+	jw_arr(&jw);
+	jw_obj(&jw);
+	jw_key(&jw, "type");
+	jw_cstr(&jw, "text");
+	jw_key(&jw, "text");
+	jw_str(&jw, s, n);
+	jw_obj_end(&jw);
+	jw_arr_end(&jw);
+	prov_turns_add(t, role, b.data, b.len);
+	buf_free(&b);
+}
+
 /* Translate the messages array into out; the stream-resume text becomes
- * an assistant prefill. */
+ * an assistant prefill, followed in the instruction form by a user turn
+ * asking to continue it. */
 static int
 anth_messages(struct anth_ctx *x, struct buf *out)
 {
@@ -315,8 +336,6 @@ anth_messages(struct anth_ctx *x, struct buf *out)
 	int ms = json_get(j, 0, "messages");
 	int n = json_size(j, ms);
 	struct prov_turns t;
-	struct buf b = {0};
-	struct jw jw;
 
 	if (json_type(j, ms) != JSMN_ARRAY)
 		return anth_fail(x, "'messages' must be an array");
@@ -325,17 +344,11 @@ anth_messages(struct anth_ctx *x, struct buf *out)
 		if (anth_message(x, &t, json_at(j, ms, i)) == -1)
 			return -1;
 	if (x->pc->resume_text && x->pc->resume_len) {
-		jw_init(&jw, &b);
-		jw_arr(&jw);
-		jw_obj(&jw);
-		jw_key(&jw, "type");
-		jw_cstr(&jw, "text");
-		jw_key(&jw, "text");
-		jw_str(&jw, x->pc->resume_text, x->pc->resume_len);
-		jw_obj_end(&jw);
-		jw_arr_end(&jw);
-		prov_turns_add(&t, "assistant", b.data, b.len);
-		buf_free(&b);
+		anth_text_turn(&t, "assistant", x->pc->resume_text,
+		               x->pc->resume_len);
+		if (!x->pc->resume_prefill)
+			anth_text_turn(&t, "user", PROV_RESUME_INSTRUCTION,
+			               sizeof PROV_RESUME_INSTRUCTION - 1);
 	}
 	prov_turns_end(&t);
 	return 0;

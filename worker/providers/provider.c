@@ -106,8 +106,9 @@ prov_messages_append(const struct prov_call *pc, struct jw *jw, int arr)
 	jw_arr_end(jw);
 }
 
-/* Stream continuation for OpenAI-shaped upstreams, which cannot take an
- * assistant prefix: the partial answer goes in as an assistant turn and a
+/* Stream continuation for OpenAI-shaped upstreams: the partial answer goes
+ * in as an assistant turn; as a prefill it is the last turn (servers that
+ * continue a final assistant message, such as vLLM or llama.cpp), else a
  * user turn asks to continue it exactly (the documented instruction). */
 static void
 prov_messages_resume(const struct prov_call *pc, struct jw *jw)
@@ -118,6 +119,8 @@ prov_messages_resume(const struct prov_call *pc, struct jw *jw)
 	jw_key(jw, "content");
 	jw_str(jw, pc->resume_text, pc->resume_len);
 	jw_obj_end(jw);
+	if (pc->resume_prefill)
+		return;
 	jw_obj(jw);
 	jw_key(jw, "role");
 	jw_cstr(jw, "user");
