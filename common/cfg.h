@@ -50,8 +50,9 @@ struct cfg_header {
 	char value[256];
 };
 
-/* One deployment. Integer overrides of router settings are -1 when unset;
- * use the cfg_eff_* helpers to read the effective value. */
+/* One deployment. A router setting the deployment may override (those with
+ * an override in cfg_settings[]) is -1 when unset, else the value set, 0
+ * included; read the effective value with the cfg_eff_* helpers. */
 struct deploy_cfg {
 	char name[CFG_NAME_MAX];
 	char group[CFG_NAME_MAX];
@@ -67,17 +68,18 @@ struct deploy_cfg {
 	char api_key[CFG_KEY_MAX];      /* secret: never log or print */
 	char api_key_var[CFG_NAME_MAX]; /* "$VAR" name, "" if literal */
 	char ca_file[PATH_MAX];
-	char api_version[32];       /* azure */
-	int weight;                 /* default 1; 0 takes no traffic */
-	long rpm, tpm;              /* 0 = unlimited */
-	long context_window;        /* tokens, 0 = unknown */
-	long max_tokens;            /* default max_tokens (anthropic) */
-	int num_retries;            /* -1 = router's */
+	char api_version[32]; /* azure */
+	int weight;           /* default 1; 0 takes no traffic */
+	long rpm, tpm;        /* 0 = unlimited */
+	long context_window;  /* tokens, 0 = unknown */
+	int responses_api;    /* speaks OpenAI Responses (passthrough target) */
+	long max_tokens;      /* default max_tokens (anthropic) */
+	int num_retries;      /* -1 = router's */
 	int attempt_timeout_ms;     /* -1 = router's */
 	int backoff_base_ms;        /* -1 = router's */
 	int first_token_timeout_ms; /* -1 = router's */
 	int stream_idle_timeout_ms; /* -1 = router's */
-	int max_ttft_p95_ms;        /* 0 = off */
+	int max_ttft_p95_ms;        /* -1 = router's, 0 = off */
 	int prefill;                /* takes an assistant prefill; -1 = auto */
 	char *system_prompt_append; /* heap, NULL if none */
 	char *params;               /* heap JSON object text, NULL if none */
@@ -142,7 +144,7 @@ struct cfg {
 	int cooldown_s;                /* 30 */
 	int circuit_failure_threshold; /* 5 */
 	int circuit_recovery_s;        /* 30 */
-	int circuit_max_s;             /* circuit_recovery_s */
+	int circuit_max_s;             /* circuit_recovery_s when unset */
 	double latency_buffer;         /* 0.1 */
 	int queue_when_cooling;        /* 1 */
 	double retry_budget_ratio;     /* 0.2 */
@@ -184,9 +186,50 @@ int cfg_eff_first_token_timeout_ms(const struct cfg *,
                                    const struct deploy_cfg *);
 int cfg_eff_stream_idle_timeout_ms(const struct cfg *,
                                    const struct deploy_cfg *);
+int cfg_eff_max_ttft_p95_ms(const struct cfg *, const struct deploy_cfg *);
 int cfg_eff_strategy(const struct cfg *, const struct group_cfg *);
 /* Whether d continues a cut stream with an assistant prefill: its prefill
  * setting, else on for Anthropic and off for the others. */
 int cfg_eff_prefill(const struct deploy_cfg *);
+
+/* The table of scalar settings (after tmux options-table.c): the loader,
+ * the defaults, the per-deployment overrides, unknown-setting checks and
+ * llmfd.conf(5) all read it. */
+enum cfg_section {
+	CFG_SEC_DAEMON = 0, /* fields of struct cfg */
+	CFG_SEC_ROUTER,     /* fields of struct cfg */
+	CFG_SEC_DEPLOY,     /* fields of struct deploy_cfg */
+	CFG_SEC_GROUP,      /* fields of struct group_cfg */
+	CFG_SEC__MAX
+};
+
+enum cfg_type {
+	CFG_INT = 0, /* int, min..max */
+	CFG_LONG,    /* long, min..max */
+	CFG_BOOL,    /* int 0 or 1, written true or false */
+	CFG_DOUBLE,  /* double, min..max, written as an integer or a float */
+	CFG_STRING,  /* char[size], "$VAR" expanded */
+	CFG_PATH,    /* a CFG_STRING relative to the file's directory */
+	CFG_ENUM,    /* int: the index of its name in names */
+	CFG_MODE,    /* int file mode, octal string or integer, min..max */
+	CFG_OTHER    /* read by hand-written code, named for the key check */
+};
+
+struct cfg_setting {
+	const char *name;
+	enum cfg_section section;
+	enum cfg_type type;
+	long long min, max; /* numbers and modes; INT_MAX, LONG_MAX: no limit */
+	size_t off, size;   /* the field in the section's struct */
+	size_t dep_off;     /* router setting: its override in deploy_cfg, */
+	size_t dep_size;    /* which is -1 when unset; dep_size 0: none */
+	const char *def;    /* default as written in the file; NULL: -1 */
+	const char *const *names;   /* CFG_ENUM, NULL-terminated */
+	int (*parse)(const char *); /* CFG_ENUM with aliases, else NULL */
+	const char *doc;            /* for llmfd.conf(5); NULL for CFG_OTHER */
+};
+
+/* Every setting, in manual order; the last has name NULL. */
+extern const struct cfg_setting cfg_settings[];
 
 #endif

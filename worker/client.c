@@ -10,6 +10,7 @@
 #include <sys/queue.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/bufferevent.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -17,6 +18,7 @@
 #include "common/log.h"
 #include "worker/client.h"
 #include "worker/ingress.h"
+#include "worker/ingress/messages.h"
 #include "worker/request.h"
 #include "worker/worker.h"
 
@@ -25,6 +27,7 @@
 /* Bytes a client may send past its request while it is being served;
  * reading stops there. */
 #define CONN_READ_CAP (64 << 10)
+#define CONN_SWEEP_MS 20
 
 /* One client connection that has sent at least one request. */
 struct conn {
@@ -39,6 +42,7 @@ LIST_HEAD(conn_list, conn);
 /* This worker's connection records, by evhttp_connection pointer. */
 static struct conn_list *bucket;
 static int nconn;
+static struct event *sweep_ev; /* closes idle connections while draining */
 
 static size_t
 conn_hash(const struct evhttp_connection *evcon)
@@ -88,36 +92,72 @@ conn_get(struct worker *w, struct evhttp_connection *evcon)
 	return c;
 }
 
-/* Whether the client has sent nothing we have not read. */
+/* Whether a connection is idle: no request, nothing left to write, and
+ * nothing sent by the client that we have not read. */
 static int
-conn_quiet(struct evhttp_connection *evcon)
+conn_idle(const struct conn *c)
 {
-	struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(c->evcon);
 	int n = 0;
 
-	if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+	if (c->req || evbuffer_get_length(bufferevent_get_output(bev)) > 0 ||
+	    evbuffer_get_length(bufferevent_get_input(bev)) > 0)
 		return 0;
 	return ioctl(bufferevent_getfd(bev), FIONREAD, &n) == 0 && n == 0;
 }
 
+/* Close the idle connections; how many stay open. */
+static int
+client_sweep(void)
+{
+	struct conn *c, *next;
+	int open = 0;
+
+	for (int i = 0; bucket && i < CONN_BUCKETS; i++)
+		for (c = LIST_FIRST(&bucket[i]); c; c = next) {
+			next = LIST_NEXT(c, link);
+			if (conn_idle(c))
+				evhttp_connection_free(c->evcon);
+			else
+				open++;
+		}
+	return open;
+}
+
+static void
+client_sweep_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	(void)fd;
+	(void)ev;
+	(void)arg;
+	client_sweep();
+}
+
 /*
- * Drain: close every idle keep-alive connection now (one whose client has
- * sent nothing unread; a request on its way is read and answered with
- * Connection: close), and let the ones carrying a request close after
- * their reply.
+ * Drain: every reply from now on closes its connection, and idle
+ * keep-alive connections are closed at once and then every
+ * CONN_SWEEP_MS as they become idle (a reply still being written, or a
+ * request on its way, is finished first), so no client is cut and none
+ * stays on the old config.
  */
 void
 client_drain(struct worker *w)
 {
-	struct conn *c, *next;
+	struct timeval tv = {0, CONN_SWEEP_MS * 1000};
 
 	req_drain(w);
-	for (int i = 0; bucket && i < CONN_BUCKETS; i++)
-		for (c = LIST_FIRST(&bucket[i]); c; c = next) {
-			next = LIST_NEXT(c, link);
-			if (c->req == NULL && conn_quiet(c->evcon))
-				evhttp_connection_free(c->evcon);
-		}
+	client_sweep();
+	if (sweep_ev == NULL &&
+	    (sweep_ev = event_new(w->base, -1, EV_PERSIST, client_sweep_cb,
+	                          NULL)) != NULL)
+		event_add(sweep_ev, &tv);
+}
+
+/* Client connections still open (tracked ones: they sent a request). */
+int
+client_open(void)
+{
+	return nconn;
 }
 
 /* Worker exit: forget the records (evhttp_free closes the connections;
@@ -137,6 +177,9 @@ client_free_all(struct worker *w)
 	free(bucket);
 	bucket = NULL;
 	nconn = 0;
+	if (sweep_ev)
+		event_free(sweep_ev);
+	sweep_ev = NULL;
 }
 
 /* ---- client_ops over evhttp ---- */
@@ -302,6 +345,60 @@ void
 client_chat(struct evhttp_request *hreq, void *arg)
 {
 	client_handle(hreq, arg, &ingress_chat);
+}
+
+/* POST /v1/messages (also ?beta=true) */
+void
+client_messages(struct evhttp_request *hreq, void *arg)
+{
+	client_handle(hreq, arg, &ingress_messages);
+}
+
+/* POST /v1/messages/count_tokens: the documented estimate of
+ * msgs_count_tokens (INGRESS.md §1.1) for a configured model. */
+void
+client_count_tokens(struct evhttp_request *hreq, void *arg)
+{
+	struct worker *w = arg;
+	struct evbuffer *in = evhttp_request_get_input_buffer(hreq);
+	size_t len = evbuffer_get_length(in);
+	struct json j = {0};
+	struct buf b = {0};
+	char model[CFG_NAME_MAX] = "";
+	long n = -1;
+	int status = 400;
+	const char *msg = "request body is not a valid JSON object";
+
+	if (evhttp_request_get_command(hreq) != EVHTTP_REQ_POST)
+		status = 405, msg = "use POST";
+	else if (len <= REQ_MAX_BODY &&
+	         json_parse(&j,
+	                    len ? (const char *)evbuffer_pullup(in, -1) : "",
+	                    len) == 0 &&
+	         json_type(&j, 0) == JSMN_OBJECT) {
+		json_str(&j, json_get(&j, 0, "model"), model, sizeof model);
+		if (cfg_find_group(w->cfg, model) == NULL &&
+		    cfg_find_deploy(w->cfg, model) < 0)
+			status = 404, msg =
+			                  "model is not a configured group or "
+			                  "deployment";
+		else if ((n = msgs_count_tokens(&j)) < 0)
+			msg = "messages: an array of messages is required";
+	}
+	if (n >= 0)
+		buf_printf(&b, "{\"input_tokens\":%ld}", n);
+	else
+		msgs_error(&b, status, NULL, msg, NULL, NULL, 0);
+	server_send_json(hreq, n >= 0 ? 200 : status, &b);
+	buf_free(&b);
+	json_free(&j);
+}
+
+/* POST /v1/responses */
+void
+client_responses(struct evhttp_request *hreq, void *arg)
+{
+	client_handle(hreq, arg, &ingress_responses);
 }
 
 /* POST /v1/embeddings */

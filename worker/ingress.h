@@ -20,7 +20,16 @@ struct ingress_err {
 	char msg[200];
 };
 
+/* Ingress ids: metrics count requests by these. */
+#define ING_CHAT      0
+#define ING_EMBED     1
+#define ING_MESSAGES  2
+#define ING_RESPONSES 3
+#define ING__MAX      4
+extern const char *const ingress_names[ING__MAX];
+
 struct ingress {
+	int id;           /* ING_* */
 	const char *name; /* "chat", "embeddings", ...: logs and metrics */
 	int endpoint;     /* EP_CHAT or EP_EMBED: what providers build */
 	/* The wire format of the client's body (FMT_*), offered to providers
@@ -30,6 +39,10 @@ struct ingress {
 	/* The client's top-level keys never forwarded upstream (llmfd's own
 	 * fields), NULL-terminated. */
 	const char *const *drop_keys;
+	/* Request headers forwarded to a same-format upstream, or NULL. */
+	const char *const *fwd_headers;
+	/* The status the client sees for an engine status (NULL: as is). */
+	int (*map_status)(int status);
 	/* Check the client's body (j) and write the canonical document to
 	 * canon, or leave canon empty when j is canonical already. 0, or -1
 	 * with e filled. */
@@ -58,6 +71,10 @@ struct ingress {
 
 extern const struct ingress ingress_chat;
 extern const struct ingress ingress_embeddings;
+extern const struct ingress ingress_messages;
+extern const struct ingress ingress_responses;
+/* The keys of a canonical document never forwarded (llmfd's fields). */
+extern const char *const ingress_canon_drop_keys[];
 
 /* ingress_openai.c: the OpenAI error object, shared by every protocol that
  * answers errors in OpenAI's shape. */

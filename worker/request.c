@@ -143,6 +143,7 @@ struct req {
 	struct buf canon;
 	struct buf out;       /* the reply / chunk being sent */
 	struct buf sent_text; /* streamed text, for continuation */
+	struct buf fwd;       /* client headers for a same-format upstream */
 	void *ig_state;       /* ingress encoder state */
 	size_t ig_size;
 	struct attempt att[2];
@@ -211,26 +212,33 @@ buf_recycle(struct buf *b)
 		buf_reset(b);
 }
 
+/* Let go of attempt a's buffers: the request copies always, the reply
+ * buffers with how (freed, or recycled). */
+static void
+att_bufs(struct attempt *a, void (*how)(struct buf *))
+{
+	buf_free(&a->po.path);
+	buf_free(&a->po.headers);
+	buf_free(&a->po.body);
+	how(&a->rbody);
+	how(&a->out);
+	how(&a->text);
+	stream_state_free(&a->ss);
+}
+
 static void
 req_destroy(struct req *r)
 {
 	json_free(&r->j);
 	json_free(&r->canon_j);
 	for (int i = 0; i < 2; i++) {
-		struct attempt *a = &r->att[i];
-
-		buf_free(&a->po.path);
-		buf_free(&a->po.headers);
-		buf_free(&a->po.body);
-		buf_free(&a->rbody);
-		buf_free(&a->out);
-		buf_free(&a->text);
-		sse_free(&a->sse);
-		stream_state_free(&a->ss);
+		att_bufs(&r->att[i], buf_free);
+		sse_free(&r->att[i].sse);
 	}
 	buf_free(&r->canon);
 	buf_free(&r->out);
 	buf_free(&r->sent_text);
+	buf_free(&r->fwd);
 	free(r->ig_state);
 	free(r);
 }
@@ -397,6 +405,7 @@ req_access(struct req *r, int status, const char *code)
 	    r->w->cfg,
 	    &(struct access_rec){
 	        .id = r->s.id,
+	        .proto = r->s.ig->name,
 	        .model = r->s.model[0] ? r->s.model : "-",
 	        .deployment = d ? d->name : "-",
 	        .provider = d ? cfg_provider_name(d->provider) : "-",
@@ -485,6 +494,22 @@ att_cancel(struct attempt *a, const char *why)
 	          why);
 }
 
+/* Stop the request's timers, let go of its client and its encoder state:
+ * after this no callback can reach it. */
+static void
+req_unhook(struct req *r)
+{
+	event_del(&r->ev_deadline);
+	event_del(&r->ev_wait);
+	event_del(&r->ev_hedge);
+	if (r->s.c)
+		r->s.ops->detach(r->s.c, r);
+	r->s.c = NULL;
+	if (r->s.ig_ready && r->s.ig->fini)
+		r->s.ig->fini(r->ig_state);
+	r->s.ig_ready = 0;
+}
+
 /* Let go of everything the request holds and recycle the object. */
 static void
 req_release(struct req *r)
@@ -495,25 +520,14 @@ req_release(struct req *r)
 		struct attempt *a = &r->att[i];
 
 		att_cancel(a, "request finished");
-		stream_state_free(&a->ss);
 		sse_reset(&a->sse);
-		buf_free(&a->po.path);
-		buf_free(&a->po.headers);
-		buf_free(&a->po.body);
-		buf_recycle(&a->rbody);
-		buf_recycle(&a->out);
-		buf_recycle(&a->text);
+		att_bufs(a, buf_recycle);
 	}
-	event_del(&r->ev_deadline);
-	event_del(&r->ev_wait);
-	event_del(&r->ev_hedge);
-	if (r->s.c)
-		r->s.ops->detach(r->s.c, r);
-	if (r->s.ig_ready && r->s.ig->fini)
-		r->s.ig->fini(r->ig_state);
+	req_unhook(r);
 	buf_recycle(&r->canon);
 	buf_recycle(&r->out);
 	buf_recycle(&r->sent_text);
+	buf_reset(&r->fwd);
 	memset(&r->s, 0, sizeof r->s);
 	r->s.phase = REQ_DONE;
 	LIST_REMOVE(r, link);
@@ -542,6 +556,8 @@ req_finish(struct req *r, const struct req_end *e)
 
 	if (r->s.phase == REQ_DONE)
 		return;
+	if (e->type && r->s.ig->map_status)
+		status = r->s.ig->map_status(status);
 	if (r->s.c == NULL) {
 		log_info("%s client went away after %d ms; cancelling", r->s.id,
 		         req_elapsed_ms(r));
@@ -566,7 +582,11 @@ req_finish(struct req *r, const struct req_end *e)
 		           r->s.c ? "request finished" : "client went away");
 	req_access(r, status, code);
 	if (r->s.c)
-		req_send_end(r, e);
+		req_send_end(r, &(struct req_end){.status = status,
+		                                  .type = e->type,
+		                                  .code = e->code,
+		                                  .msg = e->msg,
+		                                  .d = e->d});
 	req_release(r);
 }
 
@@ -678,13 +698,19 @@ att_arm(struct attempt *a)
 	req_arm(&a->ev_timer, ms);
 }
 
-/* Whether the client's own format can go to d's provider as it is. */
+/* Whether the client's own format can go to deployment d's provider as it
+ * is: the provider speaks it, and for Responses the deployment serves it
+ * (OpenAI-compatible servers mostly do not). */
 static int
-att_native(const struct req *r, const struct provider *p)
+att_native(const struct req *r, const struct provider *p,
+           const struct deploy_cfg *d)
 {
 	int f = r->s.ig->fmt;
 
-	return f > 0 && (p->formats & (1u << f)) != 0;
+	if (f <= 0 || (p->formats & PROV_FMT(f)) == 0)
+		return 0;
+	return f != FMT_RESPONSES || d->responses_api ||
+	       strcmp(d->host, "api.openai.com") == 0;
 }
 
 /* Build the upstream request for attempt a on d; -1 if the provider
@@ -697,7 +723,7 @@ att_build(struct req *r, struct attempt *a, int d)
 	a->st.prov = provider_get(dc->provider);
 	if (a->st.prov == NULL)
 		return -1;
-	a->st.native = !a->st.resume && att_native(r, a->st.prov);
+	a->st.native = !a->st.resume && att_native(r, a->st.prov, dc);
 	a->st.prefill = a->st.resume && cfg_eff_prefill(dc) &&
 	                !(r->s.no_prefill[d / 64] & (1ULL << (d % 64)));
 	a->st.pc = (struct prov_call){
@@ -707,10 +733,11 @@ att_build(struct req *r, struct attempt *a, int d)
 	    .endpoint = r->s.ig->endpoint,
 	    .stream = r->s.stream,
 	    .include_usage = r->s.include_usage,
-	    .drop_keys = r->s.ig->drop_keys,
+	    .drop_keys =
+	        a->st.native ? r->s.ig->drop_keys : ingress_canon_drop_keys,
 	    .native = a->st.native ? &r->j : NULL,
 	    .native_fmt = a->st.native ? r->s.ig->fmt : 0,
-	    .fwd_headers = NULL,
+	    .fwd_headers = a->st.native && r->fwd.len ? r->fwd.data : NULL,
 	    .resume_text = a->st.resume ? r->sent_text.data : NULL,
 	    .resume_len = a->st.resume ? r->sent_text.len : 0,
 	    .resume_prefill = a->st.prefill};
@@ -1968,6 +1995,19 @@ badnum:
 	return -1;
 }
 
+/* The client headers a same-format upstream gets, as header lines. */
+static void
+req_fwd_headers(struct req *r)
+{
+	const char *const *h = r->s.ig->fwd_headers;
+	const char *v;
+
+	for (; h && *h; h++)
+		if ((v = r->s.ops->get_header(r->s.c, *h)) != NULL &&
+		    strpbrk(v, "\r\n") == NULL)
+			buf_printf(&r->fwd, "%s: %s\r\n", *h, v);
+}
+
 /* Serve one client request. */
 void
 req_start(struct worker *w, const struct client_ops *ops, void *c,
@@ -2003,6 +2043,7 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
 	r->s.close_after = w->draining;
 	snprintf(r->s.id, sizeof r->s.id, "req-%x-%" PRIx64, (unsigned)getpid(),
 	         ++w->next_id);
+	req_fwd_headers(r);
 	if (req_parse(r, body, len) == -1)
 		return;
 	if (req_candidates(r) == -1) {
@@ -2013,7 +2054,7 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
 		         msg);
 		return;
 	}
-	route_count_request(w);
+	route_count_request(w, ig->id);
 	req_arm(&r->ev_deadline, req_left_ms(r));
 	req_next(r);
 }
@@ -2052,13 +2093,7 @@ req_free_all(struct worker *w)
 	while ((r = LIST_FIRST(&reqs)) != NULL) {
 		for (int i = 0; i < 2; i++)
 			att_stop(&r->att[i]);
-		event_del(&r->ev_deadline);
-		event_del(&r->ev_wait);
-		event_del(&r->ev_hedge);
-		if (r->s.c)
-			r->s.ops->detach(r->s.c, r);
-		if (r->s.ig_ready && r->s.ig->fini)
-			r->s.ig->fini(r->ig_state);
+		req_unhook(r);
 		LIST_REMOVE(r, link);
 		ninflight--;
 		req_destroy(r);

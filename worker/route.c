@@ -144,8 +144,7 @@ static int
 route_degraded(struct worker *w, int d)
 {
 	const struct deploy_cfg *dc = &w->cfg->deploy[d];
-	int lim = dc->max_ttft_p95_ms > 0 ? dc->max_ttft_p95_ms
-	                                  : w->cfg->max_ttft_p95_ms;
+	int lim = cfg_eff_max_ttft_p95_ms(w->cfg, dc);
 	struct slot_sh *s = slot_of(w, d);
 
 	if (lim <= 0 || atomic_load_explicit(&s->ttft.count, RLX) < 5)
@@ -553,9 +552,12 @@ budget_rotate(struct worker *w)
 
 /* Count one client request for the retry budget. */
 void
-route_count_request(struct worker *w)
+route_count_request(struct worker *w, int proto)
 {
 	budget_rotate(w);
+	if (proto >= 0 && proto < SHM_NPROTO)
+		atomic_fetch_add_explicit(&w->shm->hdr->requests_proto[proto],
+		                          1, RLX);
 	atomic_fetch_add_explicit(&w->shm->hdr->budget_req_cur, 1, RLX);
 	atomic_fetch_add_explicit(&w->shm->hdr->requests_total, 1, RLX);
 }

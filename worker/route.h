@@ -60,6 +60,7 @@ void route_count_bad_event(struct worker *, int d);
 int64_t route_hedge_delay(struct worker *, const struct group_cfg *, int d);
 /* Daemon-wide retry budget: 1 if a retry may be spent now. */
 int route_retry_allowed(struct worker *);
-void route_count_request(struct worker *);
+/* Count one client request (for the retry budget and by protocol). */
+void route_count_request(struct worker *, int proto);
 
 #endif

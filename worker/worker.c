@@ -22,6 +22,8 @@
 static int64_t drain_deadline_ms;
 static struct event *ev_linger;
 
+static void worker_drain_idle(struct worker *);
+
 /* The linger ran out: leave if still idle (a request that arrived in the
  * meantime re-arms it when it ends). */
 static void
@@ -31,7 +33,11 @@ worker_linger_cb(evutil_socket_t fd, short ev, void *arg)
 
 	(void)fd;
 	(void)ev;
-	if (w->inflight <= 0)
+	if (w->inflight > 0)
+		return;
+	if (client_open() > 0) /* replies still being written */
+		worker_drain_idle(w);
+	else
 		event_base_loopexit(w->base, NULL);
 }
 

@@ -52,6 +52,7 @@ void metrics_seconds(struct buf *, uint64_t us);
  * answer or a key. Strings are never NULL ("-" when not applicable). */
 struct access_rec {
 	const char *id;
+	const char *proto;      /* client protocol: chat, messages, ... */
 	const char *model;      /* as the client named it */
 	const char *deployment; /* that answered, or "-" */
 	const char *provider;   /* of that deployment, or "-" */

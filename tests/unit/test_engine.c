@@ -43,6 +43,15 @@ static struct cap {
 	struct buf body;
 } cap;
 
+/* Append to the captured body, keeping it NUL-terminated for strstr. */
+static void
+cap_add(const char *p, size_t n)
+{
+	buf_add(&cap.body, p, n);
+	buf_add(&cap.body, "", 1);
+	cap.body.len--;
+}
+
 static const char *
 c_get_header(void *c, const char *name)
 {
@@ -66,7 +75,7 @@ c_reply(void *c, int status, const char *ctype, const char *body, size_t n)
 	(void)c;
 	cap.status = status;
 	snprintf(cap.ctype, sizeof cap.ctype, "%s", ctype);
-	buf_add(&cap.body, body, n);
+	cap_add(body, n);
 }
 
 static void
@@ -82,7 +91,7 @@ static void
 c_chunk(void *c, const char *p, size_t n)
 {
 	(void)c;
-	buf_add(&cap.body, p, n);
+	cap_add(p, n);
 }
 
 static void

@@ -9,7 +9,7 @@
 #include "worker/provider.h"
 
 /* llmfd's own request fields, never forwarded upstream. */
-static const char *const chat_drop_keys[] = {
+const char *const ingress_canon_drop_keys[] = {
     "fallbacks", "num_retries", "timeout", "stream_timeout", "metadata", NULL};
 
 /* Fill e with a 400 invalid_request_error. */
@@ -116,11 +116,17 @@ chat_fail(void *st, int status, const char *code, const char *msg,
 	buf_adds(out, "\n\n");
 }
 
+const char *const ingress_names[ING__MAX] = {[ING_CHAT] = "chat",
+                                             [ING_EMBED] = "embeddings",
+                                             [ING_MESSAGES] = "messages",
+                                             [ING_RESPONSES] = "responses"};
+
 const struct ingress ingress_chat = {
+    .id = ING_CHAT,
     .name = "chat",
     .endpoint = EP_CHAT,
     .fmt = FMT_CHAT,
-    .drop_keys = chat_drop_keys,
+    .drop_keys = ingress_canon_drop_keys,
     .parse = chat_parse,
     .done = chat_done,
     .fail = chat_fail,
@@ -129,10 +135,11 @@ const struct ingress ingress_chat = {
 };
 
 const struct ingress ingress_embeddings = {
+    .id = ING_EMBED,
     .name = "embeddings",
     .endpoint = EP_EMBED,
     .fmt = FMT_CHAT,
-    .drop_keys = chat_drop_keys,
+    .drop_keys = ingress_canon_drop_keys,
     .parse = embed_parse,
     .done = chat_done,
     .fail = chat_fail,
