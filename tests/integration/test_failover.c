@@ -959,3 +959,120 @@ Test(failover, b7_error_event_names_the_real_interruption)
 	          "%s", view_desc(&v));
 	cr_assert_null(strstr(r->body, "final assistant"), "%s", r->body);
 }
+
+/* ---- the other client protocols ---- */
+
+#define MSGS "/v1/messages"
+#define RESP "/v1/responses"
+
+/* The answer text an Anthropic Messages or OpenAI Responses stream carried
+ * (text_delta / output_text.delta events), and whether it ended with its
+ * protocol's terminal event (message_stop / response.completed) or with an
+ * error (event: error / response.failed). */
+struct proto_view {
+	char text[1024];
+	bool complete, error;
+};
+
+static void
+proto_view(const char *body, struct proto_view *v)
+{
+	char *copy = h_fmt("%s", body ? body : ""), *save, *ln;
+	const char *t;
+
+	memset(v, 0, sizeof *v);
+	for (ln = strtok_r(copy, "\n", &save); ln;
+	     ln = strtok_r(NULL, "\n", &save)) {
+		if (strncmp(ln, "event: ", 7) == 0) {
+			v->complete |=
+			    strcmp(ln + 7, "message_stop") == 0 ||
+			    strcmp(ln + 7, "response.completed") == 0;
+			v->error |= strcmp(ln + 7, "error") == 0 ||
+			            strcmp(ln + 7, "response.failed") == 0;
+			continue;
+		}
+		if (strncmp(ln, "data: ", 6) != 0)
+			continue;
+		t = h_json(ln + 6, "type");
+		if (t && strcmp(t, "content_block_delta") == 0 &&
+		    (t = h_json(ln + 6, "delta.text")) != NULL)
+			strncat(v->text, t,
+			        sizeof v->text - strlen(v->text) - 1);
+		else if (t && strcmp(t, "response.output_text.delta") == 0 &&
+		         (t = h_json(ln + 6, "delta")) != NULL)
+			strncat(v->text, t,
+			        sizeof v->text - strlen(v->text) - 1);
+	}
+}
+
+/* A Messages and a Responses client whose stream is cut and continued on
+ * a backup that restarts the answer: each gets the answer once, complete
+ * in its own protocol. */
+static void
+check_ingress_splice(const char *path, const char *body, const char *what)
+{
+	struct proto_view v;
+
+	h_mock_start(&primary, "x", "--mode", "cut", "--cut-after", "2", NULL);
+	h_mock_start(&backup, "x", NULL);
+	start_openai("", "", CONTINUE);
+	struct h_resp *r = h_unix("POST", path, body);
+	proto_view(r->body, &v);
+	MEASURE("b7 %s client, cut: text '%s', complete %d, error %d\n", what,
+	        v.text, v.complete, v.error);
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert(v.complete && !v.error, "%s", r->body);
+	cr_assert_str_eq(v.text, "mock x says hi mock");
+}
+
+Test(failover, b7_messages_client_restart_repeat_dropped)
+{
+	check_ingress_splice(MSGS,
+	                     "{\"model\":\"main\",\"max_tokens\":64,"
+	                     "\"stream\":true," HI "}",
+	                     "Messages");
+}
+
+Test(failover, b7_responses_client_restart_repeat_dropped)
+{
+	check_ingress_splice(
+	    RESP, "{\"model\":\"main\",\"input\":\"hi\",\"stream\":true}",
+	    "Responses");
+}
+
+/* A Messages client whose stream passes through from an Anthropic
+ * upstream that stops after message_delta (no message_stop): complete,
+ * llmfd writes the message_stop. */
+Test(failover, b1_messages_passthrough_no_message_stop)
+{
+	struct proto_view v;
+
+	h_mock_start(&primary, "a", "--mode", "no-done", NULL);
+	h_mock_start(&backup, "b", NULL);
+	start_daemon("", "anthropic", "", "openai", "", "");
+	struct h_resp *r = h_unix(
+	    "POST", MSGS,
+	    "{\"model\":\"main\",\"max_tokens\":64,\"stream\":true," HI "}");
+	proto_view(r->body, &v);
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert(v.complete && !v.error, "%s", r->body);
+	cr_assert_str_eq(v.text, "mock a says hi mock");
+	cr_assert_eq(attempts(r), 1);
+	cr_assert(h_log_has("without the terminal event"), "%s", h_log());
+}
+
+/* A Messages client, OpenAI upstream without [DONE]: message_stop. */
+Test(failover, b1_messages_client_no_done)
+{
+	struct proto_view v;
+
+	h_mock_start(&primary, "a", "--mode", "no-done", NULL);
+	h_mock_start(&backup, "b", NULL);
+	start_openai("", "", "");
+	struct h_resp *r = h_unix(
+	    "POST", MSGS,
+	    "{\"model\":\"main\",\"max_tokens\":64,\"stream\":true," HI "}");
+	proto_view(r->body, &v);
+	cr_assert(v.complete && !v.error, "%s", r->body);
+	cr_assert_str_eq(v.text, "mock a says hi mock");
+}
