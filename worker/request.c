@@ -1144,7 +1144,7 @@ req_decide_retry_after(struct req *r, int64_t ra_ms, int should_retry,
 	if (ra_ms <= r->w->cfg->retry_after_max_wait_ms &&
 	    ra_ms < req_left_ms(r) && req_may_retry(r, should_retry)) {
 		dc->action = DO_RETRY;
-		dc->delay_ms = ra_ms;
+		dc->delay_ms = ra_ms + 1; /* the cooldown it started is over */
 	}
 }
 

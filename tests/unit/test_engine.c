@@ -924,3 +924,40 @@ Test(engine, continuation_400_never_replaces_the_interruption)
 	cr_assert_not_null(strstr(cap.body.data, "\"deployment\":\"a\""));
 	cr_assert_null(strstr(cap.body.data, "[DONE]"));
 }
+
+/* A short Retry-After is waited out on the same deployment, whatever
+ * retry_on says; a longer one moves on at once. */
+Test(engine, decide_short_retry_after_waits)
+{
+	struct req_decision dc;
+	struct req *r;
+
+	start_default();
+	cr_assert_eq(cfg->retry_after_max_wait_ms, 5000);
+	cr_assert_not_null(r = chat(PLAIN));
+	req_decide(r, EC_RATE_LIMITED, RETRY_429, 429, 2000, -1, &dc);
+	cr_assert_eq(dc.action, DO_RETRY);
+	cr_assert(dc.delay_ms >= 2000 && dc.delay_ms <= 2001);
+	req_decide(r, EC_TRANSIENT, RETRY_5XX, 503, 800, -1, &dc);
+	cr_assert_eq(dc.action, DO_RETRY);
+	req_decide(r, EC_RATE_LIMITED, RETRY_429, 429, 6000, -1, &dc);
+	cr_assert_eq(dc.action, DO_NEXT, "longer than the wait allowed");
+	req_decide(r, EC_RATE_LIMITED, RETRY_429, 429, 2000, 0, &dc);
+	cr_assert_eq(dc.action, DO_NEXT, "x-should-retry: false");
+}
+
+/* retry_after_max_wait_ms = 0 never waits. */
+Test(engine, decide_retry_after_wait_off)
+{
+	struct req_decision dc;
+	struct req *r;
+
+	start("retry_after_max_wait_ms = 0; retry_on = [ ];",
+	      DEP("a", "g", "") ",\n" DEP("b", "g", ""), "");
+	cr_assert_eq(cfg->retry_on, 0);
+	cr_assert_not_null(r = chat(PLAIN));
+	req_decide(r, EC_RATE_LIMITED, RETRY_429, 429, 100, -1, &dc);
+	cr_assert_eq(dc.action, DO_NEXT);
+	req_decide(r, EC_TRANSIENT, RETRY_5XX, 503, -1, -1, &dc);
+	cr_assert_eq(dc.action, DO_NEXT, "retry_on is empty");
+}
