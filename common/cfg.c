@@ -148,12 +148,20 @@ const struct cfg_setting cfg_settings[] = {
             "or lowest share of their rpm/tpm limits first."},
     {"num_retries", CFG_SEC_ROUTER, CFG_INT, .min = 0, .max = 10,
      IN_CFG(num_retries), OVERRIDE(num_retries), .def = "2",
-     .doc = "Retries of one deployment on transient errors."},
+     .doc = "Retries of one deployment on the failures named by\n"
+            ".Ic retry_on ,\nand after a short\n.Ql retry-after\n(see\n"
+            ".Sx RETRY POLICY ) ."},
+    {"retry_on", CFG_SEC_ROUTER, CFG_OTHER, .def = "[ \"5xx\", \"reset\" ]"},
+    {"retry_after_max_wait_ms", CFG_SEC_ROUTER, CFG_INT, .min = 0,
+     .max = INT_MAX, IN_CFG(retry_after_max_wait_ms), .def = "5000",
+     .doc = "A 429 or 5xx whose\n.Ql retry-after\nor\n.Ql retry-after-ms\n"
+            "is at most this (and within the deadline) is retried on the "
+            "same deployment once that wait is over; a longer one moves on "
+            "at once.\n0 never waits."},
     {"backoff_base_ms", CFG_SEC_ROUTER, CFG_INT, .min = 0, .max = INT_MAX,
      IN_CFG(backoff_base_ms), OVERRIDE(backoff_base_ms), .def = "250",
      .doc = "Retry n waits uniform(0, min(backoff_max_ms, "
-            "backoff_base_ms\\(mu2^n)) ms, or the upstream's\n"
-            ".Ql retry-after .\nAt most backoff_max_ms."},
+            "backoff_base_ms\\(mu2^n)) ms.\nAt most backoff_max_ms."},
     {"backoff_max_ms", CFG_SEC_ROUTER, CFG_INT, .min = 0, .max = INT_MAX,
      IN_CFG(backoff_max_ms), .def = "8000", .doc = "Longest backoff wait."},
     {"timeout_ms", CFG_SEC_ROUTER, CFG_INT, .min = 1, .max = INT_MAX,
@@ -172,20 +180,29 @@ const struct cfg_setting cfg_settings[] = {
      .doc = "Longest gap between chunks of a stream after the first."},
     {"allowed_fails", CFG_SEC_ROUTER, CFG_INT, .min = 0, .max = INT_MAX,
      IN_CFG(allowed_fails), .def = "3",
-     .doc = "Failures within a minute that cool a deployment down."},
+     .doc = "A deployment with more failures than this within a minute "
+            "cools down; a success after the cooldown has lapsed clears "
+            "the count."},
     {"cooldown_s", CFG_SEC_ROUTER, CFG_INT, .min = 0, .max = INT_MAX,
      IN_CFG(cooldown_s), .def = "30",
-     .doc = "How long a cooled-down deployment is skipped."},
+     .doc = "How long a cooled-down deployment is skipped; a cooldown "
+            "started by a reply with\n.Ql retry-after\nlasts that long "
+            "instead."},
     {"circuit_failure_threshold", CFG_SEC_ROUTER, CFG_INT, .min = 1,
      .max = INT_MAX, IN_CFG(circuit_failure_threshold), .def = "5",
      .doc = "Consecutive failures that open a deployment's circuit."},
     {"circuit_recovery_s", CFG_SEC_ROUTER, CFG_INT, .min = 1, .max = INT_MAX,
      IN_CFG(circuit_recovery_s), .def = "30",
-     .doc = "An open circuit lets one probe through after this wait; each "
-            "failed probe doubles it.\nAt most circuit_max_s."},
+     .doc = "An open circuit lets one request through as the probe after "
+            "this wait; a success closes it, a failure re-opens it with the "
+            "wait doubled up to circuit_max_s and starts no cooldown.\n"
+            "At most circuit_max_s."},
     {"circuit_max_s", CFG_SEC_ROUTER, CFG_INT, .min = 1, .max = INT_MAX,
-     IN_CFG(circuit_max_s), .def = "600",
-     .doc = "Longest wait for a probe of an open circuit."},
+     IN_CFG(circuit_max_s), .def = "30",
+     .doc = "Longest wait for a probe of an open circuit.\nUnset, it is "
+            "circuit_recovery_s: the wait does not grow, so a deployment "
+            "that recovers takes traffic again within about "
+            "circuit_recovery_s."},
     {"latency_buffer", CFG_SEC_ROUTER, CFG_DOUBLE, .min = 0, .max = 10,
      IN_CFG(latency_buffer), .def = "0.1",
      .doc = "For\n.Cm latency :\ndeployments within this fraction of the "
@@ -250,6 +267,7 @@ const struct cfg_setting cfg_settings[] = {
     {"max_tokens", CFG_SEC_DEPLOY, CFG_LONG, .min = 0, .max = LONG_MAX,
      IN_DEPLOY(max_tokens), .def = "0",
      .doc = "Default max_tokens for providers that require one (anthropic)."},
+    OTHER("prefill", CFG_SEC_DEPLOY),
     OTHER("system_prompt_append", CFG_SEC_DEPLOY),
     OTHER("headers", CFG_SEC_DEPLOY),
     OTHER("params", CFG_SEC_DEPLOY),
@@ -260,8 +278,13 @@ const struct cfg_setting cfg_settings[] = {
      .doc = "As in the router."},
     {"stream_resume", CFG_SEC_GROUP, CFG_ENUM, IN_GROUP(stream_resume),
      .def = "off", .names = resume_names,
-     .doc = ".Cm continue\nresumes a stream cut after its first bytes on "
-            "another deployment."},
+     .doc = ".Cm continue\nresumes a stream cut, stalled or failed after its "
+            "first bytes on another deployment (see\n.Ic prefill ) .\nThe "
+            "start of the continuation is held until it is clear whether it "
+            "repeats text the client already has: a restart of the answer "
+            "or a repeat of its end is dropped; a repeat with changes ends "
+            "the stream with its error event, as does having no candidate "
+            "left."},
     {"hedge_after_ms", CFG_SEC_GROUP, CFG_INT, .min = 0, .max = INT_MAX,
      IN_GROUP(hedge_after_ms), .def = "0",
      .doc = "Start a second attempt on the next deployment after this many "
@@ -940,6 +963,10 @@ router_check(struct loader *ld, const config_setting_t *g)
 {
 	struct cfg *cfg = ld->cfg;
 
+	/* unset, the open window does not grow: probes keep pace with a
+	 * recovery */
+	if (config_setting_get_member(g, "circuit_max_s") == NULL)
+		cfg->circuit_max_s = cfg->circuit_recovery_s;
 	if (cfg->backoff_base_ms > cfg->backoff_max_ms)
 		return set_error(
 		    ld, either(g, "backoff_base_ms", "backoff_max_ms"),
@@ -954,6 +981,47 @@ router_check(struct loader *ld, const config_setting_t *g)
 	return 0;
 }
 
+/* router.retry_on: a list of failure kinds, into RETRY_* bits. */
+static int
+get_retry_on(struct loader *ld, const config_setting_t *g, int *out)
+{
+	static const struct {
+		const char *name;
+		int bit;
+	} kinds[] = {{"5xx", RETRY_5XX},
+	             {"reset", RETRY_RESET},
+	             {"timeout", RETRY_TIMEOUT},
+	             {"429", RETRY_429}};
+	config_setting_t *s = config_setting_get_member(g, "retry_on"), *e;
+	const char *v;
+	size_t k;
+
+	if (s == NULL)
+		return 0;
+	if (config_setting_type(s) != CONFIG_TYPE_ARRAY &&
+	    config_setting_type(s) != CONFIG_TYPE_LIST)
+		return set_error(ld, s,
+		                 "expected a list such as [ \"5xx\", "
+		                 "\"reset\" ]");
+	*out = 0;
+	for (int i = 0; i < config_setting_length(s); i++) {
+		e = config_setting_get_elem(s, (unsigned)i);
+		v = config_setting_type(e) == CONFIG_TYPE_STRING
+		        ? config_setting_get_string(e)
+		        : "";
+		for (k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+			if (strcmp(v, kinds[k].name) == 0)
+				break;
+		if (k == sizeof kinds / sizeof kinds[0])
+			return set_error(ld, s,
+			                 "unknown failure kind '%s' (use 5xx, "
+			                 "reset, timeout or 429)",
+			                 v);
+		*out |= kinds[k].bit;
+	}
+	return 0;
+}
+
 /* The router section. */
 static int
 parse_router(struct loader *ld, const config_setting_t *g)
@@ -962,7 +1030,8 @@ parse_router(struct loader *ld, const config_setting_t *g)
 	if (g == NULL)
 		return 0;
 	if (check_known(ld, g, CFG_SEC_ROUTER, NULL, "router") == -1 ||
-	    read_section(ld, g, CFG_SEC_ROUTER, ld->cfg) == -1)
+	    read_section(ld, g, CFG_SEC_ROUTER, ld->cfg) == -1 ||
+	    get_retry_on(ld, g, &ld->cfg->retry_on) == -1)
 		return -1;
 	return router_check(ld, g);
 }
@@ -1236,7 +1305,7 @@ deploy_check(struct loader *ld, const config_setting_t *s,
 	return 0;
 }
 
-/* Deployment ca_file and system_prompt_append. */
+/* Deployment ca_file, prefill and system_prompt_append. */
 static int
 deploy_files(struct loader *ld, const config_setting_t *s, struct deploy_cfg *d)
 {
@@ -1251,7 +1320,9 @@ deploy_files(struct loader *ld, const config_setting_t *s, struct deploy_cfg *d)
 		return set_error(ld, config_setting_get_member(s, "ca_file"),
 		                 "cannot read %s: %s", d->ca_file,
 		                 strerror(errno));
-	if ((r = get_str(ld, s, "system_prompt_append", &v, &m)) == -1)
+	d->prefill = -1;
+	if (get_bool(ld, s, "prefill", &d->prefill) == -1 ||
+	    (r = get_str(ld, s, "system_prompt_append", &v, &m)) == -1)
 		return -1;
 	if (r == 1 && *v != '\0')
 		d->system_prompt_append = xstrdup(v);
@@ -1829,6 +1900,7 @@ cfg_load(const char *file, char **cause)
 	ld.cfg = xcalloc(1, sizeof *ld.cfg);
 	set_defaults(CFG_SEC_DAEMON, ld.cfg);
 	set_defaults(CFG_SEC_ROUTER, ld.cfg);
+	ld.cfg->retry_on = RETRY_5XX | RETRY_RESET; /* see cfg_settings[] */
 	config_init(&c);
 	r = read_file(&ld, &c);
 	if (r == 0)
@@ -1930,6 +2002,13 @@ int
 cfg_eff_backoff_base_ms(const struct cfg *cfg, const struct deploy_cfg *d)
 {
 	return EFF(cfg, d, backoff_base_ms);
+}
+
+/* Whether d takes a continuation as an assistant prefill. */
+int
+cfg_eff_prefill(const struct deploy_cfg *d)
+{
+	return d->prefill >= 0 ? d->prefill : d->provider == PROV_ANTHROPIC;
 }
 
 /* Effective first-token timeout for d. */

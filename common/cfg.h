@@ -31,6 +31,13 @@ enum provider_kind {
 };
 
 enum log_format { LOGF_TEXT = 0, LOGF_JSON };
+
+/* Failure kinds for router.retry_on: which failures are retried on the
+ * same deployment (after a backoff) before the next candidate. */
+#define RETRY_5XX     0x1 /* HTTP 5xx, 408, 409; an error event in a stream */
+#define RETRY_RESET   0x2 /* refused, reset or closed; a reply cut short */
+#define RETRY_TIMEOUT 0x4 /* attempt or first-token timeout */
+#define RETRY_429     0x8 /* rate limited (without a short Retry-After) */
 enum stream_resume { RESUME_OFF = 0, RESUME_CONTINUE };
 
 const char *cfg_strategy_name(int);
@@ -74,6 +81,7 @@ struct deploy_cfg {
 	int first_token_timeout_ms; /* -1 = router's */
 	int stream_idle_timeout_ms; /* -1 = router's */
 	int max_ttft_p95_ms;        /* -1 = router's, 0 = off */
+	int prefill;                /* takes an assistant prefill; -1 = auto */
 	char *system_prompt_append; /* heap, NULL if none */
 	char *params;               /* heap JSON object text, NULL if none */
 	int nheaders;
@@ -142,7 +150,7 @@ struct cfg {
 	int cooldown_s;                /* 30 */
 	int circuit_failure_threshold; /* 5 */
 	int circuit_recovery_s;        /* 30 */
-	int circuit_max_s;             /* 600 */
+	int circuit_max_s;             /* circuit_recovery_s when unset */
 	double latency_buffer;         /* 0.1 */
 	int queue_when_cooling;        /* 1 */
 	double retry_budget_ratio;     /* 0.2 */
@@ -150,6 +158,8 @@ struct cfg {
 	int max_ttft_p95_ms;           /* 0 = off */
 	int max_response_bytes;        /* whole upstream reply */
 	int max_event_bytes;           /* one upstream SSE event */
+	int retry_on;                  /* RETRY_* bits: 5xx, reset */
+	int retry_after_max_wait_ms;   /* 5000 */
 
 	int ndeploy;
 	struct deploy_cfg *deploy; /* heap */
@@ -190,6 +200,9 @@ int cfg_eff_stream_idle_timeout_ms(const struct cfg *,
                                    const struct deploy_cfg *);
 int cfg_eff_max_ttft_p95_ms(const struct cfg *, const struct deploy_cfg *);
 int cfg_eff_strategy(const struct cfg *, const struct group_cfg *);
+/* Whether d continues a cut stream with an assistant prefill: its prefill
+ * setting, else on for Anthropic and off for the others. */
+int cfg_eff_prefill(const struct deploy_cfg *);
 
 /* The table of scalar settings (after tmux options-table.c): the loader,
  * the defaults, the per-deployment overrides, unknown-setting checks and

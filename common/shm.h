@@ -13,7 +13,7 @@
 #include "common/classify.h"
 
 #define SHM_MAGIC       0x544c48444d464c4cULL /* "LLMFDHLT" little-endian */
-#define SHM_VERSION     2
+#define SHM_VERSION     3
 #define SHM_NPROTO      8 /* client protocols counted */
 #define SHM_NSLOTS      256
 #define SHM_MAX_WORKERS 32
@@ -70,6 +70,7 @@ struct slot_sh {
 	au64 fallbacks_from; /* requests that moved on from here */
 	au64 fallbacks_to;   /* requests served here after a fallback */
 	au64 skipped;        /* picks skipped (cooling, open, limited) */
+	au64 bad_events;     /* malformed stream events skipped */
 	au64 tokens_in, tokens_out;
 	au32 consec_fail;
 	ai32 inflight[SHM_MAX_WORKERS]; /* per worker index */

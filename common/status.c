@@ -155,6 +155,7 @@ st_counters(const struct slot_sh *sl, struct status_row *r)
 	r->fallbacks_from = LD(&sl->fallbacks_from);
 	r->fallbacks_to = LD(&sl->fallbacks_to);
 	r->skipped = LD(&sl->skipped);
+	r->bad_events = LD(&sl->bad_events);
 	r->tokens_in = LD(&sl->tokens_in);
 	r->tokens_out = LD(&sl->tokens_out);
 	r->consec_fail = LD(&sl->consec_fail);
@@ -588,6 +589,7 @@ status_json_detail(struct buf *b, const struct status_row *r)
 	st_kuns(b, "fallbacks_from", r->fallbacks_from);
 	st_kuns(b, "fallbacks_to", r->fallbacks_to);
 	st_kuns(b, "skipped", r->skipped);
+	st_kuns(b, "bad_events", r->bad_events);
 	st_kuns(b, "tokens_in", r->tokens_in);
 	st_kuns(b, "tokens_out", r->tokens_out);
 	st_kuns(b, "cooldowns", r->cooldowns);

@@ -47,7 +47,7 @@ struct status_row {
 	uint32_t fail_win_count;
 	uint64_t requests, successes, failures, retries;
 	uint64_t by_class[EC__MAX];
-	uint64_t fallbacks_from, fallbacks_to, skipped;
+	uint64_t fallbacks_from, fallbacks_to, skipped, bad_events;
 	uint64_t tokens_in, tokens_out;
 	uint32_t consec_fail;
 	int32_t inflight;

@@ -58,12 +58,13 @@ enum mode {
 	MODE_NO_DONE,
 	MODE_BAD_CHUNK,
 	MODE_TOOLS,
+	MODE_LATE_ERROR,
 	MODE_N
 };
 
 static const char *const mode_names[MODE_N] = {
     "ok",  "status", "hang",    "close",     "garbage", "stream-error",
-    "cut", "stall",  "no-done", "bad-chunk", "tools"};
+    "cut", "stall",  "no-done", "bad-chunk", "tools",   "late-error"};
 
 /* The tool call's fixed arguments, and the pieces a stream sends them in. */
 #define TOOL_ARGS    "{\"city\":\"Oslo\"}"
@@ -87,6 +88,7 @@ struct mock_opts {
 	int usage_c;
 	int recover_after_ms; /* 0: the mode never wears off */
 	int tool_call;        /* answer requests with tools by a tool call */
+	int reject_prefill;   /* 400 for a chat ending in an assistant turn */
 	char message[512];    /* "": default text for the status */
 	char error_code[128];
 	char finish[64];
@@ -112,6 +114,7 @@ struct mreq {
 	int include_usage;
 	int ninputs;
 	int tool;    /* answer with a call to tool_name */
+	int prefill; /* the last message is the assistant's */
 	int nchunks; /* content steps of the stream */
 	int evseq;   /* next Responses sequence_number */
 	int step;
@@ -445,6 +448,7 @@ static const struct optdef optdefs[] = {
     OPT_INT("recover_after_ms", recover_after_ms, 0, 86400000),
     OPT_INT("tool_call", tool_call, 0, 1),
     OPT_INT("echo_auth", echo_auth, 0, 1),
+    OPT_INT("reject_prefill", reject_prefill, 0, 1),
 };
 
 /* The option named name ("retry-after" and "retry_after" alike), or NULL. */
@@ -556,8 +560,10 @@ opts_json(struct buf *b, const struct mock_opts *o)
 	jesc(b, o->error_code);
 	buf_adds(b, ",\"finish\":");
 	jesc(b, o->finish);
-	buf_printf(b, ",\"recover_after_ms\":%d,\"tool_call\":%d}",
-	           o->recover_after_ms, o->tool_call);
+	buf_printf(b,
+	           ",\"recover_after_ms\":%d,\"tool_call\":%d,"
+	           "\"reject_prefill\":%d}",
+	           o->recover_after_ms, o->tool_call, o->reject_prefill);
 }
 
 /* ---- provider vocabulary ---- */
@@ -1721,7 +1727,7 @@ stream_start(struct mreq *r)
 
 	reply_headers(r->req, "text/event-stream", r->seq);
 	evhttp_add_header(h, "Cache-Control", "no-cache");
-	if (r->mode == MODE_STREAM_ERROR)
+	if (r->mode == MODE_STREAM_ERROR || r->mode == MODE_LATE_ERROR)
 		evhttp_add_header(h, "Connection", "close");
 	evhttp_send_reply_start(r->req, 200, NULL);
 }
@@ -1747,6 +1753,10 @@ stream_step(struct mreq *r)
 	int bad =
 	    (r->o.cut_after < r->nchunks ? r->o.cut_after : r->nchunks) + 1;
 
+	if (r->mode == MODE_LATE_ERROR && s >= 1 && s - 1 >= r->o.cut_after) {
+		stream_error(r);
+		return;
+	}
 	if ((r->mode == MODE_CUT || r->mode == MODE_STALL) && s >= 1 &&
 	    s - 1 >= r->o.cut_after) {
 		if (r->mode == MODE_CUT)
@@ -1775,6 +1785,7 @@ mreq_act(struct mreq *r)
 	case MODE_OK:
 	case MODE_NO_DONE:
 	case MODE_BAD_CHUNK:
+	case MODE_LATE_ERROR:
 		if (r->stream)
 			stream_step(r);
 		else
@@ -1854,6 +1865,7 @@ mreq_start(struct mreq *r)
 	case MODE_STALL:
 	case MODE_NO_DONE:
 	case MODE_BAD_CHUNK:
+	case MODE_LATE_ERROR:
 		if (r->stream)
 			stream_start(r);
 		break;
@@ -1980,6 +1992,22 @@ tool_find(struct mreq *r, const char *js, const jsmntok_t *t)
 	r->tool_name[0] = '\0';
 }
 
+/* Whether the last element of the body's "messages" has role `role`. */
+static int
+last_role_is(const char *js, const jsmntok_t *t, const char *role)
+{
+	int a = jget(js, t, 0, "messages"), i, k, last = -1;
+
+	if (a < 0 || t[a].type != JSMN_ARRAY)
+		return 0;
+	for (k = 0, i = a + 1; k < t[a].size; k++, i = jskip(t, i))
+		last = i;
+	if (last < 0 || t[last].type != JSMN_OBJECT ||
+	    (k = jget(js, t, last, "role")) < 0)
+		return 0;
+	return jeq(js, &t[k], role);
+}
+
 /* Read stream, model and input counts from the body; -1 if malformed. */
 static int
 parse_body(struct mreq *r, const char *js, size_t len)
@@ -1999,8 +2027,10 @@ parse_body(struct mreq *r, const char *js, size_t len)
 		    jstr(js, &t[i], r->model, sizeof r->model) == -1)
 			snprintf(r->model, sizeof r->model, "mock-model");
 	}
-	if (r->kind == KIND_CHAT)
+	if (r->kind == KIND_CHAT) {
 		tool_find(r, js, t);
+		r->prefill = last_role_is(js, t, "assistant");
+	}
 	if (r->kind == KIND_EMBED)
 		r->ninputs = count_inputs(t, jget(js, t, 0, "input"));
 	else if (r->kind == KIND_EMBEDN)
@@ -2105,7 +2135,8 @@ pick_mode(struct mreq *r)
 	if (M.o.fail_first > 0 && M.served >= M.o.fail_first)
 		return MODE_OK;
 	M.served++;
-	if (!r->stream && mode == MODE_STREAM_ERROR)
+	if (!r->stream &&
+	    (mode == MODE_STREAM_ERROR || mode == MODE_LATE_ERROR))
 		return MODE_STATUS;
 	if (!r->stream && (mode == MODE_NO_DONE || mode == MODE_BAD_CHUNK))
 		return MODE_OK;
@@ -2181,6 +2212,11 @@ provider_request(struct evhttp_request *req, const char *path)
 		mreq_reject(r, 400,
 		            "We could not parse the JSON body of your "
 		            "request.");
+	else if (r->prefill && r->o.reject_prefill)
+		mreq_reject(r, 400,
+		            "This model does not support assistant message "
+		            "prefill. The conversation must end with a user "
+		            "message.");
 	else
 		r->mode = pick_mode(r);
 	pick_answer(r);

@@ -42,6 +42,10 @@ struct prov_call {
 	 * applied to a native body. */
 	const char *resume_text;
 	size_t resume_len;
+	/* 1: continue as a true assistant prefill (the partial answer is the
+	 * final assistant turn); 0: the instruction form (the partial answer,
+	 * then a user turn with PROV_RESUME_INSTRUCTION). */
+	int resume_prefill;
 	/* Native passthrough: the engine sets native only to a format in the
 	 * provider's formats. The body is then sent as is but for `model`
 	 * (the deployment's) and drop_keys: no params, max_tokens or
@@ -121,6 +125,11 @@ struct provider {
 	                    const char *event, size_t elen, const char *data,
 	                    size_t dlen, struct buf *out,
 	                    struct upstream_error *e);
+	/* The stream's body ended cleanly after its finish reason but without
+	 * its terminal event: write what that event would have (the usage
+	 * chunk if include_usage asked for one). NULL: nothing to add. */
+	void (*stream_end)(const struct prov_call *, struct stream_state *,
+	                   struct buf *out);
 };
 
 extern const struct provider prov_openai;

@@ -36,10 +36,11 @@
 #include "worker/upstream.h"
 #include "worker/worker.h"
 
-#define REQ_MAX_TRAIL 12
-#define REQ_MAX_FREE  256 /* recycled request objects kept after a burst */
-#define REQ_KEEP_BUF  (64 << 10) /* bigger buffers are freed on recycling */
-#define ERRBODY_MAX   65536
+#define REQ_MAX_TRAIL  12
+#define REQ_MAX_FREE   256 /* recycled request objects kept after a burst */
+#define REQ_KEEP_BUF   (64 << 10) /* bigger buffers are freed on recycling */
+#define ERRBODY_MAX    65536
+#define STREAM_MAX_BAD 16 /* malformed events an attempt may skip */
 
 struct attempt_rec {
 	int d;
@@ -73,6 +74,12 @@ struct attempt {
 		int64_t t0_us, ttft_us;
 		struct up_resp resp;
 		int streaming, complete, in_stream_err;
+		int bad_events;   /* malformed events skipped */
+		int timed_out;    /* failed by its timer */
+		int prefill;      /* continues as an assistant prefill */
+		int splice;       /* holding a continuation's start */
+		size_t drop;      /* leading text bytes that repeat sent text */
+		size_t text_sent; /* text bytes that reached the client */
 		struct usage usage;
 	} st;
 };
@@ -106,6 +113,10 @@ struct req_st {
 	int64_t soonest_ms;
 	int n_rate, n_fail, forced, hedged;
 	int n_unsupported;
+	int64_t ra_ms; /* the shortest upstream Retry-After seen, -1 */
+	uint64_t no_prefill[CFG_MAX_DEPLOY / 64]; /* refused a prefill */
+	int cut_d;         /* the deployment whose stream was cut, -1 */
+	char cut_msg[128]; /* why it was cut */
 	char build_err[160];
 	struct attempt_rec trail[REQ_MAX_TRAIL];
 	int ntrail;
@@ -158,6 +169,7 @@ static void att_failed(struct attempt *, enum errclass, int status,
                        const char *msg, int64_t retry_after_ms,
                        int should_retry);
 static void req_finish(struct req *, const struct req_end *);
+static void req_cut_abort(struct req *, const char *why);
 static void req_deadline(evutil_socket_t, short, void *);
 static void req_wait_cb(evutil_socket_t, short, void *);
 static void req_hedge(evutil_socket_t, short, void *);
@@ -438,6 +450,8 @@ req_send_end(struct req *r, const struct req_end *e)
 		         b->data ? b->data : "", b->len);
 		return;
 	}
+	if (r->s.attempts > 0) /* llmfd spent its retries: SDKs should not */
+		o->header(r->s.c, "x-should-retry", "false");
 	buf_reset(b);
 	if (r->s.ntrail) {
 		struct buf t = {0};
@@ -663,6 +677,7 @@ att_timeout(evutil_socket_t fd, short ev, void *arg)
 		up_abort(a->st.up);
 		a->st.up = NULL;
 	}
+	a->st.timed_out = 1;
 	att_failed(a, EC_TRANSIENT, 0, msg, -1, -1);
 }
 
@@ -711,6 +726,8 @@ att_build(struct req *r, struct attempt *a, int d)
 	if (a->st.prov == NULL)
 		return -1;
 	a->st.native = !a->st.resume && att_native(r, a->st.prov, dc);
+	a->st.prefill = a->st.resume && cfg_eff_prefill(dc) &&
+	                !(r->s.no_prefill[d / 64] & (1ULL << (d % 64)));
 	a->st.pc = (struct prov_call){
 	    .cfg = r->w->cfg,
 	    .d = dc,
@@ -724,7 +741,8 @@ att_build(struct req *r, struct attempt *a, int d)
 	    .native_fmt = a->st.native ? r->s.ig->fmt : 0,
 	    .fwd_headers = a->st.native && r->fwd.len ? r->fwd.data : NULL,
 	    .resume_text = a->st.resume ? r->sent_text.data : NULL,
-	    .resume_len = a->st.resume ? r->sent_text.len : 0};
+	    .resume_len = a->st.resume ? r->sent_text.len : 0,
+	    .resume_prefill = a->st.prefill};
 	buf_reset(&a->po.path);
 	buf_reset(&a->po.headers);
 	buf_reset(&a->po.body);
@@ -742,6 +760,7 @@ att_reset(struct req *r, struct attempt *a, int d, int hedge)
 	a->st.d = d;
 	a->st.hedge = hedge;
 	a->st.resume = r->s.phase == REQ_STREAMING;
+	a->st.splice = a->st.resume;
 	a->st.ttft_us = -1;
 	buf_reset(&a->rbody);
 	buf_reset(&a->out);
@@ -879,10 +898,47 @@ req_hedge(evutil_socket_t fd, short ev, void *arg)
 	r->s.prev_d = saved_prev;
 }
 
-/* Every candidate is exhausted: the most meaningful status. */
+/* Why the candidates in the trail are out: *rate counts rate limits (a
+ * 429, a full rpm window, a cooldown after a 429), *down outages (a
+ * failed attempt, an open circuit, a cooldown after failures). Returns
+ * the soonest monotonic ms one of them is expected back (0: unknown). */
+static int64_t
+req_why_out(struct req *r, int *rate, int *down)
+{
+	int64_t soonest = r->s.soonest_ms, back;
+
+	*rate = *down = 0;
+	for (int i = 0; i < r->s.ntrail; i++) {
+		const struct attempt_rec *t = &r->s.trail[i];
+
+		if (t->skip == SKIP_RATE || t->skip == SKIP_COOLING ||
+		    t->skip == SKIP_CIRCUIT)
+			(route_limited(r->w, t->d) ? (*rate)++ : (*down)++);
+		else if (!t->skip &&
+		         (t->cls == EC_RATE_LIMITED || t->cls == EC_QUOTA))
+			(*rate)++;
+		else if (!t->skip && t->cls != EC_CANCELLED)
+			(*down)++;
+		if ((back = route_back_ms(r->w, t->d)) > 0 &&
+		    (soonest == 0 || back < soonest))
+			soonest = back;
+	}
+	return soonest;
+}
+
+/*
+ * Every candidate is exhausted: the most meaningful status. A 400 when no
+ * provider could express the request; a 429 only when every candidate is
+ * rate-limited; a 503 for an outage (failed attempts, open circuits,
+ * cooldowns after failures). Both carry a Retry-After: the upstream's own,
+ * else the time to the soonest recovery, else 1 s.
+ */
 void
 req_exhausted_verdict(struct req *r, struct req_verdict *v)
 {
+	int rate, down;
+	int64_t back = req_why_out(r, &rate, &down), ms;
+
 	memset(v, 0, sizeof *v);
 	if (r->s.attempts == 0 && r->s.n_unsupported > 0 &&
 	    r->s.soonest_ms == 0) {
@@ -892,38 +948,33 @@ req_exhausted_verdict(struct req *r, struct req_verdict *v)
 		snprintf(v->msg, sizeof v->msg, "%s", r->s.build_err);
 		return;
 	}
-	if (r->s.soonest_ms > 0 && r->s.n_fail == 0) {
-		int64_t s = (r->s.soonest_ms - clock_ms() + 999) / 1000;
-
-		v->retry_after_s = s < 1 ? 1 : s;
-	}
-	if (r->s.n_fail == 0 && r->s.n_rate == 0 && r->s.soonest_ms > 0) {
-		v->status = 429;
-		v->type = "rate_limit_error";
-		v->code = "all_deployments_cooling";
-		snprintf(v->msg, sizeof v->msg,
-		         "every deployment for '%s' is cooling down or at its "
-		         "rate limit; retry after %" PRId64 " s",
-		         r->s.model, v->retry_after_s);
-		return;
-	}
-	v->status = 502;
-	v->type = "upstream_error";
-	v->code = "all_deployments_failed";
-	if (r->s.n_rate > 0 && r->s.n_fail == 0) {
-		v->status = 429;
-		v->code = "rate_limited";
-		v->type = "rate_limit_error";
-	} else if (r->s.n_fail > 0)
-		v->status = 503;
-	if (r->s.attempts == 0)
+	if (rate + down == 0) {
+		v->status = 502;
+		v->type = "upstream_error";
+		v->code = "all_deployments_failed";
 		snprintf(v->msg, sizeof v->msg,
 		         "no deployment of '%s' is available", r->s.model);
-	else
+		return;
+	}
+	ms = r->s.ra_ms > 0 ? r->s.ra_ms : back > 0 ? back - clock_ms() : 1000;
+	v->retry_after_s = ms > 1000 ? (ms + 999) / 1000 : 1;
+	v->status = down ? 503 : 429;
+	v->type = down ? "upstream_error" : "rate_limit_error";
+	if (r->s.attempts == 0) {
+		v->code = "all_deployments_cooling";
 		snprintf(v->msg, sizeof v->msg,
-		         "all %d attempt%s for model '%s' failed",
-		         r->s.attempts, r->s.attempts == 1 ? "" : "s",
-		         r->s.model);
+		         "every deployment for '%s' is %s; retry after %" PRId64
+		         " s",
+		         r->s.model,
+		         down ? "down (cooling down or circuit open)"
+		              : "cooling down or at its rate limit",
+		         v->retry_after_s);
+		return;
+	}
+	v->code = down ? "all_deployments_failed" : "rate_limited";
+	snprintf(v->msg, sizeof v->msg, "all %d attempt%s for model '%s' %s",
+	         r->s.attempts, r->s.attempts == 1 ? "" : "s", r->s.model,
+	         down ? "failed" : "were rate-limited");
 }
 
 /* Every candidate is exhausted: answer. */
@@ -1021,9 +1072,7 @@ req_next(struct req *r)
 			return; /* att_failed took over */
 	}
 	if (streaming) {
-		req_stream_abort(r, r->s.d,
-		                 "no candidate left to continue the "
-		                 "interrupted stream");
+		req_cut_abort(r, "no candidate could continue it");
 		return;
 	}
 	if (req_queue(r) == 0)
@@ -1066,6 +1115,9 @@ req_may_retry(struct req *r, int should_retry)
 
 	if (should_retry == 0 || r->s.tries_here > cap)
 		return 0;
+	/* this failure opened its circuit: waiting to retry it is futile */
+	if (route_why(r->w, r->s.d, r->s.est_tokens) == SKIP_CIRCUIT)
+		return 0;
 	if (r->s.retries_used >= (total > cap ? total : cap))
 		return 0;
 	return route_retry_allowed(r->w);
@@ -1084,16 +1136,33 @@ req_chain(struct req *r, enum errclass cls)
 	                         r->s.groups[0]->name);
 }
 
+/* Retry after the upstream's own Retry-After of ra_ms (a 429 or 503): a
+ * short one (retry_after_max_wait_ms at most, within the deadline) on the
+ * same deployment; a longer one moves on at once. */
+static void
+req_decide_retry_after(struct req *r, int64_t ra_ms, int should_retry,
+                       struct req_decision *dc)
+{
+	if (ra_ms <= r->w->cfg->retry_after_max_wait_ms &&
+	    ra_ms < req_left_ms(r) && req_may_retry(r, should_retry)) {
+		dc->action = DO_RETRY;
+		dc->delay_ms = ra_ms + 1; /* the cooldown it started is over */
+	}
+}
+
 /*
  * What follows a failed attempt (before anything reached the client), by
  * the failure's class: a bad request goes back to the client; a context or
- * content failure switches to its chain if there is one; a transient one
- * is retried on the same deployment after a backoff while the retry caps,
- * the budget and the deadline allow; anything else moves on.
+ * content failure switches to its chain if there is one; a transient or
+ * rate-limited one with a Retry-After waits for it on the same deployment
+ * if it is short, else moves on; without one, a failure whose kind is in
+ * router.retry_on (5xx and resets by default, not timeouts) is retried on
+ * the same deployment after a backoff while the retry caps, the budget and
+ * the deadline allow; anything else moves on.
  */
 void
-req_decide(struct req *r, enum errclass cls, int status, int64_t ra_ms,
-           int should_retry, struct req_decision *dc)
+req_decide(struct req *r, enum errclass cls, int kind, int status,
+           int64_t ra_ms, int should_retry, struct req_decision *dc)
 {
 	const struct cfg *cfg = r->w->cfg;
 	int64_t delay;
@@ -1120,11 +1189,16 @@ req_decide(struct req *r, enum errclass cls, int status, int64_t ra_ms,
 		                                    : "content_filter";
 		return;
 	case EC_TRANSIENT:
-		if (!req_may_retry(r, should_retry))
+	case EC_RATE_LIMITED:
+		if (ra_ms >= 0) {
+			req_decide_retry_after(r, ra_ms, should_retry, dc);
+			return;
+		}
+		if (!(cfg->retry_on & kind) || !req_may_retry(r, should_retry))
 			return;
 		delay = backoff_ms(
 		    cfg_eff_backoff_base_ms(cfg, &cfg->deploy[r->s.d]),
-		    cfg->backoff_max_ms, r->s.retries_used, ra_ms, &r->w->rng);
+		    cfg->backoff_max_ms, r->s.retries_used, -1, &r->w->rng);
 		if (delay < req_left_ms(r)) {
 			dc->action = DO_RETRY;
 			dc->delay_ms = delay;
@@ -1151,13 +1225,28 @@ req_switch(struct req *r, enum errclass cls)
 	r->s.gi = 0;
 }
 
+/* End an interrupted stream with an error event naming the real
+ * interruption (the first cut, not a failed continuation), and why it
+ * could not be continued if one was tried. */
+static void
+req_cut_abort(struct req *r, const char *why)
+{
+	char text[320];
+
+	snprintf(text, sizeof text, "upstream failed mid-stream: %s%s%s",
+	         r->s.cut_msg, why ? "; " : "", why ? why : "");
+	req_stream_abort(r, r->s.cut_d, text);
+}
+
 /* A stream failed after bytes reached the client: continue it on the next
  * candidate if the group allows, else end it with an error event. */
 static void
 req_midstream_failure(struct req *r, int d, const char *msg)
 {
-	char text[256];
-
+	if (r->s.cut_d < 0) {
+		r->s.cut_d = d;
+		snprintf(r->s.cut_msg, sizeof r->s.cut_msg, "%s", msg);
+	}
 	if (r->s.groups[0]->stream_resume == RESUME_CONTINUE &&
 	    !r->s.tool_stream && !r->s.native && r->s.ig->endpoint == EP_CHAT) {
 		log_info("%s continuing the interrupted stream of %s", r->s.id,
@@ -1166,8 +1255,42 @@ req_midstream_failure(struct req *r, int d, const char *msg)
 		req_next(r);
 		return;
 	}
-	snprintf(text, sizeof text, "upstream failed mid-stream: %s", msg);
-	req_stream_abort(r, d, text);
+	req_cut_abort(r, NULL);
+}
+
+/* A continuation in the prefill form was refused with a 400 (a target
+ * that takes no final assistant turn): try d again in the instruction
+ * form, once. 0 if that attempt is under way. */
+static int
+att_prefill_refused(struct attempt *a, enum errclass cls)
+{
+	struct req *r = a->r;
+	int d = a->st.d;
+
+	if (!a->st.prefill || cls != EC_BAD_REQUEST)
+		return -1;
+	r->s.no_prefill[d / 64] |= 1ULL << (d % 64);
+	log_info("%s %s refused the continuation as a prefill; trying the "
+	         "instruction form",
+	         r->s.id, dname(r, d));
+	if (att_start(r, d, 0) == 0 || r->s.phase == REQ_DONE ||
+	    r->att[0].st.active || r->att[1].st.active)
+		return 0; /* under way, or a failure of it took over */
+	return -1;
+}
+
+/* The retry_on kind of a failed attempt (RETRY_*). */
+static int
+att_fail_kind(const struct attempt *a, enum errclass cls, int status)
+{
+	if (a->st.timed_out)
+		return RETRY_TIMEOUT;
+	if (cls == EC_RATE_LIMITED)
+		return RETRY_429;
+	if (status >= 500 || status == 408 || status == 409 ||
+	    a->st.in_stream_err)
+		return RETRY_5XX;
+	return RETRY_RESET;
 }
 
 /* An attempt failed with class cls: record it, then do what req_decide
@@ -1194,16 +1317,23 @@ att_failed(struct attempt *a, enum errclass cls, int status, const char *msg,
 		r->s.tries_here = 1;
 	}
 	if (r->s.phase == REQ_STREAMING) {
-		buf_add(&r->sent_text, a->text.data, a->text.len);
+		if (a->st.text_sent > a->st.drop)
+			buf_add(&r->sent_text, a->text.data + a->st.drop,
+			        a->st.text_sent - a->st.drop);
+		if (att_prefill_refused(a, cls) == 0)
+			return;
 		req_midstream_failure(r, a->st.d, msg);
 		return;
 	}
+	if (ra_ms >= 0 && (r->s.ra_ms < 0 || ra_ms < r->s.ra_ms))
+		r->s.ra_ms = ra_ms;
 	if (cls == EC_RATE_LIMITED)
 		r->s.n_rate++;
 	else if (cls != EC_BAD_REQUEST && cls != EC_CONTEXT_WINDOW &&
 	         cls != EC_CONTENT_POLICY)
 		r->s.n_fail++;
-	req_decide(r, cls, status, ra_ms, should_retry, &dc);
+	req_decide(r, cls, att_fail_kind(a, cls, status), status, ra_ms,
+	           should_retry, &dc);
 	switch (dc.action) {
 	case DO_FAIL:
 		req_fail(r, dc.status, dc.type, dc.code, msg);
@@ -1281,13 +1411,141 @@ req_encode_stream(struct req *r, struct attempt *a)
 	}
 }
 
-/* Send what attempt a has pending to the client, starting the reply the
- * first time. */
+/*
+ * Splicing a continuation onto text the client already has (s, m bytes).
+ * A continuation (c, n bytes so far; final when it is complete) that
+ * begins by repeating the answer from its start, or by repeating the end
+ * of it, has that overlap dropped. Returns the bytes of c to drop,
+ * SPLICE_MORE to hold c until more arrives, or SPLICE_BAD when c repeats
+ * the answer with changes (at least SPLICE_MIN bytes alike, then not), so
+ * that no splice would be true.
+ */
+#define SPLICE_MORE (-1)
+#define SPLICE_BAD  (-2)
+#define SPLICE_MIN  16  /* shorter likenesses may be chance */
+#define SPLICE_TAIL 256 /* longest repeat of the answer's end looked for */
+
+static long
+splice_overlap(const char *s, size_t m, const char *c, size_t n, int final)
+{
+	size_t p = 0, k, top = m < SPLICE_TAIL ? m : SPLICE_TAIL;
+
+	while (p < m && p < n && s[p] == c[p])
+		p++;
+	if (n > 0 && p == (m < n ? m : n)) { /* a restart so far */
+		if (n >= m)
+			return (long)m;
+		if (!final)
+			return SPLICE_MORE;
+		return n >= SPLICE_MIN ? SPLICE_BAD : 0;
+	}
+	if (p >= SPLICE_MIN)
+		return SPLICE_BAD;
+	for (k = top; k >= SPLICE_MIN; k--) { /* the longest repeated tail */
+		if (k > n) {
+			if (!final && memcmp(c, s + m - k, n) == 0)
+				return SPLICE_MORE;
+		} else if (memcmp(c, s + m - k, k) == 0)
+			return (long)k;
+	}
+	return n == 0 && !final ? SPLICE_MORE : 0;
+}
+
+/* Drop the first `drop` bytes of content from the canonical chunks in b:
+ * a chunk whose content is all dropped goes unless it carries more (a
+ * finish reason, usage); the one cut in the middle is rewritten. */
 static void
+splice_drop(struct buf *b, size_t drop)
+{
+	static struct json j;
+	struct buf out = {0}, t = {0};
+	const char *p = b->data, *end = p + b->len, *e, *raw;
+	size_t rl;
+	int c, f;
+
+	while (p < end && (e = memmem(p, (size_t)(end - p), "\n\n", 2))) {
+		e += 2;
+		c = -1;
+		if (drop > 0 && e - p > 8 && memcmp(p, "data: ", 6) == 0 &&
+		    json_parse(&j, p + 6, (size_t)(e - p - 8)) == 0)
+			c = json_path(&j, 0, "choices.0.delta.content");
+		buf_reset(&t);
+		if (json_type(&j, c) != JSMN_STRING ||
+		    json_str_buf(&j, c, &t) <= 0) {
+			buf_add(&out, p, (size_t)(e - p));
+			p = e;
+			continue;
+		}
+		f = json_path(&j, 0, "choices.0.finish_reason");
+		if (drop >= t.len && (f < 0 || json_is_null(&j, f)) &&
+		    json_get(&j, 0, "usage") < 0) {
+			drop -= t.len;
+			p = e;
+			continue;
+		}
+		raw = json_raw(&j, c, &rl);
+		buf_add(&out, p, (size_t)(raw - p));
+		buf_addc(&out, '"');
+		if (drop < t.len)
+			json_escape(&out, t.data + drop, t.len - drop);
+		buf_addc(&out, '"');
+		buf_add(&out, raw + rl, (size_t)(e - raw - rl));
+		drop = drop < t.len ? 0 : drop - t.len;
+		p = e;
+	}
+	buf_add(&out, p, (size_t)(end - p));
+	buf_free(&t);
+	buf_free(b);
+	*b = out;
+}
+
+/* A continuation's start is held until it is clear whether it repeats
+ * what the client has. 1 once decided (the overlap dropped from a->out),
+ * 0 to keep holding, -1 when it cannot be spliced. */
+static int
+att_splice(struct req *r, struct attempt *a, int final)
+{
+	long k = splice_overlap(
+	    r->sent_text.data ? r->sent_text.data : "", r->sent_text.len,
+	    a->text.data ? a->text.data : "", a->text.len, final);
+
+	if (k == SPLICE_MORE)
+		return 0;
+	if (k == SPLICE_BAD)
+		return -1;
+	a->st.splice = 0;
+	a->st.drop = (size_t)k;
+	if (k > 0) {
+		log_info("%s continuation on %s repeated %ld bytes the client "
+		         "has; dropped",
+		         r->s.id, dname(r, a->st.d), k);
+		splice_drop(&a->out, (size_t)k);
+	}
+	return 1;
+}
+
+/* Send what attempt a has pending to the client, starting the reply the
+ * first time; a continuation's start is held until it can be spliced.
+ * 0, or -1 when the request finished (a continuation that cannot be
+ * spliced ends the stream with an error event). */
+static int
 req_stream_flush(struct req *r, struct attempt *a)
 {
 	const struct client_ops *o = r->s.ops;
+	char why[160];
+	int rc;
 
+	if (a->st.splice && (rc = att_splice(r, a, a->st.complete)) <= 0) {
+		if (rc == 0)
+			return 0;
+		snprintf(why, sizeof why,
+		         "the continuation on %s repeated the answer with "
+		         "changes and cannot be spliced",
+		         dname(r, a->st.d));
+		log_warnx("%s %s", r->s.id, why);
+		req_cut_abort(r, why);
+		return -1;
+	}
 	if (r->s.phase != REQ_STREAMING) {
 		r->s.served = a->st.d;
 		r->s.native = a->st.native;
@@ -1297,13 +1555,35 @@ req_stream_flush(struct req *r, struct attempt *a)
 		r->s.phase = REQ_STREAMING;
 	}
 	r->s.tool_stream |= a->ss.tool_seen;
+	a->st.text_sent = a->text.len;
 	if (a->out.len == 0)
-		return;
+		return 0;
 	buf_reset(&r->out);
 	req_encode_stream(r, a);
 	if (r->out.len)
 		o->chunk(r->s.c, r->out.data, r->out.len);
 	buf_reset(&a->out);
+	return 0;
+}
+
+/* A stream event the provider refused: if its data is not JSON at all
+ * (one malformed event in an otherwise healthy stream), skip and count it
+ * and return 1; a stream that never completes still fails, and so does
+ * one with more than STREAM_MAX_BAD of them. 0 for a real error event. */
+static int
+att_bad_event(struct attempt *a, const char *data, size_t dlen)
+{
+	static struct json chk;
+	struct req *r = a->r;
+
+	if (json_parse(&chk, data, dlen) == 0 ||
+	    ++a->st.bad_events > STREAM_MAX_BAD)
+		return 0;
+	route_count_bad_event(r->w, a->st.d);
+	log_debug("%s %s sent a malformed stream event (%zu bytes); skipped",
+	          r->s.id, dname(r, a->st.d), dlen);
+	memset(&r->s.uerr, 0, sizeof r->s.uerr);
+	return 1;
 }
 
 /* One SSE event from the upstream, through the provider. */
@@ -1318,6 +1598,8 @@ att_sse_event(void *arg, const char *ev, size_t elen, const char *data,
 		return 0;
 	rc = a->st.prov->stream_event(&a->st.pc, &a->ss, ev, elen, data, dlen,
 	                              &a->out, &a->r->s.uerr);
+	if (rc == -1 && att_bad_event(a, data, dlen))
+		return 0;
 	if (rc == -1) {
 		a->st.in_stream_err = 1;
 		return 1;
@@ -1475,6 +1757,20 @@ att_whole(struct attempt *a)
 	req_finish(r, &(struct req_end){.status = 200});
 }
 
+/* The body ended cleanly after a finish reason but without the stream's
+ * terminal event ([DONE], message_stop): the answer is complete. The
+ * provider writes what the terminal event would have (usage). */
+static void
+att_stream_end(struct attempt *a)
+{
+	log_debug("%s %s ended its stream without the terminal event; "
+	          "complete after its finish reason",
+	          a->r->s.id, dname(a->r, a->st.d));
+	if (a->st.prov->stream_end)
+		a->st.prov->stream_end(&a->st.pc, &a->ss, &a->out);
+	a->st.complete = 1;
+}
+
 static void
 up_on_done(void *arg)
 {
@@ -1496,14 +1792,17 @@ up_on_done(void *arg)
 		           -1);
 		return;
 	}
-	if (!a->st.complete) {
+	if (!a->st.complete && !a->ss.finished) {
 		att_failed(a, EC_TRANSIENT, a->st.resp.status,
 		           "upstream stream ended before completion", -1, -1);
 		return;
 	}
+	if (!a->st.complete) /* a clean end after the finish: complete */
+		att_stream_end(a);
 	if (a->st.ttft_us < 0)
 		att_first_content(a);
-	req_stream_flush(r, a);
+	if (req_stream_flush(r, a) == -1)
+		return;
 	att_won(a, &a->ss.usage);
 	req_finish(r, &(struct req_end){.status = 200});
 }
@@ -1732,6 +2031,7 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
 		    "\"llmfd_error\",\"param\":null,\"code\":\"out_of_memory\"}"
 		    "}";
 
+		ops->header(c, "Retry-After", "1");
 		ops->reply(c, 503, "application/json", oom, sizeof oom - 1);
 		return;
 	}
@@ -1747,6 +2047,8 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
 	r->s.t0_us = clock_us();
 	r->s.d = r->s.prev_d = r->s.served = -1;
 	r->s.ttft_us = -1;
+	r->s.ra_ms = -1;
+	r->s.cut_d = -1;
 	r->s.close_after = w->draining;
 	req_new_id(w, r->s.id, sizeof r->s.id);
 	req_fwd_headers(r);

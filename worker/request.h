@@ -69,8 +69,10 @@ struct req_decision {
 	int status;
 	const char *type, *code;
 };
-void req_decide(struct req *, enum errclass, int status, int64_t ra_ms,
-                int should_retry, struct req_decision *);
+/* kind is the failure's RETRY_* kind (cfg.h), matched against
+ * router.retry_on; ra_ms the upstream's Retry-After (-1: none). */
+void req_decide(struct req *, enum errclass, int kind, int status,
+                int64_t ra_ms, int should_retry, struct req_decision *);
 /* The answer when every candidate is exhausted (exported for tests):
  * status, type, code, a message and the Retry-After seconds (0: none). */
 struct req_verdict {

@@ -420,7 +420,9 @@ route_fail_health(struct worker *w, int d, enum errclass cls, int64_t ra_ms)
 
 	if (cls == EC_QUOTA)
 		cool *= QUOTA_MUL;
-	if (ra_ms > cool)
+	if (ra_ms > 0 && (cls == EC_RATE_LIMITED || cls == EC_TRANSIENT))
+		cool = ra_ms; /* the upstream said when: no longer than that */
+	else if (ra_ms > cool)
 		cool = ra_ms;
 	start = atomic_load_explicit(&s->fail_win_start_ms, RLX);
 	if (now - start > FAIL_WIN) {
@@ -429,12 +431,14 @@ route_fail_health(struct worker *w, int d, enum errclass cls, int64_t ra_ms)
 	}
 	n = atomic_fetch_add_explicit(&s->fail_win_count, 1, RLX) + 1;
 	until = atomic_load_explicit(&s->cooldown_until_ms, RLX);
-	if (cool > 0 &&
+	st = atomic_load(&s->circuit);
+	/* a failed half-open probe re-opens the circuit, which alone says
+	 * when to probe again: no cooldown on top of it */
+	if (cool > 0 && st != CIRCUIT_HALF_OPEN &&
 	    ((int)n > cfg->allowed_fails || until > now || cls == EC_QUOTA ||
 	     (cls == EC_RATE_LIMITED && ra_ms > 0)))
 		route_cool(w, d, now + cool);
 	consec = atomic_fetch_add_explicit(&s->consec_fail, 1, RLX) + 1;
-	st = atomic_load(&s->circuit);
 	if (st == CIRCUIT_HALF_OPEN ||
 	    (st == CIRCUIT_CLOSED && cfg->circuit_failure_threshold > 0 &&
 	     (int)consec >= cfg->circuit_failure_threshold)) {
@@ -461,7 +465,9 @@ route_fail_health(struct worker *w, int d, enum errclass cls, int64_t ra_ms)
 	}
 }
 
-/* Success: clear the failure streak and close a half-open circuit. */
+/* Success: clear the failure streak and the failure window (a lapsed
+ * cooldown closes: the next failure starts counting afresh) and close a
+ * half-open circuit. */
 static void
 route_ok_health(struct worker *w, int d)
 {
@@ -469,6 +475,9 @@ route_ok_health(struct worker *w, int d)
 	uint32_t st = CIRCUIT_HALF_OPEN;
 
 	atomic_store_explicit(&s->consec_fail, 0, RLX);
+	if (atomic_load_explicit(&s->fail_win_count, RLX) != 0 &&
+	    atomic_load_explicit(&s->cooldown_until_ms, RLX) <= clock_ms())
+		atomic_store_explicit(&s->fail_win_count, 0, RLX);
 	if (atomic_load_explicit(&s->circuit, RLX) != CIRCUIT_CLOSED &&
 	    atomic_compare_exchange_strong(&s->circuit, &st, CIRCUIT_CLOSED)) {
 		atomic_store(&s->circuit_window_ms, 0);
@@ -594,6 +603,46 @@ void
 route_count_retry(struct worker *w, int d)
 {
 	atomic_fetch_add_explicit(&slot_of(w, d)->retries, 1, RLX);
+}
+
+/* When d's cooldown or open circuit ends (0: neither holds it off). */
+int64_t
+route_back_ms(struct worker *w, int d)
+{
+	struct slot_sh *s = slot_of(w, d);
+	int64_t now = clock_ms(), back = 0, t;
+
+	t = atomic_load_explicit(&s->cooldown_until_ms, RLX);
+	if (t > now)
+		back = t;
+	t = atomic_load_explicit(&s->circuit_until_ms, RLX);
+	if (atomic_load_explicit(&s->circuit, RLX) == CIRCUIT_OPEN && t > now &&
+	    t > back)
+		back = t;
+	return back;
+}
+
+/* Whether d is held off by a rate limit rather than by failures. */
+int
+route_limited(struct worker *w, int d)
+{
+	int64_t back, wall;
+	int why = route_check(w, d, 0, clock_ms(), &back, 0), status, cls;
+	char t[SHM_ERR_MAX];
+
+	if (why == SKIP_RATE)
+		return 1;
+	if (why != SKIP_COOLING || shm_get_error(slot_of(w, d), t, sizeof t,
+	                                         &status, &cls, &wall) == -1)
+		return 0;
+	return cls == EC_RATE_LIMITED || cls == EC_QUOTA;
+}
+
+/* A malformed stream event from d was skipped. */
+void
+route_count_bad_event(struct worker *w, int d)
+{
+	atomic_fetch_add_explicit(&slot_of(w, d)->bad_events, 1, RLX);
 }
 
 /* The group's fixed hedge delay, or d's TTFT p95 once it has 5 samples. */

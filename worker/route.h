@@ -47,6 +47,14 @@ void route_attempt_end(struct worker *, int d, enum errclass, int64_t lat_us,
 void route_count_fallback(struct worker *, int from, int to, const char *id);
 /* A retry on d was scheduled. */
 void route_count_retry(struct worker *, int d);
+/* The monotonic ms at which d's cooldown or open circuit ends, or 0 if
+ * neither holds it off. */
+int64_t route_back_ms(struct worker *, int d);
+/* Whether d is held off by a rate limit: its rpm/tpm window is full, or it
+ * cools after a 429 (its last failure was rate-limited). */
+int route_limited(struct worker *, int d);
+/* A malformed stream event from d was skipped. */
+void route_count_bad_event(struct worker *, int d);
 /* How long to wait before hedging a first attempt on d in group g, or -1
  * for no hedge. */
 int64_t route_hedge_delay(struct worker *, const struct group_cfg *, int d);

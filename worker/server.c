@@ -42,6 +42,9 @@ server_send_error(struct evhttp_request *req, int status, const char *type,
 	va_end(ap);
 	ingress_openai_error(&b, status, type, code, m.data ? m.data : "", NULL,
 	                     NULL, 0);
+	if (status == 429 || status == 503) /* every 429/503 says when */
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		                  "Retry-After", "1");
 	server_send_json(req, status, &b);
 	buf_free(&b);
 	buf_free(&m);

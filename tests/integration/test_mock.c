@@ -641,3 +641,47 @@ Test(mock, config_new_options_validated)
 	           NULL);
 	cr_assert_eq(rc, 2, "a bad --tool-call exited %d: %s", rc, out);
 }
+
+/* late-error: --cut-after content chunks, then the in-stream error event,
+ * then the end of the body. */
+Test(mock, late_error_after_content)
+{
+	struct ev evs[MAXEV];
+	int n;
+
+	h_mock_start(&m, "a", "--mode", "late-error", "--cut-after", "2", NULL);
+	n = post_stream(
+	    CHAT, "{\"model\":\"m\",\"messages\":[],\"stream\":true}", evs);
+	cr_assert_geq(n, 3);
+	cr_assert(ev_has(evs, n, "\" a\"") && !ev_has(evs, n, "\" says\""));
+	cr_assert_not_null(h_json(evs[n - 1].data, "error"), "%s",
+	                   evs[n - 1].data);
+	n = post_stream(
+	    MSGS, "{\"model\":\"c\",\"messages\":[],\"stream\":true}", evs);
+	cr_assert_str_eq(evs[n - 1].name, "error");
+	cr_assert_geq(ev_find(evs, n, 0, "content_block_delta"), 0);
+	/* Not a stream: the error status. */
+	struct h_resp *r =
+	    h_tcp(m.port, "POST", CHAT, "{\"model\":\"m\",\"messages\":[]}");
+	cr_assert_eq(r->status, 503);
+}
+
+/* reject_prefill: a chat whose last message is the assistant's gets a 400
+ * about prefill; any other gets the mode. */
+Test(mock, reject_prefill_only_final_assistant_turn)
+{
+	h_mock_start(&m, "a", "--reject-prefill", "1", NULL);
+	struct h_resp *r = h_tcp(
+	    m.port, "POST", MSGS,
+	    "{\"model\":\"c\",\"messages\":[{\"role\":\"user\",\"content\":"
+	    "\"hi\"},{\"role\":\"assistant\",\"content\":\"Hel\"}]}");
+	cr_assert_eq(r->status, 400, "%s", h_desc(r));
+	cr_assert_not_null(strstr(h_json(r->body, "error.message"), "prefill"));
+	r = post_ok(CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":"
+	                  "\"assistant\",\"content\":\"Hel\"},{\"role\":"
+	                  "\"user\",\"content\":\"go on\"}]}");
+	cr_assert_eq(h_mock_stat(&m, "failed"), 1);
+	config("{\"reject_prefill\":0}");
+	post_ok(MSGS, "{\"model\":\"c\",\"messages\":[{\"role\":\"assistant\","
+	              "\"content\":\"Hel\"}]}");
+}

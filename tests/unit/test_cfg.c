@@ -277,7 +277,7 @@ Test(cfg, defaults)
 	cr_assert_eq(c->cooldown_s, 30);
 	cr_assert_eq(c->circuit_failure_threshold, 5);
 	cr_assert_eq(c->circuit_recovery_s, 30);
-	cr_assert_eq(c->circuit_max_s, 600);
+	cr_assert_eq(c->circuit_max_s, 30); /* no growth unless set */
 	cr_assert_float_eq(c->latency_buffer, 0.1, 1e-9);
 	cr_assert_eq(c->queue_when_cooling, 1);
 	cr_assert_float_eq(c->retry_budget_ratio, 0.2, 1e-9);

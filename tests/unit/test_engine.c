@@ -264,29 +264,29 @@ Test(engine, decide_by_class)
 	cr_assert_not_null(r = chat(PLAIN));
 	cr_assert_eq(req_phase(r), REQ_ATTEMPTING);
 
-	req_decide(r, EC_TRANSIENT, 503, -1, -1, &dc);
+	req_decide(r, EC_TRANSIENT, RETRY_5XX, 503, -1, -1, &dc);
 	cr_assert_eq(dc.action, DO_RETRY);
 	cr_assert(dc.delay_ms >= 0 && dc.delay_ms <= 2);
-	req_decide(r, EC_TRANSIENT, 503, -1, 0,
+	req_decide(r, EC_TRANSIENT, RETRY_5XX, 503, -1, 0,
 	           &dc); /* x-should-retry: false */
 	cr_assert_eq(dc.action, DO_NEXT);
-	req_decide(r, EC_RATE_LIMITED, 429, -1, -1, &dc);
+	req_decide(r, EC_RATE_LIMITED, RETRY_429, 429, -1, -1, &dc);
 	cr_assert_eq(dc.action, DO_NEXT);
-	req_decide(r, EC_AUTH, 401, -1, -1, &dc);
+	req_decide(r, EC_AUTH, 0, 401, -1, -1, &dc);
 	cr_assert_eq(dc.action, DO_NEXT);
-	req_decide(r, EC_NOT_FOUND, 404, -1, -1, &dc);
+	req_decide(r, EC_NOT_FOUND, 0, 404, -1, -1, &dc);
 	cr_assert_eq(dc.action, DO_NEXT);
-	req_decide(r, EC_QUOTA, 429, -1, -1, &dc);
+	req_decide(r, EC_QUOTA, 0, 429, -1, -1, &dc);
 	cr_assert_eq(dc.action, DO_NEXT);
-	req_decide(r, EC_BAD_REQUEST, 422, -1, -1, &dc);
+	req_decide(r, EC_BAD_REQUEST, 0, 422, -1, -1, &dc);
 	cr_assert_eq(dc.action, DO_FAIL);
 	cr_assert_eq(dc.status, 422);
 	cr_assert_str_eq(dc.code, "bad_request");
-	req_decide(r, EC_BAD_REQUEST, 500, -1, -1, &dc);
+	req_decide(r, EC_BAD_REQUEST, 0, 500, -1, -1, &dc);
 	cr_assert_eq(dc.status, 400);
-	req_decide(r, EC_CONTEXT_WINDOW, 400, -1, -1, &dc);
+	req_decide(r, EC_CONTEXT_WINDOW, 0, 400, -1, -1, &dc);
 	cr_assert_eq(dc.action, DO_SWITCH, "g has a context-window chain");
-	req_decide(r, EC_CONTENT_POLICY, 400, -1, -1, &dc);
+	req_decide(r, EC_CONTENT_POLICY, 0, 400, -1, -1, &dc);
 	cr_assert_eq(dc.action, DO_FAIL, "g has no content-policy chain");
 	cr_assert_eq(dc.status, 400);
 	cr_assert_str_eq(dc.code, "content_filter");
@@ -300,7 +300,7 @@ Test(engine, retry_after_longer_than_deadline_moves_on)
 	start_default();
 	cr_assert_not_null(r = chat("{\"model\":\"g\",\"timeout\":1,"
 	                            "\"messages\":[]}"));
-	req_decide(r, EC_TRANSIENT, 503, 5000, -1, &dc);
+	req_decide(r, EC_TRANSIENT, RETRY_5XX, 503, 5000, -1, &dc);
 	cr_assert_eq(dc.action, DO_NEXT);
 }
 
@@ -312,7 +312,7 @@ Test(engine, num_retries_zero_never_retries)
 	start_default();
 	cr_assert_not_null(r = chat("{\"model\":\"g\",\"num_retries\":0,"
 	                            "\"messages\":[]}"));
-	req_decide(r, EC_TRANSIENT, 503, -1, -1, &dc);
+	req_decide(r, EC_TRANSIENT, RETRY_5XX, 503, -1, -1, &dc);
 	cr_assert_eq(dc.action, DO_NEXT);
 }
 
@@ -412,7 +412,8 @@ Test(engine, transient_waits_then_retries_same)
 	cr_assert_eq(req_phase(r), REQ_ATTEMPTING);
 	req_test_upstream(r, 200, 0, REPLY, strlen(REPLY), 1);
 	cr_assert_eq(cap.status, 200);
-	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-attempts: 2"));
+	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-attempts: 2"), "%s",
+	                   cap.hdrs);
 }
 
 Test(engine, finish_client_gone_while_waiting)
@@ -526,6 +527,437 @@ Test(engine, stream_error_before_content_falls_back)
 	cr_assert_not(cap.started, "the client saw nothing of the failure");
 	req_test_upstream(r, 200, 1, s, sizeof s - 1, 1);
 	cr_assert(cap.ended);
-	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-attempts: 2"));
+	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-attempts: 2"), "%s",
+	                   cap.hdrs);
 	cr_assert_null(strstr(cap.body.data, "overloaded"));
+}
+
+/* ---- failover behaviours (issue 13) ---- */
+
+#define FINISH_CHUNK                                                           \
+	"data: "                                                               \
+	"{\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"choices\":"      \
+	"[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
+
+/* A body that ends cleanly after the finish reason but without [DONE] is
+ * complete: the client gets [DONE] and no error event. */
+Test(engine, stream_clean_end_without_done_is_complete)
+{
+	static const char s[] = CHUNK("he") CHUNK("llo") FINISH_CHUNK;
+	struct req *r;
+
+	start_default();
+	cr_assert_not_null(r = chat(STREAM));
+	req_test_upstream(r, 200, 1, s, sizeof s - 1, 1);
+	cr_assert(cap.ended);
+	cr_assert_not_null(strstr(cap.body.data, "data: [DONE]\n\n"));
+	cr_assert_null(strstr(cap.body.data, "stream_interrupted"));
+	cr_assert_eq(atomic_load(&shm.slots[0].successes) +
+	                 atomic_load(&shm.slots[1].successes),
+	             1);
+}
+
+/* One malformed event inside a healthy stream is skipped and counted; the
+ * stream goes on and completes. */
+Test(engine, stream_malformed_event_skipped)
+{
+	static const char s[] = CHUNK("he") "data: {\"choices\":[{\n\n" CHUNK(
+	    "llo") "data: [DONE]\n\n";
+	struct req *r;
+
+	start_default();
+	cr_assert_not_null(r = chat(STREAM));
+	req_test_upstream(r, 200, 1, s, sizeof s - 1, 1);
+	cr_assert(cap.ended);
+	cr_assert_not_null(strstr(cap.body.data, "\"llo\""));
+	cr_assert_not_null(strstr(cap.body.data, "data: [DONE]\n\n"));
+	cr_assert_null(strstr(cap.body.data, "stream_interrupted"));
+	cr_assert_eq(atomic_load(&shm.slots[0].bad_events) +
+	                 atomic_load(&shm.slots[1].bad_events),
+	             1);
+}
+
+/* A real error event (valid JSON) is not skipped. */
+Test(engine, stream_error_event_not_skipped_as_malformed)
+{
+	static const char c[] = CHUNK("he");
+	static const char s[] =
+	    "data: {\"error\":{\"message\":"
+	    "\"overloaded\",\"type\":\"server_error\"}}\n\n";
+	struct req *r;
+
+	start("num_retries = 0; cooldown_s = 0;", DEP("a", "g", ""), "");
+	cr_assert_not_null(r = chat(STREAM));
+	req_test_upstream(r, 200, 1, c, sizeof c - 1, 0);
+	cr_assert_eq(req_phase(r), REQ_STREAMING);
+	req_test_upstream(r, 200, 1, s, sizeof s - 1, 0);
+	cr_assert(cap.ended);
+	cr_assert_not_null(strstr(cap.body.data, "stream_interrupted"));
+	cr_assert_eq(atomic_load(&shm.slots[0].bad_events), 0);
+}
+
+/* Timeouts move on by default; 5xx and resets are retried (retry_on). */
+Test(engine, decide_timeout_moves_on_by_default)
+{
+	struct req_decision dc;
+	struct req *r;
+
+	start_default();
+	cr_assert_eq(cfg->retry_on, RETRY_5XX | RETRY_RESET);
+	cr_assert_not_null(r = chat(PLAIN));
+	req_decide(r, EC_TRANSIENT, RETRY_TIMEOUT, 0, -1, -1, &dc);
+	cr_assert_eq(dc.action, DO_NEXT);
+	req_decide(r, EC_TRANSIENT, RETRY_RESET, 0, -1, -1, &dc);
+	cr_assert_eq(dc.action, DO_RETRY);
+	req_decide(r, EC_TRANSIENT, RETRY_5XX, 502, -1, -1, &dc);
+	cr_assert_eq(dc.action, DO_RETRY);
+}
+
+/* retry_on names the kinds retried on the same deployment. */
+Test(engine, decide_retry_on_setting)
+{
+	struct req_decision dc;
+	struct req *r;
+
+	start("num_retries = 2; backoff_base_ms = 1; backoff_max_ms = 2; "
+	      "retry_on = [ \"timeout\", \"429\" ];",
+	      DEP("a", "g", "") ",\n" DEP("b", "g", ""), "");
+	cr_assert_eq(cfg->retry_on, RETRY_TIMEOUT | RETRY_429);
+	cr_assert_not_null(r = chat(PLAIN));
+	req_decide(r, EC_TRANSIENT, RETRY_TIMEOUT, 0, -1, -1, &dc);
+	cr_assert_eq(dc.action, DO_RETRY);
+	req_decide(r, EC_RATE_LIMITED, RETRY_429, 429, -1, -1, &dc);
+	cr_assert_eq(dc.action, DO_RETRY);
+	req_decide(r, EC_TRANSIENT, RETRY_5XX, 503, -1, -1, &dc);
+	cr_assert_eq(dc.action, DO_NEXT);
+	req_decide(r, EC_TRANSIENT, RETRY_RESET, 0, -1, -1, &dc);
+	cr_assert_eq(dc.action, DO_NEXT);
+}
+
+/* A bad retry_on is refused with the setting named. */
+Test(engine, retry_on_unknown_kind_refused)
+{
+	char file[PATH_MAX], *cause = NULL;
+	FILE *f;
+
+	snprintf(file, sizeof file, "%s/bad.conf", tdir);
+	cr_assert_not_null(f = fopen(file, "w"));
+	fprintf(f, "router = { retry_on = [ \"5xx\", \"sometimes\" ]; };\n"
+	           "deployments = (" DEP("a", "g", "") ");\n");
+	fclose(f);
+	cr_assert_null(cfg_load(file, &cause));
+	cr_assert(cause && strstr(cause, "retry_on") &&
+	              strstr(cause, "'sometimes'"),
+	          "cause: %s", cause ? cause : "(none)");
+	free(cause);
+}
+
+/* A first token that is late costs one timeout, then the next candidate:
+ * no retry of the same deployment. */
+Test(engine, first_token_timeout_moves_to_next)
+{
+	static const char s[] = CHUNK("ok") "data: [DONE]\n\n";
+	struct req *r;
+
+	start("num_retries = 2; cooldown_s = 0;",
+	      DEP("a", "g", "first_token_timeout_ms = 1;") ",\n" DEP("b", "g",
+	                                                             ""),
+	      "");
+	cr_assert_not_null(r = chat(STREAM));
+	req_test_upstream(r, 200, 1, "", 0, 0); /* headers, then silence */
+	while (atomic_load(&shm.slots[0].failures[EC_TRANSIENT]) == 0)
+		event_base_loop(w.base, EVLOOP_ONCE); /* a's timer fires */
+	cr_assert_eq(req_phase(r), REQ_ATTEMPTING);
+	req_test_upstream(r, 200, 1, s, sizeof s - 1, 1);
+	cr_assert(cap.ended);
+	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-attempts: 2"), "%s",
+	                   cap.hdrs);
+	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-deployment: b"));
+}
+
+/* An outage (every attempt failing) is a 503 with a Retry-After, and
+ * x-should-retry: false since llmfd spent its own retries. */
+Test(engine, exhausted_outage_is_503_with_retry_after)
+{
+	struct req *r;
+
+	start("num_retries = 0; cooldown_s = 0; circuit_failure_threshold = "
+	      "100;",
+	      DEP("a", "g", "") ",\n" DEP("b", "g", ""), "");
+	cr_assert_not_null(r = chat(PLAIN));
+	req_test_upstream(r, 500, 0, "{}", 2, 1);
+	req_test_upstream(r, 500, 0, "{}", 2, 1);
+	cr_assert_eq(cap.status, 503);
+	cr_assert_not_null(strstr(cap.hdrs, "Retry-After: 1\n"), "%s",
+	                   cap.hdrs);
+	cr_assert_not_null(strstr(cap.hdrs, "x-should-retry: false\n"));
+}
+
+/* Every attempt rate-limited: a 429 with a Retry-After. */
+Test(engine, exhausted_rate_limit_is_429)
+{
+	static const char e[] = "{\"error\":{\"message\":\"Rate limit "
+	                        "reached\",\"type\":\"rate_limit_exceeded\"}}";
+	struct req *r;
+
+	start("num_retries = 0; cooldown_s = 0;",
+	      DEP("a", "g", "") ",\n" DEP("b", "g", ""), "");
+	cr_assert_not_null(r = chat(PLAIN));
+	req_test_upstream(r, 429, 0, e, sizeof e - 1, 1);
+	req_test_upstream(r, 429, 0, e, sizeof e - 1, 1);
+	cr_assert_eq(cap.status, 429);
+	cr_assert_not_null(strstr(cap.body.data, "\"rate_limited\""));
+	cr_assert_not_null(strstr(cap.hdrs, "Retry-After: "));
+	cr_assert_not_null(strstr(cap.hdrs, "x-should-retry: false\n"));
+}
+
+/* Every candidate behind an open circuit (none attempted) is an outage: a
+ * 503 whose Retry-After is the time to the soonest probe; nothing was
+ * attempted, so no x-should-retry. */
+Test(engine, exhausted_open_circuits_is_503)
+{
+	struct req *r;
+
+	start("queue_when_cooling = false;",
+	      DEP("a", "g", "") ",\n" DEP("b", "g", ""), "");
+	for (int i = 0; i < 2; i++) {
+		atomic_store(&shm.slots[i].circuit, CIRCUIT_OPEN);
+		atomic_store(&shm.slots[i].circuit_until_ms,
+		             clock_ms() + 7500 + i * 1000);
+	}
+	cr_assert_null(r = chat(PLAIN));
+	cr_assert_eq(cap.status, 503, "%s", cap.body.data);
+	cr_assert_not_null(strstr(cap.hdrs, "Retry-After: 8\n"), "%s",
+	                   cap.hdrs);
+	cr_assert_null(strstr(cap.hdrs, "x-should-retry"));
+	cr_assert_not_null(strstr(cap.body.data, "circuit open"));
+}
+
+/* Every candidate cooling after 429s: still a rate limit, 429. */
+Test(engine, exhausted_cooling_after_429_is_429)
+{
+	struct req *r;
+
+	start("queue_when_cooling = false; allowed_fails = 0; cooldown_s = "
+	      "5;",
+	      DEP("a", "g", "") ",\n" DEP("b", "g", ""), "");
+	for (int i = 0; i < 2; i++) {
+		route_attempt_start(&w, i);
+		route_attempt_end(&w, i, EC_RATE_LIMITED, 1000, -1, NULL, -1,
+		                  "rate limited", 429);
+	}
+	cr_assert_null(r = chat(PLAIN));
+	cr_assert_eq(cap.status, 429, "%s", cap.body.data);
+	cr_assert_not_null(strstr(cap.body.data, "all_deployments_cooling"));
+	cr_assert_not_null(strstr(cap.hdrs, "Retry-After: 5\n"), "%s",
+	                   cap.hdrs);
+}
+
+/* A failure that opens the deployment's circuit is not retried there: the
+ * next candidate is tried at once. */
+Test(engine, no_retry_into_an_open_circuit)
+{
+	struct req *r;
+
+	start("num_retries = 2; cooldown_s = 0; circuit_failure_threshold = "
+	      "1;",
+	      DEP("a", "g", "") ",\n" DEP("b", "g", ""), "");
+	cr_assert_not_null(r = chat(PLAIN));
+	req_test_upstream(r, 503, 0, "{}", 2, 1);
+	cr_assert_eq(req_phase(r), REQ_ATTEMPTING, "waiting to retry a");
+	req_test_upstream(r, 200, 0, REPLY, strlen(REPLY), 1);
+	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-deployment: b"));
+}
+
+/* ---- continuation that never lies ---- */
+
+#define RESUME_GROUP                                                           \
+	"groups = ( { name = \"g\"; stream_resume = \"continue\"; } );"
+
+/* A stream in group g (continue on) whose first attempt on a sends `sent`
+ * and is cut; returns the request, now continuing on b (b_extra: more
+ * settings of b). */
+static struct req *
+cut_after(const char *sent, const char *b_extra)
+{
+	char deps[1024];
+	struct buf s = {0};
+	struct req *r;
+
+	snprintf(deps, sizeof deps,
+	         DEP("a", "g", "") ",\n  { name = \"b\"; group = \"g\"; "
+	                           "provider = \"openai\"; base_url = "
+	                           "\"http://127.0.0.1:9/v1\"; api_key = "
+	                           "\"k\"; model = \"m\"; %s }",
+	         b_extra);
+	start("num_retries = 0; cooldown_s = 0;", deps, RESUME_GROUP);
+	buf_printf(&s, CHUNK("%s"), sent);
+	cr_assert_not_null(r = chat(STREAM));
+	req_test_upstream(r, 200, 1, s.data, s.len, 0);
+	cr_assert_eq(req_phase(r), REQ_STREAMING);
+	req_test_upstream(r, 200, 1, "", 0, 1); /* cut */
+	cr_assert_eq(req_phase(r), REQ_STREAMING);
+	cr_assert_not(cap.ended, "not continued: %s", cap.body.data);
+	buf_free(&s);
+	return r;
+}
+
+/* The content text the client got (all delta.content joined). */
+static const char *
+client_text(void)
+{
+	static char t[1024];
+	const char *p = cap.body.data ? cap.body.data : "", *q;
+
+	t[0] = '\0';
+	while ((p = strstr(p, "\"content\":\"")) != NULL) {
+		p += 11;
+		q = strchr(p, '"');
+		strncat(t, p, (size_t)(q - p));
+		p = q;
+	}
+	return t;
+}
+
+/* Feed b's continuation (already formatted chunks) and a clean end. */
+static void
+continue_with(struct req *r, const char *chunks)
+{
+	struct buf s = {0};
+
+	buf_printf(&s, "%s" FINISH_CHUNK "data: [DONE]\n\n", chunks);
+	req_test_upstream(r, 200, 1, s.data, s.len, 1);
+	buf_free(&s);
+}
+
+/* A continuation that restarts the answer has the repeat dropped. */
+Test(engine, splice_restart_dropped)
+{
+	struct req *r = cut_after("The quick brown fox", "");
+
+	continue_with(r, CHUNK("The quick brown fox") CHUNK(" jumps"));
+	cr_assert(cap.ended);
+	cr_assert_str_eq(client_text(), "The quick brown fox jumps");
+	cr_assert_not_null(strstr(cap.body.data, "[DONE]"));
+}
+
+/* A restart arriving in pieces is held until it is clear; the chunk that
+ * straddles the end of the repeat is rewritten. */
+Test(engine, splice_restart_in_pieces)
+{
+	struct req *r = cut_after("The quick brown fox", "");
+
+	req_test_upstream(r, 200, 1, CHUNK("The qu"), strlen(CHUNK("The qu")),
+	                  0);
+	cr_assert_str_eq(client_text(), "The quick brown fox", "not held");
+	continue_with(r, CHUNK("ick brown fox jum") CHUNK("ps"));
+	cr_assert_str_eq(client_text(), "The quick brown fox jumps");
+}
+
+/* A continuation that repeats the end of the answer has it dropped. */
+Test(engine, splice_tail_repeat_dropped)
+{
+	struct req *r = cut_after("The quick brown fox jumps over the", "");
+
+	continue_with(r, CHUNK("brown fox jumps over the") CHUNK(" lazy dog"));
+	cr_assert_str_eq(client_text(),
+	                 "The quick brown fox jumps over the lazy dog");
+}
+
+/* A true continuation is passed on as it is. */
+Test(engine, splice_plain_continuation_kept)
+{
+	struct req *r = cut_after("The quick brown fox", "");
+
+	continue_with(r, CHUNK(" jumps") CHUNK(" over"));
+	cr_assert_str_eq(client_text(), "The quick brown fox jumps over");
+	cr_assert_not_null(strstr(cap.body.data, "[DONE]"));
+}
+
+/* A continuation that repeats the answer with changes cannot be spliced:
+ * the stream ends with the error event naming the real interruption, and
+ * nothing of the continuation reaches the client. */
+Test(engine, splice_changed_restart_is_an_error)
+{
+	struct req *r = cut_after("The quick brown fox jumps", "");
+
+	continue_with(r, CHUNK("The quick brown cat sleeps"));
+	cr_assert(cap.ended);
+	cr_assert_str_eq(client_text(), "The quick brown fox jumps");
+	cr_assert_null(strstr(cap.body.data, "[DONE]"));
+	cr_assert_not_null(strstr(cap.body.data, "stream_interrupted"));
+	cr_assert_not_null(strstr(cap.body.data, "ended before completion"));
+	cr_assert_not_null(strstr(cap.body.data, "\"deployment\":\"a\""));
+}
+
+/* A continuation in the prefill form refused with a 400 is retried on the
+ * same deployment in the instruction form; the client never sees the 400. */
+Test(engine, prefill_refused_retried_as_instruction)
+{
+	static const char e[] =
+	    "{\"error\":{\"message\":\"This model does not support assistant "
+	    "message prefill\",\"type\":\"invalid_request_error\"}}";
+	struct req *r = cut_after("The quick brown fox", "prefill = true;");
+
+	req_test_upstream(r, 400, 0, e, sizeof e - 1, 1);
+	cr_assert_eq(req_phase(r), REQ_STREAMING);
+	cr_assert_not(cap.ended, "%s", cap.body.data);
+	continue_with(r, CHUNK(" jumps"));
+	cr_assert_str_eq(client_text(), "The quick brown fox jumps");
+	cr_assert_null(strstr(cap.body.data, "prefill"));
+	cr_assert_not_null(strstr(cap.body.data, "[DONE]"));
+}
+
+/* A 400 from the continuation in the instruction form (nothing left to
+ * try): the error event carries the real interruption, not the 400. */
+Test(engine, continuation_400_never_replaces_the_interruption)
+{
+	static const char e[] = "{\"error\":{\"message\":\"final assistant "
+	                        "turn not allowed\",\"type\":"
+	                        "\"invalid_request_error\"}}";
+	struct req *r = cut_after("The quick brown fox", "");
+
+	req_test_upstream(r, 400, 0, e, sizeof e - 1, 1);
+	cr_assert(cap.ended);
+	cr_assert_null(strstr(cap.body.data, "final assistant"));
+	cr_assert_not_null(strstr(cap.body.data, "ended before completion"));
+	cr_assert_not_null(strstr(cap.body.data, "\"deployment\":\"a\""));
+	cr_assert_null(strstr(cap.body.data, "[DONE]"));
+}
+
+/* A short Retry-After is waited out on the same deployment, whatever
+ * retry_on says; a longer one moves on at once. */
+Test(engine, decide_short_retry_after_waits)
+{
+	struct req_decision dc;
+	struct req *r;
+
+	start_default();
+	cr_assert_eq(cfg->retry_after_max_wait_ms, 5000);
+	cr_assert_not_null(r = chat(PLAIN));
+	req_decide(r, EC_RATE_LIMITED, RETRY_429, 429, 2000, -1, &dc);
+	cr_assert_eq(dc.action, DO_RETRY);
+	cr_assert(dc.delay_ms >= 2000 && dc.delay_ms <= 2001);
+	req_decide(r, EC_TRANSIENT, RETRY_5XX, 503, 800, -1, &dc);
+	cr_assert_eq(dc.action, DO_RETRY);
+	req_decide(r, EC_RATE_LIMITED, RETRY_429, 429, 6000, -1, &dc);
+	cr_assert_eq(dc.action, DO_NEXT, "longer than the wait allowed");
+	req_decide(r, EC_RATE_LIMITED, RETRY_429, 429, 2000, 0, &dc);
+	cr_assert_eq(dc.action, DO_NEXT, "x-should-retry: false");
+}
+
+/* retry_after_max_wait_ms = 0 never waits. */
+Test(engine, decide_retry_after_wait_off)
+{
+	struct req_decision dc;
+	struct req *r;
+
+	start("retry_after_max_wait_ms = 0; retry_on = [ ];",
+	      DEP("a", "g", "") ",\n" DEP("b", "g", ""), "");
+	cr_assert_eq(cfg->retry_on, 0);
+	cr_assert_not_null(r = chat(PLAIN));
+	req_decide(r, EC_RATE_LIMITED, RETRY_429, 429, 100, -1, &dc);
+	cr_assert_eq(dc.action, DO_NEXT);
+	req_decide(r, EC_TRANSIENT, RETRY_5XX, 503, -1, -1, &dc);
+	cr_assert_eq(dc.action, DO_NEXT, "retry_on is empty");
 }

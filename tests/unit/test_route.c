@@ -423,6 +423,18 @@ Test(route, cooldown_honours_longer_retry_after)
 	cr_assert(left > 19000 && left <= 20000, "left %lld", (long long)left);
 }
 
+/* A 429's cooldown lasts its Retry-After, even when that is shorter than
+ * cooldown_s (a Retry-After of 2 s no longer cools for 30 s). */
+Test(route, cooldown_is_a_short_retry_after)
+{
+	start("allowed_fails = 3; cooldown_s = 30; circuit_failure_threshold "
+	      "= 100;",
+	      DEP("a", "g", ""));
+	attempt(0, EC_RATE_LIMITED, 2000);
+	int64_t left = atomic_load(&sl(0)->cooldown_until_ms) - clock_ms();
+	cr_assert(left > 1500 && left <= 2000, "left %lld", (long long)left);
+}
+
 /* A failure during cooldown extends it. */
 Test(route, cooldown_extended_by_failure)
 {
@@ -572,6 +584,64 @@ Test(route, half_open_failure_doubles_to_cap)
 		atomic_store(&sl(0)->circuit_until_ms, clock_ms() - 1);
 	}
 	cr_assert_eq(atomic_load(&sl(0)->circuit_opens), 5);
+}
+
+/* Without circuit_max_s the window does not grow: a failed probe re-opens
+ * for circuit_recovery_s again, so probes keep pace with a recovery. */
+Test(route, half_open_failure_keeps_window_by_default)
+{
+	int probe;
+
+	start("allowed_fails = 1000; circuit_failure_threshold = 2; "
+	      "circuit_recovery_s = 1;",
+	      DEP("a", "g", ""));
+	cr_assert_eq(w.cfg->circuit_max_s, 1);
+	open_due(0, 2);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(pick("g", &probe), 0);
+		cr_assert_eq(probe, 1);
+		attempt(0, EC_TRANSIENT, -1);
+		cr_assert_eq(atomic_load(&sl(0)->circuit), CIRCUIT_OPEN);
+		cr_assert_eq(atomic_load(&sl(0)->circuit_window_ms), 1000);
+		atomic_store(&sl(0)->circuit_until_ms, clock_ms() - 1);
+	}
+}
+
+/* A failed probe re-opens the circuit but starts no cooldown on top of
+ * it: the next probe comes when the circuit says. */
+Test(route, failed_probe_starts_no_cooldown)
+{
+	int probe;
+
+	start("allowed_fails = 0; cooldown_s = 30; circuit_failure_threshold "
+	      "= 2; circuit_recovery_s = 1;",
+	      DEP("a", "g", ""));
+	open_due(0, 2);
+	atomic_store(&sl(0)->cooldown_until_ms, clock_ms() - 1);
+	cr_assert_eq(pick("g", &probe), 0);
+	cr_assert_eq(probe, 1);
+	attempt(0, EC_TRANSIENT, -1);
+	cr_assert_eq(atomic_load(&sl(0)->circuit), CIRCUIT_OPEN);
+	cr_assert_leq(atomic_load(&sl(0)->cooldown_until_ms), clock_ms());
+}
+
+/* The first success after a lapsed cooldown closes it: the failure window
+ * starts afresh, so one more failure does not cool it again. */
+Test(route, success_after_lapsed_cooldown_resets_window)
+{
+	start("allowed_fails = 2; cooldown_s = 5; circuit_failure_threshold "
+	      "= 100;",
+	      DEP("a", "g", ""));
+	for (int i = 0; i < 3; i++)
+		attempt(0, EC_TRANSIENT, -1);
+	cr_assert_gt(atomic_load(&sl(0)->cooldown_until_ms), clock_ms());
+	atomic_store(&sl(0)->cooldown_until_ms, clock_ms() - 1);
+	attempt(0, EC_OK, -1);
+	cr_assert_eq(atomic_load(&sl(0)->fail_win_count), 0);
+	attempt(0, EC_TRANSIENT, -1);
+	cr_assert_leq(atomic_load(&sl(0)->cooldown_until_ms), clock_ms(),
+	              "one failure after recovery cooled it again");
+	cr_assert_eq(pick("g", NULL), 0);
 }
 
 /* A cancelled probe gives the probe back for the next request. */

@@ -606,10 +606,24 @@ anth_stream_event(const struct prov_call *pc, struct stream_state *st,
 	return anth_event(st, &j, ev, elen, out, e);
 }
 
+/* The body ended after message_delta without message_stop: close the
+ * stream as message_stop would (a native stream gets the event itself). */
+static void
+anth_stream_end(const struct prov_call *pc, struct stream_state *st,
+                struct buf *out)
+{
+	if (pc->native)
+		buf_adds(out, "event: message_stop\ndata: "
+		              "{\"type\":\"message_stop\"}\n\n");
+	else
+		(void)anth_ev_message_stop(st, out);
+}
+
 const struct provider prov_anthropic = {
     .name = "anthropic",
     .formats = PROV_FMT(FMT_CHAT) | PROV_FMT(FMT_MESSAGES),
     .build = anth_build,
     .response = anth_response,
     .stream_event = anth_stream_event,
+    .stream_end = anth_stream_end,
 };

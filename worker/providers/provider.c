@@ -261,9 +261,10 @@ prov_messages_append(const struct prov_call *pc, struct jw *jw, int arr)
 	jw_arr_end(jw);
 }
 
-/* Write messages plus the continuation turns: OpenAI-shaped upstreams
- * cannot take an assistant prefix, so the partial answer goes in as an
- * assistant turn and a user turn asks to continue it exactly. */
+/* Write messages plus the continuation turns: the partial answer as an
+ * assistant turn; as a prefill it is the last turn (servers that continue
+ * a final assistant message, such as vLLM or llama.cpp), else a user turn
+ * asks to continue it exactly. */
 static void
 prov_messages(const struct prov_call *pc, struct jw *jw, int arr)
 {
@@ -274,8 +275,9 @@ prov_messages(const struct prov_call *pc, struct jw *jw, int arr)
 	for (int i = 0; i < n; i++)
 		prov_raw(jw, j, json_at(j, arr, i));
 	prov_chat_msg(jw, "assistant", pc->resume_text, pc->resume_len);
-	prov_chat_msg(jw, "user", PROV_RESUME_INSTRUCTION,
-	              strlen(PROV_RESUME_INSTRUCTION));
+	if (!pc->resume_prefill)
+		prov_chat_msg(jw, "user", PROV_RESUME_INSTRUCTION,
+		              strlen(PROV_RESUME_INSTRUCTION));
 	jw_arr_end(jw);
 }
 
@@ -983,14 +985,31 @@ prov_message(struct prov_xlate *x, struct prov_turns *t, int i)
 	return rc;
 }
 
-/* Translate every message into x->turns. */
+/* Add a turn of role holding one text part. */
+static void
+prov_text_turn(struct prov_xlate *x, struct prov_turns *t, const char *role,
+               const char *s, size_t n)
+{
+	struct buf b = {0};
+	struct jw jw;
+
+	jw_init(&jw, &b);
+	jw_arr(&jw);
+	prov_text_obj(x, &jw, s, n);
+	jw_arr_end(&jw);
+	prov_turns_add(t, role, b.data, b.len);
+	buf_free(&b);
+}
+
+/* Translate every message into x->turns; a stream continuation adds the
+ * partial answer as the last, assistant turn (a prefill), followed in the
+ * instruction form (no prefill asked, or the dialect takes none) by a
+ * user turn asking to continue it. */
 static int
 prov_turns_messages(struct prov_xlate *x)
 {
 	const struct prov_call *pc = x->pc;
 	struct prov_turns t;
-	struct buf b = {0};
-	struct jw jw;
 	int n;
 
 	x->msgs = json_get(x->j, 0, "messages");
@@ -1001,13 +1020,12 @@ prov_turns_messages(struct prov_xlate *x)
 	for (int i = 0; i < n; i++)
 		if (prov_message(x, &t, i) == -1)
 			return -1;
-	if (x->dl->prefill && pc->resume_text && pc->resume_len) {
-		jw_init(&jw, &b);
-		jw_arr(&jw);
-		prov_text_obj(x, &jw, pc->resume_text, pc->resume_len);
-		jw_arr_end(&jw);
-		prov_turns_add(&t, x->dl->assistant, b.data, b.len);
-		buf_free(&b);
+	if (pc->resume_text && pc->resume_len) {
+		prov_text_turn(x, &t, x->dl->assistant, pc->resume_text,
+		               pc->resume_len);
+		if (!x->dl->prefill || !pc->resume_prefill)
+			prov_text_turn(x, &t, "user", PROV_RESUME_INSTRUCTION,
+			               strlen(PROV_RESUME_INSTRUCTION));
 	}
 	prov_turns_end(&t);
 	return 0;
