@@ -338,8 +338,7 @@ client_handle(struct evhttp_request *hreq, struct worker *w,
 		return;
 	}
 	client_watch_close(hreq);
-	req_start(w, &ev_ops, hreq, ig,
-	          len ? (const char *)evbuffer_pullup(in, -1) : "", len);
+	req_start_buf(w, &ev_ops, hreq, ig, in);
 }
 
 /* POST /v1/chat/completions */

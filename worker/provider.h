@@ -57,7 +57,15 @@ struct prov_call {
 	                              same-family upstream, complete
 	                              "Name: value\r\n" lines (anthropic-version,
 	                              anthropic-beta), or NULL */
+	/* Text that stays valid until the upstream request is written (the
+	 * client's body): a body built from long unchanged runs of it refers
+	 * to them (prov_out spans) instead of copying them. NULL: none. */
+	const char *held;
+	size_t held_len;
 };
+
+#define PROV_MAX_SPANS 16   /* more are copied */
+#define PROV_REF_MIN   2048 /* shorter runs of client text are copied */
 
 /* One upstream request. path includes the query string; headers are
  * complete "Name: value\r\n" lines (auth, version, content-type and the
@@ -67,6 +75,16 @@ struct prov_out {
 	struct buf path;
 	struct buf headers;
 	struct buf body;
+	/* With nspan > 0 the body is the spans in order: len bytes at ref
+	 * (in prov_call.held, sent by reference), or with ref NULL at off in
+	 * body, which then holds only the text written; see prov_put. */
+	struct prov_span {
+		const char *ref;
+		size_t off, len;
+	} span[PROV_MAX_SPANS];
+	int nspan;
+	const char *run; /* client text put and not yet placed */
+	size_t runlen, placed;
 };
 
 struct usage {
@@ -96,6 +114,10 @@ struct provider {
 	const char *name;
 	unsigned formats; /* bit (1u << FMT_*) for each wire format this
 	                     provider can take natively */
+	/* Whether build reads no more than the top level of pc->req for this
+	 * call (the values of an ingress's bulk keys may then be untokenized:
+	 * json_parse_top). NULL: it reads all of it. */
+	int (*top_only)(const struct prov_call *);
 	/* Build the upstream request. 0, or -1 with a reason in err (the
 	 * request cannot be expressed for this provider: a bad request). */
 	int (*build)(const struct prov_call *, struct prov_out *, char *err,
@@ -147,11 +169,32 @@ void stream_state_free(struct stream_state *);
 	"Your previous answer was cut off. Continue it exactly where it "      \
 	"stops, without repeating any of it and without any preamble."
 
-/* providers/provider.c: native passthrough */
-/* Copy the JSON object j (token 0) to out byte for byte, except that the
- * value of top-level member key becomes the string val (the member is
- * put first when absent) and top-level members named in drop
- * (NULL-terminated, or NULL) are left out. */
+/* providers/provider.c: bodies that keep the client's bytes */
+/* Append text of the client's (in pc->held, or not) to o's body: long
+ * contiguous runs of held text become spans by reference, the rest is
+ * copied. Text written to o->body directly must come after prov_place. */
+void prov_put(const struct prov_call *, struct prov_out *, const char *p,
+              size_t len);
+/* Place the text put so far (before writing to o->body directly). */
+void prov_place(const struct prov_call *, struct prov_out *);
+/* Finish a body built with prov_put: the last span. */
+void prov_put_end(const struct prov_call *, struct prov_out *);
+/* The body as one buffer (spans copied into it, nspan 0). */
+void prov_flatten(struct prov_out *);
+/* How prov_obj_put rewrites an object. */
+struct prov_edit {
+	const char *key, *val;   /* key's value becomes the string val (put
+	                            first when absent); val NULL: kept */
+	const char *const *drop; /* members left out, NULL-terminated */
+	const char *extra;       /* members appended ("\"k\":v,..."), or NULL */
+	size_t elen;
+};
+/* Write the JSON object j (token 0) to o byte for byte (by reference where
+ * pc allows), with the edits of e, and finish the body. */
+void prov_obj_put(const struct prov_call *, const struct json *,
+                  const struct prov_edit *, struct prov_out *);
+/* prov_obj_put into a plain buffer: the client's object with key's value
+ * replaced by val and the members in drop left out. */
 void prov_copy_obj(const struct json *, const char *key, const char *val,
                    const char *const *drop, struct buf *out);
 /* Append the lines of pc->fwd_headers whose name starts with prefix (any
@@ -176,8 +219,13 @@ int prov_event_index(const struct json *, const char *ev, size_t elen,
 /* Write an OpenAI "usage" member from u. */
 void prov_usage(struct jw *, const struct usage *);
 void prov_extra_headers(const struct deploy_cfg *, struct buf *);
+/* The client's body for an OpenAI-shaped upstream in o: llmfd's fields
+ * dropped, `model` replaced (dropped when model is NULL: Azure), params
+ * merged, system_prompt_append and a continuation applied. */
 void prov_openai_body(const struct prov_call *, const char *model,
-                      struct buf *out);
+                      struct prov_out *o);
+/* Whether prov_openai_body reads only the top level of pc->req. */
+int prov_openai_top_only(const struct prov_call *);
 
 /* providers/provider.c: helpers for translating providers */
 #define PROV_RAW(jw, lit) jw_raw((jw), (lit), sizeof(lit) - 1)

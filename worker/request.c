@@ -25,6 +25,7 @@
 #include <sys/queue.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "common/backoff.h"
@@ -38,6 +39,7 @@
 
 #define REQ_MAX_TRAIL  12
 #define REQ_MAX_FREE   256 /* recycled request objects kept after a burst */
+#define BODY_MAX_FREE  64  /* recycled body holders */
 #define REQ_KEEP_BUF   (64 << 10) /* bigger buffers are freed on recycling */
 #define ERRBODY_MAX    65536
 #define STREAM_MAX_BAD 16 /* malformed events an attempt may skip */
@@ -132,10 +134,21 @@ struct req_st {
 	struct upstream_error uerr; /* the failure being handled */
 };
 
+/* The client's body in one run of bytes, kept while the request or any
+ * upstream write that refers to it (up_hold) needs it. */
+struct req_body {
+	struct up_hold h; /* first: the hold is the holder */
+	struct evbuffer *eb;
+	struct req_body *next_free;
+};
+
 struct req {
 	LIST_ENTRY(req) link;
 	struct req *next_free;
 	struct worker *w;
+	struct req_body *bh; /* the client's body: body, blen bytes */
+	const char *body;
+	size_t blen;
 	/* kept warm across requests */
 	struct json j; /* the client's body */
 	struct json
@@ -155,6 +168,8 @@ struct req {
 static LIST_HEAD(, req) reqs = LIST_HEAD_INITIALIZER(reqs);
 static struct req *free_reqs;
 static int nfree, ninflight;
+static struct req_body *free_bodies;
+static int nfree_bodies, bodies_closing;
 
 /* The end of a request, as req_finish delivers it. */
 struct req_end {
@@ -202,6 +217,53 @@ req_get(struct worker *w)
 	return r;
 }
 
+/* The last user of a body let go: empty the holder and recycle it. */
+static void
+req_body_release(struct up_hold *h)
+{
+	struct req_body *b = (struct req_body *)h;
+
+	evbuffer_drain(b->eb, evbuffer_get_length(b->eb));
+	if (bodies_closing || nfree_bodies >= BODY_MAX_FREE) {
+		evbuffer_free(b->eb);
+		free(b);
+		return;
+	}
+	b->next_free = free_bodies;
+	free_bodies = b;
+	nfree_bodies++;
+}
+
+/* An empty body holder with one reference (the request's), or NULL. */
+static struct req_body *
+req_body_get(void)
+{
+	struct req_body *b = free_bodies;
+
+	if (b) {
+		free_bodies = b->next_free;
+		nfree_bodies--;
+	} else if ((b = calloc(1, sizeof *b)) == NULL ||
+	           (b->eb = evbuffer_new()) == NULL) {
+		free(b);
+		return NULL;
+	}
+	b->h.refs = 1;
+	b->h.release = req_body_release;
+	return b;
+}
+
+/* Let go of the request's body (upstream writes may keep it a while). */
+static void
+req_body_drop(struct req *r)
+{
+	if (r->bh)
+		up_hold_unref(&r->bh->h);
+	r->bh = NULL;
+	r->body = NULL;
+	r->blen = 0;
+}
+
 /* Free a buffer that grew past REQ_KEEP_BUF, else just empty it. */
 static void
 buf_recycle(struct buf *b)
@@ -220,6 +282,7 @@ att_bufs(struct attempt *a, void (*how)(struct buf *))
 	buf_free(&a->po.path);
 	buf_free(&a->po.headers);
 	buf_free(&a->po.body);
+	a->po.nspan = 0;
 	how(&a->rbody);
 	how(&a->out);
 	how(&a->text);
@@ -526,6 +589,7 @@ req_release(struct req *r)
 		att_bufs(a, buf_recycle);
 	}
 	req_unhook(r);
+	req_body_drop(r);
 	buf_recycle(&r->canon);
 	buf_recycle(&r->out);
 	buf_recycle(&r->sent_text);
@@ -715,6 +779,17 @@ att_native(const struct req *r, const struct provider *p,
 	       strcmp(d->host, "api.openai.com") == 0;
 }
 
+/* The whole token tree of a body first read with json_parse_top (a
+ * provider that translates it, an encoder that reads it); -1 if it is
+ * past the tokenizer's limits. */
+static int
+req_full_doc(struct req *r)
+{
+	if (!r->j.shallow)
+		return 0;
+	return json_parse(&r->j, r->body, r->blen);
+}
+
 /* Build the upstream request for attempt a on d; -1 if the provider
  * cannot express it (the reason in build_err). */
 static int
@@ -742,10 +817,23 @@ att_build(struct req *r, struct attempt *a, int d)
 	    .fwd_headers = a->st.native && r->fwd.len ? r->fwd.data : NULL,
 	    .resume_text = a->st.resume ? r->sent_text.data : NULL,
 	    .resume_len = a->st.resume ? r->sent_text.len : 0,
-	    .resume_prefill = a->st.prefill};
+	    .resume_prefill = a->st.prefill,
+	    .held = r->body,
+	    .held_len = r->blen};
+	if (r->j.shallow &&
+	    !(a->st.prov->top_only && a->st.prov->top_only(&a->st.pc)) &&
+	    req_full_doc(r) == -1) {
+		snprintf(r->s.build_err, sizeof r->s.build_err,
+		         "request body too large to translate for '%s'",
+		         dc->name);
+		return -1;
+	}
 	buf_reset(&a->po.path);
 	buf_reset(&a->po.headers);
 	buf_reset(&a->po.body);
+	a->po.nspan = 0;
+	a->po.run = NULL;
+	a->po.runlen = a->po.placed = 0;
 	return a->st.prov->build(&a->st.pc, &a->po, r->s.build_err,
 	                         sizeof r->s.build_err);
 }
@@ -772,6 +860,29 @@ att_reset(struct req *r, struct attempt *a, int d, int hedge)
 	a->ss.role_sent = a->st.resume;
 	if (r->s.stream && r->s.groups[0]->stream_resume == RESUME_CONTINUE)
 		a->ss.text = &a->text;
+}
+
+/* Send attempt a's request: the body's spans of the client's text go by
+ * reference (held by the request's body), the rest is copied. */
+static struct upconn *
+att_send(struct req *r, struct attempt *a)
+{
+	struct up_part parts[PROV_MAX_SPANS];
+	const struct prov_out *o = &a->po;
+	const char *body = o->body.data ? o->body.data : "";
+	int n = 0;
+
+	if (o->nspan == 0)
+		parts[n++] = (struct up_part){body, o->body.len, 0};
+	for (int i = 0; i < o->nspan; i++)
+		parts[n++] =
+		    o->span[i].ref
+		        ? (struct up_part){o->span[i].ref, o->span[i].len, 1}
+		        : (struct up_part){body + o->span[i].off,
+		                           o->span[i].len, 0};
+	return up_request(r->w->pools[a->st.d], "POST", o->path.data,
+	                  o->path.len, o->headers.data ? o->headers.data : "",
+	                  o->headers.len, parts, n, &r->bh->h, &up_cbs, a);
 }
 
 /*
@@ -814,15 +925,13 @@ att_start(struct req *r, int d, int hedge)
 	log_debug("%s attempt %d on %s%s%s", r->s.id, r->s.attempts,
 	          dname(r, d), hedge ? " (hedge)" : "",
 	          a->st.resume ? " (continuing)" : "");
-	a->st.up = up_request(
-	    w->pools[d], "POST", a->po.path.data, a->po.path.len,
-	    a->po.headers.data ? a->po.headers.data : "", a->po.headers.len,
-	    a->po.body.data ? a->po.body.data : "", a->po.body.len, &up_cbs, a);
+	a->st.up = att_send(r, a);
 	/* copied into the connection: hold no memory in a request that may
 	 * stay open for minutes */
 	buf_free(&a->po.path);
 	buf_free(&a->po.headers);
 	buf_free(&a->po.body);
+	a->po.nspan = 0;
 	if (a->st.up == NULL) {
 		att_failed(a, EC_TRANSIENT, 0, "out of memory", -1, -1);
 		return -1;
@@ -1386,6 +1495,8 @@ req_ig_state(struct req *r)
 		r->ig_size = ig->state_size;
 	}
 	memset(r->ig_state, 0, ig->state_size);
+	if (ig->init && req_full_doc(r) == -1)
+		return NULL;
 	if (ig->init)
 		ig->init(r->ig_state, &r->j);
 	r->s.ig_ready = 1;
@@ -1938,7 +2049,7 @@ req_parse(struct req *r, const char *body, size_t len)
 	double v;
 	int t, rc;
 
-	if (json_parse(&r->j, body, len) == -1 ||
+	if (json_parse_top(&r->j, body, len, r->s.ig->bulk_keys) == -1 ||
 	    json_type(&r->j, 0) != JSMN_OBJECT) {
 		req_fail(r, 400, "invalid_request_error", "invalid_json",
 		         "request body is not a valid JSON object");
@@ -2014,23 +2125,25 @@ req_fwd_headers(struct req *r)
 void
 req_new_id(struct worker *w, char *id, size_t n)
 {
-	snprintf(id, n, "req-%x-%" PRIx64, (unsigned)getpid(), ++w->next_id);
+	if (w->pid == 0)
+		w->pid = (unsigned)getpid();
+	snprintf(id, n, "req-%x-%" PRIx64, w->pid, ++w->next_id);
 }
 
-/* Serve one client request. */
-void
-req_start(struct worker *w, const struct client_ops *ops, void *c,
-          const struct ingress *ig, const char *body, size_t len)
+/* Serve one client request whose body is in holder b. */
+static void
+req_begin(struct worker *w, const struct client_ops *ops, void *c,
+          const struct ingress *ig, struct req_body *b)
 {
+	static const char oom[] =
+	    "{\"error\":{\"message\":\"out of memory\",\"type\":"
+	    "\"llmfd_error\",\"param\":null,\"code\":\"out_of_memory\"}}";
 	struct req *r;
 	char msg[160];
 
-	if ((r = req_get(w)) == NULL) {
-		static const char oom[] =
-		    "{\"error\":{\"message\":\"out of memory\",\"type\":"
-		    "\"llmfd_error\",\"param\":null,\"code\":\"out_of_memory\"}"
-		    "}";
-
+	if (b == NULL || (r = req_get(w)) == NULL) {
+		if (b)
+			up_hold_unref(&b->h);
 		ops->header(c, "Retry-After", "1");
 		ops->reply(c, 503, "application/json", oom, sizeof oom - 1);
 		return;
@@ -2039,6 +2152,9 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
 	ninflight++;
 	w->inflight++;
 	memset(&r->s, 0, sizeof r->s);
+	r->bh = b;
+	r->blen = evbuffer_get_length(b->eb);
+	r->body = r->blen ? (const char *)evbuffer_pullup(b->eb, -1) : "";
 	r->s.ops = ops;
 	r->s.c = c;
 	ops->attach(c, r);
@@ -2052,7 +2168,12 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
 	r->s.close_after = w->draining;
 	req_new_id(w, r->s.id, sizeof r->s.id);
 	req_fwd_headers(r);
-	if (req_parse(r, body, len) == -1)
+	if (r->body == NULL) {
+		req_fail(r, 503, "llmfd_error", "out_of_memory",
+		         "out of memory");
+		return;
+	}
+	if (req_parse(r, r->body, r->blen) == -1)
 		return;
 	if (req_candidates(r) == -1) {
 		snprintf(msg, sizeof msg,
@@ -2065,6 +2186,34 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
 	route_count_request(w, ig->id);
 	req_arm(&r->ev_deadline, req_left_ms(r));
 	req_next(r);
+}
+
+/* Serve one client request: its body copied. */
+void
+req_start(struct worker *w, const struct client_ops *ops, void *c,
+          const struct ingress *ig, const char *body, size_t len)
+{
+	struct req_body *b = req_body_get();
+
+	if (b && evbuffer_add(b->eb, body, len) == -1) {
+		up_hold_unref(&b->h);
+		b = NULL;
+	}
+	req_begin(w, ops, c, ig, b);
+}
+
+/* Serve one client request: its body taken from in without a copy. */
+void
+req_start_buf(struct worker *w, const struct client_ops *ops, void *c,
+              const struct ingress *ig, struct evbuffer *in)
+{
+	struct req_body *b = req_body_get();
+
+	if (b && evbuffer_add_buffer(b->eb, in) == -1) {
+		up_hold_unref(&b->h);
+		b = NULL;
+	}
+	req_begin(w, ops, c, ig, b);
 }
 
 /* Worker drain: every reply from now on closes its connection. */
@@ -2096,12 +2245,15 @@ void
 req_free_all(struct worker *w)
 {
 	struct req *r;
+	struct req_body *b;
 
 	(void)w;
+	bodies_closing = 1; /* bodies still held are freed when let go */
 	while ((r = LIST_FIRST(&reqs)) != NULL) {
 		for (int i = 0; i < 2; i++)
 			att_stop(&r->att[i]);
 		req_unhook(r);
+		req_body_drop(r);
 		LIST_REMOVE(r, link);
 		ninflight--;
 		req_destroy(r);
@@ -2111,4 +2263,10 @@ req_free_all(struct worker *w)
 		req_destroy(r);
 	}
 	nfree = 0;
+	while ((b = free_bodies) != NULL) {
+		free_bodies = b->next_free;
+		evbuffer_free(b->eb);
+		free(b);
+	}
+	nfree_bodies = 0;
 }

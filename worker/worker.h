@@ -92,10 +92,11 @@ struct worker {
 	int listen_fd[8];
 	struct evhttp_bound_socket *bound[8];
 	int draining;
-	int inflight; /* client requests being served */
+	int inflight;        /* client requests being served */
 	unsigned idle_ticks; /* seconds seen with nothing in flight */
 	uint64_t rng;
 	uint64_t next_id;
+	unsigned pid; /* request ids: set on first use */
 	struct event *ev_term, *ev_int, *ev_tick;
 	struct event *ev_reaccept; /* listeners back on after one accept */
 };

@@ -215,17 +215,21 @@ static const struct prov_dialect anth_dialect = {
 /* The body: the client's own Messages body (native: model replaced,
  * llmfd's fields dropped), or one translated from the Chat request. */
 static int
-anth_body(const struct prov_call *pc, struct buf *out, char *err, size_t errsz)
+anth_body(const struct prov_call *pc, struct prov_out *o, char *err,
+          size_t errsz)
 {
 	if (pc->native == NULL)
-		return prov_xlate_body(pc, &anth_dialect, out, err, errsz);
+		return prov_xlate_body(pc, &anth_dialect, &o->body, err, errsz);
 	if (pc->native_fmt != FMT_MESSAGES ||
 	    json_type(pc->native, 0) != JSMN_OBJECT) {
 		snprintf(err, errsz,
 		         "anthropic: a native body must be a Messages object");
 		return -1;
 	}
-	prov_copy_obj(pc->native, "model", pc->d->model, pc->drop_keys, out);
+	prov_obj_put(
+	    pc, pc->native,
+	    &(struct prov_edit){"model", pc->d->model, pc->drop_keys, NULL, 0},
+	    o);
 	return 0;
 }
 
@@ -244,7 +248,7 @@ anth_build(const struct prov_call *pc, struct prov_out *o, char *err,
 		         d->name);
 		return -1;
 	}
-	if (anth_body(pc, &o->body, err, errsz) == -1)
+	if (anth_body(pc, o, err, errsz) == -1)
 		return -1;
 	buf_printf(&o->path, "%s/v1/messages", d->path);
 	if (d->api_key[0])

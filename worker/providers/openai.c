@@ -36,10 +36,12 @@ openai_build(const struct prov_call *pc, struct prov_out *o, char *err,
 	buf_adds(&o->headers, "Content-Type: application/json\r\n");
 	prov_extra_headers(d, &o->headers);
 	if (pc->native)
-		prov_copy_obj(pc->native, "model", d->model, pc->drop_keys,
-		              &o->body);
+		prov_obj_put(pc, pc->native,
+		             &(struct prov_edit){"model", d->model,
+		                                 pc->drop_keys, NULL, 0},
+		             o);
 	else
-		prov_openai_body(pc, d->model, &o->body);
+		prov_openai_body(pc, d->model, o);
 	return (o->path.oom || o->headers.oom || o->body.oom) ? -1 : 0;
 }
 
@@ -280,6 +282,7 @@ openai_stream_event(const struct prov_call *pc, struct stream_state *st,
 const struct provider prov_openai = {
     .name = "openai",
     .formats = PROV_FMT(FMT_CHAT) | PROV_FMT(FMT_RESPONSES),
+    .top_only = prov_openai_top_only,
     .build = openai_build,
     .response = openai_response,
     .stream_event = openai_stream_event,
