@@ -205,20 +205,37 @@ word_special(const unsigned char *s)
 }
 
 #ifdef __SSE2__
-/* The offset of the first '"', '\\' or control byte of the 16 at s, or
- * 16 if there is none. */
-static inline int
-block_special(const unsigned char *s)
+/* The bytes of the 16 at s that are '"', '\\' or control bytes. */
+static inline __m128i
+block_mask(const unsigned char *s)
 {
 	const __m128i v = _mm_loadu_si128((const __m128i *)(const void *)s);
 	const __m128i ctl = _mm_set1_epi8(0x1f);
 	__m128i m = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
 	                         _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
-	int bits;
 
-	m = _mm_or_si128(m, _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl));
-	bits = _mm_movemask_epi8(m);
+	return _mm_or_si128(m, _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl));
+}
+
+/* The offset of the first '"', '\\' or control byte of the 16 at s, or
+ * 16 if there is none. */
+static inline int
+block_special(const unsigned char *s)
+{
+	int bits = _mm_movemask_epi8(block_mask(s));
+
 	return bits ? __builtin_ctz((unsigned)bits) : 16;
+}
+
+/* Whether any of the 64 bytes at s is '"', '\\' or a control byte. */
+static inline int
+block64_special(const unsigned char *s)
+{
+	__m128i m =
+	    _mm_or_si128(_mm_or_si128(block_mask(s), block_mask(s + 16)),
+	                 _mm_or_si128(block_mask(s + 32), block_mask(s + 48)));
+
+	return _mm_movemask_epi8(m) != 0;
 }
 #endif
 
@@ -234,6 +251,8 @@ tz_string(struct tz *z)
 		/* skip plain bytes (no quote, backslash or control) 16 or 8
 		 * at a time */
 #ifdef __SSE2__
+		while (p + 64 <= z->len && !block64_special(s + p))
+			p += 64;
 		while (p + 16 <= z->len && (k = block_special(s + p)) == 16)
 			p += 16;
 		if (p + 16 <= z->len)
