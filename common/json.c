@@ -251,12 +251,18 @@ tz_string(struct tz *z)
 		/* skip plain bytes (no quote, backslash or control) 16 or 8
 		 * at a time */
 #ifdef __SSE2__
-		while (p + 64 <= z->len && !block64_special(s + p))
-			p += 64;
-		while (p + 16 <= z->len && (k = block_special(s + p)) == 16)
+		if (p + 16 <= z->len && (k = block_special(s + p)) < 16) {
+			p += k; /* most strings are short */
+		} else if (p + 16 <= z->len) {
 			p += 16;
-		if (p + 16 <= z->len)
-			p += k;
+			while (p + 64 <= z->len && !block64_special(s + p))
+				p += 64;
+			while (p + 16 <= z->len &&
+			       (k = block_special(s + p)) == 16)
+				p += 16;
+			if (p + 16 <= z->len)
+				p += k;
+		}
 #endif
 		while (p + 8 <= z->len && !word_special(s + p))
 			p += 8;

@@ -1669,6 +1669,11 @@ req_stream_flush(struct req *r, struct attempt *a)
 	a->st.text_sent = a->text.len;
 	if (a->out.len == 0)
 		return 0;
+	if (r->s.ig->chunk == NULL || a->st.native) { /* as they came */
+		o->chunk(r->s.c, a->out.data, a->out.len);
+		buf_reset(&a->out);
+		return 0;
+	}
 	buf_reset(&r->out);
 	req_encode_stream(r, a);
 	if (r->out.len)

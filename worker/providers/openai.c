@@ -245,7 +245,7 @@ openai_stream_event(const struct prov_call *pc, struct stream_state *st,
                     struct buf *out, struct upstream_error *e)
 {
 	static struct json j;
-	int c, t;
+	int ch, d, c, t;
 
 	if (pc->native)
 		return prov_native_event(st, ev, elen, data, dlen,
@@ -256,14 +256,17 @@ openai_stream_event(const struct prov_call *pc, struct stream_state *st,
 	                    e) == -1)
 		return -1;
 	openai_usage(&j, 0, &st->usage, "prompt_tokens", "completion_tokens");
-	c = json_path(&j, 0, "choices.0.delta.content");
+	/* the first choice and its delta, each looked up once */
+	ch = json_at(&j, json_get(&j, 0, "choices"), 0);
+	d = json_get(&j, ch, "delta");
+	c = json_get(&j, d, "content");
 	openai_text(st, &j, c);
-	if (json_path(&j, 0, "choices.0.delta.tool_calls") >= 0)
+	if (json_get(&j, d, "tool_calls") >= 0)
 		st->content_seen = st->tool_seen = 1;
-	t = json_path(&j, 0, "choices.0.finish_reason");
+	t = json_get(&j, ch, "finish_reason");
 	if (st->role_sent && !st->content_seen &&
-	    json_path(&j, 0, "choices.0.delta.role") >= 0 &&
-	    json_type(&j, c) != JSMN_STRING && (t < 0 || json_is_null(&j, t)))
+	    json_get(&j, d, "role") >= 0 && json_type(&j, c) != JSMN_STRING &&
+	    (t < 0 || json_is_null(&j, t)))
 		return 0; /* a continuation: the client has its role chunk */
 	if (st->role_sent && !st->content_seen &&
 	    json_type(&j, c) == JSMN_STRING && j.tok[c].end == j.tok[c].start &&
