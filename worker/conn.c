@@ -39,6 +39,7 @@
 #define CONN_MAX_PENDING    16
 #define CONN_SLURP_MAX      (256 << 10) /* body bytes read in one go */
 #define CONN_SLURP_ROUNDS   8
+#define CONN_SLAB_MIN       (16 << 10) /* bodies read into one allocation */
 
 /* Scanner states. */
 enum {
@@ -71,6 +72,7 @@ struct conn {
 	int phase;
 	int64_t deadline_ms;
 	int64_t dropped; /* CP_REJECT: bytes read and dropped */
+	int slabbed;     /* this request's body had its chance at a slab */
 	struct conn_scan scan;
 };
 
@@ -476,6 +478,7 @@ conn_begin(struct conn *c)
 {
 	c->phase = CP_HEAD;
 	c->deadline_ms = clock_ms() + conn_w->cfg->client_header_timeout_ms;
+	c->slabbed = 0;
 	conn_scan_init(&c->scan);
 }
 
@@ -582,13 +585,71 @@ conn_read_into(struct evbuffer *in, evutil_socket_t fd, size_t want)
 	return (size_t)r;
 }
 
+/* A request read into one allocation, lent to the input buffer. */
+struct conn_slab {
+	int refs;
+	char data[];
+};
+
+static int slurping; /* the input buffer is being rearranged: no scans */
+
+/* evbuffer_add_reference's cleanup: the slab's last piece left. */
+static void
+conn_slab_unref(const void *data, size_t len, void *arg)
+{
+	struct conn_slab *sl = arg;
+
+	(void)data;
+	(void)len;
+	if (--sl->refs == 0)
+		free(sl);
+}
+
+/*
+ * A large body: read it into one allocation after what in holds (the head
+ * and the body's first bytes, copied there), and make that allocation all
+ * of in, by reference. evhttp then takes the head from it and moves the
+ * rest, the whole body in one piece, to the request: the engine reads it
+ * where it is, with no copy into one run. 0, or -1 to read as usual.
+ */
+static int
+conn_slurp_slab(struct conn *c, struct bufferevent *bev, struct evbuffer *in)
+{
+	size_t have = evbuffer_get_length(in), left = (size_t)c->scan.left;
+	size_t got = 0;
+	struct conn_slab *sl;
+	ssize_t r;
+	const char *why;
+
+	if (left < CONN_SLAB_MIN || have > CONN_SLURP_MAX ||
+	    (sl = malloc(sizeof *sl + have + left)) == NULL)
+		return -1;
+	sl->refs = 1;
+	evbuffer_copyout(in, sl->data, have);
+	while (got < left && (r = read(bufferevent_getfd(bev),
+	                               sl->data + have + got, left - got)) > 0)
+		got += (size_t)r;
+	slurping = 1;
+	evbuffer_drain(in, have);
+	if (evbuffer_add_reference(in, sl->data, have + got, conn_slab_unref,
+	                           sl) == -1) {
+		evbuffer_add(in, sl->data, have + got);
+		free(sl);
+	}
+	slurping = 0;
+	/* the bytes read here: the scanner ends in the body, or at its end */
+	conn_scan_feed(&c->scan, sl->data + have, got, &conn_lim, &why);
+	return 0;
+}
+
 /*
  * The head is in and a body follows: read what the client has sent of it
  * at once. libevent 2.1 reads at most 4 KiB per wake-up, so a 100 KB
  * prompt would take 25 turns of the loop, each with an ioctl, a read and
  * an epoll_wait. Never past this request's body (a pipelined request
- * stays in the socket). The bytes go through this callback again (scanned
- * like any others); that nested call does not slurp.
+ * stays in the socket). A large body goes into one allocation
+ * (conn_slurp_slab); otherwise the bytes go through this callback again
+ * (scanned like any others), and that nested call does not slurp.
  */
 static void
 conn_slurp(struct conn *c, struct bufferevent *bev, struct evbuffer *in)
@@ -596,8 +657,13 @@ conn_slurp(struct conn *c, struct bufferevent *bev, struct evbuffer *in)
 	static int busy;
 	size_t want, got;
 
-	if (busy)
+	if (busy || c->scan.st != CS_BODY || c->scan.left <= 0)
 		return;
+	if (!c->slabbed) {
+		c->slabbed = 1;
+		if (conn_slurp_slab(c, bev, in) == 0)
+			return;
+	}
 	busy = 1;
 	for (int i = 0;
 	     i < CONN_SLURP_ROUNDS && c->bev == bev && c->phase == CP_HEAD &&
@@ -620,7 +686,7 @@ conn_input_cb(struct evbuffer *in, const struct evbuffer_cb_info *info,
 	struct bufferevent *bev = arg;
 	struct conn *c;
 
-	if (info->n_added == 0 || (c = conn_of(bev)) == NULL)
+	if (info->n_added == 0 || slurping || (c = conn_of(bev)) == NULL)
 		return;
 	switch (c->phase) {
 	case CP_IDLE:
