@@ -25,7 +25,7 @@
 #include <emmintrin.h>
 #endif
 
-#define JSON_TOK_INIT  64 /* grown by doubling */
+#define JSON_TOK_INIT  32 /* grown by doubling */
 #define JSON_TOK_MAX   (1 << 20)
 #define JSON_MAX_DEPTH 512 /* deeper documents are rejected */
 

@@ -445,6 +445,34 @@ conn_slot(int fd)
 	return &conn_tab[fd];
 }
 
+/* Shrink the table to the descriptors that may still be open: an entry
+ * past the highest open fd belongs to a closed connection (a burst of
+ * 10,000 grew it to megabytes). */
+void
+conn_trim(void)
+{
+	struct conn *t;
+	int top = conn_ntab - 1, n = 256;
+
+	if (conn_ntab <= n)
+		return;
+	while (top >= n && fcntl(top, F_GETFD) == -1)
+		top--;
+	while (n <= top)
+		n *= 2;
+	if (n < conn_ntab && (t = realloc(conn_tab, (size_t)n * sizeof *t))) {
+		conn_tab = t;
+		conn_ntab = n;
+	}
+}
+
+/* Entries in the fd table. */
+int
+conn_table_size(void)
+{
+	return conn_ntab;
+}
+
 /* Set bev's read timeout to ms (its write timeout stays evhttp's). */
 static void
 conn_read_timeout(struct bufferevent *bev, int64_t ms)

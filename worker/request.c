@@ -40,6 +40,7 @@
 #define REQ_MAX_TRAIL  12
 #define REQ_MAX_FREE   256 /* recycled request objects kept after a burst */
 #define BODY_MAX_FREE  64  /* recycled body holders */
+#define REQ_IDLE_FREE  8   /* what an idle worker keeps of both */
 #define REQ_KEEP_BUF   (64 << 10) /* bigger buffers are freed on recycling */
 #define ERRBODY_MAX    65536
 #define STREAM_MAX_BAD 16 /* malformed events an attempt may skip */
@@ -57,7 +58,6 @@ struct attempt_rec {
  * Buffers stay warm across requests; st is cleared for every attempt. */
 struct attempt {
 	struct req *r;
-	struct prov_out po;
 	struct buf rbody;
 	struct buf out;  /* translated, not yet sent */
 	struct buf text; /* content text this attempt produced */
@@ -170,6 +170,9 @@ static struct req *free_reqs;
 static int nfree, ninflight;
 static struct req_body *free_bodies;
 static int nfree_bodies, bodies_closing;
+/* The upstream request being built: made and sent in one go (att_start),
+ * so one for the worker, not one per attempt. */
+static struct prov_out po;
 
 /* The end of a request, as req_finish delivers it. */
 struct req_end {
@@ -279,10 +282,6 @@ buf_recycle(struct buf *b)
 static void
 att_bufs(struct attempt *a, void (*how)(struct buf *))
 {
-	buf_free(&a->po.path);
-	buf_free(&a->po.headers);
-	buf_free(&a->po.body);
-	a->po.nspan = 0;
 	how(&a->rbody);
 	how(&a->out);
 	how(&a->text);
@@ -828,13 +827,13 @@ att_build(struct req *r, struct attempt *a, int d)
 		         dc->name);
 		return -1;
 	}
-	buf_reset(&a->po.path);
-	buf_reset(&a->po.headers);
-	buf_reset(&a->po.body);
-	a->po.nspan = 0;
-	a->po.run = NULL;
-	a->po.runlen = a->po.placed = 0;
-	return a->st.prov->build(&a->st.pc, &a->po, r->s.build_err,
+	buf_reset(&po.path);
+	buf_reset(&po.headers);
+	buf_reset(&po.body);
+	po.nspan = 0;
+	po.run = NULL;
+	po.runlen = po.placed = 0;
+	return a->st.prov->build(&a->st.pc, &po, r->s.build_err,
 	                         sizeof r->s.build_err);
 }
 
@@ -868,7 +867,7 @@ static struct upconn *
 att_send(struct req *r, struct attempt *a)
 {
 	struct up_part parts[PROV_MAX_SPANS];
-	const struct prov_out *o = &a->po;
+	const struct prov_out *o = &po;
 	const char *body = o->body.data ? o->body.data : "";
 	int n = 0;
 
@@ -926,12 +925,12 @@ att_start(struct req *r, int d, int hedge)
 	          dname(r, d), hedge ? " (hedge)" : "",
 	          a->st.resume ? " (continuing)" : "");
 	a->st.up = att_send(r, a);
-	/* copied into the connection: hold no memory in a request that may
-	 * stay open for minutes */
-	buf_free(&a->po.path);
-	buf_free(&a->po.headers);
-	buf_free(&a->po.body);
-	a->po.nspan = 0;
+	/* copied into the connection (or held by it): the scratch keeps a
+	 * usual request's room, not a large one's */
+	buf_recycle(&po.path);
+	buf_recycle(&po.headers);
+	buf_recycle(&po.body);
+	po.nspan = 0;
 	if (a->st.up == NULL) {
 		att_failed(a, EC_TRANSIENT, 0, "out of memory", -1, -1);
 		return -1;
@@ -2243,6 +2242,33 @@ req_inflight(void)
 	return ninflight;
 }
 
+/* Recycled request objects kept. */
+int
+req_recycled(void)
+{
+	return nfree;
+}
+
+/* Free recycled request objects and body holders past REQ_IDLE_FREE. */
+void
+req_trim(void)
+{
+	struct req *r;
+	struct req_body *b;
+
+	while (nfree > REQ_IDLE_FREE && (r = free_reqs) != NULL) {
+		free_reqs = r->next_free;
+		nfree--;
+		req_destroy(r);
+	}
+	while (nfree_bodies > REQ_IDLE_FREE && (b = free_bodies) != NULL) {
+		free_bodies = b->next_free;
+		nfree_bodies--;
+		evbuffer_free(b->eb);
+		free(b);
+	}
+}
+
 /* Worker exit: abandon requests still in flight and free every object.
  * Each one lets go of its client handle first, so no callback of the
  * connection (freed later with evhttp) can reach a freed request. */
@@ -2274,4 +2300,7 @@ req_free_all(struct worker *w)
 		free(b);
 	}
 	nfree_bodies = 0;
+	buf_free(&po.path);
+	buf_free(&po.headers);
+	buf_free(&po.body);
 }

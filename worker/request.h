@@ -62,6 +62,11 @@ void req_drain(struct worker *);
  * connection close) and free every object. */
 void req_free_all(struct worker *);
 int req_inflight(void);
+/* An idle worker: keep at most REQ_IDLE_FREE recycled request objects
+ * and body holders, so the memory of a burst can go back. */
+void req_trim(void);
+/* Recycled request objects kept (tests). */
+int req_recycled(void);
 
 /* What the engine does after a failed attempt (exported for unit tests). */
 #define DO_RETRY  0 /* the same deployment after delay_ms */

@@ -81,7 +81,7 @@ struct pool {
 	int64_t resolved_ms;
 	int resolving;
 	int is_ip;
-	TAILQ_HEAD(, upconn) idle;
+	TAILQ_HEAD(upconn_q, upconn) idle;
 	TAILQ_HEAD(, upconn) waiting;
 	int nidle, total;
 	char hosthdr[300];
@@ -248,6 +248,14 @@ void
 up_set_max_reply(int64_t n)
 {
 	up_max_reply = n;
+}
+
+/* Close the idle connections past keep, the least recently used first. */
+void
+pool_trim(struct pool *p, int keep)
+{
+	while (p->nidle > keep)
+		uc_free(TAILQ_LAST(&p->idle, upconn_q));
 }
 
 /* Idle and total connection counts. */

@@ -58,12 +58,14 @@ struct up_part {
 	size_t len;
 	int ref;
 };
-#define UP_MAX_PARTS 32 /* more are copied */
+#define UP_MAX_PARTS 8 /* more are copied */
 
 struct pool *pool_new(struct event_base *, struct evdns_base *,
                       const struct deploy_cfg *, char **cause);
 void pool_free(struct pool *);
 void pool_stats(const struct pool *, int *idle, int *total);
+/* Close idle connections past keep (an idle worker after a burst). */
+void pool_trim(struct pool *, int keep);
 /* Start a request whose body is the n parts (the referenced ones kept
  * alive by hold, which may be NULL when there are none); the callbacks
  * fire later, never from inside this call. Returns the connection carrying

@@ -13,14 +13,18 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/slab.h"
 #include "common/secret.h"
 #include "worker/client.h"
 #include "worker/conn.h"
 #include "worker/request.h"
+#include "worker/upstream.h"
 #include "worker/worker.h"
 
 /* Idle seconds between malloc_trim calls. */
 #define WORKER_TRIM_S 5
+/* Idle upstream connections kept per deployment then. */
+#define WORKER_IDLE_CONNS 8
 /* Allocations this large come from mmap and go back to the system when
  * freed (glibc otherwise raises the threshold up to 32 MiB after the first
  * big free, and a 30 MiB body would then stay in the heap). */
@@ -126,8 +130,14 @@ worker_tick(evutil_socket_t fd, short ev, void *arg)
 		event_base_loopexit(w->base, NULL);
 	}
 	/* give freed heap back once the burst that needed it is over */
-	if (w->inflight == 0 && ++w->idle_ticks % WORKER_TRIM_S == 0)
+	if (w->inflight == 0 && ++w->idle_ticks % WORKER_TRIM_S == 0) {
+		req_trim();
+		conn_trim();
+		for (int i = 0; i < w->cfg->ndeploy; i++)
+			pool_trim(w->pools[i], WORKER_IDLE_CONNS);
+		slab_trim();
 		malloc_trim(0);
+	}
 }
 
 /* Map config indexes to table slots and open a pool per deployment. */

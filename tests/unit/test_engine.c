@@ -961,3 +961,24 @@ Test(engine, decide_retry_after_wait_off)
 	req_decide(r, EC_TRANSIENT, RETRY_5XX, 503, -1, -1, &dc);
 	cr_assert_eq(dc.action, DO_NEXT, "retry_on is empty");
 }
+
+/* After a burst, an idle worker keeps only a few recycled requests. */
+Test(engine, trim_after_a_burst)
+{
+	struct req *r[20];
+
+	start_default();
+	for (int i = 0; i < 20; i++)
+		cr_assert_not_null(r[i] = chat(PLAIN));
+	for (int i = 0; i < 20; i++)
+		req_test_upstream(r[i], 200, 0, REPLY, strlen(REPLY), 1);
+	cr_assert_eq(req_inflight(), 0);
+	cr_assert_eq(req_recycled(), 20);
+	req_trim();
+	cr_assert_lt(req_recycled(), 20);
+	cr_assert_gt(req_recycled(), 0);
+	cap.detached = 0;
+	cr_assert_not_null(r[0] = chat(PLAIN)); /* and serves on */
+	req_test_upstream(r[0], 200, 0, REPLY, strlen(REPLY), 1);
+	cr_assert_eq(cap.status, 200);
+}

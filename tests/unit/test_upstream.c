@@ -428,3 +428,36 @@ Test(upstream, abort_lets_go_of_the_body)
 	buf_free(&s.got);
 	free(big);
 }
+
+/* An idle worker keeps a few idle connections per deployment. */
+Test(upstream, pool_trim_closes_idle_connections)
+{
+	static struct deploy_cfg d;
+	struct event_base *base = event_base_new();
+	struct srv s;
+	struct cli c[3];
+	struct pool *p;
+	struct up_part part = {"{}", 2, 0};
+	int idle, total, done = 0;
+
+	memset(c, 0, sizeof c);
+	srv_start(&s, base);
+	cr_assert_not_null(p = test_pool(base, &d, s.port));
+	for (int i = 0; i < 3; i++)
+		cr_assert_not_null(up_request(p, "POST", "/x", 2, "", 0, &part,
+		                              1, NULL, &cli_cbs, &c[i]));
+	for (int i = 0; i < 2000 && done < 3; i++) {
+		event_base_loop(base, EVLOOP_ONCE);
+		done = c[0].done + c[1].done + c[2].done;
+	}
+	pool_stats(p, &idle, &total);
+	cr_assert(done == 3 && idle == 3 && total == 3, "idle %d total %d",
+	          idle, total);
+	pool_trim(p, 1);
+	pool_stats(p, &idle, &total);
+	cr_assert(idle == 1 && total == 1, "idle %d total %d", idle, total);
+	pool_free(p);
+	evconnlistener_free(s.lev);
+	event_base_free(base);
+	buf_free(&s.got);
+}

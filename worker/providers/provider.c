@@ -73,8 +73,9 @@ prov_place(const struct prov_call *pc, struct prov_out *o)
 	o->runlen = 0;
 	if (n == 0)
 		return;
+	/* room for a copy span before it and the last one after it */
 	if (n < PROV_REF_MIN || !prov_held(pc, p, n) ||
-	    o->nspan + 2 > PROV_MAX_SPANS) {
+	    o->nspan + 3 > PROV_MAX_SPANS) {
 		buf_add(&o->body, p, n);
 		return;
 	}
