@@ -73,7 +73,8 @@ struct opts {
 	const char *unix_path, *tcp, *path, *body_file, *model, *label;
 	long body_size, conns, requests;
 	double rate, duration, warmup, timeout, max_gap_ms;
-	long frames; /* data events a stream must carry (0: any) */
+	long frames;        /* data events a stream must carry (0: any) */
+	char headers[1024]; /* extra "Name: value\r\n" lines (-H) */
 	int stream, json;
 };
 
@@ -205,7 +206,7 @@ static void __attribute__((noreturn)) usage(void)
 	    "SECONDS]\n"
 	    "         [--warmup SECONDS] [--timeout SECONDS] [--label L] "
 	    "[--json]\n"
-	    "         [--frames N] [--max-gap-ms MS]\n");
+	    "         [--frames N] [--max-gap-ms MS] [-H 'Name: value']...\n");
 	exit(2);
 }
 
@@ -253,7 +254,13 @@ opt_value(struct opts *o, const char *name, const char *v)
 		o->warmup = arg_num(v, 0, 1e7);
 	else if (strcmp(name, "--timeout") == 0)
 		o->timeout = arg_num(v, 0.001, 1e7);
-	else if (strcmp(name, "--frames") == 0)
+	else if (strcmp(name, "-H") == 0) {
+		size_t n = strlen(o->headers);
+
+		if (strpbrk(v, "\r\n") || n + strlen(v) + 3 > sizeof o->headers)
+			usage();
+		snprintf(o->headers + n, sizeof o->headers - n, "%s\r\n", v);
+	} else if (strcmp(name, "--frames") == 0)
 		o->frames = (long)arg_num(v, 0, 1e9);
 	else if (strcmp(name, "--max-gap-ms") == 0)
 		o->max_gap_ms = arg_num(v, 0.001, 1e7);
@@ -382,10 +389,10 @@ build_request(struct bench *b)
 	n = asprintf(
 	    &b->req,
 	    "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-	    "Accept: %s\r\nContent-Length: %zu\r\n\r\n%.*s",
+	    "Accept: %s\r\n%sContent-Length: %zu\r\n\r\n%.*s",
 	    b->o.path, b->o.tcp ? b->o.tcp : "localhost",
-	    b->o.stream ? "text/event-stream" : "application/json", body_len,
-	    (int)body_len, body);
+	    b->o.stream ? "text/event-stream" : "application/json",
+	    b->o.headers, body_len, (int)body_len, body);
 	free(body);
 	if (n < 0)
 		return -1;
