@@ -113,17 +113,26 @@ line_is(const struct conn_scan *s, const char *name)
 	return s->llen >= n && strncasecmp(s->line, name, n) == 0;
 }
 
-/* Keep byte c of the current line. */
+/* Keep the n bytes at p of the current line: its start in line (llen
+ * counts them all, saturating), the last non-CR ones in tail. */
 static void
-line_add(struct conn_scan *s, char c)
+line_add(struct conn_scan *s, const char *p, size_t n)
 {
-	if (s->llen < sizeof s->line - 1)
-		s->line[s->llen] = c;
-	s->llen++;
-	if (c != '\r') {
-		memmove(s->tail, s->tail + 1, sizeof s->tail - 2);
-		s->tail[sizeof s->tail - 2] = c;
+	const size_t tn = sizeof s->tail - 1;
+	char t[sizeof s->tail - 1];
+	size_t m = 0, k;
+
+	if (s->llen < sizeof s->line - 1) {
+		k = sizeof s->line - 1 - s->llen;
+		memcpy(s->line + s->llen, p, n < k ? n : k);
 	}
+	s->llen = n < (size_t)(UINT16_MAX - s->llen) ? (uint16_t)(s->llen + n)
+	                                             : UINT16_MAX;
+	for (k = n; k > 0 && m < tn; k--) /* the last non-CR bytes, back */
+		if (p[k - 1] != '\r')
+			t[tn - 1 - m++] = p[k - 1];
+	memmove(s->tail, s->tail + m, tn - m);
+	memcpy(s->tail + tn - m, t + tn - m, m);
 }
 
 /* The request line is in: method and path. */
@@ -209,7 +218,7 @@ scan_head_byte(struct conn_scan *s, char c, const struct conn_limits *l,
 	switch (s->st) {
 	case CS_REQLINE:
 		if (c != '\n') {
-			line_add(s, c);
+			line_add(s, &c, 1);
 			return 0;
 		}
 		if (s->llen > 1 || (s->llen == 1 && s->line[0] != '\r'))
@@ -230,7 +239,7 @@ scan_head_byte(struct conn_scan *s, char c, const struct conn_limits *l,
 			return 431;
 		}
 		s->st = CS_HDR;
-		line_add(s, c);
+		line_add(s, &c, 1);
 		return 0;
 	case CS_HDR_CR:
 		if (c == '\n')
@@ -241,7 +250,7 @@ scan_head_byte(struct conn_scan *s, char c, const struct conn_limits *l,
 		if (c == '\n')
 			scan_header(s);
 		else
-			line_add(s, c);
+			line_add(s, &c, 1);
 		return 0;
 	}
 }
@@ -327,6 +336,28 @@ scan_chunk_byte(struct conn_scan *s, char c, const struct conn_limits *l,
 	}
 }
 
+/* Inside the request line or a header line: take the bytes up to the
+ * next LF (not included) at once; how many, or 0 with a status in *rc
+ * when they pass max_bytes. */
+static size_t
+scan_line_run(struct conn_scan *s, const char *p, size_t n,
+              const struct conn_limits *l, const char **why, int *rc)
+{
+	const char *lf = memchr(p, '\n', n);
+	size_t k = lf ? (size_t)(lf - p) : n;
+
+	if (k == 0)
+		return 0;
+	if (s->bytes + k > l->max_bytes) {
+		*why = "request header fields too large";
+		*rc = 431;
+		return 0;
+	}
+	s->bytes += (uint32_t)k;
+	line_add(s, p, k);
+	return k;
+}
+
 /* Scan n more bytes: see conn.h. */
 int
 conn_scan_feed(struct conn_scan *s, const char *p, size_t n,
@@ -336,7 +367,11 @@ conn_scan_feed(struct conn_scan *s, const char *p, size_t n,
 	int rc = 0;
 
 	while (i < n && rc == 0 && s->st != CS_DONE) {
-		if (s->st == CS_BODY || s->st == CS_CHUNK_DATA) {
+		if (s->st == CS_REQLINE || s->st == CS_HDR) {
+			i += scan_line_run(s, p + i, n - i, l, why, &rc);
+			if (rc == 0 && i < n)
+				rc = scan_head_byte(s, p[i++], l, why);
+		} else if (s->st == CS_BODY || s->st == CS_CHUNK_DATA) {
 			k = (size_t)s->left < n - i ? (size_t)s->left : n - i;
 			s->left -= (int64_t)k;
 			i += k;
