@@ -54,11 +54,13 @@ secret_clear(void)
 	nsecrets = capsecrets = 0;
 }
 
-/* Every deployment's key and its header values marked secret. */
+/* Every deployment's key, its header values marked secret, and the
+ * fleet's Redis password. */
 void
 secret_load(const struct cfg *cfg)
 {
 	secret_clear();
+	secret_add(cfg->fleet_password);
 	for (int i = 0; i < cfg->ndeploy; i++) {
 		const struct deploy_cfg *d = &cfg->deploy[i];
 
