@@ -48,6 +48,20 @@ fleet_limits(const struct shm_hdr_sh *h, const struct slot_sh *s, long rpm,
 	*tlim = fleet_share(*tlim, atomic_load_explicit(&h->fleet_nhosts, RLX));
 }
 
+/* Whether the fleet had room under both limits at the last sync (so a
+ * refusal came from this host's grant, which the next sync tops up). */
+int
+fleet_room(const struct shm_hdr_sh *h, const struct slot_sh *s, long rpm,
+           long tpm)
+{
+	if (atomic_load_explicit(&h->fleet_state, RLX) != FLEET_UP)
+		return 0;
+	return (rpm <= 0 ||
+	        atomic_load_explicit(&s->fleet_req_used, RLX) < (uint64_t)rpm) &&
+	       (tpm <= 0 ||
+	        atomic_load_explicit(&s->fleet_tok_used, RLX) < (uint64_t)tpm);
+}
+
 /* Store one minute's grants; a reader never pairs them with another
  * minute (the minute is cleared first when the pair is reused). */
 void
@@ -123,6 +137,49 @@ fleet_parse(const char *s, size_t len, int64_t *v, int n, char *word,
 	}
 	word[w] = '\0';
 	return n;
+}
+
+/* Copy the header's fleet block under its sequence counter. */
+int
+fleet_view(const struct shm_hdr_sh *h, struct fleet_view *v)
+{
+	uint32_t a, b;
+
+	for (int tries = 0; tries < SHM_SEQ_TRIES; tries++) {
+		a = atomic_load_explicit(&h->fleet_seq, memory_order_acquire);
+		if (a & 1)
+			continue;
+		v->nlisted = h->fleet_nlisted;
+		memcpy(v->redis, h->fleet_redis, sizeof v->redis);
+		memcpy(v->self, h->fleet_self, sizeof v->self);
+		memcpy(v->hosts, h->fleet_hosts, sizeof v->hosts);
+		atomic_thread_fence(memory_order_acquire);
+		b = atomic_load_explicit(&h->fleet_seq, RLX);
+		if (a != b)
+			continue;
+		v->redis[sizeof v->redis - 1] = '\0';
+		v->self[sizeof v->self - 1] = '\0';
+		if (v->nlisted > SHM_FLEET_HOSTS)
+			v->nlisted = SHM_FLEET_HOSTS;
+		for (uint32_t i = 0; i < v->nlisted; i++)
+			v->hosts[i].id[SHM_FLEET_ID - 1] = '\0';
+		v->state = atomic_load(&h->fleet_state);
+		v->nhosts = atomic_load(&h->fleet_nhosts);
+		v->sync_wall_ms = atomic_load(&h->fleet_sync_wall_ms);
+		v->syncs = atomic_load(&h->fleet_syncs);
+		v->failures = atomic_load(&h->fleet_failures);
+		v->rtt_us = atomic_load(&h->fleet_rtt_us);
+		v->applied = atomic_load(&h->fleet_applied);
+		return 0;
+	}
+	return -1;
+}
+
+/* Name of a fleet state. */
+const char *
+fleet_state_name(uint32_t st)
+{
+	return st == FLEET_UP ? "synced" : st == FLEET_DOWN ? "down" : "off";
 }
 
 /* Convert a wall-clock deadline to the monotonic clock. */

@@ -21,6 +21,11 @@
 void fleet_limits(const struct shm_hdr_sh *, const struct slot_sh *, long rpm,
                   long tpm, uint64_t minute, uint64_t *rlim, uint64_t *tlim);
 
+/* Whether the fleet still had room under rpm and tpm at the last sync:
+ * a refusal then came from this host's grant, topped up next sync. */
+int fleet_room(const struct shm_hdr_sh *, const struct slot_sh *, long rpm,
+               long tpm);
+
 /* Master: store the grants of one minute in its parity pair. */
 void fleet_set_caps(struct slot_sh *, uint64_t minute, uint64_t req,
                     uint64_t tok);
@@ -49,6 +54,21 @@ uint64_t fleet_want(const struct fleet_grant_in *);
  * not of that shape. */
 int fleet_parse(const char *s, size_t len, int64_t *v, int n, char *word,
                 size_t wordsz);
+
+/* A consistent copy of the header's fleet block (llmfctl, /metrics). */
+struct fleet_view {
+	uint32_t state, nhosts, nlisted;
+	int64_t sync_wall_ms;
+	uint64_t syncs, failures, rtt_us, applied;
+	char redis[128];
+	char self[SHM_FLEET_ID];
+	struct fleet_host_sh hosts[SHM_FLEET_HOSTS];
+};
+
+/* Copy the fleet block; 0, or -1 if it stayed mid-write. */
+int fleet_view(const struct shm_hdr_sh *, struct fleet_view *);
+/* "off", "down" or "synced". */
+const char *fleet_state_name(uint32_t);
 
 /* Monotonic ms for a wall-clock ms, given both clocks read now. */
 int64_t fleet_mono(int64_t wall, int64_t now_mono, int64_t now_wall);

@@ -110,7 +110,7 @@ static struct {
 	redisAsyncContext *ac;
 	int up;      /* AUTH and epoch answered */
 	int round;   /* a sync round is in flight */
-	int64_t round_ms;
+	int64_t round_us;
 	int outstanding;     /* commands awaiting a reply */
 	int64_t progress_ms; /* last reply, or when the wait began */
 	int fails;           /* connection failures in a row */
@@ -711,7 +711,7 @@ fleet_sync_cb(evutil_socket_t fd, short ev, void *arg)
 	if (!F.up || F.round || F.ac == NULL)
 		return;
 	F.round = 1;
-	F.round_ms = clock_ms();
+	F.round_us = clock_us();
 	fleet_push_all();
 	for (int k = 0; k < SHM_NSLOTS; k++)
 		if (fleet_slot(k) != NULL)
@@ -971,7 +971,7 @@ fleet_on_hosts(const redisReply *r)
 	atomic_store(&h->fleet_nhosts, n ? (uint32_t)(r->elements / 2) : 1);
 	atomic_store(&h->fleet_sync_wall_ms, clock_wall_ms());
 	atomic_store(&h->fleet_rtt_us,
-	             (uint64_t)(clock_ms() - F.round_ms) * 1000);
+	             (uint64_t)(clock_us() - F.round_us));
 	atomic_fetch_add(&h->fleet_syncs, 1);
 }
 
@@ -1006,7 +1006,7 @@ fleet_on_epoch(const redisReply *r)
 	log_info("fleet: synced with redis %s as host %s", F.cfg->fleet_redis,
 	         F.self);
 	if (atomic_exchange(&h->fleet_state, FLEET_UP) != FLEET_UP)
-		fleet_event(-1, "fleet: redis %s reachable; synced as %s",
+		fleet_event(-1, "redis %s reachable; synced as %s",
 		            F.cfg->fleet_redis, F.self);
 	fleet_gates();
 	fleet_sync_cb(-1, 0, NULL);
@@ -1090,8 +1090,8 @@ fleet_down(const char *why)
 		F.slot[k].probe_held = F.slot[k].probe_asking = 0;
 	fleet_gates();
 	if (atomic_exchange(&F.shm->hdr->fleet_state, FLEET_DOWN) == FLEET_UP)
-		fleet_event(-1, "fleet: redis %s unreachable (%s); serving on "
-		                "the local view",
+		fleet_event(-1, "redis %s unreachable (%s); serving on the "
+		                "local view",
 		            F.cfg->fleet_redis, why);
 	fleet_warn("redis %s: %s; serving on the local view, retry in %lld ms",
 	           F.cfg->fleet_redis, why, (long long)ms);

@@ -145,9 +145,9 @@ spawn(struct master *m, struct proc *p)
 		/* the master's loop is not ours: give it a private epoll set
 		 * (so nothing touches the parent's) and drop it */
 		event_reinit(m->base);
-		fleet_child();
 		event_base_free(m->base);
 		m->base = NULL;
+		fleet_child();
 		sigprocmask(SIG_SETMASK, &old, NULL);
 		drop_privileges(m->cfg);
 		_exit(worker_main(m->cfg, &m->shm, p->index, m->fds, m->nfds));

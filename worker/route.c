@@ -115,7 +115,11 @@ route_check(struct worker *w, int d, long est_tokens, int64_t now,
 		             &tlim);
 		if (atomic_load_explicit(&s->req_cur, RLX) >= rlim ||
 		    atomic_load_explicit(&s->tok_cur, RLX) >= tlim) {
-			*back = next_minute_ms();
+			/* only this host's fleet grant is spent: back after
+			 * the next top-up, not the next minute */
+			*back = fleet_room(w->shm->hdr, s, dc->rpm, dc->tpm)
+			            ? now + 2 * w->cfg->fleet_sync_ms
+			            : next_minute_ms();
 			return SKIP_RATE;
 		}
 	}
