@@ -16,6 +16,22 @@ fleet_share(uint64_t limit, uint32_t n)
 	return (limit + n - 1) / n;
 }
 
+/* Lower limit *lim (UINT64_MAX: none, kept) to this host's grant plus its
+ * slack: the 5 % of the limit the fleet may overshoot, shared among the
+ * hosts, so a burst or a stalled Redis is absorbed without refusing or
+ * waiting, and the fleet stays within 5 % of the limit. */
+static void
+fleet_cap(uint64_t *lim, uint64_t granted, uint32_t hosts)
+{
+	uint64_t slack;
+
+	if (*lim == UINT64_MAX)
+		return;
+	slack = *lim / (FLEET_SLACK_DIV * (uint64_t)(hosts ? hosts : 1));
+	if (granted + slack < *lim)
+		*lim = granted + slack;
+}
+
 /* The limits a worker enforces now; UINT64_MAX means none. */
 void
 fleet_limits(const struct shm_hdr_sh *h, const struct slot_sh *s, long rpm,
@@ -37,10 +53,10 @@ fleet_limits(const struct shm_hdr_sh *h, const struct slot_sh *s, long rpm,
 		atomic_thread_fence(memory_order_acquire);
 		m2 = atomic_load_explicit(&s->fleet_cap_min[i], RLX);
 		if (m1 == minute && m2 == minute) {
-			if (rpm > 0 && r < *rlim)
-				*rlim = r;
-			if (tpm > 0 && t < *tlim)
-				*tlim = t;
+			fleet_cap(rlim, r, atomic_load_explicit(
+			                       &h->fleet_nhosts, RLX));
+			fleet_cap(tlim, t, atomic_load_explicit(
+			                       &h->fleet_nhosts, RLX));
 			return;
 		}
 	}

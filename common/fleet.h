@@ -15,7 +15,8 @@
 
 /* The limits a worker enforces on a slot this wall-clock minute, given the
  * configured rpm and tpm (0: unlimited, kept 0): with no fleet the
- * configured ones; synced, this host's grants for the minute; with Redis
+ * configured ones; synced, this host's grants for the minute plus its
+ * share of the 5 % slack (limit / (20 * hosts)); with Redis
  * unreachable (or no grant yet for the minute), the configured limit
  * divided by the number of hosts last seen, rounded up. */
 void fleet_limits(const struct shm_hdr_sh *, const struct slot_sh *, long rpm,

@@ -79,7 +79,8 @@ struct fleet_op {
 /* A minute's grants, for one parity of the minute number. */
 struct fleet_acct {
 	uint64_t minute;
-	uint64_t granted[2]; /* requests, tokens held by this host */
+	uint64_t granted[2]; /* requests, tokens granted within the limit */
+	uint64_t forced[2];  /* used beyond the grants, counted afterwards */
 	uint64_t want[2];    /* the last ask */
 	uint64_t fleet[2];   /* fleet-wide count at the last reply */
 };
@@ -611,8 +612,9 @@ fleet_rate_slot(int k, struct slot_sh *s, int64_t wall)
 		    .exhausted = refused != fs->last_refused};
 		a->want[c] = fleet_want(&in);
 		fleet_reserve(k, c, minute,
-		              used[c] > a->granted[c] ? used[c] - a->granted[c]
-		                                      : 0,
+		              used[c] > a->granted[c] + a->forced[c]
+		                  ? used[c] - a->granted[c] - a->forced[c]
+		                  : 0,
 		              a->want[c], lim[c]);
 		if (60000 - wall % 60000 > 2 * fleet_sync_ms() + FLEET_POLL_MS)
 			continue;
@@ -909,8 +911,10 @@ fleet_on_reserve(const struct fleet_op *op, const redisReply *r)
 	    strcmp(op->name, F.slot[op->slot].name) != 0 ||
 	    a->minute != op->minute)
 		return;
-	a->granted[op->ctr] += (uint64_t)op->n +
-	                       (uint64_t)r->element[0]->integer;
+	/* forced units are counted in Redis but grant nothing: the slack a
+	 * worker may use beyond its grant stays the same 5 % */
+	a->granted[op->ctr] += (uint64_t)r->element[0]->integer;
+	a->forced[op->ctr] += (uint64_t)op->n;
 	a->fleet[op->ctr] = (uint64_t)r->element[1]->integer;
 	fleet_set_caps(s, op->minute, a->granted[0], a->granted[1]);
 	if (op->minute == minute)
@@ -1150,6 +1154,9 @@ fleet_connect(void)
 	redisAsyncSetDisconnectCallback(F.ac, fleet_on_disconnect);
 	F.outstanding = 0;
 	F.progress_ms = clock_ms();
+	snprintf(F.want_epoch, sizeof F.want_epoch, "%016llx%016llx",
+	         (unsigned long long)rng_next(&F.rng),
+	         (unsigned long long)rng_next(&F.rng));
 	if (c->fleet_password[0] != '\0')
 		fleet_send(fleet_op(OP_AUTH, -1), 2,
 		           (const char *[]){"AUTH", c->fleet_password});
@@ -1280,9 +1287,6 @@ fleet_init(struct event_base *base, struct shm *shm, const struct cfg *cfg)
 	F.base = base;
 	F.shm = shm;
 	F.rng = (uint64_t)clock_us() ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b9;
-	snprintf(F.want_epoch, sizeof F.want_epoch, "%016llx%016llx",
-	         (unsigned long long)rng_next(&F.rng),
-	         (unsigned long long)rng_next(&F.rng));
 	fleet_start(cfg);
 }
 
