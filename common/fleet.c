@@ -111,7 +111,7 @@ fleet_want(const struct fleet_grant_in *g)
 	}
 	if (target == 0 && room >= FLEET_SLACK_DIV * hosts)
 		target = 1; /* idle: one ready, while that strands < 5 % */
-	most = room / (2 * hosts);
+	most = room / 2; /* what two periods of use justify, up to half */
 	if (most == 0)
 		most = 1;
 	if (target > most)

@@ -46,8 +46,8 @@ struct fleet_grant_in {
 /* How many more units to ask for now: enough headroom for two sync periods
  * at the recent rate (doubling while the grant keeps running out), one
  * while idle only as long as idle hosts together strand under 5 % of the
- * room left, and never more than half the room left shared among the
- * hosts (so stranded grants shrink as the fleet nears the limit). */
+ * room left, and never more than half the room left (so what a host holds
+ * unused shrinks as the fleet nears the limit). */
 uint64_t fleet_want(const struct fleet_grant_in *);
 
 /* Parse "N1 N2 ... WORD" values: exactly n integers, then an optional
