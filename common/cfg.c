@@ -303,8 +303,7 @@ const struct cfg_setting cfg_settings[] = {
      .def = "llmfd:",
      .doc = "Prefix of every key llmfd writes; the hosts that share a Redis "
             "and a prefix form one fleet."},
-    {"password", CFG_SEC_FLEET, CFG_STRING, IN_CFG(fleet_password),
-     .def = "",
+    {"password", CFG_SEC_FLEET, CFG_STRING, IN_CFG(fleet_password), .def = "",
      .doc = "Sent with AUTH after each connect; empty: none.\nWrite\n"
             ".Qq $VAR\nto read it from the environment; it is never "
             "logged or shown."},
@@ -1148,8 +1147,9 @@ parse_fleet(struct loader *ld, const config_setting_t *g)
 		return set_error(ld, s, "must be non-empty, without spaces");
 	if ((s = config_setting_get_member(g, "host")) != NULL &&
 	    !fleet_valid_id(cfg->fleet_host))
-		return set_error(ld, s, "invalid host name (use A-Z a-z 0-9 . "
-		                        "_ : -)");
+		return set_error(ld, s,
+		                 "invalid host name (use A-Z a-z 0-9 . "
+		                 "_ : -)");
 	return 0;
 }
 

@@ -53,10 +53,10 @@ fleet_limits(const struct shm_hdr_sh *h, const struct slot_sh *s, long rpm,
 		atomic_thread_fence(memory_order_acquire);
 		m2 = atomic_load_explicit(&s->fleet_cap_min[i], RLX);
 		if (m1 == minute && m2 == minute) {
-			fleet_cap(rlim, r, atomic_load_explicit(
-			                       &h->fleet_nhosts, RLX));
-			fleet_cap(tlim, t, atomic_load_explicit(
-			                       &h->fleet_nhosts, RLX));
+			fleet_cap(rlim, r,
+			          atomic_load_explicit(&h->fleet_nhosts, RLX));
+			fleet_cap(tlim, t,
+			          atomic_load_explicit(&h->fleet_nhosts, RLX));
 			return;
 		}
 	}
@@ -72,8 +72,8 @@ fleet_room(const struct shm_hdr_sh *h, const struct slot_sh *s, long rpm,
 {
 	if (atomic_load_explicit(&h->fleet_state, RLX) != FLEET_UP)
 		return 0;
-	return (rpm <= 0 ||
-	        atomic_load_explicit(&s->fleet_req_used, RLX) < (uint64_t)rpm) &&
+	return (rpm <= 0 || atomic_load_explicit(&s->fleet_req_used, RLX) <
+	                        (uint64_t)rpm) &&
 	       (tpm <= 0 ||
 	        atomic_load_explicit(&s->fleet_tok_used, RLX) < (uint64_t)tpm);
 }
@@ -111,7 +111,7 @@ fleet_want(const struct fleet_grant_in *g)
 	}
 	if (target == 0 && room >= FLEET_SLACK_DIV * hosts)
 		target = 1; /* idle: one ready, while that strands < 5 % */
-	most = room / 2; /* what two periods of use justify, up to half */
+	most = room / 2;    /* what two periods of use justify, up to half */
 	if (most == 0)
 		most = 1;
 	if (target > most)

@@ -163,8 +163,8 @@ struct shm_hdr_sh {
 	char config_file[256];
 
 	/* fleet (daemon/fleet.c): written by the master only */
-	au32 fleet_state; /* FLEET_OFF, FLEET_DOWN, FLEET_UP */
-	au32 fleet_nhosts; /* live hosts at the last sync (>= 1) */
+	au32 fleet_state;        /* FLEET_OFF, FLEET_DOWN, FLEET_UP */
+	au32 fleet_nhosts;       /* live hosts at the last sync (>= 1) */
 	ai64 fleet_sync_wall_ms; /* last completed sync round, 0 never */
 	au64 fleet_syncs;        /* completed sync rounds */
 	au64 fleet_failures;     /* connection or command failures */

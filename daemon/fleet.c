@@ -109,8 +109,8 @@ static struct {
 	const struct cfg *cfg;
 	struct event *ev_poll, *ev_sync, *ev_retry;
 	redisAsyncContext *ac;
-	int up;      /* AUTH and epoch answered */
-	int round;   /* a sync round is in flight */
+	int up;    /* AUTH and epoch answered */
+	int round; /* a sync round is in flight */
 	int64_t round_us;
 	int outstanding;     /* commands awaiting a reply */
 	int64_t progress_ms; /* last reply, or when the wait began */
@@ -156,10 +156,9 @@ static const char lua_reserve[] =
     "redis.call('PEXPIRE', KEYS[1], ARGV[4]) end "
     "return {want, used}";
 /* The fleet's epoch, created if missing. */
-static const char lua_epoch[] =
-    "redis.call('SET', KEYS[1], ARGV[1], 'NX') "
-    "redis.call('PEXPIRE', KEYS[1], ARGV[2]) "
-    "return redis.call('GET', KEYS[1])";
+static const char lua_epoch[] = "redis.call('SET', KEYS[1], ARGV[1], 'NX') "
+                                "redis.call('PEXPIRE', KEYS[1], ARGV[2]) "
+                                "return redis.call('GET', KEYS[1])";
 
 static void fleet_connect(void);
 static void fleet_down(const char *why);
@@ -281,8 +280,7 @@ fleet_op_free(struct fleet_op *op)
 
 /* Queue one command; the op is freed and -1 returned if it cannot be. */
 static int
-fleet_sendv(struct fleet_op *op, int argc, const char **argv,
-            const size_t *len)
+fleet_sendv(struct fleet_op *op, int argc, const char **argv, const size_t *len)
 {
 	if (op == NULL)
 		return -1;
@@ -386,8 +384,8 @@ fleet_push_cool(int k, struct slot_sh *s, int64_t now, int64_t wall)
 	fs->cool_known = until;
 	snprintf(val, sizeof val, "%lld %s", (long long)(wall + until - now),
 	         F.self);
-	fleet_setmax(fleet_key(key, "cool:", fs->name), wall + until - now,
-	             val, until - now);
+	fleet_setmax(fleet_key(key, "cool:", fs->name), wall + until - now, val,
+	             until - now);
 }
 
 /* Publish slot k's circuit when it opened (circuit_opens moved) or
@@ -431,8 +429,8 @@ fleet_unprobe(int k)
 
 	F.slot[k].probe_held = 0;
 	fleet_eval(fleet_op(OP_PUBLISH, k), lua_unprobe,
-	           fleet_key(key, "probe:", F.slot[k].name), F.self, NULL,
-	           NULL, NULL);
+	           fleet_key(key, "probe:", F.slot[k].name), F.self, NULL, NULL,
+	           NULL);
 }
 
 /* How long a granted probe may wait unused for a request on this host
@@ -469,8 +467,8 @@ fleet_push_probe(int k, struct slot_sh *s, int64_t now)
 		return;
 	}
 	if (fs->probe_asking ||
-	    now - fs->probe_ms < (fs->probe_held ? fleet_probe_ttl() / 4
-	                                         : fleet_sync_ms() / 2))
+	    now - fs->probe_ms <
+	        (fs->probe_held ? fleet_probe_ttl() / 4 : fleet_sync_ms() / 2))
 		return;
 	snprintf(ttl, sizeof ttl, "%lld", (long long)fleet_probe_ttl());
 	if (fleet_eval(fleet_op(OP_PROBE, k), lua_probe,
@@ -566,8 +564,8 @@ fleet_reserve(int k, int ctr, uint64_t minute, uint64_t force, uint64_t want,
 	snprintf(w, sizeof w, "%llu", (unsigned long long)want);
 	snprintf(l, sizeof l, "%lld", (long long)limit);
 	snprintf(t, sizeof t, "%d", FLEET_COUNTER_TTL);
-	fleet_eval(op, lua_reserve,
-	           fleet_key(key, ctr ? "tpm:" : "rpm:", name), f, w, l, t);
+	fleet_eval(op, lua_reserve, fleet_key(key, ctr ? "tpm:" : "rpm:", name),
+	           f, w, l, t);
 }
 
 /* Top up slot k's rate grants for this minute (and for the next one when
@@ -596,20 +594,20 @@ fleet_rate_slot(int k, struct slot_sh *s, int64_t wall)
 		                 ? used[c] - fs->last_used[c]
 		                 : used[c];
 
-		fs->rate[c] = (double)d > fs->rate[c] / 2 ? (double)d
-		                                          : fs->rate[c] / 2;
+		fs->rate[c] =
+		    (double)d > fs->rate[c] / 2 ? (double)d : fs->rate[c] / 2;
 		fs->last_used[c] = used[c];
 		if (lim[c] <= 0)
 			continue;
-		in = (struct fleet_grant_in){
-		    .limit = (uint64_t)lim[c],
-		    .fleet_used = a->fleet[c],
-		    .granted = a->granted[c],
-		    .used = used[c],
-		    .last_want = a->want[c],
-		    .rate = fs->rate[c],
-		    .hosts = hosts,
-		    .exhausted = refused != fs->last_refused};
+		in = (struct fleet_grant_in){.limit = (uint64_t)lim[c],
+		                             .fleet_used = a->fleet[c],
+		                             .granted = a->granted[c],
+		                             .used = used[c],
+		                             .last_want = a->want[c],
+		                             .rate = fs->rate[c],
+		                             .hosts = hosts,
+		                             .exhausted =
+		                                 refused != fs->last_refused};
 		a->want[c] = fleet_want(&in);
 		fleet_reserve(k, c, minute,
 		              used[c] > a->granted[c] + a->forced[c]
@@ -635,8 +633,8 @@ static void
 fleet_pull(void)
 {
 	struct fleet_op *op = fleet_op(OP_PULL, -1);
-	static const char *const kinds[4] = {"cool:", "circ:", "admin:",
-	                                     "weight:"};
+	static const char *const kinds[4] = {
+	    "cool:", "circ:", "admin:", "weight:"};
 	const char **argv = NULL;
 	size_t *len = NULL;
 	char *keys = NULL;
@@ -661,8 +659,8 @@ fleet_pull(void)
 	for (int i = 0; i < 4 * n; i++) {
 		char *key = keys + (size_t)i * FLEET_KEY_MAX;
 
-		argv[1 + i] = fleet_key(key, kinds[i % 4],
-		                        F.slot[op->slots[i / 4]].name);
+		argv[1 + i] =
+		    fleet_key(key, kinds[i % 4], F.slot[op->slots[i / 4]].name);
 		len[1 + i] = strlen(key);
 	}
 	fleet_sendv(op, 1 + 4 * n, argv, len);
@@ -679,13 +677,13 @@ fail:
 static void
 fleet_heartbeat(int64_t wall)
 {
-	char key[FLEET_KEY_MAX], ekey[FLEET_KEY_MAX], now[24], old[32],
-	    ttl[24];
+	char key[FLEET_KEY_MAX], ekey[FLEET_KEY_MAX], now[24], old[32], ttl[24];
 
 	fleet_key(key, "hosts", "");
 	fleet_key(ekey, "epoch", "");
 	snprintf(now, sizeof now, "%lld", (long long)wall);
-	snprintf(old, sizeof old, "(%lld", (long long)(wall - fleet_host_ttl()));
+	snprintf(old, sizeof old, "(%lld",
+	         (long long)(wall - fleet_host_ttl()));
 	snprintf(ttl, sizeof ttl, "%lld", (long long)fleet_host_ttl());
 	fleet_send(fleet_op(OP_PUBLISH, -1), 4,
 	           (const char *[]){"ZADD", key, now, F.self});
@@ -695,9 +693,9 @@ fleet_heartbeat(int64_t wall)
 	           (const char *[]){"PEXPIRE", key, ttl});
 	fleet_send(fleet_op(OP_PUBLISH, -1), 3,
 	           (const char *[]){"PEXPIRE", ekey, ttl});
-	if (fleet_send(fleet_op(OP_HOSTS, -1), 5,
-	               (const char *[]){"ZRANGE", key, "0", "-1",
-	                                "WITHSCORES"}) == -1)
+	if (fleet_send(
+	        fleet_op(OP_HOSTS, -1), 5,
+	        (const char *[]){"ZRANGE", key, "0", "-1", "WITHSCORES"}) == -1)
 		F.round = 0;
 }
 
@@ -846,17 +844,18 @@ fleet_apply_admin(int k, int what, const redisReply *r)
 		return;
 	snprintf(ttl, sizeof ttl, "%d", FLEET_STATE_TTL);
 	fleet_send(fleet_op(OP_PUBLISH, -1), 3,
-	           (const char *[]){"PEXPIRE",
-	                            fleet_key(key, what ? "weight:" : "admin:",
-	                                      fs->name),
-	                            ttl});
+	           (const char *[]){
+	               "PEXPIRE",
+	               fleet_key(key, what ? "weight:" : "admin:", fs->name),
+	               ttl});
 	if (v[0] <= *stamp)
 		return;
 	*stamp = v[0];
 	if (strcmp(host, F.self) == 0)
 		return;
 	if (what == 0 && (v[1] == ADMIN_ACTIVE || v[1] == ADMIN_DRAINED)) {
-		if (atomic_exchange(&s->admin, (uint32_t)v[1]) != (uint32_t)v[1])
+		if (atomic_exchange(&s->admin, (uint32_t)v[1]) !=
+		    (uint32_t)v[1])
 			fleet_event(k, "%s %s (fleet, from %s)", fs->name,
 			            v[1] == ADMIN_DRAINED ? "drain" : "undrain",
 			            host);
@@ -974,8 +973,7 @@ fleet_on_hosts(const redisReply *r)
 	atomic_fetch_add(&h->fleet_seq, 1);
 	atomic_store(&h->fleet_nhosts, n ? (uint32_t)(r->elements / 2) : 1);
 	atomic_store(&h->fleet_sync_wall_ms, clock_wall_ms());
-	atomic_store(&h->fleet_rtt_us,
-	             (uint64_t)(clock_us() - F.round_us));
+	atomic_store(&h->fleet_rtt_us, (uint64_t)(clock_us() - F.round_us));
 	atomic_fetch_add(&h->fleet_syncs, 1);
 }
 
@@ -1094,8 +1092,9 @@ fleet_down(const char *why)
 		F.slot[k].probe_held = F.slot[k].probe_asking = 0;
 	fleet_gates();
 	if (atomic_exchange(&F.shm->hdr->fleet_state, FLEET_DOWN) == FLEET_UP)
-		fleet_event(-1, "redis %s unreachable (%s); serving on the "
-		                "local view",
+		fleet_event(-1,
+		            "redis %s unreachable (%s); serving on the "
+		            "local view",
 		            F.cfg->fleet_redis, why);
 	fleet_warn("redis %s: %s; serving on the local view, retry in %lld ms",
 	           F.cfg->fleet_redis, why, (long long)ms);
@@ -1131,9 +1130,9 @@ fleet_connect(void)
 	const struct cfg *c = F.cfg;
 	char key[FLEET_KEY_MAX], ttl[24], why[160];
 
-	F.ac = c->fleet_redis_port ? redisAsyncConnect(c->fleet_redis_host,
-	                                               c->fleet_redis_port)
-	                           : redisAsyncConnectUnix(c->fleet_redis);
+	F.ac = c->fleet_redis_port
+	           ? redisAsyncConnect(c->fleet_redis_host, c->fleet_redis_port)
+	           : redisAsyncConnectUnix(c->fleet_redis);
 	if (F.ac == NULL || F.ac->err) {
 		snprintf(why, sizeof why, "%s",
 		         F.ac ? F.ac->errstr : "out of memory");

@@ -88,22 +88,23 @@ ctl_err(const char *fmt, ...)
 static int
 ctl_usage(FILE *f)
 {
-	fputs("usage: llmfctl [-c config | -t table] command [args]\n"
-	      "  status [--json] [--fleet]   every deployment, one row each;\n"
-	      "                              --fleet: the hosts and fleet rates\n"
-	      "  show NAME [--json]          one deployment in full\n"
-	      "  watch [-n secs] [--count N] refreshing status with rates\n"
-	      "  weight NAME N | --reset [--fleet]\n"
-	      "                              override or restore the weight\n"
-	      "  drain | undrain NAME [--fleet]\n"
-	      "                              stop or resume new traffic\n"
-	      "  cooldown NAME SECONDS       cool a deployment down\n"
-	      "  reset NAME                  clear cooldown and circuit\n"
-	      "  reload                      SIGHUP the llmfd master\n"
-	      "  check [-c] [FILE]           validate a config file\n"
-	      "  events [--follow] [-n N]    recent events\n"
-	      "  log-level LEVEL             error, warn, info or debug\n",
-	      f);
+	fputs(
+	    "usage: llmfctl [-c config | -t table] command [args]\n"
+	    "  status [--json] [--fleet]   every deployment, one row each;\n"
+	    "                              --fleet: the hosts and fleet rates\n"
+	    "  show NAME [--json]          one deployment in full\n"
+	    "  watch [-n secs] [--count N] refreshing status with rates\n"
+	    "  weight NAME N | --reset [--fleet]\n"
+	    "                              override or restore the weight\n"
+	    "  drain | undrain NAME [--fleet]\n"
+	    "                              stop or resume new traffic\n"
+	    "  cooldown NAME SECONDS       cool a deployment down\n"
+	    "  reset NAME                  clear cooldown and circuit\n"
+	    "  reload                      SIGHUP the llmfd master\n"
+	    "  check [-c] [FILE]           validate a config file\n"
+	    "  events [--follow] [-n N]    recent events\n"
+	    "  log-level LEVEL             error, warn, info or debug\n",
+	    f);
 	return 2;
 }
 
@@ -440,8 +441,8 @@ ctl_fleet_rates(struct ctl *c, struct buf *b, const struct status_row *rows,
 		if (rows[i].rpm_limit <= 0 && rows[i].tpm_limit <= 0)
 			continue;
 		if (!any++)
-			buf_printf(b, "\n%-24s %-16s %s\n", "FLEET RATE",
-			           "RPM", "TPM");
+			buf_printf(b, "\n%-24s %-16s %s\n", "FLEET RATE", "RPM",
+			           "TPM");
 		status_printable(name, sizeof name, rows[i].name, 24);
 		ctl_fleet_ratio(r, sizeof r, atomic_load(&s->fleet_req_used),
 		                rows[i].rpm_limit);
@@ -461,13 +462,13 @@ ctl_fleet_json(struct ctl *c, struct buf *b, const struct fleet_view *v,
 	status_json_str(b, v->redis);
 	buf_adds(b, ",\"host\":");
 	status_json_str(b, v->self);
-	buf_printf(b,
-	           ",\"last_sync_age_ms\":%lld,\"rtt_us\":%llu,\"hosts_live\":%u,"
-	           "\"failures\":%llu,\"applied\":%llu,\"hosts\":[",
-	           v->sync_wall_ms ? (long long)(wall - v->sync_wall_ms) : -1LL,
-	           (unsigned long long)v->rtt_us, v->nhosts,
-	           (unsigned long long)v->failures,
-	           (unsigned long long)v->applied);
+	buf_printf(
+	    b,
+	    ",\"last_sync_age_ms\":%lld,\"rtt_us\":%llu,\"hosts_live\":%u,"
+	    "\"failures\":%llu,\"applied\":%llu,\"hosts\":[",
+	    v->sync_wall_ms ? (long long)(wall - v->sync_wall_ms) : -1LL,
+	    (unsigned long long)v->rtt_us, v->nhosts,
+	    (unsigned long long)v->failures, (unsigned long long)v->applied);
 	for (uint32_t i = 0; i < v->nlisted; i++) {
 		buf_adds(b, i ? ",{\"host\":" : "{\"host\":");
 		status_json_str(b, v->hosts[i].id);

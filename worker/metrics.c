@@ -302,9 +302,8 @@ metrics_fleet(struct buf *b, const struct shm *t, const struct mrow *m, int n,
 	             "Time since the last completed fleet sync (NaN: never).");
 	buf_adds(b, "llmfd_fleet_sync_lag_seconds ");
 	if (last > 0)
-		metrics_seconds(b, (uint64_t)(wall_ms > last ? wall_ms - last
-		                                             : 0) *
-		                       1000);
+		metrics_seconds(
+		    b, (uint64_t)(wall_ms > last ? wall_ms - last : 0) * 1000);
 	else
 		buf_adds(b, "NaN");
 	buf_addc(b, '\n');

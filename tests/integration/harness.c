@@ -1266,8 +1266,8 @@ h_llmfd_start_in(const char *sub, const char *fmt, ...)
 {
 	const char *dir = h_path(sub), *conf, *log;
 	const char *argv[] = {h_bin("llmfd"), "-c", NULL, NULL};
-	struct h_req q = {.method = "GET", .path = "/healthz",
-	                  .timeout_ms = 1000};
+	struct h_req q = {
+	    .method = "GET", .path = "/healthz", .timeout_ms = 1000};
 	long end = h_now_ms() + H_READY_TIMEOUT_MS;
 	va_list ap;
 	pid_t pid;
@@ -1280,8 +1280,8 @@ h_llmfd_start_in(const char *sub, const char *fmt, ...)
 	log = h_fmt("%s/llmfd.log", dir);
 	q.unix_path = h_fmt("%s/llmfd.sock", dir);
 	argv[2] = conf;
-	if ((fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
-	               0644)) < 0)
+	if ((fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) <
+	    0)
 		cr_assert_fail("open %s: %s", log, strerror(errno));
 	pid = spawn(argv, fd);
 	close(fd);
@@ -1353,10 +1353,20 @@ h_redis_start(int *port)
 {
 	const char *dir = h_path("redis");
 	char portbuf[16];
-	const char *argv[] = {"redis-server", "--port", portbuf, "--bind",
-	                      "127.0.0.1", "--save", "", "--appendonly", "no",
-	                      "--dir", dir, "--logfile",
-	                      h_fmt("%s/redis.log", dir), NULL};
+	const char *argv[] = {"redis-server",
+	                      "--port",
+	                      portbuf,
+	                      "--bind",
+	                      "127.0.0.1",
+	                      "--save",
+	                      "",
+	                      "--appendonly",
+	                      "no",
+	                      "--dir",
+	                      dir,
+	                      "--logfile",
+	                      h_fmt("%s/redis.log", dir),
+	                      NULL};
 	long end = h_now_ms() + H_READY_TIMEOUT_MS;
 	const char *r;
 	pid_t pid;

@@ -18,7 +18,9 @@
 
 #define SYNC_MS 100
 #define NHOSTS  3
-#define CHAT    "{\"model\":\"g\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}"
+#define CHAT                                                                   \
+	"{\"model\":\"g\",\"messages\":[{\"role\":\"user\",\"content\":"       \
+	"\"hi\"}]}"
 
 TestSuite(fleet, .init = h_setup, .fini = h_teardown, .timeout = 60);
 
@@ -97,7 +99,7 @@ wait_state(uint32_t st, long timeout_ms)
 struct load {
 	long duration_ms;
 	int conc;
-	long at_ms;                /* call at(arg) once at this time (0: no) */
+	long at_ms; /* call at(arg) once at this time (0: no) */
 	void (*at)(void *);
 	void *arg;
 	int n, ok, limited, other; /* results */
@@ -118,7 +120,8 @@ struct lconn {
 static int
 load_start(struct load *l, struct lconn *c)
 {
-	const char *req = h_req_text("POST", "/v1/chat/completions", NULL, CHAT);
+	const char *req =
+	    h_req_text("POST", "/v1/chat/completions", NULL, CHAT);
 
 	c->len = 0;
 	c->start = h_now_ms();
@@ -216,7 +219,8 @@ load_run(struct load *l)
 		if (poll(p, (nfds_t)nc, 20) <= 0)
 			continue;
 		for (int i = 0; i < nc; i++)
-			if (c[i].fd != -1 && (p[i].revents & (POLLIN | POLLHUP)))
+			if (c[i].fd != -1 &&
+			    (p[i].revents & (POLLIN | POLLHUP)))
 				load_read(l, &c[i]);
 	}
 }
@@ -249,6 +253,23 @@ minute_room(long need_ms)
 
 	if (left < need_ms)
 		h_sleep_ms(left + 150);
+}
+
+/* Whether host sub's log shows needle within 2 s (the master logs the
+ * event ring every 250 ms). */
+static int
+wait_log(const char *sub, const char *needle)
+{
+	long t0 = h_now_ms();
+	char *log;
+
+	do {
+		log = h_read(h_path(h_fmt("%s/llmfd.log", sub)));
+		if (log && strstr(log, needle))
+			return 1;
+		h_sleep_ms(20);
+	} while (h_now_ms() - t0 < 2000);
+	return 0;
 }
 
 Test(fleet, rpm_limit_holds_across_hosts)
@@ -301,11 +322,12 @@ Test(fleet, cooldown_reaches_other_hosts_within_two_syncs)
 	    rport,
 	    "num_retries = 0; allowed_fails = 0; cooldown_s = 30; "
 	    "circuit_failure_threshold = 100;",
-	    h_fmt("{ name = \"x\"; group = \"g\"; base_url = "
-	          "\"http://127.0.0.1:%d/v1\"; api_key = \"k\"; model = \"m\"; },"
-	          "{ name = \"y\"; group = \"g\"; base_url = "
-	          "\"http://127.0.0.1:%d/v1\"; api_key = \"k\"; model = \"m\"; }",
-	          bad.port, good.port));
+	    h_fmt(
+	        "{ name = \"x\"; group = \"g\"; base_url = "
+	        "\"http://127.0.0.1:%d/v1\"; api_key = \"k\"; model = \"m\"; },"
+	        "{ name = \"y\"; group = \"g\"; base_url = "
+	        "\"http://127.0.0.1:%d/v1\"; api_key = \"k\"; model = \"m\"; }",
+	        bad.port, good.port));
 	cr_assert_neq(wait_state(FLEET_UP, 3000), -1, "hosts not synced");
 	r = h_http(&(struct h_req){.unix_path = sock_of(0),
 	                           .method = "POST",
@@ -358,11 +380,12 @@ Test(fleet, one_half_open_probe_for_the_fleet)
 	    "num_retries = 0; allowed_fails = 100; cooldown_s = 0; "
 	    "circuit_failure_threshold = 1; circuit_recovery_s = 2; "
 	    "circuit_max_s = 2; timeout_ms = 10000;",
-	    h_fmt("{ name = \"x\"; group = \"g\"; base_url = "
-	          "\"http://127.0.0.1:%d/v1\"; api_key = \"k\"; model = \"m\"; },"
-	          "{ name = \"y\"; group = \"g\"; base_url = "
-	          "\"http://127.0.0.1:%d/v1\"; api_key = \"k\"; model = \"m\"; }",
-	          bad.port, good.port));
+	    h_fmt(
+	        "{ name = \"x\"; group = \"g\"; base_url = "
+	        "\"http://127.0.0.1:%d/v1\"; api_key = \"k\"; model = \"m\"; },"
+	        "{ name = \"y\"; group = \"g\"; base_url = "
+	        "\"http://127.0.0.1:%d/v1\"; api_key = \"k\"; model = \"m\"; }",
+	        bad.port, good.port));
 	cr_assert_neq(wait_state(FLEET_UP, 3000), -1, "hosts not synced");
 	for (int i = 0; i < NHOSTS; i++) { /* every host opens its circuit */
 		r = h_http(&(struct h_req){.unix_path = sock_of(i),
@@ -374,8 +397,8 @@ Test(fleet, one_half_open_probe_for_the_fleet)
 		             CIRCUIT_OPEN);
 	}
 	/* the probe will hang 1.5 s: every host keeps sending meanwhile */
-	cr_assert_eq(h_mock_config(&bad, "{\"mode\":\"ok\",\"latency_ms\":1500}"),
-	             0);
+	cr_assert_eq(
+	    h_mock_config(&bad, "{\"mode\":\"ok\",\"latency_ms\":1500}"), 0);
 	h_mock_reset(&bad);
 	l->duration_ms = 3000;
 	l->conc = 2;
@@ -465,14 +488,13 @@ Test(fleet, redis_killed_under_load_fails_nothing_and_resyncs)
 	cr_assert(v && v[0] == '$' && atol(strchr(v, '\n') + 1) >= l->ok / 2,
 	          "the new redis does not count the minute's use: %s",
 	          v ? v : "-");
-	cr_assert_eq(h_run(&out, h_bin("llmfctl"), "-t",
-	                   h_path("hb/health"), "status", "--fleet", NULL),
+	cr_assert_eq(h_run(&out, h_bin("llmfctl"), "-t", h_path("hb/health"),
+	                   "status", "--fleet", NULL),
 	             0, "%s", out);
 	cr_assert(strstr(out, "fleet: synced") && strstr(out, "3 hosts"), "%s",
 	          out);
-	cr_assert(strstr(h_read(h_path("ha/llmfd.log")),
-	                 "serving on the local view"));
-	cr_assert(strstr(h_read(h_path("ha/llmfd.log")), "lost its data"));
+	cr_assert(wait_log("ha", "serving on the local view"));
+	cr_assert(wait_log("ha", "lost its data"));
 	free(l);
 }
 
@@ -513,10 +535,10 @@ Test(fleet, stopped_redis_does_not_raise_latency)
 	cr_assert_eq(stall->ok, stall->n, "%s", stall->first_other);
 	/* a request that waited for the master to give up on Redis would
 	 * take about its 1 s timeout */
-	cr_assert_leq(s50, b50 + 5);
-	cr_assert_leq(s99, b99 + 50);
+	cr_assert_leq(s50, b50 + 20);
+	cr_assert_leq(s99, b99 + 150);
 	cr_assert_lt(s100, 800);
-	cr_assert(strstr(h_read(h_path("ha/llmfd.log")), "no reply for"));
+	cr_assert(wait_log("ha", "no reply for"));
 	cr_assert_neq(wait_state(FLEET_UP, 8000), -1,
 	              "hosts did not resync after SIGCONT");
 	free(base);
@@ -550,4 +572,129 @@ Test(fleet, garbage_from_redis_never_stalls_requests)
 	cr_assert(strstr(r->body, "\nllmfd_fleet_connected 0\n"), "%s",
 	          r->body);
 	cr_assert(strstr(r->body, "llmfd_fleet_sync_failures_total"));
+}
+
+Test(fleet, drain_and_weight_reach_every_host)
+{
+	struct h_mock m;
+	int rport = 0;
+	char *out;
+	long t0;
+
+	h_mock_start(&m, "m", NULL);
+	h_redis_start(&rport);
+	hosts_start(rport, "num_retries = 0;",
+	            h_fmt("{ name = \"x\"; group = \"g\"; base_url = "
+	                  "\"http://127.0.0.1:%d/v1\"; api_key = \"k\"; "
+	                  "model = \"m\"; }",
+	                  m.port));
+	cr_assert_neq(wait_state(FLEET_UP, 3000), -1, "hosts not synced");
+	cr_assert_eq(h_run(&out, h_bin("llmfctl"), "-t", h_path("ha/health"),
+	                   "drain", "x", "--fleet", NULL),
+	             0, "%s", out);
+	cr_assert(strstr(out, "publishes it to every host"), "%s", out);
+	t0 = h_now_ms();
+	while (h_now_ms() - t0 < 2000 &&
+	       (atomic_load(&slot_of(1, "x")->admin) != ADMIN_DRAINED ||
+	        atomic_load(&slot_of(2, "x")->admin) != ADMIN_DRAINED))
+		h_sleep_ms(5);
+	cr_assert_eq(atomic_load(&slot_of(2, "x")->admin), ADMIN_DRAINED);
+	cr_assert_leq(h_now_ms() - t0, 2 * SYNC_MS + 50);
+	cr_assert(wait_log("hb", "x drain (fleet, from ha)"));
+	/* a local undrain stays local; --fleet undrains everywhere */
+	cr_assert_eq(h_run(&out, h_bin("llmfctl"), "-t", h_path("hb/health"),
+	                   "weight", "x", "7", "--fleet", NULL),
+	             0, "%s", out);
+	cr_assert_eq(h_run(&out, h_bin("llmfctl"), "-t", h_path("hc/health"),
+	                   "undrain", "x", "--fleet", NULL),
+	             0, "%s", out);
+	t0 = h_now_ms();
+	while (h_now_ms() - t0 < 2000 &&
+	       (atomic_load(&slot_of(0, "x")->admin) != ADMIN_ACTIVE ||
+	        atomic_load(&slot_of(0, "x")->live_weight) != 7 ||
+	        atomic_load(&slot_of(2, "x")->live_weight) != 7))
+		h_sleep_ms(5);
+	cr_assert_eq(atomic_load(&slot_of(0, "x")->admin), ADMIN_ACTIVE);
+	cr_assert_eq(atomic_load(&slot_of(0, "x")->live_weight), 7);
+	cr_assert_eq(atomic_load(&slot_of(2, "x")->live_weight), 7);
+	/* the merged view, with every host's last sync */
+	cr_assert_eq(h_run(&out, h_bin("llmfctl"), "-t", h_path("hc/health"),
+	                   "status", "--fleet", NULL),
+	             0, "%s", out);
+	for (int i = 0; i < NHOSTS; i++)
+		cr_assert(strstr(out, host_names[i]), "%s", out);
+	cr_assert(strstr(out, "(this host)") && strstr(out, "s ago"), "%s",
+	          out);
+	cr_assert_eq(h_run(&out, h_bin("llmfctl"), "-t", h_path("hc/health"),
+	                   "status", "--fleet", "--json", NULL),
+	             0, "%s", out);
+	cr_assert(h_json_valid(out), "%s", out);
+	cr_assert_eq(h_json_count(out, "fleet.hosts"), NHOSTS, "%s", out);
+	cr_assert_str_eq(h_json(out, "fleet.state"), "synced");
+	cr_assert_leq(h_json_long(out, "fleet.hosts.0.last_sync_age_ms", -1),
+	              1000);
+}
+
+/* How many times needle occurs in text. */
+static int
+count_of(const char *text, const char *needle)
+{
+	int n = 0;
+
+	for (const char *p = text; p && (p = strstr(p, needle)) != NULL; p++)
+		n++;
+	return n;
+}
+
+Test(fleet, reload_keeps_or_ends_the_fleet)
+{
+	struct h_mock m;
+	int rport = 0;
+	char *out;
+	pid_t pid;
+	long t0;
+	const char *fleet;
+#define RELOAD_CONF                                                            \
+	"daemon = { workers = 1; listen = \"llmfd.sock\"; "                    \
+	"health_table = \"health\"; };\n"                                      \
+	"%s"                                                                   \
+	"deployments = ( { name = \"x\"; group = \"g\"; "                      \
+	"base_url = \"http://127.0.0.1:%d/v1\"; api_key = \"k\"; "             \
+	"model = \"m\"; } );\n"
+
+	h_mock_start(&m, "m", NULL);
+	h_redis_start(&rport);
+	fleet = h_fmt("fleet = { redis = \"127.0.0.1:%d\"; host = \"solo\"; "
+	              "};\n",
+	              rport);
+	pid = h_llmfd_start(RELOAD_CONF, fleet, m.port);
+	cr_assert_eq(h_run(&out, h_bin("llmfctl"), "-c", h_conf(), "status",
+	                   "--fleet", NULL),
+	             0, "%s", out);
+	/* same fleet settings: the connection stays (synced once) */
+	h_write("llmfd.conf", RELOAD_CONF, fleet, m.port);
+	kill(pid, SIGHUP);
+	t0 = h_now_ms();
+	while (h_now_ms() - t0 < 3000 && !h_log_has("configuration reloaded"))
+		h_sleep_ms(20);
+	h_sleep_ms(300);
+	cr_assert_eq(count_of(h_log(), "fleet: synced with redis"), 1, "%s",
+	             h_log());
+	cr_assert_eq(h_run(&out, h_bin("llmfctl"), "-c", h_conf(), "status",
+	                   "--fleet", NULL),
+	             0, "%s", out);
+	cr_assert(strstr(out, "fleet: synced"), "%s", out);
+	/* no fleet section: back to one host */
+	h_write("llmfd.conf", RELOAD_CONF, "", m.port);
+	kill(pid, SIGHUP);
+	t0 = h_now_ms();
+	while (h_now_ms() - t0 < 3000 &&
+	       h_run(&out, h_bin("llmfctl"), "-c", h_conf(), "status",
+	             "--fleet", NULL) == 0)
+		h_sleep_ms(50);
+	cr_assert(strstr(out, "no fleet section"), "%s", out);
+	cr_assert_eq(h_unix("POST", "/v1/chat/completions", CHAT)->status, 200);
+	cr_assert_eq(h_run(&out, h_bin("llmfctl"), "-c", h_conf(), "drain", "x",
+	                   "--fleet", NULL),
+	             1, "%s", out);
 }

@@ -23,9 +23,9 @@ Test(fleet, parse_values)
 	cr_assert_eq(v[0], 123);
 	cr_assert_str_eq(host, "ha");
 	/* a host id may start with a digit */
-	cr_assert_eq(fleet_parse("5 1 9 -1 10.0.0.1:42", 20, v, 4, host,
-	                         sizeof host),
-	             4);
+	cr_assert_eq(
+	    fleet_parse("5 1 9 -1 10.0.0.1:42", 20, v, 4, host, sizeof host),
+	    4);
 	cr_assert(v[0] == 5 && v[1] == 1 && v[2] == 9 && v[3] == -1);
 	cr_assert_str_eq(host, "10.0.0.1:42");
 	cr_assert_eq(fleet_parse("7", 1, v, 1, host, sizeof host), 1);
@@ -37,9 +37,9 @@ Test(fleet, parse_values)
 	cr_assert_eq(fleet_parse("1", 1, v, 2, host, sizeof host), -1);
 	cr_assert_eq(fleet_parse("1,2", 3, v, 2, host, sizeof host), -1);
 	cr_assert_eq(fleet_parse("1 a b", 5, v, 1, host, sizeof host), -1);
-	cr_assert_eq(fleet_parse("99999999999999999999", 20, v, 1, host,
-	                         sizeof host),
-	             -1);
+	cr_assert_eq(
+	    fleet_parse("99999999999999999999", 20, v, 1, host, sizeof host),
+	    -1);
 	cr_assert_eq(fleet_parse("1 abcdefgh", 10, v, 1, host, 4), -1);
 	cr_assert_eq(fleet_parse("", 0, v, 1, host, sizeof host), -1);
 }
@@ -170,7 +170,8 @@ sim(int n, int busy, uint64_t limit, uint64_t demand, int rounds,
 	cr_assert_not_null(h);
 	for (int r = 0; r < rounds; r++) {
 		for (int i = 0; i < busy; i++) { /* workers */
-			uint64_t slack = limit / (FLEET_SLACK_DIV * (uint64_t)n);
+			uint64_t slack =
+			    limit / (FLEET_SLACK_DIV * (uint64_t)n);
 			uint64_t cap = h[i].granted + slack;
 
 			cap = cap < limit ? cap : limit;
@@ -204,8 +205,8 @@ sim(int n, int busy, uint64_t limit, uint64_t demand, int rounds,
 			h[i].seen = h[i].refused;
 			h[i].want = fleet_want(&in);
 			if (h[i].want > (counter < limit ? limit - counter : 0))
-				h[i].want = counter < limit ? limit - counter
-				                            : 0;
+				h[i].want =
+				    counter < limit ? limit - counter : 0;
 			h[i].granted += h[i].want;
 			counter += h[i].want;
 		}
@@ -223,7 +224,7 @@ Test(fleet, within_five_percent_at_any_host_count)
 	for (size_t a = 0; a < sizeof hosts / sizeof hosts[0]; a++)
 		for (size_t b = 0; b < sizeof limits / sizeof limits[0]; b++)
 			for (int busy = 1; busy <= hosts[a];
-			     busy = busy == hosts[a] ? busy + 1
+			     busy = busy == hosts[a]      ? busy + 1
 			            : busy * 3 > hosts[a] ? hosts[a]
 			                                  : busy * 3) {
 				uint64_t lim = limits[b], counted;
@@ -233,16 +234,16 @@ Test(fleet, within_five_percent_at_any_host_count)
 
 				/* never more than 5 % over the limit, and
 				 * the busy hosts get at least 95 % of it */
-				cr_assert_leq(s, lim + lim / 20,
-				              "%d hosts, %d busy, limit %llu: %llu",
-				              hosts[a], busy,
-				              (unsigned long long)lim,
-				              (unsigned long long)s);
-				cr_assert_geq(s, lim - lim / 20,
-				              "%d hosts, %d busy, limit %llu: %llu",
-				              hosts[a], busy,
-				              (unsigned long long)lim,
-				              (unsigned long long)s);
+				cr_assert_leq(
+				    s, lim + lim / 20,
+				    "%d hosts, %d busy, limit %llu: %llu",
+				    hosts[a], busy, (unsigned long long)lim,
+				    (unsigned long long)s);
+				cr_assert_geq(
+				    s, lim - lim / 20,
+				    "%d hosts, %d busy, limit %llu: %llu",
+				    hosts[a], busy, (unsigned long long)lim,
+				    (unsigned long long)s);
 			}
 }
 
