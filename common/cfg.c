@@ -375,7 +375,6 @@ cfg_provider_parse(const char *s)
 
 static int ld_error(struct loader *, const config_setting_t *, const char *,
                     ...) __attribute__((format(printf, 3, 4)));
-static int model_routes(const struct cfg *, const char *);
 static int set_error(struct loader *, const config_setting_t *, const char *,
                      ...) __attribute__((format(printf, 3, 4)));
 
@@ -1790,13 +1789,13 @@ fallback_target(struct loader *ld, const config_setting_t *m,
 	if (config_setting_type(m) != CONFIG_TYPE_STRING)
 		return ld_error(ld, m, "%s: to: expected group names", ld->ctx);
 	v = config_setting_get_string(m);
-	if (!model_routes(ld->cfg, v) && group_index(ld->cfg, v) != -1)
+	if (!cfg_model_routes(ld->cfg, v) && group_index(ld->cfg, v) != -1)
 		return ld_error(
 		    ld, m,
 		    "%s: to: '%s' serves a pattern; name a model it "
 		    "serves",
 		    ld->ctx, v);
-	if (!model_routes(ld->cfg, v))
+	if (!cfg_model_routes(ld->cfg, v))
 		return ld_error(ld, m, "%s: to: unknown group '%s'", ld->ctx,
 		                v);
 	if (strlen(v) >= CFG_NAME_MAX)
@@ -1955,8 +1954,8 @@ valid_model_name(const char *s)
 
 /* Whether a model name routes somewhere: a group, a deployment, an alias,
  * a pattern, or "provider/model" of a configured deployment. */
-static int
-model_routes(const struct cfg *cfg, const char *name)
+int
+cfg_model_routes(const struct cfg *cfg, const char *name)
 {
 	char cap[128];
 	const char *slash = strchr(name, '/');
@@ -1988,7 +1987,7 @@ static int
 rule_target(struct loader *ld, const config_setting_t *s, const char *what,
             const char *m)
 {
-	if (!model_routes(ld->cfg, m))
+	if (!cfg_model_routes(ld->cfg, m))
 		return ld_error(
 		    ld, s,
 		    "%s: %s: '%s' is not a group, deployment, alias "

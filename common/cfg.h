@@ -264,6 +264,10 @@ int cfg_capture(const char *p, const char *s, char *cap, size_t capsz);
  * pattern, for model s: the group with the star's text in cap, or NULL. */
 const struct group_cfg *cfg_find_pattern(const struct cfg *, const char *s,
                                          char *cap, size_t capsz);
+/* Whether a model name routes somewhere: a group, a deployment, an alias,
+ * a model a pattern serves, or "provider/model" of a configured
+ * deployment (a pattern's own group or deployment names no model). */
+int cfg_model_routes(const struct cfg *, const char *name);
 /* Whether deployment region r satisfies a required region want: the same,
  * or r starts with want and "-" ("eu" takes "eu-west"). */
 int cfg_region_ok(const char *want, const char *r);

@@ -119,7 +119,9 @@ server_models_anthropic(struct evhttp_request *req, const struct cfg *cfg)
 	buf_free(&b);
 }
 
-/* GET /v1/models/{id}: one group or deployment, in the client's shape. */
+/* GET /v1/models/{id}: any model name a request may use (a group, a
+ * deployment, an alias, a pattern's model, provider/model), in the
+ * client's shape. */
 static void
 server_model_one(struct evhttp_request *req, struct worker *w, const char *id)
 {
@@ -127,8 +129,7 @@ server_model_one(struct evhttp_request *req, struct worker *w, const char *id)
 	struct buf b = {0};
 	struct jw jw;
 
-	if (cfg_find_group(cfg, id) == NULL && cfg_find_deploy(cfg, id) < 0 &&
-	    cfg_find_alias(cfg, id) == NULL) {
+	if (!cfg_model_routes(cfg, id)) {
 		if (server_anthropic(req)) {
 			buf_printf(&b,
 			           "{\"type\":\"error\",\"error\":{\"type\":"

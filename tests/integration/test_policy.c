@@ -283,12 +283,12 @@ Test(policy, cost_picks_cheaper_and_moves_when_it_cools)
 Test(policy, sessions_stay_put_until_drained)
 {
 	enum { N = 1000 };
-	static char first[N][8];
+	static char first[N][16];
 	struct h_mock m[3];
 	const char *d;
 	long t0 = h_now_ms();
 	int per[3] = {0}, again = 0, moved = 0, moved_other = 0;
-	char name[8];
+	char name[16];
 
 	for (int i = 0; i < 3; i++) {
 		snprintf(name, sizeof name, "d%d", i);
@@ -412,6 +412,11 @@ Test(policy, provider_prefixed_models)
 	cr_assert_null(strstr(r->body, "\"id\":\"anthropic-any\""));
 	r = h_unix("GET", "/v1/models/claude-latest", NULL);
 	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	r = h_unix("GET", "/v1/models/anthropic/claude-3-opus", NULL);
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert_str_eq(h_json(r->body, "id"), "anthropic/claude-3-opus");
+	r = h_unix("GET", "/v1/models/anthropic-any", NULL);
+	cr_assert_eq(r->status, 404, "%s", h_desc(r));
 }
 
 /* fallback_models and retries work like fallbacks and num_retries and
