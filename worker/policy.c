@@ -4,7 +4,8 @@
  *   rules      every rule of `routes` whose match holds applies; of two
  *              that set the group or the region, the earlier wins; their
  *              fallbacks add up
- *   region     a rule's, else the request's x-llmfd-region header
+ *   region     a rule's, else the client's (client identity), else the
+ *              request's x-llmfd-region header
  *   primary    the rule's group, else the requested model, resolved as a
  *              group, a deployment, an alias, a model a pattern serves, or
  *              "provider/model" (the configured deployments of that
@@ -395,15 +396,20 @@ pol_affinity(const struct cfg *cfg)
 	return 0;
 }
 
-/* The required region from the request's header, if no rule set one. */
+/* The required region from the client's configuration, else from the
+ * request's header, if no rule set one. */
 static int
 pol_region_header(struct policy *p, const struct policy_in *in,
                   struct policy_err *e)
 {
-	const char *v;
+	const char *v = in->client_region;
 
-	if (p->region[0] != '\0' || in->header == NULL ||
-	    (v = in->header(in->c, POLICY_REGION_HEADER)) == NULL || *v == '\0')
+	if (p->region[0] != '\0')
+		return 0;
+	if ((v == NULL || *v == '\0') &&
+	    (in->header == NULL ||
+	     (v = in->header(in->c, POLICY_REGION_HEADER)) == NULL ||
+	     *v == '\0'))
 		return 0;
 	if (strlen(v) >= sizeof p->region)
 		return pol_fail(e, 400, "invalid_region", "%s is too long",

@@ -24,9 +24,12 @@ struct policy_in {
 	/* a request header, or NULL */
 	const char *(*header)(void *c, const char *name);
 	void *c;
-	/* The client's identity, for rules with match.client; NULL until
-	 * client identity (the clients issue) fills it. */
+	/* The client's identity, for rules with match.client, and the region
+	 * its configuration requires (after a rule's, before the request's
+	 * header); NULL until client identity (the clients issue) fills
+	 * them. */
 	const char *client;
+	const char *client_region;
 };
 
 /* One candidate group: a copy of the configured group (or a synthetic one

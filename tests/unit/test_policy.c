@@ -538,6 +538,8 @@ Test(policy, rules_pick_group_region_fallbacks)
 
 Test(policy, region_header_and_rule_precedence)
 {
+	struct policy_in in;
+
 	load(CFG5, "routes = ( { match = { model = \"b\"; }; region = "
 	           "\"eu-west\"; } );");
 	nhdr = 0;
@@ -547,6 +549,11 @@ Test(policy, region_header_and_rule_precedence)
 	cr_assert_eq(resolve("{\"model\":\"b\"}"), 0);
 	cr_assert_str_eq(pol.region, "eu-west", "the rule wins");
 	cr_assert_str_eq(chain(), "b[b1]");
+	in = req_in("{\"model\":\"a\"}", ING_CHAT);
+	in.client_region = "eu";
+	cr_assert_eq(policy_resolve(&pol, cfg, &in, groups, &ngroups, &perr),
+	             0);
+	cr_assert_str_eq(chain(), "a[a1]", "the client's beats the header");
 }
 
 Test(policy, switch_stays_in_region)
