@@ -93,6 +93,7 @@ struct mock_opts {
 	char error_code[128];
 	char finish[64];
 	int echo_auth; /* 1: error messages quote the credential received */
+	char headers[1024]; /* "Name: value; Name: value" added to replies */
 };
 
 struct mock_stats {
@@ -449,6 +450,7 @@ static const struct optdef optdefs[] = {
     OPT_INT("tool_call", tool_call, 0, 1),
     OPT_INT("echo_auth", echo_auth, 0, 1),
     OPT_INT("reject_prefill", reject_prefill, 0, 1),
+    OPT_STR("headers", headers),
 };
 
 /* The option named name ("retry-after" and "retry_after" alike), or NULL. */
@@ -562,8 +564,10 @@ opts_json(struct buf *b, const struct mock_opts *o)
 	jesc(b, o->finish);
 	buf_printf(b,
 	           ",\"recover_after_ms\":%d,\"tool_call\":%d,"
-	           "\"reject_prefill\":%d}",
+	           "\"reject_prefill\":%d,\"headers\":",
 	           o->recover_after_ms, o->tool_call, o->reject_prefill);
+	jesc(b, o->headers);
+	buf_addc(b, '}');
 }
 
 /* ---- provider vocabulary ---- */
@@ -1487,6 +1491,25 @@ frame_bad(struct buf *b, const struct mreq *r)
 
 /* ---- replies ---- */
 
+/* Add the --headers option's "Name: value" pairs (';'-separated). */
+static void
+reply_extra_headers(struct evkeyvalq *h)
+{
+	char all[sizeof M.o.headers], *save = NULL, *p, *v;
+
+	snprintf(all, sizeof all, "%s", M.o.headers);
+	for (p = strtok_r(all, ";", &save); p; p = strtok_r(NULL, ";", &save)) {
+		while (*p == ' ')
+			p++;
+		if ((v = strchr(p, ':')) == NULL || v == p)
+			continue;
+		*v++ = '\0';
+		while (*v == ' ')
+			v++;
+		evhttp_add_header(h, p, v);
+	}
+}
+
 /* Add the headers every reply carries. */
 static void
 reply_headers(struct evhttp_request *req, const char *ctype,
@@ -1499,6 +1522,7 @@ reply_headers(struct evhttp_request *req, const char *ctype,
 	evhttp_add_header(h, "Content-Type", ctype);
 	evhttp_add_header(h, "x-mock-name", M.name);
 	evhttp_add_header(h, "x-request-id", id);
+	reply_extra_headers(h);
 }
 
 /* Reason phrase for statuses evhttp does not know, else NULL (its own). */
@@ -2518,8 +2542,8 @@ static void __attribute__((noreturn)) usage(void)
 	    "                 [--latency-ms N] [--chunks N] [--chunk-delay-ms "
 	    "N]\n"
 	    "                 [--cut-after N] [--usage P,C] [--finish R]\n"
-	    "                 [--recover-after-ms MS] [--tool-call 0|1] "
-	    "[-v]\n");
+	    "                 [--recover-after-ms MS] [--tool-call 0|1]\n"
+	    "                 [--headers \"Name: value; ...\"] [-v]\n");
 	exit(2);
 }
 
