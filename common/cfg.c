@@ -339,8 +339,9 @@ const struct cfg_setting cfg_settings[] = {
             "host honours them within about two periods."},
     {"host", CFG_SEC_FLEET, CFG_STRING, IN_CFG(fleet_host), .def = "",
      .doc = "This host's name in the fleet (A-Z a-z 0-9 . _ : -), as\n"
-            ".Nm llmfctl Ic status --fleet\nlists it; empty: the host name "
-            "and the master's pid."},
+            ".Nm llmfctl Ic status --fleet\nlists it; it must differ from "
+            "every other host's.\nEmpty: the host name and the master's "
+            "pid."},
     {.name = NULL},
 };
 

@@ -527,6 +527,7 @@ fleet_push_all(void)
 		fleet_push_admin(k, s, wall);
 		fs->resync = 0;
 	}
+	fleet_gates(); /* before any release reaches Redis */
 }
 
 /* The grants record of slot k for a minute, reset when it held an older
@@ -1194,6 +1195,8 @@ fleet_poll_cb(evutil_socket_t fd, short ev, void *arg)
 	}
 	if (F.up)
 		fleet_push_all();
+	else
+		fleet_gates();
 }
 
 /* This host's id: fleet.host, else hostname:pid. */
