@@ -2006,7 +2006,8 @@ static const struct up_cbs up_cbs = {
 
 /* Feed the running attempt an upstream answer as if it had arrived from
  * the network (exported for unit tests): its connection is dropped, then
- * the headers (status, event_stream), the body and, if end, the end. */
+ * the headers (status; event_stream 1 for text/event-stream, 2 for an AWS
+ * event stream), the body and, if end, the end. */
 void
 req_test_upstream(struct req *r, int status, int event_stream, const char *body,
                   size_t n, int end)
@@ -2014,7 +2015,8 @@ req_test_upstream(struct req *r, int status, int event_stream, const char *body,
 	struct attempt *a = r->att[0].st.active ? &r->att[0] : &r->att[1];
 	struct up_resp resp = {.status = status,
 	                       .content_length = -1,
-	                       .event_stream = event_stream,
+	                       .event_stream = event_stream == 1,
+	                       .amz_eventstream = event_stream == 2,
 	                       .retry_after_ms = -1,
 	                       .should_retry = -1};
 

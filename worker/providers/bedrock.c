@@ -421,7 +421,9 @@ br_named_error(int status, const char *name, size_t n, const char *body,
 	if (cls == EC_OK)
 		return;
 	e->cls = cls;
-	if (cls == EC_BAD_REQUEST && classify_is_context_text(e->message))
+	if (cls == EC_BAD_REQUEST &&
+	    (classify_is_context_text(e->message) ||
+	     strcasestr(e->message, "input is too long") != NULL))
 		e->cls = EC_CONTEXT_WINDOW;
 }
 
