@@ -70,10 +70,13 @@ b64url(struct buf *out, const void *s, size_t n)
 	b64_encode(out, s, n, 1);
 }
 
-/* Sign input with key (RS256) and append ".signature" to it. */
+/* Sign the JWT input that starts at byte from of jwt with key (RS256)
+ * and append ".signature" to it. */
 static int
-jwt_sign(EVP_PKEY *key, struct buf *jwt)
+jwt_sign(EVP_PKEY *key, struct buf *jwt, size_t from)
 {
+	const unsigned char *in = (const unsigned char *)jwt->data + from;
+	size_t inlen = jwt->len - from;
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	unsigned char *sig = NULL;
 	size_t sl = 0;
@@ -81,11 +84,9 @@ jwt_sign(EVP_PKEY *key, struct buf *jwt)
 
 	if (ctx == NULL ||
 	    EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, key) != 1 ||
-	    EVP_DigestSign(ctx, NULL, &sl, (const unsigned char *)jwt->data,
-	                   jwt->len) != 1 ||
+	    EVP_DigestSign(ctx, NULL, &sl, in, inlen) != 1 ||
 	    (sig = malloc(sl)) == NULL ||
-	    EVP_DigestSign(ctx, sig, &sl, (const unsigned char *)jwt->data,
-	                   jwt->len) != 1)
+	    EVP_DigestSign(ctx, sig, &sl, in, inlen) != 1)
 		goto out;
 	buf_addc(jwt, '.');
 	b64url(jwt, sig, sl);
@@ -103,6 +104,7 @@ jwt_make(EVP_PKEY *key, const char *email, const char *kid, const char *aud,
          int64_t now, struct buf *out)
 {
 	struct buf h = {0}, c = {0};
+	size_t from = out->len;
 	struct jw jw;
 
 	jw_init(&jw, &h);
@@ -134,7 +136,7 @@ jwt_make(EVP_PKEY *key, const char *email, const char *kid, const char *aud,
 	b64url(out, c.data, c.len);
 	buf_free(&h);
 	buf_free(&c);
-	return out->oom ? -1 : jwt_sign(key, out);
+	return out->oom ? -1 : jwt_sign(key, out, from);
 }
 
 /* An RSA private key from PEM text, or NULL. */

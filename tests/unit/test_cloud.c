@@ -904,11 +904,14 @@ Test(gauth, jwt_is_rs256_signed)
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	BIO *bio;
 
+	buf_adds(&jwt, "assertion="); /* appended after what out holds */
 	cr_assert_eq(gauth_jwt(gcfg->deploy[0].sa_private_key,
 	                       "sa@p.iam.gserviceaccount.com", "kid-1",
 	                       "https://oauth2.googleapis.com/token",
 	                       1700000000, &jwt, err, sizeof err),
 	             0, "%s", err);
+	memmove(jwt.data, jwt.data + 10, jwt.len - 10);
+	jwt.len -= 10;
 	cr_assert_null(strchr(buf_cstr(&jwt), '='), "no padding");
 	jwt_part(jwt.data, 0, &h);
 	jwt_part(jwt.data, 1, &c);
