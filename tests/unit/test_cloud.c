@@ -19,6 +19,7 @@
 #include "common/cfg.h"
 #include "common/evstream.h"
 #include "common/log.h"
+#include "common/secret.h"
 #include "common/sigv4.h"
 #include "worker/gauth.h"
 #include "worker/provider.h"
@@ -1123,4 +1124,43 @@ Test(gauth, config_errors_name_the_file_not_the_key)
 	unlink(file);
 	snprintf(file, sizeof file, "%s/bad.json", tdir);
 	unlink(file);
+}
+
+/* The AWS secret key and session token, every line of a service
+ * account's key and the access tokens in use are masked everywhere. */
+Test(gauth, secrets_registered)
+{
+	struct gauth_wait w;
+	const char *tok = NULL, *pem = gcfg->deploy[0].sa_private_key;
+	char line[128], text[512], msg[160];
+	struct cfg c;
+	struct deploy_cfg d[2];
+	size_t n;
+
+	memcpy(d, gcfg->deploy, sizeof d[0]);
+	memset(&d[1], 0, sizeof d[1]);
+	snprintf(d[1].aws_secret_access_key, sizeof d[1].aws_secret_access_key,
+	         "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY");
+	snprintf(d[1].aws_session_token, sizeof d[1].aws_session_token,
+	         "FQoGZXIvYXdzEXAMPLESESSION");
+	memset(&c, 0, sizeof c);
+	c.ndeploy = 2;
+	c.deploy = d;
+	secret_load(&c);
+	n = strcspn(strchr(pem, '\n') + 1, "\n");
+	snprintf(line, sizeof line, "%.*s", (int)n, strchr(pem, '\n') + 1);
+	snprintf(text, sizeof text,
+	         "x %s y wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY "
+	         "FQoGZXIvYXdzEXAMPLESESSION",
+	         line);
+	cr_assert_eq(secret_redact(text), 3, "%s", text);
+	cr_assert_null(strstr(text, line));
+	memset(&w, 0, sizeof w);
+	gauth_token(g, 0, &w, on_token, &told[0], &tok, msg, sizeof msg);
+	gauth_test_answer(g, 0, 200,
+	                  "{\"access_token\":\"ya29.secret-token-1\","
+	                  "\"expires_in\":3600}");
+	snprintf(text, sizeof text, "bearer ya29.secret-token-1");
+	cr_assert_eq(secret_redact(text), 1, "%s", text);
+	secret_clear();
 }
