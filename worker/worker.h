@@ -94,7 +94,7 @@ struct worker {
 	struct evhttp_bound_socket *bound[8];
 	int draining;
 	int inflight; /* client requests being served */
-	unsigned idle_ticks; /* seconds seen with nothing in flight */
+	unsigned idle_ticks; /* ticks (seconds) seen */
 	uint64_t rng;
 	uint64_t next_id;
 	struct event *ev_term, *ev_int, *ev_tick;
