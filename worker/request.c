@@ -66,7 +66,7 @@ struct attempt {
 	struct stream_state ss;
 	struct event ev_timer; /* attempt / first token / idle */
 	struct gauth_wait gw;  /* waiting for an access token */
-	char bearer[4096];     /* the access token sent, "" if none */
+	char bearer[2560];     /* the access token sent, "" if none */
 	struct {
 		int active;
 		int d;
