@@ -17,6 +17,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "common/b64.h"
 #include "common/buf.h"
 #include "common/json.h"
 #include "tests/integration/harness.h"
@@ -592,4 +593,45 @@ Test(cloud, messages_client_native_to_bedrock)
 	cr_assert_str_eq(h_json(b, "anthropic_beta.0"), "beta-1", "%s", b);
 	cr_assert_null(h_json(b, "model"), "%s", b);
 	cr_assert_eq(mock_nreq(&br), 1);
+}
+
+/* The two Gemini defects found with the official OpenAI SDK: embeddings
+ * with encoding_format "base64" (the SDK's default) come back as base64
+ * little-endian float32, and tool-call ids differ from turn to turn. */
+Test(cloud, gemini_base64_embeddings_and_unique_tool_ids)
+{
+	struct h_resp *r;
+	struct buf raw = {0};
+	const char *e, *id1, *id2;
+	float f[3];
+
+	h_mock_start(&oa, "gemini", "--tool-call", "1", NULL);
+	start(&(struct setup){
+	    .more = h_fmt(",\n  { name = \"ge\"; group = \"gem\"; provider = "
+	                  "\"gemini\";\n    base_url = \"http://127.0.0.1:%d\";"
+	                  " api_key = \"AIzaTESTKEY123\"; model = \"g\"; }",
+	                  oa.port)});
+	r = h_unix("POST", "/v1/embeddings",
+	           "{\"model\":\"gem\",\"input\":\"hi\","
+	           "\"encoding_format\":\"base64\"}");
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	e = h_json(r->body, "data.0.embedding");
+	cr_assert(e && e[0] != '[', "%s", r->body);
+	cr_assert_eq(b64_decode(&raw, e, strlen(e)), 0, "%s", e);
+	cr_assert_eq(raw.len, 12, "three float32 values");
+	memcpy(f, raw.data, sizeof f); /* the host is little-endian */
+	cr_assert(f[0] > 0.0999f && f[0] < 0.1001f && f[2] > 0.2999f &&
+	              f[2] < 0.3001f,
+	          "%g %g %g", f[0], f[1], f[2]);
+	r = h_unix("POST", "/v1/embeddings",
+	           "{\"model\":\"gem\",\"input\":\"hi\"}");
+	cr_assert_eq(h_json_count(r->body, "data.0.embedding"), 3, "%s",
+	             r->body);
+	r = post("{\"model\":\"gem\"," HI TOOLS "}");
+	id1 = h_json(r->body, "choices.0.message.tool_calls.0.id");
+	r = post("{\"model\":\"gem\"," HI TOOLS "}");
+	id2 = h_json(r->body, "choices.0.message.tool_calls.0.id");
+	cr_assert(id1 && id2 && strcmp(id1, id2) != 0, "ids %s, %s",
+	          id1 ? id1 : "-", id2 ? id2 : "-");
+	buf_free(&raw);
 }
