@@ -1602,7 +1602,8 @@ amz_chunks_of_sse(struct buf *b, const struct buf *sse)
 {
 	const char *p = sse->data, *end = p + sse->len, *d, *e;
 
-	while (p && p < end && (d = strstr(p, "data: ")) != NULL && d < end) {
+	while (p && p < end &&
+	       (d = memmem(p, (size_t)(end - p), "data: ", 6)) != NULL) {
 		d += 6;
 		if ((e = memchr(d, '\n', (size_t)(end - d))) == NULL)
 			e = end;
