@@ -19,7 +19,9 @@
 #define BR_SERVICE    "bedrock"
 #define BR_MAX_TOKENS 4096
 #define BR_IMAGE_B64  "{\"image\":{\"format\":%f,\"source\":{\"bytes\":%d}}}"
-#define BR_MAX_HDRS   32
+#define BR_MAX_HDRS   32   /* header lines signed */
+#define BR_NAME_MAX   128  /* a signed header's name */
+#define BR_VALUE_MAX  4608 /* its value (a session token fits) */
 
 static const struct anth_variant br_anth = {
     .version = BR_VERSION, .model = 0, .stream = 0, .beta_body = 1};
@@ -252,11 +254,11 @@ static const struct prov_dialect br_dialect = {
 
 /* ---- signing ---- */
 
-/* Split header lines ("Name: value\r\n") in h into hv (the values are
- * copied into vals); how many, at most max. */
+/* Split header lines ("Name: value\r\n") in h into hv, the names and
+ * values copied into names and vals; how many, at most max. */
 static int
-br_header_list(const struct buf *h, struct sigv4_hdr *hv, char *names,
-               char *vals, int max)
+br_header_list(const struct buf *h, struct sigv4_hdr *hv,
+               char (*names)[BR_NAME_MAX], char (*vals)[BR_VALUE_MAX], int max)
 {
 	const char *p = h->data, *end = p + h->len, *eol, *colon, *v;
 	int n = 0;
@@ -268,12 +270,10 @@ br_header_list(const struct buf *h, struct sigv4_hdr *hv, char *names,
 			continue;
 		for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
 			;
-		snprintf(names, 128, "%.*s", (int)(colon - p), p);
-		snprintf(vals, 4608, "%.*s", (int)(eol - v), v);
-		hv[n].name = names;
-		hv[n].value = vals;
-		names += 128;
-		vals += 4608;
+		snprintf(names[n], BR_NAME_MAX, "%.*s", (int)(colon - p), p);
+		snprintf(vals[n], BR_VALUE_MAX, "%.*s", (int)(eol - v), v);
+		hv[n].name = names[n];
+		hv[n].value = vals[n];
 		n++;
 	}
 	return n;
@@ -286,7 +286,8 @@ br_header_list(const struct buf *h, struct sigv4_hdr *hv, char *names,
 static int
 br_sign(const struct prov_call *pc, struct prov_out *o)
 {
-	static char names[BR_MAX_HDRS][128], vals[BR_MAX_HDRS][4608];
+	static char names[BR_MAX_HDRS][BR_NAME_MAX];
+	static char vals[BR_MAX_HDRS][BR_VALUE_MAX];
 	const struct deploy_cfg *d = pc->d;
 	struct sigv4_hdr hv[BR_MAX_HDRS];
 	char host[300], date[SIGV4_DATE_LEN + 1], hash[65];
@@ -303,8 +304,8 @@ br_sign(const struct prov_call *pc, struct prov_out *o)
 		           d->aws_session_token);
 	cfg_host_header(d, host, sizeof host);
 	hv[0] = (struct sigv4_hdr){"host", host};
-	n = 1 + br_header_list(&o->headers, hv + 1, names[0], vals[0],
-	                       BR_MAX_HDRS - 1);
+	n = 1 +
+	    br_header_list(&o->headers, hv + 1, names, vals, BR_MAX_HDRS - 1);
 	sv = (struct sigv4){.method = "POST",
 	                    .path = buf_cstr(&o->path),
 	                    .hdrs = hv,
