@@ -110,6 +110,7 @@ struct mock_opts {
 	char error_code[128];
 	char finish[64];
 	int echo_auth; /* 1: error messages quote the credential received */
+	char headers[1024]; /* "Name: value; Name: value" added to replies */
 	char aws_secret[128];  /* "": SigV4 checked for shape only */
 	char jwt_pubkey[1024]; /* PEM file: token endpoint on, bearer checked */
 	int token_expiry;      /* expires_in of issued tokens, seconds */
@@ -477,6 +478,7 @@ static const struct optdef optdefs[] = {
     OPT_INT("tool_call", tool_call, 0, 1),
     OPT_INT("echo_auth", echo_auth, 0, 1),
     OPT_INT("reject_prefill", reject_prefill, 0, 1),
+    OPT_STR("headers", headers),
     OPT_STR("aws_secret", aws_secret),
     OPT_STR("jwt_pubkey", jwt_pubkey),
     OPT_INT("token_expiry", token_expiry, 1, 86400),
@@ -598,9 +600,10 @@ opts_json(struct buf *b, const struct mock_opts *o)
 	buf_printf(b,
 	           ",\"recover_after_ms\":%d,\"tool_call\":%d,"
 	           "\"reject_prefill\":%d,\"token_expiry\":%d,"
-	           "\"token_status\":%d,\"token_latency_ms\":%d",
+	           "\"token_status\":%d,\"token_latency_ms\":%d,\"headers\":",
 	           o->recover_after_ms, o->tool_call, o->reject_prefill,
 	           o->token_expiry, o->token_status, o->token_latency_ms);
+	jesc(b, o->headers);
 	buf_adds(b, ",\"jwt_pubkey\":");
 	jesc(b, o->jwt_pubkey);
 	buf_printf(b, ",\"aws_secret\":%s}",
@@ -1769,6 +1772,25 @@ frame_bad(struct buf *b, const struct mreq *r)
 
 /* ---- replies ---- */
 
+/* Add the --headers option's "Name: value" pairs (';'-separated). */
+static void
+reply_extra_headers(struct evkeyvalq *h)
+{
+	char all[sizeof M.o.headers], *save = NULL, *p, *v;
+
+	snprintf(all, sizeof all, "%s", M.o.headers);
+	for (p = strtok_r(all, ";", &save); p; p = strtok_r(NULL, ";", &save)) {
+		while (*p == ' ')
+			p++;
+		if ((v = strchr(p, ':')) == NULL || v == p)
+			continue;
+		*v++ = '\0';
+		while (*v == ' ')
+			v++;
+		evhttp_add_header(h, p, v);
+	}
+}
+
 /* Add the headers every reply carries. */
 static void
 reply_headers(struct evhttp_request *req, const char *ctype,
@@ -1781,6 +1803,7 @@ reply_headers(struct evhttp_request *req, const char *ctype,
 	evhttp_add_header(h, "Content-Type", ctype);
 	evhttp_add_header(h, "x-mock-name", M.name);
 	evhttp_add_header(h, "x-request-id", id);
+	reply_extra_headers(h);
 }
 
 /* Reason phrase for statuses evhttp does not know, else NULL (its own). */
@@ -3223,8 +3246,8 @@ static void __attribute__((noreturn)) usage(void)
 	    "                 [--latency-ms N] [--chunks N] [--chunk-delay-ms "
 	    "N]\n"
 	    "                 [--cut-after N] [--usage P,C] [--finish R]\n"
-	    "                 [--recover-after-ms MS] [--tool-call 0|1] "
-	    "[-v]\n");
+	    "                 [--recover-after-ms MS] [--tool-call 0|1]\n"
+	    "                 [--headers \"Name: value; ...\"] [-v]\n");
 	exit(2);
 }
 

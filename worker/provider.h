@@ -27,6 +27,10 @@ enum wire_fmt { FMT_CHAT = 0, FMT_MESSAGES, FMT_RESPONSES };
 struct prov_call {
 	const struct cfg *cfg;
 	const struct deploy_cfg *d;
+	/* The model to send upstream, NULL: the deployment's (a pattern's
+	 * deployment gets the model the client named); read it with
+	 * prov_model(). */
+	const char *model;
 	const struct json *req; /* parsed client body, token 0 = root */
 	int endpoint;
 	int stream;
@@ -171,6 +175,13 @@ void stream_state_free(struct stream_state *);
 #define PROV_RESUME_INSTRUCTION                                                \
 	"Your previous answer was cut off. Continue it exactly where it "      \
 	"stops, without repeating any of it and without any preamble."
+
+/* The model sent upstream: pc->model, else the deployment's. */
+static inline const char *
+prov_model(const struct prov_call *pc)
+{
+	return pc->model != NULL ? pc->model : pc->d->model;
+}
 
 /* The wire formats p takes natively for deployment d. */
 unsigned provider_formats(const struct provider *p, const struct deploy_cfg *d);

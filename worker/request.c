@@ -33,6 +33,7 @@
 #include "common/log.h"
 #include "worker/gauth.h"
 #include "worker/ingress.h"
+#include "worker/policy.h"
 #include "worker/request.h"
 #include "worker/route.h"
 #include "worker/upstream.h"
@@ -88,6 +89,7 @@ struct attempt {
 		size_t drop;      /* leading text bytes that repeat sent text */
 		size_t text_sent; /* text bytes that reached the client */
 		struct usage usage;
+		char model[160]; /* upstream model of a pattern's deployment */
 	} st;
 };
 
@@ -102,7 +104,7 @@ struct req_st {
 
 	/* the request, as the engine reads it */
 	const struct json *doc; /* canonical document: &canon_j or &j */
-	char model[CFG_NAME_MAX];
+	char model[128];
 	int stream, include_usage;
 	int req_retries;    /* num_retries field, -1 if absent */
 	int first_token_ms; /* stream_timeout field, -1 if absent */
@@ -110,9 +112,7 @@ struct req_st {
 
 	/* candidates */
 	const struct group_cfg *groups[ROUTE_MAX_GROUPS];
-	int ngroups, gi;
-	struct group_cfg single; /* model names one deployment */
-	int single_idx;
+	int ngroups, gi; /* groups point into struct req's policy */
 	uint64_t tried[CFG_MAX_DEPLOY / 64];
 	int d, prev_d; /* last deployment started */
 	int retries_used, tries_here, attempts;
@@ -156,6 +156,7 @@ struct req {
 	size_t ig_size;
 	struct attempt att[2];
 	struct event ev_deadline, ev_wait, ev_hedge;
+	struct policy pol; /* the candidates (policy.c) */
 	struct req_st s;
 };
 
@@ -747,6 +748,8 @@ att_build(struct req *r, struct attempt *a, int d)
 	a->st.pc = (struct prov_call){
 	    .cfg = r->w->cfg,
 	    .d = dc,
+	    .model = policy_model(&r->pol, r->w->cfg, r->s.gi, d, a->st.model,
+	                          sizeof a->st.model),
 	    .req = r->s.doc,
 	    .endpoint = r->s.ig->endpoint,
 	    .stream = r->s.stream,
@@ -941,7 +944,8 @@ req_pick(struct req *r)
 
 	for (; r->s.gi < r->s.ngroups; r->s.gi++) {
 		d = route_pick(r->w, r->s.groups[r->s.gi], r->s.tried,
-		               r->s.est_tokens, &soonest, &probe);
+		               r->s.est_tokens, r->pol.session, &soonest,
+		               &probe);
 		if (soonest &&
 		    (r->s.soonest_ms == 0 || soonest < r->s.soonest_ms))
 			r->s.soonest_ms = soonest;
@@ -1068,6 +1072,12 @@ req_exhausted(struct req *r)
 	char ra[24];
 
 	req_exhausted_verdict(r, &v);
+	if (r->pol.region[0] != '\0') { /* say why the others were not tried */
+		size_t n = strlen(v.msg);
+		snprintf(v.msg + n, sizeof v.msg - n,
+		         " (only deployments in region '%s' may serve it)",
+		         r->pol.region);
+	}
 	if (v.retry_after_s > 0) {
 		snprintf(ra, sizeof ra, "%" PRId64, v.retry_after_s);
 		r->s.ops->header(r->s.c, "Retry-After", ra);
@@ -1292,19 +1302,15 @@ req_decide(struct req *r, enum errclass cls, int kind, int status,
 	}
 }
 
-/* Switch to the context-window or content-policy chain of cls. */
+/* Switch to the context-window or content-policy chain of cls (within
+ * the request's region). */
 static void
 req_switch(struct req *r, enum errclass cls)
 {
 	const struct fallback_cfg *f = req_chain(r, cls);
 
 	r->s.switched = 1;
-	r->s.ngroups = 0;
-	for (int i = 0; i < f->nto && r->s.ngroups < ROUTE_MAX_GROUPS; i++) {
-		const struct group_cfg *g = cfg_find_group(r->w->cfg, f->to[i]);
-		if (g)
-			r->s.groups[r->s.ngroups++] = g;
-	}
+	r->s.ngroups = policy_switch(&r->pol, r->w->cfg, f, r->s.groups);
 	r->s.gi = 0;
 }
 
@@ -1751,6 +1757,7 @@ up_on_headers(void *arg, const struct up_resp *resp)
 	                 : resp->event_stream;
 
 	a->st.resp = *resp;
+	route_rate_headers(a->r->w, a->st.d, resp);
 	a->st.streaming = a->r->s.stream && resp->status / 100 == 2 && framed;
 }
 
@@ -2070,44 +2077,24 @@ req_opt_num(struct req *r, const char *key, double lo, double hi, double *out)
 	return 0;
 }
 
-/* Candidate groups: the model's group, then its fallbacks. */
+/* The candidate groups, by the routing policy (policy.c); -1 after
+ * answering. */
 static int
 req_candidates(struct req *r)
 {
-	const struct cfg *cfg = r->w->cfg;
-	const struct json *j = r->s.doc;
-	const struct group_cfg *g = cfg_find_group(cfg, r->s.model), *fg;
-	const struct fallback_cfg *f;
-	int t, n;
-	char name[CFG_NAME_MAX];
+	struct policy_err e;
+	struct policy_in in = {.body = &r->j,
+	                       .doc = r->s.doc,
+	                       .model = r->s.model,
+	                       .proto = r->s.ig->id,
+	                       .header = r->s.ops->get_header,
+	                       .c = r->s.c};
 
-	if (g == NULL) {
-		if ((r->s.single_idx = cfg_find_deploy(cfg, r->s.model)) < 0)
-			return -1;
-		snprintf(r->s.single.name, sizeof r->s.single.name, "%s",
-		         cfg->deploy[r->s.single_idx].group);
-		r->s.single.strategy = -1;
-		r->s.single.ndeploy = 1;
-		r->s.single.deploy = &r->s.single_idx;
-		g = &r->s.single;
-	}
-	r->s.groups[r->s.ngroups++] = g;
-	t = json_get(j, 0, "fallbacks");
-	if (t >= 0 && json_type(j, t) == JSMN_ARRAY) {
-		n = json_size(j, t);
-		for (int i = 0; i < n && r->s.ngroups < ROUTE_MAX_GROUPS; i++)
-			if (json_str(j, json_at(j, t, i), name, sizeof name) >=
-			        0 &&
-			    (fg = cfg_find_group(cfg, name)) != NULL && fg != g)
-				r->s.groups[r->s.ngroups++] = fg;
-	} else if ((f = cfg_find_fallback(&cfg->fallbacks, g->name)) != NULL) {
-		for (int i = 0; i < f->nto && r->s.ngroups < ROUTE_MAX_GROUPS;
-		     i++)
-			if ((fg = cfg_find_group(cfg, f->to[i])) != NULL &&
-			    fg != g)
-				r->s.groups[r->s.ngroups++] = fg;
-	}
-	return 0;
+	if (policy_resolve(&r->pol, r->w->cfg, &in, r->s.groups, &r->s.ngroups,
+	                   &e) == 0)
+		return 0;
+	req_fail(r, e.status, e.type, e.code, e.msg);
+	return -1;
 }
 
 /* Parse the client's body through its ingress and read what the engine
@@ -2156,7 +2143,9 @@ req_parse(struct req *r, const char *body, size_t len)
 	r->s.include_usage =
 	    json_is_true(j, json_path(j, 0, "stream_options.include_usage"));
 	r->s.req_retries = -1;
-	if ((rc = req_opt_num(r, "num_retries", 0, 10, &v)) == 0)
+	if ((rc = req_opt_num(r, "num_retries", 0, 10, &v)) == -1)
+		rc = req_opt_num(r, "retries", 0, 10, &v); /* LiteLLM's name */
+	if (rc == 0)
 		r->s.req_retries = (int)v;
 	else if (rc == -2)
 		goto badnum;
@@ -2206,7 +2195,6 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
           const struct ingress *ig, const char *body, size_t len)
 {
 	struct req *r;
-	char msg[160];
 
 	if ((r = req_get(w)) == NULL) {
 		static const char oom[] =
@@ -2237,14 +2225,8 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
 	req_fwd_headers(r);
 	if (req_parse(r, body, len) == -1)
 		return;
-	if (req_candidates(r) == -1) {
-		snprintf(msg, sizeof msg,
-		         "model '%s' is not a configured group or deployment",
-		         r->s.model);
-		req_fail(r, 404, "invalid_request_error", "model_not_found",
-		         msg);
+	if (req_candidates(r) == -1)
 		return;
-	}
 	route_count_request(w, ig->id);
 	req_arm(&r->ev_deadline, req_left_ms(r));
 	req_next(r);

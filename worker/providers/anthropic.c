@@ -200,7 +200,7 @@ anth_members(struct prov_xlate *x, struct jw *jw)
 	}
 	if (v->model) {
 		jw_key(jw, "model");
-		jw_cstr(jw, pc->d->model);
+		jw_cstr(jw, prov_model(pc));
 	}
 	jw_key(jw, "max_tokens");
 	jw_int(jw, max > 0 ? max : ANTH_MAX_TOKENS);
@@ -318,8 +318,8 @@ anth_body_variant(const struct prov_call *pc, const struct anth_variant *v,
 		return -1;
 	}
 	if (v->model)
-		prov_copy_obj(pc->native, "model", pc->d->model, pc->drop_keys,
-		              out);
+		prov_copy_obj(pc->native, "model", prov_model(pc),
+		              pc->drop_keys, out);
 	else
 		anth_native_variant(pc, v, out);
 	return 0;
@@ -464,7 +464,7 @@ anth_completion(const struct prov_call *pc, const struct json *j,
 		return prov_malformed(e, "no 'content' array");
 	fin = anth_finish(j, json_get(j, 0, "stop_reason"), cf);
 	prov_completion_head(&jw, out, j, json_get(j, 0, "id"), "msg",
-	                     json_get(j, 0, "model"), pc->d->model);
+	                     json_get(j, 0, "model"), prov_model(pc));
 	jw_key(&jw, "choices");
 	jw_arr(&jw);
 	jw_obj(&jw);

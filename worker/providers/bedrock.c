@@ -26,21 +26,28 @@
 static const struct anth_variant br_anth = {
     .version = BR_VERSION, .model = 0, .stream = 0, .beta_body = 1};
 
-/* Whether d's model is served through InvokeModel with the Messages body:
+/* Whether model m is served through InvokeModel with the Messages body:
  * an Anthropic model id, inference profile or ARN. */
 static int
-br_is_anthropic(const struct deploy_cfg *d)
+br_is_anthropic_model(const char *m)
 {
-	return strstr(d->model, "anthropic.") != NULL ||
-	       strstr(d->model, "claude") != NULL;
+	return strstr(m, "anthropic.") != NULL || strstr(m, "claude") != NULL;
+}
+
+/* Whether the call's model goes through InvokeModel. */
+static int
+br_is_anthropic(const struct prov_call *pc)
+{
+	return br_is_anthropic_model(prov_model(pc));
 }
 
 /* Claude takes a client's Messages body as it is; Converse models none. */
 static unsigned
 br_formats_of(const struct deploy_cfg *d)
 {
-	return br_is_anthropic(d) ? PROV_FMT(FMT_CHAT) | PROV_FMT(FMT_MESSAGES)
-	                          : PROV_FMT(FMT_CHAT);
+	return br_is_anthropic_model(d->model)
+	           ? PROV_FMT(FMT_CHAT) | PROV_FMT(FMT_MESSAGES)
+	           : PROV_FMT(FMT_CHAT);
 }
 
 /* ---- Converse requests ---- */
@@ -333,7 +340,7 @@ br_build(const struct prov_call *pc, struct prov_out *o, char *err,
          size_t errsz)
 {
 	const struct deploy_cfg *d = pc->d;
-	int anth = br_is_anthropic(d), rc;
+	int anth = br_is_anthropic(pc), rc;
 
 	if (pc->endpoint == EP_EMBED) {
 		snprintf(err, errsz,
@@ -347,7 +354,7 @@ br_build(const struct prov_call *pc, struct prov_out *o, char *err,
 	if (rc == -1)
 		return -1;
 	buf_printf(&o->path, "%s/model/", d->path);
-	prov_urlenc(&o->path, d->model);
+	prov_urlenc(&o->path, prov_model(pc));
 	buf_adds(&o->path,
 	         anth
 	             ? (pc->stream ? "/invoke-with-response-stream" : "/invoke")
@@ -557,7 +564,7 @@ br_completion(const struct prov_call *pc, const struct json *j, struct buf *out,
 		    json_str_buf(j, t, &text) >= 0)
 			any = 1;
 	prov_completion_head(&jw, out, j, -1, "chatcmpl-bedrock", -1,
-	                     pc->d->model);
+	                     prov_model(pc));
 	jw_key(&jw, "choices");
 	jw_arr(&jw);
 	jw_obj(&jw);
@@ -584,7 +591,7 @@ static int
 br_response(const struct prov_call *pc, const char *body, size_t len,
             struct buf *out, struct usage *u, int *cf, struct upstream_error *e)
 {
-	if (br_is_anthropic(pc->d))
+	if (br_is_anthropic(pc))
 		return prov_anthropic.response(pc, body, len, out, u, cf, e);
 	return prov_reply(pc, body, len, br_completion, out, u, cf, e);
 }
@@ -748,7 +755,7 @@ br_converse_event(const struct prov_call *pc, struct stream_state *st,
 			snprintf(st->id, sizeof st->id, "chatcmpl-bedrock");
 		if (st->model[0] == '\0')
 			snprintf(st->model, sizeof st->model, "%s",
-			         pc->d->model);
+			         prov_model(pc));
 		prov_chunk_role(st, out);
 		return 0;
 	case BE_BLOCK_START:
@@ -780,7 +787,7 @@ br_stream_event(const struct prov_call *pc, struct stream_state *st,
 	if ((elen > 10 && memcmp(ev, "exception:", 10) == 0) ||
 	    (elen > 6 && memcmp(ev, "error:", 6) == 0))
 		return br_stream_exception(ev, elen, data, dlen, e);
-	if (br_is_anthropic(pc->d)) {
+	if (br_is_anthropic(pc)) {
 		if (elen == 5 && memcmp(ev, "chunk", 5) == 0)
 			return br_invoke_chunk(pc, st, data, dlen, out, e);
 		return 0;
@@ -793,7 +800,7 @@ static void
 br_stream_end(const struct prov_call *pc, struct stream_state *st,
               struct buf *out)
 {
-	if (br_is_anthropic(pc->d)) {
+	if (br_is_anthropic(pc)) {
 		prov_anthropic.stream_end(pc, st, out);
 		return;
 	}

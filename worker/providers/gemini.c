@@ -20,9 +20,11 @@
 
 /* The model id for URLs, without a "models/" prefix. */
 static const char *
-gem_model(const struct deploy_cfg *d)
+gem_model(const struct prov_call *pc)
 {
-	return strncmp(d->model, "models/", 7) == 0 ? d->model + 7 : d->model;
+	const char *m = prov_model(pc);
+
+	return strncmp(m, "models/", 7) == 0 ? m + 7 : m;
 }
 
 /* Write assistant tool_calls as functionCall parts. */
@@ -299,7 +301,7 @@ gem_embed_batch(const struct prov_call *pc, struct jw *jw, int in)
 	int n = json_size(j, in);
 	struct buf m = {0};
 
-	buf_printf(&m, "models/%s", gem_model(pc->d));
+	buf_printf(&m, "models/%s", gem_model(pc));
 	jw_key(jw, "requests");
 	jw_arr(jw);
 	for (int i = 0; i < n; i++) {
@@ -333,7 +335,7 @@ gem_embed_build(const struct prov_call *pc, struct prov_out *o, char *err,
 			return -1;
 		}
 	buf_printf(&o->path, "%s/v1beta/models/", pc->d->path);
-	prov_urlenc(&o->path, gem_model(pc->d));
+	prov_urlenc(&o->path, gem_model(pc));
 	buf_adds(&o->path, batch ? ":batchEmbedContents" : ":embedContent");
 	jw_init(&jw, &o->body);
 	jw_obj(&jw);
@@ -358,7 +360,7 @@ gem_chat_build(const struct prov_call *pc, struct prov_out *o, char *err,
                size_t errsz)
 {
 	buf_printf(&o->path, "%s/v1beta/models/", pc->d->path);
-	prov_urlenc(&o->path, gem_model(pc->d));
+	prov_urlenc(&o->path, gem_model(pc));
 	buf_adds(&o->path, pc->stream ? ":streamGenerateContent?alt=sse"
 	                              : ":generateContent");
 	return prov_xlate_body(pc, &gem_dialect, &o->body, err, errsz);
@@ -566,7 +568,7 @@ gem_completion(const struct prov_call *pc, const struct json *j, int cands,
 	gem_usage(j, json_get(j, 0, "usageMetadata"), u);
 	prov_completion_head(&jw, out, j, json_get(j, 0, "responseId"),
 	                     "gemini", json_get(j, 0, "modelVersion"),
-	                     gem_model(pc->d));
+	                     gem_model(pc));
 	if (gem_choices(&jw, j, cands, cf) == -1)
 		return -1;
 	prov_usage(&jw, u);
@@ -654,7 +656,7 @@ gem_embeddings(const struct prov_call *pc, const struct json *j,
 	}
 	jw_arr_end(&jw);
 	jw_key(&jw, "model");
-	jw_cstr(&jw, gem_model(pc->d));
+	jw_cstr(&jw, gem_model(pc));
 	jw_key(&jw, "usage");
 	PROV_RAW(&jw, "{\"prompt_tokens\":0,\"total_tokens\":0}");
 	jw_obj_end(&jw);
@@ -754,7 +756,7 @@ gem_ev_first(const struct prov_call *pc, struct stream_state *st,
 		snprintf(st->id, sizeof st->id, "gemini");
 	if (json_str(j, json_get(j, 0, "modelVersion"), st->model,
 	             sizeof st->model) <= 0)
-		snprintf(st->model, sizeof st->model, "%s", gem_model(pc->d));
+		snprintf(st->model, sizeof st->model, "%s", gem_model(pc));
 	prov_chunk_role(st, out);
 }
 

@@ -17,28 +17,38 @@
 static const struct anth_variant vx_anth = {
     .version = VX_VERSION, .model = 0, .stream = 1, .beta_body = 0};
 
-/* Whether d's model is Claude (publisher anthropic), else Gemini. */
+/* Whether model m is Claude (publisher anthropic), else Gemini. */
 static int
-vx_is_claude(const struct deploy_cfg *d)
+vx_is_claude_model(const char *m)
 {
-	return strncmp(d->model, "claude", 6) == 0;
+	return strncmp(m, "claude", 6) == 0;
+}
+
+/* Whether the call's model is Claude. */
+static int
+vx_is_claude(const struct prov_call *pc)
+{
+	return vx_is_claude_model(prov_model(pc));
 }
 
 /* Claude takes a client's Messages body as it is; Gemini does not. */
 static unsigned
 vx_formats_of(const struct deploy_cfg *d)
 {
-	return vx_is_claude(d) ? PROV_FMT(FMT_CHAT) | PROV_FMT(FMT_MESSAGES)
-	                       : PROV_FMT(FMT_CHAT);
+	return vx_is_claude_model(d->model)
+	           ? PROV_FMT(FMT_CHAT) | PROV_FMT(FMT_MESSAGES)
+	           : PROV_FMT(FMT_CHAT);
 }
 
 /* Append {base}/projects/{p}/locations/{l}/publishers/{pub}/models/{m}:. */
 static void
-vx_path(const struct deploy_cfg *d, const char *publisher, struct buf *p)
+vx_path(const struct prov_call *pc, const char *publisher, struct buf *p)
 {
-	const char *m =
-	    strncmp(d->model, "models/", 7) == 0 ? d->model + 7 : d->model;
+	const struct deploy_cfg *d = pc->d;
+	const char *m = prov_model(pc);
 
+	if (strncmp(m, "models/", 7) == 0)
+		m += 7;
 	buf_printf(p, "%s/projects/", d->path);
 	prov_urlenc(p, d->project);
 	buf_adds(p, "/locations/");
@@ -61,7 +71,7 @@ vx_build(const struct prov_call *pc, struct prov_out *o, char *err,
          size_t errsz)
 {
 	const struct deploy_cfg *d = pc->d;
-	int claude = vx_is_claude(d), rc;
+	int claude = vx_is_claude(pc), rc;
 
 	if (pc->endpoint == EP_EMBED) {
 		snprintf(err, errsz,
@@ -74,7 +84,7 @@ vx_build(const struct prov_call *pc, struct prov_out *o, char *err,
 	            : gem_body(pc, &o->body, err, errsz);
 	if (rc == -1)
 		return -1;
-	vx_path(d, claude ? "anthropic" : "google", &o->path);
+	vx_path(pc, claude ? "anthropic" : "google", &o->path);
 	if (claude)
 		buf_adds(&o->path,
 		         pc->stream ? "streamRawPredict" : "rawPredict");
@@ -117,7 +127,7 @@ vx_response(const struct prov_call *pc, const char *body, size_t len,
             struct buf *out, struct usage *u, int *cf, struct upstream_error *e)
 {
 	const struct provider *p =
-	    vx_is_claude(pc->d) ? &prov_anthropic : &prov_gemini;
+	    vx_is_claude(pc) ? &prov_anthropic : &prov_gemini;
 
 	return p->response(pc, body, len, out, u, cf, e);
 }
@@ -129,7 +139,7 @@ vx_stream_event(const struct prov_call *pc, struct stream_state *st,
                 struct buf *out, struct upstream_error *e)
 {
 	const struct provider *p =
-	    vx_is_claude(pc->d) ? &prov_anthropic : &prov_gemini;
+	    vx_is_claude(pc) ? &prov_anthropic : &prov_gemini;
 
 	return p->stream_event(pc, st, ev, elen, data, dlen, out, e);
 }
@@ -139,7 +149,7 @@ static void
 vx_stream_end(const struct prov_call *pc, struct stream_state *st,
               struct buf *out)
 {
-	if (vx_is_claude(pc->d))
+	if (vx_is_claude(pc))
 		prov_anthropic.stream_end(pc, st, out);
 	else if (st->include_usage)
 		prov_chunk_usage(st, out);
