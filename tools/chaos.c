@@ -2751,7 +2751,7 @@ parse_args(struct opts *o, int argc, char **argv)
 
 	*o = (struct opts){.seconds = 180,
 	                   .warmup = 3,
-	                   .settle = 3,
+	                   .settle = 8,
 	                   .workers = 1,
 	                   .nofile = 1024,
 	                   .clients = 16,

@@ -12,18 +12,20 @@
 #include <event2/http.h>
 
 #include "common/clock.h"
+#include "common/evstream.h"
 #include "common/log.h"
 #include "common/slab.h"
 #include "common/secret.h"
 #include "worker/client.h"
 #include "worker/conn.h"
+#include "worker/gauth.h"
 #include "worker/request.h"
 #include "worker/upstream.h"
 #include "worker/worker.h"
 
-/* Idle seconds between malloc_trim calls. */
+/* Seconds between malloc_trim calls. */
 #define WORKER_TRIM_S 5
-/* Idle upstream connections kept per deployment then. */
+/* Idle upstream connections an idle worker keeps per deployment. */
 #define WORKER_IDLE_CONNS 8
 /* Allocations this large come from mmap and go back to the system when
  * freed (glibc otherwise raises the threshold up to 32 MiB after the first
@@ -129,13 +131,17 @@ worker_tick(evutil_socket_t fd, short ev, void *arg)
 		          w->inflight, w->inflight == 1 ? "" : "s");
 		event_base_loopexit(w->base, NULL);
 	}
-	/* give freed heap back once the burst that needed it is over */
-	if (w->inflight == 0 && ++w->idle_ticks % WORKER_TRIM_S == 0) {
-		req_trim();
-		conn_trim();
-		for (int i = 0; i < w->cfg->ndeploy; i++)
-			pool_trim(w->pools[i], WORKER_IDLE_CONNS);
-		slab_trim();
+	/* give freed heap back after a burst (a few hundred µs on a small
+	 * heap, so it runs under load too); with nothing in flight, first let
+	 * go of what is kept for the next burst */
+	if (++w->idle_ticks % WORKER_TRIM_S == 0) {
+		if (w->inflight == 0) {
+			req_trim();
+			conn_trim();
+			for (int i = 0; i < w->cfg->ndeploy; i++)
+				pool_trim(w->pools[i], WORKER_IDLE_CONNS);
+			slab_trim();
+		}
 		malloc_trim(0);
 	}
 }
@@ -166,6 +172,11 @@ worker_pools(struct worker *w)
 			return -1;
 		}
 	}
+	if ((w->gauth = gauth_new(w->base, w->dns, cfg, &cause)) == NULL) {
+		log_warnx("%s", cause ? cause : "gauth_new failed");
+		free(cause);
+		return -1;
+	}
 	return 0;
 }
 
@@ -177,6 +188,7 @@ worker_free(struct worker *w)
 	if (w->http)
 		evhttp_free(w->http);
 	conn_free();
+	gauth_free(w->gauth);
 	for (int i = 0; w->pools && i < w->cfg->ndeploy; i++)
 		pool_free(w->pools[i]);
 	free(w->pools);
@@ -231,6 +243,8 @@ worker_main(const struct cfg *cfg, struct shm *shm, int index, const int *fds,
 	secret_load(cfg);
 	up_set_max_reply(cfg->max_response_bytes);
 	sse_set_max_event((size_t)cfg->max_event_bytes);
+	evs_set_max((size_t)cfg->max_event_bytes + EVS_MAX_HEADERS +
+	            EVS_MIN_MSG);
 	w.ev_term = evsignal_new(w.base, SIGTERM, worker_sigterm, &w);
 	w.ev_tick = event_new(w.base, -1, EV_PERSIST, worker_tick, &w);
 	evsignal_add(w.ev_term, NULL);

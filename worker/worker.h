@@ -87,13 +87,14 @@ struct worker {
 	struct shm *shm;
 	int *slot_of;        /* config index -> table slot */
 	struct pool **pools; /* per config index */
+	struct gauth *gauth; /* service-account tokens, NULL if none */
 	int index;           /* worker column in the table */
 	int nlisten;
 	int listen_fd[8];
 	struct evhttp_bound_socket *bound[8];
 	int draining;
 	int inflight;        /* client requests being served */
-	unsigned idle_ticks; /* seconds seen with nothing in flight */
+	unsigned idle_ticks; /* ticks (seconds) seen */
 	uint64_t rng;
 	uint64_t next_id;
 	unsigned pid; /* request ids: set on first use */

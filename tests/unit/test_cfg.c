@@ -459,7 +459,8 @@ Test(cfg, table_consistent)
 Test(cfg, defaults_from_table)
 {
 	struct cfg *c = load_ok(DEP "groups = ( { name = \"a\"; } );\n");
-	const void *base[CFG_SEC__MAX] = {c, c, &c->deploy[0], &c->groups[0]};
+	const void *base[CFG_SEC__MAX] = {c, c, &c->deploy[0], &c->groups[0],
+	                                  c};
 	char got[PATH_MAX];
 	int n = 0;
 
@@ -486,8 +487,12 @@ setting_at(int sec, const char *name, const char *v, char *text, size_t size,
            char *pfx, size_t pfxsize, int *line)
 {
 	static const char *const head[] = {"daemon = {\n", "router = {\n", "",
-	                                   "groups = ( { name = \"a\";\n"};
-	static const char *const tail[] = {" };\n", " };\n", "", " } );\n"};
+	                                   "groups = ( { name = \"a\";\n",
+	                                   "fleet = {\n"};
+	static const char *const tail[] = {" };\n", " };\n", "", " } );\n",
+	                                   " };\n"};
+	static const char *const names[] = {"daemon", "router", "", "",
+	                                    "fleet"};
 
 	if (sec == CFG_SEC_DEPLOY) {
 		snprintf(text, size,
@@ -503,9 +508,7 @@ setting_at(int sec, const char *name, const char *v, char *text, size_t size,
 	if (sec == CFG_SEC_GROUP)
 		snprintf(pfx, pfxsize, "group 'a': %s: ", name);
 	else
-		snprintf(pfx, pfxsize,
-		         "%s.%s: ", sec == CFG_SEC_DAEMON ? "daemon" : "router",
-		         name);
+		snprintf(pfx, pfxsize, "%s.%s: ", names[sec], name);
 	*line = 3;
 }
 
@@ -908,7 +911,7 @@ Test(cfg, provider_aliases)
 	cr_assert_eq(cfg_provider_parse("ollama"), PROV_OPENAI);
 	cr_assert_eq(cfg_provider_parse("vllm"), PROV_OPENAI);
 	cr_assert_eq(cfg_provider_parse("openai-compatible"), PROV_OPENAI);
-	cr_assert_eq(cfg_provider_parse("bedrock"), -1);
+	cr_assert_eq(cfg_provider_parse("watsonx"), -1);
 	c = load_ok(
 	    "deployments = (\n"
 	    " { name = \"o\"; provider = \"ollama\"; model = \"llama3\";\n"
@@ -925,8 +928,8 @@ Test(cfg, provider_aliases)
 Test(cfg, provider_bad)
 {
 	expect_error("deployments = ( { name = \"a\"; model = \"m\";\n"
-	             " provider = \"bedrock\"; } );\n",
-	             2, "deployment 'a': provider: unknown value \"bedrock\"");
+	             " provider = \"watsonx\"; } );\n",
+	             2, "deployment 'a': provider: unknown value \"watsonx\"");
 }
 
 /* Daemon settings. */

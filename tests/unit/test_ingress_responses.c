@@ -862,7 +862,7 @@ Test(responses, stream_done_without_chunks)
 	load_inline("{\"model\":\"grp\",\"input\":\"hi\"}");
 	resp_stream_init(&rs, &req);
 	resp_stream_done(&rs, &out);
-	cr_assert(check_events(out.data) == 3);
+	cr_assert(check_events(buf_cstr(&out)) == 3);
 	cr_assert(strstr(out.data, "event: response.created\n"));
 	cr_assert(strstr(out.data, "\"model\":\"grp\""));
 	cr_assert(strstr(out.data, "event: response.completed\n"));

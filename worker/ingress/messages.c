@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "worker/ingress.h"
 #include "worker/ingress/messages.h"
 
 #define MSGS_RAW(jw, lit) jw_raw((jw), (lit), sizeof(lit) - 1)
@@ -1006,9 +1007,7 @@ msgs_user_stream(struct msgs_ctx *x, struct jw *jw)
 static void
 msgs_llmfd_fields(struct msgs_ctx *x, struct jw *jw)
 {
-	static const char *const keys[] = {"fallbacks", "num_retries",
-	                                   "timeout", "stream_timeout",
-	                                   "metadata"};
+	static const char *const keys[] = {INGRESS_LLMFD_KEYS, "metadata"};
 	const struct json *j = x->j;
 	int t;
 
@@ -1682,7 +1681,8 @@ msgs_stream_chunk(struct msgs_stream *st, const char *data, size_t n,
 	if (st->ended || json_parse(&st->j, data, n) == -1 ||
 	    !msgs_chunk_ok(&st->j))
 		return -1;
-	if (!st->started && json_size(&st->j, json_get(&st->j, 0, "choices")) <= 0 &&
+	if (!st->started &&
+	    json_size(&st->j, json_get(&st->j, 0, "choices")) <= 0 &&
 	    json_type(&st->j, json_get(&st->j, 0, "usage")) != JSMN_OBJECT)
 		return 0; /* e.g. Azure's prompt_filter_results chunk */
 	if (!st->started)

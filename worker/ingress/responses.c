@@ -27,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "worker/ingress.h"
 #include "worker/ingress/responses.h"
 
 enum { RESP_FIN_NONE = 0, RESP_FIN_STOP, RESP_FIN_LENGTH, RESP_FIN_FILTER };
@@ -863,8 +864,7 @@ resp_rq_options(struct resp_rq *x, struct jw *jw)
 static int
 resp_rq_tail(struct resp_rq *x, struct jw *jw)
 {
-	static const char *const own[] = {"fallbacks", "num_retries", "timeout",
-	                                  "stream_timeout", "metadata"};
+	static const char *const own[] = {INGRESS_LLMFD_KEYS, "metadata"};
 	const struct json *j = x->j;
 	int s = json_get(j, 0, "stream"), t;
 

@@ -37,11 +37,11 @@ openai_build(const struct prov_call *pc, struct prov_out *o, char *err,
 	prov_extra_headers(d, &o->headers);
 	if (pc->native)
 		prov_obj_put(pc, pc->native,
-		             &(struct prov_edit){"model", d->model,
+		             &(struct prov_edit){"model", prov_model(pc),
 		                                 pc->drop_keys, NULL, 0},
 		             o);
 	else
-		prov_openai_body(pc, d->model, o);
+		prov_openai_body(pc, prov_model(pc), o);
 	return (o->path.oom || o->headers.oom || o->body.oom) ? -1 : 0;
 }
 
