@@ -74,8 +74,10 @@ struct prov_out {
 };
 
 struct usage {
-	long long prompt_tokens;
-	long long completion_tokens;
+	long long prompt_tokens;      /* cached and cache writes included */
+	long long completion_tokens;  /* reasoning included */
+	long long cached_tokens;      /* prompt tokens read from a cache */
+	long long cache_write_tokens; /* prompt tokens written to a cache */
 };
 
 /* Per-attempt stream translation state. Zero it before the first event. */

@@ -16,6 +16,7 @@
 #include "common/secret.h"
 #include "worker/client.h"
 #include "worker/conn.h"
+#include "worker/limits.h"
 #include "worker/request.h"
 #include "worker/worker.h"
 
@@ -169,6 +170,7 @@ worker_free(struct worker *w)
 		pool_free(w->pools[i]);
 	free(w->pools);
 	free(w->slot_of);
+	free(w->client_slot);
 	if (w->ev_term)
 		event_free(w->ev_term);
 	if (w->ev_tick)
@@ -212,7 +214,8 @@ worker_main(const struct cfg *cfg, struct shm *shm, int index, const int *fds,
 		fatalx("evdns_base_new failed");
 	for (int i = 0; i < nfds && i < 8; i++)
 		w.listen_fd[w.nlisten++] = fds[i];
-	if (worker_pools(&w) == -1 || server_setup(&w) == -1)
+	if (worker_pools(&w) == -1 || limits_init(&w) == -1 ||
+	    server_setup(&w) == -1)
 		return 2;
 	accesslog_open(cfg);
 	secret_load(cfg);

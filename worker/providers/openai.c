@@ -57,6 +57,14 @@ openai_usage(const struct json *j, int root, struct usage *u, const char *in,
 		u->prompt_tokens = v;
 	if (json_int(j, json_get(j, us, out), &v) == 0)
 		u->completion_tokens = v;
+	/* Chat's prompt_tokens_details, Responses' input_tokens_details */
+	if (json_int(j,
+	             json_path(j, us,
+	                       in[0] == 'p'
+	                           ? "prompt_tokens_details.cached_tokens"
+	                           : "input_tokens_details.cached_tokens"),
+	             &v) == 0)
+		u->cached_tokens = v;
 }
 
 /* Note a text delta (string token t): content seen when not empty, and

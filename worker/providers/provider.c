@@ -656,6 +656,13 @@ prov_usage(struct jw *jw, const struct usage *u)
 	jw_int(jw, u->completion_tokens);
 	jw_key(jw, "total_tokens");
 	jw_int(jw, u->prompt_tokens + u->completion_tokens);
+	if (u->cached_tokens > 0) {
+		jw_key(jw, "prompt_tokens_details");
+		jw_obj(jw);
+		jw_key(jw, "cached_tokens");
+		jw_int(jw, u->cached_tokens);
+		jw_obj_end(jw);
+	}
 	jw_obj_end(jw);
 }
 
