@@ -157,7 +157,7 @@ const struct cfg_setting cfg_settings[] = {
     {"tcp_require_key", CFG_SEC_DAEMON, CFG_BOOL, IN_CFG(tcp_require_key),
      .def = "false",
      .doc = "Requests on the TCP listener must carry a configured virtual "
-            "key\n.Pq Ql Authorization: Bearer KEY\nor\n.Ql x-api-key ;\n"
+            "key, as\n.Ql Authorization: Bearer KEY\nor\n.Ql x-api-key ;\n"
             "a missing or unknown key is answered 401.\nWith\n"
             ".Ic default_client\nset to\n.Cm deny\nthey must anyway."},
     {"state_dir", CFG_SEC_DAEMON, CFG_PATH, IN_CFG(state_dir), .def = "",

@@ -292,6 +292,64 @@ spend_from_table(const struct shm *t, struct spend_set *s)
 	}
 }
 
+/* More spent first, then by name. */
+static int
+row_cmp(const void *a, const void *b)
+{
+	const struct spend_row *x = a, *y = b;
+	int c;
+
+	if (x->v.nusd != y->v.nusd)
+		return x->v.nusd > y->v.nusd ? -1 : 1;
+	if ((c = strcmp(x->client, y->client)) != 0)
+		return c;
+	if ((c = strcmp(x->deployment, y->deployment)) != 0)
+		return c;
+	return strcmp(x->model, y->model);
+}
+
+/* Sum rows by one name from day since on; see spend.h. */
+void
+spend_group(const struct spend_set *in, int by, uint32_t since,
+            struct spend_set *out)
+{
+	struct spend_row r;
+
+	for (size_t i = 0; i < in->n; i++) {
+		if (in->v[i].day < since)
+			continue;
+		memset(&r, 0, sizeof r);
+		r.v = in->v[i].v;
+		if (by == SPEND_BY_CLIENT)
+			memcpy(r.client, in->v[i].client, sizeof r.client);
+		else if (by == SPEND_BY_DEPLOYMENT)
+			memcpy(r.deployment, in->v[i].deployment,
+			       sizeof r.deployment);
+		else
+			memcpy(r.model, in->v[i].model, sizeof r.model);
+		spend_set_add(out, &r);
+	}
+	if (out->n > 1) {
+		qsort(out->v, out->n, sizeof *out->v, row_cmp);
+		for (size_t k = 0; k < out->nidx; k++)
+			out->idx[k] = SIZE_MAX;
+		for (size_t i = 0; i < out->n; i++)
+			set_index(out, i);
+	}
+}
+
+/* The ledger's rows, and the file's that the ledger lacks. */
+void
+spend_merge(const struct spend_set *table, const struct spend_set *file,
+            struct spend_set *out)
+{
+	for (size_t i = 0; i < table->n; i++)
+		spend_set_add(out, &table->v[i]);
+	for (size_t i = 0; i < file->n; i++)
+		if (spend_set_find(table, &file->v[i]) < 0)
+			spend_set_add(out, &file->v[i]);
+}
+
 /* ---- the file ---- */
 
 /* Append field v with tab, newline and backslash escaped. */

@@ -65,6 +65,19 @@ void spend_row_of(const struct spend_sh *, struct spend_row *);
 /* Add every ready ledger entry of the table (nothing when it is NULL). */
 void spend_from_table(const struct shm *, struct spend_set *);
 
+/* How spend_group groups rows. */
+#define SPEND_BY_CLIENT     0
+#define SPEND_BY_DEPLOYMENT 1
+#define SPEND_BY_MODEL      2
+/* Rows of in from day since on, summed by client, deployment or model
+ * into out (day 0, the other names ""), most spent first. */
+void spend_group(const struct spend_set *in, int by, uint32_t since,
+                 struct spend_set *out);
+/* The rows of the table's ledger and of the file's set (rows the ledger
+ * also has are the ledger's: it holds their current value). */
+void spend_merge(const struct spend_set *table, const struct spend_set *file,
+                 struct spend_set *out);
+
 /* Read a spend file into set: 0 (a missing file reads as empty), or -1
  * with *cause (heap) "FILE:LINE: reason". */
 int spend_load(const char *path, struct spend_set *, char **cause);

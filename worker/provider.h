@@ -191,6 +191,9 @@ void prov_usage(struct jw *, const struct usage *);
 void prov_extra_headers(const struct deploy_cfg *, struct buf *);
 void prov_openai_body(const struct prov_call *, const char *model,
                       struct buf *out);
+/* Whether the upstream is asked for a stream's usage that the client did
+ * not ask for (stream_options.include_usage), to price the answer. */
+int prov_ask_usage(const struct prov_call *);
 
 /* providers/provider.c: helpers for translating providers */
 #define PROV_RAW(jw, lit) jw_raw((jw), (lit), sizeof(lit) - 1)

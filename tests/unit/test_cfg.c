@@ -459,7 +459,8 @@ Test(cfg, table_consistent)
 Test(cfg, defaults_from_table)
 {
 	struct cfg *c = load_ok(DEP "groups = ( { name = \"a\"; } );\n");
-	const void *base[CFG_SEC__MAX] = {c, c, &c->deploy[0], &c->groups[0]};
+	const void *base[CFG_SEC__MAX] = {c, c, &c->deploy[0], &c->groups[0],
+	                                  &c->clients[c->def_client]};
 	char got[PATH_MAX];
 	int n = 0;
 
@@ -485,9 +486,11 @@ static void
 setting_at(int sec, const char *name, const char *v, char *text, size_t size,
            char *pfx, size_t pfxsize, int *line)
 {
-	static const char *const head[] = {"daemon = {\n", "router = {\n", "",
-	                                   "groups = ( { name = \"a\";\n"};
-	static const char *const tail[] = {" };\n", " };\n", "", " } );\n"};
+	static const char *const head[] = {
+	    "daemon = {\n", "router = {\n", "", "groups = ( { name = \"a\";\n",
+	    "clients = ( { name = \"a\"; uid = 5;\n"};
+	static const char *const tail[] = {" };\n", " };\n", "", " } );\n",
+	                                   " } );\n"};
 
 	if (sec == CFG_SEC_DEPLOY) {
 		snprintf(text, size,
@@ -502,6 +505,8 @@ setting_at(int sec, const char *name, const char *v, char *text, size_t size,
 	         tail[sec]);
 	if (sec == CFG_SEC_GROUP)
 		snprintf(pfx, pfxsize, "group 'a': %s: ", name);
+	else if (sec == CFG_SEC_CLIENT)
+		snprintf(pfx, pfxsize, "client 'a': %s: ", name);
 	else
 		snprintf(pfx, pfxsize,
 		         "%s.%s: ", sec == CFG_SEC_DAEMON ? "daemon" : "router",

@@ -22,9 +22,9 @@
 
 /* Per section: its .Sh heading and its marker name. */
 static const char *const sec_heading[] = {"DAEMON SETTINGS", "ROUTER SETTINGS",
-                                          "DEPLOYMENTS", "GROUPS"};
+                                          "DEPLOYMENTS", "GROUPS", "CLIENTS"};
 static const char *const sec_mark[] = {"daemon", "router", "deployments",
-                                       "groups"};
+                                       "groups", "clients"};
 
 TestSuite(cfg_doc);
 

@@ -262,6 +262,9 @@ openai_stream_event(const struct prov_call *pc, struct stream_state *st,
 	                    e) == -1)
 		return -1;
 	openai_usage(&j, 0, &st->usage, "prompt_tokens", "completion_tokens");
+	if (prov_ask_usage(pc) && json_get(&j, 0, "usage") >= 0 &&
+	    json_size(&j, json_get(&j, 0, "choices")) <= 0)
+		return 0; /* usage we asked for, not the client */
 	c = json_path(&j, 0, "choices.0.delta.content");
 	openai_text(st, &j, c);
 	if (json_path(&j, 0, "choices.0.delta.tool_calls") >= 0)

@@ -322,7 +322,8 @@ prov_openai_body(const struct prov_call *pc, const char *model, struct buf *out)
 			}
 			continue;
 		}
-		if (json_str(j, k, key, sizeof key) < 0)
+		if (json_str(j, k, key, sizeof key) < 0 ||
+		    (prov_ask_usage(pc) && json_eq(j, k, "stream_options")))
 			continue;
 		jw_key(&jw, key);
 		if (pc->d->system_prompt_append && json_eq(j, k, "messages") &&
@@ -338,7 +339,21 @@ prov_openai_body(const struct prov_call *pc, const char *model, struct buf *out)
 		prov_raw(&jw, j, k + 1);
 	}
 	prov_params(pc, &jw);
+	if (prov_ask_usage(pc)) {
+		jw_key(&jw, "stream_options");
+		PROV_RAW(&jw, "{\"include_usage\":true}");
+	}
 	jw_obj_end(&jw);
+}
+
+/* Whether a chat stream must ask the upstream for usage the client did
+ * not ask for: every answer is priced (issue 17), and OpenAI-shaped
+ * servers report a stream's usage only when asked. The usage chunk is
+ * then kept from the client (openai_stream_event). */
+int
+prov_ask_usage(const struct prov_call *pc)
+{
+	return pc->stream && !pc->include_usage && pc->endpoint == EP_CHAT;
 }
 
 /* Fill e for a reply llmfd cannot understand (retryable); -1. */
