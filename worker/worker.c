@@ -32,6 +32,7 @@
 
 static int64_t drain_deadline_ms;
 static struct event *ev_linger;
+static pid_t master_pid; /* our parent at start */
 
 static void worker_drain_idle(struct worker *);
 
@@ -114,7 +115,7 @@ worker_tick(evutil_socket_t fd, short ev, void *arg)
 	if (lvl >= LOG_LVL_ERROR && lvl <= LOG_LVL_DEBUG && lvl != log_level)
 		log_level = lvl;
 	log_tick();
-	if (getppid() == 1) {
+	if (getppid() != master_pid) { /* re-parented: to 1, or a subreaper */
 		log_warnx("master went away; exiting");
 		event_base_loopexit(w->base, NULL);
 	}
@@ -196,6 +197,7 @@ worker_main(const struct cfg *cfg, struct shm *shm, int index, const int *fds,
 	char name[32];
 
 	memset(&w, 0, sizeof w);
+	master_pid = getppid();
 	w.cfg = cfg;
 	w.shm = shm;
 	w.index = index;
