@@ -348,13 +348,13 @@ const struct cfg_setting cfg_settings[] = {
     OTHER("gid", CFG_SEC_CLIENT),
     OTHER("key_sha256", CFG_SEC_CLIENT),
     OTHER("groups", CFG_SEC_CLIENT),
-    {"rpm", CFG_SEC_CLIENT, CFG_LONG, .min = 0, .max = LONG_MAX,
-     IN_CLIENT(rpm), .def = "0",
+    {"rpm", CFG_SEC_CLIENT, CFG_LONG, .min = 0, .max = LONG_MAX, IN_CLIENT(rpm),
+     .def = "0",
      .doc = "Requests per minute the client may make (a wall-clock minute, "
             "over all workers); more are answered 429 with\n"
             ".Ql Retry-After\nuntil the next minute.\n0: unlimited."},
-    {"tpm", CFG_SEC_CLIENT, CFG_LONG, .min = 0, .max = LONG_MAX,
-     IN_CLIENT(tpm), .def = "0",
+    {"tpm", CFG_SEC_CLIENT, CFG_LONG, .min = 0, .max = LONG_MAX, IN_CLIENT(tpm),
+     .def = "0",
      .doc = "Tokens per minute (prompt and completion, as the upstreams "
             "report them); once the minute's tokens reach it, requests are "
             "answered 429 until the next minute.\n0: unlimited."},
@@ -362,22 +362,22 @@ const struct cfg_setting cfg_settings[] = {
      IN_CLIENT(max_concurrent), .def = "0",
      .doc = "Requests of the client in flight at once, over all workers; "
             "one more is answered 429.\n0: unlimited."},
-    {"priority", CFG_SEC_CLIENT, CFG_ENUM, IN_CLIENT(priority),
-     .def = "normal", .names = prio_names,
+    {"priority", CFG_SEC_CLIENT, CFG_ENUM, IN_CLIENT(priority), .def = "normal",
+     .names = prio_names,
      .doc = "Its requests' class when capacity is short (every candidate "
             "cooling down or at its rate limit):\n.Cm high\nrequests "
             "wait and are served first,\n.Cm normal\nones wait behind "
             "them, and\n.Cm low\nones are shed at once with 429 and\n"
             ".Ql Retry-After .\nA rule of\n.Ic routes\nmay set a "
             "request's class instead."},
-    {"daily_budget_usd", CFG_SEC_CLIENT, CFG_DOUBLE, .min = 0,
-     .max = 999999, IN_CLIENT(daily_budget_usd), .def = "0",
+    {"daily_budget_usd", CFG_SEC_CLIENT, CFG_DOUBLE, .min = 0, .max = 999999,
+     IN_CLIENT(daily_budget_usd), .def = "0",
      .doc = "US dollars the client may spend per UTC day, priced by\n"
             ".Ic prices ;\nonce spent, its requests are answered 429 "
             "with the reset time in the message and\n.Ql Retry-After .\n"
             "0: no budget."},
-    {"monthly_budget_usd", CFG_SEC_CLIENT, CFG_DOUBLE, .min = 0,
-     .max = 999999, IN_CLIENT(monthly_budget_usd), .def = "0",
+    {"monthly_budget_usd", CFG_SEC_CLIENT, CFG_DOUBLE, .min = 0, .max = 999999,
+     IN_CLIENT(monthly_budget_usd), .def = "0",
      .doc = "The same per UTC calendar month.\n0: no budget."},
     {"region", CFG_SEC_CLIENT, CFG_STRING, IN_CLIENT(region), .def = "",
      .doc = "A region every request of the client requires (after a "
@@ -1966,9 +1966,12 @@ get_price(struct loader *ld, const config_setting_t *g, const char *name,
 static int
 parse_price(struct loader *ld, const config_setting_t *s, int idx)
 {
-	static const char *const keys[] = {
-	    "model",           "input_per_mtok",       "output_per_mtok",
-	    "cached_input_per_mtok", "cache_write_per_mtok", NULL};
+	static const char *const keys[] = {"model",
+	                                   "input_per_mtok",
+	                                   "output_per_mtok",
+	                                   "cached_input_per_mtok",
+	                                   "cache_write_per_mtok",
+	                                   NULL};
 	struct price_cfg *p = &ld->cfg->prices[idx];
 	int r;
 
@@ -2293,8 +2296,8 @@ rule_actions(struct loader *ld, const config_setting_t *s, struct rule_cfg *r)
 	if (m != NULL && !region_known(ld->cfg, r->region))
 		return ld_error(ld, m, "%s: no deployment is in region '%s'",
 		                ld->ctx, r->region);
-	if (r->group[0] == '\0' && r->nfallbacks == 0 &&
-	    r->region[0] == '\0' && r->priority < 0)
+	if (r->group[0] == '\0' && r->nfallbacks == 0 && r->region[0] == '\0' &&
+	    r->priority < 0)
 		return ld_error(ld, s,
 		                "%s: does nothing (set group, fallbacks, "
 		                "region or priority)",
@@ -2384,8 +2387,9 @@ client_keys(struct loader *ld, const config_setting_t *s, struct client_cfg *c)
 	one = config_setting_type(m) == CONFIG_TYPE_STRING;
 	if (!one && config_setting_type(m) != CONFIG_TYPE_ARRAY &&
 	    config_setting_type(m) != CONFIG_TYPE_LIST)
-		return set_error(ld, m, "expected a SHA-256 hash (64 hex "
-		                        "digits) or a list of them");
+		return set_error(ld, m,
+		                 "expected a SHA-256 hash (64 hex "
+		                 "digits) or a list of them");
 	n = one ? 1 : config_setting_length(m);
 	if (n > CFG_MAX_KEYS)
 		return set_error(ld, m, "too many keys (at most %d)",
@@ -2395,13 +2399,16 @@ client_keys(struct loader *ld, const config_setting_t *s, struct client_cfg *c)
 		if (config_setting_type(e) != CONFIG_TYPE_STRING ||
 		    expand(ld, e, "key_sha256", config_setting_get_string(e),
 		           &v) == -1)
-			return ld->cause ? -1 : set_error(ld, m, "expected "
-			                                         "strings");
+			return ld->cause ? -1
+			                 : set_error(ld, m,
+			                             "expected "
+			                             "strings");
 		if (hex_sha256(v, c->key_sha256[i]) == -1)
-			return set_error(ld, m,
-			                 "expected the SHA-256 of the key as 64 "
-			                 "hex digits (printf %%s \"$KEY\" | "
-			                 "sha256sum)");
+			return set_error(
+			    ld, m,
+			    "expected the SHA-256 of the key as 64 "
+			    "hex digits (printf %%s \"$KEY\" | "
+			    "sha256sum)");
 		c->nkeys = i + 1;
 	}
 	return 0;
@@ -2511,15 +2518,17 @@ client_check(struct loader *ld, const config_setting_t *s,
 
 	if (strcmp(c->name, CFG_DEFAULT_CLIENT) == 0) {
 		if (ld->cfg->default_client == DEFCLIENT_DENY)
-			return ld_error(ld, s,
-			                "%s: daemon.default_client is \"deny\", "
-			                "so this entry would never apply",
-			                ld->ctx);
+			return ld_error(
+			    ld, s,
+			    "%s: daemon.default_client is \"deny\", "
+			    "so this entry would never apply",
+			    ld->ctx);
 		if (c->uid >= 0 || c->gid >= 0 || c->nkeys > 0)
-			return ld_error(ld, s,
-			                "%s: takes callers that match no other "
-			                "client; it has no uid, gid or key_sha256",
-			                ld->ctx);
+			return ld_error(
+			    ld, s,
+			    "%s: takes callers that match no other "
+			    "client; it has no uid, gid or key_sha256",
+			    ld->ctx);
 	} else if (c->uid < 0 && c->gid < 0 && c->nkeys == 0)
 		return ld_error(ld, s,
 		                "%s: set uid, gid or key_sha256 (nothing would "
@@ -2573,6 +2582,16 @@ parse_client(struct loader *ld, const config_setting_t *s, int idx)
 	return client_unique(ld, s, idx);
 }
 
+/* Whether some client has a key. */
+static int
+clients_have_keys(const struct cfg *cfg)
+{
+	for (int i = 0; i < cfg->nclient; i++)
+		if (cfg->clients[i].nkeys > 0)
+			return 1;
+	return 0;
+}
+
 /* The clients list, then the implicit "default" client when callers that
  * match none are allowed and no entry configures it. */
 static int
@@ -2595,6 +2614,14 @@ parse_clients(struct loader *ld, const config_setting_t *root)
 		if (parse_client(ld, config_setting_get_elem(list, (unsigned)i),
 		                 i) == -1)
 			return -1;
+	if (cfg->tcp_require_key && !clients_have_keys(cfg))
+		return ld_error(
+		    ld,
+		    config_setting_get_member(
+		        config_setting_get_member(root, "daemon"),
+		        "tcp_require_key"),
+		    "daemon.tcp_require_key: no client has a key_sha256, so "
+		    "every TCP request would be refused");
 	cfg->def_client = cfg_find_client(cfg, CFG_DEFAULT_CLIENT);
 	if (cfg->def_client >= 0 || cfg->default_client == DEFCLIENT_DENY)
 		return 0;

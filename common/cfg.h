@@ -7,13 +7,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CFG_NAME_MAX   64
-#define CFG_URL_MAX    512
-#define CFG_KEY_MAX    512
-#define CFG_MAX_DEPLOY 256
-#define CFG_MAX_HDRS   16
-#define CFG_MAX_CLIENTS 100 /* configured clients, "default" included */
-#define CFG_MAX_KEYS    4   /* virtual keys per client (rotation) */
+#define CFG_NAME_MAX       64
+#define CFG_URL_MAX        512
+#define CFG_KEY_MAX        512
+#define CFG_MAX_DEPLOY     256
+#define CFG_MAX_HDRS       16
+#define CFG_MAX_CLIENTS    100 /* configured clients, "default" included */
+#define CFG_MAX_KEYS       4   /* virtual keys per client (rotation) */
 #define CFG_DEFAULT_CLIENT "default"
 
 enum strategy {

@@ -47,10 +47,12 @@ shm_map_parts(struct shm *s, void *p)
 	s->slots = (struct slot_sh *)((char *)p + sizeof(struct shm_hdr_sh));
 	s->events = (struct event_sh *)((char *)s->slots +
 	                                SHM_NSLOTS * sizeof(struct slot_sh));
-	s->clients = (struct client_sh *)((char *)s->events +
-	                                  SHM_NEVENTS * sizeof(struct event_sh));
-	s->ledger = (struct spend_sh *)((char *)s->clients +
-	                                SHM_NCLIENTS * sizeof(struct client_sh));
+	s->clients =
+	    (struct client_sh *)((char *)s->events +
+	                         SHM_NEVENTS * sizeof(struct event_sh));
+	s->ledger =
+	    (struct spend_sh *)((char *)s->clients +
+	                        SHM_NCLIENTS * sizeof(struct client_sh));
 }
 
 /* Create the table file afresh (mode 0640) and initialise its header. The
@@ -439,9 +441,12 @@ shm_event_add(struct shm *s, int type, int slot, const char *text)
 }
 
 static const char *const refusal_names[CREF__MAX] = {
-    [CREF_FORBIDDEN] = "forbidden", [CREF_RPM] = "rpm",
-    [CREF_TPM] = "tpm",             [CREF_CONCURRENT] = "concurrency",
-    [CREF_BUDGET] = "budget",       [CREF_SHED] = "shed"};
+    [CREF_FORBIDDEN] = "forbidden",
+    [CREF_RPM] = "rpm",
+    [CREF_TPM] = "tpm",
+    [CREF_CONCURRENT] = "concurrency",
+    [CREF_BUDGET] = "budget",
+    [CREF_SHED] = "shed"};
 
 /* Name of a refusal reason. */
 const char *
@@ -543,8 +548,7 @@ shm_waiting(const struct shm *s, int prio)
 
 /* FNV-1a of a ledger key. */
 static uint64_t
-spend_hash(uint32_t day, const char *client, const char *dep,
-           const char *model)
+spend_hash(uint32_t day, const char *client, const char *dep, const char *model)
 {
 	const char *parts[3] = {client, dep, model};
 	uint64_t h = 0xcbf29ce484222325ULL ^ day;
@@ -570,16 +574,16 @@ spend_is(const struct spend_sh *e, uint32_t day, const char *client,
 
 /* Add one priced answer to its ledger entry; see shm.h. */
 int
-shm_spend_add(struct shm *s, uint32_t day, const char *client,
-              const char *dep, const char *model, const struct spend_vals *v)
+shm_spend_add(struct shm *s, uint32_t day, const char *client, const char *dep,
+              const char *model, const struct spend_vals *v)
 {
 	uint64_t h = spend_hash(day, client, dep, model);
 	struct spend_sh *e = NULL;
 
 	for (int i = 0; i < SPEND_PROBES && e == NULL; i++) {
 		struct spend_sh *c = &s->ledger[(h + (uint64_t)i) % SHM_NSPEND];
-		uint32_t st = atomic_load_explicit(&c->state,
-		                                   memory_order_acquire);
+		uint32_t st =
+		    atomic_load_explicit(&c->state, memory_order_acquire);
 
 		if (st == SPEND_READY && spend_is(c, day, client, dep, model))
 			e = c;

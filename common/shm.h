@@ -174,11 +174,11 @@ struct client_sh {
 
 	/* spend, nano-USD: any worker adds; the master restores it at start
 	 * from the spend file */
-	au64 spend_nusd;       /* over the kept history */
-	au64 day;              /* UTC day (since the epoch) of spend_day */
-	au64 spend_day;        /* spent that day */
-	au64 month;            /* year * 12 + month of spend_month */
-	au64 spend_month;      /* spent that month */
+	au64 spend_nusd;  /* over the kept history */
+	au64 day;         /* UTC day (since the epoch) of spend_day */
+	au64 spend_day;   /* spent that day */
+	au64 month;       /* year * 12 + month of spend_month */
+	au64 spend_month; /* spent that month */
 } __attribute__((aligned(64)));
 
 /* spend_sh states */
@@ -224,8 +224,8 @@ struct shm_hdr_sh {
 	uint32_t client_size, nclients, spend_size, nspend;
 	au64 auth_failures;                       /* 401s */
 	ai32 waiting[SHM_MAX_WORKERS][SHM_NPRIO]; /* queued, by class */
-	au64 spend_seq;   /* bumped by every spend added */
-	au64 ledger_full; /* spends the ledger had no room for */
+	au64 spend_seq;       /* bumped by every spend added */
+	au64 ledger_full;     /* spends the ledger had no room for */
 	char state_file[256]; /* the spend file, "" if none */
 } __attribute__((aligned(64)));
 

@@ -268,11 +268,14 @@ spend_row_of(const struct spend_sh *e, struct spend_row *r)
 	memcpy(r->deployment, e->deployment, sizeof r->deployment - 1);
 	memcpy(r->model, e->model, sizeof r->model - 1);
 	r->v.nusd = atomic_load_explicit(&e->nusd, memory_order_relaxed);
-	r->v.requests = atomic_load_explicit(&e->requests, memory_order_relaxed);
-	r->v.tokens_in = atomic_load_explicit(&e->tokens_in, memory_order_relaxed);
+	r->v.requests =
+	    atomic_load_explicit(&e->requests, memory_order_relaxed);
+	r->v.tokens_in =
+	    atomic_load_explicit(&e->tokens_in, memory_order_relaxed);
 	r->v.tokens_out =
 	    atomic_load_explicit(&e->tokens_out, memory_order_relaxed);
-	r->v.cached_in = atomic_load_explicit(&e->cached_in, memory_order_relaxed);
+	r->v.cached_in =
+	    atomic_load_explicit(&e->cached_in, memory_order_relaxed);
 }
 
 /* Every ready entry of the ledger. */

@@ -13,7 +13,7 @@
 struct price_cfg;
 
 #define SPEND_FILE         "spend"
-#define SPEND_HISTORY_DAYS 400 /* rows older than this are dropped */
+#define SPEND_HISTORY_DAYS 400           /* rows older than this are dropped */
 #define SPEND_NUSD         1000000000ULL /* nano-USD per USD */
 
 /* One row of the ledger. */

@@ -55,8 +55,8 @@ client_ident(char *out, size_t n, const struct client_cfg *c)
 	if (c->uid >= 0)
 		k += (size_t)snprintf(out + k, n - k, "uid %ld", c->uid);
 	if (c->gid >= 0 && k < n)
-		k += (size_t)snprintf(out + k, n - k, "%sgid %ld", k ? ", " : "",
-		                      c->gid);
+		k += (size_t)snprintf(out + k, n - k, "%sgid %ld",
+		                      k ? ", " : "", c->gid);
 	if (c->nkeys > 0 && k < n)
 		k += (size_t)snprintf(out + k, n - k, "%s%d key%s",
 		                      k ? ", " : "", c->nkeys,
@@ -100,8 +100,8 @@ client_sync(struct master *m, const struct cfg *cfg)
 		return -1;
 	for (int i = 0; i < cfg->nclient; i++) {
 		if ((k = shm_find_client(t, cfg->clients[i].name)) < 0) {
-			for (k = 0; atomic_load(&t->clients[k].state) !=
-			            SLOT_FREE;
+			for (k = 0;
+			     atomic_load(&t->clients[k].state) != SLOT_FREE;
 			     k++)
 				;
 			memset(&t->clients[k], 0, sizeof t->clients[k]);

@@ -18,7 +18,7 @@
 #include "common/xmalloc.h"
 #include "daemon/daemon.h"
 
-#define RLX          memory_order_relaxed
+#define RLX           memory_order_relaxed
 #define WARN_EVERY_MS 60000
 
 /* Sums of a set's rows for one client or deployment name. */
@@ -103,7 +103,8 @@ state_retire(struct master *m, uint32_t today)
 	for (int i = 0; i < SHM_NSPEND; i++) {
 		struct spend_sh *e = &m->shm.ledger[i];
 
-		if (atomic_load(&e->state) != SPEND_READY || e->day + 1 >= today)
+		if (atomic_load(&e->state) != SPEND_READY ||
+		    e->day + 1 >= today)
 			continue;
 		spend_row_of(e, &r);
 		spend_set_add(&m->hist, &r);

@@ -1214,10 +1214,11 @@ ctl_clients_text(struct buf *b, const struct ctl_client *v, int n)
 {
 	char inf[32], rpm[48], day[80], mon[80], left[80], tot[80];
 
-	buf_printf(b, "%-20s %-18s %-6s %-8s %-10s %9s %7s %-20s %-20s %-10s "
-	              "%s\n",
-	           "CLIENT", "IDENTITY", "PRIO", "INFLIGHT", "RPM",
-	           "REQUESTS", "REFUSED", "TODAY", "MONTH", "LEFT", "TOTAL");
+	buf_printf(b,
+	           "%-20s %-18s %-6s %-8s %-10s %9s %7s %-20s %-20s %-10s "
+	           "%s\n",
+	           "CLIENT", "IDENTITY", "PRIO", "INFLIGHT", "RPM", "REQUESTS",
+	           "REFUSED", "TODAY", "MONTH", "LEFT", "TOTAL");
 	for (int i = 0; i < n; i++) {
 		const struct ctl_client *r = &v[i];
 
@@ -1227,12 +1228,13 @@ ctl_clients_text(struct buf *b, const struct ctl_client *v, int n)
 		ctl_usd_of(mon, sizeof mon, r->month, r->c.monthly_nusd);
 		ctl_left(left, sizeof left, r);
 		ctl_usd_of(tot, sizeof tot, r->spend, 0);
-		buf_printf(b,
-		           "%-20s %-18s %-6s %-8s %-10s %9llu %7llu %-20s %-20s "
-		           "%-10s %s\n",
-		           r->c.name, r->c.ident, cfg_prio_name(r->c.priority),
-		           inf, rpm, (unsigned long long)r->requests,
-		           (unsigned long long)r->refused, day, mon, left, tot);
+		buf_printf(
+		    b,
+		    "%-20s %-18s %-6s %-8s %-10s %9llu %7llu %-20s %-20s "
+		    "%-10s %s\n",
+		    r->c.name, r->c.ident, cfg_prio_name(r->c.priority), inf,
+		    rpm, (unsigned long long)r->requests,
+		    (unsigned long long)r->refused, day, mon, left, tot);
 	}
 }
 
@@ -1327,7 +1329,8 @@ ctl_since(const char *s, uint32_t *day)
 	if (strcmp(s, "month") == 0) {
 		uint32_t m = spend_month_of_day(today);
 
-		for (*day = today; *day > 0 && spend_month_of_day(*day - 1) == m;)
+		for (*day = today;
+		     *day > 0 && spend_month_of_day(*day - 1) == m;)
 			(*day)--;
 		return 0;
 	}
@@ -1394,8 +1397,7 @@ ctl_spend_rows(struct ctl *c, struct spend_set *all)
 
 /* The grouped rows as a table, with a total. */
 static void
-ctl_spend_text(struct buf *b, const struct spend_set *g, int by,
-               uint32_t since)
+ctl_spend_text(struct buf *b, const struct spend_set *g, int by, uint32_t since)
 {
 	static const char *const heads[] = {"CLIENT", "DEPLOYMENT", "MODEL"};
 	struct spend_vals tot = {0, 0, 0, 0, 0};
@@ -1403,14 +1405,13 @@ ctl_spend_text(struct buf *b, const struct spend_set *g, int by,
 
 	spend_fmt_day(day, sizeof day, since);
 	buf_printf(b, "spend since %s (UTC), by %s\n",
-	           since ? day : "the start of the kept history",
-	           heads[by]);
+	           since ? day : "the start of the kept history", heads[by]);
 	buf_printf(b, "%-32s %14s %9s %12s %12s %12s\n", heads[by], "USD",
 	           "REQUESTS", "TOKENS_IN", "TOKENS_OUT", "CACHED_IN");
 	for (size_t i = 0; i <= g->n; i++) {
 		const struct spend_row *r = i < g->n ? &g->v[i] : NULL;
 		const struct spend_vals *v = r ? &r->v : &tot;
-		const char *key = r == NULL ? "TOTAL"
+		const char *key = r == NULL                   ? "TOTAL"
 		                  : by == SPEND_BY_CLIENT     ? r->client
 		                  : by == SPEND_BY_DEPLOYMENT ? r->deployment
 		                                              : r->model;
@@ -1433,8 +1434,7 @@ ctl_spend_text(struct buf *b, const struct spend_set *g, int by,
 
 /* The grouped rows as JSON. */
 static void
-ctl_spend_json(struct buf *b, const struct spend_set *g, int by,
-               uint32_t since)
+ctl_spend_json(struct buf *b, const struct spend_set *g, int by, uint32_t since)
 {
 	static const char *const keys[] = {"client", "deployment", "model"};
 	char day[16];

@@ -86,7 +86,7 @@ struct mock_opts {
 	int cut_after;
 	int usage_p;
 	int usage_c;
-	int usage_k; /* cached prompt tokens, among usage_p */
+	int usage_k;          /* cached prompt tokens, among usage_p */
 	int recover_after_ms; /* 0: the mode never wears off */
 	int tool_call;        /* answer requests with tools by a tool call */
 	int reject_prefill;   /* 400 for a chat ending in an assistant turn */
@@ -804,8 +804,7 @@ anth_cached(const struct mreq *r)
 
 	if (r->o.usage_k == 0)
 		return "";
-	snprintf(t, sizeof t, ",\"cache_read_input_tokens\":%d",
-	         r->o.usage_k);
+	snprintf(t, sizeof t, ",\"cache_read_input_tokens\":%d", r->o.usage_k);
 	return t;
 }
 
@@ -815,8 +814,7 @@ gem_cached(const struct mreq *r)
 {
 	static char t[64];
 
-	snprintf(t, sizeof t, ",\"cachedContentTokenCount\":%d",
-	         r->o.usage_k);
+	snprintf(t, sizeof t, ",\"cachedContentTokenCount\":%d", r->o.usage_k);
 	return t;
 }
 
@@ -843,8 +841,9 @@ body_anthropic(struct buf *b, struct mreq *r)
 	}
 	buf_adds(b, ",\"stop_reason\":");
 	jesc(b, finish_of(r, FMT_ANTHROPIC));
-	buf_printf(b, ",\"stop_sequence\":null,\"usage\":{\"input_tokens\":%d%s,"
-	              "\"output_tokens\":%d}}",
+	buf_printf(b,
+	           ",\"stop_sequence\":null,\"usage\":{\"input_tokens\":%d%s,"
+	           "\"output_tokens\":%d}}",
 	           r->o.usage_p - r->o.usage_k, anth_cached(r), r->o.usage_c);
 }
 
@@ -958,12 +957,13 @@ resp_error(struct buf *b, const struct mreq *r)
 static void
 resp_usage(struct buf *b, const struct mreq *r)
 {
-	buf_printf(b,
-	           "{\"input_tokens\":%d,\"input_tokens_details\":{\"cached_"
-	           "tokens\":%d},\"output_tokens\":%d,\"output_tokens_details\":"
-	           "{\"reasoning_tokens\":0},\"total_tokens\":%d}",
-	           r->o.usage_p, r->o.usage_k, r->o.usage_c,
-	           r->o.usage_p + r->o.usage_c);
+	buf_printf(
+	    b,
+	    "{\"input_tokens\":%d,\"input_tokens_details\":{\"cached_"
+	    "tokens\":%d},\"output_tokens\":%d,\"output_tokens_details\":"
+	    "{\"reasoning_tokens\":0},\"total_tokens\":%d}",
+	    r->o.usage_p, r->o.usage_k, r->o.usage_c,
+	    r->o.usage_p + r->o.usage_c);
 }
 
 /* Append a Responses object in state st (enum resp_state). */

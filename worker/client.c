@@ -36,7 +36,7 @@ struct conn {
 	LIST_ENTRY(conn) link; /* hash chain */
 	struct evhttp_connection *evcon;
 	struct worker *w;
-	struct req *req; /* the request it carries, or NULL when idle */
+	struct req *req;  /* the request it carries, or NULL when idle */
 	struct peer peer; /* who is at the other end (taken once) */
 };
 

@@ -116,8 +116,9 @@ ident_key(const struct cfg *cfg, const char *key, size_t n)
 		return -1;
 	for (int i = 0; i < cfg->nclient; i++)
 		for (int k = 0; k < cfg->clients[i].nkeys; k++) {
-			int eq = CRYPTO_memcmp(md, cfg->clients[i].key_sha256[k],
-			                       32) == 0;
+			int eq =
+			    CRYPTO_memcmp(md, cfg->clients[i].key_sha256[k],
+			                  32) == 0;
 
 			found = eq && found < 0 ? i : found;
 		}

@@ -104,8 +104,7 @@ lim_refuse(struct client_sh *s, struct limit_verdict *v, int reason,
  * spent is at or past it. */
 static int
 lim_budget(const struct client_cfg *c, struct client_sh *s, const char *what,
-           double usd, uint64_t spent, int64_t end_ms,
-           struct limit_verdict *v)
+           double usd, uint64_t spent, int64_t end_ms, struct limit_verdict *v)
 {
 	char lim[32], got[32], when[32];
 
@@ -226,14 +225,14 @@ lim_budget_event(struct worker *w, const struct client_cfg *c, const char *what,
 	         "client %s spent its %s budget of $%s; refused until %s",
 	         c->name, what, l, when);
 	log_warnx("%s", t);
-	shm_event_add_client(w->shm, SHM_EV_BUDGET, -1, c->name,
-	                     (int64_t)after, t);
+	shm_event_add_client(w->shm, SHM_EV_BUDGET, -1, c->name, (int64_t)after,
+	                     t);
 }
 
 /* Add nusd to the client's day, month and total spend. */
 static void
-lim_add_spend(struct worker *w, const struct client_cfg *c,
-              struct client_sh *s, uint64_t nusd)
+lim_add_spend(struct worker *w, const struct client_cfg *c, struct client_sh *s,
+              uint64_t nusd)
 {
 	int64_t wall = clock_wall_ms();
 	uint64_t d0, m0;
@@ -245,8 +244,8 @@ lim_add_spend(struct worker *w, const struct client_cfg *c,
 	atomic_fetch_add_explicit(&s->spend_nusd, nusd, RLX);
 	lim_budget_event(w, c, "daily", c->daily_budget_usd, d0, d0 + nusd,
 	                 spend_day_end_ms(wall));
-	lim_budget_event(w, c, "monthly", c->monthly_budget_usd, m0,
-	                 m0 + nusd, spend_month_end_ms(wall));
+	lim_budget_event(w, c, "monthly", c->monthly_budget_usd, m0, m0 + nusd,
+	                 spend_month_end_ms(wall));
 }
 
 /* Count an answer's tokens and spend; see limits.h. */
@@ -274,8 +273,8 @@ limits_spend(struct worker *w, int ci, int d, const char *model,
 		    &w->shm->slots[w->slot_of[d]].spend_nusd, nusd, RLX);
 	}
 	shm_spend_add(
-	    w->shm, spend_day(clock_wall_ms()), c->name,
-	    w->cfg->deploy[d].name, model,
+	    w->shm, spend_day(clock_wall_ms()), c->name, w->cfg->deploy[d].name,
+	    model,
 	    &(struct spend_vals){.nusd = nusd,
 	                         .requests = 1,
 	                         .tokens_in = tin,

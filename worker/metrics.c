@@ -395,9 +395,11 @@ metrics_client_u64(struct buf *b, const struct mclient *mc, int n,
 	metrics_head(b, name, type, help);
 	for (int i = 0; i < n; i++) {
 		metrics_client_sample(b, name, mc[i].c.name, NULL);
-		buf_printf(b, "%llu\n",
-		           (unsigned long long)*(const uint64_t *)(const void *)(
-		               (const char *)&mc[i] + off));
+		buf_printf(
+		    b, "%llu\n",
+		    (unsigned long long)*(
+		        const uint64_t *)(const void *)((const char *)&mc[i] +
+		                                        off));
 	}
 }
 
@@ -410,8 +412,9 @@ metrics_client_usd(struct buf *b, const struct mclient *mc, int n,
 	metrics_head(b, name, type, help);
 	for (int i = 0; i < n; i++) {
 		metrics_client_sample(b, name, mc[i].c.name, NULL);
-		metrics_usd(b, *(const uint64_t *)(const void *)(
-		                   (const char *)&mc[i] + off));
+		metrics_usd(
+		    b, *(const uint64_t *)(const void *)((const char *)&mc[i] +
+		                                         off));
 		buf_addc(b, '\n');
 	}
 }
@@ -446,7 +449,8 @@ metrics_client_more(struct buf *b, const struct mclient *mc, int n)
 	             "The client's configured budgets (clients with one).");
 	for (int i = 0; i < n; i++)
 		for (int p = 0; p < 2; p++) {
-			int64_t v = p ? mc[i].c.monthly_nusd : mc[i].c.daily_nusd;
+			int64_t v =
+			    p ? mc[i].c.monthly_nusd : mc[i].c.daily_nusd;
 
 			if (v <= 0)
 				continue;
@@ -484,9 +488,9 @@ metrics_clients(struct buf *b, const struct shm *t, int64_t wall_ms)
 	                   MC(rpm_used));
 	metrics_client_u64(b, mc, n, "llmfd_client_tokens_in_total", "counter",
 	                   "Prompt tokens of the client's answers.", MC(tin));
-	metrics_client_u64(b, mc, n, "llmfd_client_tokens_out_total",
-	                   "counter", "Completion tokens of the client's "
-	                              "answers.",
+	metrics_client_u64(b, mc, n, "llmfd_client_tokens_out_total", "counter",
+	                   "Completion tokens of the client's "
+	                   "answers.",
 	                   MC(tout));
 	metrics_client_usd(b, mc, n, "llmfd_client_spend_usd_total", "counter",
 	                   "US dollars the client spent (over the spend "

@@ -409,7 +409,8 @@ pol_allowed(const struct policy *p, const struct cfg *cfg, const char *target,
 	if (p->allow == NULL)
 		return 0;
 	for (int i = 0; i < g->ndeploy; i++)
-		if (cfg_client_allows(p->allow, cfg->deploy[g->deploy[i]].group))
+		if (cfg_client_allows(p->allow,
+		                      cfg->deploy[g->deploy[i]].group))
 			return 0;
 	pol_fail(e, 403, "model_not_allowed",
 	         "client '%s' may not use model '%s'", p->allow->name, target);
@@ -463,8 +464,8 @@ policy_resolve(struct policy *p, const struct cfg *cfg,
 	p->session = 0;
 	p->rule = -1;
 	p->priority = -1;
-	p->allow = in->allow != NULL && in->allow->ngroups > 0 ? in->allow
-	                                                      : NULL;
+	p->allow =
+	    in->allow != NULL && in->allow->ngroups > 0 ? in->allow : NULL;
 	*ngroups = 0;
 	target = pol_rules(p, cfg, in, fb, &nfb);
 	if (pol_region_header(p, in, e) == -1)

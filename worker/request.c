@@ -957,9 +957,9 @@ req_pick(struct req *r)
 			r->s.soonest_ms = soonest;
 		if (d >= 0) {
 			r->s.tried[d / 64] |= 1ULL << (d % 64);
-			route_count_fallback(r->w, r->s.prev_d, d, r->s.id,
-			                     r->s.client >= 0 ? req_client_name(r)
-			                                      : NULL);
+			route_count_fallback(
+			    r->w, r->s.prev_d, d, r->s.id,
+			    r->s.client >= 0 ? req_client_name(r) : NULL);
 			return d;
 		}
 		req_note_skips(r, r->s.groups[r->s.gi]);
@@ -2059,16 +2059,16 @@ req_candidates(struct req *r)
 	const struct client_cfg *cl =
 	    r->s.client >= 0 ? &r->w->cfg->clients[r->s.client] : NULL;
 	struct policy_err e;
-	struct policy_in in = {
-	    .body = &r->j,
-	    .doc = r->s.doc,
-	    .model = r->s.model,
-	    .proto = r->s.ig->id,
-	    .header = r->s.ops->get_header,
-	    .c = r->s.c,
-	    .client = cl ? cl->name : NULL,
-	    .client_region = cl && cl->region[0] ? cl->region : NULL,
-	    .allow = cl};
+	struct policy_in in = {.body = &r->j,
+	                       .doc = r->s.doc,
+	                       .model = r->s.model,
+	                       .proto = r->s.ig->id,
+	                       .header = r->s.ops->get_header,
+	                       .c = r->s.c,
+	                       .client = cl ? cl->name : NULL,
+	                       .client_region =
+	                           cl && cl->region[0] ? cl->region : NULL,
+	                       .allow = cl};
 
 	if (policy_resolve(&r->pol, r->w->cfg, &in, r->s.groups, &r->s.ngroups,
 	                   &e) == 0) {

@@ -810,8 +810,8 @@ route_count_fallback(struct worker *w, int from, int to, const char *id,
 	atomic_fetch_add_explicit(&slot_of(w, to)->fallbacks_to, 1, RLX);
 	snprintf(t, sizeof t, "%s %s -> %s", id, w->cfg->deploy[from].name,
 	         w->cfg->deploy[to].name);
-	shm_event_add_client(w->shm, SHM_EV_FALLBACK, w->slot_of[to], client,
-	                     0, t);
+	shm_event_add_client(w->shm, SHM_EV_FALLBACK, w->slot_of[to], client, 0,
+	                     t);
 }
 
 /* A retry on d was scheduled. */

@@ -63,7 +63,7 @@ struct access_rec {
 	int ttft_ms; /* streams that reached the client, else -1 */
 	long long prompt_tokens, completion_tokens;
 	int stream;
-	const char *trail; /* "dep:status:class:ms,...", "-" if none */
+	const char *trail;  /* "dep:status:class:ms,...", "-" if none */
 	const char *client; /* the client's name, "-" if not identified */
 	long uid, pid;      /* the Unix-socket peer's, -1 if none */
 	const char *comm;   /* the peer's program name, "-" if none */
@@ -97,7 +97,7 @@ struct worker {
 	int listen_fd[8];
 	struct evhttp_bound_socket *bound[8];
 	int draining;
-	int inflight; /* client requests being served */
+	int inflight;        /* client requests being served */
 	unsigned idle_ticks; /* ticks (seconds) seen */
 	uint64_t rng;
 	uint64_t next_id;

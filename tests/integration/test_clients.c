@@ -97,10 +97,11 @@ free_port(void)
 static const char *
 dep(const char *name, const char *group, const struct h_mock *m)
 {
-	return h_fmt("  { name = \"%s\"; group = \"%s\"; provider = \"openai\";"
-	             " model = \"gpt-4o\"; base_url = \"http://127.0.0.1:%d/v1\";"
-	             " api_key = \"sk-upstream-0123456789abcdef\"; }",
-	             name, group, m->port);
+	return h_fmt(
+	    "  { name = \"%s\"; group = \"%s\"; provider = \"openai\";"
+	    " model = \"gpt-4o\"; base_url = \"http://127.0.0.1:%d/v1\";"
+	    " api_key = \"sk-upstream-0123456789abcdef\"; }",
+	    name, group, m->port);
 }
 
 #define PRICES                                                                 \
@@ -147,8 +148,8 @@ ctl(const char *a, const char *b, const char *c)
 	char *out;
 	int rc = h_run(&out, h_bin("llmfctl"), "-c", h_conf(), a, b, c, NULL);
 
-	cr_assert_eq(rc, 0, "llmfctl %s %s %s: %s", a, b ? b : "",
-	             c ? c : "", out);
+	cr_assert_eq(rc, 0, "llmfctl %s %s %s: %s", a, b ? b : "", c ? c : "",
+	             out);
 	return out;
 }
 
@@ -235,7 +236,8 @@ Test(clients, two_uids_get_their_own_limits)
 	cr_assert_eq(st[1], 200);
 	cr_assert_eq(st[2], 429, "app2's third request in a minute");
 	for (int i = 0; i < 4; i++)
-		cr_assert_eq(chat(0, NULL)->status, 200, "admin is not limited");
+		cr_assert_eq(chat(0, NULL)->status, 200,
+		             "admin is not limited");
 	out = ctl("clients", "--json", NULL);
 	cr_assert_not_null(strstr(out, h_fmt("{\"name\":\"app2\",\"identity\":"
 	                                     "\"uid %u\"",
@@ -255,8 +257,9 @@ Test(clients, two_uids_get_their_own_limits)
 	cr_assert_not_null(strstr(log, "code=client_rate_limited"), "%s", log);
 	cr_assert_not_null(strstr(log, "client=admin uid=0 pid="), "%s", log);
 	cr_assert(h_log_has(h_fmt("client app2 (uid %u pid", (unsigned)uid)));
-	cr_assert_not_null(strstr(metrics(), "llmfd_client_refused_total{"
-	                                     "client=\"app2\",reason=\"rpm\"} 1"));
+	cr_assert_not_null(strstr(metrics(),
+	                          "llmfd_client_refused_total{"
+	                          "client=\"app2\",reason=\"rpm\"} 1"));
 }
 
 /* ---- keys ---- */
@@ -265,7 +268,8 @@ Test(clients, two_uids_get_their_own_limits)
 static void
 no_secret(const char *what, const char *text)
 {
-	const char *keys[] = {KEY_A, KEY_X, sha_hex(KEY_A), upper(sha_hex(KEY_A)),
+	const char *keys[] = {KEY_A, KEY_X, sha_hex(KEY_A),
+	                      upper(sha_hex(KEY_A)),
 	                      h_fmt("%.16s", sha_hex(KEY_A))};
 
 	cr_assert_not_null(text, "%s: nothing to read", what);
@@ -377,8 +381,8 @@ Test(clients, budget_spent_then_refused_until_reset)
 	const char *reset, *ev, *hook;
 	long secs, ra;
 
-	hook = h_write("hook.sh", "#!/bin/sh\ncat >> %s\n",
-	               h_path("events.json"));
+	hook =
+	    h_write("hook.sh", "#!/bin/sh\ncat >> %s\n", h_path("events.json"));
 	cr_assert_eq(chmod(hook, 0755), 0);
 	h_mock_start(&m, "m", "--usage", "1000,500", NULL);
 	h_mock_start(&mc, "cached", "--usage", "1000,500,400", NULL);
@@ -404,8 +408,9 @@ Test(clients, budget_spent_then_refused_until_reset)
 	                       "spent ($0.022); it resets at %s",
 	                       reset));
 	ra = atol(h_header(r, "Retry-After"));
-	cr_assert(ra >= secs - 5 && ra <= secs + 5, "Retry-After %ld, %ld s "
-	                                            "to midnight",
+	cr_assert(ra >= secs - 5 && ra <= secs + 5,
+	          "Retry-After %ld, %ld s "
+	          "to midnight",
 	          ra, secs);
 	r = post(0, MSGS, NULL, "{\"model\":\"g\",\"max_tokens\":9," HI "}");
 	cr_assert_eq(r->status, 429, "%s", h_desc(r));
@@ -420,10 +425,10 @@ Test(clients, budget_spent_then_refused_until_reset)
 	cr_assert_not_null(strstr(ev, "\"type\":\"budget_spent\""), "%s", ev);
 	cr_assert_not_null(strstr(ev, "\"client\":\"me\""), "%s", ev);
 	cr_assert_not_null(strstr(ev, "\"usd\":0.022"), "%s", ev);
-	cr_assert_not_null(strstr(h_read(h_path("access.log")),
-	                          "client=me uid=0 pid="));
-	cr_assert_not_null(strstr(h_read(h_path("access.log")),
-	                          "cost_usd=0.007\n"));
+	cr_assert_not_null(
+	    strstr(h_read(h_path("access.log")), "client=me uid=0 pid="));
+	cr_assert_not_null(
+	    strstr(h_read(h_path("access.log")), "cost_usd=0.007\n"));
 	cr_assert_not_null(strstr(metrics(), "llmfd_client_refused_total{"
 	                                     "client=\"me\",reason=\"budget\"} "
 	                                     "2\n"));
@@ -496,7 +501,8 @@ Test(clients, spend_survives_kill9_and_reload)
 	cr_assert_eq(chat(0, NULL)->status, 429);
 	for (int i = 0; i < 60; i++) {
 		f = h_read(h_path("state/spend"));
-		if (f && strstr(f, "\tme\td1\tgpt-4o\t22500000\t3\t3000\t1500\t0\n"))
+		if (f &&
+		    strstr(f, "\tme\td1\tgpt-4o\t22500000\t3\t3000\t1500\t0\n"))
 			break;
 		h_sleep_ms(50);
 	}
@@ -510,8 +516,8 @@ Test(clients, spend_survives_kill9_and_reload)
 	             h_log());
 	r = chat(0, NULL);
 	cr_assert_eq(r->status, 429, "after kill -9: %s", h_desc(r));
-	cr_assert_not_null(strstr(h_json(r->body, "error.message"),
-	                          "is spent ($0.0225)"));
+	cr_assert_not_null(
+	    strstr(h_json(r->body, "error.message"), "is spent ($0.0225)"));
 	out = ctl("clients", "--json", NULL);
 	cr_assert_not_null(strstr(out, "\"spend_today_usd\":0.0225"), "%s",
 	                   out);
@@ -560,8 +566,8 @@ chat_bg(const char *key, int *rfd)
 		int v[2];
 
 		close(pfd[0]);
-		v[0] = chat(0, h_fmt("Authorization: Bearer %s\r\n", key))
-		           ->status;
+		v[0] =
+		    chat(0, h_fmt("Authorization: Bearer %s\r\n", key))->status;
 		v[1] = (int)(h_now_ms() - t0);
 		_exit(write(pfd[1], v, sizeof v) == sizeof v ? 0 : 1);
 	}
@@ -618,9 +624,10 @@ Test(clients, low_priority_shed_before_high)
 	collect(pid, fd, &st, &ms);
 	cr_assert_eq(st, 200, "the high-priority request is served");
 	cr_assert_geq(ms, 1000, "after waiting for the cooldown (%d ms)", ms);
-	cr_assert_not_null(strstr(metrics(), "llmfd_client_refused_total{"
-	                                     "client=\"batch\",reason=\"shed\"} "
-	                                     "1\n"));
+	cr_assert_not_null(strstr(metrics(),
+	                          "llmfd_client_refused_total{"
+	                          "client=\"batch\",reason=\"shed\"} "
+	                          "1\n"));
 	cr_assert_not_null(strstr(metrics(), "llmfd_client_refused_total{"
 	                                     "client=\"app\",reason=\"shed\"} "
 	                                     "0\n"));

@@ -81,10 +81,13 @@ TestSuite(ident, .init = setup, .fini = teardown);
 TestSuite(spend, .init = setup, .fini = teardown);
 TestSuite(limits, .init = setup, .fini = teardown);
 
+/* printf %s k | sha256sum */
+#define SHA_OF_K                                                               \
+	"8254c329a92850f6d539dd376f4816ee2764517da5e0235514af433164480d7a"
 #define DEPS                                                                   \
 	"deployments = ( { name = \"a\"; group = \"g\"; model = \"gpt-4o\"; "  \
 	"},\n"                                                                 \
-	"  { name = \"b\"; group = \"h\"; model = \"m2\"; region = \"eu\"; } "  \
+	"  { name = \"b\"; group = \"h\"; model = \"m2\"; region = \"eu\"; } " \
 	");\n"
 
 /* Hex SHA-256 of s. */
@@ -200,9 +203,9 @@ Test(clients_cfg, default_entry_and_deny)
 	cr_assert(!cfg->clients[0].implicit);
 	cfg_free(cfg);
 	load_ok("daemon = { default_client = \"deny\"; tcp_require_key = "
-	        "true; };\n" DEPS
-	        "clients = ( { name = \"x\"; uid = 7; } );\n");
-	cr_assert_eq(cfg->nclient, 1);
+	        "true; };\n" DEPS "clients = ( { name = \"x\"; uid = 7; },\n"
+	        "  { name = \"k\"; key_sha256 = \"" SHA_OF_K "\"; } );\n");
+	cr_assert_eq(cfg->nclient, 2);
 	cr_assert_eq(cfg->def_client, -1);
 	cr_assert_eq(cfg->tcp_require_key, 1);
 }
@@ -234,23 +237,30 @@ Test(clients_cfg, refusals_name_file_and_line)
 	        5, "default_client is \"deny\"");
 	refused(DEPS "clients = (\n { name = \"x\"; rpm = 3; } );", 4,
 	        "client 'x': set uid, gid or key_sha256");
-	refused(DEPS "clients = (\n { name = \"x\"; uid = 1;\n colour = 2; } );",
+	refused(DEPS
+	        "clients = (\n { name = \"x\"; uid = 1;\n colour = 2; } );",
 	        5, "client 'x': unknown setting 'colour'");
-	refused(DEPS "clients = (\n { name = \"x\"; uid = \"no-such-user-x\"; } "
-	             ");",
+	refused(DEPS
+	        "clients = (\n { name = \"x\"; uid = \"no-such-user-x\"; } "
+	        ");",
 	        4, "client 'x': uid: no such user 'no-such-user-x'");
 	refused(DEPS "clients = (\n { name = \"x\"; uid = 1;\n region = "
 	             "\"mars\"; } );",
 	        5, "no deployment is in region 'mars'");
 	refused(DEPS "clients = (\n { name = \"x\"; uid = 1;\n priority = "
 	             "\"urgent\"; } );",
-	        5, "priority: unknown value \"urgent\" (expected low, normal "
-	           "or high)");
+	        5,
+	        "priority: unknown value \"urgent\" (expected low, normal "
+	        "or high)");
 	refused(DEPS "clients = (\n { name = \"x\"; uid = 1;\n "
 	             "daily_budget_usd = -1; } );",
 	        5, "daily_budget_usd: must be between 0 and 999999");
-	refused(DEPS "clients = (\n { name = \"x\"; key_sha256 = [ \"a\", \"b\", "
-	             "\"c\", \"d\", \"e\" ]; } );",
+	refused("daemon = {\n tcp_require_key = true; };\n" DEPS
+	        "clients = ( { name = \"x\"; uid = 1; } );",
+	        2, "daemon.tcp_require_key: no client has a key_sha256");
+	refused(DEPS
+	        "clients = (\n { name = \"x\"; key_sha256 = [ \"a\", \"b\", "
+	        "\"c\", \"d\", \"e\" ]; } );",
 	        4, "too many keys (at most 4)");
 }
 
@@ -261,9 +271,9 @@ Test(clients_cfg, key_hash_never_in_messages)
 	struct cfg *c;
 
 	/* 63 of the 64 digits: refused without quoting them */
-	snprintf(text, sizeof text,
-	         DEPS "clients = ( { name = \"x\"; key_sha256 = \"%.63s\"; } );",
-	         h);
+	snprintf(
+	    text, sizeof text,
+	    DEPS "clients = ( { name = \"x\"; key_sha256 = \"%.63s\"; } );", h);
 	char part[21];
 
 	c = load(text, &cause);
@@ -335,12 +345,10 @@ Test(ident, keys_name_clients_on_any_listener)
 	cr_assert_eq(ident_client(cfg, NULL, "bearer  key-two ", NULL, &e), 3);
 	cr_assert_eq(ident_client(cfg, NULL, NULL, "key-two", &e), 3);
 	/* a key beats the uid on the Unix socket */
-	cr_assert_eq(ident_client(cfg, &unix_p, "Bearer key-one", NULL, &e),
-	             2);
+	cr_assert_eq(ident_client(cfg, &unix_p, "Bearer key-one", NULL, &e), 2);
 	/* an unknown key on the socket is ignored: the uid names it */
-	cr_assert_eq(ident_client(cfg, &unix_p, "Bearer sk-placeholder", NULL,
-	                          &e),
-	             0);
+	cr_assert_eq(
+	    ident_client(cfg, &unix_p, "Bearer sk-placeholder", NULL, &e), 0);
 	/* TCP without a required key: the default client */
 	cr_assert_eq(ident_client(cfg, NULL, "Bearer wrong", NULL, &e),
 	             cfg->def_client);
@@ -626,7 +634,8 @@ Test(spend, damaged_files_refused)
 	         2, "bad day (expected YYYY-MM-DD)");
 	bad_file("# llmfd spend 1\n2024-01-01\ta\tb\n# end 1\n", 2,
 	         "expected 9 tab-separated fields");
-	bad_file("# llmfd spend 1\n# end 0\nmore\n", 2, "text after the end line");
+	bad_file("# llmfd spend 1\n# end 0\nmore\n", 2,
+	         "text after the end line");
 }
 
 Test(spend, save_into_a_missing_directory_fails_cleanly)
@@ -818,8 +827,9 @@ Test(limits, metrics_by_client_and_deployment)
 	limits_wait(&w, PRIO_HIGH, 1);
 	metrics_render_shm(&shm, clock_ms(), clock_wall_ms(), &b);
 	t = buf_cstr(&b);
-	cr_assert_not_null(strstr(t, "llmfd_client_requests_total{client=\"nb\"} "
-	                             "1\n"));
+	cr_assert_not_null(strstr(t,
+	                          "llmfd_client_requests_total{client=\"nb\"} "
+	                          "1\n"));
 	cr_assert_not_null(strstr(t, "llmfd_client_refused_total{client=\"nb\","
 	                             "reason=\"rpm\"} 1\n"));
 	cr_assert_not_null(strstr(t, "llmfd_client_spend_usd_total{client="
@@ -828,13 +838,15 @@ Test(limits, metrics_by_client_and_deployment)
 	                             "\"nb\"} 0.0075\n"));
 	cr_assert_not_null(strstr(t, "llmfd_client_budget_usd{client=\"nb\","
 	                             "period=\"daily\"} 2.00\n"));
-	cr_assert_not_null(strstr(t, "llmfd_client_inflight{client=\"nb\"} 1\n"));
+	cr_assert_not_null(
+	    strstr(t, "llmfd_client_inflight{client=\"nb\"} 1\n"));
 	cr_assert_not_null(strstr(t, "llmfd_deployment_spend_usd_total{"
 	                             "deployment=\"a\""));
 	cr_assert_not_null(strstr(t, "} 0.0075\n"));
 	cr_assert_not_null(
 	    strstr(t, "llmfd_queue_waiting{priority=\"high\"} 1\n"));
-	cr_assert_not_null(strstr(t, "# TYPE llmfd_unidentified_total counter"));
+	cr_assert_not_null(
+	    strstr(t, "# TYPE llmfd_unidentified_total counter"));
 	buf_free(&b);
 }
 

@@ -295,8 +295,7 @@ anth_usage(const struct json *j, int u, struct usage *out)
 		out->completion_tokens = v;
 	if (json_int(j, json_get(j, u, "cache_read_input_tokens"), &v) == 0)
 		out->cached_tokens = v;
-	if (json_int(j, json_get(j, u, "cache_creation_input_tokens"), &v) ==
-	    0)
+	if (json_int(j, json_get(j, u, "cache_creation_input_tokens"), &v) == 0)
 		out->cache_write_tokens = v;
 }
 
