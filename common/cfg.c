@@ -18,7 +18,11 @@
 #include <unistd.h>
 
 #include <libconfig.h>
+#include <openssl/bio.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 
 #include "common/buf.h"
 #include "common/cfg.h"
@@ -41,8 +45,8 @@ struct loader {
 
 static const char *const strategy_names[] = {
     "ordered", "weighted", "least-busy", "latency", "usage", "cost", NULL};
-static const char *const provider_names[] = {"openai", "azure", "anthropic",
-                                             "gemini", NULL};
+static const char *const provider_names[] = {
+    "openai", "azure", "anthropic", "gemini", "bedrock", "vertex", NULL};
 static const char *const log_level_names[] = {"error", "warn", "info", "debug",
                                               NULL};
 static const char *const log_format_names[] = {"text", "json", NULL};
@@ -306,8 +310,34 @@ const struct cfg_setting cfg_settings[] = {
     {"region", CFG_SEC_DEPLOY, CFG_STRING, IN_DEPLOY(region), .def = "",
      .doc = "Where the deployment runs, for requests and\n.Ic routes\nthat "
             "require a region (see\n.Sx ROUTING ) ;\nempty: none, so such "
-            "requests never reach it."},
+            "requests never reach it.\nFor\n.Cm bedrock\nit is the AWS "
+            "region (for example\n.Qq us-east-1 ) ,\nwhich names the "
+            "default\n.Ic base_url\nand goes into every signature; "
+            "required there."},
     OTHER("pattern", CFG_SEC_DEPLOY),
+    OTHER("aws_access_key_id", CFG_SEC_DEPLOY),
+    OTHER("aws_secret_access_key", CFG_SEC_DEPLOY),
+    OTHER("aws_session_token", CFG_SEC_DEPLOY),
+    {"project", CFG_SEC_DEPLOY, CFG_STRING, IN_DEPLOY(project), .def = "",
+     .doc = "Vertex: the Google Cloud project; empty: the\n.Ql project_id\n"
+            "of\n.Ic credentials_file ."},
+    {"location", CFG_SEC_DEPLOY, CFG_STRING, IN_DEPLOY(location),
+     .def = "global",
+     .doc = "Vertex: the region (for example\n.Qq us-east5 ) ,\n"
+            ".Qq global ,\nor the multi-region\n.Qq us\nor\n.Qq eu ,\n"
+            "which names the default\n.Ic base_url ."},
+    {"credentials_file", CFG_SEC_DEPLOY, CFG_PATH, IN_DEPLOY(credentials_file),
+     .def = "",
+     .doc = "Vertex: a Google service-account key file (JSON), read when "
+            "the configuration is loaded.\nEach worker exchanges a signed "
+            "RS256 JWT at its\n.Ql token_uri\nfor an access token, "
+            "shares it between the deployments of that account, and "
+            "refreshes it in the background before it expires; requests "
+            "that arrive with no valid token wait for the one exchange in "
+            "flight.\nA failed exchange fails the attempt as an\n.Cm auth\n"
+            "error (transient when the token endpoint is down), and the "
+            "key is never logged.\nWithout it,\n.Ic api_key\nis sent as "
+            "a ready-made access token."},
     OTHER("prefill", CFG_SEC_DEPLOY),
     OTHER("system_prompt_append", CFG_SEC_DEPLOY),
     OTHER("headers", CFG_SEC_DEPLOY),
@@ -1232,6 +1262,18 @@ cfg_url_split(const char *url, int *tls, char *host, size_t hostsz,
 	return 0;
 }
 
+/* The Host header value for d; see cfg.h. */
+void
+cfg_host_header(const struct deploy_cfg *d, char *out, size_t size)
+{
+	if ((d->tls && d->port == 443) || (!d->tls && d->port == 80))
+		snprintf(out, size, "%s", d->host);
+	else if (strchr(d->host, ':'))
+		snprintf(out, size, "[%s]:%u", d->host, d->port);
+	else
+		snprintf(out, size, "%s:%u", d->host, d->port);
+}
+
 /* Deployment name and group. */
 static int
 deploy_names(struct loader *ld, const config_setting_t *s, int idx,
@@ -1270,19 +1312,41 @@ deploy_names(struct loader *ld, const config_setting_t *s, int idx,
 	return 0;
 }
 
-/* Default base URL for a provider, NULL if none. */
-static const char *
-default_base_url(int provider)
+/* Default base URL of deployment d into out; -1 if its provider has
+ * none (azure). Bedrock's follows its region, Vertex's its location. */
+static int
+default_base_url(const struct deploy_cfg *d, char *out, size_t size)
 {
-	switch (provider) {
+	switch (d->provider) {
 	case PROV_OPENAI:
-		return "https://api.openai.com/v1";
+		return snprintf(out, size, "https://api.openai.com/v1"), 0;
 	case PROV_ANTHROPIC:
-		return "https://api.anthropic.com";
+		return snprintf(out, size, "https://api.anthropic.com"), 0;
 	case PROV_GEMINI:
-		return "https://generativelanguage.googleapis.com";
+		return snprintf(out, size,
+		                "https://generativelanguage.googleapis.com"),
+		       0;
+	case PROV_BEDROCK:
+		return snprintf(out, size,
+		                "https://bedrock-runtime.%s.amazonaws.com",
+		                d->region),
+		       0;
+	case PROV_VERTEX:
+		if (strcmp(d->location, "global") == 0)
+			snprintf(out, size,
+			         "https://aiplatform.googleapis.com/v1");
+		else if (strcmp(d->location, "us") == 0 ||
+		         strcmp(d->location, "eu") == 0)
+			snprintf(out, size,
+			         "https://aiplatform.%s.rep.googleapis.com/v1",
+			         d->location);
+		else
+			snprintf(out, size,
+			         "https://%s-aiplatform.googleapis.com/v1",
+			         d->location);
+		return 0;
 	default:
-		return NULL;
+		return -1;
 	}
 }
 
@@ -1291,22 +1355,19 @@ static int
 deploy_url(struct loader *ld, const config_setting_t *s, struct deploy_cfg *d)
 {
 	config_setting_t *m;
-	const char *why, *def;
+	const char *why;
 	int r;
 
 	r = get_strbuf(ld, s, "base_url", d->base_url, sizeof d->base_url);
 	if (r == -1)
 		return -1;
 	m = config_setting_get_member(s, "base_url");
-	if (r == 0) {
-		if ((def = default_base_url(d->provider)) == NULL)
-			return ld_error(ld, s,
-			                "deployment '%s': base_url is "
-			                "required for provider %s",
-			                d->name,
-			                cfg_provider_name(d->provider));
-		snprintf(d->base_url, sizeof d->base_url, "%s", def);
-	}
+	if (r == 0 &&
+	    default_base_url(d, d->base_url, sizeof d->base_url) == -1)
+		return ld_error(ld, s,
+		                "deployment '%s': base_url is "
+		                "required for provider %s",
+		                d->name, cfg_provider_name(d->provider));
 	if (cfg_url_split(d->base_url, &d->tls, d->host, sizeof d->host,
 	                  &d->port, d->path, sizeof d->path, &why) == -1)
 		return set_error(ld, m, "%s", why);
@@ -1381,12 +1442,14 @@ deploy_provider(struct loader *ld, const config_setting_t *s,
 	return 0;
 }
 
-/* Deployment api_key: a literal or "$VAR"; the value never reaches a
- * message. */
+/* Secret string member name of s (a literal or "$VAR") into dst if
+ * present; var gets the variable's name ("" for a literal) when not NULL.
+ * The value never reaches a message. */
 static int
-deploy_key(struct loader *ld, const config_setting_t *s, struct deploy_cfg *d)
+get_secret(struct loader *ld, const config_setting_t *s, const char *name,
+           char *dst, size_t size, char *var, size_t varsz)
 {
-	config_setting_t *m = config_setting_get_member(s, "api_key");
+	config_setting_t *m = config_setting_get_member(s, name);
 	const char *v, *raw;
 
 	if (m == NULL)
@@ -1397,18 +1460,35 @@ deploy_key(struct loader *ld, const config_setting_t *s, struct deploy_cfg *d)
 	if (raw[0] == '$' && raw[1] != '$') {
 		if (!valid_var(raw + 1))
 			return set_error(ld, m, "invalid variable name");
-		if (strlen(raw + 1) >= sizeof d->api_key_var)
+		if (var != NULL && strlen(raw + 1) >= varsz)
 			return set_error(ld, m, "variable name too long");
-		snprintf(d->api_key_var, sizeof d->api_key_var, "%s", raw + 1);
+		if (var != NULL)
+			snprintf(var, varsz, "%s", raw + 1);
 	}
-	if (expand(ld, m, "api_key", raw, &v) == -1)
+	if (expand(ld, m, name, raw, &v) == -1)
 		return -1;
-	if (strlen(v) >= sizeof d->api_key)
+	if (strlen(v) >= size)
 		return set_error(ld, m, "value too long (at most %zu bytes)",
-		                 sizeof d->api_key - 1);
+		                 size - 1);
 	if (strpbrk(v, "\r\n") != NULL)
 		return set_error(ld, m, "value contains a line break");
-	memcpy(d->api_key, v, strlen(v) + 1);
+	memcpy(dst, v, strlen(v) + 1);
+	return 0;
+}
+
+/* Deployment api_key and the AWS credentials: literals or "$VAR". */
+static int
+deploy_key(struct loader *ld, const config_setting_t *s, struct deploy_cfg *d)
+{
+	if (get_secret(ld, s, "api_key", d->api_key, sizeof d->api_key,
+	               d->api_key_var, sizeof d->api_key_var) == -1 ||
+	    get_secret(ld, s, "aws_access_key_id", d->aws_access_key_id,
+	               sizeof d->aws_access_key_id, NULL, 0) == -1 ||
+	    get_secret(ld, s, "aws_secret_access_key", d->aws_secret_access_key,
+	               sizeof d->aws_secret_access_key, NULL, 0) == -1 ||
+	    get_secret(ld, s, "aws_session_token", d->aws_session_token,
+	               sizeof d->aws_session_token, NULL, 0) == -1)
+		return -1;
 	return 0;
 }
 
@@ -1683,6 +1763,205 @@ deploy_params(struct loader *ld, const config_setting_t *s,
 	return 0;
 }
 
+/* Whether s is a non-empty run of [a-z0-9-] (a region or location that
+ * goes into a host name). */
+static int
+valid_region(const char *s)
+{
+	return *s != '\0' &&
+	       strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-") == strlen(s);
+}
+
+/* Bedrock's region and Vertex's location, which name the default host. */
+static int
+deploy_cloud_names(struct loader *ld, const config_setting_t *s,
+                   const struct deploy_cfg *d)
+{
+	config_setting_t *m;
+
+	if (d->provider == PROV_BEDROCK && !valid_region(d->region)) {
+		if ((m = config_setting_get_member(s, "region")) == NULL)
+			return ld_error(
+			    ld, s,
+			    "deployment '%s': region is required for "
+			    "provider bedrock",
+			    d->name);
+		return set_error(ld, m,
+		                 "expected a region such as "
+		                 "\"us-east-1\"");
+	}
+	if (d->provider == PROV_VERTEX && !valid_region(d->location))
+		return set_error(ld, config_setting_get_member(s, "location"),
+		                 "expected a location such as \"us-east5\" "
+		                 "or \"global\"");
+	return 0;
+}
+
+/* Read a whole small file into b; -1 with errno set. */
+static int
+slurp_small(const char *path, struct buf *b)
+{
+	char tmp[4096];
+	FILE *f = fopen(path, "r");
+	size_t n;
+
+	if (f == NULL)
+		return -1;
+	while ((n = fread(tmp, 1, sizeof tmp, f)) > 0 && b->len < 65536)
+		buf_add(b, tmp, n);
+	OPENSSL_cleanse(tmp, sizeof tmp);
+	fclose(f);
+	if (b->len >= 65536 || b->oom) {
+		errno = EFBIG;
+		return -1;
+	}
+	buf_cstr(b);
+	return 0;
+}
+
+/* Copy string member key of the key file's object into dst; the reason
+ * it cannot be, or NULL. */
+static const char *
+sa_field(const struct json *j, const char *key, char *dst, size_t size,
+         int required)
+{
+	int t = json_get(j, 0, key);
+
+	if (t < 0 && !required)
+		return NULL;
+	if (json_type(j, t) != JSMN_STRING)
+		return "a string field is missing";
+	if (json_str(j, t, dst, size) < 0 || strlen(dst) + 1 >= size)
+		return "a field is too long";
+	return NULL;
+}
+
+/* Whether PEM text holds an RSA private key OpenSSL can read. */
+static int
+sa_key_ok(const char *pem)
+{
+	BIO *bio = BIO_new_mem_buf(pem, -1);
+	EVP_PKEY *k =
+	    bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+	int ok = k != NULL && EVP_PKEY_base_id(k) == EVP_PKEY_RSA;
+
+	EVP_PKEY_free(k);
+	BIO_free(bio);
+	ERR_clear_error();
+	return ok;
+}
+
+/* Take the service account's fields from parsed key file j into d; the
+ * reason it cannot be used, or NULL. */
+static const char *
+sa_take(const struct json *j, struct deploy_cfg *d)
+{
+	struct buf pem = {0};
+	const char *why, *uwhy;
+	char host[256], path[CFG_URL_MAX];
+	uint16_t port;
+	int tls, t = json_get(j, 0, "private_key");
+
+	if (!json_eq(j, json_get(j, 0, "type"), "service_account"))
+		return "not a service account key (type is not "
+		       "\"service_account\")";
+	if ((why = sa_field(j, "client_email", d->sa_email, sizeof d->sa_email,
+	                    1)) != NULL ||
+	    (why = sa_field(j, "private_key_id", d->sa_key_id,
+	                    sizeof d->sa_key_id, 0)) != NULL ||
+	    (why = sa_field(j, "token_uri", d->sa_token_uri,
+	                    sizeof d->sa_token_uri, 0)) != NULL)
+		return why;
+	if (d->project[0] == '\0' &&
+	    sa_field(j, "project_id", d->project, sizeof d->project, 0))
+		return "bad project_id";
+	if (d->sa_token_uri[0] == '\0')
+		snprintf(d->sa_token_uri, sizeof d->sa_token_uri, "%s",
+		         "https://oauth2.googleapis.com/token");
+	if (cfg_url_split(d->sa_token_uri, &tls, host, sizeof host, &port, path,
+	                  sizeof path, &uwhy) == -1)
+		return "token_uri is not an http(s) URL";
+	if (json_str_buf(j, t, &pem) <= 0 || pem.oom ||
+	    !sa_key_ok(buf_cstr(&pem))) {
+		if (pem.data)
+			OPENSSL_cleanse(pem.data, pem.len);
+		buf_free(&pem);
+		return "private_key is not an RSA private key in PEM";
+	}
+	d->sa_private_key = xstrdup(buf_cstr(&pem));
+	OPENSSL_cleanse(pem.data, pem.len);
+	buf_free(&pem);
+	return NULL;
+}
+
+/* Read Vertex's service-account key file (at load, never on a request
+ * path); messages name the file, never the key. */
+static int
+deploy_sa(struct loader *ld, const config_setting_t *s, struct deploy_cfg *d)
+{
+	config_setting_t *m = config_setting_get_member(s, "credentials_file");
+	struct buf b = {0};
+	struct json j = {0};
+	const char *why = NULL;
+
+	if (slurp_small(d->credentials_file, &b) == -1) {
+		set_error(ld, m, "cannot read %s: %s", d->credentials_file,
+		          strerror(errno));
+		goto out;
+	}
+	if (json_parse(&j, b.data, b.len) == -1 ||
+	    json_type(&j, 0) != JSMN_OBJECT)
+		why = "not a JSON object";
+	else
+		why = sa_take(&j, d);
+	if (why != NULL)
+		set_error(ld, m, "%s: %s", d->credentials_file, why);
+out:
+	json_free(&j);
+	if (b.data)
+		OPENSSL_cleanse(b.data, b.len);
+	buf_free(&b);
+	return why != NULL || ld->cause != NULL ? -1 : 0;
+}
+
+/* The credentials Bedrock and Vertex need: AWS keys (or a Bedrock API
+ * key), a service-account file (or a ready access token), a project. */
+static int
+deploy_cloud_auth(struct loader *ld, const config_setting_t *s,
+                  struct deploy_cfg *d)
+{
+	int aws = d->aws_access_key_id[0] || d->aws_secret_access_key[0];
+
+	if (d->provider == PROV_BEDROCK && aws &&
+	    (!d->aws_access_key_id[0] || !d->aws_secret_access_key[0]))
+		return ld_error(ld, s,
+		                "deployment '%s': aws_access_key_id and "
+		                "aws_secret_access_key go together",
+		                d->name);
+	if (d->provider == PROV_BEDROCK && !aws && !d->api_key[0])
+		return ld_error(ld, s,
+		                "deployment '%s': provider bedrock needs "
+		                "aws_access_key_id and aws_secret_access_key "
+		                "(or an api_key)",
+		                d->name);
+	if (d->provider != PROV_VERTEX)
+		return 0;
+	if (d->credentials_file[0] && deploy_sa(ld, s, d) == -1)
+		return -1;
+	if (!d->credentials_file[0] && !d->api_key[0])
+		return ld_error(ld, s,
+		                "deployment '%s': provider vertex needs a "
+		                "credentials_file (or an api_key holding an "
+		                "access token)",
+		                d->name);
+	if (d->project[0] == '\0')
+		return ld_error(ld, s,
+		                "deployment '%s': provider vertex needs a "
+		                "project",
+		                d->name);
+	return 0;
+}
+
 /* One element of `deployments`. */
 static int
 parse_deploy(struct loader *ld, const config_setting_t *s, int idx,
@@ -1698,8 +1977,10 @@ parse_deploy(struct loader *ld, const config_setting_t *s, int idx,
 	if (deploy_names(ld, s, idx, d) == -1 ||
 	    check_known(ld, s, CFG_SEC_DEPLOY, NULL, ld->ctx) == -1 ||
 	    read_section(ld, s, CFG_SEC_DEPLOY, d) == -1 ||
-	    deploy_check(ld, s, d) == -1 || deploy_provider(ld, s, d) == -1 ||
-	    deploy_key(ld, s, d) == -1 || deploy_files(ld, s, d) == -1 ||
+	    deploy_check(ld, s, d) == -1 ||
+	    deploy_cloud_names(ld, s, d) == -1 ||
+	    deploy_provider(ld, s, d) == -1 || deploy_key(ld, s, d) == -1 ||
+	    deploy_cloud_auth(ld, s, d) == -1 || deploy_files(ld, s, d) == -1 ||
 	    deploy_headers(ld, s, d) == -1 || deploy_params(ld, s, d) == -1)
 		return -1;
 	return 0;
@@ -2827,7 +3108,16 @@ cfg_free(struct cfg *cfg)
 
 		free(d->system_prompt_append);
 		free(d->params);
+		if (d->sa_private_key) {
+			OPENSSL_cleanse(d->sa_private_key,
+			                strlen(d->sa_private_key));
+			free(d->sa_private_key);
+		}
 		OPENSSL_cleanse(d->api_key, sizeof d->api_key);
+		OPENSSL_cleanse(d->aws_secret_access_key,
+		                sizeof d->aws_secret_access_key);
+		OPENSSL_cleanse(d->aws_session_token,
+		                sizeof d->aws_session_token);
 		OPENSSL_cleanse(d->headers, sizeof d->headers);
 	}
 	free(cfg->deploy);

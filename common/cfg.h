@@ -31,6 +31,8 @@ enum provider_kind {
 	PROV_AZURE,
 	PROV_ANTHROPIC,
 	PROV_GEMINI,
+	PROV_BEDROCK, /* AWS Bedrock: InvokeModel (Anthropic), Converse */
+	PROV_VERTEX,  /* Google Vertex AI: Claude and Gemini */
 	PROV__MAX
 };
 
@@ -98,6 +100,19 @@ struct deploy_cfg {
 	char region[CFG_NAME_MAX];  /* "" = none */
 	char pattern[128];          /* model names it serves, "" = none */
 	int price; /* index in cfg.prices for model, -1 = none */
+	/* bedrock (its AWS region is `region`) */
+	char aws_access_key_id[128];
+	char aws_secret_access_key[CFG_KEY_MAX]; /* secret */
+	char aws_session_token[4096];            /* secret, "" if none */
+	/* vertex */
+	char project[128];
+	char location[64];
+	char credentials_file[PATH_MAX];
+	/* the service account read from credentials_file at load */
+	char sa_email[256];
+	char sa_key_id[128];
+	char sa_token_uri[CFG_URL_MAX];
+	char *sa_private_key;       /* heap PEM, secret; NULL if none */
 	char *system_prompt_append; /* heap, NULL if none */
 	char *params;               /* heap JSON object text, NULL if none */
 	int nheaders;
@@ -280,6 +295,10 @@ void cfg_free(struct cfg *);
  * *why set to a static reason that never quotes the URL. */
 int cfg_url_split(const char *url, int *tls, char *host, size_t hostsz,
                   uint16_t *port, char *path, size_t pathsz, const char **why);
+
+/* The Host header value for d's base_url (the port only when it is not
+ * the scheme's), as the upstream client sends it and SigV4 signs it. */
+void cfg_host_header(const struct deploy_cfg *, char *out, size_t size);
 
 /* Group id of a group name or number (getgrnam: start-up and reload only),
  * or -1 if there is no such group. */

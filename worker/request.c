@@ -29,8 +29,10 @@
 
 #include "common/backoff.h"
 #include "common/clock.h"
+#include "common/evstream.h"
 #include "common/log.h"
 #include "common/spend.h"
+#include "worker/gauth.h"
 #include "worker/ident.h"
 #include "worker/ingress.h"
 #include "worker/limits.h"
@@ -65,8 +67,11 @@ struct attempt {
 	struct buf out;  /* translated, not yet sent */
 	struct buf text; /* content text this attempt produced */
 	struct sse sse;
+	struct evs evs; /* for PROV_FRAME_EVENTSTREAM providers */
 	struct stream_state ss;
 	struct event ev_timer; /* attempt / first token / idle */
+	struct gauth_wait gw;  /* waiting for an access token */
+	char bearer[2560];     /* the access token sent, "" if none */
 	struct {
 		int active;
 		int d;
@@ -81,6 +86,8 @@ struct attempt {
 		int streaming, complete, in_stream_err;
 		int bad_events;   /* malformed events skipped */
 		int timed_out;    /* failed by its timer */
+		int auth_wait;    /* built, waiting for its access token */
+		int reauth;       /* a 401 to refresh the token for */
 		int prefill;      /* continues as an assistant prefill */
 		int splice;       /* holding a continuation's start */
 		size_t drop;      /* leading text bytes that repeat sent text */
@@ -119,6 +126,7 @@ struct req_st {
 	int n_unsupported;
 	int64_t ra_ms; /* the shortest upstream Retry-After seen, -1 */
 	uint64_t no_prefill[CFG_MAX_DEPLOY / 64]; /* refused a prefill */
+	uint64_t reauthed[CFG_MAX_DEPLOY / 64];   /* token refreshed on 401 */
 	int cut_d;         /* the deployment whose stream was cut, -1 */
 	char cut_msg[128]; /* why it was cut */
 	char build_err[160];
@@ -183,6 +191,7 @@ static void att_failed(struct attempt *, enum errclass, int status,
                        const char *msg, int64_t retry_after_ms,
                        int should_retry);
 static void req_finish(struct req *, const struct req_end *);
+static int att_reauth(struct attempt *);
 static void req_cut_abort(struct req *, const char *why);
 static void req_deadline(evutil_socket_t, short, void *);
 static void req_wait_cb(evutil_socket_t, short, void *);
@@ -248,6 +257,7 @@ req_destroy(struct req *r)
 	for (int i = 0; i < 2; i++) {
 		att_bufs(&r->att[i], buf_free);
 		sse_free(&r->att[i].sse);
+		evs_free(&r->att[i].evs);
 	}
 	buf_free(&r->canon);
 	buf_free(&r->out);
@@ -558,6 +568,8 @@ att_stop(struct attempt *a)
 		up_abort(a->st.up);
 		a->st.up = NULL;
 	}
+	gauth_cancel(&a->gw);
+	a->st.auth_wait = 0;
 	event_del(&a->ev_timer);
 	a->st.active = 0;
 }
@@ -606,6 +618,7 @@ req_release(struct req *r)
 
 		att_cancel(a, "request finished");
 		sse_reset(&a->sse);
+		evs_reset(&a->evs);
 		att_bufs(a, buf_recycle);
 	}
 	req_unhook(r);
@@ -767,6 +780,9 @@ att_timeout(evutil_socket_t fd, short ev, void *arg)
 		up_abort(a->st.up);
 		a->st.up = NULL;
 	}
+	if (a->st.auth_wait)
+		snprintf(msg, sizeof msg, "no access token after %d ms",
+		         att_ms(a));
 	a->st.timed_out = 1;
 	att_failed(a, EC_TRANSIENT, 0, msg, -1, -1);
 }
@@ -799,7 +815,7 @@ att_native(const struct req *r, const struct provider *p,
 {
 	int f = r->s.ig->fmt;
 
-	if (f <= 0 || (p->formats & PROV_FMT(f)) == 0)
+	if (f <= 0 || (provider_formats(p, d) & PROV_FMT(f)) == 0)
 		return 0;
 	return f != FMT_RESPONSES || d->responses_api ||
 	       strcmp(d->host, "api.openai.com") == 0;
@@ -834,7 +850,8 @@ att_build(struct req *r, struct attempt *a, int d)
 	    .fwd_headers = a->st.native && r->fwd.len ? r->fwd.data : NULL,
 	    .resume_text = a->st.resume ? r->sent_text.data : NULL,
 	    .resume_len = a->st.resume ? r->sent_text.len : 0,
-	    .resume_prefill = a->st.prefill};
+	    .resume_prefill = a->st.prefill,
+	    .now = clock_wall_ms() / 1000};
 	buf_reset(&a->po.path);
 	buf_reset(&a->po.headers);
 	buf_reset(&a->po.body);
@@ -858,12 +875,89 @@ att_reset(struct req *r, struct attempt *a, int d, int hedge)
 	buf_reset(&a->out);
 	buf_reset(&a->text);
 	sse_reset(&a->sse);
+	evs_reset(&a->evs);
+	a->bearer[0] = '\0';
 	stream_state_free(&a->ss);
 	memset(&a->ss, 0, sizeof a->ss);
 	a->ss.include_usage = r->s.include_usage;
 	a->ss.role_sent = a->st.resume;
 	if (r->s.stream && r->s.groups[0]->stream_resume == RESUME_CONTINUE)
 		a->ss.text = &a->text;
+}
+
+/* Send attempt a's built request (with its access token, if any). 0, or
+ * -1 when it could not be sent (a failed through att_failed). */
+static int
+att_send(struct attempt *a)
+{
+	struct req *r = a->r;
+
+	if (a->bearer[0])
+		buf_printf(&a->po.headers, "Authorization: Bearer %s\r\n",
+		           a->bearer);
+	a->st.up = up_request(
+	    r->w->pools[a->st.d], "POST", a->po.path.data, a->po.path.len,
+	    a->po.headers.data ? a->po.headers.data : "", a->po.headers.len,
+	    a->po.body.data ? a->po.body.data : "", a->po.body.len, &up_cbs, a);
+	/* copied into the connection: hold no memory in a request that may
+	 * stay open for minutes */
+	buf_free(&a->po.path);
+	buf_free(&a->po.headers);
+	buf_free(&a->po.body);
+	if (a->st.up == NULL) {
+		att_failed(a, EC_TRANSIENT, 0, "out of memory", -1, -1);
+		return -1;
+	}
+	return 0;
+}
+
+/* Keep the access token to send, or -1 if it does not fit a header. */
+static int
+att_bearer(struct attempt *a, const char *token)
+{
+	size_t n = token ? strlen(token) : 0;
+
+	if (n >= sizeof a->bearer)
+		return -1;
+	memcpy(a->bearer, token ? token : "", n + 1);
+	return 0;
+}
+
+/* The access token arrived (or the exchange failed): send, or fail. */
+static void
+att_token_cb(void *arg, const char *token, enum errclass cls, const char *msg)
+{
+	struct attempt *a = arg;
+
+	a->st.auth_wait = 0;
+	if (token == NULL || att_bearer(a, token) == -1) {
+		att_failed(a, token ? EC_AUTH : cls, 0,
+		           token ? "access token too long" : msg, -1, -1);
+		return;
+	}
+	(void)att_send(a);
+}
+
+/* Get the access token d's account needs, if any: at once, or by waiting
+ * for the exchange in flight (auth_wait). -1 when none can be had (a
+ * failed through att_failed, as an auth failure). */
+static int
+att_auth(struct attempt *a)
+{
+	const char *token;
+	char msg[160];
+	int rc = gauth_token(a->r->w->gauth, a->st.d, &a->gw, att_token_cb, a,
+	                     &token, msg, sizeof msg);
+
+	if (rc == 0) {
+		a->st.auth_wait = 1;
+		return 0;
+	}
+	if (rc == 1 && att_bearer(a, token) == 0)
+		return 0;
+	att_failed(a, EC_AUTH, 0, rc == 1 ? "access token too long" : msg, -1,
+	           -1);
+	return -1;
 }
 
 /*
@@ -906,19 +1000,8 @@ att_start(struct req *r, int d, int hedge)
 	log_debug("%s attempt %d on %s%s%s", r->s.id, r->s.attempts,
 	          dname(r, d), hedge ? " (hedge)" : "",
 	          a->st.resume ? " (continuing)" : "");
-	a->st.up = up_request(
-	    w->pools[d], "POST", a->po.path.data, a->po.path.len,
-	    a->po.headers.data ? a->po.headers.data : "", a->po.headers.len,
-	    a->po.body.data ? a->po.body.data : "", a->po.body.len, &up_cbs, a);
-	/* copied into the connection: hold no memory in a request that may
-	 * stay open for minutes */
-	buf_free(&a->po.path);
-	buf_free(&a->po.headers);
-	buf_free(&a->po.body);
-	if (a->st.up == NULL) {
-		att_failed(a, EC_TRANSIENT, 0, "out of memory", -1, -1);
+	if (att_auth(a) == -1 || (!a->st.auth_wait && att_send(a) == -1))
 		return -1;
-	}
 	att_arm(a);
 	if (!hedge && !r->s.hedged && r->s.phase != REQ_STREAMING &&
 	    (hd = route_hedge_delay(w, r->s.groups[0], d)) >= 0)
@@ -1460,6 +1543,8 @@ att_failed(struct attempt *a, enum errclass cls, int status, const char *msg,
 		req_midstream_failure(r, a->st.d, msg);
 		return;
 	}
+	if (att_reauth(a) == 0)
+		return;
 	if (ra_ms >= 0 && (r->s.ra_ms < 0 || ra_ms < r->s.ra_ms))
 		r->s.ra_ms = ra_ms;
 	if (cls == EC_RATE_LIMITED)
@@ -1487,6 +1572,47 @@ att_failed(struct attempt *a, enum errclass cls, int status, const char *msg,
 	req_next(r);
 }
 
+/* A 401 on a deployment that sent a service account's token: the token
+ * may have been revoked or expired early. The first time in a request
+ * the token is dropped and the failure counted as transient (the
+ * deployment is not to blame), and att_failed tries d again with a fresh
+ * token. */
+static void
+att_reauth_check(struct attempt *a, struct upstream_error *e)
+{
+	struct req *r = a->r;
+	int d = a->st.d;
+
+	if (e->status != 401 || !a->bearer[0] ||
+	    (r->s.reauthed[d / 64] & (1ULL << (d % 64))))
+		return;
+	if (!gauth_invalidate(r->w->gauth, d, a->bearer))
+		return;
+	r->s.reauthed[d / 64] |= 1ULL << (d % 64);
+	a->st.reauth = 1;
+	e->cls = EC_TRANSIENT;
+	snprintf(e->message + strlen(e->message),
+	         sizeof e->message - strlen(e->message),
+	         " (access token refused; retrying with a fresh one)");
+}
+
+/* After a refused token: d again, with a fresh token. 0 if under way. */
+static int
+att_reauth(struct attempt *a)
+{
+	struct req *r = a->r;
+	int d = a->st.d;
+
+	if (!a->st.reauth)
+		return -1;
+	log_info("%s %s refused the access token; retrying with a new one",
+	         r->s.id, dname(r, d));
+	if (att_start(r, d, 0) == 0 || r->s.phase == REQ_DONE ||
+	    r->att[0].st.active || r->att[1].st.active)
+		return 0;
+	return -1;
+}
+
 /* Classify an upstream error reply and fail the attempt with it. */
 static void
 att_upstream_error(struct attempt *a)
@@ -1496,8 +1622,15 @@ att_upstream_error(struct attempt *a)
 	memset(e, 0, sizeof *e);
 	e->retry_after_ms = a->st.resp.retry_after_ms;
 	e->should_retry = a->st.resp.should_retry;
-	classify_http(a->st.resp.status, a->rbody.data ? a->rbody.data : "",
-	              a->rbody.len, e);
+	if (a->st.prov->classify)
+		a->st.prov->classify(
+		    &a->st.pc, a->st.resp.status, a->st.resp.error_type,
+		    a->rbody.data ? a->rbody.data : "", a->rbody.len, e);
+	else
+		classify_http(a->st.resp.status,
+		              a->rbody.data ? a->rbody.data : "", a->rbody.len,
+		              e);
+	att_reauth_check(a, e);
 	att_failed(a, e->cls, a->st.resp.status,
 	           e->message[0] ? e->message : "upstream error",
 	           e->retry_after_ms, e->should_retry);
@@ -1748,11 +1881,64 @@ static void
 up_on_headers(void *arg, const struct up_resp *resp)
 {
 	struct attempt *a = arg;
+	int framed = a->st.prov->framing == PROV_FRAME_EVENTSTREAM
+	                 ? resp->amz_eventstream
+	                 : resp->event_stream;
 
 	a->st.resp = *resp;
 	route_rate_headers(a->r->w, a->st.d, resp);
-	a->st.streaming =
-	    a->r->s.stream && resp->status / 100 == 2 && resp->event_stream;
+	a->st.streaming = a->r->s.stream && resp->status / 100 == 2 && framed;
+}
+
+/* One event stream message from the upstream, to the provider as an
+ * event (see PROV_FRAME_EVENTSTREAM): its :event-type, or "exception:"
+ * and its :exception-type, or "error:" and its :error-code. */
+static int
+att_evs_msg(void *arg, const struct evs_msg *m)
+{
+	char name[160];
+	const struct evs_str *t = &m->event_type;
+	const char *pre = "", *data = m->payload;
+	size_t dlen = m->plen;
+
+	if (m->message_type.n == 9 &&
+	    memcmp(m->message_type.p, "exception", 9) == 0) {
+		pre = "exception:";
+		t = &m->exception_type;
+	} else if (m->message_type.n == 5 &&
+	           memcmp(m->message_type.p, "error", 5) == 0) {
+		pre = "error:";
+		t = &m->error_code;
+		data = m->error_message.p ? m->error_message.p : "";
+		dlen = m->error_message.n;
+	}
+	snprintf(name, sizeof name, "%s%.*s", pre,
+	         (int)(t->n < 140 ? t->n : 140), t->p ? t->p : "");
+	return att_sse_event(arg, name, strlen(name), data ? data : "", dlen);
+}
+
+/* Feed stream bytes to the provider's framing: SSE or event stream. -1
+ * with e filled when the framing itself is broken. */
+static int
+att_feed(struct attempt *a, const char *p, size_t n)
+{
+	struct upstream_error *e = &a->r->s.uerr;
+	int rc;
+
+	if (a->st.prov->framing == PROV_FRAME_EVENTSTREAM) {
+		if ((rc = evs_feed(&a->evs, p, n, att_evs_msg, a)) == -1) {
+			e->cls = EC_TRANSIENT;
+			snprintf(e->message, sizeof e->message, "%s",
+			         a->evs.err);
+		}
+		return rc;
+	}
+	if ((rc = sse_feed(&a->sse, p, n, att_sse_event, a)) == -1) {
+		e->cls = EC_TRANSIENT;
+		snprintf(e->message, sizeof e->message,
+		         "malformed upstream stream");
+	}
+	return rc;
 }
 
 /* The first content reached us: this attempt wins; the timer now bounds
@@ -1787,13 +1973,8 @@ up_on_data(void *arg, const char *p, size_t n)
 			buf_add(&a->rbody, p, n);
 		return;
 	}
-	rc = sse_feed(&a->sse, p, n, att_sse_event, a);
+	rc = att_feed(a, p, n);
 	if (rc == -1 || a->st.in_stream_err) {
-		if (rc == -1) {
-			e->cls = EC_TRANSIENT;
-			snprintf(e->message, sizeof e->message,
-			         "malformed upstream stream");
-		}
 		att_failed(a, e->cls ? e->cls : EC_TRANSIENT, a->st.resp.status,
 		           e->message, e->retry_after_ms, -1);
 		return;
@@ -1963,7 +2144,8 @@ static const struct up_cbs up_cbs = {
 
 /* Feed the running attempt an upstream answer as if it had arrived from
  * the network (exported for unit tests): its connection is dropped, then
- * the headers (status, event_stream), the body and, if end, the end. */
+ * the headers (status; event_stream 1 for text/event-stream, 2 for an AWS
+ * event stream), the body and, if end, the end. */
 void
 req_test_upstream(struct req *r, int status, int event_stream, const char *body,
                   size_t n, int end)
@@ -1971,7 +2153,8 @@ req_test_upstream(struct req *r, int status, int event_stream, const char *body,
 	struct attempt *a = r->att[0].st.active ? &r->att[0] : &r->att[1];
 	struct up_resp resp = {.status = status,
 	                       .content_length = -1,
-	                       .event_stream = event_stream,
+	                       .event_stream = event_stream == 1,
+	                       .amz_eventstream = event_stream == 2,
 	                       .retry_after_ms = -1,
 	                       .should_retry = -1};
 

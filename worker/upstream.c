@@ -135,14 +135,7 @@ pool_new(struct event_base *base, struct evdns_base *dns,
 		free(p);
 		return NULL;
 	}
-	if ((d->tls && d->port == 443) || (!d->tls && d->port == 80))
-		snprintf(p->hosthdr, sizeof p->hosthdr, "%s", d->host);
-	else if (strchr(d->host, ':'))
-		snprintf(p->hosthdr, sizeof p->hosthdr, "[%s]:%u", d->host,
-		         d->port);
-	else
-		snprintf(p->hosthdr, sizeof p->hosthdr, "%s:%u", d->host,
-		         d->port);
+	cfg_host_header(d, p->hosthdr, sizeof p->hosthdr);
 	sin = (struct sockaddr_in *)&p->ss;
 	sin6 = (struct sockaddr_in6 *)&p->ss;
 	if (inet_pton(AF_INET, d->host, &sin->sin_addr) == 1) {
@@ -585,8 +578,13 @@ uc_header(struct upconn *c, char *line)
 			c->resp.keepalive = 0;
 		else if (strcasestr(v, "keep-alive"))
 			c->resp.keepalive = 1;
-	} else if (strcasecmp(line, "content-type") == 0)
+	} else if (strcasecmp(line, "content-type") == 0) {
 		c->resp.event_stream = strcasestr(v, "event-stream") != NULL;
+		c->resp.amz_eventstream =
+		    strcasestr(v, "vnd.amazon.eventstream") != NULL;
+	} else if (strcasecmp(line, "x-amzn-errortype") == 0)
+		snprintf(c->resp.error_type, sizeof c->resp.error_type, "%.*s",
+		         (int)strcspn(v, ":"), v);
 	else if (strcasecmp(line, "x-should-retry") == 0)
 		c->resp.should_retry = strcasecmp(v, "true") == 0;
 	else if (strcasecmp(line, "retry-after-ms") == 0 ||
@@ -639,7 +637,7 @@ uc_headers_done(struct upconn *c)
 	c->in_cb--;
 	if (c->dead)
 		return;
-	if (c->resp.event_stream) /* bytes came back: no resend, free it */
+	if (c->resp.event_stream || c->resp.amz_eventstream) /* no resend */
 		buf_free(&c->reqbytes);
 	if (st == 204 || st == 304)
 		c->pstate = P_DONE;

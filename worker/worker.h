@@ -92,6 +92,7 @@ struct worker {
 	int *slot_of;        /* config index -> table slot */
 	int *client_slot;    /* client index -> table record (limits.c) */
 	struct pool **pools; /* per config index */
+	struct gauth *gauth; /* service-account tokens, NULL if none */
 	int index;           /* worker column in the table */
 	int nlisten;
 	int listen_fd[8];
