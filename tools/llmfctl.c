@@ -1374,8 +1374,8 @@ ctl_spend_args(struct ctl *c, int *by, uint32_t *since, int *json)
 }
 
 /* The ledger's rows merged with the spend file's (named in the table's
- * header): 0, or -1 after an error (a file that cannot be read is
- * reported and the ledger alone used). */
+ * header); a file that cannot be read is reported and the ledger alone
+ * used. */
 static void
 ctl_spend_rows(struct ctl *c, struct spend_set *all)
 {
