@@ -406,6 +406,7 @@ static const char *const ev_names[SHM_EV__MAX] = {
     [SHM_EV_ADMIN] = "admin",
     [SHM_EV_RELOAD] = "reload",
     [SHM_EV_BUDGET] = "budget_spent",
+    [SHM_EV_FLEET] = "fleet",
 };
 
 /* Name of an event type. */
