@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <grp.h>
+#include <pwd.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -55,6 +56,8 @@ static const char *const affinity_names[] = {"off", "session", NULL};
 static const char *const tie_names[] = {"random", "cost", NULL};
 static const char *const protocol_names[] = {"chat", "embeddings", "messages",
                                              "responses", NULL};
+static const char *const prio_names[] = {"low", "normal", "high", NULL};
+static const char *const default_client_names[] = {"allow", "deny", NULL};
 
 _Static_assert(sizeof(((struct cfg *)0)->listen) <=
                    sizeof(((struct sockaddr_un *)0)->sun_path),
@@ -64,6 +67,7 @@ _Static_assert(sizeof(((struct cfg *)0)->listen) <=
 #define IN_CFG(m)    FIELD(struct cfg, m)
 #define IN_DEPLOY(m) FIELD(struct deploy_cfg, m)
 #define IN_GROUP(m)  FIELD(struct group_cfg, m)
+#define IN_CLIENT(m) FIELD(struct client_cfg, m)
 #define OVERRIDE(m)                                                            \
 	.dep_off = offsetof(struct deploy_cfg, m),                             \
 	.dep_size = sizeof(((struct deploy_cfg *)0)->m)
@@ -147,6 +151,27 @@ const struct cfg_setting cfg_settings[] = {
      IN_CFG(max_headers), .def = "100",
      .doc = "Most header fields in a request; more are answered 431 at "
             "once.\nFolded (obs-fold) header lines are refused with 400."},
+    {"default_client", CFG_SEC_DAEMON, CFG_ENUM, IN_CFG(default_client),
+     .def = "allow", .names = default_client_names,
+     .doc = "What a caller that matches no entry of\n.Ic clients\ngets:\n"
+            ".Cm allow\nserves it as the client\n.Qq default\n(without "
+            "limits unless an entry of that name sets them);\n.Cm deny\n"
+            "refuses it, 403 on the Unix socket and 401 on TCP (see\n"
+            ".Sx CLIENTS ) ."},
+    {"tcp_require_key", CFG_SEC_DAEMON, CFG_BOOL, IN_CFG(tcp_require_key),
+     .def = "false",
+     .doc = "Requests on the TCP listener must carry a configured virtual "
+            "key, as\n.Ql Authorization: Bearer KEY\nor\n.Ql x-api-key ;\n"
+            "a missing or unknown key is answered 401.\nWith\n"
+            ".Ic default_client\nset to\n.Cm deny\nthey must anyway."},
+    {"state_dir", CFG_SEC_DAEMON, CFG_PATH, IN_CFG(state_dir), .def = "",
+     .doc = "Directory of the spend file\n.Pa spend ,\nwhich keeps what "
+            "each client, deployment and model spent per day across "
+            "restarts and reloads, so that budgets hold.\nThe master "
+            "writes it atomically once a second while spend changes, and "
+            "at exit; it is created (mode 0750) if missing.\nEmpty: spend "
+            "is kept in the health table only and starts from zero at "
+            "each start."},
 
     {"strategy", CFG_SEC_ROUTER, CFG_ENUM, IN_CFG(strategy), .def = "ordered",
      .names = strategy_names, .parse = cfg_strategy_parse,
@@ -347,6 +372,47 @@ const struct cfg_setting cfg_settings[] = {
             "deployment cannot take it (see\n.Sx ROUTING ) ."},
     {"tie_break", CFG_SEC_GROUP, CFG_ENUM, IN_GROUP(tie_break), .def = NULL,
      .names = tie_names, .doc = "As in the router."},
+
+    OTHER("name", CFG_SEC_CLIENT),
+    OTHER("uid", CFG_SEC_CLIENT),
+    OTHER("gid", CFG_SEC_CLIENT),
+    OTHER("key_sha256", CFG_SEC_CLIENT),
+    OTHER("groups", CFG_SEC_CLIENT),
+    {"rpm", CFG_SEC_CLIENT, CFG_LONG, .min = 0, .max = LONG_MAX, IN_CLIENT(rpm),
+     .def = "0",
+     .doc = "Requests per minute the client may make (a wall-clock minute, "
+            "over all workers); more are answered 429 with\n"
+            ".Ql Retry-After\nuntil the next minute.\n0: unlimited."},
+    {"tpm", CFG_SEC_CLIENT, CFG_LONG, .min = 0, .max = LONG_MAX, IN_CLIENT(tpm),
+     .def = "0",
+     .doc = "Tokens per minute (prompt and completion, as the upstreams "
+            "report them); once the minute's tokens reach it, requests are "
+            "answered 429 until the next minute.\n0: unlimited."},
+    {"max_concurrent", CFG_SEC_CLIENT, CFG_INT, .min = 0, .max = INT_MAX,
+     IN_CLIENT(max_concurrent), .def = "0",
+     .doc = "Requests of the client in flight at once, over all workers; "
+            "one more is answered 429.\n0: unlimited."},
+    {"priority", CFG_SEC_CLIENT, CFG_ENUM, IN_CLIENT(priority), .def = "normal",
+     .names = prio_names,
+     .doc = "Its requests' class when capacity is short (every candidate "
+            "cooling down or at its rate limit):\n.Cm high\nrequests "
+            "wait and are served first,\n.Cm normal\nones wait behind "
+            "them, and\n.Cm low\nones are shed at once with 429 and\n"
+            ".Ql Retry-After .\nA rule of\n.Ic routes\nmay set a "
+            "request's class instead."},
+    {"daily_budget_usd", CFG_SEC_CLIENT, CFG_DOUBLE, .min = 0, .max = 999999,
+     IN_CLIENT(daily_budget_usd), .def = "0",
+     .doc = "US dollars the client may spend per UTC day, priced by\n"
+            ".Ic prices ;\nonce spent, its requests are answered 429 "
+            "with the reset time in the message and\n.Ql Retry-After .\n"
+            "0: no budget."},
+    {"monthly_budget_usd", CFG_SEC_CLIENT, CFG_DOUBLE, .min = 0, .max = 999999,
+     IN_CLIENT(monthly_budget_usd), .def = "0",
+     .doc = "The same per UTC calendar month.\n0: no budget."},
+    {"region", CFG_SEC_CLIENT, CFG_STRING, IN_CLIENT(region), .def = "",
+     .doc = "A region every request of the client requires (after a "
+            "rule's, before the\n.Ql x-llmfd-region\nheader; see\n"
+            ".Sx ROUTING ) ;\nempty: none."},
     {"redis", CFG_SEC_FLEET, CFG_STRING, IN_CFG(fleet_redis),
      .def = "127.0.0.1:6379",
      .doc = "The Redis server the fleet shares,\n.Qq address:port\nwith a "
@@ -2299,9 +2365,12 @@ get_price(struct loader *ld, const config_setting_t *g, const char *name,
 static int
 parse_price(struct loader *ld, const config_setting_t *s, int idx)
 {
-	static const char *const keys[] = {"model", "input_per_mtok",
+	static const char *const keys[] = {"model",
+	                                   "input_per_mtok",
 	                                   "output_per_mtok",
-	                                   "cached_input_per_mtok", NULL};
+	                                   "cached_input_per_mtok",
+	                                   "cache_write_per_mtok",
+	                                   NULL};
 	struct price_cfg *p = &ld->cfg->prices[idx];
 	int r;
 
@@ -2330,10 +2399,13 @@ parse_price(struct loader *ld, const config_setting_t *s, int idx)
 	     ld_error(ld, s, "%s: output_per_mtok is required", ld->ctx) == -1))
 		return -1;
 	p->cached_input_per_mtok = p->input_per_mtok;
-	return get_price(ld, s, "cached_input_per_mtok",
-	                 &p->cached_input_per_mtok) == -1
-	           ? -1
-	           : 0;
+	p->cache_write_per_mtok = p->input_per_mtok;
+	if (get_price(ld, s, "cached_input_per_mtok",
+	              &p->cached_input_per_mtok) == -1 ||
+	    get_price(ld, s, "cache_write_per_mtok",
+	              &p->cache_write_per_mtok) == -1)
+		return -1;
+	return 0;
 }
 
 /* Whether s is a name clients may send as a model: printable, no spaces,
@@ -2574,10 +2646,14 @@ rule_match(struct loader *ld, const config_setting_t *s, struct rule_cfg *r)
 	    rule_meta(ld, m, r) == -1 || rule_headers(ld, m, r) == -1 ||
 	    rule_protocols(ld, m, r) == -1)
 		return -1;
-	if ((c = config_setting_get_member(m, "client")) != NULL)
+	if (get_strbuf(ld, m, "client", r->client, sizeof r->client) == -1)
+		return -1;
+	if ((c = config_setting_get_member(m, "client")) != NULL &&
+	    cfg_find_client(ld->cfg, r->client) < 0)
 		return set_error(ld, c,
-		                 "client identity is not configured (no "
-		                 "clients section)");
+		                 "no client named '%s' (see the clients "
+		                 "section)",
+		                 r->client);
 	ld_context(ld, ".", "%s", ctx);
 	return 0;
 }
@@ -2605,7 +2681,11 @@ rule_actions(struct loader *ld, const config_setting_t *s, struct rule_cfg *r)
 	                            "group", r->group) == -1) ||
 	    get_str_list(ld, s, "fallbacks", sizeof *r->fallbacks,
 	                 (char **)&r->fallbacks, &r->nfallbacks) == -1 ||
-	    get_strbuf(ld, s, "region", r->region, sizeof r->region) == -1)
+	    get_strbuf(ld, s, "region", r->region, sizeof r->region) == -1 ||
+	    get_enum(ld, s,
+	             &(const struct cfg_setting){.name = "priority",
+	                                         .names = prio_names},
+	             &r->priority) == -1)
 		return -1;
 	m = config_setting_get_member(s, "fallbacks");
 	for (int i = 0; i < r->nfallbacks; i++)
@@ -2615,10 +2695,11 @@ rule_actions(struct loader *ld, const config_setting_t *s, struct rule_cfg *r)
 	if (m != NULL && !region_known(ld->cfg, r->region))
 		return ld_error(ld, m, "%s: no deployment is in region '%s'",
 		                ld->ctx, r->region);
-	if (r->group[0] == '\0' && r->nfallbacks == 0 && r->region[0] == '\0')
+	if (r->group[0] == '\0' && r->nfallbacks == 0 && r->region[0] == '\0' &&
+	    r->priority < 0)
 		return ld_error(ld, s,
-		                "%s: does nothing (set group, fallbacks or "
-		                "region)",
+		                "%s: does nothing (set group, fallbacks, "
+		                "region or priority)",
 		                ld->ctx);
 	return 0;
 }
@@ -2627,8 +2708,8 @@ rule_actions(struct loader *ld, const config_setting_t *s, struct rule_cfg *r)
 static int
 parse_rule(struct loader *ld, const config_setting_t *s, int idx)
 {
-	static const char *const keys[] = {"match", "group", "fallbacks",
-	                                   "region", NULL};
+	static const char *const keys[] = {"match",  "group",    "fallbacks",
+	                                   "region", "priority", NULL};
 	struct rule_cfg *r = &ld->cfg->rules[idx];
 
 	ld_context(ld, ".", "routes[%d]", idx);
@@ -2636,6 +2717,7 @@ parse_rule(struct loader *ld, const config_setting_t *s, int idx)
 		return ld_error(ld, s, "%s: expected a group { ... }", ld->ctx);
 	ld->cfg->nrule = idx + 1;
 	r->line = config_setting_source_line(s);
+	r->priority = -1;
 	if (check_known(ld, s, -1, keys, ld->ctx) == -1 ||
 	    rule_match(ld, s, r) == -1)
 		return -1;
@@ -2660,6 +2742,324 @@ parse_list(struct loader *ld, const config_setting_t *root, const char *what,
 		if (fn(ld, config_setting_get_elem(list, (unsigned)i), i) == -1)
 			return -1;
 	return 0;
+}
+
+/* ---- clients ---- */
+
+/* Value of a hex digit, or -1. */
+static int
+hex_val(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = (char)tolower((unsigned char)c);
+	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Decode 64 hex digits into 32 bytes; -1 if v is not that. */
+static int
+hex_sha256(const char *v, unsigned char out[32])
+{
+	if (strlen(v) != 64)
+		return -1;
+	for (int i = 0; i < 32; i++) {
+		int hi = hex_val(v[2 * i]), lo = hex_val(v[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[i] = (unsigned char)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+/* A client's key_sha256: one hash or a list of them (rotation), each 64
+ * hex digits. Messages never quote a value. */
+static int
+client_keys(struct loader *ld, const config_setting_t *s, struct client_cfg *c)
+{
+	config_setting_t *m = config_setting_get_member(s, "key_sha256"), *e;
+	const char *v;
+	int n, one;
+
+	if (m == NULL)
+		return 0;
+	one = config_setting_type(m) == CONFIG_TYPE_STRING;
+	if (!one && config_setting_type(m) != CONFIG_TYPE_ARRAY &&
+	    config_setting_type(m) != CONFIG_TYPE_LIST)
+		return set_error(ld, m,
+		                 "expected a SHA-256 hash (64 hex "
+		                 "digits) or a list of them");
+	n = one ? 1 : config_setting_length(m);
+	if (n > CFG_MAX_KEYS)
+		return set_error(ld, m, "too many keys (at most %d)",
+		                 CFG_MAX_KEYS);
+	for (int i = 0; i < n; i++) {
+		e = one ? m : config_setting_get_elem(m, (unsigned)i);
+		if (config_setting_type(e) != CONFIG_TYPE_STRING ||
+		    expand(ld, e, "key_sha256", config_setting_get_string(e),
+		           &v) == -1)
+			return ld->cause ? -1
+			                 : set_error(ld, m,
+			                             "expected "
+			                             "strings");
+		if (hex_sha256(v, c->key_sha256[i]) == -1)
+			return set_error(
+			    ld, m,
+			    "expected the SHA-256 of the key as 64 "
+			    "hex digits (printf %%s \"$KEY\" | "
+			    "sha256sum)");
+		c->nkeys = i + 1;
+	}
+	return 0;
+}
+
+/* uid or gid of a client: a number, or a user / group name looked up at
+ * load. *out stays -1 when absent. */
+static int
+client_id(struct loader *ld, const config_setting_t *s, const char *name,
+          long *out)
+{
+	config_setting_t *m = config_setting_get_member(s, name);
+	struct passwd *pw;
+	long long v;
+	const char *n;
+	int gid;
+
+	*out = -1;
+	if (m == NULL)
+		return 0;
+	if (config_setting_type(m) == CONFIG_TYPE_INT ||
+	    config_setting_type(m) == CONFIG_TYPE_INT64) {
+		v = config_setting_get_int64(m);
+		if (v < 0 || v >= (long long)UINT32_MAX)
+			return set_error(ld, m, "must be between 0 and %lu",
+			                 (unsigned long)UINT32_MAX - 1);
+		*out = (long)v;
+		return 0;
+	}
+	if (config_setting_type(m) != CONFIG_TYPE_STRING)
+		return set_error(ld, m, "expected a number or a name");
+	n = config_setting_get_string(m);
+	if (strcmp(name, "uid") == 0) {
+		if ((pw = getpwnam(n)) == NULL)
+			return set_error(ld, m, "no such user '%s'", n);
+		*out = (long)pw->pw_uid;
+	} else {
+		if ((gid = cfg_group_id(n)) == -1)
+			return set_error(ld, m, "no such group '%s'", n);
+		*out = gid;
+	}
+	return 0;
+}
+
+/* A client's groups: patterns of the deployment groups it may use; a name
+ * without `*` must be a group. */
+static int
+client_groups(struct loader *ld, const config_setting_t *s,
+              struct client_cfg *c)
+{
+	config_setting_t *m = config_setting_get_member(s, "groups");
+
+	if (get_str_list(ld, s, "groups", sizeof *c->groups,
+	                 (char **)&c->groups, &c->ngroups) == -1)
+		return -1;
+	if (m != NULL && c->ngroups == 0)
+		return set_error(ld, m, "must name at least one group");
+	for (int i = 0; i < c->ngroups; i++)
+		if (strchr(c->groups[i], '*') == NULL &&
+		    group_index(ld->cfg, c->groups[i]) == -1)
+			return set_error(ld, m, "no group named '%s'",
+			                 c->groups[i]);
+	return 0;
+}
+
+/* Refuse a client whose uid, gid or a key is another's: the first would
+ * always win. */
+static int
+client_unique(struct loader *ld, const config_setting_t *s, int idx)
+{
+	const struct client_cfg *c = &ld->cfg->clients[idx], *o;
+
+	for (int i = 0; i < idx; i++) {
+		o = &ld->cfg->clients[i];
+		if (c->uid >= 0 && c->uid == o->uid)
+			return ld_error(ld, config_setting_get_member(s, "uid"),
+			                "%s: uid %ld is already client '%s''s "
+			                "(line %d)",
+			                ld->ctx, c->uid, o->name, o->line);
+		if (c->gid >= 0 && c->gid == o->gid)
+			return ld_error(ld, config_setting_get_member(s, "gid"),
+			                "%s: gid %ld is already client '%s''s "
+			                "(line %d)",
+			                ld->ctx, c->gid, o->name, o->line);
+		for (int a = 0; a < c->nkeys; a++)
+			for (int b = 0; b < o->nkeys; b++)
+				if (memcmp(c->key_sha256[a], o->key_sha256[b],
+				           32) == 0)
+					return ld_error(
+					    ld,
+					    config_setting_get_member(
+					        s, "key_sha256"),
+					    "%s: a key hash is also client "
+					    "'%s''s (line %d)",
+					    ld->ctx, o->name, o->line);
+	}
+	return 0;
+}
+
+/* Cross-checks of one client: the "default" entry has no identity, a
+ * region must exist. */
+static int
+client_check(struct loader *ld, const config_setting_t *s,
+             const struct client_cfg *c)
+{
+	config_setting_t *m;
+
+	if (strcmp(c->name, CFG_DEFAULT_CLIENT) == 0) {
+		if (ld->cfg->default_client == DEFCLIENT_DENY)
+			return ld_error(
+			    ld, s,
+			    "%s: daemon.default_client is \"deny\", "
+			    "so this entry would never apply",
+			    ld->ctx);
+		if (c->uid >= 0 || c->gid >= 0 || c->nkeys > 0)
+			return ld_error(
+			    ld, s,
+			    "%s: takes callers that match no other "
+			    "client; it has no uid, gid or key_sha256",
+			    ld->ctx);
+	} else if (c->uid < 0 && c->gid < 0 && c->nkeys == 0)
+		return ld_error(ld, s,
+		                "%s: set uid, gid or key_sha256 (nothing would "
+		                "identify it)",
+		                ld->ctx);
+	m = config_setting_get_member(s, "region");
+	if (c->region[0] != '\0' && !region_known(ld->cfg, c->region))
+		return ld_error(ld, m, "%s: no deployment is in region '%s'",
+		                ld->ctx, c->region);
+	return 0;
+}
+
+/* One element of `clients`. */
+static int
+parse_client(struct loader *ld, const config_setting_t *s, int idx)
+{
+	struct client_cfg *c = &ld->cfg->clients[idx];
+	config_setting_t *m;
+	int r;
+
+	ld_context(ld, ".", "clients[%d]", idx);
+	if (config_setting_type(s) != CONFIG_TYPE_GROUP)
+		return ld_error(ld, s, "%s: expected a group { ... }", ld->ctx);
+	ld->cfg->nclient = idx + 1;
+	set_defaults(CFG_SEC_CLIENT, c);
+	c->line = config_setting_source_line(s);
+	if ((r = get_strbuf(ld, s, "name", c->name, sizeof c->name)) == -1)
+		return -1;
+	if (r == 0)
+		return ld_error(ld, s, "%s: name is required", ld->ctx);
+	m = config_setting_get_member(s, "name");
+	if (!valid_name(c->name))
+		return ld_error(ld, m,
+		                "%s: invalid name (use A-Z a-z 0-9 . _ : -, at "
+		                "most %d)",
+		                ld->ctx, CFG_NAME_MAX - 1);
+	for (int i = 0; i < idx; i++)
+		if (strcmp(ld->cfg->clients[i].name, c->name) == 0)
+			return ld_error(ld, m,
+			                "client '%s': duplicate name (first at "
+			                "line %d)",
+			                c->name, ld->cfg->clients[i].line);
+	ld_context(ld, ": ", "client '%s'", c->name);
+	if (check_known(ld, s, CFG_SEC_CLIENT, NULL, ld->ctx) == -1 ||
+	    read_section(ld, s, CFG_SEC_CLIENT, c) == -1 ||
+	    client_id(ld, s, "uid", &c->uid) == -1 ||
+	    client_id(ld, s, "gid", &c->gid) == -1 ||
+	    client_keys(ld, s, c) == -1 || client_groups(ld, s, c) == -1 ||
+	    client_check(ld, s, c) == -1)
+		return -1;
+	return client_unique(ld, s, idx);
+}
+
+/* Whether some client has a key. */
+static int
+clients_have_keys(const struct cfg *cfg)
+{
+	for (int i = 0; i < cfg->nclient; i++)
+		if (cfg->clients[i].nkeys > 0)
+			return 1;
+	return 0;
+}
+
+/* The clients list, then the implicit "default" client when callers that
+ * match none are allowed and no entry configures it. */
+static int
+parse_clients(struct loader *ld, const config_setting_t *root)
+{
+	struct cfg *cfg = ld->cfg;
+	config_setting_t *list;
+	struct client_cfg *d;
+	int n = 0;
+
+	if (get_section(ld, root, "clients", CONFIG_TYPE_LIST, &list) == -1)
+		return -1;
+	if (list != NULL)
+		n = config_setting_length(list);
+	if (n + 1 > CFG_MAX_CLIENTS)
+		return ld_error(ld, list, "clients: too many (at most %d)",
+		                CFG_MAX_CLIENTS - 1);
+	cfg->clients = xcalloc((size_t)n + 1, sizeof *cfg->clients);
+	for (int i = 0; i < n; i++)
+		if (parse_client(ld, config_setting_get_elem(list, (unsigned)i),
+		                 i) == -1)
+			return -1;
+	if (cfg->tcp_require_key && !clients_have_keys(cfg))
+		return ld_error(
+		    ld,
+		    config_setting_get_member(
+		        config_setting_get_member(root, "daemon"),
+		        "tcp_require_key"),
+		    "daemon.tcp_require_key: no client has a key_sha256, so "
+		    "every TCP request would be refused");
+	cfg->def_client = cfg_find_client(cfg, CFG_DEFAULT_CLIENT);
+	if (cfg->def_client >= 0 || cfg->default_client == DEFCLIENT_DENY)
+		return 0;
+	d = &cfg->clients[cfg->nclient];
+	set_defaults(CFG_SEC_CLIENT, d);
+	snprintf(d->name, sizeof d->name, "%s", CFG_DEFAULT_CLIENT);
+	d->uid = d->gid = -1;
+	d->implicit = 1;
+	cfg->def_client = cfg->nclient++;
+	return 0;
+}
+
+/* The client called name, or -1. */
+int
+cfg_find_client(const struct cfg *cfg, const char *name)
+{
+	for (int i = 0; i < cfg->nclient; i++)
+		if (strcmp(cfg->clients[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+/* Whether client c may use deployment group g. */
+int
+cfg_client_allows(const struct client_cfg *c, const char *g)
+{
+	if (c->ngroups == 0)
+		return 1;
+	for (int i = 0; i < c->ngroups; i++)
+		if (cfg_glob(c->groups[i], g))
+			return 1;
+	return 0;
+}
+
+/* Name of a priority class. */
+const char *
+cfg_prio_name(int p)
+{
+	return (p >= 0 && p < PRIO__MAX) ? prio_names[p] : "?";
 }
 
 /* Each deployment's price, by its upstream model. */
@@ -2705,6 +3105,7 @@ parse_root(struct loader *ld, const config_setting_t *root)
 	                                   "prices",
 	                                   "aliases",
 	                                   "routes",
+	                                   "clients",
 	                                   NULL};
 	config_setting_t *dmn, *router, *deploys, *groups, *fleet;
 	struct cfg *cfg = ld->cfg;
@@ -2726,6 +3127,7 @@ parse_root(struct loader *ld, const config_setting_t *root)
 	                    &cfg->cw_fallbacks) == -1 ||
 	    parse_fallbacks(ld, root, "content_policy_fallbacks",
 	                    &cfg->cp_fallbacks) == -1 ||
+	    parse_clients(ld, root) == -1 ||
 	    parse_list(ld, root, "routes", sizeof *cfg->rules,
 	               (void **)&cfg->rules, parse_rule) == -1)
 		return -1;
@@ -2854,6 +3256,12 @@ cfg_free(struct cfg *cfg)
 		free(cfg->rules[i].fallbacks);
 	}
 	free(cfg->rules);
+	for (int i = 0; i < cfg->nclient; i++) {
+		free(cfg->clients[i].groups);
+		OPENSSL_cleanse(cfg->clients[i].key_sha256,
+		                sizeof cfg->clients[i].key_sha256);
+	}
+	free(cfg->clients);
 	free(cfg->aliases);
 	free(cfg->prices);
 	free(cfg);

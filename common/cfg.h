@@ -7,11 +7,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CFG_NAME_MAX   64
-#define CFG_URL_MAX    512
-#define CFG_KEY_MAX    512
-#define CFG_MAX_DEPLOY 256
-#define CFG_MAX_HDRS   16
+#define CFG_NAME_MAX       64
+#define CFG_URL_MAX        512
+#define CFG_KEY_MAX        512
+#define CFG_MAX_DEPLOY     256
+#define CFG_MAX_HDRS       16
+#define CFG_MAX_CLIENTS    100 /* configured clients, "default" included */
+#define CFG_MAX_KEYS       4   /* virtual keys per client (rotation) */
+#define CFG_DEFAULT_CLIENT "default"
 
 enum strategy {
 	STRAT_ORDERED = 0,
@@ -34,6 +37,13 @@ enum provider_kind {
 };
 
 enum log_format { LOGF_TEXT = 0, LOGF_JSON };
+
+/* Priority classes of requests (clients, rules): under a shortage the
+ * higher is served first and the lowest is shed first. */
+enum prio { PRIO_LOW = 0, PRIO_NORMAL, PRIO_HIGH, PRIO__MAX };
+/* daemon.default_client: callers that match no client. */
+enum default_client { DEFCLIENT_ALLOW = 0, DEFCLIENT_DENY };
+const char *cfg_prio_name(int);
 
 /* Failure kinds for router.retry_on: which failures are retried on the
  * same deployment (after a backoff) before the next candidate. */
@@ -144,6 +154,7 @@ struct price_cfg {
 	double input_per_mtok;
 	double output_per_mtok;
 	double cached_input_per_mtok; /* input_per_mtok when unset */
+	double cache_write_per_mtok;  /* input_per_mtok when unset */
 };
 
 /* `aliases`: another name for a group or a deployment. */
@@ -173,12 +184,35 @@ struct rule_cfg {
 	struct rule_kv *header; /* heap */
 	unsigned protocols;     /* bit per CFG_NPROTO id, 0 = any */
 	char model[128];        /* pattern on the requested model, "" = any */
-	char client[CFG_NAME_MAX]; /* client identity (needs `clients`) */
+	char client[CFG_NAME_MAX]; /* a configured client's name */
 	/* actions */
 	char group[128]; /* a model name to route to instead, "" = none */
 	int nfallbacks;
 	char (*fallbacks)[128];    /* heap: appended to the chain */
 	char region[CFG_NAME_MAX]; /* required region, "" = none */
+	int priority;              /* enum prio, -1 = none */
+	int line;
+};
+
+/* `clients`: who may call, and within what. A caller is identified by a
+ * virtual key (any listener), else on the Unix socket by the peer's uid,
+ * then its groups; a caller that matches nothing is the client named
+ * "default" (implicit, without limits, unless configured) when
+ * daemon.default_client is "allow". */
+struct client_cfg {
+	char name[CFG_NAME_MAX];
+	long uid, gid; /* -1 = not matched by it */
+	int nkeys;
+	unsigned char key_sha256[CFG_MAX_KEYS][32]; /* never logged or shown */
+	int ngroups;
+	char (*groups)[CFG_NAME_MAX]; /* heap patterns; 0 = every group */
+	long rpm, tpm;                /* 0 = unlimited */
+	int max_concurrent;           /* 0 = unlimited */
+	int priority;                 /* enum prio */
+	double daily_budget_usd;      /* 0 = none */
+	double monthly_budget_usd;    /* 0 = none */
+	char region[CFG_NAME_MAX];    /* region its requests require, "" */
+	int implicit;                 /* the "default" nobody configured */
 	int line;
 };
 
@@ -205,6 +239,9 @@ struct cfg {
 	int keepalive_timeout_ms;     /* idle between requests */
 	int max_header_bytes;         /* request line and headers */
 	int max_headers;              /* header fields */
+	int default_client;           /* enum default_client */
+	int tcp_require_key;          /* TCP requests need a valid key */
+	char state_dir[PATH_MAX];     /* spend file's directory, "" = none */
 
 	/* router */
 	int strategy;
@@ -252,6 +289,9 @@ struct cfg {
 	struct alias_cfg *aliases; /* heap */
 	int nrule;
 	struct rule_cfg *rules; /* heap */
+	int nclient;
+	struct client_cfg *clients; /* heap; "default" included when allowed */
+	int def_client;             /* index of "default", -1 (deny) */
 };
 
 /* Load and validate a config file. On failure returns NULL and sets *cause
@@ -297,6 +337,10 @@ const struct group_cfg *cfg_find_pattern(const struct cfg *, const char *s,
  * a model a pattern serves, or "provider/model" of a configured
  * deployment (a pattern's own group or deployment names no model). */
 int cfg_model_routes(const struct cfg *, const char *name);
+/* The client called name, or -1. */
+int cfg_find_client(const struct cfg *, const char *name);
+/* Whether client c may use deployment group g (its groups patterns). */
+int cfg_client_allows(const struct client_cfg *c, const char *group);
 /* Whether deployment region r satisfies a required region want: the same,
  * or r starts with want and "-" ("eu" takes "eu-west"). */
 int cfg_region_ok(const char *want, const char *r);
@@ -324,6 +368,7 @@ enum cfg_section {
 	CFG_SEC_ROUTER,     /* fields of struct cfg */
 	CFG_SEC_DEPLOY,     /* fields of struct deploy_cfg */
 	CFG_SEC_GROUP,      /* fields of struct group_cfg */
+	CFG_SEC_CLIENT,     /* fields of struct client_cfg */
 	CFG_SEC_FLEET,      /* fields of struct cfg */
 	CFG_SEC__MAX
 };

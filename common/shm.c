@@ -15,6 +15,8 @@
 _Static_assert(sizeof(struct slot_sh) % 64 == 0, "slot not cache aligned");
 _Static_assert(sizeof(struct event_sh) % 64 == 0, "event not aligned");
 _Static_assert(sizeof(struct shm_hdr_sh) % 64 == 0, "header not aligned");
+_Static_assert(sizeof(struct client_sh) % 64 == 0, "client not aligned");
+_Static_assert(sizeof(struct spend_sh) % 64 == 0, "spend not aligned");
 
 #define RLX memory_order_relaxed
 
@@ -33,7 +35,9 @@ size_t
 shm_layout_size(void)
 {
 	return sizeof(struct shm_hdr_sh) + SHM_NSLOTS * sizeof(struct slot_sh) +
-	       SHM_NEVENTS * sizeof(struct event_sh);
+	       SHM_NEVENTS * sizeof(struct event_sh) +
+	       SHM_NCLIENTS * sizeof(struct client_sh) +
+	       SHM_NSPEND * sizeof(struct spend_sh);
 }
 
 static void
@@ -43,6 +47,12 @@ shm_map_parts(struct shm *s, void *p)
 	s->slots = (struct slot_sh *)((char *)p + sizeof(struct shm_hdr_sh));
 	s->events = (struct event_sh *)((char *)s->slots +
 	                                SHM_NSLOTS * sizeof(struct slot_sh));
+	s->clients =
+	    (struct client_sh *)((char *)s->events +
+	                         SHM_NEVENTS * sizeof(struct event_sh));
+	s->ledger =
+	    (struct spend_sh *)((char *)s->clients +
+	                        SHM_NCLIENTS * sizeof(struct client_sh));
 }
 
 /* Create the table file afresh (mode 0640) and initialise its header. The
@@ -87,6 +97,10 @@ shm_create(struct shm *s, const char *path, char **cause)
 	s->hdr->nslots = SHM_NSLOTS;
 	s->hdr->event_size = sizeof(struct event_sh);
 	s->hdr->nevents = SHM_NEVENTS;
+	s->hdr->client_size = sizeof(struct client_sh);
+	s->hdr->nclients = SHM_NCLIENTS;
+	s->hdr->spend_size = sizeof(struct spend_sh);
+	s->hdr->nspend = SHM_NSPEND;
 	atomic_store(&s->hdr->master_pid, (int32_t)getpid());
 	atomic_thread_fence(memory_order_release);
 	s->hdr->magic = SHM_MAGIC;
@@ -121,7 +135,10 @@ shm_check(const struct shm_hdr_sh *h, size_t filesz, char **cause,
 	         h->slot_size != sizeof(struct slot_sh) ||
 	         h->event_size != sizeof(struct event_sh) ||
 	         h->nslots != SHM_NSLOTS || h->nevents != SHM_NEVENTS ||
-	         filesz < shm_layout_size())
+	         h->client_size != sizeof(struct client_sh) ||
+	         h->nclients != SHM_NCLIENTS ||
+	         h->spend_size != sizeof(struct spend_sh) ||
+	         h->nspend != SHM_NSPEND || filesz < shm_layout_size())
 		why = "health table record size differs from this program's";
 	if (why == NULL)
 		return 0;
@@ -388,6 +405,7 @@ static const char *const ev_names[SHM_EV__MAX] = {
     [SHM_EV_CIRCUIT_CLOSE] = "circuit_close",
     [SHM_EV_ADMIN] = "admin",
     [SHM_EV_RELOAD] = "reload",
+    [SHM_EV_BUDGET] = "budget_spent",
     [SHM_EV_FLEET] = "fleet",
 };
 
@@ -400,7 +418,8 @@ shm_event_name(int t)
 
 /* Append an event to the ring: claim a position, fill, then publish. */
 void
-shm_event_add(struct shm *s, int type, int slot, const char *text)
+shm_event_add_client(struct shm *s, int type, int slot, const char *client,
+                     int64_t nusd, const char *text)
 {
 	uint64_t pos = atomic_fetch_add(&s->hdr->ev_head, 1);
 	struct event_sh *e = &s->events[pos % SHM_NEVENTS];
@@ -410,5 +429,192 @@ shm_event_add(struct shm *s, int type, int slot, const char *text)
 	e->type = type;
 	e->slot = slot;
 	snprintf(e->text, sizeof e->text, "%s", text);
+	snprintf(e->client, sizeof e->client, "%s", client ? client : "");
+	e->nusd = nusd;
 	atomic_store_explicit(&e->seq, pos + 1, memory_order_release);
+}
+
+/* An event that concerns no client. */
+void
+shm_event_add(struct shm *s, int type, int slot, const char *text)
+{
+	shm_event_add_client(s, type, slot, NULL, 0, text);
+}
+
+static const char *const refusal_names[CREF__MAX] = {
+    [CREF_FORBIDDEN] = "forbidden",
+    [CREF_RPM] = "rpm",
+    [CREF_TPM] = "tpm",
+    [CREF_CONCURRENT] = "concurrency",
+    [CREF_BUDGET] = "budget",
+    [CREF_SHED] = "shed"};
+
+/* Name of a refusal reason. */
+const char *
+shm_refusal_name(int r)
+{
+	return (r >= 0 && r < CREF__MAX) ? refusal_names[r] : "?";
+}
+
+/* Index of the live client record with this name, or -1. */
+int
+shm_find_client(const struct shm *s, const char *name)
+{
+	for (int i = 0; i < SHM_NCLIENTS; i++) {
+		const struct client_sh *c = &s->clients[i];
+
+		if (atomic_load(&c->state) != SLOT_FREE &&
+		    strncmp(c->name, name, sizeof c->name) == 0)
+			return i;
+	}
+	return -1;
+}
+
+/* Seqlock read of a client's config block into out (bounded, as
+ * shm_read_cfg). */
+int
+shm_read_client(const struct client_sh *c, struct client_sh *out)
+{
+	uint32_t a, b;
+	int tries = 0;
+
+	for (;;) {
+		if (++tries > SHM_SEQ_TRIES)
+			return -1;
+		if (tries > SHM_SEQ_TRIES / 2)
+			sched_yield();
+		a = atomic_load_explicit(&c->seq, memory_order_acquire);
+		if (a & 1)
+			continue;
+		memcpy(out->name, c->name, sizeof out->name);
+		memcpy(out->ident, c->ident, sizeof out->ident);
+		out->cfg_index = c->cfg_index;
+		out->priority = c->priority;
+		out->max_concurrent = c->max_concurrent;
+		out->rpm = c->rpm;
+		out->tpm = c->tpm;
+		out->daily_nusd = c->daily_nusd;
+		out->monthly_nusd = c->monthly_nusd;
+		atomic_thread_fence(memory_order_acquire);
+		b = atomic_load_explicit(&c->seq, memory_order_relaxed);
+		if (a == b)
+			break;
+	}
+	out->name[sizeof out->name - 1] = '\0';
+	out->ident[sizeof out->ident - 1] = '\0';
+	return 0;
+}
+
+/* Master: open a client config-block write. */
+void
+shm_write_client_begin(struct client_sh *c)
+{
+	atomic_fetch_add_explicit(&c->seq, 1, memory_order_acq_rel);
+	atomic_thread_fence(memory_order_release);
+}
+
+/* Master: close a client config-block write. */
+void
+shm_write_client_end(struct client_sh *c)
+{
+	atomic_thread_fence(memory_order_release);
+	atomic_fetch_add_explicit(&c->seq, 1, memory_order_release);
+}
+
+/* A client's requests in flight over every worker column. */
+int32_t
+shm_client_inflight(const struct client_sh *c)
+{
+	int32_t n = 0;
+
+	for (int w = 0; w < SHM_MAX_WORKERS; w++)
+		n += atomic_load_explicit(&c->inflight[w], RLX);
+	return n < 0 ? 0 : n;
+}
+
+/* Requests of class prio waiting for capacity, over every worker. */
+int32_t
+shm_waiting(const struct shm *s, int prio)
+{
+	int32_t n = 0;
+
+	if (prio < 0 || prio >= SHM_NPRIO)
+		return 0;
+	for (int w = 0; w < SHM_MAX_WORKERS; w++)
+		n += atomic_load_explicit(&s->hdr->waiting[w][prio], RLX);
+	return n < 0 ? 0 : n;
+}
+
+#define SPEND_PROBES 64
+
+/* FNV-1a of a ledger key. */
+static uint64_t
+spend_hash(uint32_t day, const char *client, const char *dep, const char *model)
+{
+	const char *parts[3] = {client, dep, model};
+	uint64_t h = 0xcbf29ce484222325ULL ^ day;
+
+	for (int i = 0; i < 3; i++) {
+		for (const char *p = parts[i]; *p != '\0'; p++)
+			h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
+		h = (h ^ 0xff) * 0x100000001b3ULL;
+	}
+	return h;
+}
+
+/* Whether ready entry e has this key. */
+static int
+spend_is(const struct spend_sh *e, uint32_t day, const char *client,
+         const char *dep, const char *model)
+{
+	return e->day == day &&
+	       strncmp(e->client, client, sizeof e->client) == 0 &&
+	       strncmp(e->deployment, dep, sizeof e->deployment) == 0 &&
+	       strncmp(e->model, model, sizeof e->model) == 0;
+}
+
+/* Add one priced answer to its ledger entry; see shm.h. */
+int
+shm_spend_add(struct shm *s, uint32_t day, const char *client, const char *dep,
+              const char *model, const struct spend_vals *v)
+{
+	uint64_t h = spend_hash(day, client, dep, model);
+	struct spend_sh *e = NULL;
+
+	for (int i = 0; i < SPEND_PROBES && e == NULL; i++) {
+		struct spend_sh *c = &s->ledger[(h + (uint64_t)i) % SHM_NSPEND];
+		uint32_t st =
+		    atomic_load_explicit(&c->state, memory_order_acquire);
+
+		if (st == SPEND_READY && spend_is(c, day, client, dep, model))
+			e = c;
+		else if (st == SPEND_FREE &&
+		         atomic_compare_exchange_strong(&c->state, &st,
+		                                        SPEND_CLAIMED)) {
+			c->day = day;
+			snprintf(c->client, sizeof c->client, "%s", client);
+			snprintf(c->deployment, sizeof c->deployment, "%s",
+			         dep);
+			snprintf(c->model, sizeof c->model, "%s", model);
+			atomic_store_explicit(&c->nusd, 0, RLX);
+			atomic_store_explicit(&c->requests, 0, RLX);
+			atomic_store_explicit(&c->tokens_in, 0, RLX);
+			atomic_store_explicit(&c->tokens_out, 0, RLX);
+			atomic_store_explicit(&c->cached_in, 0, RLX);
+			atomic_store_explicit(&c->state, SPEND_READY,
+			                      memory_order_release);
+			e = c;
+		}
+	}
+	if (e == NULL) {
+		atomic_fetch_add_explicit(&s->hdr->ledger_full, 1, RLX);
+		return -1;
+	}
+	atomic_fetch_add_explicit(&e->nusd, v->nusd, RLX);
+	atomic_fetch_add_explicit(&e->requests, v->requests, RLX);
+	atomic_fetch_add_explicit(&e->tokens_in, v->tokens_in, RLX);
+	atomic_fetch_add_explicit(&e->tokens_out, v->tokens_out, RLX);
+	atomic_fetch_add_explicit(&e->cached_in, v->cached_in, RLX);
+	atomic_fetch_add_explicit(&s->hdr->spend_seq, 1, RLX);
+	return 0;
 }

@@ -13,9 +13,12 @@
 #include "common/classify.h"
 
 #define SHM_MAGIC       0x544c48444d464c4cULL /* "LLMFDHLT" little-endian */
-#define SHM_VERSION     5
+#define SHM_VERSION     6
 #define SHM_NPROTO      8 /* client protocols counted */
 #define SHM_NSLOTS      256
+#define SHM_NCLIENTS    128  /* client records (issue 17) */
+#define SHM_NSPEND      4096 /* spend ledger entries */
+#define SHM_NPRIO       3    /* priority classes (enum prio) */
 #define SHM_MAX_WORKERS 32
 #define SHM_HIST        24 /* bucket k: <= 250us << k; then +Inf */
 #define SHM_NEVENTS     256
@@ -141,6 +144,8 @@ struct slot_sh {
 	ai64 rl_tok_left, rl_tok_limit, rl_tok_reset_ms;
 	au64 rl_req_since; /* attempts started since that report */
 
+	au64 spend_nusd; /* priced answers, nano-USD (restored at start) */
+
 	/* last error: writers take the odd seq by CAS, readers retry */
 	au32 err_seq;
 	int64_t err_wall_ms;
@@ -155,6 +160,70 @@ struct event_sh {
 	int32_t type;
 	int32_t slot;
 	char text[240];
+	char client[64]; /* the client it concerns, "" if none */
+	int64_t nusd;    /* an amount it concerns (nano-USD), 0 if none */
+} __attribute__((aligned(64)));
+
+/* Why a client's request was refused (client_sh.refused). */
+enum client_refusal {
+	CREF_FORBIDDEN = 0, /* 403: a group it may not use */
+	CREF_RPM,           /* 429: its rpm */
+	CREF_TPM,           /* 429: its tpm */
+	CREF_CONCURRENT,    /* 429: its max_concurrent */
+	CREF_BUDGET,        /* 429: its daily or monthly budget is spent */
+	CREF_SHED,          /* 429: shed under a shortage (low priority) */
+	CREF__MAX
+};
+const char *shm_refusal_name(int);
+
+/* One client (issue 17): matched by name across reloads, like slots. */
+struct client_sh {
+	/* config block: master only, under seq (odd while writing) */
+	au32 seq;
+	au32 state; /* SLOT_* */
+	char name[64];
+	char ident[64]; /* how it is recognised: "uid 1001", "key", ... */
+	int32_t cfg_index;
+	int32_t priority; /* enum prio */
+	int32_t max_concurrent;
+	int32_t pad;
+	int64_t rpm, tpm;
+	int64_t daily_nusd, monthly_nusd; /* budgets, 0 = none */
+
+	/* counters: any worker, relaxed */
+	au64 requests; /* admitted */
+	au64 refused[CREF__MAX];
+	au64 tokens_in, tokens_out;
+	ai32 inflight[SHM_MAX_WORKERS]; /* per worker column */
+	au64 rate_min; /* wall-clock minute of req_cur / tok_cur */
+	au64 req_cur, tok_cur, req_prev, tok_prev;
+	au64 last_wall_ms; /* last request admitted */
+
+	/* spend, nano-USD: any worker adds; the master restores it at start
+	 * from the spend file */
+	au64 spend_nusd;  /* over the kept history */
+	au64 day;         /* UTC day (since the epoch) of spend_day */
+	au64 spend_day;   /* spent that day */
+	au64 month;       /* year * 12 + month of spend_month */
+	au64 spend_month; /* spent that month */
+} __attribute__((aligned(64)));
+
+/* spend_sh states */
+#define SPEND_FREE    0
+#define SPEND_CLAIMED 1 /* key being written */
+#define SPEND_READY   2
+
+/* One row of the spend ledger: what a client spent on a deployment and an
+ * upstream model on a UTC day. Workers add to it (claiming a free entry
+ * for a new key); the master saves the ledger to the spend file and
+ * moves days that can no longer grow out of it. */
+struct spend_sh {
+	au32 state; /* SPEND_* */
+	uint32_t day;
+	char client[64];
+	char deployment[64];
+	char model[96];
+	au64 nusd, requests, tokens_in, tokens_out, cached_in;
 } __attribute__((aligned(64)));
 
 struct shm_hdr_sh {
@@ -178,6 +247,13 @@ struct shm_hdr_sh {
 	au64 budget_denied;
 	au64 ev_head; /* events written */
 	char config_file[256];
+	/* clients (issue 17) */
+	uint32_t client_size, nclients, spend_size, nspend;
+	au64 auth_failures;                       /* 401s */
+	ai32 waiting[SHM_MAX_WORKERS][SHM_NPRIO]; /* queued, by class */
+	au64 spend_seq;       /* bumped by every spend added */
+	au64 ledger_full;     /* spends the ledger had no room for */
+	char state_file[256]; /* the spend file, "" if none */
 
 	/* fleet (daemon/fleet.c): written by the master only */
 	au32 fleet_state;        /* FLEET_OFF, FLEET_DOWN, FLEET_UP */
@@ -201,6 +277,8 @@ struct shm {
 	struct shm_hdr_sh *hdr;
 	struct slot_sh *slots;
 	struct event_sh *events;
+	struct client_sh *clients;
+	struct spend_sh *ledger;
 	size_t size;
 	int fd;
 	int writable;
@@ -241,6 +319,27 @@ void shm_set_error(struct slot_sh *, int status, int cls, const char *text);
 int shm_get_error(const struct slot_sh *, char *out, size_t outsz, int *status,
                   int *cls, int64_t *wall_ms);
 
+/* Client record lookup by name among active (and retired) ones; -1. */
+int shm_find_client(const struct shm *, const char *name);
+/* Consistent copy of a client's config block (seqlock read); 0 or -1. */
+int shm_read_client(const struct client_sh *, struct client_sh *out);
+void shm_write_client_begin(struct client_sh *);
+void shm_write_client_end(struct client_sh *);
+/* In-flight requests of a client over every worker column. */
+int32_t shm_client_inflight(const struct client_sh *);
+/* Queued requests of class prio over every worker column. */
+int32_t shm_waiting(const struct shm *, int prio);
+/* Add to the ledger entry of (day, client, deployment, model), claiming a
+ * free one for a new key: 0, or -1 (counted in ledger_full) when there is
+ * no room near its hash. Two workers adding a new key at once may claim
+ * two entries; readers sum entries of equal keys. */
+struct spend_vals {
+	uint64_t nusd, requests, tokens_in, tokens_out, cached_in;
+};
+int shm_spend_add(struct shm *, uint32_t day, const char *client,
+                  const char *deployment, const char *model,
+                  const struct spend_vals *);
+
 /* Events (issue: observability) */
 enum shm_event_type {
 	SHM_EV_FALLBACK = 1,
@@ -251,10 +350,14 @@ enum shm_event_type {
 	SHM_EV_CIRCUIT_CLOSE,
 	SHM_EV_ADMIN,
 	SHM_EV_RELOAD,
-	SHM_EV_FLEET, /* fleet state applied, Redis lost or back */
+	SHM_EV_BUDGET, /* a client's daily or monthly budget was spent */
+	SHM_EV_FLEET,  /* fleet state applied, Redis lost or back */
 	SHM_EV__MAX
 };
 const char *shm_event_name(int);
 void shm_event_add(struct shm *, int type, int slot, const char *text);
+/* The same, naming the client it concerns and an amount (nano-USD). */
+void shm_event_add_client(struct shm *, int type, int slot, const char *client,
+                          int64_t nusd, const char *text);
 
 #endif

@@ -6,6 +6,7 @@
 
 #include "common/cfg.h"
 #include "common/shm.h"
+#include "common/spend.h"
 
 #define MAX_PROCS  (SHM_MAX_WORKERS)
 #define MAX_LISTEN 8
@@ -33,6 +34,15 @@ struct master {
 	struct proc procs[MAX_PROCS];
 	int stopping;
 	struct event_base *base;
+	/* records new to the table since the last state_restore */
+	char fresh_slot[SHM_NSLOTS];
+	char fresh_client[SHM_NCLIENTS];
+	/* the spend file (state.c) */
+	char state_path[4096]; /* "" when state_dir is not set */
+	struct spend_set hist; /* days moved out of the table's ledger */
+	uint64_t saved_seq;    /* spend_seq at the last save */
+	uint32_t saved_day;
+	int64_t warned_ms; /* last save failure logged */
 };
 
 /* fleet.c */
@@ -53,6 +63,12 @@ void hooks_free(void);
 /* listen.c */
 int listen_open(struct master *, const struct cfg *, char **cause);
 void listen_close(struct master *);
+
+/* state.c */
+int state_open(struct master *, char **cause);
+void state_restore(struct master *);
+void state_tick(struct master *);
+void state_close(struct master *);
 
 /* master.c */
 int master_run(struct master *);

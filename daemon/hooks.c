@@ -22,6 +22,7 @@
 #include "common/buf.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "common/spend.h"
 #include "daemon/daemon.h"
 
 #define HOOK_MAX_RUN    4
@@ -167,6 +168,17 @@ hook_json(const struct event_sh *e, const char *dep, uint64_t seq)
 	jw_cstr(&jw, dep);
 	jw_key(&jw, "text");
 	jw_str(&jw, e->text, strnlen(e->text, sizeof e->text));
+	if (e->client[0] != '\0') {
+		jw_key(&jw, "client");
+		jw_str(&jw, e->client, strnlen(e->client, sizeof e->client));
+	}
+	if (e->nusd > 0) {
+		char usd[32];
+
+		spend_fmt_usd(usd, sizeof usd, (uint64_t)e->nusd);
+		jw_key(&jw, "usd");
+		jw_raw(&jw, usd, strlen(usd));
+	}
 	jw_key(&jw, "seq");
 	jw_int(&jw, (long long)seq);
 	jw_obj_end(&jw);

@@ -3,6 +3,7 @@
  * reloads on SIGHUP keeping health; drains on SIGTERM. It never serves. */
 #include <errno.h>
 #include <grp.h>
+#include <math.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,7 +25,7 @@
 #define QUICK_DEATH_MS 2000
 
 static struct event *ev_sig[5], *ev_tick, *ev_respawn, *ev_kill;
-static uint64_t ev_seen;
+static uint64_t ev_seen, ticks;
 static int64_t watchdog_ms, watchdog_last;
 
 /* Copy one deployment's config into its table slot. */
@@ -45,14 +46,91 @@ table_fill(struct slot_sh *s, const struct deploy_cfg *d, int idx)
 	shm_write_cfg_end(s);
 }
 
+/* How client c is recognised, for llmfctl: never a key or its hash. */
+static void
+client_ident(char *out, size_t n, const struct client_cfg *c)
+{
+	size_t k = 0;
+
+	out[0] = '\0';
+	if (c->uid >= 0)
+		k += (size_t)snprintf(out + k, n - k, "uid %ld", c->uid);
+	if (c->gid >= 0 && k < n)
+		k += (size_t)snprintf(out + k, n - k, "%sgid %ld",
+		                      k ? ", " : "", c->gid);
+	if (c->nkeys > 0 && k < n)
+		k += (size_t)snprintf(out + k, n - k, "%s%d key%s",
+		                      k ? ", " : "", c->nkeys,
+		                      c->nkeys == 1 ? "" : "s");
+	if (k == 0)
+		snprintf(out, n, "%s", "anyone else");
+}
+
+/* Copy one client's config into its table record. */
+static void
+client_fill(struct client_sh *s, const struct client_cfg *c, int idx)
+{
+	shm_write_client_begin(s);
+	snprintf(s->name, sizeof s->name, "%s", c->name);
+	client_ident(s->ident, sizeof s->ident, c);
+	s->cfg_index = idx;
+	s->priority = c->priority;
+	s->max_concurrent = c->max_concurrent;
+	s->rpm = c->rpm;
+	s->tpm = c->tpm;
+	s->daily_nusd = (int64_t)llround(c->daily_budget_usd * 1e9);
+	s->monthly_nusd = (int64_t)llround(c->monthly_budget_usd * 1e9);
+	shm_write_client_end(s);
+}
+
+/* The client records: as the slots, by name (a new name gets a zeroed
+ * record, which state_restore fills with its recorded spend). -1 if the
+ * table has no room (checked first, nothing changed). */
+static int
+client_sync(struct master *m, const struct cfg *cfg)
+{
+	struct shm *t = &m->shm;
+	char seen[SHM_NCLIENTS] = {0};
+	int need = 0, nfree = 0, k;
+
+	for (int i = 0; i < cfg->nclient; i++)
+		need += shm_find_client(t, cfg->clients[i].name) < 0;
+	for (k = 0; k < SHM_NCLIENTS; k++)
+		nfree += atomic_load(&t->clients[k].state) == SLOT_FREE;
+	if (need > nfree)
+		return -1;
+	for (int i = 0; i < cfg->nclient; i++) {
+		if ((k = shm_find_client(t, cfg->clients[i].name)) < 0) {
+			for (k = 0;
+			     atomic_load(&t->clients[k].state) != SLOT_FREE;
+			     k++)
+				;
+			memset(&t->clients[k], 0, sizeof t->clients[k]);
+			m->fresh_client[k] = 1;
+		}
+		client_fill(&t->clients[k], &cfg->clients[i], i);
+		atomic_store(&t->clients[k].state, SLOT_ACTIVE);
+		seen[k] = 1;
+	}
+	for (k = 0; k < SHM_NCLIENTS; k++)
+		if (!seen[k] &&
+		    atomic_load(&t->clients[k].state) == SLOT_ACTIVE) {
+			t->clients[k].cfg_index = -1;
+			atomic_store(&t->clients[k].state, SLOT_RETIRED);
+			log_info("client %s retired", t->clients[k].name);
+		}
+	return 0;
+}
+
 /* Make the table match a config: surviving names keep their slot and
- * counters, new names get fresh zeroed slots, removed ones are retired. */
+ * counters, new names get fresh zeroed slots, removed ones are retired;
+ * the same for clients. */
 int
 master_table_sync(struct master *m, const struct cfg *cfg)
 {
 	struct shm *t = &m->shm;
 	char seen[SHM_NSLOTS] = {0};
-	int need = 0, nfree = 0;
+	int need = 0, nfree = 0, cneed = 0, cfree = 0;
 
 	/* check for room first, so a failed reload leaves the table as it was
 	 */
@@ -60,7 +138,11 @@ master_table_sync(struct master *m, const struct cfg *cfg)
 		need += shm_find(t, cfg->deploy[i].name) < 0;
 	for (int k = 0; k < SHM_NSLOTS; k++)
 		nfree += atomic_load(&t->slots[k].state) == SLOT_FREE;
-	if (need > nfree)
+	for (int i = 0; i < cfg->nclient; i++)
+		cneed += shm_find_client(t, cfg->clients[i].name) < 0;
+	for (int k = 0; k < SHM_NCLIENTS; k++)
+		cfree += atomic_load(&t->clients[k].state) == SLOT_FREE;
+	if (need > nfree || cneed > cfree)
 		return -1;
 	for (int i = 0; i < cfg->ndeploy; i++) {
 		int k = shm_find(t, cfg->deploy[i].name);
@@ -74,6 +156,7 @@ master_table_sync(struct master *m, const struct cfg *cfg)
 				return -1;
 			memset(&t->slots[k], 0, sizeof t->slots[k]);
 			atomic_store(&t->slots[k].live_weight, -1);
+			m->fresh_slot[k] = 1;
 		}
 		table_fill(&t->slots[k], &cfg->deploy[i], i);
 		atomic_store(&t->slots[k].state, SLOT_ACTIVE);
@@ -86,7 +169,20 @@ master_table_sync(struct master *m, const struct cfg *cfg)
 			atomic_store(&t->slots[k].state, SLOT_RETIRED);
 			log_info("deployment %s retired", t->slots[k].name);
 		}
-	return 0;
+	return client_sync(m, cfg);
+}
+
+/* Zero worker column i of every slot and client record (a fresh or dead
+ * worker holds nothing in flight and nothing waiting). */
+static void
+zero_column(struct master *m, int i)
+{
+	for (int k = 0; k < SHM_NSLOTS; k++)
+		atomic_store(&m->shm.slots[k].inflight[i], 0);
+	for (int k = 0; k < SHM_NCLIENTS; k++)
+		atomic_store(&m->shm.clients[k].inflight[i], 0);
+	for (int p = 0; p < SHM_NPRIO; p++)
+		atomic_store(&m->shm.hdr->waiting[i][p], 0);
 }
 
 /* Drop root in a worker when the config names a user. */
@@ -157,8 +253,7 @@ spawn(struct master *m, struct proc *p)
 		log_warn("fork failed");
 		return -1;
 	}
-	for (int k = 0; k < SHM_NSLOTS; k++) /* a fresh column */
-		atomic_store(&m->shm.slots[k].inflight[p->index], 0);
+	zero_column(m, p->index); /* a fresh column */
 	p->pid = pid;
 	p->generation = m->generation;
 	p->started_ms = clock_ms();
@@ -240,8 +335,7 @@ reap(struct master *m, pid_t pid, int st)
 			p = &m->procs[i];
 	if (p == NULL)
 		return;
-	for (int k = 0; k < SHM_NSLOTS; k++)
-		atomic_store(&m->shm.slots[k].inflight[p->index], 0);
+	zero_column(m, p->index);
 	if (WIFSIGNALED(st))
 		log_warnx("worker %d (pid %d) killed by signal %d%s", p->index,
 		          (int)pid, WTERMSIG(st),
@@ -368,6 +462,11 @@ sighup_cb(evutil_socket_t sig, short ev, void *arg)
 		notify_send("READY=1\nSTATUS=reload failed; old config kept");
 		return;
 	}
+	if (strcmp(nc->state_dir, m->cfg->state_dir) != 0)
+		log_warnx("state_dir changes need a restart; keeping %s",
+		          m->cfg->state_dir[0] ? m->cfg->state_dir
+		                               : "no spend file");
+	state_restore(m);
 	fleet_reload(nc);
 	cfg_free(m->cfg);
 	m->cfg = nc;
@@ -433,6 +532,15 @@ tick_cb(evutil_socket_t fd, short ev, void *arg)
 			log_info("retired deployment %s freed", s->name);
 		}
 	}
+	for (int k = 0; k < SHM_NCLIENTS && !old_workers_alive(m); k++) {
+		struct client_sh *c = &m->shm.clients[k];
+
+		if (atomic_load(&c->state) == SLOT_RETIRED &&
+		    shm_client_inflight(c) == 0)
+			atomic_store(&c->state, SLOT_FREE);
+	}
+	if (++ticks % 4 == 0) /* once a second */
+		state_tick(m);
 	if (watchdog_ms && clock_ms() - watchdog_last >= watchdog_ms / 2) {
 		watchdog_last = clock_ms();
 		notify_send("WATCHDOG=1");
@@ -486,6 +594,13 @@ master_run(struct master *m)
 	         "%.*s", (int)sizeof m->shm.hdr->config_file - 1, m->cfg->file);
 	if (master_table_sync(m, m->cfg) == -1)
 		fatalx("health table is full");
+	if (state_open(m, &cause) == -1) {
+		log_raw("%s", cause ? cause : "cannot open the spend file");
+		free(cause);
+		shm_detach(&m->shm);
+		listen_close(m);
+		return 1;
+	}
 	if ((m->base = event_base_new()) == NULL)
 		fatalx("event_base_new failed");
 	master_events(m);
@@ -499,6 +614,7 @@ master_run(struct master *m)
 	            (int)getpid());
 	event_base_dispatch(m->base);
 	listen_close(m);
+	state_close(m);
 	log_info("stopped");
 	for (int i = 0; i < 4; i++)
 		event_free(ev_sig[i]);

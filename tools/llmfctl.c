@@ -21,6 +21,7 @@
 #include "common/fleet.h"
 #include "common/log.h"
 #include "common/shm.h"
+#include "common/spend.h"
 #include "common/status.h"
 
 #define CTL_CONFIG     "/etc/llmfd/llmfd.conf"
@@ -42,6 +43,8 @@ enum ctl_cmd {
 	CMD_CHECK,
 	CMD_EVENTS,
 	CMD_LOG_LEVEL,
+	CMD_CLIENTS,
+	CMD_SPEND,
 	CMD__MAX
 };
 
@@ -51,7 +54,8 @@ static const char *const cmd_names[CMD__MAX] = {
     [CMD_DRAIN] = "drain",       [CMD_UNDRAIN] = "undrain",
     [CMD_COOLDOWN] = "cooldown", [CMD_RESET] = "reset",
     [CMD_RELOAD] = "reload",     [CMD_CHECK] = "check",
-    [CMD_EVENTS] = "events",     [CMD_LOG_LEVEL] = "log-level"};
+    [CMD_EVENTS] = "events",     [CMD_LOG_LEVEL] = "log-level",
+    [CMD_CLIENTS] = "clients",   [CMD_SPEND] = "spend"};
 
 struct ctl {
 	const char *config; /* -c, NULL if not given */
@@ -103,7 +107,10 @@ ctl_usage(FILE *f)
 	    "  reload                      SIGHUP the llmfd master\n"
 	    "  check [-c] [FILE]           validate a config file\n"
 	    "  events [--follow] [-n N]    recent events\n"
-	    "  log-level LEVEL             error, warn, info or debug\n",
+	    "  log-level LEVEL             error, warn, info or debug\n"
+	    "  clients [--json]            identity, limits, usage, spend\n"
+	    "  spend [--by client|deployment|model] [--since DAY] [--json]\n"
+	    "                              spend over the kept history\n",
 	    f);
 	return 2;
 }
@@ -1293,6 +1300,375 @@ cmd_log_level(struct ctl *c)
 	return 0;
 }
 
+/* ---- clients and spend (issue 17) ---- */
+
+/* One client as llmfctl shows it. */
+struct ctl_client {
+	struct client_sh c; /* config block */
+	uint64_t requests, refused, tin, tout, spend, day, month, rpm_used;
+	int32_t inflight;
+};
+
+/* Snapshot the active client records; their count. */
+static int
+ctl_client_rows(struct ctl *c, struct ctl_client *v)
+{
+	int64_t wall = clock_wall_ms();
+	uint64_t today = spend_day(wall), month = spend_month(wall),
+	         minute = (uint64_t)(wall / 60000);
+	int n = 0;
+
+	for (int k = 0; k < SHM_NCLIENTS; k++) {
+		const struct client_sh *s = &c->shm.clients[k];
+		struct ctl_client *r = &v[n];
+
+		if (atomic_load(&s->state) != SLOT_ACTIVE ||
+		    shm_read_client(s, &r->c) == -1)
+			continue;
+		r->requests = atomic_load(&s->requests);
+		r->refused = 0;
+		for (int i = 0; i < CREF__MAX; i++)
+			r->refused += atomic_load(&s->refused[i]);
+		r->tin = atomic_load(&s->tokens_in);
+		r->tout = atomic_load(&s->tokens_out);
+		r->spend = atomic_load(&s->spend_nusd);
+		r->day = atomic_load(&s->day) == today
+		             ? atomic_load(&s->spend_day)
+		             : 0;
+		r->month = atomic_load(&s->month) == month
+		               ? atomic_load(&s->spend_month)
+		               : 0;
+		r->rpm_used = atomic_load(&s->rate_min) == minute
+		                  ? atomic_load(&s->req_cur)
+		                  : 0;
+		r->inflight = shm_client_inflight(s);
+		n++;
+	}
+	return n;
+}
+
+/* "$spent" or "$spent/$budget" into out. */
+static void
+ctl_usd_of(char *out, size_t n, uint64_t spent, int64_t budget)
+{
+	char a[32], b[32];
+
+	spend_fmt_usd(a, sizeof a, spent);
+	if (budget <= 0) {
+		snprintf(out, n, "$%s", a);
+		return;
+	}
+	spend_fmt_usd(b, sizeof b, (uint64_t)budget);
+	snprintf(out, n, "$%s/$%s", a, b);
+}
+
+/* What is left of the tighter budget, "-" without one. */
+static void
+ctl_left(char *out, size_t n, const struct ctl_client *r)
+{
+	int64_t left = -1, d = r->c.daily_nusd, m = r->c.monthly_nusd;
+
+	if (d > 0)
+		left = d - (int64_t)r->day;
+	if (m > 0 && (left < 0 || m - (int64_t)r->month < left))
+		left = m - (int64_t)r->month;
+	if (d <= 0 && m <= 0) {
+		snprintf(out, n, "-");
+		return;
+	}
+	ctl_usd_of(out, n, left > 0 ? (uint64_t)left : 0, 0);
+}
+
+/* "used/limit" or "used" into out. */
+static void
+ctl_of(char *out, size_t n, long long used, long long limit)
+{
+	if (limit > 0)
+		snprintf(out, n, "%lld/%lld", used, limit);
+	else
+		snprintf(out, n, "%lld", used);
+}
+
+/* The clients as a table. */
+static void
+ctl_clients_text(struct buf *b, const struct ctl_client *v, int n)
+{
+	char inf[32], rpm[48], day[80], mon[80], left[80], tot[80];
+
+	buf_printf(b,
+	           "%-20s %-18s %-6s %-8s %-10s %9s %7s %-20s %-20s %-10s "
+	           "%s\n",
+	           "CLIENT", "IDENTITY", "PRIO", "INFLIGHT", "RPM", "REQUESTS",
+	           "REFUSED", "TODAY", "MONTH", "LEFT", "TOTAL");
+	for (int i = 0; i < n; i++) {
+		const struct ctl_client *r = &v[i];
+
+		ctl_of(inf, sizeof inf, r->inflight, r->c.max_concurrent);
+		ctl_of(rpm, sizeof rpm, (long long)r->rpm_used, r->c.rpm);
+		ctl_usd_of(day, sizeof day, r->day, r->c.daily_nusd);
+		ctl_usd_of(mon, sizeof mon, r->month, r->c.monthly_nusd);
+		ctl_left(left, sizeof left, r);
+		ctl_usd_of(tot, sizeof tot, r->spend, 0);
+		buf_printf(
+		    b,
+		    "%-20s %-18s %-6s %-8s %-10s %9llu %7llu %-20s %-20s "
+		    "%-10s %s\n",
+		    r->c.name, r->c.ident, cfg_prio_name(r->c.priority), inf,
+		    rpm, (unsigned long long)r->requests,
+		    (unsigned long long)r->refused, day, mon, left, tot);
+	}
+}
+
+/* A member "key":USD. */
+static void
+ctl_json_usd(struct buf *b, const char *key, uint64_t nusd)
+{
+	char t[32];
+
+	spend_fmt_usd(t, sizeof t, nusd);
+	buf_printf(b, ",\"%s\":%s", key, t);
+}
+
+/* One client as JSON. */
+static void
+ctl_client_json(struct buf *b, const struct ctl_client *r)
+{
+	buf_adds(b, "{\"name\":");
+	status_json_str(b, r->c.name);
+	buf_adds(b, ",\"identity\":");
+	status_json_str(b, r->c.ident);
+	buf_printf(b,
+	           ",\"priority\":\"%s\",\"inflight\":%d,\"max_concurrent\":%d,"
+	           "\"rpm_used\":%llu,\"rpm\":%lld,\"tpm\":%lld,"
+	           "\"requests\":%llu,\"refused\":%llu,\"tokens_in\":%llu,"
+	           "\"tokens_out\":%llu",
+	           cfg_prio_name(r->c.priority), (int)r->inflight,
+	           (int)r->c.max_concurrent, (unsigned long long)r->rpm_used,
+	           (long long)r->c.rpm, (long long)r->c.tpm,
+	           (unsigned long long)r->requests,
+	           (unsigned long long)r->refused, (unsigned long long)r->tin,
+	           (unsigned long long)r->tout);
+	ctl_json_usd(b, "spend_today_usd", r->day);
+	ctl_json_usd(b, "spend_month_usd", r->month);
+	ctl_json_usd(b, "spend_total_usd", r->spend);
+	if (r->c.daily_nusd > 0)
+		ctl_json_usd(b, "daily_budget_usd", (uint64_t)r->c.daily_nusd);
+	if (r->c.monthly_nusd > 0)
+		ctl_json_usd(b, "monthly_budget_usd",
+		             (uint64_t)r->c.monthly_nusd);
+	buf_addc(b, '}');
+}
+
+/* llmfctl clients [--json] */
+static int
+cmd_clients(struct ctl *c)
+{
+	struct ctl_client *v;
+	struct buf b = {0};
+	int json = 0, n, rc;
+
+	for (int i = 0; i < c->argc; i++) {
+		if (strcmp(c->argv[i], "--json") != 0)
+			return ctl_usage(stderr);
+		json = 1;
+	}
+	if (ctl_open(c, 0) == -1)
+		return 1;
+	if ((v = calloc(SHM_NCLIENTS, sizeof *v)) == NULL)
+		return ctl_err("out of memory");
+	n = ctl_client_rows(c, v);
+	if (json) {
+		buf_adds(&b, "{\"clients\":[");
+		for (int i = 0; i < n; i++) {
+			if (i)
+				buf_addc(&b, ',');
+			ctl_client_json(&b, &v[i]);
+		}
+		buf_adds(&b, "]}\n");
+	} else
+		ctl_clients_text(&b, v, n);
+	free(v);
+	rc = ctl_flush(&b);
+	buf_free(&b);
+	return rc;
+}
+
+/* --since: YYYY-MM-DD, "today", "month" (its first day) or "Nd" (the last
+ * N days, today included). 0, or -1 if it is none of these. */
+static int
+ctl_since(const char *s, uint32_t *day)
+{
+	uint32_t today = spend_day(clock_wall_ms());
+	long long n;
+	char num[24];
+	size_t len = strlen(s);
+
+	if (strcmp(s, "today") == 0) {
+		*day = today;
+		return 0;
+	}
+	if (strcmp(s, "month") == 0) {
+		uint32_t m = spend_month_of_day(today);
+
+		for (*day = today;
+		     *day > 0 && spend_month_of_day(*day - 1) == m;)
+			(*day)--;
+		return 0;
+	}
+	if (len >= 2 && len < sizeof num && s[len - 1] == 'd') {
+		snprintf(num, sizeof num, "%.*s", (int)len - 1, s);
+		if (ctl_num(num, 1, 100000, &n) == -1)
+			return -1;
+		*day = (uint32_t)n > today ? 0 : today - (uint32_t)n + 1;
+		return 0;
+	}
+	return spend_parse_day(s, day);
+}
+
+/* Parse spend's arguments; 0, or -1 on a usage error. */
+static int
+ctl_spend_args(struct ctl *c, int *by, uint32_t *since, int *json)
+{
+	static const char *const bys[] = {"client", "deployment", "model"};
+
+	for (int i = 0; i < c->argc; i++) {
+		if (strcmp(c->argv[i], "--json") == 0)
+			*json = 1;
+		else if (strcmp(c->argv[i], "--by") == 0 && i + 1 < c->argc) {
+			for (*by = 0; *by < 3; (*by)++)
+				if (strcmp(c->argv[i + 1], bys[*by]) == 0)
+					break;
+			if (*by == 3)
+				return -1;
+			i++;
+		} else if (strcmp(c->argv[i], "--since") == 0 &&
+		           i + 1 < c->argc) {
+			if (ctl_since(c->argv[++i], since) == -1) {
+				ctl_err("--since: expected YYYY-MM-DD, today, "
+				        "month or Nd");
+				return -1;
+			}
+		} else
+			return -1;
+	}
+	return 0;
+}
+
+/* The ledger's rows merged with the spend file's (named in the table's
+ * header); a file that cannot be read is reported and the ledger alone
+ * used. */
+static void
+ctl_spend_rows(struct ctl *c, struct spend_set *all)
+{
+	struct spend_set t = {0}, f = {0};
+	char path[sizeof c->shm.hdr->state_file + 1], *cause = NULL;
+
+	memcpy(path, c->shm.hdr->state_file, sizeof path - 1);
+	path[sizeof path - 1] = '\0';
+	spend_from_table(&c->shm, &t);
+	if (path[0] != '\0' && spend_load(path, &f, &cause) == -1) {
+		ctl_err("%s; showing the last two days only", cause);
+		free(cause);
+		spend_set_free(&f);
+	}
+	spend_merge(&t, &f, all);
+	spend_set_free(&t);
+	spend_set_free(&f);
+}
+
+/* The grouped rows as a table, with a total. */
+static void
+ctl_spend_text(struct buf *b, const struct spend_set *g, int by, uint32_t since)
+{
+	static const char *const heads[] = {"CLIENT", "DEPLOYMENT", "MODEL"};
+	struct spend_vals tot = {0, 0, 0, 0, 0};
+	char usd[32], day[16];
+
+	spend_fmt_day(day, sizeof day, since);
+	buf_printf(b, "spend since %s (UTC), by %s\n",
+	           since ? day : "the start of the kept history", heads[by]);
+	buf_printf(b, "%-32s %14s %9s %12s %12s %12s\n", heads[by], "USD",
+	           "REQUESTS", "TOKENS_IN", "TOKENS_OUT", "CACHED_IN");
+	for (size_t i = 0; i <= g->n; i++) {
+		const struct spend_row *r = i < g->n ? &g->v[i] : NULL;
+		const struct spend_vals *v = r ? &r->v : &tot;
+		const char *key = r == NULL                   ? "TOTAL"
+		                  : by == SPEND_BY_CLIENT     ? r->client
+		                  : by == SPEND_BY_DEPLOYMENT ? r->deployment
+		                                              : r->model;
+
+		spend_fmt_usd(usd, sizeof usd, v->nusd);
+		buf_printf(b, "%-32s %14s %9llu %12llu %12llu %12llu\n", key,
+		           usd, (unsigned long long)v->requests,
+		           (unsigned long long)v->tokens_in,
+		           (unsigned long long)v->tokens_out,
+		           (unsigned long long)v->cached_in);
+		if (r) {
+			tot.nusd += v->nusd;
+			tot.requests += v->requests;
+			tot.tokens_in += v->tokens_in;
+			tot.tokens_out += v->tokens_out;
+			tot.cached_in += v->cached_in;
+		}
+	}
+}
+
+/* The grouped rows as JSON. */
+static void
+ctl_spend_json(struct buf *b, const struct spend_set *g, int by, uint32_t since)
+{
+	static const char *const keys[] = {"client", "deployment", "model"};
+	char day[16];
+
+	spend_fmt_day(day, sizeof day, since);
+	buf_printf(b, "{\"by\":\"%s\",\"since\":", keys[by]);
+	status_json_str(b, since ? day : "");
+	buf_adds(b, ",\"rows\":[");
+	for (size_t i = 0; i < g->n; i++) {
+		const struct spend_row *r = &g->v[i];
+
+		buf_printf(b, "%s{\"%s\":", i ? "," : "", keys[by]);
+		status_json_str(b, by == SPEND_BY_CLIENT       ? r->client
+		                   : by == SPEND_BY_DEPLOYMENT ? r->deployment
+		                                               : r->model);
+		ctl_json_usd(b, "usd", r->v.nusd);
+		buf_printf(b,
+		           ",\"requests\":%llu,\"tokens_in\":%llu,"
+		           "\"tokens_out\":%llu,\"cached_in\":%llu}",
+		           (unsigned long long)r->v.requests,
+		           (unsigned long long)r->v.tokens_in,
+		           (unsigned long long)r->v.tokens_out,
+		           (unsigned long long)r->v.cached_in);
+	}
+	buf_adds(b, "]}\n");
+}
+
+/* llmfctl spend [--by client|deployment|model] [--since DAY] [--json] */
+static int
+cmd_spend(struct ctl *c)
+{
+	struct spend_set all = {0}, g = {0};
+	struct buf b = {0};
+	uint32_t since = 0;
+	int by = SPEND_BY_CLIENT, json = 0, rc;
+
+	if (ctl_spend_args(c, &by, &since, &json) == -1)
+		return ctl_usage(stderr);
+	if (ctl_open(c, 0) == -1)
+		return 1;
+	ctl_spend_rows(c, &all);
+	spend_group(&all, by, since, &g);
+	if (json)
+		ctl_spend_json(&b, &g, by, since);
+	else
+		ctl_spend_text(&b, &g, by, since);
+	spend_set_free(&all);
+	spend_set_free(&g);
+	rc = ctl_flush(&b);
+	buf_free(&b);
+	return rc;
+}
+
 /* Run one command. */
 static int
 ctl_dispatch(struct ctl *c, int cmd)
@@ -1322,6 +1698,10 @@ ctl_dispatch(struct ctl *c, int cmd)
 		return cmd_events(c);
 	case CMD_LOG_LEVEL:
 		return cmd_log_level(c);
+	case CMD_CLIENTS:
+		return cmd_clients(c);
+	case CMD_SPEND:
+		return cmd_spend(c);
 	}
 	return ctl_usage(stderr);
 }

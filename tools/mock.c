@@ -103,6 +103,7 @@ struct mock_opts {
 	int cut_after;
 	int usage_p;
 	int usage_c;
+	int usage_k;          /* cached prompt tokens, among usage_p */
 	int recover_after_ms; /* 0: the mode never wears off */
 	int tool_call;        /* answer requests with tools by a tool call */
 	int reject_prefill;   /* 400 for a chat ending in an assistant turn */
@@ -550,8 +551,11 @@ opt_set(struct mock_opts *o, const struct optdef *d, const char *v)
 	case OT_MODE:
 		return (o->mode = mode_find(v)) == -1 ? -1 : 0;
 	case OT_USAGE:
-		return sscanf(v, "%d,%d", &o->usage_p, &o->usage_c) == 2 &&
-		               o->usage_p >= 0 && o->usage_c >= 0
+		o->usage_k = 0;
+		return sscanf(v, "%d,%d,%d", &o->usage_p, &o->usage_c,
+		              &o->usage_k) >= 2 &&
+		               o->usage_p >= 0 && o->usage_c >= 0 &&
+		               o->usage_k >= 0 && o->usage_k <= o->usage_p
 		           ? 0
 		           : -1;
 	}
@@ -587,10 +591,13 @@ opts_json(struct buf *b, const struct mock_opts *o)
 	           ",\"status\":%d,\"retry_after\":%d,\"retry_after_ms\":%d,"
 	           "\"fail_first\":%d,\"fail_percent\":%d,\"latency_ms\":%d,"
 	           "\"chunks\":%d,"
-	           "\"chunk_delay_ms\":%d,\"cut_after\":%d,\"usage\":\"%d,%d\"",
+	           "\"chunk_delay_ms\":%d,\"cut_after\":%d,\"usage\":\"%d,%d",
 	           o->status, o->retry_after, o->retry_after_ms, o->fail_first,
 	           o->fail_percent, o->latency_ms, o->chunks, o->chunk_delay_ms,
 	           o->cut_after, o->usage_p, o->usage_c);
+	if (o->usage_k)
+		buf_printf(b, ",%d", o->usage_k);
+	buf_addc(b, '"');
 	buf_adds(b, ",\"message\":");
 	jesc(b, o->message);
 	buf_adds(b, ",\"error_code\":");
@@ -791,6 +798,21 @@ oa_tool_message(struct buf *b, const struct mreq *r)
 	buf_adds(b, "}}],\"refusal\":null}");
 }
 
+/* Append an OpenAI usage object (cached tokens in its details). */
+static void
+oa_usage(struct buf *b, const struct mreq *r)
+{
+	buf_printf(b,
+	           "{\"prompt_tokens\":%d,\"completion_tokens\":%d,"
+	           "\"total_tokens\":%d",
+	           r->o.usage_p, r->o.usage_c, r->o.usage_p + r->o.usage_c);
+	if (r->o.usage_k)
+		buf_printf(b,
+		           ",\"prompt_tokens_details\":{\"cached_tokens\":%d}",
+		           r->o.usage_k);
+	buf_addc(b, '}');
+}
+
 /* Append an OpenAI / Azure chat.completion. */
 static void
 body_openai(struct buf *b, struct mreq *r)
@@ -811,11 +833,32 @@ body_openai(struct buf *b, struct mreq *r)
 	}
 	buf_adds(b, ",\"logprobs\":null,\"finish_reason\":");
 	jesc(b, finish_of(r, FMT_OPENAI));
-	buf_printf(
-	    b,
-	    "}],\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,"
-	    "\"total_tokens\":%d}}",
-	    r->o.usage_p, r->o.usage_c, r->o.usage_p + r->o.usage_c);
+	buf_adds(b, "}],\"usage\":");
+	oa_usage(b, r);
+	buf_addc(b, '}');
+}
+
+/* Anthropic's cache-read member when tokens are cached (a static text),
+ * else "". */
+static const char *
+anth_cached(const struct mreq *r)
+{
+	static char t[64];
+
+	if (r->o.usage_k == 0)
+		return "";
+	snprintf(t, sizeof t, ",\"cache_read_input_tokens\":%d", r->o.usage_k);
+	return t;
+}
+
+/* Gemini's cached-token member (a static text). */
+static const char *
+gem_cached(const struct mreq *r)
+{
+	static char t[64];
+
+	snprintf(t, sizeof t, ",\"cachedContentTokenCount\":%d", r->o.usage_k);
+	return t;
 }
 
 /* Append an Anthropic message object. */
@@ -842,9 +885,9 @@ body_anthropic(struct buf *b, struct mreq *r)
 	buf_adds(b, ",\"stop_reason\":");
 	jesc(b, finish_of(r, FMT_ANTHROPIC));
 	buf_printf(b,
-	           ",\"stop_sequence\":null,\"usage\":{\"input_tokens\":%d,"
+	           ",\"stop_sequence\":null,\"usage\":{\"input_tokens\":%d%s,"
 	           "\"output_tokens\":%d}}",
-	           r->o.usage_p, r->o.usage_c);
+	           r->o.usage_p - r->o.usage_k, anth_cached(r), r->o.usage_c);
 }
 
 /* Append Gemini usageMetadata, modelVersion and responseId fields. */
@@ -855,8 +898,9 @@ gemini_tail(struct buf *b, struct mreq *r, int usage)
 		buf_printf(
 		    b,
 		    ",\"usageMetadata\":{\"promptTokenCount\":%d,"
-		    "\"candidatesTokenCount\":%d,\"totalTokenCount\":%d}",
-		    r->o.usage_p, r->o.usage_c, r->o.usage_p + r->o.usage_c);
+		    "\"candidatesTokenCount\":%d,\"totalTokenCount\":%d%s}",
+		    r->o.usage_p, r->o.usage_c, r->o.usage_p + r->o.usage_c,
+		    r->o.usage_k ? gem_cached(r) : "");
 	buf_adds(b, ",\"modelVersion\":");
 	jesc(b, r->model);
 	buf_printf(b, ",\"responseId\":\"mock%llu\"}", r->seq);
@@ -956,11 +1000,13 @@ resp_error(struct buf *b, const struct mreq *r)
 static void
 resp_usage(struct buf *b, const struct mreq *r)
 {
-	buf_printf(b,
-	           "{\"input_tokens\":%d,\"input_tokens_details\":{\"cached_"
-	           "tokens\":0},\"output_tokens\":%d,\"output_tokens_details\":"
-	           "{\"reasoning_tokens\":0},\"total_tokens\":%d}",
-	           r->o.usage_p, r->o.usage_c, r->o.usage_p + r->o.usage_c);
+	buf_printf(
+	    b,
+	    "{\"input_tokens\":%d,\"input_tokens_details\":{\"cached_"
+	    "tokens\":%d},\"output_tokens\":%d,\"output_tokens_details\":"
+	    "{\"reasoning_tokens\":0},\"total_tokens\":%d}",
+	    r->o.usage_p, r->o.usage_k, r->o.usage_c,
+	    r->o.usage_p + r->o.usage_c);
 }
 
 /* Append a Responses object in state st (enum resp_state). */
@@ -1281,12 +1327,9 @@ frame_openai(struct buf *b, struct mreq *r, int s)
 	buf_adds(b, "}]}\n\n");
 	if (r->include_usage) {
 		oa_chunk_open(b, r);
-		buf_printf(b,
-		           "[],\"usage\":{\"prompt_tokens\":%d,\"completion_"
-		           "tokens\":%d,"
-		           "\"total_tokens\":%d}}\n\n",
-		           r->o.usage_p, r->o.usage_c,
-		           r->o.usage_p + r->o.usage_c);
+		buf_adds(b, "[],\"usage\":");
+		oa_usage(b, r);
+		buf_adds(b, "}\n\n");
 	}
 	if (r->mode != MODE_NO_DONE)
 		buf_adds(b, "data: [DONE]\n\n");
@@ -1304,8 +1347,8 @@ frame_anthropic_start(struct buf *b, struct mreq *r)
 	jesc(b, r->model);
 	buf_printf(b,
 	           ",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{"
-	           "\"input_tokens\":%d,\"output_tokens\":1}}}\n\n",
-	           r->o.usage_p);
+	           "\"input_tokens\":%d%s,\"output_tokens\":1}}}\n\n",
+	           r->o.usage_p - r->o.usage_k, anth_cached(r));
 	buf_adds(b, "event: content_block_start\ndata: {\"type\":"
 	            "\"content_block_start\",\"index\":0,\"content_block\":");
 	if (r->tool) {

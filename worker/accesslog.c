@@ -124,6 +124,10 @@ al_text(struct buf *b, int64_t wall_ms, const struct access_rec *a)
 	buf_printf(b, " prompt_tokens=%lld completion_tokens=%lld stream=%d",
 	           a->prompt_tokens, a->completion_tokens, a->stream ? 1 : 0);
 	al_text_str(b, "trail", a->trail);
+	al_text_str(b, "client", a->client ? a->client : "-");
+	buf_printf(b, " uid=%ld pid=%ld", a->uid, a->pid);
+	al_text_str(b, "comm", a->comm ? a->comm : "-");
+	al_text_str(b, "cost_usd", a->cost ? a->cost : "-");
 	buf_addc(b, '\n');
 }
 
@@ -167,6 +171,19 @@ al_json(struct buf *b, int64_t wall_ms, const struct access_rec *a)
 	jw_bool(&jw, a->stream != 0);
 	jw_key(&jw, "trail");
 	jw_cstr(&jw, a->trail);
+	jw_key(&jw, "client");
+	jw_cstr(&jw, a->client ? a->client : "-");
+	jw_key(&jw, "uid");
+	jw_int(&jw, a->uid);
+	jw_key(&jw, "pid");
+	jw_int(&jw, a->pid);
+	jw_key(&jw, "comm");
+	jw_cstr(&jw, a->comm ? a->comm : "-");
+	jw_key(&jw, "cost_usd");
+	if (a->cost == NULL || strcmp(a->cost, "-") == 0)
+		jw_null(&jw);
+	else
+		jw_raw(&jw, a->cost, strlen(a->cost));
 	jw_obj_end(&jw);
 	buf_addc(b, '\n');
 }

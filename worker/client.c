@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "worker/client.h"
 #include "worker/conn.h"
+#include "worker/ident.h"
 #include "worker/ingress.h"
 #include "worker/ingress/messages.h"
 #include "worker/request.h"
@@ -36,7 +37,8 @@ struct conn {
 	LIST_ENTRY(conn) link; /* hash chain */
 	struct evhttp_connection *evcon;
 	struct worker *w;
-	struct req *req; /* the request it carries, or NULL when idle */
+	struct req *req;  /* the request it carries, or NULL when idle */
+	struct peer peer; /* who is at the other end (taken once) */
 };
 
 LIST_HEAD(conn_list, conn);
@@ -88,6 +90,8 @@ conn_get(struct worker *w, struct evhttp_connection *evcon)
 		return NULL;
 	c->evcon = evcon;
 	c->w = w;
+	ident_peer(bufferevent_getfd(evhttp_connection_get_bufferevent(evcon)),
+	           &c->peer);
 	LIST_INSERT_HEAD(l, c, link);
 	nconn++;
 	evhttp_connection_set_closecb(evcon, conn_closed, c);
@@ -296,6 +300,15 @@ ev_detach(void *c, struct req *r)
 	                         EV_READ, 0, 0);
 }
 
+/* The peer of the connection carrying request c. */
+static const struct peer *
+ev_peer(void *c)
+{
+	struct conn *k = conn_of(c);
+
+	return k ? &k->peer : NULL;
+}
+
 static const struct client_ops ev_ops = {
     .get_header = ev_get_header,
     .header = ev_header,
@@ -305,6 +318,7 @@ static const struct client_ops ev_ops = {
     .end = ev_end,
     .attach = ev_attach,
     .detach = ev_detach,
+    .peer = ev_peer,
 };
 
 /* evhttp stops reading once a request is in, so a client hanging up is

@@ -9,6 +9,7 @@
 
 #include "common/clock.h"
 #include "common/fleet.h"
+#include "common/spend.h"
 #include "common/status.h"
 #include "worker/ingress.h"
 #include "worker/worker.h"
@@ -22,6 +23,7 @@ enum mval { MV_U64, MV_U32, MV_I32, MV_I64, MV_INT };
 struct mrow {
 	struct status_row r;
 	uint64_t lat_sum_us, ttft_sum_us;
+	uint64_t spend_nusd;
 };
 
 /* A per-deployment metric family read from one field. */
@@ -299,6 +301,224 @@ metrics_header(struct buf *b, const struct shm_hdr_sh *h)
 	               atomic_load_explicit(&h->generation, RLX));
 }
 
+/* ---- spend and clients (issue 17) ---- */
+
+/* Append nano-USD as decimal dollars. */
+static void
+metrics_usd(struct buf *b, uint64_t nusd)
+{
+	char t[32];
+
+	spend_fmt_usd(t, sizeof t, nusd);
+	buf_adds(b, t);
+}
+
+/* Priced answers by deployment. */
+static void
+metrics_dep_spend(struct buf *b, const struct mrow *m, int n)
+{
+	static const char name[] = "llmfd_deployment_spend_usd_total";
+
+	metrics_head(b, name, "counter",
+	             "US dollars spent on the deployment's answers, by the "
+	             "prices table (restored from the spend file at start).");
+	for (int i = 0; i < n; i++) {
+		buf_adds(b, name);
+		metrics_labels(b, &m[i].r);
+		buf_adds(b, "} ");
+		metrics_usd(b, m[i].spend_nusd);
+		buf_addc(b, '\n');
+	}
+}
+
+/* One sample of a per-client family: name{client="x"EXTRA} value. */
+static void
+metrics_client_sample(struct buf *b, const char *name, const char *client,
+                      const char *extra)
+{
+	buf_printf(b, "%s{client=\"", name);
+	metrics_escape(b, client);
+	buf_printf(b, "\"%s} ", extra ? extra : "");
+}
+
+/* A client snapshot for the exposition. */
+struct mclient {
+	struct client_sh c; /* config block */
+	uint64_t requests, refused[CREF__MAX], tin, tout, spend, day, month;
+	uint64_t rpm_used;
+	int32_t inflight;
+};
+
+/* Snapshot the readable active clients into mc; the count. */
+static int
+metrics_client_rows(const struct shm *t, struct mclient *mc, int64_t wall_ms)
+{
+	uint64_t today = spend_day(wall_ms), month = spend_month(wall_ms),
+	         minute = (uint64_t)(wall_ms / 60000);
+	int n = 0;
+
+	for (int k = 0; k < SHM_NCLIENTS; k++) {
+		const struct client_sh *c = &t->clients[k];
+		struct mclient *r = &mc[n];
+
+		if (atomic_load_explicit(&c->state, RLX) != SLOT_ACTIVE ||
+		    shm_read_client(c, &r->c) == -1)
+			continue;
+		r->requests = atomic_load_explicit(&c->requests, RLX);
+		for (int i = 0; i < CREF__MAX; i++)
+			r->refused[i] =
+			    atomic_load_explicit(&c->refused[i], RLX);
+		r->tin = atomic_load_explicit(&c->tokens_in, RLX);
+		r->tout = atomic_load_explicit(&c->tokens_out, RLX);
+		r->spend = atomic_load_explicit(&c->spend_nusd, RLX);
+		r->day = atomic_load_explicit(&c->day, RLX) == today
+		             ? atomic_load_explicit(&c->spend_day, RLX)
+		             : 0;
+		r->month = atomic_load_explicit(&c->month, RLX) == month
+		               ? atomic_load_explicit(&c->spend_month, RLX)
+		               : 0;
+		r->rpm_used = atomic_load_explicit(&c->rate_min, RLX) == minute
+		                  ? atomic_load_explicit(&c->req_cur, RLX)
+		                  : 0;
+		r->inflight = shm_client_inflight(c);
+		n++;
+	}
+	return n;
+}
+
+/* A per-client family of integer values at offset off of struct
+ * mclient. */
+static void
+metrics_client_u64(struct buf *b, const struct mclient *mc, int n,
+                   const char *name, const char *type, const char *help,
+                   size_t off)
+{
+	metrics_head(b, name, type, help);
+	for (int i = 0; i < n; i++) {
+		metrics_client_sample(b, name, mc[i].c.name, NULL);
+		buf_printf(
+		    b, "%llu\n",
+		    (unsigned long long)*(
+		        const uint64_t *)(const void *)((const char *)&mc[i] +
+		                                        off));
+	}
+}
+
+/* A per-client family of dollars at offset off of struct mclient. */
+static void
+metrics_client_usd(struct buf *b, const struct mclient *mc, int n,
+                   const char *name, const char *type, const char *help,
+                   size_t off)
+{
+	metrics_head(b, name, type, help);
+	for (int i = 0; i < n; i++) {
+		metrics_client_sample(b, name, mc[i].c.name, NULL);
+		metrics_usd(
+		    b, *(const uint64_t *)(const void *)((const char *)&mc[i] +
+		                                         off));
+		buf_addc(b, '\n');
+	}
+}
+
+/* Refusals by reason, in flight, and budgets of every client. */
+static void
+metrics_client_more(struct buf *b, const struct mclient *mc, int n)
+{
+	static const char ref[] = "llmfd_client_refused_total",
+	                  inf[] = "llmfd_client_inflight",
+	                  bud[] = "llmfd_client_budget_usd";
+	char extra[48];
+
+	metrics_head(b, ref, "counter",
+	             "Requests of the client refused, by reason (forbidden, "
+	             "rpm, tpm, concurrency, budget, shed).");
+	for (int i = 0; i < n; i++)
+		for (int r = 0; r < CREF__MAX; r++) {
+			snprintf(extra, sizeof extra, ",reason=\"%s\"",
+			         shm_refusal_name(r));
+			metrics_client_sample(b, ref, mc[i].c.name, extra);
+			buf_printf(b, "%llu\n",
+			           (unsigned long long)mc[i].refused[r]);
+		}
+	metrics_head(b, inf, "gauge",
+	             "Requests of the client in flight, over all workers.");
+	for (int i = 0; i < n; i++) {
+		metrics_client_sample(b, inf, mc[i].c.name, NULL);
+		buf_printf(b, "%d\n", (int)mc[i].inflight);
+	}
+	metrics_head(b, bud, "gauge",
+	             "The client's configured budgets (clients with one).");
+	for (int i = 0; i < n; i++)
+		for (int p = 0; p < 2; p++) {
+			int64_t v =
+			    p ? mc[i].c.monthly_nusd : mc[i].c.daily_nusd;
+
+			if (v <= 0)
+				continue;
+			metrics_client_sample(b, bud, mc[i].c.name,
+			                      p ? ",period=\"monthly\""
+			                        : ",period=\"daily\"");
+			metrics_usd(b, (uint64_t)v);
+			buf_addc(b, '\n');
+		}
+}
+
+#define MC(x) offsetof(struct mclient, x)
+
+/* Every client family, the queue by class and the daemon-wide client
+ * counters. */
+static void
+metrics_clients(struct buf *b, const struct shm *t, int64_t wall_ms)
+{
+	struct mclient *mc;
+	int n;
+
+	if (t->clients == NULL) /* a table without client records (tests) */
+		return;
+	if ((mc = malloc(SHM_NCLIENTS * sizeof *mc)) == NULL) {
+		b->oom = 1;
+		return;
+	}
+	n = metrics_client_rows(t, mc, wall_ms);
+	metrics_client_u64(b, mc, n, "llmfd_client_requests_total", "counter",
+	                   "Requests of the client admitted.", MC(requests));
+	metrics_client_more(b, mc, n);
+	metrics_client_u64(b, mc, n, "llmfd_client_rpm_used", "gauge",
+	                   "Requests of the client admitted in the current "
+	                   "wall-clock minute.",
+	                   MC(rpm_used));
+	metrics_client_u64(b, mc, n, "llmfd_client_tokens_in_total", "counter",
+	                   "Prompt tokens of the client's answers.", MC(tin));
+	metrics_client_u64(b, mc, n, "llmfd_client_tokens_out_total", "counter",
+	                   "Completion tokens of the client's "
+	                   "answers.",
+	                   MC(tout));
+	metrics_client_usd(b, mc, n, "llmfd_client_spend_usd_total", "counter",
+	                   "US dollars the client spent (over the spend "
+	                   "file's history, restored at start).",
+	                   MC(spend));
+	metrics_client_usd(b, mc, n, "llmfd_client_spend_today_usd", "gauge",
+	                   "US dollars the client spent this UTC day.",
+	                   MC(day));
+	metrics_client_usd(b, mc, n, "llmfd_client_spend_month_usd", "gauge",
+	                   "US dollars the client spent this UTC month.",
+	                   MC(month));
+	free(mc);
+	metrics_head(b, "llmfd_queue_waiting", "gauge",
+	             "Requests waiting for capacity, by priority class.");
+	for (int p = 0; p < SHM_NPRIO; p++)
+		buf_printf(b, "llmfd_queue_waiting{priority=\"%s\"} %d\n",
+		           cfg_prio_name(p), (int)shm_waiting(t, p));
+	metrics_scalar(b, "llmfd_unidentified_total", "counter",
+	               "Requests refused before a client was identified (401, "
+	               "and 403 under default_client \"deny\").",
+	               atomic_load_explicit(&t->hdr->auth_failures, RLX));
+	metrics_scalar(b, "llmfd_spend_ledger_full_total", "counter",
+	               "Priced answers the spend ledger had no room for (the "
+	               "client and deployment totals still count them).",
+	               atomic_load_explicit(&t->hdr->ledger_full, RLX));
+}
+
 /* Fleet sync metrics, when the daemon has a fleet section. */
 static void
 metrics_fleet(struct buf *b, const struct shm *t, const struct mrow *m, int n,
@@ -372,6 +592,7 @@ metrics_rows(const struct shm *t, struct mrow *m, int64_t now_ms,
 		}
 		m[n].lat_sum_us = atomic_load_explicit(&s->lat.sum_us, RLX);
 		m[n].ttft_sum_us = atomic_load_explicit(&s->ttft.sum_us, RLX);
+		m[n].spend_nusd = atomic_load_explicit(&s->spend_nusd, RLX);
 		n++;
 	}
 	return n;
@@ -399,6 +620,8 @@ metrics_render_shm(const struct shm *t, int64_t now_ms, int64_t wall_ms,
 		metrics_dep_family(out, &dep_fams[i], m, n);
 	metrics_outcomes(out, m, n);
 	metrics_histograms(out, m, n);
+	metrics_dep_spend(out, m, n);
+	metrics_clients(out, t, wall_ms);
 	metrics_fleet(out, t, m, n, wall_ms);
 	free(m);
 }

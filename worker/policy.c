@@ -290,8 +290,19 @@ pol_chain(struct policy *p, const struct cfg *cfg, const struct json *doc)
 		pol_name(p, cfg, f->to[i], 1);
 }
 
-/* Keep in each candidate only its members in the required region; drop
- * the candidates left empty. */
+/* Whether deployment d may serve: in the required region (if any) and in
+ * a group the client may use. */
+static int
+pol_member_ok(const struct policy *p, const struct cfg *cfg, int d)
+{
+	return (p->region[0] == '\0' ||
+	        cfg_region_ok(p->region, cfg->deploy[d].region)) &&
+	       (p->allow == NULL ||
+	        cfg_client_allows(p->allow, cfg->deploy[d].group));
+}
+
+/* Keep in each candidate only its members in the required region and the
+ * client's groups; drop the candidates left empty. */
 static void
 pol_filter(struct policy *p, const struct cfg *cfg)
 {
@@ -303,8 +314,7 @@ pol_filter(struct policy *p, const struct cfg *cfg)
 		out = &p->pool[p->npool];
 		n = 0;
 		for (int m = 0; m < g->ndeploy; m++)
-			if (cfg_region_ok(p->region,
-			                  cfg->deploy[g->deploy[m]].region) &&
+			if (pol_member_ok(p, cfg, g->deploy[m]) &&
 			    p->npool + n < POLICY_POOL)
 				out[n++] = g->deploy[m];
 		if (n == 0)
@@ -340,6 +350,8 @@ pol_rules(struct policy *p, const struct cfg *cfg, const struct policy_in *in,
 			target = r->group;
 		if (p->region[0] == '\0' && r->region[0] != '\0')
 			snprintf(p->region, sizeof p->region, "%s", r->region);
+		if (p->priority < 0 && r->priority >= 0)
+			p->priority = r->priority;
 		for (int k = 0; k < r->nfallbacks && *nfb < ROUTE_MAX_GROUPS;
 		     k++)
 			fb[(*nfb)++] = r->fallbacks[k];
@@ -384,6 +396,26 @@ pol_unknown(const struct cfg *cfg, const char *name, struct policy_err *e)
 	                "model '%s' is not a configured group, deployment, "
 	                "alias or pattern",
 	                name);
+}
+
+/* The primary candidate (the requested model, or a rule's group) must
+ * have a member in a group the client may use: else 403. */
+static int
+pol_allowed(const struct policy *p, const struct cfg *cfg, const char *target,
+            struct policy_err *e)
+{
+	const struct group_cfg *g = &p->cand[0].g;
+
+	if (p->allow == NULL)
+		return 0;
+	for (int i = 0; i < g->ndeploy; i++)
+		if (cfg_client_allows(p->allow,
+		                      cfg->deploy[g->deploy[i]].group))
+			return 0;
+	pol_fail(e, 403, "model_not_allowed",
+	         "client '%s' may not use model '%s'", p->allow->name, target);
+	e->type = "permission_error";
+	return -1;
 }
 
 /* Whether any group of cfg keeps sessions on one deployment. */
@@ -431,16 +463,22 @@ policy_resolve(struct policy *p, const struct cfg *cfg,
 	p->region[0] = '\0';
 	p->session = 0;
 	p->rule = -1;
+	p->priority = -1;
+	p->allow =
+	    in->allow != NULL && in->allow->ngroups > 0 ? in->allow : NULL;
 	*ngroups = 0;
 	target = pol_rules(p, cfg, in, fb, &nfb);
 	if (pol_region_header(p, in, e) == -1)
 		return -1;
 	if (pol_name(p, cfg, target, 1) == -1 || p->ncand == 0)
 		return pol_unknown(cfg, target, e);
+	if (pol_allowed(p, cfg, target, e) == -1)
+		return -1;
 	pol_chain(p, cfg, in->doc);
 	for (int i = 0; i < nfb; i++)
 		pol_name(p, cfg, fb[i], 1);
-	if (p->region[0] != '\0' && (pol_filter(p, cfg), p->ncand == 0))
+	if ((p->region[0] != '\0' || p->allow != NULL) &&
+	    (pol_filter(p, cfg), p->ncand == 0))
 		return pol_fail(e, 404, "region_unavailable",
 		                "no deployment for model '%s' is in region "
 		                "'%s'",
@@ -461,7 +499,7 @@ policy_switch(struct policy *p, const struct cfg *cfg,
 	p->ncand = 0;
 	for (int i = 0; f != NULL && i < f->nto; i++)
 		pol_name(p, cfg, f->to[i], 1);
-	if (p->region[0] != '\0')
+	if (p->region[0] != '\0' || p->allow != NULL)
 		pol_filter(p, cfg);
 	for (int i = 0; i < p->ncand; i++)
 		groups[i] = &p->cand[i].g;

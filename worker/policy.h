@@ -26,10 +26,12 @@ struct policy_in {
 	void *c;
 	/* The client's identity, for rules with match.client, and the region
 	 * its configuration requires (after a rule's, before the request's
-	 * header); NULL until client identity (the clients issue) fills
-	 * them. */
+	 * header); NULL when unknown. */
 	const char *client;
 	const char *client_region;
+	/* The client whose `groups` limit the deployments a request may
+	 * reach, or NULL (any). */
+	const struct client_cfg *allow;
 };
 
 /* One candidate group: a copy of the configured group (or a synthetic one
@@ -52,6 +54,8 @@ struct policy {
 	char region[CFG_NAME_MAX]; /* the required region, "" if none */
 	uint64_t session;          /* the session key, 0 if none */
 	int rule;                  /* the first rule that matched, -1 */
+	int priority;              /* a rule's priority class, -1 if none */
+	const struct client_cfg *allow; /* as policy_in.allow */
 };
 
 /* Why a request cannot be routed, as the client is told. */
@@ -65,8 +69,8 @@ struct policy_err {
 #define POLICY_REGION_HEADER "x-llmfd-region"
 
 /* Build the candidates of request in: groups[0..*ngroups) point into p.
- * 0, or -1 with e filled (unknown model 404, no deployment in the
- * required region 404). */
+ * 0, or -1 with e filled (unknown model 404, a model the client may not
+ * use 403, no deployment in the required region 404). */
 int policy_resolve(struct policy *p, const struct cfg *,
                    const struct policy_in *in, const struct group_cfg **groups,
                    int *ngroups, struct policy_err *e);

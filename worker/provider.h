@@ -93,8 +93,10 @@ struct prov_out {
 };
 
 struct usage {
-	long long prompt_tokens;
-	long long completion_tokens;
+	long long prompt_tokens;      /* cached and cache writes included */
+	long long completion_tokens;  /* reasoning included */
+	long long cached_tokens;      /* prompt tokens read from a cache */
+	long long cache_write_tokens; /* prompt tokens written to a cache */
 };
 
 /* Per-attempt stream translation state. Zero it before the first event. */
@@ -279,6 +281,9 @@ void prov_openai_body(const struct prov_call *, const char *model,
                       struct prov_out *o);
 /* Whether prov_openai_body reads only the top level of pc->req. */
 int prov_openai_top_only(const struct prov_call *);
+/* Whether the upstream is asked for a stream's usage that the client did
+ * not ask for (stream_options.include_usage), to price the answer. */
+int prov_ask_usage(const struct prov_call *);
 
 /* providers/provider.c: helpers for translating providers */
 #define PROV_RAW(jw, lit) jw_raw((jw), (lit), sizeof(lit) - 1)

@@ -33,8 +33,11 @@
 #include "common/clock.h"
 #include "common/evstream.h"
 #include "common/log.h"
+#include "common/spend.h"
 #include "worker/gauth.h"
+#include "worker/ident.h"
 #include "worker/ingress.h"
+#include "worker/limits.h"
 #include "worker/policy.h"
 #include "worker/request.h"
 #include "worker/route.h"
@@ -49,6 +52,7 @@
 #define REQ_KEEP_BUF   (64 << 10) /* bigger buffers are freed on recycling */
 #define ERRBODY_MAX    65536
 #define STREAM_MAX_BAD 16 /* malformed events an attempt may skip */
+#define REQ_YIELD_MS   20 /* a queued request yields to higher classes */
 
 struct attempt_rec {
 	int d;
@@ -144,6 +148,15 @@ struct req_st {
 	int ig_ready;       /* ingress state initialised */
 	int native;         /* the answer passed the client's format through */
 	struct upstream_error uerr; /* the failure being handled */
+	char served_model[160];     /* a pattern deployment's upstream model */
+
+	/* the client (issue 17) */
+	int client;        /* index in cfg->clients, -1: not identified */
+	struct peer peer;  /* the connection's (a copy: it may close) */
+	int prio;          /* enum prio */
+	int admitted;      /* limits_admit counted it: release at the end */
+	int waiting;       /* counted as waiting for capacity */
+	int64_t cost_nusd; /* the answer's price, -1: not priced */
 };
 
 /* The client's body in one run of bytes, kept while the request or any
@@ -476,8 +489,69 @@ req_common_headers(struct req *r)
 		    r->s.c, "x-llmfd-provider",
 		    cfg_provider_name(r->w->cfg->deploy[r->s.served].provider));
 	}
+	if (r->s.cost_nusd >= 0) {
+		char usd[32];
+
+		spend_fmt_usd(usd, sizeof usd, (uint64_t)r->s.cost_nusd);
+		o->header(r->s.c, "x-llmfd-cost-usd", usd);
+	}
 	if (r->s.close_after)
 		o->header(r->s.c, "Connection", "close");
+}
+
+/* The client's name, "-" if not identified. */
+static const char *
+req_client_name(const struct req *r)
+{
+	return r->s.client >= 0 ? r->w->cfg->clients[r->s.client].name : "-";
+}
+
+/* Who sent the request, for log lines: " client NAME (uid U pid P COMM)",
+ * "" if not identified. */
+static void
+req_who(const struct req *r, char *out, size_t n)
+{
+	const struct peer *p = &r->s.peer;
+
+	out[0] = '\0';
+	if (r->s.client < 0)
+		return;
+	if (p != NULL && p->cred)
+		snprintf(out, n, " client %s (uid %u pid %d %s)",
+		         req_client_name(r), (unsigned)p->uid, (int)p->pid,
+		         p->comm[0] ? p->comm : "?");
+	else
+		snprintf(out, n, " client %s", req_client_name(r));
+}
+
+/* Price the answer (its deployment's upstream model in `prices`) and
+ * count its tokens and spend for the client, the deployment and the
+ * ledger. Once, from req_finish. */
+static void
+req_spend(struct req *r)
+{
+	const struct cfg *cfg = r->w->cfg;
+	const struct deploy_cfg *d;
+	const struct price_cfg *p = NULL;
+	const struct usage *u = &r->s.usage;
+	const char *model;
+
+	r->s.cost_nusd = -1;
+	if (r->s.served < 0)
+		return;
+	d = &cfg->deploy[r->s.served];
+	model = r->s.served_model[0] ? r->s.served_model : d->model;
+	if (r->s.served_model[0])
+		p = cfg_price(cfg, model);
+	else if (d->price >= 0)
+		p = &cfg->prices[d->price];
+	if (p != NULL)
+		r->s.cost_nusd = (int64_t)spend_cost_nusd(
+		    p, u->prompt_tokens, u->cached_tokens,
+		    u->cache_write_tokens, u->completion_tokens);
+	if (r->s.client >= 0)
+		limits_spend(r->w, r->s.client, r->s.served, model, u,
+		             r->s.cost_nusd > 0 ? (uint64_t)r->s.cost_nusd : 0);
 }
 
 /* Write the access log line. */
@@ -486,12 +560,15 @@ req_access(struct req *r, int status, const char *code)
 {
 	const struct deploy_cfg *d =
 	    r->s.served >= 0 ? &r->w->cfg->deploy[r->s.served] : NULL;
-	char trail[REQ_MAX_TRAIL * 96];
-	int ok = code == NULL;
+	char trail[REQ_MAX_TRAIL * 96], cost[32] = "-";
+	const struct peer *p = &r->s.peer;
+	int ok = code == NULL, cred = p != NULL && p->cred;
 
 	if (!accesslog_enabled())
 		return;
 	req_trail_text(r, trail, sizeof trail);
+	if (r->s.cost_nusd >= 0)
+		spend_fmt_usd(cost, sizeof cost, (uint64_t)r->s.cost_nusd);
 	accesslog_write(
 	    r->w->cfg,
 	    &(struct access_rec){
@@ -509,7 +586,12 @@ req_access(struct req *r, int status, const char *code)
 	        .prompt_tokens = ok ? r->s.usage.prompt_tokens : 0,
 	        .completion_tokens = ok ? r->s.usage.completion_tokens : 0,
 	        .stream = r->s.stream,
-	        .trail = trail});
+	        .trail = trail,
+	        .client = req_client_name(r),
+	        .uid = cred ? (long)p->uid : -1,
+	        .pid = cred ? (long)p->pid : -1,
+	        .comm = cred && p->comm[0] ? p->comm : "-",
+	        .cost = cost});
 }
 
 /* Send the end of the request to the client, as its phase requires. */
@@ -619,6 +701,10 @@ req_release(struct req *r)
 	}
 	req_unhook(r);
 	req_body_drop(r);
+	if (r->s.waiting)
+		limits_wait(w, r->s.prio, -1);
+	if (r->s.admitted)
+		limits_release(w, r->s.client);
 	buf_recycle(&r->canon);
 	buf_recycle(&r->out);
 	buf_recycle(&r->sent_text);
@@ -648,33 +734,36 @@ req_finish(struct req *r, const struct req_end *e)
 {
 	int status = e->status, streaming = r->s.phase == REQ_STREAMING;
 	const char *code = e->type ? (e->code ? e->code : e->type) : NULL;
+	char who[160];
 
 	if (r->s.phase == REQ_DONE)
 		return;
 	if (e->type && r->s.ig->map_status)
 		status = r->s.ig->map_status(status);
+	req_who(r, who, sizeof who);
 	if (r->s.c == NULL) {
-		log_info("%s client went away after %d ms; cancelling", r->s.id,
-		         req_elapsed_ms(r));
+		log_info("%s client went away after %d ms; cancelling%s",
+		         r->s.id, req_elapsed_ms(r), who);
 		status = 499;
 		code = "client_closed";
 	} else if (e->type == NULL)
-		log_info("%s %s -> 200%s via %s (%d attempts, %d ms)", r->s.id,
-		         r->s.model, streaming ? " stream" : "",
+		log_info("%s %s -> 200%s via %s (%d attempts, %d ms)%s",
+		         r->s.id, r->s.model, streaming ? " stream" : "",
 		         dname(r, r->s.served), r->s.attempts,
-		         req_elapsed_ms(r));
+		         req_elapsed_ms(r), who);
 	else if (streaming) {
-		log_warnx("%s stream interrupted after %d ms: %s", r->s.id,
-		          req_elapsed_ms(r), e->msg);
+		log_warnx("%s stream interrupted after %d ms: %s%s", r->s.id,
+		          req_elapsed_ms(r), e->msg, who);
 		status = 200;
 		code = "stream_interrupted";
 	} else
-		log_info("%s %s -> %d %s (%d attempts, %d ms)", r->s.id,
+		log_info("%s %s -> %d %s (%d attempts, %d ms)%s", r->s.id,
 		         r->s.model, status, code, r->s.attempts,
-		         req_elapsed_ms(r));
+		         req_elapsed_ms(r), who);
 	for (int i = 0; i < 2; i++)
 		att_cancel(&r->att[i],
 		           r->s.c ? "request finished" : "client went away");
+	req_spend(r);
 	req_access(r, status, code);
 	if (r->s.c)
 		req_send_end(r, &(struct req_end){.status = status,
@@ -1070,7 +1159,9 @@ req_pick(struct req *r)
 			r->s.soonest_ms = soonest;
 		if (d >= 0) {
 			r->s.tried[d / 64] |= 1ULL << (d % 64);
-			route_count_fallback(r->w, r->s.prev_d, d, r->s.id);
+			route_count_fallback(
+			    r->w, r->s.prev_d, d, r->s.id,
+			    r->s.client >= 0 ? req_client_name(r) : NULL);
 			return d;
 		}
 		req_note_skips(r, r->s.groups[r->s.gi]);
@@ -1214,8 +1305,28 @@ req_attempted(const struct req *r, int d)
 	return 0;
 }
 
+/* Capacity is short and the request is of the lowest class: answer 429
+ * with the time to the soonest recovery rather than queue it. */
+static void
+req_shed(struct req *r, int64_t wait)
+{
+	int64_t s = wait > 1000 ? (wait + 999) / 1000 : 1;
+	char ra[24], msg[400];
+
+	snprintf(ra, sizeof ra, "%" PRId64, s);
+	r->s.ops->header(r->s.c, "Retry-After", ra);
+	limits_refused(r->w, r->s.client, CREF_SHED);
+	snprintf(msg, sizeof msg,
+	         "capacity for '%s' is short (every deployment is cooling down "
+	         "or at its rate limit) and client '%s' has %s priority: shed; "
+	         "retry after %" PRId64 " s",
+	         r->s.model, req_client_name(r), cfg_prio_name(r->s.prio), s);
+	req_fail(r, 429, "rate_limit_error", "shed", msg);
+}
+
 /* Everything is cooling or limited: wait for the soonest to come back if
- * that fits the deadline; 0 if queued. */
+ * that fits the deadline (counted as waiting in the request's class), or
+ * shed a low-priority request; 0 if queued or shed. */
 static int
 req_queue(struct req *r)
 {
@@ -1225,6 +1336,14 @@ req_queue(struct req *r)
 	    r->s.soonest_ms >= r->s.deadline_ms || r->s.n_fail != 0)
 		return -1;
 	wait = r->s.soonest_ms - clock_ms();
+	if (r->s.prio == PRIO_LOW) {
+		req_shed(r, wait);
+		return 0;
+	}
+	if (!r->s.waiting) {
+		limits_wait(r->w, r->s.prio, 1);
+		r->s.waiting = 1;
+	}
 	memset(r->s.tried, 0, sizeof r->s.tried);
 	for (int i = 0; i < r->s.ntrail; i++)
 		if (!r->s.trail[i].skip)
@@ -1301,6 +1420,16 @@ req_wait_cb(evutil_socket_t fd, short ev, void *arg)
 
 	(void)fd;
 	(void)ev;
+	if (r->s.waiting) {
+		/* higher classes take what came back first */
+		if (limits_higher_waiting(r->w, r->s.prio) &&
+		    req_left_ms(r) > REQ_YIELD_MS) {
+			req_arm(&r->ev_wait, REQ_YIELD_MS);
+			return;
+		}
+		limits_wait(r->w, r->s.prio, -1);
+		r->s.waiting = 0;
+	}
 	r->s.phase = REQ_PICKING;
 	if (r->s.tries_here > 0 && r->s.d >= 0) {
 		/* a retry after backoff: still bound by rpm, circuit, drain */
@@ -2030,6 +2159,8 @@ att_won(struct attempt *a, const struct usage *u)
 	r->s.native = a->st.native;
 	r->s.usage = *u;
 	r->s.ttft_us = a->st.ttft_us;
+	snprintf(r->s.served_model, sizeof r->s.served_model, "%s",
+	         a->st.pc.model ? a->st.pc.model : "");
 }
 
 /* A whole non-stream reply arrived: translate, encode and answer. */
@@ -2203,23 +2334,79 @@ req_opt_num(struct req *r, const char *key, double lo, double hi, double *out)
 	return 0;
 }
 
-/* The candidate groups, by the routing policy (policy.c); -1 after
- * answering. */
+/* Who is calling (ident.c): the client, its priority class; -1 after
+ * answering 401 or 403. */
+static int
+req_identify(struct req *r)
+{
+	const struct client_ops *o = r->s.ops;
+	const struct cfg *cfg = r->w->cfg;
+	struct ident_err e;
+	const struct peer *p = o->peer ? o->peer(r->s.c) : NULL;
+
+	if (p != NULL)
+		r->s.peer = *p;
+	r->s.client = ident_client(cfg, p ? &r->s.peer : NULL,
+	                           o->get_header(r->s.c, "Authorization"),
+	                           o->get_header(r->s.c, "x-api-key"), &e);
+	if (r->s.client >= 0) {
+		r->s.prio = cfg->clients[r->s.client].priority;
+		return 0;
+	}
+	limits_unidentified(r->w);
+	if (e.status == 401)
+		o->header(r->s.c, "WWW-Authenticate", "Bearer");
+	req_fail(r, e.status, e.type, e.code, e.msg);
+	return -1;
+}
+
+/* The candidate groups, by the routing policy (policy.c), within what the
+ * client may use; -1 after answering. */
 static int
 req_candidates(struct req *r)
 {
+	const struct client_cfg *cl =
+	    r->s.client >= 0 ? &r->w->cfg->clients[r->s.client] : NULL;
 	struct policy_err e;
 	struct policy_in in = {.body = &r->j,
 	                       .doc = r->s.doc,
 	                       .model = r->s.model,
 	                       .proto = r->s.ig->id,
 	                       .header = r->s.ops->get_header,
-	                       .c = r->s.c};
+	                       .c = r->s.c,
+	                       .client = cl ? cl->name : NULL,
+	                       .client_region =
+	                           cl && cl->region[0] ? cl->region : NULL,
+	                       .allow = cl};
 
 	if (policy_resolve(&r->pol, r->w->cfg, &in, r->s.groups, &r->s.ngroups,
-	                   &e) == 0)
+	                   &e) == 0) {
+		if (r->pol.priority >= 0)
+			r->s.prio = r->pol.priority;
 		return 0;
+	}
+	if (e.status == 403)
+		limits_refused(r->w, r->s.client, CREF_FORBIDDEN);
 	req_fail(r, e.status, e.type, e.code, e.msg);
+	return -1;
+}
+
+/* The client's budgets and limits (limits.c); -1 after answering 429. */
+static int
+req_admit(struct req *r)
+{
+	struct limit_verdict v;
+	char ra[24];
+
+	if (r->s.client < 0)
+		return 0;
+	if (limits_admit(r->w, r->s.client, &v) == 0) {
+		r->s.admitted = 1;
+		return 0;
+	}
+	snprintf(ra, sizeof ra, "%" PRId64, v.retry_after_s);
+	r->s.ops->header(r->s.c, "Retry-After", ra);
+	req_fail(r, v.status, v.type, v.code, v.msg);
 	return -1;
 }
 
@@ -2351,6 +2538,9 @@ req_begin(struct worker *w, const struct client_ops *ops, void *c,
 	r->s.ttft_us = -1;
 	r->s.ra_ms = -1;
 	r->s.cut_d = -1;
+	r->s.client = -1;
+	r->s.cost_nusd = -1;
+	r->s.prio = PRIO_NORMAL;
 	r->s.close_after = w->draining;
 	req_new_id(w, r->s.id, sizeof r->s.id);
 	req_fwd_headers(r);
@@ -2359,9 +2549,8 @@ req_begin(struct worker *w, const struct client_ops *ops, void *c,
 		         "out of memory");
 		return;
 	}
-	if (req_parse(r, r->body, r->blen) == -1)
-		return;
-	if (req_candidates(r) == -1)
+	if (req_identify(r) == -1 || req_parse(r, r->body, r->blen) == -1 ||
+	    req_candidates(r) == -1 || req_admit(r) == -1)
 		return;
 	route_count_request(w, ig->id);
 	req_arm(&r->ev_deadline, req_left_ms(r));

@@ -12,6 +12,7 @@
 struct worker;
 struct ingress;
 struct req;
+struct peer;
 
 /* How the engine talks to its client. server.c implements it over evhttp;
  * unit tests capture it. c is the client handle. */
@@ -30,6 +31,9 @@ struct client_ops {
 	 * after this) */
 	void (*attach)(void *c, struct req *);
 	void (*detach)(void *c, struct req *);
+	/* the connection's peer (ident.h), or NULL (unknown: as TCP); the
+	 * member may be NULL */
+	const struct peer *(*peer)(void *c);
 };
 
 /* Request phases. */

@@ -815,7 +815,8 @@ route_retry_allowed(struct worker *w)
 
 /* A request moved from `from` to `to`: count it on both and log an event. */
 void
-route_count_fallback(struct worker *w, int from, int to, const char *id)
+route_count_fallback(struct worker *w, int from, int to, const char *id,
+                     const char *client)
 {
 	char t[200];
 
@@ -825,7 +826,8 @@ route_count_fallback(struct worker *w, int from, int to, const char *id)
 	atomic_fetch_add_explicit(&slot_of(w, to)->fallbacks_to, 1, RLX);
 	snprintf(t, sizeof t, "%s %s -> %s", id, w->cfg->deploy[from].name,
 	         w->cfg->deploy[to].name);
-	shm_event_add(w->shm, SHM_EV_FALLBACK, w->slot_of[to], t);
+	shm_event_add_client(w->shm, SHM_EV_FALLBACK, w->slot_of[to], client, 0,
+	                     t);
 }
 
 /* A retry on d was scheduled. */

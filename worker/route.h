@@ -49,9 +49,10 @@ void route_rate_headers(struct worker *, int d, const struct up_resp *);
 void route_attempt_end(struct worker *, int d, enum errclass, int64_t lat_us,
                        int64_t ttft_us, const struct usage *,
                        int64_t retry_after_ms, const char *errtext, int status);
-/* A request moved from deployment `from` to `to` (request id for the
- * event text). */
-void route_count_fallback(struct worker *, int from, int to, const char *id);
+/* A request of client `client` (NULL: none) moved from deployment `from`
+ * to `to` (request id for the event text). */
+void route_count_fallback(struct worker *, int from, int to, const char *id,
+                          const char *client);
 /* A retry on d was scheduled. */
 void route_count_retry(struct worker *, int d);
 /* The monotonic ms at which d's cooldown or open circuit ends, or 0 if

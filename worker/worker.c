@@ -19,6 +19,7 @@
 #include "worker/client.h"
 #include "worker/conn.h"
 #include "worker/gauth.h"
+#include "worker/limits.h"
 #include "worker/request.h"
 #include "worker/upstream.h"
 #include "worker/worker.h"
@@ -40,6 +41,7 @@
 
 static int64_t drain_deadline_ms;
 static struct event *ev_linger;
+static pid_t master_pid; /* our parent at start */
 
 static void worker_drain_idle(struct worker *);
 
@@ -122,7 +124,7 @@ worker_tick(evutil_socket_t fd, short ev, void *arg)
 	if (lvl >= LOG_LVL_ERROR && lvl <= LOG_LVL_DEBUG && lvl != log_level)
 		log_level = lvl;
 	log_tick();
-	if (getppid() == 1) {
+	if (getppid() != master_pid) { /* re-parented: to 1, or a subreaper */
 		log_warnx("master went away; exiting");
 		event_base_loopexit(w->base, NULL);
 	}
@@ -193,6 +195,7 @@ worker_free(struct worker *w)
 		pool_free(w->pools[i]);
 	free(w->pools);
 	free(w->slot_of);
+	free(w->client_slot);
 	if (w->ev_term)
 		event_free(w->ev_term);
 	if (w->ev_tick)
@@ -218,6 +221,7 @@ worker_main(const struct cfg *cfg, struct shm *shm, int index, const int *fds,
 	char name[32];
 
 	memset(&w, 0, sizeof w);
+	master_pid = getppid();
 	w.cfg = cfg;
 	w.shm = shm;
 	w.index = index;
@@ -237,7 +241,8 @@ worker_main(const struct cfg *cfg, struct shm *shm, int index, const int *fds,
 		fatalx("evdns_base_new failed");
 	for (int i = 0; i < nfds && i < 8; i++)
 		w.listen_fd[w.nlisten++] = fds[i];
-	if (worker_pools(&w) == -1 || server_setup(&w) == -1)
+	if (worker_pools(&w) == -1 || limits_init(&w) == -1 ||
+	    server_setup(&w) == -1)
 		return 2;
 	accesslog_open(cfg);
 	secret_load(cfg);

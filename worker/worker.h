@@ -63,7 +63,11 @@ struct access_rec {
 	int ttft_ms; /* streams that reached the client, else -1 */
 	long long prompt_tokens, completion_tokens;
 	int stream;
-	const char *trail; /* "dep:status:class:ms,...", "-" if none */
+	const char *trail;  /* "dep:status:class:ms,...", "-" if none */
+	const char *client; /* the client's name, "-" if not identified */
+	long uid, pid;      /* the Unix-socket peer's, -1 if none */
+	const char *comm;   /* the peer's program name, "-" if none */
+	const char *cost;   /* USD, "-" when not priced */
 };
 
 /* Open the configured destination ("" stderr, "off" none, else a file
@@ -86,6 +90,7 @@ struct worker {
 	const struct cfg *cfg;
 	struct shm *shm;
 	int *slot_of;        /* config index -> table slot */
+	int *client_slot;    /* client index -> table record (limits.c) */
 	struct pool **pools; /* per config index */
 	struct gauth *gauth; /* service-account tokens, NULL if none */
 	int index;           /* worker column in the table */

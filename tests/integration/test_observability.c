@@ -179,8 +179,9 @@ Test(obs, metrics_follow_known_requests)
 	          1);
 	cr_assert(D("llmfd_fallbacks_from_total" L_BAD) == 1);
 	cr_assert(D("llmfd_fallbacks_to_total" L_GOOD) == 1);
-	cr_assert(D("llmfd_tokens_in_total" L_GOOD) == 10);
-	cr_assert(D("llmfd_tokens_out_total" L_GOOD) == 5);
+	/* both answers' usage, the stream's included (llmfd asks for it) */
+	cr_assert(D("llmfd_tokens_in_total" L_GOOD) == 20);
+	cr_assert(D("llmfd_tokens_out_total" L_GOOD) == 10);
 	cr_assert(D("llmfd_events_total") >= 1);
 #undef D
 	cr_assert(val(m1, "llmfd_request_duration_seconds_count" L_GOOD) == 2);

@@ -459,8 +459,8 @@ Test(cfg, table_consistent)
 Test(cfg, defaults_from_table)
 {
 	struct cfg *c = load_ok(DEP "groups = ( { name = \"a\"; } );\n");
-	const void *base[CFG_SEC__MAX] = {c, c, &c->deploy[0], &c->groups[0],
-	                                  c};
+	const void *base[CFG_SEC__MAX] = {
+	    c, c, &c->deploy[0], &c->groups[0], &c->clients[c->def_client], c};
 	char got[PATH_MAX];
 	int n = 0;
 
@@ -486,13 +486,17 @@ static void
 setting_at(int sec, const char *name, const char *v, char *text, size_t size,
            char *pfx, size_t pfxsize, int *line)
 {
-	static const char *const head[] = {"daemon = {\n", "router = {\n", "",
-	                                   "groups = ( { name = \"a\";\n",
-	                                   "fleet = {\n"};
-	static const char *const tail[] = {" };\n", " };\n", "", " } );\n",
-	                                   " };\n"};
-	static const char *const names[] = {"daemon", "router", "", "",
-	                                    "fleet"};
+	static const char *const head[] = {
+	    "daemon = {\n",
+	    "router = {\n",
+	    "",
+	    "groups = ( { name = \"a\";\n",
+	    "clients = ( { name = \"a\"; uid = 5;\n",
+	    "fleet = {\n"};
+	static const char *const tail[] = {" };\n",   " };\n",   "",
+	                                   " } );\n", " } );\n", " };\n"};
+	static const char *const names[] = {"daemon", "router", "",
+	                                    "",       "",       "fleet"};
 
 	if (sec == CFG_SEC_DEPLOY) {
 		snprintf(text, size,
@@ -507,6 +511,8 @@ setting_at(int sec, const char *name, const char *v, char *text, size_t size,
 	         tail[sec]);
 	if (sec == CFG_SEC_GROUP)
 		snprintf(pfx, pfxsize, "group 'a': %s: ", name);
+	else if (sec == CFG_SEC_CLIENT)
+		snprintf(pfx, pfxsize, "client 'a': %s: ", name);
 	else
 		snprintf(pfx, pfxsize, "%s.%s: ", names[sec], name);
 	*line = 3;

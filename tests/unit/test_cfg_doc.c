@@ -22,9 +22,10 @@
 
 /* Per section: its .Sh heading and its marker name. */
 static const char *const sec_heading[] = {"DAEMON SETTINGS", "ROUTER SETTINGS",
-                                          "DEPLOYMENTS", "GROUPS", "FLEET"};
-static const char *const sec_mark[] = {"daemon", "router", "deployments",
-                                       "groups", "fleet"};
+                                          "DEPLOYMENTS",     "GROUPS",
+                                          "CLIENTS",         "FLEET"};
+static const char *const sec_mark[] = {"daemon", "router",  "deployments",
+                                       "groups", "clients", "fleet"};
 _Static_assert(sizeof sec_mark / sizeof sec_mark[0] == CFG_SEC__MAX,
                "a section's heading and marker are missing");
 

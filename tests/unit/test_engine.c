@@ -968,6 +968,81 @@ Test(engine, decide_retry_after_wait_off)
 	cr_assert_eq(dc.action, DO_NEXT, "retry_on is empty");
 }
 
+/* ---- clients: priority under a shortage (issue 17) ---- */
+
+/* Cool both members of g down for ms. */
+static void
+cool_all(int64_t ms)
+{
+	for (int i = 0; i < 2; i++)
+		atomic_store(&shm.slots[i].cooldown_until_ms, clock_ms() + ms);
+}
+
+/* A low-priority request is shed at once when every candidate is cooling,
+ * with the time to the soonest recovery; it never waits. */
+Test(engine, low_priority_shed_when_capacity_is_short)
+{
+	start("", DEP("a", "g", "") ",\n" DEP("b", "g", ""),
+	      "clients = ( { name = \"default\"; priority = \"low\"; } );");
+	cool_all(4500);
+	cr_assert_null(chat(PLAIN));
+	cr_assert_eq(cap.status, 429, "%s", cap.body.data);
+	cr_assert_not_null(strstr(cap.body.data, "\"code\":\"shed\""));
+	cr_assert_not_null(strstr(cap.body.data, "client 'default' has low "
+	                                         "priority"));
+	cr_assert_not_null(strstr(cap.hdrs, "Retry-After: 5\n"), "%s",
+	                   cap.hdrs);
+	cr_assert_eq(shm_waiting(&shm, PRIO_LOW), 0);
+}
+
+/* The same request of class normal waits for capacity instead, counted
+ * as waiting; a rule can raise or lower a request's class. */
+Test(engine, normal_waits_and_rules_set_priority)
+{
+	struct req *r;
+
+	start("", DEP("a", "g", "") ",\n" DEP("b", "g", ""),
+	      "routes = ( { match = { tag = \"batch\"; }; priority = \"low\"; "
+	      "} );");
+	cool_all(4500);
+	cr_assert_not_null(r = chat(PLAIN));
+	cr_assert_eq(req_phase(r), REQ_WAITING);
+	cr_assert_eq(shm_waiting(&shm, PRIO_NORMAL), 1);
+	req_client_gone(r);
+	cr_assert_eq(shm_waiting(&shm, PRIO_NORMAL), 0, "released at finish");
+	memset(&cap, 0, sizeof cap);
+	cr_assert_null(chat("{\"model\":\"g\",\"metadata\":{\"tag\":\"batch\"},"
+	                    "\"messages\":[{\"role\":\"user\",\"content\":"
+	                    "\"hi\"}]}"));
+	cr_assert_eq(cap.status, 429);
+	cr_assert_not_null(strstr(cap.body.data, "\"code\":\"shed\""));
+}
+
+/* When capacity comes back, a waiting normal request yields to high ones
+ * waiting anywhere (another worker's column here), then goes. */
+Test(engine, normal_yields_to_high_when_capacity_returns)
+{
+	struct req *r;
+	int64_t until;
+
+	start("", DEP("a", "g", "") ",\n" DEP("b", "g", ""), "");
+	cool_all(30);
+	cr_assert_not_null(r = chat(PLAIN));
+	cr_assert_eq(req_phase(r), REQ_WAITING);
+	atomic_store(&shm.hdr->waiting[5][PRIO_HIGH], 1);
+	until = clock_ms() + 150;
+	while (clock_ms() < until)
+		event_base_loop(w.base, EVLOOP_ONCE);
+	cr_assert_eq(req_phase(r), REQ_WAITING, "went before the high one");
+	atomic_store(&shm.hdr->waiting[5][PRIO_HIGH], 0);
+	while (req_phase(r) == REQ_WAITING)
+		event_base_loop(w.base, EVLOOP_ONCE);
+	cr_assert_eq(req_phase(r), REQ_ATTEMPTING);
+	cr_assert_eq(shm_waiting(&shm, PRIO_NORMAL), 0);
+	req_test_upstream(r, 200, 0, REPLY, strlen(REPLY), 1);
+	cr_assert_eq(cap.status, 200);
+}
+
 /* ---- Bedrock event streams and Vertex tokens (issue 15) ---- */
 
 #define BEDROCK(name, group)                                                   \

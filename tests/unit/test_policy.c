@@ -280,7 +280,7 @@ Test(policy_cfg, routes_refused)
 	refused(
 	    DEP("a", "g", ""),
 	    "routes = ( { match = { client = \"ci\"; }; group = \"g\"; } );",
-	    "client identity is not configured");
+	    "routes[0].match.client: no client named 'ci'");
 	refused(DEP("a", "g", ""),
 	        "routes = ( { match = { header = \"Bad Name: x\"; }; group = "
 	        "\"g\"; } );",

@@ -397,6 +397,10 @@ anth_usage(const struct json *j, int u, struct usage *out)
 		out->prompt_tokens = sum;
 	if (json_int(j, json_get(j, u, "output_tokens"), &v) == 0)
 		out->completion_tokens = v;
+	if (json_int(j, json_get(j, u, "cache_read_input_tokens"), &v) == 0)
+		out->cached_tokens = v;
+	if (json_int(j, json_get(j, u, "cache_creation_input_tokens"), &v) == 0)
+		out->cache_write_tokens = v;
 }
 
 /* Write tool_use blocks as tool_calls; -1 if one is malformed. */

@@ -413,6 +413,8 @@ gem_usage(const struct json *j, int um, struct usage *u)
 	json_int(j, json_get(j, um, "thoughtsTokenCount"), &th);
 	if (json_int(j, json_get(j, um, "candidatesTokenCount"), &v) == 0)
 		u->completion_tokens = v + th;
+	if (json_int(j, json_get(j, um, "cachedContentTokenCount"), &v) == 0)
+		u->cached_tokens = v;
 }
 
 /* Fill e for a prompt blocked by promptFeedback.blockReason; -1. */

@@ -59,6 +59,14 @@ openai_usage(const struct json *j, int root, struct usage *u, const char *in,
 		u->prompt_tokens = v;
 	if (json_int(j, json_get(j, us, out), &v) == 0)
 		u->completion_tokens = v;
+	/* Chat's prompt_tokens_details, Responses' input_tokens_details */
+	if (json_int(j,
+	             json_path(j, us,
+	                       in[0] == 'p'
+	                           ? "prompt_tokens_details.cached_tokens"
+	                           : "input_tokens_details.cached_tokens"),
+	             &v) == 0)
+		u->cached_tokens = v;
 }
 
 /* Note a text delta (string token t): content seen when not empty, and
@@ -257,7 +265,11 @@ openai_stream_event(const struct prov_call *pc, struct stream_state *st,
 		return -1;
 	openai_usage(&j, 0, &st->usage, "prompt_tokens", "completion_tokens");
 	/* the first choice and its delta, each looked up once */
-	ch = json_at(&j, json_get(&j, 0, "choices"), 0);
+	ch = json_get(&j, 0, "choices");
+	if (prov_ask_usage(pc) && json_get(&j, 0, "usage") >= 0 &&
+	    json_size(&j, ch) <= 0)
+		return 0; /* usage we asked for, not the client */
+	ch = json_at(&j, ch, 0);
 	d = json_get(&j, ch, "delta");
 	c = json_get(&j, d, "content");
 	openai_text(st, &j, c);

@@ -447,7 +447,8 @@ prov_openai_rebuild(const struct prov_call *pc, const char *model,
 			}
 			continue;
 		}
-		if (json_str(j, k, key, sizeof key) < 0)
+		if (json_str(j, k, key, sizeof key) < 0 ||
+		    (prov_ask_usage(pc) && json_eq(j, k, "stream_options")))
 			continue;
 		jw_key(&jw, key);
 		if (pc->d->system_prompt_append && json_eq(j, k, "messages") &&
@@ -463,6 +464,10 @@ prov_openai_rebuild(const struct prov_call *pc, const char *model,
 		prov_raw(&jw, j, k + 1);
 	}
 	prov_params(pc, &jw);
+	if (prov_ask_usage(pc)) {
+		jw_key(&jw, "stream_options");
+		PROV_RAW(&jw, "{\"include_usage\":true}");
+	}
 	jw_obj_end(&jw);
 }
 
@@ -491,17 +496,21 @@ prov_openai_body(const struct prov_call *pc, const char *model,
 		prov_openai_rebuild(pc, model, &o->body);
 		return;
 	}
-	for (; pc->drop_keys && pc->drop_keys[n] && n < 14; n++)
+	for (; pc->drop_keys && pc->drop_keys[n] && n < 13; n++)
 		drop[n] = pc->drop_keys[n];
 	if (model == NULL)
 		drop[n++] = "model";
+	if (prov_ask_usage(pc)) /* replaced by one that asks for usage */
+		drop[n++] = "stream_options";
 	drop[n] = NULL;
-	if (pc->d->params) {
-		jw_init(&jw, &params);
-		jw_obj(&jw);
-		prov_params(pc, &jw);
-		jw_obj_end(&jw);
+	jw_init(&jw, &params);
+	jw_obj(&jw);
+	prov_params(pc, &jw);
+	if (prov_ask_usage(pc)) {
+		jw_key(&jw, "stream_options");
+		PROV_RAW(&jw, "{\"include_usage\":true}");
 	}
+	jw_obj_end(&jw);
 	prov_obj_put(
 	    pc, pc->req,
 	    &(struct prov_edit){"model", model, drop,
@@ -509,6 +518,16 @@ prov_openai_body(const struct prov_call *pc, const char *model,
 	                        params.len > 2 ? params.len - 2 : 0},
 	    o);
 	buf_free(&params);
+}
+
+/* Whether a chat stream must ask the upstream for usage the client did
+ * not ask for: every answer is priced (issue 17), and OpenAI-shaped
+ * servers report a stream's usage only when asked. The usage chunk is
+ * then kept from the client (openai_stream_event). */
+int
+prov_ask_usage(const struct prov_call *pc)
+{
+	return pc->stream && !pc->include_usage && pc->endpoint == EP_CHAT;
 }
 
 /* Fill e for a reply llmfd cannot understand (retryable); -1. */
@@ -826,6 +845,13 @@ prov_usage(struct jw *jw, const struct usage *u)
 	jw_int(jw, u->completion_tokens);
 	jw_key(jw, "total_tokens");
 	jw_int(jw, u->prompt_tokens + u->completion_tokens);
+	if (u->cached_tokens > 0) {
+		jw_key(jw, "prompt_tokens_details");
+		jw_obj(jw);
+		jw_key(jw, "cached_tokens");
+		jw_int(jw, u->cached_tokens);
+		jw_obj_end(jw);
+	}
 	jw_obj_end(jw);
 }
 
