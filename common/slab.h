@@ -15,7 +15,9 @@
 #define SLAB_MAX 64 /* larger requests go to malloc */
 
 /* Route libevent's allocations through the slab (before libevent
- * allocates anything). */
+ * allocates anything). Memory libevent hands its caller to free
+ * (evhttp_uridecode, evbuffer_readln, ...) is then freed with slab_free,
+ * never free. */
 void slab_use_for_libevent(void);
 void *slab_malloc(size_t);
 void *slab_realloc(void *, size_t);

@@ -16,6 +16,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/slab.h"
 #include "worker/client.h"
 #include "worker/conn.h"
 #include "worker/ingress.h"
@@ -289,7 +290,7 @@ server_notfound(struct evhttp_request *req, void *arg)
 		char *dec = evhttp_uridecode(path + 11, 0, NULL);
 
 		snprintf(id, sizeof id, "%s", dec ? dec : "");
-		free(dec);
+		slab_free(dec); /* libevent's memory */
 		server_model_one(req, arg, id);
 		return;
 	}
