@@ -73,6 +73,10 @@ struct conn {
 	int64_t deadline_ms;
 	int64_t dropped; /* CP_REJECT: bytes read and dropped */
 	int slabbed;     /* this request's body had its chance at a slab */
+	/* the slab of the body being read (borrowed: its pieces in the input
+	 * buffer or the request hold it), its size and bytes filled */
+	struct conn_slab *slab;
+	size_t slab_size, slab_filled;
 	struct conn_scan scan;
 };
 
@@ -542,6 +546,7 @@ conn_begin(struct conn *c)
 	c->phase = CP_HEAD;
 	c->deadline_ms = clock_ms() + conn_w->cfg->client_header_timeout_ms;
 	c->slabbed = 0;
+	c->slab = NULL;
 	conn_scan_init(&c->scan);
 }
 
@@ -671,9 +676,11 @@ conn_slab_unref(const void *data, size_t len, void *arg)
 /*
  * A large body: read it into one allocation after what in holds (the head
  * and the body's first bytes, copied there), and make that allocation all
- * of in, by reference. evhttp then takes the head from it and moves the
- * rest, the whole body in one piece, to the request: the engine reads it
- * where it is, with no copy into one run. 0, or -1 to read as usual.
+ * of in, by reference (when more than the head is there: every piece lent
+ * holds body bytes, which evhttp moves to the request, so the slab lives
+ * as long as the body is being read). evhttp then takes the head from it and
+ * moves the rest, the whole body in one piece, to the request: the engine reads
+ * it where it is, with no copy into one run. 0, or -1 to read as usual.
  */
 static int
 conn_slurp_slab(struct conn *c, struct bufferevent *bev, struct evbuffer *in)
@@ -692,17 +699,74 @@ conn_slurp_slab(struct conn *c, struct bufferevent *bev, struct evbuffer *in)
 	while (got < left && (r = read(bufferevent_getfd(bev),
 	                               sl->data + have + got, left - got)) > 0)
 		got += (size_t)r;
+	/* Nothing more yet: the piece lent would hold only what evhttp
+	 * drains (the head) and go with the slab while more is to come. */
+	if (got == 0) {
+		free(sl);
+		return -1;
+	}
+	/* the bytes read here: the scanner ends in the body, or at its end */
+	conn_scan_feed(&c->scan, sl->data + have, got, &conn_lim, &why);
 	slurping = 1;
 	evbuffer_drain(in, have);
 	if (evbuffer_add_reference(in, sl->data, have + got, conn_slab_unref,
 	                           sl) == -1) {
 		evbuffer_add(in, sl->data, have + got);
 		free(sl);
+		sl = NULL;
 	}
 	slurping = 0;
-	/* the bytes read here: the scanner ends in the body, or at its end */
-	conn_scan_feed(&c->scan, sl->data + have, got, &conn_lim, &why);
+	c->slab = sl;
+	c->slab_size = have + left;
+	c->slab_filled = have + got;
 	return 0;
+}
+
+/*
+ * More of a body that has a slab (it was not all there at first). evhttp
+ * moves a body to the request only once it is whole, so in holds the
+ * body so far, lent from the slab, then the `added` bytes libevent just
+ * read. Those are copied into the slab after the rest, what else the
+ * client has sent is read straight after them, and in becomes one piece
+ * lent from the slab again: the body stays one run of memory.
+ */
+static void
+conn_slab_more(struct conn *c, struct bufferevent *bev, struct evbuffer *in,
+               size_t added)
+{
+	struct conn_slab *sl = c->slab;
+	size_t len = evbuffer_get_length(in), old = len - added;
+	size_t room = c->slab_size - c->slab_filled, got = 0;
+	char *at = sl->data + c->slab_filled;
+	struct evbuffer_iovec v[2];
+	struct evbuffer_ptr pos;
+	ssize_t r;
+	const char *why;
+
+	if (added > len || added > room ||
+	    (old > 0 && (evbuffer_peek(in, (ev_ssize_t)old, NULL, v, 2) != 1 ||
+	                 (char *)v[0].iov_base != at - old)) ||
+	    evbuffer_ptr_set(in, &pos, old, EVBUFFER_PTR_SET) == -1) {
+		c->slab = NULL; /* not what it expects: read as usual */
+		return;
+	}
+	evbuffer_copyout_from(in, &pos, at, added);
+	while (added + got < room &&
+	       (r = read(bufferevent_getfd(bev), at + added + got,
+	                 room - added - got)) > 0)
+		got += (size_t)r;
+	conn_scan_feed(&c->scan, at + added, got, &conn_lim, &why);
+	slurping = 1;
+	sl->refs++; /* for the new piece: the old one goes first */
+	evbuffer_drain(in, len);
+	if (evbuffer_add_reference(in, at - old, old + added + got,
+	                           conn_slab_unref, sl) == -1) {
+		evbuffer_add(in, at - old, old + added + got);
+		conn_slab_unref(NULL, 0, sl);
+		c->slab = NULL;
+	}
+	slurping = 0;
+	c->slab_filled += added + got;
 }
 
 /*
@@ -715,7 +779,8 @@ conn_slurp_slab(struct conn *c, struct bufferevent *bev, struct evbuffer *in)
  * (scanned like any others), and that nested call does not slurp.
  */
 static void
-conn_slurp(struct conn *c, struct bufferevent *bev, struct evbuffer *in)
+conn_slurp(struct conn *c, struct bufferevent *bev, struct evbuffer *in,
+           size_t added)
 {
 	static int busy;
 	size_t want, got;
@@ -725,6 +790,11 @@ conn_slurp(struct conn *c, struct bufferevent *bev, struct evbuffer *in)
 	if (!c->slabbed) {
 		c->slabbed = 1;
 		if (conn_slurp_slab(c, bev, in) == 0)
+			return;
+	}
+	if (c->slab) {
+		conn_slab_more(c, bev, in, added);
+		if (c->slab)
 			return;
 	}
 	busy = 1;
@@ -757,11 +827,11 @@ conn_input_cb(struct evbuffer *in, const struct evbuffer_cb_info *info,
 		if (evbuffer_get_length(in) > info->n_added)
 			c->scan.st = CS_DONE; /* pipelined: evhttp's caps */
 		conn_head(c, bev, in, info->n_added);
-		conn_slurp(c, bev, in);
+		conn_slurp(c, bev, in, info->n_added);
 		break;
 	case CP_HEAD:
 		conn_head(c, bev, in, info->n_added);
-		conn_slurp(c, bev, in);
+		conn_slurp(c, bev, in, info->n_added);
 		break;
 	case CP_REJECT:
 		c->dropped += (int64_t)evbuffer_get_length(in);

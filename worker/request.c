@@ -280,6 +280,26 @@ req_body_get(void)
 	return b;
 }
 
+/* The body as one run of bytes: where its pieces already lie end to end
+ * in memory (a body conn.c read into one allocation), else pulled up into
+ * one; NULL when memory ran out. */
+static const char *
+req_body_run(struct evbuffer *eb)
+{
+	struct evbuffer_iovec v[8];
+	int n = evbuffer_peek(eb, -1, NULL, v, 8);
+
+	for (int i = 1; i < n && n <= 8; i++)
+		if ((const char *)v[i].iov_base !=
+		    (const char *)v[i - 1].iov_base + v[i - 1].iov_len) {
+			n = 0;
+			break;
+		}
+	if (n >= 1 && n <= 8)
+		return v[0].iov_base;
+	return (const char *)evbuffer_pullup(eb, -1);
+}
+
 /* Let go of the request's body (upstream writes may keep it a while). */
 static void
 req_body_drop(struct req *r)
@@ -2527,7 +2547,7 @@ req_begin(struct worker *w, const struct client_ops *ops, void *c,
 	memset(&r->s, 0, sizeof r->s);
 	r->bh = b;
 	r->blen = evbuffer_get_length(b->eb);
-	r->body = r->blen ? (const char *)evbuffer_pullup(b->eb, -1) : "";
+	r->body = r->blen ? req_body_run(b->eb) : "";
 	r->s.ops = ops;
 	r->s.c = c;
 	ops->attach(c, r);
