@@ -132,6 +132,63 @@ fuzz_native_build(const struct provider *p, struct prov_call pc,
 	free(hdr);
 }
 
+/* The same-format body by reference against the same body copied: an
+ * object from the input (a long member put in front, so that there is a
+ * run to refer to) read with json_parse_top, built for OpenAI with and
+ * without the client's text held; the bytes must be the same, spans must
+ * lie in the held text, and the result must be an object without
+ * llmfd's fields. */
+static void
+fuzz_span_build(const struct deploy_cfg *d, const uint8_t *data, size_t n)
+{
+	static const char *const bulk[] = {"messages", "tools", NULL};
+	static const char *const drop[] = {"fallbacks", "num_retries",
+	                                   "timeout",   "stream_timeout",
+	                                   "metadata",  NULL};
+	static struct json j, built;
+	struct prov_out a = {0}, b = {0};
+	struct prov_call pc = {.d = d, .req = &j, .drop_keys = drop};
+	struct buf text = {0};
+	char err[256];
+
+	if (n < 1 || data[0] != '{')
+		return;
+	buf_adds(&text, "{\"pad\":\"");
+	for (int i = 0; i < PROV_REF_MIN + 50; i++)
+		buf_addc(&text, 'x');
+	buf_adds(&text, "\"");
+	if (n > 1 && data[1] != '}')
+		buf_addc(&text, ',');
+	buf_add(&text, data + 1, n - 1);
+	if (json_parse_top(&j, text.data, text.len, bulk) == 0 &&
+	    json_type(&j, 0) == JSMN_OBJECT &&
+	    prov_openai.build(&pc, &a, err, sizeof err) == 0) {
+		pc.held = text.data;
+		pc.held_len = text.len;
+		if (prov_openai.build(&pc, &b, err, sizeof err) != 0)
+			abort();
+		for (int i = 0; i < b.nspan; i++)
+			if (b.span[i].ref && (b.span[i].ref < text.data ||
+			                      b.span[i].ref + b.span[i].len >
+			                          text.data + text.len))
+				abort();
+		prov_flatten(&b);
+		if (a.body.len != b.body.len ||
+		    memcmp(a.body.data, b.body.data, a.body.len) != 0 ||
+		    json_parse(&built, b.body.data, b.body.len) == -1 ||
+		    json_type(&built, 0) != JSMN_OBJECT ||
+		    json_get(&built, 0, "fallbacks") >= 0)
+			abort();
+	}
+	buf_free(&a.path);
+	buf_free(&a.headers);
+	buf_free(&a.body);
+	buf_free(&b.path);
+	buf_free(&b.headers);
+	buf_free(&b.body);
+	buf_free(&text);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
 {
@@ -172,6 +229,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
 	classify_http(400 + kind % 200, (const char *)data, n, &e);
 	if ((p = provider_get(d.provider)) == NULL)
 		return 0;
+	if (d.provider == PROV_OPENAI && (kind & 2))
+		fuzz_span_build(&d, data, n);
 	if ((kind & 2) && native_fmt(p, &d) != -1) {
 		pc.native = &j;
 		pc.native_fmt = native_fmt(p, &d);
