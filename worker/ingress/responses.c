@@ -844,10 +844,12 @@ resp_echo_or(struct jw *jw, const struct json *req, const char *key, int type,
 static void
 resp_echo_tools(struct jw *jw, const struct json *req)
 {
-	int tools = json_get(req, 0, "tools"), n = json_size(req, tools), t, v;
+	int tools = json_get(req, 0, "tools"), n = 0, t, v;
 	static const char *const keys[] = {"description", "parameters",
 	                                   "strict"};
 
+	if (json_type(req, tools) == JSMN_ARRAY)
+		n = json_size(req, tools);
 	jw_key(jw, "tools");
 	jw_arr(jw);
 	for (int i = 0; i < n; i++) {
