@@ -58,15 +58,16 @@ struct resp_rq {
 static int
 resp_rq_bad(struct canon_rq *rq, const char *key, enum canon_want want)
 {
-	static const char *const what[] = {[CANON_REQUIRED] = "given",
-	                                   [CANON_NUMBER] = "a number",
-	                                   [CANON_INTEGER] =
-	                                       "a positive integer",
-	                                   [CANON_MIN1] = "a positive integer",
-	                                   [CANON_BOOL] = "a boolean",
-	                                   [CANON_STRING] = "a string",
-	                                   [CANON_LIST] = "an array",
-	                                   [CANON_DICT] = "an object"};
+	static const char *const what[] = {
+	    [CANON_REQUIRED] = "given",
+	    [CANON_NUMBER] = "a number",
+	    [CANON_INTEGER] = "a positive integer",
+	    [CANON_MIN1] = "a positive integer",
+	    [CANON_BOOL] = "a boolean",
+	    [CANON_STRING] = "a string",
+	    [CANON_LIST] = "an array",
+	    [CANON_DICT] = "an object",
+	};
 
 	return canon_fail(rq,
 	                  want == CANON_INTEGER || want == CANON_MIN1
@@ -408,10 +409,9 @@ resp_rq_output(struct resp_rq *x, int it)
 	if (json_type(j, o) == JSMN_ARRAY)
 		rc = resp_output_parts(x, o, &t);
 	else if (json_type(j, o) != JSMN_STRING)
-		rc =
-		    canon_fail(&x->rq, "invalid_type",
-		               "function_call_output 'output' must be a string "
-		               "or an array of parts");
+		rc = canon_fail(&x->rq, "invalid_type",
+		                "function_call_output 'output' must be a "
+		                "string or an array of parts");
 	if (rc == 0) {
 		resp_asst_flush(x);
 		x->nmsg++;
