@@ -15,21 +15,23 @@
 static int msgs_parts(struct canon_rq *, struct jw *, int blocks,
                       const char *where, int *nparts);
 
-/* Refuse field key with pydantic's wording (Anthropic's); -1. */
+/* Refuse field key in pydantic's words (Anthropic's); -1. */
 static int
 msgs_bad(struct canon_rq *rq, const char *key, enum canon_want want)
 {
-	static const char *const why[] = {
-	    [CANON_REQUIRED] = "Field required",
-	    [CANON_NUMBER] = "Input should be a valid number",
-	    [CANON_INTEGER] = "Input should be a valid integer",
-	    [CANON_MIN1] = "Input should be greater than or equal to 1",
-	    [CANON_BOOL] = "Input should be a valid boolean",
-	    [CANON_STRING] = "Input should be a valid string",
-	    [CANON_LIST] = "Input should be a valid list",
-	    [CANON_DICT] = "Input should be a valid dictionary"};
+	static const char *const type[] = {
+	    [CANON_NUMBER] = "number", [CANON_INTEGER] = "integer",
+	    [CANON_BOOL] = "boolean",  [CANON_STRING] = "string",
+	    [CANON_LIST] = "list",     [CANON_DICT] = "dictionary"};
 
-	return canon_fail(rq, NULL, "%s: %s", key, why[want]);
+	if (want == CANON_REQUIRED)
+		return canon_fail(rq, NULL, "%s: Field required", key);
+	if (want == CANON_MIN1)
+		return canon_fail(
+		    rq, NULL, "%s: Input should be greater than or equal to 1",
+		    key);
+	return canon_fail(rq, NULL, "%s: Input should be a valid %s", key,
+	                  type[want]);
 }
 
 /* snprintf for location strings and ids, where truncation is harmless. */
