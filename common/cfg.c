@@ -17,7 +17,11 @@
 #include <unistd.h>
 
 #include <libconfig.h>
+#include <openssl/bio.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 
 #include "common/buf.h"
 #include "common/cfg.h"
@@ -39,14 +43,18 @@ struct loader {
 };
 
 static const char *const strategy_names[] = {
-    "ordered", "weighted", "least-busy", "latency", "usage", NULL};
-static const char *const provider_names[] = {"openai", "azure", "anthropic",
-                                             "gemini", NULL};
+    "ordered", "weighted", "least-busy", "latency", "usage", "cost", NULL};
+static const char *const provider_names[] = {
+    "openai", "azure", "anthropic", "gemini", "bedrock", "vertex", NULL};
 static const char *const log_level_names[] = {"error", "warn", "info", "debug",
                                               NULL};
 static const char *const log_format_names[] = {"text", "json", NULL};
 static const char *const resume_names[] = {"off", "continue", NULL};
 static const char *const hedge_names[] = {"off", "p95", NULL};
+static const char *const affinity_names[] = {"off", "session", NULL};
+static const char *const tie_names[] = {"random", "cost", NULL};
+static const char *const protocol_names[] = {"chat", "embeddings", "messages",
+                                             "responses", NULL};
 
 _Static_assert(sizeof(((struct cfg *)0)->listen) <=
                    sizeof(((struct sockaddr_un *)0)->sun_path),
@@ -145,7 +153,14 @@ const struct cfg_setting cfg_settings[] = {
      .doc = "How the deployments of a group are ordered for a request: in "
             "configuration order, at random by\n.Ic weight ,\nfewest in "
             "flight first, fastest first (within\n.Ic latency_buffer ) ,\n"
-            "or lowest share of their rpm/tpm limits first."},
+            "lowest share of their rpm/tpm limits (and of the limits the "
+            "upstream reports) first, or cheapest first by\n.Ic prices\n"
+            "(see\n.Sx ROUTING ) ."},
+    {"tie_break", CFG_SEC_ROUTER, CFG_ENUM, IN_CFG(tie_break), .def = "random",
+     .names = tie_names,
+     .doc = "How\n.Cm least-busy , latency\nand\n.Cm usage\nchoose among "
+            "equally good deployments: at random, or the cheapest by\n"
+            ".Ic prices\n(then at random)."},
     {"num_retries", CFG_SEC_ROUTER, CFG_INT, .min = 0, .max = 10,
      IN_CFG(num_retries), OVERRIDE(num_retries), .def = "2",
      .doc = "Retries of one deployment on the failures named by\n"
@@ -267,6 +282,37 @@ const struct cfg_setting cfg_settings[] = {
     {"max_tokens", CFG_SEC_DEPLOY, CFG_LONG, .min = 0, .max = LONG_MAX,
      IN_DEPLOY(max_tokens), .def = "0",
      .doc = "Default max_tokens for providers that require one (anthropic)."},
+    {"region", CFG_SEC_DEPLOY, CFG_STRING, IN_DEPLOY(region), .def = "",
+     .doc = "Where the deployment runs, for requests and\n.Ic routes\nthat "
+            "require a region (see\n.Sx ROUTING ) ;\nempty: none, so such "
+            "requests never reach it.\nFor\n.Cm bedrock\nit is the AWS "
+            "region (for example\n.Qq us-east-1 ) ,\nwhich names the "
+            "default\n.Ic base_url\nand goes into every signature; "
+            "required there."},
+    OTHER("pattern", CFG_SEC_DEPLOY),
+    OTHER("aws_access_key_id", CFG_SEC_DEPLOY),
+    OTHER("aws_secret_access_key", CFG_SEC_DEPLOY),
+    OTHER("aws_session_token", CFG_SEC_DEPLOY),
+    {"project", CFG_SEC_DEPLOY, CFG_STRING, IN_DEPLOY(project), .def = "",
+     .doc = "Vertex: the Google Cloud project; empty: the\n.Ql project_id\n"
+            "of\n.Ic credentials_file ."},
+    {"location", CFG_SEC_DEPLOY, CFG_STRING, IN_DEPLOY(location),
+     .def = "global",
+     .doc = "Vertex: the region (for example\n.Qq us-east5 ) ,\n"
+            ".Qq global ,\nor the multi-region\n.Qq us\nor\n.Qq eu ,\n"
+            "which names the default\n.Ic base_url ."},
+    {"credentials_file", CFG_SEC_DEPLOY, CFG_PATH, IN_DEPLOY(credentials_file),
+     .def = "",
+     .doc = "Vertex: a Google service-account key file (JSON), read when "
+            "the configuration is loaded.\nEach worker exchanges a signed "
+            "RS256 JWT at its\n.Ql token_uri\nfor an access token, "
+            "shares it between the deployments of that account, and "
+            "refreshes it in the background before it expires; requests "
+            "that arrive with no valid token wait for the one exchange in "
+            "flight.\nA failed exchange fails the attempt as an\n.Cm auth\n"
+            "error (transient when the token endpoint is down), and the "
+            "key is never logged.\nWithout it,\n.Ic api_key\nis sent as "
+            "a ready-made access token."},
     OTHER("prefill", CFG_SEC_DEPLOY),
     OTHER("system_prompt_append", CFG_SEC_DEPLOY),
     OTHER("headers", CFG_SEC_DEPLOY),
@@ -293,6 +339,14 @@ const struct cfg_setting cfg_settings[] = {
      .names = hedge_names,
      .doc = ".Cm p95\nhedges after the group's observed p95 instead; not "
             "with\n.Ic hedge_after_ms ."},
+    {"affinity", CFG_SEC_GROUP, CFG_ENUM, IN_GROUP(affinity), .def = "off",
+     .names = affinity_names,
+     .doc = ".Cm session\nkeeps each session on one deployment (rendezvous "
+            "hashing over the members that can take it), so the "
+            "provider's prompt cache stays warm; it moves only when that "
+            "deployment cannot take it (see\n.Sx ROUTING ) ."},
+    {"tie_break", CFG_SEC_GROUP, CFG_ENUM, IN_GROUP(tie_break), .def = NULL,
+     .names = tie_names, .doc = "As in the router."},
     {.name = NULL},
 };
 
@@ -1142,6 +1196,18 @@ cfg_url_split(const char *url, int *tls, char *host, size_t hostsz,
 	return 0;
 }
 
+/* The Host header value for d; see cfg.h. */
+void
+cfg_host_header(const struct deploy_cfg *d, char *out, size_t size)
+{
+	if ((d->tls && d->port == 443) || (!d->tls && d->port == 80))
+		snprintf(out, size, "%s", d->host);
+	else if (strchr(d->host, ':'))
+		snprintf(out, size, "[%s]:%u", d->host, d->port);
+	else
+		snprintf(out, size, "%s:%u", d->host, d->port);
+}
+
 /* Deployment name and group. */
 static int
 deploy_names(struct loader *ld, const config_setting_t *s, int idx,
@@ -1180,19 +1246,41 @@ deploy_names(struct loader *ld, const config_setting_t *s, int idx,
 	return 0;
 }
 
-/* Default base URL for a provider, NULL if none. */
-static const char *
-default_base_url(int provider)
+/* Default base URL of deployment d into out; -1 if its provider has
+ * none (azure). Bedrock's follows its region, Vertex's its location. */
+static int
+default_base_url(const struct deploy_cfg *d, char *out, size_t size)
 {
-	switch (provider) {
+	switch (d->provider) {
 	case PROV_OPENAI:
-		return "https://api.openai.com/v1";
+		return snprintf(out, size, "https://api.openai.com/v1"), 0;
 	case PROV_ANTHROPIC:
-		return "https://api.anthropic.com";
+		return snprintf(out, size, "https://api.anthropic.com"), 0;
 	case PROV_GEMINI:
-		return "https://generativelanguage.googleapis.com";
+		return snprintf(out, size,
+		                "https://generativelanguage.googleapis.com"),
+		       0;
+	case PROV_BEDROCK:
+		return snprintf(out, size,
+		                "https://bedrock-runtime.%s.amazonaws.com",
+		                d->region),
+		       0;
+	case PROV_VERTEX:
+		if (strcmp(d->location, "global") == 0)
+			snprintf(out, size,
+			         "https://aiplatform.googleapis.com/v1");
+		else if (strcmp(d->location, "us") == 0 ||
+		         strcmp(d->location, "eu") == 0)
+			snprintf(out, size,
+			         "https://aiplatform.%s.rep.googleapis.com/v1",
+			         d->location);
+		else
+			snprintf(out, size,
+			         "https://%s-aiplatform.googleapis.com/v1",
+			         d->location);
+		return 0;
 	default:
-		return NULL;
+		return -1;
 	}
 }
 
@@ -1201,25 +1289,45 @@ static int
 deploy_url(struct loader *ld, const config_setting_t *s, struct deploy_cfg *d)
 {
 	config_setting_t *m;
-	const char *why, *def;
+	const char *why;
 	int r;
 
 	r = get_strbuf(ld, s, "base_url", d->base_url, sizeof d->base_url);
 	if (r == -1)
 		return -1;
 	m = config_setting_get_member(s, "base_url");
-	if (r == 0) {
-		if ((def = default_base_url(d->provider)) == NULL)
-			return ld_error(ld, s,
-			                "deployment '%s': base_url is "
-			                "required for provider %s",
-			                d->name,
-			                cfg_provider_name(d->provider));
-		snprintf(d->base_url, sizeof d->base_url, "%s", def);
-	}
+	if (r == 0 &&
+	    default_base_url(d, d->base_url, sizeof d->base_url) == -1)
+		return ld_error(ld, s,
+		                "deployment '%s': base_url is "
+		                "required for provider %s",
+		                d->name, cfg_provider_name(d->provider));
 	if (cfg_url_split(d->base_url, &d->tls, d->host, sizeof d->host,
 	                  &d->port, d->path, sizeof d->path, &why) == -1)
 		return set_error(ld, m, "%s", why);
+	return 0;
+}
+
+/* Deployment pattern: the model names it serves, with one `*` that stands
+ * for the model sent upstream. */
+static int
+deploy_pattern(struct loader *ld, const config_setting_t *s,
+               struct deploy_cfg *d)
+{
+	const char *p = d->pattern;
+	int r = get_strbuf(ld, s, "pattern", d->pattern, sizeof d->pattern);
+
+	if (r != 1)
+		return r;
+	if (strchr(p, '*') == NULL || strchr(p, '*') != strrchr(p, '*'))
+		return set_error(
+		    ld, config_setting_get_member(s, "pattern"),
+		    "must contain exactly one '*' (\"anthropic/*\")");
+	for (; *p != '\0'; p++)
+		if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+			return set_error(
+			    ld, config_setting_get_member(s, "pattern"),
+			    "must not contain spaces or control characters");
 	return 0;
 }
 
@@ -1231,9 +1339,17 @@ deploy_provider(struct loader *ld, const config_setting_t *s,
 {
 	int r;
 
-	if ((r = get_strbuf(ld, s, "model", d->model, sizeof d->model)) == -1)
+	if (deploy_pattern(ld, s, d) == -1 ||
+	    (r = get_strbuf(ld, s, "model", d->model, sizeof d->model)) == -1)
 		return -1;
-	if (r == 0 || d->model[0] == '\0') {
+	if (strchr(d->model, '*') != NULL &&
+	    (d->pattern[0] == '\0' ||
+	     strchr(d->model, '*') != strrchr(d->model, '*')))
+		return set_error(ld, config_setting_get_member(s, "model"),
+		                 "a '*' (at most one) needs a pattern");
+	if ((r == 0 || d->model[0] == '\0') && d->pattern[0] != '\0')
+		snprintf(d->model, sizeof d->model, "*");
+	else if (r == 0 || d->model[0] == '\0') {
 		if (d->provider != PROV_AZURE)
 			return ld_error(ld, s,
 			                "deployment '%s': model is "
@@ -1260,12 +1376,14 @@ deploy_provider(struct loader *ld, const config_setting_t *s,
 	return 0;
 }
 
-/* Deployment api_key: a literal or "$VAR"; the value never reaches a
- * message. */
+/* Secret string member name of s (a literal or "$VAR") into dst if
+ * present; var gets the variable's name ("" for a literal) when not NULL.
+ * The value never reaches a message. */
 static int
-deploy_key(struct loader *ld, const config_setting_t *s, struct deploy_cfg *d)
+get_secret(struct loader *ld, const config_setting_t *s, const char *name,
+           char *dst, size_t size, char *var, size_t varsz)
 {
-	config_setting_t *m = config_setting_get_member(s, "api_key");
+	config_setting_t *m = config_setting_get_member(s, name);
 	const char *v, *raw;
 
 	if (m == NULL)
@@ -1276,18 +1394,35 @@ deploy_key(struct loader *ld, const config_setting_t *s, struct deploy_cfg *d)
 	if (raw[0] == '$' && raw[1] != '$') {
 		if (!valid_var(raw + 1))
 			return set_error(ld, m, "invalid variable name");
-		if (strlen(raw + 1) >= sizeof d->api_key_var)
+		if (var != NULL && strlen(raw + 1) >= varsz)
 			return set_error(ld, m, "variable name too long");
-		snprintf(d->api_key_var, sizeof d->api_key_var, "%s", raw + 1);
+		if (var != NULL)
+			snprintf(var, varsz, "%s", raw + 1);
 	}
-	if (expand(ld, m, "api_key", raw, &v) == -1)
+	if (expand(ld, m, name, raw, &v) == -1)
 		return -1;
-	if (strlen(v) >= sizeof d->api_key)
+	if (strlen(v) >= size)
 		return set_error(ld, m, "value too long (at most %zu bytes)",
-		                 sizeof d->api_key - 1);
+		                 size - 1);
 	if (strpbrk(v, "\r\n") != NULL)
 		return set_error(ld, m, "value contains a line break");
-	memcpy(d->api_key, v, strlen(v) + 1);
+	memcpy(dst, v, strlen(v) + 1);
+	return 0;
+}
+
+/* Deployment api_key and the AWS credentials: literals or "$VAR". */
+static int
+deploy_key(struct loader *ld, const config_setting_t *s, struct deploy_cfg *d)
+{
+	if (get_secret(ld, s, "api_key", d->api_key, sizeof d->api_key,
+	               d->api_key_var, sizeof d->api_key_var) == -1 ||
+	    get_secret(ld, s, "aws_access_key_id", d->aws_access_key_id,
+	               sizeof d->aws_access_key_id, NULL, 0) == -1 ||
+	    get_secret(ld, s, "aws_secret_access_key", d->aws_secret_access_key,
+	               sizeof d->aws_secret_access_key, NULL, 0) == -1 ||
+	    get_secret(ld, s, "aws_session_token", d->aws_session_token,
+	               sizeof d->aws_session_token, NULL, 0) == -1)
+		return -1;
 	return 0;
 }
 
@@ -1562,6 +1697,205 @@ deploy_params(struct loader *ld, const config_setting_t *s,
 	return 0;
 }
 
+/* Whether s is a non-empty run of [a-z0-9-] (a region or location that
+ * goes into a host name). */
+static int
+valid_region(const char *s)
+{
+	return *s != '\0' &&
+	       strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-") == strlen(s);
+}
+
+/* Bedrock's region and Vertex's location, which name the default host. */
+static int
+deploy_cloud_names(struct loader *ld, const config_setting_t *s,
+                   const struct deploy_cfg *d)
+{
+	config_setting_t *m;
+
+	if (d->provider == PROV_BEDROCK && !valid_region(d->region)) {
+		if ((m = config_setting_get_member(s, "region")) == NULL)
+			return ld_error(
+			    ld, s,
+			    "deployment '%s': region is required for "
+			    "provider bedrock",
+			    d->name);
+		return set_error(ld, m,
+		                 "expected a region such as "
+		                 "\"us-east-1\"");
+	}
+	if (d->provider == PROV_VERTEX && !valid_region(d->location))
+		return set_error(ld, config_setting_get_member(s, "location"),
+		                 "expected a location such as \"us-east5\" "
+		                 "or \"global\"");
+	return 0;
+}
+
+/* Read a whole small file into b; -1 with errno set. */
+static int
+slurp_small(const char *path, struct buf *b)
+{
+	char tmp[4096];
+	FILE *f = fopen(path, "r");
+	size_t n;
+
+	if (f == NULL)
+		return -1;
+	while ((n = fread(tmp, 1, sizeof tmp, f)) > 0 && b->len < 65536)
+		buf_add(b, tmp, n);
+	OPENSSL_cleanse(tmp, sizeof tmp);
+	fclose(f);
+	if (b->len >= 65536 || b->oom) {
+		errno = EFBIG;
+		return -1;
+	}
+	buf_cstr(b);
+	return 0;
+}
+
+/* Copy string member key of the key file's object into dst; the reason
+ * it cannot be, or NULL. */
+static const char *
+sa_field(const struct json *j, const char *key, char *dst, size_t size,
+         int required)
+{
+	int t = json_get(j, 0, key);
+
+	if (t < 0 && !required)
+		return NULL;
+	if (json_type(j, t) != JSMN_STRING)
+		return "a string field is missing";
+	if (json_str(j, t, dst, size) < 0 || strlen(dst) + 1 >= size)
+		return "a field is too long";
+	return NULL;
+}
+
+/* Whether PEM text holds an RSA private key OpenSSL can read. */
+static int
+sa_key_ok(const char *pem)
+{
+	BIO *bio = BIO_new_mem_buf(pem, -1);
+	EVP_PKEY *k =
+	    bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+	int ok = k != NULL && EVP_PKEY_base_id(k) == EVP_PKEY_RSA;
+
+	EVP_PKEY_free(k);
+	BIO_free(bio);
+	ERR_clear_error();
+	return ok;
+}
+
+/* Take the service account's fields from parsed key file j into d; the
+ * reason it cannot be used, or NULL. */
+static const char *
+sa_take(const struct json *j, struct deploy_cfg *d)
+{
+	struct buf pem = {0};
+	const char *why, *uwhy;
+	char host[256], path[CFG_URL_MAX];
+	uint16_t port;
+	int tls, t = json_get(j, 0, "private_key");
+
+	if (!json_eq(j, json_get(j, 0, "type"), "service_account"))
+		return "not a service account key (type is not "
+		       "\"service_account\")";
+	if ((why = sa_field(j, "client_email", d->sa_email, sizeof d->sa_email,
+	                    1)) != NULL ||
+	    (why = sa_field(j, "private_key_id", d->sa_key_id,
+	                    sizeof d->sa_key_id, 0)) != NULL ||
+	    (why = sa_field(j, "token_uri", d->sa_token_uri,
+	                    sizeof d->sa_token_uri, 0)) != NULL)
+		return why;
+	if (d->project[0] == '\0' &&
+	    sa_field(j, "project_id", d->project, sizeof d->project, 0))
+		return "bad project_id";
+	if (d->sa_token_uri[0] == '\0')
+		snprintf(d->sa_token_uri, sizeof d->sa_token_uri, "%s",
+		         "https://oauth2.googleapis.com/token");
+	if (cfg_url_split(d->sa_token_uri, &tls, host, sizeof host, &port, path,
+	                  sizeof path, &uwhy) == -1)
+		return "token_uri is not an http(s) URL";
+	if (json_str_buf(j, t, &pem) <= 0 || pem.oom ||
+	    !sa_key_ok(buf_cstr(&pem))) {
+		if (pem.data)
+			OPENSSL_cleanse(pem.data, pem.len);
+		buf_free(&pem);
+		return "private_key is not an RSA private key in PEM";
+	}
+	d->sa_private_key = xstrdup(buf_cstr(&pem));
+	OPENSSL_cleanse(pem.data, pem.len);
+	buf_free(&pem);
+	return NULL;
+}
+
+/* Read Vertex's service-account key file (at load, never on a request
+ * path); messages name the file, never the key. */
+static int
+deploy_sa(struct loader *ld, const config_setting_t *s, struct deploy_cfg *d)
+{
+	config_setting_t *m = config_setting_get_member(s, "credentials_file");
+	struct buf b = {0};
+	struct json j = {0};
+	const char *why = NULL;
+
+	if (slurp_small(d->credentials_file, &b) == -1) {
+		set_error(ld, m, "cannot read %s: %s", d->credentials_file,
+		          strerror(errno));
+		goto out;
+	}
+	if (json_parse(&j, b.data, b.len) == -1 ||
+	    json_type(&j, 0) != JSMN_OBJECT)
+		why = "not a JSON object";
+	else
+		why = sa_take(&j, d);
+	if (why != NULL)
+		set_error(ld, m, "%s: %s", d->credentials_file, why);
+out:
+	json_free(&j);
+	if (b.data)
+		OPENSSL_cleanse(b.data, b.len);
+	buf_free(&b);
+	return why != NULL || ld->cause != NULL ? -1 : 0;
+}
+
+/* The credentials Bedrock and Vertex need: AWS keys (or a Bedrock API
+ * key), a service-account file (or a ready access token), a project. */
+static int
+deploy_cloud_auth(struct loader *ld, const config_setting_t *s,
+                  struct deploy_cfg *d)
+{
+	int aws = d->aws_access_key_id[0] || d->aws_secret_access_key[0];
+
+	if (d->provider == PROV_BEDROCK && aws &&
+	    (!d->aws_access_key_id[0] || !d->aws_secret_access_key[0]))
+		return ld_error(ld, s,
+		                "deployment '%s': aws_access_key_id and "
+		                "aws_secret_access_key go together",
+		                d->name);
+	if (d->provider == PROV_BEDROCK && !aws && !d->api_key[0])
+		return ld_error(ld, s,
+		                "deployment '%s': provider bedrock needs "
+		                "aws_access_key_id and aws_secret_access_key "
+		                "(or an api_key)",
+		                d->name);
+	if (d->provider != PROV_VERTEX)
+		return 0;
+	if (d->credentials_file[0] && deploy_sa(ld, s, d) == -1)
+		return -1;
+	if (!d->credentials_file[0] && !d->api_key[0])
+		return ld_error(ld, s,
+		                "deployment '%s': provider vertex needs a "
+		                "credentials_file (or an api_key holding an "
+		                "access token)",
+		                d->name);
+	if (d->project[0] == '\0')
+		return ld_error(ld, s,
+		                "deployment '%s': provider vertex needs a "
+		                "project",
+		                d->name);
+	return 0;
+}
+
 /* One element of `deployments`. */
 static int
 parse_deploy(struct loader *ld, const config_setting_t *s, int idx,
@@ -1577,8 +1911,10 @@ parse_deploy(struct loader *ld, const config_setting_t *s, int idx,
 	if (deploy_names(ld, s, idx, d) == -1 ||
 	    check_known(ld, s, CFG_SEC_DEPLOY, NULL, ld->ctx) == -1 ||
 	    read_section(ld, s, CFG_SEC_DEPLOY, d) == -1 ||
-	    deploy_check(ld, s, d) == -1 || deploy_provider(ld, s, d) == -1 ||
-	    deploy_key(ld, s, d) == -1 || deploy_files(ld, s, d) == -1 ||
+	    deploy_check(ld, s, d) == -1 ||
+	    deploy_cloud_names(ld, s, d) == -1 ||
+	    deploy_provider(ld, s, d) == -1 || deploy_key(ld, s, d) == -1 ||
+	    deploy_cloud_auth(ld, s, d) == -1 || deploy_files(ld, s, d) == -1 ||
 	    deploy_headers(ld, s, d) == -1 || deploy_params(ld, s, d) == -1)
 		return -1;
 	return 0;
@@ -1645,7 +1981,16 @@ build_groups(struct loader *ld, const config_setting_t *list)
 	}
 	for (int i = 0; i < cfg->ndeploy; i++) {
 		struct deploy_cfg *d = &cfg->deploy[i];
+		struct group_cfg *g = &cfg->groups[group_index(cfg, d->group)];
+		const struct deploy_cfg *first = &cfg->deploy[g->deploy[0]];
 
+		if (strcmp(d->pattern, first->pattern) != 0)
+			return ld_error(
+			    ld, config_setting_get_elem(list, (unsigned)i),
+			    "deployment '%s': pattern \"%s\" differs from "
+			    "that of '%s' (\"%s\"), of the same group",
+			    d->name, d->pattern, first->name, first->pattern);
+		g->pattern = first->pattern[0] ? first->pattern : NULL;
 		if (group_index(cfg, d->name) != -1 &&
 		    strcmp(d->name, d->group) != 0)
 			return ld_error(
@@ -1725,9 +2070,17 @@ fallback_target(struct loader *ld, const config_setting_t *m,
 	if (config_setting_type(m) != CONFIG_TYPE_STRING)
 		return ld_error(ld, m, "%s: to: expected group names", ld->ctx);
 	v = config_setting_get_string(m);
-	if (group_index(ld->cfg, v) == -1)
+	if (!cfg_model_routes(ld->cfg, v) && group_index(ld->cfg, v) != -1)
+		return ld_error(
+		    ld, m,
+		    "%s: to: '%s' serves a pattern; name a model it "
+		    "serves",
+		    ld->ctx, v);
+	if (!cfg_model_routes(ld->cfg, v))
 		return ld_error(ld, m, "%s: to: unknown group '%s'", ld->ctx,
 		                v);
+	if (strlen(v) >= CFG_NAME_MAX)
+		return ld_error(ld, m, "%s: to: '%s' is too long", ld->ctx, v);
 	if (strcmp(v, f->group) == 0)
 		return ld_error(ld, m, "%s: falls back to itself", ld->ctx);
 	for (int i = 0; i < f->nto; i++)
@@ -1809,6 +2162,416 @@ parse_fallbacks(struct loader *ld, const config_setting_t *root,
 	return 0;
 }
 
+/* ---- prices, aliases, routes ---- */
+
+/* Read number member name of g (>= 0) into *out; 1 if present, 0 if
+ * absent, -1 on error. */
+static int
+get_price(struct loader *ld, const config_setting_t *g, const char *name,
+          double *out)
+{
+	const struct cfg_setting e = {.name = name, .min = 0, .max = 1000000};
+
+	if (config_setting_get_member(g, name) == NULL)
+		return 0;
+	return get_double(ld, g, &e, out) == -1 ? -1 : 1;
+}
+
+/* One element of `prices`. */
+static int
+parse_price(struct loader *ld, const config_setting_t *s, int idx)
+{
+	static const char *const keys[] = {"model", "input_per_mtok",
+	                                   "output_per_mtok",
+	                                   "cached_input_per_mtok", NULL};
+	struct price_cfg *p = &ld->cfg->prices[idx];
+	int r;
+
+	ld_context(ld, ".", "prices[%d]", idx);
+	if (config_setting_type(s) != CONFIG_TYPE_GROUP)
+		return ld_error(ld, s, "%s: expected a group { ... }", ld->ctx);
+	ld->cfg->nprice = idx + 1;
+	if (check_known(ld, s, -1, keys, ld->ctx) == -1 ||
+	    (r = get_strbuf(ld, s, "model", p->model, sizeof p->model)) == -1)
+		return -1;
+	if (r == 0 || p->model[0] == '\0')
+		return ld_error(ld, s, "%s: model is required", ld->ctx);
+	for (int i = 0; i < idx; i++)
+		if (strcmp(ld->cfg->prices[i].model, p->model) == 0)
+			return ld_error(
+			    ld, s, "prices: duplicate entry for model '%s'",
+			    p->model);
+	ld_context(ld, ": ", "prices: model '%s'", p->model);
+	if ((r = get_price(ld, s, "input_per_mtok", &p->input_per_mtok)) ==
+	        -1 ||
+	    (r == 0 && ld_error(ld, s, "%s: input_per_mtok is required",
+	                        ld->ctx) == -1) ||
+	    (r = get_price(ld, s, "output_per_mtok", &p->output_per_mtok)) ==
+	        -1 ||
+	    (r == 0 &&
+	     ld_error(ld, s, "%s: output_per_mtok is required", ld->ctx) == -1))
+		return -1;
+	p->cached_input_per_mtok = p->input_per_mtok;
+	return get_price(ld, s, "cached_input_per_mtok",
+	                 &p->cached_input_per_mtok) == -1
+	           ? -1
+	           : 0;
+}
+
+/* Whether s is a name clients may send as a model: printable, no spaces,
+ * at most CFG_NAME_MAX - 1 bytes. */
+static int
+valid_model_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n >= CFG_NAME_MAX)
+		return 0;
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s <= 0x20 || *s == 0x7f || *s == '"')
+			return 0;
+	return 1;
+}
+
+/* Whether a model name routes somewhere: a group, a deployment, an alias,
+ * a pattern, or "provider/model" of a configured deployment. */
+int
+cfg_model_routes(const struct cfg *cfg, const char *name)
+{
+	char cap[128];
+	const char *slash = strchr(name, '/');
+	char prov[32];
+	int k;
+
+	int g = group_index(cfg, name), d = cfg_find_deploy(cfg, name);
+
+	if ((g != -1 && cfg->groups[g].pattern != NULL) ||
+	    (d >= 0 && cfg->deploy[d].pattern[0] != '\0'))
+		return 0; /* a pattern's group: which model? */
+	if (g != -1 || d >= 0 || cfg_find_alias(cfg, name) != NULL ||
+	    cfg_find_pattern(cfg, name, cap, sizeof cap) != NULL)
+		return 1;
+	if (slash == NULL || (size_t)(slash - name) >= sizeof prov)
+		return 0;
+	snprintf(prov, sizeof prov, "%.*s", (int)(slash - name), name);
+	if ((k = cfg_provider_parse(prov)) == -1)
+		return 0;
+	for (int i = 0; i < cfg->ndeploy; i++)
+		if (cfg->deploy[i].provider == k &&
+		    strcmp(cfg->deploy[i].model, slash + 1) == 0)
+			return 1;
+	return 0;
+}
+
+/* A rule's model name m (setting s) must route somewhere. */
+static int
+rule_target(struct loader *ld, const config_setting_t *s, const char *what,
+            const char *m)
+{
+	if (!cfg_model_routes(ld->cfg, m))
+		return ld_error(
+		    ld, s,
+		    "%s: %s: '%s' is not a group, deployment, alias "
+		    "or model a pattern serves",
+		    ld->ctx, what, m);
+	return 0;
+}
+
+/* One element of `aliases`. */
+static int
+parse_alias(struct loader *ld, const config_setting_t *s, int idx)
+{
+	static const char *const keys[] = {"name", "group", NULL};
+	struct cfg *cfg = ld->cfg;
+	struct alias_cfg *a = &cfg->aliases[idx];
+	int r;
+
+	ld_context(ld, ".", "aliases[%d]", idx);
+	if (config_setting_type(s) != CONFIG_TYPE_GROUP)
+		return ld_error(ld, s, "%s: expected a group { ... }", ld->ctx);
+	cfg->nalias = idx + 1;
+	if (check_known(ld, s, -1, keys, ld->ctx) == -1 ||
+	    (r = get_strbuf(ld, s, "name", a->name, sizeof a->name)) == -1)
+		return -1;
+	if (r == 0)
+		return ld_error(ld, s, "%s: name is required", ld->ctx);
+	if (!valid_model_name(a->name))
+		return ld_error(
+		    ld, config_setting_get_member(s, "name"),
+		    "%s: invalid name (no spaces, at most %d bytes)", ld->ctx,
+		    CFG_NAME_MAX - 1);
+	if (group_index(cfg, a->name) != -1 ||
+	    cfg_find_deploy(cfg, a->name) >= 0)
+		return ld_error(ld, config_setting_get_member(s, "name"),
+		                "%s: '%s' is already a group or deployment",
+		                ld->ctx, a->name);
+	for (int i = 0; i < idx; i++)
+		if (strcmp(cfg->aliases[i].name, a->name) == 0)
+			return ld_error(ld, s, "aliases: duplicate alias '%s'",
+			                a->name);
+	ld_context(ld, ": ", "alias '%s'", a->name);
+	if ((r = get_strbuf(ld, s, "group", a->group, sizeof a->group)) == -1)
+		return -1;
+	if (r == 0)
+		return ld_error(ld, s, "%s: group is required", ld->ctx);
+	return rule_target(ld, config_setting_get_member(s, "group"), "group",
+	                   a->group);
+}
+
+/* Read member name of g as a string or a list of strings into a heap
+ * array of n entries of size sz. */
+static int
+get_str_list(struct loader *ld, const config_setting_t *g, const char *name,
+             size_t sz, char **out, int *n)
+{
+	config_setting_t *s = config_setting_get_member(g, name), *e;
+	int cnt, one;
+
+	*n = 0;
+	if (s == NULL)
+		return 0;
+	one = config_setting_type(s) == CONFIG_TYPE_STRING;
+	if (!one && config_setting_type(s) != CONFIG_TYPE_ARRAY &&
+	    config_setting_type(s) != CONFIG_TYPE_LIST)
+		return set_error(ld, s, "expected a string or a list of them");
+	cnt = one ? 1 : config_setting_length(s);
+	*out = xcalloc(cnt > 0 ? (size_t)cnt : 1, sz);
+	for (int i = 0; i < cnt; i++) {
+		e = one ? s : config_setting_get_elem(s, (unsigned)i);
+		if (config_setting_type(e) != CONFIG_TYPE_STRING)
+			return set_error(ld, s, "expected strings");
+		if (copy_str(ld, s, config_setting_get_string(e),
+		             *out + (size_t)i * sz, sz) == -1)
+			return -1;
+		*n = i + 1;
+	}
+	return 0;
+}
+
+/* match.metadata: a group of key = "pattern" settings. */
+static int
+rule_meta(struct loader *ld, const config_setting_t *m, struct rule_cfg *r)
+{
+	config_setting_t *g = config_setting_get_member(m, "metadata"), *e;
+	int n;
+
+	if (g == NULL)
+		return 0;
+	if (config_setting_type(g) != CONFIG_TYPE_GROUP)
+		return set_error(ld, g,
+		                 "expected a group { key = \"value\"; }");
+	n = config_setting_length(g);
+	r->meta = xcalloc(n > 0 ? (size_t)n : 1, sizeof *r->meta);
+	for (int i = 0; i < n; i++) {
+		e = config_setting_get_elem(g, (unsigned)i);
+		if (config_setting_type(e) != CONFIG_TYPE_STRING)
+			return set_error(ld, e, "expected a string");
+		if (copy_str(ld, e, config_setting_name(e), r->meta[i].key,
+		             sizeof r->meta[i].key) == -1 ||
+		    copy_str(ld, e, config_setting_get_string(e),
+		             r->meta[i].value, sizeof r->meta[i].value) == -1)
+			return -1;
+		r->nmeta = i + 1;
+	}
+	return 0;
+}
+
+/* match.header: "Name: pattern" strings ("Name" alone: present). */
+static int
+rule_headers(struct loader *ld, const config_setting_t *m, struct rule_cfg *r)
+{
+	config_setting_t *s = config_setting_get_member(m, "header");
+	char(*h)[320] = NULL;
+	const char *c, *v;
+	size_t nlen;
+	int n, rc;
+
+	rc = get_str_list(ld, m, "header", sizeof *h, (char **)&h, &n);
+	if (rc == 0)
+		r->header = xcalloc(n > 0 ? (size_t)n : 1, sizeof *r->header);
+	for (int i = 0; i < n && rc == 0; i++) {
+		c = strchr(h[i], ':');
+		nlen = c ? (size_t)(c - h[i]) : strlen(h[i]);
+		for (v = c ? c + 1 : "*"; *v == ' ' || *v == '\t'; v++)
+			;
+		if (!valid_token(h[i], nlen) ||
+		    nlen >= sizeof r->header[i].key) {
+			rc = set_error(ld, s, "invalid header name in \"%s\"",
+			               h[i]);
+			break;
+		}
+		memcpy(r->header[i].key, h[i], nlen);
+		r->header[i].key[nlen] = '\0';
+		rc = copy_str(ld, s, v, r->header[i].value,
+		              sizeof r->header[i].value);
+		r->nheader = i + 1;
+	}
+	free(h);
+	return rc;
+}
+
+/* match.protocol: names of client protocols. */
+static int
+rule_protocols(struct loader *ld, const config_setting_t *m, struct rule_cfg *r)
+{
+	char(*p)[16] = NULL;
+	int n, rc, k;
+
+	rc = get_str_list(ld, m, "protocol", sizeof *p, (char **)&p, &n);
+	for (int i = 0; i < n && rc == 0; i++) {
+		for (k = 0; k < CFG_NPROTO; k++)
+			if (strcmp(p[i], protocol_names[k]) == 0)
+				break;
+		if (k == CFG_NPROTO)
+			rc = set_error(
+			    ld, config_setting_get_member(m, "protocol"),
+			    "unknown protocol '%s' (chat, embeddings, "
+			    "messages or responses)",
+			    p[i]);
+		else
+			r->protocols |= 1u << k;
+	}
+	free(p);
+	return rc;
+}
+
+/* A rule's match group. */
+static int
+rule_match(struct loader *ld, const config_setting_t *s, struct rule_cfg *r)
+{
+	static const char *const keys[] = {
+	    "tag", "metadata", "header", "protocol", "model", "client", NULL};
+	config_setting_t *m = config_setting_get_member(s, "match"), *c;
+	char ctx[sizeof ld->ctx];
+
+	if (m == NULL)
+		return 0;
+	if (config_setting_type(m) != CONFIG_TYPE_GROUP)
+		return set_error(ld, m, "expected a group { ... }");
+	snprintf(ctx, sizeof ctx, "%s", ld->ctx);
+	ld_context(ld, ".", "%s.match", ctx);
+	if (check_known(ld, m, -1, keys, ld->ctx) == -1 ||
+	    get_strbuf(ld, m, "tag", r->tag, sizeof r->tag) == -1 ||
+	    get_strbuf(ld, m, "model", r->model, sizeof r->model) == -1 ||
+	    rule_meta(ld, m, r) == -1 || rule_headers(ld, m, r) == -1 ||
+	    rule_protocols(ld, m, r) == -1)
+		return -1;
+	if ((c = config_setting_get_member(m, "client")) != NULL)
+		return set_error(ld, c,
+		                 "client identity is not configured (no "
+		                 "clients section)");
+	ld_context(ld, ".", "%s", ctx);
+	return 0;
+}
+
+/* Whether some deployment is in region want. */
+static int
+region_known(const struct cfg *cfg, const char *want)
+{
+	for (int i = 0; i < cfg->ndeploy; i++)
+		if (cfg_region_ok(want, cfg->deploy[i].region))
+			return 1;
+	return 0;
+}
+
+/* A rule's actions: group, fallbacks, region. */
+static int
+rule_actions(struct loader *ld, const config_setting_t *s, struct rule_cfg *r)
+{
+	config_setting_t *m;
+	int rc;
+
+	if ((rc = get_strbuf(ld, s, "group", r->group, sizeof r->group)) ==
+	        -1 ||
+	    (rc == 1 && rule_target(ld, config_setting_get_member(s, "group"),
+	                            "group", r->group) == -1) ||
+	    get_str_list(ld, s, "fallbacks", sizeof *r->fallbacks,
+	                 (char **)&r->fallbacks, &r->nfallbacks) == -1 ||
+	    get_strbuf(ld, s, "region", r->region, sizeof r->region) == -1)
+		return -1;
+	m = config_setting_get_member(s, "fallbacks");
+	for (int i = 0; i < r->nfallbacks; i++)
+		if (rule_target(ld, m, "fallbacks", r->fallbacks[i]) == -1)
+			return -1;
+	m = config_setting_get_member(s, "region");
+	if (m != NULL && !region_known(ld->cfg, r->region))
+		return ld_error(ld, m, "%s: no deployment is in region '%s'",
+		                ld->ctx, r->region);
+	if (r->group[0] == '\0' && r->nfallbacks == 0 && r->region[0] == '\0')
+		return ld_error(ld, s,
+		                "%s: does nothing (set group, fallbacks or "
+		                "region)",
+		                ld->ctx);
+	return 0;
+}
+
+/* One element of `routes`. */
+static int
+parse_rule(struct loader *ld, const config_setting_t *s, int idx)
+{
+	static const char *const keys[] = {"match", "group", "fallbacks",
+	                                   "region", NULL};
+	struct rule_cfg *r = &ld->cfg->rules[idx];
+
+	ld_context(ld, ".", "routes[%d]", idx);
+	if (config_setting_type(s) != CONFIG_TYPE_GROUP)
+		return ld_error(ld, s, "%s: expected a group { ... }", ld->ctx);
+	ld->cfg->nrule = idx + 1;
+	r->line = config_setting_source_line(s);
+	if (check_known(ld, s, -1, keys, ld->ctx) == -1 ||
+	    rule_match(ld, s, r) == -1)
+		return -1;
+	return rule_actions(ld, s, r);
+}
+
+/* A list section whose elements parse with fn into *v of n elements. */
+static int
+parse_list(struct loader *ld, const config_setting_t *root, const char *what,
+           size_t elsize, void **v,
+           int (*fn)(struct loader *, const config_setting_t *, int))
+{
+	config_setting_t *list;
+	int n;
+
+	if (get_section(ld, root, what, CONFIG_TYPE_LIST, &list) == -1)
+		return -1;
+	if (list == NULL || (n = config_setting_length(list)) == 0)
+		return 0;
+	*v = xcalloc((size_t)n, elsize);
+	for (int i = 0; i < n; i++)
+		if (fn(ld, config_setting_get_elem(list, (unsigned)i), i) == -1)
+			return -1;
+	return 0;
+}
+
+/* Each deployment's price, by its upstream model. */
+static void
+link_prices(struct cfg *cfg)
+{
+	for (int i = 0; i < cfg->ndeploy; i++) {
+		const struct price_cfg *p =
+		    cfg_price(cfg, cfg->deploy[i].model);
+
+		cfg->deploy[i].price = p ? (int)(p - cfg->prices) : -1;
+	}
+}
+
+/* The prices and aliases lists (before the fallbacks, which may name
+ * aliases). */
+static int
+parse_names(struct loader *ld, const config_setting_t *root)
+{
+	struct cfg *cfg = ld->cfg;
+
+	if (parse_list(ld, root, "prices", sizeof *cfg->prices,
+	               (void **)&cfg->prices, parse_price) == -1 ||
+	    parse_list(ld, root, "aliases", sizeof *cfg->aliases,
+	               (void **)&cfg->aliases, parse_alias) == -1)
+		return -1;
+	link_prices(cfg);
+	return 0;
+}
+
 /* Walk the parsed tree into ld->cfg. */
 static int
 parse_root(struct loader *ld, const config_setting_t *root)
@@ -1820,6 +2583,9 @@ parse_root(struct loader *ld, const config_setting_t *root)
 	                                   "fallbacks",
 	                                   "context_window_fallbacks",
 	                                   "content_policy_fallbacks",
+	                                   "prices",
+	                                   "aliases",
+	                                   "routes",
 	                                   NULL};
 	config_setting_t *dmn, *router, *deploys, *groups;
 	struct cfg *cfg = ld->cfg;
@@ -1833,11 +2599,14 @@ parse_root(struct loader *ld, const config_setting_t *root)
 	if (parse_daemon(ld, dmn) == -1 || parse_router(ld, router) == -1 ||
 	    parse_deployments(ld, deploys) == -1 ||
 	    build_groups(ld, deploys) == -1 || parse_groups(ld, groups) == -1 ||
+	    parse_names(ld, root) == -1 ||
 	    parse_fallbacks(ld, root, "fallbacks", &cfg->fallbacks) == -1 ||
 	    parse_fallbacks(ld, root, "context_window_fallbacks",
 	                    &cfg->cw_fallbacks) == -1 ||
 	    parse_fallbacks(ld, root, "content_policy_fallbacks",
-	                    &cfg->cp_fallbacks) == -1)
+	                    &cfg->cp_fallbacks) == -1 ||
+	    parse_list(ld, root, "routes", sizeof *cfg->rules,
+	               (void **)&cfg->rules, parse_rule) == -1)
 		return -1;
 	return 0;
 }
@@ -1937,7 +2706,16 @@ cfg_free(struct cfg *cfg)
 
 		free(d->system_prompt_append);
 		free(d->params);
+		if (d->sa_private_key) {
+			OPENSSL_cleanse(d->sa_private_key,
+			                strlen(d->sa_private_key));
+			free(d->sa_private_key);
+		}
 		OPENSSL_cleanse(d->api_key, sizeof d->api_key);
+		OPENSSL_cleanse(d->aws_secret_access_key,
+		                sizeof d->aws_secret_access_key);
+		OPENSSL_cleanse(d->aws_session_token,
+		                sizeof d->aws_session_token);
 		OPENSSL_cleanse(d->headers, sizeof d->headers);
 	}
 	free(cfg->deploy);
@@ -1947,6 +2725,14 @@ cfg_free(struct cfg *cfg)
 	free_fallbacks(&cfg->fallbacks);
 	free_fallbacks(&cfg->cw_fallbacks);
 	free_fallbacks(&cfg->cp_fallbacks);
+	for (int i = 0; i < cfg->nrule; i++) {
+		free(cfg->rules[i].meta);
+		free(cfg->rules[i].header);
+		free(cfg->rules[i].fallbacks);
+	}
+	free(cfg->rules);
+	free(cfg->aliases);
+	free(cfg->prices);
 	free(cfg);
 }
 
@@ -2039,4 +2825,108 @@ int
 cfg_eff_strategy(const struct cfg *cfg, const struct group_cfg *g)
 {
 	return (g != NULL && g->strategy >= 0) ? g->strategy : cfg->strategy;
+}
+
+/* Effective tie-break for group g (NULL: the router's). */
+int
+cfg_eff_tie_break(const struct cfg *cfg, const struct group_cfg *g)
+{
+	return (g != NULL && g->tie_break >= 0) ? g->tie_break : cfg->tie_break;
+}
+
+/* Name of client protocol i (the worker's ingress ids). */
+const char *
+cfg_protocol_name(int i)
+{
+	return (i >= 0 && i < CFG_NPROTO) ? protocol_names[i] : "?";
+}
+
+/* The alias called name, or NULL. */
+const struct alias_cfg *
+cfg_find_alias(const struct cfg *cfg, const char *name)
+{
+	for (int i = 0; i < cfg->nalias; i++)
+		if (strcmp(cfg->aliases[i].name, name) == 0)
+			return &cfg->aliases[i];
+	return NULL;
+}
+
+/* Whether s matches p, each `*` any text (iterative, with one backtrack
+ * point: linear in practice). */
+int
+cfg_glob(const char *p, const char *s)
+{
+	const char *star = NULL, *mark = NULL;
+
+	while (*s != '\0') {
+		if (*p == '*') {
+			star = p++;
+			mark = s;
+		} else if (*p == *s) {
+			p++;
+			s++;
+		} else if (star != NULL) {
+			p = star + 1;
+			s = ++mark;
+		} else
+			return 0;
+	}
+	while (*p == '*')
+		p++;
+	return *p == '\0';
+}
+
+/* Match s against one-star pattern p, the star's text into cap. */
+int
+cfg_capture(const char *p, const char *s, char *cap, size_t capsz)
+{
+	const char *star = strchr(p, '*');
+	size_t pre, suf, n = strlen(s);
+
+	if (star == NULL)
+		return 0;
+	pre = (size_t)(star - p);
+	suf = strlen(star + 1);
+	if (n < pre + suf || strncmp(p, s, pre) != 0 ||
+	    strcmp(s + n - suf, star + 1) != 0 || n - pre - suf >= capsz)
+		return 0;
+	memcpy(cap, s + pre, n - pre - suf);
+	cap[n - pre - suf] = '\0';
+	return 1;
+}
+
+/* The first pattern group that serves model s. */
+const struct group_cfg *
+cfg_find_pattern(const struct cfg *cfg, const char *s, char *cap, size_t capsz)
+{
+	for (int i = 0; i < cfg->ngroup; i++)
+		if (cfg->groups[i].pattern != NULL &&
+		    cfg_capture(cfg->groups[i].pattern, s, cap, capsz) &&
+		    cap[0] != '\0')
+			return &cfg->groups[i];
+	return NULL;
+}
+
+/* The price of upstream model `model`: exact, else the first pattern. */
+const struct price_cfg *
+cfg_price(const struct cfg *cfg, const char *model)
+{
+	for (int i = 0; i < cfg->nprice; i++)
+		if (strcmp(cfg->prices[i].model, model) == 0)
+			return &cfg->prices[i];
+	for (int i = 0; i < cfg->nprice; i++)
+		if (strchr(cfg->prices[i].model, '*') != NULL &&
+		    cfg_glob(cfg->prices[i].model, model))
+			return &cfg->prices[i];
+	return NULL;
+}
+
+/* Whether region r satisfies the required region want. */
+int
+cfg_region_ok(const char *want, const char *r)
+{
+	size_t n = strlen(want);
+
+	return n > 0 && strncmp(want, r, n) == 0 &&
+	       (r[n] == '\0' || r[n] == '-');
 }

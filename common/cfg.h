@@ -19,6 +19,7 @@ enum strategy {
 	STRAT_LEAST_BUSY,
 	STRAT_LATENCY,
 	STRAT_USAGE,
+	STRAT_COST,
 	STRAT__MAX
 };
 
@@ -27,6 +28,8 @@ enum provider_kind {
 	PROV_AZURE,
 	PROV_ANTHROPIC,
 	PROV_GEMINI,
+	PROV_BEDROCK, /* AWS Bedrock: InvokeModel (Anthropic), Converse */
+	PROV_VERTEX,  /* Google Vertex AI: Claude and Gemini */
 	PROV__MAX
 };
 
@@ -39,6 +42,8 @@ enum log_format { LOGF_TEXT = 0, LOGF_JSON };
 #define RETRY_TIMEOUT 0x4 /* attempt or first-token timeout */
 #define RETRY_429     0x8 /* rate limited (without a short Retry-After) */
 enum stream_resume { RESUME_OFF = 0, RESUME_CONTINUE };
+enum affinity { AFFINITY_OFF = 0, AFFINITY_SESSION };
+enum tie_break { TIE_RANDOM = 0, TIE_COST };
 
 const char *cfg_strategy_name(int);
 int cfg_strategy_parse(const char *); /* -1 if unknown */
@@ -82,6 +87,22 @@ struct deploy_cfg {
 	int stream_idle_timeout_ms; /* -1 = router's */
 	int max_ttft_p95_ms;        /* -1 = router's, 0 = off */
 	int prefill;                /* takes an assistant prefill; -1 = auto */
+	char region[CFG_NAME_MAX];  /* "" = none */
+	char pattern[128];          /* model names it serves, "" = none */
+	int price; /* index in cfg.prices for model, -1 = none */
+	/* bedrock (its AWS region is `region`) */
+	char aws_access_key_id[128];
+	char aws_secret_access_key[CFG_KEY_MAX]; /* secret */
+	char aws_session_token[4096];            /* secret, "" if none */
+	/* vertex */
+	char project[128];
+	char location[64];
+	char credentials_file[PATH_MAX];
+	/* the service account read from credentials_file at load */
+	char sa_email[256];
+	char sa_key_id[128];
+	char sa_token_uri[CFG_URL_MAX];
+	char *sa_private_key;       /* heap PEM, secret; NULL if none */
 	char *system_prompt_append; /* heap, NULL if none */
 	char *params;               /* heap JSON object text, NULL if none */
 	int nheaders;
@@ -93,10 +114,13 @@ struct deploy_cfg {
  * the `groups` list. */
 struct group_cfg {
 	char name[CFG_NAME_MAX];
-	int strategy;       /* -1 = router's */
-	int stream_resume;  /* enum stream_resume */
-	int hedge_after_ms; /* 0 = off */
-	int hedge_p95;      /* hedge = "p95" */
+	int strategy;        /* -1 = router's */
+	int stream_resume;   /* enum stream_resume */
+	int hedge_after_ms;  /* 0 = off */
+	int hedge_p95;       /* hedge = "p95" */
+	int affinity;        /* enum affinity */
+	int tie_break;       /* enum tie_break, -1 = router's */
+	const char *pattern; /* its deployments' pattern, NULL if none */
 	int ndeploy;
 	int *deploy; /* heap: indexes into cfg.deploy, config order */
 };
@@ -111,6 +135,51 @@ struct fallback_cfg {
 struct fallback_list {
 	int n;
 	struct fallback_cfg *v; /* heap */
+};
+
+/* `prices`: USD per million tokens of an upstream model (a name, or a
+ * pattern with one `*`). */
+struct price_cfg {
+	char model[128];
+	double input_per_mtok;
+	double output_per_mtok;
+	double cached_input_per_mtok; /* input_per_mtok when unset */
+};
+
+/* `aliases`: another name for a group or a deployment. */
+struct alias_cfg {
+	char name[CFG_NAME_MAX];
+	char group[CFG_NAME_MAX];
+};
+
+/* Client protocols a rule can match (the worker's ingress ids). */
+#define CFG_NPROTO 4
+const char *cfg_protocol_name(int); /* "chat", "embeddings", ... */
+
+/* One `metadata` or header condition of a rule: value is a pattern ("*"
+ * any text), NULL-free. */
+struct rule_kv {
+	char key[CFG_NAME_MAX];
+	char value[256];
+};
+
+/* `routes`: a rule. Every condition set must hold; see policy.c. */
+struct rule_cfg {
+	/* match */
+	char tag[128]; /* metadata.tag, or an element of metadata.tags */
+	int nmeta;
+	struct rule_kv *meta; /* heap */
+	int nheader;
+	struct rule_kv *header; /* heap */
+	unsigned protocols;     /* bit per CFG_NPROTO id, 0 = any */
+	char model[128];        /* pattern on the requested model, "" = any */
+	char client[CFG_NAME_MAX]; /* client identity (needs `clients`) */
+	/* actions */
+	char group[128]; /* a model name to route to instead, "" = none */
+	int nfallbacks;
+	char (*fallbacks)[128];    /* heap: appended to the chain */
+	char region[CFG_NAME_MAX]; /* required region, "" = none */
+	int line;
 };
 
 struct cfg {
@@ -160,12 +229,19 @@ struct cfg {
 	int max_event_bytes;           /* one upstream SSE event */
 	int retry_on;                  /* RETRY_* bits: 5xx, reset */
 	int retry_after_max_wait_ms;   /* 5000 */
+	int tie_break;                 /* enum tie_break */
 
 	int ndeploy;
 	struct deploy_cfg *deploy; /* heap */
 	int ngroup;
 	struct group_cfg *groups; /* heap */
 	struct fallback_list fallbacks, cw_fallbacks, cp_fallbacks;
+	int nprice;
+	struct price_cfg *prices; /* heap */
+	int nalias;
+	struct alias_cfg *aliases; /* heap */
+	int nrule;
+	struct rule_cfg *rules; /* heap */
 };
 
 /* Load and validate a config file. On failure returns NULL and sets *cause
@@ -180,6 +256,10 @@ void cfg_free(struct cfg *);
 int cfg_url_split(const char *url, int *tls, char *host, size_t hostsz,
                   uint16_t *port, char *path, size_t pathsz, const char **why);
 
+/* The Host header value for d's base_url (the port only when it is not
+ * the scheme's), as the upstream client sends it and SigV4 signs it. */
+void cfg_host_header(const struct deploy_cfg *, char *out, size_t size);
+
 /* Group id of a group name or number (getgrnam: start-up and reload only),
  * or -1 if there is no such group. */
 int cfg_group_id(const char *);
@@ -189,6 +269,27 @@ int cfg_find_deploy(const struct cfg *, const char *name);
 const struct group_cfg *cfg_find_group(const struct cfg *, const char *name);
 const struct fallback_cfg *cfg_find_fallback(const struct fallback_list *,
                                              const char *group);
+const struct alias_cfg *cfg_find_alias(const struct cfg *, const char *name);
+/* The price of upstream model `model`: an exact entry, else the first
+ * pattern that matches; NULL if none. Shared by routing (strategy "cost")
+ * and spend accounting. */
+const struct price_cfg *cfg_price(const struct cfg *, const char *model);
+/* Whether s matches pattern p, where each `*` stands for any text. */
+int cfg_glob(const char *p, const char *s);
+/* Match s against a pattern with exactly one `*`: 1 with the text the star
+ * stands for copied to cap, else 0 (also when it does not fit). */
+int cfg_capture(const char *p, const char *s, char *cap, size_t capsz);
+/* The first group whose deployments serve model names matching its
+ * pattern, for model s: the group with the star's text in cap, or NULL. */
+const struct group_cfg *cfg_find_pattern(const struct cfg *, const char *s,
+                                         char *cap, size_t capsz);
+/* Whether a model name routes somewhere: a group, a deployment, an alias,
+ * a model a pattern serves, or "provider/model" of a configured
+ * deployment (a pattern's own group or deployment names no model). */
+int cfg_model_routes(const struct cfg *, const char *name);
+/* Whether deployment region r satisfies a required region want: the same,
+ * or r starts with want and "-" ("eu" takes "eu-west"). */
+int cfg_region_ok(const char *want, const char *r);
 
 /* Effective per-deployment settings (override, else router default). */
 int cfg_eff_num_retries(const struct cfg *, const struct deploy_cfg *);
@@ -200,6 +301,7 @@ int cfg_eff_stream_idle_timeout_ms(const struct cfg *,
                                    const struct deploy_cfg *);
 int cfg_eff_max_ttft_p95_ms(const struct cfg *, const struct deploy_cfg *);
 int cfg_eff_strategy(const struct cfg *, const struct group_cfg *);
+int cfg_eff_tie_break(const struct cfg *, const struct group_cfg *);
 /* Whether d continues a cut stream with an assistant prefill: its prefill
  * setting, else on for Anthropic and off for the others. */
 int cfg_eff_prefill(const struct deploy_cfg *);

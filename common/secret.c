@@ -54,7 +54,43 @@ secret_clear(void)
 	nsecrets = capsecrets = 0;
 }
 
-/* Every deployment's key and its header values marked secret. */
+/* Forget one value, wiping its copy. */
+void
+secret_remove(const char *v)
+{
+	for (size_t i = 0; i < nsecrets; i++) {
+		if (strcmp(secrets[i], v) != 0)
+			continue;
+		OPENSSL_cleanse(secrets[i], strlen(secrets[i]));
+		free(secrets[i]);
+		memmove(&secrets[i], &secrets[i + 1],
+		        (nsecrets - i - 1) * sizeof *secrets);
+		nsecrets--;
+		return;
+	}
+}
+
+/* A PEM key: the whole text and each line of its body. */
+static void
+secret_add_pem(const char *pem)
+{
+	char line[128];
+	size_t n;
+
+	secret_add(pem);
+	for (const char *p = pem; *p != '\0'; p += n + (p[n] != '\0')) {
+		n = strcspn(p, "\r\n");
+		if (n < sizeof line && n > 0 && strncmp(p, "-----", 5) != 0) {
+			memcpy(line, p, n);
+			line[n] = '\0';
+			secret_add(line);
+		}
+	}
+	OPENSSL_cleanse(line, sizeof line);
+}
+
+/* Every deployment's key and its header values marked secret, the AWS
+ * secret key and session token, and a service account's private key. */
 void
 secret_load(const struct cfg *cfg)
 {
@@ -63,6 +99,10 @@ secret_load(const struct cfg *cfg)
 		const struct deploy_cfg *d = &cfg->deploy[i];
 
 		secret_add(d->api_key);
+		secret_add(d->aws_secret_access_key);
+		secret_add(d->aws_session_token);
+		if (d->sa_private_key)
+			secret_add_pem(d->sa_private_key);
 		for (int k = 0; k < d->nheaders; k++)
 			if (d->headers[k].secret)
 				secret_add(d->headers[k].value);

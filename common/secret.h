@@ -1,6 +1,7 @@
 /* Secrets llmfd must never show: the configured key values themselves
- * (every deployment's api_key, header values marked secret, and the AWS /
- * Vertex credentials as those providers land), and anything shaped like a
+ * (every deployment's api_key, header values marked secret, the AWS
+ * secret key and session token, a service account's private key and the
+ * access tokens a worker obtains with it), and anything shaped like a
  * provider key. Text that came from an upstream is masked with
  * secret_redact before it is kept or shown: error replies and their
  * attempt trail, log lines, the table's last error, llmfctl. */
@@ -17,6 +18,8 @@ struct cfg;
 
 /* Register one secret value (copied); ignored if shorter than SECRET_MIN. */
 void secret_add(const char *);
+/* Forget one registered value (an access token that was replaced). */
+void secret_remove(const char *);
 /* Forget every registered value, wiping the copies. */
 void secret_clear(void);
 /* Replace the registry with the secrets of a config. */

@@ -13,7 +13,7 @@
 #include "common/classify.h"
 
 #define SHM_MAGIC       0x544c48444d464c4cULL /* "LLMFDHLT" little-endian */
-#define SHM_VERSION     3
+#define SHM_VERSION     4
 #define SHM_NPROTO      8 /* client protocols counted */
 #define SHM_NSLOTS      256
 #define SHM_MAX_WORKERS 32
@@ -25,6 +25,12 @@
 #define SLOT_FREE    0
 #define SLOT_ACTIVE  1
 #define SLOT_RETIRED 2 /* removed by reload; freed when in-flight drains */
+
+/* rl_flags: which rate-limit values the upstream reported */
+#define SHM_RL_REQ_LEFT  0x1
+#define SHM_RL_REQ_LIMIT 0x2
+#define SHM_RL_TOK_LEFT  0x4
+#define SHM_RL_TOK_LIMIT 0x8
 
 /* admin word (llmfctl) */
 #define ADMIN_ACTIVE  0
@@ -97,6 +103,17 @@ struct slot_sh {
 	au64 rate_min;
 	au64 req_cur, tok_cur, req_prev, tok_prev;
 
+	/* session affinity: route.c */
+	au64 affinity_hits;  /* sessions served by their own deployment */
+	au64 affinity_moves; /* sessions moved away from this deployment */
+
+	/* the upstream's rate-limit headers as last reported (route.c), best
+	 * effort: the fields are stored one by one; rl_flags says which came */
+	au32 rl_flags;                                   /* SHM_RL_* */
+	ai64 rl_req_left, rl_req_limit, rl_req_reset_ms; /* monotonic ms */
+	ai64 rl_tok_left, rl_tok_limit, rl_tok_reset_ms;
+	au64 rl_req_since; /* attempts started since that report */
+
 	/* last error: writers take the odd seq by CAS, readers retry */
 	au32 err_seq;
 	int64_t err_wall_ms;
@@ -125,7 +142,7 @@ struct shm_hdr_sh {
 	ai32 master_pid;
 	ai32 log_level; /* live log level; llmfctl log-level */
 	au64 worker_restarts;
-	au64 requests_total; /* client requests */
+	au64 requests_total;             /* client requests */
 	au64 requests_proto[SHM_NPROTO]; /* by client protocol (ingress id) */
 	/* retry budget: daemon-wide, per wall-clock minute */
 	au64 budget_min;

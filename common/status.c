@@ -83,11 +83,37 @@ st_secs(int64_t ms)
 	return (long long)((ms + 999) / 1000);
 }
 
-/* True if the slot used up its rpm or tpm in the current minute. */
+/* The requests the upstream said are left while its window runs, less
+ * those sent since; -1 when it did not say. */
+static int64_t
+st_upstream_req(const struct slot_sh *sl, int64_t now_ms)
+{
+	if (!(LD(&sl->rl_flags) & SHM_RL_REQ_LEFT) ||
+	    LD(&sl->rl_req_reset_ms) <= now_ms)
+		return -1;
+	return LD(&sl->rl_req_left) - (int64_t)LD(&sl->rl_req_since);
+}
+
+/* The tokens the upstream said are left while its window runs; -1. */
+static int64_t
+st_upstream_tok(const struct slot_sh *sl, int64_t now_ms)
+{
+	if (!(LD(&sl->rl_flags) & SHM_RL_TOK_LEFT) ||
+	    LD(&sl->rl_tok_reset_ms) <= now_ms)
+		return -1;
+	return LD(&sl->rl_tok_left);
+}
+
+/* True if the slot used up its rpm or tpm in the current minute, or the
+ * upstream said it has no requests or tokens left. */
 static int
 st_limited(const struct slot_sh *sl, const struct slot_sh *cfg,
-           int64_t wall_min)
+           int64_t wall_min, int64_t now_ms)
 {
+	int64_t r = st_upstream_req(sl, now_ms), t = st_upstream_tok(sl, now_ms);
+
+	if ((r >= 0 && r <= 0) || t == 0)
+		return 1;
 	if ((int64_t)LD(&sl->rate_min) != wall_min)
 		return 0;
 	if (cfg->rpm > 0 && (int64_t)LD(&sl->req_cur) >= cfg->rpm)
@@ -124,7 +150,7 @@ status_state(const struct slot_sh *sl, int64_t now_ms, int64_t wall_min,
 	} else if (cool > now_ms) {
 		snprintf(out, outsz, "cooling %llds", st_secs(cool - now_ms));
 		return STATUS_COOLING;
-	} else if (st_limited(sl, &cfg, wall_min))
+	} else if (st_limited(sl, &cfg, wall_min, now_ms))
 		st = STATUS_RATE_LIMITED;
 	snprintf(out, outsz, "%s",
 	         st == STATUS_RATE_LIMITED ? "at rate limit" : state_names[st]);
@@ -158,6 +184,8 @@ st_counters(const struct slot_sh *sl, struct status_row *r)
 	r->bad_events = LD(&sl->bad_events);
 	r->tokens_in = LD(&sl->tokens_in);
 	r->tokens_out = LD(&sl->tokens_out);
+	r->affinity_hits = LD(&sl->affinity_hits);
+	r->affinity_moves = LD(&sl->affinity_moves);
 	r->consec_fail = LD(&sl->consec_fail);
 	r->inflight = shm_inflight(sl);
 	r->cooldowns = LD(&sl->cooldowns);
@@ -246,6 +274,8 @@ status_snapshot(const struct shm *s, int i, int64_t now_ms, int64_t wall_ms,
 	st_counters(sl, r);
 	st_latency(sl, r);
 	st_rate(sl, wall_ms / 60000, r);
+	r->upstream_requests_left = st_upstream_req(sl, now_ms);
+	r->upstream_tokens_left = st_upstream_tok(sl, now_ms);
 	r->err_age_ms = -1;
 	if (shm_get_error(sl, r->err_text, sizeof r->err_text, &r->err_status,
 	                  &r->err_class, &ew) == 0) {
@@ -592,6 +622,10 @@ status_json_detail(struct buf *b, const struct status_row *r)
 	st_kuns(b, "bad_events", r->bad_events);
 	st_kuns(b, "tokens_in", r->tokens_in);
 	st_kuns(b, "tokens_out", r->tokens_out);
+	st_kuns(b, "affinity_hits", r->affinity_hits);
+	st_kuns(b, "affinity_moves", r->affinity_moves);
+	st_kint(b, "upstream_requests_left", r->upstream_requests_left);
+	st_kint(b, "upstream_tokens_left", r->upstream_tokens_left);
 	st_kuns(b, "cooldowns", r->cooldowns);
 	st_kuns(b, "failure_window_count", r->fail_win_count);
 	st_kuns(b, "circuit_opens", r->circuit_opens);

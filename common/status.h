@@ -49,6 +49,10 @@ struct status_row {
 	uint64_t by_class[EC__MAX];
 	uint64_t fallbacks_from, fallbacks_to, skipped, bad_events;
 	uint64_t tokens_in, tokens_out;
+	uint64_t affinity_hits, affinity_moves;
+	/* the upstream's rate-limit headers, while their window runs: -1 when
+	 * not reported (or the window has reset since) */
+	int64_t upstream_requests_left, upstream_tokens_left;
 	uint32_t consec_fail;
 	int32_t inflight;
 	double p50_ms, p95_ms, p99_ms, ttft_p50_ms, ttft_p95_ms;

@@ -1,6 +1,8 @@
 /* llmf-mock: a fake LLM upstream that answers in the OpenAI, Azure,
- * Anthropic, Gemini or OpenAI Responses wire format and fails on demand
- * (docs/mock.md). */
+ * Anthropic, Gemini, OpenAI Responses, AWS Bedrock (InvokeModel with AWS
+ * event streams, Converse) or Google Vertex AI wire format, checks SigV4
+ * signatures and the bearer tokens it issued at its OAuth2 token
+ * endpoint, and fails on demand (docs/mock.md). */
 #define JSMN_STATIC
 #define JSMN_STRICT
 #include <jsmn.h>
@@ -25,25 +27,40 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 
+#include "common/b64.h"
 #include "common/buf.h"
+#include "common/evstream.h"
 #include "common/log.h"
+#include "common/sigv4.h"
 
 #define MOCK_NLOG      64
 #define MOCK_LOG_BODY  (1024 * 1024) /* bytes of body kept per log entry */
 #define MOCK_MAX_BODY  (64 * 1024 * 1024)
 #define MOCK_MAX_TOKS  (8 * 1024 * 1024) /* JSON tokens parsed per body */
 #define MOCK_FLUSH_TRY 1000              /* 2 ms waits for output to drain */
+#define MOCK_NTOKENS   4096              /* access tokens remembered */
 
-enum fmt { FMT_OPENAI, FMT_AZURE, FMT_ANTHROPIC, FMT_GEMINI, FMT_RESPONSES };
+enum fmt {
+	FMT_OPENAI,
+	FMT_AZURE,
+	FMT_ANTHROPIC,
+	FMT_GEMINI,
+	FMT_RESPONSES,
+	FMT_BEDROCK, /* InvokeModel: Anthropic's body, AWS event streams */
+	FMT_CONVERSE /* Bedrock Converse / ConverseStream */
+};
 
 enum kind {
 	KIND_UNKNOWN,
 	KIND_CHAT,
 	KIND_EMBED,  /* OpenAI / Azure embeddings list */
 	KIND_EMBED1, /* Gemini embedContent */
-	KIND_EMBEDN  /* Gemini batchEmbedContents */
+	KIND_EMBEDN, /* Gemini batchEmbedContents */
+	KIND_TOKEN   /* the OAuth2 token endpoint */
 };
 
 enum mode {
@@ -93,11 +110,18 @@ struct mock_opts {
 	char error_code[128];
 	char finish[64];
 	int echo_auth; /* 1: error messages quote the credential received */
+	char headers[1024]; /* "Name: value; Name: value" added to replies */
+	char aws_secret[128];  /* "": SigV4 checked for shape only */
+	char jwt_pubkey[1024]; /* PEM file: token endpoint on, bearer checked */
+	int token_expiry;      /* expires_in of issued tokens, seconds */
+	int token_status;      /* 200, or the token endpoint's failure */
+	int token_latency_ms;
 };
 
 struct mock_stats {
 	unsigned long long requests, chat, embeddings, ok, failed;
 	unsigned long long client_closed, connections;
+	unsigned long long tokens, token_failed;
 };
 
 /* One provider request in flight. */
@@ -113,10 +137,13 @@ struct mreq {
 	int stream;
 	int include_usage;
 	int ninputs;
-	int tool;    /* answer with a call to tool_name */
-	int prefill; /* the last message is the assistant's */
-	int nchunks; /* content steps of the stream */
-	int evseq;   /* next Responses sequence_number */
+	int tool;          /* answer with a call to tool_name */
+	int prefill;       /* the last message is the assistant's */
+	int nchunks;       /* content steps of the stream */
+	int evseq;         /* next Responses sequence_number */
+	int vertex;        /* a Vertex AI path */
+	int google_auth;   /* the error is Google's UNAUTHENTICATED */
+	char amz_type[64]; /* x-amzn-ErrorType override, "" by status */
 	int step;
 	int flush_tries;
 	long long created;
@@ -143,6 +170,8 @@ struct mock {
 	size_t log_next;
 	size_t log_count;
 	LIST_HEAD(, mreq) live;
+	long long token_exp[MOCK_NTOKENS]; /* wall ms each issued token dies */
+	unsigned ntokens;
 };
 
 static struct mock M;
@@ -449,6 +478,12 @@ static const struct optdef optdefs[] = {
     OPT_INT("tool_call", tool_call, 0, 1),
     OPT_INT("echo_auth", echo_auth, 0, 1),
     OPT_INT("reject_prefill", reject_prefill, 0, 1),
+    OPT_STR("headers", headers),
+    OPT_STR("aws_secret", aws_secret),
+    OPT_STR("jwt_pubkey", jwt_pubkey),
+    OPT_INT("token_expiry", token_expiry, 1, 86400),
+    OPT_INT("token_status", token_status, 200, 599),
+    OPT_INT("token_latency_ms", token_latency_ms, 0, 86400000),
 };
 
 /* The option named name ("retry-after" and "retry_after" alike), or NULL. */
@@ -537,6 +572,8 @@ opts_default(struct mock_opts *o)
 	o->cut_after = 2;
 	o->usage_p = 10;
 	o->usage_c = 5;
+	o->token_expiry = 3600;
+	o->token_status = 200;
 	snprintf(o->finish, sizeof o->finish, "stop");
 }
 
@@ -562,8 +599,15 @@ opts_json(struct buf *b, const struct mock_opts *o)
 	jesc(b, o->finish);
 	buf_printf(b,
 	           ",\"recover_after_ms\":%d,\"tool_call\":%d,"
-	           "\"reject_prefill\":%d}",
-	           o->recover_after_ms, o->tool_call, o->reject_prefill);
+	           "\"reject_prefill\":%d,\"token_expiry\":%d,"
+	           "\"token_status\":%d,\"token_latency_ms\":%d,\"headers\":",
+	           o->recover_after_ms, o->tool_call, o->reject_prefill,
+	           o->token_expiry, o->token_status, o->token_latency_ms);
+	jesc(b, o->headers);
+	buf_adds(b, ",\"jwt_pubkey\":");
+	jesc(b, o->jwt_pubkey);
+	buf_printf(b, ",\"aws_secret\":%s}",
+	           o->aws_secret[0] ? "true" : "false");
 }
 
 /* ---- provider vocabulary ---- */
@@ -635,7 +679,10 @@ finish_name(int fmt, const char *f)
 		if (strcmp(findefs[i].oa, f) != 0)
 			continue;
 		switch (fmt) {
+		case FMT_CONVERSE:
+			return i == 2 ? "content_filtered" : findefs[i].an;
 		case FMT_ANTHROPIC:
+		case FMT_BEDROCK:
 			return findefs[i].an;
 		case FMT_GEMINI:
 			return findefs[i].gm;
@@ -985,6 +1032,32 @@ body_embed(struct buf *b, struct mreq *r)
 	           r->o.usage_p, r->o.usage_p);
 }
 
+/* Append a Converse reply. */
+static void
+body_converse(struct buf *b, struct mreq *r)
+{
+	buf_adds(b, "{\"output\":{\"message\":{\"role\":\"assistant\","
+	            "\"content\":[");
+	if (r->tool) {
+		buf_printf(b,
+		           "{\"toolUse\":{\"toolUseId\":\"tooluse_mock%llu\","
+		           "\"name\":",
+		           r->seq);
+		jesc(b, r->tool_name);
+		buf_adds(b, ",\"input\":" TOOL_ARGS "}}");
+	} else {
+		buf_adds(b, "{\"text\":\"");
+		answer_raw(b);
+		buf_adds(b, "\"}");
+	}
+	buf_adds(b, "]}},\"stopReason\":");
+	jesc(b, finish_of(r, FMT_CONVERSE));
+	buf_printf(b,
+	           ",\"usage\":{\"inputTokens\":%d,\"outputTokens\":%d,"
+	           "\"totalTokens\":%d},\"metrics\":{\"latencyMs\":1}}",
+	           r->o.usage_p, r->o.usage_c, r->o.usage_p + r->o.usage_c);
+}
+
 /* Append the complete success body for r. */
 static void
 body_answer(struct buf *b, struct mreq *r)
@@ -995,7 +1068,11 @@ body_answer(struct buf *b, struct mreq *r)
 	}
 	switch (r->fmt) {
 	case FMT_ANTHROPIC:
+	case FMT_BEDROCK:
 		body_anthropic(b, r);
+		break;
+	case FMT_CONVERSE:
+		body_converse(b, r);
 		break;
 	case FMT_GEMINI:
 		body_gemini(b, r);
@@ -1097,7 +1174,20 @@ body_error(struct buf *b, struct mreq *r)
 		msg = echo;
 	}
 
+	if (r->google_auth) { /* Vertex's Google layer, before the model */
+		buf_printf(b,
+		           "{\"error\":{\"code\":%d,\"message\":", r->o.status);
+		jesc(b, msg);
+		buf_adds(b, ",\"status\":\"UNAUTHENTICATED\"}}");
+		return;
+	}
 	switch (r->fmt) {
+	case FMT_BEDROCK:
+	case FMT_CONVERSE:
+		buf_adds(b, "{\"message\":");
+		jesc(b, msg);
+		buf_addc(b, '}');
+		break;
 	case FMT_ANTHROPIC:
 		buf_adds(b, "{\"type\":\"error\",\"error\":{\"type\":");
 		jesc(b, d->an_type);
@@ -1420,6 +1510,185 @@ frame_responses(struct buf *b, struct mreq *r, int s)
 		               RESP_DONE);
 }
 
+/* ---- AWS Bedrock ---- */
+
+#define BAD_CHUNK "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{"
+
+/* The Bedrock error name for r's status (or its --error-code). */
+static const char *
+amz_error_type(const struct mreq *r)
+{
+	static const struct {
+		int status;
+		const char *name;
+	} map[] = {
+	    {400, "ValidationException"},        {403, "AccessDeniedException"},
+	    {404, "ResourceNotFoundException"},  {408, "ModelTimeoutException"},
+	    {424, "ModelErrorException"},        {429, "ThrottlingException"},
+	    {503, "ServiceUnavailableException"}};
+
+	if (r->amz_type[0])
+		return r->amz_type;
+	if (r->o.error_code[0])
+		return r->o.error_code;
+	for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+		if (map[i].status == r->o.status)
+			return map[i].name;
+	return "InternalServerException";
+}
+
+/* The :exception-type of an in-stream exception for r. */
+static const char *
+amz_exception_type(const struct mreq *r)
+{
+	switch (r->o.status) {
+	case 429:
+		return r->o.error_code[0] ? r->o.error_code
+		                          : "throttlingException";
+	case 400:
+		return r->o.error_code[0] ? r->o.error_code
+		                          : "validationException";
+	case 503:
+		return r->o.error_code[0] ? r->o.error_code
+		                          : "serviceUnavailableException";
+	case 500:
+		return r->o.error_code[0] ? r->o.error_code
+		                          : "internalServerException";
+	default:
+		return r->o.error_code[0] ? r->o.error_code
+		                          : "modelStreamErrorException";
+	}
+}
+
+/* Append one event stream message with the given headers and payload. */
+static void
+amz_frame(struct buf *b, const char *mtype, const char *key, const char *name,
+          const char *payload, size_t plen)
+{
+	struct evs_hdr h[3] = {{key, name},
+	                       {":content-type", "application/json"},
+	                       {":message-type", mtype}};
+
+	evs_encode(b, h, 3, payload, plen);
+}
+
+/* Append an exception message for r (its message as the payload). */
+static void
+amz_exception(struct buf *b, const struct mreq *r)
+{
+	struct buf p = {0};
+
+	buf_adds(&p, "{\"message\":");
+	jesc(&p, r->o.message[0] ? r->o.message : "Too many requests");
+	buf_addc(&p, '}');
+	amz_frame(b, "exception", ":exception-type", amz_exception_type(r),
+	          p.data, p.len);
+	buf_free(&p);
+}
+
+/* Append a Bedrock chunk: {"bytes": base64 of one Anthropic event}. */
+static void
+amz_chunk(struct buf *b, const char *json, size_t n)
+{
+	struct buf p = {0};
+
+	buf_adds(&p, "{\"bytes\":\"");
+	b64_encode(&p, json, n, 0);
+	buf_adds(&p, "\",\"p\":\"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN\"}");
+	amz_frame(b, "event", ":event-type", "chunk", p.data, p.len);
+	buf_free(&p);
+}
+
+/* Turn SSE text (Anthropic events) into Bedrock chunks appended to b. */
+static void
+amz_chunks_of_sse(struct buf *b, const struct buf *sse)
+{
+	const char *p = sse->data, *end = p + sse->len, *d, *e;
+
+	while (p && p < end &&
+	       (d = memmem(p, (size_t)(end - p), "data: ", 6)) != NULL) {
+		d += 6;
+		if ((e = memchr(d, '\n', (size_t)(end - d))) == NULL)
+			e = end;
+		amz_chunk(b, d, (size_t)(e - d));
+		p = e;
+	}
+}
+
+/* Append the Bedrock InvokeModelWithResponseStream frames for step s:
+ * Anthropic's events, each in a chunk. */
+static void
+frame_bedrock(struct buf *b, struct mreq *r, int s)
+{
+	struct buf sse = {0};
+
+	frame_anthropic(&sse, r, s);
+	amz_chunks_of_sse(b, &sse);
+	buf_free(&sse);
+}
+
+/* Append one ConverseStream event of type with payload json. */
+static void
+cv_event(struct buf *b, const char *type, const char *json)
+{
+	amz_frame(b, "event", ":event-type", type, json, strlen(json));
+}
+
+/* Append the ConverseStream events for step s. */
+static void
+frame_converse(struct buf *b, struct mreq *r, int s)
+{
+	struct buf p = {0};
+
+	if (s == 0) {
+		cv_event(b, "messageStart", "{\"role\":\"assistant\"}");
+		if (r->tool) {
+			buf_printf(&p,
+			           "{\"start\":{\"toolUse\":{\"toolUseId\":"
+			           "\"tooluse_mock%llu\",\"name\":",
+			           r->seq);
+			jesc(&p, r->tool_name);
+			buf_adds(&p, "}},\"contentBlockIndex\":0}");
+			cv_event(b, "contentBlockStart", buf_cstr(&p));
+		}
+	} else if (s <= r->nchunks) {
+		if (r->tool) {
+			buf_adds(&p, "{\"delta\":{\"toolUse\":{\"input\":");
+			jesc(&p, tool_pieces[s - 1]);
+			buf_adds(&p, "}},\"contentBlockIndex\":0}");
+		} else {
+			buf_adds(&p, "{\"delta\":{\"text\":");
+			chunk_text(&p, s - 1);
+			buf_adds(&p, "},\"contentBlockIndex\":0}");
+		}
+		cv_event(b, "contentBlockDelta", buf_cstr(&p));
+	} else {
+		cv_event(b, "contentBlockStop", "{\"contentBlockIndex\":0}");
+		buf_adds(&p, "{\"stopReason\":");
+		jesc(&p, finish_of(r, FMT_CONVERSE));
+		buf_addc(&p, '}');
+		cv_event(b, "messageStop", buf_cstr(&p));
+		if (r->mode != MODE_NO_DONE) {
+			buf_reset(&p);
+			buf_printf(&p,
+			           "{\"usage\":{\"inputTokens\":%d,"
+			           "\"outputTokens\":%d,\"totalTokens\":%d},"
+			           "\"metrics\":{\"latencyMs\":1}}",
+			           r->o.usage_p, r->o.usage_c,
+			           r->o.usage_p + r->o.usage_c);
+			cv_event(b, "metadata", buf_cstr(&p));
+		}
+	}
+	buf_free(&p);
+}
+
+/* Whether r came in on a Bedrock path. */
+static int
+is_amz(const struct mreq *r)
+{
+	return r->fmt == FMT_BEDROCK || r->fmt == FMT_CONVERSE;
+}
+
 /* Append the frames for stream step s in r's format. */
 static void
 frame_step(struct buf *b, struct mreq *r, int s)
@@ -1427,6 +1696,12 @@ frame_step(struct buf *b, struct mreq *r, int s)
 	switch (r->fmt) {
 	case FMT_ANTHROPIC:
 		frame_anthropic(b, r, s);
+		break;
+	case FMT_BEDROCK:
+		frame_bedrock(b, r, s);
+		break;
+	case FMT_CONVERSE:
+		frame_converse(b, r, s);
 		break;
 	case FMT_GEMINI:
 		frame_gemini(b, r, s);
@@ -1444,6 +1719,10 @@ frame_step(struct buf *b, struct mreq *r, int s)
 static void
 frame_error(struct buf *b, struct mreq *r)
 {
+	if (is_amz(r)) {
+		amz_exception(b, r);
+		return;
+	}
 	if (r->fmt == FMT_ANTHROPIC) {
 		buf_adds(b, "event: error\ndata: {\"type\":\"error\",\"error\":"
 		            "{\"type\":\"overloaded_error\",\"message\":");
@@ -1466,6 +1745,12 @@ static void
 frame_bad(struct buf *b, const struct mreq *r)
 {
 	switch (r->fmt) {
+	case FMT_BEDROCK:
+		amz_chunk(b, BAD_CHUNK, strlen(BAD_CHUNK));
+		break;
+	case FMT_CONVERSE:
+		cv_event(b, "contentBlockDelta", "{\"delta\":{");
+		break;
 	case FMT_ANTHROPIC:
 		buf_adds(b,
 		         "event: content_block_delta\ndata: {\"type\":"
@@ -1487,6 +1772,25 @@ frame_bad(struct buf *b, const struct mreq *r)
 
 /* ---- replies ---- */
 
+/* Add the --headers option's "Name: value" pairs (';'-separated). */
+static void
+reply_extra_headers(struct evkeyvalq *h)
+{
+	char all[sizeof M.o.headers], *save = NULL, *p, *v;
+
+	snprintf(all, sizeof all, "%s", M.o.headers);
+	for (p = strtok_r(all, ";", &save); p; p = strtok_r(NULL, ";", &save)) {
+		while (*p == ' ')
+			p++;
+		if ((v = strchr(p, ':')) == NULL || v == p)
+			continue;
+		*v++ = '\0';
+		while (*v == ' ')
+			v++;
+		evhttp_add_header(h, p, v);
+	}
+}
+
 /* Add the headers every reply carries. */
 static void
 reply_headers(struct evhttp_request *req, const char *ctype,
@@ -1499,6 +1803,7 @@ reply_headers(struct evhttp_request *req, const char *ctype,
 	evhttp_add_header(h, "Content-Type", ctype);
 	evhttp_add_header(h, "x-mock-name", M.name);
 	evhttp_add_header(h, "x-request-id", id);
+	reply_extra_headers(h);
 }
 
 /* Reason phrase for statuses evhttp does not know, else NULL (its own). */
@@ -1564,6 +1869,7 @@ reply_chunk(struct evhttp_request *req, struct buf *b)
 /* ---- request lifecycle ---- */
 
 static void mreq_timer(evutil_socket_t, short, void *);
+static void send_token(struct mreq *);
 
 /* Forget r: cancel its timer, detach its callbacks and free it. */
 static void
@@ -1685,6 +1991,15 @@ send_error(struct mreq *r)
 		snprintf(v, sizeof v, "%d", r->o.retry_after_ms);
 		evhttp_add_header(h, "retry-after-ms", v);
 	}
+	if (is_amz(r)) {
+		char t[256];
+
+		snprintf(t, sizeof t,
+		         "%.128s:http://internal.amazon.com/coral/"
+		         "com.amazon.bedrock/",
+		         amz_error_type(r));
+		evhttp_add_header(h, "x-amzn-ErrorType", t);
+	}
 	body_error(&b, r);
 	reply_send(r->req, r->o.status, r->seq, &b);
 }
@@ -1725,7 +2040,10 @@ stream_start(struct mreq *r)
 {
 	struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
 
-	reply_headers(r->req, "text/event-stream", r->seq);
+	reply_headers(r->req,
+	              is_amz(r) ? "application/vnd.amazon.eventstream"
+	                        : "text/event-stream",
+	              r->seq);
 	evhttp_add_header(h, "Cache-Control", "no-cache");
 	if (r->mode == MODE_STREAM_ERROR || r->mode == MODE_LATE_ERROR)
 		evhttp_add_header(h, "Connection", "close");
@@ -1781,6 +2099,10 @@ stream_step(struct mreq *r)
 static void
 mreq_act(struct mreq *r)
 {
+	if (r->kind == KIND_TOKEN) {
+		send_token(r);
+		return;
+	}
 	switch (r->mode) {
 	case MODE_OK:
 	case MODE_NO_DONE:
@@ -1899,12 +2221,59 @@ model_from_path(struct mreq *r, const char *path, const char *marker)
 		snprintf(r->model, sizeof r->model, "%.*s", (int)n, p);
 }
 
+/* A Bedrock path: /model/{id}/invoke[-with-response-stream] or
+ * /model/{id}/converse[-stream]; the model id is the decoded segment. */
+static void
+route_bedrock(struct mreq *r, const char *path)
+{
+	const char *m = strstr(path, "/model/") + 7, *op = strchr(m, '/');
+	size_t n = 0;
+
+	for (const char *p = m; op && p < op && n + 1 < sizeof r->model; p++)
+		if (*p == '%' && p + 2 < op) {
+			unsigned v;
+
+			if (sscanf(p + 1, "%2x", &v) == 1)
+				r->model[n++] = (char)v;
+			p += 2;
+		} else
+			r->model[n++] = *p;
+	r->model[n] = '\0';
+	if (op == NULL)
+		return;
+	if (strcmp(op, "/invoke") == 0 ||
+	    strcmp(op, "/invoke-with-response-stream") == 0) {
+		r->fmt = FMT_BEDROCK;
+		r->kind = KIND_CHAT;
+		r->stream = op[7] == '-';
+	} else if (strcmp(op, "/converse") == 0 ||
+	           strcmp(op, "/converse-stream") == 0) {
+		r->fmt = FMT_CONVERSE;
+		r->kind = KIND_CHAT;
+		r->stream = op[9] == '-';
+	}
+}
+
 /* Set r's format, kind and (Gemini) streaming from the request path. */
 static void
 route(struct mreq *r, const char *path)
 {
 	const char *colon = strrchr(path, ':');
 
+	if (strncmp(path, "/model/", 7) == 0 || strstr(path, "/model/")) {
+		route_bedrock(r, path);
+		return;
+	}
+	r->vertex = strstr(path, "/publishers/") != NULL;
+	if (colon != NULL && strstr(path, "/publishers/anthropic/models/")) {
+		r->fmt = FMT_ANTHROPIC;
+		r->kind = KIND_CHAT;
+		model_from_path(r, path, "/models/");
+		r->stream = strcmp(colon, ":streamRawPredict") == 0;
+		if (!r->stream && strcmp(colon, ":rawPredict") != 0)
+			r->kind = KIND_UNKNOWN;
+		return;
+	}
 	if (colon != NULL && strstr(path, "/models/") != NULL) {
 		r->fmt = FMT_GEMINI;
 		model_from_path(r, path, "/models/");
@@ -1963,7 +2332,8 @@ tool_decl(struct mreq *r, const char *js, const jsmntok_t *t, int i)
 {
 	int f;
 
-	if ((f = jget(js, t, i, "function")) >= 0)
+	if ((f = jget(js, t, i, "function")) >= 0 ||
+	    (f = jget(js, t, i, "toolSpec")) >= 0)
 		return jname(js, t, jget(js, t, f, "name"), r->tool_name,
 		             sizeof r->tool_name);
 	if ((f = jget(js, t, i, "functionDeclarations")) < 0)
@@ -1984,6 +2354,8 @@ tool_find(struct mreq *r, const char *js, const jsmntok_t *t)
 	int a = jget(js, t, 0, "tools"), i, k;
 
 	r->tool_name[0] = '\0';
+	if (a < 0 && (i = jget(js, t, 0, "toolConfig")) >= 0)
+		a = jget(js, t, i, "tools"); /* Converse: [{toolSpec:{name}}] */
 	if (a < 0 || t[a].type != JSMN_ARRAY)
 		return;
 	for (k = 0, i = a + 1; k < t[a].size; k++, i = jskip(t, i))
@@ -2017,7 +2389,7 @@ parse_body(struct mreq *r, const char *js, size_t len)
 
 	if (jparse(js, len, &t) == -1)
 		return -1;
-	if (r->fmt != FMT_GEMINI) {
+	if (r->fmt != FMT_GEMINI && !is_amz(r) && !r->vertex) {
 		r->stream = jtrue(js, t, jget(js, t, 0, "stream"));
 		if ((i = jget(js, t, 0, "stream_options")) >= 0)
 			r->include_usage =
@@ -2185,6 +2557,349 @@ mreq_reject(struct mreq *r, int status, const char *msg)
 	snprintf(r->o.message, sizeof r->o.message, "%s", msg);
 }
 
+/* ---- credentials: SigV4 and OAuth2 access tokens ---- */
+
+#define JWT_GRANT                                                              \
+	"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"     \
+	"&assertion="
+
+/* Reject r as a Bedrock auth failure of type t. */
+static void
+amz_reject(struct mreq *r, int status, const char *t, const char *msg)
+{
+	mreq_reject(r, status, msg);
+	snprintf(r->amz_type, sizeof r->amz_type, "%s", t);
+}
+
+/* Copy the text of "key=" from a SigV4 Authorization value into dst (up
+ * to the next ',' or the end); -1 if absent or too long. */
+static int
+sig_field(const char *a, const char *key, char *dst, size_t size)
+{
+	const char *p = strstr(a, key);
+	size_t n;
+
+	if (p == NULL)
+		return -1;
+	p += strlen(key);
+	n = strcspn(p, ", ");
+	if (n == 0 || n >= size)
+		return -1;
+	memcpy(dst, p, n);
+	dst[n] = '\0';
+	return 0;
+}
+
+/* The signed headers of r as the request carried them, in hv (names in
+ * names, comma-separated list sh); how many. */
+static int
+sig_headers(struct mreq *r, char *sh, struct sigv4_hdr *hv, int max)
+{
+	struct evkeyvalq *h = evhttp_request_get_input_headers(r->req);
+	struct evkeyval *kv;
+	char *name, *save = NULL;
+	int n = 0;
+
+	for (name = strtok_r(sh, ";", &save); name;
+	     name = strtok_r(NULL, ";", &save))
+		TAILQ_FOREACH(kv, h, next)
+		{
+			if (strcasecmp(kv->key, name) == 0 && n < max) {
+				hv[n].name = name;
+				hv[n].value = kv->value;
+				n++;
+			}
+		}
+	return n;
+}
+
+/* Recompute r's signature with --aws-secret; 0 if it matches. */
+static int
+sig_recompute(struct mreq *r, const char *auth, const char *body, size_t len)
+{
+	struct evkeyvalq *h = evhttp_request_get_input_headers(r->req);
+	char cred[256], sh[1024], akid[128], date[9], region[64], service[64];
+	const char *amz = evhttp_find_header(h, "x-amz-date");
+	const char *ph = evhttp_find_header(h, "x-amz-content-sha256");
+	char hash[65];
+	struct sigv4_hdr hv[64];
+	struct buf want = {0};
+	struct sigv4 sv;
+	int ok;
+
+	if (sig_field(auth, "Credential=", cred, sizeof cred) == -1 ||
+	    sig_field(auth, "SignedHeaders=", sh, sizeof sh) == -1 ||
+	    sscanf(cred, "%127[^/]/%8[^/]/%63[^/]/%63[^/]/", akid, date, region,
+	           service) != 4 ||
+	    amz == NULL)
+		return -1;
+	sigv4_sha256_hex(body, len, hash);
+	if (ph != NULL && strcmp(ph, hash) != 0)
+		return -1;
+	sv = (struct sigv4){.method = "POST",
+	                    .path = evhttp_request_get_uri(r->req),
+	                    .hdrs = hv,
+	                    .nhdrs = sig_headers(r, sh, hv, 64),
+	                    .body = body,
+	                    .blen = len,
+	                    .amz_date = amz,
+	                    .region = region,
+	                    .service = service,
+	                    .access_key_id = akid,
+	                    .secret_key = M.o.aws_secret};
+	ok = sigv4_authorization(&sv, &want) == 0 &&
+	     strcmp(buf_cstr(&want), auth) == 0;
+	buf_free(&want);
+	return ok ? 0 : -1;
+}
+
+/* Whether a is shaped as a SigV4 Authorization for service bedrock. */
+static int
+sig_shaped(const char *a)
+{
+	const char *sig = strstr(a, ", Signature=");
+
+	return strncmp(a, "AWS4-HMAC-SHA256 Credential=", 28) == 0 &&
+	       strstr(a, "/bedrock/aws4_request, SignedHeaders=") != NULL &&
+	       strstr(a, "host;") != NULL && strstr(a, "x-amz-date") != NULL &&
+	       sig != NULL && strlen(sig + 12) == 64 &&
+	       strspn(sig + 12, "0123456789abcdef") == 64;
+}
+
+/* A Bedrock request must carry a SigV4 Authorization shaped right (and,
+ * with --aws-secret, right), or a bearer API key. 0, or -1 rejected. */
+static int
+check_sigv4(struct mreq *r, const char *body, size_t len)
+{
+	struct evkeyvalq *h = evhttp_request_get_input_headers(r->req);
+	const char *a = evhttp_find_header(h, "Authorization");
+
+	if (a == NULL) {
+		amz_reject(r, 403, "MissingAuthenticationTokenException",
+		           "Missing Authentication Token");
+		return -1;
+	}
+	if (strncmp(a, "Bearer ", 7) == 0 && a[7] != '\0')
+		return 0;
+	if (!sig_shaped(a) || evhttp_find_header(h, "x-amz-date") == NULL) {
+		amz_reject(r, 403, "IncompleteSignatureException",
+		           "Authorization header requires a SigV4 signature");
+		return -1;
+	}
+	if (M.o.aws_secret[0] && sig_recompute(r, a, body, len) == -1) {
+		amz_reject(r, 403, "InvalidSignatureException",
+		           "The request signature we calculated does not match "
+		           "the signature you provided.");
+		return -1;
+	}
+	return 0;
+}
+
+/* Wall-clock milliseconds. */
+static long long
+wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* With the token endpoint on, a Vertex request must carry one of the
+ * access tokens it issued, unexpired. 0, or -1 rejected (401). */
+static int
+check_bearer(struct mreq *r)
+{
+	struct evkeyvalq *h = evhttp_request_get_input_headers(r->req);
+	const char *a = evhttp_find_header(h, "Authorization");
+	char *end;
+	unsigned long n;
+
+	if (!r->vertex || !M.o.jwt_pubkey[0])
+		return 0;
+	if (a != NULL && strncmp(a, "Bearer mock-token-", 18) == 0) {
+		n = strtoul(a + 18, &end, 10);
+		if (*end == '\0' && n < M.ntokens && n < MOCK_NTOKENS &&
+		    wall_ms() < M.token_exp[n])
+			return 0;
+	}
+	mreq_reject(r, 401,
+	            "Request had invalid authentication credentials. Expected "
+	            "OAuth 2 access token, login cookie or other valid "
+	            "authentication credential.");
+	r->google_auth = 1;
+	return -1;
+}
+
+/* Decode base64url part [p, e) into out; -1 if it is not. */
+static int
+jwt_b64(const char *p, const char *e, struct buf *out)
+{
+	return b64_decode(out, p, (size_t)(e - p));
+}
+
+/* The integer value of key in JSON js (tokens t), or -1. */
+static long long
+jnum(const char *js, const jsmntok_t *t, const char *key)
+{
+	char v[32];
+	int i = jget(js, t, 0, key);
+
+	if (i < 0 || t[i].type != JSMN_PRIMITIVE ||
+	    jstr(js, &t[i], v, sizeof v) == -1)
+		return -1;
+	return strtoll(v, NULL, 10);
+}
+
+/* Check the JWT's claims (decoded JSON c); why not, or NULL. */
+static const char *
+jwt_claims(const struct buf *h, const struct buf *c)
+{
+	jsmntok_t *t = NULL;
+	long long iat, exp, now = wall_ms() / 1000;
+	char v[512];
+	const char *why = NULL;
+	int i;
+
+	if (jparse(h->data, h->len, &t) == -1 ||
+	    (i = jget(h->data, t, 0, "alg")) < 0 ||
+	    !jeq(h->data, &t[i], "RS256"))
+		why = "JWT header: alg is not RS256";
+	free(t);
+	t = NULL;
+	if (why == NULL && jparse(c->data, c->len, &t) == -1)
+		why = "JWT claims are not a JSON object";
+	if (why == NULL &&
+	    ((i = jget(c->data, t, 0, "iss")) < 0 ||
+	     jstr(c->data, &t[i], v, sizeof v) == -1 || v[0] == '\0'))
+		why = "JWT claims: no iss";
+	if (why == NULL && ((i = jget(c->data, t, 0, "scope")) < 0 ||
+	                    jstr(c->data, &t[i], v, sizeof v) == -1 ||
+	                    strstr(v, "cloud-platform") == NULL))
+		why = "JWT claims: scope is not cloud-platform";
+	if (why == NULL && ((i = jget(c->data, t, 0, "aud")) < 0 ||
+	                    jstr(c->data, &t[i], v, sizeof v) == -1 ||
+	                    !ends_with(v, "/token")))
+		why = "JWT claims: bad aud";
+	if (why == NULL) {
+		iat = jnum(c->data, t, "iat");
+		exp = jnum(c->data, t, "exp");
+		if (iat < 0 || exp <= iat || exp - iat > 3600 ||
+		    llabs(iat - now) > 300)
+			why = "Invalid JWT: Token must be a short-lived token "
+			      "(60 minutes) and in a reasonable timeframe.";
+	}
+	free(t);
+	return why;
+}
+
+/* Verify input [p, e) against signature sig with the PEM public key. */
+static const char *
+jwt_signature(const char *p, const char *e, const struct buf *sig)
+{
+	FILE *f = fopen(M.o.jwt_pubkey, "r");
+	EVP_PKEY *k = f ? PEM_read_PUBKEY(f, NULL, NULL, NULL) : NULL;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int ok;
+
+	if (f)
+		fclose(f);
+	ok = k && ctx &&
+	     EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, k) == 1 &&
+	     EVP_DigestVerify(ctx, (const unsigned char *)sig->data, sig->len,
+	                      (const unsigned char *)p, (size_t)(e - p)) == 1;
+	EVP_MD_CTX_free(ctx);
+	EVP_PKEY_free(k);
+	ERR_clear_error();
+	return ok ? NULL : "Invalid JWT Signature.";
+}
+
+/* Check a token request's form body; why it is refused, or NULL. */
+static const char *
+jwt_check(const char *body, size_t len)
+{
+	struct buf h = {0}, c = {0}, sig = {0};
+	const char *a, *end = body + len, *d1, *d2, *why;
+
+	if (len < sizeof JWT_GRANT - 1 ||
+	    memcmp(body, JWT_GRANT, sizeof JWT_GRANT - 1) != 0)
+		return "grant_type is not jwt-bearer";
+	a = body + sizeof JWT_GRANT - 1;
+	if ((d1 = memchr(a, '.', (size_t)(end - a))) == NULL ||
+	    (d2 = memchr(d1 + 1, '.', (size_t)(end - d1 - 1))) == NULL ||
+	    memchr(d2 + 1, '&', (size_t)(end - d2 - 1)) != NULL)
+		return "assertion is not a JWT";
+	if (jwt_b64(a, d1, &h) == -1 || jwt_b64(d1 + 1, d2, &c) == -1 ||
+	    jwt_b64(d2 + 1, end, &sig) == -1)
+		why = "assertion is not base64url";
+	else if ((why = jwt_claims(&h, &c)) == NULL)
+		why = jwt_signature(a, d2, &sig);
+	buf_free(&h);
+	buf_free(&c);
+	buf_free(&sig);
+	return why;
+}
+
+/* Answer a token request: a new access token, or the OAuth2 error. */
+static void
+send_token(struct mreq *r)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
+	size_t len = evbuffer_get_length(in);
+	const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
+	const char *why =
+	    M.o.jwt_pubkey[0] ? jwt_check(body, len) : "token endpoint is off";
+	struct buf b = {0};
+	unsigned n;
+
+	if (r->o.token_status != 200 || why != NULL) {
+		int st = r->o.token_status != 200 ? r->o.token_status : 400;
+
+		M.st.token_failed++;
+		buf_printf(&b, "{\"error\":\"%s\",\"error_description\":",
+		           st >= 500 ? "temporarily_unavailable"
+		                     : "invalid_grant");
+		jesc(&b, why ? why : "mock token endpoint failure");
+		buf_addc(&b, '}');
+		log_debug("token request refused: %s", why ? why : "by option");
+		reply_send(r->req, st, r->seq, &b);
+		return;
+	}
+	n = M.ntokens++ % MOCK_NTOKENS;
+	M.token_exp[n] = wall_ms() + (long long)r->o.token_expiry * 1000;
+	M.st.tokens++;
+	buf_printf(&b,
+	           "{\"access_token\":\"mock-token-%u\",\"expires_in\":%d,"
+	           "\"token_type\":\"Bearer\"}",
+	           n, r->o.token_expiry);
+	reply_send(r->req, 200, r->seq, &b);
+}
+
+/* A request to the token endpoint: answered after --token-latency-ms. */
+static void
+token_request(struct evhttp_request *req)
+{
+	struct mreq *r;
+
+	if ((r = mreq_new(req)) == NULL) {
+		evhttp_send_error(req, 500, "mock out of memory");
+		return;
+	}
+	r->kind = KIND_TOKEN;
+	r->mode = MODE_OK;
+	r->o.latency_ms = r->o.token_latency_ms;
+	mreq_start(r);
+}
+
+/* Bedrock and Vertex credentials; 0, or -1 when r was rejected. */
+static int
+check_auth(struct mreq *r, const char *body, size_t len)
+{
+	if (is_amz(r))
+		return check_sigv4(r, body, len);
+	return check_bearer(r);
+}
+
 /* Handle one provider request: record it, then start its behaviour. */
 static void
 provider_request(struct evhttp_request *req, const char *path)
@@ -2196,6 +2911,10 @@ provider_request(struct evhttp_request *req, const char *path)
 
 	if (len > 0 && (body = (const char *)evbuffer_pullup(in, -1)) == NULL) {
 		evhttp_send_error(req, 500, "mock out of memory");
+		return;
+	}
+	if (ends_with(path, "/token")) {
+		token_request(req);
 		return;
 	}
 	log_request(req, body, len);
@@ -2212,6 +2931,8 @@ provider_request(struct evhttp_request *req, const char *path)
 		mreq_reject(r, 400,
 		            "We could not parse the JSON body of your "
 		            "request.");
+	else if (check_auth(r, body, len) == -1)
+		; /* rejected: 403 / 401 */
 	else if (r->prefill && r->o.reject_prefill)
 		mreq_reject(r, 400,
 		            "This model does not support assistant message "
@@ -2245,9 +2966,11 @@ control_stats(struct evhttp_request *req)
 	buf_printf(
 	    &b,
 	    "{\"requests\":%llu,\"chat\":%llu,\"embeddings\":%llu,\"ok\":%llu,"
-	    "\"failed\":%llu,\"client_closed\":%llu,\"connections\":%llu}",
+	    "\"failed\":%llu,\"client_closed\":%llu,\"connections\":%llu,"
+	    "\"tokens\":%llu,\"token_failed\":%llu}",
 	    M.st.requests, M.st.chat, M.st.embeddings, M.st.ok, M.st.failed,
-	    M.st.client_closed, M.st.connections);
+	    M.st.client_closed, M.st.connections, M.st.tokens,
+	    M.st.token_failed);
 	control_reply(req, 200, &b);
 }
 
@@ -2388,7 +3111,12 @@ control_request(struct evhttp_request *req, const char *what)
 		control_last(req, 0);
 	else if (strcmp(what, "last/body") == 0)
 		control_last(req, 1);
-	else {
+	else if (strcmp(what, "revoke") == 0) {
+		/* every access token issued so far stops being accepted */
+		memset(M.token_exp, 0, sizeof M.token_exp);
+		buf_adds(&b, "{\"ok\":true}");
+		control_reply(req, 200, &b);
+	} else {
 		buf_adds(&b, "{\"error\":\"unknown /_mock endpoint\"}");
 		control_reply(req, 404, &b);
 	}
@@ -2518,8 +3246,8 @@ static void __attribute__((noreturn)) usage(void)
 	    "                 [--latency-ms N] [--chunks N] [--chunk-delay-ms "
 	    "N]\n"
 	    "                 [--cut-after N] [--usage P,C] [--finish R]\n"
-	    "                 [--recover-after-ms MS] [--tool-call 0|1] "
-	    "[-v]\n");
+	    "                 [--recover-after-ms MS] [--tool-call 0|1]\n"
+	    "                 [--headers \"Name: value; ...\"] [-v]\n");
 	exit(2);
 }
 

@@ -76,6 +76,12 @@ extern const struct ingress ingress_chat;
 extern const struct ingress ingress_embeddings;
 extern const struct ingress ingress_messages;
 extern const struct ingress ingress_responses;
+/* llmfd's own request fields, in every protocol: read by the engine and
+ * never forwarded upstream (LiteLLM's names fallback_models and retries
+ * included). The converters copy them into the canonical document. */
+#define INGRESS_LLMFD_KEYS                                                     \
+	"fallbacks", "fallback_models", "num_retries", "retries", "timeout",   \
+	    "stream_timeout"
 /* The keys of a canonical document never forwarded (llmfd's fields). */
 extern const char *const ingress_canon_drop_keys[];
 

@@ -81,6 +81,21 @@ static const struct mfam dep_fams[] = {
      F(rpm_limit), MV_I64},
     {"llmfd_tpm_limit", "gauge", "Configured tpm limit (0 = unlimited).",
      F(tpm_limit), MV_I64},
+    {"llmfd_affinity_hits_total", "counter",
+     "Session requests served by the session's own deployment.",
+     F(affinity_hits), MV_U64},
+    {"llmfd_affinity_moves_total", "counter",
+     "Session requests moved away from this deployment, their own, because "
+     "it could not take them.",
+     F(affinity_moves), MV_U64},
+    {"llmfd_upstream_requests_left", "gauge",
+     "Requests the upstream's rate-limit headers say are left in its window "
+     "(less those sent since); -1: not reported.",
+     F(upstream_requests_left), MV_I64},
+    {"llmfd_upstream_tokens_left", "gauge",
+     "Tokens the upstream's rate-limit headers say are left in its window; "
+     "-1: not reported.",
+     F(upstream_tokens_left), MV_I64},
 };
 
 /* Read one field of a row as a signed 64-bit value (counters fit). */

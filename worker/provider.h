@@ -27,6 +27,10 @@ enum wire_fmt { FMT_CHAT = 0, FMT_MESSAGES, FMT_RESPONSES };
 struct prov_call {
 	const struct cfg *cfg;
 	const struct deploy_cfg *d;
+	/* The model to send upstream, NULL: the deployment's (a pattern's
+	 * deployment gets the model the client named); read it with
+	 * prov_model(). */
+	const char *model;
 	const struct json *req; /* parsed client body, token 0 = root */
 	int endpoint;
 	int stream;
@@ -57,6 +61,7 @@ struct prov_call {
 	                              same-family upstream, complete
 	                              "Name: value\r\n" lines (anthropic-version,
 	                              anthropic-beta), or NULL */
+	long long now; /* wall clock seconds for signatures; 0: time(NULL) */
 };
 
 /* One upstream request. path includes the query string; headers are
@@ -89,13 +94,35 @@ struct stream_state {
 	int ntool;
 	int tool_block[64]; /* provider block index -> OpenAI tool index */
 	struct buf partial; /* provider scratch (e.g. partial JSON) */
+	char tag[48];       /* provider scratch: ids made for this stream */
 	struct buf *text;   /* if set, emitted text is appended here */
 };
+
+/* How a provider's streams are framed (struct provider's framing). */
+#define PROV_FRAME_SSE         0 /* text/event-stream */
+#define PROV_FRAME_EVENTSTREAM 1 /* application/vnd.amazon.eventstream */
 
 struct provider {
 	const char *name;
 	unsigned formats; /* bit (1u << FMT_*) for each wire format this
 	                     provider can take natively */
+	/* The formats it takes natively for deployment d, when that depends
+	 * on the model (Claude on Bedrock or Vertex takes Messages, other
+	 * models do not); NULL: formats. */
+	unsigned (*formats_of)(const struct deploy_cfg *d);
+	/* PROV_FRAME_*. With PROV_FRAME_EVENTSTREAM each binary message of a
+	 * stream reaches stream_event with its payload as data and, as the
+	 * event name, its :event-type (an event message), "exception:" and
+	 * its :exception-type (an exception message), or "error:" and its
+	 * :error-code (an error message; data is then its :error-message). */
+	int framing;
+	/* Classify an HTTP error reply (status, the x-amzn-ErrorType header
+	 * up to its ':' or "", the body) into e as classify_http would, but
+	 * knowing the provider's own error names; e's retry_after_ms and
+	 * should_retry come set from the headers. NULL: classify_http. */
+	void (*classify)(const struct prov_call *, int status,
+	                 const char *errtype, const char *body, size_t len,
+	                 struct upstream_error *e);
 	/* Build the upstream request. 0, or -1 with a reason in err (the
 	 * request cannot be expressed for this provider: a bad request). */
 	int (*build)(const struct prov_call *, struct prov_out *, char *err,
@@ -136,6 +163,8 @@ extern const struct provider prov_openai;
 extern const struct provider prov_azure;
 extern const struct provider prov_anthropic;
 extern const struct provider prov_gemini;
+extern const struct provider prov_bedrock;
+extern const struct provider prov_vertex;
 
 /* The provider for an enum provider_kind; NULL if not built in. */
 const struct provider *provider_get(int kind);
@@ -146,6 +175,30 @@ void stream_state_free(struct stream_state *);
 #define PROV_RESUME_INSTRUCTION                                                \
 	"Your previous answer was cut off. Continue it exactly where it "      \
 	"stops, without repeating any of it and without any preamble."
+
+/* The model sent upstream: pc->model, else the deployment's. */
+static inline const char *
+prov_model(const struct prov_call *pc)
+{
+	return pc->model != NULL ? pc->model : pc->d->model;
+}
+
+/* The wire formats p takes natively for deployment d. */
+unsigned provider_formats(const struct provider *p, const struct deploy_cfg *d);
+
+/* anthropic.c: the Messages body for Claude on Bedrock and Vertex. */
+struct anth_variant {
+	const char *version; /* anthropic_version in the body, NULL: none */
+	int model;           /* `model` in the body (else in the URL) */
+	int stream;          /* `"stream":true` in a stream's body */
+	int beta_body;       /* anthropic-beta as the body's anthropic_beta */
+};
+int anth_body_variant(const struct prov_call *, const struct anth_variant *,
+                      struct buf *out, char *err, size_t errsz);
+
+/* gemini.c: the generateContent body for Gemini on Vertex. */
+int gem_body(const struct prov_call *, struct buf *out, char *err,
+             size_t errsz);
 
 /* providers/provider.c: native passthrough */
 /* Copy the JSON object j (token 0) to out byte for byte, except that the
@@ -242,9 +295,10 @@ struct prov_dialect {
 	const char *partkey;   /* turn member holding the parts */
 	const char *assistant; /* the assistant role's name */
 	const char *text_type; /* "type" of a text part, NULL for none */
-	/* Image part templates, for a base64 data: URL and for another URL:
-	 * %m the media type (for the latter guessed from the extension),
-	 * %d the base64 data, %u the URL, each written as a JSON string. */
+	/* Image part templates, for a base64 data: URL and for another URL
+	 * (NULL: not supported): %m the media type (for the latter guessed
+	 * from the extension), %f its subtype ("png"), %d the base64 data,
+	 * %u the URL, each written as a JSON string. */
 	const char *image[2];
 	int prefill; /* resume text goes in as a last assistant turn */
 	int (*tool_calls)(struct prov_xlate *, struct jw *, int tcs);
@@ -260,12 +314,17 @@ struct prov_xlate {
 	int msgs;         /* the messages array token */
 	struct buf turns; /* the translated messages: a JSON array */
 	struct buf sys;   /* system text lifted out of the messages */
+	const void *arg;  /* the caller's, for the dialect's functions */
 	char *err;
 	size_t errsz;
 };
 /* Build the body for pc in out; -1 with err set if it cannot be. */
 int prov_xlate_body(const struct prov_call *, const struct prov_dialect *,
                     struct buf *out, char *err, size_t errsz);
+/* prov_xlate_body with arg for the dialect's functions (x->arg). */
+int prov_xlate_body_arg(const struct prov_call *, const struct prov_dialect *,
+                        const void *arg, struct buf *out, char *err,
+                        size_t errsz);
 /* Record why the request cannot be sent ("name: what"); always -1. */
 int prov_fail(struct prov_xlate *, const char *what);
 /* Append text to x->sys, separated by a blank line from what came before. */

@@ -29,8 +29,11 @@
 
 #include "common/backoff.h"
 #include "common/clock.h"
+#include "common/evstream.h"
 #include "common/log.h"
+#include "worker/gauth.h"
 #include "worker/ingress.h"
+#include "worker/policy.h"
 #include "worker/request.h"
 #include "worker/route.h"
 #include "worker/upstream.h"
@@ -60,8 +63,11 @@ struct attempt {
 	struct buf out;  /* translated, not yet sent */
 	struct buf text; /* content text this attempt produced */
 	struct sse sse;
+	struct evs evs; /* for PROV_FRAME_EVENTSTREAM providers */
 	struct stream_state ss;
 	struct event ev_timer; /* attempt / first token / idle */
+	struct gauth_wait gw;  /* waiting for an access token */
+	char bearer[2560];     /* the access token sent, "" if none */
 	struct {
 		int active;
 		int d;
@@ -76,11 +82,14 @@ struct attempt {
 		int streaming, complete, in_stream_err;
 		int bad_events;   /* malformed events skipped */
 		int timed_out;    /* failed by its timer */
+		int auth_wait;    /* built, waiting for its access token */
+		int reauth;       /* a 401 to refresh the token for */
 		int prefill;      /* continues as an assistant prefill */
 		int splice;       /* holding a continuation's start */
 		size_t drop;      /* leading text bytes that repeat sent text */
 		size_t text_sent; /* text bytes that reached the client */
 		struct usage usage;
+		char model[160]; /* upstream model of a pattern's deployment */
 	} st;
 };
 
@@ -95,7 +104,7 @@ struct req_st {
 
 	/* the request, as the engine reads it */
 	const struct json *doc; /* canonical document: &canon_j or &j */
-	char model[CFG_NAME_MAX];
+	char model[128];
 	int stream, include_usage;
 	int req_retries;    /* num_retries field, -1 if absent */
 	int first_token_ms; /* stream_timeout field, -1 if absent */
@@ -103,9 +112,7 @@ struct req_st {
 
 	/* candidates */
 	const struct group_cfg *groups[ROUTE_MAX_GROUPS];
-	int ngroups, gi;
-	struct group_cfg single; /* model names one deployment */
-	int single_idx;
+	int ngroups, gi; /* groups point into struct req's policy */
 	uint64_t tried[CFG_MAX_DEPLOY / 64];
 	int d, prev_d; /* last deployment started */
 	int retries_used, tries_here, attempts;
@@ -115,6 +122,7 @@ struct req_st {
 	int n_unsupported;
 	int64_t ra_ms; /* the shortest upstream Retry-After seen, -1 */
 	uint64_t no_prefill[CFG_MAX_DEPLOY / 64]; /* refused a prefill */
+	uint64_t reauthed[CFG_MAX_DEPLOY / 64];   /* token refreshed on 401 */
 	int cut_d;         /* the deployment whose stream was cut, -1 */
 	char cut_msg[128]; /* why it was cut */
 	char build_err[160];
@@ -148,6 +156,7 @@ struct req {
 	size_t ig_size;
 	struct attempt att[2];
 	struct event ev_deadline, ev_wait, ev_hedge;
+	struct policy pol; /* the candidates (policy.c) */
 	struct req_st s;
 };
 
@@ -169,6 +178,7 @@ static void att_failed(struct attempt *, enum errclass, int status,
                        const char *msg, int64_t retry_after_ms,
                        int should_retry);
 static void req_finish(struct req *, const struct req_end *);
+static int att_reauth(struct attempt *);
 static void req_cut_abort(struct req *, const char *why);
 static void req_deadline(evutil_socket_t, short, void *);
 static void req_wait_cb(evutil_socket_t, short, void *);
@@ -234,6 +244,7 @@ req_destroy(struct req *r)
 	for (int i = 0; i < 2; i++) {
 		att_bufs(&r->att[i], buf_free);
 		sse_free(&r->att[i].sse);
+		evs_free(&r->att[i].evs);
 	}
 	buf_free(&r->canon);
 	buf_free(&r->out);
@@ -475,6 +486,8 @@ att_stop(struct attempt *a)
 		up_abort(a->st.up);
 		a->st.up = NULL;
 	}
+	gauth_cancel(&a->gw);
+	a->st.auth_wait = 0;
 	event_del(&a->ev_timer);
 	a->st.active = 0;
 }
@@ -523,6 +536,7 @@ req_release(struct req *r)
 
 		att_cancel(a, "request finished");
 		sse_reset(&a->sse);
+		evs_reset(&a->evs);
 		att_bufs(a, buf_recycle);
 	}
 	req_unhook(r);
@@ -677,6 +691,9 @@ att_timeout(evutil_socket_t fd, short ev, void *arg)
 		up_abort(a->st.up);
 		a->st.up = NULL;
 	}
+	if (a->st.auth_wait)
+		snprintf(msg, sizeof msg, "no access token after %d ms",
+		         att_ms(a));
 	a->st.timed_out = 1;
 	att_failed(a, EC_TRANSIENT, 0, msg, -1, -1);
 }
@@ -709,7 +726,7 @@ att_native(const struct req *r, const struct provider *p,
 {
 	int f = r->s.ig->fmt;
 
-	if (f <= 0 || (p->formats & PROV_FMT(f)) == 0)
+	if (f <= 0 || (provider_formats(p, d) & PROV_FMT(f)) == 0)
 		return 0;
 	return f != FMT_RESPONSES || d->responses_api ||
 	       strcmp(d->host, "api.openai.com") == 0;
@@ -731,6 +748,8 @@ att_build(struct req *r, struct attempt *a, int d)
 	a->st.pc = (struct prov_call){
 	    .cfg = r->w->cfg,
 	    .d = dc,
+	    .model = policy_model(&r->pol, r->w->cfg, r->s.gi, d, a->st.model,
+	                          sizeof a->st.model),
 	    .req = r->s.doc,
 	    .endpoint = r->s.ig->endpoint,
 	    .stream = r->s.stream,
@@ -742,7 +761,8 @@ att_build(struct req *r, struct attempt *a, int d)
 	    .fwd_headers = a->st.native && r->fwd.len ? r->fwd.data : NULL,
 	    .resume_text = a->st.resume ? r->sent_text.data : NULL,
 	    .resume_len = a->st.resume ? r->sent_text.len : 0,
-	    .resume_prefill = a->st.prefill};
+	    .resume_prefill = a->st.prefill,
+	    .now = clock_wall_ms() / 1000};
 	buf_reset(&a->po.path);
 	buf_reset(&a->po.headers);
 	buf_reset(&a->po.body);
@@ -766,12 +786,89 @@ att_reset(struct req *r, struct attempt *a, int d, int hedge)
 	buf_reset(&a->out);
 	buf_reset(&a->text);
 	sse_reset(&a->sse);
+	evs_reset(&a->evs);
+	a->bearer[0] = '\0';
 	stream_state_free(&a->ss);
 	memset(&a->ss, 0, sizeof a->ss);
 	a->ss.include_usage = r->s.include_usage;
 	a->ss.role_sent = a->st.resume;
 	if (r->s.stream && r->s.groups[0]->stream_resume == RESUME_CONTINUE)
 		a->ss.text = &a->text;
+}
+
+/* Send attempt a's built request (with its access token, if any). 0, or
+ * -1 when it could not be sent (a failed through att_failed). */
+static int
+att_send(struct attempt *a)
+{
+	struct req *r = a->r;
+
+	if (a->bearer[0])
+		buf_printf(&a->po.headers, "Authorization: Bearer %s\r\n",
+		           a->bearer);
+	a->st.up = up_request(
+	    r->w->pools[a->st.d], "POST", a->po.path.data, a->po.path.len,
+	    a->po.headers.data ? a->po.headers.data : "", a->po.headers.len,
+	    a->po.body.data ? a->po.body.data : "", a->po.body.len, &up_cbs, a);
+	/* copied into the connection: hold no memory in a request that may
+	 * stay open for minutes */
+	buf_free(&a->po.path);
+	buf_free(&a->po.headers);
+	buf_free(&a->po.body);
+	if (a->st.up == NULL) {
+		att_failed(a, EC_TRANSIENT, 0, "out of memory", -1, -1);
+		return -1;
+	}
+	return 0;
+}
+
+/* Keep the access token to send, or -1 if it does not fit a header. */
+static int
+att_bearer(struct attempt *a, const char *token)
+{
+	size_t n = token ? strlen(token) : 0;
+
+	if (n >= sizeof a->bearer)
+		return -1;
+	memcpy(a->bearer, token ? token : "", n + 1);
+	return 0;
+}
+
+/* The access token arrived (or the exchange failed): send, or fail. */
+static void
+att_token_cb(void *arg, const char *token, enum errclass cls, const char *msg)
+{
+	struct attempt *a = arg;
+
+	a->st.auth_wait = 0;
+	if (token == NULL || att_bearer(a, token) == -1) {
+		att_failed(a, token ? EC_AUTH : cls, 0,
+		           token ? "access token too long" : msg, -1, -1);
+		return;
+	}
+	(void)att_send(a);
+}
+
+/* Get the access token d's account needs, if any: at once, or by waiting
+ * for the exchange in flight (auth_wait). -1 when none can be had (a
+ * failed through att_failed, as an auth failure). */
+static int
+att_auth(struct attempt *a)
+{
+	const char *token;
+	char msg[160];
+	int rc = gauth_token(a->r->w->gauth, a->st.d, &a->gw, att_token_cb, a,
+	                     &token, msg, sizeof msg);
+
+	if (rc == 0) {
+		a->st.auth_wait = 1;
+		return 0;
+	}
+	if (rc == 1 && att_bearer(a, token) == 0)
+		return 0;
+	att_failed(a, EC_AUTH, 0, rc == 1 ? "access token too long" : msg, -1,
+	           -1);
+	return -1;
 }
 
 /*
@@ -814,19 +911,8 @@ att_start(struct req *r, int d, int hedge)
 	log_debug("%s attempt %d on %s%s%s", r->s.id, r->s.attempts,
 	          dname(r, d), hedge ? " (hedge)" : "",
 	          a->st.resume ? " (continuing)" : "");
-	a->st.up = up_request(
-	    w->pools[d], "POST", a->po.path.data, a->po.path.len,
-	    a->po.headers.data ? a->po.headers.data : "", a->po.headers.len,
-	    a->po.body.data ? a->po.body.data : "", a->po.body.len, &up_cbs, a);
-	/* copied into the connection: hold no memory in a request that may
-	 * stay open for minutes */
-	buf_free(&a->po.path);
-	buf_free(&a->po.headers);
-	buf_free(&a->po.body);
-	if (a->st.up == NULL) {
-		att_failed(a, EC_TRANSIENT, 0, "out of memory", -1, -1);
+	if (att_auth(a) == -1 || (!a->st.auth_wait && att_send(a) == -1))
 		return -1;
-	}
 	att_arm(a);
 	if (!hedge && !r->s.hedged && r->s.phase != REQ_STREAMING &&
 	    (hd = route_hedge_delay(w, r->s.groups[0], d)) >= 0)
@@ -858,7 +944,8 @@ req_pick(struct req *r)
 
 	for (; r->s.gi < r->s.ngroups; r->s.gi++) {
 		d = route_pick(r->w, r->s.groups[r->s.gi], r->s.tried,
-		               r->s.est_tokens, &soonest, &probe);
+		               r->s.est_tokens, r->pol.session, &soonest,
+		               &probe);
 		if (soonest &&
 		    (r->s.soonest_ms == 0 || soonest < r->s.soonest_ms))
 			r->s.soonest_ms = soonest;
@@ -985,6 +1072,12 @@ req_exhausted(struct req *r)
 	char ra[24];
 
 	req_exhausted_verdict(r, &v);
+	if (r->pol.region[0] != '\0') { /* say why the others were not tried */
+		size_t n = strlen(v.msg);
+		snprintf(v.msg + n, sizeof v.msg - n,
+		         " (only deployments in region '%s' may serve it)",
+		         r->pol.region);
+	}
 	if (v.retry_after_s > 0) {
 		snprintf(ra, sizeof ra, "%" PRId64, v.retry_after_s);
 		r->s.ops->header(r->s.c, "Retry-After", ra);
@@ -1209,19 +1302,15 @@ req_decide(struct req *r, enum errclass cls, int kind, int status,
 	}
 }
 
-/* Switch to the context-window or content-policy chain of cls. */
+/* Switch to the context-window or content-policy chain of cls (within
+ * the request's region). */
 static void
 req_switch(struct req *r, enum errclass cls)
 {
 	const struct fallback_cfg *f = req_chain(r, cls);
 
 	r->s.switched = 1;
-	r->s.ngroups = 0;
-	for (int i = 0; i < f->nto && r->s.ngroups < ROUTE_MAX_GROUPS; i++) {
-		const struct group_cfg *g = cfg_find_group(r->w->cfg, f->to[i]);
-		if (g)
-			r->s.groups[r->s.ngroups++] = g;
-	}
+	r->s.ngroups = policy_switch(&r->pol, r->w->cfg, f, r->s.groups);
 	r->s.gi = 0;
 }
 
@@ -1325,6 +1414,8 @@ att_failed(struct attempt *a, enum errclass cls, int status, const char *msg,
 		req_midstream_failure(r, a->st.d, msg);
 		return;
 	}
+	if (att_reauth(a) == 0)
+		return;
 	if (ra_ms >= 0 && (r->s.ra_ms < 0 || ra_ms < r->s.ra_ms))
 		r->s.ra_ms = ra_ms;
 	if (cls == EC_RATE_LIMITED)
@@ -1352,6 +1443,47 @@ att_failed(struct attempt *a, enum errclass cls, int status, const char *msg,
 	req_next(r);
 }
 
+/* A 401 on a deployment that sent a service account's token: the token
+ * may have been revoked or expired early. The first time in a request
+ * the token is dropped and the failure counted as transient (the
+ * deployment is not to blame), and att_failed tries d again with a fresh
+ * token. */
+static void
+att_reauth_check(struct attempt *a, struct upstream_error *e)
+{
+	struct req *r = a->r;
+	int d = a->st.d;
+
+	if (e->status != 401 || !a->bearer[0] ||
+	    (r->s.reauthed[d / 64] & (1ULL << (d % 64))))
+		return;
+	if (!gauth_invalidate(r->w->gauth, d, a->bearer))
+		return;
+	r->s.reauthed[d / 64] |= 1ULL << (d % 64);
+	a->st.reauth = 1;
+	e->cls = EC_TRANSIENT;
+	snprintf(e->message + strlen(e->message),
+	         sizeof e->message - strlen(e->message),
+	         " (access token refused; retrying with a fresh one)");
+}
+
+/* After a refused token: d again, with a fresh token. 0 if under way. */
+static int
+att_reauth(struct attempt *a)
+{
+	struct req *r = a->r;
+	int d = a->st.d;
+
+	if (!a->st.reauth)
+		return -1;
+	log_info("%s %s refused the access token; retrying with a new one",
+	         r->s.id, dname(r, d));
+	if (att_start(r, d, 0) == 0 || r->s.phase == REQ_DONE ||
+	    r->att[0].st.active || r->att[1].st.active)
+		return 0;
+	return -1;
+}
+
 /* Classify an upstream error reply and fail the attempt with it. */
 static void
 att_upstream_error(struct attempt *a)
@@ -1361,8 +1493,15 @@ att_upstream_error(struct attempt *a)
 	memset(e, 0, sizeof *e);
 	e->retry_after_ms = a->st.resp.retry_after_ms;
 	e->should_retry = a->st.resp.should_retry;
-	classify_http(a->st.resp.status, a->rbody.data ? a->rbody.data : "",
-	              a->rbody.len, e);
+	if (a->st.prov->classify)
+		a->st.prov->classify(
+		    &a->st.pc, a->st.resp.status, a->st.resp.error_type,
+		    a->rbody.data ? a->rbody.data : "", a->rbody.len, e);
+	else
+		classify_http(a->st.resp.status,
+		              a->rbody.data ? a->rbody.data : "", a->rbody.len,
+		              e);
+	att_reauth_check(a, e);
 	att_failed(a, e->cls, a->st.resp.status,
 	           e->message[0] ? e->message : "upstream error",
 	           e->retry_after_ms, e->should_retry);
@@ -1613,10 +1752,64 @@ static void
 up_on_headers(void *arg, const struct up_resp *resp)
 {
 	struct attempt *a = arg;
+	int framed = a->st.prov->framing == PROV_FRAME_EVENTSTREAM
+	                 ? resp->amz_eventstream
+	                 : resp->event_stream;
 
 	a->st.resp = *resp;
-	a->st.streaming =
-	    a->r->s.stream && resp->status / 100 == 2 && resp->event_stream;
+	route_rate_headers(a->r->w, a->st.d, resp);
+	a->st.streaming = a->r->s.stream && resp->status / 100 == 2 && framed;
+}
+
+/* One event stream message from the upstream, to the provider as an
+ * event (see PROV_FRAME_EVENTSTREAM): its :event-type, or "exception:"
+ * and its :exception-type, or "error:" and its :error-code. */
+static int
+att_evs_msg(void *arg, const struct evs_msg *m)
+{
+	char name[160];
+	const struct evs_str *t = &m->event_type;
+	const char *pre = "", *data = m->payload;
+	size_t dlen = m->plen;
+
+	if (m->message_type.n == 9 &&
+	    memcmp(m->message_type.p, "exception", 9) == 0) {
+		pre = "exception:";
+		t = &m->exception_type;
+	} else if (m->message_type.n == 5 &&
+	           memcmp(m->message_type.p, "error", 5) == 0) {
+		pre = "error:";
+		t = &m->error_code;
+		data = m->error_message.p ? m->error_message.p : "";
+		dlen = m->error_message.n;
+	}
+	snprintf(name, sizeof name, "%s%.*s", pre,
+	         (int)(t->n < 140 ? t->n : 140), t->p ? t->p : "");
+	return att_sse_event(arg, name, strlen(name), data ? data : "", dlen);
+}
+
+/* Feed stream bytes to the provider's framing: SSE or event stream. -1
+ * with e filled when the framing itself is broken. */
+static int
+att_feed(struct attempt *a, const char *p, size_t n)
+{
+	struct upstream_error *e = &a->r->s.uerr;
+	int rc;
+
+	if (a->st.prov->framing == PROV_FRAME_EVENTSTREAM) {
+		if ((rc = evs_feed(&a->evs, p, n, att_evs_msg, a)) == -1) {
+			e->cls = EC_TRANSIENT;
+			snprintf(e->message, sizeof e->message, "%s",
+			         a->evs.err);
+		}
+		return rc;
+	}
+	if ((rc = sse_feed(&a->sse, p, n, att_sse_event, a)) == -1) {
+		e->cls = EC_TRANSIENT;
+		snprintf(e->message, sizeof e->message,
+		         "malformed upstream stream");
+	}
+	return rc;
 }
 
 /* The first content reached us: this attempt wins; the timer now bounds
@@ -1651,13 +1844,8 @@ up_on_data(void *arg, const char *p, size_t n)
 			buf_add(&a->rbody, p, n);
 		return;
 	}
-	rc = sse_feed(&a->sse, p, n, att_sse_event, a);
+	rc = att_feed(a, p, n);
 	if (rc == -1 || a->st.in_stream_err) {
-		if (rc == -1) {
-			e->cls = EC_TRANSIENT;
-			snprintf(e->message, sizeof e->message,
-			         "malformed upstream stream");
-		}
 		att_failed(a, e->cls ? e->cls : EC_TRANSIENT, a->st.resp.status,
 		           e->message, e->retry_after_ms, -1);
 		return;
@@ -1825,7 +2013,8 @@ static const struct up_cbs up_cbs = {
 
 /* Feed the running attempt an upstream answer as if it had arrived from
  * the network (exported for unit tests): its connection is dropped, then
- * the headers (status, event_stream), the body and, if end, the end. */
+ * the headers (status; event_stream 1 for text/event-stream, 2 for an AWS
+ * event stream), the body and, if end, the end. */
 void
 req_test_upstream(struct req *r, int status, int event_stream, const char *body,
                   size_t n, int end)
@@ -1833,7 +2022,8 @@ req_test_upstream(struct req *r, int status, int event_stream, const char *body,
 	struct attempt *a = r->att[0].st.active ? &r->att[0] : &r->att[1];
 	struct up_resp resp = {.status = status,
 	                       .content_length = -1,
-	                       .event_stream = event_stream,
+	                       .event_stream = event_stream == 1,
+	                       .amz_eventstream = event_stream == 2,
 	                       .retry_after_ms = -1,
 	                       .should_retry = -1};
 
@@ -1887,44 +2077,24 @@ req_opt_num(struct req *r, const char *key, double lo, double hi, double *out)
 	return 0;
 }
 
-/* Candidate groups: the model's group, then its fallbacks. */
+/* The candidate groups, by the routing policy (policy.c); -1 after
+ * answering. */
 static int
 req_candidates(struct req *r)
 {
-	const struct cfg *cfg = r->w->cfg;
-	const struct json *j = r->s.doc;
-	const struct group_cfg *g = cfg_find_group(cfg, r->s.model), *fg;
-	const struct fallback_cfg *f;
-	int t, n;
-	char name[CFG_NAME_MAX];
+	struct policy_err e;
+	struct policy_in in = {.body = &r->j,
+	                       .doc = r->s.doc,
+	                       .model = r->s.model,
+	                       .proto = r->s.ig->id,
+	                       .header = r->s.ops->get_header,
+	                       .c = r->s.c};
 
-	if (g == NULL) {
-		if ((r->s.single_idx = cfg_find_deploy(cfg, r->s.model)) < 0)
-			return -1;
-		snprintf(r->s.single.name, sizeof r->s.single.name, "%s",
-		         cfg->deploy[r->s.single_idx].group);
-		r->s.single.strategy = -1;
-		r->s.single.ndeploy = 1;
-		r->s.single.deploy = &r->s.single_idx;
-		g = &r->s.single;
-	}
-	r->s.groups[r->s.ngroups++] = g;
-	t = json_get(j, 0, "fallbacks");
-	if (t >= 0 && json_type(j, t) == JSMN_ARRAY) {
-		n = json_size(j, t);
-		for (int i = 0; i < n && r->s.ngroups < ROUTE_MAX_GROUPS; i++)
-			if (json_str(j, json_at(j, t, i), name, sizeof name) >=
-			        0 &&
-			    (fg = cfg_find_group(cfg, name)) != NULL && fg != g)
-				r->s.groups[r->s.ngroups++] = fg;
-	} else if ((f = cfg_find_fallback(&cfg->fallbacks, g->name)) != NULL) {
-		for (int i = 0; i < f->nto && r->s.ngroups < ROUTE_MAX_GROUPS;
-		     i++)
-			if ((fg = cfg_find_group(cfg, f->to[i])) != NULL &&
-			    fg != g)
-				r->s.groups[r->s.ngroups++] = fg;
-	}
-	return 0;
+	if (policy_resolve(&r->pol, r->w->cfg, &in, r->s.groups, &r->s.ngroups,
+	                   &e) == 0)
+		return 0;
+	req_fail(r, e.status, e.type, e.code, e.msg);
+	return -1;
 }
 
 /* Parse the client's body through its ingress and read what the engine
@@ -1973,7 +2143,9 @@ req_parse(struct req *r, const char *body, size_t len)
 	r->s.include_usage =
 	    json_is_true(j, json_path(j, 0, "stream_options.include_usage"));
 	r->s.req_retries = -1;
-	if ((rc = req_opt_num(r, "num_retries", 0, 10, &v)) == 0)
+	if ((rc = req_opt_num(r, "num_retries", 0, 10, &v)) == -1)
+		rc = req_opt_num(r, "retries", 0, 10, &v); /* LiteLLM's name */
+	if (rc == 0)
 		r->s.req_retries = (int)v;
 	else if (rc == -2)
 		goto badnum;
@@ -2023,7 +2195,6 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
           const struct ingress *ig, const char *body, size_t len)
 {
 	struct req *r;
-	char msg[160];
 
 	if ((r = req_get(w)) == NULL) {
 		static const char oom[] =
@@ -2054,14 +2225,8 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
 	req_fwd_headers(r);
 	if (req_parse(r, body, len) == -1)
 		return;
-	if (req_candidates(r) == -1) {
-		snprintf(msg, sizeof msg,
-		         "model '%s' is not a configured group or deployment",
-		         r->s.model);
-		req_fail(r, 404, "invalid_request_error", "model_not_found",
-		         msg);
+	if (req_candidates(r) == -1)
 		return;
-	}
 	route_count_request(w, ig->id);
 	req_arm(&r->ev_deadline, req_left_ms(r));
 	req_next(r);

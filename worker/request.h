@@ -83,7 +83,8 @@ struct req_verdict {
 };
 void req_exhausted_verdict(struct req *, struct req_verdict *);
 /* Unit-test seams: the phase, and an upstream answer fed to the running
- * attempt without the network. */
+ * attempt without the network (event_stream: 0 none, 1 SSE, 2 an AWS
+ * event stream). */
 int req_phase(const struct req *);
 void req_test_upstream(struct req *, int status, int event_stream,
                        const char *body, size_t n, int end);

@@ -2,6 +2,7 @@
  * table, and record each attempt's outcome there (counters, latency,
  * cooldown, circuit breaker, rate windows, retry budget). Every decision
  * reads the shared table, so limits hold across all workers. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -76,6 +77,32 @@ next_minute_ms(void)
 	return clock_ms() + (60000 - wall % 60000);
 }
 
+/* When the upstream's own rate-limit window of slot s (as its headers
+ * last reported) refills, if it has no room left for a request of
+ * est_tokens now: no requests left (less the attempts started since), or
+ * fewer tokens than the request needs; else 0. */
+static int64_t
+route_upstream_full(struct slot_sh *s, long est_tokens, int64_t now)
+{
+	uint32_t f = atomic_load_explicit(&s->rl_flags, RLX);
+	int64_t t;
+
+	if (f == 0)
+		return 0;
+	t = atomic_load_explicit(&s->rl_req_reset_ms, RLX);
+	if ((f & SHM_RL_REQ_LEFT) && t > now &&
+	    atomic_load_explicit(&s->rl_req_left, RLX) -
+	            (int64_t)atomic_load_explicit(&s->rl_req_since, RLX) <=
+	        0)
+		return t;
+	t = atomic_load_explicit(&s->rl_tok_reset_ms, RLX);
+	if ((f & SHM_RL_TOK_LEFT) && t > now &&
+	    atomic_load_explicit(&s->rl_tok_left, RLX) <
+	        (est_tokens > 0 ? est_tokens : 1))
+		return t;
+	return 0;
+}
+
 /* Whether d is usable now (its cooldown ignored if nocool); SKIP_* reason
  * otherwise, with *back set to the monotonic time it is expected back (0 if
  * unknown). */
@@ -106,6 +133,8 @@ route_check(struct worker *w, int d, long est_tokens, int64_t now,
 		*back = until;
 		return SKIP_COOLING;
 	}
+	if ((*back = route_upstream_full(s, est_tokens, now)) != 0)
+		return SKIP_RATE;
 	if (dc->rpm > 0 || dc->tpm > 0) {
 		minute = wall_minute();
 		rate_rotate(&s->rate_min, &s->req_cur, &s->req_prev,
@@ -152,10 +181,39 @@ route_degraded(struct worker *w, int d)
 	return shm_hist_quantile(&s->ttft, 0.95) > (int64_t)lim * 1000;
 }
 
+/* The share of the upstream's own reported limits left (1 when it
+ * reports none, or its window has reset since). */
+static double
+upstream_headroom(struct slot_sh *s, int64_t now)
+{
+	uint32_t f = atomic_load_explicit(&s->rl_flags, RLX);
+	double h = 1.0, x;
+	int64_t lim;
+
+	lim = atomic_load_explicit(&s->rl_req_limit, RLX);
+	if ((f & SHM_RL_REQ_LEFT) && (f & SHM_RL_REQ_LIMIT) && lim > 0 &&
+	    atomic_load_explicit(&s->rl_req_reset_ms, RLX) > now) {
+		x = (double)(atomic_load_explicit(&s->rl_req_left, RLX) -
+		             (int64_t)atomic_load_explicit(&s->rl_req_since,
+		                                           RLX)) /
+		    (double)lim;
+		h = x < h ? x : h;
+	}
+	lim = atomic_load_explicit(&s->rl_tok_limit, RLX);
+	if ((f & SHM_RL_TOK_LEFT) && (f & SHM_RL_TOK_LIMIT) && lim > 0 &&
+	    atomic_load_explicit(&s->rl_tok_reset_ms, RLX) > now) {
+		x = (double)atomic_load_explicit(&s->rl_tok_left, RLX) /
+		    (double)lim;
+		h = x < h ? x : h;
+	}
+	return h < 0 ? 0 : h;
+}
+
+/* The share of d's limits left: its rpm/tpm, and the upstream's own. */
 static double
 headroom(const struct deploy_cfg *dc, struct slot_sh *s)
 {
-	double h = 1.0, x;
+	double h = upstream_headroom(s, clock_ms()), x;
 
 	if (dc->rpm > 0) {
 		x = 1.0 - (double)atomic_load_explicit(&s->req_cur, RLX) /
@@ -170,15 +228,77 @@ headroom(const struct deploy_cfg *dc, struct slot_sh *s)
 	return h;
 }
 
-/* Choose among n eligible deployments by strategy. */
-static int
-route_choose(struct worker *w, int strat, const int *c, int n)
+/* What a request of est_tokens prompt tokens would cost on d by the price
+ * table (USD per million tokens, times tokens): the prompt at the input
+ * price plus d's mean answer so far (256 tokens before its first) at the
+ * output price; HUGE_VAL when d's model has no price. */
+static double
+route_cost(struct worker *w, int d, long est_tokens)
 {
-	int best[CFG_MAX_DEPLOY], nb = 0;
+	const struct deploy_cfg *dc = &w->cfg->deploy[d];
+	const struct price_cfg *p;
+	struct slot_sh *s = slot_of(w, d);
+	uint64_t n = atomic_load_explicit(&s->successes, RLX);
+	double out = 256;
+
+	if (dc->price < 0)
+		return HUGE_VAL;
+	p = &w->cfg->prices[dc->price];
+	if (n > 0)
+		out = (double)atomic_load_explicit(&s->tokens_out, RLX) /
+		      (double)n;
+	return p->input_per_mtok * (double)(est_tokens > 0 ? est_tokens : 0) +
+	       p->output_per_mtok * out;
+}
+
+/* d's latency EWMA in us (0 before its first sample: tried first). */
+static double
+route_lat(struct worker *w, int d, long est_tokens)
+{
+	(void)est_tokens;
+	return (double)atomic_load_explicit(&slot_of(w, d)->lat_ewma_us, RLX);
+}
+
+/* Keep in out those of c[0..n) with the lowest key; returns how many. */
+static int
+route_lowest(struct worker *w, const int *c, int n,
+             double (*key)(struct worker *, int, long), long est, int *out)
+{
+	double best = 0, v;
+	int nb = 0;
+
+	for (int i = 0; i < n; i++) {
+		v = key(w, c[i], est);
+		if (nb == 0 || v < best) {
+			best = v;
+			nb = 0;
+		}
+		if (v == best)
+			out[nb++] = c[i];
+	}
+	return nb;
+}
+
+/* One of n equally good deployments: at random, or (tie_break "cost")
+ * at random among the cheapest. */
+static int
+route_tie(struct worker *w, int tie, int *c, int n, long est)
+{
+	if (tie == TIE_COST && n > 1)
+		n = route_lowest(w, c, n, route_cost, est, c);
+	return c[rng_below(&w->rng, (uint64_t)n)];
+}
+
+/* Choose among n eligible deployments of g by strategy. */
+static int
+route_choose(struct worker *w, const struct group_cfg *g, const int *c, int n,
+             long est)
+{
+	int best[CFG_MAX_DEPLOY], nb = 0, tie = cfg_eff_tie_break(w->cfg, g);
 	double bv = 0, v;
 	uint64_t total = 0, r;
 
-	switch (strat) {
+	switch (cfg_eff_strategy(w->cfg, g)) {
 	case STRAT_WEIGHTED:
 		for (int i = 0; i < n; i++)
 			total += (uint64_t)shm_weight(slot_of(w, c[i]));
@@ -202,14 +322,14 @@ route_choose(struct worker *w, int strat, const int *c, int n)
 			if (v == bv)
 				best[nb++] = c[i];
 		}
-		return best[rng_below(&w->rng, (uint64_t)nb)];
+		return route_tie(w, tie, best, nb, est);
 	case STRAT_LATENCY:
 		for (int i = 0; i < n; i++) /* explore the unsampled first */
 			if (atomic_load_explicit(&slot_of(w, c[i])->lat_ewma_us,
 			                         RLX) == 0)
 				best[nb++] = c[i];
 		if (nb)
-			return best[rng_below(&w->rng, (uint64_t)nb)];
+			return route_tie(w, tie, best, nb, est);
 		for (int i = 0; i < n; i++) {
 			v = (double)atomic_load_explicit(
 			    &slot_of(w, c[i])->lat_ewma_us, RLX);
@@ -221,7 +341,7 @@ route_choose(struct worker *w, int strat, const int *c, int n)
 			        &slot_of(w, c[i])->lat_ewma_us, RLX) <=
 			    bv * (1.0 + w->cfg->latency_buffer))
 				best[nb++] = c[i];
-		return best[rng_below(&w->rng, (uint64_t)nb)];
+		return route_tie(w, tie, best, nb, est);
 	case STRAT_USAGE:
 		for (int i = 0; i < n; i++) {
 			v = headroom(&w->cfg->deploy[c[i]], slot_of(w, c[i]));
@@ -232,10 +352,66 @@ route_choose(struct worker *w, int strat, const int *c, int n)
 			if (v == bv)
 				best[nb++] = c[i];
 		}
+		return route_tie(w, tie, best, nb, est);
+	case STRAT_COST: /* the cheapest; ties by latency, then at random */
+		nb = route_lowest(w, c, n, route_cost, est, best);
+		nb = route_lowest(w, best, nb, route_lat, est, best);
 		return best[rng_below(&w->rng, (uint64_t)nb)];
 	default:
 		return c[0];
 	}
+}
+
+/* A 64-bit mix (splitmix64's finaliser). */
+static uint64_t
+mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ULL;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebULL;
+	return x ^ (x >> 31);
+}
+
+/* Rendezvous score of deployment d for session key k. */
+static uint64_t
+route_hrw_score(struct worker *w, uint64_t k, int d)
+{
+	uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a of the name */
+
+	for (const char *p = w->cfg->deploy[d].name; *p; p++)
+		h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
+	return mix64(k ^ h);
+}
+
+/* The member of c[0..n) session k ranks highest (rendezvous hashing): a
+ * session keeps its deployment while that one can take it, and when it
+ * cannot, its sessions alone move, each to its next choice. */
+static int
+route_hrw(struct worker *w, uint64_t k, const int *c, int n)
+{
+	uint64_t best = 0, v;
+	int d = c[0];
+
+	for (int i = 0; i < n; i++)
+		if ((v = route_hrw_score(w, k, c[i])) > best || i == 0) {
+			best = v;
+			d = c[i];
+		}
+	return d;
+}
+
+/* Count an affinity pick of d for session k in g: a hit when d is the
+ * session's own deployment, else a move away from its own. */
+static void
+route_count_affinity(struct worker *w, const struct group_cfg *g, uint64_t k,
+                     int d)
+{
+	int own = route_hrw(w, k, g->deploy, g->ndeploy);
+
+	atomic_fetch_add_explicit(own == d ? &slot_of(w, d)->affinity_hits
+	                                   : &slot_of(w, own)->affinity_moves,
+	                          1, RLX);
 }
 
 /* Take the half-open probe for d if its circuit is open and due; 1 if this
@@ -294,10 +470,10 @@ route_reserve(struct worker *w, int d)
 /* Pick the next deployment of group g that is not in `tried`. */
 int
 route_pick(struct worker *w, const struct group_cfg *g, const uint64_t *tried,
-           long est_tokens, int64_t *soonest, int *probe)
+           long est_tokens, uint64_t session, int64_t *soonest, int *probe)
 {
 	int ok[CFG_MAX_DEPLOY], slow[CFG_MAX_DEPLOY], nok, nslow, d, why;
-	int strat = cfg_eff_strategy(w->cfg, g);
+	int aff = g->affinity == AFFINITY_SESSION && session != 0;
 	int64_t now = clock_ms(), back;
 	uint64_t skip[CFG_MAX_DEPLOY / 64] = {0};
 
@@ -319,18 +495,24 @@ route_pick(struct worker *w, const struct group_cfg *g, const uint64_t *tried,
 					*soonest = back;
 				continue;
 			}
-			if (route_degraded(w, d))
+			if (route_degraded(w, d) && !aff)
 				slow[nslow++] = d;
 			else
 				ok[nok++] = d;
 		}
 		if (nok + nslow == 0)
 			return -1;
-		d = nok ? route_choose(w, strat, ok, nok)
-		        : route_choose(w, strat, slow, nslow);
+		if (aff)
+			d = route_hrw(w, session, ok, nok);
+		else
+			d = nok ? route_choose(w, g, ok, nok, est_tokens)
+			        : route_choose(w, g, slow, nslow, est_tokens);
 		if ((*probe = route_take_probe(w, d, now)) != -1 &&
-		    route_reserve(w, d) == 0)
+		    route_reserve(w, d) == 0) {
+			if (aff)
+				route_count_affinity(w, g, session, d);
 			return d;
+		}
 		if (*probe == 1) /* lost the rate race: give the probe back */
 			route_put_probe(w, d);
 		*probe = 0;
@@ -371,6 +553,38 @@ route_attempt_start(struct worker *w, int d)
 
 	atomic_fetch_add_explicit(&s->requests, 1, RLX);
 	atomic_fetch_add_explicit(&s->inflight[w->index], 1, RLX);
+	if (atomic_load_explicit(&s->rl_flags, RLX) != 0)
+		atomic_fetch_add_explicit(&s->rl_req_since, 1, RLX);
+}
+
+/* Store what the upstream's rate-limit headers in r say about d (nothing
+ * when it sent none): the requests and tokens left, the limits, and when
+ * each window resets (1 s from now when it does not say). */
+void
+route_rate_headers(struct worker *w, int d, const struct up_resp *r)
+{
+	struct slot_sh *s = slot_of(w, d);
+	int64_t now = clock_ms();
+	uint32_t f = 0;
+
+	if (r->rl_req_left < 0 && r->rl_tok_left < 0)
+		return;
+	f |= r->rl_req_left >= 0 ? SHM_RL_REQ_LEFT : 0;
+	f |= r->rl_req_limit >= 0 ? SHM_RL_REQ_LIMIT : 0;
+	f |= r->rl_tok_left >= 0 ? SHM_RL_TOK_LEFT : 0;
+	f |= r->rl_tok_limit >= 0 ? SHM_RL_TOK_LIMIT : 0;
+	atomic_store_explicit(&s->rl_req_left, r->rl_req_left, RLX);
+	atomic_store_explicit(&s->rl_req_limit, r->rl_req_limit, RLX);
+	atomic_store_explicit(
+	    &s->rl_req_reset_ms,
+	    now + (r->rl_req_reset_ms >= 0 ? r->rl_req_reset_ms : 1000), RLX);
+	atomic_store_explicit(&s->rl_tok_left, r->rl_tok_left, RLX);
+	atomic_store_explicit(&s->rl_tok_limit, r->rl_tok_limit, RLX);
+	atomic_store_explicit(
+	    &s->rl_tok_reset_ms,
+	    now + (r->rl_tok_reset_ms >= 0 ? r->rl_tok_reset_ms : 1000), RLX);
+	atomic_store_explicit(&s->rl_req_since, 0, RLX);
+	atomic_store_explicit(&s->rl_flags, f, RLX);
 }
 
 static void

@@ -12,6 +12,7 @@
 
 struct worker;
 struct usage;
+struct up_resp;
 
 #define ROUTE_MAX_GROUPS 8
 #define SKIP_NONE        0
@@ -32,13 +33,19 @@ const char *route_skip_name(int);
 int route_why(struct worker *, int d, long est_tokens);
 /* Pick the next deployment of group g not in `tried` (bitset over config
  * indexes). Returns the config index, or -1; *soonest_ms receives the
- * earliest monotonic time a skipped deployment comes back (0 if none). */
+ * earliest monotonic time a skipped deployment comes back (0 if none).
+ * session (0: none) is the request's session key: a group with
+ * affinity "session" picks by it instead of by strategy. */
 int route_pick(struct worker *, const struct group_cfg *, const uint64_t *tried,
-               long est_tokens, int64_t *soonest_ms, int *probe);
+               long est_tokens, uint64_t session, int64_t *soonest_ms,
+               int *probe);
 /* The forced try of a group's only member: 0 if d may be tried ignoring
  * its cooldown (rpm reserved, *probe as route_pick), else -1. */
 int route_force(struct worker *, int d, long est_tokens, int *probe);
 void route_attempt_start(struct worker *, int d);
+/* The upstream's rate-limit headers of a reply from d: the usage strategy
+ * and the pick steer by them, so d is left alone before it answers 429. */
+void route_rate_headers(struct worker *, int d, const struct up_resp *);
 void route_attempt_end(struct worker *, int d, enum errclass, int64_t lat_us,
                        int64_t ttft_us, const struct usage *,
                        int64_t retry_after_ms, const char *errtext, int status);

@@ -74,38 +74,54 @@ server_model_anthropic(struct jw *jw, const char *id)
 	jw_obj_end(jw);
 }
 
-/* GET /v1/models in Anthropic's shape: the groups, one page. */
+/* The id of model i of the /v1/models list: the groups (but patterns'),
+ * then the aliases; NULL when i is not listed (a pattern's group) or past
+ * the end (*end set). */
+static const char *
+server_model_id(const struct cfg *cfg, int i, int *end)
+{
+	*end = i >= cfg->ngroup + cfg->nalias;
+	if (*end)
+		return NULL;
+	if (i >= cfg->ngroup)
+		return cfg->aliases[i - cfg->ngroup].name;
+	return cfg->groups[i].pattern ? NULL : cfg->groups[i].name;
+}
+
+/* GET /v1/models in Anthropic's shape: the groups and aliases, one page. */
 static void
 server_models_anthropic(struct evhttp_request *req, const struct cfg *cfg)
 {
+	const char *id, *first = NULL, *last = NULL;
 	struct buf b = {0};
 	struct jw jw;
+	int end = 0;
 
 	jw_init(&jw, &b);
 	jw_obj(&jw);
 	jw_key(&jw, "data");
 	jw_arr(&jw);
-	for (int i = 0; i < cfg->ngroup; i++)
-		server_model_anthropic(&jw, cfg->groups[i].name);
+	for (int i = 0; !end; i++)
+		if ((id = server_model_id(cfg, i, &end)) != NULL) {
+			server_model_anthropic(&jw, id);
+			first = first ? first : id;
+			last = id;
+		}
 	jw_arr_end(&jw);
 	jw_key(&jw, "has_more");
 	jw_bool(&jw, 0);
 	jw_key(&jw, "first_id");
-	if (cfg->ngroup)
-		jw_cstr(&jw, cfg->groups[0].name);
-	else
-		jw_null(&jw);
+	jw_cstr(&jw, first);
 	jw_key(&jw, "last_id");
-	if (cfg->ngroup)
-		jw_cstr(&jw, cfg->groups[cfg->ngroup - 1].name);
-	else
-		jw_null(&jw);
+	jw_cstr(&jw, last);
 	jw_obj_end(&jw);
 	server_send_json(req, 200, &b);
 	buf_free(&b);
 }
 
-/* GET /v1/models/{id}: one group or deployment, in the client's shape. */
+/* GET /v1/models/{id}: any model name a request may use (a group, a
+ * deployment, an alias, a pattern's model, provider/model), in the
+ * client's shape. */
 static void
 server_model_one(struct evhttp_request *req, struct worker *w, const char *id)
 {
@@ -113,7 +129,7 @@ server_model_one(struct evhttp_request *req, struct worker *w, const char *id)
 	struct buf b = {0};
 	struct jw jw;
 
-	if (cfg_find_group(cfg, id) == NULL && cfg_find_deploy(cfg, id) < 0) {
+	if (!cfg_model_routes(cfg, id)) {
 		if (server_anthropic(req)) {
 			buf_printf(&b,
 			           "{\"type\":\"error\",\"error\":{\"type\":"
@@ -149,7 +165,8 @@ server_model_one(struct evhttp_request *req, struct worker *w, const char *id)
 	buf_free(&b);
 }
 
-/* GET /v1/models: the configured groups, then single deployments. */
+/* GET /v1/models: the configured groups (with their deployments), then
+ * the aliases (with the name they stand for). */
 static void
 server_models(struct evhttp_request *req, void *arg)
 {
@@ -173,6 +190,8 @@ server_models(struct evhttp_request *req, void *arg)
 	for (int i = 0; i < cfg->ngroup; i++) {
 		const struct group_cfg *g = &cfg->groups[i];
 
+		if (g->pattern != NULL) /* no model of its own */
+			continue;
 		jw_obj(&jw);
 		jw_key(&jw, "id");
 		jw_cstr(&jw, g->name);
@@ -196,6 +215,20 @@ server_models(struct evhttp_request *req, void *arg)
 			jw_obj_end(&jw);
 		}
 		jw_arr_end(&jw);
+		jw_obj_end(&jw);
+	}
+	for (int i = 0; i < cfg->nalias; i++) {
+		jw_obj(&jw);
+		jw_key(&jw, "id");
+		jw_cstr(&jw, cfg->aliases[i].name);
+		jw_key(&jw, "object");
+		jw_cstr(&jw, "model");
+		jw_key(&jw, "created");
+		jw_int(&jw, now);
+		jw_key(&jw, "owned_by");
+		jw_cstr(&jw, "llmfd");
+		jw_key(&jw, "alias_of");
+		jw_cstr(&jw, cfg->aliases[i].group);
 		jw_obj_end(&jw);
 	}
 	jw_arr_end(&jw);

@@ -6,10 +6,13 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -132,14 +135,7 @@ pool_new(struct event_base *base, struct evdns_base *dns,
 		free(p);
 		return NULL;
 	}
-	if ((d->tls && d->port == 443) || (!d->tls && d->port == 80))
-		snprintf(p->hosthdr, sizeof p->hosthdr, "%s", d->host);
-	else if (strchr(d->host, ':'))
-		snprintf(p->hosthdr, sizeof p->hosthdr, "[%s]:%u", d->host,
-		         d->port);
-	else
-		snprintf(p->hosthdr, sizeof p->hosthdr, "%s:%u", d->host,
-		         d->port);
+	cfg_host_header(d, p->hosthdr, sizeof p->hosthdr);
 	sin = (struct sockaddr_in *)&p->ss;
 	sin6 = (struct sockaddr_in6 *)&p->ss;
 	if (inet_pton(AF_INET, d->host, &sin->sin_addr) == 1) {
@@ -345,6 +341,9 @@ uc_reset_parse(struct upconn *c)
 	c->resp.content_length = -1;
 	c->resp.retry_after_ms = -1;
 	c->resp.should_retry = -1;
+	c->resp.rl_req_left = c->resp.rl_req_limit = -1;
+	c->resp.rl_req_reset_ms = c->resp.rl_tok_left = -1;
+	c->resp.rl_tok_limit = c->resp.rl_tok_reset_ms = -1;
 	c->resp.keepalive = 1;
 	c->pstate = P_STATUS;
 	c->got_bytes = 0;
@@ -461,6 +460,96 @@ hdr_int(const char *v)
 	return (end == v || n < 0) ? -1 : n;
 }
 
+/* An OpenAI reset duration ("1s", "6m0s", "1h2m3.5s", "20ms", or bare
+ * seconds) in ms; -1 if it is not one. */
+static int64_t
+rl_duration_ms(const char *v)
+{
+	double total = 0, x;
+	char *end;
+
+	if (*v == '\0')
+		return -1;
+	while (*v != '\0') {
+		x = strtod(v, &end);
+		if (end == v || x < 0 || x > 1e9)
+			return -1;
+		v = end;
+		if (strncmp(v, "ms", 2) == 0) {
+			total += x;
+			v += 2;
+		} else if (*v == 'h' || *v == 'm' || *v == 's' || *v == '\0') {
+			total += x * (*v == 'h'   ? 3600000
+			              : *v == 'm' ? 60000
+			                          : 1000);
+			v += *v != '\0';
+		} else
+			return -1;
+	}
+	return (int64_t)total;
+}
+
+/* An RFC 3339 time ("2024-10-08T17:03:00Z", fractions and offsets
+ * allowed) as ms from now (0 if past); -1 if it is not one. */
+static int64_t
+rl_time_ms(const char *v)
+{
+	struct tm tm;
+	const char *p;
+	int off = 0, oh, om;
+	int64_t t;
+
+	memset(&tm, 0, sizeof tm);
+	if ((p = strptime(v, "%Y-%m-%dT%H:%M:%S", &tm)) == NULL)
+		return -1;
+	if (*p == '.')
+		for (p++; *p >= '0' && *p <= '9'; p++)
+			;
+	if ((*p == '+' || *p == '-') && sscanf(p + 1, "%2d:%2d", &oh, &om) == 2)
+		off = (*p == '-' ? -1 : 1) * (oh * 3600 + om * 60);
+	else if (*p != 'Z' && *p != 'z')
+		return -1;
+	t = ((int64_t)timegm(&tm) - off) * 1000 - clock_wall_ms();
+	return t > 0 ? t : 0;
+}
+
+/* Keep a rate-limit header: 1 if name was one. */
+static int
+uc_ratelimit(struct upconn *c, const char *name, const char *v)
+{
+	static const struct {
+		const char *name;
+		size_t off;
+		int reset; /* 0 a count, 1 a duration, 2 an RFC 3339 time */
+	} hs[] = {
+#define RL(n, f, k) {n, offsetof(struct up_resp, f), k}
+	    RL("x-ratelimit-remaining-requests", rl_req_left, 0),
+	    RL("x-ratelimit-limit-requests", rl_req_limit, 0),
+	    RL("x-ratelimit-reset-requests", rl_req_reset_ms, 1),
+	    RL("x-ratelimit-remaining-tokens", rl_tok_left, 0),
+	    RL("x-ratelimit-limit-tokens", rl_tok_limit, 0),
+	    RL("x-ratelimit-reset-tokens", rl_tok_reset_ms, 1),
+	    RL("anthropic-ratelimit-requests-remaining", rl_req_left, 0),
+	    RL("anthropic-ratelimit-requests-limit", rl_req_limit, 0),
+	    RL("anthropic-ratelimit-requests-reset", rl_req_reset_ms, 2),
+	    RL("anthropic-ratelimit-tokens-remaining", rl_tok_left, 0),
+	    RL("anthropic-ratelimit-tokens-limit", rl_tok_limit, 0),
+	    RL("anthropic-ratelimit-tokens-reset", rl_tok_reset_ms, 2),
+#undef RL
+	};
+
+	for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) {
+		if (strcasecmp(name, hs[i].name) != 0)
+			continue;
+		*(int64_t *)(void *)((char *)&c->resp + hs[i].off) =
+		    hs[i].reset == 0   ? hdr_int(v)
+		    : hs[i].reset == 1 ? rl_duration_ms(v)
+		                       : rl_time_ms(v);
+		return 1;
+	}
+	return 0;
+}
+
 /* Keep the headers we act on. */
 static void
 uc_header(struct upconn *c, char *line)
@@ -476,6 +565,10 @@ uc_header(struct upconn *c, char *line)
 	n = strlen(v);
 	while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
 		v[--n] = '\0';
+	if ((line[0] == 'x' || line[0] == 'X' || line[0] == 'a' ||
+	     line[0] == 'A') &&
+	    uc_ratelimit(c, line, v))
+		return;
 	if (strcasecmp(line, "content-length") == 0)
 		c->resp.content_length = hdr_int(v);
 	else if (strcasecmp(line, "transfer-encoding") == 0)
@@ -485,8 +578,13 @@ uc_header(struct upconn *c, char *line)
 			c->resp.keepalive = 0;
 		else if (strcasestr(v, "keep-alive"))
 			c->resp.keepalive = 1;
-	} else if (strcasecmp(line, "content-type") == 0)
+	} else if (strcasecmp(line, "content-type") == 0) {
 		c->resp.event_stream = strcasestr(v, "event-stream") != NULL;
+		c->resp.amz_eventstream =
+		    strcasestr(v, "vnd.amazon.eventstream") != NULL;
+	} else if (strcasecmp(line, "x-amzn-errortype") == 0)
+		snprintf(c->resp.error_type, sizeof c->resp.error_type, "%.*s",
+		         (int)strcspn(v, ":"), v);
 	else if (strcasecmp(line, "x-should-retry") == 0)
 		c->resp.should_retry = strcasecmp(v, "true") == 0;
 	else if (strcasecmp(line, "retry-after-ms") == 0 ||
@@ -539,7 +637,7 @@ uc_headers_done(struct upconn *c)
 	c->in_cb--;
 	if (c->dead)
 		return;
-	if (c->resp.event_stream) /* bytes came back: no resend, free it */
+	if (c->resp.event_stream || c->resp.amz_eventstream) /* no resend */
 		buf_free(&c->reqbytes);
 	if (st == 204 || st == 304)
 		c->pstate = P_DONE;

@@ -19,8 +19,15 @@ struct up_resp {
 	int64_t content_length; /* -1 if absent */
 	int keepalive;
 	int event_stream;       /* content-type text/event-stream */
+	int amz_eventstream;    /* application/vnd.amazon.eventstream */
+	char error_type[64];    /* x-amzn-ErrorType up to its ':', or "" */
 	int64_t retry_after_ms; /* -1 if absent */
 	int should_retry;       /* x-should-retry, -1 if absent */
+	/* Rate-limit headers (OpenAI/Azure x-ratelimit-*, Anthropic's
+	 * anthropic-ratelimit-requests-* and -tokens-*): what is left, the
+	 * limit, and ms until the window resets; -1 if absent. */
+	int64_t rl_req_left, rl_req_limit, rl_req_reset_ms;
+	int64_t rl_tok_left, rl_tok_limit, rl_tok_reset_ms;
 };
 
 struct up_cbs {

@@ -12,10 +12,12 @@
 #include <event2/http.h>
 
 #include "common/clock.h"
+#include "common/evstream.h"
 #include "common/log.h"
 #include "common/secret.h"
 #include "worker/client.h"
 #include "worker/conn.h"
+#include "worker/gauth.h"
 #include "worker/request.h"
 #include "worker/worker.h"
 
@@ -154,6 +156,11 @@ worker_pools(struct worker *w)
 			return -1;
 		}
 	}
+	if ((w->gauth = gauth_new(w->base, w->dns, cfg, &cause)) == NULL) {
+		log_warnx("%s", cause ? cause : "gauth_new failed");
+		free(cause);
+		return -1;
+	}
 	return 0;
 }
 
@@ -165,6 +172,7 @@ worker_free(struct worker *w)
 	if (w->http)
 		evhttp_free(w->http);
 	conn_free();
+	gauth_free(w->gauth);
 	for (int i = 0; w->pools && i < w->cfg->ndeploy; i++)
 		pool_free(w->pools[i]);
 	free(w->pools);
@@ -218,6 +226,8 @@ worker_main(const struct cfg *cfg, struct shm *shm, int index, const int *fds,
 	secret_load(cfg);
 	up_set_max_reply(cfg->max_response_bytes);
 	sse_set_max_event((size_t)cfg->max_event_bytes);
+	evs_set_max((size_t)cfg->max_event_bytes + EVS_MAX_HEADERS +
+	            EVS_MIN_MSG);
 	w.ev_term = evsignal_new(w.base, SIGTERM, worker_sigterm, &w);
 	w.ev_tick = event_new(w.base, -1, EV_PERSIST, worker_tick, &w);
 	evsignal_add(w.ev_term, NULL);

@@ -87,6 +87,7 @@ struct worker {
 	struct shm *shm;
 	int *slot_of;        /* config index -> table slot */
 	struct pool **pools; /* per config index */
+	struct gauth *gauth; /* service-account tokens, NULL if none */
 	int index;           /* worker column in the table */
 	int nlisten;
 	int listen_fd[8];

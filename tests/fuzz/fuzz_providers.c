@@ -7,10 +7,12 @@
  * whole reply or an SSE stream, and translated or native. */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/classify.h"
+#include "common/evstream.h"
 #include "common/sse.h"
 #include "worker/provider.h"
 
@@ -42,15 +44,46 @@ on_event(void *arg, const char *ev, size_t elen, const char *data, size_t dlen)
 	return 0;
 }
 
-/* The native format p takes, or -1. */
+/* Event stream callback: the message as request.c names it. */
 static int
-native_fmt(const struct provider *p)
+on_message(void *arg, const struct evs_msg *m)
 {
-	if (p->formats & PROV_FMT(FMT_MESSAGES))
+	const struct evs_str *t = &m->event_type;
+	const char *pre = "";
+	char name[160];
+
+	if (m->message_type.n == 9 &&
+	    memcmp(m->message_type.p, "exception", 9) == 0) {
+		pre = "exception:";
+		t = &m->exception_type;
+	}
+	snprintf(name, sizeof name, "%s%.*s", pre,
+	         (int)(t->n < 140 ? t->n : 140), t->p ? t->p : "");
+	return on_event(arg, name, strlen(name), m->payload, m->plen);
+}
+
+/* The native format p takes for d, or -1. */
+static int
+native_fmt(const struct provider *p, const struct deploy_cfg *d)
+{
+	if (provider_formats(p, d) & PROV_FMT(FMT_MESSAGES))
 		return FMT_MESSAGES;
-	if (p->formats & PROV_FMT(FMT_RESPONSES))
+	if (provider_formats(p, d) & PROV_FMT(FMT_RESPONSES))
 		return FMT_RESPONSES;
 	return -1;
+}
+
+/* Whether a built native body names the model as the provider does: in
+ * the body ("m"), or (Bedrock, Vertex) in the URL, with anthropic_version
+ * in the body instead. */
+static int
+model_ok(const struct provider *p, const struct json *b)
+{
+	if (p == &prov_bedrock || p == &prov_vertex)
+		return json_get(b, 0, "model") < 0 &&
+		       json_type(b, json_get(b, 0, "anthropic_version")) ==
+		           JSMN_STRING;
+	return json_eq(b, json_get(b, 0, "model"), "m");
 }
 
 /* Whether every CR in h starts a CRLF and every LF ends one. */
@@ -88,7 +121,7 @@ fuzz_native_build(const struct provider *p, struct prov_call pc,
 		if (p->build(&pc, &o, err, sizeof err) == 0 &&
 		    (json_parse(&built, o.body.data, o.body.len) == -1 ||
 		     json_type(&built, 0) != JSMN_OBJECT ||
-		     !json_eq(&built, json_get(&built, 0, "model"), "m") ||
+		     !model_ok(p, &built) ||
 		     json_get(&built, 0, "fallbacks") >= 0 ||
 		     !headers_whole(&o.headers)))
 			abort();
@@ -125,8 +158,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
 	if (j.ntok == 0)
 		json_parse(&j, req, sizeof req - 1);
 	strcpy(d.name, "d");
-	strcpy(d.model, "m");
 	d.provider = (kind >> 2) % PROV__MAX;
+	/* Bedrock and Vertex take Messages natively for Claude only */
+	strcpy(d.model, d.provider == PROV_BEDROCK  ? "anthropic.claude-m"
+	                : d.provider == PROV_VERTEX ? "claude-m"
+	                                            : "m");
 	memset(&pc, 0, sizeof pc);
 	pc.d = &d;
 	pc.req = &j;
@@ -136,9 +172,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
 	classify_http(400 + kind % 200, (const char *)data, n, &e);
 	if ((p = provider_get(d.provider)) == NULL)
 		return 0;
-	if ((kind & 2) && native_fmt(p) != -1) {
+	if ((kind & 2) && native_fmt(p, &d) != -1) {
 		pc.native = &j;
-		pc.native_fmt = native_fmt(p);
+		pc.native_fmt = native_fmt(p, &d);
 		pc.drop_keys = native_drop;
 		fuzz_native_build(p, pc, data, n);
 	}
@@ -148,7 +184,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
 		memset(&st, 0, sizeof st);
 		st.include_usage = 1;
 		c = (struct ctx){p, &pc, &st, &out, 0};
-		sse_feed(&sse, (const char *)data, n, on_event, &c);
+		if (p->framing == PROV_FRAME_EVENTSTREAM) {
+			struct evs ev = {0};
+
+			evs_feed(&ev, (const char *)data, n, on_message, &c);
+			evs_free(&ev);
+		} else
+			sse_feed(&sse, (const char *)data, n, on_event, &c);
 		stream_state_free(&st);
 		sse_free(&sse);
 	}

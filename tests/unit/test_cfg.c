@@ -908,7 +908,7 @@ Test(cfg, provider_aliases)
 	cr_assert_eq(cfg_provider_parse("ollama"), PROV_OPENAI);
 	cr_assert_eq(cfg_provider_parse("vllm"), PROV_OPENAI);
 	cr_assert_eq(cfg_provider_parse("openai-compatible"), PROV_OPENAI);
-	cr_assert_eq(cfg_provider_parse("bedrock"), -1);
+	cr_assert_eq(cfg_provider_parse("watsonx"), -1);
 	c = load_ok(
 	    "deployments = (\n"
 	    " { name = \"o\"; provider = \"ollama\"; model = \"llama3\";\n"
@@ -925,8 +925,8 @@ Test(cfg, provider_aliases)
 Test(cfg, provider_bad)
 {
 	expect_error("deployments = ( { name = \"a\"; model = \"m\";\n"
-	             " provider = \"bedrock\"; } );\n",
-	             2, "deployment 'a': provider: unknown value \"bedrock\"");
+	             " provider = \"watsonx\"; } );\n",
+	             2, "deployment 'a': provider: unknown value \"watsonx\"");
 }
 
 /* Daemon settings. */

@@ -12,11 +12,16 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 
+#include "common/b64.h"
 #include "common/cfg.h"
 #include "common/clock.h"
+#include "common/evstream.h"
 #include "common/log.h"
 #include "common/shm.h"
+#include "worker/gauth.h"
 #include "worker/ingress.h"
 #include "worker/request.h"
 #include "worker/route.h"
@@ -145,6 +150,7 @@ teardown(void)
 
 	if (w.base) {
 		req_free_all(&w);
+		gauth_free(w.gauth);
 		for (int i = 0; cfg && i < cfg->ndeploy; i++)
 			pool_free(pools[i]);
 		event_base_free(w.base);
@@ -960,4 +966,247 @@ Test(engine, decide_retry_after_wait_off)
 	cr_assert_eq(dc.action, DO_NEXT);
 	req_decide(r, EC_TRANSIENT, RETRY_5XX, 503, -1, -1, &dc);
 	cr_assert_eq(dc.action, DO_NEXT, "retry_on is empty");
+}
+
+/* ---- Bedrock event streams and Vertex tokens (issue 15) ---- */
+
+#define BEDROCK(name, group)                                                   \
+	"  { name = \"" name "\"; group = \"" group "\"; provider = "          \
+	"\"bedrock\"; base_url = \"http://127.0.0.1:9\"; region = "            \
+	"\"us-east-1\"; aws_access_key_id = \"AKIDEXAMPLE\"; "                 \
+	"aws_secret_access_key = \"secretsecretsecret\"; model = "             \
+	"\"anthropic.claude-3-haiku-20240307-v1:0\"; }"
+
+/* Append an InvokeModelWithResponseStream chunk carrying event json. */
+static void
+br_chunk(struct buf *b, const char *json)
+{
+	static const struct evs_hdr h[] = {
+	    {":event-type", "chunk"},
+	    {":content-type", "application/json"},
+	    {":message-type", "event"}};
+	struct buf p = {0};
+
+	buf_adds(&p, "{\"bytes\":\"");
+	b64_encode(&p, json, strlen(json), 0);
+	buf_adds(&p, "\"}");
+	evs_encode(b, h, 3, p.data, p.len);
+	buf_free(&p);
+}
+
+/* Append an exception message of type x. */
+static void
+br_exception(struct buf *b, const char *x, const char *msg)
+{
+	struct evs_hdr h[] = {{":exception-type", x},
+	                      {":content-type", "application/json"},
+	                      {":message-type", "exception"}};
+	struct buf p = {0};
+
+	buf_printf(&p, "{\"message\":\"%s\"}", msg);
+	evs_encode(b, h, 3, p.data, p.len);
+	buf_free(&p);
+}
+
+/* The events of a whole Anthropic answer "Hello", as Bedrock chunks. */
+static void
+br_answer(struct buf *b)
+{
+	br_chunk(b, "{\"type\":\"message_start\",\"message\":{\"id\":"
+	            "\"msg_b\",\"model\":\"claude\",\"usage\":{"
+	            "\"input_tokens\":5}}}");
+	br_chunk(b, "{\"type\":\"content_block_delta\",\"index\":0,"
+	            "\"delta\":{\"type\":\"text_delta\",\"text\":"
+	            "\"Hello\"}}");
+	br_chunk(b, "{\"type\":\"message_delta\",\"delta\":{"
+	            "\"stop_reason\":\"end_turn\"},\"usage\":{"
+	            "\"output_tokens\":2}}");
+	br_chunk(b, "{\"type\":\"message_stop\"}");
+}
+
+/* A Bedrock event stream reaches the client as OpenAI chunks, whatever
+ * the pieces its bytes arrive in. */
+Test(engine, bedrock_event_stream)
+{
+	struct buf b = {0};
+	struct req *r;
+
+	start("", BEDROCK("b1", "g"), "");
+	br_answer(&b);
+	cr_assert_not_null(r = chat(STREAM));
+	for (size_t off = 0; off < b.len; off += 7)
+		req_test_upstream(r, 200, 2, b.data + off,
+		                  off + 7 > b.len ? b.len - off : 7, 0);
+	req_test_upstream(r, 200, 2, "", 0, 1);
+	cr_assert(cap.ended);
+	cr_assert_not_null(strstr(cap.body.data, "\"content\":\"Hello\""), "%s",
+	                   cap.body.data);
+	cr_assert_not_null(strstr(cap.body.data, "data: [DONE]\n\n"));
+	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-provider: bedrock"));
+	buf_free(&b);
+}
+
+/* A throttlingException before any content falls back at once to the
+ * next deployment; the client never sees it. */
+Test(engine, bedrock_throttling_before_first_byte_falls_back)
+{
+	static const char s[] = CHUNK("ok") "data: [DONE]\n\n";
+	struct buf b = {0};
+	struct req *r;
+
+	start("num_retries = 2; cooldown_s = 0;",
+	      BEDROCK("b1", "g") ",\n" DEP("o1", "g", ""), "");
+	br_exception(&b, "throttlingException", "Too many tokens");
+	cr_assert_not_null(r = chat(STREAM));
+	req_test_upstream(r, 200, 2, b.data, b.len, 0);
+	cr_assert_eq(req_phase(r), REQ_ATTEMPTING, "on the next deployment");
+	cr_assert_not(cap.started);
+	req_test_upstream(r, 200, 1, s, sizeof s - 1, 1);
+	cr_assert(cap.ended);
+	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-deployment: o1"), "%s",
+	                   cap.hdrs);
+	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-attempts: 2"), "%s",
+	                   cap.hdrs);
+	cr_assert_null(strstr(cap.body.data, "Too many"));
+	cr_assert_eq(atomic_load(&shm.slots[0].failures[EC_RATE_LIMITED]), 1);
+	buf_free(&b);
+}
+
+/* An exception after content reached the client ends the stream with an
+ * error event (the truncation contract), never [DONE]. */
+Test(engine, bedrock_exception_mid_stream_is_an_error_event)
+{
+	struct buf b = {0};
+	struct req *r;
+
+	start("", BEDROCK("b1", "g"), "");
+	br_chunk(&b, "{\"type\":\"message_start\",\"message\":{\"id\":"
+	             "\"m\",\"model\":\"c\"}}");
+	br_chunk(&b, "{\"type\":\"content_block_delta\",\"index\":0,"
+	             "\"delta\":{\"type\":\"text_delta\",\"text\":"
+	             "\"Hel\"}}");
+	cr_assert_not_null(r = chat(STREAM));
+	req_test_upstream(r, 200, 2, b.data, b.len, 0);
+	cr_assert(cap.started, "the first content went out");
+	buf_reset(&b);
+	br_exception(&b, "modelStreamErrorException", "model failed");
+	req_test_upstream(r, 200, 2, b.data, b.len, 0);
+	cr_assert(cap.ended);
+	cr_assert_not_null(strstr(cap.body.data, "Hel"));
+	cr_assert_not_null(strstr(cap.body.data, "stream_interrupted"));
+	cr_assert_null(strstr(cap.body.data, "[DONE]"));
+	buf_free(&b);
+}
+
+/* A corrupted event stream (bad CRC) fails the attempt as transient. */
+Test(engine, bedrock_bad_crc_fails_attempt)
+{
+	struct buf b = {0};
+	struct req *r;
+
+	start("num_retries = 0;", BEDROCK("b1", "g"), "");
+	br_answer(&b);
+	b.data[b.len - 1] ^= 1;
+	cr_assert_not_null(r = chat(STREAM));
+	req_test_upstream(r, 200, 2, b.data, b.len, 1);
+	cr_assert(cap.ended || cap.status >= 500, "%d", cap.status);
+	cr_assert_not_null(strstr(cap.body.data, "CRC"), "%s", cap.body.data);
+	buf_free(&b);
+}
+
+/* A Vertex deployment with a service account: requests wait for the one
+ * token exchange in flight, then go. */
+Test(engine, vertex_requests_wait_for_one_token)
+{
+	static const char s[] =
+	    "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":"
+	    "\"ok\"}]},\"finishReason\":\"STOP\"}]}\n\n";
+	EVP_PKEY *k = EVP_RSA_gen(2048);
+	BIO *bio = BIO_new(BIO_s_mem());
+	struct buf esc = {0};
+	char file[PATH_MAX], *pem, *cause = NULL;
+	struct req *r1, *r2;
+	FILE *f;
+	long n;
+
+	PEM_write_bio_PrivateKey(bio, k, NULL, NULL, 0, NULL, NULL);
+	n = BIO_get_mem_data(bio, &pem);
+	json_escape(&esc, pem, (size_t)n);
+	snprintf(file, sizeof file, "%s/sa.json", tdir);
+	cr_assert_not_null(f = fopen(file, "w"));
+	fprintf(f,
+	        "{\"type\":\"service_account\",\"project_id\":\"p\","
+	        "\"private_key\":\"%s\",\"client_email\":\"a@p\","
+	        "\"token_uri\":\"http://127.0.0.1:9/token\"}",
+	        buf_cstr(&esc));
+	fclose(f);
+	BIO_free(bio);
+	EVP_PKEY_free(k);
+	buf_free(&esc);
+	start("",
+	      "{ name = \"v\"; group = \"g\"; provider = \"vertex\"; "
+	      "model = \"gemini-x\"; base_url = \"http://127.0.0.1:9/v1\"; "
+	      "credentials_file = \"sa.json\"; }",
+	      "");
+	cr_assert_not_null(w.gauth = gauth_new(w.base, NULL, cfg, &cause));
+	cr_assert_not_null(r1 = chat(STREAM));
+	cr_assert_eq(req_phase(r1), REQ_ATTEMPTING);
+	cap.r = NULL;
+	req_start(&w, &ops, &cap, &ingress_chat, STREAM, strlen(STREAM));
+	cr_assert_not_null(r2 = cap.r);
+	cr_assert_eq(gauth_refreshes(w.gauth, 0), 1, "one exchange");
+	gauth_test_answer(w.gauth, 0, 200,
+	                  "{\"access_token\":\"tok\",\"expires_in\":60}");
+	req_test_upstream(r1, 200, 1, s, sizeof s - 1, 1);
+	req_test_upstream(r2, 200, 1, s, sizeof s - 1, 1);
+	cr_assert_eq(cap.ended, 1);
+	cr_assert_not_null(strstr(cap.body.data, "\"content\":\"ok\""), "%s",
+	                   cap.body.data);
+	cr_assert_eq(gauth_refreshes(w.gauth, 0), 1);
+	unlink(file);
+}
+
+/* A failed token exchange fails the attempt as auth and the request
+ * moves to the next deployment; the message never holds the key. */
+Test(engine, vertex_token_failure_is_auth)
+{
+	static const char s[] = CHUNK("ok") "data: [DONE]\n\n";
+	EVP_PKEY *k = EVP_RSA_gen(2048);
+	BIO *bio = BIO_new(BIO_s_mem());
+	struct buf esc = {0};
+	char file[PATH_MAX], *pem, *cause = NULL;
+	struct req *r;
+	FILE *f;
+	long n;
+
+	PEM_write_bio_PrivateKey(bio, k, NULL, NULL, 0, NULL, NULL);
+	n = BIO_get_mem_data(bio, &pem);
+	json_escape(&esc, pem, (size_t)n);
+	snprintf(file, sizeof file, "%s/sa.json", tdir);
+	cr_assert_not_null(f = fopen(file, "w"));
+	fprintf(f,
+	        "{\"type\":\"service_account\",\"project_id\":\"p\","
+	        "\"private_key\":\"%s\",\"client_email\":\"a@p\","
+	        "\"token_uri\":\"http://127.0.0.1:9/token\"}",
+	        buf_cstr(&esc));
+	fclose(f);
+	BIO_free(bio);
+	EVP_PKEY_free(k);
+	buf_free(&esc);
+	start("cooldown_s = 0;",
+	      "{ name = \"v\"; group = \"g\"; provider = \"vertex\"; "
+	      "model = \"gemini-x\"; base_url = \"http://127.0.0.1:9/v1\"; "
+	      "credentials_file = \"sa.json\"; },\n" DEP("o1", "g", ""),
+	      "");
+	cr_assert_not_null(w.gauth = gauth_new(w.base, NULL, cfg, &cause));
+	cr_assert_not_null(r = chat(STREAM));
+	gauth_test_answer(w.gauth, 0, 400,
+	                  "{\"error\":\"invalid_grant\",\"error_description\""
+	                  ":\"Invalid JWT Signature.\"}");
+	cr_assert_eq(req_phase(r), REQ_ATTEMPTING, "on the next deployment");
+	cr_assert_eq(atomic_load(&shm.slots[0].failures[EC_AUTH]), 1);
+	req_test_upstream(r, 200, 1, s, sizeof s - 1, 1);
+	cr_assert(cap.ended);
+	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-deployment: o1"));
+	unlink(file);
 }

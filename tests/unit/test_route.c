@@ -134,7 +134,8 @@ pick(const char *g, int *probe)
 	int64_t soonest;
 	int p;
 
-	return route_pick(&w, grp(g), tried, 0, &soonest, probe ? probe : &p);
+	return route_pick(&w, grp(g), tried, 0, 0, &soonest,
+	                  probe ? probe : &p);
 }
 
 /* One attempt on d that ends with class cls (and a retry-after hint). */
@@ -339,7 +340,8 @@ Test(route, rpm_reservation_limit)
 	set_rpm_used(0, 0);
 	for (int i = 0; i < 3; i++)
 		cr_assert_eq(pick("g", NULL), 0, "pick %d", i);
-	cr_assert_eq(route_pick(&w, grp("g"), tried, 0, &soonest, &probe), -1);
+	cr_assert_eq(route_pick(&w, grp("g"), tried, 0, 0, &soonest, &probe),
+	             -1);
 	cr_assert_eq(atomic_load(&sl(0)->req_cur), 3);
 	int64_t left = soonest - clock_ms();
 	cr_assert(left > 0 && left <= 60000, "soonest in %lld ms",
@@ -364,7 +366,8 @@ Test(route, tried_excluded)
 	tried[0] |= 1;
 	cr_assert_eq(pick("g", NULL), 1);
 	tried[0] |= 2;
-	cr_assert_eq(route_pick(&w, grp("g"), tried, 0, &soonest, &probe), -1);
+	cr_assert_eq(route_pick(&w, grp("g"), tried, 0, 0, &soonest, &probe),
+	             -1);
 	cr_assert_eq(soonest, 0);
 }
 
@@ -376,8 +379,10 @@ Test(route, context_window_skip)
 
 	start("",
 	      DEP("a", "g", "context_window = 10;") ",\n" DEP("b", "g", ""));
-	cr_assert_eq(route_pick(&w, grp("g"), tried, 50, &soonest, &probe), 1);
-	cr_assert_eq(route_pick(&w, grp("g"), tried, 10, &soonest, &probe), 0);
+	cr_assert_eq(route_pick(&w, grp("g"), tried, 50, 0, &soonest, &probe),
+	             1);
+	cr_assert_eq(route_pick(&w, grp("g"), tried, 10, 0, &soonest, &probe),
+	             0);
 }
 
 /* Cooldown starts at allowed_fails + 1 failures, not before. */
@@ -460,7 +465,8 @@ Test(route, cooldown_expires)
 	      "= 100;",
 	      DEP("a", "g", ""));
 	attempt(0, EC_TRANSIENT, -1);
-	cr_assert_eq(route_pick(&w, grp("g"), tried, 0, &soonest, &probe), -1);
+	cr_assert_eq(route_pick(&w, grp("g"), tried, 0, 0, &soonest, &probe),
+	             -1);
 	int64_t until = atomic_load(&sl(0)->cooldown_until_ms);
 	cr_assert_eq(soonest, until, "soonest %lld, cooldown until %lld",
 	             (long long)soonest, (long long)until);
@@ -476,7 +482,8 @@ Test(route, drained_skipped)
 
 	start("", DEP("a", "g", ""));
 	atomic_store(&sl(0)->admin, ADMIN_DRAINED);
-	cr_assert_eq(route_pick(&w, grp("g"), tried, 0, &soonest, &probe), -1);
+	cr_assert_eq(route_pick(&w, grp("g"), tried, 0, 0, &soonest, &probe),
+	             -1);
 	cr_assert_eq(soonest, 0);
 }
 
@@ -499,7 +506,8 @@ Test(route, circuit_opens_at_threshold)
 	attempt(0, EC_TRANSIENT, -1);
 	cr_assert_eq(atomic_load(&sl(0)->circuit), CIRCUIT_OPEN);
 	cr_assert_eq(atomic_load(&sl(0)->circuit_window_ms), 2000);
-	cr_assert_eq(route_pick(&w, grp("g"), tried, 0, &soonest, &probe), -1);
+	cr_assert_eq(route_pick(&w, grp("g"), tried, 0, 0, &soonest, &probe),
+	             -1);
 	int64_t left = soonest - clock_ms();
 	cr_assert(left > 1000 && left <= 2000, "soonest in %lld",
 	          (long long)left);

@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "worker/ingress.h"
 #include "worker/ingress/canon.h"
 #include "worker/provider.h"
 
@@ -143,9 +144,7 @@ canon_rq_stream(struct canon_rq *rq, struct jw *jw)
 void
 canon_rq_own(const struct json *j, struct jw *jw)
 {
-	static const char *const keys[] = {"fallbacks", "num_retries",
-	                                   "timeout", "stream_timeout",
-	                                   "metadata"};
+	static const char *const keys[] = {INGRESS_LLMFD_KEYS, "metadata"};
 	int t;
 
 	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)

@@ -70,8 +70,8 @@ int canon_rq_max_tokens(struct canon_rq *, struct jw *, const char *key,
                         int required);
 /* Check boolean "stream"; when true write it with include_usage. */
 int canon_rq_stream(struct canon_rq *, struct jw *);
-/* Copy llmfd's own fields (fallbacks, num_retries, timeout,
- * stream_timeout, metadata) unchanged for the engine to read. */
+/* Copy llmfd's own fields (INGRESS_LLMFD_KEYS and metadata) unchanged
+ * for the engine to read. */
 void canon_rq_own(const struct json *, struct jw *);
 /* Copy token t as member name when it is a string. */
 void canon_rq_str(struct jw *, const struct json *, int t, const char *name);

@@ -9,8 +9,8 @@
 #include "worker/provider.h"
 
 /* llmfd's own request fields, never forwarded upstream. */
-const char *const ingress_canon_drop_keys[] = {
-    "fallbacks", "num_retries", "timeout", "stream_timeout", "metadata", NULL};
+const char *const ingress_canon_drop_keys[] = {INGRESS_LLMFD_KEYS, "metadata",
+                                               NULL};
 
 /* Fill e with a 400 invalid_request_error. */
 static int

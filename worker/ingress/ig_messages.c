@@ -9,9 +9,7 @@
 #include "worker/provider.h"
 
 /* llmfd's fields in a Messages body; `metadata` is Anthropic's own. */
-static const char *const msgs_drop_keys[] = {
-    "fallbacks",      "num_retries",     "timeout",
-    "stream_timeout", "fallback_models", NULL};
+static const char *const msgs_drop_keys[] = {INGRESS_LLMFD_KEYS, NULL};
 static const char *const msgs_fwd_headers[] = {"anthropic-version",
                                                "anthropic-beta", NULL};
 

@@ -10,9 +10,7 @@
 #include "worker/provider.h"
 
 /* llmfd's fields in a Responses body; `metadata` is OpenAI's own. */
-static const char *const resp_drop_keys[] = {
-    "fallbacks",      "num_retries",     "timeout",
-    "stream_timeout", "fallback_models", NULL};
+static const char *const resp_drop_keys[] = {INGRESS_LLMFD_KEYS, NULL};
 
 /* Per-request state: the stream encoder and the client's request. */
 struct ig_resp {

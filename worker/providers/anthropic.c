@@ -150,9 +150,11 @@ anth_sys_extras(struct prov_xlate *x)
 		prov_sys_add(x, app, strlen(app));
 }
 
-/* Write the fields after messages: tools, sampling, stream, metadata. */
+/* Write the fields after messages: tools, sampling, stream (when the
+ * variant has it in the body), metadata. */
 static void
-anth_options(const struct prov_call *pc, struct jw *jw)
+anth_options(const struct prov_call *pc, const struct anth_variant *v,
+             struct jw *jw)
 {
 	const struct json *s;
 	int t = prov_opt(pc, "tools", &s);
@@ -172,22 +174,34 @@ anth_options(const struct prov_call *pc, struct jw *jw)
 		prov_raw(jw, s, t);
 	}
 	anth_user(pc, jw);
-	if (pc->stream) {
+	if (pc->stream && v->stream) {
 		jw_key(jw, "stream");
 		jw_bool(jw, true);
 	}
 }
 
-/* The Messages body members around the translated turns. */
+/* The variant of Anthropic's own API. */
+static const struct anth_variant anth_api = {
+    .version = NULL, .model = 1, .stream = 1, .beta_body = 0};
+
+/* The Messages body members around the translated turns, as the variant
+ * (x->arg, NULL: Anthropic's own API) wants them. */
 static void
 anth_members(struct prov_xlate *x, struct jw *jw)
 {
 	const struct prov_call *pc = x->pc;
+	const struct anth_variant *v = x->arg ? x->arg : &anth_api;
 	long long max = prov_max_tokens(pc);
 
 	anth_sys_extras(x);
-	jw_key(jw, "model");
-	jw_cstr(jw, pc->d->model);
+	if (v->version) {
+		jw_key(jw, "anthropic_version");
+		jw_cstr(jw, v->version);
+	}
+	if (v->model) {
+		jw_key(jw, "model");
+		jw_cstr(jw, prov_model(pc));
+	}
 	jw_key(jw, "max_tokens");
 	jw_int(jw, max > 0 ? max : ANTH_MAX_TOKENS);
 	if (x->sys.len) {
@@ -196,7 +210,7 @@ anth_members(struct prov_xlate *x, struct jw *jw)
 	}
 	jw_key(jw, "messages");
 	jw_raw(jw, x->turns.data, x->turns.len);
-	anth_options(pc, jw);
+	anth_options(pc, v, jw);
 }
 
 /* How OpenAI messages become Messages turns. */
@@ -212,21 +226,111 @@ static const struct prov_dialect anth_dialect = {
     .members = anth_members,
 };
 
-/* The body: the client's own Messages body (native: model replaced,
- * llmfd's fields dropped), or one translated from the Chat request. */
+/* Write n bytes at v, trimmed, as a string member of the array; 1 if it
+ * was not empty. */
 static int
-anth_body(const struct prov_call *pc, struct buf *out, char *err, size_t errsz)
+anth_beta_one(struct jw *jw, const char *v, size_t n)
+{
+	while (n > 0 && (*v == ' ' || *v == '\t')) {
+		v++;
+		n--;
+	}
+	while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+		n--;
+	if (n > 0)
+		jw_str(jw, v, n);
+	return n > 0;
+}
+
+/* Append the client's anthropic-beta values (comma-separated, maybe on
+ * several lines) as the members of a JSON array; how many. */
+static int
+anth_betas(const struct prov_call *pc, struct jw *jw)
+{
+	struct buf h = {0};
+	const char *p, *e, *v, *end;
+	int k = 0;
+
+	prov_fwd_headers(pc, "anthropic-beta", "anthropic-beta", &h);
+	for (p = buf_cstr(&h); (e = strstr(p, "\r\n")) != NULL; p = e + 2) {
+		if ((v = memchr(p, ':', (size_t)(e - p))) == NULL)
+			continue;
+		for (v++; v < e; v = end + 1) {
+			if ((end = memchr(v, ',', (size_t)(e - v))) == NULL)
+				end = e;
+			k += anth_beta_one(jw, v, (size_t)(end - v));
+		}
+	}
+	buf_free(&h);
+	return k;
+}
+
+/* A native Messages body for a variant: model and llmfd's fields dropped
+ * (and stream, when the URL says it), anthropic_version set, the
+ * client's anthropic-beta values as anthropic_beta. */
+static void
+anth_native_variant(const struct prov_call *pc, const struct anth_variant *v,
+                    struct buf *out)
+{
+	const char *drop[24];
+	struct buf betas = {0};
+	struct jw jw;
+	int n = 0;
+
+	for (int i = 0; pc->drop_keys && pc->drop_keys[i] && n < 20; i++)
+		drop[n++] = pc->drop_keys[i];
+	drop[n++] = "model";
+	if (!v->stream)
+		drop[n++] = "stream";
+	if (v->beta_body)
+		drop[n++] = "anthropic_beta";
+	drop[n] = NULL;
+	prov_copy_obj(pc->native, "anthropic_version", v->version, drop, out);
+	jw_init(&jw, &betas);
+	jw_arr(&jw);
+	if (!v->beta_body || anth_betas(pc, &jw) == 0 || out->len < 2) {
+		buf_free(&betas);
+		return;
+	}
+	jw_arr_end(&jw);
+	out->len--; /* the closing brace */
+	if (out->data[out->len - 1] != '{')
+		buf_addc(out, ',');
+	buf_adds(out, "\"anthropic_beta\":");
+	buf_add(out, betas.data, betas.len);
+	buf_addc(out, '}');
+	buf_free(&betas);
+}
+
+/* The body for a variant: the client's own Messages body (native), or
+ * one translated from the Chat request. */
+int
+anth_body_variant(const struct prov_call *pc, const struct anth_variant *v,
+                  struct buf *out, char *err, size_t errsz)
 {
 	if (pc->native == NULL)
-		return prov_xlate_body(pc, &anth_dialect, out, err, errsz);
+		return prov_xlate_body_arg(pc, &anth_dialect, v, out, err,
+		                           errsz);
 	if (pc->native_fmt != FMT_MESSAGES ||
 	    json_type(pc->native, 0) != JSMN_OBJECT) {
 		snprintf(err, errsz,
 		         "anthropic: a native body must be a Messages object");
 		return -1;
 	}
-	prov_copy_obj(pc->native, "model", pc->d->model, pc->drop_keys, out);
+	if (v->model)
+		prov_copy_obj(pc->native, "model", prov_model(pc),
+		              pc->drop_keys, out);
+	else
+		anth_native_variant(pc, v, out);
 	return 0;
+}
+
+/* The body: the client's own Messages body (native: model replaced,
+ * llmfd's fields dropped), or one translated from the Chat request. */
+static int
+anth_body(const struct prov_call *pc, struct buf *out, char *err, size_t errsz)
+{
+	return anth_body_variant(pc, &anth_api, out, err, errsz);
 }
 
 /* Build POST {base}/v1/messages; the client's anthropic-version and
@@ -360,7 +464,7 @@ anth_completion(const struct prov_call *pc, const struct json *j,
 		return prov_malformed(e, "no 'content' array");
 	fin = anth_finish(j, json_get(j, 0, "stop_reason"), cf);
 	prov_completion_head(&jw, out, j, json_get(j, 0, "id"), "msg",
-	                     json_get(j, 0, "model"), pc->d->model);
+	                     json_get(j, 0, "model"), prov_model(pc));
 	jw_key(&jw, "choices");
 	jw_arr(&jw);
 	jw_obj(&jw);

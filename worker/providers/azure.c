@@ -15,8 +15,9 @@ azure_build(const struct prov_call *pc, struct prov_out *o, char *err,
             size_t errsz)
 {
 	const struct deploy_cfg *d = pc->d;
-	const char *dep =
-	    d->azure_deployment[0] ? d->azure_deployment : d->model;
+	const char *dep = pc->model                ? pc->model
+	                  : d->azure_deployment[0] ? d->azure_deployment
+	                                           : d->model;
 
 	if (dep[0] == '\0') {
 		snprintf(err, errsz,

@@ -3,10 +3,15 @@
  * roles, systemInstruction, generationConfig, functionDeclarations), and
  * embeddings become embedContent / batchEmbedContents; replies and SSE
  * events (each a whole response) are translated back. */
+#include <ctype.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "common/b64.h"
 #include "worker/provider.h"
 
 #define GEM_NO_VALUES "no 'embedding' or 'embeddings' values"
@@ -15,9 +20,11 @@
 
 /* The model id for URLs, without a "models/" prefix. */
 static const char *
-gem_model(const struct deploy_cfg *d)
+gem_model(const struct prov_call *pc)
 {
-	return strncmp(d->model, "models/", 7) == 0 ? d->model + 7 : d->model;
+	const char *m = prov_model(pc);
+
+	return strncmp(m, "models/", 7) == 0 ? m + 7 : m;
 }
 
 /* Write assistant tool_calls as functionCall parts. */
@@ -294,7 +301,7 @@ gem_embed_batch(const struct prov_call *pc, struct jw *jw, int in)
 	int n = json_size(j, in);
 	struct buf m = {0};
 
-	buf_printf(&m, "models/%s", gem_model(pc->d));
+	buf_printf(&m, "models/%s", gem_model(pc));
 	jw_key(jw, "requests");
 	jw_arr(jw);
 	for (int i = 0; i < n; i++) {
@@ -328,7 +335,7 @@ gem_embed_build(const struct prov_call *pc, struct prov_out *o, char *err,
 			return -1;
 		}
 	buf_printf(&o->path, "%s/v1beta/models/", pc->d->path);
-	prov_urlenc(&o->path, gem_model(pc->d));
+	prov_urlenc(&o->path, gem_model(pc));
 	buf_adds(&o->path, batch ? ":batchEmbedContents" : ":embedContent");
 	jw_init(&jw, &o->body);
 	jw_obj(&jw);
@@ -340,13 +347,20 @@ gem_embed_build(const struct prov_call *pc, struct prov_out *o, char *err,
 	return 0;
 }
 
+/* The generateContent body for pc (Gemini on Vertex too). */
+int
+gem_body(const struct prov_call *pc, struct buf *out, char *err, size_t errsz)
+{
+	return prov_xlate_body(pc, &gem_dialect, out, err, errsz);
+}
+
 /* Build a generateContent (streamGenerateContent) call. */
 static int
 gem_chat_build(const struct prov_call *pc, struct prov_out *o, char *err,
                size_t errsz)
 {
 	buf_printf(&o->path, "%s/v1beta/models/", pc->d->path);
-	prov_urlenc(&o->path, gem_model(pc->d));
+	prov_urlenc(&o->path, gem_model(pc));
 	buf_adds(&o->path, pc->stream ? ":streamGenerateContent?alt=sse"
 	                              : ":generateContent");
 	return prov_xlate_body(pc, &gem_dialect, &o->body, err, errsz);
@@ -426,24 +440,49 @@ gem_is_thought(const struct json *j, int part)
 	return json_is_true(j, json_get(j, part, "thought"));
 }
 
-/* Write a functionCall part as one complete OpenAI tool call. */
+/* A tag for the tool-call ids of one reply: its responseId (Gemini's,
+ * unique per reply) cut to [A-Za-z0-9_-], else a tag unique in this
+ * process and across restarts. Ids must not repeat across the turns of
+ * a conversation, where clients match results to calls by id. */
+static void
+gem_call_tag(const char *rid, char *out, size_t size)
+{
+	static unsigned long long seq;
+	static unsigned salt;
+	size_t n = 0;
+
+	for (; rid && *rid && n + 1 < size && n < 40; rid++)
+		if (isalnum((unsigned char)*rid) || *rid == '_' || *rid == '-')
+			out[n++] = *rid;
+	out[n] = '\0';
+	if (n > 0)
+		return;
+	if (salt == 0)
+		salt = ((unsigned)time(NULL) ^ (unsigned)getpid() << 16) | 1;
+	snprintf(out, size, "%08x%llx", salt, ++seq);
+}
+
+/* Write a functionCall part as one complete OpenAI tool call: its own id,
+ * else call_TAG_N. */
 static int
-gem_write_call(struct jw *jw, const struct json *j, int fc, int n)
+gem_write_call(struct jw *jw, const struct json *j, int fc, const char *tag,
+               int n)
 {
 	int name = json_get(j, fc, "name"), args = json_get(j, fc, "args");
-	char id[32];
+	char id[96];
 
 	if (json_type(j, name) != JSMN_STRING ||
 	    (args >= 0 && json_type(j, args) != JSMN_OBJECT))
 		return -1;
-	snprintf(id, sizeof id, "call_%d", n);
+	snprintf(id, sizeof id, "call_%s_%d", tag, n);
 	prov_tool_call(jw, j, json_get(j, fc, "id"), id, name, args, "{}");
 	return 0;
 }
 
 /* Write candidate c's functionCall parts as tool_calls; -1 if malformed. */
 static int
-gem_calls_out(struct jw *jw, const struct json *j, int parts, int *ncall)
+gem_calls_out(struct jw *jw, const struct json *j, int parts, const char *tag,
+              int *ncall)
 {
 	int n = json_size(j, parts), fc, k = 0;
 
@@ -456,7 +495,7 @@ gem_calls_out(struct jw *jw, const struct json *j, int parts, int *ncall)
 			jw_arr(jw);
 		}
 		jw_obj(jw);
-		if (gem_write_call(jw, j, fc, (*ncall)++) == -1)
+		if (gem_write_call(jw, j, fc, tag, (*ncall)++) == -1)
 			return -1;
 		jw_obj_end(jw);
 	}
@@ -467,7 +506,8 @@ gem_calls_out(struct jw *jw, const struct json *j, int parts, int *ncall)
 
 /* Write the message of candidate c; tool-call count, or -1. */
 static int
-gem_message_out(struct jw *jw, const struct json *j, int c, int *ncall)
+gem_message_out(struct jw *jw, const struct json *j, int c, const char *tag,
+                int *ncall)
 {
 	int parts = json_path(j, c, "content.parts"), n, p, any = 0, k;
 	struct buf t = {0};
@@ -481,7 +521,7 @@ gem_message_out(struct jw *jw, const struct json *j, int c, int *ncall)
 	}
 	prov_message_open(jw, any ? &t : NULL);
 	buf_free(&t);
-	k = n ? gem_calls_out(jw, j, parts, ncall) : 0;
+	k = n ? gem_calls_out(jw, j, parts, tag, ncall) : 0;
 	jw_obj_end(jw);
 	return k;
 }
@@ -491,6 +531,11 @@ static int
 gem_choices(struct jw *jw, const struct json *j, int cands, int *cf)
 {
 	int n = json_size(j, cands), c, k, ncall = 0;
+	char rid[64], tag[48];
+
+	rid[0] = '\0';
+	json_str(j, json_get(j, 0, "responseId"), rid, sizeof rid);
+	gem_call_tag(rid, tag, sizeof tag);
 
 	jw_key(jw, "choices");
 	jw_arr(jw);
@@ -501,7 +546,7 @@ gem_choices(struct jw *jw, const struct json *j, int cands, int *cf)
 		jw_obj(jw);
 		jw_key(jw, "index");
 		jw_int(jw, i);
-		if ((k = gem_message_out(jw, j, c, &ncall)) == -1)
+		if ((k = gem_message_out(jw, j, c, tag, &ncall)) == -1)
 			return -1;
 		jw_key(jw, "finish_reason");
 		jw_cstr(jw,
@@ -523,12 +568,54 @@ gem_completion(const struct prov_call *pc, const struct json *j, int cands,
 	gem_usage(j, json_get(j, 0, "usageMetadata"), u);
 	prov_completion_head(&jw, out, j, json_get(j, 0, "responseId"),
 	                     "gemini", json_get(j, 0, "modelVersion"),
-	                     gem_model(pc->d));
+	                     gem_model(pc));
 	if (gem_choices(&jw, j, cands, cf) == -1)
 		return -1;
 	prov_usage(&jw, u);
 	jw_obj_end(&jw);
 	return 0;
+}
+
+/* Whether the client asked for base64 vectors (encoding_format, which
+ * the official OpenAI SDKs send by default). */
+static int
+gem_want_base64(const struct prov_call *pc)
+{
+	return json_eq(pc->req, json_get(pc->req, 0, "encoding_format"),
+	               "base64");
+}
+
+/* Write values array v as OpenAI's base64: the numbers as little-endian
+ * float32, base64-encoded; -1 if one is not a number. */
+static int
+gem_vector_b64(struct jw *jw, const struct json *j, int v)
+{
+	int n = json_size(j, v);
+	struct buf raw = {0}, b = {0};
+	unsigned char le[4];
+	double d;
+	float f;
+	uint32_t u;
+	int rc = 0;
+
+	for (int i = 0; i < n && rc == 0; i++) {
+		if (json_num(j, json_at(j, v, i), &d) == -1) {
+			rc = -1;
+			break;
+		}
+		f = (float)d;
+		memcpy(&u, &f, sizeof u);
+		for (int k = 0; k < 4; k++)
+			le[k] = (unsigned char)(u >> (8 * k));
+		buf_add(&raw, le, 4);
+	}
+	if (rc == 0) {
+		b64_encode(&b, raw.data ? raw.data : "", raw.len, 0);
+		jw_str(jw, b.data ? b.data : "", b.len);
+	}
+	buf_free(&raw);
+	buf_free(&b);
+	return rc;
 }
 
 /* Translate an embedContent / batchEmbedContents reply. */
@@ -538,6 +625,7 @@ gem_embeddings(const struct prov_call *pc, const struct json *j,
 {
 	int one = json_get(j, 0, "embedding"),
 	    all = json_get(j, 0, "embeddings"), n, v;
+	int b64 = gem_want_base64(pc);
 	struct jw jw;
 
 	if (json_type(j, one) != JSMN_OBJECT && json_type(j, all) != JSMN_ARRAY)
@@ -559,12 +647,16 @@ gem_embeddings(const struct prov_call *pc, const struct json *j,
 		jw_key(&jw, "index");
 		jw_int(&jw, i);
 		jw_key(&jw, "embedding");
-		prov_raw(&jw, j, v);
+		if (!b64)
+			prov_raw(&jw, j, v);
+		else if (gem_vector_b64(&jw, j, v) == -1)
+			return prov_malformed(e, "an embedding value is not a "
+			                         "number");
 		jw_obj_end(&jw);
 	}
 	jw_arr_end(&jw);
 	jw_key(&jw, "model");
-	jw_cstr(&jw, gem_model(pc->d));
+	jw_cstr(&jw, gem_model(pc));
 	jw_key(&jw, "usage");
 	PROV_RAW(&jw, "{\"prompt_tokens\":0,\"total_tokens\":0}");
 	jw_obj_end(&jw);
@@ -614,9 +706,15 @@ gem_ev_call(struct stream_state *st, const struct json *j, int fc,
 {
 	struct jw jw;
 	size_t mark = out->len;
+	char rid[64];
 
+	if (st->tag[0] == '\0') {
+		rid[0] = '\0';
+		json_str(j, json_get(j, 0, "responseId"), rid, sizeof rid);
+		gem_call_tag(rid, st->tag, sizeof st->tag);
+	}
 	prov_tool_delta_open(st, out, &jw, st->ntool);
-	if (gem_write_call(&jw, j, fc, st->ntool) == -1) {
+	if (gem_write_call(&jw, j, fc, st->tag, st->ntool) == -1) {
 		out->len = mark;
 		return -1;
 	}
@@ -658,7 +756,7 @@ gem_ev_first(const struct prov_call *pc, struct stream_state *st,
 		snprintf(st->id, sizeof st->id, "gemini");
 	if (json_str(j, json_get(j, 0, "modelVersion"), st->model,
 	             sizeof st->model) <= 0)
-		snprintf(st->model, sizeof st->model, "%s", gem_model(pc->d));
+		snprintf(st->model, sizeof st->model, "%s", gem_model(pc));
 	prov_chunk_role(st, out);
 }
 

@@ -36,10 +36,10 @@ openai_build(const struct prov_call *pc, struct prov_out *o, char *err,
 	buf_adds(&o->headers, "Content-Type: application/json\r\n");
 	prov_extra_headers(d, &o->headers);
 	if (pc->native)
-		prov_copy_obj(pc->native, "model", d->model, pc->drop_keys,
-		              &o->body);
+		prov_copy_obj(pc->native, "model", prov_model(pc),
+		              pc->drop_keys, &o->body);
 	else
-		prov_openai_body(pc, d->model, &o->body);
+		prov_openai_body(pc, prov_model(pc), &o->body);
 	return (o->path.oom || o->headers.oom || o->body.oom) ? -1 : 0;
 }
 

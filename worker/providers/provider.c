@@ -22,9 +22,20 @@ provider_get(int kind)
 		return &prov_anthropic;
 	case PROV_GEMINI:
 		return &prov_gemini;
+	case PROV_BEDROCK:
+		return &prov_bedrock;
+	case PROV_VERTEX:
+		return &prov_vertex;
 	default:
 		return NULL;
 	}
+}
+
+/* The wire formats p takes natively for d. */
+unsigned
+provider_formats(const struct provider *p, const struct deploy_cfg *d)
+{
+	return p->formats_of ? p->formats_of(d) : p->formats;
 }
 
 /* Free a stream state's buffers. */
@@ -871,7 +882,7 @@ static int
 prov_image(struct prov_xlate *x, struct jw *jw, int part)
 {
 	struct buf url = {0}, v = {0};
-	const char *m, *d = NULL, *p;
+	const char *m, *d = NULL, *p, *sub;
 	size_t ml, dl = 0;
 	int b64;
 
@@ -882,11 +893,20 @@ prov_image(struct prov_xlate *x, struct jw *jw, int part)
 	b64 = prov_data_url(url.data, url.len, &m, &ml, &d, &dl) == 0;
 	if (!b64)
 		ml = strlen(m = prov_mime_guess(buf_cstr(&url)));
+	if (x->dl->image[!b64] == NULL) {
+		buf_free(&url);
+		return prov_fail(x, "image URLs are not supported (send the "
+		                    "image as a base64 data: URL)");
+	}
+	sub = memchr(m, '/', ml);
+	sub = sub ? sub + 1 : m;
 	for (p = x->dl->image[!b64]; *p; p++) {
 		if (*p != '%' || p[1] == '\0')
 			buf_addc(&v, *p);
 		else if (*++p == 'm')
 			prov_quote(&v, m, ml);
+		else if (*p == 'f')
+			prov_quote(&v, sub, ml - (size_t)(sub - m));
 		else if (*p == 'd')
 			prov_quote(&v, d, dl);
 		else if (*p == 'u')
@@ -1036,8 +1056,20 @@ int
 prov_xlate_body(const struct prov_call *pc, const struct prov_dialect *dl,
                 struct buf *out, char *err, size_t errsz)
 {
-	struct prov_xlate x = {
-	    .dl = dl, .pc = pc, .j = pc->req, .err = err, .errsz = errsz};
+	return prov_xlate_body_arg(pc, dl, NULL, out, err, errsz);
+}
+
+/* Build a translated body with the caller's arg; see provider.h. */
+int
+prov_xlate_body_arg(const struct prov_call *pc, const struct prov_dialect *dl,
+                    const void *arg, struct buf *out, char *err, size_t errsz)
+{
+	struct prov_xlate x = {.dl = dl,
+	                       .pc = pc,
+	                       .j = pc->req,
+	                       .arg = arg,
+	                       .err = err,
+	                       .errsz = errsz};
 	struct jw jw;
 	int rc = -1;
 
