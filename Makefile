@@ -14,6 +14,9 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -I. -MMD -MP $(SAN)
 LDFLAGS += $(SAN)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# hiredis: only the master's fleet syncer (daemon/fleet.c) talks to Redis.
+FLEET_PKGS  = hiredis
+FLEET_LIBS := $(shell pkg-config --libs $(FLEET_PKGS) 2>/dev/null || echo -lhiredis)
 CRIT_LIBS  := $(shell pkg-config --libs criterion 2>/dev/null)
 LIBS        = $(PKG_LIBS) -lm
 
@@ -44,7 +47,7 @@ $(LIBCOMMON): $(COMMON_OBJ) $(WORKER_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/llmfd: $(DAEMON_OBJ) $(LIBCOMMON)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(FLEET_LIBS)
 
 $(BUILD)/llmfctl: $(call obj,tools/llmfctl.c) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
@@ -69,7 +72,7 @@ tests: $(BUILD)/test_unit $(BUILD)/test_integration
 # Debian packages the build, the tests, the demo and the bench need.
 DEB_PKGS = libevent-dev libssl-dev libjsmn-dev libconfig-dev libcriterion-dev \
            pkg-config openssl curl python3-jsonschema python3-yaml prometheus \
-           mandoc
+           mandoc libhiredis-dev redis-server
 BENCH_PKGS = nginx-light wrk
 # Node.js for the SDK tests (tests/sdk), from Debian only when no node and
 # npm are on the PATH (a newer Node.js from elsewhere is kept).

@@ -347,6 +347,31 @@ const struct cfg_setting cfg_settings[] = {
             "deployment cannot take it (see\n.Sx ROUTING ) ."},
     {"tie_break", CFG_SEC_GROUP, CFG_ENUM, IN_GROUP(tie_break), .def = NULL,
      .names = tie_names, .doc = "As in the router."},
+    {"redis", CFG_SEC_FLEET, CFG_STRING, IN_CFG(fleet_redis),
+     .def = "127.0.0.1:6379",
+     .doc = "The Redis server the fleet shares,\n.Qq address:port\nwith a "
+            "numeric IPv4 address,\n.Qq localhost\nor\n.Qq [IPv6] ,\nor "
+            "the absolute path of its Unix socket.\nOnly the master talks "
+            "to it; a worker never waits for it."},
+    {"key_prefix", CFG_SEC_FLEET, CFG_STRING, IN_CFG(fleet_key_prefix),
+     .def = "llmfd:",
+     .doc = "Prefix of every key llmfd writes; the hosts that share a Redis "
+            "and a prefix form one fleet."},
+    {"password", CFG_SEC_FLEET, CFG_STRING, IN_CFG(fleet_password), .def = "",
+     .doc = "Sent with AUTH after each connect; empty: none.\nWrite\n"
+            ".Qq $VAR\nto read it from the environment; it is never "
+            "logged or shown."},
+    {"sync_ms", CFG_SEC_FLEET, CFG_INT, .min = 10, .max = 10000,
+     IN_CFG(fleet_sync_ms), .def = "100",
+     .doc = "How often the master merges the fleet's state into the table "
+            "and tops up this host's rate grants.\nLocal cooldowns, "
+            "circuit changes and probes are published at once; another "
+            "host honours them within about two periods."},
+    {"host", CFG_SEC_FLEET, CFG_STRING, IN_CFG(fleet_host), .def = "",
+     .doc = "This host's name in the fleet (A-Z a-z 0-9 . _ : -), as\n"
+            ".Nm llmfctl Ic status --fleet\nlists it; it must differ from "
+            "every other host's.\nEmpty: the host name and the master's "
+            "pid."},
     {.name = NULL},
 };
 
@@ -1088,6 +1113,99 @@ parse_router(struct loader *ld, const config_setting_t *g)
 	    get_retry_on(ld, g, &ld->cfg->retry_on) == -1)
 		return -1;
 	return router_check(ld, g);
+}
+
+/* fleet.redis: "/unix/path", or "host:port" with a numeric IPv4 address,
+ * "localhost" or "[IPv6]" (no name lookup: the master must not block on
+ * DNS). */
+static int
+fleet_addr(struct loader *ld, const config_setting_t *s)
+{
+	struct cfg *cfg = ld->cfg;
+	const char *v = cfg->fleet_redis, *colon, *h = v;
+	char host[64], *end;
+	struct in_addr a4;
+	struct in6_addr a6;
+	size_t n;
+	long port;
+
+	if (v[0] == '/') {
+		cfg->fleet_redis_host[0] = '\0';
+		cfg->fleet_redis_port = 0;
+		return 0;
+	}
+	if (*v == '[') {
+		if ((colon = strstr(v, "]:")) == NULL)
+			goto bad;
+		h = v + 1;
+		n = (size_t)(colon - h);
+		colon++;
+	} else {
+		if ((colon = strrchr(v, ':')) == NULL)
+			goto bad;
+		n = (size_t)(colon - v);
+	}
+	if (n == 0 || n >= sizeof host)
+		goto bad;
+	memcpy(host, h, n);
+	host[n] = '\0';
+	errno = 0;
+	port = strtol(colon + 1, &end, 10);
+	if (!isdigit((unsigned char)colon[1]) || *end != '\0' || port < 1 ||
+	    port > 65535 || errno != 0)
+		return set_error(ld, s, "port must be 1..65535");
+	if (strcmp(host, "localhost") == 0)
+		snprintf(host, sizeof host, "127.0.0.1");
+	if (!(h == v && inet_pton(AF_INET, host, &a4) == 1) &&
+	    !(h != v && inet_pton(AF_INET6, host, &a6) == 1))
+		return set_error(ld, s,
+		                 "expected a numeric address (a.b.c.d, "
+		                 "localhost or [IPv6]), not a host name");
+	snprintf(cfg->fleet_redis_host, sizeof cfg->fleet_redis_host, "%s",
+	         host);
+	cfg->fleet_redis_port = (int)port;
+	return 0;
+bad:
+	return set_error(ld, s,
+	                 "expected \"address:port\" or the path of a Unix "
+	                 "socket");
+}
+
+/* Whether s is made of the characters allowed in fleet.host. */
+static int
+fleet_valid_id(const char *s)
+{
+	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	                 "0123456789._:-") == strlen(s);
+}
+
+/* The fleet section (optional; its presence turns the fleet on). */
+static int
+parse_fleet(struct loader *ld, const config_setting_t *g)
+{
+	struct cfg *cfg = ld->cfg;
+	config_setting_t *s;
+
+	ld_context(ld, ".", "fleet");
+	if (g == NULL)
+		return 0;
+	cfg->fleet = 1;
+	if (check_known(ld, g, CFG_SEC_FLEET, NULL, "fleet") == -1 ||
+	    read_section(ld, g, CFG_SEC_FLEET, cfg) == -1)
+		return -1;
+	s = config_setting_get_member(g, "redis");
+	if (fleet_addr(ld, s ? s : g) == -1)
+		return -1;
+	if ((s = config_setting_get_member(g, "key_prefix")) != NULL &&
+	    (cfg->fleet_key_prefix[0] == '\0' ||
+	     strpbrk(cfg->fleet_key_prefix, " \t\r\n") != NULL))
+		return set_error(ld, s, "must be non-empty, without spaces");
+	if ((s = config_setting_get_member(g, "host")) != NULL &&
+	    !fleet_valid_id(cfg->fleet_host))
+		return set_error(ld, s,
+		                 "invalid host name (use A-Z a-z 0-9 . "
+		                 "_ : -)");
+	return 0;
 }
 
 /* Whether s is a valid deployment or group name. */
@@ -2578,6 +2696,7 @@ parse_root(struct loader *ld, const config_setting_t *root)
 {
 	static const char *const keys[] = {"daemon",
 	                                   "router",
+	                                   "fleet",
 	                                   "deployments",
 	                                   "groups",
 	                                   "fallbacks",
@@ -2587,16 +2706,18 @@ parse_root(struct loader *ld, const config_setting_t *root)
 	                                   "aliases",
 	                                   "routes",
 	                                   NULL};
-	config_setting_t *dmn, *router, *deploys, *groups;
+	config_setting_t *dmn, *router, *deploys, *groups, *fleet;
 	struct cfg *cfg = ld->cfg;
 
 	if (check_known(ld, root, -1, keys, NULL) == -1 ||
 	    get_section(ld, root, "daemon", CONFIG_TYPE_GROUP, &dmn) ||
 	    get_section(ld, root, "router", CONFIG_TYPE_GROUP, &router) ||
 	    get_section(ld, root, "deployments", CONFIG_TYPE_LIST, &deploys) ||
-	    get_section(ld, root, "groups", CONFIG_TYPE_LIST, &groups))
+	    get_section(ld, root, "groups", CONFIG_TYPE_LIST, &groups) ||
+	    get_section(ld, root, "fleet", CONFIG_TYPE_GROUP, &fleet))
 		return -1;
 	if (parse_daemon(ld, dmn) == -1 || parse_router(ld, router) == -1 ||
+	    parse_fleet(ld, fleet) == -1 ||
 	    parse_deployments(ld, deploys) == -1 ||
 	    build_groups(ld, deploys) == -1 || parse_groups(ld, groups) == -1 ||
 	    parse_names(ld, root) == -1 ||
@@ -2669,6 +2790,7 @@ cfg_load(const char *file, char **cause)
 	ld.cfg = xcalloc(1, sizeof *ld.cfg);
 	set_defaults(CFG_SEC_DAEMON, ld.cfg);
 	set_defaults(CFG_SEC_ROUTER, ld.cfg);
+	set_defaults(CFG_SEC_FLEET, ld.cfg);
 	ld.cfg->retry_on = RETRY_5XX | RETRY_RESET; /* see cfg_settings[] */
 	config_init(&c);
 	r = read_file(&ld, &c);
@@ -2718,6 +2840,7 @@ cfg_free(struct cfg *cfg)
 		                sizeof d->aws_session_token);
 		OPENSSL_cleanse(d->headers, sizeof d->headers);
 	}
+	OPENSSL_cleanse(cfg->fleet_password, sizeof cfg->fleet_password);
 	free(cfg->deploy);
 	for (int i = 0; i < cfg->ngroup; i++)
 		free(cfg->groups[i].deploy);

@@ -231,6 +231,16 @@ struct cfg {
 	int retry_after_max_wait_ms;   /* 5000 */
 	int tie_break;                 /* enum tie_break */
 
+	/* fleet (optional section; see daemon/fleet.c) */
+	int fleet;                 /* the section is present */
+	char fleet_redis[128];     /* "host:port" or a Unix socket path */
+	char fleet_redis_host[64]; /* parsed: numeric address, "" for Unix */
+	int fleet_redis_port;      /* parsed: 1..65535, 0 for Unix */
+	char fleet_key_prefix[64]; /* "llmfd:" */
+	char fleet_password[256];  /* secret: never log or print */
+	int fleet_sync_ms;         /* 100 */
+	char fleet_host[64];       /* this host's id; "" = hostname:pid */
+
 	int ndeploy;
 	struct deploy_cfg *deploy; /* heap */
 	int ngroup;
@@ -314,6 +324,7 @@ enum cfg_section {
 	CFG_SEC_ROUTER,     /* fields of struct cfg */
 	CFG_SEC_DEPLOY,     /* fields of struct deploy_cfg */
 	CFG_SEC_GROUP,      /* fields of struct group_cfg */
+	CFG_SEC_FLEET,      /* fields of struct cfg */
 	CFG_SEC__MAX
 };
 

@@ -90,11 +90,13 @@ secret_add_pem(const char *pem)
 }
 
 /* Every deployment's key and its header values marked secret, the AWS
- * secret key and session token, and a service account's private key. */
+ * secret key and session token, a service account's private key, and the
+ * fleet's Redis password. */
 void
 secret_load(const struct cfg *cfg)
 {
 	secret_clear();
+	secret_add(cfg->fleet_password);
 	for (int i = 0; i < cfg->ndeploy; i++) {
 		const struct deploy_cfg *d = &cfg->deploy[i];
 

@@ -388,6 +388,7 @@ static const char *const ev_names[SHM_EV__MAX] = {
     [SHM_EV_CIRCUIT_CLOSE] = "circuit_close",
     [SHM_EV_ADMIN] = "admin",
     [SHM_EV_RELOAD] = "reload",
+    [SHM_EV_FLEET] = "fleet",
 };
 
 /* Name of an event type. */

@@ -13,13 +13,15 @@
 #include "common/classify.h"
 
 #define SHM_MAGIC       0x544c48444d464c4cULL /* "LLMFDHLT" little-endian */
-#define SHM_VERSION     4
+#define SHM_VERSION     5
 #define SHM_NPROTO      8 /* client protocols counted */
 #define SHM_NSLOTS      256
 #define SHM_MAX_WORKERS 32
 #define SHM_HIST        24 /* bucket k: <= 250us << k; then +Inf */
 #define SHM_NEVENTS     256
 #define SHM_ERR_MAX     160
+#define SHM_FLEET_HOSTS 32 /* hosts listed by llmfctl status --fleet */
+#define SHM_FLEET_ID    64
 
 /* slot states */
 #define SLOT_FREE    0
@@ -35,6 +37,20 @@
 /* admin word (llmfctl) */
 #define ADMIN_ACTIVE  0
 #define ADMIN_DRAINED 1
+
+/* fleet state (header fleet_state): how workers apply fleet grants */
+#define FLEET_OFF  0 /* no fleet section: local limits only */
+#define FLEET_DOWN 1 /* Redis unreachable: fair share of each limit */
+#define FLEET_UP   2 /* synced: rate grants and the probe token */
+
+/* half-open probe gate (slot fleet_gate), written by the master */
+#define FLEET_GATE_OPEN 0 /* probe as on one host (no fleet, or Redis down) */
+#define FLEET_GATE_WAIT 1 /* another host may hold the fleet's probe */
+#define FLEET_GATE_MINE 2 /* this host holds the fleet's probe token */
+
+/* slot fleet_push bits: llmfctl ... --fleet asks the master to publish */
+#define FLEET_PUSH_ADMIN  0x1
+#define FLEET_PUSH_WEIGHT 0x2
 
 /* circuit states */
 #define CIRCUIT_CLOSED    0
@@ -76,6 +92,7 @@ struct slot_sh {
 	au64 fallbacks_from; /* requests that moved on from here */
 	au64 fallbacks_to;   /* requests served here after a fallback */
 	au64 skipped;        /* picks skipped (cooling, open, limited) */
+	au64 rate_refused;   /* picks refused by an rpm/tpm limit or grant */
 	au64 bad_events;     /* malformed stream events skipped */
 	au64 tokens_in, tokens_out;
 	au32 consec_fail;
@@ -102,6 +119,16 @@ struct slot_sh {
 	/* rate window (wall-clock minutes) */
 	au64 rate_min;
 	au64 req_cur, tok_cur, req_prev, tok_prev;
+
+	/* fleet (daemon/fleet.c, the master): rate grants for a wall-clock
+	 * minute, two minutes by parity so the next one is granted ahead;
+	 * a pair is valid while fleet_cap_min[i] reads the same before and
+	 * after the caps */
+	au64 fleet_cap_min[2];
+	au64 fleet_req_cap[2], fleet_tok_cap[2];
+	au64 fleet_req_used, fleet_tok_used; /* fleet-wide, at the last sync */
+	au32 fleet_gate;                     /* FLEET_GATE_* */
+	au32 fleet_push;                     /* FLEET_PUSH_* (llmfctl) */
 
 	/* session affinity: route.c */
 	au64 affinity_hits;  /* sessions served by their own deployment */
@@ -151,6 +178,23 @@ struct shm_hdr_sh {
 	au64 budget_denied;
 	au64 ev_head; /* events written */
 	char config_file[256];
+
+	/* fleet (daemon/fleet.c): written by the master only */
+	au32 fleet_state;        /* FLEET_OFF, FLEET_DOWN, FLEET_UP */
+	au32 fleet_nhosts;       /* live hosts at the last sync (>= 1) */
+	ai64 fleet_sync_wall_ms; /* last completed sync round, 0 never */
+	au64 fleet_syncs;        /* completed sync rounds */
+	au64 fleet_failures;     /* connection or command failures */
+	au64 fleet_rtt_us;       /* round trip of the last sync round */
+	au64 fleet_applied;      /* fleet changes applied to this table */
+	au32 fleet_seq;          /* odd while the text below is written */
+	uint32_t fleet_nlisted;  /* entries of fleet_hosts */
+	char fleet_redis[128];
+	char fleet_self[SHM_FLEET_ID];
+	struct fleet_host_sh {
+		char id[SHM_FLEET_ID];
+		int64_t seen_wall_ms; /* its last heartbeat */
+	} fleet_hosts[SHM_FLEET_HOSTS];
 } __attribute__((aligned(64)));
 
 struct shm {
@@ -207,6 +251,7 @@ enum shm_event_type {
 	SHM_EV_CIRCUIT_CLOSE,
 	SHM_EV_ADMIN,
 	SHM_EV_RELOAD,
+	SHM_EV_FLEET, /* fleet state applied, Redis lost or back */
 	SHM_EV__MAX
 };
 const char *shm_event_name(int);

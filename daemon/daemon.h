@@ -35,6 +35,12 @@ struct master {
 	struct event_base *base;
 };
 
+/* fleet.c */
+void fleet_init(struct event_base *, struct shm *, const struct cfg *);
+void fleet_reload(const struct cfg *);
+void fleet_child(void);
+void fleet_free(void);
+
 /* hooks.c */
 struct event_base;
 struct event_sh;

@@ -15,6 +15,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/secret.h"
 #include "daemon/daemon.h"
 #include "worker/worker.h"
 
@@ -146,6 +147,7 @@ spawn(struct master *m, struct proc *p)
 		event_reinit(m->base);
 		event_base_free(m->base);
 		m->base = NULL;
+		fleet_child();
 		sigprocmask(SIG_SETMASK, &old, NULL);
 		drop_privileges(m->cfg);
 		_exit(worker_main(m->cfg, &m->shm, p->index, m->fds, m->nfds));
@@ -366,8 +368,10 @@ sighup_cb(evutil_socket_t sig, short ev, void *arg)
 		notify_send("READY=1\nSTATUS=reload failed; old config kept");
 		return;
 	}
+	fleet_reload(nc);
 	cfg_free(m->cfg);
 	m->cfg = nc;
+	secret_load(nc);
 	log_init(nc->log_level, "llmfd");
 	atomic_store(&m->shm.hdr->log_level, nc->log_level);
 	m->generation++;
@@ -486,6 +490,8 @@ master_run(struct master *m)
 		fatalx("event_base_new failed");
 	master_events(m);
 	hooks_init(m->base);
+	secret_load(m->cfg);
+	fleet_init(m->base, &m->shm, m->cfg);
 	spawn_generation(m);
 	log_info("llmfd ready: %d workers on %s%s%s", m->cfg->workers,
 	         m->cfg->listen, m->cfg->tcp[0] ? " and " : "", m->cfg->tcp);
@@ -500,6 +506,7 @@ master_run(struct master *m)
 	event_free(ev_respawn);
 	event_free(ev_kill);
 	hooks_free();
+	fleet_free();
 	event_base_free(m->base);
 	shm_detach(&m->shm);
 	cfg_free(m->cfg);

@@ -18,6 +18,7 @@
 #include "common/buf.h"
 #include "common/cfg.h"
 #include "common/clock.h"
+#include "common/fleet.h"
 #include "common/log.h"
 #include "common/shm.h"
 #include "common/status.h"
@@ -87,19 +88,23 @@ ctl_err(const char *fmt, ...)
 static int
 ctl_usage(FILE *f)
 {
-	fputs("usage: llmfctl [-c config | -t table] command [args]\n"
-	      "  status [--json]             every deployment, one row each\n"
-	      "  show NAME [--json]          one deployment in full\n"
-	      "  watch [-n secs] [--count N] refreshing status with rates\n"
-	      "  weight NAME N | --reset     override or restore the weight\n"
-	      "  drain NAME | undrain NAME   stop or resume new traffic\n"
-	      "  cooldown NAME SECONDS       cool a deployment down\n"
-	      "  reset NAME                  clear cooldown and circuit\n"
-	      "  reload                      SIGHUP the llmfd master\n"
-	      "  check [-c] [FILE]           validate a config file\n"
-	      "  events [--follow] [-n N]    recent events\n"
-	      "  log-level LEVEL             error, warn, info or debug\n",
-	      f);
+	fputs(
+	    "usage: llmfctl [-c config | -t table] command [args]\n"
+	    "  status [--json] [--fleet]   every deployment, one row each;\n"
+	    "                              --fleet: the hosts and fleet rates\n"
+	    "  show NAME [--json]          one deployment in full\n"
+	    "  watch [-n secs] [--count N] refreshing status with rates\n"
+	    "  weight NAME N | --reset [--fleet]\n"
+	    "                              override or restore the weight\n"
+	    "  drain | undrain NAME [--fleet]\n"
+	    "                              stop or resume new traffic\n"
+	    "  cooldown NAME SECONDS       cool a deployment down\n"
+	    "  reset NAME                  clear cooldown and circuit\n"
+	    "  reload                      SIGHUP the llmfd master\n"
+	    "  check [-c] [FILE]           validate a config file\n"
+	    "  events [--follow] [-n N]    recent events\n"
+	    "  log-level LEVEL             error, warn, info or debug\n",
+	    f);
 	return 2;
 }
 
@@ -114,6 +119,21 @@ ctl_num(const char *s, long long min, long long max, long long *out)
 	if (errno || end == s || *end != '\0' || *out < min || *out > max)
 		return -1;
 	return 0;
+}
+
+/* Remove flag from the command's arguments; 1 if it was there. */
+static int
+ctl_take_flag(struct ctl *c, const char *flag)
+{
+	int found = 0, n = 0;
+
+	for (int i = 0; i < c->argc; i++)
+		if (strcmp(c->argv[i], flag) == 0)
+			found = 1;
+		else
+			c->argv[n++] = c->argv[i];
+	c->argc = n;
+	return found;
 }
 
 /* The table path v as written in config file: relative paths resolve
@@ -358,32 +378,168 @@ ctl_status_json(struct ctl *c, struct buf *b, const struct status_row *rows,
 	buf_adds(b, "]}\n");
 }
 
-/* Header and table (or JSON) of the current status into b. */
+/* Seconds since wall-clock ms t ("never" for 0) into out. */
+static void
+ctl_age(char *out, size_t outsz, int64_t t, int64_t wall)
+{
+	if (t <= 0)
+		snprintf(out, outsz, "never");
+	else
+		snprintf(out, outsz, "%.2fs ago",
+		         (double)(wall > t ? wall - t : 0) / 1000.0);
+}
+
+/* The fleet lines of status --fleet: the connection and every host. */
+static void
+ctl_fleet_hosts(struct buf *b, const struct fleet_view *v, int64_t wall)
+{
+	char age[32], id[SHM_FLEET_ID], redis[sizeof v->redis];
+
+	ctl_age(age, sizeof age, v->sync_wall_ms, wall);
+	status_printable(redis, sizeof redis, v->redis, SIZE_MAX);
+	status_printable(id, sizeof id, v->self, SIZE_MAX);
+	buf_printf(b,
+	           "fleet: %s, redis %s, this host %s; last sync %s, rtt "
+	           "%.1f ms; %u hosts; %llu failures, %llu changes applied\n",
+	           fleet_state_name(v->state), redis, id, age,
+	           (double)v->rtt_us / 1000.0, v->nhosts,
+	           (unsigned long long)v->failures,
+	           (unsigned long long)v->applied);
+	buf_printf(b, "%-40s %s\n", "HOST", "LAST SYNC");
+	for (uint32_t i = 0; i < v->nlisted; i++) {
+		status_printable(id, sizeof id, v->hosts[i].id, SIZE_MAX);
+		ctl_age(age, sizeof age, v->hosts[i].seen_wall_ms, wall);
+		buf_printf(b, "%-40s %s%s\n", id, age,
+		           strcmp(v->hosts[i].id, v->self) == 0 ? " (this host)"
+		                                                : "");
+	}
+	buf_addc(b, '\n');
+}
+
+/* "used/limit" of a fleet counter, "-" without a limit. */
+static void
+ctl_fleet_ratio(char *out, size_t outsz, uint64_t used, int64_t lim)
+{
+	if (lim <= 0)
+		snprintf(out, outsz, "-");
+	else
+		snprintf(out, outsz, "%llu/%lld", (unsigned long long)used,
+		         (long long)lim);
+}
+
+/* The fleet-wide rate lines of status --fleet. */
+static void
+ctl_fleet_rates(struct ctl *c, struct buf *b, const struct status_row *rows,
+                int n)
+{
+	char name[64], r[48], t[48];
+	int any = 0;
+
+	for (int i = 0; i < n; i++) {
+		const struct slot_sh *s = &c->shm.slots[rows[i].index];
+
+		if (rows[i].rpm_limit <= 0 && rows[i].tpm_limit <= 0)
+			continue;
+		if (!any++)
+			buf_printf(b, "\n%-24s %-16s %s\n", "FLEET RATE", "RPM",
+			           "TPM");
+		status_printable(name, sizeof name, rows[i].name, 24);
+		ctl_fleet_ratio(r, sizeof r, atomic_load(&s->fleet_req_used),
+		                rows[i].rpm_limit);
+		ctl_fleet_ratio(t, sizeof t, atomic_load(&s->fleet_tok_used),
+		                rows[i].tpm_limit);
+		buf_printf(b, "%-24s %-16s %s\n", name, r, t);
+	}
+}
+
+/* The "fleet" member of status --fleet --json. */
+static void
+ctl_fleet_json(struct ctl *c, struct buf *b, const struct fleet_view *v,
+               const struct status_row *rows, int n, int64_t wall)
+{
+	buf_printf(b, ",\"fleet\":{\"state\":\"%s\",\"redis\":",
+	           fleet_state_name(v->state));
+	status_json_str(b, v->redis);
+	buf_adds(b, ",\"host\":");
+	status_json_str(b, v->self);
+	buf_printf(
+	    b,
+	    ",\"last_sync_age_ms\":%lld,\"rtt_us\":%llu,\"hosts_live\":%u,"
+	    "\"failures\":%llu,\"applied\":%llu,\"hosts\":[",
+	    v->sync_wall_ms ? (long long)(wall - v->sync_wall_ms) : -1LL,
+	    (unsigned long long)v->rtt_us, v->nhosts,
+	    (unsigned long long)v->failures, (unsigned long long)v->applied);
+	for (uint32_t i = 0; i < v->nlisted; i++) {
+		buf_adds(b, i ? ",{\"host\":" : "{\"host\":");
+		status_json_str(b, v->hosts[i].id);
+		buf_printf(b, ",\"last_sync_age_ms\":%lld}",
+		           (long long)(wall - v->hosts[i].seen_wall_ms));
+	}
+	buf_adds(b, "],\"rates\":[");
+	for (int i = 0, any = 0; i < n; i++) {
+		const struct slot_sh *s = &c->shm.slots[rows[i].index];
+
+		if (rows[i].rpm_limit <= 0 && rows[i].tpm_limit <= 0)
+			continue;
+		buf_adds(b, any++ ? ",{\"deployment\":" : "{\"deployment\":");
+		status_json_str(b, rows[i].name);
+		buf_printf(b,
+		           ",\"rpm_used\":%llu,\"rpm_limit\":%lld,"
+		           "\"tpm_used\":%llu,\"tpm_limit\":%lld}",
+		           (unsigned long long)atomic_load(&s->fleet_req_used),
+		           (long long)rows[i].rpm_limit,
+		           (unsigned long long)atomic_load(&s->fleet_tok_used),
+		           (long long)rows[i].tpm_limit);
+	}
+	buf_adds(b, "]}");
+}
+
+/* Header and table (or JSON) of the current status into b; with fleet,
+ * the fleet's hosts and rates too. */
 static int
-ctl_render(struct ctl *c, struct buf *b, int json)
+ctl_render(struct ctl *c, struct buf *b, int json, int fleet)
 {
 	struct status_row *rows = calloc(SHM_NSLOTS, sizeof *rows);
+	struct fleet_view *v = fleet ? calloc(1, sizeof *v) : NULL;
+	int64_t wall = clock_wall_ms();
 	int n;
 
-	if (rows == NULL)
+	if (rows == NULL || (fleet && v == NULL)) {
+		free(rows);
 		return ctl_err("out of memory");
+	}
+	if (fleet && fleet_view(c->shm.hdr, v) == -1) {
+		free(rows);
+		free(v);
+		return ctl_err("the table's fleet block stays mid-write");
+	}
 	n = ctl_rows(c, rows);
-	if (json)
+	if (json) {
 		ctl_status_json(c, b, rows, n);
-	else {
+		if (fleet) { /* splice "fleet" in before the closing brace */
+			b->len -= 2;
+			ctl_fleet_json(c, b, v, rows, n, wall);
+			buf_adds(b, "}\n");
+		}
+	} else {
 		ctl_header(c, b);
+		if (fleet)
+			ctl_fleet_hosts(b, v, wall);
 		status_table(b, rows, n, NULL, ctl_columns());
+		if (fleet)
+			ctl_fleet_rates(c, b, rows, n);
 	}
 	free(rows);
+	free(v);
 	return 0;
 }
 
-/* llmfctl status [--json] */
+/* llmfctl status [--json] [--fleet] */
 static int
 cmd_status(struct ctl *c)
 {
 	struct buf b = {0};
-	int json = 0, rc;
+	int fleet = ctl_take_flag(c, "--fleet"), json = 0, rc;
 
 	for (int i = 0; i < c->argc; i++) {
 		if (strcmp(c->argv[i], "--json") != 0)
@@ -392,7 +548,10 @@ cmd_status(struct ctl *c)
 	}
 	if (ctl_open(c, 0) == -1)
 		return 1;
-	rc = ctl_render(c, &b, json);
+	if (fleet && atomic_load(&c->shm.hdr->fleet_state) == FLEET_OFF)
+		return ctl_err("this llmfd has no fleet section: no fleet to "
+		               "show");
+	rc = ctl_render(c, &b, json, fleet);
 	if (rc == 0)
 		rc = ctl_flush(&b);
 	buf_free(&b);
@@ -832,11 +991,30 @@ ctl_slot_rc(int i)
 	return i == -2 ? 2 : 1;
 }
 
-/* llmfctl weight NAME N | --reset */
+/* --fleet: ask the master to publish bits of slot i; 0, or 1 (error
+ * printed) when this llmfd has no fleet. */
+static int
+ctl_fleet_push(struct ctl *c, int i, uint32_t bits)
+{
+	uint32_t st = atomic_load(&c->shm.hdr->fleet_state);
+
+	if (st == FLEET_OFF)
+		return ctl_err("this llmfd has no fleet section: changed on "
+		               "this host only");
+	atomic_fetch_or(&c->shm.slots[i].fleet_push, bits);
+	printf(st == FLEET_UP ? "fleet: the master publishes it to every "
+	                        "host\n"
+	                      : "fleet: redis is unreachable; the master "
+	                        "publishes it once it is back\n");
+	return 0;
+}
+
+/* llmfctl weight NAME N | --reset [--fleet] */
 static int
 cmd_weight(struct ctl *c)
 {
 	struct slot_sh *sl;
+	int fleet = ctl_take_flag(c, "--fleet");
 	long long w = -1;
 	int32_t old;
 	int i;
@@ -851,25 +1029,28 @@ cmd_weight(struct ctl *c)
 	sl = &c->shm.slots[i];
 	old = shm_weight(sl);
 	atomic_store(&sl->live_weight, (int32_t)w);
-	ctl_admin_event(c, i, "weight %s %d -> %d%s", c->argv[0], (int)old,
-	                (int)shm_weight(sl), w < 0 ? " (configured)" : "");
-	return 0;
+	ctl_admin_event(c, i, "weight %s %d -> %d%s%s", c->argv[0], (int)old,
+	                (int)shm_weight(sl), w < 0 ? " (configured)" : "",
+	                fleet ? " (fleet)" : "");
+	return fleet ? ctl_fleet_push(c, i, FLEET_PUSH_WEIGHT) : 0;
 }
 
-/* llmfctl drain NAME / undrain NAME */
+/* llmfctl drain NAME / undrain NAME [--fleet] */
 static int
 cmd_admin(struct ctl *c, uint32_t admin)
 {
+	int fleet = ctl_take_flag(c, "--fleet");
 	uint32_t old;
 	int i;
 
 	if ((i = ctl_open_slot(c, 1)) < 0)
 		return ctl_slot_rc(i);
 	old = atomic_exchange(&c->shm.slots[i].admin, admin);
-	ctl_admin_event(c, i, "%s %s%s",
+	ctl_admin_event(c, i, "%s %s%s%s",
 	                admin == ADMIN_DRAINED ? "drain" : "undrain",
-	                c->argv[0], old == admin ? " (no change)" : "");
-	return 0;
+	                c->argv[0], old == admin ? " (no change)" : "",
+	                fleet ? " (fleet)" : "");
+	return fleet ? ctl_fleet_push(c, i, FLEET_PUSH_ADMIN) : 0;
 }
 
 /* llmfctl cooldown NAME SECONDS */

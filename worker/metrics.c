@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/fleet.h"
 #include "common/status.h"
 #include "worker/ingress.h"
 #include "worker/worker.h"
@@ -298,6 +299,58 @@ metrics_header(struct buf *b, const struct shm_hdr_sh *h)
 	               atomic_load_explicit(&h->generation, RLX));
 }
 
+/* Fleet sync metrics, when the daemon has a fleet section. */
+static void
+metrics_fleet(struct buf *b, const struct shm *t, const struct mrow *m, int n,
+              int64_t wall_ms)
+{
+	const struct shm_hdr_sh *h = t->hdr;
+	int64_t last = atomic_load_explicit(&h->fleet_sync_wall_ms, RLX);
+
+	if (atomic_load_explicit(&h->fleet_state, RLX) == FLEET_OFF)
+		return;
+	metrics_scalar(b, "llmfd_fleet_connected", "gauge",
+	               "1 while the fleet's Redis answers, else 0 (serving on "
+	               "the local view).",
+	               atomic_load_explicit(&h->fleet_state, RLX) == FLEET_UP);
+	metrics_head(b, "llmfd_fleet_sync_lag_seconds", "gauge",
+	             "Time since the last completed fleet sync (NaN: never).");
+	buf_adds(b, "llmfd_fleet_sync_lag_seconds ");
+	if (last > 0)
+		metrics_seconds(
+		    b, (uint64_t)(wall_ms > last ? wall_ms - last : 0) * 1000);
+	else
+		buf_adds(b, "NaN");
+	buf_addc(b, '\n');
+	metrics_head(b, "llmfd_fleet_sync_rtt_seconds", "gauge",
+	             "Round trip of the last fleet sync.");
+	buf_adds(b, "llmfd_fleet_sync_rtt_seconds ");
+	metrics_seconds(b, atomic_load_explicit(&h->fleet_rtt_us, RLX));
+	buf_addc(b, '\n');
+	metrics_scalar(b, "llmfd_fleet_syncs_total", "counter",
+	               "Completed fleet sync rounds.",
+	               atomic_load_explicit(&h->fleet_syncs, RLX));
+	metrics_scalar(b, "llmfd_fleet_sync_failures_total", "counter",
+	               "Fleet connection and command failures.",
+	               atomic_load_explicit(&h->fleet_failures, RLX));
+	metrics_scalar(b, "llmfd_fleet_applied_total", "counter",
+	               "Changes from other hosts applied to this table.",
+	               atomic_load_explicit(&h->fleet_applied, RLX));
+	metrics_scalar(b, "llmfd_fleet_hosts", "gauge",
+	               "Hosts seen in the fleet at the last sync.",
+	               atomic_load_explicit(&h->fleet_nhosts, RLX));
+	metrics_head(b, "llmfd_fleet_rpm_used", "gauge",
+	             "Requests the whole fleet was granted on the deployment "
+	             "this minute, at the last sync.");
+	for (int i = 0; i < n; i++) {
+		buf_adds(b, "llmfd_fleet_rpm_used");
+		metrics_labels(b, &m[i].r);
+		buf_printf(b, "} %llu\n",
+		           (unsigned long long)atomic_load_explicit(
+		               &t->slots[m[i].r.index].fleet_req_used, RLX));
+	}
+}
+
 /* Snapshot every active or retired slot into m; returns the count. Slots
  * whose config block cannot be read (left mid-write) are counted in
  * *unreadable and left out: their names cannot be trusted as labels. */
@@ -346,6 +399,7 @@ metrics_render_shm(const struct shm *t, int64_t now_ms, int64_t wall_ms,
 		metrics_dep_family(out, &dep_fams[i], m, n);
 	metrics_outcomes(out, m, n);
 	metrics_histograms(out, m, n);
+	metrics_fleet(out, t, m, n, wall_ms);
 	free(m);
 }
 

@@ -8,6 +8,7 @@
 
 #include "common/backoff.h"
 #include "common/clock.h"
+#include "common/fleet.h"
 #include "common/log.h"
 #include "worker/route.h"
 #include "worker/worker.h"
@@ -114,7 +115,7 @@ route_check(struct worker *w, int d, long est_tokens, int64_t now,
 	struct slot_sh *s = slot_of(w, d);
 	uint32_t circ = atomic_load_explicit(&s->circuit, RLX);
 	int64_t until;
-	uint64_t minute;
+	uint64_t minute, rlim, tlim;
 
 	*back = 0;
 	if (atomic_load_explicit(&s->admin, RLX) == ADMIN_DRAINED)
@@ -139,11 +140,15 @@ route_check(struct worker *w, int d, long est_tokens, int64_t now,
 		minute = wall_minute();
 		rate_rotate(&s->rate_min, &s->req_cur, &s->req_prev,
 		            &s->tok_cur, &s->tok_prev, minute);
-		if ((dc->rpm > 0 && atomic_load_explicit(&s->req_cur, RLX) >=
-		                        (uint64_t)dc->rpm) ||
-		    (dc->tpm > 0 && atomic_load_explicit(&s->tok_cur, RLX) >=
-		                        (uint64_t)dc->tpm)) {
-			*back = next_minute_ms();
+		fleet_limits(w->shm->hdr, s, dc->rpm, dc->tpm, minute, &rlim,
+		             &tlim);
+		if (atomic_load_explicit(&s->req_cur, RLX) >= rlim ||
+		    atomic_load_explicit(&s->tok_cur, RLX) >= tlim) {
+			/* only this host's fleet grant is spent: back after
+			 * the next top-up, not the next minute */
+			*back = fleet_room(w->shm->hdr, s, dc->rpm, dc->tpm)
+			            ? now + 2 * w->cfg->fleet_sync_ms
+			            : next_minute_ms();
 			return SKIP_RATE;
 		}
 	}
@@ -427,6 +432,9 @@ route_take_probe(struct worker *w, int d, int64_t now)
 
 	if (atomic_load(&s->circuit) == CIRCUIT_CLOSED)
 		return 0;
+	/* in a fleet, only the host holding the fleet's probe token probes */
+	if (atomic_load(&s->fleet_gate) == FLEET_GATE_WAIT)
+		return -1;
 	/* until is 0 for a moment while another worker opens the circuit; a
 	 * probe that never reports (worker died) is retaken after its
 	 * deadline */
@@ -457,11 +465,15 @@ route_reserve(struct worker *w, int d)
 	const struct deploy_cfg *dc = &w->cfg->deploy[d];
 	struct slot_sh *s = slot_of(w, d);
 
+	uint64_t rlim, tlim;
+
 	if (dc->rpm <= 0 && dc->tpm <= 0)
 		return 0;
-	if (atomic_fetch_add(&s->req_cur, 1) >=
-	    (uint64_t)(dc->rpm > 0 ? dc->rpm : INT64_MAX)) {
+	fleet_limits(w->shm->hdr, s, dc->rpm, dc->tpm, wall_minute(), &rlim,
+	             &tlim);
+	if (atomic_fetch_add(&s->req_cur, 1) >= rlim) {
 		atomic_fetch_sub(&s->req_cur, 1);
+		atomic_fetch_add_explicit(&s->rate_refused, 1, RLX);
 		return -1;
 	}
 	return 0;
@@ -491,6 +503,10 @@ route_pick(struct worker *w, const struct group_cfg *g, const uint64_t *tried,
 				    why == SKIP_CIRCUIT || why == SKIP_RATE)
 					atomic_fetch_add_explicit(
 					    &slot_of(w, d)->skipped, 1, RLX);
+				if (why == SKIP_RATE)
+					atomic_fetch_add_explicit(
+					    &slot_of(w, d)->rate_refused, 1,
+					    RLX);
 				if (back && (*soonest == 0 || back < *soonest))
 					*soonest = back;
 				continue;

@@ -1258,3 +1258,134 @@ h_log_has(const char *needle)
 
 	return log != NULL && strstr(log, needle) != NULL;
 }
+
+/* Fleets: more daemons, and Redis. */
+
+pid_t
+h_llmfd_start_in(const char *sub, const char *fmt, ...)
+{
+	const char *dir = h_path(sub), *conf, *log;
+	const char *argv[] = {h_bin("llmfd"), "-c", NULL, NULL};
+	struct h_req q = {
+	    .method = "GET", .path = "/healthz", .timeout_ms = 1000};
+	long end = h_now_ms() + H_READY_TIMEOUT_MS;
+	va_list ap;
+	pid_t pid;
+	int fd;
+
+	mkdir(dir, 0755);
+	va_start(ap, fmt);
+	conf = vwrite(h_fmt("%s/llmfd.conf", sub), fmt, ap);
+	va_end(ap);
+	log = h_fmt("%s/llmfd.log", dir);
+	q.unix_path = h_fmt("%s/llmfd.sock", dir);
+	argv[2] = conf;
+	if ((fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) <
+	    0)
+		cr_assert_fail("open %s: %s", log, strerror(errno));
+	pid = spawn(argv, fd);
+	close(fd);
+	while (h_now_ms() < end) {
+		if (h_wait_exit(pid, 0, NULL) == 0)
+			break;
+		if (access(q.unix_path, F_OK) == 0 && h_http(&q)->status == 200)
+			return pid;
+		h_sleep_ms(50);
+	}
+	char *text = h_read(log);
+	fprintf(stderr, "---- %s ----\n%s\n---- end ----\n", log,
+	        text ? text : "(none)");
+	cr_assert_fail("llmfd in %s did not become ready", dir);
+	return -1;
+}
+
+/* A free loopback TCP port (bound, then released). */
+static int
+free_port(void)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	socklen_t len = sizeof sa;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), port = -1;
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+		port = ntohs(sa.sin_port);
+	if (fd >= 0)
+		close(fd);
+	return port;
+}
+
+const char *
+h_redis_cmd(int port, const char *cmd)
+{
+	int fd = h_connect_tcp(port);
+	struct hb b = {0};
+	char tmp[4096];
+	long end = h_now_ms() + 2000;
+
+	if (fd < 0)
+		return NULL;
+	if (h_send_all(fd, cmd, strlen(cmd)) == -1 ||
+	    h_send_all(fd, "\r\n", 2) == -1) {
+		close(fd);
+		return NULL;
+	}
+	/* one reply: wait for the first line, then a little for the rest */
+	while (h_now_ms() < end) {
+		struct pollfd p = {fd, POLLIN, 0};
+		if (poll(&p, 1, b.len ? 30 : (int)(end - h_now_ms())) <= 0) {
+			if (b.len)
+				break;
+			continue;
+		}
+		ssize_t n = read(fd, tmp, sizeof tmp);
+		if (n <= 0)
+			break;
+		hb_add(&b, tmp, (size_t)n);
+	}
+	close(fd);
+	return b.len ? hb_take(&b) : (free(b.d), NULL);
+}
+
+pid_t
+h_redis_start(int *port)
+{
+	const char *dir = h_path("redis");
+	char portbuf[16];
+	const char *argv[] = {"redis-server",
+	                      "--port",
+	                      portbuf,
+	                      "--bind",
+	                      "127.0.0.1",
+	                      "--save",
+	                      "",
+	                      "--appendonly",
+	                      "no",
+	                      "--dir",
+	                      dir,
+	                      "--logfile",
+	                      h_fmt("%s/redis.log", dir),
+	                      NULL};
+	long end = h_now_ms() + H_READY_TIMEOUT_MS;
+	const char *r;
+	pid_t pid;
+
+	mkdir(dir, 0755);
+	if (*port == 0 && (*port = free_port()) <= 0)
+		cr_assert_fail("no free port for redis-server");
+	snprintf(portbuf, sizeof portbuf, "%d", *port);
+	pid = spawn(argv, -1);
+	while (h_now_ms() < end) {
+		if (h_wait_exit(pid, 0, NULL) == 0)
+			break;
+		if ((r = h_redis_cmd(*port, "PING")) != NULL &&
+		    strncmp(r, "+PONG", 5) == 0)
+			return pid;
+		h_sleep_ms(20);
+	}
+	cr_assert_fail("redis-server did not start on port %d (is it "
+	               "installed? make deps); log:\n%s",
+	               *port, h_read(h_fmt("%s/redis.log", dir)));
+	return -1;
+}

@@ -152,6 +152,21 @@ int h_mock_reset(const struct h_mock *);
 long h_mock_wait_stat(const struct h_mock *, const char *field, long want,
                       int timeout_ms);
 
+/* More daemons in one test (a fleet): write DIR/sub/llmfd.conf from fmt
+ * (relative paths in it resolve in DIR/sub), start llmfd on it with its
+ * log in DIR/sub/llmfd.log, and wait until DIR/sub/llmfd.sock answers
+ * /healthz 200. Fails the test otherwise. Returns the master pid. */
+pid_t h_llmfd_start_in(const char *sub, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* redis-server on 127.0.0.1:port (port 0: a free one) in DIR/redis, no
+ * persistence; waits for PONG. Fails the test if it cannot start (make
+ * deps installs it). Returns the pid; *port gets the port. */
+pid_t h_redis_start(int *port);
+/* One command to the Redis at 127.0.0.1:port in the inline protocol;
+ * returns the raw reply text (harness-owned) or NULL on error/timeout. */
+const char *h_redis_cmd(int port, const char *cmd);
+
 /* The daemon's log (DIR/llmfd.log). */
 char *h_log(void);
 bool h_log_has(const char *needle);

@@ -459,7 +459,8 @@ Test(cfg, table_consistent)
 Test(cfg, defaults_from_table)
 {
 	struct cfg *c = load_ok(DEP "groups = ( { name = \"a\"; } );\n");
-	const void *base[CFG_SEC__MAX] = {c, c, &c->deploy[0], &c->groups[0]};
+	const void *base[CFG_SEC__MAX] = {c, c, &c->deploy[0], &c->groups[0],
+	                                  c};
 	char got[PATH_MAX];
 	int n = 0;
 
@@ -486,8 +487,12 @@ setting_at(int sec, const char *name, const char *v, char *text, size_t size,
            char *pfx, size_t pfxsize, int *line)
 {
 	static const char *const head[] = {"daemon = {\n", "router = {\n", "",
-	                                   "groups = ( { name = \"a\";\n"};
-	static const char *const tail[] = {" };\n", " };\n", "", " } );\n"};
+	                                   "groups = ( { name = \"a\";\n",
+	                                   "fleet = {\n"};
+	static const char *const tail[] = {" };\n", " };\n", "", " } );\n",
+	                                   " };\n"};
+	static const char *const names[] = {"daemon", "router", "", "",
+	                                    "fleet"};
 
 	if (sec == CFG_SEC_DEPLOY) {
 		snprintf(text, size,
@@ -503,9 +508,7 @@ setting_at(int sec, const char *name, const char *v, char *text, size_t size,
 	if (sec == CFG_SEC_GROUP)
 		snprintf(pfx, pfxsize, "group 'a': %s: ", name);
 	else
-		snprintf(pfx, pfxsize,
-		         "%s.%s: ", sec == CFG_SEC_DAEMON ? "daemon" : "router",
-		         name);
+		snprintf(pfx, pfxsize, "%s.%s: ", names[sec], name);
 	*line = 3;
 }
 

@@ -22,9 +22,11 @@
 
 /* Per section: its .Sh heading and its marker name. */
 static const char *const sec_heading[] = {"DAEMON SETTINGS", "ROUTER SETTINGS",
-                                          "DEPLOYMENTS", "GROUPS"};
+                                          "DEPLOYMENTS", "GROUPS", "FLEET"};
 static const char *const sec_mark[] = {"daemon", "router", "deployments",
-                                       "groups"};
+                                       "groups", "fleet"};
+_Static_assert(sizeof sec_mark / sizeof sec_mark[0] == CFG_SEC__MAX,
+               "a section's heading and marker are missing");
 
 TestSuite(cfg_doc);
 
@@ -121,9 +123,13 @@ gen_head(struct buf *b, const struct cfg_setting *e)
 		buf_printf(b, "at least %lld, ", e->min);
 	if (e->def == NULL)
 		buf_adds(b, "default: the router's)\n");
-	else if (quoted(e))
-		buf_printf(b, "default Qq %s )\n",
-		           e->def[0] != '\0' ? e->def : "\\&");
+	else if (quoted(e)) /* \& keeps a trailing ":" from being a delimiter */
+		buf_printf(b, "default Qq %s%s )\n",
+		           e->def[0] != '\0' ? e->def : "\\&",
+		           e->def[0] != '\0' &&
+		                   strchr(".,:;?!", e->def[strlen(e->def) - 1])
+		               ? "\\&"
+		               : "");
 	else
 		buf_printf(b, "default %s)\n", e->def);
 }
