@@ -60,10 +60,13 @@ struct resp_rq {
 static void
 resp_raw(struct jw *jw, const struct json *j, int t)
 {
-	size_t rl;
+	size_t rl = 0;
 	const char *raw = json_raw(j, t, &rl);
 
-	jw_raw(jw, raw, rl);
+	if (raw)
+		jw_raw(jw, raw, rl);
+	else
+		jw_null(jw);
 }
 
 /* Whether token t is absent or null. */
@@ -1034,6 +1037,34 @@ resp_usage_write(struct jw *jw, const struct resp_usage *u)
 	jw_obj_end(jw);
 }
 
+/* Copy value token t of j without the whitespace between its tokens, so
+ * that it can sit on one SSE data line. */
+static void
+resp_compact(struct jw *jw, const struct json *j, int t)
+{
+	struct buf b = {0};
+	size_t rl = 0;
+	const char *raw = json_raw(j, t, &rl);
+	int in = 0;
+
+	for (size_t i = 0; raw && i < rl; i++) {
+		char c = raw[i];
+
+		if (in && c == '\\' && i + 1 < rl) {
+			buf_add(&b, raw + i++, 2);
+			continue;
+		}
+		if (c == '"')
+			in = !in;
+		else if (!in &&
+		         (c == ' ' || c == '\t' || c == '\n' || c == '\r'))
+			continue;
+		buf_addc(&b, c);
+	}
+	jw_raw(jw, b.data ? b.data : "null", b.data ? b.len : 4);
+	buf_free(&b);
+}
+
 /* Write key: the request's value of key, or the default literal dflt. */
 static void
 resp_echo_or(struct jw *jw, const struct json *req, const char *key, int type,
@@ -1044,7 +1075,7 @@ resp_echo_or(struct jw *jw, const struct json *req, const char *key, int type,
 	jw_key(jw, key);
 	if (t >= 0 && (type < 0 || json_type(req, t) == type) &&
 	    !json_is_null(req, t))
-		resp_raw(jw, req, t);
+		resp_compact(jw, req, t);
 	else
 		jw_raw(jw, dflt, strlen(dflt));
 }
@@ -1053,24 +1084,26 @@ resp_echo_or(struct jw *jw, const struct json *req, const char *key, int type,
 static void
 resp_echo_tools(struct jw *jw, const struct json *req)
 {
-	int tools = json_get(req, 0, "tools"), n = json_size(req, tools), t, v;
+	int tools = json_get(req, 0, "tools"), n = 0, t, v;
 	static const char *const keys[] = {"description", "parameters",
 	                                   "strict"};
 
+	if (json_type(req, tools) == JSMN_ARRAY)
+		n = json_size(req, tools);
 	jw_key(jw, "tools");
 	jw_arr(jw);
 	for (int i = 0; i < n; i++) {
 		t = json_at(req, tools, i);
 		if (!json_eq(req, json_get(req, t, "type"), "function") ||
 		    json_type(req, json_get(req, t, "name")) != JSMN_STRING) {
-			resp_raw(jw, req, t);
+			resp_compact(jw, req, t);
 			continue;
 		}
 		jw_obj(jw);
 		jw_key(jw, "type");
 		jw_cstr(jw, "function");
 		jw_key(jw, "name");
-		resp_raw(jw, req, json_get(req, t, "name"));
+		resp_compact(jw, req, json_get(req, t, "name"));
 		for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
 			v = json_get(req, t, keys[k]);
 			if (v < 0 && k == 0)
@@ -1079,7 +1112,7 @@ resp_echo_tools(struct jw *jw, const struct json *req)
 			if (v < 0)
 				jw_null(jw);
 			else
-				resp_raw(jw, req, v);
+				resp_compact(jw, req, v);
 		}
 		jw_obj_end(jw);
 	}
