@@ -3,7 +3,7 @@
  * reads); canonical replies and chunks become Response objects and the
  * Responses event stream of section 2.5.
  *
- * Choices (llmfd's, documented in INGRESS.md and responses.h):
+ * llmfd's choices (INGRESS.md section 2 gives the wire formats):
  * - no server state: previous_response_id, conversation and item_reference
  *   are refused (400, previous_response_not_found / unsupported_value),
  *   as are background runs and stored prompts (prompt);
@@ -11,6 +11,7 @@
  *   file_search, local_shell, custom, mcp, ...) are refused, not dropped,
  *   so a client never silently loses a capability it asked for;
  *   allowed_tools becomes a filtered tools list plus its mode;
+ *   tool_choice and parallel_tool_calls are sent only with tools;
  * - reasoning items in the input are dropped (their encrypted content only
  *   means something to the family that issued it);
  * - file_id (OpenAI file storage) and file_url (llmfd never fetches) are
