@@ -100,12 +100,11 @@ bench:
 
 # libFuzzer targets (clang); FUZZ_SECONDS each. Not part of `make check`.
 FUZZ_SECONDS ?= 60
-FUZZ_SRC = $(filter-out common/status.c,$(COMMON_SRC)) $(wildcard worker/providers/*.c) \
-           $(wildcard worker/ingress/*.c)
+FUZZ_SRC = $(filter-out common/status.c,$(COMMON_SRC)) $(wildcard worker/providers/*.c worker/ingress/*.c)
 fuzz: deps
 	@$(MAKE) --no-print-directory deps EXTRA_PKGS="clang libclang-rt-14-dev"
 	@mkdir -p $(BUILD)/fuzz
-	@for t in json sse providers ingress_responses; do \
+	@for t in json sse providers ingress_messages ingress_responses; do \
 	  clang -std=c11 -D_GNU_SOURCE -g -O1 -I. $(PKG_CFLAGS) \
 	    -fsanitize=fuzzer,address,undefined \
 	    -o $(BUILD)/fuzz/fuzz_$$t tests/fuzz/fuzz_$$t.c $(FUZZ_SRC) \

@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,13 +20,12 @@
 
 #include "common/buf.h"
 #include "common/cfg.h"
+#include "common/json.h"
 #include "common/log.h"
 #include "common/xmalloc.h"
 
-#define DEFAULT_LISTEN       "/run/llmfd/llmfd.sock"
-#define DEFAULT_HEALTH_TABLE "/run/llmfd/health"
-#define AZURE_API_VERSION    "2024-10-21"
-#define PARAMS_MAX_DEPTH     32
+#define AZURE_API_VERSION "2024-10-21"
+#define PARAMS_MAX_DEPTH  32
 
 /* State of one cfg_load call. */
 struct loader {
@@ -37,12 +37,197 @@ struct loader {
 	const char *sep; /* between ctx and a setting name: "." or ": " */
 };
 
-typedef int (*parse_fn)(const char *);
-
-static const char *const strategy_names[] = {"ordered", "weighted",
-                                             "least-busy", "latency", "usage"};
+static const char *const strategy_names[] = {
+    "ordered", "weighted", "least-busy", "latency", "usage", NULL};
 static const char *const provider_names[] = {"openai", "azure", "anthropic",
-                                             "gemini"};
+                                             "gemini", NULL};
+static const char *const log_level_names[] = {"error", "warn", "info", "debug",
+                                              NULL};
+static const char *const log_format_names[] = {"text", "json", NULL};
+static const char *const resume_names[] = {"off", "continue", NULL};
+static const char *const hedge_names[] = {"off", "p95", NULL};
+
+_Static_assert(sizeof(((struct cfg *)0)->listen) <=
+                   sizeof(((struct sockaddr_un *)0)->sun_path),
+               "listen must fit a Unix socket address");
+
+#define FIELD(st, m) .off = offsetof(st, m), .size = sizeof(((st *)0)->m)
+#define IN_CFG(m)    FIELD(struct cfg, m)
+#define IN_DEPLOY(m) FIELD(struct deploy_cfg, m)
+#define IN_GROUP(m)  FIELD(struct group_cfg, m)
+#define OVERRIDE(m)                                                            \
+	.dep_off = offsetof(struct deploy_cfg, m),                             \
+	.dep_size = sizeof(((struct deploy_cfg *)0)->m)
+/* clang-format off */
+#define OTHER(name, sec) {name, sec, .type = CFG_OTHER}
+/* clang-format on */
+
+/* The scalar settings; see cfg.h. docs/llmfd.conf.5 is checked against it
+ * by tests/unit/test_cfg_doc.c, which also regenerates it. */
+const struct cfg_setting cfg_settings[] = {
+    {"workers", CFG_SEC_DAEMON, CFG_INT, .min = 1, .max = 16, IN_CFG(workers),
+     .def = "2", .doc = "Worker processes serving requests."},
+    {"listen", CFG_SEC_DAEMON, CFG_PATH, IN_CFG(listen),
+     .def = "/run/llmfd/llmfd.sock",
+     .doc = "Path of the Unix socket clients connect to, at most 107 bytes.\n"
+            "A stale socket file is replaced; a live one or a non-socket "
+            "file is an error.\nIgnored under socket activation."},
+    {"listen_mode", CFG_SEC_DAEMON, CFG_MODE, .min = 0, .max = 0777,
+     IN_CFG(listen_mode), .def = "0660",
+     .doc = "Mode of the socket file, an octal string or an integer."},
+    {"tcp", CFG_SEC_DAEMON, CFG_STRING, IN_CFG(tcp), .def = "",
+     .doc = "Optional loopback TCP listener,\n.Qq host:port\nwith a host "
+            "in 127.0.0.0/8,\n.Qq localhost\nor\n.Qq [::1] ;\nempty: "
+            "off.\nIgnored under socket activation."},
+    {"health_table", CFG_SEC_DAEMON, CFG_PATH, IN_CFG(health_table),
+     .def = "/run/llmfd/health",
+     .doc = "The shared-memory health table file (mode 0640) that workers "
+            "update and\n.Xr llmfctl 8\nreads and writes."},
+    {"log_level", CFG_SEC_DAEMON, CFG_ENUM, IN_CFG(log_level), .def = "info",
+     .names = log_level_names, .parse = log_parse_level,
+     .doc = "It can be changed live with\n.Nm llmfctl Ic log-level ."},
+    {"log_format", CFG_SEC_DAEMON, CFG_ENUM, IN_CFG(log_format), .def = "text",
+     .names = log_format_names,
+     .doc = "Format of the log lines on standard error."},
+    {"access_log", CFG_SEC_DAEMON, CFG_STRING, IN_CFG(access_log), .def = "",
+     .doc = "File for one line per client request; empty means standard "
+            "error,\n.Qq off\nnone."},
+    {"drain_timeout_ms", CFG_SEC_DAEMON, CFG_INT, .min = 0, .max = INT_MAX,
+     IN_CFG(drain_timeout_ms), .def = "30000",
+     .doc = "On stop and on reload, how long workers may take to finish the "
+            "requests in flight before they are made to exit."},
+    {"user", CFG_SEC_DAEMON, CFG_STRING, IN_CFG(user), .def = "",
+     .doc = "When started as root, workers drop privileges to this user; "
+            "the master keeps root to bind and to create the table.\n"
+            "Empty: stay as started."},
+    {"group", CFG_SEC_DAEMON, CFG_STRING, IN_CFG(group), .def = "",
+     .doc = "Group the workers drop privileges to; empty: the user's primary "
+            "group."},
+    {"on_event_exec", CFG_SEC_DAEMON, CFG_PATH, IN_CFG(on_event_exec),
+     .def = "",
+     .doc = "Program run on health events (cooldown, circuit open and close, "
+            "drain); empty: none."},
+    {"on_event_webhook", CFG_SEC_DAEMON, CFG_STRING, IN_CFG(on_event_webhook),
+     .def = "",
+     .doc = "http:// or https:// URL that receives each health event as a "
+            "JSON POST; empty: none."},
+
+    {"strategy", CFG_SEC_ROUTER, CFG_ENUM, IN_CFG(strategy), .def = "ordered",
+     .names = strategy_names, .parse = cfg_strategy_parse,
+     .doc = "How the deployments of a group are ordered for a request: in "
+            "configuration order, at random by\n.Ic weight ,\nfewest in "
+            "flight first, fastest first (within\n.Ic latency_buffer ) ,\n"
+            "or lowest share of their rpm/tpm limits first."},
+    {"num_retries", CFG_SEC_ROUTER, CFG_INT, .min = 0, .max = 10,
+     IN_CFG(num_retries), OVERRIDE(num_retries), .def = "2",
+     .doc = "Retries of one deployment on transient errors."},
+    {"backoff_base_ms", CFG_SEC_ROUTER, CFG_INT, .min = 0, .max = INT_MAX,
+     IN_CFG(backoff_base_ms), OVERRIDE(backoff_base_ms), .def = "250",
+     .doc = "Retry n waits uniform(0, min(backoff_max_ms, "
+            "backoff_base_ms\\(mu2^n)) ms, or the upstream's\n"
+            ".Ql retry-after .\nAt most backoff_max_ms."},
+    {"backoff_max_ms", CFG_SEC_ROUTER, CFG_INT, .min = 0, .max = INT_MAX,
+     IN_CFG(backoff_max_ms), .def = "8000", .doc = "Longest backoff wait."},
+    {"timeout_ms", CFG_SEC_ROUTER, CFG_INT, .min = 1, .max = INT_MAX,
+     IN_CFG(timeout_ms), .def = "60000",
+     .doc = "Deadline of a whole request, retries and fallbacks included."},
+    {"attempt_timeout_ms", CFG_SEC_ROUTER, CFG_INT, .min = 1, .max = INT_MAX,
+     IN_CFG(attempt_timeout_ms), OVERRIDE(attempt_timeout_ms), .def = "30000",
+     .doc = "Deadline of one upstream attempt."},
+    {"first_token_timeout_ms", CFG_SEC_ROUTER, CFG_INT, .min = 1,
+     .max = INT_MAX, IN_CFG(first_token_timeout_ms),
+     OVERRIDE(first_token_timeout_ms), .def = "10000",
+     .doc = "Wait for the first content chunk of a stream."},
+    {"stream_idle_timeout_ms", CFG_SEC_ROUTER, CFG_INT, .min = 1,
+     .max = INT_MAX, IN_CFG(stream_idle_timeout_ms),
+     OVERRIDE(stream_idle_timeout_ms), .def = "30000",
+     .doc = "Longest gap between chunks of a stream after the first."},
+    {"allowed_fails", CFG_SEC_ROUTER, CFG_INT, .min = 0, .max = INT_MAX,
+     IN_CFG(allowed_fails), .def = "3",
+     .doc = "Failures within a minute that cool a deployment down."},
+    {"cooldown_s", CFG_SEC_ROUTER, CFG_INT, .min = 0, .max = INT_MAX,
+     IN_CFG(cooldown_s), .def = "30",
+     .doc = "How long a cooled-down deployment is skipped."},
+    {"circuit_failure_threshold", CFG_SEC_ROUTER, CFG_INT, .min = 1,
+     .max = INT_MAX, IN_CFG(circuit_failure_threshold), .def = "5",
+     .doc = "Consecutive failures that open a deployment's circuit."},
+    {"circuit_recovery_s", CFG_SEC_ROUTER, CFG_INT, .min = 1, .max = INT_MAX,
+     IN_CFG(circuit_recovery_s), .def = "30",
+     .doc = "An open circuit lets one probe through after this wait; each "
+            "failed probe doubles it.\nAt most circuit_max_s."},
+    {"circuit_max_s", CFG_SEC_ROUTER, CFG_INT, .min = 1, .max = INT_MAX,
+     IN_CFG(circuit_max_s), .def = "600",
+     .doc = "Longest wait for a probe of an open circuit."},
+    {"latency_buffer", CFG_SEC_ROUTER, CFG_DOUBLE, .min = 0, .max = 10,
+     IN_CFG(latency_buffer), .def = "0.1",
+     .doc = "For\n.Cm latency :\ndeployments within this fraction of the "
+            "fastest count as equally fast."},
+    {"queue_when_cooling", CFG_SEC_ROUTER, CFG_BOOL, IN_CFG(queue_when_cooling),
+     .def = "true",
+     .doc = "When every candidate is cooling down, wait for the first to "
+            "come back (within the deadline) instead of failing at once."},
+    {"retry_budget_ratio", CFG_SEC_ROUTER, CFG_DOUBLE, .min = 0, .max = 1,
+     IN_CFG(retry_budget_ratio), .def = "0.2",
+     .doc = "Retries may add at most this fraction of the requests of the "
+            "last minute."},
+    {"retry_budget_floor", CFG_SEC_ROUTER, CFG_INT, .min = 0, .max = INT_MAX,
+     IN_CFG(retry_budget_floor), .def = "10",
+     .doc = "Retries per minute allowed whatever retry_budget_ratio says."},
+    {"max_ttft_p95_ms", CFG_SEC_ROUTER, CFG_INT, .min = 0, .max = INT_MAX,
+     IN_CFG(max_ttft_p95_ms), OVERRIDE(max_ttft_p95_ms), .def = "0",
+     .doc = "A deployment whose time-to-first-token p95 exceeds this is "
+            "degraded: healthy ones are picked first.\n0 turns it off."},
+
+    OTHER("name", CFG_SEC_DEPLOY),
+    OTHER("group", CFG_SEC_DEPLOY),
+    {"provider", CFG_SEC_DEPLOY, CFG_ENUM, IN_DEPLOY(provider), .def = "openai",
+     .names = provider_names, .parse = cfg_provider_parse,
+     .doc = "The upstream's API;\n.Cm openai-compatible , ollama\nand\n"
+            ".Cm vllm\nmean\n.Cm openai ."},
+    OTHER("model", CFG_SEC_DEPLOY),
+    OTHER("azure_deployment", CFG_SEC_DEPLOY),
+    OTHER("api_version", CFG_SEC_DEPLOY),
+    OTHER("base_url", CFG_SEC_DEPLOY),
+    OTHER("api_key", CFG_SEC_DEPLOY),
+    OTHER("ca_file", CFG_SEC_DEPLOY),
+    {"weight", CFG_SEC_DEPLOY, CFG_INT, .min = 0, .max = 1000000,
+     IN_DEPLOY(weight), .def = "1",
+     .doc = "Share of traffic under\n.Cm weighted ;\n0 takes none.\n"
+            ".Nm llmfctl Ic weight\noverrides it live."},
+    {"rpm", CFG_SEC_DEPLOY, CFG_LONG, .min = 0, .max = LONG_MAX, IN_DEPLOY(rpm),
+     .def = "0",
+     .doc = "Requests per minute the deployment may take; 0: unlimited."},
+    {"tpm", CFG_SEC_DEPLOY, CFG_LONG, .min = 0, .max = LONG_MAX, IN_DEPLOY(tpm),
+     .def = "0",
+     .doc = "Tokens per minute the deployment may take; 0: unlimited."},
+    {"context_window", CFG_SEC_DEPLOY, CFG_LONG, .min = 0, .max = LONG_MAX,
+     IN_DEPLOY(context_window), .def = "0",
+     .doc = "Tokens, for\n.Ic context_window_fallbacks ;\n0: unknown."},
+    {"max_tokens", CFG_SEC_DEPLOY, CFG_LONG, .min = 0, .max = LONG_MAX,
+     IN_DEPLOY(max_tokens), .def = "0",
+     .doc = "Default max_tokens for providers that require one (anthropic)."},
+    OTHER("system_prompt_append", CFG_SEC_DEPLOY),
+    OTHER("headers", CFG_SEC_DEPLOY),
+    OTHER("params", CFG_SEC_DEPLOY),
+
+    OTHER("name", CFG_SEC_GROUP),
+    {"strategy", CFG_SEC_GROUP, CFG_ENUM, IN_GROUP(strategy), .def = NULL,
+     .names = strategy_names, .parse = cfg_strategy_parse,
+     .doc = "As in the router."},
+    {"stream_resume", CFG_SEC_GROUP, CFG_ENUM, IN_GROUP(stream_resume),
+     .def = "off", .names = resume_names,
+     .doc = ".Cm continue\nresumes a stream cut after its first bytes on "
+            "another deployment."},
+    {"hedge_after_ms", CFG_SEC_GROUP, CFG_INT, .min = 0, .max = INT_MAX,
+     IN_GROUP(hedge_after_ms), .def = "0",
+     .doc = "Start a second attempt on the next deployment after this many "
+            "ms without an answer; 0: off."},
+    {"hedge", CFG_SEC_GROUP, CFG_ENUM, IN_GROUP(hedge_p95), .def = "off",
+     .names = hedge_names,
+     .doc = ".Cm p95\nhedges after the group's observed p95 instead; not "
+            "with\n.Ic hedge_after_ms ."},
+    {.name = NULL},
+};
 
 /* Name of a routing strategy. */
 const char *
@@ -183,10 +368,39 @@ expand(struct loader *ld, const config_setting_t *s, const char *what,
 	return 0;
 }
 
-/* Fail on any member of group g not listed in keys. what names the section
+/* Whether setting e belongs to section sec; *ov tells that it does as a
+ * router setting a deployment overrides. */
+static int
+in_section(const struct cfg_setting *e, int sec, int *ov)
+{
+	*ov = sec == CFG_SEC_DEPLOY && e->section == CFG_SEC_ROUTER &&
+	      e->dep_size != 0;
+	return (int)e->section == sec || *ov;
+}
+
+/* Whether name is a setting of section sec (keys NULL) or one of keys. */
+static int
+is_known(int sec, const char *const *keys, const char *name)
+{
+	int ov;
+
+	if (keys != NULL) {
+		for (int k = 0; keys[k] != NULL; k++)
+			if (strcmp(name, keys[k]) == 0)
+				return 1;
+		return 0;
+	}
+	for (const struct cfg_setting *e = cfg_settings; e->name != NULL; e++)
+		if (in_section(e, sec, &ov) && strcmp(e->name, name) == 0)
+			return 1;
+	return 0;
+}
+
+/* Fail on any member of group g that is not a setting of section sec in
+ * the table, or (keys not NULL) not listed in keys. what names the section
  * in messages; NULL for the top level. */
 static int
-check_known(struct loader *ld, const config_setting_t *g,
+check_known(struct loader *ld, const config_setting_t *g, int sec,
             const char *const *keys, const char *what)
 {
 	int n = config_setting_length(g);
@@ -194,12 +408,8 @@ check_known(struct loader *ld, const config_setting_t *g,
 	for (int i = 0; i < n; i++) {
 		config_setting_t *m = config_setting_get_elem(g, (unsigned)i);
 		const char *name = config_setting_name(m);
-		int k;
 
-		for (k = 0; keys[k] != NULL; k++)
-			if (strcmp(name, keys[k]) == 0)
-				break;
-		if (keys[k] != NULL)
+		if (is_known(sec, keys, name))
 			continue;
 		if (what == NULL)
 			return ld_error(ld, m, "unknown section '%s'", name);
@@ -218,12 +428,12 @@ range_error(struct loader *ld, const config_setting_t *s, long long min,
 	return set_error(ld, s, "must be between %lld and %lld", min, max);
 }
 
-/* Read integer member name of g into *out if present (range min..max). */
+/* Read integer setting e of g, if present, into the int or long at p. */
 static int
-get_long(struct loader *ld, const config_setting_t *g, const char *name,
-         long long min, long long max, long *out)
+get_integer(struct loader *ld, const config_setting_t *g,
+            const struct cfg_setting *e, void *p)
 {
-	config_setting_t *s = config_setting_get_member(g, name);
+	config_setting_t *s = config_setting_get_member(g, e->name);
 	long long v;
 
 	if (s == NULL)
@@ -232,33 +442,23 @@ get_long(struct loader *ld, const config_setting_t *g, const char *name,
 	    config_setting_type(s) != CONFIG_TYPE_INT64)
 		return set_error(ld, s, "expected an integer");
 	v = config_setting_get_int64(s);
-	if (v < min || v > max)
-		return range_error(ld, s, min, max);
-	*out = (long)v;
+	if (v < e->min || v > e->max)
+		return range_error(ld, s, e->min, e->max);
+	if (e->type == CFG_LONG)
+		*(long *)p = (long)v;
+	else
+		*(int *)p = (int)v;
 	return 0;
 }
 
-/* get_long for an int. */
+/* Read number setting e (an integer or a float) of g into *out if
+ * present. */
 static int
-get_int(struct loader *ld, const config_setting_t *g, const char *name, int min,
-        int max, int *out)
+get_double(struct loader *ld, const config_setting_t *g,
+           const struct cfg_setting *e, double *out)
 {
-	long v;
-
-	if (get_long(ld, g, name, min, max, &v) == -1)
-		return -1;
-	if (config_setting_get_member(g, name) != NULL)
-		*out = (int)v;
-	return 0;
-}
-
-/* Read a number (integer or float) member into *out if present. */
-static int
-get_double(struct loader *ld, const config_setting_t *g, const char *name,
-           double min, double max, double *out)
-{
-	config_setting_t *s = config_setting_get_member(g, name);
-	double v;
+	config_setting_t *s = config_setting_get_member(g, e->name);
+	double v, min = (double)e->min, max = (double)e->max;
 
 	if (s == NULL)
 		return 0;
@@ -368,22 +568,182 @@ get_path(struct loader *ld, const config_setting_t *g, const char *name,
 	return 1;
 }
 
-/* Read an enumerated string member through parse into *out if present. */
+/* Value of enumerated setting e for name v, or -1. */
 static int
-get_enum(struct loader *ld, const config_setting_t *g, const char *name,
-         parse_fn parse, const char *choices, int *out)
+enum_parse(const struct cfg_setting *e, const char *v)
+{
+	if (e->parse != NULL)
+		return e->parse(v);
+	for (int i = 0; e->names[i] != NULL; i++)
+		if (strcmp(v, e->names[i]) == 0)
+			return i;
+	return -1;
+}
+
+/* The names of enumerated setting e as "a, b or c" into out. */
+static void
+enum_choices(const struct cfg_setting *e, char *out, size_t size)
+{
+	size_t n = 0;
+
+	out[0] = '\0';
+	for (int i = 0; e->names[i] != NULL && n < size; i++)
+		n += (size_t)snprintf(out + n, size - n, "%s%s",
+		                      i == 0                    ? ""
+		                      : e->names[i + 1] == NULL ? " or "
+		                                                : ", ",
+		                      e->names[i]);
+}
+
+/* Read enumerated setting e of g, if present, into *out. */
+static int
+get_enum(struct loader *ld, const config_setting_t *g,
+         const struct cfg_setting *e, int *out)
 {
 	config_setting_t *s;
 	const char *v;
+	char choices[160];
 	int r;
 
-	if ((r = get_str(ld, g, name, &v, &s)) != 1)
+	if ((r = get_str(ld, g, e->name, &v, &s)) != 1)
 		return r;
-	if ((r = parse(v)) == -1)
+	if ((r = enum_parse(e, v)) == -1) {
+		enum_choices(e, choices, sizeof choices);
 		return set_error(ld, s, "unknown value \"%s\" (expected %s)",
 		                 config_setting_get_string(s), choices);
+	}
 	*out = r;
 	return 0;
+}
+
+/* Read mode setting e of g, if present: an octal string ("0660") or an
+ * integer. */
+static int
+get_mode(struct loader *ld, const config_setting_t *g,
+         const struct cfg_setting *e, int *out)
+{
+	config_setting_t *s = config_setting_get_member(g, e->name);
+	const char *v;
+	char *end;
+	long m;
+
+	if (s == NULL)
+		return 0;
+	if (config_setting_type(s) == CONFIG_TYPE_INT) {
+		m = config_setting_get_int(s);
+	} else if (config_setting_type(s) == CONFIG_TYPE_STRING) {
+		v = config_setting_get_string(s);
+		m = strtol(v, &end, 8);
+		if (*v == '\0' || *end != '\0' ||
+		    strspn(v, "01234567") != strlen(v))
+			return set_error(ld, s,
+			                 "expected an octal mode like "
+			                 "\"0660\"");
+	} else
+		return set_error(ld, s, "expected an octal mode like \"0660\"");
+	if (m < e->min || m > e->max)
+		return set_error(ld, s, "must be between %04llo and %04llo",
+		                 e->min, e->max);
+	*out = (int)m;
+	return 0;
+}
+
+/* Read table setting e of g, if present, into p. */
+static int
+get_setting(struct loader *ld, const config_setting_t *g,
+            const struct cfg_setting *e, void *p)
+{
+	switch (e->type) {
+	case CFG_INT:
+	case CFG_LONG:
+		return get_integer(ld, g, e, p);
+	case CFG_BOOL:
+		return get_bool(ld, g, e->name, p);
+	case CFG_DOUBLE:
+		return get_double(ld, g, e, p);
+	case CFG_STRING:
+		return get_strbuf(ld, g, e->name, p, e->size) == -1 ? -1 : 0;
+	case CFG_PATH:
+		return get_path(ld, g, e->name, p, e->size) == -1 ? -1 : 0;
+	case CFG_ENUM:
+		return get_enum(ld, g, e, p);
+	case CFG_MODE:
+		return get_mode(ld, g, e, p);
+	case CFG_OTHER:
+		break;
+	}
+	return 0;
+}
+
+/* Read the table settings of section sec present in g into base, the
+ * struct of the section. */
+static int
+read_section(struct loader *ld, const config_setting_t *g, int sec, void *base)
+{
+	int ov;
+
+	for (const struct cfg_setting *e = cfg_settings; e->name != NULL; e++)
+		if (in_section(e, sec, &ov) &&
+		    get_setting(ld, g, e,
+		                (char *)base + (ov ? e->dep_off : e->off)) ==
+		        -1)
+			return -1;
+	return 0;
+}
+
+/* Store the default of table setting e at p. */
+static void
+set_default(const struct cfg_setting *e, void *p)
+{
+	if (e->type == CFG_OTHER)
+		return;
+	if (e->def == NULL) { /* inherited from elsewhere */
+		*(int *)p = -1;
+		return;
+	}
+	switch (e->type) {
+	case CFG_INT:
+		*(int *)p = (int)strtol(e->def, NULL, 10);
+		break;
+	case CFG_LONG:
+		*(long *)p = strtol(e->def, NULL, 10);
+		break;
+	case CFG_BOOL:
+		*(int *)p = strcmp(e->def, "true") == 0;
+		break;
+	case CFG_DOUBLE:
+		*(double *)p = strtod(e->def, NULL);
+		break;
+	case CFG_STRING:
+	case CFG_PATH:
+		snprintf(p, e->size, "%s", e->def);
+		break;
+	case CFG_ENUM:
+		*(int *)p = enum_parse(e, e->def);
+		break;
+	case CFG_MODE:
+		*(int *)p = (int)strtol(e->def, NULL, 8);
+		break;
+	case CFG_OTHER:
+		break;
+	}
+}
+
+/* Set the table settings of section sec in base to their defaults; the
+ * router settings a deployment overrides to -1, unset. */
+static void
+set_defaults(int sec, void *base)
+{
+	int ov;
+
+	for (const struct cfg_setting *e = cfg_settings; e->name != NULL; e++) {
+		if (!in_section(e, sec, &ov))
+			continue;
+		if (ov)
+			*(int *)((char *)base + e->dep_off) = -1;
+		else
+			set_default(e, (char *)base + e->off);
+	}
 }
 
 /* Fetch a section of the given type from the root, NULL if absent. */
@@ -461,120 +821,47 @@ notlo:
 	                 "(127.0.0.0/8, localhost or [::1])");
 }
 
-/* Read listen_mode: an octal string ("0660") or an integer. */
-static int
-get_mode(struct loader *ld, const config_setting_t *g)
-{
-	config_setting_t *s = config_setting_get_member(g, "listen_mode");
-	const char *v;
-	char *end;
-	long m;
-
-	if (s == NULL)
-		return 0;
-	if (config_setting_type(s) == CONFIG_TYPE_INT) {
-		m = config_setting_get_int(s);
-	} else if (config_setting_type(s) == CONFIG_TYPE_STRING) {
-		v = config_setting_get_string(s);
-		m = strtol(v, &end, 8);
-		if (*v == '\0' || *end != '\0' ||
-		    strspn(v, "01234567") != strlen(v))
-			return set_error(ld, s,
-			                 "expected an octal mode like "
-			                 "\"0660\"");
-	} else
-		return set_error(ld, s, "expected an octal mode like \"0660\"");
-	if (m < 0 || m > 0777)
-		return set_error(ld, s, "must be between 0000 and 0777");
-	ld->cfg->listen_mode = (int)m;
-	return 0;
-}
-
-/* The listen, tcp and access_log settings, which need more than a copy. */
+/* Checks of the listen, tcp, access_log and on_event_webhook values, which
+ * need more than a copy. */
 static int
 daemon_special(struct loader *ld, const config_setting_t *g)
 {
 	struct cfg *cfg = ld->cfg;
-	struct sockaddr_un sun;
+	char host[256], path[CFG_URL_MAX];
 	config_setting_t *s;
-	int r;
+	const char *why;
+	uint16_t port;
+	int tls;
 
-	if (get_path(ld, g, "listen", cfg->listen, sizeof cfg->listen) == -1)
+	if ((s = config_setting_get_member(g, "listen")) != NULL &&
+	    cfg->listen[0] == '\0')
+		return set_error(ld, s, "must not be empty");
+	if ((s = config_setting_get_member(g, "tcp")) != NULL &&
+	    cfg->tcp[0] != '\0' && parse_tcp(ld, s) == -1)
 		return -1;
-	if ((s = config_setting_get_member(g, "listen")) != NULL) {
-		if (cfg->listen[0] == '\0')
-			return set_error(ld, s, "must not be empty");
-		if (strlen(cfg->listen) >= sizeof sun.sun_path)
-			return set_error(ld, s,
-			                 "path too long for a Unix "
-			                 "socket (at most 107 bytes)");
-	}
-	if ((r = get_strbuf(ld, g, "tcp", cfg->tcp, sizeof cfg->tcp)) == -1)
+	if ((s = config_setting_get_member(g, "access_log")) != NULL &&
+	    strcmp(cfg->access_log, "off") != 0 &&
+	    resolve_path(ld, s, cfg->access_log, sizeof cfg->access_log) == -1)
 		return -1;
-	if (r == 1 && cfg->tcp[0] != '\0' &&
-	    parse_tcp(ld, config_setting_get_member(g, "tcp")) == -1)
-		return -1;
-	r = get_strbuf(ld, g, "access_log", cfg->access_log,
-	               sizeof cfg->access_log);
-	if (r == 1 && strcmp(cfg->access_log, "off") != 0)
-		r = resolve_path(ld, config_setting_get_member(g, "access_log"),
-		                 cfg->access_log, sizeof cfg->access_log);
-	return r == -1 ? -1 : 0;
-}
-
-static int
-parse_log_format(const char *s)
-{
-	if (strcmp(s, "text") == 0)
-		return LOGF_TEXT;
-	if (strcmp(s, "json") == 0)
-		return LOGF_JSON;
-	return -1;
+	if ((s = config_setting_get_member(g, "on_event_webhook")) != NULL &&
+	    cfg->on_event_webhook[0] != '\0' &&
+	    cfg_url_split(cfg->on_event_webhook, &tls, host, sizeof host, &port,
+	                  path, sizeof path, &why) == -1)
+		return set_error(ld, s, "%s", why);
+	return 0;
 }
 
 /* The daemon section. */
 static int
 parse_daemon(struct loader *ld, const config_setting_t *g)
 {
-	static const char *const keys[] = {
-	    "workers",          "listen",    "listen_mode", "tcp",
-	    "health_table",     "log_level", "log_format",  "access_log",
-	    "drain_timeout_ms", "user",      "group",       "on_event_exec",
-	    "on_event_webhook", NULL};
-	struct cfg *cfg = ld->cfg;
-	char host[256], path[CFG_URL_MAX];
-	uint16_t port;
-	int tls, r;
-	const char *why;
-
 	ld_context(ld, ".", "daemon");
 	if (g == NULL)
 		return 0;
-	if (check_known(ld, g, keys, "daemon") == -1 ||
-	    get_int(ld, g, "workers", 1, 16, &cfg->workers) == -1 ||
-	    get_mode(ld, g) == -1 || daemon_special(ld, g) == -1 ||
-	    get_path(ld, g, "health_table", cfg->health_table,
-	             sizeof cfg->health_table) == -1 ||
-	    get_enum(ld, g, "log_level", log_parse_level,
-	             "error, warn, info or debug", &cfg->log_level) == -1 ||
-	    get_enum(ld, g, "log_format", parse_log_format, "text or json",
-	             &cfg->log_format) == -1 ||
-	    get_int(ld, g, "drain_timeout_ms", 0, INT_MAX,
-	            &cfg->drain_timeout_ms) == -1 ||
-	    get_strbuf(ld, g, "user", cfg->user, sizeof cfg->user) == -1 ||
-	    get_strbuf(ld, g, "group", cfg->group, sizeof cfg->group) == -1 ||
-	    get_path(ld, g, "on_event_exec", cfg->on_event_exec,
-	             sizeof cfg->on_event_exec) == -1)
+	if (check_known(ld, g, CFG_SEC_DAEMON, NULL, "daemon") == -1 ||
+	    read_section(ld, g, CFG_SEC_DAEMON, ld->cfg) == -1)
 		return -1;
-	r = get_strbuf(ld, g, "on_event_webhook", cfg->on_event_webhook,
-	               sizeof cfg->on_event_webhook);
-	if (r == 1 && cfg->on_event_webhook[0] != '\0' &&
-	    cfg_url_split(cfg->on_event_webhook, &tls, host, sizeof host, &port,
-	                  path, sizeof path, &why) == -1)
-		return set_error(
-		    ld, config_setting_get_member(g, "on_event_webhook"), "%s",
-		    why);
-	return r == -1 ? -1 : 0;
+	return daemon_special(ld, g);
 }
 
 /* The first of members a and b of g that is present. */
@@ -610,59 +897,11 @@ router_check(struct loader *ld, const config_setting_t *g)
 static int
 parse_router(struct loader *ld, const config_setting_t *g)
 {
-	static const char *const keys[] = {"strategy",
-	                                   "num_retries",
-	                                   "backoff_base_ms",
-	                                   "backoff_max_ms",
-	                                   "timeout_ms",
-	                                   "attempt_timeout_ms",
-	                                   "first_token_timeout_ms",
-	                                   "stream_idle_timeout_ms",
-	                                   "allowed_fails",
-	                                   "cooldown_s",
-	                                   "circuit_failure_threshold",
-	                                   "circuit_recovery_s",
-	                                   "circuit_max_s",
-	                                   "latency_buffer",
-	                                   "queue_when_cooling",
-	                                   "retry_budget_ratio",
-	                                   "retry_budget_floor",
-	                                   "max_ttft_p95_ms",
-	                                   NULL};
-	struct cfg *c = ld->cfg;
-
 	ld_context(ld, ".", "router");
 	if (g == NULL)
 		return 0;
-	if (check_known(ld, g, keys, "router") == -1 ||
-	    get_enum(ld, g, "strategy", cfg_strategy_parse,
-	             "ordered, weighted, least-busy, latency or usage",
-	             &c->strategy) == -1 ||
-	    get_int(ld, g, "num_retries", 0, 10, &c->num_retries) == -1 ||
-	    get_int(ld, g, "backoff_base_ms", 0, INT_MAX,
-	            &c->backoff_base_ms) ||
-	    get_int(ld, g, "backoff_max_ms", 0, INT_MAX, &c->backoff_max_ms) ||
-	    get_int(ld, g, "timeout_ms", 1, INT_MAX, &c->timeout_ms) ||
-	    get_int(ld, g, "attempt_timeout_ms", 1, INT_MAX,
-	            &c->attempt_timeout_ms) ||
-	    get_int(ld, g, "first_token_timeout_ms", 1, INT_MAX,
-	            &c->first_token_timeout_ms) ||
-	    get_int(ld, g, "stream_idle_timeout_ms", 1, INT_MAX,
-	            &c->stream_idle_timeout_ms) ||
-	    get_int(ld, g, "allowed_fails", 0, INT_MAX, &c->allowed_fails) ||
-	    get_int(ld, g, "cooldown_s", 0, INT_MAX, &c->cooldown_s) ||
-	    get_int(ld, g, "circuit_failure_threshold", 1, INT_MAX,
-	            &c->circuit_failure_threshold) ||
-	    get_int(ld, g, "circuit_recovery_s", 1, INT_MAX,
-	            &c->circuit_recovery_s) ||
-	    get_int(ld, g, "circuit_max_s", 1, INT_MAX, &c->circuit_max_s) ||
-	    get_double(ld, g, "latency_buffer", 0, 10, &c->latency_buffer) ||
-	    get_bool(ld, g, "queue_when_cooling", &c->queue_when_cooling) ||
-	    get_double(ld, g, "retry_budget_ratio", 0, 1,
-	               &c->retry_budget_ratio) ||
-	    get_int(ld, g, "retry_budget_floor", 0, INT_MAX,
-	            &c->retry_budget_floor) ||
-	    get_int(ld, g, "max_ttft_p95_ms", 0, INT_MAX, &c->max_ttft_p95_ms))
+	if (check_known(ld, g, CFG_SEC_ROUTER, NULL, "router") == -1 ||
+	    read_section(ld, g, CFG_SEC_ROUTER, ld->cfg) == -1)
 		return -1;
 	return router_check(ld, g);
 }
@@ -854,17 +1093,14 @@ deploy_url(struct loader *ld, const config_setting_t *s, struct deploy_cfg *d)
 	return 0;
 }
 
-/* Deployment provider, model, azure_deployment, base_url, api_version. */
+/* Deployment model, azure_deployment, base_url, api_version (the provider
+ * is read). */
 static int
 deploy_provider(struct loader *ld, const config_setting_t *s,
                 struct deploy_cfg *d)
 {
 	int r;
 
-	d->provider = PROV_OPENAI;
-	if (get_enum(ld, s, "provider", cfg_provider_parse,
-	             "openai, azure, anthropic or gemini", &d->provider) == -1)
-		return -1;
 	if ((r = get_strbuf(ld, s, "model", d->model, sizeof d->model)) == -1)
 		return -1;
 	if (r == 0 || d->model[0] == '\0') {
@@ -925,40 +1161,17 @@ deploy_key(struct loader *ld, const config_setting_t *s, struct deploy_cfg *d)
 	return 0;
 }
 
-/* Deployment limits, weights and per-deployment router overrides. */
+/* A deployment's backoff_base_ms must not exceed the router's
+ * backoff_max_ms. */
 static int
-deploy_numbers(struct loader *ld, const config_setting_t *s,
-               struct deploy_cfg *d)
+deploy_check(struct loader *ld, const config_setting_t *s,
+             const struct deploy_cfg *d)
 {
-	config_setting_t *m;
-
-	d->weight = 1;
-	d->num_retries = d->attempt_timeout_ms = d->backoff_base_ms = -1;
-	d->first_token_timeout_ms = d->stream_idle_timeout_ms = -1;
-	if (get_int(ld, s, "weight", 0, 1000000, &d->weight) == -1 ||
-	    get_long(ld, s, "rpm", 0, LONG_MAX, &d->rpm) == -1 ||
-	    get_long(ld, s, "tpm", 0, LONG_MAX, &d->tpm) == -1 ||
-	    get_long(ld, s, "context_window", 0, LONG_MAX,
-	             &d->context_window) == -1 ||
-	    get_long(ld, s, "max_tokens", 0, LONG_MAX, &d->max_tokens) == -1 ||
-	    get_int(ld, s, "num_retries", 0, 10, &d->num_retries) == -1 ||
-	    get_int(ld, s, "attempt_timeout_ms", 1, INT_MAX,
-	            &d->attempt_timeout_ms) == -1 ||
-	    get_int(ld, s, "backoff_base_ms", 0, INT_MAX,
-	            &d->backoff_base_ms) == -1 ||
-	    get_int(ld, s, "first_token_timeout_ms", 1, INT_MAX,
-	            &d->first_token_timeout_ms) == -1 ||
-	    get_int(ld, s, "stream_idle_timeout_ms", 1, INT_MAX,
-	            &d->stream_idle_timeout_ms) == -1 ||
-	    get_int(ld, s, "max_ttft_p95_ms", 0, INT_MAX,
-	            &d->max_ttft_p95_ms) == -1)
-		return -1;
-	m = config_setting_get_member(s, "backoff_base_ms");
 	if (d->backoff_base_ms > ld->cfg->backoff_max_ms)
-		return set_error(ld, m,
-		                 "must not exceed router.backoff_max_ms "
-		                 "(%d)",
-		                 ld->cfg->backoff_max_ms);
+		return set_error(
+		    ld, config_setting_get_member(s, "backoff_base_ms"),
+		    "must not exceed router.backoff_max_ms (%d)",
+		    ld->cfg->backoff_max_ms);
 	return 0;
 }
 
@@ -1092,51 +1305,12 @@ deploy_headers(struct loader *ld, const config_setting_t *s,
 	return 0;
 }
 
-/* Append s as a JSON string. */
-static void
-json_str(struct buf *b, const char *s)
-{
-	buf_addc(b, '"');
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\') {
-			buf_addc(b, '\\');
-			buf_addc(b, (char)c);
-		} else if (c == '\n')
-			buf_adds(b, "\\n");
-		else if (c == '\t')
-			buf_adds(b, "\\t");
-		else if (c == '\r')
-			buf_adds(b, "\\r");
-		else if (c < 0x20 || c == 0x7f)
-			buf_printf(b, "\\u%04x", c);
-		else
-			buf_addc(b, (char)c);
-	}
-	buf_addc(b, '"');
-}
-
-/* Append a float as the shortest JSON number that reads back the same. */
-static void
-json_float(struct buf *b, double v)
-{
-	char tmp[40];
-
-	snprintf(tmp, sizeof tmp, "%.15g", v);
-	if (strtod(tmp, NULL) != v)
-		snprintf(tmp, sizeof tmp, "%.17g", v);
-	if (strpbrk(tmp, ".eE") == NULL)
-		strcat(tmp, ".0");
-	buf_adds(b, tmp);
-}
-
-static int json_value(struct loader *, struct buf *, const config_setting_t *,
+static int json_value(struct loader *, struct jw *, const config_setting_t *,
                       int);
 
-/* Append the members (object) or elements (array) of aggregate s. */
+/* Write the members (object) or elements (array) of aggregate s. */
 static int
-json_aggregate(struct loader *ld, struct buf *b, const config_setting_t *s,
+json_aggregate(struct loader *ld, struct jw *w, const config_setting_t *s,
                int depth)
 {
 	int obj = config_setting_type(s) == CONFIG_TYPE_GROUP;
@@ -1144,26 +1318,28 @@ json_aggregate(struct loader *ld, struct buf *b, const config_setting_t *s,
 
 	if (depth > PARAMS_MAX_DEPTH)
 		return ld_error(ld, s, "%s: params nested too deeply", ld->ctx);
-	buf_addc(b, obj ? '{' : '[');
+	if (obj)
+		jw_obj(w);
+	else
+		jw_arr(w);
 	for (int i = 0; i < n; i++) {
 		config_setting_t *m = config_setting_get_elem(s, (unsigned)i);
 
-		if (i > 0)
-			buf_addc(b, ',');
-		if (obj) {
-			json_str(b, config_setting_name(m));
-			buf_addc(b, ':');
-		}
-		if (json_value(ld, b, m, depth + 1) == -1)
+		if (obj)
+			jw_key(w, config_setting_name(m));
+		if (json_value(ld, w, m, depth + 1) == -1)
 			return -1;
 	}
-	buf_addc(b, obj ? '}' : ']');
+	if (obj)
+		jw_obj_end(w);
+	else
+		jw_arr_end(w);
 	return 0;
 }
 
-/* Append setting s as a JSON value. */
+/* Write setting s as a JSON value. */
 static int
-json_value(struct loader *ld, struct buf *b, const config_setting_t *s,
+json_value(struct loader *ld, struct jw *w, const config_setting_t *s,
            int depth)
 {
 	const char *v;
@@ -1172,7 +1348,7 @@ json_value(struct loader *ld, struct buf *b, const config_setting_t *s,
 	switch (config_setting_type(s)) {
 	case CONFIG_TYPE_INT:
 	case CONFIG_TYPE_INT64:
-		buf_printf(b, "%lld", config_setting_get_int64(s));
+		jw_int(w, config_setting_get_int64(s));
 		return 0;
 	case CONFIG_TYPE_FLOAT:
 		if (!isfinite(f = config_setting_get_float(s)))
@@ -1180,19 +1356,19 @@ json_value(struct loader *ld, struct buf *b, const config_setting_t *s,
 			                "%s: params: not a finite "
 			                "number",
 			                ld->ctx);
-		json_float(b, f);
+		jw_num(w, f);
 		return 0;
 	case CONFIG_TYPE_BOOL:
-		buf_adds(b, config_setting_get_bool(s) ? "true" : "false");
+		jw_bool(w, config_setting_get_bool(s));
 		return 0;
 	case CONFIG_TYPE_STRING:
 		if (expand(ld, s, "params", config_setting_get_string(s), &v) ==
 		    -1)
 			return -1;
-		json_str(b, v);
+		jw_cstr(w, v);
 		return 0;
 	default:
-		return json_aggregate(ld, b, s, depth);
+		return json_aggregate(ld, w, s, depth);
 	}
 }
 
@@ -1206,6 +1382,7 @@ deploy_params(struct loader *ld, const config_setting_t *s,
 	                                       NULL};
 	config_setting_t *p = config_setting_get_member(s, "params");
 	struct buf b = {0};
+	struct jw w;
 
 	if (p == NULL)
 		return 0;
@@ -1217,7 +1394,8 @@ deploy_params(struct loader *ld, const config_setting_t *s,
 			    ld, config_setting_get_member(p, reserved[i]),
 			    "%s: params.%s is set by llmfd", ld->ctx,
 			    reserved[i]);
-	if (json_aggregate(ld, &b, p, 0) == -1) {
+	jw_init(&w, &b);
+	if (json_aggregate(ld, &w, p, 0) == -1) {
 		buf_free(&b);
 		return -1;
 	}
@@ -1233,31 +1411,7 @@ static int
 parse_deploy(struct loader *ld, const config_setting_t *s, int idx,
              struct deploy_cfg *d)
 {
-	static const char *const keys[] = {"name",
-	                                   "group",
-	                                   "provider",
-	                                   "model",
-	                                   "azure_deployment",
-	                                   "base_url",
-	                                   "api_key",
-	                                   "weight",
-	                                   "rpm",
-	                                   "tpm",
-	                                   "context_window",
-	                                   "ca_file",
-	                                   "api_version",
-	                                   "max_tokens",
-	                                   "num_retries",
-	                                   "attempt_timeout_ms",
-	                                   "backoff_base_ms",
-	                                   "first_token_timeout_ms",
-	                                   "stream_idle_timeout_ms",
-	                                   "max_ttft_p95_ms",
-	                                   "system_prompt_append",
-	                                   "headers",
-	                                   "params",
-	                                   NULL};
-
+	set_defaults(CFG_SEC_DEPLOY, d);
 	d->line = config_setting_source_line(s);
 	if (config_setting_type(s) != CONFIG_TYPE_GROUP)
 		return ld_error(ld, s,
@@ -1265,9 +1419,10 @@ parse_deploy(struct loader *ld, const config_setting_t *s, int idx,
 		                "{ ... }",
 		                idx);
 	if (deploy_names(ld, s, idx, d) == -1 ||
-	    check_known(ld, s, keys, ld->ctx) == -1 ||
-	    deploy_provider(ld, s, d) == -1 || deploy_key(ld, s, d) == -1 ||
-	    deploy_numbers(ld, s, d) == -1 || deploy_files(ld, s, d) == -1 ||
+	    check_known(ld, s, CFG_SEC_DEPLOY, NULL, ld->ctx) == -1 ||
+	    read_section(ld, s, CFG_SEC_DEPLOY, d) == -1 ||
+	    deploy_check(ld, s, d) == -1 || deploy_provider(ld, s, d) == -1 ||
+	    deploy_key(ld, s, d) == -1 || deploy_files(ld, s, d) == -1 ||
 	    deploy_headers(ld, s, d) == -1 || deploy_params(ld, s, d) == -1)
 		return -1;
 	return 0;
@@ -1326,7 +1481,7 @@ build_groups(struct loader *ld, const config_setting_t *list)
 		if (g == -1) {
 			g = cfg->ngroup++;
 			memcpy(cfg->groups[g].name, d->group, CFG_NAME_MAX);
-			cfg->groups[g].strategy = -1;
+			set_defaults(CFG_SEC_GROUP, &cfg->groups[g]);
 			cfg->groups[g].deploy =
 			    xcalloc((size_t)cfg->ndeploy, sizeof(int));
 		}
@@ -1346,33 +1501,10 @@ build_groups(struct loader *ld, const config_setting_t *list)
 	return 0;
 }
 
-static int
-parse_resume(const char *s)
-{
-	if (strcmp(s, "off") == 0)
-		return RESUME_OFF;
-	if (strcmp(s, "continue") == 0)
-		return RESUME_CONTINUE;
-	return -1;
-}
-
-static int
-parse_hedge(const char *s)
-{
-	if (strcmp(s, "off") == 0)
-		return 0;
-	if (strcmp(s, "p95") == 0)
-		return 1;
-	return -1;
-}
-
 /* One element of `groups`: settings for an existing group. */
 static int
 parse_group(struct loader *ld, const config_setting_t *s, int idx, char *seen)
 {
-	static const char *const keys[] = {"name",          "strategy",
-	                                   "stream_resume", "hedge_after_ms",
-	                                   "hedge",         NULL};
 	char name[CFG_NAME_MAX];
 	struct group_cfg *g;
 	int r, gi;
@@ -1399,16 +1531,8 @@ parse_group(struct loader *ld, const config_setting_t *s, int idx, char *seen)
 	seen[gi] = 1;
 	g = &ld->cfg->groups[gi];
 	ld_context(ld, ": ", "group '%s'", name);
-	if (check_known(ld, s, keys, ld->ctx) == -1 ||
-	    get_enum(ld, s, "strategy", cfg_strategy_parse,
-	             "ordered, weighted, least-busy, latency or usage",
-	             &g->strategy) == -1 ||
-	    get_enum(ld, s, "stream_resume", parse_resume, "off or continue",
-	             &g->stream_resume) == -1 ||
-	    get_int(ld, s, "hedge_after_ms", 0, INT_MAX, &g->hedge_after_ms) ==
-	        -1 ||
-	    get_enum(ld, s, "hedge", parse_hedge, "p95 or off",
-	             &g->hedge_p95) == -1)
+	if (check_known(ld, s, CFG_SEC_GROUP, NULL, ld->ctx) == -1 ||
+	    read_section(ld, s, CFG_SEC_GROUP, g) == -1)
 		return -1;
 	if (g->hedge_p95 && g->hedge_after_ms > 0)
 		return ld_error(ld, s,
@@ -1472,7 +1596,7 @@ parse_fallback(struct loader *ld, const char *what, const config_setting_t *s,
 	if (config_setting_type(s) != CONFIG_TYPE_GROUP)
 		return ld_error(ld, s, "%s: expected a group { ... }", ld->ctx);
 	fl->n = idx + 1;
-	if (check_known(ld, s, keys, ld->ctx) == -1 ||
+	if (check_known(ld, s, -1, keys, ld->ctx) == -1 ||
 	    (r = get_strbuf(ld, s, "group", f->group, sizeof f->group)) == -1)
 		return -1;
 	if (r == 0)
@@ -1529,38 +1653,6 @@ parse_fallbacks(struct loader *ld, const config_setting_t *root,
 	return 0;
 }
 
-/* Built-in defaults (see cfg.h). */
-static void
-cfg_defaults(struct cfg *cfg)
-{
-	cfg->workers = 2;
-	snprintf(cfg->listen, sizeof cfg->listen, "%s", DEFAULT_LISTEN);
-	cfg->listen_mode = 0660;
-	snprintf(cfg->health_table, sizeof cfg->health_table, "%s",
-	         DEFAULT_HEALTH_TABLE);
-	cfg->log_level = LOG_LVL_INFO;
-	cfg->log_format = LOGF_TEXT;
-	cfg->drain_timeout_ms = 30000;
-	cfg->strategy = STRAT_ORDERED;
-	cfg->num_retries = 2;
-	cfg->backoff_base_ms = 250;
-	cfg->backoff_max_ms = 8000;
-	cfg->timeout_ms = 60000;
-	cfg->attempt_timeout_ms = 30000;
-	cfg->first_token_timeout_ms = 10000;
-	cfg->stream_idle_timeout_ms = 30000;
-	cfg->allowed_fails = 3;
-	cfg->cooldown_s = 30;
-	cfg->circuit_failure_threshold = 5;
-	cfg->circuit_recovery_s = 30;
-	cfg->circuit_max_s = 600;
-	cfg->latency_buffer = 0.1;
-	cfg->queue_when_cooling = 1;
-	cfg->retry_budget_ratio = 0.2;
-	cfg->retry_budget_floor = 10;
-	cfg->max_ttft_p95_ms = 0;
-}
-
 /* Walk the parsed tree into ld->cfg. */
 static int
 parse_root(struct loader *ld, const config_setting_t *root)
@@ -1576,7 +1668,7 @@ parse_root(struct loader *ld, const config_setting_t *root)
 	config_setting_t *dmn, *router, *deploys, *groups;
 	struct cfg *cfg = ld->cfg;
 
-	if (check_known(ld, root, keys, NULL) == -1 ||
+	if (check_known(ld, root, -1, keys, NULL) == -1 ||
 	    get_section(ld, root, "daemon", CONFIG_TYPE_GROUP, &dmn) ||
 	    get_section(ld, root, "router", CONFIG_TYPE_GROUP, &router) ||
 	    get_section(ld, root, "deployments", CONFIG_TYPE_LIST, &deploys) ||
@@ -1650,7 +1742,8 @@ cfg_load(const char *file, char **cause)
 	ld.file = file;
 	ld.sep = ".";
 	ld.cfg = xcalloc(1, sizeof *ld.cfg);
-	cfg_defaults(ld.cfg);
+	set_defaults(CFG_SEC_DAEMON, ld.cfg);
+	set_defaults(CFG_SEC_ROUTER, ld.cfg);
 	config_init(&c);
 	r = read_file(&ld, &c);
 	if (r == 0)
@@ -1729,27 +1822,29 @@ cfg_find_fallback(const struct fallback_list *fl, const char *group)
 	return NULL;
 }
 
+/* The effective value of router setting f for deployment d: its override
+ * when set (not -1), else the router's. */
+#define EFF(cfg, d, f) ((d)->f != -1 ? (d)->f : (cfg)->f)
+
 /* Effective retries for d. */
 int
 cfg_eff_num_retries(const struct cfg *cfg, const struct deploy_cfg *d)
 {
-	return d->num_retries >= 0 ? d->num_retries : cfg->num_retries;
+	return EFF(cfg, d, num_retries);
 }
 
 /* Effective per-attempt timeout for d. */
 int
 cfg_eff_attempt_timeout_ms(const struct cfg *cfg, const struct deploy_cfg *d)
 {
-	return d->attempt_timeout_ms >= 0 ? d->attempt_timeout_ms
-	                                  : cfg->attempt_timeout_ms;
+	return EFF(cfg, d, attempt_timeout_ms);
 }
 
 /* Effective backoff base for d. */
 int
 cfg_eff_backoff_base_ms(const struct cfg *cfg, const struct deploy_cfg *d)
 {
-	return d->backoff_base_ms >= 0 ? d->backoff_base_ms
-	                               : cfg->backoff_base_ms;
+	return EFF(cfg, d, backoff_base_ms);
 }
 
 /* Effective first-token timeout for d. */
@@ -1757,8 +1852,7 @@ int
 cfg_eff_first_token_timeout_ms(const struct cfg *cfg,
                                const struct deploy_cfg *d)
 {
-	return d->first_token_timeout_ms >= 0 ? d->first_token_timeout_ms
-	                                      : cfg->first_token_timeout_ms;
+	return EFF(cfg, d, first_token_timeout_ms);
 }
 
 /* Effective stream idle timeout for d. */
@@ -1766,8 +1860,14 @@ int
 cfg_eff_stream_idle_timeout_ms(const struct cfg *cfg,
                                const struct deploy_cfg *d)
 {
-	return d->stream_idle_timeout_ms >= 0 ? d->stream_idle_timeout_ms
-	                                      : cfg->stream_idle_timeout_ms;
+	return EFF(cfg, d, stream_idle_timeout_ms);
+}
+
+/* Effective TTFT p95 limit for d; 0 is off, whether set on d or inherited. */
+int
+cfg_eff_max_ttft_p95_ms(const struct cfg *cfg, const struct deploy_cfg *d)
+{
+	return EFF(cfg, d, max_ttft_p95_ms);
 }
 
 /* Effective strategy for group g (NULL: the router's). */

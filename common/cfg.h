@@ -43,8 +43,9 @@ struct cfg_header {
 	char value[256];
 };
 
-/* One deployment. Integer overrides of router settings are -1 when unset;
- * use the cfg_eff_* helpers to read the effective value. */
+/* One deployment. A router setting the deployment may override (those with
+ * an override in cfg_settings[]) is -1 when unset, else the value set, 0
+ * included; read the effective value with the cfg_eff_* helpers. */
 struct deploy_cfg {
 	char name[CFG_NAME_MAX];
 	char group[CFG_NAME_MAX];
@@ -70,7 +71,7 @@ struct deploy_cfg {
 	int backoff_base_ms;        /* -1 = router's */
 	int first_token_timeout_ms; /* -1 = router's */
 	int stream_idle_timeout_ms; /* -1 = router's */
-	int max_ttft_p95_ms;        /* 0 = off */
+	int max_ttft_p95_ms;        /* -1 = router's, 0 = off */
 	char *system_prompt_append; /* heap, NULL if none */
 	char *params;               /* heap JSON object text, NULL if none */
 	int nheaders;
@@ -174,6 +175,47 @@ int cfg_eff_first_token_timeout_ms(const struct cfg *,
                                    const struct deploy_cfg *);
 int cfg_eff_stream_idle_timeout_ms(const struct cfg *,
                                    const struct deploy_cfg *);
+int cfg_eff_max_ttft_p95_ms(const struct cfg *, const struct deploy_cfg *);
 int cfg_eff_strategy(const struct cfg *, const struct group_cfg *);
+
+/* The table of scalar settings (after tmux options-table.c): the loader,
+ * the defaults, the per-deployment overrides, unknown-setting checks and
+ * llmfd.conf(5) all read it. */
+enum cfg_section {
+	CFG_SEC_DAEMON = 0, /* fields of struct cfg */
+	CFG_SEC_ROUTER,     /* fields of struct cfg */
+	CFG_SEC_DEPLOY,     /* fields of struct deploy_cfg */
+	CFG_SEC_GROUP,      /* fields of struct group_cfg */
+	CFG_SEC__MAX
+};
+
+enum cfg_type {
+	CFG_INT = 0, /* int, min..max */
+	CFG_LONG,    /* long, min..max */
+	CFG_BOOL,    /* int 0 or 1, written true or false */
+	CFG_DOUBLE,  /* double, min..max, written as an integer or a float */
+	CFG_STRING,  /* char[size], "$VAR" expanded */
+	CFG_PATH,    /* a CFG_STRING relative to the file's directory */
+	CFG_ENUM,    /* int: the index of its name in names */
+	CFG_MODE,    /* int file mode, octal string or integer, min..max */
+	CFG_OTHER    /* read by hand-written code, named for the key check */
+};
+
+struct cfg_setting {
+	const char *name;
+	enum cfg_section section;
+	enum cfg_type type;
+	long long min, max; /* numbers and modes; INT_MAX, LONG_MAX: no limit */
+	size_t off, size;   /* the field in the section's struct */
+	size_t dep_off;     /* router setting: its override in deploy_cfg, */
+	size_t dep_size;    /* which is -1 when unset; dep_size 0: none */
+	const char *def;    /* default as written in the file; NULL: -1 */
+	const char *const *names;   /* CFG_ENUM, NULL-terminated */
+	int (*parse)(const char *); /* CFG_ENUM with aliases, else NULL */
+	const char *doc;            /* for llmfd.conf(5); NULL for CFG_OTHER */
+};
+
+/* Every setting, in manual order; the last has name NULL. */
+extern const struct cfg_setting cfg_settings[];
 
 #endif

@@ -71,13 +71,15 @@ classify_is_context_text(const char *msg)
 	return 0;
 }
 
-/* Standard reason phrase for an HTTP status. */
-static const char *
-reason_phrase(int status)
+/* The one table of reason phrases for HTTP statuses (RFC 9110). */
+const char *
+http_reason(int status)
 {
 	switch (status) {
 	case 0:
 		return "Connection failed";
+	case 200:
+		return "OK";
 	case 400:
 		return "Bad Request";
 	case 401:
@@ -88,6 +90,8 @@ reason_phrase(int status)
 		return "Forbidden";
 	case 404:
 		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
 	case 408:
 		return "Request Timeout";
 	case 409:
@@ -98,6 +102,8 @@ reason_phrase(int status)
 		return "Unprocessable Content";
 	case 429:
 		return "Too Many Requests";
+	case 431:
+		return "Request Header Fields Too Large";
 	case 500:
 		return "Internal Server Error";
 	case 502:
@@ -179,7 +185,7 @@ text_message(const char *body, size_t len, int status, char *dst, size_t sz)
 	}
 	dst[w] = '\0';
 	if (w == 0)
-		snprintf(dst, sz, "%s", reason_phrase(status));
+		snprintf(dst, sz, "%s", http_reason(status));
 }
 
 /* Parse "<number><suffix>" (digits and one optional dot, surrounding
@@ -510,7 +516,7 @@ classify_http(int status, const char *body, size_t len,
 		text_message(body, len, status, e->message, sizeof(e->message));
 	else if (e->message[0] == '\0')
 		snprintf(e->message, sizeof(e->message), "%s",
-		         reason_phrase(status));
+		         http_reason(status));
 	redact_keys(e->message);
 	e->cls = status >= 400 && status <= 499 ? EC_BAD_REQUEST : EC_TRANSIENT;
 	for (i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {

@@ -49,4 +49,7 @@ int64_t classify_retry_after(const char *retry_after_ms,
 /* True if a message text reads as a context-window overflow. */
 int classify_is_context_text(const char *msg);
 
+/* The reason phrase for an HTTP status ("Error" if unknown). */
+const char *http_reason(int status);
+
 #endif

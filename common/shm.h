@@ -13,7 +13,8 @@
 #include "common/classify.h"
 
 #define SHM_MAGIC       0x544c48444d464c4cULL /* "LLMFDHLT" little-endian */
-#define SHM_VERSION     1
+#define SHM_VERSION     2
+#define SHM_NPROTO      8 /* client protocols counted */
 #define SHM_NSLOTS      256
 #define SHM_MAX_WORKERS 32
 #define SHM_HIST        24 /* bucket k: <= 250us << k; then +Inf */
@@ -124,6 +125,7 @@ struct shm_hdr_sh {
 	ai32 log_level; /* live log level; llmfctl log-level */
 	au64 worker_restarts;
 	au64 requests_total; /* client requests */
+	au64 requests_proto[SHM_NPROTO]; /* by client protocol (ingress id) */
 	/* retry budget: daemon-wide, per wall-clock minute */
 	au64 budget_min;
 	au64 budget_req_cur, budget_req_prev;

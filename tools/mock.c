@@ -1,5 +1,6 @@
 /* llmf-mock: a fake LLM upstream that answers in the OpenAI, Azure,
- * Anthropic or Gemini wire format and fails on demand (docs/mock.md). */
+ * Anthropic, Gemini or OpenAI Responses wire format and fails on demand
+ * (docs/mock.md). */
 #define JSMN_STATIC
 #define JSMN_STRICT
 #include <jsmn.h>
@@ -35,7 +36,7 @@
 #define MOCK_MAX_TOKS  (8 * 1024 * 1024) /* JSON tokens parsed per body */
 #define MOCK_FLUSH_TRY 1000              /* 2 ms waits for output to drain */
 
-enum fmt { FMT_OPENAI, FMT_AZURE, FMT_ANTHROPIC, FMT_GEMINI };
+enum fmt { FMT_OPENAI, FMT_AZURE, FMT_ANTHROPIC, FMT_GEMINI, FMT_RESPONSES };
 
 enum kind {
 	KIND_UNKNOWN,
@@ -54,11 +55,21 @@ enum mode {
 	MODE_STREAM_ERROR,
 	MODE_CUT,
 	MODE_STALL,
+	MODE_NO_DONE,
+	MODE_BAD_CHUNK,
+	MODE_TOOLS,
 	MODE_N
 };
 
 static const char *const mode_names[MODE_N] = {
-    "ok", "status", "hang", "close", "garbage", "stream-error", "cut", "stall"};
+    "ok",  "status", "hang",    "close",     "garbage", "stream-error",
+    "cut", "stall",  "no-done", "bad-chunk", "tools"};
+
+/* The tool call's fixed arguments, and the pieces a stream sends them in. */
+#define TOOL_ARGS    "{\"city\":\"Oslo\"}"
+#define TOOL_NPIECES 3
+static const char *const tool_pieces[TOOL_NPIECES] = {"{\"city\":", "\"Os",
+                                                      "lo\"}"};
 
 /* Behaviour options, settable on the command line and by /_mock/config. */
 struct mock_opts {
@@ -74,7 +85,9 @@ struct mock_opts {
 	int cut_after;
 	int usage_p;
 	int usage_c;
-	char message[512]; /* "": default text for the status */
+	int recover_after_ms; /* 0: the mode never wears off */
+	int tool_call;        /* answer requests with tools by a tool call */
+	char message[512];    /* "": default text for the status */
 	char error_code[128];
 	char finish[64];
 };
@@ -97,10 +110,14 @@ struct mreq {
 	int stream;
 	int include_usage;
 	int ninputs;
+	int tool;    /* answer with a call to tool_name */
+	int nchunks; /* content steps of the stream */
+	int evseq;   /* next Responses sequence_number */
 	int step;
 	int flush_tries;
 	long long created;
 	char model[128];
+	char tool_name[128]; /* first tool of the request, "" if none */
 };
 
 /* The whole server: one per process. */
@@ -116,6 +133,8 @@ struct mock {
 	int served; /* requests that got the mode (fail_first) */
 	unsigned long long pct_seq; /* requests seen by fail_percent */
 	unsigned long long seq;
+	long long epoch_ms;   /* recover_after_ms counts from here */
+	struct buf last_body; /* raw body of the last provider request */
 	struct buf log[MOCK_NLOG];
 	size_t log_next;
 	size_t log_count;
@@ -422,6 +441,8 @@ static const struct optdef optdefs[] = {
     OPT_INT("cut_after", cut_after, 0, 100000),
     {"usage", OT_USAGE, offsetof(struct mock_opts, usage_p), 0, 0, 0},
     OPT_STR("finish", finish),
+    OPT_INT("recover_after_ms", recover_after_ms, 0, 86400000),
+    OPT_INT("tool_call", tool_call, 0, 1),
 };
 
 /* The option named name ("retry-after" and "retry_after" alike), or NULL. */
@@ -533,7 +554,8 @@ opts_json(struct buf *b, const struct mock_opts *o)
 	jesc(b, o->error_code);
 	buf_adds(b, ",\"finish\":");
 	jesc(b, o->finish);
-	buf_addc(b, '}');
+	buf_printf(b, ",\"recover_after_ms\":%d,\"tool_call\":%d}",
+	           o->recover_after_ms, o->tool_call);
 }
 
 /* ---- provider vocabulary ---- */
@@ -616,6 +638,13 @@ finish_name(int fmt, const char *f)
 	return f;
 }
 
+/* r's finish reason in format fmt: tool_calls for a tool call answer. */
+static const char *
+finish_of(const struct mreq *r, int fmt)
+{
+	return finish_name(fmt, r->tool ? "tool_calls" : r->o.finish);
+}
+
 /* ---- bodies ---- */
 
 /* Append the answer text "mock NAME says hi" (unquoted, escaped). */
@@ -654,19 +683,57 @@ answer_word(char *text, size_t size, int k, const char **w)
 	}
 }
 
-/* Append the text of content chunk k (0-based) as a quoted JSON string. */
+/* Append the text of content chunk k (0-based), escaped, unquoted. */
 static void
-chunk_text(struct buf *b, int k)
+chunk_raw(struct buf *b, int k)
 {
 	char text[512];
 	const char *w = "";
 	size_t l = answer_word(text, sizeof text, k, &w);
 
-	buf_addc(b, '"');
 	if (k > 0)
 		buf_addc(b, ' ');
 	jesc_raw(b, w, l);
+}
+
+/* Append the text of content chunk k (0-based) as a quoted JSON string. */
+static void
+chunk_text(struct buf *b, int k)
+{
 	buf_addc(b, '"');
+	chunk_raw(b, k);
+	buf_addc(b, '"');
+}
+
+/* Append r's whole answer text (escaped, unquoted): what its stream's
+ * chunks concatenate to, or the answer text when it does not stream. */
+static void
+answer_text(struct buf *b, const struct mreq *r)
+{
+	int k;
+
+	if (!r->stream) {
+		answer_raw(b);
+		return;
+	}
+	for (k = 0; k < r->nchunks; k++)
+		chunk_raw(b, k);
+}
+
+/* Append ",\"choices\":[{...\"message\":{...}" carrying r's tool call. */
+static void
+oa_tool_message(struct buf *b, const struct mreq *r)
+{
+	buf_printf(b,
+	           ",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+	           "\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":"
+	           "\"call_mock%llu\",\"type\":\"function\",\"function\":{"
+	           "\"name\":",
+	           r->seq);
+	jesc(b, r->tool_name);
+	buf_adds(b, ",\"arguments\":");
+	jesc(b, TOOL_ARGS);
+	buf_adds(b, "}}],\"refusal\":null}");
 }
 
 /* Append an OpenAI / Azure chat.completion. */
@@ -679,12 +746,16 @@ body_openai(struct buf *b, struct mreq *r)
 	    "\"created\":%lld,\"model\":",
 	    r->seq, r->created);
 	jesc(b, r->model);
-	buf_adds(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":"
-	            "\"assistant\",\"content\":\"");
-	answer_raw(b);
-	buf_adds(b,
-	         "\",\"refusal\":null},\"logprobs\":null,\"finish_reason\":");
-	jesc(b, r->o.finish);
+	if (r->tool)
+		oa_tool_message(b, r);
+	else {
+		buf_adds(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+		            "\"assistant\",\"content\":\"");
+		answer_raw(b);
+		buf_adds(b, "\",\"refusal\":null}");
+	}
+	buf_adds(b, ",\"logprobs\":null,\"finish_reason\":");
+	jesc(b, finish_of(r, FMT_OPENAI));
 	buf_printf(
 	    b,
 	    "}],\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,"
@@ -701,10 +772,20 @@ body_anthropic(struct buf *b, struct mreq *r)
 	           "\"assistant\",\"model\":",
 	           r->seq);
 	jesc(b, r->model);
-	buf_adds(b, ",\"content\":[{\"type\":\"text\",\"text\":\"");
-	answer_raw(b);
-	buf_adds(b, "\"}],\"stop_reason\":");
-	jesc(b, finish_name(FMT_ANTHROPIC, r->o.finish));
+	if (r->tool) {
+		buf_printf(b,
+		           ",\"content\":[{\"type\":\"tool_use\",\"id\":"
+		           "\"toolu_mock%llu\",\"name\":",
+		           r->seq);
+		jesc(b, r->tool_name);
+		buf_adds(b, ",\"input\":" TOOL_ARGS "}]");
+	} else {
+		buf_adds(b, ",\"content\":[{\"type\":\"text\",\"text\":\"");
+		answer_raw(b);
+		buf_adds(b, "\"}]");
+	}
+	buf_adds(b, ",\"stop_reason\":");
+	jesc(b, finish_of(r, FMT_ANTHROPIC));
 	buf_printf(b,
 	           ",\"stop_sequence\":null,\"usage\":{\"input_tokens\":%d,"
 	           "\"output_tokens\":%d}}",
@@ -726,17 +807,144 @@ gemini_tail(struct buf *b, struct mreq *r, int usage)
 	buf_printf(b, ",\"responseId\":\"mock%llu\"}", r->seq);
 }
 
+/* Append a Gemini functionCall part for r's tool call. */
+static void
+gemini_call(struct buf *b, const struct mreq *r)
+{
+	buf_adds(b, "{\"functionCall\":{\"name\":");
+	jesc(b, r->tool_name);
+	buf_adds(b, ",\"args\":" TOOL_ARGS "}}");
+}
+
 /* Append a Gemini GenerateContentResponse carrying the whole answer. */
 static void
 body_gemini(struct buf *b, struct mreq *r)
 {
 	buf_adds(b, "{\"candidates\":[{\"content\":{\"role\":\"model\","
-	            "\"parts\":[{\"text\":\"");
-	answer_raw(b);
-	buf_adds(b, "\"}]},\"finishReason\":");
-	jesc(b, finish_name(FMT_GEMINI, r->o.finish));
+	            "\"parts\":[");
+	if (r->tool)
+		gemini_call(b, r);
+	else {
+		buf_adds(b, "{\"text\":\"");
+		answer_raw(b);
+		buf_adds(b, "\"}");
+	}
+	buf_adds(b, "]},\"finishReason\":");
+	jesc(b, finish_of(r, FMT_GEMINI));
 	buf_adds(b, ",\"index\":0}]");
 	gemini_tail(b, r, 1);
+}
+
+/* ---- OpenAI Responses ---- */
+
+enum resp_state { RESP_PENDING, RESP_DONE, RESP_FAILED };
+
+/* incomplete_details.reason of r's finished response, or NULL. */
+static const char *
+resp_incomplete(const struct mreq *r)
+{
+	if (r->tool)
+		return NULL;
+	if (strcmp(r->o.finish, "length") == 0)
+		return "max_output_tokens";
+	if (strcmp(r->o.finish, "content_filter") == 0)
+		return "content_filter";
+	return NULL;
+}
+
+/* Append r's output item, empty and in progress or done. */
+static void
+resp_item(struct buf *b, const struct mreq *r, int done)
+{
+	const char *st = !done                ? "in_progress"
+	                 : resp_incomplete(r) ? "incomplete"
+	                                      : "completed";
+
+	if (r->tool) {
+		buf_printf(b,
+		           "{\"type\":\"function_call\",\"id\":\"fc_mock%llu\","
+		           "\"call_id\":\"call_mock%llu\",\"name\":",
+		           r->seq, r->seq);
+		jesc(b, r->tool_name);
+		buf_adds(b, ",\"arguments\":");
+		jesc(b, done ? TOOL_ARGS : "");
+		buf_printf(b, ",\"status\":\"%s\"}", st);
+		return;
+	}
+	buf_printf(b,
+	           "{\"type\":\"message\",\"id\":\"msg_mock%llu\",\"role\":"
+	           "\"assistant\",\"status\":\"%s\",\"content\":[",
+	           r->seq, st);
+	if (done) {
+		buf_adds(b, "{\"type\":\"output_text\",\"text\":\"");
+		answer_text(b, r);
+		buf_adds(b, "\",\"annotations\":[],\"logprobs\":[]}");
+	}
+	buf_adds(b, "]}");
+}
+
+/* Append the error object of a failed response. */
+static void
+resp_error(struct buf *b, const struct mreq *r)
+{
+	const struct errdef *d = errdef_find(r->o.status);
+	const char *code = r->o.error_code[0] ? r->o.error_code : d->oa_code;
+
+	buf_adds(b, "{\"code\":");
+	jesc(b, code != NULL ? code : "server_error");
+	buf_adds(b, ",\"message\":");
+	jesc(b, r->o.message[0] ? r->o.message : d->msg);
+	buf_addc(b, '}');
+}
+
+/* Append a Responses usage object. */
+static void
+resp_usage(struct buf *b, const struct mreq *r)
+{
+	buf_printf(b,
+	           "{\"input_tokens\":%d,\"input_tokens_details\":{\"cached_"
+	           "tokens\":0},\"output_tokens\":%d,\"output_tokens_details\":"
+	           "{\"reasoning_tokens\":0},\"total_tokens\":%d}",
+	           r->o.usage_p, r->o.usage_c, r->o.usage_p + r->o.usage_c);
+}
+
+/* Append a Responses object in state st (enum resp_state). */
+static void
+body_responses(struct buf *b, const struct mreq *r, int st)
+{
+	const char *why = st == RESP_DONE ? resp_incomplete(r) : NULL;
+	const char *status = st == RESP_PENDING  ? "in_progress"
+	                     : st == RESP_FAILED ? "failed"
+	                     : why != NULL       ? "incomplete"
+	                                         : "completed";
+
+	buf_printf(b,
+	           "{\"id\":\"resp_mock%llu\",\"object\":\"response\","
+	           "\"created_at\":%lld,\"status\":\"%s\",\"model\":",
+	           r->seq, r->created, status);
+	jesc(b, r->model);
+	buf_adds(b, ",\"error\":");
+	if (st == RESP_FAILED)
+		resp_error(b, r);
+	else
+		buf_adds(b, "null");
+	buf_adds(b, ",\"incomplete_details\":");
+	if (why != NULL)
+		buf_printf(b, "{\"reason\":\"%s\"}", why);
+	else
+		buf_adds(b, "null");
+	buf_adds(b,
+	         ",\"instructions\":null,\"metadata\":{},"
+	         "\"parallel_tool_calls\":true,\"temperature\":1,\"top_p\":1,"
+	         "\"tool_choice\":\"auto\",\"tools\":[],\"output\":[");
+	if (st == RESP_DONE)
+		resp_item(b, r, 1);
+	buf_adds(b, "],\"usage\":");
+	if (st == RESP_DONE)
+		resp_usage(b, r);
+	else
+		buf_adds(b, "null");
+	buf_addc(b, '}');
 }
 
 /* Append an embeddings answer with one vector per input. */
@@ -783,6 +991,9 @@ body_answer(struct buf *b, struct mreq *r)
 		break;
 	case FMT_GEMINI:
 		body_gemini(b, r);
+		break;
+	case FMT_RESPONSES:
+		body_responses(b, r, RESP_DONE);
 		break;
 	default:
 		body_openai(b, r);
@@ -901,6 +1112,29 @@ frame_azure_filter(struct buf *b)
 	            "\"filtered\":false,\"severity\":\"safe\"}}}]}\n\n");
 }
 
+/* Append the OpenAI delta for step s (1..nchunks) of a tool call stream:
+ * the call's id and name at step 0, then pieces of its arguments. */
+static void
+oa_tool_delta(struct buf *b, struct mreq *r, int s)
+{
+	if (s == 0) {
+		buf_printf(b,
+		           "[{\"index\":0,\"delta\":{\"role\":\"assistant\","
+		           "\"content\":null,\"tool_calls\":[{\"index\":0,"
+		           "\"id\":\"call_mock%llu\",\"type\":\"function\","
+		           "\"function\":{\"name\":",
+		           r->seq);
+		jesc(b, r->tool_name);
+		buf_adds(b, ",\"arguments\":\"\"}}]},\"finish_reason\":null}]}"
+		            "\n\n");
+		return;
+	}
+	buf_adds(b, "[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,"
+	            "\"function\":{\"arguments\":");
+	jesc(b, tool_pieces[s - 1]);
+	buf_adds(b, "}}]},\"finish_reason\":null}]}\n\n");
+}
+
 /* Append the OpenAI / Azure frames for stream step s. */
 static void
 frame_openai(struct buf *b, struct mreq *r, int s)
@@ -908,19 +1142,23 @@ frame_openai(struct buf *b, struct mreq *r, int s)
 	if (s == 0 && r->fmt == FMT_AZURE)
 		frame_azure_filter(b);
 	oa_chunk_open(b, r);
+	if (r->tool && s <= r->nchunks) {
+		oa_tool_delta(b, r, s);
+		return;
+	}
 	if (s == 0) {
 		buf_adds(b, "[{\"index\":0,\"delta\":{\"role\":\"assistant\","
 		            "\"content\":\"\"},\"finish_reason\":null}]}\n\n");
 		return;
 	}
-	if (s <= r->o.chunks) {
+	if (s <= r->nchunks) {
 		buf_adds(b, "[{\"index\":0,\"delta\":{\"content\":");
 		chunk_text(b, s - 1);
 		buf_adds(b, "},\"finish_reason\":null}]}\n\n");
 		return;
 	}
 	buf_adds(b, "[{\"index\":0,\"delta\":{},\"finish_reason\":");
-	jesc(b, r->o.finish);
+	jesc(b, finish_of(r, FMT_OPENAI));
 	buf_adds(b, "}]}\n\n");
 	if (r->include_usage) {
 		oa_chunk_open(b, r);
@@ -931,7 +1169,8 @@ frame_openai(struct buf *b, struct mreq *r, int s)
 		           r->o.usage_p, r->o.usage_c,
 		           r->o.usage_p + r->o.usage_c);
 	}
-	buf_adds(b, "data: [DONE]\n\n");
+	if (r->mode != MODE_NO_DONE)
+		buf_adds(b, "data: [DONE]\n\n");
 }
 
 /* Append the Anthropic message_start, content_block_start and ping events. */
@@ -949,8 +1188,16 @@ frame_anthropic_start(struct buf *b, struct mreq *r)
 	           "\"input_tokens\":%d,\"output_tokens\":1}}}\n\n",
 	           r->o.usage_p);
 	buf_adds(b, "event: content_block_start\ndata: {\"type\":"
-	            "\"content_block_start\",\"index\":0,\"content_block\":{"
-	            "\"type\":\"text\",\"text\":\"\"}}\n\n");
+	            "\"content_block_start\",\"index\":0,\"content_block\":");
+	if (r->tool) {
+		buf_printf(b,
+		           "{\"type\":\"tool_use\",\"id\":\"toolu_mock%llu\","
+		           "\"name\":",
+		           r->seq);
+		jesc(b, r->tool_name);
+		buf_adds(b, ",\"input\":{}}}\n\n");
+	} else
+		buf_adds(b, "{\"type\":\"text\",\"text\":\"\"}}\n\n");
 	buf_adds(b, "event: ping\ndata: {\"type\":\"ping\"}\n\n");
 }
 
@@ -962,11 +1209,17 @@ frame_anthropic(struct buf *b, struct mreq *r, int s)
 		frame_anthropic_start(b, r);
 		return;
 	}
-	if (s <= r->o.chunks) {
+	if (s <= r->nchunks) {
 		buf_adds(b, "event: content_block_delta\ndata: {\"type\":"
-		            "\"content_block_delta\",\"index\":0,\"delta\":{"
-		            "\"type\":\"text_delta\",\"text\":");
-		chunk_text(b, s - 1);
+		            "\"content_block_delta\",\"index\":0,\"delta\":{");
+		if (r->tool) {
+			buf_adds(b, "\"type\":\"input_json_delta\","
+			            "\"partial_json\":");
+			jesc(b, tool_pieces[s - 1]);
+		} else {
+			buf_adds(b, "\"type\":\"text_delta\",\"text\":");
+			chunk_text(b, s - 1);
+		}
 		buf_adds(b, "}}\n\n");
 		return;
 	}
@@ -974,36 +1227,168 @@ frame_anthropic(struct buf *b, struct mreq *r, int s)
 	            "\"content_block_stop\",\"index\":0}\n\n");
 	buf_adds(b, "event: message_delta\ndata: {\"type\":\"message_delta\","
 	            "\"delta\":{\"stop_reason\":");
-	jesc(b, finish_name(FMT_ANTHROPIC, r->o.finish));
+	jesc(b, finish_of(r, FMT_ANTHROPIC));
 	buf_printf(
 	    b, ",\"stop_sequence\":null},\"usage\":{\"output_tokens\":%d}}\n\n",
 	    r->o.usage_c);
-	buf_adds(b,
-	         "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+	if (r->mode != MODE_NO_DONE)
+		buf_adds(b, "event: message_stop\ndata: {\"type\":"
+		            "\"message_stop\"}\n\n");
 }
 
 /* Append the Gemini frame for stream step s (none for the preamble). */
 static void
 frame_gemini(struct buf *b, struct mreq *r, int s)
 {
-	int last = s > r->o.chunks;
+	int last = s > r->nchunks;
 
 	if (s == 0)
 		return;
 	buf_adds(b, "data: {\"candidates\":[{\"content\":{\"role\":\"model\","
-	            "\"parts\":[{\"text\":");
-	if (last)
-		buf_adds(b, "\"\"");
-	else
+	            "\"parts\":[");
+	if (last && r->tool)
+		gemini_call(b, r);
+	else if (last)
+		buf_adds(b, "{\"text\":\"\"}");
+	else {
+		buf_adds(b, "{\"text\":");
 		chunk_text(b, s - 1);
-	buf_adds(b, "}]}");
+		buf_addc(b, '}');
+	}
+	buf_adds(b, "]}");
 	if (last) {
 		buf_adds(b, ",\"finishReason\":");
-		jesc(b, finish_name(FMT_GEMINI, r->o.finish));
+		jesc(b, finish_of(r, FMT_GEMINI));
 	}
 	buf_adds(b, ",\"index\":0}]");
 	gemini_tail(b, r, last);
 	buf_adds(b, "\n\n");
+}
+
+/* Append the head of a Responses event, up to its sequence_number. */
+static void
+resp_event(struct buf *b, struct mreq *r, const char *type)
+{
+	buf_printf(b,
+	           "event: %s\ndata: {\"type\":\"%s\",\"sequence_number\":%d",
+	           type, type, r->evseq++);
+}
+
+/* Append a Responses event carrying the response object in state st. */
+static void
+resp_event_obj(struct buf *b, struct mreq *r, const char *type, int st)
+{
+	resp_event(b, r, type);
+	buf_adds(b, ",\"response\":");
+	body_responses(b, r, st);
+	buf_adds(b, "}\n\n");
+}
+
+/* Append the item_id, output_index (and content_index) of r's item. */
+static void
+resp_ids(struct buf *b, const struct mreq *r)
+{
+	if (r->tool)
+		buf_printf(b, ",\"item_id\":\"fc_mock%llu\",\"output_index\":0",
+		           r->seq);
+	else
+		buf_printf(b,
+		           ",\"item_id\":\"msg_mock%llu\",\"output_index\":0,"
+		           "\"content_index\":0",
+		           r->seq);
+}
+
+/* Append an output_item.added / .done event for r's item. */
+static void
+resp_item_event(struct buf *b, struct mreq *r, int done)
+{
+	resp_event(b, r,
+	           done ? "response.output_item.done"
+	                : "response.output_item.added");
+	buf_adds(b, ",\"output_index\":0,\"item\":");
+	resp_item(b, r, done);
+	buf_adds(b, "}\n\n");
+}
+
+/* Append Responses step 0: created, in_progress, item (and part) added. */
+static void
+frame_responses_start(struct buf *b, struct mreq *r)
+{
+	resp_event_obj(b, r, "response.created", RESP_PENDING);
+	resp_event_obj(b, r, "response.in_progress", RESP_PENDING);
+	resp_item_event(b, r, 0);
+	if (r->tool)
+		return;
+	resp_event(b, r, "response.content_part.added");
+	resp_ids(b, r);
+	buf_adds(b, ",\"part\":{\"type\":\"output_text\",\"text\":\"\","
+	            "\"annotations\":[]}}\n\n");
+}
+
+/* Append the Responses delta event for content chunk k. */
+static void
+frame_responses_delta(struct buf *b, struct mreq *r, int k)
+{
+	if (r->tool) {
+		resp_event(b, r, "response.function_call_arguments.delta");
+		resp_ids(b, r);
+		buf_adds(b, ",\"delta\":");
+		jesc(b, tool_pieces[k]);
+		buf_adds(b, "}\n\n");
+		return;
+	}
+	resp_event(b, r, "response.output_text.delta");
+	resp_ids(b, r);
+	buf_adds(b, ",\"delta\":");
+	chunk_text(b, k);
+	buf_adds(b, ",\"logprobs\":[]}\n\n");
+}
+
+/* Append the Responses events that close r's text or arguments. */
+static void
+frame_responses_done(struct buf *b, struct mreq *r)
+{
+	if (r->tool) {
+		resp_event(b, r, "response.function_call_arguments.done");
+		resp_ids(b, r);
+		buf_adds(b, ",\"name\":");
+		jesc(b, r->tool_name);
+		buf_adds(b, ",\"arguments\":");
+		jesc(b, TOOL_ARGS);
+		buf_adds(b, "}\n\n");
+		return;
+	}
+	resp_event(b, r, "response.output_text.done");
+	resp_ids(b, r);
+	buf_adds(b, ",\"text\":\"");
+	answer_text(b, r);
+	buf_adds(b, "\",\"logprobs\":[]}\n\n");
+	resp_event(b, r, "response.content_part.done");
+	resp_ids(b, r);
+	buf_adds(b, ",\"part\":{\"type\":\"output_text\",\"text\":\"");
+	answer_text(b, r);
+	buf_adds(b, "\",\"annotations\":[]}}\n\n");
+}
+
+/* Append the OpenAI Responses events for stream step s. */
+static void
+frame_responses(struct buf *b, struct mreq *r, int s)
+{
+	if (s == 0) {
+		frame_responses_start(b, r);
+		return;
+	}
+	if (s <= r->nchunks) {
+		frame_responses_delta(b, r, s - 1);
+		return;
+	}
+	frame_responses_done(b, r);
+	resp_item_event(b, r, 1);
+	if (r->mode != MODE_NO_DONE)
+		resp_event_obj(b, r,
+		               resp_incomplete(r) ? "response.incomplete"
+		                                  : "response.completed",
+		               RESP_DONE);
 }
 
 /* Append the frames for stream step s in r's format. */
@@ -1016,6 +1401,9 @@ frame_step(struct buf *b, struct mreq *r, int s)
 		break;
 	case FMT_GEMINI:
 		frame_gemini(b, r, s);
+		break;
+	case FMT_RESPONSES:
+		frame_responses(b, r, s);
 		break;
 	default:
 		frame_openai(b, r, s);
@@ -1034,9 +1422,38 @@ frame_error(struct buf *b, struct mreq *r)
 		buf_adds(b, "}}\n\n");
 		return;
 	}
+	if (r->fmt == FMT_RESPONSES) {
+		resp_event_obj(b, r, "response.created", RESP_PENDING);
+		resp_event_obj(b, r, "response.failed", RESP_FAILED);
+		return;
+	}
 	buf_adds(b, "data: ");
 	body_error(b, r);
 	buf_adds(b, "\n\n");
+}
+
+/* Append an event whose data is not valid JSON, in r's format. */
+static void
+frame_bad(struct buf *b, const struct mreq *r)
+{
+	switch (r->fmt) {
+	case FMT_ANTHROPIC:
+		buf_adds(b,
+		         "event: content_block_delta\ndata: {\"type\":"
+		         "\"content_block_delta\",\"index\":0,\"delta\":{\n\n");
+		break;
+	case FMT_GEMINI:
+		buf_adds(b, "data: {\"candidates\":[{\n\n");
+		break;
+	case FMT_RESPONSES:
+		buf_adds(b,
+		         "event: response.output_text.delta\ndata: {\"type\":"
+		         "\"response.output_text.delta\",\"delta\":\n\n");
+		break;
+	default:
+		buf_adds(b, "data: {\"choices\":[{\n\n");
+		break;
+	}
 }
 
 /* ---- replies ---- */
@@ -1069,14 +1486,14 @@ reason_phrase(int code)
 	}
 }
 
-/* Send a complete reply with body b (may free the request). */
+/* Send a complete reply with body b of type ctype (may free the request). */
 static void
-reply_send(struct evhttp_request *req, int code, unsigned long long seq,
-           struct buf *b)
+reply_send_type(struct evhttp_request *req, int code, unsigned long long seq,
+                const char *ctype, struct buf *b)
 {
 	struct evbuffer *evb = evbuffer_new();
 
-	reply_headers(req, "application/json", seq);
+	reply_headers(req, ctype, seq);
 	if (evb == NULL || b->oom || evbuffer_add(evb, b->data, b->len) == -1) {
 		evhttp_send_error(req, 500, "mock out of memory");
 		goto out;
@@ -1086,6 +1503,14 @@ out:
 	if (evb != NULL)
 		evbuffer_free(evb);
 	buf_free(b);
+}
+
+/* Send a complete JSON reply with body b (may free the request). */
+static void
+reply_send(struct evhttp_request *req, int code, unsigned long long seq,
+           struct buf *b)
+{
+	reply_send_type(req, code, seq, "application/json", b);
 }
 
 /* Send b as one chunk of a started reply; -1 on failure. */
@@ -1194,6 +1619,7 @@ mreq_new(struct evhttp_request *req)
 	r->seq = ++M.seq;
 	r->created = (long long)time(NULL);
 	r->ninputs = 1;
+	r->nchunks = r->o.chunks;
 	snprintf(r->model, sizeof r->model, "mock-model");
 	LIST_INSERT_HEAD(&M.live, r, entry);
 	evhttp_request_set_on_complete_cb(req, mreq_complete, r);
@@ -1294,13 +1720,18 @@ static void
 stream_step(struct mreq *r)
 {
 	struct buf b = {0};
-	int s = r->step, last = r->o.chunks + 1;
+	int s = r->step, last = r->nchunks + 1;
+	int bad =
+	    (r->o.cut_after < r->nchunks ? r->o.cut_after : r->nchunks) + 1;
 
-	if (r->mode != MODE_OK && s >= 1 && s - 1 >= r->o.cut_after) {
+	if ((r->mode == MODE_CUT || r->mode == MODE_STALL) && s >= 1 &&
+	    s - 1 >= r->o.cut_after) {
 		if (r->mode == MODE_CUT)
 			mreq_cut(r);
 		return; /* stall: stay silent until the client leaves */
 	}
+	if (r->mode == MODE_BAD_CHUNK && s == bad)
+		frame_bad(&b, r);
 	frame_step(&b, r, s);
 	if (reply_chunk(r->req, &b) == -1)
 		log_warnx("request %llu: out of memory", r->seq);
@@ -1319,6 +1750,8 @@ mreq_act(struct mreq *r)
 {
 	switch (r->mode) {
 	case MODE_OK:
+	case MODE_NO_DONE:
+	case MODE_BAD_CHUNK:
 		if (r->stream)
 			stream_step(r);
 		else
@@ -1396,6 +1829,8 @@ mreq_start(struct mreq *r)
 	case MODE_STREAM_ERROR:
 	case MODE_CUT:
 	case MODE_STALL:
+	case MODE_NO_DONE:
+	case MODE_BAD_CHUNK:
 		if (r->stream)
 			stream_start(r);
 		break;
@@ -1460,6 +1895,9 @@ route(struct mreq *r, const char *path)
 	else if (ends_with(path, "/v1/messages")) {
 		r->kind = KIND_CHAT;
 		r->fmt = FMT_ANTHROPIC;
+	} else if (ends_with(path, "/responses")) {
+		r->kind = KIND_CHAT;
+		r->fmt = FMT_RESPONSES;
 	}
 }
 
@@ -1472,6 +1910,51 @@ count_inputs(const jsmntok_t *t, int i)
 	if (t[i].size > 0 && t[i + 1].type == JSMN_PRIMITIVE)
 		return 1; /* one input given as token ids */
 	return t[i].size;
+}
+
+/* Copy string token i into dst if it is a non-empty string that fits. */
+static int
+jname(const char *js, const jsmntok_t *t, int i, char *dst, size_t size)
+{
+	if (i < 0 || t[i].type != JSMN_STRING || t[i].end == t[i].start)
+		return -1;
+	return jstr(js, &t[i], dst, size);
+}
+
+/* Name of tool declaration i (OpenAI Chat "function.name", Gemini
+ * "functionDeclarations[0].name", else "name") into r->tool_name. */
+static int
+tool_decl(struct mreq *r, const char *js, const jsmntok_t *t, int i)
+{
+	int f;
+
+	if ((f = jget(js, t, i, "function")) >= 0)
+		return jname(js, t, jget(js, t, f, "name"), r->tool_name,
+		             sizeof r->tool_name);
+	if ((f = jget(js, t, i, "functionDeclarations")) < 0)
+		f = jget(js, t, i, "function_declarations");
+	if (f >= 0)
+		return t[f].type == JSMN_ARRAY && t[f].size > 0
+		           ? jname(js, t, jget(js, t, f + 1, "name"),
+		                   r->tool_name, sizeof r->tool_name)
+		           : -1;
+	return jname(js, t, jget(js, t, i, "name"), r->tool_name,
+	             sizeof r->tool_name);
+}
+
+/* Find the first named tool in the body's "tools" array. */
+static void
+tool_find(struct mreq *r, const char *js, const jsmntok_t *t)
+{
+	int a = jget(js, t, 0, "tools"), i, k;
+
+	r->tool_name[0] = '\0';
+	if (a < 0 || t[a].type != JSMN_ARRAY)
+		return;
+	for (k = 0, i = a + 1; k < t[a].size; k++, i = jskip(t, i))
+		if (tool_decl(r, js, t, i) == 0)
+			return;
+	r->tool_name[0] = '\0';
 }
 
 /* Read stream, model and input counts from the body; -1 if malformed. */
@@ -1493,6 +1976,8 @@ parse_body(struct mreq *r, const char *js, size_t len)
 		    jstr(js, &t[i], r->model, sizeof r->model) == -1)
 			snprintf(r->model, sizeof r->model, "mock-model");
 	}
+	if (r->kind == KIND_CHAT)
+		tool_find(r, js, t);
 	if (r->kind == KIND_EMBED)
 		r->ninputs = count_inputs(t, jget(js, t, 0, "input"));
 	else if (r->kind == KIND_EMBEDN)
@@ -1567,20 +2052,55 @@ pct_spared(void)
 	return (k + 1) * p / 100 == k * p / 100;
 }
 
-/* The mode this request gets, honouring fail_percent and fail_first. */
+/* Monotonic milliseconds. */
+static long long
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Whether recover_after_ms has passed since start-up, config or reset. */
 static int
-pick_mode(const struct mreq *r)
+recovered(void)
+{
+	return M.o.recover_after_ms > 0 &&
+	       now_ms() - M.epoch_ms >= M.o.recover_after_ms;
+}
+
+/* The mode this request gets, honouring recover_after_ms, fail_percent
+ * and fail_first; "tools" becomes "ok" with a tool call. */
+static int
+pick_mode(struct mreq *r)
 {
 	int mode = M.o.mode;
 
-	if (pct_spared())
+	if (recovered() || pct_spared())
 		return MODE_OK;
 	if (M.o.fail_first > 0 && M.served >= M.o.fail_first)
 		return MODE_OK;
 	M.served++;
 	if (!r->stream && mode == MODE_STREAM_ERROR)
 		return MODE_STATUS;
+	if (!r->stream && (mode == MODE_NO_DONE || mode == MODE_BAD_CHUNK))
+		return MODE_OK;
+	if (mode == MODE_TOOLS) {
+		r->tool = 1;
+		return MODE_OK;
+	}
 	return mode;
+}
+
+/* Settle whether r answers with a tool call, and its stream's length. */
+static void
+pick_answer(struct mreq *r)
+{
+	r->tool = r->kind == KIND_CHAT && r->tool_name[0] != '\0' &&
+	          (r->tool || r->o.tool_call);
+	if (r->tool)
+		r->nchunks = r->fmt == FMT_GEMINI ? 0 : TOOL_NPIECES;
 }
 
 /* Count r in the stats. */
@@ -1625,6 +2145,8 @@ provider_request(struct evhttp_request *req, const char *path)
 		return;
 	}
 	log_request(req, body, len);
+	buf_reset(&M.last_body);
+	buf_add(&M.last_body, body, len);
 	if ((r = mreq_new(req)) == NULL) {
 		evhttp_send_error(req, 500, "mock out of memory");
 		return;
@@ -1638,6 +2160,7 @@ provider_request(struct evhttp_request *req, const char *path)
 		            "request.");
 	else
 		r->mode = pick_mode(r);
+	pick_answer(r);
 	if (r->kind != KIND_CHAT)
 		r->stream = 0;
 	count_request(r);
@@ -1685,6 +2208,30 @@ control_requests(struct evhttp_request *req)
 		buf_add(&b, e->data, e->len);
 	}
 	buf_addc(&b, ']');
+	control_reply(req, 200, &b);
+}
+
+/* GET /_mock/last (the last request's log entry) or /_mock/last/body (its
+ * raw body); 404 before the first provider request. */
+static void
+control_last(struct evhttp_request *req, int raw)
+{
+	struct buf b = {0};
+	const struct buf *e;
+
+	if (M.log_count == 0) {
+		buf_adds(&b, "{\"error\":\"no provider request yet\"}");
+		control_reply(req, 404, &b);
+		return;
+	}
+	if (raw) {
+		buf_add(&b, M.last_body.data, M.last_body.len);
+		reply_send_type(req, 200, ++M.seq, "application/octet-stream",
+		                &b);
+		return;
+	}
+	e = &M.log[(M.log_next + MOCK_NLOG - 1) % MOCK_NLOG];
+	buf_add(&b, e->data, e->len);
 	control_reply(req, 200, &b);
 }
 
@@ -1743,6 +2290,7 @@ control_config(struct evhttp_request *req)
 	M.o = o;
 	M.served = 0;
 	M.pct_seq = 0;
+	M.epoch_ms = now_ms();
 	opts_json(&b, &M.o);
 	control_reply(req, 200, &b);
 }
@@ -1756,7 +2304,9 @@ control_reset(struct evhttp_request *req)
 	memset(&M.st, 0, sizeof M.st);
 	M.served = 0;
 	M.pct_seq = 0;
+	M.epoch_ms = now_ms();
 	M.log_next = M.log_count = 0;
+	buf_reset(&M.last_body);
 	buf_adds(&b, "{\"ok\":true}");
 	control_reply(req, 200, &b);
 }
@@ -1775,6 +2325,10 @@ control_request(struct evhttp_request *req, const char *what)
 		control_config(req);
 	else if (strcmp(what, "reset") == 0)
 		control_reset(req);
+	else if (strcmp(what, "last") == 0)
+		control_last(req, 0);
+	else if (strcmp(what, "last/body") == 0)
+		control_last(req, 1);
 	else {
 		buf_adds(&b, "{\"error\":\"unknown /_mock endpoint\"}");
 		control_reply(req, 404, &b);
@@ -1904,7 +2458,8 @@ static void __attribute__((noreturn)) usage(void)
 	    "                 [--fail-percent N]\n"
 	    "                 [--latency-ms N] [--chunks N] [--chunk-delay-ms "
 	    "N]\n"
-	    "                 [--cut-after N] [--usage P,C] [--finish R] "
+	    "                 [--cut-after N] [--usage P,C] [--finish R]\n"
+	    "                 [--recover-after-ms MS] [--tool-call 0|1] "
 	    "[-v]\n");
 	exit(2);
 }
@@ -2007,6 +2562,7 @@ mock_free(void)
 		SSL_CTX_free(M.ssl);
 	for (i = 0; i < MOCK_NLOG; i++)
 		buf_free(&M.log[i]);
+	buf_free(&M.last_body);
 	event_base_free(M.base);
 	libevent_global_shutdown();
 }
@@ -2038,6 +2594,7 @@ main(int argc, char **argv)
 	M.name = "mock";
 	opts_default(&M.o);
 	LIST_INIT(&M.live);
+	M.epoch_ms = now_ms();
 	parse_args(&a, argc, argv);
 	if ((M.base = event_base_new()) == NULL)
 		fatalx("event_base_new failed");

@@ -113,6 +113,7 @@ al_text(struct buf *b, int64_t wall_ms, const struct access_rec *a)
 	al_time(ts, wall_ms);
 	buf_printf(b, "time=%s", ts);
 	al_text_str(b, "id", a->id);
+	al_text_str(b, "proto", a->proto ? a->proto : "-");
 	al_text_str(b, "model", a->model);
 	al_text_str(b, "deployment", a->deployment);
 	al_text_str(b, "provider", a->provider);
@@ -140,6 +141,8 @@ al_json(struct buf *b, int64_t wall_ms, const struct access_rec *a)
 	jw_cstr(&jw, ts);
 	jw_key(&jw, "id");
 	jw_cstr(&jw, a->id);
+	jw_key(&jw, "proto");
+	jw_cstr(&jw, a->proto ? a->proto : "-");
 	jw_key(&jw, "model");
 	jw_cstr(&jw, a->model);
 	jw_key(&jw, "deployment");

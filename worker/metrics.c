@@ -9,6 +9,7 @@
 
 #include "common/clock.h"
 #include "common/status.h"
+#include "worker/ingress.h"
 #include "worker/worker.h"
 
 #define RLX memory_order_relaxed
@@ -256,6 +257,15 @@ metrics_header(struct buf *b, const struct shm_hdr_sh *h)
 	metrics_scalar(b, "llmfd_requests_total", "counter",
 	               "Client requests routed (valid model).",
 	               atomic_load_explicit(&h->requests_total, RLX));
+	metrics_head(b, "llmfd_requests_by_protocol_total", "counter",
+	             "Client requests routed, by client protocol.");
+	for (int i = 0; i < ING__MAX; i++)
+		buf_printf(b,
+		           "llmfd_requests_by_protocol_total{protocol=\"%s\"} "
+		           "%llu\n",
+		           ingress_names[i],
+		           (unsigned long long)atomic_load_explicit(
+		               &h->requests_proto[i], RLX));
 	metrics_scalar(b, "llmfd_retry_budget_denied_total", "counter",
 	               "Retries refused by the daemon-wide retry budget.",
 	               atomic_load_explicit(&h->budget_denied, RLX));

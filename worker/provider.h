@@ -1,7 +1,10 @@
 /* The provider seam: one file per provider under worker/providers/.
  * A provider turns the client's OpenAI-shaped request into its own wire
  * format, and its replies (whole, streamed, or errors) back into OpenAI
- * shapes. Providers are pure functions over buffers: no I/O, no event loop,
+ * shapes. When the client spoke the provider's own format (native
+ * passthrough), the client's body goes up with only `model` and llmfd's
+ * fields changed, and replies and events come back byte for byte.
+ * Providers are pure functions over buffers: no I/O, no event loop,
  * so they are unit-tested with golden files. */
 #ifndef LLMFD_PROVIDER_H
 #define LLMFD_PROVIDER_H
@@ -15,6 +18,11 @@
 
 enum endpoint { EP_CHAT = 0, EP_EMBED };
 
+/* Wire formats a client or an upstream speaks: OpenAI Chat Completions,
+ * Anthropic Messages, OpenAI Responses. */
+enum wire_fmt { FMT_CHAT = 0, FMT_MESSAGES, FMT_RESPONSES };
+#define PROV_FMT(f) (1u << (f)) /* a bit of struct provider's formats */
+
 /* Everything a provider needs to build one upstream request. */
 struct prov_call {
 	const struct cfg *cfg;
@@ -24,13 +32,27 @@ struct prov_call {
 	int stream;
 	int include_usage;
 	/* Top-level keys of the client body never forwarded (llmfd's own
-	 * extensions: fallbacks, num_retries, timeout, stream_timeout,
-	 * metadata). NULL-terminated. */
+	 * extensions: fallbacks, num_retries, timeout, stream_timeout, and
+	 * metadata for a Chat body; a native Messages body keeps metadata,
+	 * which is Anthropic's). The engine picks the list; applied to req,
+	 * or to native when set. NULL-terminated. */
 	const char *const *drop_keys;
 	/* Stream continuation: text already sent to the client, to be
-	 * continued (assistant prefix or instruction). NULL when none. */
+	 * continued (assistant prefix or instruction). NULL when none; not
+	 * applied to a native body. */
 	const char *resume_text;
 	size_t resume_len;
+	/* Native passthrough: the engine sets native only to a format in the
+	 * provider's formats. The body is then sent as is but for `model`
+	 * (the deployment's) and drop_keys: no params, max_tokens or
+	 * system_prompt_append. */
+	const struct json *native; /* the client's own body when the engine
+	                              chose passthrough, else NULL */
+	int native_fmt;            /* its FMT_* */
+	const char *fwd_headers;   /* client headers to forward to a
+	                              same-family upstream, complete
+	                              "Name: value\r\n" lines (anthropic-version,
+	                              anthropic-beta), or NULL */
 };
 
 /* One upstream request. path includes the query string; headers are
@@ -68,6 +90,8 @@ struct stream_state {
 
 struct provider {
 	const char *name;
+	unsigned formats; /* bit (1u << FMT_*) for each wire format this
+	                     provider can take natively */
 	/* Build the upstream request. 0, or -1 with a reason in err (the
 	 * request cannot be expressed for this provider: a bad request). */
 	int (*build)(const struct prov_call *, struct prov_out *, char *err,
@@ -76,7 +100,8 @@ struct provider {
 	 * embeddings list for EP_EMBED) appended to out; fill usage. -1 with
 	 * e filled (class EC_TRANSIENT, "malformed upstream reply ...") when
 	 * the body cannot be understood. Sets *content_filter when the answer
-	 * was blocked by the provider's filter. */
+	 * was blocked by the provider's filter. With native set the body is
+	 * appended unchanged (usage, filter and errors noted all the same). */
 	int (*response)(const struct prov_call *, const char *body, size_t len,
 	                struct buf *out, struct usage *u, int *content_filter,
 	                struct upstream_error *e);
@@ -86,7 +111,12 @@ struct provider {
 	 * upstream stream is complete (the provider has written the final
 	 * usage chunk if include_usage asked for one; the engine then appends
 	 * "data: [DONE]"), -1 on an in-stream error or a malformed event with
-	 * e filled and classified. */
+	 * e filled and classified (nothing is written for it).
+	 * With native set, the event goes to out unchanged ("event: NAME\n"
+	 * when named, "data: DATA\n" per data line, "\n") while the state is
+	 * kept as for a translated stream; 1 comes with the provider's last
+	 * event (message_stop, response.completed), and the engine must not
+	 * append "data: [DONE]". */
 	int (*stream_event)(const struct prov_call *, struct stream_state *,
 	                    const char *event, size_t elen, const char *data,
 	                    size_t dlen, struct buf *out,
@@ -108,23 +138,148 @@ void stream_state_free(struct stream_state *);
 	"Your previous answer was cut off. Continue it exactly where it "      \
 	"stops, without repeating any of it and without any preamble."
 
+/* providers/provider.c: native passthrough */
+/* Copy the JSON object j (token 0) to out byte for byte, except that the
+ * value of top-level member key becomes the string val (the member is
+ * put first when absent) and top-level members named in drop
+ * (NULL-terminated, or NULL) are left out. */
+void prov_copy_obj(const struct json *, const char *key, const char *val,
+                   const char *const *drop, struct buf *out);
+/* Append the lines of pc->fwd_headers whose name starts with prefix (any
+ * case); whether a line named name was among them. */
+int prov_fwd_headers(const struct prov_call *, const char *prefix,
+                     const char *name, struct buf *out);
+/* Note what one parsed native event says in st: 0, 1 when it ends the
+ * stream, or -1 with e filled. */
+typedef int prov_note_fn(struct stream_state *, const struct json *,
+                         const char *ev, size_t elen, struct upstream_error *);
+/* A native stream_event: parse the event, note it with note and, unless
+ * that fails, append it to out as it came (see stream_event). */
+int prov_native_event(struct stream_state *, const char *ev, size_t elen,
+                      const char *data, size_t dlen, prov_note_fn *note,
+                      struct buf *out, struct upstream_error *);
+/* The index in names (NULL-terminated) of an event's type: its data's
+ * "type", else the SSE event name; -1 when none matches. */
+int prov_event_index(const struct json *, const char *ev, size_t elen,
+                     const char *const *names);
+
 /* providers/provider.c: helpers for OpenAI-shaped providers */
 /* Write an OpenAI "usage" member from u. */
 void prov_usage(struct jw *, const struct usage *);
 void prov_extra_headers(const struct deploy_cfg *, struct buf *);
-int prov_is_dropped(const struct prov_call *, int key_tok);
 void prov_openai_body(const struct prov_call *, const char *model,
                       struct buf *out);
 
 /* providers/provider.c: helpers for translating providers */
 #define PROV_RAW(jw, lit) jw_raw((jw), (lit), sizeof(lit) - 1)
-void prov_malformed(struct upstream_error *, const char *what);
+/* Fill e for a reply llmfd cannot understand (transient); -1. */
+int prov_malformed(struct upstream_error *, const char *what);
+/* Classify an error body as if it came with HTTP status (no hints). */
+void prov_error(int status, const char *body, size_t len,
+                struct upstream_error *);
+/* prov_error for an error object inside a 2xx reply or stream (500). */
 void prov_stream_error(const char *data, size_t dlen, struct upstream_error *);
+/* A whole-reply writer: the reply for parsed reply j appended to out,
+ * usage and content filtering noted; 0, or -1 with e filled. */
+typedef int prov_reply_fn(const struct prov_call *, const struct json *j,
+                          struct buf *out, struct usage *, int *cf,
+                          struct upstream_error *);
+/* A provider's response(): parse body, classify an error object in it (a
+ * non-null "error", or "type":"error"), else write it with fn (what fn
+ * wrote is dropped when it fails). */
+int prov_reply(const struct prov_call *, const char *body, size_t len,
+               prov_reply_fn *fn, struct buf *out, struct usage *, int *cf,
+               struct upstream_error *);
+/* Parse s into j; -1 with e filled (malformed: what) unless it is an
+ * object. */
+int prov_json_obj(struct json *, const char *s, size_t n, const char *what,
+                  struct upstream_error *);
+/* prov_json_obj, and -1 with e classified when it has a non-null "error". */
+int prov_json_reply(struct json *, const char *s, size_t n, const char *what,
+                    struct upstream_error *);
+/* Write the raw text of token t (null when t is absent). */
+void prov_raw(struct jw *, const struct json *, int t);
+/* Write JSON text s as a value: parsed when it is an object (any JSON if
+ * any is set), else as a string (any) or {}. */
+void prov_json_text(struct jw *, const char *s, size_t n, int any);
+/* Write a tool call's arguments (an object, or a JSON-text string) as a
+ * JSON object; {} when they are neither. */
+void prov_args_object(struct jw *, const struct json *, int args);
 /* The value token of key in the request, else in the deployment's params
  * (*src says which document); -1 when absent or null in both. */
 int prov_opt(const struct prov_call *, const char *key,
              const struct json **src);
+/* Write option key (number, clamped to [lo, hi]) as name. */
+void prov_num(const struct prov_call *, struct jw *, const char *key,
+              const char *name, double lo, double hi);
+/* Write option stop (string or array) as the string array name. */
+void prov_stop(const struct prov_call *, struct jw *, const char *name);
+/* max_completion_tokens or max_tokens (request, params), else the
+ * deployment's max_tokens; 0 when none is set. */
+long long prov_max_tokens(const struct prov_call *);
+/* Write tools as an array of {name, description?, params_key: schema};
+ * schema is the function's parameters, else dflt (NULL: left out). */
+void prov_tools(struct jw *, const struct json *, int tools,
+                const char *params_key, const char *dflt);
 void prov_urlenc(struct buf *, const char *s);
+
+/* Request translation for providers with their own message format
+ * (anthropic.c, gemini.c): prov_xlate_body walks the messages (system
+ * text lifted out, parts translated, consecutive turns of one role
+ * merged) and the dialect names what differs. */
+struct prov_xlate;
+struct prov_dialect {
+	const char *name;      /* error prefix ("anthropic") */
+	const char *partkey;   /* turn member holding the parts */
+	const char *assistant; /* the assistant role's name */
+	const char *text_type; /* "type" of a text part, NULL for none */
+	/* Image part templates, for a base64 data: URL and for another URL:
+	 * %m the media type (for the latter guessed from the extension),
+	 * %d the base64 data, %u the URL, each written as a JSON string. */
+	const char *image[2];
+	int prefill; /* resume text goes in as a last assistant turn */
+	int (*tool_calls)(struct prov_xlate *, struct jw *, int tcs);
+	/* A role "tool" message m (index i of the messages) as a part. */
+	int (*tool_result)(struct prov_xlate *, struct jw *, int m, int i);
+	/* Write the body's members, the turns (x->turns) among them. */
+	void (*members)(struct prov_xlate *, struct jw *);
+};
+struct prov_xlate {
+	const struct prov_dialect *dl;
+	const struct prov_call *pc;
+	const struct json *j;
+	int msgs;         /* the messages array token */
+	struct buf turns; /* the translated messages: a JSON array */
+	struct buf sys;   /* system text lifted out of the messages */
+	char *err;
+	size_t errsz;
+};
+/* Build the body for pc in out; -1 with err set if it cannot be. */
+int prov_xlate_body(const struct prov_call *, const struct prov_dialect *,
+                    struct buf *out, char *err, size_t errsz);
+/* Record why the request cannot be sent ("name: what"); always -1. */
+int prov_fail(struct prov_xlate *, const char *what);
+/* Append text to x->sys, separated by a blank line from what came before. */
+void prov_sys_add(struct prov_xlate *, const char *s, size_t n);
+/* Append the text of a content (string, or text parts joined by newlines)
+ * to t; -1 when it is neither (null or absent: nothing). */
+int prov_text_of(const struct json *, int c, struct buf *t);
+/* Write a message content (string or text/image_url parts) as parts. */
+int prov_content(struct prov_xlate *, struct jw *, int c);
+
+/* Reply writers. The chat.completion head: {"id","object","created",
+ * "model" (tokens id and model, else the fallbacks), left open. */
+void prov_completion_head(struct jw *, struct buf *out, const struct json *,
+                          int id, const char *fbid, int model,
+                          const char *fbmodel);
+/* "message":{"role":"assistant","content":text (NULL: null),"refusal":null
+ * left open for tool_calls. */
+void prov_message_open(struct jw *, const struct buf *text);
+/* The members of one tool call: "id" (token id, else fbid), "type",
+ * "function":{"name","arguments": raw text of args as a string, else
+ * noargs}. */
+void prov_tool_call(struct jw *, const struct json *, int id, const char *fbid,
+                    int name, int args, const char *noargs);
 /* Chunk writer: open writes "data: {id,object,created,model,choices:[{
  * index,delta:" leaving the delta value to the caller; close writes
  * finish_reason (NULL: null) and ends the line. */
@@ -132,27 +287,17 @@ void prov_chunk_open(struct stream_state *, struct buf *out, struct jw *,
                      int index);
 void prov_chunk_close(struct jw *, const char *finish);
 void prov_chunk_usage(struct stream_state *, struct buf *out);
-void prov_chunk_text(struct stream_state *, struct buf *out, const char *s,
-                     size_t n);
-/* Turn writer for role-alternating message lists: consecutive blocks of
- * the same role are merged into one turn. */
-struct prov_turns {
-	struct buf *out;
-	const char *partkey; /* "content" (anthropic) or "parts" (gemini) */
-	char role[16];
-	int open;
-};
-void prov_turns_begin(struct prov_turns *, struct buf *out,
-                      const char *partkey);
-/* Add the elements of the JSON array text arr as a turn of role. */
-void prov_turns_add(struct prov_turns *, const char *role, const char *arr,
-                    size_t n);
-void prov_turns_end(struct prov_turns *);
-/* Split "data:MEDIA;base64,DATA"; 0 or -1 if url is not such a URL. */
-/* The URL of an OpenAI image_url content part (string or {url}), unescaped
- * into out; 0, or -1 if the part has none. */
-int prov_image_url(const struct json *, int part, struct buf *out);
-int prov_data_url(const char *url, size_t n, const char **media, size_t *mlen,
-                  const char **data, size_t *dlen);
-
+/* Unescape string token t into st->partial and send it as a content delta
+ * unless empty; its length, or -1 when t is not a string. */
+int prov_chunk_str(struct stream_state *, struct buf *out, const struct json *,
+                   int t);
+/* The assistant role chunk, once (sets role_sent). */
+void prov_chunk_role(struct stream_state *, struct buf *out);
+/* An empty delta with finish_reason fin; sets finished. */
+void prov_chunk_finish(struct stream_state *, struct buf *out, const char *fin);
+/* A tool-call delta: open writes up to {"tool_calls":[{"index":index, for
+ * the caller's members; close ends the chunk and notes a tool call. */
+void prov_tool_delta_open(struct stream_state *, struct buf *out, struct jw *,
+                          int index);
+void prov_tool_delta_close(struct stream_state *, struct jw *);
 #endif

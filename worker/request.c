@@ -1,30 +1,44 @@
-/* One client request: parse, pick candidates, run attempts against
- * upstreams with retries, backoff, fallbacks, hedging and one deadline,
- * and answer the client: whole, or as a stream that is started only once
+/* The request engine. One client request, one lifecycle:
+ *
+ *   req_start      the ingress parses the body into the canonical request
+ *   req_next       a loop: pick the next candidate (route.c) and start it,
+ *                  or wait for a cooling one, or give up
+ *   att_*          one upstream attempt (at most two at once: a hedge);
+ *                  its outcome is classified once and req_decide says what
+ *                  follows: retry after a backoff, next candidate, switch
+ *                  to a context/content chain, or fail
+ *   req_finish     the one way out: log, access log, send (whole reply,
+ *                  stream end, stream error or error reply), release
+ *
+ * Replies and stream chunks are canonical (OpenAI Chat Completions shapes)
+ * until the ingress encodes them for the client, unless a provider passed
+ * the client's own format through. A stream reaches the client only once
  * the first content has arrived, so any earlier failure can still fall
- * back. After bytes reached the client a failure either continues on the
- * next candidate (stream_resume = "continue") or ends the stream with an
- * error event and no [DONE]. */
+ * back; after that a failure either continues on the next candidate
+ * (stream_resume = "continue") or ends the stream with an error event in
+ * the client's protocol. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/http.h>
 
 #include "common/backoff.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "worker/ingress.h"
+#include "worker/request.h"
+#include "worker/route.h"
+#include "worker/upstream.h"
 #include "worker/worker.h"
 
-#define REQ_MAX_BODY  (32 << 20)
 #define REQ_MAX_TRAIL 12
 #define REQ_MAX_FREE  256 /* recycled request objects kept after a burst */
+#define REQ_KEEP_BUF  (64 << 10) /* bigger buffers are freed on recycling */
 #define ERRBODY_MAX   65536
 
 struct attempt_rec {
@@ -36,47 +50,49 @@ struct attempt_rec {
 	char msg[96];
 };
 
-/* One upstream attempt; a request runs at most two at once (a hedge). */
+/* One upstream attempt; a request runs at most two at once (a hedge).
+ * Buffers stay warm across requests; st is cleared for every attempt. */
 struct attempt {
 	struct req *r;
-	int active;
-	int d;
-	int hedge;  /* started by the hedge timer */
-	int resume; /* continues a cut stream */
-	struct upconn *up;
-	struct prov_call pc;
 	struct prov_out po;
-	const struct provider *prov;
-	int64_t t0_us, ttft_us;
-	struct up_resp resp;
-	int streaming, complete, in_stream_err;
 	struct buf rbody;
-	struct sse sse;
-	struct stream_state ss;
 	struct buf out;  /* translated, not yet sent */
 	struct buf text; /* content text this attempt produced */
-	struct usage usage;
+	struct sse sse;
+	struct stream_state ss;
 	struct event ev_timer; /* attempt / first token / idle */
+	struct {
+		int active;
+		int d;
+		int hedge;  /* started by the hedge timer */
+		int resume; /* continues a cut stream */
+		int native; /* the provider passes the client's format */
+		struct upconn *up;
+		struct prov_call pc;
+		const struct provider *prov;
+		int64_t t0_us, ttft_us;
+		struct up_resp resp;
+		int streaming, complete, in_stream_err;
+		struct usage usage;
+	} st;
 };
 
-struct req {
-	LIST_ENTRY(req) link;
-	struct req *next_free;
-	struct worker *w;
-	struct evhttp_request *hreq;
+/* Everything that belongs to one request, cleared with one memset. */
+struct req_st {
+	const struct client_ops *ops;
+	void *c; /* the client handle; NULL once it is gone */
+	const struct ingress *ig;
+	int phase;
 	char id[24];
-	int endpoint;
+	int64_t t0_us, deadline_ms;
 
-	/* the client's request */
-	struct json j;
-	const char *body;
-	size_t blen;
+	/* the request, as the engine reads it */
+	const struct json *doc; /* canonical document: &canon_j or &j */
+	char model[CFG_NAME_MAX];
 	int stream, include_usage;
 	int req_retries;    /* num_retries field, -1 if absent */
 	int first_token_ms; /* stream_timeout field, -1 if absent */
 	long est_tokens;
-	int64_t t0_us, deadline_ms;
-	char model[CFG_NAME_MAX];
 
 	/* candidates */
 	const struct group_cfg *groups[ROUTE_MAX_GROUPS];
@@ -94,29 +110,58 @@ struct req {
 	struct attempt_rec trail[REQ_MAX_TRAIL];
 	int ntrail;
 
-	/* attempts and the client side */
-	struct attempt att[2];
-	int served;           /* deployment that answered, -1 */
-	int client_started;   /* stream bytes reached the client */
-	int tool_stream;      /* a tool call was streamed */
-	struct buf sent_text; /* streamed text, for continuation */
-	struct buf out;
-	struct evbuffer *chunk; /* reused for every chunk sent to the client */
-	struct upstream_error uerr; /* the failure being handled (transient) */
-	struct event ev_deadline, ev_wait, ev_hedge;
+	/* the answer */
+	int served;         /* deployment that answered, -1 */
+	int tool_stream;    /* a tool call was streamed */
+	int close_after;    /* end the connection after this reply */
+	struct usage usage; /* of the attempt that answered */
+	int64_t ttft_us;    /* of the stream that answered, -1 */
+	int ig_ready;       /* ingress state initialised */
+	int native;         /* the answer passed the client's format through */
+	struct upstream_error uerr; /* the failure being handled */
 };
 
-static const char *const drop_keys[] = {
-    "fallbacks", "num_retries", "timeout", "stream_timeout", "metadata", NULL};
+struct req {
+	LIST_ENTRY(req) link;
+	struct req *next_free;
+	struct worker *w;
+	/* kept warm across requests */
+	struct json j; /* the client's body */
+	struct json
+	    canon_j; /* the canonical body, when the ingress wrote one */
+	struct buf canon;
+	struct buf out;       /* the reply / chunk being sent */
+	struct buf sent_text; /* streamed text, for continuation */
+	struct buf fwd;       /* client headers for a same-format upstream */
+	void *ig_state;       /* ingress encoder state */
+	size_t ig_size;
+	struct attempt att[2];
+	struct event ev_deadline, ev_wait, ev_hedge;
+	struct req_st s;
+};
+
+/* The request objects of this worker process. */
+static LIST_HEAD(, req) reqs = LIST_HEAD_INITIALIZER(reqs);
+static struct req *free_reqs;
+static int nfree, ninflight;
+
+/* The end of a request, as req_finish delivers it. */
+struct req_end {
+	int status; /* 200 with type NULL: success */
+	const char *type, *code;
+	const char *msg;
+	int d; /* the deployment an interrupted stream came from, or -1 */
+};
 
 static void req_next(struct req *);
-static void att_start(struct req *, int d, int hedge);
 static void att_failed(struct attempt *, enum errclass, int status,
                        const char *msg, int64_t retry_after_ms,
                        int should_retry);
-static void req_release(struct req *);
-static void req_destroy(struct req *);
-static void req_client_closed(struct evhttp_connection *, void *);
+static void req_finish(struct req *, const struct req_end *);
+static void req_deadline(evutil_socket_t, short, void *);
+static void req_wait_cb(evutil_socket_t, short, void *);
+static void req_hedge(evutil_socket_t, short, void *);
+static void att_timeout(evutil_socket_t, short, void *);
 
 static const struct up_cbs up_cbs;
 
@@ -124,36 +169,80 @@ static const struct up_cbs up_cbs;
 static struct req *
 req_get(struct worker *w)
 {
-	struct req *r = w->free_reqs;
+	struct req *r = free_reqs;
 
 	if (r) {
-		w->free_reqs = r->next_free;
-		w->nfree--;
+		free_reqs = r->next_free;
+		nfree--;
 		return r;
 	}
 	if ((r = calloc(1, sizeof *r)) == NULL)
 		return NULL;
 	r->w = w;
-	r->att[0].r = r->att[1].r = r;
-	if ((r->chunk = evbuffer_new()) == NULL) {
-		free(r);
-		return NULL;
+	for (int i = 0; i < 2; i++) {
+		r->att[i].r = r;
+		event_assign(&r->att[i].ev_timer, w->base, -1, 0, att_timeout,
+		             &r->att[i]);
 	}
+	event_assign(&r->ev_deadline, w->base, -1, 0, req_deadline, r);
+	event_assign(&r->ev_wait, w->base, -1, 0, req_wait_cb, r);
+	event_assign(&r->ev_hedge, w->base, -1, 0, req_hedge, r);
 	return r;
+}
+
+/* Free a buffer that grew past REQ_KEEP_BUF, else just empty it. */
+static void
+buf_recycle(struct buf *b)
+{
+	if (b->cap > REQ_KEEP_BUF)
+		buf_free(b);
+	else
+		buf_reset(b);
+}
+
+/* Let go of attempt a's buffers: the request copies always, the reply
+ * buffers with how (freed, or recycled). */
+static void
+att_bufs(struct attempt *a, void (*how)(struct buf *))
+{
+	buf_free(&a->po.path);
+	buf_free(&a->po.headers);
+	buf_free(&a->po.body);
+	how(&a->rbody);
+	how(&a->out);
+	how(&a->text);
+	stream_state_free(&a->ss);
+}
+
+static void
+req_destroy(struct req *r)
+{
+	json_free(&r->j);
+	json_free(&r->canon_j);
+	for (int i = 0; i < 2; i++) {
+		att_bufs(&r->att[i], buf_free);
+		sse_free(&r->att[i].sse);
+	}
+	buf_free(&r->canon);
+	buf_free(&r->out);
+	buf_free(&r->sent_text);
+	buf_free(&r->fwd);
+	free(r->ig_state);
+	free(r);
 }
 
 /* Milliseconds since the request arrived. */
 static int
 req_elapsed_ms(const struct req *r)
 {
-	return (int)((clock_us() - r->t0_us) / 1000);
+	return (int)((clock_us() - r->s.t0_us) / 1000);
 }
 
 /* Time left before the deadline, in ms (may be <= 0). */
 static int64_t
 req_left_ms(const struct req *r)
 {
-	return r->deadline_ms - clock_ms();
+	return r->s.deadline_ms - clock_ms();
 }
 
 static void
@@ -171,31 +260,25 @@ req_arm(struct event *ev, int64_t ms)
 static int
 att_ms(const struct attempt *a)
 {
-	return (int)((clock_us() - a->t0_us) / 1000);
+	return (int)((clock_us() - a->st.t0_us) / 1000);
 }
 
 static const char *
 dname(const struct req *r, int d)
 {
-	return r->w->cfg->deploy[d].name;
+	return d >= 0 ? r->w->cfg->deploy[d].name : "-";
 }
 
-static void
-req_add_common_headers(struct req *r)
+/* The other attempt of the pair, if it is running. */
+static struct attempt *
+att_other(struct attempt *a)
 {
-	struct evkeyvalq *h = evhttp_request_get_output_headers(r->hreq);
-	char n[16];
+	struct attempt *o = a == &a->r->att[0] ? &a->r->att[1] : &a->r->att[0];
 
-	evhttp_add_header(h, "x-request-id", r->id);
-	snprintf(n, sizeof n, "%d", r->attempts);
-	evhttp_add_header(h, "x-llmfd-attempts", n);
-	if (r->served >= 0) {
-		evhttp_add_header(h, "x-llmfd-deployment", dname(r, r->served));
-		evhttp_add_header(
-		    h, "x-llmfd-provider",
-		    cfg_provider_name(r->w->cfg->deploy[r->served].provider));
-	}
+	return o->st.active ? o : NULL;
 }
+
+/* ---- the attempt trail ---- */
 
 /* Note one attempt (or skip) in the trail. */
 static void
@@ -204,9 +287,9 @@ req_trail(struct req *r, int d, int status, int cls, int skip, int ms,
 {
 	struct attempt_rec *a;
 
-	if (r->ntrail >= REQ_MAX_TRAIL)
+	if (r->s.ntrail >= REQ_MAX_TRAIL)
 		return;
-	a = &r->trail[r->ntrail++];
+	a = &r->s.trail[r->s.ntrail++];
 	a->d = d;
 	a->status = status;
 	a->cls = cls;
@@ -216,224 +299,299 @@ req_trail(struct req *r, int d, int status, int cls, int skip, int ms,
 	         msg ? msg : "");
 }
 
-/* Write the attempt trail as a JSON array. */
+/* The attempt trail as a JSON array. */
 static void
-req_write_trail(struct req *r, struct jw *jw)
+req_trail_json(struct req *r, struct buf *b)
 {
-	jw_arr(jw);
-	for (int i = 0; i < r->ntrail; i++) {
-		const struct attempt_rec *a = &r->trail[i];
+	struct jw jw;
 
-		jw_obj(jw);
-		jw_key(jw, "deployment");
-		jw_cstr(jw, dname(r, a->d));
+	jw_init(&jw, b);
+	jw_arr(&jw);
+	for (int i = 0; i < r->s.ntrail; i++) {
+		const struct attempt_rec *a = &r->s.trail[i];
+
+		jw_obj(&jw);
+		jw_key(&jw, "deployment");
+		jw_cstr(&jw, dname(r, a->d));
 		if (a->skip) {
-			jw_key(jw, "skipped");
-			jw_cstr(jw, route_skip_name(a->skip));
+			jw_key(&jw, "skipped");
+			jw_cstr(&jw, route_skip_name(a->skip));
 		} else {
-			jw_key(jw, "status");
-			jw_int(jw, a->status);
-			jw_key(jw, "class");
-			jw_cstr(jw, errclass_name(a->cls));
-			jw_key(jw, "ms");
-			jw_int(jw, a->ms);
+			jw_key(&jw, "status");
+			jw_int(&jw, a->status);
+			jw_key(&jw, "class");
+			jw_cstr(&jw, errclass_name(a->cls));
+			jw_key(&jw, "ms");
+			jw_int(&jw, a->ms);
 		}
 		if (a->msg[0]) {
-			jw_key(jw, "message");
-			jw_cstr(jw, a->msg);
+			jw_key(&jw, "message");
+			jw_cstr(&jw, a->msg);
 		}
-		jw_obj_end(jw);
+		jw_obj_end(&jw);
 	}
-	jw_arr_end(jw);
+	jw_arr_end(&jw);
 }
 
-/* Write the request's access log line (before req_release recycles it);
- * u and ttft_us describe the attempt that answered (NULL / -1 if none). */
+/* The access log's compact trail: "dep:status:class:ms,...". */
 static void
-req_access(struct req *r, int status, const char *code, const struct usage *u,
-           int64_t ttft_us)
+req_trail_text(struct req *r, char *t, size_t sz)
+{
+	size_t n = 0;
+
+	snprintf(t, sz, "-");
+	for (int i = 0; i < r->s.ntrail && n < sz; i++) {
+		const struct attempt_rec *a = &r->s.trail[i];
+
+		n += (size_t)snprintf(t + n, sz - n, "%s%s:", i ? "," : "",
+		                      dname(r, a->d));
+		if (n < sz)
+			n += (size_t)(a->skip ? snprintf(t + n, sz - n,
+			                                 "-:skipped:0")
+			                      : snprintf(t + n, sz - n,
+			                                 "%d:%s:%d", a->status,
+			                                 errclass_name(a->cls),
+			                                 a->ms));
+	}
+}
+
+/* ---- the one way out ---- */
+
+/* The response headers every reply carries. */
+static void
+req_common_headers(struct req *r)
+{
+	const struct client_ops *o = r->s.ops;
+	char n[16];
+
+	o->header(r->s.c, "x-request-id", r->s.id);
+	snprintf(n, sizeof n, "%d", r->s.attempts);
+	o->header(r->s.c, "x-llmfd-attempts", n);
+	if (r->s.served >= 0) {
+		o->header(r->s.c, "x-llmfd-deployment", dname(r, r->s.served));
+		o->header(
+		    r->s.c, "x-llmfd-provider",
+		    cfg_provider_name(r->w->cfg->deploy[r->s.served].provider));
+	}
+	if (r->s.close_after)
+		o->header(r->s.c, "Connection", "close");
+}
+
+/* Write the access log line. */
+static void
+req_access(struct req *r, int status, const char *code)
 {
 	const struct deploy_cfg *d =
-	    r->served >= 0 ? &r->w->cfg->deploy[r->served] : NULL;
-	char trail[REQ_MAX_TRAIL * 96] = "-";
-	size_t n = 0;
+	    r->s.served >= 0 ? &r->w->cfg->deploy[r->s.served] : NULL;
+	char trail[REQ_MAX_TRAIL * 96];
+	int ok = code == NULL;
 
 	if (!accesslog_enabled())
 		return;
-
-	for (int i = 0; i < r->ntrail && n < sizeof trail; i++) {
-		const struct attempt_rec *a = &r->trail[i];
-
-		n += (size_t)snprintf(trail + n, sizeof trail - n,
-		                      "%s%s:", i ? "," : "", dname(r, a->d));
-		if (n < sizeof trail)
-			n +=
-			    (size_t)(a->skip
-			                 ? snprintf(trail + n, sizeof trail - n,
-			                            "-:skipped:0")
-			                 : snprintf(trail + n, sizeof trail - n,
-			                            "%d:%s:%d", a->status,
-			                            errclass_name(a->cls),
-			                            a->ms));
-	}
+	req_trail_text(r, trail, sizeof trail);
 	accesslog_write(
-	    r->w->cfg, &(struct access_rec){
-	                   .id = r->id,
-	                   .model = r->model[0] ? r->model : "-",
-	                   .deployment = d ? d->name : "-",
-	                   .provider = d ? cfg_provider_name(d->provider) : "-",
-	                   .code = code ? code : "-",
-	                   .attempts = r->attempts,
-	                   .status = status,
-	                   .latency_ms = req_elapsed_ms(r),
-	                   .ttft_ms = ttft_us >= 0 ? (int)(ttft_us / 1000) : -1,
-	                   .prompt_tokens = u ? u->prompt_tokens : 0,
-	                   .completion_tokens = u ? u->completion_tokens : 0,
-	                   .stream = r->stream,
-	                   .trail = trail});
+	    r->w->cfg,
+	    &(struct access_rec){
+	        .id = r->s.id,
+	        .proto = r->s.ig->name,
+	        .model = r->s.model[0] ? r->s.model : "-",
+	        .deployment = d ? d->name : "-",
+	        .provider = d ? cfg_provider_name(d->provider) : "-",
+	        .code = code ? code : "-",
+	        .attempts = r->s.attempts,
+	        .status = status,
+	        .latency_ms = req_elapsed_ms(r),
+	        .ttft_ms =
+	            ok && r->s.ttft_us >= 0 ? (int)(r->s.ttft_us / 1000) : -1,
+	        .prompt_tokens = ok ? r->s.usage.prompt_tokens : 0,
+	        .completion_tokens = ok ? r->s.usage.completion_tokens : 0,
+	        .stream = r->s.stream,
+	        .trail = trail});
 }
 
-/* Answer with an OpenAI-shaped error carrying the attempt trail. */
+/* Send the end of the request to the client, as its phase requires. */
 static void
-req_error(struct req *r, int status, const char *type, const char *code,
-          const char *msg)
+req_send_end(struct req *r, const struct req_end *e)
 {
+	const struct client_ops *o = r->s.ops;
+	const struct ingress *ig = r->s.ig;
+	void *st = r->ig_state;
 	struct buf *b = &r->out;
-	struct jw jw;
 
-	buf_reset(b);
-	jw_init(&jw, b);
-	jw_obj(&jw);
-	jw_key(&jw, "error");
-	jw_obj(&jw);
-	jw_key(&jw, "message");
-	jw_cstr(&jw, msg);
-	jw_key(&jw, "type");
-	jw_cstr(&jw, type);
-	jw_key(&jw, "param");
-	jw_null(&jw);
-	jw_key(&jw, "code");
-	jw_cstr(&jw, code);
-	if (r->ntrail) {
-		jw_key(&jw, "attempts");
-		req_write_trail(r, &jw);
+	if (r->s.phase == REQ_STREAMING) {
+		buf_reset(b);
+		if (e->type == NULL && ig->done && !r->s.native)
+			ig->done(st, b);
+		else if (e->type)
+			ig->fail(st, e->status, e->code, e->msg, dname(r, e->d),
+			         b);
+		if (b->len)
+			o->chunk(r->s.c, b->data, b->len);
+		o->end(r->s.c);
+		return;
 	}
-	jw_obj_end(&jw);
-	jw_obj_end(&jw);
-	req_add_common_headers(r);
-	log_info("%s %s -> %d %s (%d attempts, %d ms)", r->id, r->model, status,
-	         code ? code : type, r->attempts, req_elapsed_ms(r));
-	req_access(r, status, code ? code : type, NULL, -1);
-	server_send_json(r->hreq, status, b);
-	req_release(r);
+	req_common_headers(r);
+	if (e->type == NULL) { /* the whole reply was encoded into r->out */
+		o->reply(r->s.c, 200, "application/json",
+		         b->data ? b->data : "", b->len);
+		return;
+	}
+	buf_reset(b);
+	if (r->s.ntrail) {
+		struct buf t = {0};
+
+		req_trail_json(r, &t);
+		ig->error(b, e->status, e->type, e->code, e->msg, r->s.id,
+		          t.data, t.len);
+		buf_free(&t);
+	} else
+		ig->error(b, e->status, e->type, e->code, e->msg, r->s.id, NULL,
+		          0);
+	o->reply(r->s.c, e->status, "application/json", b->data ? b->data : "",
+	         b->len);
 }
 
 /* Stop an attempt's I/O and timer. */
 static void
 att_stop(struct attempt *a)
 {
-	if (a->up) {
-		up_abort(a->up);
-		a->up = NULL;
+	if (a->st.up) {
+		up_abort(a->st.up);
+		a->st.up = NULL;
 	}
 	event_del(&a->ev_timer);
-	a->active = 0;
+	a->st.active = 0;
 }
 
 /* Cancel a running attempt that is not needed any more (hedge loser,
- * client gone): counted as cancelled, not failed. */
+ * client gone, request finished): counted as cancelled, not failed. */
 static void
 att_cancel(struct attempt *a, const char *why)
 {
 	struct req *r = a->r;
 
-	if (!a->active)
+	if (!a->st.active)
 		return;
 	att_stop(a);
-	route_attempt_end(r->w, a->d, EC_CANCELLED, clock_us() - a->t0_us, -1,
-	                  NULL, -1, NULL, 0);
-	req_trail(r, a->d, 0, EC_CANCELLED, 0, att_ms(a), why);
-	log_debug("%s attempt on %s cancelled: %s", r->id, dname(r, a->d), why);
+	route_attempt_end(r->w, a->st.d, EC_CANCELLED, clock_us() - a->st.t0_us,
+	                  -1, NULL, -1, NULL, 0);
+	req_trail(r, a->st.d, 0, EC_CANCELLED, 0, att_ms(a), why);
+	log_debug("%s attempt on %s cancelled: %s", r->s.id, dname(r, a->st.d),
+	          why);
 }
 
-/* The other attempt of the pair, if it is running. */
-static struct attempt *
-att_other(struct attempt *a)
-{
-	struct attempt *o = a == &a->r->att[0] ? &a->r->att[1] : &a->r->att[0];
-
-	return o->active ? o : NULL;
-}
-
-/* Free per-request state and recycle the object. */
+/* Let go of everything the request holds and recycle the object. */
 static void
 req_release(struct req *r)
 {
 	struct worker *w = r->w;
 
-	for (int i = 0; i < 2; i++)
-		att_cancel(&r->att[i], "request finished");
+	for (int i = 0; i < 2; i++) {
+		struct attempt *a = &r->att[i];
+
+		att_cancel(a, "request finished");
+		sse_reset(&a->sse);
+		att_bufs(a, buf_recycle);
+	}
 	event_del(&r->ev_deadline);
 	event_del(&r->ev_wait);
 	event_del(&r->ev_hedge);
-	if (r->hreq) {
-		struct evhttp_connection *c =
-		    evhttp_request_get_connection(r->hreq);
-		if (c)
-			evhttp_connection_set_closecb(c, NULL, NULL);
-	}
+	if (r->s.c)
+		r->s.ops->detach(r->s.c, r);
+	if (r->s.ig_ready && r->s.ig->fini)
+		r->s.ig->fini(r->ig_state);
+	buf_recycle(&r->canon);
+	buf_recycle(&r->out);
+	buf_recycle(&r->sent_text);
+	buf_reset(&r->fwd);
+	memset(&r->s, 0, sizeof r->s);
+	r->s.phase = REQ_DONE;
 	LIST_REMOVE(r, link);
-	r->hreq = NULL;
-	for (int i = 0; i < 2; i++) {
-		stream_state_free(&r->att[i].ss);
-		sse_reset(&r->att[i].sse);
-	}
-	if (w->nfree >= REQ_MAX_FREE) {
+	ninflight--;
+	if (nfree >= REQ_MAX_FREE) {
 		req_destroy(r);
 	} else {
-		r->next_free = w->free_reqs;
-		w->free_reqs = r;
-		w->nfree++;
+		r->next_free = free_reqs;
+		free_reqs = r;
+		nfree++;
 	}
 	worker_req_done(w);
 }
 
-/* End a stream that was cut after bytes reached the client: a final error
- * event and no [DONE], so the client cannot mistake it for complete. */
+/*
+ * The one way out of a request: log it, write its access log line, send
+ * its end to the client as its phase requires (a whole reply, a stream's
+ * end, a stream's error event, or an error reply; nothing when the client
+ * is gone), and release it.
+ */
+static void
+req_finish(struct req *r, const struct req_end *e)
+{
+	int status = e->status, streaming = r->s.phase == REQ_STREAMING;
+	const char *code = e->type ? (e->code ? e->code : e->type) : NULL;
+
+	if (r->s.phase == REQ_DONE)
+		return;
+	if (e->type && r->s.ig->map_status)
+		status = r->s.ig->map_status(status);
+	if (r->s.c == NULL) {
+		log_info("%s client went away after %d ms; cancelling", r->s.id,
+		         req_elapsed_ms(r));
+		status = 499;
+		code = "client_closed";
+	} else if (e->type == NULL)
+		log_info("%s %s -> 200%s via %s (%d attempts, %d ms)", r->s.id,
+		         r->s.model, streaming ? " stream" : "",
+		         dname(r, r->s.served), r->s.attempts,
+		         req_elapsed_ms(r));
+	else if (streaming) {
+		log_warnx("%s stream interrupted after %d ms: %s", r->s.id,
+		          req_elapsed_ms(r), e->msg);
+		status = 200;
+		code = "stream_interrupted";
+	} else
+		log_info("%s %s -> %d %s (%d attempts, %d ms)", r->s.id,
+		         r->s.model, status, code, r->s.attempts,
+		         req_elapsed_ms(r));
+	for (int i = 0; i < 2; i++)
+		att_cancel(&r->att[i],
+		           r->s.c ? "request finished" : "client went away");
+	req_access(r, status, code);
+	if (r->s.c)
+		req_send_end(r, &(struct req_end){.status = status,
+		                                  .type = e->type,
+		                                  .code = e->code,
+		                                  .msg = e->msg,
+		                                  .d = e->d});
+	req_release(r);
+}
+
+/* Finish with an error. */
+static void
+req_fail(struct req *r, int status, const char *type, const char *code,
+         const char *msg)
+{
+	req_finish(r, &(struct req_end){.status = status,
+	                                .type = type,
+	                                .code = code,
+	                                .msg = msg,
+	                                .d = r->s.d});
+}
+
+/* End a stream that was cut after bytes reached the client: an error event
+ * in the client's protocol and no normal end, so it cannot be mistaken for
+ * complete. */
 static void
 req_stream_abort(struct req *r, int d, const char *msg)
 {
-	struct evbuffer *eb = r->chunk;
-	struct buf *b = &r->out;
-	struct jw jw;
-
-	buf_reset(b);
-	buf_adds(b, "data: ");
-	jw_init(&jw, b);
-	jw_obj(&jw);
-	jw_key(&jw, "error");
-	jw_obj(&jw);
-	jw_key(&jw, "message");
-	jw_cstr(&jw, msg);
-	jw_key(&jw, "type");
-	jw_cstr(&jw, "upstream_error");
-	jw_key(&jw, "code");
-	jw_cstr(&jw, "stream_interrupted");
-	if (d >= 0) {
-		jw_key(&jw, "deployment");
-		jw_cstr(&jw, dname(r, d));
-	}
-	jw_obj_end(&jw);
-	jw_obj_end(&jw);
-	buf_adds(b, "\n\n");
-	evbuffer_add(eb, b->data, b->len);
-	evhttp_send_reply_chunk(r->hreq, eb);
-	evhttp_send_reply_end(r->hreq);
-	log_warnx("%s stream interrupted after %d ms: %s", r->id,
-	          req_elapsed_ms(r), msg);
-	req_access(r, 200, "stream_interrupted", NULL, -1);
-	req_release(r);
+	req_finish(r, &(struct req_end){.status = 502,
+	                                .type = "upstream_error",
+	                                .code = "stream_interrupted",
+	                                .msg = msg,
+	                                .d = d});
 }
+
+/* ---- attempts ---- */
 
 /* The whole-request deadline passed. */
 static void
@@ -441,33 +599,32 @@ req_deadline(evutil_socket_t fd, short ev, void *arg)
 {
 	struct req *r = arg;
 	char msg[128];
-	int d = r->d;
+	int d = r->s.d;
 
 	(void)fd;
 	(void)ev;
 	for (int i = 0; i < 2; i++) {
 		struct attempt *a = &r->att[i];
 
-		if (!a->active)
+		if (!a->st.active)
 			continue;
-		d = a->d;
+		d = a->st.d;
 		att_stop(a);
-		route_attempt_end(r->w, a->d, EC_TRANSIENT,
-		                  clock_us() - a->t0_us, -1, NULL, -1,
+		route_attempt_end(r->w, a->st.d, EC_TRANSIENT,
+		                  clock_us() - a->st.t0_us, -1, NULL, -1,
 		                  "request deadline reached", 0);
-		req_trail(r, a->d, 0, EC_TRANSIENT, 0, att_ms(a),
+		req_trail(r, a->st.d, 0, EC_TRANSIENT, 0, att_ms(a),
 		          "deadline reached");
 	}
-	if (r->client_started) {
+	if (r->s.phase == REQ_STREAMING) {
 		req_stream_abort(r, d, "request deadline reached mid-stream");
 		return;
 	}
 	snprintf(msg, sizeof msg,
-	         "request deadline of %d ms reached after %d "
-	         "attempt%s",
-	         (int)(r->deadline_ms - r->t0_us / 1000), r->attempts,
-	         r->attempts == 1 ? "" : "s");
-	req_error(r, 504, "timeout_error", "deadline_exceeded", msg);
+	         "request deadline of %d ms reached after %d attempt%s",
+	         (int)(r->s.deadline_ms - r->s.t0_us / 1000), r->s.attempts,
+	         r->s.attempts == 1 ? "" : "s");
+	req_fail(r, 504, "timeout_error", "deadline_exceeded", msg);
 }
 
 /* Attempt timer: the whole attempt, the first token, or a stream gap. */
@@ -475,23 +632,24 @@ static void
 att_timeout(evutil_socket_t fd, short ev, void *arg)
 {
 	struct attempt *a = arg;
+	const struct cfg *cfg = a->r->w->cfg;
 	char msg[96];
 
 	(void)fd;
 	(void)ev;
-	if (a->ttft_us >= 0)
-		snprintf(msg, sizeof msg, "stream stalled: no chunk for %d ms",
-		         cfg_eff_stream_idle_timeout_ms(
-		             a->r->w->cfg, &a->r->w->cfg->deploy[a->d]));
-	else if (a->r->stream)
+	if (a->st.ttft_us >= 0)
+		snprintf(
+		    msg, sizeof msg, "stream stalled: no chunk for %d ms",
+		    cfg_eff_stream_idle_timeout_ms(cfg, &cfg->deploy[a->st.d]));
+	else if (a->r->s.stream)
 		snprintf(msg, sizeof msg, "no first token after %d ms",
 		         att_ms(a));
 	else
 		snprintf(msg, sizeof msg, "attempt timed out after %d ms",
 		         att_ms(a));
-	if (a->up) {
-		up_abort(a->up);
-		a->up = NULL;
+	if (a->st.up) {
+		up_abort(a->st.up);
+		a->st.up = NULL;
 	}
 	att_failed(a, EC_TRANSIENT, 0, msg, -1, -1);
 }
@@ -502,12 +660,12 @@ att_arm(struct attempt *a)
 {
 	struct req *r = a->r;
 	const struct cfg *cfg = r->w->cfg;
-	const struct deploy_cfg *d = &cfg->deploy[a->d];
+	const struct deploy_cfg *d = &cfg->deploy[a->st.d];
 	int64_t ms = cfg_eff_attempt_timeout_ms(cfg, d);
 
-	if (r->stream) {
-		int64_t ft = r->first_token_ms >= 0
-		                 ? r->first_token_ms
+	if (r->s.stream) {
+		int64_t ft = r->s.first_token_ms >= 0
+		                 ? r->s.first_token_ms
 		                 : cfg_eff_first_token_timeout_ms(cfg, d);
 		if (ft > 0 && ft < ms)
 			ms = ft;
@@ -515,158 +673,143 @@ att_arm(struct attempt *a)
 	req_arm(&a->ev_timer, ms);
 }
 
-/* How long to wait before hedging the first attempt on d, or -1. */
-static int64_t
-req_hedge_delay(struct req *r, int d)
+/* Whether the client's own format can go to d's provider as it is. */
+static int
+att_native(const struct req *r, const struct provider *p)
 {
-	const struct group_cfg *g = r->groups[0];
-	struct slot_sh *s = &r->w->shm->slots[r->w->slot_of[d]];
+	int f = r->s.ig->fmt;
 
-	if (g->hedge_after_ms > 0)
-		return g->hedge_after_ms;
-	if (g->hedge_p95 && atomic_load(&s->ttft.count) >= 5)
-		return shm_hist_quantile(&s->ttft, 0.95) / 1000 + 1;
-	return -1;
+	return f > 0 && (p->formats & (1u << f)) != 0;
 }
 
-/* Build and send one attempt on deployment d. A deployment whose provider
- * cannot express the request (embeddings on Anthropic, say) is skipped, not
- * failed: the next candidate is tried, and only if none can serve it does
- * the client get a 400 with the reason. */
-static void
-att_start(struct req *r, int d, int hedge)
+/* Build the upstream request for attempt a on d; -1 if the provider
+ * cannot express it (the reason in build_err). */
+static int
+att_build(struct req *r, struct attempt *a, int d)
 {
-	struct worker *w = r->w;
-	const struct deploy_cfg *dc = &w->cfg->deploy[d];
-	struct attempt *a = r->att[0].active ? &r->att[1] : &r->att[0];
-	int64_t hd;
+	const struct deploy_cfg *dc = &r->w->cfg->deploy[d];
 
-	a->d = d;
-	a->hedge = hedge;
-	a->resume = r->client_started;
-	a->prov = provider_get(dc->provider);
-	a->pc = (struct prov_call){
-	    .cfg = w->cfg,
+	a->st.prov = provider_get(dc->provider);
+	if (a->st.prov == NULL)
+		return -1;
+	a->st.native = !a->st.resume && att_native(r, a->st.prov);
+	a->st.pc = (struct prov_call){
+	    .cfg = r->w->cfg,
 	    .d = dc,
-	    .req = &r->j,
-	    .endpoint = r->endpoint,
-	    .stream = r->stream,
-	    .include_usage = r->include_usage,
-	    .drop_keys = drop_keys,
-	    .resume_text = a->resume ? r->sent_text.data : NULL,
-	    .resume_len = a->resume ? r->sent_text.len : 0};
+	    .req = r->s.doc,
+	    .endpoint = r->s.ig->endpoint,
+	    .stream = r->s.stream,
+	    .include_usage = r->s.include_usage,
+	    .drop_keys =
+	        a->st.native ? r->s.ig->drop_keys : ingress_canon_drop_keys,
+	    .native = a->st.native ? &r->j : NULL,
+	    .native_fmt = a->st.native ? r->s.ig->fmt : 0,
+	    .fwd_headers = a->st.native && r->fwd.len ? r->fwd.data : NULL,
+	    .resume_text = a->st.resume ? r->sent_text.data : NULL,
+	    .resume_len = a->st.resume ? r->sent_text.len : 0};
 	buf_reset(&a->po.path);
 	buf_reset(&a->po.headers);
 	buf_reset(&a->po.body);
-	r->build_err[0] = '\0';
-	if (a->prov == NULL || a->prov->build(&a->pc, &a->po, r->build_err,
-	                                      sizeof r->build_err) == -1) {
-		if (r->build_err[0] == '\0')
-			snprintf(r->build_err, sizeof r->build_err,
-			         "provider of '%s' cannot serve this request",
-			         dc->name);
-		r->n_unsupported++;
-		req_trail(r, d, 0, 0, SKIP_UNSUPPORTED, 0, r->build_err);
-		if (!hedge && att_other(a) == NULL)
-			req_next(r);
-		return;
-	}
-	r->attempts++;
-	if (!hedge) {
-		if (d != r->d)
-			r->tries_here = 0;
-		r->d = d;
-		r->tries_here++;
-	}
-	a->active = 1;
-	a->t0_us = clock_us();
-	a->ttft_us = -1;
-	a->streaming = a->complete = a->in_stream_err = 0;
+	return a->st.prov->build(&a->st.pc, &a->po, r->s.build_err,
+	                         sizeof r->s.build_err);
+}
+
+/* Reset attempt a's per-attempt state for a new try on d. */
+static void
+att_reset(struct req *r, struct attempt *a, int d, int hedge)
+{
+	memset(&a->st, 0, sizeof a->st);
+	if (!hedge)
+		memset(&r->s.uerr, 0, sizeof r->s.uerr);
+	a->st.d = d;
+	a->st.hedge = hedge;
+	a->st.resume = r->s.phase == REQ_STREAMING;
+	a->st.ttft_us = -1;
 	buf_reset(&a->rbody);
 	buf_reset(&a->out);
+	buf_reset(&a->text);
 	sse_reset(&a->sse);
 	stream_state_free(&a->ss);
 	memset(&a->ss, 0, sizeof a->ss);
-	a->ss.include_usage = r->include_usage;
-	a->ss.role_sent = a->resume;
-	buf_reset(&a->text);
-	if (r->stream && r->groups[0]->stream_resume == RESUME_CONTINUE)
+	a->ss.include_usage = r->s.include_usage;
+	a->ss.role_sent = a->st.resume;
+	if (r->s.stream && r->s.groups[0]->stream_resume == RESUME_CONTINUE)
 		a->ss.text = &a->text;
-	memset(&a->usage, 0, sizeof a->usage);
-	memset(&a->r->uerr, 0, sizeof a->r->uerr);
-	event_assign(&a->ev_timer, w->base, -1, 0, att_timeout, a);
+}
+
+/*
+ * Start one attempt on deployment d. 0 once it is in flight; -1 when d's
+ * provider cannot express the request (d is skipped, not failed: the
+ * caller tries the next candidate, and only if none can serve it does the
+ * client get a 400 with the reason) or the attempt could not be sent (it
+ * was failed through att_failed, which decided what follows).
+ */
+static int
+att_start(struct req *r, int d, int hedge)
+{
+	struct worker *w = r->w;
+	struct attempt *a = r->att[0].st.active ? &r->att[1] : &r->att[0];
+	int64_t hd;
+
+	att_reset(r, a, d, hedge);
+	r->s.build_err[0] = '\0';
+	if (att_build(r, a, d) == -1) {
+		if (r->s.build_err[0] == '\0')
+			snprintf(r->s.build_err, sizeof r->s.build_err,
+			         "provider of '%s' cannot serve this request",
+			         dname(r, d));
+		r->s.n_unsupported++;
+		req_trail(r, d, 0, 0, SKIP_UNSUPPORTED, 0, r->s.build_err);
+		return -1;
+	}
+	r->s.attempts++;
+	if (!hedge) {
+		if (d != r->s.d)
+			r->s.tries_here = 0;
+		r->s.d = d;
+		r->s.tries_here++;
+	}
+	a->st.active = 1;
+	a->st.t0_us = clock_us();
+	if (r->s.phase != REQ_STREAMING)
+		r->s.phase = REQ_ATTEMPTING;
 	route_attempt_start(w, d);
-	log_debug("%s attempt %d on %s%s%s", r->id, r->attempts, dc->name,
-	          hedge ? " (hedge)" : "", a->resume ? " (continuing)" : "");
-	a->up = up_request(
+	log_debug("%s attempt %d on %s%s%s", r->s.id, r->s.attempts,
+	          dname(r, d), hedge ? " (hedge)" : "",
+	          a->st.resume ? " (continuing)" : "");
+	a->st.up = up_request(
 	    w->pools[d], "POST", a->po.path.data, a->po.path.len,
 	    a->po.headers.data ? a->po.headers.data : "", a->po.headers.len,
 	    a->po.body.data ? a->po.body.data : "", a->po.body.len, &up_cbs, a);
-	if (a->up == NULL) {
+	/* copied into the connection: hold no memory in a request that may
+	 * stay open for minutes */
+	buf_free(&a->po.path);
+	buf_free(&a->po.headers);
+	buf_free(&a->po.body);
+	if (a->st.up == NULL) {
 		att_failed(a, EC_TRANSIENT, 0, "out of memory", -1, -1);
-		return;
-	}
-	if (r->stream) { /* copied into the connection: hold no memory in a
-		          * stream that may stay open for minutes */
-		buf_free(&a->po.path);
-		buf_free(&a->po.headers);
-		buf_free(&a->po.body);
+		return -1;
 	}
 	att_arm(a);
-	if (!hedge && !r->hedged && !r->client_started &&
-	    (hd = req_hedge_delay(r, d)) >= 0)
+	if (!hedge && !r->s.hedged && r->s.phase != REQ_STREAMING &&
+	    (hd = route_hedge_delay(w, r->s.groups[0], d)) >= 0)
 		req_arm(&r->ev_hedge, hd);
+	return 0;
 }
 
 /* Record why each untried deployment of g was skipped. */
 static void
 req_note_skips(struct req *r, const struct group_cfg *g)
 {
-	int64_t now = clock_ms();
-
 	for (int i = 0; i < g->ndeploy; i++) {
-		int d = g->deploy[i], why;
-		struct slot_sh *s = &r->w->shm->slots[r->w->slot_of[d]];
-		const struct deploy_cfg *dc = &r->w->cfg->deploy[d];
+		int d = g->deploy[i];
 
-		if (r->tried[d / 64] & (1ULL << (d % 64)))
+		if (r->s.tried[d / 64] & (1ULL << (d % 64)))
 			continue;
-		if (atomic_load(&s->admin) == ADMIN_DRAINED)
-			why = SKIP_DRAINED;
-		else if (shm_weight(s) == 0)
-			why = SKIP_WEIGHT0;
-		else if (dc->context_window > 0 &&
-		         r->est_tokens > dc->context_window)
-			why = SKIP_CONTEXT;
-		else if (atomic_load(&s->circuit) != CIRCUIT_CLOSED &&
-		         atomic_load(&s->circuit_until_ms) > now)
-			why = SKIP_CIRCUIT;
-		else if (atomic_load(&s->cooldown_until_ms) > now)
-			why = SKIP_COOLING;
-		else
-			why = SKIP_RATE;
-		r->tried[d / 64] |= 1ULL << (d % 64);
-		req_trail(r, d, 0, 0, why, 0, NULL);
+		r->s.tried[d / 64] |= 1ULL << (d % 64);
+		req_trail(r, d, 0, 0, route_why(r->w, d, r->s.est_tokens), 0,
+		          NULL);
 	}
-}
-
-/* Count a move from prev to d as a fallback. */
-static void
-req_count_fallback(struct req *r, int d)
-{
-	struct worker *w = r->w;
-	char t[200];
-
-	if (r->prev_d < 0 || r->prev_d == d)
-		return;
-	atomic_fetch_add_explicit(
-	    &w->shm->slots[w->slot_of[r->prev_d]].fallbacks_from, 1,
-	    memory_order_relaxed);
-	atomic_fetch_add_explicit(&w->shm->slots[w->slot_of[d]].fallbacks_to, 1,
-	                          memory_order_relaxed);
-	snprintf(t, sizeof t, "%s %s -> %s", r->id, dname(r, r->prev_d),
-	         dname(r, d));
-	shm_event_add(w->shm, SHM_EV_FALLBACK, w->slot_of[d], t);
 }
 
 /* The next usable candidate across the groups, or -1. */
@@ -676,17 +819,18 @@ req_pick(struct req *r)
 	int64_t soonest;
 	int probe, d;
 
-	for (; r->gi < r->ngroups; r->gi++) {
-		d = route_pick(r->w, r->groups[r->gi], r->tried, r->est_tokens,
-		               &soonest, &probe);
-		if (soonest && (r->soonest_ms == 0 || soonest < r->soonest_ms))
-			r->soonest_ms = soonest;
+	for (; r->s.gi < r->s.ngroups; r->s.gi++) {
+		d = route_pick(r->w, r->s.groups[r->s.gi], r->s.tried,
+		               r->s.est_tokens, &soonest, &probe);
+		if (soonest &&
+		    (r->s.soonest_ms == 0 || soonest < r->s.soonest_ms))
+			r->s.soonest_ms = soonest;
 		if (d >= 0) {
-			r->tried[d / 64] |= 1ULL << (d % 64);
-			req_count_fallback(r, d);
+			r->s.tried[d / 64] |= 1ULL << (d % 64);
+			route_count_fallback(r->w, r->s.prev_d, d, r->s.id);
 			return d;
 		}
-		req_note_skips(r, r->groups[r->gi]);
+		req_note_skips(r, r->s.groups[r->s.gi]);
 	}
 	return -1;
 }
@@ -697,139 +841,179 @@ static void
 req_hedge(evutil_socket_t fd, short ev, void *arg)
 {
 	struct req *r = arg;
-	int d, saved_prev = r->prev_d;
+	int d, saved_prev = r->s.prev_d;
+	struct attempt *a = r->att[0].st.active ? &r->att[0] : &r->att[1];
 
 	(void)fd;
 	(void)ev;
-	if (r->client_started || r->att[0].active + r->att[1].active != 1 ||
-	    (r->att[0].active ? &r->att[0] : &r->att[1])->ttft_us >= 0 ||
-	    !route_retry_allowed(r->w))
+	if (r->s.phase != REQ_ATTEMPTING ||
+	    r->att[0].st.active + r->att[1].st.active != 1 ||
+	    a->st.ttft_us >= 0 || !route_retry_allowed(r->w))
 		return;
-	r->prev_d = r->d;
-	if ((d = req_pick(r)) < 0) {
-		r->prev_d = saved_prev;
-		return;
+	r->s.prev_d = r->s.d;
+	while ((d = req_pick(r)) >= 0) {
+		r->s.hedged = 1;
+		log_debug("%s hedging %s with %s after %d ms", r->s.id,
+		          dname(r, r->s.d), dname(r, d), req_elapsed_ms(r));
+		if (att_start(r, d, 1) == 0 || !a->st.active)
+			return;
 	}
-	r->hedged = 1;
-	log_debug("%s hedging %s with %s after %d ms", r->id, dname(r, r->d),
-	          dname(r, d), req_elapsed_ms(r));
-	att_start(r, d, 1);
+	r->s.prev_d = saved_prev;
 }
 
-/* Every candidate is exhausted: answer with the most meaningful status. */
+/* Every candidate is exhausted: the most meaningful status. */
+void
+req_exhausted_verdict(struct req *r, struct req_verdict *v)
+{
+	memset(v, 0, sizeof *v);
+	if (r->s.attempts == 0 && r->s.n_unsupported > 0 &&
+	    r->s.soonest_ms == 0) {
+		v->status = 400;
+		v->type = "invalid_request_error";
+		v->code = "unsupported_request";
+		snprintf(v->msg, sizeof v->msg, "%s", r->s.build_err);
+		return;
+	}
+	if (r->s.soonest_ms > 0 && r->s.n_fail == 0) {
+		int64_t s = (r->s.soonest_ms - clock_ms() + 999) / 1000;
+
+		v->retry_after_s = s < 1 ? 1 : s;
+	}
+	if (r->s.n_fail == 0 && r->s.n_rate == 0 && r->s.soonest_ms > 0) {
+		v->status = 429;
+		v->type = "rate_limit_error";
+		v->code = "all_deployments_cooling";
+		snprintf(v->msg, sizeof v->msg,
+		         "every deployment for '%s' is cooling down or at its "
+		         "rate limit; retry after %" PRId64 " s",
+		         r->s.model, v->retry_after_s);
+		return;
+	}
+	v->status = 502;
+	v->type = "upstream_error";
+	v->code = "all_deployments_failed";
+	if (r->s.n_rate > 0 && r->s.n_fail == 0) {
+		v->status = 429;
+		v->code = "rate_limited";
+		v->type = "rate_limit_error";
+	} else if (r->s.n_fail > 0)
+		v->status = 503;
+	if (r->s.attempts == 0)
+		snprintf(v->msg, sizeof v->msg,
+		         "no deployment of '%s' is available", r->s.model);
+	else
+		snprintf(v->msg, sizeof v->msg,
+		         "all %d attempt%s for model '%s' failed",
+		         r->s.attempts, r->s.attempts == 1 ? "" : "s",
+		         r->s.model);
+}
+
+/* Every candidate is exhausted: answer. */
 static void
 req_exhausted(struct req *r)
 {
-	char msg[256], ra[24];
-	int status = 502;
-	const char *code = "all_deployments_failed", *type = "upstream_error";
+	struct req_verdict v;
+	char ra[24];
 
-	if (r->attempts == 0 && r->n_unsupported > 0 && r->soonest_ms == 0) {
-		req_error(r, 400, "invalid_request_error",
-		          "unsupported_request", r->build_err);
-		return;
+	req_exhausted_verdict(r, &v);
+	if (v.retry_after_s > 0) {
+		snprintf(ra, sizeof ra, "%" PRId64, v.retry_after_s);
+		r->s.ops->header(r->s.c, "Retry-After", ra);
 	}
-	if (r->soonest_ms > 0 && r->n_fail == 0) {
-		int64_t s = (r->soonest_ms - clock_ms() + 999) / 1000;
-
-		snprintf(ra, sizeof ra, "%" PRId64, s < 1 ? 1 : s);
-		evhttp_add_header(evhttp_request_get_output_headers(r->hreq),
-		                  "Retry-After", ra);
-	}
-	if (r->n_fail == 0 && r->n_rate == 0 && r->soonest_ms > 0) {
-		snprintf(msg, sizeof msg,
-		         "every deployment for '%s' is cooling "
-		         "down or at its rate limit; retry after %s s",
-		         r->model, ra);
-		req_error(r, 429, "rate_limit_error", "all_deployments_cooling",
-		          msg);
-		return;
-	}
-	if (r->n_rate > 0 && r->n_fail == 0) {
-		status = 429;
-		code = "rate_limited";
-		type = "rate_limit_error";
-	} else if (r->n_fail > 0)
-		status = 503;
-	if (r->attempts == 0)
-		snprintf(msg, sizeof msg, "no deployment of '%s' is available",
-		         r->model);
-	else
-		snprintf(msg, sizeof msg,
-		         "all %d attempt%s for model '%s' "
-		         "failed",
-		         r->attempts, r->attempts == 1 ? "" : "s", r->model);
-	req_error(r, status, type, code, msg);
+	req_fail(r, v.status, v.type, v.code, v.msg);
 }
 
 /* Whether d was attempted (not merely skipped) in this request. */
 static int
 req_attempted(const struct req *r, int d)
 {
-	for (int i = 0; i < r->ntrail; i++)
-		if (r->trail[i].d == d && !r->trail[i].skip)
+	for (int i = 0; i < r->s.ntrail; i++)
+		if (r->s.trail[i].d == d && !r->s.trail[i].skip)
 			return 1;
 	return 0;
 }
 
-/* Pick the next candidate and start it, or queue, or give up. */
+/* Everything is cooling or limited: wait for the soonest to come back if
+ * that fits the deadline; 0 if queued. */
+static int
+req_queue(struct req *r)
+{
+	int64_t wait;
+
+	if (r->s.soonest_ms <= 0 || !r->w->cfg->queue_when_cooling ||
+	    r->s.soonest_ms >= r->s.deadline_ms || r->s.n_fail != 0)
+		return -1;
+	wait = r->s.soonest_ms - clock_ms();
+	memset(r->s.tried, 0, sizeof r->s.tried);
+	for (int i = 0; i < r->s.ntrail; i++)
+		if (!r->s.trail[i].skip)
+			r->s.tried[r->s.trail[i].d / 64] |=
+			    1ULL << (r->s.trail[i].d % 64);
+	r->s.gi = 0;
+	r->s.soonest_ms = 0;
+	r->s.tries_here = 0;
+	r->s.phase = REQ_WAITING;
+	log_debug("%s queued %" PRId64 " ms until a deployment recovers",
+	          r->s.id, wait);
+	req_arm(&r->ev_wait, wait + 1);
+	return 0;
+}
+
+/* A group's only deployment is tried even while cooling (no
+ * self-inflicted outage); its index, or -1. */
+static int
+req_force_single(struct req *r)
+{
+	const struct group_cfg *g = r->s.groups[0];
+	int probe, d = g->deploy[0];
+
+	if (r->s.forced || g->ndeploy != 1 || req_attempted(r, d))
+		return -1;
+	r->s.forced = 1;
+	return route_force(r->w, d, r->s.est_tokens, &probe) == 0 ? d : -1;
+}
+
+/*
+ * Pick the next candidate and start it, or queue, or give up. A loop: a
+ * candidate whose provider cannot express the request is skipped and the
+ * next one tried here, not by recursion.
+ */
 static void
 req_next(struct req *r)
 {
-	struct worker *w = r->w;
-	int d;
+	int d, streaming = r->s.phase == REQ_STREAMING;
 
-	/* the deadline bounds the time to the first byte: a continuation of a
-	 * stream already flowing is bounded by its own first-token timer */
-	if (!r->client_started && req_left_ms(r) <= 0) {
-		req_deadline(-1, 0, r);
-		return;
+	for (;;) {
+		if (!streaming)
+			r->s.phase = REQ_PICKING;
+		/* the deadline bounds the time to the first byte: a
+		 * continuation is bounded by its own first-token timer */
+		if (!streaming && req_left_ms(r) <= 0) {
+			req_deadline(-1, 0, r);
+			return;
+		}
+		if ((d = req_pick(r)) < 0 && !streaming)
+			d = req_force_single(r);
+		if (d < 0)
+			break;
+		if (att_start(r, d, 0) == 0)
+			return;
+		if (r->s.phase == REQ_DONE || r->att[0].st.active ||
+		    r->att[1].st.active || r->s.phase == REQ_WAITING)
+			return; /* att_failed took over */
 	}
-	if ((d = req_pick(r)) >= 0) {
-		att_start(r, d, 0);
-		return;
-	}
-	if (r->client_started) {
-		req_stream_abort(r, r->d,
+	if (streaming) {
+		req_stream_abort(r, r->s.d,
 		                 "no candidate left to continue the "
 		                 "interrupted stream");
 		return;
 	}
-	/* a group's only deployment is tried anyway: no self-inflicted outage
-	 */
-	if (!r->forced && r->groups[0]->ndeploy == 1 &&
-	    !req_attempted(r, r->groups[0]->deploy[0])) {
-		int probe;
-
-		d = r->groups[0]->deploy[0];
-		r->forced = 1;
-		if (route_force(w, d, r->est_tokens, &probe) == 0) {
-			att_start(r, d, 0);
-			return;
-		}
-	}
-	/* everything is cooling or limited: wait for the soonest if it fits */
-	if (r->soonest_ms > 0 && w->cfg->queue_when_cooling &&
-	    r->soonest_ms < r->deadline_ms && r->n_fail == 0) {
-		int64_t wait = r->soonest_ms - clock_ms();
-
-		memset(r->tried, 0, sizeof r->tried);
-		for (int i = 0; i < r->ntrail; i++)
-			if (!r->trail[i].skip)
-				r->tried[r->trail[i].d / 64] |=
-				    1ULL << (r->trail[i].d % 64);
-		r->gi = 0;
-		r->soonest_ms = 0;
-		r->tries_here = 0;
-		log_debug("%s queued %" PRId64
-		          " ms until a deployment recovers",
-		          r->id, wait);
-		req_arm(&r->ev_wait, wait + 1);
+	if (req_queue(r) == 0)
 		return;
-	}
 	req_exhausted(r);
 }
 
+/* A backoff or queue wait is over: retry the same deployment, or go on. */
 static void
 req_wait_cb(evutil_socket_t fd, short ev, void *arg)
 {
@@ -838,15 +1022,16 @@ req_wait_cb(evutil_socket_t fd, short ev, void *arg)
 
 	(void)fd;
 	(void)ev;
-
-	if (r->tries_here > 0 && r->d >= 0) {
+	r->s.phase = REQ_PICKING;
+	if (r->s.tries_here > 0 && r->s.d >= 0) {
 		/* a retry after backoff: still bound by rpm, circuit, drain */
-		if (route_force(r->w, r->d, r->est_tokens, &probe) == 0) {
-			att_start(r, r->d, 0);
+		if (route_force(r->w, r->s.d, r->s.est_tokens, &probe) == 0 &&
+		    att_start(r, r->s.d, 0) == 0)
 			return;
-		}
-		r->prev_d = r->d;
-		r->tries_here = 0;
+		if (r->s.phase == REQ_DONE || r->s.phase == REQ_WAITING)
+			return;
+		r->s.prev_d = r->s.d;
+		r->s.tries_here = 0;
 	}
 	req_next(r);
 }
@@ -856,36 +1041,96 @@ static int
 req_may_retry(struct req *r, int should_retry)
 {
 	const struct cfg *cfg = r->w->cfg;
-	int cap = r->req_retries >= 0
-	              ? r->req_retries
-	              : cfg_eff_num_retries(cfg, &cfg->deploy[r->d]);
-	int total = r->req_retries >= 0 ? r->req_retries : cfg->num_retries;
+	int cap = r->s.req_retries >= 0
+	              ? r->s.req_retries
+	              : cfg_eff_num_retries(cfg, &cfg->deploy[r->s.d]);
+	int total = r->s.req_retries >= 0 ? r->s.req_retries : cfg->num_retries;
 
-	if (should_retry == 0 || r->tries_here > cap)
+	if (should_retry == 0 || r->s.tries_here > cap)
 		return 0;
-	if (r->retries_used >= (total > cap ? total : cap))
+	if (r->s.retries_used >= (total > cap ? total : cap))
 		return 0;
 	return route_retry_allowed(r->w);
 }
 
-/* Switch to the context-window or content-policy fallback groups. */
-static int
-req_switch(struct req *r, const struct fallback_list *fl)
+/* The context-window or content-policy chain of the request's group. */
+static const struct fallback_cfg *
+req_chain(struct req *r, enum errclass cls)
 {
-	const struct fallback_cfg *f =
-	    cfg_find_fallback(fl, r->groups[0]->name);
+	const struct cfg *cfg = r->w->cfg;
 
-	if (f == NULL || r->switched)
-		return -1;
-	r->switched = 1;
-	r->ngroups = 0;
-	for (int i = 0; i < f->nto && r->ngroups < ROUTE_MAX_GROUPS; i++) {
+	if (r->s.switched)
+		return NULL;
+	return cfg_find_fallback(cls == EC_CONTEXT_WINDOW ? &cfg->cw_fallbacks
+	                                                  : &cfg->cp_fallbacks,
+	                         r->s.groups[0]->name);
+}
+
+/*
+ * What follows a failed attempt (before anything reached the client), by
+ * the failure's class: a bad request goes back to the client; a context or
+ * content failure switches to its chain if there is one; a transient one
+ * is retried on the same deployment after a backoff while the retry caps,
+ * the budget and the deadline allow; anything else moves on.
+ */
+void
+req_decide(struct req *r, enum errclass cls, int status, int64_t ra_ms,
+           int should_retry, struct req_decision *dc)
+{
+	const struct cfg *cfg = r->w->cfg;
+	int64_t delay;
+
+	memset(dc, 0, sizeof *dc);
+	dc->action = DO_NEXT;
+	switch (cls) {
+	case EC_BAD_REQUEST:
+		dc->action = DO_FAIL;
+		dc->status = status >= 400 && status < 500 ? status : 400;
+		dc->type = "invalid_request_error";
+		dc->code = r->s.uerr.code[0] ? r->s.uerr.code : "bad_request";
+		return;
+	case EC_CONTEXT_WINDOW:
+	case EC_CONTENT_POLICY:
+		if (req_chain(r, cls)) {
+			dc->action = DO_SWITCH;
+			return;
+		}
+		dc->action = DO_FAIL;
+		dc->status = 400;
+		dc->type = "invalid_request_error";
+		dc->code = cls == EC_CONTEXT_WINDOW ? "context_length_exceeded"
+		                                    : "content_filter";
+		return;
+	case EC_TRANSIENT:
+		if (!req_may_retry(r, should_retry))
+			return;
+		delay = backoff_ms(
+		    cfg_eff_backoff_base_ms(cfg, &cfg->deploy[r->s.d]),
+		    cfg->backoff_max_ms, r->s.retries_used, ra_ms, &r->w->rng);
+		if (delay < req_left_ms(r)) {
+			dc->action = DO_RETRY;
+			dc->delay_ms = delay;
+		}
+		return;
+	default:
+		return;
+	}
+}
+
+/* Switch to the context-window or content-policy chain of cls. */
+static void
+req_switch(struct req *r, enum errclass cls)
+{
+	const struct fallback_cfg *f = req_chain(r, cls);
+
+	r->s.switched = 1;
+	r->s.ngroups = 0;
+	for (int i = 0; i < f->nto && r->s.ngroups < ROUTE_MAX_GROUPS; i++) {
 		const struct group_cfg *g = cfg_find_group(r->w->cfg, f->to[i]);
 		if (g)
-			r->groups[r->ngroups++] = g;
+			r->s.groups[r->s.ngroups++] = g;
 	}
-	r->gi = 0;
-	return 0;
+	r->s.gi = 0;
 }
 
 /* A stream failed after bytes reached the client: continue it on the next
@@ -895,11 +1140,11 @@ req_midstream_failure(struct req *r, int d, const char *msg)
 {
 	char text[256];
 
-	if (r->groups[0]->stream_resume == RESUME_CONTINUE && !r->tool_stream &&
-	    r->endpoint == EP_CHAT) {
-		log_info("%s continuing the interrupted stream of %s", r->id,
+	if (r->s.groups[0]->stream_resume == RESUME_CONTINUE &&
+	    !r->s.tool_stream && !r->s.native && r->s.ig->endpoint == EP_CHAT) {
+		log_info("%s continuing the interrupted stream of %s", r->s.id,
 		         dname(r, d));
-		r->prev_d = d;
+		r->s.prev_d = d;
 		req_next(r);
 		return;
 	}
@@ -907,79 +1152,55 @@ req_midstream_failure(struct req *r, int d, const char *msg)
 	req_stream_abort(r, d, text);
 }
 
-/* An attempt failed with class cls: retry, fall back, or answer. */
+/* An attempt failed with class cls: record it, then do what req_decide
+ * says. */
 static void
 att_failed(struct attempt *a, enum errclass cls, int status, const char *msg,
            int64_t ra_ms, int should_retry)
 {
 	struct req *r = a->r;
 	struct worker *w = r->w;
-	const struct cfg *cfg = w->cfg;
-	char code[64];
+	struct req_decision dc;
 
 	att_stop(a);
-	route_attempt_end(w, a->d, cls, clock_us() - a->t0_us, -1, NULL, ra_ms,
-	                  msg, status);
-	req_trail(r, a->d, status, cls, 0, att_ms(a), msg);
-	log_info("%s attempt %d on %s failed: %s %d %s", r->id, r->attempts,
-	         dname(r, a->d), errclass_name(cls), status, msg);
+	route_attempt_end(w, a->st.d, cls, clock_us() - a->st.t0_us, -1, NULL,
+	                  ra_ms, msg, status);
+	req_trail(r, a->st.d, status, cls, 0, att_ms(a), msg);
+	log_info("%s attempt %d on %s failed: %s %d %s", r->s.id, r->s.attempts,
+	         dname(r, a->st.d), errclass_name(cls), status, msg);
 	if (att_other(a)) /* a hedge pair: the other one carries on */
 		return;
 	event_del(&r->ev_hedge);
-	if (a->d != r->d) { /* the surviving hedge attempt failed */
-		r->d = a->d;
-		r->tries_here = 1;
+	if (a->st.d != r->s.d) { /* the surviving hedge attempt failed */
+		r->s.d = a->st.d;
+		r->s.tries_here = 1;
 	}
-	if (r->client_started) {
+	if (r->s.phase == REQ_STREAMING) {
 		buf_add(&r->sent_text, a->text.data, a->text.len);
-		req_midstream_failure(r, a->d, msg);
+		req_midstream_failure(r, a->st.d, msg);
 		return;
 	}
-	snprintf(code, sizeof code, "%s", a->r->uerr.code);
-	switch (cls) {
-	case EC_BAD_REQUEST:
-		req_error(r, status >= 400 && status < 500 ? status : 400,
-		          "invalid_request_error",
-		          code[0] ? code : "bad_request", msg);
+	if (cls == EC_RATE_LIMITED)
+		r->s.n_rate++;
+	else if (cls != EC_BAD_REQUEST && cls != EC_CONTEXT_WINDOW &&
+	         cls != EC_CONTENT_POLICY)
+		r->s.n_fail++;
+	req_decide(r, cls, status, ra_ms, should_retry, &dc);
+	switch (dc.action) {
+	case DO_FAIL:
+		req_fail(r, dc.status, dc.type, dc.code, msg);
 		return;
-	case EC_CONTEXT_WINDOW:
-		if (req_switch(r, &cfg->cw_fallbacks) == 0)
-			break;
-		req_error(r, 400, "invalid_request_error",
-		          "context_length_exceeded", msg);
+	case DO_RETRY:
+		r->s.retries_used++;
+		route_count_retry(w, r->s.d);
+		r->s.phase = REQ_WAITING;
+		req_arm(&r->ev_wait, dc.delay_ms);
 		return;
-	case EC_CONTENT_POLICY:
-		if (req_switch(r, &cfg->cp_fallbacks) == 0)
-			break;
-		req_error(r, 400, "invalid_request_error", "content_filter",
-		          msg);
-		return;
-	case EC_TRANSIENT:
-		r->n_fail++;
-		if (req_may_retry(r, should_retry)) {
-			int64_t delay = backoff_ms(
-			    cfg_eff_backoff_base_ms(cfg, &cfg->deploy[r->d]),
-			    cfg->backoff_max_ms, r->retries_used, ra_ms,
-			    &w->rng);
-
-			if (delay < req_left_ms(r)) {
-				r->retries_used++;
-				atomic_fetch_add_explicit(
-				    &w->shm->slots[w->slot_of[r->d]].retries, 1,
-				    memory_order_relaxed);
-				req_arm(&r->ev_wait, delay);
-				return;
-			}
-		}
-		break;
-	case EC_RATE_LIMITED:
-		r->n_rate++;
-		break;
-	default:
-		r->n_fail++;
+	case DO_SWITCH:
+		req_switch(r, cls);
 		break;
 	}
-	r->prev_d = r->d;
+	r->s.prev_d = r->s.d;
 	req_next(r);
 }
 
@@ -987,16 +1208,59 @@ att_failed(struct attempt *a, enum errclass cls, int status, const char *msg,
 static void
 att_upstream_error(struct attempt *a)
 {
-	struct upstream_error *e = &a->r->uerr;
+	struct upstream_error *e = &a->r->s.uerr;
 
 	memset(e, 0, sizeof *e);
-	e->retry_after_ms = a->resp.retry_after_ms;
-	e->should_retry = a->resp.should_retry;
-	classify_http(a->resp.status, a->rbody.data ? a->rbody.data : "",
+	e->retry_after_ms = a->st.resp.retry_after_ms;
+	e->should_retry = a->st.resp.should_retry;
+	classify_http(a->st.resp.status, a->rbody.data ? a->rbody.data : "",
 	              a->rbody.len, e);
-	att_failed(a, e->cls, a->resp.status,
+	att_failed(a, e->cls, a->st.resp.status,
 	           e->message[0] ? e->message : "upstream error",
 	           e->retry_after_ms, e->should_retry);
+}
+
+/* ---- streams ---- */
+
+/* The ingress encoder state, initialised on first use. */
+static void *
+req_ig_state(struct req *r)
+{
+	const struct ingress *ig = r->s.ig;
+
+	if (r->s.ig_ready || ig->state_size == 0)
+		return r->ig_state;
+	if (r->ig_size < ig->state_size) {
+		free(r->ig_state);
+		r->ig_size = 0;
+		if ((r->ig_state = calloc(1, ig->state_size)) == NULL)
+			return NULL;
+		r->ig_size = ig->state_size;
+	}
+	memset(r->ig_state, 0, ig->state_size);
+	if (ig->init)
+		ig->init(r->ig_state, &r->j);
+	r->s.ig_ready = 1;
+	return r->ig_state;
+}
+
+/* Encode attempt a's canonical stream lines for the client into r->out:
+ * one "data: X\n\n" line at a time through the ingress, or as they are. */
+static void
+req_encode_stream(struct req *r, struct attempt *a)
+{
+	const char *p = a->out.data, *end = p + a->out.len, *e;
+	void *st = req_ig_state(r);
+
+	if (r->s.ig->chunk == NULL || a->st.native) {
+		buf_add(&r->out, a->out.data, a->out.len);
+		return;
+	}
+	while (p < end && (e = memmem(p, (size_t)(end - p), "\n\n", 2))) {
+		if ((size_t)(e - p) >= 6 && memcmp(p, "data: ", 6) == 0)
+			r->s.ig->chunk(st, p + 6, (size_t)(e - p - 6), &r->out);
+		p = e + 2;
+	}
 }
 
 /* Send what attempt a has pending to the client, starting the reply the
@@ -1004,26 +1268,23 @@ att_upstream_error(struct attempt *a)
 static void
 req_stream_flush(struct req *r, struct attempt *a)
 {
-	struct evbuffer *eb;
+	const struct client_ops *o = r->s.ops;
 
-	if (!r->client_started) {
-		struct evkeyvalq *h =
-		    evhttp_request_get_output_headers(r->hreq);
-
-		r->served = a->d;
-		evhttp_add_header(h, "Content-Type", "text/event-stream");
-		evhttp_add_header(h, "Cache-Control", "no-cache");
-		req_add_common_headers(r);
-		evhttp_send_reply_start(r->hreq, 200, "OK");
-		r->client_started = 1;
+	if (r->s.phase != REQ_STREAMING) {
+		r->s.served = a->st.d;
+		r->s.native = a->st.native;
+		o->header(r->s.c, "Cache-Control", "no-cache");
+		req_common_headers(r);
+		o->start(r->s.c, 200, r->s.ig->stream_type);
+		r->s.phase = REQ_STREAMING;
 	}
-	r->tool_stream |= a->ss.tool_seen;
+	r->s.tool_stream |= a->ss.tool_seen;
 	if (a->out.len == 0)
 		return;
-	eb = r->chunk;
-	evbuffer_add(eb, a->out.data, a->out.len);
-	evhttp_send_reply_chunk(r->hreq, eb);
-	evbuffer_drain(eb, evbuffer_get_length(eb));
+	buf_reset(&r->out);
+	req_encode_stream(r, a);
+	if (r->out.len)
+		o->chunk(r->s.c, r->out.data, r->out.len);
 	buf_reset(&a->out);
 }
 
@@ -1035,18 +1296,16 @@ att_sse_event(void *arg, const char *ev, size_t elen, const char *data,
 	struct attempt *a = arg;
 	int rc;
 
-	if (a->complete)
+	if (a->st.complete)
 		return 0;
-	rc = a->prov->stream_event(&a->pc, &a->ss, ev, elen, data, dlen,
-	                           &a->out, &a->r->uerr);
+	rc = a->st.prov->stream_event(&a->st.pc, &a->ss, ev, elen, data, dlen,
+	                              &a->out, &a->r->s.uerr);
 	if (rc == -1) {
-		a->in_stream_err = 1;
+		a->st.in_stream_err = 1;
 		return 1;
 	}
-	if (rc == 1) {
-		a->complete = 1;
-		buf_adds(&a->out, "data: [DONE]\n\n");
-	}
+	if (rc == 1)
+		a->st.complete = 1;
 	return 0;
 }
 
@@ -1055,9 +1314,9 @@ up_on_headers(void *arg, const struct up_resp *resp)
 {
 	struct attempt *a = arg;
 
-	a->resp = *resp;
-	a->streaming =
-	    a->r->stream && resp->status / 100 == 2 && resp->event_stream;
+	a->st.resp = *resp;
+	a->st.streaming =
+	    a->r->s.stream && resp->status / 100 == 2 && resp->event_stream;
 }
 
 /* The first content reached us: this attempt wins; the timer now bounds
@@ -1069,14 +1328,14 @@ att_first_content(struct attempt *a)
 	struct attempt *o = att_other(a);
 	const struct cfg *cfg = r->w->cfg;
 
-	a->ttft_us = clock_us() - a->t0_us;
+	a->st.ttft_us = clock_us() - a->st.t0_us;
 	if (o)
-		att_cancel(o, a->hedge ? "lost the hedge race"
-		                       : "hedge not needed");
+		att_cancel(o, a->st.hedge ? "lost the hedge race"
+		                          : "hedge not needed");
 	event_del(&r->ev_hedge);
 	event_del(&r->ev_deadline);
 	req_arm(&a->ev_timer,
-	        cfg_eff_stream_idle_timeout_ms(cfg, &cfg->deploy[a->d]));
+	        cfg_eff_stream_idle_timeout_ms(cfg, &cfg->deploy[a->st.d]));
 }
 
 static void
@@ -1084,38 +1343,40 @@ up_on_data(void *arg, const char *p, size_t n)
 {
 	struct attempt *a = arg;
 	struct req *r = a->r;
+	struct upstream_error *e = &r->s.uerr;
 	int rc;
 
-	if (!a->streaming) {
-		if (a->resp.status / 100 == 2 || a->rbody.len < ERRBODY_MAX)
+	if (!a->st.streaming) {
+		if (a->st.resp.status / 100 == 2 || a->rbody.len < ERRBODY_MAX)
 			buf_add(&a->rbody, p, n);
 		return;
 	}
 	rc = sse_feed(&a->sse, p, n, att_sse_event, a);
-	if (rc == -1 || a->in_stream_err) {
+	if (rc == -1 || a->st.in_stream_err) {
 		if (rc == -1) {
-			a->r->uerr.cls = EC_TRANSIENT;
-			snprintf(a->r->uerr.message, sizeof a->r->uerr.message,
+			e->cls = EC_TRANSIENT;
+			snprintf(e->message, sizeof e->message,
 			         "malformed upstream stream");
 		}
-		att_failed(a, a->r->uerr.cls ? a->r->uerr.cls : EC_TRANSIENT,
-		           a->resp.status, a->r->uerr.message,
-		           a->r->uerr.retry_after_ms, -1);
+		att_failed(a, e->cls ? e->cls : EC_TRANSIENT, a->st.resp.status,
+		           e->message, e->retry_after_ms, -1);
 		return;
 	}
-	if (a->ss.content_filter && !r->client_started && !r->switched &&
-	    cfg_find_fallback(&r->w->cfg->cp_fallbacks, r->groups[0]->name)) {
-		att_failed(a, EC_CONTENT_POLICY, a->resp.status,
+	if (a->ss.content_filter && r->s.phase != REQ_STREAMING &&
+	    req_chain(r, EC_CONTENT_POLICY)) {
+		att_failed(a, EC_CONTENT_POLICY, a->st.resp.status,
 		           "answer blocked by the provider's content filter",
 		           -1, -1);
 		return;
 	}
-	if (a->ttft_us < 0 && (a->ss.content_seen || a->complete))
+	if (a->st.ttft_us < 0 && (a->ss.content_seen || a->st.complete))
 		att_first_content(a);
-	else if (a->ttft_us >= 0)
-		req_arm(&a->ev_timer, cfg_eff_stream_idle_timeout_ms(
-		                          r->w->cfg, &r->w->cfg->deploy[a->d]));
-	if (a->ttft_us >= 0 || (r->client_started && !att_other(a)))
+	else if (a->st.ttft_us >= 0)
+		req_arm(&a->ev_timer,
+		        cfg_eff_stream_idle_timeout_ms(
+		            r->w->cfg, &r->w->cfg->deploy[a->st.d]));
+	if (a->st.ttft_us >= 0 ||
+	    (r->s.phase == REQ_STREAMING && !att_other(a)))
 		req_stream_flush(r, a);
 }
 
@@ -1130,52 +1391,70 @@ req_truncation_check(struct req *r, int d, const struct usage *u)
 
 	if (cw <= 0 || u->prompt_tokens < cw - cw / 50)
 		return;
-	evhttp_add_header(evhttp_request_get_output_headers(r->hreq),
-	                  "x-llmfd-warning",
-	                  "prompt may have been truncated by the upstream");
+	r->s.ops->header(r->s.c, "x-llmfd-warning",
+	                 "prompt may have been truncated by the upstream");
 	log_warnx("%s %s reported %lld prompt tokens of a %ld context: the "
 	          "prompt was probably truncated",
-	          r->id, dname(r, d), u->prompt_tokens, cw);
+	          r->s.id, dname(r, d), u->prompt_tokens, cw);
 }
 
-/* A whole non-stream reply arrived: translate and answer. */
+/* Attempt a answered: it is the request's answer. */
+static void
+att_won(struct attempt *a, const struct usage *u)
+{
+	struct req *r = a->r;
+	struct attempt *o;
+
+	if ((o = att_other(a)) != NULL)
+		att_cancel(o, a->st.hedge ? "lost the hedge race"
+		                          : "hedge not needed");
+	event_del(&a->ev_timer);
+	a->st.active = 0;
+	route_attempt_end(r->w, a->st.d, EC_OK, clock_us() - a->st.t0_us,
+	                  a->st.ttft_us, u, -1, NULL, 200);
+	r->s.served = a->st.d;
+	r->s.native = a->st.native;
+	r->s.usage = *u;
+	r->s.ttft_us = a->st.ttft_us;
+}
+
+/* A whole non-stream reply arrived: translate, encode and answer. */
 static void
 att_whole(struct attempt *a)
 {
 	struct req *r = a->r;
-	struct attempt *o;
+	struct upstream_error *e = &r->s.uerr;
+	struct buf *canon = &a->out;
 	int cf = 0;
 
-	buf_reset(&r->out);
-	if (a->prov->response(&a->pc, a->rbody.data ? a->rbody.data : "",
-	                      a->rbody.len, &r->out, &a->usage, &cf,
-	                      &a->r->uerr) == -1) {
-		att_failed(a, a->r->uerr.cls ? a->r->uerr.cls : EC_TRANSIENT,
-		           a->resp.status, a->r->uerr.message, -1, -1);
+	buf_reset(canon);
+	if (a->st.prov->response(&a->st.pc, a->rbody.data ? a->rbody.data : "",
+	                         a->rbody.len, canon, &a->st.usage, &cf,
+	                         e) == -1) {
+		att_failed(a, e->cls ? e->cls : EC_TRANSIENT, a->st.resp.status,
+		           e->message, -1, -1);
 		return;
 	}
-	if (cf && !r->switched &&
-	    cfg_find_fallback(&r->w->cfg->cp_fallbacks, r->groups[0]->name)) {
-		att_failed(a, EC_CONTENT_POLICY, a->resp.status,
+	if (cf && req_chain(r, EC_CONTENT_POLICY)) {
+		att_failed(a, EC_CONTENT_POLICY, a->st.resp.status,
 		           "answer blocked by the provider's content filter",
 		           -1, -1);
 		return;
 	}
-	if ((o = att_other(a)) != NULL)
-		att_cancel(o, a->hedge ? "lost the hedge race"
-		                       : "hedge not needed");
-	event_del(&a->ev_timer);
-	a->active = 0;
-	route_attempt_end(r->w, a->d, EC_OK, clock_us() - a->t0_us, -1,
-	                  &a->usage, -1, NULL, 200);
-	r->served = a->d;
-	req_add_common_headers(r);
-	req_truncation_check(r, a->d, &a->usage);
-	log_info("%s %s -> 200 via %s (%d attempts, %d ms)", r->id, r->model,
-	         dname(r, a->d), r->attempts, req_elapsed_ms(r));
-	req_access(r, 200, NULL, &a->usage, -1);
-	server_send_json(r->hreq, 200, &r->out);
-	req_release(r);
+	buf_reset(&r->out);
+	if (r->s.ig->reply && !a->st.native &&
+	    r->s.ig->reply(req_ig_state(r), canon->data ? canon->data : "",
+	                   canon->len, &r->out) == -1) {
+		att_failed(a, EC_TRANSIENT, a->st.resp.status,
+		           "malformed upstream reply: cannot encode it", -1,
+		           -1);
+		return;
+	}
+	if (r->out.len == 0)
+		buf_add(&r->out, canon->data ? canon->data : "", canon->len);
+	att_won(a, &a->st.usage);
+	req_truncation_check(r, a->st.d, &a->st.usage);
+	req_finish(r, &(struct req_end){.status = 200});
 }
 
 static void
@@ -1184,38 +1463,31 @@ up_on_done(void *arg)
 	struct attempt *a = arg;
 	struct req *r = a->r;
 
-	a->up = NULL;
-	if (a->resp.status / 100 != 2) {
+	a->st.up = NULL;
+	if (a->st.resp.status / 100 != 2) {
 		att_upstream_error(a);
 		return;
 	}
-	if (!r->stream) {
+	if (!r->s.stream) {
 		att_whole(a);
 		return;
 	}
-	if (!a->streaming) {
-		att_failed(a, EC_TRANSIENT, a->resp.status,
+	if (!a->st.streaming) {
+		att_failed(a, EC_TRANSIENT, a->st.resp.status,
 		           "upstream did not answer with an event stream", -1,
 		           -1);
 		return;
 	}
-	if (!a->complete) {
-		att_failed(a, EC_TRANSIENT, a->resp.status,
+	if (!a->st.complete) {
+		att_failed(a, EC_TRANSIENT, a->st.resp.status,
 		           "upstream stream ended before completion", -1, -1);
 		return;
 	}
-	if (a->ttft_us < 0)
+	if (a->st.ttft_us < 0)
 		att_first_content(a);
-	event_del(&a->ev_timer);
-	a->active = 0;
-	route_attempt_end(r->w, a->d, EC_OK, clock_us() - a->t0_us, a->ttft_us,
-	                  &a->ss.usage, -1, NULL, 200);
 	req_stream_flush(r, a);
-	evhttp_send_reply_end(r->hreq);
-	log_info("%s %s -> 200 stream via %s (%d attempts, %d ms)", r->id,
-	         r->model, dname(r, a->d), r->attempts, req_elapsed_ms(r));
-	req_access(r, 200, NULL, &a->ss.usage, a->ttft_us);
-	req_release(r);
+	att_won(a, &a->ss.usage);
+	req_finish(r, &(struct req_end){.status = 200});
 }
 
 static void
@@ -1223,7 +1495,7 @@ up_on_error(void *arg, const char *msg)
 {
 	struct attempt *a = arg;
 
-	a->up = NULL;
+	a->st.up = NULL;
 	att_failed(a, EC_TRANSIENT, 0, msg, -1, -1);
 }
 
@@ -1234,54 +1506,66 @@ static const struct up_cbs up_cbs = {
     .error = up_on_error,
 };
 
-/* The client closed its connection: cancel everything. */
-static void
-req_client_closed(struct evhttp_connection *c, void *arg)
+/* Feed the running attempt an upstream answer as if it had arrived from
+ * the network (exported for unit tests): its connection is dropped, then
+ * the headers (status, event_stream), the body and, if end, the end. */
+void
+req_test_upstream(struct req *r, int status, int event_stream, const char *body,
+                  size_t n, int end)
 {
-	struct req *r = arg;
-	struct evhttp_request *hreq = r->hreq;
+	struct attempt *a = r->att[0].st.active ? &r->att[0] : &r->att[1];
+	struct up_resp resp = {.status = status,
+	                       .content_length = -1,
+	                       .event_stream = event_stream,
+	                       .retry_after_ms = -1,
+	                       .should_retry = -1};
 
-	(void)c;
-	if (hreq == NULL)
+	if (!a->st.active)
 		return;
-	log_info("%s client went away after %d ms; cancelling", r->id,
-	         req_elapsed_ms(r));
-	for (int i = 0; i < 2; i++)
-		att_cancel(&r->att[i], "client went away");
-	req_access(r, 499, "client_closed", NULL, -1);
-	r->hreq = NULL; /* the dying connection has let go of it: ours */
-	req_release(r);
-	evhttp_request_free(hreq);
+	if (a->st.up) {
+		up_abort(a->st.up);
+		a->st.up = NULL;
+		up_on_headers(a, &resp);
+	}
+	if (n)
+		up_on_data(a, body, n);
+	if (end && a->st.active)
+		up_on_done(a);
 }
 
-/* evhttp stops reading once a request is in, so a client hanging up is
- * not seen until we write. Keep reading (without evhttp's read callback,
- * as evhttp itself does while it writes) so EOF reaches the close
- * callback at once and the upstream attempt is cancelled. */
-static void
-req_watch_close(struct req *r)
+/* The request's phase (exported for unit tests). */
+int
+req_phase(const struct req *r)
 {
-	struct evhttp_connection *c = evhttp_request_get_connection(r->hreq);
-	struct bufferevent *bev = evhttp_connection_get_bufferevent(c);
-	bufferevent_data_cb rd, wr;
-	bufferevent_event_cb ev;
-	void *arg;
-
-	evhttp_connection_set_closecb(c, req_client_closed, r);
-	bufferevent_getcb(bev, &rd, &wr, &ev, &arg);
-	bufferevent_setcb(bev, NULL, wr, ev, arg);
-	bufferevent_enable(bev, EV_READ);
+	return r->s.phase;
 }
 
-/* Read one optional integer/number field; -2 if present but invalid. */
+/* ---- the way in ---- */
+
+/* The client went away: cancel everything, no reply. */
+void
+req_client_gone(struct req *r)
+{
+	if (r->s.phase == REQ_DONE)
+		return;
+	r->s.c = NULL; /* the dying connection has let go of it */
+	req_finish(r, &(struct req_end){.status = 499,
+	                                .type = "client_closed",
+	                                .code = "client_closed",
+	                                .msg = "client went away",
+	                                .d = -1});
+}
+
+/* Read one optional number field; -2 if present but invalid. */
 static int
 req_opt_num(struct req *r, const char *key, double lo, double hi, double *out)
 {
-	int t = json_get(&r->j, 0, key);
+	const struct json *j = r->s.doc;
+	int t = json_get(j, 0, key);
 
-	if (t < 0 || json_is_null(&r->j, t))
+	if (t < 0 || json_is_null(j, t))
 		return -1;
-	if (json_num(&r->j, t, out) == -1 || *out < lo || *out > hi)
+	if (json_num(j, t, out) == -1 || *out < lo || *out > hi)
 		return -2;
 	return 0;
 }
@@ -1291,224 +1575,220 @@ static int
 req_candidates(struct req *r)
 {
 	const struct cfg *cfg = r->w->cfg;
-	const struct group_cfg *g = cfg_find_group(cfg, r->model);
+	const struct json *j = r->s.doc;
+	const struct group_cfg *g = cfg_find_group(cfg, r->s.model), *fg;
 	const struct fallback_cfg *f;
 	int t, n;
 	char name[CFG_NAME_MAX];
 
-	r->ngroups = 0;
 	if (g == NULL) {
-		if ((r->single_idx = cfg_find_deploy(cfg, r->model)) < 0)
+		if ((r->s.single_idx = cfg_find_deploy(cfg, r->s.model)) < 0)
 			return -1;
-		memset(&r->single, 0, sizeof r->single);
-		snprintf(r->single.name, sizeof r->single.name, "%s",
-		         cfg->deploy[r->single_idx].group);
-		r->single.strategy = -1;
-		r->single.ndeploy = 1;
-		r->single.deploy = &r->single_idx;
-		g = &r->single;
+		snprintf(r->s.single.name, sizeof r->s.single.name, "%s",
+		         cfg->deploy[r->s.single_idx].group);
+		r->s.single.strategy = -1;
+		r->s.single.ndeploy = 1;
+		r->s.single.deploy = &r->s.single_idx;
+		g = &r->s.single;
 	}
-	r->groups[r->ngroups++] = g;
-	t = json_get(&r->j, 0, "fallbacks");
-	if (t >= 0 && json_type(&r->j, t) == JSMN_ARRAY) {
-		n = json_size(&r->j, t);
-		for (int i = 0; i < n && r->ngroups < ROUTE_MAX_GROUPS; i++) {
-			const struct group_cfg *fg;
-			if (json_str(&r->j, json_at(&r->j, t, i), name,
-			             sizeof name) < 0)
-				continue;
-			if ((fg = cfg_find_group(cfg, name)) != NULL && fg != g)
-				r->groups[r->ngroups++] = fg;
-		}
+	r->s.groups[r->s.ngroups++] = g;
+	t = json_get(j, 0, "fallbacks");
+	if (t >= 0 && json_type(j, t) == JSMN_ARRAY) {
+		n = json_size(j, t);
+		for (int i = 0; i < n && r->s.ngroups < ROUTE_MAX_GROUPS; i++)
+			if (json_str(j, json_at(j, t, i), name, sizeof name) >=
+			        0 &&
+			    (fg = cfg_find_group(cfg, name)) != NULL && fg != g)
+				r->s.groups[r->s.ngroups++] = fg;
 	} else if ((f = cfg_find_fallback(&cfg->fallbacks, g->name)) != NULL) {
-		for (int i = 0; i < f->nto && r->ngroups < ROUTE_MAX_GROUPS;
-		     i++) {
-			const struct group_cfg *fg =
-			    cfg_find_group(cfg, f->to[i]);
-			if (fg && fg != g)
-				r->groups[r->ngroups++] = fg;
-		}
+		for (int i = 0; i < f->nto && r->s.ngroups < ROUTE_MAX_GROUPS;
+		     i++)
+			if ((fg = cfg_find_group(cfg, f->to[i])) != NULL &&
+			    fg != g)
+				r->s.groups[r->s.ngroups++] = fg;
 	}
 	return 0;
 }
 
-/* Validate the body and fill the request fields; -1 after answering. */
+/* Parse the client's body through its ingress and read what the engine
+ * needs from the canonical document; -1 after answering. */
 static int
-req_parse(struct req *r)
+req_parse(struct req *r, const char *body, size_t len)
 {
 	const struct cfg *cfg = r->w->cfg;
+	const struct json *j;
+	struct ingress_err e = {0};
 	double v;
 	int t, rc;
 
-	if (json_parse(&r->j, r->body, r->blen) == -1 ||
+	if (json_parse(&r->j, body, len) == -1 ||
 	    json_type(&r->j, 0) != JSMN_OBJECT) {
-		req_error(r, 400, "invalid_request_error", "invalid_json",
-		          "request body is not a valid JSON object");
+		req_fail(r, 400, "invalid_request_error", "invalid_json",
+		         "request body is not a valid JSON object");
 		return -1;
 	}
-	t = json_get(&r->j, 0, "model");
-	if (t < 0 || json_type(&r->j, t) != JSMN_STRING ||
-	    json_str(&r->j, t, r->model, sizeof r->model) <= 0) {
-		req_error(r, 400, "invalid_request_error", "missing_model",
-		          "'model' is required and must be a string");
+	if (r->s.ig->parse(&r->j, &r->canon, &e) == -1) {
+		req_fail(r, e.status ? e.status : 400,
+		         e.type ? e.type : "invalid_request_error", e.code,
+		         e.msg);
 		return -1;
 	}
-	t = json_get(&r->j, 0, r->endpoint == EP_CHAT ? "messages" : "input");
-	if (t < 0 ||
-	    (r->endpoint == EP_CHAT && json_type(&r->j, t) != JSMN_ARRAY)) {
-		req_error(r, 400, "invalid_request_error",
-		          r->endpoint == EP_CHAT ? "missing_messages"
-		                                 : "missing_input",
-		          r->endpoint == EP_CHAT
-		              ? "'messages' is required and must be an array"
-		              : "'input' is required");
+	r->s.doc = &r->j;
+	if (r->canon.len) {
+		if (r->canon.oom || json_parse(&r->canon_j, r->canon.data,
+		                               r->canon.len) == -1) {
+			req_fail(r, 500, "llmfd_error", "internal_error",
+			         "could not translate the request");
+			return -1;
+		}
+		r->s.doc = &r->canon_j;
+	}
+	j = r->s.doc;
+	t = json_get(j, 0, "model");
+	if (t < 0 || json_type(j, t) != JSMN_STRING ||
+	    json_str(j, t, r->s.model, sizeof r->s.model) <= 0) {
+		req_fail(r, 400, "invalid_request_error", "missing_model",
+		         "'model' is required and must be a string");
 		return -1;
 	}
-	r->stream = r->endpoint == EP_CHAT &&
-	            json_is_true(&r->j, json_get(&r->j, 0, "stream"));
-	r->include_usage = json_is_true(
-	    &r->j, json_path(&r->j, 0, "stream_options.include_usage"));
-	r->req_retries = -1;
+	r->s.stream = r->s.ig->endpoint == EP_CHAT &&
+	              json_is_true(j, json_get(j, 0, "stream"));
+	r->s.include_usage =
+	    json_is_true(j, json_path(j, 0, "stream_options.include_usage"));
+	r->s.req_retries = -1;
 	if ((rc = req_opt_num(r, "num_retries", 0, 10, &v)) == 0)
-		r->req_retries = (int)v;
+		r->s.req_retries = (int)v;
 	else if (rc == -2)
 		goto badnum;
-	r->deadline_ms = r->t0_us / 1000 + cfg->timeout_ms;
+	r->s.deadline_ms = r->s.t0_us / 1000 + cfg->timeout_ms;
 	if ((rc = req_opt_num(r, "timeout", 0.001, 86400, &v)) == 0)
-		r->deadline_ms = r->t0_us / 1000 + (int64_t)(v * 1000);
+		r->s.deadline_ms = r->s.t0_us / 1000 + (int64_t)(v * 1000);
 	else if (rc == -2)
 		goto badnum;
-	r->first_token_ms = -1;
+	r->s.first_token_ms = -1;
 	if ((rc = req_opt_num(r, "stream_timeout", 0.001, 86400, &v)) == 0)
-		r->first_token_ms = (int)(v * 1000);
+		r->s.first_token_ms = (int)(v * 1000);
 	else if (rc == -2)
 		goto badnum;
 	/* token estimate for the pre-call context check: bytes / 4 */
-	r->est_tokens = (long)(r->blen / 4);
+	r->s.est_tokens = (long)(len / 4);
 	return 0;
 badnum:
-	req_error(r, 400, "invalid_request_error", "invalid_parameter",
-	          "'num_retries' must be 0..10; 'timeout' and 'stream_timeout' "
-	          "are positive seconds");
+	req_fail(r, 400, "invalid_request_error", "invalid_parameter",
+	         "'num_retries' must be 0..10; 'timeout' and 'stream_timeout' "
+	         "are positive seconds");
 	return -1;
 }
 
-/* Entry point for POST /v1/chat/completions and /v1/embeddings. */
+/* The client headers a same-format upstream gets, as header lines. */
 static void
-req_handle(struct evhttp_request *hreq, struct worker *w, int endpoint)
+req_fwd_headers(struct req *r)
 {
-	struct evbuffer *in = evhttp_request_get_input_buffer(hreq);
+	const char *const *h = r->s.ig->fwd_headers;
+	const char *v;
+
+	for (; h && *h; h++)
+		if ((v = r->s.ops->get_header(r->s.c, *h)) != NULL &&
+		    strpbrk(v, "\r\n") == NULL)
+			buf_printf(&r->fwd, "%s: %s\r\n", *h, v);
+}
+
+/* Serve one client request. */
+void
+req_start(struct worker *w, const struct client_ops *ops, void *c,
+          const struct ingress *ig, const char *body, size_t len)
+{
 	struct req *r;
-	size_t len = evbuffer_get_length(in);
 	char msg[160];
 
-	if (evhttp_request_get_command(hreq) != EVHTTP_REQ_POST) {
-		server_send_error(hreq, 405, "invalid_request_error",
-		                  "method_not_allowed", "use POST");
-		return;
-	}
 	if ((r = req_get(w)) == NULL) {
-		server_send_error(hreq, 503, "llmfd_error", "out_of_memory",
-		                  "out of memory");
+		static const char oom[] =
+		    "{\"error\":{\"message\":\"out of memory\",\"type\":"
+		    "\"llmfd_error\",\"param\":null,\"code\":\"out_of_memory\"}"
+		    "}";
+
+		ops->reply(c, 503, "application/json", oom, sizeof oom - 1);
 		return;
 	}
-	LIST_INSERT_HEAD(&w->reqs, r, link);
+	LIST_INSERT_HEAD(&reqs, r, link);
+	ninflight++;
 	w->inflight++;
-	r->hreq = hreq;
-	r->endpoint = endpoint;
-	r->t0_us = clock_us();
-	snprintf(r->id, sizeof r->id, "req-%x-%" PRIx64, (unsigned)getpid(),
+	memset(&r->s, 0, sizeof r->s);
+	r->s.ops = ops;
+	r->s.c = c;
+	ops->attach(c, r);
+	r->s.ig = ig;
+	r->s.phase = REQ_PICKING;
+	r->s.t0_us = clock_us();
+	r->s.d = r->s.prev_d = r->s.served = -1;
+	r->s.ttft_us = -1;
+	r->s.close_after = w->draining;
+	snprintf(r->s.id, sizeof r->s.id, "req-%x-%" PRIx64, (unsigned)getpid(),
 	         ++w->next_id);
-	r->d = r->prev_d = r->served = -1;
-	r->gi = r->attempts = r->retries_used = r->tries_here = 0;
-	r->switched = r->n_rate = r->n_fail = r->forced = r->ntrail = 0;
-	r->n_unsupported = 0;
-	r->hedged = r->client_started = r->tool_stream = r->stream = 0;
-	r->soonest_ms = 0;
-	r->model[0] = '\0';
-	memset(r->tried, 0, sizeof r->tried);
-	buf_reset(&r->out);
-	buf_reset(&r->sent_text);
-	event_assign(&r->ev_deadline, w->base, -1, 0, req_deadline, r);
-	event_assign(&r->ev_wait, w->base, -1, 0, req_wait_cb, r);
-	event_assign(&r->ev_hedge, w->base, -1, 0, req_hedge, r);
-	req_watch_close(r);
-	if (len > REQ_MAX_BODY) {
-		req_error(r, 413, "invalid_request_error", "body_too_large",
-		          "request body is larger than 32 MiB");
-		return;
-	}
-	r->body = len ? (const char *)evbuffer_pullup(in, -1) : "";
-	r->blen = len;
-	if (req_parse(r) == -1)
+	req_fwd_headers(r);
+	if (req_parse(r, body, len) == -1)
 		return;
 	if (req_candidates(r) == -1) {
 		snprintf(msg, sizeof msg,
-		         "model '%s' is not a configured group "
-		         "or deployment",
-		         r->model);
-		req_error(r, 404, "invalid_request_error", "model_not_found",
-		          msg);
+		         "model '%s' is not a configured group or deployment",
+		         r->s.model);
+		req_fail(r, 404, "invalid_request_error", "model_not_found",
+		         msg);
 		return;
 	}
-	route_count_request(w);
+	route_count_request(w, ig->id);
 	req_arm(&r->ev_deadline, req_left_ms(r));
 	req_next(r);
 }
 
-/* POST /v1/chat/completions */
+/* Worker drain: every reply from now on closes its connection. */
 void
-req_handle_chat(struct evhttp_request *hreq, void *arg)
+req_drain(struct worker *w)
 {
-	req_handle(hreq, arg, EP_CHAT);
-}
+	struct req *r;
 
-/* POST /v1/embeddings */
-void
-req_handle_embeddings(struct evhttp_request *hreq, void *arg)
-{
-	req_handle(hreq, arg, EP_EMBED);
-}
-
-static void
-req_destroy(struct req *r)
-{
-	json_free(&r->j);
-	for (int i = 0; i < 2; i++) {
-		struct attempt *a = &r->att[i];
-
-		buf_free(&a->po.path);
-		buf_free(&a->po.headers);
-		buf_free(&a->po.body);
-		buf_free(&a->rbody);
-		buf_free(&a->out);
-		buf_free(&a->text);
-		sse_free(&a->sse);
-		stream_state_free(&a->ss);
+	(void)w;
+	LIST_FOREACH(r, &reqs, link)
+	{
+		r->s.close_after = 1;
+		if (r->s.c && r->s.phase == REQ_STREAMING)
+			r->s.ops->header(r->s.c, "Connection", "close");
 	}
-	buf_free(&r->out);
-	buf_free(&r->sent_text);
-	evbuffer_free(r->chunk);
-	free(r);
 }
 
-/* Worker exit: abandon requests still in flight and free every object. */
+/* Requests in flight in this worker. */
+int
+req_inflight(void)
+{
+	return ninflight;
+}
+
+/* Worker exit: abandon requests still in flight and free every object.
+ * Each one lets go of its client handle first, so no callback of the
+ * connection (freed later with evhttp) can reach a freed request. */
 void
 req_free_all(struct worker *w)
 {
 	struct req *r;
 
-	while ((r = LIST_FIRST(&w->reqs)) != NULL) {
+	(void)w;
+	while ((r = LIST_FIRST(&reqs)) != NULL) {
 		for (int i = 0; i < 2; i++)
 			att_stop(&r->att[i]);
 		event_del(&r->ev_deadline);
 		event_del(&r->ev_wait);
 		event_del(&r->ev_hedge);
+		if (r->s.c)
+			r->s.ops->detach(r->s.c, r);
+		if (r->s.ig_ready && r->s.ig->fini)
+			r->s.ig->fini(r->ig_state);
 		LIST_REMOVE(r, link);
+		ninflight--;
 		req_destroy(r);
 	}
-	while ((r = w->free_reqs) != NULL) {
-		w->free_reqs = r->next_free;
+	while ((r = free_reqs) != NULL) {
+		free_reqs = r->next_free;
 		req_destroy(r);
 	}
+	nfree = 0;
 }

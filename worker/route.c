@@ -8,6 +8,7 @@
 #include "common/backoff.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "worker/route.h"
 #include "worker/worker.h"
 
 #define RLX       memory_order_relaxed
@@ -120,13 +121,30 @@ route_check(struct worker *w, int d, long est_tokens, int64_t now,
 	return SKIP_NONE;
 }
 
+/* Why d cannot be picked now: route_check's reason, without side effects
+ * beyond rotating its rate window. */
+int
+route_why(struct worker *w, int d, long est_tokens)
+{
+	int64_t back;
+	int why = route_check(w, d, est_tokens, clock_ms(), &back, 0);
+
+	if (why != SKIP_NONE)
+		return why;
+	/* passed every check but lost a race: its half-open probe is held by
+	 * another request, or its last rpm slot went elsewhere */
+	return atomic_load_explicit(&slot_of(w, d)->circuit, RLX) !=
+	               CIRCUIT_CLOSED
+	           ? SKIP_CIRCUIT
+	           : SKIP_RATE;
+}
+
 /* Degraded: its TTFT p95 is over max_ttft_p95_ms (per deployment or global). */
 static int
 route_degraded(struct worker *w, int d)
 {
 	const struct deploy_cfg *dc = &w->cfg->deploy[d];
-	int lim = dc->max_ttft_p95_ms > 0 ? dc->max_ttft_p95_ms
-	                                  : w->cfg->max_ttft_p95_ms;
+	int lim = cfg_eff_max_ttft_p95_ms(w->cfg, dc);
 	struct slot_sh *s = slot_of(w, d);
 
 	if (lim <= 0 || atomic_load_explicit(&s->ttft.count, RLX) < 5)
@@ -525,9 +543,12 @@ budget_rotate(struct worker *w)
 
 /* Count one client request for the retry budget. */
 void
-route_count_request(struct worker *w)
+route_count_request(struct worker *w, int proto)
 {
 	budget_rotate(w);
+	if (proto >= 0 && proto < SHM_NPROTO)
+		atomic_fetch_add_explicit(&w->shm->hdr->requests_proto[proto],
+		                          1, RLX);
 	atomic_fetch_add_explicit(&w->shm->hdr->budget_req_cur, 1, RLX);
 	atomic_fetch_add_explicit(&w->shm->hdr->requests_total, 1, RLX);
 }
@@ -551,4 +572,39 @@ route_retry_allowed(struct worker *w)
 	}
 	atomic_fetch_add_explicit(&h->budget_retry_cur, 1, RLX);
 	return 1;
+}
+
+/* A request moved from `from` to `to`: count it on both and log an event. */
+void
+route_count_fallback(struct worker *w, int from, int to, const char *id)
+{
+	char t[200];
+
+	if (from < 0 || from == to)
+		return;
+	atomic_fetch_add_explicit(&slot_of(w, from)->fallbacks_from, 1, RLX);
+	atomic_fetch_add_explicit(&slot_of(w, to)->fallbacks_to, 1, RLX);
+	snprintf(t, sizeof t, "%s %s -> %s", id, w->cfg->deploy[from].name,
+	         w->cfg->deploy[to].name);
+	shm_event_add(w->shm, SHM_EV_FALLBACK, w->slot_of[to], t);
+}
+
+/* A retry on d was scheduled. */
+void
+route_count_retry(struct worker *w, int d)
+{
+	atomic_fetch_add_explicit(&slot_of(w, d)->retries, 1, RLX);
+}
+
+/* The group's fixed hedge delay, or d's TTFT p95 once it has 5 samples. */
+int64_t
+route_hedge_delay(struct worker *w, const struct group_cfg *g, int d)
+{
+	struct slot_sh *s = slot_of(w, d);
+
+	if (g->hedge_after_ms > 0)
+		return g->hedge_after_ms;
+	if (g->hedge_p95 && atomic_load_explicit(&s->ttft.count, RLX) >= 5)
+		return shm_hist_quantile(&s->ttft, 0.95) / 1000 + 1;
+	return -1;
 }

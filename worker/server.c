@@ -2,6 +2,7 @@
  * small endpoints (/v1/models, /healthz, /metrics). */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -12,51 +13,19 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "worker/client.h"
+#include "worker/ingress.h"
 #include "worker/worker.h"
 
 /* Send a JSON body with a status. */
 void
 server_send_json(struct evhttp_request *req, int status, struct buf *b)
 {
-	struct evbuffer *out = evhttp_request_get_output_buffer(req);
-	const char *reason;
-
 	evhttp_add_header(evhttp_request_get_output_headers(req),
 	                  "Content-Type", "application/json");
-	evbuffer_add(out, b->data ? b->data : "", b->len);
-	switch (status) {
-	case 200:
-		reason = "OK";
-		break;
-	case 400:
-		reason = "Bad Request";
-		break;
-	case 404:
-		reason = "Not Found";
-		break;
-	case 405:
-		reason = "Method Not Allowed";
-		break;
-	case 413:
-		reason = "Payload Too Large";
-		break;
-	case 429:
-		reason = "Too Many Requests";
-		break;
-	case 502:
-		reason = "Bad Gateway";
-		break;
-	case 503:
-		reason = "Service Unavailable";
-		break;
-	case 504:
-		reason = "Gateway Timeout";
-		break;
-	default:
-		reason = status < 400 ? "OK" : "Error";
-		break;
-	}
-	evhttp_send_reply(req, status, reason, NULL);
+	evbuffer_add(evhttp_request_get_output_buffer(req),
+	             b->data ? b->data : "", b->len);
+	evhttp_send_reply(req, status, http_reason(status), NULL);
 }
 
 /* Send an OpenAI-shaped error without a request context. */
@@ -65,29 +34,115 @@ server_send_error(struct evhttp_request *req, int status, const char *type,
                   const char *code, const char *fmt, ...)
 {
 	struct buf b = {0}, m = {0};
-	struct jw jw;
 	va_list ap;
 
 	va_start(ap, fmt);
 	buf_vprintf(&m, fmt, ap);
 	va_end(ap);
-	jw_init(&jw, &b);
-	jw_obj(&jw);
-	jw_key(&jw, "error");
-	jw_obj(&jw);
-	jw_key(&jw, "message");
-	jw_str(&jw, m.data ? m.data : "", m.len);
-	jw_key(&jw, "type");
-	jw_cstr(&jw, type);
-	jw_key(&jw, "param");
-	jw_null(&jw);
-	jw_key(&jw, "code");
-	jw_cstr(&jw, code);
-	jw_obj_end(&jw);
-	jw_obj_end(&jw);
+	ingress_openai_error(&b, status, type, code, m.data ? m.data : "", NULL,
+	                     NULL, 0);
 	server_send_json(req, status, &b);
 	buf_free(&b);
 	buf_free(&m);
+}
+
+/* Whether the client is an Anthropic SDK (it always sends the version). */
+static int
+server_anthropic(struct evhttp_request *req)
+{
+	return evhttp_find_header(evhttp_request_get_input_headers(req),
+	                          "anthropic-version") != NULL;
+}
+
+/* One model entry in Anthropic's shape (INGRESS.md §1.1). */
+static void
+server_model_anthropic(struct jw *jw, const char *id)
+{
+	jw_obj(jw);
+	jw_key(jw, "type");
+	jw_cstr(jw, "model");
+	jw_key(jw, "id");
+	jw_cstr(jw, id);
+	jw_key(jw, "display_name");
+	jw_cstr(jw, id);
+	jw_key(jw, "created_at");
+	jw_cstr(jw, "2024-01-01T00:00:00Z");
+	jw_obj_end(jw);
+}
+
+/* GET /v1/models in Anthropic's shape: the groups, one page. */
+static void
+server_models_anthropic(struct evhttp_request *req, const struct cfg *cfg)
+{
+	struct buf b = {0};
+	struct jw jw;
+
+	jw_init(&jw, &b);
+	jw_obj(&jw);
+	jw_key(&jw, "data");
+	jw_arr(&jw);
+	for (int i = 0; i < cfg->ngroup; i++)
+		server_model_anthropic(&jw, cfg->groups[i].name);
+	jw_arr_end(&jw);
+	jw_key(&jw, "has_more");
+	jw_bool(&jw, 0);
+	jw_key(&jw, "first_id");
+	if (cfg->ngroup)
+		jw_cstr(&jw, cfg->groups[0].name);
+	else
+		jw_null(&jw);
+	jw_key(&jw, "last_id");
+	if (cfg->ngroup)
+		jw_cstr(&jw, cfg->groups[cfg->ngroup - 1].name);
+	else
+		jw_null(&jw);
+	jw_obj_end(&jw);
+	server_send_json(req, 200, &b);
+	buf_free(&b);
+}
+
+/* GET /v1/models/{id}: one group or deployment, in the client's shape. */
+static void
+server_model_one(struct evhttp_request *req, struct worker *w, const char *id)
+{
+	const struct cfg *cfg = w->cfg;
+	struct buf b = {0};
+	struct jw jw;
+
+	if (cfg_find_group(cfg, id) == NULL && cfg_find_deploy(cfg, id) < 0) {
+		if (server_anthropic(req)) {
+			buf_printf(&b,
+			           "{\"type\":\"error\",\"error\":{\"type\":"
+			           "\"not_found_error\",\"message\":\"model "
+			           "not found\"}}");
+			server_send_json(req, 404, &b);
+			buf_free(&b);
+		} else
+			server_send_error(
+			    req, 404, "invalid_request_error",
+			    "model_not_found",
+			    "model '%s' is not a configured group "
+			    "or deployment",
+			    id);
+		return;
+	}
+	jw_init(&jw, &b);
+	if (server_anthropic(req))
+		server_model_anthropic(&jw, id);
+	else {
+		jw_obj(&jw);
+		jw_key(&jw, "id");
+		jw_cstr(&jw, id);
+		jw_key(&jw, "object");
+		jw_cstr(&jw, "model");
+		jw_key(&jw, "created");
+		jw_int(&jw, clock_wall_ms() / 1000);
+		jw_key(&jw, "owned_by");
+		jw_cstr(&jw, "llmfd");
+		jw_obj_end(&jw);
+	}
+	server_send_json(req, 200, &b);
+	buf_free(&b);
 }
 
 /* GET /v1/models: the configured groups, then single deployments. */
@@ -99,6 +154,11 @@ server_models(struct evhttp_request *req, void *arg)
 	struct buf b = {0};
 	struct jw jw;
 	long long now = clock_wall_ms() / 1000;
+
+	if (server_anthropic(req)) {
+		server_models_anthropic(req, cfg);
+		return;
+	}
 
 	jw_init(&jw, &b);
 	jw_obj(&jw);
@@ -180,7 +240,19 @@ server_metrics(struct evhttp_request *req, void *arg)
 static void
 server_notfound(struct evhttp_request *req, void *arg)
 {
-	(void)arg;
+	const char *path =
+	    evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+	char id[CFG_NAME_MAX];
+
+	if (path && strncmp(path, "/v1/models/", 11) == 0 &&
+	    evhttp_request_get_command(req) == EVHTTP_REQ_GET) {
+		char *dec = evhttp_uridecode(path + 11, 0, NULL);
+
+		snprintf(id, sizeof id, "%s", dec ? dec : "");
+		free(dec);
+		server_model_one(req, arg, id);
+		return;
+	}
 	server_send_error(req, 404, "invalid_request_error", "not_found",
 	                  "unknown endpoint %s", evhttp_request_get_uri(req));
 }
@@ -228,10 +300,16 @@ server_setup(struct worker *w)
 	                                        EVHTTP_REQ_HEAD);
 	evhttp_set_max_body_size(w->http, (ev_ssize_t)(32 << 20) + 1);
 	evhttp_set_timeout(w->http, 3600);
-	evhttp_set_cb(w->http, "/v1/chat/completions", req_handle_chat, w);
-	evhttp_set_cb(w->http, "/chat/completions", req_handle_chat, w);
-	evhttp_set_cb(w->http, "/v1/embeddings", req_handle_embeddings, w);
-	evhttp_set_cb(w->http, "/embeddings", req_handle_embeddings, w);
+	evhttp_set_cb(w->http, "/v1/chat/completions", client_chat, w);
+	evhttp_set_cb(w->http, "/chat/completions", client_chat, w);
+	evhttp_set_cb(w->http, "/v1/embeddings", client_embeddings, w);
+	evhttp_set_cb(w->http, "/embeddings", client_embeddings, w);
+	evhttp_set_cb(w->http, "/v1/messages", client_messages, w);
+	evhttp_set_cb(w->http, "/messages", client_messages, w);
+	evhttp_set_cb(w->http, "/v1/messages/count_tokens", client_count_tokens,
+	              w);
+	evhttp_set_cb(w->http, "/v1/responses", client_responses, w);
+	evhttp_set_cb(w->http, "/responses", client_responses, w);
 	evhttp_set_cb(w->http, "/v1/models", server_models, w);
 	evhttp_set_cb(w->http, "/healthz", server_healthz, w);
 	evhttp_set_cb(w->http, "/metrics", server_metrics, w);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -20,6 +21,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "worker/upstream.h"
 #include "worker/worker.h"
 
 #define DNS_TTL_MS 60000

@@ -12,15 +12,17 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "worker/client.h"
+#include "worker/request.h"
 #include "worker/worker.h"
 
 /* How long a draining worker must stay idle before it exits. */
 #define DRAIN_LINGER_MS 300
 
-struct worker *wk;
-
 static int64_t drain_deadline_ms;
 static struct event *ev_linger;
+
+static void worker_drain_idle(struct worker *);
 
 /* The linger ran out: leave if still idle (a request that arrived in the
  * meantime re-arms it when it ends). */
@@ -31,7 +33,11 @@ worker_linger_cb(evutil_socket_t fd, short ev, void *arg)
 
 	(void)fd;
 	(void)ev;
-	if (w->inflight <= 0)
+	if (w->inflight > 0)
+		return;
+	if (client_open() > 0) /* replies still being written */
+		worker_drain_idle(w);
+	else
 		event_base_loopexit(w->base, NULL);
 }
 
@@ -77,6 +83,7 @@ worker_sigterm(evutil_socket_t sig, short ev, void *arg)
 	w->draining = 1;
 	drain_deadline_ms = clock_ms() + w->cfg->drain_timeout_ms;
 	server_stop_accepting(w);
+	client_drain(w);
 	log_info("draining %d request%s", w->inflight,
 	         w->inflight == 1 ? "" : "s");
 	if (w->inflight <= 0)
@@ -139,6 +146,7 @@ static void
 worker_free(struct worker *w)
 {
 	req_free_all(w);
+	client_free_all(w);
 	if (w->http)
 		evhttp_free(w->http);
 	for (int i = 0; w->pools && i < w->cfg->ndeploy; i++)
@@ -170,12 +178,10 @@ worker_main(const struct cfg *cfg, struct shm *shm, int index, const int *fds,
 	char name[32];
 
 	memset(&w, 0, sizeof w);
-	wk = &w;
 	w.cfg = cfg;
 	w.shm = shm;
 	w.index = index;
 	w.rng = (uint64_t)clock_us() ^ ((uint64_t)getpid() << 32);
-	LIST_INIT(&w.reqs);
 	snprintf(name, sizeof name, "worker %d", index);
 	log_procinit(name);
 	signal(SIGPIPE, SIG_IGN);

@@ -35,10 +35,20 @@ mkdir "$tmp/bodies" "$tmp/responses"
 "$tmp/dump_bodies" "$tmp/bodies" tests/data/*/req_*.in.json \
     tests/schema/requests/*.json
 # Responses ingress: its outputs, and the adapters' bodies built from its
-# canonical Chat bodies (validated with the rest below).
+# canonical Chat bodies (validated with the rest below); the canonical
+# chunks and completions the translating adapters produce are encoded too.
+canon=""
+for p in anthropic azure gemini; do
+	canon="$canon $(ls tests/data/$p/stream_*.out tests/data/$p/resp_*.out.json)"
+done
+# shellcheck disable=SC2086
 "$tmp/dump_responses" "$tmp/responses" "$tmp/bodies" tests/data/responses/* \
-    tests/data/*/stream_*.out tests/data/*/resp_*.out.json
+    $canon
 "$PYTHON" tests/schema/validate.py "$SPECS/anthropic-openapi.json" \
     "$SPECS/openai-openapi.yaml" "$tmp"/bodies/*
+# The Anthropic Messages ingress goldens (canonical chat bodies, replies,
+# event streams, error bodies).
+"$PYTHON" tests/schema/validate_messages.py "$SPECS/anthropic-openapi.json" \
+    "$SPECS/openai-openapi.yaml" tests/data/messages
 "$PYTHON" tests/schema/validate_responses.py "$SPECS/openai-openapi.yaml" \
     "$tmp"/responses/*

@@ -300,6 +300,8 @@ Test(cfg, defaults)
 	cr_assert_eq(cfg_eff_backoff_base_ms(c, d), 250);
 	cr_assert_eq(cfg_eff_first_token_timeout_ms(c, d), 10000);
 	cr_assert_eq(cfg_eff_stream_idle_timeout_ms(c, d), 30000);
+	cr_assert_eq(d->max_ttft_p95_ms, -1);
+	cr_assert_eq(cfg_eff_max_ttft_p95_ms(c, d), 0);
 	cr_assert_eq(cfg_eff_strategy(c, NULL), STRAT_ORDERED);
 	cr_assert_eq(c->ngroup, 1);
 	cr_assert_eq(c->groups[0].strategy, -1);
@@ -321,6 +323,297 @@ Test(cfg, eff_overrides)
 	cr_assert_eq(cfg_eff_backoff_base_ms(c, &c->deploy[0]), 0);
 	cr_assert_eq(cfg_eff_first_token_timeout_ms(c, &c->deploy[0]), 8);
 	cr_assert_eq(cfg_eff_stream_idle_timeout_ms(c, &c->deploy[0]), 9);
+	cfg_free(c);
+}
+
+/* The settings table. */
+
+/* The value of table setting e in the struct at base as the file writes
+ * it, strings unquoted; "-1" for an unset inherited value. */
+static void
+value_text(const struct cfg_setting *e, const void *base, char *out,
+           size_t size)
+{
+	const char *p = (const char *)base + e->off;
+	int v = *(const int *)p;
+
+	switch (e->type) {
+	case CFG_INT:
+		snprintf(out, size, "%d", v);
+		break;
+	case CFG_LONG:
+		snprintf(out, size, "%ld", *(const long *)p);
+		break;
+	case CFG_BOOL:
+		snprintf(out, size, "%s", v ? "true" : "false");
+		break;
+	case CFG_DOUBLE:
+		snprintf(out, size, "%g", *(const double *)p);
+		break;
+	case CFG_STRING:
+	case CFG_PATH:
+		snprintf(out, size, "%s", p);
+		break;
+	case CFG_ENUM:
+		snprintf(out, size, "%s", v >= 0 ? e->names[v] : "-1");
+		break;
+	case CFG_MODE:
+		snprintf(out, size, "%04o", (unsigned)v);
+		break;
+	case CFG_OTHER:
+		out[0] = '\0';
+		break;
+	}
+}
+
+/* Whether a and b name the same setting of one section, counting router
+ * settings a deployment overrides as deployment settings. */
+static int
+same_setting(const struct cfg_setting *a, const struct cfg_setting *b)
+{
+	int sa = a->dep_size ? CFG_SEC_DEPLOY : (int)a->section;
+	int sb = b->dep_size ? CFG_SEC_DEPLOY : (int)b->section;
+
+	return strcmp(a->name, b->name) == 0 &&
+	       (a->section == b->section || sa == sb);
+}
+
+/* The field size a setting of type t needs; 0 for strings (any). */
+static size_t
+type_size(enum cfg_type t)
+{
+	switch (t) {
+	case CFG_LONG:
+		return sizeof(long);
+	case CFG_DOUBLE:
+		return sizeof(double);
+	case CFG_STRING:
+	case CFG_PATH:
+	case CFG_OTHER:
+		return 0;
+	default:
+		return sizeof(int);
+	}
+}
+
+/* Checks of one numeric or enumerated entry: default in bounds, names. */
+static void
+check_entry_values(const struct cfg_setting *e)
+{
+	double d;
+
+	if (e->type == CFG_INT || e->type == CFG_LONG ||
+	    e->type == CFG_DOUBLE || e->type == CFG_MODE) {
+		cr_assert_leq(e->min, e->max, "%s", e->name);
+		if (e->def != NULL) {
+			d = e->type == CFG_MODE
+			        ? (double)strtol(e->def, NULL, 8)
+			        : strtod(e->def, NULL);
+			cr_assert(d >= (double)e->min && d <= (double)e->max,
+			          "%s: default %s out of bounds", e->name,
+			          e->def);
+		}
+	}
+	if (e->type == CFG_ENUM) {
+		cr_assert_not_null(e->names, "%s", e->name);
+		for (int i = 0; e->names[i] != NULL && e->parse != NULL; i++)
+			cr_assert_eq(e->parse(e->names[i]), i, "%s: %s",
+			             e->name, e->names[i]);
+	}
+}
+
+Test(cfg, table_consistent)
+{
+	int n = 0;
+
+	for (const struct cfg_setting *e = cfg_settings; e->name != NULL;
+	     e++, n++) {
+		cr_assert_lt(e->section, CFG_SEC__MAX, "%s", e->name);
+		for (const struct cfg_setting *o = cfg_settings; o < e; o++)
+			cr_assert(!same_setting(o, e), "%s listed twice",
+			          e->name);
+		if (e->type == CFG_OTHER) {
+			cr_assert(e->size == 0 && e->dep_size == 0 &&
+			              e->doc == NULL,
+			          "%s", e->name);
+			continue;
+		}
+		cr_assert(e->doc != NULL && e->doc[0] != '\0', "%s", e->name);
+		cr_assert(type_size(e->type) == 0 ||
+		              type_size(e->type) == e->size,
+		          "%s: field size %zu", e->name, e->size);
+		cr_assert(e->def != NULL || e->type == CFG_INT ||
+		              e->type == CFG_ENUM,
+		          "%s: only an int can inherit (-1)", e->name);
+		/* an override is an int whose -1 cannot be a value */
+		cr_assert(e->dep_size == 0 ||
+		              (e->section == CFG_SEC_ROUTER &&
+		               e->type == CFG_INT && e->min >= 0 &&
+		               e->dep_size == sizeof(int)),
+		          "%s: bad override", e->name);
+		check_entry_values(e);
+	}
+	cr_assert_geq(n, 40);
+}
+
+Test(cfg, defaults_from_table)
+{
+	struct cfg *c = load_ok(DEP "groups = ( { name = \"a\"; } );\n");
+	const void *base[CFG_SEC__MAX] = {c, c, &c->deploy[0], &c->groups[0]};
+	char got[PATH_MAX];
+	int n = 0;
+
+	for (const struct cfg_setting *e = cfg_settings; e->name != NULL; e++) {
+		if (e->type == CFG_OTHER)
+			continue;
+		value_text(e, base[e->section], got, sizeof got);
+		cr_assert_str_eq(got, e->def ? e->def : "-1", "%s", e->name);
+		if (e->dep_size != 0)
+			cr_assert_eq(
+			    *(const int *)((const char *)&c->deploy[0] +
+			                   e->dep_off),
+			    -1, "deployment %s not unset", e->name);
+		n++;
+	}
+	cr_assert_geq(n, 30);
+	cfg_free(c);
+}
+
+/* Config text putting `name = v;` at line 2 or 3 of section sec (a
+ * deployment named a, a group named a); its message prefix in pfx. */
+static void
+setting_at(int sec, const char *name, const char *v, char *text, size_t size,
+           char *pfx, size_t pfxsize, int *line)
+{
+	static const char *const head[] = {"daemon = {\n", "router = {\n", "",
+	                                   "groups = ( { name = \"a\";\n"};
+	static const char *const tail[] = {" };\n", " };\n", "", " } );\n"};
+
+	if (sec == CFG_SEC_DEPLOY) {
+		snprintf(text, size,
+		         "deployments = ( { name = \"a\"; model = \"m\";\n"
+		         " %s = %s; } );\n",
+		         name, v);
+		snprintf(pfx, pfxsize, "deployment 'a': %s: ", name);
+		*line = 2;
+		return;
+	}
+	snprintf(text, size, DEP "%s %s = %s;%s", head[sec], name, v,
+	         tail[sec]);
+	if (sec == CFG_SEC_GROUP)
+		snprintf(pfx, pfxsize, "group 'a': %s: ", name);
+	else
+		snprintf(pfx, pfxsize,
+		         "%s.%s: ", sec == CFG_SEC_DAEMON ? "daemon" : "router",
+		         name);
+	*line = 3;
+}
+
+/* A value just outside e's bounds refused at its line with the bounds. */
+static void
+expect_bounds(const struct cfg_setting *e, int sec)
+{
+	char text[512], pfx[128], v[32], want[256];
+	int line, open = e->max == INT_MAX || e->max == LONG_MAX;
+
+	snprintf(v, sizeof v, "%lld", open ? e->min - 1 : e->max + 1);
+	setting_at(sec, e->name, v, text, sizeof text, pfx, sizeof pfx, &line);
+	if (open)
+		snprintf(want, sizeof want, "%smust be at least %lld", pfx,
+		         e->min);
+	else
+		snprintf(want, sizeof want, "%smust be between %lld and %lld",
+		         pfx, e->min, e->max);
+	expect_error(text, line, want);
+}
+
+Test(cfg, bounds_from_table)
+{
+	int n = 0;
+
+	for (const struct cfg_setting *e = cfg_settings; e->name != NULL; e++) {
+		if (e->type != CFG_INT && e->type != CFG_LONG &&
+		    e->type != CFG_DOUBLE)
+			continue;
+		expect_bounds(e, (int)e->section);
+		if (e->dep_size != 0)
+			expect_bounds(e, CFG_SEC_DEPLOY);
+		n++;
+	}
+	cr_assert_geq(n, 20);
+}
+
+Test(cfg, bound_violation_message)
+{
+	expect_error(DEP "router = {\n"
+	                 " num_retries = 2;\n"
+	                 " retry_budget_ratio = 1.5; };\n",
+	             4, "router.retry_budget_ratio: must be between 0 and 1");
+}
+
+Test(cfg, override_only_where_the_table_says)
+{
+	expect_error("deployments = ( { name = \"a\"; model = \"m\";\n"
+	             " timeout_ms = 5; } );\n",
+	             2, "deployment 'a': unknown setting 'timeout_ms'");
+	expect_error(DEP "router = {\n weight = 2; };\n", 3,
+	             "router: unknown setting 'weight'");
+	expect_error(DEP "groups = ( { name = \"a\";\n num_retries = 1; } );\n",
+	             3, "group 'a': unknown setting 'num_retries'");
+}
+
+Test(cfg, deploy_override_beats_router)
+{
+	struct cfg *c = load_ok(
+	    "router = { num_retries = 3; attempt_timeout_ms = 900;\n"
+	    " backoff_base_ms = 50; first_token_timeout_ms = 800;\n"
+	    " stream_idle_timeout_ms = 700; max_ttft_p95_ms = 500; };\n"
+	    "deployments = ( { name = \"a\"; model = \"m\"; num_retries = 1;\n"
+	    " attempt_timeout_ms = 90; backoff_base_ms = 5;\n"
+	    " first_token_timeout_ms = 80; stream_idle_timeout_ms = 70;\n"
+	    " max_ttft_p95_ms = 200; },\n"
+	    " { name = \"b\"; model = \"m\"; } );\n");
+	static const struct {
+		int (*eff)(const struct cfg *, const struct deploy_cfg *);
+		int a, b;
+	} want[] = {
+	    {cfg_eff_num_retries, 1, 3},
+	    {cfg_eff_attempt_timeout_ms, 90, 900},
+	    {cfg_eff_backoff_base_ms, 5, 50},
+	    {cfg_eff_first_token_timeout_ms, 80, 800},
+	    {cfg_eff_stream_idle_timeout_ms, 70, 700},
+	    {cfg_eff_max_ttft_p95_ms, 200, 500},
+	};
+
+	for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+		cr_assert_eq(want[i].eff(c, &c->deploy[0]), want[i].a, "%zu",
+		             i);
+		cr_assert_eq(want[i].eff(c, &c->deploy[1]), want[i].b, "%zu",
+		             i);
+	}
+	cfg_free(c);
+}
+
+Test(cfg, max_ttft_override_zero_turns_off)
+{
+	struct cfg *c = load_ok(
+	    "router = { max_ttft_p95_ms = 300; };\n"
+	    "deployments = (\n"
+	    " { name = \"off\"; model = \"m\"; max_ttft_p95_ms = 0; },\n"
+	    " { name = \"inherit\"; model = \"m\"; },\n"
+	    " { name = \"own\"; model = \"m\"; max_ttft_p95_ms = 100; } );\n");
+
+	cr_assert_eq(c->deploy[0].max_ttft_p95_ms, 0);
+	cr_assert_eq(cfg_eff_max_ttft_p95_ms(c, &c->deploy[0]), 0);
+	cr_assert_eq(c->deploy[1].max_ttft_p95_ms, -1);
+	cr_assert_eq(cfg_eff_max_ttft_p95_ms(c, &c->deploy[1]), 300);
+	cr_assert_eq(cfg_eff_max_ttft_p95_ms(c, &c->deploy[2]), 100);
+	cfg_free(c);
+	/* and on for one deployment while the router's is off */
+	c = load_ok("deployments = ( { name = \"on\"; model = \"m\";"
+	            " max_ttft_p95_ms = 250; } );\n");
+	cr_assert_eq(c->max_ttft_p95_ms, 0);
+	cr_assert_eq(cfg_eff_max_ttft_p95_ms(c, &c->deploy[0]), 250);
 	cfg_free(c);
 }
 
@@ -1138,8 +1431,9 @@ Test(cfg, params_serialization)
 	    "   mixed = ( 1, \"x\", { k = 0.5; }, ( ) );\n"
 	    "   response_format = { type = \"json_object\"; }; }; } );\n");
 
+	/* JSON has one number type: a float 1.0 goes out as 1 */
 	cr_assert_str_eq(c->deploy[0].params,
-	                 "{\"temperature\":0.2,\"top_p\":1.0,\"n\":2,\"big\":9,"
+	                 "{\"temperature\":0.2,\"top_p\":1,\"n\":2,\"big\":9,"
 	                 "\"seed\":-3,\"logprobs\":true,\"echo\":false,"
 	                 "\"user\":\"q\\\"u\\\\o\\te\",\"stop\":[\"a\",\"b\"],"
 	                 "\"mixed\":[1,\"x\",{\"k\":0.5},[]],"

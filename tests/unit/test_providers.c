@@ -4,7 +4,9 @@
  * semantically: both sides are re-serialised canonically (key order kept,
  * whitespace and escapes normalised, "created" zeroed). Set
  * LLMFD_TESTDATA to point at another data directory, and
- * LLMFD_GOLDEN_UPDATE=1 to rewrite the expected files from the output. */
+ * LLMFD_GOLDEN_UPDATE=1 to rewrite the expected files from the output.
+ * Native passthrough (a client body in the provider's own format) is
+ * compared byte for byte instead, against files never rewritten. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,9 @@
 
 static const char *const drop_keys[] = {
     "fallbacks", "num_retries", "timeout", "stream_timeout", "metadata", NULL};
+/* For a native body: metadata is the provider's own there. */
+static const char *const native_drop_keys[] = {
+    "fallbacks", "num_retries", "timeout", "stream_timeout", NULL};
 
 static struct deploy_cfg dc;
 static struct json req;
@@ -333,7 +338,8 @@ struct feed {
 	int rc;
 };
 
-/* SSE callback: hand one event to the provider, as the engine does. */
+/* SSE callback: hand one event to the provider, as the engine does (which
+ * appends [DONE] only to a translated stream). */
 static int
 feed_event(void *arg, const char *ev, size_t elen, const char *data,
            size_t dlen)
@@ -342,11 +348,39 @@ feed_event(void *arg, const char *ev, size_t elen, const char *data,
 
 	f->rc =
 	    f->p->stream_event(&f->pc, &st, ev, elen, data, dlen, &out, &ue);
-	if (f->rc == 1)
+	if (f->rc == 1 && f->pc.native == NULL)
 		buf_adds(&out, "data: [DONE]\n\n");
-	else if (f->rc == -1)
+	else if (f->rc == -1 && f->pc.native == NULL)
 		buf_printf(&out, "error: %s\n", errclass_name(ue.cls));
 	return f->rc != 0;
+}
+
+/* Feed recorded stream file rel in chunks of step bytes into out; returns
+ * the last stream_event rc. */
+static int
+feed_file(struct feed *f, const char *rel, size_t step)
+{
+	struct sse s = {0};
+	size_t n;
+	char *sse_text = slurp(rel, &n);
+
+	for (size_t i = 0; i < n && f->rc == 0; i += step)
+		sse_feed(&s, sse_text + i, n - i < step ? n - i : step,
+		         feed_event, f);
+	sse_free(&s);
+	free(sse_text);
+	return f->rc;
+}
+
+/* Feed stream file rel translated (not native), output unchecked. */
+static int
+stream_golden_rc(const struct provider *p, const char *rel)
+{
+	struct feed f = {.p = p};
+
+	cr_assert(json_parse(&req, "{}", 2) == 0);
+	f.pc = call(EP_CHAT, 1);
+	return feed_file(&f, rel, 4096);
 }
 
 /* Feed a recorded stream rel.sse in chunks of step bytes and compare the
@@ -356,9 +390,7 @@ stream_golden(const struct provider *p, const char *rel, int include_usage,
               size_t step)
 {
 	char in[256], want[256];
-	char *sse_text, *w, *g, *exp;
-	size_t n;
-	struct sse s = {0};
+	char *w, *g, *exp;
 	struct feed f = {.p = p};
 
 	snprintf(in, sizeof in, "%s.sse", rel);
@@ -367,12 +399,7 @@ stream_golden(const struct provider *p, const char *rel, int include_usage,
 	f.pc = call(EP_CHAT, 1);
 	f.pc.include_usage = include_usage;
 	st.include_usage = include_usage;
-	sse_text = slurp(in, &n);
-	for (size_t i = 0; i < n && f.rc == 0; i += step)
-		sse_feed(&s, sse_text + i, n - i < step ? n - i : step,
-		         feed_event, &f);
-	sse_free(&s);
-	free(sse_text);
+	feed_file(&f, in, step);
 	g = canon_stream(buf_cstr(&out));
 	if (golden_update())
 		golden_write(want, g, strlen(g));
@@ -903,4 +930,437 @@ Test(providers, gemini_stream_malformed)
 	                       "{\"promptFeedback\":{"
 	                       "\"blockReason\":\"OTHER\"}}") == -1);
 	cr_assert(ue.cls == EC_CONTENT_POLICY);
+}
+
+/* ---- native passthrough ---- */
+
+/* A prov_call for req as a native body of format fmt. */
+static struct prov_call
+native_call(int fmt, int stream)
+{
+	struct prov_call pc = call(EP_CHAT, stream);
+
+	pc.native = &req;
+	pc.native_fmt = fmt;
+	pc.drop_keys = native_drop_keys;
+	return pc;
+}
+
+/* Compare got with data file rel byte for byte (its final newline, which
+ * editors add, aside). */
+static void
+expect_bytes(const char *rel, const char *got, size_t n)
+{
+	size_t wl;
+	char *want = slurp(rel, &wl);
+
+	if (wl && want[wl - 1] == '\n' && (n == 0 || got[n - 1] != '\n'))
+		want[--wl] = '\0';
+	cr_assert(n == wl && memcmp(got, want, n) == 0,
+	          "%s differs\n got: %.*s\nwant: %s", rel, (int)n, got, want);
+	free(want);
+}
+
+/* Feed stream file rel natively (format fmt) in chunks of step bytes. */
+static int
+stream_native(const struct provider *p, int fmt, const char *rel, size_t step)
+{
+	struct feed f = {.p = p};
+
+	cr_assert(json_parse(&req, "{}", 2) == 0);
+	f.pc = native_call(fmt, 1);
+	st.include_usage = 1;
+	return feed_file(&f, rel, step);
+}
+
+/* Translate a whole reply natively; the body in text. */
+static int
+resp_native(const struct provider *p, int fmt, const char *body,
+            struct usage *u, int *cf)
+{
+	struct prov_call pc;
+
+	cr_assert(json_parse(&req, "{}", 2) == 0);
+	pc = native_call(fmt, 0);
+	buf_reset(&out);
+	memset(&ue, 0, sizeof ue);
+	return p->response(&pc, body, strlen(body), &out, u, cf, &ue);
+}
+
+/* Feed one inline event natively. */
+static int
+event_native(const struct provider *p, int fmt, const char *ev,
+             const char *data)
+{
+	struct prov_call pc;
+
+	cr_assert(json_parse(&req, "{}", 2) == 0);
+	pc = native_call(fmt, 1);
+	memset(&ue, 0, sizeof ue);
+	return p->stream_event(&pc, &st, ev, strlen(ev), data, strlen(data),
+	                       &out, &ue);
+}
+
+Test(providers, formats_say_what_passes_through)
+{
+	cr_assert(prov_anthropic.formats ==
+	          (PROV_FMT(FMT_CHAT) | PROV_FMT(FMT_MESSAGES)));
+	cr_assert(prov_openai.formats ==
+	          (PROV_FMT(FMT_CHAT) | PROV_FMT(FMT_RESPONSES)));
+	cr_assert(prov_gemini.formats == PROV_FMT(FMT_CHAT));
+	cr_assert(prov_azure.formats == PROV_FMT(FMT_CHAT));
+}
+
+Test(providers, copy_obj_replaces_model_and_drops_fields)
+{
+	static const struct {
+		const char *in, *val, *want;
+	} cases[] = {
+	    {"{\"model\":\"a\",\"x\":1}", "M", "{\"model\":\"M\",\"x\":1}"},
+	    {"{ \"x\" : 1.50 ,\n \"model\" :\"a\" }", "M",
+	     "{ \"x\" : 1.50 ,\n \"model\" :\"M\" }"},
+	    {"{\"x\":1e3}", "M", "{\"model\":\"M\",\"x\":1e3}"},
+	    {"{}", "M", "{\"model\":\"M\"}"},
+	    {"{\"timeout\":1,\"model\":\"a\"}", "M", "{\"model\":\"M\"}"},
+	    {"{\"model\":\"a\" , \"timeout\":1 }", "M", "{\"model\":\"M\" }"},
+	    {"{\"timeout\":1}", "M", "{\"model\":\"M\"}"},
+	    {"{\"timeout\":1, \"x\":2}", "M", "{\"model\":\"M\", \"x\":2}"},
+	    {"{\"fallbacks\":[\"b\"],\"num_retries\":2,\"x\":[]}", "M",
+	     "{\"model\":\"M\",\"x\":[]}"},
+	    {"{\"a\":{\"model\":\"keep\",\"timeout\":5},\"model\":\"z\"}", "M",
+	     "{\"a\":{\"model\":\"keep\",\"timeout\":5},\"model\":\"M\"}"},
+	    {"{\"model\":\"a\",\"timeout\":1}", NULL, "{\"model\":\"a\"}"},
+	    {"{\"model\":1}", "q\"\\m", "{\"model\":\"q\\\"\\\\m\"}"},
+	};
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		cr_assert(json_parse(&req, cases[i].in, strlen(cases[i].in)) ==
+		          0);
+		buf_reset(&out);
+		prov_copy_obj(&req, "model", cases[i].val, native_drop_keys,
+		              &out);
+		cr_assert_str_eq(buf_cstr(&out), cases[i].want, "case %zu", i);
+	}
+}
+
+Test(providers, anthropic_native_body_passes_through)
+{
+	char err[256] = "", params[] = "{\"temperature\":0.2}";
+	char append[] = "Be brief.";
+	struct prov_call pc;
+
+	snprintf(dc.model, sizeof dc.model, "claude-x");
+	dc.params = params;
+	dc.system_prompt_append = append;
+	dc.max_tokens = 99;
+	load_req("anthropic/native_req.in.json");
+	pc = native_call(FMT_MESSAGES, 0);
+	cr_assert(prov_anthropic.build(&pc, &po, err, sizeof err) == 0, "%s",
+	          err);
+	expect_bytes("anthropic/native_req.out.json", po.body.data,
+	             po.body.len);
+	cr_assert_str_eq(buf_cstr(&po.path), "/base/v1/messages");
+	cr_assert(strstr(buf_cstr(&po.headers), "x-api-key: KEY\r\n"));
+	cr_assert(
+	    strstr(buf_cstr(&po.headers), "anthropic-version: 2023-06-01\r\n"));
+}
+
+Test(providers, anthropic_native_forwards_version_and_betas)
+{
+	char err[256];
+	struct prov_call pc;
+	const char *h, *v;
+
+	free(text);
+	text = strdup("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[]}");
+	cr_assert(json_parse(&req, text, strlen(text)) == 0);
+	pc = native_call(FMT_MESSAGES, 0);
+	pc.fwd_headers = "anthropic-version: 2024-10-22\r\n"
+	                 "anthropic-beta: prompt-caching-2024-07-31,"
+	                 "interleaved-thinking-2025-05-14\r\n"
+	                 "X-Api-Key: stolen\r\n"
+	                 "Anthropic-Beta: token-efficient-tools-2025-02-19\r\n"
+	                 "anthropic-beta: a\nx-injected: 1\r\n"
+	                 "anthropic-beta-no-colon\r\n";
+	cr_assert(prov_anthropic.build(&pc, &po, err, sizeof err) == 0);
+	h = buf_cstr(&po.headers);
+	v = strstr(h, "anthropic-version: ");
+	cr_assert(v && strncmp(v, "anthropic-version: 2024-10-22\r\n", 31) == 0,
+	          "%s", h);
+	cr_assert(strstr(v + 1, "anthropic-version") == NULL, "%s", h);
+	cr_assert(strstr(h, "anthropic-beta: prompt-caching-2024-07-31,"
+	                    "interleaved-thinking-2025-05-14\r\n"));
+	cr_assert(strstr(h, "Anthropic-Beta: token-efficient-tools-2025-02-19"
+	                    "\r\n"));
+	cr_assert(strstr(h, "stolen") == NULL &&
+	              strstr(h, "injected") == NULL &&
+	              strstr(h, "no-colon") == NULL,
+	          "%s", h);
+	cr_assert(strstr(h, "x-api-key: KEY\r\n"));
+}
+
+Test(providers, anthropic_native_rejects_other_bodies)
+{
+	char err[256] = "";
+	struct prov_call pc;
+
+	free(text);
+	text = strdup("[1]");
+	cr_assert(json_parse(&req, text, strlen(text)) == 0);
+	pc = native_call(FMT_MESSAGES, 0);
+	cr_assert(prov_anthropic.build(&pc, &po, err, sizeof err) == -1);
+	cr_assert(strstr(err, "native") != NULL);
+	cr_assert(json_parse(&req, "{}", 2) == 0);
+	pc = native_call(FMT_RESPONSES, 0);
+	cr_assert(prov_anthropic.build(&pc, &po, err, sizeof err) == -1);
+}
+
+Test(providers, anthropic_native_response_passes_through)
+{
+	struct usage u = {0};
+	int cf = 0;
+	size_t n;
+	char *body;
+
+	body = slurp("anthropic/native_resp.json", &n);
+	cr_assert(resp_native(&prov_anthropic, FMT_MESSAGES, body, &u, &cf) ==
+	          0);
+	cr_assert(out.len == n && memcmp(out.data, body, n) == 0);
+	cr_assert(u.prompt_tokens == 21 + 1500 + 3000);
+	cr_assert(u.completion_tokens == 9);
+	cr_assert(cf == 0);
+	free(body);
+	cr_assert(resp_native(&prov_anthropic, FMT_MESSAGES,
+	                      "{\"type\":\"message\",\"content\":[],"
+	                      "\"stop_reason\":\"refusal\"}",
+	                      &u, &cf) == 0);
+	cr_assert(cf == 1);
+	cr_assert(resp_native(&prov_anthropic, FMT_MESSAGES,
+	                      "{\"type\":\"error\",\"error\":{\"type\":"
+	                      "\"rate_limit_error\",\"message\":\"slow\"}}",
+	                      &u, &cf) == -1);
+	cr_assert(ue.cls == EC_RATE_LIMITED);
+	cr_assert(out.len == 0);
+	cr_assert(resp_native(&prov_anthropic, FMT_MESSAGES, "{\"id\":1}", &u,
+	                      &cf) == -1);
+	cr_assert(strstr(ue.message, "malformed") != NULL);
+}
+
+Test(providers, anthropic_native_stream_passes_through)
+{
+	struct buf said = {0};
+	struct stream_state tr;
+
+	st.text = &said;
+	cr_assert(stream_native(&prov_anthropic, FMT_MESSAGES,
+	                        "anthropic/native_stream.sse", 7) == 1);
+	expect_bytes("anthropic/native_stream.sse", out.data, out.len);
+	cr_assert(strstr(buf_cstr(&out), "[DONE]") == NULL);
+	cr_assert(st.usage.prompt_tokens == 12 + 100 + 2000);
+	cr_assert(st.usage.completion_tokens == 89);
+	cr_assert(st.content_seen && st.tool_seen && st.finished);
+	cr_assert(st.ntool == 1 && !st.content_filter);
+	cr_assert_str_eq(buf_cstr(&said), "Hello w\xc3\xb6rld");
+	/* The same state as when the stream is translated. */
+	tr = st;
+	memset(&st, 0, sizeof st);
+	buf_reset(&out);
+	cr_assert(stream_golden_rc(&prov_anthropic,
+	                           "anthropic/native_stream.sse") == 1);
+	cr_assert(st.usage.prompt_tokens == tr.usage.prompt_tokens &&
+	          st.usage.completion_tokens == tr.usage.completion_tokens);
+	cr_assert(st.content_seen == tr.content_seen &&
+	          st.tool_seen == tr.tool_seen && st.finished == tr.finished &&
+	          st.ntool == tr.ntool &&
+	          st.content_filter == tr.content_filter);
+	stream_state_free(&tr);
+	buf_free(&said);
+}
+
+Test(providers, anthropic_native_stream_refusal)
+{
+	cr_assert(stream_native(&prov_anthropic, FMT_MESSAGES,
+	                        "anthropic/stream_refusal.sse", 4096) == 1);
+	expect_bytes("anthropic/stream_refusal.sse", out.data, out.len);
+	cr_assert(st.content_filter && st.finished);
+}
+
+Test(providers, anthropic_native_stream_error_classified)
+{
+	cr_assert(stream_native(&prov_anthropic, FMT_MESSAGES,
+	                        "anthropic/native_stream_error.sse", 5) == -1);
+	expect_bytes("anthropic/native_stream_error.out", out.data, out.len);
+	cr_assert(ue.cls == EC_TRANSIENT);
+	cr_assert_str_eq(ue.message, "Overloaded");
+	cr_assert(st.content_seen && !st.finished);
+	cr_assert(event_native(&prov_anthropic, FMT_MESSAGES, "message_start",
+	                       "{\"type\":") == -1);
+	cr_assert(strstr(ue.message, "malformed") != NULL);
+}
+
+Test(providers, openai_responses_body_passes_through)
+{
+	char err[256] = "";
+	struct prov_call pc;
+
+	snprintf(dc.model, sizeof dc.model, "gpt-4.1");
+	load_req("openai_responses/req.in.json");
+	pc = native_call(FMT_RESPONSES, 1);
+	cr_assert(prov_openai.build(&pc, &po, err, sizeof err) == 0, "%s", err);
+	expect_bytes("openai_responses/req.out.json", po.body.data,
+	             po.body.len);
+	cr_assert_str_eq(buf_cstr(&po.path), "/base/responses");
+	cr_assert(
+	    strstr(buf_cstr(&po.headers), "Authorization: Bearer KEY\r\n"));
+}
+
+Test(providers, openai_responses_rejects_other_bodies)
+{
+	char err[256] = "";
+	struct prov_call pc;
+
+	cr_assert(json_parse(&req, "{}", 2) == 0);
+	pc = native_call(FMT_MESSAGES, 0);
+	cr_assert(prov_openai.build(&pc, &po, err, sizeof err) == -1);
+	cr_assert(strstr(err, "native") != NULL);
+	pc = native_call(FMT_RESPONSES, 0);
+	pc.endpoint = EP_EMBED;
+	cr_assert(prov_openai.build(&pc, &po, err, sizeof err) == -1);
+}
+
+Test(providers, openai_responses_reply_passes_through)
+{
+	struct usage u = {0};
+	int cf = 0;
+	size_t n;
+	char *body = slurp("openai_responses/resp.json", &n);
+
+	cr_assert(resp_native(&prov_openai, FMT_RESPONSES, body, &u, &cf) == 0);
+	cr_assert(out.len == n && memcmp(out.data, body, n) == 0);
+	cr_assert(u.prompt_tokens == 36 && u.completion_tokens == 87);
+	cr_assert(cf == 0);
+	free(body);
+	cr_assert(
+	    resp_native(&prov_openai, FMT_RESPONSES,
+	                "{\"status\":\"incomplete\",\"incomplete_details\":"
+	                "{\"reason\":\"content_filter\"},\"output\":[]}",
+	                &u, &cf) == 0);
+	cr_assert(cf == 1);
+	cr_assert(
+	    resp_native(&prov_openai, FMT_RESPONSES,
+	                "{\"status\":\"failed\",\"error\":{\"code\":"
+	                "\"rate_limit_exceeded\",\"message\":\"slow down\"},"
+	                "\"output\":[]}",
+	                &u, &cf) == -1);
+	cr_assert(ue.cls == EC_RATE_LIMITED);
+	cr_assert_str_eq(ue.message, "slow down");
+	cr_assert(resp_native(&prov_openai, FMT_RESPONSES,
+	                      "{\"status\":\"failed\",\"error\":null,"
+	                      "\"output\":[]}",
+	                      &u, &cf) == -1);
+	cr_assert(ue.cls == EC_TRANSIENT);
+	cr_assert(resp_native(&prov_openai, FMT_RESPONSES,
+	                      "{\"status\":\"completed\"}", &u, &cf) == -1);
+	cr_assert(strstr(ue.message, "malformed") != NULL);
+}
+
+Test(providers, openai_responses_stream_text)
+{
+	struct buf said = {0};
+
+	st.text = &said;
+	cr_assert(stream_native(&prov_openai, FMT_RESPONSES,
+	                        "openai_responses/stream_text.sse", 5) == 1);
+	expect_bytes("openai_responses/stream_text.sse", out.data, out.len);
+	cr_assert(st.usage.prompt_tokens == 37);
+	cr_assert(st.usage.completion_tokens == 11);
+	cr_assert(st.content_seen && !st.tool_seen && st.finished);
+	cr_assert(!st.content_filter);
+	cr_assert_str_eq(st.id, "resp_1");
+	cr_assert_str_eq(st.model, "gpt-4.1-2025-04-14");
+	cr_assert_str_eq(buf_cstr(&said), "Hi th\xc3\xa9re");
+	buf_free(&said);
+}
+
+Test(providers, openai_responses_stream_tools)
+{
+	cr_assert(stream_native(&prov_openai, FMT_RESPONSES,
+	                        "openai_responses/stream_tools.sse", 64) == 1);
+	expect_bytes("openai_responses/stream_tools.sse", out.data, out.len);
+	cr_assert(st.content_seen && st.tool_seen && st.ntool == 1);
+	cr_assert(st.finished);
+}
+
+Test(providers, openai_responses_stream_incomplete)
+{
+	cr_assert(stream_native(&prov_openai, FMT_RESPONSES,
+	                        "openai_responses/stream_incomplete.sse",
+	                        4096) == 1);
+	expect_bytes("openai_responses/stream_incomplete.sse", out.data,
+	             out.len);
+	cr_assert(st.content_filter && st.finished);
+	cr_assert(st.usage.prompt_tokens == 5 &&
+	          st.usage.completion_tokens == 2);
+}
+
+Test(providers, openai_responses_stream_failed)
+{
+	cr_assert(stream_native(&prov_openai, FMT_RESPONSES,
+	                        "openai_responses/stream_failed.sse", 9) == -1);
+	expect_bytes("openai_responses/stream_failed.out", out.data, out.len);
+	cr_assert(ue.cls == EC_TRANSIENT);
+	cr_assert_str_eq(ue.message,
+	                 "The model failed to generate a response.");
+	cr_assert(!st.finished);
+}
+
+Test(providers, openai_responses_error_codes)
+{
+	static const struct {
+		const char *data;
+		enum errclass cls;
+	} cases[] = {
+	    {"{\"type\":\"error\",\"code\":\"rate_limit_exceeded\",\"message\":"
+	     "\"x\",\"param\":null,\"sequence_number\":3}",
+	     EC_RATE_LIMITED},
+	    {"{\"type\":\"error\",\"code\":\"context_length_exceeded\","
+	     "\"message\":\"x\"}",
+	     EC_CONTEXT_WINDOW},
+	    {"{\"type\":\"error\",\"code\":\"server_error\",\"message\":\"x\"}",
+	     EC_TRANSIENT},
+	    {"{\"type\":\"error\",\"code\":\"invalid_prompt\",\"message\":"
+	     "\"x\"}",
+	     EC_BAD_REQUEST},
+	    {"{\"type\":\"error\",\"code\":\"image_content_policy_violation\","
+	     "\"message\":\"x\"}",
+	     EC_CONTENT_POLICY},
+	    {"{\"type\":\"error\",\"code\":\"insufficient_quota\",\"message\":"
+	     "\"x\"}",
+	     EC_QUOTA},
+	    {"{\"type\":\"error\",\"code\":null,\"message\":\"x\"}",
+	     EC_TRANSIENT},
+	    {"{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_"
+	     "error\","
+	     "\"code\":\"context_length_exceeded\",\"message\":\"x\"}}",
+	     EC_CONTEXT_WINDOW},
+	    {"{\"type\":\"response.failed\",\"response\":{\"status\":"
+	     "\"failed\","
+	     "\"error\":{\"code\":\"rate_limit_exceeded\",\"message\":\"x\"}}}",
+	     EC_RATE_LIMITED},
+	};
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		buf_reset(&out);
+		cr_assert(event_native(&prov_openai, FMT_RESPONSES, "",
+		                       cases[i].data) == -1,
+		          "case %zu", i);
+		cr_assert(ue.cls == cases[i].cls, "case %zu: %s", i,
+		          errclass_name(ue.cls));
+		cr_assert(out.len == 0);
+	}
+	cr_assert(event_native(&prov_openai, FMT_RESPONSES, "response.created",
+	                       "[1]") == -1);
+	cr_assert(strstr(ue.message, "malformed") != NULL);
+	cr_assert(event_native(&prov_openai, FMT_RESPONSES, "keepalive",
+	                       "{\"type\":\"keepalive\"}") == 0);
 }

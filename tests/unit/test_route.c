@@ -610,13 +610,13 @@ Test(route, retry_budget_cap)
 	while (clock_wall_ms() % 60000 > 58500)
 		usleep(100000);
 	for (int i = 0; i < 10; i++)
-		route_count_request(&w);
+		route_count_request(&w, 0);
 	for (int i = 0; i < 7; i++)
 		cr_assert_eq(route_retry_allowed(&w), 1, "retry %d denied", i);
 	cr_assert_eq(route_retry_allowed(&w), 0);
 	cr_assert_eq(atomic_load(&shm.hdr->budget_denied), 1);
-	route_count_request(&w);
-	route_count_request(&w);
+	route_count_request(&w, 0);
+	route_count_request(&w, 0);
 	cr_assert_eq(route_retry_allowed(&w), 1, "budget did not grow");
 	cr_assert_eq(route_retry_allowed(&w), 0);
 }
@@ -627,7 +627,7 @@ Test(route, retry_budget_floor_only)
 	start("retry_budget_ratio = 0; retry_budget_floor = 2;",
 	      DEP("a", "g", ""));
 	for (int i = 0; i < 100; i++)
-		route_count_request(&w);
+		route_count_request(&w, 0);
 	cr_assert_eq(route_retry_allowed(&w), 1);
 	cr_assert_eq(route_retry_allowed(&w), 1);
 	cr_assert_eq(route_retry_allowed(&w), 0);

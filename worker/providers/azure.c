@@ -79,11 +79,9 @@ azure_stream_event(const struct prov_call *pc, struct stream_state *st,
 
 	if (dlen == 6 && memcmp(data, "[DONE]", 6) == 0)
 		return 1;
-	if (json_parse(&j, data, dlen) == -1 ||
-	    json_type(&j, 0) != JSMN_OBJECT) {
-		prov_malformed(e, "stream chunk is not a JSON object");
+	if (prov_json_obj(&j, data, dlen, "stream chunk is not a JSON object",
+	                  e) == -1)
 		return -1;
-	}
 	if (azure_skip_chunk(&j))
 		return 0;
 	return prov_openai.stream_event(pc, st, ev, elen, data, dlen, out, e);
@@ -91,6 +89,7 @@ azure_stream_event(const struct prov_call *pc, struct stream_state *st,
 
 const struct provider prov_azure = {
     .name = "azure",
+    .formats = PROV_FMT(FMT_CHAT),
     .build = azure_build,
     .response = azure_response,
     .stream_event = azure_stream_event,

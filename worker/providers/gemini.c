@@ -6,40 +6,12 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "worker/provider.h"
 
-/* Translation state for one request body. */
-struct gem_ctx {
-	const struct prov_call *pc;
-	const struct json *j;
-	int msgs;
-	struct buf sys;
-	char *err;
-	size_t errsz;
-};
-
-/* Record why the request cannot be sent; always -1. */
-static int
-gem_fail(struct gem_ctx *x, const char *what)
-{
-	snprintf(x->err, x->errsz, "gemini: %s", what);
-	return -1;
-}
-
-/* Write the raw text of token t (any JSON value). */
-static void
-gem_raw(struct jw *jw, const struct json *j, int t)
-{
-	const char *raw;
-	size_t rl;
-
-	if ((raw = json_raw(j, t, &rl)) != NULL)
-		jw_raw(jw, raw, rl);
-	else
-		jw_null(jw);
-}
+#define GEM_NO_VALUES "no 'embedding' or 'embeddings' values"
+#define GEM_IMAGE_B64 "{\"inlineData\":{\"mimeType\":%m,\"data\":%d}}"
+#define GEM_IMAGE_URL "{\"fileData\":{\"mimeType\":%m,\"fileUri\":%u}}"
 
 /* The model id for URLs, without a "models/" prefix. */
 static const char *
@@ -48,199 +20,34 @@ gem_model(const struct deploy_cfg *d)
 	return strncmp(d->model, "models/", 7) == 0 ? d->model + 7 : d->model;
 }
 
-/* Append the text of a content (string or text parts) to t. */
-static int
-gem_text_of(const struct json *j, int c, struct buf *t)
-{
-	int n, p;
-
-	if (json_type(j, c) == JSMN_STRING)
-		return json_str_buf(j, c, t) < 0 ? -1 : 0;
-	if (json_type(j, c) != JSMN_ARRAY)
-		return json_is_null(j, c) || c < 0 ? 0 : -1;
-	n = json_size(j, c);
-	for (int i = 0; i < n; i++) {
-		p = json_get(j, json_at(j, c, i), "text");
-		if (json_type(j, p) != JSMN_STRING)
-			continue;
-		if (t->len)
-			buf_addc(t, '\n');
-		json_str_buf(j, p, t);
-	}
-	return 0;
-}
-
-/* Lift a system/developer message's text into systemInstruction. */
-static int
-gem_sys_msg(struct gem_ctx *x, int c)
-{
-	struct buf t = {0};
-	int rc = gem_text_of(x->j, c, &t);
-
-	if (rc == -1)
-		gem_fail(x, "system message content must be text");
-	else if (t.len) {
-		if (x->sys.len)
-			buf_adds(&x->sys, "\n\n");
-		buf_add(&x->sys, t.data, t.len);
-	}
-	buf_free(&t);
-	return rc;
-}
-
-/* Write {"text":...} unless the text is empty. */
-static void
-gem_text_part(struct jw *jw, const struct json *j, int s)
-{
-	struct buf t = {0};
-
-	if (json_str_buf(j, s, &t) > 0) {
-		jw_obj(jw);
-		jw_key(jw, "text");
-		jw_str(jw, t.data, t.len);
-		jw_obj_end(jw);
-	}
-	buf_free(&t);
-}
-
-/* A MIME type guessed from an image URL's extension. */
-static const char *
-gem_mime_guess(const char *url)
-{
-	static const char *const map[][2] = {{".png", "image/png"},
-	                                     {".gif", "image/gif"},
-	                                     {".webp", "image/webp"},
-	                                     {".pdf", "application/pdf"}};
-	const char *dot = strrchr(url, '.');
-
-	for (size_t i = 0; dot && i < sizeof map / sizeof map[0]; i++)
-		if (strcasecmp(dot, map[i][0]) == 0)
-			return map[i][1];
-	return "image/jpeg";
-}
-
-/* Write an image_url part as inlineData (data: URL) or fileData. */
-static int
-gem_image_part(struct gem_ctx *x, struct jw *jw, int part)
-{
-	struct buf url = {0};
-	const char *media, *data;
-	size_t ml, dl;
-
-	if (prov_image_url(x->j, part, &url) == -1) {
-		buf_free(&url);
-		return gem_fail(x, "image_url part without a url");
-	}
-	jw_obj(jw);
-	if (prov_data_url(url.data, url.len, &media, &ml, &data, &dl) == 0) {
-		jw_key(jw, "inlineData");
-		jw_obj(jw);
-		jw_key(jw, "mimeType");
-		jw_str(jw, media, ml);
-		jw_key(jw, "data");
-		jw_str(jw, data, dl);
-	} else {
-		jw_key(jw, "fileData");
-		jw_obj(jw);
-		jw_key(jw, "mimeType");
-		jw_cstr(jw, gem_mime_guess(buf_cstr(&url)));
-		jw_key(jw, "fileUri");
-		jw_str(jw, url.data, url.len);
-	}
-	jw_obj_end(jw);
-	jw_obj_end(jw);
-	buf_free(&url);
-	return 0;
-}
-
-/* Write a message content (string or parts) as parts. */
-static int
-gem_content(struct gem_ctx *x, struct jw *jw, int c)
-{
-	const struct json *j = x->j;
-	int n, p, t;
-
-	if (json_type(j, c) == JSMN_STRING) {
-		gem_text_part(jw, j, c);
-		return 0;
-	}
-	if (json_type(j, c) != JSMN_ARRAY)
-		return c < 0 || json_is_null(j, c)
-		           ? 0
-		           : gem_fail(x,
-		                      "message content must be a string or an "
-		                      "array of parts");
-	n = json_size(j, c);
-	for (int i = 0; i < n; i++) {
-		p = json_at(j, c, i);
-		t = json_get(j, p, "type");
-		if (json_eq(j, t, "text"))
-			gem_text_part(jw, j, json_get(j, p, "text"));
-		else if (json_eq(j, t, "image_url")) {
-			if (gem_image_part(x, jw, p) == -1)
-				return -1;
-		} else
-			return gem_fail(x, "unsupported content part type "
-			                   "(only text and image_url)");
-	}
-	return 0;
-}
-
-/* Write a JSON text (an arguments string) as a value: parsed when it is a
- * JSON object (or any JSON if any is set), else as a string / {}. */
-static void
-gem_json_text(struct jw *jw, const char *s, size_t n, int any)
-{
-	static struct json aj;
-
-	if (n && json_parse(&aj, s, n) == 0 &&
-	    (any || json_type(&aj, 0) == JSMN_OBJECT))
-		gem_raw(jw, &aj, 0);
-	else if (any)
-		jw_str(jw, s, n);
-	else {
-		jw_obj(jw);
-		jw_obj_end(jw);
-	}
-}
-
 /* Write assistant tool_calls as functionCall parts. */
 static int
-gem_function_calls(struct gem_ctx *x, struct jw *jw, int tcs)
+gem_function_calls(struct prov_xlate *x, struct jw *jw, int tcs)
 {
 	const struct json *j = x->j;
-	int n = json_size(j, tcs), f, a;
-	struct buf t = {0};
+	int n = json_size(j, tcs), f;
 
 	for (int i = 0; i < n; i++) {
 		f = json_get(j, json_at(j, tcs, i), "function");
 		if (json_type(j, json_get(j, f, "name")) != JSMN_STRING)
-			return gem_fail(x, "tool call without a name");
-		a = json_get(j, f, "arguments");
+			return prov_fail(x, "tool call without a name");
 		jw_obj(jw);
 		jw_key(jw, "functionCall");
 		jw_obj(jw);
 		jw_key(jw, "name");
-		gem_raw(jw, j, json_get(j, f, "name"));
+		prov_raw(jw, j, json_get(j, f, "name"));
 		jw_key(jw, "args");
-		buf_reset(&t);
-		if (json_type(j, a) == JSMN_OBJECT)
-			gem_raw(jw, j, a);
-		else {
-			json_str_buf(j, a, &t);
-			gem_json_text(jw, t.data, t.len, 0);
-		}
+		prov_args_object(jw, j, json_get(j, f, "arguments"));
 		jw_obj_end(jw);
 		jw_obj_end(jw);
 	}
-	buf_free(&t);
 	return 0;
 }
 
 /* The function name of the tool call with id (string token id) made by an
  * earlier assistant message; -1 if none. */
 static int
-gem_tool_name(struct gem_ctx *x, int id, int before)
+gem_tool_name(struct prov_xlate *x, int id, int before)
 {
 	const struct json *j = x->j;
 	char want[256];
@@ -263,7 +70,7 @@ gem_tool_name(struct gem_ctx *x, int id, int before)
 
 /* Write a tool message (index i) as a functionResponse part. */
 static int
-gem_tool_response(struct gem_ctx *x, struct jw *jw, int m, int i)
+gem_tool_response(struct prov_xlate *x, struct jw *jw, int m, int i)
 {
 	const struct json *j = x->j;
 	int name = gem_tool_name(x, json_get(j, m, "tool_call_id"), i);
@@ -272,95 +79,25 @@ gem_tool_response(struct gem_ctx *x, struct jw *jw, int m, int i)
 	if (json_type(j, name) != JSMN_STRING)
 		name = json_get(j, m, "name");
 	if (json_type(j, name) != JSMN_STRING)
-		return gem_fail(x, "tool message whose tool_call_id matches "
-		                   "no earlier tool call");
-	if (gem_text_of(j, json_get(j, m, "content"), &t) == -1) {
+		return prov_fail(x, "tool message whose tool_call_id matches "
+		                    "no earlier tool call");
+	if (prov_text_of(j, json_get(j, m, "content"), &t) == -1) {
 		buf_free(&t);
-		return gem_fail(x, "tool message content must be text");
+		return prov_fail(x, "tool message content must be text");
 	}
 	jw_obj(jw);
 	jw_key(jw, "functionResponse");
 	jw_obj(jw);
 	jw_key(jw, "name");
-	gem_raw(jw, j, name);
+	prov_raw(jw, j, name);
 	jw_key(jw, "response");
 	jw_obj(jw);
 	jw_key(jw, "content");
-	gem_json_text(jw, t.data ? t.data : "", t.len, 1);
+	prov_json_text(jw, t.data ? t.data : "", t.len, 1);
 	jw_obj_end(jw);
 	jw_obj_end(jw);
 	jw_obj_end(jw);
 	buf_free(&t);
-	return 0;
-}
-
-/* Write one non-system message's parts; *role gets its Gemini role. */
-static int
-gem_parts(struct gem_ctx *x, struct jw *jw, int m, int i, const char **role)
-{
-	const struct json *j = x->j;
-	int r = json_get(j, m, "role"), tcs;
-
-	if (json_eq(j, r, "user")) {
-		*role = "user";
-		return gem_content(x, jw, json_get(j, m, "content"));
-	}
-	if (json_eq(j, r, "tool")) {
-		*role = "user";
-		return gem_tool_response(x, jw, m, i);
-	}
-	if (!json_eq(j, r, "assistant"))
-		return gem_fail(x, "unsupported message role");
-	*role = "model";
-	if (gem_content(x, jw, json_get(j, m, "content")) == -1)
-		return -1;
-	tcs = json_get(j, m, "tool_calls");
-	return json_type(j, tcs) == JSMN_ARRAY ? gem_function_calls(x, jw, tcs)
-	                                       : 0;
-}
-
-/* Translate message i into the contents list (or systemInstruction). */
-static int
-gem_message(struct gem_ctx *x, struct prov_turns *t, int i)
-{
-	const struct json *j = x->j;
-	int m = json_at(j, x->msgs, i);
-	int r = json_get(j, m, "role");
-	struct buf b = {0};
-	struct jw jw;
-	const char *role = NULL;
-	int rc;
-
-	if (json_type(j, m) != JSMN_OBJECT)
-		return gem_fail(x, "each message must be an object");
-	if (json_eq(j, r, "system") || json_eq(j, r, "developer"))
-		return gem_sys_msg(x, json_get(j, m, "content"));
-	jw_init(&jw, &b);
-	jw_arr(&jw);
-	rc = gem_parts(x, &jw, m, i, &role);
-	jw_arr_end(&jw);
-	if (rc == 0)
-		prov_turns_add(t, role, b.data, b.len);
-	buf_free(&b);
-	return rc;
-}
-
-/* Translate messages into a contents array in out. */
-static int
-gem_contents(struct gem_ctx *x, struct buf *out)
-{
-	struct prov_turns t;
-	int n;
-
-	x->msgs = json_get(x->j, 0, "messages");
-	if (json_type(x->j, x->msgs) != JSMN_ARRAY)
-		return gem_fail(x, "'messages' must be an array");
-	n = json_size(x->j, x->msgs);
-	prov_turns_begin(&t, out, "parts");
-	for (int i = 0; i < n; i++)
-		if (gem_message(x, &t, i) == -1)
-			return -1;
-	prov_turns_end(&t);
 	return 0;
 }
 
@@ -369,33 +106,11 @@ gem_contents(struct gem_ctx *x, struct buf *out)
 static void
 gem_tools(struct jw *jw, const struct json *j, int tools)
 {
-	int n = json_size(j, tools), f, v;
-
 	jw_key(jw, "tools");
 	jw_arr(jw);
 	jw_obj(jw);
 	jw_key(jw, "functionDeclarations");
-	jw_arr(jw);
-	for (int i = 0; i < n; i++) {
-		f = json_get(j, json_at(j, tools, i), "function");
-		if (json_type(j, json_get(j, f, "name")) != JSMN_STRING)
-			continue;
-		jw_obj(jw);
-		jw_key(jw, "name");
-		gem_raw(jw, j, json_get(j, f, "name"));
-		if (json_type(j, v = json_get(j, f, "description")) ==
-		    JSMN_STRING) {
-			jw_key(jw, "description");
-			gem_raw(jw, j, v);
-		}
-		if (json_type(j, v = json_get(j, f, "parameters")) ==
-		    JSMN_OBJECT) {
-			jw_key(jw, "parametersJsonSchema");
-			gem_raw(jw, j, v);
-		}
-		jw_obj_end(jw);
-	}
-	jw_arr_end(jw);
+	prov_tools(jw, j, tools, "parametersJsonSchema", NULL);
 	jw_obj_end(jw);
 	jw_arr_end(jw);
 }
@@ -424,7 +139,7 @@ gem_tool_config(const struct prov_call *pc, struct jw *jw)
 	if (json_type(s, fn) == JSMN_STRING) {
 		jw_key(jw, "allowedFunctionNames");
 		jw_arr(jw);
-		gem_raw(jw, s, fn);
+		prov_raw(jw, s, fn);
 		jw_arr_end(jw);
 	}
 	jw_obj_end(jw);
@@ -447,43 +162,9 @@ gem_gen_numbers(const struct prov_call *pc, struct jw *jw)
 	    {"presence_penalty", "presencePenalty", -2, 2},
 	    {"frequency_penalty", "frequencyPenalty", -2, 2},
 	};
-	const struct json *s;
-	double v;
-	int t;
 
-	for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
-		t = prov_opt(pc, map[i].from, &s);
-		if (json_num(s, t, &v) == -1)
-			continue;
-		jw_key(jw, map[i].to);
-		jw_num(jw, v < map[i].lo   ? map[i].lo
-		           : v > map[i].hi ? map[i].hi
-		                           : v);
-	}
-}
-
-/* Write maxOutputTokens from the request, params or deployment. */
-static void
-gem_gen_max(const struct prov_call *pc, struct jw *jw)
-{
-	static const char *const keys[] = {"max_completion_tokens",
-	                                   "max_tokens"};
-	const struct json *s;
-	long long v = 0;
-	int t;
-
-	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-		t = prov_opt(pc, keys[i], &s);
-		if (json_int(s, t, &v) == 0 && v > 0)
-			break;
-		v = 0;
-	}
-	if (v <= 0)
-		v = pc->d->max_tokens;
-	if (v > 0) {
-		jw_key(jw, "maxOutputTokens");
-		jw_int(jw, v);
-	}
+	for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+		prov_num(pc, jw, map[i].from, map[i].to, map[i].lo, map[i].hi);
 }
 
 /* Write stopSequences and the JSON response settings. */
@@ -491,22 +172,10 @@ static void
 gem_gen_format(const struct prov_call *pc, struct jw *jw)
 {
 	const struct json *s;
-	int t = prov_opt(pc, "stop", &s), n, e, ty, sc;
+	int t = prov_opt(pc, "response_format", &s);
+	int ty = json_get(s, t, "type"), sc;
 
-	if (json_type(s, t) == JSMN_STRING || json_type(s, t) == JSMN_ARRAY) {
-		jw_key(jw, "stopSequences");
-		jw_arr(jw);
-		n = json_type(s, t) == JSMN_STRING ? 1 : json_size(s, t);
-		for (int i = 0; i < n; i++) {
-			e = json_type(s, t) == JSMN_STRING ? t
-			                                   : json_at(s, t, i);
-			if (json_type(s, e) == JSMN_STRING)
-				gem_raw(jw, s, e);
-		}
-		jw_arr_end(jw);
-	}
-	t = prov_opt(pc, "response_format", &s);
-	ty = json_get(s, t, "type");
+	prov_stop(pc, jw, "stopSequences");
 	if (!json_eq(s, ty, "json_object") && !json_eq(s, ty, "json_schema"))
 		return;
 	jw_key(jw, "responseMimeType");
@@ -514,7 +183,7 @@ gem_gen_format(const struct prov_call *pc, struct jw *jw)
 	sc = json_path(s, t, "json_schema.schema");
 	if (json_type(s, sc) == JSMN_OBJECT) {
 		jw_key(jw, "responseJsonSchema");
-		gem_raw(jw, s, sc);
+		prov_raw(jw, s, sc);
 	}
 }
 
@@ -524,10 +193,14 @@ gem_gen_config(const struct prov_call *pc, struct jw *jw)
 {
 	struct buf g = {0};
 	struct jw gw;
+	long long max;
 
 	jw_init(&gw, &g);
 	jw_obj(&gw);
-	gem_gen_max(pc, &gw);
+	if ((max = prov_max_tokens(pc)) > 0) {
+		jw_key(&gw, "maxOutputTokens");
+		jw_int(&gw, max);
+	}
 	gem_gen_numbers(pc, &gw);
 	gem_gen_format(pc, &gw);
 	jw_obj_end(&gw);
@@ -540,15 +213,12 @@ gem_gen_config(const struct prov_call *pc, struct jw *jw)
 
 /* Write systemInstruction from the lifted text and the append. */
 static void
-gem_system(struct gem_ctx *x, struct jw *jw)
+gem_system(struct prov_xlate *x, struct jw *jw)
 {
 	const char *app = x->pc->d->system_prompt_append;
 
-	if (app && app[0]) {
-		if (x->sys.len)
-			buf_adds(&x->sys, "\n\n");
-		buf_adds(&x->sys, app);
-	}
+	if (app)
+		prov_sys_add(x, app, strlen(app));
 	if (x->sys.len == 0)
 		return;
 	jw_key(jw, "systemInstruction");
@@ -563,37 +233,34 @@ gem_system(struct gem_ctx *x, struct jw *jw)
 	jw_obj_end(jw);
 }
 
-/* The generateContent body; -1 with err set if it cannot be built. */
-static int
-gem_chat_body(const struct prov_call *pc, struct buf *out, char *err,
-              size_t errsz)
+/* The generateContent body members: contents, system, config, tools. */
+static void
+gem_members(struct prov_xlate *x, struct jw *jw)
 {
-	struct gem_ctx x = {.pc = pc, .j = pc->req, .err = err, .errsz = errsz};
-	struct buf contents = {0};
-	struct jw jw;
+	const struct prov_call *pc = x->pc;
 	const struct json *s;
-	int t, rc = -1;
+	int t = prov_opt(pc, "tools", &s);
 
-	if (gem_contents(&x, &contents) == -1)
-		goto fail;
-	jw_init(&jw, out);
-	jw_obj(&jw);
-	jw_key(&jw, "contents");
-	jw_raw(&jw, contents.data, contents.len);
-	gem_system(&x, &jw);
-	gem_gen_config(pc, &jw);
-	t = prov_opt(pc, "tools", &s);
+	jw_key(jw, "contents");
+	jw_raw(jw, x->turns.data, x->turns.len);
+	gem_system(x, jw);
+	gem_gen_config(pc, jw);
 	if (json_type(s, t) == JSMN_ARRAY && json_size(s, t) > 0) {
-		gem_tools(&jw, s, t);
-		gem_tool_config(pc, &jw);
+		gem_tools(jw, s, t);
+		gem_tool_config(pc, jw);
 	}
-	jw_obj_end(&jw);
-	rc = contents.oom || x.sys.oom ? -1 : 0;
-fail:
-	buf_free(&contents);
-	buf_free(&x.sys);
-	return rc;
 }
+
+/* How OpenAI messages become Gemini contents. */
+static const struct prov_dialect gem_dialect = {
+    .name = "gemini",
+    .partkey = "parts",
+    .assistant = "model",
+    .image = {GEM_IMAGE_B64, GEM_IMAGE_URL},
+    .tool_calls = gem_function_calls,
+    .tool_result = gem_tool_response,
+    .members = gem_members,
+};
 
 /* Write {"parts":[{"text":s}]} (plus outputDimensionality) for one input. */
 static void
@@ -609,13 +276,13 @@ gem_embed_item(const struct prov_call *pc, struct jw *jw, const struct json *j,
 	jw_arr(jw);
 	jw_obj(jw);
 	jw_key(jw, "text");
-	gem_raw(jw, j, s);
+	prov_raw(jw, j, s);
 	jw_obj_end(jw);
 	jw_arr_end(jw);
 	jw_obj_end(jw);
 	if (json_type(ds, dim) == JSMN_PRIMITIVE) {
 		jw_key(jw, "outputDimensionality");
-		gem_raw(jw, ds, dim);
+		prov_raw(jw, ds, dim);
 	}
 }
 
@@ -673,24 +340,29 @@ gem_embed_build(const struct prov_call *pc, struct prov_out *o, char *err,
 	return 0;
 }
 
+/* Build a generateContent (streamGenerateContent) call. */
+static int
+gem_chat_build(const struct prov_call *pc, struct prov_out *o, char *err,
+               size_t errsz)
+{
+	buf_printf(&o->path, "%s/v1beta/models/", pc->d->path);
+	prov_urlenc(&o->path, gem_model(pc->d));
+	buf_adds(&o->path, pc->stream ? ":streamGenerateContent?alt=sse"
+	                              : ":generateContent");
+	return prov_xlate_body(pc, &gem_dialect, &o->body, err, errsz);
+}
+
 /* Build the upstream request for chat or embeddings. */
 static int
 gem_build(const struct prov_call *pc, struct prov_out *o, char *err,
           size_t errsz)
 {
 	const struct deploy_cfg *d = pc->d;
+	int rc = pc->endpoint == EP_EMBED ? gem_embed_build(pc, o, err, errsz)
+	                                  : gem_chat_build(pc, o, err, errsz);
 
-	if (pc->endpoint == EP_EMBED) {
-		if (gem_embed_build(pc, o, err, errsz) == -1)
-			return -1;
-	} else {
-		if (gem_chat_body(pc, &o->body, err, errsz) == -1)
-			return -1;
-		buf_printf(&o->path, "%s/v1beta/models/", d->path);
-		prov_urlenc(&o->path, gem_model(d));
-		buf_adds(&o->path, pc->stream ? ":streamGenerateContent?alt=sse"
-		                              : ":generateContent");
-	}
+	if (rc == -1)
+		return -1;
 	if (d->api_key[0])
 		buf_printf(&o->headers, "x-goog-api-key: %s\r\n", d->api_key);
 	buf_adds(&o->headers, "Content-Type: application/json\r\n");
@@ -759,32 +431,13 @@ static int
 gem_write_call(struct jw *jw, const struct json *j, int fc, int n)
 {
 	int name = json_get(j, fc, "name"), args = json_get(j, fc, "args");
-	const char *raw;
-	size_t rl;
 	char id[32];
 
 	if (json_type(j, name) != JSMN_STRING ||
 	    (args >= 0 && json_type(j, args) != JSMN_OBJECT))
 		return -1;
-	jw_key(jw, "id");
-	if (json_type(j, json_get(j, fc, "id")) == JSMN_STRING)
-		gem_raw(jw, j, json_get(j, fc, "id"));
-	else {
-		snprintf(id, sizeof id, "call_%d", n);
-		jw_cstr(jw, id);
-	}
-	jw_key(jw, "type");
-	jw_cstr(jw, "function");
-	jw_key(jw, "function");
-	jw_obj(jw);
-	jw_key(jw, "name");
-	gem_raw(jw, j, name);
-	jw_key(jw, "arguments");
-	if ((raw = json_raw(j, args, &rl)) != NULL)
-		jw_str(jw, raw, rl);
-	else
-		jw_cstr(jw, "{}");
-	jw_obj_end(jw);
+	snprintf(id, sizeof id, "call_%d", n);
+	prov_tool_call(jw, j, json_get(j, fc, "id"), id, name, args, "{}");
 	return 0;
 }
 
@@ -820,24 +473,14 @@ gem_message_out(struct jw *jw, const struct json *j, int c, int *ncall)
 	struct buf t = {0};
 
 	n = json_type(j, parts) == JSMN_ARRAY ? json_size(j, parts) : 0;
-	jw_key(jw, "message");
-	jw_obj(jw);
-	jw_key(jw, "role");
-	jw_cstr(jw, "assistant");
 	for (int i = 0; i < n; i++) {
 		p = json_at(j, parts, i);
 		if (!gem_is_thought(j, p) &&
 		    json_str_buf(j, json_get(j, p, "text"), &t) >= 0)
 			any = 1;
 	}
-	jw_key(jw, "content");
-	if (any)
-		jw_str(jw, t.data ? t.data : "", t.len);
-	else
-		jw_null(jw);
+	prov_message_open(jw, any ? &t : NULL);
 	buf_free(&t);
-	jw_key(jw, "refusal");
-	jw_null(jw);
 	k = n ? gem_calls_out(jw, j, parts, ncall) : 0;
 	jw_obj_end(jw);
 	return k;
@@ -869,36 +512,19 @@ gem_choices(struct jw *jw, const struct json *j, int cands, int *cf)
 	return 0;
 }
 
-/* Write "key": the string at t, or fallback. */
-static void
-gem_str_or(struct jw *jw, const char *key, const struct json *j, int t,
-           const char *fallback)
-{
-	jw_key(jw, key);
-	if (json_type(j, t) == JSMN_STRING)
-		gem_raw(jw, j, t);
-	else
-		jw_cstr(jw, fallback);
-}
-
-/* Write the chat.completion for a parsed generateContent reply. */
+/* Write the chat.completion for a reply's candidates array cands; -1 if
+ * one is malformed. */
 static int
-gem_completion(const struct prov_call *pc, const struct json *j,
+gem_completion(const struct prov_call *pc, const struct json *j, int cands,
                struct buf *out, struct usage *u, int *cf)
 {
 	struct jw jw;
 
 	gem_usage(j, json_get(j, 0, "usageMetadata"), u);
-	jw_init(&jw, out);
-	jw_obj(&jw);
-	gem_str_or(&jw, "id", j, json_get(j, 0, "responseId"), "gemini");
-	jw_key(&jw, "object");
-	jw_cstr(&jw, "chat.completion");
-	jw_key(&jw, "created");
-	jw_int(&jw, (long long)time(NULL));
-	gem_str_or(&jw, "model", j, json_get(j, 0, "modelVersion"),
-	           gem_model(pc->d));
-	if (gem_choices(&jw, j, json_get(j, 0, "candidates"), cf) == -1)
+	prov_completion_head(&jw, out, j, json_get(j, 0, "responseId"),
+	                     "gemini", json_get(j, 0, "modelVersion"),
+	                     gem_model(pc->d));
+	if (gem_choices(&jw, j, cands, cf) == -1)
 		return -1;
 	prov_usage(&jw, u);
 	jw_obj_end(&jw);
@@ -908,14 +534,14 @@ gem_completion(const struct prov_call *pc, const struct json *j,
 /* Translate an embedContent / batchEmbedContents reply. */
 static int
 gem_embeddings(const struct prov_call *pc, const struct json *j,
-               struct buf *out)
+               struct buf *out, struct upstream_error *e)
 {
 	int one = json_get(j, 0, "embedding"),
 	    all = json_get(j, 0, "embeddings"), n, v;
 	struct jw jw;
 
 	if (json_type(j, one) != JSMN_OBJECT && json_type(j, all) != JSMN_ARRAY)
-		return -1;
+		return prov_malformed(e, GEM_NO_VALUES);
 	n = one >= 0 ? 1 : json_size(j, all);
 	jw_init(&jw, out);
 	jw_obj(&jw);
@@ -926,14 +552,14 @@ gem_embeddings(const struct prov_call *pc, const struct json *j,
 	for (int i = 0; i < n; i++) {
 		v = json_get(j, one >= 0 ? one : json_at(j, all, i), "values");
 		if (json_type(j, v) != JSMN_ARRAY)
-			return -1;
+			return prov_malformed(e, GEM_NO_VALUES);
 		jw_obj(&jw);
 		jw_key(&jw, "object");
 		jw_cstr(&jw, "embedding");
 		jw_key(&jw, "index");
 		jw_int(&jw, i);
 		jw_key(&jw, "embedding");
-		gem_raw(&jw, j, v);
+		prov_raw(&jw, j, v);
 		jw_obj_end(&jw);
 	}
 	jw_arr_end(&jw);
@@ -945,55 +571,40 @@ gem_embeddings(const struct prov_call *pc, const struct json *j,
 	return 0;
 }
 
-/* Parse a reply or event; -1 with e filled for errors and blocks. */
+/* -1 with e filled when the prompt was blocked (promptFeedback). */
 static int
-gem_parse(struct json *j, const char *body, size_t len,
-          struct upstream_error *e)
+gem_check_blocked(const struct json *j, struct upstream_error *e)
 {
-	int t;
+	int t = json_path(j, 0, "promptFeedback.blockReason");
 
-	if (json_parse(j, body, len) == -1 || json_type(j, 0) != JSMN_OBJECT) {
-		prov_malformed(e, "not a JSON object");
+	return t >= 0 && !json_is_null(j, t) ? gem_blocked(j, t, e) : 0;
+}
+
+/* Write a parsed reply as a chat.completion or embeddings list. */
+static int
+gem_reply(const struct prov_call *pc, const struct json *j, struct buf *out,
+          struct usage *u, int *cf, struct upstream_error *e)
+{
+	int cands = json_get(j, 0, "candidates");
+
+	if (gem_check_blocked(j, e) == -1)
 		return -1;
-	}
-	if ((t = json_get(j, 0, "error")) >= 0 && !json_is_null(j, t)) {
-		prov_stream_error(body, len, e);
-		return -1;
-	}
-	t = json_path(j, 0, "promptFeedback.blockReason");
-	if (t >= 0 && !json_is_null(j, t))
-		return gem_blocked(j, t, e);
+	if (pc->endpoint == EP_EMBED)
+		return gem_embeddings(pc, j, out, e);
+	if (json_type(j, cands) != JSMN_ARRAY)
+		return prov_malformed(e, "no 'candidates' array");
+	if (gem_completion(pc, j, cands, out, u, cf) == -1)
+		return prov_malformed(e, "bad candidate or functionCall");
 	return 0;
 }
 
 /* Translate a whole reply into a chat.completion or embeddings list. */
 static int
 gem_response(const struct prov_call *pc, const char *body, size_t len,
-             struct buf *out, struct usage *u, int *content_filter,
+             struct buf *out, struct usage *u, int *cf,
              struct upstream_error *e)
 {
-	static struct json j;
-	size_t mark = out->len;
-
-	if (gem_parse(&j, body, len, e) == -1)
-		return -1;
-	if (pc->endpoint == EP_EMBED) {
-		if (gem_embeddings(pc, &j, out) == 0)
-			return 0;
-		out->len = mark;
-		prov_malformed(e, "no 'embedding' or 'embeddings' values");
-		return -1;
-	}
-	if (json_type(&j, json_get(&j, 0, "candidates")) != JSMN_ARRAY) {
-		prov_malformed(e, "no 'candidates' array");
-		return -1;
-	}
-	if (gem_completion(pc, &j, out, u, content_filter) == -1) {
-		out->len = mark;
-		prov_malformed(e, "bad candidate or functionCall");
-		return -1;
-	}
-	return 0;
+	return prov_reply(pc, body, len, gem_reply, out, u, cf, e);
 }
 
 /* Emit one functionCall part as a complete tool-call delta. */
@@ -1004,23 +615,13 @@ gem_ev_call(struct stream_state *st, const struct json *j, int fc,
 	struct jw jw;
 	size_t mark = out->len;
 
-	prov_chunk_open(st, out, &jw, 0);
-	jw_obj(&jw);
-	jw_key(&jw, "tool_calls");
-	jw_arr(&jw);
-	jw_obj(&jw);
-	jw_key(&jw, "index");
-	jw_int(&jw, st->ntool);
+	prov_tool_delta_open(st, out, &jw, st->ntool);
 	if (gem_write_call(&jw, j, fc, st->ntool) == -1) {
 		out->len = mark;
 		return -1;
 	}
 	st->ntool++;
-	jw_obj_end(&jw);
-	jw_arr_end(&jw);
-	jw_obj_end(&jw);
-	prov_chunk_close(&jw, NULL);
-	st->content_seen = st->tool_seen = 1;
+	prov_tool_delta_close(st, &jw);
 	return 0;
 }
 
@@ -1040,10 +641,7 @@ gem_ev_parts(struct stream_state *st, const struct json *j, int parts,
 				return -1;
 			continue;
 		}
-		buf_reset(&st->partial);
-		if (json_str_buf(j, json_get(j, p, "text"), &st->partial) > 0)
-			prov_chunk_text(st, out, st->partial.data,
-			                st->partial.len);
+		prov_chunk_str(st, out, j, json_get(j, p, "text"));
 	}
 	return 0;
 }
@@ -1053,8 +651,6 @@ static void
 gem_ev_first(const struct prov_call *pc, struct stream_state *st,
              const struct json *j, struct buf *out)
 {
-	struct jw jw;
-
 	if (st->role_sent)
 		return;
 	if (json_str(j, json_get(j, 0, "responseId"), st->id, sizeof st->id) <=
@@ -1063,10 +659,7 @@ gem_ev_first(const struct prov_call *pc, struct stream_state *st,
 	if (json_str(j, json_get(j, 0, "modelVersion"), st->model,
 	             sizeof st->model) <= 0)
 		snprintf(st->model, sizeof st->model, "%s", gem_model(pc->d));
-	prov_chunk_open(st, out, &jw, 0);
-	PROV_RAW(&jw, "{\"role\":\"assistant\",\"content\":\"\"}");
-	prov_chunk_close(&jw, NULL);
-	st->role_sent = 1;
+	prov_chunk_role(st, out);
 }
 
 /* Translate one Gemini SSE event (a whole response) into chunks; 1 on the
@@ -1078,34 +671,26 @@ gem_stream_event(const struct prov_call *pc, struct stream_state *st,
 {
 	static struct json j;
 	int c, parts, fr;
-	struct jw jw;
 
 	(void)ev;
 	(void)elen;
-	if (gem_parse(&j, data, dlen, e) == -1)
+	if (prov_json_reply(&j, data, dlen, "not a JSON object", e) == -1 ||
+	    gem_check_blocked(&j, e) == -1)
 		return -1;
 	c = json_path(&j, 0, "candidates.0");
 	parts = json_path(&j, c, "content.parts");
 	if ((c >= 0 && json_type(&j, c) != JSMN_OBJECT) ||
-	    (parts >= 0 && json_type(&j, parts) != JSMN_ARRAY)) {
-		prov_malformed(e, "bad candidate in stream event");
-		return -1;
-	}
+	    (parts >= 0 && json_type(&j, parts) != JSMN_ARRAY))
+		return prov_malformed(e, "bad candidate in stream event");
 	gem_ev_first(pc, st, &j, out);
 	gem_usage(&j, json_get(&j, 0, "usageMetadata"), &st->usage);
-	if (parts >= 0 && gem_ev_parts(st, &j, parts, out) == -1) {
-		prov_malformed(e, "bad functionCall in stream event");
-		return -1;
-	}
+	if (parts >= 0 && gem_ev_parts(st, &j, parts, out) == -1)
+		return prov_malformed(e, "bad functionCall in stream event");
 	fr = json_get(&j, c, "finishReason");
 	if (fr < 0 || json_is_null(&j, fr))
 		return 0;
-	prov_chunk_open(st, out, &jw, 0);
-	jw_obj(&jw);
-	jw_obj_end(&jw);
-	prov_chunk_close(
-	    &jw, gem_finish(&j, fr, st->tool_seen, &st->content_filter));
-	st->finished = 1;
+	prov_chunk_finish(
+	    st, out, gem_finish(&j, fr, st->tool_seen, &st->content_filter));
 	if (st->include_usage)
 		prov_chunk_usage(st, out);
 	return 1;
@@ -1113,6 +698,7 @@ gem_stream_event(const struct prov_call *pc, struct stream_state *st,
 
 const struct provider prov_gemini = {
     .name = "gemini",
+    .formats = PROV_FMT(FMT_CHAT),
     .build = gem_build,
     .response = gem_response,
     .stream_event = gem_stream_event,

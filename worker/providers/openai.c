@@ -1,24 +1,33 @@
 /* OpenAI Chat Completions and Embeddings, and every OpenAI-compatible
  * server (Ollama, vLLM, llama.cpp): the client's body passes through with
  * llmfd's fields dropped and the model replaced; replies pass through as
- * they are, checked for shape, usage and content filtering. */
+ * they are, checked for shape, usage and content filtering. A client's
+ * own Responses body (native) goes to /responses the same way, its reply
+ * and events checked for usage, content filtering and errors. */
 #include <stdio.h>
 #include <string.h>
 
 #include "worker/provider.h"
 
-/* Build POST {base}/chat/completions (or /embeddings). */
+/* Build POST {base}/chat/completions (or /embeddings, or /responses for
+ * a native Responses body). */
 static int
 openai_build(const struct prov_call *pc, struct prov_out *o, char *err,
              size_t errsz)
 {
 	const struct deploy_cfg *d = pc->d;
+	const char *op =
+	    pc->endpoint == EP_EMBED ? "/embeddings" : "/chat/completions";
 
-	(void)err;
-	(void)errsz;
+	if (pc->native &&
+	    (pc->native_fmt != FMT_RESPONSES || pc->endpoint != EP_CHAT ||
+	     json_type(pc->native, 0) != JSMN_OBJECT)) {
+		snprintf(err, errsz,
+		         "openai: a native body must be a Responses object");
+		return -1;
+	}
 	buf_adds(&o->path, d->path);
-	buf_adds(&o->path, pc->endpoint == EP_EMBED ? "/embeddings"
-	                                            : "/chat/completions");
+	buf_adds(&o->path, pc->native ? "/responses" : op);
 	if (d->api_key[0]) {
 		buf_adds(&o->headers, "Authorization: Bearer ");
 		buf_adds(&o->headers, d->api_key);
@@ -26,30 +35,130 @@ openai_build(const struct prov_call *pc, struct prov_out *o, char *err,
 	}
 	buf_adds(&o->headers, "Content-Type: application/json\r\n");
 	prov_extra_headers(d, &o->headers);
-	prov_openai_body(pc, d->model, &o->body);
+	if (pc->native)
+		prov_copy_obj(pc->native, "model", d->model, pc->drop_keys,
+		              &o->body);
+	else
+		prov_openai_body(pc, d->model, &o->body);
 	return (o->path.oom || o->headers.oom || o->body.oom) ? -1 : 0;
 }
 
+/* Read usage.{in,out} under token root into u (the members that are
+ * there): prompt_tokens/completion_tokens, or Responses' input_tokens/
+ * output_tokens. */
 static void
-openai_usage(const struct json *j, int root, struct usage *u)
+openai_usage(const struct json *j, int root, struct usage *u, const char *in,
+             const char *out)
 {
+	int us = json_get(j, root, "usage");
 	long long v;
 
-	if (json_int(j, json_path(j, root, "usage.prompt_tokens"), &v) == 0)
+	if (json_int(j, json_get(j, us, in), &v) == 0)
 		u->prompt_tokens = v;
-	if (json_int(j, json_path(j, root, "usage.completion_tokens"), &v) == 0)
+	if (json_int(j, json_get(j, us, out), &v) == 0)
 		u->completion_tokens = v;
 }
 
+/* Note a text delta (string token t): content seen when not empty, and
+ * the text kept for a continuation. */
 static void
-openai_malformed(struct upstream_error *e, const char *what)
+openai_text(struct stream_state *st, const struct json *j, int t)
 {
-	memset(e, 0, sizeof *e);
-	e->cls = EC_TRANSIENT;
-	e->retry_after_ms = -1;
-	e->should_retry = -1;
-	snprintf(e->message, sizeof e->message, "malformed upstream reply: %s",
-	         what);
+	if (json_type(j, t) != JSMN_STRING || j->tok[t].end == j->tok[t].start)
+		return;
+	st->content_seen = 1;
+	if (st->text)
+		json_str_buf(j, t, st->text);
+}
+
+/* The HTTP status a Responses error code stands for. */
+static int
+openai_resp_status(const char *code)
+{
+	static const char *const bad[] = {"invalid_",
+	                                  "image_",
+	                                  "unsupported_",
+	                                  "empty_",
+	                                  "failed_to_download_",
+	                                  "context_length_exceeded"};
+
+	if (strcmp(code, "rate_limit_exceeded") == 0 ||
+	    strcmp(code, "insufficient_quota") == 0)
+		return 429;
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		if (strncmp(code, bad[i], strlen(bad[i])) == 0)
+			return 400;
+	return 500;
+}
+
+/* Classify a Responses error object, token err of j (else j itself, or
+ * its "error" object): as the HTTP error its code stands for; -1. */
+static int
+openai_resp_error(const struct json *j, int err, struct upstream_error *e)
+{
+	char code[64] = "";
+	const char *raw;
+	size_t rl;
+
+	if (json_type(j, err) != JSMN_OBJECT)
+		err = 0;
+	if (json_type(j, json_get(j, err, "error")) == JSMN_OBJECT)
+		err = json_get(j, err, "error");
+	json_str(j, json_get(j, err, "code"), code, sizeof code);
+	raw = json_raw(j, err, &rl);
+	prov_error(openai_resp_status(code), raw, rl, e);
+	if (strstr(code, "content_policy") != NULL)
+		e->cls = EC_CONTENT_POLICY;
+	return -1;
+}
+
+/* Whether a Responses object (token r) stopped at the content filter. */
+static int
+openai_resp_filtered(const struct json *j, int r)
+{
+	return json_eq(j, json_path(j, r, "incomplete_details.reason"),
+	               "content_filter");
+}
+
+/* Check a parsed reply and pass it through (a prov_reply_fn). */
+static int
+openai_reply(const struct prov_call *pc, const struct json *j, struct buf *out,
+             struct usage *u, int *cf, struct upstream_error *e)
+{
+	int embed = pc->endpoint == EP_EMBED;
+
+	if (json_type(j, json_get(j, 0, embed ? "data" : "choices")) !=
+	    JSMN_ARRAY)
+		return prov_malformed(e, embed ? "no 'data' array"
+		                               : "no 'choices' array");
+	openai_usage(j, 0, u, "prompt_tokens", "completion_tokens");
+	*cf = json_eq(j, json_path(j, 0, "choices.0.finish_reason"),
+	              "content_filter");
+	buf_add(out, j->js, j->len);
+	return 0;
+}
+
+/* Check a whole Responses reply (a failed one is an error) and pass it
+ * through. */
+static int
+openai_resp_reply(const char *body, size_t len, struct buf *out,
+                  struct usage *u, int *cf, struct upstream_error *e)
+{
+	static struct json j;
+	int err;
+
+	if (prov_json_obj(&j, body, len, "not a JSON object", e) == -1)
+		return -1;
+	err = json_get(&j, 0, "error");
+	if ((err >= 0 && !json_is_null(&j, err)) ||
+	    json_eq(&j, json_get(&j, 0, "status"), "failed"))
+		return openai_resp_error(&j, err, e);
+	if (json_type(&j, json_get(&j, 0, "output")) != JSMN_ARRAY)
+		return prov_malformed(e, "no 'output' array");
+	openai_usage(&j, 0, u, "input_tokens", "output_tokens");
+	*cf = openai_resp_filtered(&j, 0);
+	buf_add(out, body, len);
+	return 0;
 }
 
 /* Check a whole reply and pass it through. */
@@ -58,33 +167,73 @@ openai_response(const struct prov_call *pc, const char *body, size_t len,
                 struct buf *out, struct usage *u, int *content_filter,
                 struct upstream_error *e)
 {
-	static struct json j;
-	int t;
+	if (pc->native)
+		return openai_resp_reply(body, len, out, u, content_filter, e);
+	return prov_reply(pc, body, len, openai_reply, out, u, content_filter,
+	                  e);
+}
 
-	if (json_parse(&j, body, len) == -1 ||
-	    json_type(&j, 0) != JSMN_OBJECT) {
-		openai_malformed(e, "not a JSON object");
-		return -1;
+/* Responses stream events that matter, in the order of openai_resp_ev. */
+enum openai_resp_ev {
+	RE_CREATED = 0,
+	RE_TEXT,
+	RE_ARGS,
+	RE_ITEM,
+	RE_COMPLETED,
+	RE_INCOMPLETE,
+	RE_FAILED,
+	RE_ERROR,
+};
+static const char *const openai_resp_events[] = {
+    "response.created",
+    "response.output_text.delta",
+    "response.function_call_arguments.delta",
+    "response.output_item.added",
+    "response.completed",
+    "response.incomplete",
+    "response.failed",
+    "error",
+    NULL};
+
+/* Note what one Responses event says (a prov_note_fn); 1 when it ends
+ * the response, -1 for a failure. */
+static int
+openai_resp_note(struct stream_state *st, const struct json *j, const char *ev,
+                 size_t elen, struct upstream_error *e)
+{
+	int r = json_get(j, 0, "response");
+
+	switch (prov_event_index(j, ev, elen, openai_resp_events)) {
+	case RE_CREATED:
+		json_str(j, json_get(j, r, "id"), st->id, sizeof st->id);
+		json_str(j, json_get(j, r, "model"), st->model,
+		         sizeof st->model);
+		return 0;
+	case RE_TEXT:
+		openai_text(st, j, json_get(j, 0, "delta"));
+		return 0;
+	case RE_ITEM:
+		if (!json_eq(j, json_path(j, 0, "item.type"), "function_call"))
+			return 0;
+		st->ntool++;
+		st->content_seen = st->tool_seen = 1;
+		return 0;
+	case RE_ARGS:
+		st->content_seen = st->tool_seen = 1;
+		return 0;
+	case RE_COMPLETED:
+	case RE_INCOMPLETE:
+		openai_usage(j, r, &st->usage, "input_tokens", "output_tokens");
+		st->content_filter |= openai_resp_filtered(j, r);
+		st->finished = 1;
+		return 1;
+	case RE_FAILED:
+		return openai_resp_error(j, json_get(j, r, "error"), e);
+	case RE_ERROR:
+		return openai_resp_error(j, 0, e);
+	default:
+		return 0;
 	}
-	if ((t = json_get(&j, 0, "error")) >= 0 && !json_is_null(&j, t)) {
-		memset(e, 0, sizeof *e);
-		e->retry_after_ms = -1;
-		e->should_retry = -1;
-		classify_http(500, body, len, e);
-		return -1;
-	}
-	t = json_get(&j, 0, pc->endpoint == EP_EMBED ? "data" : "choices");
-	if (json_type(&j, t) != JSMN_ARRAY) {
-		openai_malformed(e, pc->endpoint == EP_EMBED
-		                        ? "no 'data' array"
-		                        : "no 'choices' array");
-		return -1;
-	}
-	openai_usage(&j, 0, u);
-	*content_filter = json_eq(
-	    &j, json_path(&j, 0, "choices.0.finish_reason"), "content_filter");
-	buf_add(out, body, len);
-	return 0;
 }
 
 /* Pass one chunk through, noting content, usage and errors. */
@@ -96,30 +245,17 @@ openai_stream_event(const struct prov_call *pc, struct stream_state *st,
 	static struct json j;
 	int c, t;
 
-	(void)pc;
-	(void)ev;
-	(void)elen;
+	if (pc->native)
+		return prov_native_event(st, ev, elen, data, dlen,
+		                         openai_resp_note, out, e);
 	if (dlen == 6 && memcmp(data, "[DONE]", 6) == 0)
 		return 1;
-	if (json_parse(&j, data, dlen) == -1 ||
-	    json_type(&j, 0) != JSMN_OBJECT) {
-		openai_malformed(e, "stream chunk is not a JSON object");
+	if (prov_json_reply(&j, data, dlen, "stream chunk is not a JSON object",
+	                    e) == -1)
 		return -1;
-	}
-	if ((t = json_get(&j, 0, "error")) >= 0 && !json_is_null(&j, t)) {
-		memset(e, 0, sizeof *e);
-		e->retry_after_ms = -1;
-		e->should_retry = -1;
-		classify_http(500, data, dlen, e);
-		return -1;
-	}
-	openai_usage(&j, 0, &st->usage);
+	openai_usage(&j, 0, &st->usage, "prompt_tokens", "completion_tokens");
 	c = json_path(&j, 0, "choices.0.delta.content");
-	if (json_type(&j, c) == JSMN_STRING && j.tok[c].end > j.tok[c].start) {
-		st->content_seen = 1;
-		if (st->text)
-			json_str_buf(&j, c, st->text);
-	}
+	openai_text(st, &j, c);
 	if (json_path(&j, 0, "choices.0.delta.tool_calls") >= 0)
 		st->content_seen = st->tool_seen = 1;
 	t = json_path(&j, 0, "choices.0.finish_reason");
@@ -143,6 +279,7 @@ openai_stream_event(const struct prov_call *pc, struct stream_state *st,
 
 const struct provider prov_openai = {
     .name = "openai",
+    .formats = PROV_FMT(FMT_CHAT) | PROV_FMT(FMT_RESPONSES),
     .build = openai_build,
     .response = openai_response,
     .stream_event = openai_stream_event,

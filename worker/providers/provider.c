@@ -1,7 +1,10 @@
-/* Provider registry and helpers shared by OpenAI-shaped providers. */
+/* Provider registry and the helpers every provider shares: building OpenAI
+ * bodies, translating messages for providers with their own format
+ * (anthropic.c, gemini.c), and writing OpenAI replies and chunks. */
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "worker/provider.h"
@@ -31,6 +34,159 @@ stream_state_free(struct stream_state *st)
 	buf_free(&st->partial);
 }
 
+/* Append s as a JSON string. */
+static void
+prov_quote(struct buf *b, const char *s, size_t n)
+{
+	buf_addc(b, '"');
+	json_escape(b, s, n);
+	buf_addc(b, '"');
+}
+
+/* Whether key token k of j is named in drop (NULL-terminated, or NULL). */
+static int
+prov_in(const struct json *j, int k, const char *const *drop)
+{
+	for (int i = 0; drop && drop[i]; i++)
+		if (json_eq(j, k, drop[i]))
+			return 1;
+	return 0;
+}
+
+/* Append the text between two members, [p, end), with its comma (if any)
+ * removed when first is set, or put in when missing and first is not. */
+static void
+prov_gap(struct buf *out, const char *p, const char *end, int first)
+{
+	const char *c = memchr(p, ',', (size_t)(end - p));
+
+	if (c && first) {
+		buf_add(out, p, (size_t)(c - p));
+		buf_add(out, c + 1, (size_t)(end - c - 1));
+		return;
+	}
+	if (!c && !first)
+		buf_addc(out, ',');
+	buf_add(out, p, (size_t)(end - p));
+}
+
+/* Copy an object member by member: each kept member goes out with the
+ * text before it, so every byte but the replaced value is the client's. */
+void
+prov_copy_obj(const struct json *j, const char *key, const char *val,
+              const char *const *drop, struct buf *out)
+{
+	const char *at = j->js + j->tok[0].start + 1, *kr, *vr;
+	size_t kl, vl;
+	int first = 1, seen = 0;
+
+	for (int k = 1; k < j->ntok; k = json_next(j, k + 1))
+		seen |= json_eq(j, k, key);
+	buf_addc(out, '{');
+	if (!seen && val) {
+		prov_quote(out, key, strlen(key));
+		buf_addc(out, ':');
+		prov_quote(out, val, strlen(val));
+		first = 0;
+	}
+	for (int k = 1; k < j->ntok; k = json_next(j, k + 1)) {
+		kr = json_raw(j, k, &kl);
+		vr = json_raw(j, k + 1, &vl);
+		if (!prov_in(j, k, drop)) {
+			prov_gap(out, at, kr, first);
+			buf_add(out, kr, (size_t)(vr - kr));
+			if (val && json_eq(j, k, key))
+				prov_quote(out, val, strlen(val));
+			else
+				buf_add(out, vr, vl);
+			first = 0;
+		}
+		at = vr + vl;
+	}
+	buf_add(out, at, (size_t)(j->js + j->tok[0].end - at));
+}
+
+/* Forward the client's header lines that start with prefix. */
+int
+prov_fwd_headers(const struct prov_call *pc, const char *prefix,
+                 const char *name, struct buf *out)
+{
+	const char *p = pc->fwd_headers, *eol, *colon;
+	size_t pl = strlen(prefix), nl = strlen(name);
+	int found = 0;
+
+	for (; p && (eol = strstr(p, "\r\n")) != NULL; p = eol + 2) {
+		colon = memchr(p, ':', (size_t)(eol - p));
+		if (colon == NULL || (size_t)(colon - p) < pl ||
+		    strncasecmp(p, prefix, pl) != 0 ||
+		    memchr(p, '\n', (size_t)(eol - p)) != NULL ||
+		    memchr(p, '\r', (size_t)(eol - p)) != NULL)
+			continue;
+		found |=
+		    (size_t)(colon - p) == nl && strncasecmp(p, name, nl) == 0;
+		buf_add(out, p, (size_t)(eol + 2 - p));
+	}
+	return found;
+}
+
+/* Append an event as "event: NAME\n", a "data: " line per data line, and
+ * the blank line that ends it. */
+static void
+prov_sse_copy(struct buf *out, const char *ev, size_t elen, const char *data,
+              size_t dlen)
+{
+	const char *nl;
+
+	if (elen) {
+		buf_adds(out, "event: ");
+		buf_add(out, ev, elen);
+		buf_addc(out, '\n');
+	}
+	do {
+		nl = memchr(data, '\n', dlen);
+		buf_adds(out, "data: ");
+		buf_add(out, data, nl ? (size_t)(nl - data) : dlen);
+		buf_addc(out, '\n');
+		if (nl) {
+			dlen -= (size_t)(nl + 1 - data);
+			data = nl + 1;
+		}
+	} while (nl);
+	buf_addc(out, '\n');
+}
+
+/* Parse, note and pass on a native event; see provider.h. */
+int
+prov_native_event(struct stream_state *st, const char *ev, size_t elen,
+                  const char *data, size_t dlen, prov_note_fn *note,
+                  struct buf *out, struct upstream_error *e)
+{
+	static struct json j;
+	int rc;
+
+	if (prov_json_obj(&j, data, dlen, "stream event is not a JSON object",
+	                  e) == -1)
+		return -1;
+	if ((rc = note(st, &j, ev, elen, e)) != -1)
+		prov_sse_copy(out, ev, elen, data, dlen);
+	return rc;
+}
+
+/* Which of names an event is; see provider.h. */
+int
+prov_event_index(const struct json *j, const char *ev, size_t elen,
+                 const char *const *names)
+{
+	int t = json_get(j, 0, "type");
+
+	for (int i = 0; names[i]; i++)
+		if (t >= 0 ? json_eq(j, t, names[i])
+		           : strlen(names[i]) == elen &&
+		                 memcmp(names[i], ev, elen) == 0)
+			return i;
+	return -1;
+}
+
 /* Append the deployment's extra headers ("Name: value\r\n"). */
 void
 prov_extra_headers(const struct deploy_cfg *d, struct buf *h)
@@ -41,7 +197,7 @@ prov_extra_headers(const struct deploy_cfg *d, struct buf *h)
 }
 
 /* Whether key token k of the request is one of llmfd's own fields. */
-int
+static int
 prov_is_dropped(const struct prov_call *pc, int k)
 {
 	for (int i = 0; pc->drop_keys && pc->drop_keys[i]; i++)
@@ -60,6 +216,18 @@ prov_is_dropped_name(const struct prov_call *pc, const char *key)
 	return 0;
 }
 
+/* Write one chat message {"role":role,"content":s}. */
+static void
+prov_chat_msg(struct jw *jw, const char *role, const char *s, size_t n)
+{
+	jw_obj(jw);
+	jw_key(jw, "role");
+	jw_cstr(jw, role);
+	jw_key(jw, "content");
+	jw_str(jw, s, n);
+	jw_obj_end(jw);
+}
+
 /* Write messages with the deployment's system_prompt_append folded into
  * the first system message (or a new one in front). */
 static void
@@ -68,8 +236,6 @@ prov_messages_append(const struct prov_call *pc, struct jw *jw, int arr)
 	const struct json *j = pc->req;
 	const char *app = pc->d->system_prompt_append;
 	int n = json_size(j, arr), done = 0;
-	size_t rl;
-	const char *raw;
 
 	jw_arr(jw);
 	for (int i = 0; i < n; i++) {
@@ -81,91 +247,54 @@ prov_messages_append(const struct prov_call *pc, struct jw *jw, int arr)
 			json_str_buf(j, c, &t);
 			buf_adds(&t, "\n\n");
 			buf_adds(&t, app);
-			jw_obj(jw);
-			jw_key(jw, "role");
-			jw_cstr(jw, "system");
-			jw_key(jw, "content");
-			jw_str(jw, t.data, t.len);
-			jw_obj_end(jw);
+			prov_chat_msg(jw, "system", t.data, t.len);
 			buf_free(&t);
 			done = 1;
 			continue;
 		}
 		if (!done && i == 0) {
-			jw_obj(jw);
-			jw_key(jw, "role");
-			jw_cstr(jw, "system");
-			jw_key(jw, "content");
-			jw_cstr(jw, app);
-			jw_obj_end(jw);
+			prov_chat_msg(jw, "system", app, strlen(app));
 			done = 1;
 		}
-		raw = json_raw(j, m, &rl);
-		jw_raw(jw, raw, rl);
+		prov_raw(jw, j, m);
 	}
 	jw_arr_end(jw);
 }
 
-/* Stream continuation for OpenAI-shaped upstreams, which cannot take an
- * assistant prefix: the partial answer goes in as an assistant turn and a
- * user turn asks to continue it exactly (the documented instruction). */
-static void
-prov_messages_resume(const struct prov_call *pc, struct jw *jw)
-{
-	jw_obj(jw);
-	jw_key(jw, "role");
-	jw_cstr(jw, "assistant");
-	jw_key(jw, "content");
-	jw_str(jw, pc->resume_text, pc->resume_len);
-	jw_obj_end(jw);
-	jw_obj(jw);
-	jw_key(jw, "role");
-	jw_cstr(jw, "user");
-	jw_key(jw, "content");
-	jw_cstr(jw, PROV_RESUME_INSTRUCTION);
-	jw_obj_end(jw);
-}
-
-/* Write messages, plus the continuation turns when resuming. */
+/* Write messages plus the continuation turns: OpenAI-shaped upstreams
+ * cannot take an assistant prefix, so the partial answer goes in as an
+ * assistant turn and a user turn asks to continue it exactly. */
 static void
 prov_messages(const struct prov_call *pc, struct jw *jw, int arr)
 {
 	const struct json *j = pc->req;
 	int n = json_size(j, arr);
-	const char *raw;
-	size_t rl;
 
 	jw_arr(jw);
-	for (int i = 0; i < n; i++) {
-		raw = json_raw(j, json_at(j, arr, i), &rl);
-		jw_raw(jw, raw, rl);
-	}
-	if (pc->resume_text)
-		prov_messages_resume(pc, jw);
+	for (int i = 0; i < n; i++)
+		prov_raw(jw, j, json_at(j, arr, i));
+	prov_chat_msg(jw, "assistant", pc->resume_text, pc->resume_len);
+	prov_chat_msg(jw, "user", PROV_RESUME_INSTRUCTION,
+	              strlen(PROV_RESUME_INSTRUCTION));
 	jw_arr_end(jw);
 }
+
+static const struct json *prov_params_json(const struct deploy_cfg *);
 
 /* Append the deployment's `params` that the request did not set. */
 static void
 prov_params(const struct prov_call *pc, struct jw *jw)
 {
-	static struct json p;
-	const char *raw;
-	size_t rl;
+	const struct json *p = prov_params_json(pc->d);
 	char key[128];
 
-	if (pc->d->params == NULL ||
-	    json_parse(&p, pc->d->params, strlen(pc->d->params)) == -1 ||
-	    json_type(&p, 0) != JSMN_OBJECT)
-		return;
-	for (int k = 1; k < p.ntok; k = json_next(&p, k + 1)) {
-		if (json_str(&p, k, key, sizeof key) < 0)
+	for (int k = 1; p && k < p->ntok; k = json_next(p, k + 1)) {
+		if (json_str(p, k, key, sizeof key) < 0)
 			break;
 		if (json_get(pc->req, 0, key) >= 0)
 			continue;
 		jw_key(jw, key);
-		raw = json_raw(&p, k + 1, &rl);
-		jw_raw(jw, raw, rl);
+		prov_raw(jw, p, k + 1);
 	}
 }
 
@@ -177,8 +306,6 @@ prov_openai_body(const struct prov_call *pc, const char *model, struct buf *out)
 {
 	const struct json *j = pc->req;
 	struct jw jw;
-	const char *raw;
-	size_t rl;
 	char key[128];
 
 	jw_init(&jw, out);
@@ -206,15 +333,14 @@ prov_openai_body(const struct prov_call *pc, const char *model, struct buf *out)
 			prov_messages(pc, &jw, k + 1);
 			continue;
 		}
-		raw = json_raw(j, k + 1, &rl);
-		jw_raw(&jw, raw, rl);
+		prov_raw(&jw, j, k + 1);
 	}
 	prov_params(pc, &jw);
 	jw_obj_end(&jw);
 }
 
-/* Fill e for a reply llmfd cannot understand (retryable). */
-void
+/* Fill e for a reply llmfd cannot understand (retryable); -1. */
+int
 prov_malformed(struct upstream_error *e, const char *what)
 {
 	memset(e, 0, sizeof *e);
@@ -223,16 +349,117 @@ prov_malformed(struct upstream_error *e, const char *what)
 	e->should_retry = -1;
 	snprintf(e->message, sizeof e->message, "malformed upstream reply: %s",
 	         what);
+	return -1;
+}
+
+/* Classify an error body as if it came with HTTP status. */
+void
+prov_error(int status, const char *body, size_t len, struct upstream_error *e)
+{
+	memset(e, 0, sizeof *e);
+	e->retry_after_ms = -1;
+	e->should_retry = -1;
+	classify_http(status, body, len, e);
 }
 
 /* Classify an error object that arrived inside a 2xx reply or stream. */
 void
 prov_stream_error(const char *data, size_t dlen, struct upstream_error *e)
 {
-	memset(e, 0, sizeof *e);
-	e->retry_after_ms = -1;
-	e->should_retry = -1;
-	classify_http(500, data, dlen, e);
+	prov_error(500, data, dlen, e);
+}
+
+/* Parse s into j, which must hold an object; else -1, malformed. */
+int
+prov_json_obj(struct json *j, const char *s, size_t n, const char *what,
+              struct upstream_error *e)
+{
+	if (json_parse(j, s, n) == -1 || json_type(j, 0) != JSMN_OBJECT)
+		return prov_malformed(e, what);
+	return 0;
+}
+
+/* Parse an object reply; -1 classified when it carries an error. */
+int
+prov_json_reply(struct json *j, const char *s, size_t n, const char *what,
+                struct upstream_error *e)
+{
+	int t;
+
+	if (prov_json_obj(j, s, n, what, e) == -1)
+		return -1;
+	if ((t = json_get(j, 0, "error")) >= 0 && !json_is_null(j, t)) {
+		prov_stream_error(s, n, e);
+		return -1;
+	}
+	return 0;
+}
+
+/* Parse, check and write a whole reply; see provider.h. */
+int
+prov_reply(const struct prov_call *pc, const char *body, size_t len,
+           prov_reply_fn *fn, struct buf *out, struct usage *u, int *cf,
+           struct upstream_error *e)
+{
+	static struct json j;
+	size_t mark = out->len;
+
+	if (prov_json_reply(&j, body, len, "not a JSON object", e) == -1)
+		return -1;
+	if (json_eq(&j, json_get(&j, 0, "type"), "error")) {
+		prov_stream_error(body, len, e);
+		return -1;
+	}
+	if (fn(pc, &j, out, u, cf, e) == -1) {
+		out->len = mark;
+		return -1;
+	}
+	return 0;
+}
+
+/* Write the raw text of token t, or null. */
+void
+prov_raw(struct jw *jw, const struct json *j, int t)
+{
+	const char *raw;
+	size_t rl;
+
+	if ((raw = json_raw(j, t, &rl)) != NULL)
+		jw_raw(jw, raw, rl);
+	else
+		jw_null(jw);
+}
+
+/* Write JSON text as a value: see provider.h. */
+void
+prov_json_text(struct jw *jw, const char *s, size_t n, int any)
+{
+	static struct json aj;
+
+	if (n && json_parse(&aj, s, n) == 0 &&
+	    (any || json_type(&aj, 0) == JSMN_OBJECT))
+		prov_raw(jw, &aj, 0);
+	else if (any)
+		jw_str(jw, s, n);
+	else {
+		jw_obj(jw);
+		jw_obj_end(jw);
+	}
+}
+
+/* Write tool-call arguments as an object ({} when not one). */
+void
+prov_args_object(struct jw *jw, const struct json *j, int a)
+{
+	struct buf t = {0};
+
+	if (json_type(j, a) == JSMN_OBJECT)
+		prov_raw(jw, j, a);
+	else if (json_str_buf(j, a, &t) > 0)
+		prov_json_text(jw, t.data, t.len, 0);
+	else
+		prov_json_text(jw, "", 0, 0);
+	buf_free(&t);
 }
 
 /* Parsed deployment params, or NULL. Parsed on each call (they are small
@@ -270,6 +497,92 @@ prov_opt(const struct prov_call *pc, const char *key, const struct json **src)
 	return t < 0 || json_is_null(p, t) ? -1 : t;
 }
 
+/* Write a number option, clamped to [lo, hi], under name. */
+void
+prov_num(const struct prov_call *pc, struct jw *jw, const char *key,
+         const char *name, double lo, double hi)
+{
+	const struct json *s;
+	double v;
+	int t = prov_opt(pc, key, &s);
+
+	if (json_num(s, t, &v) == -1)
+		return;
+	jw_key(jw, name);
+	jw_num(jw, v < lo ? lo : v > hi ? hi : v);
+}
+
+/* Write stop (string or array of strings) as the array name. */
+void
+prov_stop(const struct prov_call *pc, struct jw *jw, const char *name)
+{
+	const struct json *s;
+	int t = prov_opt(pc, "stop", &s), one = json_type(s, t) == JSMN_STRING;
+	int n = one ? 1 : json_size(s, t), e;
+
+	if (!one && json_type(s, t) != JSMN_ARRAY)
+		return;
+	jw_key(jw, name);
+	jw_arr(jw);
+	for (int i = 0; i < n; i++) {
+		e = one ? t : json_at(s, t, i);
+		if (json_type(s, e) == JSMN_STRING)
+			prov_raw(jw, s, e);
+	}
+	jw_arr_end(jw);
+}
+
+/* The requested output token limit, else the deployment's, else 0. */
+long long
+prov_max_tokens(const struct prov_call *pc)
+{
+	static const char *const keys[] = {"max_completion_tokens",
+	                                   "max_tokens"};
+	const struct json *s;
+	long long v;
+	int t;
+
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+		t = prov_opt(pc, keys[i], &s);
+		if (json_int(s, t, &v) == 0 && v > 0)
+			return v;
+	}
+	return pc->d->max_tokens > 0 ? pc->d->max_tokens : 0;
+}
+
+/* Write OpenAI function tools as {name, description, <params_key>}. */
+void
+prov_tools(struct jw *jw, const struct json *j, int tools,
+           const char *params_key, const char *dflt)
+{
+	int n = json_size(j, tools), f, v;
+
+	jw_arr(jw);
+	for (int i = 0; i < n; i++) {
+		f = json_get(j, json_at(j, tools, i), "function");
+		if (json_type(j, json_get(j, f, "name")) != JSMN_STRING)
+			continue;
+		jw_obj(jw);
+		jw_key(jw, "name");
+		prov_raw(jw, j, json_get(j, f, "name"));
+		if (json_type(j, v = json_get(j, f, "description")) ==
+		    JSMN_STRING) {
+			jw_key(jw, "description");
+			prov_raw(jw, j, v);
+		}
+		v = json_get(j, f, "parameters");
+		if (json_type(j, v) == JSMN_OBJECT || dflt) {
+			jw_key(jw, params_key);
+			if (json_type(j, v) == JSMN_OBJECT)
+				prov_raw(jw, j, v);
+			else
+				jw_raw(jw, dflt, strlen(dflt));
+		}
+		jw_obj_end(jw);
+	}
+	jw_arr_end(jw);
+}
+
 /* Append s percent-encoded for a URL path segment. */
 void
 prov_urlenc(struct buf *b, const char *s)
@@ -284,10 +597,9 @@ prov_urlenc(struct buf *b, const char *s)
 	}
 }
 
-/* Start a chat.completion.chunk line up to the delta value. */
-void
-prov_chunk_open(struct stream_state *st, struct buf *out, struct jw *jw,
-                int index)
+/* Start a chat.completion.chunk line up to the "choices" key. */
+static void
+prov_chunk_head(struct stream_state *st, struct buf *out, struct jw *jw)
 {
 	if (st->created == 0)
 		st->created = (long long)time(NULL);
@@ -303,6 +615,14 @@ prov_chunk_open(struct stream_state *st, struct buf *out, struct jw *jw,
 	jw_key(jw, "model");
 	jw_cstr(jw, st->model);
 	jw_key(jw, "choices");
+}
+
+/* Start a chat.completion.chunk line up to the delta value. */
+void
+prov_chunk_open(struct stream_state *st, struct buf *out, struct jw *jw,
+                int index)
+{
+	prov_chunk_head(st, out, jw);
 	jw_arr(jw);
 	jw_obj(jw);
 	jw_key(jw, "index");
@@ -343,20 +663,7 @@ prov_chunk_usage(struct stream_state *st, struct buf *out)
 {
 	struct jw jw;
 
-	if (st->created == 0)
-		st->created = (long long)time(NULL);
-	buf_adds(out, "data: ");
-	jw_init(&jw, out);
-	jw_obj(&jw);
-	jw_key(&jw, "id");
-	jw_cstr(&jw, st->id);
-	jw_key(&jw, "object");
-	jw_cstr(&jw, "chat.completion.chunk");
-	jw_key(&jw, "created");
-	jw_int(&jw, st->created);
-	jw_key(&jw, "model");
-	jw_cstr(&jw, st->model);
-	jw_key(&jw, "choices");
+	prov_chunk_head(st, out, &jw);
 	jw_arr(&jw);
 	jw_arr_end(&jw);
 	prov_usage(&jw, &st->usage);
@@ -365,7 +672,7 @@ prov_chunk_usage(struct stream_state *st, struct buf *out)
 }
 
 /* Emit a content delta of n bytes of text and note it. */
-void
+static void
 prov_chunk_text(struct stream_state *st, struct buf *out, const char *s,
                 size_t n)
 {
@@ -382,8 +689,49 @@ prov_chunk_text(struct stream_state *st, struct buf *out, const char *s,
 		buf_add(st->text, s, n);
 }
 
+/* The URL of an OpenAI image_url part; see provider.h. */
+static int
+prov_image_url(const struct json *j, int part, struct buf *out)
+{
+	int u = json_get(j, part, "image_url");
+
+	if (json_type(j, u) == JSMN_OBJECT)
+		u = json_get(j, u, "url");
+	return json_str_buf(j, u, out) <= 0 ? -1 : 0;
+}
+
+/* Split a base64 data: URL into media type and payload. */
+static int
+prov_data_url(const char *url, size_t n, const char **media, size_t *mlen,
+              const char **data, size_t *dlen)
+{
+	const char *semi, *comma;
+
+	if (n < 5 || memcmp(url, "data:", 5) != 0)
+		return -1;
+	if ((comma = memchr(url, ',', n)) == NULL ||
+	    (semi = memchr(url, ';', (size_t)(comma - url))) == NULL)
+		return -1;
+	if ((size_t)(comma - semi) != 7 || memcmp(semi, ";base64", 7) != 0)
+		return -1;
+	*media = url + 5;
+	*mlen = (size_t)(semi - url - 5);
+	*data = comma + 1;
+	*dlen = n - (size_t)(comma + 1 - url);
+	return *mlen ? 0 : -1;
+}
+
+/* Turn writer for role-alternating message lists: consecutive blocks of
+ * the same role are merged into one turn. */
+struct prov_turns {
+	struct buf *out;
+	const char *partkey;
+	char role[16];
+	int open;
+};
+
 /* Start an empty list of turns. */
-void
+static void
 prov_turns_begin(struct prov_turns *t, struct buf *out, const char *partkey)
 {
 	memset(t, 0, sizeof *t);
@@ -393,7 +741,7 @@ prov_turns_begin(struct prov_turns *t, struct buf *out, const char *partkey)
 }
 
 /* Add the elements of array text arr as (part of) a turn of role. */
-void
+static void
 prov_turns_add(struct prov_turns *t, const char *role, const char *arr,
                size_t n)
 {
@@ -413,40 +761,408 @@ prov_turns_add(struct prov_turns *t, const char *role, const char *arr,
 }
 
 /* Close the list of turns. */
-void
+static void
 prov_turns_end(struct prov_turns *t)
 {
 	buf_adds(t->out, t->open ? "]}]" : "]");
 }
 
-/* The URL of an OpenAI image_url part; see provider.h. */
+/* Record why the request cannot be sent; always -1. */
 int
-prov_image_url(const struct json *j, int part, struct buf *out)
+prov_fail(struct prov_xlate *x, const char *what)
 {
-	int u = json_get(j, part, "image_url");
-
-	if (json_type(j, u) == JSMN_OBJECT)
-		u = json_get(j, u, "url");
-	return json_str_buf(j, u, out) <= 0 ? -1 : 0;
+	snprintf(x->err, x->errsz, "%s: %s", x->dl->name, what);
+	return -1;
 }
 
-/* Split a base64 data: URL into media type and payload. */
-int
-prov_data_url(const char *url, size_t n, const char **media, size_t *mlen,
-              const char **data, size_t *dlen)
+/* Append text to the lifted system prompt. */
+void
+prov_sys_add(struct prov_xlate *x, const char *s, size_t n)
 {
-	const char *semi, *comma;
+	if (n == 0)
+		return;
+	if (x->sys.len)
+		buf_adds(&x->sys, "\n\n");
+	buf_add(&x->sys, s, n);
+}
 
-	if (n < 5 || memcmp(url, "data:", 5) != 0)
+/* Append the text of a content (string or text parts) to t. */
+int
+prov_text_of(const struct json *j, int c, struct buf *t)
+{
+	int n, p;
+
+	if (json_type(j, c) == JSMN_STRING)
+		return json_str_buf(j, c, t) < 0 ? -1 : 0;
+	if (json_type(j, c) != JSMN_ARRAY)
+		return json_is_null(j, c) || c < 0 ? 0 : -1;
+	n = json_size(j, c);
+	for (int i = 0; i < n; i++) {
+		p = json_get(j, json_at(j, c, i), "text");
+		if (json_type(j, p) != JSMN_STRING)
+			continue;
+		if (t->len)
+			buf_addc(t, '\n');
+		json_str_buf(j, p, t);
+	}
+	return 0;
+}
+
+/* Lift a system/developer message's text into x->sys. */
+static int
+prov_sys_msg(struct prov_xlate *x, int c)
+{
+	struct buf t = {0};
+	int rc = prov_text_of(x->j, c, &t);
+
+	if (rc == -1)
+		prov_fail(x, "system message content must be text");
+	else
+		prov_sys_add(x, t.data, t.len);
+	buf_free(&t);
+	return rc;
+}
+
+/* Write a text part of n bytes of text. */
+static void
+prov_text_obj(struct prov_xlate *x, struct jw *jw, const char *s, size_t n)
+{
+	jw_obj(jw);
+	if (x->dl->text_type) {
+		jw_key(jw, "type");
+		jw_cstr(jw, x->dl->text_type);
+	}
+	jw_key(jw, "text");
+	jw_str(jw, s, n);
+	jw_obj_end(jw);
+}
+
+/* Write a text part from string token s, unless the text is empty. */
+static void
+prov_text_part(struct prov_xlate *x, struct jw *jw, int s)
+{
+	struct buf t = {0};
+
+	if (json_str_buf(x->j, s, &t) > 0)
+		prov_text_obj(x, jw, t.data, t.len);
+	buf_free(&t);
+}
+
+/* A MIME type guessed from an image URL's extension. */
+static const char *
+prov_mime_guess(const char *url)
+{
+	static const char *const map[][2] = {{".png", "image/png"},
+	                                     {".gif", "image/gif"},
+	                                     {".webp", "image/webp"},
+	                                     {".pdf", "application/pdf"}};
+	const char *dot = strrchr(url, '.');
+
+	for (size_t i = 0; dot && i < sizeof map / sizeof map[0]; i++)
+		if (strcasecmp(dot, map[i][0]) == 0)
+			return map[i][1];
+	return "image/jpeg";
+}
+
+/* Write an image_url part by the dialect's template for its URL. */
+static int
+prov_image(struct prov_xlate *x, struct jw *jw, int part)
+{
+	struct buf url = {0}, v = {0};
+	const char *m, *d = NULL, *p;
+	size_t ml, dl = 0;
+	int b64;
+
+	if (prov_image_url(x->j, part, &url) == -1) {
+		buf_free(&url);
+		return prov_fail(x, "image_url part without a url");
+	}
+	b64 = prov_data_url(url.data, url.len, &m, &ml, &d, &dl) == 0;
+	if (!b64)
+		ml = strlen(m = prov_mime_guess(buf_cstr(&url)));
+	for (p = x->dl->image[!b64]; *p; p++) {
+		if (*p != '%' || p[1] == '\0')
+			buf_addc(&v, *p);
+		else if (*++p == 'm')
+			prov_quote(&v, m, ml);
+		else if (*p == 'd')
+			prov_quote(&v, d, dl);
+		else if (*p == 'u')
+			prov_quote(&v, url.data, url.len);
+	}
+	jw_raw(jw, v.data, v.len);
+	buf_free(&v);
+	buf_free(&url);
+	return 0;
+}
+
+/* Write one content part (text or image_url). */
+static int
+prov_part(struct prov_xlate *x, struct jw *jw, int part)
+{
+	int t = json_get(x->j, part, "type");
+
+	if (json_eq(x->j, t, "text"))
+		prov_text_part(x, jw, json_get(x->j, part, "text"));
+	else if (json_eq(x->j, t, "image_url"))
+		return prov_image(x, jw, part);
+	else
+		return prov_fail(x, "unsupported content part type (only "
+		                    "text and image_url)");
+	return 0;
+}
+
+/* Write a message content (string or parts) as parts. */
+int
+prov_content(struct prov_xlate *x, struct jw *jw, int c)
+{
+	const struct json *j = x->j;
+	int n;
+
+	switch (json_type(j, c)) {
+	case JSMN_STRING:
+		prov_text_part(x, jw, c);
+		return 0;
+	case JSMN_ARRAY:
+		n = json_size(j, c);
+		for (int i = 0; i < n; i++)
+			if (prov_part(x, jw, json_at(j, c, i)) == -1)
+				return -1;
+		return 0;
+	default:
+		if (c < 0 || json_is_null(j, c))
+			return 0;
+		return prov_fail(x, "message content must be a string or an "
+		                    "array of parts");
+	}
+}
+
+/* Write message m's (index i) parts; *role gets the provider's role. */
+static int
+prov_parts(struct prov_xlate *x, struct jw *jw, int m, int i, const char **role)
+{
+	const struct json *j = x->j;
+	int r = json_get(j, m, "role"), tcs;
+
+	*role = "user";
+	if (json_eq(j, r, "user"))
+		return prov_content(x, jw, json_get(j, m, "content"));
+	if (json_eq(j, r, "tool"))
+		return x->dl->tool_result(x, jw, m, i);
+	if (!json_eq(j, r, "assistant"))
+		return prov_fail(x, "unsupported message role");
+	*role = x->dl->assistant;
+	if (prov_content(x, jw, json_get(j, m, "content")) == -1)
 		return -1;
-	if ((comma = memchr(url, ',', n)) == NULL ||
-	    (semi = memchr(url, ';', (size_t)(comma - url))) == NULL)
+	tcs = json_get(j, m, "tool_calls");
+	return json_type(j, tcs) == JSMN_ARRAY ? x->dl->tool_calls(x, jw, tcs)
+	                                       : 0;
+}
+
+/* Translate message i into the turn list (or the system prompt). */
+static int
+prov_message(struct prov_xlate *x, struct prov_turns *t, int i)
+{
+	const struct json *j = x->j;
+	int m = json_at(j, x->msgs, i), r = json_get(j, m, "role"), rc;
+	struct buf b = {0};
+	struct jw jw;
+	const char *role = NULL;
+
+	if (json_type(j, m) != JSMN_OBJECT)
+		return prov_fail(x, "each message must be an object");
+	if (json_eq(j, r, "system") || json_eq(j, r, "developer"))
+		return prov_sys_msg(x, json_get(j, m, "content"));
+	jw_init(&jw, &b);
+	jw_arr(&jw);
+	rc = prov_parts(x, &jw, m, i, &role);
+	jw_arr_end(&jw);
+	if (rc == 0)
+		prov_turns_add(t, role, b.data, b.len);
+	buf_free(&b);
+	return rc;
+}
+
+/* Translate every message into x->turns. */
+static int
+prov_turns_messages(struct prov_xlate *x)
+{
+	const struct prov_call *pc = x->pc;
+	struct prov_turns t;
+	struct buf b = {0};
+	struct jw jw;
+	int n;
+
+	x->msgs = json_get(x->j, 0, "messages");
+	if (json_type(x->j, x->msgs) != JSMN_ARRAY)
+		return prov_fail(x, "'messages' must be an array");
+	n = json_size(x->j, x->msgs);
+	prov_turns_begin(&t, &x->turns, x->dl->partkey);
+	for (int i = 0; i < n; i++)
+		if (prov_message(x, &t, i) == -1)
+			return -1;
+	if (x->dl->prefill && pc->resume_text && pc->resume_len) {
+		jw_init(&jw, &b);
+		jw_arr(&jw);
+		prov_text_obj(x, &jw, pc->resume_text, pc->resume_len);
+		jw_arr_end(&jw);
+		prov_turns_add(&t, x->dl->assistant, b.data, b.len);
+		buf_free(&b);
+	}
+	prov_turns_end(&t);
+	return 0;
+}
+
+/* Build a translated body; see provider.h. */
+int
+prov_xlate_body(const struct prov_call *pc, const struct prov_dialect *dl,
+                struct buf *out, char *err, size_t errsz)
+{
+	struct prov_xlate x = {
+	    .dl = dl, .pc = pc, .j = pc->req, .err = err, .errsz = errsz};
+	struct jw jw;
+	int rc = -1;
+
+	if (prov_turns_messages(&x) == 0) {
+		jw_init(&jw, out);
+		jw_obj(&jw);
+		dl->members(&x, &jw);
+		jw_obj_end(&jw);
+		rc = x.turns.oom || x.sys.oom ? -1 : 0;
+	}
+	buf_free(&x.turns);
+	buf_free(&x.sys);
+	return rc;
+}
+
+/* Write "key": the string at t, or fallback. */
+static void
+prov_str_or(struct jw *jw, const char *key, const struct json *j, int t,
+            const char *fallback)
+{
+	jw_key(jw, key);
+	if (json_type(j, t) == JSMN_STRING)
+		prov_raw(jw, j, t);
+	else
+		jw_cstr(jw, fallback);
+}
+
+/* Open a chat.completion object up to its model. */
+void
+prov_completion_head(struct jw *jw, struct buf *out, const struct json *j,
+                     int id, const char *fbid, int model, const char *fbmodel)
+{
+	jw_init(jw, out);
+	jw_obj(jw);
+	prov_str_or(jw, "id", j, id, fbid);
+	jw_key(jw, "object");
+	jw_cstr(jw, "chat.completion");
+	jw_key(jw, "created");
+	jw_int(jw, (long long)time(NULL));
+	prov_str_or(jw, "model", j, model, fbmodel);
+}
+
+/* Open a choice's assistant message with its text (or null). */
+void
+prov_message_open(struct jw *jw, const struct buf *text)
+{
+	jw_key(jw, "message");
+	jw_obj(jw);
+	jw_key(jw, "role");
+	jw_cstr(jw, "assistant");
+	jw_key(jw, "content");
+	if (text)
+		jw_str(jw, text->data ? text->data : "", text->len);
+	else
+		jw_null(jw);
+	jw_key(jw, "refusal");
+	jw_null(jw);
+}
+
+/* Write the members of one OpenAI tool call. */
+void
+prov_tool_call(struct jw *jw, const struct json *j, int id, const char *fbid,
+               int name, int args, const char *noargs)
+{
+	const char *raw;
+	size_t rl;
+
+	prov_str_or(jw, "id", j, id, fbid);
+	jw_key(jw, "type");
+	jw_cstr(jw, "function");
+	jw_key(jw, "function");
+	jw_obj(jw);
+	jw_key(jw, "name");
+	prov_raw(jw, j, name);
+	jw_key(jw, "arguments");
+	if ((raw = json_raw(j, args, &rl)) != NULL)
+		jw_str(jw, raw, rl);
+	else
+		jw_cstr(jw, noargs);
+	jw_obj_end(jw);
+}
+
+/* Send string token t as a content delta; see provider.h. */
+int
+prov_chunk_str(struct stream_state *st, struct buf *out, const struct json *j,
+               int t)
+{
+	buf_reset(&st->partial);
+	if (json_str_buf(j, t, &st->partial) == -1)
 		return -1;
-	if ((size_t)(comma - semi) != 7 || memcmp(semi, ";base64", 7) != 0)
-		return -1;
-	*media = url + 5;
-	*mlen = (size_t)(semi - url - 5);
-	*data = comma + 1;
-	*dlen = n - (size_t)(comma + 1 - url);
-	return *mlen ? 0 : -1;
+	if (st->partial.len)
+		prov_chunk_text(st, out, st->partial.data, st->partial.len);
+	return (int)st->partial.len;
+}
+
+/* Send the assistant role chunk unless already sent. */
+void
+prov_chunk_role(struct stream_state *st, struct buf *out)
+{
+	struct jw jw;
+
+	if (st->role_sent)
+		return;
+	prov_chunk_open(st, out, &jw, 0);
+	PROV_RAW(&jw, "{\"role\":\"assistant\",\"content\":\"\"}");
+	prov_chunk_close(&jw, NULL);
+	st->role_sent = 1;
+}
+
+/* Send the finish chunk with reason fin. */
+void
+prov_chunk_finish(struct stream_state *st, struct buf *out, const char *fin)
+{
+	struct jw jw;
+
+	prov_chunk_open(st, out, &jw, 0);
+	jw_obj(&jw);
+	jw_obj_end(&jw);
+	prov_chunk_close(&jw, fin);
+	st->finished = 1;
+}
+
+/* Open a tool-call delta chunk for OpenAI tool index. */
+void
+prov_tool_delta_open(struct stream_state *st, struct buf *out, struct jw *jw,
+                     int index)
+{
+	prov_chunk_open(st, out, jw, 0);
+	jw_obj(jw);
+	jw_key(jw, "tool_calls");
+	jw_arr(jw);
+	jw_obj(jw);
+	jw_key(jw, "index");
+	jw_int(jw, index);
+}
+
+/* Close a tool-call delta chunk and note the tool call. */
+void
+prov_tool_delta_close(struct stream_state *st, struct jw *jw)
+{
+	jw_obj_end(jw);
+	jw_arr_end(jw);
+	jw_obj_end(jw);
+	prov_chunk_close(jw, NULL);
+	st->content_seen = st->tool_seen = 1;
 }

@@ -1,0 +1,409 @@
+/* Client connections over evhttp: the engine's client_ops, one record per
+ * connection (so a close reaches the request it carries, and a drain can
+ * close idle keep-alive connections at once), and the request entry points
+ * for each client protocol. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/queue.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/bufferevent.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "common/log.h"
+#include "worker/client.h"
+#include "worker/ingress.h"
+#include "worker/ingress/messages.h"
+#include "worker/request.h"
+#include "worker/worker.h"
+
+#define CONN_BUCKETS 4096
+#define REQ_MAX_BODY (32 << 20)
+/* Bytes a client may send past its request while it is being served;
+ * reading stops there. */
+#define CONN_READ_CAP (64 << 10)
+#define CONN_SWEEP_MS 20
+
+/* One client connection that has sent at least one request. */
+struct conn {
+	LIST_ENTRY(conn) link; /* hash chain */
+	struct evhttp_connection *evcon;
+	struct worker *w;
+	struct req *req; /* the request it carries, or NULL when idle */
+};
+
+LIST_HEAD(conn_list, conn);
+
+/* This worker's connection records, by evhttp_connection pointer. */
+static struct conn_list *bucket;
+static int nconn;
+static struct event *sweep_ev; /* closes idle connections while draining */
+
+static size_t
+conn_hash(const struct evhttp_connection *evcon)
+{
+	uintptr_t p = (uintptr_t)evcon;
+
+	return (size_t)((p >> 4) ^ (p >> 16)) % CONN_BUCKETS;
+}
+
+/* The connection closed (client hang-up, error, or evhttp freeing it):
+ * the request it carries is cancelled, and the record goes. */
+static void
+conn_closed(struct evhttp_connection *evcon, void *arg)
+{
+	struct conn *c = arg;
+	struct req *r = c->req;
+
+	(void)evcon;
+	LIST_REMOVE(c, link);
+	nconn--;
+	free(c);
+	if (r)
+		req_client_gone(r);
+}
+
+/* The record of evcon, created (with its close callback) on first use. */
+static struct conn *
+conn_get(struct worker *w, struct evhttp_connection *evcon)
+{
+	struct conn_list *l;
+	struct conn *c;
+
+	if (bucket == NULL &&
+	    (bucket = calloc(CONN_BUCKETS, sizeof *bucket)) == NULL)
+		return NULL;
+	l = &bucket[conn_hash(evcon)];
+	LIST_FOREACH(c, l, link)
+	if (c->evcon == evcon)
+		return c;
+	if ((c = calloc(1, sizeof *c)) == NULL)
+		return NULL;
+	c->evcon = evcon;
+	c->w = w;
+	LIST_INSERT_HEAD(l, c, link);
+	nconn++;
+	evhttp_connection_set_closecb(evcon, conn_closed, c);
+	return c;
+}
+
+/* Whether a connection is idle: no request, nothing left to write, and
+ * nothing sent by the client that we have not read. */
+static int
+conn_idle(const struct conn *c)
+{
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(c->evcon);
+	int n = 0;
+
+	if (c->req || evbuffer_get_length(bufferevent_get_output(bev)) > 0 ||
+	    evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+		return 0;
+	return ioctl(bufferevent_getfd(bev), FIONREAD, &n) == 0 && n == 0;
+}
+
+/* Close the idle connections; how many stay open. */
+static int
+client_sweep(void)
+{
+	struct conn *c, *next;
+	int open = 0;
+
+	for (int i = 0; bucket && i < CONN_BUCKETS; i++)
+		for (c = LIST_FIRST(&bucket[i]); c; c = next) {
+			next = LIST_NEXT(c, link);
+			if (conn_idle(c))
+				evhttp_connection_free(c->evcon);
+			else
+				open++;
+		}
+	return open;
+}
+
+static void
+client_sweep_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	(void)fd;
+	(void)ev;
+	(void)arg;
+	client_sweep();
+}
+
+/*
+ * Drain: every reply from now on closes its connection, and idle
+ * keep-alive connections are closed at once and then every
+ * CONN_SWEEP_MS as they become idle (a reply still being written, or a
+ * request on its way, is finished first), so no client is cut and none
+ * stays on the old config.
+ */
+void
+client_drain(struct worker *w)
+{
+	struct timeval tv = {0, CONN_SWEEP_MS * 1000};
+
+	req_drain(w);
+	client_sweep();
+	if (sweep_ev == NULL &&
+	    (sweep_ev = event_new(w->base, -1, EV_PERSIST, client_sweep_cb,
+	                          NULL)) != NULL)
+		event_add(sweep_ev, &tv);
+}
+
+/* Client connections still open (tracked ones: they sent a request). */
+int
+client_open(void)
+{
+	return nconn;
+}
+
+/* Worker exit: forget the records (evhttp_free closes the connections;
+ * their requests have let go already). */
+void
+client_free_all(struct worker *w)
+{
+	struct conn *c;
+
+	(void)w;
+	for (int i = 0; bucket && i < CONN_BUCKETS; i++)
+		while ((c = LIST_FIRST(&bucket[i])) != NULL) {
+			evhttp_connection_set_closecb(c->evcon, NULL, NULL);
+			LIST_REMOVE(c, link);
+			free(c);
+		}
+	free(bucket);
+	bucket = NULL;
+	nconn = 0;
+	if (sweep_ev)
+		event_free(sweep_ev);
+	sweep_ev = NULL;
+}
+
+/* ---- client_ops over evhttp ---- */
+
+static const char *
+ev_get_header(void *c, const char *name)
+{
+	return evhttp_find_header(evhttp_request_get_input_headers(c), name);
+}
+
+static void
+ev_header(void *c, const char *name, const char *value)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(c);
+
+	if (strcmp(name, "Connection") == 0)
+		evhttp_remove_header(h, name);
+	evhttp_add_header(h, name, value);
+}
+
+static void
+ev_reply(void *c, int status, const char *ctype, const char *body, size_t n)
+{
+	evhttp_add_header(evhttp_request_get_output_headers(c), "Content-Type",
+	                  ctype);
+	evbuffer_add(evhttp_request_get_output_buffer(c), body, n);
+	evhttp_send_reply(c, status, http_reason(status), NULL);
+}
+
+static void
+ev_start(void *c, int status, const char *ctype)
+{
+	evhttp_add_header(evhttp_request_get_output_headers(c), "Content-Type",
+	                  ctype);
+	evhttp_send_reply_start(c, status, http_reason(status));
+}
+
+static void
+ev_chunk(void *c, const char *p, size_t n)
+{
+	struct evbuffer *eb = evbuffer_new();
+
+	if (eb == NULL)
+		return;
+	evbuffer_add(eb, p, n);
+	evhttp_send_reply_chunk(c, eb);
+	evbuffer_free(eb);
+}
+
+static void
+ev_end(void *c)
+{
+	evhttp_send_reply_end(c);
+}
+
+/* The record of the connection carrying request c, or NULL. */
+static struct conn *
+conn_of(void *c)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(c);
+	struct conn *k;
+
+	if (evcon == NULL || bucket == NULL)
+		return NULL;
+	LIST_FOREACH(k, &bucket[conn_hash(evcon)], link)
+	if (k->evcon == evcon)
+		return k;
+	return NULL;
+}
+
+/* The engine took request c: a close of its connection reaches r. */
+static void
+ev_attach(void *c, struct req *r)
+{
+	struct conn *k = conn_of(c);
+
+	if (k)
+		k->req = r;
+}
+
+/* The engine is done with the request: its connection is idle again and
+ * reads normally. */
+static void
+ev_detach(void *c, struct req *r)
+{
+	struct conn *k = conn_of(c);
+
+	(void)r;
+	if (k == NULL)
+		return;
+	k->req = NULL;
+	bufferevent_setwatermark(evhttp_connection_get_bufferevent(k->evcon),
+	                         EV_READ, 0, 0);
+}
+
+static const struct client_ops ev_ops = {
+    .get_header = ev_get_header,
+    .header = ev_header,
+    .reply = ev_reply,
+    .start = ev_start,
+    .chunk = ev_chunk,
+    .end = ev_end,
+    .attach = ev_attach,
+    .detach = ev_detach,
+};
+
+/* evhttp stops reading once a request is in, so a client hanging up is
+ * not seen until we write. Keep reading (without evhttp's read callback,
+ * as evhttp itself does while it writes) so EOF reaches the close callback
+ * at once; a client that keeps sending fills at most CONN_READ_CAP before
+ * reading stops. */
+static void
+client_watch_close(struct evhttp_request *hreq)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(hreq);
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+	bufferevent_data_cb rd, wr;
+	bufferevent_event_cb ev;
+	void *arg;
+
+	bufferevent_getcb(bev, &rd, &wr, &ev, &arg);
+	bufferevent_setcb(bev, NULL, wr, ev, arg);
+	bufferevent_setwatermark(bev, EV_READ, 0, CONN_READ_CAP);
+	bufferevent_enable(bev, EV_READ);
+}
+
+/* Hand one request to the engine in the protocol of ig. */
+static void
+client_handle(struct evhttp_request *hreq, struct worker *w,
+              const struct ingress *ig)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(hreq);
+	size_t len = evbuffer_get_length(in);
+	struct buf b = {0};
+
+	if (evhttp_request_get_command(hreq) != EVHTTP_REQ_POST) {
+		server_send_error(hreq, 405, "invalid_request_error",
+		                  "method_not_allowed", "use POST");
+		return;
+	}
+	if (w->draining)
+		evhttp_add_header(evhttp_request_get_output_headers(hreq),
+		                  "Connection", "close");
+	if (len > REQ_MAX_BODY) {
+		ig->error(&b, 413, "invalid_request_error", "body_too_large",
+		          "request body is larger than 32 MiB", NULL, NULL, 0);
+		server_send_json(hreq, 413, &b);
+		buf_free(&b);
+		return;
+	}
+	if (conn_get(w, evhttp_request_get_connection(hreq)) == NULL) {
+		server_send_error(hreq, 503, "llmfd_error", "out_of_memory",
+		                  "out of memory");
+		return;
+	}
+	client_watch_close(hreq);
+	req_start(w, &ev_ops, hreq, ig,
+	          len ? (const char *)evbuffer_pullup(in, -1) : "", len);
+}
+
+/* POST /v1/chat/completions */
+void
+client_chat(struct evhttp_request *hreq, void *arg)
+{
+	client_handle(hreq, arg, &ingress_chat);
+}
+
+/* POST /v1/messages (also ?beta=true) */
+void
+client_messages(struct evhttp_request *hreq, void *arg)
+{
+	client_handle(hreq, arg, &ingress_messages);
+}
+
+/* POST /v1/messages/count_tokens: the documented estimate of
+ * msgs_count_tokens (INGRESS.md §1.1) for a configured model. */
+void
+client_count_tokens(struct evhttp_request *hreq, void *arg)
+{
+	struct worker *w = arg;
+	struct evbuffer *in = evhttp_request_get_input_buffer(hreq);
+	size_t len = evbuffer_get_length(in);
+	struct json j = {0};
+	struct buf b = {0};
+	char model[CFG_NAME_MAX] = "";
+	long n = -1;
+	int status = 400;
+	const char *msg = "request body is not a valid JSON object";
+
+	if (evhttp_request_get_command(hreq) != EVHTTP_REQ_POST)
+		status = 405, msg = "use POST";
+	else if (len <= REQ_MAX_BODY &&
+	         json_parse(&j,
+	                    len ? (const char *)evbuffer_pullup(in, -1) : "",
+	                    len) == 0 &&
+	         json_type(&j, 0) == JSMN_OBJECT) {
+		json_str(&j, json_get(&j, 0, "model"), model, sizeof model);
+		if (cfg_find_group(w->cfg, model) == NULL &&
+		    cfg_find_deploy(w->cfg, model) < 0)
+			status = 404, msg =
+			                  "model is not a configured group or "
+			                  "deployment";
+		else if ((n = msgs_count_tokens(&j)) < 0)
+			msg = "messages: an array of messages is required";
+	}
+	if (n >= 0)
+		buf_printf(&b, "{\"input_tokens\":%ld}", n);
+	else
+		msgs_error(&b, status, NULL, msg, NULL, NULL, 0);
+	server_send_json(hreq, n >= 0 ? 200 : status, &b);
+	buf_free(&b);
+	json_free(&j);
+}
+
+/* POST /v1/responses */
+void
+client_responses(struct evhttp_request *hreq, void *arg)
+{
+	client_handle(hreq, arg, &ingress_responses);
+}
+
+/* POST /v1/embeddings */
+void
+client_embeddings(struct evhttp_request *hreq, void *arg)
+{
+	client_handle(hreq, arg, &ingress_embeddings);
+}

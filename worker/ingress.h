@@ -1,0 +1,86 @@
+/* Client protocols (ingress). The path picks one; it checks the client's
+ * body and turns it into the canonical request (an OpenAI Chat Completions
+ * document, which every provider translates from), and it turns the
+ * engine's canonical replies, stream chunks and errors back into the
+ * client's protocol. The engine calls these through struct ingress and
+ * never knows which protocol the client spoke. */
+#ifndef LLMFD_INGRESS_H
+#define LLMFD_INGRESS_H
+
+#include <stddef.h>
+
+#include "common/buf.h"
+#include "common/json.h"
+
+/* Why a body was refused, as the client will be told. */
+struct ingress_err {
+	int status;
+	const char *type; /* OpenAI error type, mapped by the ingress */
+	const char *code;
+	char msg[200];
+};
+
+/* Ingress ids: metrics count requests by these. */
+#define ING_CHAT      0
+#define ING_EMBED     1
+#define ING_MESSAGES  2
+#define ING_RESPONSES 3
+#define ING__MAX      4
+extern const char *const ingress_names[ING__MAX];
+
+struct ingress {
+	int id;           /* ING_* */
+	const char *name; /* "chat", "embeddings", ...: logs and metrics */
+	int endpoint;     /* EP_CHAT or EP_EMBED: what providers build */
+	/* The wire format of the client's body (FMT_*), offered to providers
+	 * that speak it natively (same-format passthrough); -1 if none beyond
+	 * the canonical form itself. */
+	int fmt;
+	/* The client's top-level keys never forwarded upstream (llmfd's own
+	 * fields), NULL-terminated. */
+	const char *const *drop_keys;
+	/* Request headers forwarded to a same-format upstream, or NULL. */
+	const char *const *fwd_headers;
+	/* The status the client sees for an engine status (NULL: as is). */
+	int (*map_status)(int status);
+	/* Check the client's body (j) and write the canonical document to
+	 * canon, or leave canon empty when j is canonical already. 0, or -1
+	 * with e filled. */
+	int (*parse)(const struct json *j, struct buf *canon,
+	             struct ingress_err *e);
+	/* Per-request encoder state: its size, and init/free. */
+	size_t state_size;
+	void (*init)(void *st, const struct json *client);
+	void (*fini)(void *st);
+	/* A whole canonical reply -> the client's reply; NULL: as it is. */
+	int (*reply)(void *st, const char *canon, size_t n, struct buf *out);
+	/* One canonical stream chunk (the JSON of one data line) -> the
+	 * client's events; NULL: canonical lines go out as they are. */
+	int (*chunk)(void *st, const char *data, size_t n, struct buf *out);
+	/* The stream completed / failed after bytes reached the client. */
+	void (*done)(void *st, struct buf *out);
+	void (*fail)(void *st, int status, const char *code, const char *msg,
+	             const char *deployment, struct buf *out);
+	/* An error reply before anything was sent; trail is the attempt trail
+	 * as a JSON array text (NULL if none). */
+	void (*error)(struct buf *out, int status, const char *type,
+	              const char *code, const char *msg, const char *request_id,
+	              const char *trail, size_t tlen);
+	const char *stream_type; /* Content-Type of a stream */
+};
+
+extern const struct ingress ingress_chat;
+extern const struct ingress ingress_embeddings;
+extern const struct ingress ingress_messages;
+extern const struct ingress ingress_responses;
+/* The keys of a canonical document never forwarded (llmfd's fields). */
+extern const char *const ingress_canon_drop_keys[];
+
+/* ingress_openai.c: the OpenAI error object, shared by every protocol that
+ * answers errors in OpenAI's shape. */
+void ingress_openai_error(struct buf *out, int status, const char *type,
+                          const char *code, const char *msg,
+                          const char *request_id, const char *trail,
+                          size_t tlen);
+
+#endif

@@ -1,0 +1,84 @@
+/* request.c: the request engine. One client request goes through one
+ * lifecycle: parse (by its ingress), pick, attempt, retry / fall back /
+ * wait, and one finish, whatever the client protocol and the provider. */
+#ifndef LLMFD_REQUEST_H
+#define LLMFD_REQUEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/classify.h"
+
+struct worker;
+struct ingress;
+struct req;
+
+/* How the engine talks to its client. server.c implements it over evhttp;
+ * unit tests capture it. c is the client handle. */
+struct client_ops {
+	/* a request header, or NULL */
+	const char *(*get_header)(void *c, const char *name);
+	void (*header)(void *c, const char *name, const char *value);
+	/* a whole reply */
+	void (*reply)(void *c, int status, const char *ctype, const char *body,
+	              size_t n);
+	/* a stream: start, data, end */
+	void (*start)(void *c, int status, const char *ctype);
+	void (*chunk)(void *c, const char *p, size_t n);
+	void (*end)(void *c);
+	/* the engine holds c for request r / lets go of it (nothing is sent
+	 * after this) */
+	void (*attach)(void *c, struct req *);
+	void (*detach)(void *c, struct req *);
+};
+
+/* Request phases. */
+#define REQ_PICKING    0 /* choosing the next candidate */
+#define REQ_ATTEMPTING 1 /* attempts in flight, nothing sent yet */
+#define REQ_WAITING    2 /* a backoff or a queue wait before the next try */
+#define REQ_STREAMING  3 /* bytes reached the client */
+#define REQ_DONE       4 /* finished; the object is being recycled */
+
+/* Serve one client request: body (len bytes, owned by the caller until the
+ * request finishes) in the protocol of ig. */
+void req_start(struct worker *, const struct client_ops *, void *c,
+               const struct ingress *, const char *body, size_t len);
+/* The client went away: cancel everything, no reply. */
+void req_client_gone(struct req *);
+/* Worker drain: every request in flight finishes with its connection
+ * closed afterwards (ops->header "Connection: close"). */
+void req_drain(struct worker *);
+/* Worker exit: abandon requests still in flight (their clients see the
+ * connection close) and free every object. */
+void req_free_all(struct worker *);
+int req_inflight(void);
+
+/* What the engine does after a failed attempt (exported for unit tests). */
+#define DO_RETRY  0 /* the same deployment after delay_ms */
+#define DO_NEXT   1 /* the next candidate */
+#define DO_SWITCH 2 /* to the context-window / content-policy chain */
+#define DO_FAIL   3 /* answer the client with status / code */
+struct req_decision {
+	int action;
+	int64_t delay_ms;
+	int status;
+	const char *type, *code;
+};
+void req_decide(struct req *, enum errclass, int status, int64_t ra_ms,
+                int should_retry, struct req_decision *);
+/* The answer when every candidate is exhausted (exported for tests):
+ * status, type, code, a message and the Retry-After seconds (0: none). */
+struct req_verdict {
+	int status;
+	const char *type, *code;
+	char msg[256];
+	int64_t retry_after_s;
+};
+void req_exhausted_verdict(struct req *, struct req_verdict *);
+/* Unit-test seams: the phase, and an upstream answer fed to the running
+ * attempt without the network. */
+int req_phase(const struct req *);
+void req_test_upstream(struct req *, int status, int event_stream,
+                       const char *body, size_t n, int end);
+
+#endif
