@@ -200,6 +200,11 @@ const struct cfg_setting cfg_settings[] = {
     {"tpm", CFG_SEC_DEPLOY, CFG_LONG, .min = 0, .max = LONG_MAX, IN_DEPLOY(tpm),
      .def = "0",
      .doc = "Tokens per minute the deployment may take; 0: unlimited."},
+    {"responses_api", CFG_SEC_DEPLOY, CFG_BOOL, IN_DEPLOY(responses_api),
+     .def = "false",
+     .doc = "The upstream serves the OpenAI Responses API, so Responses\n"
+            "clients are passed through to it unchanged (always on for\n"
+            ".Lk https://api.openai.com )."},
     {"context_window", CFG_SEC_DEPLOY, CFG_LONG, .min = 0, .max = LONG_MAX,
      IN_DEPLOY(context_window), .def = "0",
      .doc = "Tokens, for\n.Ic context_window_fallbacks ;\n0: unknown."},

@@ -61,12 +61,13 @@ struct deploy_cfg {
 	char api_key[CFG_KEY_MAX];      /* secret: never log or print */
 	char api_key_var[CFG_NAME_MAX]; /* "$VAR" name, "" if literal */
 	char ca_file[PATH_MAX];
-	char api_version[32];       /* azure */
-	int weight;                 /* default 1; 0 takes no traffic */
-	long rpm, tpm;              /* 0 = unlimited */
-	long context_window;        /* tokens, 0 = unknown */
-	long max_tokens;            /* default max_tokens (anthropic) */
-	int num_retries;            /* -1 = router's */
+	char api_version[32]; /* azure */
+	int weight;           /* default 1; 0 takes no traffic */
+	long rpm, tpm;        /* 0 = unlimited */
+	long context_window;  /* tokens, 0 = unknown */
+	int responses_api;    /* speaks OpenAI Responses (passthrough target) */
+	long max_tokens;      /* default max_tokens (anthropic) */
+	int num_retries;      /* -1 = router's */
 	int attempt_timeout_ms;     /* -1 = router's */
 	int backoff_base_ms;        /* -1 = router's */
 	int first_token_timeout_ms; /* -1 = router's */

@@ -480,6 +480,22 @@ att_cancel(struct attempt *a, const char *why)
 	          why);
 }
 
+/* Stop the request's timers, let go of its client and its encoder state:
+ * after this no callback can reach it. */
+static void
+req_unhook(struct req *r)
+{
+	event_del(&r->ev_deadline);
+	event_del(&r->ev_wait);
+	event_del(&r->ev_hedge);
+	if (r->s.c)
+		r->s.ops->detach(r->s.c, r);
+	r->s.c = NULL;
+	if (r->s.ig_ready && r->s.ig->fini)
+		r->s.ig->fini(r->ig_state);
+	r->s.ig_ready = 0;
+}
+
 /* Let go of everything the request holds and recycle the object. */
 static void
 req_release(struct req *r)
@@ -493,13 +509,7 @@ req_release(struct req *r)
 		sse_reset(&a->sse);
 		att_bufs(a, buf_recycle);
 	}
-	event_del(&r->ev_deadline);
-	event_del(&r->ev_wait);
-	event_del(&r->ev_hedge);
-	if (r->s.c)
-		r->s.ops->detach(r->s.c, r);
-	if (r->s.ig_ready && r->s.ig->fini)
-		r->s.ig->fini(r->ig_state);
+	req_unhook(r);
 	buf_recycle(&r->canon);
 	buf_recycle(&r->out);
 	buf_recycle(&r->sent_text);
@@ -673,13 +683,19 @@ att_arm(struct attempt *a)
 	req_arm(&a->ev_timer, ms);
 }
 
-/* Whether the client's own format can go to d's provider as it is. */
+/* Whether the client's own format can go to deployment d's provider as it
+ * is: the provider speaks it, and for Responses the deployment serves it
+ * (OpenAI-compatible servers mostly do not). */
 static int
-att_native(const struct req *r, const struct provider *p)
+att_native(const struct req *r, const struct provider *p,
+           const struct deploy_cfg *d)
 {
 	int f = r->s.ig->fmt;
 
-	return f > 0 && (p->formats & (1u << f)) != 0;
+	if (f <= 0 || (p->formats & PROV_FMT(f)) == 0)
+		return 0;
+	return f != FMT_RESPONSES || d->responses_api ||
+	       strcmp(d->host, "api.openai.com") == 0;
 }
 
 /* Build the upstream request for attempt a on d; -1 if the provider
@@ -692,7 +708,7 @@ att_build(struct req *r, struct attempt *a, int d)
 	a->st.prov = provider_get(dc->provider);
 	if (a->st.prov == NULL)
 		return -1;
-	a->st.native = !a->st.resume && att_native(r, a->st.prov);
+	a->st.native = !a->st.resume && att_native(r, a->st.prov, dc);
 	a->st.pc = (struct prov_call){
 	    .cfg = r->w->cfg,
 	    .d = dc,
@@ -1775,13 +1791,7 @@ req_free_all(struct worker *w)
 	while ((r = LIST_FIRST(&reqs)) != NULL) {
 		for (int i = 0; i < 2; i++)
 			att_stop(&r->att[i]);
-		event_del(&r->ev_deadline);
-		event_del(&r->ev_wait);
-		event_del(&r->ev_hedge);
-		if (r->s.c)
-			r->s.ops->detach(r->s.c, r);
-		if (r->s.ig_ready && r->s.ig->fini)
-			r->s.ig->fini(r->ig_state);
+		req_unhook(r);
 		LIST_REMOVE(r, link);
 		ninflight--;
 		req_destroy(r);

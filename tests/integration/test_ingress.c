@@ -388,3 +388,90 @@ Test(ingress, responses_stream_cut_is_failed)
 	                   r->body);
 	cr_assert_null(strstr(r->body, "response.completed"), "%s", r->body);
 }
+
+/* Same-format passthrough: a Messages client's body reaches an Anthropic
+ * upstream byte for byte except `model` and llmfd's fields (cache_control,
+ * a thinking signature and odd number spellings survive), its
+ * anthropic-version and anthropic-beta headers are forwarded, and the
+ * stream comes back as the upstream sent it. */
+Test(ingress, messages_passthrough_to_anthropic)
+{
+	static const char body[] =
+	    "{\"model\":\"claude\", \"max_tokens\":1.0E+3,"
+	    "\"num_retries\":1,\"metadata\":{\"user_id\":\"u1\"},"
+	    "\"system\":[{\"type\":\"text\",\"text\":\"sys\",\"cache_control\":"
+	    "{\"type\":\"ephemeral\"}}],\"messages\":[{\"role\":\"user\","
+	    "\"content\":\"q\"},{\"role\":\"assistant\",\"content\":[{\"type\":"
+	    "\"thinking\",\"thinking\":\"t\",\"signature\":\"SIG==\"},{"
+	    "\"type\":"
+	    "\"text\",\"text\":\"a\"}]},{\"role\":\"user\",\"content\":\"q2\"}]"
+	    "}";
+	static const char want[] =
+	    "{\"model\":\"claude-x\", \"max_tokens\":1.0E+3,"
+	    "\"metadata\":{\"user_id\":\"u1\"},"
+	    "\"system\":[{\"type\":\"text\",\"text\":\"sys\",\"cache_control\":"
+	    "{\"type\":\"ephemeral\"}}],\"messages\":[{\"role\":\"user\","
+	    "\"content\":\"q\"},{\"role\":\"assistant\",\"content\":[{\"type\":"
+	    "\"thinking\",\"thinking\":\"t\",\"signature\":\"SIG==\"},{"
+	    "\"type\":"
+	    "\"text\",\"text\":\"a\"}]},{\"role\":\"user\",\"content\":\"q2\"}]"
+	    "}";
+	struct h_req q = {0};
+	struct h_resp *r;
+	const char *got, *last;
+
+	start3(NULL, NULL);
+	q.unix_path = h_sock();
+	q.method = "POST";
+	q.path = MSGS;
+	q.headers = "anthropic-version: 2023-06-01\r\n"
+	            "anthropic-beta: context-management-2025-06-27\r\n";
+	q.body = body;
+	r = h_http(&q);
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert_str_eq(h_header(r, "x-llmfd-deployment"), "an");
+	got = h_tcp(an.port, "GET", "/_mock/last/body", NULL)->body;
+	cr_assert_str_eq(got, want);
+	last = h_tcp(an.port, "GET", "/_mock/last", NULL)->body;
+	cr_assert_not_null(strstr(last, "context-management-2025-06-27"), "%s",
+	                   last);
+	q.body =
+	    "{\"model\":\"claude\",\"max_tokens\":9,\"stream\":true," USER "}";
+	r = h_http(&q);
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert_not_null(strstr(r->body, "event: message_stop"), "%s",
+	                   r->body);
+	cr_assert_not_null(strstr(r->body, "\"model\":\"claude-x\""), "%s",
+	                   r->body);
+}
+
+/* A Responses client's body goes to a deployment with responses_api on
+ * as it is, except `model` and llmfd's fields. */
+Test(ingress, responses_passthrough_to_openai)
+{
+	static const char body[] = "{\"model\":\"gpt\",\"input\":\"hi\","
+	                           "\"store\":false,\"timeout\":30,"
+	                           "\"reasoning\":{\"effort\":\"low\"}}";
+	static const char want[] = "{\"model\":\"gpt-x\",\"input\":\"hi\","
+	                           "\"store\":false,"
+	                           "\"reasoning\":{\"effort\":\"low\"}}";
+	struct h_resp *r;
+	const char *last;
+
+	h_mock_start(&oa, "oa", NULL);
+	h_llmfd_start(
+	    "daemon = { workers = 1; listen = \"llmfd.sock\"; health_table = "
+	    "\"health\"; };\nrouter = { num_retries = 0; };\n"
+	    "deployments = (\n"
+	    "  { name = \"oa\"; group = \"gpt\"; provider = \"openai\"; "
+	    "model = \"gpt-x\"; base_url = \"http://127.0.0.1:%d/v1\"; "
+	    "responses_api = true; }\n);\n",
+	    oa.port);
+	r = h_unix("POST", RESP, body);
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert_str_eq(h_json(r->body, "object"), "response");
+	last = h_tcp(oa.port, "GET", "/_mock/last", NULL)->body;
+	cr_assert_str_eq(h_json(last, "path"), "/v1/responses", "%s", last);
+	cr_assert_str_eq(h_tcp(oa.port, "GET", "/_mock/last/body", NULL)->body,
+	                 want);
+}

@@ -35,15 +35,11 @@ mkdir "$tmp/bodies" "$tmp/responses"
 "$tmp/dump_bodies" "$tmp/bodies" tests/data/*/req_*.in.json \
     tests/schema/requests/*.json
 # Responses ingress: its outputs, and the adapters' bodies built from its
-# canonical Chat bodies (validated with the rest below); the canonical
-# chunks and completions the translating adapters produce are encoded too.
-canon=""
-for p in anthropic azure gemini; do
-	canon="$canon $(ls tests/data/$p/stream_*.out tests/data/$p/resp_*.out.json)"
-done
-# shellcheck disable=SC2086
+# canonical Chat bodies (validated with the rest below).
 "$tmp/dump_responses" "$tmp/responses" "$tmp/bodies" tests/data/responses/* \
-    $canon
+    tests/data/anthropic/stream_*.out tests/data/azure/stream_*.out \
+    tests/data/gemini/stream_*.out tests/data/anthropic/resp_*.out.json \
+    tests/data/azure/resp_*.out.json tests/data/gemini/resp_*.out.json
 "$PYTHON" tests/schema/validate.py "$SPECS/anthropic-openapi.json" \
     "$SPECS/openai-openapi.yaml" "$tmp"/bodies/*
 # The Anthropic Messages ingress goldens (canonical chat bodies, replies,
