@@ -929,3 +929,36 @@ Test(responses, stream_ids_unique_per_response)
 	cr_assert(strcmp(rs.id, other.id) != 0);
 	resp_stream_free(&other);
 }
+
+/* A pretty-printed request (newlines between tokens) is echoed on one
+ * line: each event stays one data line. */
+Test(responses, stream_echo_of_multiline_request)
+{
+	load_req("responses/request_allowed.json");
+	cr_assert(strchr(text, '\n') != NULL);
+	resp_stream_init(&rs, &req);
+	resp_stream_done(&rs, &out);
+	cr_assert(check_events(out.data) == 3);
+	cr_assert(strstr(out.data, "\"text\":{\"format\":{\"type\":"
+	                           "\"json_schema\",\"name\":\"plan\""));
+}
+
+/* Echo copes with request fields of unexpected types (found by the
+ * fuzzer: tools as an object). */
+Test(responses, reply_echo_of_odd_request)
+{
+	static const char chat[] =
+	    "{\"choices\":[{\"message\":{\"content\":\"a\"},"
+	    "\"finish_reason\":\"stop\"}]}";
+	struct json r = {0};
+
+	load_inline("{\"model\":5,\"tools\":{\"a\":[1]},\"text\":[],"
+	            "\"metadata\":\"x\",\"tool_choice\":{\"type\":\"f\"},"
+	            "\"temperature\":\"hot\"}");
+	cr_assert(resp_reply(&req, chat, sizeof chat - 1, &out) == 0);
+	cr_assert(json_parse(&r, out.data, out.len) == 0, "%s", out.data);
+	cr_assert(json_size(&r, json_get(&r, 0, "tools")) == 0);
+	cr_assert(json_eq(&r, json_get(&r, 0, "model"), ""));
+	cr_assert(json_type(&r, json_get(&r, 0, "metadata")) == JSMN_OBJECT);
+	json_free(&r);
+}

@@ -3,7 +3,7 @@
  * reads); canonical replies and chunks become Response objects and the
  * Responses event stream of section 2.5.
  *
- * Choices (llmfd's, documented in INGRESS.md and responses.h):
+ * llmfd's choices (INGRESS.md section 2 gives the wire formats):
  * - no server state: previous_response_id, conversation and item_reference
  *   are refused (400, previous_response_not_found / unsupported_value),
  *   as are background runs and stored prompts (prompt);
@@ -11,6 +11,7 @@
  *   file_search, local_shell, custom, mcp, ...) are refused, not dropped,
  *   so a client never silently loses a capability it asked for;
  *   allowed_tools becomes a filtered tools list plus its mode;
+ *   tool_choice and parallel_tool_calls are sent only with tools;
  * - reasoning items in the input are dropped (their encrypted content only
  *   means something to the family that issued it);
  * - file_id (OpenAI file storage) and file_url (llmfd never fetches) are
@@ -825,6 +826,34 @@ resp_usage_write(struct jw *jw, const struct canon_usage *u)
 	jw_obj_end(jw);
 }
 
+/* Copy value token t of j without the whitespace between its tokens, so
+ * that it can sit on one SSE data line. */
+static void
+resp_compact(struct jw *jw, const struct json *j, int t)
+{
+	struct buf b = {0};
+	size_t rl = 0;
+	const char *raw = json_raw(j, t, &rl);
+	int in = 0;
+
+	for (size_t i = 0; raw && i < rl; i++) {
+		char c = raw[i];
+
+		if (in && c == '\\' && i + 1 < rl) {
+			buf_add(&b, raw + i++, 2);
+			continue;
+		}
+		if (c == '"')
+			in = !in;
+		else if (!in &&
+		         (c == ' ' || c == '\t' || c == '\n' || c == '\r'))
+			continue;
+		buf_addc(&b, c);
+	}
+	jw_raw(jw, b.data ? b.data : "null", b.data ? b.len : 4);
+	buf_free(&b);
+}
+
 /* Write key: the request's value of key, or the default literal dflt. */
 static void
 resp_echo_or(struct jw *jw, const struct json *req, const char *key, int type,
@@ -835,7 +864,7 @@ resp_echo_or(struct jw *jw, const struct json *req, const char *key, int type,
 	jw_key(jw, key);
 	if (t >= 0 && (type < 0 || json_type(req, t) == type) &&
 	    !json_is_null(req, t))
-		prov_raw(jw, req, t);
+		resp_compact(jw, req, t);
 	else
 		jw_raw(jw, dflt, strlen(dflt));
 }
@@ -856,12 +885,13 @@ resp_echo_tools(struct jw *jw, const struct json *req)
 		t = json_at(req, tools, i);
 		if (!json_eq(req, json_get(req, t, "type"), "function") ||
 		    json_type(req, json_get(req, t, "name")) != JSMN_STRING) {
-			prov_raw(jw, req, t);
+			resp_compact(jw, req, t);
 			continue;
 		}
 		jw_obj(jw);
 		canon_kstr(jw, "type", "function");
-		canon_kraw(jw, "name", req, json_get(req, t, "name"));
+		jw_key(jw, "name");
+		resp_compact(jw, req, json_get(req, t, "name"));
 		for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
 			v = json_get(req, t, keys[k]);
 			if (v < 0 && k == 0)
@@ -870,7 +900,7 @@ resp_echo_tools(struct jw *jw, const struct json *req)
 			if (v < 0)
 				jw_null(jw);
 			else
-				prov_raw(jw, req, v);
+				resp_compact(jw, req, v);
 		}
 		jw_obj_end(jw);
 	}
