@@ -119,10 +119,20 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@tools/demo.sh $(BUILD)
 
+# Portkey's gateway for comparison (bench/portkey); the bench skips it with
+# a note when npm cannot install it or it does not run.
+PORTKEY_DIR   = bench/portkey
+PORTKEY_STAMP = $(PORTKEY_DIR)/node_modules/.package-lock.json
 bench:
 	@$(MAKE) --no-print-directory deps EXTRA_PKGS="$(BENCH_PKGS)"
 	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory -s $(PORTKEY_STAMP) || \
+	  echo "bench: Portkey's gateway could not be installed; skipped"
 	@bench/run.sh $(BUILD)
+
+$(PORTKEY_STAMP): $(PORTKEY_DIR)/package.json $(PORTKEY_DIR)/package-lock.json
+	cd $(PORTKEY_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 # A soak under random upstream faults and client abuse (docs/chaos.md):
 # CHAOS_SECONDS in all, loopback and a temp dir only; ends "N passed, N
@@ -142,7 +152,7 @@ FUZZ_SRC = $(filter-out common/status.c,$(COMMON_SRC)) \
 fuzz: deps
 	@$(MAKE) --no-print-directory deps EXTRA_PKGS="clang libclang-rt-14-dev"
 	@mkdir -p $(BUILD)/fuzz
-	@for t in json sse evstream providers ingress_messages ingress_responses upstream conn; do \
+	@for t in json json_top sse evstream providers ingress_messages ingress_responses upstream conn; do \
 	  clang -std=c11 -D_GNU_SOURCE -g -O1 -I. $(PKG_CFLAGS) \
 	    -fsanitize=fuzzer,address,undefined \
 	    -o $(BUILD)/fuzz/fuzz_$$t tests/fuzz/fuzz_$$t.c $(FUZZ_SRC) \

@@ -21,7 +21,11 @@
 
 #include "common/json.h"
 
-#define JSON_TOK_INIT  64 /* grown by doubling */
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
+#define JSON_TOK_INIT  32 /* grown by doubling */
 #define JSON_TOK_MAX   (1 << 20)
 #define JSON_MAX_DEPTH 512 /* deeper documents are rejected */
 
@@ -114,15 +118,21 @@ hex4(const char *p)
 	return v;
 }
 
+#define TZ_QUIET INT_MAX /* a token checked but not stored */
+
 /* Tokenizer state for one json_parse call. */
 struct tz {
 	struct json *j;
 	const char *js;
 	int len;
 	int pos;
-	int n;                     /* tokens used */
-	int depth;                 /* open containers */
-	int stack[JSON_MAX_DEPTH]; /* their token indexes */
+	int n;                             /* tokens used */
+	int depth;                         /* open containers */
+	int stack[JSON_MAX_DEPTH];         /* their token indexes */
+	unsigned char obj[JSON_MAX_DEPTH]; /* 1 for an object */
+	const char *const *skip;           /* top-level keys not looked into */
+	int skip_next;                     /* the next value is one of them */
+	int quiet; /* the stack level of the container being skipped, 0 */
 };
 
 /* Grow the token array to cap tokens; -1 on OOM or past the limit. */
@@ -140,12 +150,21 @@ tok_grow(struct json *j, int cap)
 	return 0;
 }
 
-/* Append a token; its index, or -1. */
+/* Whether the tokens now scanned are inside a skipped value. */
+static inline int
+tz_quiet(const struct tz *z)
+{
+	return z->quiet && z->depth >= z->quiet;
+}
+
+/* Append a token; its index, TZ_QUIET inside a skipped value, or -1. */
 static int
 tz_tok(struct tz *z, jsmntype_t type, int start, int end)
 {
 	jsmntok_t *t;
 
+	if (tz_quiet(z))
+		return TZ_QUIET;
 	if (z->n == z->j->cap && tok_grow(z->j, z->j->cap * 2) == -1)
 		return -1;
 	t = &z->j->tok[z->n];
@@ -185,7 +204,43 @@ word_special(const unsigned char *s)
 	           : 0;
 }
 
-/* Scan the string whose quote is at pos into a token; its index or -1. */
+#ifdef __SSE2__
+/* The bytes of the 16 at s that are '"', '\\' or control bytes. */
+static inline __m128i
+block_mask(const unsigned char *s)
+{
+	const __m128i v = _mm_loadu_si128((const __m128i *)(const void *)s);
+	const __m128i ctl = _mm_set1_epi8(0x1f);
+	__m128i m = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+	                         _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
+
+	return _mm_or_si128(m, _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl));
+}
+
+/* The offset of the first '"', '\\' or control byte of the 16 at s, or
+ * 16 if there is none. */
+static inline int
+block_special(const unsigned char *s)
+{
+	int bits = _mm_movemask_epi8(block_mask(s));
+
+	return bits ? __builtin_ctz((unsigned)bits) : 16;
+}
+
+/* Whether any of the 64 bytes at s is '"', '\\' or a control byte. */
+static inline int
+block64_special(const unsigned char *s)
+{
+	__m128i m =
+	    _mm_or_si128(_mm_or_si128(block_mask(s), block_mask(s + 16)),
+	                 _mm_or_si128(block_mask(s + 32), block_mask(s + 48)));
+
+	return _mm_movemask_epi8(m) != 0;
+}
+#endif
+
+/* Scan the string whose quote is at pos into a token; its index (or
+ * TZ_QUIET) or -1. */
 static int
 tz_string(struct tz *z)
 {
@@ -193,8 +248,22 @@ tz_string(struct tz *z)
 	int p = z->pos + 1, k;
 
 	for (; p < z->len; p++) {
-		/* skip 8 plain bytes at a time: no quote, backslash or control
-		 */
+		/* skip plain bytes (no quote, backslash or control) 16 or 8
+		 * at a time */
+#ifdef __SSE2__
+		if (p + 16 <= z->len && (k = block_special(s + p)) < 16) {
+			p += k; /* most strings are short */
+		} else if (p + 16 <= z->len) {
+			p += 16;
+			while (p + 64 <= z->len && !block64_special(s + p))
+				p += 64;
+			while (p + 16 <= z->len &&
+			       (k = block_special(s + p)) == 16)
+				p += 16;
+			if (p + 16 <= z->len)
+				p += k;
+		}
+#endif
 		while (p + 8 <= z->len && !word_special(s + p))
 			p += 8;
 		if (p >= z->len)
@@ -221,18 +290,25 @@ tz_string(struct tz *z)
 }
 
 /* Scan a value at pos into tokens; 1 if it opened a container (whose
- * members come next), 0 for a scalar, -1 on error. */
+ * members come next), 0 for a scalar, -1 on error. A container that is
+ * the value of a skipped key is checked with no tokens for its members. */
 static int
 tz_value(struct tz *z)
 {
-	int c = tz_ws(z), k, p;
+	int c = tz_ws(z), k, p, skip = z->skip_next;
 
+	z->skip_next = 0;
 	if (c == '{' || c == '[') {
 		if (z->depth == JSON_MAX_DEPTH ||
 		    (k = tz_tok(z, c == '{' ? JSMN_OBJECT : JSMN_ARRAY, z->pos,
 		                -1)) == -1)
 			return -1;
+		z->obj[z->depth] = c == '{';
 		z->stack[z->depth++] = k;
+		if (skip) {
+			z->quiet = z->depth;
+			z->j->shallow = 1;
+		}
 		z->pos++;
 		return 1;
 	}
@@ -251,6 +327,20 @@ tz_value(struct tz *z)
 	return 0;
 }
 
+/* Whether key token k (a top-level key) is one of z->skip. */
+static int
+tz_skipped(const struct tz *z, int k)
+{
+	const jsmntok_t *t = &z->j->tok[k];
+	size_t n = (size_t)(t->end - t->start);
+
+	for (int i = 0; z->skip[i]; i++)
+		if (strlen(z->skip[i]) == n &&
+		    memcmp(z->js + t->start, z->skip[i], n) == 0)
+			return 1;
+	return 0;
+}
+
 /* Scan an object key and its colon; the key owns the value (size 1). */
 static int
 tz_key(struct tz *z)
@@ -259,8 +349,11 @@ tz_key(struct tz *z)
 
 	if (tz_ws(z) != '"' || (k = tz_string(z)) == -1 || tz_ws(z) != ':')
 		return -1;
-	z->j->tok[k].size = 1;
-	z->j->tok[z->stack[z->depth - 1]].size++;
+	if (k != TZ_QUIET) {
+		z->j->tok[k].size = 1;
+		z->j->tok[z->stack[z->depth - 1]].size++;
+		z->skip_next = z->skip && z->depth == 1 && tz_skipped(z, k);
+	}
 	z->pos++;
 	return 0;
 }
@@ -274,17 +367,21 @@ static int
 tz_after(struct tz *z, int fresh)
 {
 	jsmntok_t *top;
-	int c, obj;
+	int c, obj, k;
 
 	for (;;) {
 		c = tz_ws(z);
 		if (z->depth == 0)
 			return c == -1 ? 0 : -1;
-		top = &z->j->tok[z->stack[z->depth - 1]];
-		obj = top->type == JSMN_OBJECT;
+		k = z->stack[z->depth - 1];
+		top = k == TZ_QUIET ? NULL : &z->j->tok[k];
+		obj = z->obj[z->depth - 1];
 		if (c == (obj ? '}' : ']')) {
-			top->end = ++z->pos;
-			z->depth--;
+			++z->pos;
+			if (top)
+				top->end = z->pos;
+			if (--z->depth < z->quiet)
+				z->quiet = 0;
 			fresh = 0;
 			continue;
 		}
@@ -292,7 +389,8 @@ tz_after(struct tz *z, int fresh)
 			z->pos += !fresh;
 			if (obj)
 				return tz_key(z) == -1 ? -1 : 1;
-			top->size++;
+			if (!tz_quiet(z))
+				top->size++;
 			return 1;
 		}
 		return -1;
@@ -310,12 +408,26 @@ tz_after(struct tz *z, int fresh)
 int
 json_parse(struct json *j, const char *js, size_t len)
 {
+	return json_parse_top(j, js, len, NULL);
+}
+
+/*
+ * json_parse, but the values of the top-level members named in skip are
+ * checked without tokens for what they hold (see json.h): the text is
+ * checked exactly as json_parse checks it, and every token stored is the
+ * one json_parse would store, but for a skipped container's size.
+ */
+int
+json_parse_top(struct json *j, const char *js, size_t len,
+               const char *const *skip)
+{
 	struct tz z;
 	int r, fresh;
 
 	j->js = js;
 	j->len = len;
 	j->ntok = 0;
+	j->shallow = 0;
 	if (len == 0 || len > INT_MAX)
 		return -1;
 	if (j->cap < JSON_TOK_INIT && tok_grow(j, JSON_TOK_INIT) == -1)
@@ -324,6 +436,8 @@ json_parse(struct json *j, const char *js, size_t len)
 	z.js = js;
 	z.len = (int)len;
 	z.pos = z.n = z.depth = 0;
+	z.skip = skip;
+	z.skip_next = z.quiet = 0;
 	do {
 		if ((fresh = tz_value(&z)) == -1)
 			return -1;

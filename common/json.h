@@ -19,12 +19,23 @@ struct json {
 	jsmntok_t *tok;
 	int ntok;
 	int cap;
+	int shallow; /* json_parse_top skipped a container */
 };
 
 /* Parse len bytes of js. Grows the token array as needed (up to a limit of
  * 1<<20 tokens). Returns 0, or -1 for invalid or truncated JSON or a
  * document whose top level is not exactly one value. */
 int json_parse(struct json *, const char *js, size_t len);
+/* json_parse for a reader that needs only part of the document: the
+ * values of the top-level members named in skip (NULL-terminated, or
+ * NULL) are checked as json_parse checks them, but a container among them
+ * gets one token (its type and raw text) with size 0 and no tokens for its
+ * members, so json_get and json_at find nothing in it; j->shallow is then
+ * set, and json_parse on the same text gives the whole tree. Every other
+ * token is the one json_parse would make. Accepts exactly what json_parse
+ * accepts. */
+int json_parse_top(struct json *, const char *js, size_t len,
+                   const char *const *skip);
 void json_free(struct json *);
 
 /* Token helpers; every index argument may be -1, which makes them fail. */

@@ -62,6 +62,16 @@ sse_line(struct sse *s, const char *l, size_t n, sse_cb cb, void *arg)
 	return (s->data.oom || s->event.oom) ? -1 : 0;
 }
 
+/* The first CR or LF in [p, end), or end. */
+static const char *
+sse_eol(const char *p, const char *end)
+{
+	const char *lf = memchr(p, '\n', (size_t)(end - p));
+	const char *cr = memchr(p, '\r', (size_t)((lf ? lf : end) - p));
+
+	return cr ? cr : lf ? lf : end;
+}
+
 /* Feed bytes; lines end in LF, CRLF or CR. */
 int
 sse_feed(struct sse *s, const char *p, size_t n, sse_cb cb, void *arg)
@@ -79,8 +89,7 @@ sse_feed(struct sse *s, const char *p, size_t n, sse_cb cb, void *arg)
 				continue;
 			}
 		}
-		while (q < end && *q != '\n' && *q != '\r')
-			q++;
+		q = sse_eol(p, end);
 		if (q == end) {
 			if (s->line.len + (size_t)(q - p) > sse_max_line())
 				return -1;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/slab.h"
 #include "daemon/daemon.h"
 
 static void __attribute__((noreturn)) usage(void)
@@ -86,6 +87,7 @@ main(int argc, char **argv)
 	}
 	if (optind != argc)
 		usage();
+	slab_use_for_libevent();
 	log_init(LOG_LVL_INFO, "llmfd");
 	if ((m.cfg = cfg_load(conf, &cause)) == NULL) {
 		if (test)

@@ -2,8 +2,9 @@
  * HTTP/1.1 connections, one request in flight on each; closed loop (fixed
  * concurrency) or open loop (fixed rate, timer driven, latency measured from
  * the scheduled start); non-stream or SSE streams (time to first content and
- * to completion). Every connection and buffer is allocated at start: the
- * steady state does not call malloc. */
+ * to completion, the gap between consecutive frames, streams that lost
+ * frames or stalled). Every connection and buffer is allocated at start:
+ * the steady state does not call malloc. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -71,13 +72,16 @@ enum {
 struct opts {
 	const char *unix_path, *tcp, *path, *body_file, *model, *label;
 	long body_size, conns, requests;
-	double rate, duration, warmup, timeout;
+	double rate, duration, warmup, timeout, max_gap_ms;
+	long frames;        /* data events a stream must carry (0: any) */
+	char headers[1024]; /* extra "Name: value\r\n" lines (-H) */
 	int stream, json;
 };
 
 struct stats {
-	struct hist lat, ttft;
+	struct hist lat, ttft, gap;
 	uint64_t ok, err[ERR_N], status[NSTATUS], events;
+	uint64_t short_streams, stalled; /* complete, but frames lost / gap */
 	uint64_t bytes_in, bytes_out, connects, connect_retries;
 };
 
@@ -90,9 +94,11 @@ struct conn {
 	int fd, state, pstate, measured;
 	int status, chunked, keepalive, reused, resent, got_bytes;
 	int ttft_done, line_data, kmp, lpos;
+	long frames; /* data events of the current stream */
 	struct event rev, wev, tmo;
 	size_t woff, llen;
 	int64_t remaining, t_start, t_deadline;
+	int64_t last_frame, max_gap; /* us */
 	uint64_t rx, tx;
 	char line[LINE_MAX_];
 };
@@ -199,7 +205,8 @@ static void __attribute__((noreturn)) usage(void)
 	    "         [-c CONNECTIONS] [--rate RPS] [-n REQUESTS | -d "
 	    "SECONDS]\n"
 	    "         [--warmup SECONDS] [--timeout SECONDS] [--label L] "
-	    "[--json]\n");
+	    "[--json]\n"
+	    "         [--frames N] [--max-gap-ms MS] [-H 'Name: value']...\n");
 	exit(2);
 }
 
@@ -247,6 +254,16 @@ opt_value(struct opts *o, const char *name, const char *v)
 		o->warmup = arg_num(v, 0, 1e7);
 	else if (strcmp(name, "--timeout") == 0)
 		o->timeout = arg_num(v, 0.001, 1e7);
+	else if (strcmp(name, "-H") == 0) {
+		size_t n = strlen(o->headers);
+
+		if (strpbrk(v, "\r\n") || n + strlen(v) + 3 > sizeof o->headers)
+			usage();
+		snprintf(o->headers + n, sizeof o->headers - n, "%s\r\n", v);
+	} else if (strcmp(name, "--frames") == 0)
+		o->frames = (long)arg_num(v, 0, 1e9);
+	else if (strcmp(name, "--max-gap-ms") == 0)
+		o->max_gap_ms = arg_num(v, 0.001, 1e7);
 	else
 		return -1;
 	return 0;
@@ -260,6 +277,7 @@ parse_args(struct opts *o, int argc, char **argv)
 	                   .model = "main",
 	                   .conns = 1,
 	                   .timeout = 60,
+	                   .max_gap_ms = 200,
 	                   .body_size = -1};
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--stream") == 0)
@@ -371,10 +389,10 @@ build_request(struct bench *b)
 	n = asprintf(
 	    &b->req,
 	    "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-	    "Accept: %s\r\nContent-Length: %zu\r\n\r\n%.*s",
+	    "Accept: %s\r\n%sContent-Length: %zu\r\n\r\n%.*s",
 	    b->o.path, b->o.tcp ? b->o.tcp : "localhost",
-	    b->o.stream ? "text/event-stream" : "application/json", body_len,
-	    (int)body_len, body);
+	    b->o.stream ? "text/event-stream" : "application/json",
+	    b->o.headers, body_len, (int)body_len, body);
 	free(body);
 	if (n < 0)
 		return -1;
@@ -452,6 +470,20 @@ conn_reset_parse(struct conn *c)
 	c->remaining = -1;
 	c->llen = 0;
 	c->ttft_done = c->line_data = c->kmp = c->lpos = 0;
+	c->frames = 0;
+	c->last_frame = c->max_gap = 0;
+}
+
+/* A stream ended well: did it carry every frame, without a long gap? */
+static void
+stream_check(struct conn *c)
+{
+	struct bench *b = c->b;
+
+	if (c->frames < b->o.frames)
+		b->st.short_streams++;
+	if (c->max_gap > (int64_t)(b->o.max_gap_ms * 1000))
+		b->st.stalled++;
 }
 
 /* Account a finished request (ok or failed) and start what comes next. */
@@ -476,6 +508,8 @@ conn_finish(struct conn *c, int err)
 		else {
 			b->st.ok++;
 			hist_add(&b->st.lat, now - c->t_start);
+			if (b->o.stream)
+				stream_check(c);
 		}
 		if (c->status > 0 && c->status < NSTATUS)
 			b->st.status[c->status]++;
@@ -513,6 +547,23 @@ conn_done(struct conn *c)
 	conn_finish(c, c->status / 100 == 2 ? -1 : ERR_STATUS);
 }
 
+/* A data line began: one frame, and the gap since the last one. */
+static void
+sse_frame(struct conn *c)
+{
+	int64_t now = clock_us();
+
+	c->frames++;
+	c->b->st.events += (uint64_t)c->measured;
+	if (c->last_frame) {
+		if (c->measured)
+			hist_add(&c->b->st.gap, now - c->last_frame);
+		if (now - c->last_frame > c->max_gap)
+			c->max_gap = now - c->last_frame;
+	}
+	c->last_frame = now;
+}
+
 /* Match "data:" at the start of a line: lpos 0..4 matching, 5 a data
  * line, 6 another line. */
 static void
@@ -522,7 +573,7 @@ sse_line_start(struct conn *c, char ch)
 		c->lpos = 6;
 	} else if (++c->lpos == 5) {
 		c->line_data = 1;
-		c->b->st.events += (uint64_t)c->measured;
+		sse_frame(c);
 	}
 }
 
@@ -1063,8 +1114,12 @@ report_json(const struct bench *b)
 	           s->err[4],
 	       s->ok, secs > 0 ? (double)s->ok / secs : 0);
 	json_hist("latency_us", &s->lat);
-	if (b->o.stream)
+	if (b->o.stream) {
 		json_hist("ttft_us", &s->ttft);
+		json_hist("gap_us", &s->gap);
+		printf(",\"frames_short\":%" PRIu64 ",\"stalled\":%" PRIu64,
+		       s->short_streams, s->stalled);
+	}
 	printf(",\"errors\":{");
 	for (int i = 0; i < ERR_N; i++)
 		printf("%s\"%s\":%" PRIu64, i ? "," : "", err_names[i],
@@ -1110,8 +1165,14 @@ report_human(const struct bench *b)
 	       s->ok, secs, secs > 0 ? (double)s->ok / secs : 0,
 	       (double)s->bytes_in / 1e6, (double)s->bytes_out / 1e6);
 	human_hist("latency", &s->lat);
-	if (b->o.stream)
+	if (b->o.stream) {
 		human_hist("ttft", &s->ttft);
+		human_hist("gap", &s->gap);
+		printf("streams short of %ld frames: %" PRIu64
+		       "; with a gap over %.0f ms: %" PRIu64 "\n",
+		       b->o.frames, s->short_streams, b->o.max_gap_ms,
+		       s->stalled);
+	}
 	printf("errors: status %" PRIu64 ", connect %" PRIu64
 	       ", timeout %" PRIu64 ", io %" PRIu64 ", parse %" PRIu64 "\n",
 	       s->err[ERR_STATUS], s->err[ERR_CONNECT], s->err[ERR_TIMEOUT],

@@ -13,6 +13,7 @@
 #include <event2/event.h>
 #include <event2/bufferevent.h>
 #include <event2/http.h>
+#include <event2/http_struct.h>
 #include <event2/keyvalq_struct.h>
 
 #include "common/log.h"
@@ -223,16 +224,34 @@ ev_start(void *c, int status, const char *ctype)
 	evhttp_send_reply_start(c, status, http_reason(status));
 }
 
+/* One piece of a stream: straight into the connection's output with the
+ * chunk framing written here (evhttp_send_reply_chunk wants an evbuffer
+ * of its own and formats the size with printf). The write event evhttp
+ * enabled when the reply started sends it. */
 static void
 ev_chunk(void *c, const char *p, size_t n)
 {
-	struct evbuffer *eb = evbuffer_new();
+	struct evhttp_request *req = c;
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct evbuffer *out;
+	char hex[20], *q = hex + sizeof hex;
+	size_t k = n;
 
-	if (eb == NULL)
+	if (evcon == NULL || n == 0)
 		return;
-	evbuffer_add(eb, p, n);
-	evhttp_send_reply_chunk(c, eb);
-	evbuffer_free(eb);
+	out = bufferevent_get_output(evhttp_connection_get_bufferevent(evcon));
+	if (!req->chunked) { /* HTTP/1.0: the close ends the stream */
+		evbuffer_add(out, p, n);
+		return;
+	}
+	*--q = '\n';
+	*--q = '\r';
+	do
+		*--q = "0123456789abcdef"[k & 15];
+	while ((k >>= 4) != 0);
+	evbuffer_add(out, q, (size_t)(hex + sizeof hex - q));
+	evbuffer_add(out, p, n);
+	evbuffer_add(out, "\r\n", 2);
 }
 
 static void
@@ -352,8 +371,7 @@ client_handle(struct evhttp_request *hreq, struct worker *w,
 		return;
 	}
 	client_watch_close(hreq);
-	req_start(w, &ev_ops, hreq, ig,
-	          len ? (const char *)evbuffer_pullup(in, -1) : "", len);
+	req_start_buf(w, &ev_ops, hreq, ig, in);
 }
 
 /* POST /v1/chat/completions */

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -36,6 +37,9 @@
 #define CONN_LINGER_MS      1000      /* a refused client may read our */
 #define CONN_LINGER_BYTES   (1 << 20) /* answer: what we drop meanwhile */
 #define CONN_MAX_PENDING    16
+#define CONN_SLURP_MAX      (256 << 10) /* body bytes read in one go */
+#define CONN_SLURP_ROUNDS   8
+#define CONN_SLAB_MIN       (16 << 10) /* bodies read into one allocation */
 
 /* Scanner states. */
 enum {
@@ -68,6 +72,7 @@ struct conn {
 	int phase;
 	int64_t deadline_ms;
 	int64_t dropped; /* CP_REJECT: bytes read and dropped */
+	int slabbed;     /* this request's body had its chance at a slab */
 	struct conn_scan scan;
 };
 
@@ -108,17 +113,26 @@ line_is(const struct conn_scan *s, const char *name)
 	return s->llen >= n && strncasecmp(s->line, name, n) == 0;
 }
 
-/* Keep byte c of the current line. */
+/* Keep the n bytes at p of the current line: its start in line (llen
+ * counts them all, saturating), the last non-CR ones in tail. */
 static void
-line_add(struct conn_scan *s, char c)
+line_add(struct conn_scan *s, const char *p, size_t n)
 {
-	if (s->llen < sizeof s->line - 1)
-		s->line[s->llen] = c;
-	s->llen++;
-	if (c != '\r') {
-		memmove(s->tail, s->tail + 1, sizeof s->tail - 2);
-		s->tail[sizeof s->tail - 2] = c;
+	const size_t tn = sizeof s->tail - 1;
+	char t[sizeof s->tail - 1];
+	size_t m = 0, k;
+
+	if (s->llen < sizeof s->line - 1) {
+		k = sizeof s->line - 1 - s->llen;
+		memcpy(s->line + s->llen, p, n < k ? n : k);
 	}
+	s->llen = n < (size_t)(UINT16_MAX - s->llen) ? (uint16_t)(s->llen + n)
+	                                             : UINT16_MAX;
+	for (k = n; k > 0 && m < tn; k--) /* the last non-CR bytes, back */
+		if (p[k - 1] != '\r')
+			t[tn - 1 - m++] = p[k - 1];
+	memmove(s->tail, s->tail + m, tn - m);
+	memcpy(s->tail + tn - m, t + tn - m, m);
 }
 
 /* The request line is in: method and path. */
@@ -204,7 +218,7 @@ scan_head_byte(struct conn_scan *s, char c, const struct conn_limits *l,
 	switch (s->st) {
 	case CS_REQLINE:
 		if (c != '\n') {
-			line_add(s, c);
+			line_add(s, &c, 1);
 			return 0;
 		}
 		if (s->llen > 1 || (s->llen == 1 && s->line[0] != '\r'))
@@ -225,7 +239,7 @@ scan_head_byte(struct conn_scan *s, char c, const struct conn_limits *l,
 			return 431;
 		}
 		s->st = CS_HDR;
-		line_add(s, c);
+		line_add(s, &c, 1);
 		return 0;
 	case CS_HDR_CR:
 		if (c == '\n')
@@ -236,7 +250,7 @@ scan_head_byte(struct conn_scan *s, char c, const struct conn_limits *l,
 		if (c == '\n')
 			scan_header(s);
 		else
-			line_add(s, c);
+			line_add(s, &c, 1);
 		return 0;
 	}
 }
@@ -322,6 +336,28 @@ scan_chunk_byte(struct conn_scan *s, char c, const struct conn_limits *l,
 	}
 }
 
+/* Inside the request line or a header line: take the bytes up to the
+ * next LF (not included) at once; how many, or 0 with a status in *rc
+ * when they pass max_bytes. */
+static size_t
+scan_line_run(struct conn_scan *s, const char *p, size_t n,
+              const struct conn_limits *l, const char **why, int *rc)
+{
+	const char *lf = memchr(p, '\n', n);
+	size_t k = lf ? (size_t)(lf - p) : n;
+
+	if (k == 0)
+		return 0;
+	if (s->bytes + k > l->max_bytes) {
+		*why = "request header fields too large";
+		*rc = 431;
+		return 0;
+	}
+	s->bytes += (uint32_t)k;
+	line_add(s, p, k);
+	return k;
+}
+
 /* Scan n more bytes: see conn.h. */
 int
 conn_scan_feed(struct conn_scan *s, const char *p, size_t n,
@@ -331,7 +367,11 @@ conn_scan_feed(struct conn_scan *s, const char *p, size_t n,
 	int rc = 0;
 
 	while (i < n && rc == 0 && s->st != CS_DONE) {
-		if (s->st == CS_BODY || s->st == CS_CHUNK_DATA) {
+		if (s->st == CS_REQLINE || s->st == CS_HDR) {
+			i += scan_line_run(s, p + i, n - i, l, why, &rc);
+			if (rc == 0 && i < n)
+				rc = scan_head_byte(s, p[i++], l, why);
+		} else if (s->st == CS_BODY || s->st == CS_CHUNK_DATA) {
 			k = (size_t)s->left < n - i ? (size_t)s->left : n - i;
 			s->left -= (int64_t)k;
 			i += k;
@@ -440,6 +480,34 @@ conn_slot(int fd)
 	return &conn_tab[fd];
 }
 
+/* Shrink the table to the descriptors that may still be open: an entry
+ * past the highest open fd belongs to a closed connection (a burst of
+ * 10,000 grew it to megabytes). */
+void
+conn_trim(void)
+{
+	struct conn *t;
+	int top = conn_ntab - 1, n = 256;
+
+	if (conn_ntab <= n)
+		return;
+	while (top >= n && fcntl(top, F_GETFD) == -1)
+		top--;
+	while (n <= top)
+		n *= 2;
+	if (n < conn_ntab && (t = realloc(conn_tab, (size_t)n * sizeof *t))) {
+		conn_tab = t;
+		conn_ntab = n;
+	}
+}
+
+/* Entries in the fd table. */
+int
+conn_table_size(void)
+{
+	return conn_ntab;
+}
+
 /* Set bev's read timeout to ms (its write timeout stays evhttp's). */
 static void
 conn_read_timeout(struct bufferevent *bev, int64_t ms)
@@ -473,6 +541,7 @@ conn_begin(struct conn *c)
 {
 	c->phase = CP_HEAD;
 	c->deadline_ms = clock_ms() + conn_w->cfg->client_header_timeout_ms;
+	c->slabbed = 0;
 	conn_scan_init(&c->scan);
 }
 
@@ -548,6 +617,130 @@ conn_head(struct conn *c, struct bufferevent *bev, struct evbuffer *in,
 	conn_read_timeout(bev, left);
 }
 
+/* Read up to want bytes of fd into in at once; the bytes read (0 at EOF,
+ * on an error or with nothing there: the bufferevent sees those next). */
+static size_t
+conn_read_into(struct evbuffer *in, evutil_socket_t fd, size_t want)
+{
+	struct evbuffer_iovec v[2];
+	struct iovec iov[2];
+	size_t left = want, got;
+	ssize_t r;
+	int n;
+
+	if ((n = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2)) <= 0)
+		return 0;
+	for (int i = 0; i < n; i++) {
+		iov[i].iov_base = v[i].iov_base;
+		iov[i].iov_len = v[i].iov_len < left ? v[i].iov_len : left;
+		left -= iov[i].iov_len;
+	}
+	if ((r = readv(fd, iov, n)) <= 0) {
+		evbuffer_commit_space(in, v, 0);
+		return 0;
+	}
+	got = (size_t)r;
+	for (int i = 0; i < n; i++) {
+		v[i].iov_len = iov[i].iov_len < got ? iov[i].iov_len : got;
+		got -= v[i].iov_len;
+	}
+	evbuffer_commit_space(in, v, n);
+	return (size_t)r;
+}
+
+/* A request read into one allocation, lent to the input buffer. */
+struct conn_slab {
+	int refs;
+	char data[];
+};
+
+static int slurping; /* the input buffer is being rearranged: no scans */
+
+/* evbuffer_add_reference's cleanup: the slab's last piece left. */
+static void
+conn_slab_unref(const void *data, size_t len, void *arg)
+{
+	struct conn_slab *sl = arg;
+
+	(void)data;
+	(void)len;
+	if (--sl->refs == 0)
+		free(sl);
+}
+
+/*
+ * A large body: read it into one allocation after what in holds (the head
+ * and the body's first bytes, copied there), and make that allocation all
+ * of in, by reference. evhttp then takes the head from it and moves the
+ * rest, the whole body in one piece, to the request: the engine reads it
+ * where it is, with no copy into one run. 0, or -1 to read as usual.
+ */
+static int
+conn_slurp_slab(struct conn *c, struct bufferevent *bev, struct evbuffer *in)
+{
+	size_t have = evbuffer_get_length(in), left = (size_t)c->scan.left;
+	size_t got = 0;
+	struct conn_slab *sl;
+	ssize_t r;
+	const char *why;
+
+	if (left < CONN_SLAB_MIN || have > CONN_SLURP_MAX ||
+	    (sl = malloc(sizeof *sl + have + left)) == NULL)
+		return -1;
+	sl->refs = 1;
+	evbuffer_copyout(in, sl->data, have);
+	while (got < left && (r = read(bufferevent_getfd(bev),
+	                               sl->data + have + got, left - got)) > 0)
+		got += (size_t)r;
+	slurping = 1;
+	evbuffer_drain(in, have);
+	if (evbuffer_add_reference(in, sl->data, have + got, conn_slab_unref,
+	                           sl) == -1) {
+		evbuffer_add(in, sl->data, have + got);
+		free(sl);
+	}
+	slurping = 0;
+	/* the bytes read here: the scanner ends in the body, or at its end */
+	conn_scan_feed(&c->scan, sl->data + have, got, &conn_lim, &why);
+	return 0;
+}
+
+/*
+ * The head is in and a body follows: read what the client has sent of it
+ * at once. libevent 2.1 reads at most 4 KiB per wake-up, so a 100 KB
+ * prompt would take 25 turns of the loop, each with an ioctl, a read and
+ * an epoll_wait. Never past this request's body (a pipelined request
+ * stays in the socket). A large body goes into one allocation
+ * (conn_slurp_slab); otherwise the bytes go through this callback again
+ * (scanned like any others), and that nested call does not slurp.
+ */
+static void
+conn_slurp(struct conn *c, struct bufferevent *bev, struct evbuffer *in)
+{
+	static int busy;
+	size_t want, got;
+
+	if (busy || c->scan.st != CS_BODY || c->scan.left <= 0)
+		return;
+	if (!c->slabbed) {
+		c->slabbed = 1;
+		if (conn_slurp_slab(c, bev, in) == 0)
+			return;
+	}
+	busy = 1;
+	for (int i = 0;
+	     i < CONN_SLURP_ROUNDS && c->bev == bev && c->phase == CP_HEAD &&
+	     c->scan.st == CS_BODY && c->scan.left > 0;
+	     i++) {
+		want = c->scan.left < CONN_SLURP_MAX ? (size_t)c->scan.left
+		                                     : CONN_SLURP_MAX;
+		got = conn_read_into(in, bufferevent_getfd(bev), want);
+		if (got < want)
+			break;
+	}
+	busy = 0;
+}
+
 /* Bytes arrived on a client connection (before evhttp sees them). */
 static void
 conn_input_cb(struct evbuffer *in, const struct evbuffer_cb_info *info,
@@ -556,7 +749,7 @@ conn_input_cb(struct evbuffer *in, const struct evbuffer_cb_info *info,
 	struct bufferevent *bev = arg;
 	struct conn *c;
 
-	if (info->n_added == 0 || (c = conn_of(bev)) == NULL)
+	if (info->n_added == 0 || slurping || (c = conn_of(bev)) == NULL)
 		return;
 	switch (c->phase) {
 	case CP_IDLE:
@@ -564,9 +757,11 @@ conn_input_cb(struct evbuffer *in, const struct evbuffer_cb_info *info,
 		if (evbuffer_get_length(in) > info->n_added)
 			c->scan.st = CS_DONE; /* pipelined: evhttp's caps */
 		conn_head(c, bev, in, info->n_added);
+		conn_slurp(c, bev, in);
 		break;
 	case CP_HEAD:
 		conn_head(c, bev, in, info->n_added);
+		conn_slurp(c, bev, in);
 		break;
 	case CP_REJECT:
 		c->dropped += (int64_t)evbuffer_get_length(in);

@@ -59,6 +59,10 @@ void conn_error_reply(struct buf *, int status, const char *why, int anthropic,
 /* Worker start: settings, the fd table, the reserve fd, libevent's log. */
 int conn_init(struct worker *);
 void conn_free(void);
+/* An idle worker: shrink the fd table past the highest open descriptor. */
+void conn_trim(void);
+/* Entries in the fd table (tests). */
+int conn_table_size(void);
 /* A connection's bufferevent was just made (evhttp bevcb). */
 void conn_new(struct bufferevent *);
 /* The loop came round after accepts: arm the new connections' deadlines. */

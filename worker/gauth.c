@@ -375,9 +375,10 @@ cred_refresh(struct gauth_cred *c, char *msg, size_t msgsz)
 	}
 	c->status = 0;
 	buf_reset(&c->reply);
-	c->up =
-	    up_request(c->pool, "POST", path, strlen(path), hdrs,
-	               sizeof hdrs - 1, body.data, body.len, &gauth_up_cbs, c);
+	c->up = up_request(c->pool, "POST", path, strlen(path), hdrs,
+	                   sizeof hdrs - 1,
+	                   &(struct up_part){body.data, body.len, 0}, 1, NULL,
+	                   &gauth_up_cbs, c);
 	OPENSSL_cleanse(body.data, body.len);
 	buf_free(&body);
 	if (c->up == NULL) {

@@ -39,6 +39,11 @@ struct ingress {
 	/* The client's top-level keys never forwarded upstream (llmfd's own
 	 * fields), NULL-terminated. */
 	const char *const *drop_keys;
+	/* The top-level members parse() does not look into (a chat body's
+	 * messages and tools): the engine checks them without tokenizing
+	 * what they hold (json_parse_top) and parses them only for a
+	 * provider that reads them. NULL-terminated, or NULL (all of it). */
+	const char *const *bulk_keys;
 	/* Request headers forwarded to a same-format upstream, or NULL. */
 	const char *const *fwd_headers;
 	/* The status the client sees for an engine status (NULL: as is). */

@@ -62,7 +62,15 @@ struct prov_call {
 	                              "Name: value\r\n" lines (anthropic-version,
 	                              anthropic-beta), or NULL */
 	long long now; /* wall clock seconds for signatures; 0: time(NULL) */
+	/* Text that stays valid until the upstream request is written (the
+	 * client's body): a body built from long unchanged runs of it refers
+	 * to them (prov_out spans) instead of copying them. NULL: none. */
+	const char *held;
+	size_t held_len;
 };
+
+#define PROV_MAX_SPANS 7    /* more are copied */
+#define PROV_REF_MIN   2048 /* shorter runs of client text are copied */
 
 /* One upstream request. path includes the query string; headers are
  * complete "Name: value\r\n" lines (auth, version, content-type and the
@@ -72,6 +80,16 @@ struct prov_out {
 	struct buf path;
 	struct buf headers;
 	struct buf body;
+	/* With nspan > 0 the body is the spans in order: len bytes at ref
+	 * (in prov_call.held, sent by reference), or with ref NULL at off in
+	 * body, which then holds only the text written; see prov_put. */
+	struct prov_span {
+		const char *ref;
+		size_t off, len;
+	} span[PROV_MAX_SPANS];
+	int nspan;
+	const char *run; /* client text put and not yet placed */
+	size_t runlen, placed;
 };
 
 struct usage {
@@ -108,6 +126,10 @@ struct provider {
 	const char *name;
 	unsigned formats; /* bit (1u << FMT_*) for each wire format this
 	                     provider can take natively */
+	/* Whether build reads no more than the top level of pc->req for this
+	 * call (the values of an ingress's bulk keys may then be untokenized:
+	 * json_parse_top). NULL: it reads all of it. */
+	int (*top_only)(const struct prov_call *);
 	/* The formats it takes natively for deployment d, when that depends
 	 * on the model (Claude on Bedrock or Vertex takes Messages, other
 	 * models do not); NULL: formats. */
@@ -202,11 +224,32 @@ int anth_body_variant(const struct prov_call *, const struct anth_variant *,
 int gem_body(const struct prov_call *, struct buf *out, char *err,
              size_t errsz);
 
-/* providers/provider.c: native passthrough */
-/* Copy the JSON object j (token 0) to out byte for byte, except that the
- * value of top-level member key becomes the string val (the member is
- * put first when absent) and top-level members named in drop
- * (NULL-terminated, or NULL) are left out. */
+/* providers/provider.c: bodies that keep the client's bytes */
+/* Append text of the client's (in pc->held, or not) to o's body: long
+ * contiguous runs of held text become spans by reference, the rest is
+ * copied. Text written to o->body directly must come after prov_place. */
+void prov_put(const struct prov_call *, struct prov_out *, const char *p,
+              size_t len);
+/* Place the text put so far (before writing to o->body directly). */
+void prov_place(const struct prov_call *, struct prov_out *);
+/* Finish a body built with prov_put: the last span. */
+void prov_put_end(const struct prov_call *, struct prov_out *);
+/* The body as one buffer (spans copied into it, nspan 0). */
+void prov_flatten(struct prov_out *);
+/* How prov_obj_put rewrites an object. */
+struct prov_edit {
+	const char *key, *val;   /* key's value becomes the string val (put
+	                            first when absent); val NULL: kept */
+	const char *const *drop; /* members left out, NULL-terminated */
+	const char *extra;       /* members appended ("\"k\":v,..."), or NULL */
+	size_t elen;
+};
+/* Write the JSON object j (token 0) to o byte for byte (by reference where
+ * pc allows), with the edits of e, and finish the body. */
+void prov_obj_put(const struct prov_call *, const struct json *,
+                  const struct prov_edit *, struct prov_out *);
+/* prov_obj_put into a plain buffer: the client's object with key's value
+ * replaced by val and the members in drop left out. */
 void prov_copy_obj(const struct json *, const char *key, const char *val,
                    const char *const *drop, struct buf *out);
 /* Append the lines of pc->fwd_headers whose name starts with prefix (any
@@ -231,8 +274,13 @@ int prov_event_index(const struct json *, const char *ev, size_t elen,
 /* Write an OpenAI "usage" member from u. */
 void prov_usage(struct jw *, const struct usage *);
 void prov_extra_headers(const struct deploy_cfg *, struct buf *);
+/* The client's body for an OpenAI-shaped upstream in o: llmfd's fields
+ * dropped, `model` replaced (dropped when model is NULL: Azure), params
+ * merged, system_prompt_append and a continuation applied. */
 void prov_openai_body(const struct prov_call *, const char *model,
-                      struct buf *out);
+                      struct prov_out *o);
+/* Whether prov_openai_body reads only the top level of pc->req. */
+int prov_openai_top_only(const struct prov_call *);
 /* Whether the upstream is asked for a stream's usage that the client did
  * not ask for (stream_options.include_usage), to price the answer. */
 int prov_ask_usage(const struct prov_call *);

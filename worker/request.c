@@ -25,7 +25,9 @@
 #include <sys/queue.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
+#include <openssl/crypto.h>
 
 #include "common/backoff.h"
 #include "common/clock.h"
@@ -43,7 +45,10 @@
 #include "worker/worker.h"
 
 #define REQ_MAX_TRAIL  12
-#define REQ_MAX_FREE   256 /* recycled request objects kept after a burst */
+#define REQ_MAX_FREE   256  /* recycled request objects kept after a burst */
+#define BODY_MAX_FREE  64   /* recycled body holders */
+#define ATT_BEARER_MAX 2560 /* the longest access token sent */
+#define REQ_IDLE_FREE  8    /* what an idle worker keeps of both */
 #define REQ_KEEP_BUF   (64 << 10) /* bigger buffers are freed on recycling */
 #define ERRBODY_MAX    65536
 #define STREAM_MAX_BAD 16 /* malformed events an attempt may skip */
@@ -62,7 +67,7 @@ struct attempt_rec {
  * Buffers stay warm across requests; st is cleared for every attempt. */
 struct attempt {
 	struct req *r;
-	struct prov_out po;
+	struct prov_out po; /* built, until sent (or the token arrives) */
 	struct buf rbody;
 	struct buf out;  /* translated, not yet sent */
 	struct buf text; /* content text this attempt produced */
@@ -71,7 +76,8 @@ struct attempt {
 	struct stream_state ss;
 	struct event ev_timer; /* attempt / first token / idle */
 	struct gauth_wait gw;  /* waiting for an access token */
-	char bearer[2560];     /* the access token sent, "" if none */
+	struct buf bearer;     /* the access token sent, empty if none (a
+	                          buffer, not 2.5 KB in every attempt) */
 	struct {
 		int active;
 		int d;
@@ -153,10 +159,21 @@ struct req_st {
 	int64_t cost_nusd; /* the answer's price, -1: not priced */
 };
 
+/* The client's body in one run of bytes, kept while the request or any
+ * upstream write that refers to it (up_hold) needs it. */
+struct req_body {
+	struct up_hold h; /* first: the hold is the holder */
+	struct evbuffer *eb;
+	struct req_body *next_free;
+};
+
 struct req {
 	LIST_ENTRY(req) link;
 	struct req *next_free;
 	struct worker *w;
+	struct req_body *bh; /* the client's body: body, blen bytes */
+	const char *body;
+	size_t blen;
 	/* kept warm across requests */
 	struct json j; /* the client's body */
 	struct json
@@ -177,6 +194,8 @@ struct req {
 static LIST_HEAD(, req) reqs = LIST_HEAD_INITIALIZER(reqs);
 static struct req *free_reqs;
 static int nfree, ninflight;
+static struct req_body *free_bodies;
+static int nfree_bodies, bodies_closing;
 
 /* The end of a request, as req_finish delivers it. */
 struct req_end {
@@ -225,6 +244,53 @@ req_get(struct worker *w)
 	return r;
 }
 
+/* The last user of a body let go: empty the holder and recycle it. */
+static void
+req_body_release(struct up_hold *h)
+{
+	struct req_body *b = (struct req_body *)h;
+
+	evbuffer_drain(b->eb, evbuffer_get_length(b->eb));
+	if (bodies_closing || nfree_bodies >= BODY_MAX_FREE) {
+		evbuffer_free(b->eb);
+		free(b);
+		return;
+	}
+	b->next_free = free_bodies;
+	free_bodies = b;
+	nfree_bodies++;
+}
+
+/* An empty body holder with one reference (the request's), or NULL. */
+static struct req_body *
+req_body_get(void)
+{
+	struct req_body *b = free_bodies;
+
+	if (b) {
+		free_bodies = b->next_free;
+		nfree_bodies--;
+	} else if ((b = calloc(1, sizeof *b)) == NULL ||
+	           (b->eb = evbuffer_new()) == NULL) {
+		free(b);
+		return NULL;
+	}
+	b->h.refs = 1;
+	b->h.release = req_body_release;
+	return b;
+}
+
+/* Let go of the request's body (upstream writes may keep it a while). */
+static void
+req_body_drop(struct req *r)
+{
+	if (r->bh)
+		up_hold_unref(&r->bh->h);
+	r->bh = NULL;
+	r->body = NULL;
+	r->blen = 0;
+}
+
 /* Free a buffer that grew past REQ_KEEP_BUF, else just empty it. */
 static void
 buf_recycle(struct buf *b)
@@ -235,14 +301,26 @@ buf_recycle(struct buf *b)
 		buf_reset(b);
 }
 
+/* Wipe the access token an attempt kept. */
+static void
+att_forget_bearer(struct attempt *a)
+{
+	if (a->bearer.data)
+		OPENSSL_cleanse(a->bearer.data, a->bearer.cap);
+	buf_reset(&a->bearer);
+}
+
 /* Let go of attempt a's buffers: the request copies always, the reply
  * buffers with how (freed, or recycled). */
 static void
 att_bufs(struct attempt *a, void (*how)(struct buf *))
 {
+	att_forget_bearer(a);
+	buf_free(&a->bearer);
 	buf_free(&a->po.path);
 	buf_free(&a->po.headers);
 	buf_free(&a->po.body);
+	a->po.nspan = 0;
 	how(&a->rbody);
 	how(&a->out);
 	how(&a->text);
@@ -622,6 +700,7 @@ req_release(struct req *r)
 		att_bufs(a, buf_recycle);
 	}
 	req_unhook(r);
+	req_body_drop(r);
 	if (r->s.waiting)
 		limits_wait(w, r->s.prio, -1);
 	if (r->s.admitted)
@@ -821,6 +900,17 @@ att_native(const struct req *r, const struct provider *p,
 	       strcmp(d->host, "api.openai.com") == 0;
 }
 
+/* The whole token tree of a body first read with json_parse_top (a
+ * provider that translates it, an encoder that reads it); -1 if it is
+ * past the tokenizer's limits. */
+static int
+req_full_doc(struct req *r)
+{
+	if (!r->j.shallow)
+		return 0;
+	return json_parse(&r->j, r->body, r->blen);
+}
+
 /* Build the upstream request for attempt a on d; -1 if the provider
  * cannot express it (the reason in build_err). */
 static int
@@ -851,10 +941,23 @@ att_build(struct req *r, struct attempt *a, int d)
 	    .resume_text = a->st.resume ? r->sent_text.data : NULL,
 	    .resume_len = a->st.resume ? r->sent_text.len : 0,
 	    .resume_prefill = a->st.prefill,
-	    .now = clock_wall_ms() / 1000};
+	    .now = clock_wall_ms() / 1000,
+	    .held = r->body,
+	    .held_len = r->blen};
+	if (r->j.shallow &&
+	    !(a->st.prov->top_only && a->st.prov->top_only(&a->st.pc)) &&
+	    req_full_doc(r) == -1) {
+		snprintf(r->s.build_err, sizeof r->s.build_err,
+		         "request body too large to translate for '%s'",
+		         dc->name);
+		return -1;
+	}
 	buf_reset(&a->po.path);
 	buf_reset(&a->po.headers);
 	buf_reset(&a->po.body);
+	a->po.nspan = 0;
+	a->po.run = NULL;
+	a->po.runlen = a->po.placed = 0;
 	return a->st.prov->build(&a->st.pc, &a->po, r->s.build_err,
 	                         sizeof r->s.build_err);
 }
@@ -876,7 +979,7 @@ att_reset(struct req *r, struct attempt *a, int d, int hedge)
 	buf_reset(&a->text);
 	sse_reset(&a->sse);
 	evs_reset(&a->evs);
-	a->bearer[0] = '\0';
+	att_forget_bearer(a);
 	stream_state_free(&a->ss);
 	memset(&a->ss, 0, sizeof a->ss);
 	a->ss.include_usage = r->s.include_usage;
@@ -885,25 +988,41 @@ att_reset(struct req *r, struct attempt *a, int d, int hedge)
 		a->ss.text = &a->text;
 }
 
-/* Send attempt a's built request (with its access token, if any). 0, or
- * -1 when it could not be sent (a failed through att_failed). */
+/* Send attempt a's built request (with its access token, if any): the
+ * body's spans of the client's text by reference (held by the request's
+ * body), the rest copied. 0, or -1 when it could not be sent (a failed
+ * through att_failed). */
 static int
 att_send(struct attempt *a)
 {
 	struct req *r = a->r;
+	struct prov_out *o = &a->po;
+	struct up_part parts[PROV_MAX_SPANS];
+	const char *body;
+	int n = 0;
 
-	if (a->bearer[0])
-		buf_printf(&a->po.headers, "Authorization: Bearer %s\r\n",
-		           a->bearer);
-	a->st.up = up_request(
-	    r->w->pools[a->st.d], "POST", a->po.path.data, a->po.path.len,
-	    a->po.headers.data ? a->po.headers.data : "", a->po.headers.len,
-	    a->po.body.data ? a->po.body.data : "", a->po.body.len, &up_cbs, a);
-	/* copied into the connection: hold no memory in a request that may
-	 * stay open for minutes */
-	buf_free(&a->po.path);
-	buf_free(&a->po.headers);
-	buf_free(&a->po.body);
+	if (a->bearer.len)
+		buf_printf(&o->headers, "Authorization: Bearer %s\r\n",
+		           buf_cstr(&a->bearer));
+	body = o->body.data ? o->body.data : "";
+	if (o->nspan == 0)
+		parts[n++] = (struct up_part){body, o->body.len, 0};
+	for (int i = 0; i < o->nspan; i++)
+		parts[n++] =
+		    o->span[i].ref
+		        ? (struct up_part){o->span[i].ref, o->span[i].len, 1}
+		        : (struct up_part){body + o->span[i].off,
+		                           o->span[i].len, 0};
+	a->st.up =
+	    up_request(r->w->pools[a->st.d], "POST", o->path.data, o->path.len,
+	               o->headers.data ? o->headers.data : "", o->headers.len,
+	               parts, n, &r->bh->h, &up_cbs, a);
+	/* copied into the connection (or held by the request's body): hold
+	 * no memory in a request that may stay open for minutes */
+	buf_free(&o->path);
+	buf_free(&o->headers);
+	buf_free(&o->body);
+	o->nspan = 0;
 	if (a->st.up == NULL) {
 		att_failed(a, EC_TRANSIENT, 0, "out of memory", -1, -1);
 		return -1;
@@ -917,9 +1036,9 @@ att_bearer(struct attempt *a, const char *token)
 {
 	size_t n = token ? strlen(token) : 0;
 
-	if (n >= sizeof a->bearer)
+	att_forget_bearer(a);
+	if (n >= ATT_BEARER_MAX || buf_add(&a->bearer, token ? token : "", n))
 		return -1;
-	memcpy(a->bearer, token ? token : "", n + 1);
 	return 0;
 }
 
@@ -1583,10 +1702,10 @@ att_reauth_check(struct attempt *a, struct upstream_error *e)
 	struct req *r = a->r;
 	int d = a->st.d;
 
-	if (e->status != 401 || !a->bearer[0] ||
+	if (e->status != 401 || !a->bearer.len ||
 	    (r->s.reauthed[d / 64] & (1ULL << (d % 64))))
 		return;
-	if (!gauth_invalidate(r->w->gauth, d, a->bearer))
+	if (!gauth_invalidate(r->w->gauth, d, buf_cstr(&a->bearer)))
 		return;
 	r->s.reauthed[d / 64] |= 1ULL << (d % 64);
 	a->st.reauth = 1;
@@ -1654,6 +1773,8 @@ req_ig_state(struct req *r)
 		r->ig_size = ig->state_size;
 	}
 	memset(r->ig_state, 0, ig->state_size);
+	if (ig->init && req_full_doc(r) == -1)
+		return NULL;
 	if (ig->init)
 		ig->init(r->ig_state, &r->j);
 	r->s.ig_ready = 1;
@@ -1826,6 +1947,11 @@ req_stream_flush(struct req *r, struct attempt *a)
 	a->st.text_sent = a->text.len;
 	if (a->out.len == 0)
 		return 0;
+	if (r->s.ig->chunk == NULL || a->st.native) { /* as they came */
+		o->chunk(r->s.c, a->out.data, a->out.len);
+		buf_reset(&a->out);
+		return 0;
+	}
 	buf_reset(&r->out);
 	req_encode_stream(r, a);
 	if (r->out.len)
@@ -2295,7 +2421,7 @@ req_parse(struct req *r, const char *body, size_t len)
 	double v;
 	int t, rc;
 
-	if (json_parse(&r->j, body, len) == -1 ||
+	if (json_parse_top(&r->j, body, len, r->s.ig->bulk_keys) == -1 ||
 	    json_type(&r->j, 0) != JSMN_OBJECT) {
 		req_fail(r, 400, "invalid_request_error", "invalid_json",
 		         "request body is not a valid JSON object");
@@ -2373,22 +2499,24 @@ req_fwd_headers(struct req *r)
 void
 req_new_id(struct worker *w, char *id, size_t n)
 {
-	snprintf(id, n, "req-%x-%" PRIx64, (unsigned)getpid(), ++w->next_id);
+	if (w->pid == 0)
+		w->pid = (unsigned)getpid();
+	snprintf(id, n, "req-%x-%" PRIx64, w->pid, ++w->next_id);
 }
 
-/* Serve one client request. */
-void
-req_start(struct worker *w, const struct client_ops *ops, void *c,
-          const struct ingress *ig, const char *body, size_t len)
+/* Serve one client request whose body is in holder b. */
+static void
+req_begin(struct worker *w, const struct client_ops *ops, void *c,
+          const struct ingress *ig, struct req_body *b)
 {
+	static const char oom[] =
+	    "{\"error\":{\"message\":\"out of memory\",\"type\":"
+	    "\"llmfd_error\",\"param\":null,\"code\":\"out_of_memory\"}}";
 	struct req *r;
 
-	if ((r = req_get(w)) == NULL) {
-		static const char oom[] =
-		    "{\"error\":{\"message\":\"out of memory\",\"type\":"
-		    "\"llmfd_error\",\"param\":null,\"code\":\"out_of_memory\"}"
-		    "}";
-
+	if (b == NULL || (r = req_get(w)) == NULL) {
+		if (b)
+			up_hold_unref(&b->h);
 		ops->header(c, "Retry-After", "1");
 		ops->reply(c, 503, "application/json", oom, sizeof oom - 1);
 		return;
@@ -2397,6 +2525,9 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
 	ninflight++;
 	w->inflight++;
 	memset(&r->s, 0, sizeof r->s);
+	r->bh = b;
+	r->blen = evbuffer_get_length(b->eb);
+	r->body = r->blen ? (const char *)evbuffer_pullup(b->eb, -1) : "";
 	r->s.ops = ops;
 	r->s.c = c;
 	ops->attach(c, r);
@@ -2413,12 +2544,45 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
 	r->s.close_after = w->draining;
 	req_new_id(w, r->s.id, sizeof r->s.id);
 	req_fwd_headers(r);
-	if (req_identify(r) == -1 || req_parse(r, body, len) == -1 ||
+	if (r->body == NULL) {
+		req_fail(r, 503, "llmfd_error", "out_of_memory",
+		         "out of memory");
+		return;
+	}
+	if (req_identify(r) == -1 || req_parse(r, r->body, r->blen) == -1 ||
 	    req_candidates(r) == -1 || req_admit(r) == -1)
 		return;
 	route_count_request(w, ig->id);
 	req_arm(&r->ev_deadline, req_left_ms(r));
 	req_next(r);
+}
+
+/* Serve one client request: its body copied. */
+void
+req_start(struct worker *w, const struct client_ops *ops, void *c,
+          const struct ingress *ig, const char *body, size_t len)
+{
+	struct req_body *b = req_body_get();
+
+	if (b && evbuffer_add(b->eb, body, len) == -1) {
+		up_hold_unref(&b->h);
+		b = NULL;
+	}
+	req_begin(w, ops, c, ig, b);
+}
+
+/* Serve one client request: its body taken from in without a copy. */
+void
+req_start_buf(struct worker *w, const struct client_ops *ops, void *c,
+              const struct ingress *ig, struct evbuffer *in)
+{
+	struct req_body *b = req_body_get();
+
+	if (b && evbuffer_add_buffer(b->eb, in) == -1) {
+		up_hold_unref(&b->h);
+		b = NULL;
+	}
+	req_begin(w, ops, c, ig, b);
 }
 
 /* Worker drain: every reply from now on closes its connection. */
@@ -2443,6 +2607,33 @@ req_inflight(void)
 	return ninflight;
 }
 
+/* Recycled request objects kept. */
+int
+req_recycled(void)
+{
+	return nfree;
+}
+
+/* Free recycled request objects and body holders past REQ_IDLE_FREE. */
+void
+req_trim(void)
+{
+	struct req *r;
+	struct req_body *b;
+
+	while (nfree > REQ_IDLE_FREE && (r = free_reqs) != NULL) {
+		free_reqs = r->next_free;
+		nfree--;
+		req_destroy(r);
+	}
+	while (nfree_bodies > REQ_IDLE_FREE && (b = free_bodies) != NULL) {
+		free_bodies = b->next_free;
+		nfree_bodies--;
+		evbuffer_free(b->eb);
+		free(b);
+	}
+}
+
 /* Worker exit: abandon requests still in flight and free every object.
  * Each one lets go of its client handle first, so no callback of the
  * connection (freed later with evhttp) can reach a freed request. */
@@ -2450,12 +2641,15 @@ void
 req_free_all(struct worker *w)
 {
 	struct req *r;
+	struct req_body *b;
 
 	(void)w;
+	bodies_closing = 1; /* bodies still held are freed when let go */
 	while ((r = LIST_FIRST(&reqs)) != NULL) {
 		for (int i = 0; i < 2; i++)
 			att_stop(&r->att[i]);
 		req_unhook(r);
+		req_body_drop(r);
 		LIST_REMOVE(r, link);
 		ninflight--;
 		req_destroy(r);
@@ -2465,4 +2659,10 @@ req_free_all(struct worker *w)
 		req_destroy(r);
 	}
 	nfree = 0;
+	while ((b = free_bodies) != NULL) {
+		free_bodies = b->next_free;
+		evbuffer_free(b->eb);
+		free(b);
+	}
+	nfree_bodies = 0;
 }

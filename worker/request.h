@@ -43,10 +43,15 @@ struct client_ops {
 #define REQ_STREAMING  3 /* bytes reached the client */
 #define REQ_DONE       4 /* finished; the object is being recycled */
 
-/* Serve one client request: body (len bytes, owned by the caller until the
- * request finishes) in the protocol of ig. */
+/* Serve one client request: body (len bytes, copied) in the protocol of
+ * ig. */
 void req_start(struct worker *, const struct client_ops *, void *c,
                const struct ingress *, const char *body, size_t len);
+/* The same, taking the body out of in (evhttp's input buffer) without a
+ * copy: the request keeps it, and upstream writes refer to it. */
+struct evbuffer;
+void req_start_buf(struct worker *, const struct client_ops *, void *c,
+                   const struct ingress *, struct evbuffer *in);
 /* A fresh request id ("req-PID-N", at most REQ_ID_MAX bytes with the NUL)
  * for an answer given outside the engine (count_tokens), so that every
  * reply carries x-request-id. */
@@ -61,6 +66,11 @@ void req_drain(struct worker *);
  * connection close) and free every object. */
 void req_free_all(struct worker *);
 int req_inflight(void);
+/* An idle worker: keep at most REQ_IDLE_FREE recycled request objects
+ * and body holders, so the memory of a burst can go back. */
+void req_trim(void);
+/* Recycled request objects kept (tests). */
+int req_recycled(void);
 
 /* What the engine does after a failed attempt (exported for unit tests). */
 #define DO_RETRY  0 /* the same deployment after delay_ms */

@@ -1,9 +1,12 @@
 /* Client-facing HTTP: evhttp on the inherited listeners, routes, and the
  * small endpoints (/v1/models, /healthz, /metrics). */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -13,6 +16,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/slab.h"
 #include "worker/client.h"
 #include "worker/conn.h"
 #include "worker/ingress.h"
@@ -286,7 +290,7 @@ server_notfound(struct evhttp_request *req, void *arg)
 		char *dec = evhttp_uridecode(path + 11, 0, NULL);
 
 		snprintf(id, sizeof id, "%s", dec ? dec : "");
-		free(dec);
+		slab_free(dec); /* libevent's memory */
 		server_model_one(req, arg, id);
 		return;
 	}
@@ -375,6 +379,8 @@ server_route(struct worker *w, const char *path,
 int
 server_setup(struct worker *w)
 {
+	int one = 1;
+
 	if ((w->http = evhttp_new(w->base)) == NULL)
 		return -1;
 	evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
@@ -400,6 +406,12 @@ server_setup(struct worker *w)
 	    conn_init(w) == -1)
 		return -1;
 	evhttp_set_bevcb(w->http, server_bevcb, w);
+	/* Accepted TCP sockets inherit TCP_NODELAY from the listener: stream
+	 * frames go out at once, not held back by Nagle until the client's
+	 * delayed ACK (tens of ms per frame). A Unix socket refuses it. */
+	for (int i = 0; i < w->nlisten; i++)
+		(void)setsockopt(w->listen_fd[i], IPPROTO_TCP, TCP_NODELAY,
+		                 &one, sizeof one);
 	for (int i = 0; i < w->nlisten; i++)
 		if ((w->bound[i] = evhttp_accept_socket_with_handle(
 		         w->http, w->listen_fd[i])) == NULL) {

@@ -27,7 +27,8 @@
 #include "worker/upstream.h"
 #include "worker/worker.h"
 
-#define DNS_TTL_MS 60000
+#define DNS_TTL_MS   60000
+#define UP_WRITE_MAX (4 << 20) /* bytes written in one go (libevent: 16k) */
 
 enum { UC_RESOLVING, UC_CONNECTING, UC_BUSY, UC_IDLE };
 enum {
@@ -44,6 +45,13 @@ enum {
 
 #define UC_TOO_BIG (-2) /* uc_parse: the reply passed max_bytes */
 
+/* One piece of a request as sent: len bytes at ref (the caller's memory,
+ * by reference), or at off in reqbytes when ref is NULL. */
+struct up_piece {
+	const char *ref;
+	size_t off, len;
+};
+
 struct upconn {
 	TAILQ_ENTRY(upconn) q;
 	struct pool *pool;
@@ -58,7 +66,11 @@ struct upconn {
 	struct up_resp resp;
 	const struct up_cbs *cbs;
 	void *arg;
-	struct buf reqbytes; /* kept to resend on a stale socket */
+	struct buf
+	    reqbytes; /* copied bytes, kept to resend on a stale socket */
+	struct up_piece plan[UP_MAX_PARTS + 1]; /* the request, in order */
+	int nplan;
+	struct up_hold *hold; /* keeps the referenced pieces alive, or NULL */
 	char err[256];
 };
 
@@ -72,7 +84,7 @@ struct pool {
 	int64_t resolved_ms;
 	int resolving;
 	int is_ip;
-	TAILQ_HEAD(, upconn) idle;
+	TAILQ_HEAD(upconn_q, upconn) idle;
 	TAILQ_HEAD(, upconn) waiting;
 	int nidle, total;
 	char hosthdr[300];
@@ -84,6 +96,7 @@ static int64_t up_max_reply = 64 << 20;
 static void uc_read_cb(struct bufferevent *, void *);
 static void uc_event_cb(struct bufferevent *, short, void *);
 static void uc_connect(struct upconn *);
+static int uc_send(struct upconn *);
 
 /* Build the TLS context for a deployment: verify peer, trust ca_file. */
 static SSL_CTX *
@@ -152,6 +165,42 @@ pool_new(struct event_base *base, struct evdns_base *dns,
 	return p;
 }
 
+/* Take a reference on h. */
+void
+up_hold_ref(struct up_hold *h)
+{
+	h->refs++;
+}
+
+/* Drop a reference on h; the last one releases it. */
+void
+up_hold_unref(struct up_hold *h)
+{
+	if (--h->refs == 0)
+		h->release(h);
+}
+
+/* evbuffer_add_reference's cleanup: a referenced piece left the socket's
+ * output buffer (written, or the buffer freed). */
+static void
+uc_unref_cb(const void *data, size_t len, void *arg)
+{
+	(void)data;
+	(void)len;
+	up_hold_unref(arg);
+}
+
+/* Forget the request's pieces (it can no longer be resent): let go of the
+ * memory they refer to. */
+static void
+uc_drop_req(struct upconn *c)
+{
+	c->nplan = 0;
+	if (c->hold)
+		up_hold_unref(c->hold);
+	c->hold = NULL;
+}
+
 static void
 uc_free(struct upconn *c)
 {
@@ -166,6 +215,7 @@ uc_free(struct upconn *c)
 		event_del(&c->defer);
 	if (c->bev)
 		bufferevent_free(c->bev);
+	uc_drop_req(c);
 	buf_free(&c->reqbytes);
 	p->total--;
 	free(c);
@@ -194,6 +244,14 @@ void
 up_set_max_reply(int64_t n)
 {
 	up_max_reply = n;
+}
+
+/* Close the idle connections past keep, the least recently used first. */
+void
+pool_trim(struct pool *p, int keep)
+{
+	while (p->nidle > keep)
+		uc_free(TAILQ_LAST(&p->idle, upconn_q));
 }
 
 /* Idle and total connection counts. */
@@ -325,13 +383,15 @@ uc_connect(struct upconn *c)
 		return;
 	}
 	bufferevent_setcb(c->bev, uc_read_cb, NULL, uc_event_cb, c);
+	bufferevent_set_max_single_write(c->bev, UP_WRITE_MAX);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&p->ss,
 	                               (int)p->sslen) == -1) {
 		uc_fail_later(c, "connect failed", strerror(errno));
 		return;
 	}
-	bufferevent_write(c->bev, c->reqbytes.data, c->reqbytes.len);
+	if (uc_send(c) == -1)
+		uc_fail_later(c, "out of memory", NULL);
 }
 
 static void
@@ -370,11 +430,86 @@ uc_head(struct buf *b, const char *method, const char *path, size_t plen,
 	buf_adds(b, "\r\n");
 }
 
+/* Add len bytes at p to the request's plan: by reference if ref (while
+ * there is room), else copied into reqbytes. */
+static void
+uc_plan(struct upconn *c, const char *p, size_t len, int ref)
+{
+	struct up_piece *last = c->nplan ? &c->plan[c->nplan - 1] : NULL;
+
+	if (len == 0)
+		return;
+	if (ref && c->nplan < UP_MAX_PARTS) {
+		c->plan[c->nplan++] = (struct up_piece){p, 0, len};
+		return;
+	}
+	if (last && last->ref == NULL) /* it ends reqbytes: grow it */
+		last->len += len;
+	else
+		c->plan[c->nplan++] =
+		    (struct up_piece){NULL, c->reqbytes.len, len};
+	buf_add(&c->reqbytes, p, len);
+}
+
+/* Queue the request on the connection's socket: copied pieces copied,
+ * referenced ones by reference (each holding the memory until written).
+ * -1 when memory ran out. */
+static int
+uc_send(struct upconn *c)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	const struct up_piece *pc;
+
+	for (int i = 0; i < c->nplan; i++) {
+		pc = &c->plan[i];
+		if (pc->ref == NULL) {
+			if (evbuffer_add(out, c->reqbytes.data + pc->off,
+			                 pc->len) == -1)
+				return -1;
+			continue;
+		}
+		up_hold_ref(c->hold);
+		if (evbuffer_add_reference(out, pc->ref, pc->len, uc_unref_cb,
+		                           c->hold) == -1) {
+			up_hold_unref(c->hold);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Lay out the request on c: the head copied, the body parts as given. */
+static int
+uc_prepare(struct upconn *c, const char *method, const char *path, size_t plen,
+           const char *hdrs, size_t hlen, const struct up_part *body, int n,
+           struct up_hold *hold)
+{
+	size_t blen = 0;
+
+	for (int i = 0; i < n; i++)
+		blen += body[i].len;
+	uc_drop_req(c);
+	buf_reset(&c->reqbytes);
+	uc_head(&c->reqbytes, method, path, plen, c->pool->hosthdr, blen);
+	buf_add(&c->reqbytes, hdrs, hlen);
+	buf_add(&c->reqbytes, "\r\n", 2);
+	c->plan[0] = (struct up_piece){NULL, 0, c->reqbytes.len};
+	c->nplan = 1;
+	for (int i = 0; i < n; i++)
+		uc_plan(c, body[i].p, body[i].len, body[i].ref && hold);
+	for (int i = 0; i < c->nplan && c->hold == NULL; i++)
+		if (c->plan[i].ref) {
+			c->hold = hold;
+			up_hold_ref(hold);
+		}
+	return c->reqbytes.oom ? -1 : 0;
+}
+
 /* Send a request on an idle connection, or a new one. */
 struct upconn *
 up_request(struct pool *p, const char *method, const char *path, size_t plen,
-           const char *hdrs, size_t hlen, const char *body, size_t blen,
-           const struct up_cbs *cbs, void *arg)
+           const char *hdrs, size_t hlen, const struct up_part *body, int n,
+           struct up_hold *hold, const struct up_cbs *cbs, void *arg)
 {
 	struct upconn *c = TAILQ_FIRST(&p->idle);
 	int fresh = c == NULL;
@@ -395,12 +530,8 @@ up_request(struct pool *p, const char *method, const char *path, size_t plen,
 	c->dead = 0;
 	c->max_bytes = up_max_reply;
 	uc_reset_parse(c);
-	buf_reset(&c->reqbytes);
-	uc_head(&c->reqbytes, method, path, plen, p->hosthdr, blen);
-	buf_add(&c->reqbytes, hdrs, hlen);
-	buf_add(&c->reqbytes, "\r\n", 2);
-	buf_add(&c->reqbytes, body, blen);
-	if (c->reqbytes.oom) {
+	if (uc_prepare(c, method, path, plen, hdrs, hlen, body, n, hold) ==
+	    -1) {
 		c->cbs = NULL;
 		uc_free(c);
 		return NULL;
@@ -409,7 +540,8 @@ up_request(struct pool *p, const char *method, const char *path, size_t plen,
 		c->state = UC_BUSY;
 		bufferevent_setcb(c->bev, uc_read_cb, NULL, uc_event_cb, c);
 		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-		bufferevent_write(c->bev, c->reqbytes.data, c->reqbytes.len);
+		if (uc_send(c) == -1)
+			uc_fail_later(c, "out of memory", NULL);
 	} else if (p->sslen &&
 	           (p->is_ip || clock_ms() - p->resolved_ms < DNS_TTL_MS)) {
 		uc_connect(c);
@@ -439,12 +571,16 @@ uc_release(struct upconn *c)
 {
 	struct pool *p = c->pool;
 
+	/* a reply may come before the whole request was written (an early
+	 * error): the rest of it must not precede the next request */
 	if (!c->resp.keepalive || c->pstate != P_DONE ||
 	    evbuffer_get_length(bufferevent_get_input(c->bev)) != 0 ||
+	    evbuffer_get_length(bufferevent_get_output(c->bev)) != 0 ||
 	    p->nidle >= UP_MAX_IDLE) {
 		uc_free(c);
 		return;
 	}
+	uc_drop_req(c);
 	c->state = UC_IDLE;
 	c->reused = 0;
 	TAILQ_INSERT_HEAD(&p->idle, c, q);
@@ -637,7 +773,8 @@ uc_headers_done(struct upconn *c)
 	c->in_cb--;
 	if (c->dead)
 		return;
-	if (c->resp.event_stream || c->resp.amz_eventstream) /* no resend */
+	uc_drop_req(c); /* bytes came back: no resend */
+	if (c->resp.event_stream || c->resp.amz_eventstream) /* for minutes */
 		buf_free(&c->reqbytes);
 	if (st == 204 || st == 304)
 		c->pstate = P_DONE;

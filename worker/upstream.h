@@ -44,16 +44,43 @@ struct up_cbs {
 struct pool;
 struct upconn;
 
+/*
+ * Memory an upstream request refers to instead of copying it (the
+ * client's body): a count of its users, freed by release once the last one
+ * lets go. The request holds it, and so does every connection that may
+ * still write from it (until its reply begins), and every piece of a
+ * socket's output buffer that points into it.
+ */
+struct up_hold {
+	int refs;
+	void (*release)(struct up_hold *);
+};
+void up_hold_ref(struct up_hold *);
+void up_hold_unref(struct up_hold *);
+
+/* A piece of a request body: len bytes at p, copied; with ref set, sent
+ * by reference (p lies in the memory of the request's up_hold). */
+struct up_part {
+	const char *p;
+	size_t len;
+	int ref;
+};
+#define UP_MAX_PARTS 8 /* more are copied */
+
 struct pool *pool_new(struct event_base *, struct evdns_base *,
                       const struct deploy_cfg *, char **cause);
 void pool_free(struct pool *);
 void pool_stats(const struct pool *, int *idle, int *total);
-/* Start a request; the callbacks fire later, never from inside this call.
- * Returns the connection carrying it (for up_abort), or NULL on memory
- * failure. */
+/* Close idle connections past keep (an idle worker after a burst). */
+void pool_trim(struct pool *, int keep);
+/* Start a request whose body is the n parts (the referenced ones kept
+ * alive by hold, which may be NULL when there are none); the callbacks
+ * fire later, never from inside this call. Returns the connection carrying
+ * it (for up_abort), or NULL on memory failure. */
 struct upconn *up_request(struct pool *, const char *method, const char *path,
                           size_t plen, const char *hdrs, size_t hlen,
-                          const char *body, size_t blen, const struct up_cbs *,
+                          const struct up_part *body, int n,
+                          struct up_hold *hold, const struct up_cbs *,
                           void *arg);
 /* Abandon the request in flight: the connection is closed; no callback
  * fires afterwards. */

@@ -14,21 +14,28 @@
 #include "common/clock.h"
 #include "common/evstream.h"
 #include "common/log.h"
+#include "common/slab.h"
 #include "common/secret.h"
 #include "worker/client.h"
 #include "worker/conn.h"
 #include "worker/gauth.h"
 #include "worker/limits.h"
 #include "worker/request.h"
+#include "worker/upstream.h"
 #include "worker/worker.h"
 
 /* Seconds between malloc_trim calls. */
 #define WORKER_TRIM_S 5
+/* Idle upstream connections an idle worker keeps per deployment. */
+#define WORKER_IDLE_CONNS 8
 /* Allocations this large come from mmap and go back to the system when
  * freed (glibc otherwise raises the threshold up to 32 MiB after the first
  * big free, and a 30 MiB body would then stay in the heap). */
 #define WORKER_MMAP_MIN (256 << 10)
-
+/* Free heap kept at the top rather than given back at every free: a
+ * 100 KB body would otherwise cost a brk pair and page faults per request
+ * (malloc_trim gives it all back when the worker idles). */
+#define WORKER_TRIM_MIN (8 << 20)
 /* How long a draining worker must stay idle before it exits. */
 #define DRAIN_LINGER_MS 300
 
@@ -127,9 +134,18 @@ worker_tick(evutil_socket_t fd, short ev, void *arg)
 		event_base_loopexit(w->base, NULL);
 	}
 	/* give freed heap back after a burst (a few hundred µs on a small
-	 * heap, so it runs under load too) */
-	if (++w->idle_ticks % WORKER_TRIM_S == 0)
+	 * heap, so it runs under load too); with nothing in flight, first let
+	 * go of what is kept for the next burst */
+	if (++w->idle_ticks % WORKER_TRIM_S == 0) {
+		if (w->inflight == 0) {
+			req_trim();
+			conn_trim();
+			for (int i = 0; i < w->cfg->ndeploy; i++)
+				pool_trim(w->pools[i], WORKER_IDLE_CONNS);
+			slab_trim();
+		}
 		malloc_trim(0);
+	}
 }
 
 /* Map config indexes to table slots and open a pool per deployment. */
@@ -213,6 +229,7 @@ worker_main(const struct cfg *cfg, struct shm *shm, int index, const int *fds,
 	snprintf(name, sizeof name, "worker %d", index);
 	log_procinit(name);
 	mallopt(M_MMAP_THRESHOLD, WORKER_MMAP_MIN);
+	mallopt(M_TRIM_THRESHOLD, WORKER_TRIM_MIN);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGINT, SIG_IGN); /* the master turns ^C into SIGTERM */
 	signal(SIGHUP, SIG_IGN);

@@ -102,6 +102,7 @@ struct worker {
 	unsigned idle_ticks; /* ticks (seconds) seen */
 	uint64_t rng;
 	uint64_t next_id;
+	unsigned pid; /* request ids: set on first use */
 	struct event *ev_term, *ev_int, *ev_tick;
 	struct event *ev_reaccept; /* listeners back on after one accept */
 };

@@ -1285,3 +1285,24 @@ Test(engine, vertex_token_failure_is_auth)
 	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-deployment: o1"));
 	unlink(file);
 }
+
+/* After a burst, an idle worker keeps only a few recycled requests. */
+Test(engine, trim_after_a_burst)
+{
+	struct req *r[20];
+
+	start_default();
+	for (int i = 0; i < 20; i++)
+		cr_assert_not_null(r[i] = chat(PLAIN));
+	for (int i = 0; i < 20; i++)
+		req_test_upstream(r[i], 200, 0, REPLY, strlen(REPLY), 1);
+	cr_assert_eq(req_inflight(), 0);
+	cr_assert_eq(req_recycled(), 20);
+	req_trim();
+	cr_assert_lt(req_recycled(), 20);
+	cr_assert_gt(req_recycled(), 0);
+	cap.detached = 0;
+	cr_assert_not_null(r[0] = chat(PLAIN)); /* and serves on */
+	req_test_upstream(r[0], 200, 0, REPLY, strlen(REPLY), 1);
+	cr_assert_eq(cap.status, 200);
+}

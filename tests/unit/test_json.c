@@ -1,6 +1,7 @@
 /* Unit tests for common/json.c. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -610,4 +611,221 @@ Test(json, word_scanner_finds_specials_at_every_offset)
 			          "off %d special %zu", off, k);
 		}
 	}
+}
+
+/* The 16-byte scanner never takes a UTF-8 byte (0x80 and up) for a control
+ * byte, wherever it sits in a block. */
+Test(json, block_scanner_passes_high_bytes)
+{
+	char doc[80];
+
+	for (int off = 0; off < 40; off++) {
+		memset(doc, 'a', sizeof doc);
+		doc[0] = '"';
+		doc[1 + off] = '\xc3';
+		doc[2 + off] = '\xa9';
+		doc[60] = '"';
+		cr_assert(json_parse(&j, doc, 61) == 0, "off %d", off);
+		cr_assert(j.tok[0].end == 60);
+	}
+}
+
+static const char *const top_skip[] = {"messages", "input", NULL};
+
+/* Whether the token storage of a and b agree on tokens ia and ib. */
+static int
+tok_same(const struct json *a, int ia, const struct json *b, int ib)
+{
+	return a->tok[ia].type == b->tok[ib].type &&
+	       a->tok[ia].start == b->tok[ib].start &&
+	       a->tok[ia].end == b->tok[ib].end;
+}
+
+/*
+ * The contract of json_parse_top against json_parse on s: the same verdict;
+ * for an object, the same token for every top-level key and value, a
+ * skipped container with size 0 and nothing under it, and every other
+ * subtree token for token the same; for anything else, the same tokens.
+ */
+static void
+top_matches_full(const char *s, size_t n)
+{
+	static struct json full, top;
+	int rf = json_parse(&full, s, n);
+	int rt = json_parse_top(&top, s, n, top_skip);
+	int a, b, na, nb;
+
+	cr_assert(rf == rt, "verdicts differ on %.*s", (int)n, s);
+	if (rf == -1)
+		return;
+	if (json_type(&full, 0) != JSMN_OBJECT) {
+		cr_assert(full.ntok == top.ntok);
+		for (int i = 0; i < full.ntok; i++)
+			cr_assert(tok_same(&full, i, &top, i) &&
+			          full.tok[i].size == top.tok[i].size);
+		return;
+	}
+	cr_assert(tok_same(&full, 0, &top, 0));
+	cr_assert(full.tok[0].size == top.tok[0].size);
+	for (a = 1, b = 1; a < full.ntok; a = na, b = nb) {
+		cr_assert(b < top.ntok);
+		cr_assert(tok_same(&full, a, &top, b), "key %d", a);
+		cr_assert(tok_same(&full, a + 1, &top, b + 1), "value %d", a);
+		na = json_next(&full, a + 1);
+		nb = json_next(&top, b + 1);
+		if (nb - b - 1 != na - a - 1) { /* a skipped container */
+			cr_assert(top.shallow);
+			cr_assert(json_eq(&top, b, "messages") ||
+			          json_eq(&top, b, "input"));
+			cr_assert(top.tok[b + 1].size == 0 && nb == b + 2);
+			continue;
+		}
+		for (int k = 1; k < na - a; k++)
+			cr_assert(tok_same(&full, a + k, &top, b + k) &&
+			          full.tok[a + k].size == top.tok[b + k].size);
+	}
+	cr_assert(b == top.ntok);
+}
+
+#define TOP(lit) top_matches_full(lit, sizeof(lit) - 1)
+
+Test(json, top_skips_bulk_members)
+{
+	static const char s[] =
+	    "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+	    "\"hi\"},{\"role\":\"assistant\",\"content\":[{\"type\":\"text\"}]}"
+	    "],\"stream_options\":{\"include_usage\":true},\"n\":2}";
+	int m;
+	size_t rl;
+	const char *raw;
+
+	cr_assert(json_parse_top(&j, s, sizeof s - 1, top_skip) == 0);
+	cr_assert(j.shallow);
+	cr_assert(j.ntok == 1 + 2 + 2 + 2 + 2 + 2);
+	m = json_get(&j, 0, "messages");
+	cr_assert(json_type(&j, m) == JSMN_ARRAY);
+	cr_assert(json_size(&j, m) == 0);
+	cr_assert(json_at(&j, m, 0) == -1);
+	raw = json_raw(&j, m, &rl);
+	cr_assert(rl > 2 && raw[0] == '[' && raw[rl - 1] == ']');
+	cr_assert(
+	    json_is_true(&j, json_path(&j, 0, "stream_options.include_usage")));
+	cr_assert(json_eq(&j, json_get(&j, 0, "model"), "m"));
+	cr_assert(json_get(&j, 0, "n") ==
+	          json_next(&j, json_get(&j, 0, "stream_options")) + 1);
+	/* the whole tree from the same text */
+	cr_assert(json_parse(&j, s, sizeof s - 1) == 0);
+	cr_assert(!j.shallow);
+	cr_assert(json_size(&j, json_get(&j, 0, "messages")) == 2);
+	TOP(s);
+}
+
+Test(json, top_looks_only_at_the_top_level)
+{
+	/* nested "messages" and scalar values of skipped keys are tokens */
+	cr_assert(json_parse_top(&j,
+	                         "{\"a\":{\"messages\":[1]},\"input\":\"x\"}",
+	                         34, top_skip) == 0);
+	cr_assert(!j.shallow);
+	cr_assert(json_size(&j, json_path(&j, 0, "a.messages")) == 1);
+	TOP("{\"a\":{\"messages\":[1,{\"b\":2}]},\"input\":\"x\"}");
+	TOP("[{\"messages\":[1]},{\"input\":{}}]");
+	TOP("\"messages\"");
+	TOP("{\"messages\":[],\"messages\":{},\"input\":[[[]]],\"z\":[1]}");
+	TOP("{\"mess\\u0061ges\":[1,2],\"input\":{\"k\":[true,null]}}");
+	TOP(" { \"input\" : [ 1 , [ 2 ] ] , \"x\" : { \"y\" : [ ] } } ");
+}
+
+Test(json, top_rejects_what_parse_rejects)
+{
+	static const char *const bad[] = {
+	    "{\"messages\":[\"a\\x\"]}",  "{\"messages\":[\"a\x01\"]}",
+	    "{\"messages\":[01]}",        "{\"messages\":[1,]}",
+	    "{\"messages\":[{\"a\" 1}]}", "{\"messages\":[{\"a\":1,}]}",
+	    "{\"messages\":[tru]}",       "{\"messages\":[1}",
+	    "{\"messages\":{\"a\":[}]}",  "{\"messages\":[\"\\ud83d\\u12\"]}",
+	    "{\"messages\":[]} x",        "{\"messages\":[[[[[",
+	    "{\"input\":{\"a\":1}}}",     "{\"input\":[1 2]}",
+	};
+	char deep[2000];
+	int n = 0;
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		cr_assert(
+		    json_parse_top(&j, bad[i], strlen(bad[i]), top_skip) == -1,
+		    "%s", bad[i]);
+		top_matches_full(bad[i], strlen(bad[i]));
+	}
+	/* the depth limit holds inside a skipped value */
+	n += snprintf(deep, sizeof deep, "{\"messages\":");
+	for (int i = 0; i < 600; i++)
+		deep[n++] = '[';
+	for (int i = 0; i < 600; i++)
+		deep[n++] = ']';
+	deep[n++] = '}';
+	cr_assert(json_parse_top(&j, deep, (size_t)n, top_skip) == -1);
+	top_matches_full(deep, (size_t)n);
+}
+
+/* A pseudo-random number. */
+static unsigned
+rnd(unsigned *seed)
+{
+	*seed = *seed * 1103515245 + 12345;
+	return *seed >> 16;
+}
+
+/* Append a random JSON value (depth levels at most) to b. */
+static void
+gen_value(struct buf *b, unsigned *seed, int depth)
+{
+	static const char *const keys[] = {"\"messages\"", "\"input\"", "\"k\"",
+	                                   "\"mess\\u0061ges\"", "\"\""};
+	static const char *const atoms[] = {
+	    "\"s\\n\\u00e9\\\"\"",         "1", "-2.5e3", "true", "null",
+	    "\"\xc3\xa9 plain text here\""};
+	unsigned r = rnd(seed), n = rnd(seed) % 4;
+
+	if (depth == 0 || r % 3 == 0) {
+		buf_adds(b, atoms[rnd(seed) % 6]);
+		return;
+	}
+	buf_addc(b, r % 3 == 1 ? '{' : '[');
+	for (unsigned i = 0; i < n; i++) {
+		if (i)
+			buf_adds(b, rnd(seed) % 4 ? "," : " , ");
+		if (r % 3 == 1) {
+			buf_adds(b, keys[rnd(seed) % 5]);
+			buf_addc(b, ':');
+		}
+		gen_value(b, seed, depth - 1);
+	}
+	buf_addc(b, r % 3 == 1 ? '}' : ']');
+}
+
+/* Random documents, a third of them broken by one byte: json_parse_top
+ * agrees with json_parse (tests/fuzz/fuzz_json_top.c does the same with
+ * libFuzzer). */
+Test(json, top_agrees_with_parse_on_random_documents)
+{
+	struct buf b = {0};
+	unsigned seed = 12345, r;
+	int valid = 0;
+
+	for (int round = 0; round < 20000; round++) {
+		buf_reset(&b);
+		buf_adds(&b, "{\"messages\":");
+		gen_value(&b, &seed, 4);
+		buf_adds(&b, ",\"input\":");
+		gen_value(&b, &seed, 3);
+		buf_adds(&b, ",\"k\":");
+		gen_value(&b, &seed, 3);
+		buf_addc(&b, '}');
+		if ((r = rnd(&seed)) % 3 == 0)
+			b.data[rnd(&seed) % b.len] = (char)(r >> 4);
+		valid += json_parse(&j, b.data, b.len) == 0;
+		top_matches_full(b.data, b.len);
+	}
+	cr_assert(valid > 10000 && valid < 19000, "%d valid", valid);
+	buf_free(&b);
 }

@@ -1364,3 +1364,161 @@ Test(providers, openai_responses_error_codes)
 	cr_assert(event_native(&prov_openai, FMT_RESPONSES, "keepalive",
 	                       "{\"type\":\"keepalive\"}") == 0);
 }
+
+/* ---- bodies that keep the client's bytes (prov_obj_put, spans) ---- */
+
+static const char *const bulk_keys[] = {"messages", "tools", NULL};
+
+/* A chat body with a content of n bytes between llmfd's fields, odd
+ * spacing around them; in text and req (read with json_parse_top). */
+static void
+big_body(size_t n)
+{
+	struct buf b = {0};
+
+	buf_adds(&b,
+	         "{ \"fallbacks\":[\"x\"], \"model\" : \"g\",\n \"messages\":"
+	         "[{\"role\":\"user\",\"content\":\"");
+	for (size_t i = 0; i < n; i++)
+		buf_addc(&b, "lorem ipsum "[i % 12]);
+	buf_adds(&b, "\"}], \"timeout\":30,\"temperature\":0.5 ,"
+	             "\"metadata\":{\"a\":1} }");
+	free(text);
+	text = strdup(buf_cstr(&b));
+	buf_free(&b);
+	cr_assert(json_parse_top(&req, text, strlen(text), bulk_keys) == 0);
+	cr_assert(req.shallow);
+}
+
+/* The body po holds, spans joined. */
+static const char *
+po_text(void)
+{
+	prov_flatten(&po);
+	return buf_cstr(&po.body);
+}
+
+/* What big_body(n) must become upstream: llmfd's fields gone, the model
+ * replaced, every other byte the client's; extra before the end. */
+static char *
+big_want(size_t n, const char *model, const char *extra)
+{
+	struct buf b = {0};
+	char *s;
+
+	if (model)
+		buf_printf(&b, "{ \"model\" : \"%s\",\n ", model);
+	else
+		buf_adds(&b, "{\n ");
+	buf_adds(&b, "\"messages\":[{\"role\":\"user\",\"content\":\"");
+	for (size_t i = 0; i < n; i++)
+		buf_addc(&b, "lorem ipsum "[i % 12]);
+	buf_printf(&b, "\"}],\"temperature\":0.5%s }", extra ? extra : "");
+	s = strdup(buf_cstr(&b));
+	buf_free(&b);
+	return s;
+}
+
+Test(providers, openai_body_refers_to_the_clients_bytes)
+{
+	char err[256] = "", *want;
+	struct prov_call pc;
+	int refs = 0;
+
+	snprintf(dc.model, sizeof dc.model, "m");
+	big_body(100000);
+	pc = call(EP_CHAT, 0);
+	pc.held = text;
+	pc.held_len = strlen(text);
+	cr_assert(prov_openai.top_only(&pc));
+	cr_assert(prov_openai.build(&pc, &po, err, sizeof err) == 0, "%s", err);
+	cr_assert(po.nspan >= 2);
+	for (int i = 0; i < po.nspan; i++)
+		if (po.span[i].ref) {
+			refs++;
+			cr_assert(po.span[i].ref >= text &&
+			          po.span[i].ref + po.span[i].len <=
+			              text + strlen(text));
+			cr_assert(po.span[i].len >= PROV_REF_MIN);
+		}
+	cr_assert(refs == 1, "%d spans by reference", refs);
+	cr_assert(po.body.len < 100, "%zu bytes copied", po.body.len);
+	want = big_want(100000, "m", NULL);
+	cr_assert(strcmp(po_text(), want) == 0);
+	free(want);
+}
+
+Test(providers, openai_body_is_the_same_copied)
+{
+	char err[256] = "", *want;
+	struct prov_call pc;
+
+	snprintf(dc.model, sizeof dc.model, "m");
+	big_body(5000);
+	pc = call(EP_CHAT, 0);
+	cr_assert(prov_openai.build(&pc, &po, err, sizeof err) == 0, "%s", err);
+	cr_assert(po.nspan == 0);
+	want = big_want(5000, "m", NULL);
+	cr_assert_str_eq(buf_cstr(&po.body), want);
+	free(want);
+}
+
+Test(providers, openai_body_params_and_azure_model)
+{
+	char err[256] = "", *want,
+	     params[] = "{\"temperature\":1,\"top_p\":0.9}";
+	struct prov_call pc;
+
+	snprintf(dc.model, sizeof dc.model, "m");
+	dc.params = params;
+	big_body(9000);
+	pc = call(EP_CHAT, 0);
+	pc.held = text;
+	pc.held_len = strlen(text);
+	cr_assert(prov_openai.build(&pc, &po, err, sizeof err) == 0, "%s", err);
+	want = big_want(9000, "m", ",\"top_p\":0.9");
+	cr_assert(strcmp(po_text(), want) == 0);
+	free(want);
+	/* Azure: model left out (the deployment is in the path) */
+	dc.params = NULL;
+	snprintf(dc.azure_deployment, sizeof dc.azure_deployment, "dep");
+	memset(&po.body, 0, sizeof po.body);
+	po.nspan = 0;
+	cr_assert(prov_azure.build(&pc, &po, err, sizeof err) == 0, "%s", err);
+	want = big_want(9000, NULL, NULL);
+	cr_assert(strcmp(po_text(), want) == 0, "%s", po.body.data);
+	free(want);
+}
+
+/* More long runs than spans: the rest is copied, the bytes the same. */
+Test(providers, obj_put_spans_run_out)
+{
+	struct prov_call pc = {.held = NULL};
+	struct buf b = {0}, w = {0};
+	const char *const drop[] = {"d", NULL};
+
+	buf_addc(&b, '{');
+	buf_addc(&w, '{');
+	for (int i = 0; i < 3 * PROV_MAX_SPANS; i++) {
+		buf_printf(&b, "%s\"k%d\":\"", i ? "," : "", i);
+		buf_printf(&w, "%s\"k%d\":\"", i ? "," : "", i);
+		for (int k = 0; k < PROV_REF_MIN; k++) {
+			buf_addc(&b, 'a');
+			buf_addc(&w, 'a');
+		}
+		buf_printf(&b, "\",\"d\":%d", i);
+		buf_addc(&w, '"');
+	}
+	buf_addc(&b, '}');
+	buf_addc(&w, '}');
+	cr_assert(json_parse(&req, b.data, b.len) == 0);
+	pc.held = b.data;
+	pc.held_len = b.len;
+	prov_obj_put(&pc, &req,
+	             &(struct prov_edit){"model", NULL, drop, NULL, 0}, &po);
+	cr_assert(po.nspan >= PROV_MAX_SPANS - 1 && po.nspan <= PROV_MAX_SPANS,
+	          "%d spans", po.nspan);
+	cr_assert_str_eq(po_text(), buf_cstr(&w));
+	buf_free(&b);
+	buf_free(&w);
+}

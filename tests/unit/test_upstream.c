@@ -137,3 +137,327 @@ Test(upstream, endless_headers)
 	cr_assert(eq(int, s.headers, 0));
 	buf_free(&t);
 }
+
+/* ---- requests over a loopback socket: bodies sent by reference ---- */
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <stdlib.h>
+
+#include "common/cfg.h"
+
+/* A loopback HTTP server that records each request and answers 200 "ok"
+ * once it is whole, or (early) as soon as the head is in. */
+struct srv {
+	struct event_base *base;
+	struct evconnlistener *lev;
+	struct bufferevent *bev;
+	int port, early, mute, answered, accepts;
+	struct buf got; /* the last request, head and body */
+};
+
+/* A client reply for the test's up_request. */
+struct cli {
+	int done, failed, status;
+	struct buf body;
+};
+
+static void
+cli_headers(void *arg, const struct up_resp *r)
+{
+	((struct cli *)arg)->status = r->status;
+}
+
+static void
+cli_data(void *arg, const char *p, size_t n)
+{
+	buf_add(&((struct cli *)arg)->body, p, n);
+}
+
+static void
+cli_done(void *arg)
+{
+	((struct cli *)arg)->done = 1;
+}
+
+static void
+cli_error(void *arg, const char *msg)
+{
+	(void)msg;
+	((struct cli *)arg)->failed = 1;
+}
+
+static const struct up_cbs cli_cbs = {cli_headers, cli_data, cli_done,
+                                      cli_error};
+
+/* Whether s->got holds a whole request (head and Content-Length body). */
+static int
+srv_whole(struct srv *s)
+{
+	const char *h = buf_cstr(&s->got), *end = strstr(h, "\r\n\r\n");
+	const char *cl = strstr(h, "Content-Length: ");
+
+	if (end == NULL || cl == NULL)
+		return 0;
+	if (s->early)
+		return 1;
+	return s->got.len >= (size_t)(end + 4 - h) + strtoul(cl + 16, NULL, 10);
+}
+
+static void
+srv_read(struct bufferevent *bev, void *arg)
+{
+	struct srv *s = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	size_t n = evbuffer_get_length(in);
+
+	if (s->answered && s->early)
+		return; /* reads nothing more */
+	buf_reserve(&s->got, n);
+	evbuffer_remove(in, s->got.data + s->got.len, n);
+	s->got.len += n;
+	if (s->mute || !srv_whole(s))
+		return;
+	s->answered++;
+	if (s->early)
+		bufferevent_disable(bev, EV_READ);
+	bufferevent_write(bev, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+	                  40);
+}
+
+static void
+srv_event(struct bufferevent *bev, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	bufferevent_free(bev);
+}
+
+static void
+srv_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+           int len, void *arg)
+{
+	struct srv *s = arg;
+
+	(void)l;
+	(void)sa;
+	(void)len;
+	s->accepts++;
+	s->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(s->bev, srv_read, NULL, srv_event, s);
+	bufferevent_enable(s->bev, EV_READ);
+}
+
+/* Listen on 127.0.0.1, a free port. */
+static void
+srv_start(struct srv *s, struct event_base *base)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	socklen_t sl = sizeof sin;
+
+	memset(s, 0, sizeof *s);
+	s->base = base;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	s->lev = evconnlistener_new_bind(
+	    base, srv_accept, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 16,
+	    (struct sockaddr *)&sin, sizeof sin);
+	cr_assert_not_null(s->lev);
+	getsockname(evconnlistener_get_fd(s->lev), (struct sockaddr *)&sin,
+	            &sl);
+	s->port = ntohs(sin.sin_port);
+}
+
+/* A body holder counting its releases. */
+struct test_hold {
+	struct up_hold h;
+	int released;
+};
+
+static void
+test_release(struct up_hold *h)
+{
+	((struct test_hold *)h)->released++;
+}
+
+/* Run base until c is done or failed, or turns run out. */
+static void
+run_until(struct event_base *base, struct cli *c, int turns)
+{
+	for (int i = 0; i < turns && !c->done && !c->failed; i++)
+		event_base_loop(base, EVLOOP_ONCE);
+}
+
+/* A pool for a deployment at 127.0.0.1:port. */
+static struct pool *
+test_pool(struct event_base *base, struct deploy_cfg *d, int port)
+{
+	char *cause = NULL;
+
+	memset(d, 0, sizeof *d);
+	snprintf(d->name, sizeof d->name, "t");
+	snprintf(d->host, sizeof d->host, "127.0.0.1");
+	d->port = (uint16_t)port;
+	return pool_new(base, NULL, d, &cause);
+}
+
+Test(upstream, body_parts_go_by_reference)
+{
+	static struct deploy_cfg d;
+	struct event_base *base = event_base_new();
+	struct test_hold th = {{1, test_release}, 0};
+	struct srv s;
+	struct cli c = {0};
+	struct buf want = {0};
+	char *big = malloc(300000);
+	struct pool *p;
+	struct up_part parts[3];
+	const char *body;
+	int idle, total;
+
+	memset(big, 'x', 300000);
+	srv_start(&s, base);
+	cr_assert_not_null(p = test_pool(base, &d, s.port));
+	parts[0] = (struct up_part){"{\"a\":\"", 6, 0};
+	parts[1] = (struct up_part){big, 300000, 1};
+	parts[2] = (struct up_part){"\"}", 2, 0};
+	for (int i = 0; i < 3; i++)
+		buf_add(&want, parts[i].p, parts[i].len);
+	for (int round = 0; round < 2; round++) {
+		memset(&c, 0, sizeof c);
+		buf_reset(&s.got);
+		cr_assert_not_null(up_request(p, "POST", "/x", 2, "A: b\r\n", 6,
+		                              parts, 3, &th.h, &cli_cbs, &c));
+		run_until(base, &c, 1000);
+		cr_assert(c.done && c.status == 200);
+		body = strstr(buf_cstr(&s.got), "\r\n\r\n") + 4;
+		cr_assert(strstr(buf_cstr(&s.got),
+		                 "Content-Length: 300008\r\n") != NULL);
+		cr_assert(strstr(buf_cstr(&s.got), "\r\nA: b\r\n") != NULL);
+		cr_assert(s.got.len - (size_t)(body - s.got.data) == want.len);
+		cr_assert(memcmp(body, want.data, want.len) == 0);
+		/* written and replied to: only the test holds the body */
+		cr_assert(th.h.refs == 1, "refs %d", th.h.refs);
+	}
+	pool_stats(p, &idle, &total);
+	cr_assert(idle == 1 && total == 1 && s.accepts == 1);
+	cr_assert(th.released == 0);
+	up_hold_unref(&th.h);
+	cr_assert(th.released == 1);
+	pool_free(p);
+	evconnlistener_free(s.lev);
+	event_base_free(base);
+	buf_free(&want);
+	buf_free(&s.got);
+	free(big);
+}
+
+/* A reply before the whole request was written (an early error): the rest
+ * must not precede the next request, so the connection is not kept, and
+ * the body is let go once the connection is gone. */
+Test(upstream, early_reply_connection_not_reused)
+{
+	static struct deploy_cfg d;
+	struct event_base *base = event_base_new();
+	struct test_hold th = {{1, test_release}, 0};
+	struct srv s;
+	struct cli c = {0};
+	size_t n = 64 << 20;
+	char *big = malloc(n);
+	struct pool *p;
+	struct up_part part;
+	int idle, total;
+
+	memset(big, 'x', n);
+	srv_start(&s, base);
+	s.early = 1;
+	cr_assert_not_null(p = test_pool(base, &d, s.port));
+	part = (struct up_part){big, n, 1};
+	cr_assert_not_null(up_request(p, "POST", "/x", 2, "", 0, &part, 1,
+	                              &th.h, &cli_cbs, &c));
+	run_until(base, &c, 1000);
+	cr_assert(c.done && c.status == 200);
+	pool_stats(p, &idle, &total);
+	cr_assert(idle == 0 && total == 0, "idle %d total %d", idle, total);
+	for (int i = 0; i < 10 && th.h.refs > 1; i++)
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	cr_assert(th.h.refs == 1, "refs %d", th.h.refs);
+	up_hold_unref(&th.h);
+	pool_free(p);
+	evconnlistener_free(s.lev);
+	event_base_free(base);
+	buf_free(&s.got);
+	free(big);
+}
+
+Test(upstream, abort_lets_go_of_the_body)
+{
+	static struct deploy_cfg d;
+	struct event_base *base = event_base_new();
+	struct test_hold th = {{1, test_release}, 0};
+	struct srv s;
+	struct cli c = {0};
+	size_t n = 16 << 20;
+	char *big = malloc(n);
+	struct pool *p;
+	struct upconn *uc;
+	struct up_part part;
+
+	memset(big, 'x', n);
+	srv_start(&s, base);
+	s.mute = 1;
+	cr_assert_not_null(p = test_pool(base, &d, s.port));
+	part = (struct up_part){big, n, 1};
+	cr_assert_not_null(uc = up_request(p, "POST", "/x", 2, "", 0, &part, 1,
+	                                   &th.h, &cli_cbs, &c));
+	for (int i = 0; i < 5; i++)
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	cr_assert(th.h.refs > 1);
+	up_abort(uc);
+	for (int i = 0; i < 10 && th.h.refs > 1; i++)
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	cr_assert(th.h.refs == 1, "refs %d", th.h.refs);
+	cr_assert(c.done == 0 && c.failed == 0);
+	up_hold_unref(&th.h);
+	cr_assert(th.released == 1);
+	pool_free(p);
+	evconnlistener_free(s.lev);
+	event_base_free(base);
+	buf_free(&s.got);
+	free(big);
+}
+
+/* An idle worker keeps a few idle connections per deployment. */
+Test(upstream, pool_trim_closes_idle_connections)
+{
+	static struct deploy_cfg d;
+	struct event_base *base = event_base_new();
+	struct srv s;
+	struct cli c[3];
+	struct pool *p;
+	struct up_part part = {"{}", 2, 0};
+	int idle, total, done = 0;
+
+	memset(c, 0, sizeof c);
+	srv_start(&s, base);
+	cr_assert_not_null(p = test_pool(base, &d, s.port));
+	for (int i = 0; i < 3; i++)
+		cr_assert_not_null(up_request(p, "POST", "/x", 2, "", 0, &part,
+		                              1, NULL, &cli_cbs, &c[i]));
+	for (int i = 0; i < 2000 && done < 3; i++) {
+		event_base_loop(base, EVLOOP_ONCE);
+		done = c[0].done + c[1].done + c[2].done;
+	}
+	pool_stats(p, &idle, &total);
+	cr_assert(done == 3 && idle == 3 && total == 3, "idle %d total %d",
+	          idle, total);
+	pool_trim(p, 1);
+	pool_stats(p, &idle, &total);
+	cr_assert(idle == 1 && total == 1, "idle %d total %d", idle, total);
+	pool_free(p);
+	evconnlistener_free(s.lev);
+	event_base_free(base);
+	buf_free(&s.got);
+}

@@ -12,6 +12,12 @@
 const char *const ingress_canon_drop_keys[] = {INGRESS_LLMFD_KEYS, "metadata",
                                                NULL};
 
+/* The bulk of a Chat / Embeddings body, which the engine need not
+ * tokenize unless a provider translates it. */
+static const char *const chat_bulk_keys[] = {"messages", "tools", "functions",
+                                             NULL};
+static const char *const embed_bulk_keys[] = {"input", NULL};
+
 /* Fill e with a 400 invalid_request_error. */
 static int
 chat_refuse(struct ingress_err *e, const char *code, const char *msg)
@@ -127,6 +133,7 @@ const struct ingress ingress_chat = {
     .endpoint = EP_CHAT,
     .fmt = FMT_CHAT,
     .drop_keys = ingress_canon_drop_keys,
+    .bulk_keys = chat_bulk_keys,
     .parse = chat_parse,
     .done = chat_done,
     .fail = chat_fail,
@@ -140,6 +147,7 @@ const struct ingress ingress_embeddings = {
     .endpoint = EP_EMBED,
     .fmt = FMT_CHAT,
     .drop_keys = ingress_canon_drop_keys,
+    .bulk_keys = embed_bulk_keys,
     .parse = embed_parse,
     .done = chat_done,
     .fail = chat_fail,

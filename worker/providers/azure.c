@@ -37,7 +37,7 @@ azure_build(const struct prov_call *pc, struct prov_out *o, char *err,
 		buf_printf(&o->headers, "api-key: %s\r\n", d->api_key);
 	buf_adds(&o->headers, "Content-Type: application/json\r\n");
 	prov_extra_headers(d, &o->headers);
-	prov_openai_body(pc, NULL, &o->body);
+	prov_openai_body(pc, NULL, o);
 	return (o->path.oom || o->headers.oom || o->body.oom) ? -1 : 0;
 }
 
@@ -91,6 +91,7 @@ azure_stream_event(const struct prov_call *pc, struct stream_state *st,
 const struct provider prov_azure = {
     .name = "azure",
     .formats = PROV_FMT(FMT_CHAT),
+    .top_only = prov_openai_top_only,
     .build = azure_build,
     .response = azure_response,
     .stream_event = azure_stream_event,

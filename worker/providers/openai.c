@@ -36,10 +36,12 @@ openai_build(const struct prov_call *pc, struct prov_out *o, char *err,
 	buf_adds(&o->headers, "Content-Type: application/json\r\n");
 	prov_extra_headers(d, &o->headers);
 	if (pc->native)
-		prov_copy_obj(pc->native, "model", prov_model(pc),
-		              pc->drop_keys, &o->body);
+		prov_obj_put(pc, pc->native,
+		             &(struct prov_edit){"model", prov_model(pc),
+		                                 pc->drop_keys, NULL, 0},
+		             o);
 	else
-		prov_openai_body(pc, prov_model(pc), &o->body);
+		prov_openai_body(pc, prov_model(pc), o);
 	return (o->path.oom || o->headers.oom || o->body.oom) ? -1 : 0;
 }
 
@@ -251,7 +253,7 @@ openai_stream_event(const struct prov_call *pc, struct stream_state *st,
                     struct buf *out, struct upstream_error *e)
 {
 	static struct json j;
-	int c, t;
+	int ch, d, c, t;
 
 	if (pc->native)
 		return prov_native_event(st, ev, elen, data, dlen,
@@ -262,17 +264,21 @@ openai_stream_event(const struct prov_call *pc, struct stream_state *st,
 	                    e) == -1)
 		return -1;
 	openai_usage(&j, 0, &st->usage, "prompt_tokens", "completion_tokens");
+	/* the first choice and its delta, each looked up once */
+	ch = json_get(&j, 0, "choices");
 	if (prov_ask_usage(pc) && json_get(&j, 0, "usage") >= 0 &&
-	    json_size(&j, json_get(&j, 0, "choices")) <= 0)
+	    json_size(&j, ch) <= 0)
 		return 0; /* usage we asked for, not the client */
-	c = json_path(&j, 0, "choices.0.delta.content");
+	ch = json_at(&j, ch, 0);
+	d = json_get(&j, ch, "delta");
+	c = json_get(&j, d, "content");
 	openai_text(st, &j, c);
-	if (json_path(&j, 0, "choices.0.delta.tool_calls") >= 0)
+	if (json_get(&j, d, "tool_calls") >= 0)
 		st->content_seen = st->tool_seen = 1;
-	t = json_path(&j, 0, "choices.0.finish_reason");
+	t = json_get(&j, ch, "finish_reason");
 	if (st->role_sent && !st->content_seen &&
-	    json_path(&j, 0, "choices.0.delta.role") >= 0 &&
-	    json_type(&j, c) != JSMN_STRING && (t < 0 || json_is_null(&j, t)))
+	    json_get(&j, d, "role") >= 0 && json_type(&j, c) != JSMN_STRING &&
+	    (t < 0 || json_is_null(&j, t)))
 		return 0; /* a continuation: the client has its role chunk */
 	if (st->role_sent && !st->content_seen &&
 	    json_type(&j, c) == JSMN_STRING && j.tok[c].end == j.tok[c].start &&
@@ -291,6 +297,7 @@ openai_stream_event(const struct prov_call *pc, struct stream_state *st,
 const struct provider prov_openai = {
     .name = "openai",
     .formats = PROV_FMT(FMT_CHAT) | PROV_FMT(FMT_RESPONSES),
+    .top_only = prov_openai_top_only,
     .build = openai_build,
     .response = openai_response,
     .stream_event = openai_stream_event,

@@ -64,57 +64,169 @@ prov_in(const struct json *j, int k, const char *const *drop)
 	return 0;
 }
 
-/* Append the text between two members, [p, end), with its comma (if any)
+/* Whether [p, p + len) lies in the text pc holds. */
+static int
+prov_held(const struct prov_call *pc, const char *p, size_t len)
+{
+	return pc && pc->held && p >= pc->held &&
+	       (size_t)(p - pc->held) + len <= pc->held_len;
+}
+
+/* Place the client text put so far: a long held run as a span (after one
+ * for the text written since the last span), anything else copied. */
+void
+prov_place(const struct prov_call *pc, struct prov_out *o)
+{
+	const char *p = o->run;
+	size_t n = o->runlen;
+
+	o->run = NULL;
+	o->runlen = 0;
+	if (n == 0)
+		return;
+	/* room for a copy span before it and the last one after it */
+	if (n < PROV_REF_MIN || !prov_held(pc, p, n) ||
+	    o->nspan + 3 > PROV_MAX_SPANS) {
+		buf_add(&o->body, p, n);
+		return;
+	}
+	if (o->body.len > o->placed)
+		o->span[o->nspan++] = (struct prov_span){
+		    NULL, o->placed, o->body.len - o->placed};
+	o->span[o->nspan++] = (struct prov_span){p, 0, n};
+	o->placed = o->body.len;
+}
+
+/* Append client text; see provider.h. */
+void
+prov_put(const struct prov_call *pc, struct prov_out *o, const char *p,
+         size_t len)
+{
+	if (o->run && o->run + o->runlen == p) {
+		o->runlen += len;
+		return;
+	}
+	prov_place(pc, o);
+	o->run = p;
+	o->runlen = len;
+}
+
+/* Finish a body built with prov_put. */
+void
+prov_put_end(const struct prov_call *pc, struct prov_out *o)
+{
+	prov_place(pc, o);
+	if (o->nspan > 0 && o->body.len > o->placed)
+		o->span[o->nspan++] = (struct prov_span){
+		    NULL, o->placed, o->body.len - o->placed};
+	o->placed = o->body.len;
+}
+
+/* Copy the spans into one body. */
+void
+prov_flatten(struct prov_out *o)
+{
+	struct buf b = {0};
+	const struct prov_span *sp;
+
+	if (o->nspan == 0)
+		return;
+	for (int i = 0; i < o->nspan; i++) {
+		sp = &o->span[i];
+		buf_add(&b, sp->ref ? sp->ref : o->body.data + sp->off,
+		        sp->len);
+	}
+	b.oom |= o->body.oom;
+	buf_free(&o->body);
+	o->body = b;
+	o->nspan = 0;
+	o->placed = b.len;
+}
+
+/* Put the text between two members, [p, end), with its comma (if any)
  * removed when first is set, or put in when missing and first is not. */
 static void
-prov_gap(struct buf *out, const char *p, const char *end, int first)
+prov_gap(const struct prov_call *pc, struct prov_out *o, const char *p,
+         const char *end, int first)
 {
 	const char *c = memchr(p, ',', (size_t)(end - p));
 
 	if (c && first) {
-		buf_add(out, p, (size_t)(c - p));
-		buf_add(out, c + 1, (size_t)(end - c - 1));
+		prov_put(pc, o, p, (size_t)(c - p));
+		prov_put(pc, o, c + 1, (size_t)(end - c - 1));
 		return;
 	}
-	if (!c && !first)
-		buf_addc(out, ',');
-	buf_add(out, p, (size_t)(end - p));
+	if (!c && !first) {
+		prov_place(pc, o);
+		buf_addc(&o->body, ',');
+	}
+	prov_put(pc, o, p, (size_t)(end - p));
+}
+
+/* Write the string val as a JSON string, after the text put so far. */
+static void
+prov_put_quoted(const struct prov_call *pc, struct prov_out *o, const char *val)
+{
+	prov_place(pc, o);
+	prov_quote(&o->body, val, strlen(val));
 }
 
 /* Copy an object member by member: each kept member goes out with the
  * text before it, so every byte but the replaced value is the client's. */
 void
-prov_copy_obj(const struct json *j, const char *key, const char *val,
-              const char *const *drop, struct buf *out)
+prov_obj_put(const struct prov_call *pc, const struct json *j,
+             const struct prov_edit *e, struct prov_out *o)
 {
 	const char *at = j->js + j->tok[0].start + 1, *kr, *vr;
 	size_t kl, vl;
 	int first = 1, seen = 0;
 
-	for (int k = 1; k < j->ntok; k = json_next(j, k + 1))
-		seen |= json_eq(j, k, key);
-	buf_addc(out, '{');
-	if (!seen && val) {
-		prov_quote(out, key, strlen(key));
-		buf_addc(out, ':');
-		prov_quote(out, val, strlen(val));
+	o->run = NULL;
+	o->runlen = 0;
+	if (o->nspan == 0) /* a first span covers what body holds */
+		o->placed = 0;
+	for (int k = 1; e->val && k < j->ntok; k = json_next(j, k + 1))
+		seen |= json_eq(j, k, e->key);
+	buf_addc(&o->body, '{');
+	if (!seen && e->val) {
+		prov_put_quoted(pc, o, e->key);
+		buf_addc(&o->body, ':');
+		prov_put_quoted(pc, o, e->val);
 		first = 0;
 	}
 	for (int k = 1; k < j->ntok; k = json_next(j, k + 1)) {
 		kr = json_raw(j, k, &kl);
 		vr = json_raw(j, k + 1, &vl);
-		if (!prov_in(j, k, drop)) {
-			prov_gap(out, at, kr, first);
-			buf_add(out, kr, (size_t)(vr - kr));
-			if (val && json_eq(j, k, key))
-				prov_quote(out, val, strlen(val));
+		if (!prov_in(j, k, e->drop)) {
+			prov_gap(pc, o, at, kr, first);
+			prov_put(pc, o, kr, (size_t)(vr - kr));
+			if (e->val && json_eq(j, k, e->key))
+				prov_put_quoted(pc, o, e->val);
 			else
-				buf_add(out, vr, vl);
+				prov_put(pc, o, vr, vl);
 			first = 0;
 		}
 		at = vr + vl;
 	}
-	buf_add(out, at, (size_t)(j->js + j->tok[0].end - at));
+	if (e->extra && e->elen) {
+		prov_place(pc, o);
+		if (!first)
+			buf_addc(&o->body, ',');
+		buf_add(&o->body, e->extra, e->elen);
+	}
+	prov_put(pc, o, at, (size_t)(j->js + j->tok[0].end - at));
+	prov_put_end(pc, o);
+}
+
+/* The client's object with key's value replaced and drop left out. */
+void
+prov_copy_obj(const struct json *j, const char *key, const char *val,
+              const char *const *drop, struct buf *out)
+{
+	struct prov_out o = {.body = *out};
+
+	prov_obj_put(NULL, j, &(struct prov_edit){key, val, drop, NULL, 0}, &o);
+	*out = o.body;
 }
 
 /* Forward the client's header lines that start with prefix. */
@@ -311,11 +423,13 @@ prov_params(const struct prov_call *pc, struct jw *jw)
 	}
 }
 
-/* The client's body, re-emitted for an OpenAI-shaped upstream: llmfd's
- * fields dropped, `model` replaced (unless model is NULL: Azure), params
- * merged, system_prompt_append applied. Values are copied raw. */
-void
-prov_openai_body(const struct prov_call *pc, const char *model, struct buf *out)
+/* The client's body, re-emitted for an OpenAI-shaped upstream, when its
+ * messages change (system_prompt_append, a continuation): llmfd's fields
+ * dropped, `model` replaced (unless model is NULL: Azure), params merged.
+ * Values are copied raw. */
+static void
+prov_openai_rebuild(const struct prov_call *pc, const char *model,
+                    struct buf *out)
 {
 	const struct json *j = pc->req;
 	struct jw jw;
@@ -355,6 +469,55 @@ prov_openai_body(const struct prov_call *pc, const char *model, struct buf *out)
 		PROV_RAW(&jw, "{\"include_usage\":true}");
 	}
 	jw_obj_end(&jw);
+}
+
+/* Whether the body needs no more than the top level of the request. */
+int
+prov_openai_top_only(const struct prov_call *pc)
+{
+	return pc->native == NULL && pc->d->system_prompt_append == NULL &&
+	       pc->resume_text == NULL;
+}
+
+/* The client's body for an OpenAI-shaped upstream; see provider.h. Unless
+ * its messages change, every byte but `model`'s value is the client's
+ * (llmfd's fields left out, params appended), by reference where it can
+ * be. */
+void
+prov_openai_body(const struct prov_call *pc, const char *model,
+                 struct prov_out *o)
+{
+	const char *drop[16];
+	struct buf params = {0};
+	struct jw jw;
+	int n = 0;
+
+	if (!prov_openai_top_only(pc)) {
+		prov_openai_rebuild(pc, model, &o->body);
+		return;
+	}
+	for (; pc->drop_keys && pc->drop_keys[n] && n < 13; n++)
+		drop[n] = pc->drop_keys[n];
+	if (model == NULL)
+		drop[n++] = "model";
+	if (prov_ask_usage(pc)) /* replaced by one that asks for usage */
+		drop[n++] = "stream_options";
+	drop[n] = NULL;
+	jw_init(&jw, &params);
+	jw_obj(&jw);
+	prov_params(pc, &jw);
+	if (prov_ask_usage(pc)) {
+		jw_key(&jw, "stream_options");
+		PROV_RAW(&jw, "{\"include_usage\":true}");
+	}
+	jw_obj_end(&jw);
+	prov_obj_put(
+	    pc, pc->req,
+	    &(struct prov_edit){"model", model, drop,
+	                        params.len > 2 ? params.data + 1 : NULL,
+	                        params.len > 2 ? params.len - 2 : 0},
+	    o);
+	buf_free(&params);
 }
 
 /* Whether a chat stream must ask the upstream for usage the client did
