@@ -11,9 +11,9 @@
  * (OpenAI alone takes those). responses/reply_X.json (a chat.completion):
  * the Response (OUTDIR/response__X.json), for request_X.json if present,
  * else request_text.json. responses/stream_X.sse: the event stream
- * (OUTDIR/events__X.sse). Any other PROVIDER/stream_X.out (canonical chunks
- * an adapter made) and PROVIDER/resp_X.out.json (a chat.completion) are
- * encoded too, for responses/request_tools.json. */
+ * (OUTDIR/events__X.sse). A translating adapter's golden outputs,
+ * ADAPTER/stream_X.out (canonical chunks) and ADAPTER/resp_X.out.json (a
+ * chat.completion), are encoded too, for responses/request_tools.json. */
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>

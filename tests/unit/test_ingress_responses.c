@@ -745,13 +745,13 @@ check_events(const char *s)
 Test(responses, stream_text)
 {
 	stream_golden("text");
-	check_events(out.data);
+	check_events(buf_cstr(&out));
 }
 
 Test(responses, stream_tool_calls_split_across_deltas)
 {
 	stream_golden("tools");
-	check_events(out.data);
+	check_events(buf_cstr(&out));
 }
 
 Test(responses, stream_reasoning_summary)
@@ -762,7 +762,7 @@ Test(responses, stream_reasoning_summary)
 Test(responses, stream_length_is_incomplete)
 {
 	stream_golden("length");
-	cr_assert(strstr(out.data, "event: response.completed") == NULL);
+	cr_assert(strstr(buf_cstr(&out), "event: response.completed") == NULL);
 }
 
 Test(responses, stream_refusal_part)
@@ -773,7 +773,7 @@ Test(responses, stream_refusal_part)
 Test(responses, stream_failed_rate_limit)
 {
 	stream_golden("fail");
-	cr_assert(strstr(out.data, "event: response.completed") == NULL);
+	cr_assert(strstr(buf_cstr(&out), "event: response.completed") == NULL);
 }
 
 Test(responses, stream_failed_context_window)
@@ -790,7 +790,7 @@ Test(responses, stream_from_anthropic_chunks)
 	stream_run(sse, "responses/request_tools.json");
 	free(sse);
 	expect_stream("responses/stream_from_anthropic.out", buf_cstr(&out));
-	cr_assert(check_events(out.data) > 10);
+	cr_assert(check_events(buf_cstr(&out)) > 10);
 }
 
 /* Feed one inline chunk; returns rc. */
@@ -863,9 +863,9 @@ Test(responses, stream_done_without_chunks)
 	resp_stream_init(&rs, &req);
 	resp_stream_done(&rs, &out);
 	cr_assert(check_events(buf_cstr(&out)) == 3);
-	cr_assert(strstr(out.data, "event: response.created\n"));
-	cr_assert(strstr(out.data, "\"model\":\"grp\""));
-	cr_assert(strstr(out.data, "event: response.completed\n"));
+	cr_assert(strstr(buf_cstr(&out), "event: response.created\n"));
+	cr_assert(strstr(buf_cstr(&out), "\"model\":\"grp\""));
+	cr_assert(strstr(buf_cstr(&out), "event: response.completed\n"));
 }
 
 Test(responses, stream_terminal_once)
@@ -913,8 +913,8 @@ Test(responses, stream_fail_codes)
 		snprintf(want, sizeof want,
 		         "\"error\":{\"code\":\"%s\",\"message\":\"boom\"}",
 		         cases[i].want);
-		cr_assert(strstr(out.data, want), "case %zu: %s", i, out.data);
-		cr_assert(strstr(out.data, "event: response.failed\n"));
+		cr_assert(strstr(buf_cstr(&out), want), "case %zu: %s", i, out.data);
+		cr_assert(strstr(buf_cstr(&out), "event: response.failed\n"));
 	}
 }
 
@@ -928,4 +928,37 @@ Test(responses, stream_ids_unique_per_response)
 	cr_assert(strncmp(rs.id, "resp_", 5) == 0);
 	cr_assert(strcmp(rs.id, other.id) != 0);
 	resp_stream_free(&other);
+}
+
+/* A pretty-printed request (newlines between tokens) is echoed on one
+ * line: each event stays one data line. */
+Test(responses, stream_echo_of_multiline_request)
+{
+	load_req("responses/request_allowed.json");
+	cr_assert(strchr(text, '\n') != NULL);
+	resp_stream_init(&rs, &req);
+	resp_stream_done(&rs, &out);
+	cr_assert(check_events(buf_cstr(&out)) == 3);
+	cr_assert(strstr(buf_cstr(&out), "\"text\":{\"format\":{\"type\":"
+	                           "\"json_schema\",\"name\":\"plan\""));
+}
+
+/* Echo copes with request fields of unexpected types (found by the
+ * fuzzer: tools as an object). */
+Test(responses, reply_echo_of_odd_request)
+{
+	static const char chat[] =
+	    "{\"choices\":[{\"message\":{\"content\":\"a\"},"
+	    "\"finish_reason\":\"stop\"}]}";
+	struct json r = {0};
+
+	load_inline("{\"model\":5,\"tools\":{\"a\":[1]},\"text\":[],"
+	            "\"metadata\":\"x\",\"tool_choice\":{\"type\":\"f\"},"
+	            "\"temperature\":\"hot\"}");
+	cr_assert(resp_reply(&req, chat, sizeof chat - 1, &out) == 0);
+	cr_assert(json_parse(&r, out.data, out.len) == 0, "%s", out.data);
+	cr_assert(json_size(&r, json_get(&r, 0, "tools")) == 0);
+	cr_assert(json_eq(&r, json_get(&r, 0, "model"), ""));
+	cr_assert(json_type(&r, json_get(&r, 0, "metadata")) == JSMN_OBJECT);
+	json_free(&r);
 }

@@ -1,38 +1,37 @@
 /* Anthropic Messages ingress: Messages requests into canonical Chat
  * Completions bodies, canonical replies and chunks back into Messages
- * replies and events (INGRESS.md §1, §3). */
+ * replies and events (INGRESS.md §1, §3). The canonical side is read and
+ * written with canon.c, shared with responses.c. */
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
-#include "worker/ingress.h"
+#include "worker/ingress/canon.h"
 #include "worker/ingress/messages.h"
+#include "worker/provider.h"
 
-#define MSGS_RAW(jw, lit) jw_raw((jw), (lit), sizeof(lit) - 1)
-
-/* Translation state for one request. */
-struct msgs_ctx {
-	const struct json *j;
-	char *err;
-	size_t errsz;
-	int ntools; /* function tools written */
-};
-
-static int msgs_parts(struct msgs_ctx *, struct jw *, int blocks,
+static int msgs_parts(struct canon_rq *, struct jw *, int blocks,
                       const char *where, int *nparts);
 
-/* Record a client-facing reason; always -1. */
-static int __attribute__((format(printf, 2, 3)))
-msgs_fail(struct msgs_ctx *x, const char *fmt, ...)
+/* Refuse field key in pydantic's words (Anthropic's); -1. */
+static int
+msgs_bad(struct canon_rq *rq, const char *key, enum canon_want want)
 {
-	va_list ap;
+	static const char *const type[] = {
+	    [CANON_NUMBER] = "number", [CANON_INTEGER] = "integer",
+	    [CANON_BOOL] = "boolean",  [CANON_STRING] = "string",
+	    [CANON_LIST] = "list",     [CANON_DICT] = "dictionary"};
 
-	va_start(ap, fmt);
-	vsnprintf(x->err, x->errsz, fmt, ap);
-	va_end(ap);
-	return -1;
+	if (want == CANON_REQUIRED)
+		return canon_fail(rq, NULL, "%s: Field required", key);
+	if (want == CANON_MIN1)
+		return canon_fail(
+		    rq, NULL, "%s: Input should be greater than or equal to 1",
+		    key);
+	return canon_fail(rq, NULL, "%s: Input should be a valid %s", key,
+	                  type[want]);
 }
 
 /* snprintf for location strings and ids, where truncation is harmless. */
@@ -44,35 +43,6 @@ msgs_fmt(char *out, size_t outsz, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(out, outsz, fmt, ap);
 	va_end(ap);
-}
-
-/* Write token t's JSON text as it stands. */
-static void
-msgs_raw(struct jw *jw, const struct json *j, int t)
-{
-	const char *raw;
-	size_t rl;
-
-	if ((raw = json_raw(j, t, &rl)) != NULL)
-		jw_raw(jw, raw, rl);
-	else
-		jw_null(jw);
-}
-
-/* Whether token t is a string. */
-static int
-msgs_is_str(const struct json *j, int t)
-{
-	return json_type(j, t) == JSMN_STRING;
-}
-
-/* Whether key is present with a non-null value. */
-static int
-msgs_has(const struct json *j, int obj, const char *key)
-{
-	int t = json_get(j, obj, key);
-
-	return t >= 0 && !json_is_null(j, t);
 }
 
 /* ---- system ---- */
@@ -98,28 +68,29 @@ msgs_strip_billing(struct buf *s)
 
 /* The system text (string, or text blocks joined by blank lines) into s. */
 static int
-msgs_system_text(struct msgs_ctx *x, int sys, struct buf *s)
+msgs_system_text(struct canon_rq *x, int sys, struct buf *s)
 {
 	const struct json *j = x->j;
 	int n, b, t;
 
-	if (msgs_is_str(j, sys)) {
+	if (canon_is_str(j, sys)) {
 		json_str_buf(j, sys, s);
 		return 0;
 	}
 	if (json_type(j, sys) != JSMN_ARRAY)
-		return msgs_fail(x, "system: Input should be a valid string "
-		                    "or list of text blocks");
+		return canon_fail(x, NULL,
+		                  "system: Input should be a valid string "
+		                  "or list of text blocks");
 	n = json_size(j, sys);
 	for (int i = 0; i < n; i++) {
 		b = json_at(j, sys, i);
 		t = json_get(j, b, "text");
 		if (!json_eq(j, json_get(j, b, "type"), "text") ||
-		    !msgs_is_str(j, t))
-			return msgs_fail(x,
-			                 "system.%d: Input should be a "
-			                 "text block",
-			                 i);
+		    !canon_is_str(j, t))
+			return canon_fail(x, NULL,
+			                  "system.%d: Input should be a "
+			                  "text block",
+			                  i);
 		if (s->len)
 			buf_adds(s, "\n\n");
 		json_str_buf(j, t, s);
@@ -129,7 +100,7 @@ msgs_system_text(struct msgs_ctx *x, int sys, struct buf *s)
 
 /* Write the system message, if the request has system text. */
 static int
-msgs_system(struct msgs_ctx *x, struct jw *jw)
+msgs_system(struct canon_rq *x, struct jw *jw)
 {
 	const struct json *j = x->j;
 	int sys = json_get(j, 0, "system");
@@ -143,10 +114,7 @@ msgs_system(struct msgs_ctx *x, struct jw *jw)
 	}
 	msgs_strip_billing(&s);
 	if (s.len) {
-		jw_obj(jw);
-		jw_key(jw, "role");
-		jw_cstr(jw, "system");
-		jw_key(jw, "content");
+		canon_open_msg(jw, "system");
 		jw_str(jw, s.data, s.len);
 		jw_obj_end(jw);
 	}
@@ -156,25 +124,13 @@ msgs_system(struct msgs_ctx *x, struct jw *jw)
 
 /* ---- user content parts ---- */
 
-/* Write {"type":"text","text":<string token t>}. */
-static void
-msgs_text_part(struct jw *jw, const struct json *j, int t)
-{
-	jw_obj(jw);
-	jw_key(jw, "type");
-	jw_cstr(jw, "text");
-	jw_key(jw, "text");
-	msgs_raw(jw, j, t);
-	jw_obj_end(jw);
-}
-
 /* Append "data:MEDIA;base64,DATA" from a base64 source to u; 0 or -1. */
 static int
 msgs_data_url(const struct json *j, int src, struct buf *u)
 {
 	int mt = json_get(j, src, "media_type"), d = json_get(j, src, "data");
 
-	if (!msgs_is_str(j, mt) || !msgs_is_str(j, d))
+	if (!canon_is_str(j, mt) || !canon_is_str(j, d))
 		return -1;
 	buf_adds(u, "data:");
 	json_str_buf(j, mt, u);
@@ -185,7 +141,7 @@ msgs_data_url(const struct json *j, int src, struct buf *u)
 
 /* Write an image block as an image_url part. */
 static int
-msgs_image(struct msgs_ctx *x, struct jw *jw, int b, const char *where)
+msgs_image(struct canon_rq *x, struct jw *jw, int b, const char *where)
 {
 	const struct json *j = x->j;
 	int src = json_get(j, b, "source"), ty = json_get(j, src, "type");
@@ -194,24 +150,20 @@ msgs_image(struct msgs_ctx *x, struct jw *jw, int b, const char *where)
 	if (json_eq(j, ty, "base64")) {
 		if (msgs_data_url(j, src, &u) == -1) {
 			buf_free(&u);
-			return msgs_fail(x,
-			                 "%s.source: base64 image needs "
-			                 "media_type and data",
-			                 where);
+			return canon_fail(x, NULL,
+			                  "%s.source: base64 image needs "
+			                  "media_type and data",
+			                  where);
 		}
 	} else if (json_eq(j, ty, "url") &&
-	           msgs_is_str(j, json_get(j, src, "url"))) {
+	           canon_is_str(j, json_get(j, src, "url"))) {
 		json_str_buf(j, json_get(j, src, "url"), &u);
 	} else
-		return msgs_fail(x,
-		                 "%s.source.type: image source must be "
-		                 "'base64' or 'url'",
-		                 where);
-	jw_obj(jw);
-	jw_key(jw, "type");
-	jw_cstr(jw, "image_url");
-	jw_key(jw, "image_url");
-	jw_obj(jw);
+		return canon_fail(x, NULL,
+		                  "%s.source.type: image source must be "
+		                  "'base64' or 'url'",
+		                  where);
+	canon_open_typed(jw, "image_url", 1);
 	jw_key(jw, "url");
 	jw_str(jw, u.data ? u.data : "", u.len);
 	jw_obj_end(jw);
@@ -222,7 +174,7 @@ msgs_image(struct msgs_ctx *x, struct jw *jw, int b, const char *where)
 
 /* Write a base64 PDF document as an OpenAI file part. */
 static int
-msgs_pdf(struct msgs_ctx *x, struct jw *jw, int b, int src, const char *where)
+msgs_pdf(struct canon_rq *x, struct jw *jw, int b, int src, const char *where)
 {
 	const struct json *j = x->j;
 	int title = json_get(j, b, "title");
@@ -231,19 +183,15 @@ msgs_pdf(struct msgs_ctx *x, struct jw *jw, int b, int src, const char *where)
 	if (!json_eq(j, json_get(j, src, "media_type"), "application/pdf") ||
 	    msgs_data_url(j, src, &u) == -1) {
 		buf_free(&u);
-		return msgs_fail(x,
-		                 "%s.source: base64 documents must be "
-		                 "application/pdf with data",
-		                 where);
+		return canon_fail(x, NULL,
+		                  "%s.source: base64 documents must be "
+		                  "application/pdf with data",
+		                  where);
 	}
-	jw_obj(jw);
-	jw_key(jw, "type");
-	jw_cstr(jw, "file");
-	jw_key(jw, "file");
-	jw_obj(jw);
+	canon_open_typed(jw, "file", 1);
 	jw_key(jw, "filename");
-	if (msgs_is_str(j, title))
-		msgs_raw(jw, j, title);
+	if (canon_is_str(j, title))
+		prov_raw(jw, j, title);
 	else
 		jw_cstr(jw, "document.pdf");
 	jw_key(jw, "file_data");
@@ -260,15 +208,12 @@ msgs_doc_text(struct jw *jw, const struct json *j, int b, int data)
 {
 	struct buf t = {0};
 
-	if (msgs_is_str(j, json_get(j, b, "title"))) {
+	if (canon_is_str(j, json_get(j, b, "title"))) {
 		json_str_buf(j, json_get(j, b, "title"), &t);
 		buf_adds(&t, "\n\n");
 	}
 	json_str_buf(j, data, &t);
-	jw_obj(jw);
-	jw_key(jw, "type");
-	jw_cstr(jw, "text");
-	jw_key(jw, "text");
+	canon_open_typed(jw, "text", 0);
 	jw_str(jw, t.data ? t.data : "", t.len);
 	jw_obj_end(jw);
 	buf_free(&t);
@@ -276,7 +221,7 @@ msgs_doc_text(struct jw *jw, const struct json *j, int b, int data)
 
 /* Write a document block; *nparts grows by the parts written. */
 static int
-msgs_document(struct msgs_ctx *x, struct jw *jw, int b, const char *where,
+msgs_document(struct canon_rq *x, struct jw *jw, int b, const char *where,
               int *nparts)
 {
 	const struct json *j = x->j;
@@ -288,12 +233,12 @@ msgs_document(struct msgs_ctx *x, struct jw *jw, int b, const char *where,
 		(*nparts)++;
 		return msgs_pdf(x, jw, b, src, where);
 	}
-	if (json_eq(j, ty, "text") && msgs_is_str(j, d)) {
+	if (json_eq(j, ty, "text") && canon_is_str(j, d)) {
 		(*nparts)++;
 		msgs_doc_text(jw, j, b, d);
 		return 0;
 	}
-	if (json_eq(j, ty, "content") && msgs_is_str(j, c)) {
+	if (json_eq(j, ty, "content") && canon_is_str(j, c)) {
 		(*nparts)++;
 		msgs_doc_text(jw, j, b, c);
 		return 0;
@@ -303,32 +248,32 @@ msgs_document(struct msgs_ctx *x, struct jw *jw, int b, const char *where,
 		return msgs_parts(x, jw, c, w, nparts);
 	}
 	if (json_eq(j, ty, "url"))
-		return msgs_fail(x,
-		                 "%s.source: document url sources are not "
-		                 "supported (llmfd does not fetch URLs)",
-		                 where);
-	return msgs_fail(x,
-	                 "%s.source.type: document source must be "
-	                 "'base64', 'text' or 'content'",
-	                 where);
+		return canon_fail(x, NULL,
+		                  "%s.source: document url sources are not "
+		                  "supported (llmfd does not fetch URLs)",
+		                  where);
+	return canon_fail(x, NULL,
+	                  "%s.source.type: document source must be "
+	                  "'base64', 'text' or 'content'",
+	                  where);
 }
 
 /* Write search_result content (its text blocks) as text parts. */
 static int
-msgs_search_result(struct msgs_ctx *x, struct jw *jw, int b, const char *where,
+msgs_search_result(struct canon_rq *x, struct jw *jw, int b, const char *where,
                    int *nparts)
 {
 	const struct json *j = x->j;
 	int c = json_get(j, b, "content"), n = json_size(j, c), t;
 
 	if (json_type(j, c) != JSMN_ARRAY)
-		return msgs_fail(x, "%s.content: Input should be a valid list",
-		                 where);
+		return canon_fail(
+		    x, NULL, "%s.content: Input should be a valid list", where);
 	for (int i = 0; i < n; i++) {
 		t = json_get(j, json_at(j, c, i), "text");
-		if (!msgs_is_str(j, t))
+		if (!canon_is_str(j, t))
 			continue;
-		msgs_text_part(jw, j, t);
+		canon_text_part(jw, j, t);
 		(*nparts)++;
 	}
 	return 0;
@@ -336,21 +281,22 @@ msgs_search_result(struct msgs_ctx *x, struct jw *jw, int b, const char *where,
 
 /* Write one user block (not a tool_result) as parts. */
 static int
-msgs_part(struct msgs_ctx *x, struct jw *jw, int b, const char *where,
+msgs_part(struct canon_rq *x, struct jw *jw, int b, const char *where,
           int *nparts)
 {
 	const struct json *j = x->j;
 	int ty = json_get(j, b, "type"), t;
 
-	if (json_type(j, b) != JSMN_OBJECT || !msgs_is_str(j, ty))
-		return msgs_fail(x,
-		                 "%s: Input should be a content block with "
-		                 "a type",
-		                 where);
+	if (json_type(j, b) != JSMN_OBJECT || !canon_is_str(j, ty))
+		return canon_fail(x, NULL,
+		                  "%s: Input should be a content block with "
+		                  "a type",
+		                  where);
 	if (json_eq(j, ty, "text")) {
-		if (!msgs_is_str(j, t = json_get(j, b, "text")))
-			return msgs_fail(x, "%s.text: Field required", where);
-		msgs_text_part(jw, j, t);
+		if (!canon_is_str(j, t = json_get(j, b, "text")))
+			return canon_fail(x, NULL, "%s.text: Field required",
+			                  where);
+		canon_text_part(jw, j, t);
 		(*nparts)++;
 		return 0;
 	}
@@ -364,19 +310,19 @@ msgs_part(struct msgs_ctx *x, struct jw *jw, int b, const char *where,
 		return msgs_search_result(x, jw, b, where, nparts);
 	if (json_eq(j, ty, "tool_use") || json_eq(j, ty, "thinking") ||
 	    json_eq(j, ty, "redacted_thinking"))
-		return msgs_fail(x,
-		                 "%s: %.*s blocks are only allowed in "
-		                 "assistant turns",
-		                 where, j->tok[ty].end - j->tok[ty].start,
-		                 j->js + j->tok[ty].start);
-	return msgs_fail(x, "%s.type: unsupported content block type '%.*s'",
-	                 where, j->tok[ty].end - j->tok[ty].start,
-	                 j->js + j->tok[ty].start);
+		return canon_fail(x, NULL,
+		                  "%s: %.*s blocks are only allowed in "
+		                  "assistant turns",
+		                  where, j->tok[ty].end - j->tok[ty].start,
+		                  j->js + j->tok[ty].start);
+	return canon_fail(
+	    x, NULL, "%s.type: unsupported content block type '%.*s'", where,
+	    j->tok[ty].end - j->tok[ty].start, j->js + j->tok[ty].start);
 }
 
 /* Write the non-tool_result blocks of array blocks as parts. */
 static int
-msgs_parts(struct msgs_ctx *x, struct jw *jw, int blocks, const char *where,
+msgs_parts(struct canon_rq *x, struct jw *jw, int blocks, const char *where,
            int *nparts)
 {
 	const struct json *j = x->j;
@@ -398,7 +344,7 @@ msgs_parts(struct msgs_ctx *x, struct jw *jw, int blocks, const char *where,
 
 /* Append the text of a tool_result's content to t (images dropped). */
 static int
-msgs_result_text(struct msgs_ctx *x, int c, struct buf *t, const char *where)
+msgs_result_text(struct canon_rq *x, int c, struct buf *t, const char *where)
 {
 	const struct json *j = x->j;
 	int n, b, s, any = 0;
@@ -406,23 +352,23 @@ msgs_result_text(struct msgs_ctx *x, int c, struct buf *t, const char *where)
 
 	if (c < 0 || json_is_null(j, c))
 		return 0;
-	if (msgs_is_str(j, c)) {
+	if (canon_is_str(j, c)) {
 		json_str_buf(j, c, t);
 		return 0;
 	}
 	if (json_type(j, c) != JSMN_ARRAY)
-		return msgs_fail(x,
-		                 "%s.content: Input should be a valid "
-		                 "string or list of content blocks",
-		                 where);
+		return canon_fail(x, NULL,
+		                  "%s.content: Input should be a valid "
+		                  "string or list of content blocks",
+		                  where);
 	n = json_size(j, c);
 	for (int i = 0; i < n; i++) {
 		b = json_at(j, c, i);
 		s = json_get(j, b, "text");
-		if (!msgs_is_str(j, s) &&
+		if (!canon_is_str(j, s) &&
 		    json_eq(j, json_get(j, b, "type"), "document"))
 			s = json_path(j, b, "source.data");
-		if (!msgs_is_str(j, s) ||
+		if (!canon_is_str(j, s) ||
 		    json_eq(j, json_path(j, b, "source.type"), "base64"))
 			continue;
 		if (any++ && t->len > start)
@@ -434,26 +380,22 @@ msgs_result_text(struct msgs_ctx *x, int c, struct buf *t, const char *where)
 
 /* Write a tool_result block as a role:"tool" message. */
 static int
-msgs_tool_result(struct msgs_ctx *x, struct jw *jw, int b, const char *where)
+msgs_tool_result(struct canon_rq *x, struct jw *jw, int b, const char *where)
 {
 	const struct json *j = x->j;
 	int id = json_get(j, b, "tool_use_id");
 	struct buf t = {0};
 
-	if (!msgs_is_str(j, id))
-		return msgs_fail(x, "%s.tool_use_id: Field required", where);
+	if (!canon_is_str(j, id))
+		return canon_fail(x, NULL, "%s.tool_use_id: Field required",
+		                  where);
 	if (json_is_true(j, json_get(j, b, "is_error")))
 		buf_adds(&t, "Error: ");
 	if (msgs_result_text(x, json_get(j, b, "content"), &t, where) == -1) {
 		buf_free(&t);
 		return -1;
 	}
-	jw_obj(jw);
-	jw_key(jw, "role");
-	jw_cstr(jw, "tool");
-	jw_key(jw, "tool_call_id");
-	msgs_raw(jw, j, id);
-	jw_key(jw, "content");
+	canon_open_tool_msg(jw, j, id);
 	jw_str(jw, t.data ? t.data : "", t.len);
 	jw_obj_end(jw);
 	buf_free(&t);
@@ -484,7 +426,7 @@ msgs_only_text(const struct json *j, int c)
  * so they follow the assistant's tool calls as Chat requires), then one
  * user message with the other blocks (a string for a single text). */
 static int
-msgs_user(struct msgs_ctx *x, struct jw *jw, int c, const char *where)
+msgs_user(struct canon_rq *x, struct jw *jw, int c, const char *where)
 {
 	const struct json *j = x->j;
 	int n = json_size(j, c), b, np = 0, nres = 0;
@@ -509,12 +451,9 @@ msgs_user(struct msgs_ctx *x, struct jw *jw, int c, const char *where)
 	}
 	jw_arr_end(&pw);
 	if (np > 0 || nres == 0) {
-		jw_obj(jw);
-		jw_key(jw, "role");
-		jw_cstr(jw, "user");
-		jw_key(jw, "content");
+		canon_open_msg(jw, "user");
 		if (np == 1 && (b = msgs_only_text(j, c)) >= 0)
-			msgs_raw(jw, j, b);
+			prov_raw(jw, j, b);
 		else if (np == 0)
 			jw_cstr(jw, "");
 		else
@@ -527,36 +466,22 @@ msgs_user(struct msgs_ctx *x, struct jw *jw, int c, const char *where)
 
 /* Write a tool_use block as a tool call (arguments = serialized input). */
 static int
-msgs_tool_use(struct msgs_ctx *x, struct jw *jw, int b, const char *where)
+msgs_tool_use(struct canon_rq *x, struct jw *jw, int b, const char *where)
 {
 	const struct json *j = x->j;
 	int id = json_get(j, b, "id"), name = json_get(j, b, "name");
 	int in = json_get(j, b, "input");
-	const char *raw;
-	size_t rl;
 
-	if (!msgs_is_str(j, id) || !msgs_is_str(j, name))
-		return msgs_fail(x, "%s: tool_use needs id and name", where);
+	if (!canon_is_str(j, id) || !canon_is_str(j, name))
+		return canon_fail(x, NULL, "%s: tool_use needs id and name",
+		                  where);
 	if (in >= 0 && json_type(j, in) != JSMN_OBJECT)
-		return msgs_fail(x,
-		                 "%s.input: Input should be a valid "
-		                 "dictionary",
-		                 where);
+		return canon_fail(x, NULL,
+		                  "%s.input: Input should be a valid "
+		                  "dictionary",
+		                  where);
 	jw_obj(jw);
-	jw_key(jw, "id");
-	msgs_raw(jw, j, id);
-	jw_key(jw, "type");
-	jw_cstr(jw, "function");
-	jw_key(jw, "function");
-	jw_obj(jw);
-	jw_key(jw, "name");
-	msgs_raw(jw, j, name);
-	jw_key(jw, "arguments");
-	if ((raw = json_raw(j, in, &rl)) != NULL)
-		jw_str(jw, raw, rl);
-	else
-		jw_cstr(jw, "{}");
-	jw_obj_end(jw);
+	prov_tool_call(jw, j, id, NULL, name, in, "{}");
 	jw_obj_end(jw);
 	return 0;
 }
@@ -580,7 +505,7 @@ msgs_dropped_block(const struct json *j, int ty)
 
 /* Gather an assistant turn's text (t) and tool calls (tc, *ncalls). */
 static int
-msgs_assistant_blocks(struct msgs_ctx *x, int c, const char *where,
+msgs_assistant_blocks(struct canon_rq *x, int c, const char *where,
                       struct buf *t, struct jw *tc, int *ncalls)
 {
 	const struct json *j = x->j;
@@ -591,15 +516,15 @@ msgs_assistant_blocks(struct msgs_ctx *x, int c, const char *where,
 		b = json_at(j, c, i);
 		ty = json_get(j, b, "type");
 		msgs_fmt(w, sizeof w, "%s.%d", where, i);
-		if (json_type(j, b) != JSMN_OBJECT || !msgs_is_str(j, ty))
-			return msgs_fail(x,
-			                 "%s: Input should be a content "
-			                 "block with a type",
-			                 w);
+		if (json_type(j, b) != JSMN_OBJECT || !canon_is_str(j, ty))
+			return canon_fail(x, NULL,
+			                  "%s: Input should be a content "
+			                  "block with a type",
+			                  w);
 		if (json_eq(j, ty, "text")) {
-			if (!msgs_is_str(j, s = json_get(j, b, "text")))
-				return msgs_fail(x, "%s.text: Field required",
-				                 w);
+			if (!canon_is_str(j, s = json_get(j, b, "text")))
+				return canon_fail(x, NULL,
+				                  "%s.text: Field required", w);
 			if (t->len)
 				buf_adds(t, "\n\n");
 			json_str_buf(j, s, t);
@@ -608,11 +533,11 @@ msgs_assistant_blocks(struct msgs_ctx *x, int c, const char *where,
 				return -1;
 			(*ncalls)++;
 		} else if (!msgs_dropped_block(j, ty))
-			return msgs_fail(x,
-			                 "%s: %.*s blocks are not allowed "
-			                 "in assistant turns",
-			                 w, j->tok[ty].end - j->tok[ty].start,
-			                 j->js + j->tok[ty].start);
+			return canon_fail(x, NULL,
+			                  "%s: %.*s blocks are not allowed "
+			                  "in assistant turns",
+			                  w, j->tok[ty].end - j->tok[ty].start,
+			                  j->js + j->tok[ty].start);
 	}
 	return 0;
 }
@@ -620,7 +545,7 @@ msgs_assistant_blocks(struct msgs_ctx *x, int c, const char *where,
 /* An assistant turn of blocks: one assistant message with the text and
  * the tool calls; nothing when only dropped blocks remain. */
 static int
-msgs_assistant(struct msgs_ctx *x, struct jw *jw, int c, const char *where)
+msgs_assistant(struct canon_rq *x, struct jw *jw, int c, const char *where)
 {
 	struct buf t = {0}, tb = {0};
 	struct jw tc;
@@ -630,21 +555,9 @@ msgs_assistant(struct msgs_ctx *x, struct jw *jw, int c, const char *where)
 	jw_arr(&tc);
 	rc = msgs_assistant_blocks(x, c, where, &t, &tc, &ncalls);
 	jw_arr_end(&tc);
-	if (rc == 0 && (t.len || ncalls)) {
-		jw_obj(jw);
-		jw_key(jw, "role");
-		jw_cstr(jw, "assistant");
-		jw_key(jw, "content");
-		if (t.len)
-			jw_str(jw, t.data, t.len);
-		else
-			jw_null(jw);
-		if (ncalls) {
-			jw_key(jw, "tool_calls");
-			jw_raw(jw, tb.data, tb.len);
-		}
-		jw_obj_end(jw);
-	}
+	if (rc == 0 && (t.len || ncalls))
+		canon_assistant(jw, t.len ? &t : NULL, NULL,
+		                ncalls ? &tb : NULL);
 	buf_free(&t);
 	buf_free(&tb);
 	return rc;
@@ -652,7 +565,7 @@ msgs_assistant(struct msgs_ctx *x, struct jw *jw, int c, const char *where)
 
 /* Write message i (one Messages turn) as one or more Chat messages. */
 static int
-msgs_message(struct msgs_ctx *x, struct jw *jw, int i, int m)
+msgs_message(struct canon_rq *x, struct jw *jw, int i, int m)
 {
 	const struct json *j = x->j;
 	int r = json_get(j, m, "role"), c = json_get(j, m, "content");
@@ -660,47 +573,44 @@ msgs_message(struct msgs_ctx *x, struct jw *jw, int i, int m)
 	char w[128];
 
 	if (json_type(j, m) != JSMN_OBJECT)
-		return msgs_fail(x,
-		                 "messages.%d: Input should be a valid "
-		                 "dictionary",
-		                 i);
+		return canon_fail(x, NULL,
+		                  "messages.%d: Input should be a valid "
+		                  "dictionary",
+		                  i);
 	if (!user && !json_eq(j, r, "assistant"))
-		return msgs_fail(x,
-		                 "messages.%d.role: Input should be 'user' "
-		                 "or 'assistant'",
-		                 i);
-	if (msgs_is_str(j, c)) {
-		jw_obj(jw);
-		jw_key(jw, "role");
-		jw_cstr(jw, user ? "user" : "assistant");
-		jw_key(jw, "content");
-		msgs_raw(jw, j, c);
+		return canon_fail(x, NULL,
+		                  "messages.%d.role: Input should be 'user' "
+		                  "or 'assistant'",
+		                  i);
+	if (canon_is_str(j, c)) {
+		canon_open_msg(jw, user ? "user" : "assistant");
+		prov_raw(jw, j, c);
 		jw_obj_end(jw);
 		return 0;
 	}
 	if (json_type(j, c) != JSMN_ARRAY)
-		return msgs_fail(x,
-		                 "messages.%d.content: Input should be a "
-		                 "valid string or list of content blocks",
-		                 i);
+		return canon_fail(x, NULL,
+		                  "messages.%d.content: Input should be a "
+		                  "valid string or list of content blocks",
+		                  i);
 	msgs_fmt(w, sizeof w, "messages.%d.content", i);
 	return user ? msgs_user(x, jw, c, w) : msgs_assistant(x, jw, c, w);
 }
 
 /* Write "messages": system message, then every turn. */
 static int
-msgs_messages(struct msgs_ctx *x, struct jw *jw)
+msgs_messages(struct canon_rq *x, struct jw *jw)
 {
 	const struct json *j = x->j;
 	int ms = json_get(j, 0, "messages"), n = json_size(j, ms);
 
-	if (ms < 0)
-		return msgs_fail(x, "messages: Field required");
-	if (json_type(j, ms) != JSMN_ARRAY)
-		return msgs_fail(x, "messages: Input should be a valid list");
+	if (ms < 0 || json_type(j, ms) != JSMN_ARRAY)
+		return msgs_bad(x, "messages",
+		                ms < 0 ? CANON_REQUIRED : CANON_LIST);
 	if (n == 0)
-		return msgs_fail(x, "messages: at least one message is "
-		                    "required");
+		return canon_fail(x, NULL,
+		                  "messages: at least one message is "
+		                  "required");
 	jw_key(jw, "messages");
 	jw_arr(jw);
 	if (msgs_system(x, jw) == -1)
@@ -714,39 +624,32 @@ msgs_messages(struct msgs_ctx *x, struct jw *jw)
 
 /* ---- tools ---- */
 
-/* Write one client tool as a function tool; typed (server) tools such as
- * web_search_* or bash_* are skipped. */
+/* Write one client tool as a function tool (1); typed (server) tools such
+ * as web_search_* or bash_* are skipped (0). */
 static int
-msgs_tool(struct msgs_ctx *x, struct jw *jw, int i, int t)
+msgs_tool(struct canon_rq *x, struct jw *jw, int i, int t)
 {
 	const struct json *j = x->j;
 	int ty = json_get(j, t, "type"), name = json_get(j, t, "name");
 	int sch = json_get(j, t, "input_schema"), v;
 
 	if (json_type(j, t) != JSMN_OBJECT)
-		return msgs_fail(x,
-		                 "tools.%d: Input should be a valid "
-		                 "dictionary",
-		                 i);
+		return canon_fail(x, NULL,
+		                  "tools.%d: Input should be a valid "
+		                  "dictionary",
+		                  i);
 	if (ty >= 0 && !json_is_null(j, ty) && !json_eq(j, ty, "custom"))
 		return 0;
-	if (!msgs_is_str(j, name) || j->tok[name].end == j->tok[name].start)
-		return msgs_fail(x, "tools.%d.name: Field required", i);
+	if (!canon_is_str(j, name) || j->tok[name].end == j->tok[name].start)
+		return canon_fail(x, NULL, "tools.%d.name: Field required", i);
 	if (json_type(j, sch) != JSMN_OBJECT)
-		return msgs_fail(x, "tools.%d.input_schema: Field required", i);
-	jw_obj(jw);
-	jw_key(jw, "type");
-	jw_cstr(jw, "function");
-	jw_key(jw, "function");
-	jw_obj(jw);
-	jw_key(jw, "name");
-	msgs_raw(jw, j, name);
-	if (msgs_is_str(j, v = json_get(j, t, "description"))) {
-		jw_key(jw, "description");
-		msgs_raw(jw, j, v);
+		return canon_fail(x, NULL,
+		                  "tools.%d.input_schema: Field required", i);
+	canon_open_function(jw, j, name);
+	if (canon_is_str(j, v = json_get(j, t, "description"))) {
+		canon_kraw(jw, "description", j, v);
 	}
-	jw_key(jw, "parameters");
-	msgs_raw(jw, j, sch);
+	canon_kraw(jw, "parameters", j, sch);
 	if (json_type(j, v = json_get(j, t, "strict")) == JSMN_PRIMITIVE &&
 	    !json_is_null(j, v)) {
 		jw_key(jw, "strict");
@@ -754,32 +657,33 @@ msgs_tool(struct msgs_ctx *x, struct jw *jw, int i, int t)
 	}
 	jw_obj_end(jw);
 	jw_obj_end(jw);
-	x->ntools++;
-	return 0;
+	return 1;
 }
 
-/* Write "tools" (when any function tool remains). */
+/* Write "tools" (when any function tool remains; *ntools says how many). */
 static int
-msgs_tools(struct msgs_ctx *x, struct jw *jw)
+msgs_tools(struct canon_rq *x, struct jw *jw, int *ntools)
 {
 	const struct json *j = x->j;
-	int ts = json_get(j, 0, "tools"), n = json_size(j, ts);
+	int ts = json_get(j, 0, "tools"), n = json_size(j, ts), rc;
 	struct buf b = {0};
 	struct jw tw;
 
-	if (ts < 0 || json_is_null(j, ts))
+	if (canon_rq_want(x, ts, "tools", CANON_LIST) == -1)
+		return -1;
+	if (canon_absent(j, ts))
 		return 0;
-	if (json_type(j, ts) != JSMN_ARRAY)
-		return msgs_fail(x, "tools: Input should be a valid list");
 	jw_init(&tw, &b);
 	jw_arr(&tw);
-	for (int i = 0; i < n; i++)
-		if (msgs_tool(x, &tw, i, json_at(j, ts, i)) == -1) {
+	for (int i = 0; i < n; i++) {
+		if ((rc = msgs_tool(x, &tw, i, json_at(j, ts, i))) == -1) {
 			buf_free(&b);
 			return -1;
 		}
+		*ntools += rc;
+	}
 	jw_arr_end(&tw);
-	if (x->ntools) {
+	if (*ntools) {
 		jw_key(jw, "tools");
 		jw_raw(jw, b.data, b.len);
 	}
@@ -789,34 +693,28 @@ msgs_tools(struct msgs_ctx *x, struct jw *jw)
 
 /* Write tool_choice and parallel_tool_calls (only with tools). */
 static int
-msgs_tool_choice(struct msgs_ctx *x, struct jw *jw)
+msgs_tool_choice(struct canon_rq *x, struct jw *jw, int ntools)
 {
 	const struct json *j = x->j;
 	int tc = json_get(j, 0, "tool_choice"), ty = json_get(j, tc, "type");
 	int name = json_get(j, tc, "name");
 
-	if (tc < 0 || json_is_null(j, tc))
+	if (canon_rq_want(x, tc, "tool_choice", CANON_DICT) == -1)
+		return -1;
+	if (canon_absent(j, tc))
 		return 0;
-	if (json_type(j, tc) != JSMN_OBJECT)
-		return msgs_fail(x, "tool_choice: Input should be a valid "
-		                    "dictionary");
-	if (json_eq(j, ty, "tool") && !msgs_is_str(j, name))
-		return msgs_fail(x, "tool_choice.name: Field required");
+	if (json_eq(j, ty, "tool") && !canon_is_str(j, name))
+		return canon_fail(x, NULL, "tool_choice.name: Field required");
 	if (!json_eq(j, ty, "auto") && !json_eq(j, ty, "any") &&
 	    !json_eq(j, ty, "tool") && !json_eq(j, ty, "none"))
-		return msgs_fail(x, "tool_choice.type: Input should be 'auto', "
-		                    "'any', 'tool' or 'none'");
-	if (x->ntools == 0)
+		return canon_fail(x, NULL,
+		                  "tool_choice.type: Input should be 'auto', "
+		                  "'any', 'tool' or 'none'");
+	if (ntools == 0)
 		return 0;
 	jw_key(jw, "tool_choice");
 	if (json_eq(j, ty, "tool")) {
-		jw_obj(jw);
-		jw_key(jw, "type");
-		jw_cstr(jw, "function");
-		jw_key(jw, "function");
-		jw_obj(jw);
-		jw_key(jw, "name");
-		msgs_raw(jw, j, name);
+		canon_open_function(jw, j, name);
 		jw_obj_end(jw);
 		jw_obj_end(jw);
 	} else
@@ -832,66 +730,24 @@ msgs_tool_choice(struct msgs_ctx *x, struct jw *jw)
 
 /* ---- options ---- */
 
-/* Copy a number field unchanged (validated). */
-static int
-msgs_number(struct msgs_ctx *x, struct jw *jw, const char *key)
-{
-	const struct json *j = x->j;
-	int t = json_get(j, 0, key);
-	double v;
-
-	if (t < 0 || json_is_null(j, t))
-		return 0;
-	if (json_num(j, t, &v) == -1)
-		return msgs_fail(x, "%s: Input should be a valid number", key);
-	jw_key(jw, key);
-	msgs_raw(jw, j, t);
-	return 0;
-}
-
-/* Write max_tokens (required, >= 1) as max_completion_tokens. */
-static int
-msgs_max_tokens(struct msgs_ctx *x, struct jw *jw)
-{
-	const struct json *j = x->j;
-	int t = json_get(j, 0, "max_tokens");
-	long long v;
-
-	if (t < 0)
-		return msgs_fail(x, "max_tokens: Field required");
-	if (json_int(j, t, &v) == -1)
-		return msgs_fail(x, "max_tokens: Input should be a valid "
-		                    "integer");
-	if (v < 1)
-		return msgs_fail(x, "max_tokens: Input should be greater than "
-		                    "or equal to 1");
-	jw_key(jw, "max_completion_tokens");
-	jw_int(jw, v);
-	return 0;
-}
-
 /* Write stop_sequences as stop. */
 static int
-msgs_stop(struct msgs_ctx *x, struct jw *jw)
+msgs_stop(struct canon_rq *x, struct jw *jw)
 {
 	const struct json *j = x->j;
 	int t = json_get(j, 0, "stop_sequences"), n = json_size(j, t);
+	char w[64];
 
-	if (t < 0 || json_is_null(j, t))
+	if (canon_rq_want(x, t, "stop_sequences", CANON_LIST) == -1)
+		return -1;
+	for (int i = 0; i < n; i++) {
+		msgs_fmt(w, sizeof w, "stop_sequences.%d", i);
+		if (!canon_is_str(j, json_at(j, t, i)))
+			return msgs_bad(x, w, CANON_STRING);
+	}
+	if (n <= 0)
 		return 0;
-	if (json_type(j, t) != JSMN_ARRAY)
-		return msgs_fail(x, "stop_sequences: Input should be a valid "
-		                    "list");
-	for (int i = 0; i < n; i++)
-		if (!msgs_is_str(j, json_at(j, t, i)))
-			return msgs_fail(x,
-			                 "stop_sequences.%d: Input should "
-			                 "be a valid string",
-			                 i);
-	if (n == 0)
-		return 0;
-	jw_key(jw, "stop");
-	msgs_raw(jw, j, t);
+	canon_kraw(jw, "stop", j, t);
 	return 0;
 }
 
@@ -908,7 +764,7 @@ msgs_effort(long long budget)
 
 /* The effort asked by thinking or output_config.effort, or NULL. */
 static int
-msgs_thinking(struct msgs_ctx *x, const char **effort)
+msgs_thinking(struct canon_rq *x, const char **effort)
 {
 	static const char *const efforts[][2] = {{"low", "low"},
 	                                         {"medium", "medium"},
@@ -920,22 +776,18 @@ msgs_thinking(struct msgs_ctx *x, const char **effort)
 	long long b;
 
 	*effort = NULL;
-	if (th >= 0 && !json_is_null(j, th)) {
-		if (json_type(j, th) != JSMN_OBJECT)
-			return msgs_fail(x, "thinking: Input should be a valid "
-			                    "dictionary");
-		if (json_eq(j, ty, "enabled")) {
-			if (json_int(j, json_get(j, th, "budget_tokens"), &b) ==
-			    -1)
-				return msgs_fail(x, "thinking.budget_tokens: "
-				                    "Field required");
-			*effort = msgs_effort(b);
-		} else if (!json_eq(j, ty, "disabled") &&
-		           !json_eq(j, ty, "adaptive"))
-			return msgs_fail(x, "thinking.type: Input should be "
-			                    "'enabled', 'disabled' or "
-			                    "'adaptive'");
-	}
+	if (canon_rq_want(x, th, "thinking", CANON_DICT) == -1)
+		return -1;
+	if (json_eq(j, ty, "enabled")) {
+		if (json_int(j, json_get(j, th, "budget_tokens"), &b) == -1)
+			return msgs_bad(x, "thinking.budget_tokens",
+			                CANON_REQUIRED);
+		*effort = msgs_effort(b);
+	} else if (!canon_absent(j, th) && !json_eq(j, ty, "disabled") &&
+	           !json_eq(j, ty, "adaptive"))
+		return canon_fail(x, NULL,
+		                  "thinking.type: Input should be "
+		                  "'enabled', 'disabled' or 'adaptive'");
 	for (size_t i = 0;
 	     *effort == NULL && i < sizeof efforts / sizeof efforts[0]; i++)
 		if (json_eq(j, oe, efforts[i][0]))
@@ -945,7 +797,7 @@ msgs_thinking(struct msgs_ctx *x, const char **effort)
 
 /* Write reasoning_effort and response_format (output_config.format). */
 static int
-msgs_reasoning(struct msgs_ctx *x, struct jw *jw)
+msgs_reasoning(struct canon_rq *x, struct jw *jw)
 {
 	const struct json *j = x->j;
 	int f = json_path(j, 0, "output_config.format");
@@ -955,21 +807,13 @@ msgs_reasoning(struct msgs_ctx *x, struct jw *jw)
 	if (msgs_thinking(x, &effort) == -1)
 		return -1;
 	if (effort) {
-		jw_key(jw, "reasoning_effort");
-		jw_cstr(jw, effort);
+		canon_kstr(jw, "reasoning_effort", effort);
 	}
 	if (json_eq(j, json_get(j, f, "type"), "json_schema") &&
 	    json_type(j, sch) == JSMN_OBJECT) {
-		jw_key(jw, "response_format");
-		jw_obj(jw);
-		jw_key(jw, "type");
-		jw_cstr(jw, "json_schema");
-		jw_key(jw, "json_schema");
-		jw_obj(jw);
-		jw_key(jw, "name");
+		canon_open_schema(jw);
 		jw_cstr(jw, "output");
-		jw_key(jw, "schema");
-		msgs_raw(jw, j, sch);
+		canon_kraw(jw, "schema", j, sch);
 		jw_obj_end(jw);
 		jw_obj_end(jw);
 	}
@@ -978,69 +822,44 @@ msgs_reasoning(struct msgs_ctx *x, struct jw *jw)
 
 /* Write user (metadata.user_id) and stream with include_usage. */
 static int
-msgs_user_stream(struct msgs_ctx *x, struct jw *jw)
+msgs_user_stream(struct canon_rq *x, struct jw *jw)
 {
 	const struct json *j = x->j;
-	int md = json_get(j, 0, "metadata"), s = json_get(j, 0, "stream");
-	int u = json_get(j, md, "user_id");
-	bool v;
+	int md = json_get(j, 0, "metadata");
 
-	if (md >= 0 && !json_is_null(j, md) && json_type(j, md) != JSMN_OBJECT)
-		return msgs_fail(x, "metadata: Input should be a valid "
-		                    "dictionary");
-	if (msgs_is_str(j, u)) {
-		jw_key(jw, "user");
-		msgs_raw(jw, j, u);
-	}
-	if (s >= 0 && !json_is_null(j, s) && json_bool(j, s, &v) == -1)
-		return msgs_fail(x, "stream: Input should be a valid boolean");
-	if (json_is_true(j, s)) {
-		jw_key(jw, "stream");
-		jw_bool(jw, true);
-		jw_key(jw, "stream_options");
-		MSGS_RAW(jw, "{\"include_usage\":true}");
-	}
-	return 0;
-}
-
-/* Copy llmfd's own fields unchanged for the engine to read. */
-static void
-msgs_llmfd_fields(struct msgs_ctx *x, struct jw *jw)
-{
-	static const char *const keys[] = {INGRESS_LLMFD_KEYS, "metadata"};
-	const struct json *j = x->j;
-	int t;
-
-	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-		if ((t = json_get(j, 0, keys[i])) < 0)
-			continue;
-		jw_key(jw, keys[i]);
-		msgs_raw(jw, j, t);
-	}
+	if (canon_rq_want(x, md, "metadata", CANON_DICT) == -1)
+		return -1;
+	canon_rq_str(jw, j, json_get(j, md, "user_id"), "user");
+	return canon_rq_stream(x, jw);
 }
 
 /* Write the body's fields in order; -1 at the first invalid one. */
 static int
-msgs_body(struct msgs_ctx *x, struct jw *jw)
+msgs_body(struct canon_rq *x, struct jw *jw)
 {
+	static const char *const nums[] = {"temperature", "top_p", "top_k"};
 	const struct json *j = x->j;
-	int m = json_get(j, 0, "model");
+	int m = json_get(j, 0, "model"), ntools = 0;
 
 	if (m < 0)
-		return msgs_fail(x, "model: Field required");
-	if (!msgs_is_str(j, m) || j->tok[m].end == j->tok[m].start)
-		return msgs_fail(x, "model: Input should be a non-empty "
-		                    "string");
-	jw_key(jw, "model");
-	msgs_raw(jw, j, m);
-	if (msgs_messages(x, jw) == -1 || msgs_max_tokens(x, jw) == -1 ||
-	    msgs_stop(x, jw) == -1 || msgs_number(x, jw, "temperature") == -1 ||
-	    msgs_number(x, jw, "top_p") == -1 ||
-	    msgs_number(x, jw, "top_k") == -1 || msgs_tools(x, jw) == -1 ||
-	    msgs_tool_choice(x, jw) == -1 || msgs_reasoning(x, jw) == -1 ||
-	    msgs_user_stream(x, jw) == -1)
+		return canon_fail(x, NULL, "model: Field required");
+	if (!canon_is_str(j, m) || j->tok[m].end == j->tok[m].start)
+		return canon_fail(x, NULL,
+		                  "model: Input should be a non-empty "
+		                  "string");
+	canon_kraw(jw, "model", j, m);
+	if (msgs_messages(x, jw) == -1 ||
+	    canon_rq_max_tokens(x, jw, "max_tokens", 1) == -1 ||
+	    msgs_stop(x, jw) == -1)
 		return -1;
-	msgs_llmfd_fields(x, jw);
+	for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
+		if (canon_rq_number(x, jw, nums[i], nums[i]) == -1)
+			return -1;
+	if (msgs_tools(x, jw, &ntools) == -1 ||
+	    msgs_tool_choice(x, jw, ntools) == -1 ||
+	    msgs_reasoning(x, jw) == -1 || msgs_user_stream(x, jw) == -1)
+		return -1;
+	canon_rq_own(j, jw);
 	return 0;
 }
 
@@ -1048,14 +867,15 @@ msgs_body(struct msgs_ctx *x, struct jw *jw)
 int
 msgs_to_chat(const struct json *j, struct buf *out, char *err, size_t errsz)
 {
-	struct msgs_ctx x = {.j = j, .err = err, .errsz = errsz};
+	struct canon_rq x = {
+	    .j = j, .err = err, .errsz = errsz, .bad = msgs_bad};
 	size_t mark = out->len;
 	struct jw jw;
 
 	if (errsz)
 		err[0] = '\0';
 	if (json_type(j, 0) != JSMN_OBJECT) {
-		msgs_fail(&x, "request body must be a JSON object");
+		canon_fail(&x, NULL, "request body must be a JSON object");
 		return -1;
 	}
 	jw_init(&jw, out);
@@ -1067,7 +887,7 @@ msgs_to_chat(const struct json *j, struct buf *out, char *err, size_t errsz)
 	jw_obj_end(&jw);
 	if (out->oom) {
 		out->len = mark;
-		msgs_fail(&x, "out of memory");
+		canon_fail(&x, NULL, "out of memory");
 		return -1;
 	}
 	return 0;
@@ -1139,56 +959,22 @@ msgs_usage(struct jw *jw, long long in, long long cached, long long out)
 {
 	jw_key(jw, "usage");
 	jw_obj(jw);
-	jw_key(jw, "input_tokens");
-	jw_int(jw, in > cached ? in - cached : 0);
-	jw_key(jw, "cache_creation_input_tokens");
-	jw_int(jw, 0);
-	jw_key(jw, "cache_read_input_tokens");
-	jw_int(jw, cached);
-	jw_key(jw, "output_tokens");
-	jw_int(jw, out);
+	canon_kint(jw, "input_tokens", in > cached ? in - cached : 0);
+	canon_kint(jw, "cache_creation_input_tokens", 0);
+	canon_kint(jw, "cache_read_input_tokens", cached);
+	canon_kint(jw, "output_tokens", out);
 	jw_obj_end(jw);
 }
 
-/* Read prompt, cached and completion counts from a Chat usage object. */
-static void
-msgs_read_usage(const struct json *j, int u, long long *in, long long *cached,
-                long long *out)
-{
-	long long v;
-
-	if (json_int(j, json_get(j, u, "prompt_tokens"), &v) == 0 && v >= 0)
-		*in = v;
-	if (json_int(j, json_path(j, u, "prompt_tokens_details.cached_tokens"),
-	             &v) == 0 &&
-	    v >= 0)
-		*cached = v;
-	if (json_int(j, json_get(j, u, "completion_tokens"), &v) == 0 && v >= 0)
-		*out = v;
-}
-
-/* The reasoning text token of a message or delta (compatible servers call
- * it reasoning_content or reasoning), or -1. */
+/* The reasoning text token of a message or delta (reasoning_content, else
+ * the alias some compatible servers send), or -1 when empty. */
 static int
-msgs_reasoning_tok(const struct json *j, int m)
+msgs_reasoning_tok(const struct json *j, const struct canon_msg *m)
 {
-	int t = json_get(j, m, "reasoning_content");
+	int t =
+	    canon_is_str(j, m->reasoning) ? m->reasoning : m->reasoning_alias;
 
-	if (!msgs_is_str(j, t))
-		t = json_get(j, m, "reasoning");
-	return msgs_is_str(j, t) && j->tok[t].end > j->tok[t].start ? t : -1;
-}
-
-/* Write {"type":"text","text":s}. */
-static void
-msgs_text_block(struct jw *jw, const char *s, size_t n)
-{
-	jw_obj(jw);
-	jw_key(jw, "type");
-	jw_cstr(jw, "text");
-	jw_key(jw, "text");
-	jw_str(jw, s, n);
-	jw_obj_end(jw);
+	return canon_has_text(j, t) ? t : -1;
 }
 
 /* Append the text of a message's content (string or text parts) to t. */
@@ -1197,9 +983,9 @@ msgs_content_text(const struct json *j, int c, struct buf *t)
 {
 	int n;
 
-	if (c < 0 || json_is_null(j, c))
+	if (canon_absent(j, c))
 		return 0;
-	if (msgs_is_str(j, c))
+	if (canon_is_str(j, c))
 		return json_str_buf(j, c, t) < 0 ? -1 : 0;
 	if (json_type(j, c) != JSMN_ARRAY)
 		return -1;
@@ -1209,50 +995,27 @@ msgs_content_text(const struct json *j, int c, struct buf *t)
 	return 0;
 }
 
-/* Write a tool-call arguments string as an input object ({} when it is
- * empty or not an object). */
-static void
-msgs_input(struct jw *jw, const struct json *j, int a)
-{
-	struct json aj = {0};
-	struct buf t = {0};
-	const char *raw;
-	size_t rl;
-
-	if (json_str_buf(j, a, &t) > 0 && json_parse(&aj, t.data, t.len) == 0 &&
-	    json_type(&aj, 0) == JSMN_OBJECT) {
-		raw = json_raw(&aj, 0, &rl);
-		jw_raw(jw, raw, rl);
-	} else
-		MSGS_RAW(jw, "{}");
-	json_free(&aj);
-	buf_free(&t);
-}
-
-/* Write tool_calls as tool_use blocks; -1 if one has no name. */
+/* Write tool_calls as tool_use blocks (input: the arguments string as an
+ * object); -1 if one has no name. */
 static int
 msgs_reply_tools(struct jw *jw, const struct json *j, int tcs,
                  const char *msg_id, int first)
 {
-	int n = json_size(j, tcs), tc, f;
+	int n = json_size(j, tcs);
+	struct canon_call c;
 	char id[128];
 
 	for (int i = 0; i < n; i++) {
-		tc = json_at(j, tcs, i);
-		f = json_get(j, tc, "function");
-		if (!msgs_is_str(j, json_get(j, f, "name")))
+		canon_call_read(j, json_at(j, tcs, i), &c);
+		if (!canon_is_str(j, c.name))
 			return -1;
-		msgs_tool_id(j, json_get(j, tc, "id"), msg_id, first + i, id,
-		             sizeof id);
+		msgs_tool_id(j, c.id, msg_id, first + i, id, sizeof id);
 		jw_obj(jw);
-		jw_key(jw, "type");
-		jw_cstr(jw, "tool_use");
-		jw_key(jw, "id");
-		jw_cstr(jw, id);
-		jw_key(jw, "name");
-		msgs_raw(jw, j, json_get(j, f, "name"));
+		canon_kstr(jw, "type", "tool_use");
+		canon_kstr(jw, "id", id);
+		canon_kraw(jw, "name", j, c.name);
 		jw_key(jw, "input");
-		msgs_input(jw, j, json_get(j, f, "arguments"));
+		prov_args_object(jw, j, canon_is_str(j, c.args) ? c.args : -1);
 		jw_obj_end(jw);
 	}
 	return 0;
@@ -1260,83 +1023,76 @@ msgs_reply_tools(struct jw *jw, const struct json *j, int tcs,
 
 /* Write the content blocks of a Chat message; counts blocks in *nb. */
 static int
-msgs_reply_content(struct jw *jw, const struct json *j, int m,
-                   const char *msg_id, int *nb, int *refusal)
+msgs_reply_content(struct jw *jw, const struct json *j,
+                   const struct canon_msg *m, const char *msg_id, int *nb,
+                   int *refusal)
 {
-	int r = msgs_reasoning_tok(j, m), rf = json_get(j, m, "refusal");
-	int tcs = json_get(j, m, "tool_calls");
+	int r = msgs_reasoning_tok(j, m);
 	struct buf t = {0};
 
 	if (r >= 0) {
 		json_str_buf(j, r, &t);
-		jw_obj(jw);
-		jw_key(jw, "type");
-		jw_cstr(jw, "thinking");
-		jw_key(jw, "thinking");
+		canon_open_typed(jw, "thinking", 0);
 		jw_str(jw, t.data, t.len);
-		jw_key(jw, "signature");
-		jw_cstr(jw, "");
+		canon_kstr(jw, "signature", "");
 		jw_obj_end(jw);
 		buf_reset(&t);
 		(*nb)++;
 	}
-	if (msgs_content_text(j, json_get(j, m, "content"), &t) == -1)
-		goto fail;
-	if (msgs_is_str(j, rf) && j->tok[rf].end > j->tok[rf].start) {
-		json_str_buf(j, rf, &t);
+	if (msgs_content_text(j, m->content, &t) == -1) {
+		buf_free(&t);
+		return -1;
+	}
+	if (canon_has_text(j, m->refusal)) {
+		json_str_buf(j, m->refusal, &t);
 		*refusal = 1;
 	}
 	if (t.len) {
-		msgs_text_block(jw, t.data, t.len);
+		canon_open_typed(jw, "text", 0);
+		jw_str(jw, t.data, t.len);
+		jw_obj_end(jw);
 		(*nb)++;
 	}
 	buf_free(&t);
-	if (json_type(j, tcs) == JSMN_ARRAY)
-		return msgs_reply_tools(jw, j, tcs, msg_id, *nb);
-	return tcs < 0 || json_is_null(j, tcs) ? 0 : -1;
-fail:
-	buf_free(&t);
-	return -1;
+	if (json_type(j, m->tool_calls) == JSMN_ARRAY)
+		return msgs_reply_tools(jw, j, m->tool_calls, msg_id, *nb);
+	return canon_absent(j, m->tool_calls) ? 0 : -1;
 }
 
-/* Write the Message for a parsed chat.completion. */
+/* Write the Message for a read chat.completion. */
 static int
-msgs_reply_write(const struct json *j, int ch, struct buf *out)
+msgs_reply_write(const struct json *j, const struct canon_reply *r,
+                 struct buf *out)
 {
-	int m = json_get(j, ch, "message"), nb = 0, refusal = 0;
-	int tcs = json_get(j, m, "tool_calls");
-	long long in = 0, cached = 0, outt = 0;
+	struct canon_usage u = {0};
 	char id[128], fin[32] = "stop";
+	int nb = 0, refusal = 0;
 	struct jw jw;
 
-	if (json_type(j, m) != JSMN_OBJECT)
-		return -1;
-	msgs_make_id(j, json_get(j, 0, "id"), id, sizeof id);
-	json_str(j, json_get(j, ch, "finish_reason"), fin, sizeof fin);
+	msgs_make_id(j, r->id, id, sizeof id);
+	json_str(j, r->finish, fin, sizeof fin);
 	jw_init(&jw, out);
 	jw_obj(&jw);
-	jw_key(&jw, "id");
-	jw_cstr(&jw, id);
-	jw_key(&jw, "type");
-	jw_cstr(&jw, "message");
-	jw_key(&jw, "role");
-	jw_cstr(&jw, "assistant");
+	canon_kstr(&jw, "id", id);
+	canon_kstr(&jw, "type", "message");
+	canon_kstr(&jw, "role", "assistant");
 	jw_key(&jw, "model");
-	if (msgs_is_str(j, json_get(j, 0, "model")))
-		msgs_raw(&jw, j, json_get(j, 0, "model"));
+	if (canon_is_str(j, r->model))
+		prov_raw(&jw, j, r->model);
 	else
 		jw_cstr(&jw, "");
 	jw_key(&jw, "content");
 	jw_arr(&jw);
-	if (msgs_reply_content(&jw, j, m, id, &nb, &refusal) == -1)
+	if (msgs_reply_content(&jw, j, &r->msg, id, &nb, &refusal) == -1)
 		return -1;
 	jw_arr_end(&jw);
 	jw_key(&jw, "stop_reason");
-	jw_cstr(&jw, msgs_stop_reason(fin, json_size(j, tcs) > 0, refusal));
+	jw_cstr(&jw, msgs_stop_reason(fin, json_size(j, r->msg.tool_calls) > 0,
+	                              refusal));
 	jw_key(&jw, "stop_sequence");
 	jw_null(&jw);
-	msgs_read_usage(j, json_get(j, 0, "usage"), &in, &cached, &outt);
-	msgs_usage(&jw, in, cached, outt);
+	canon_usage_read(j, r->usage, &u, 0);
+	msgs_usage(&jw, u.prompt, u.cached, u.completion);
 	jw_obj_end(&jw);
 	return 0;
 }
@@ -1346,45 +1102,22 @@ int
 msgs_reply(const char *chat, size_t n, struct buf *out)
 {
 	struct json j = {0};
+	struct canon_reply r;
 	size_t mark = out->len;
-	int ch, rc = -1;
+	int rc = -1;
 
-	if (json_parse(&j, chat, n) == -1 || json_type(&j, 0) != JSMN_OBJECT ||
-	    msgs_has(&j, 0, "error"))
-		goto done;
-	ch = json_path(&j, 0, "choices.0");
-	if (json_type(&j, ch) != JSMN_OBJECT)
-		goto done;
-	rc = msgs_reply_write(&j, ch, out);
-	if (out->oom)
-		rc = -1;
-done:
-	if (rc == -1)
+	if (canon_reply_read(&j, chat, n, &r) == 0 &&
+	    canon_absent(&j, json_get(&j, 0, "error")))
+		rc = msgs_reply_write(&j, &r, out);
+	if (rc == -1 || out->oom) {
 		out->len = mark;
+		rc = -1;
+	}
 	json_free(&j);
 	return rc;
 }
 
 /* ---- stream ---- */
-
-/* Start an event: "event: NAME\ndata: " and a writer for its JSON. */
-static void
-msgs_ev_open(struct buf *out, struct jw *jw, const char *name)
-{
-	buf_printf(out, "event: %s\ndata: ", name);
-	jw_init(jw, out);
-	jw_obj(jw);
-	jw_key(jw, "type");
-	jw_cstr(jw, name);
-}
-
-/* Finish an event begun by msgs_ev_open. */
-static void
-msgs_ev_close(struct jw *jw)
-{
-	jw_obj_end(jw);
-	buf_adds(jw->b, "\n\n");
-}
 
 /* Zero a stream state. */
 void
@@ -1398,7 +1131,6 @@ void
 msgs_stream_free(struct msgs_stream *st)
 {
 	json_free(&st->j);
-	buf_free(&st->tmp);
 }
 
 /* Write "event: ping". */
@@ -1416,27 +1148,31 @@ msgs_ev_start(struct msgs_stream *st, struct buf *out)
 
 	if (st->id[0] == '\0')
 		snprintf(st->id, sizeof st->id, "msg_llmfd");
-	msgs_ev_open(out, &jw, "message_start");
+	canon_ev_open(out, &jw, "message_start");
 	jw_key(&jw, "message");
 	jw_obj(&jw);
-	jw_key(&jw, "id");
-	jw_cstr(&jw, st->id);
-	jw_key(&jw, "type");
-	jw_cstr(&jw, "message");
-	jw_key(&jw, "role");
-	jw_cstr(&jw, "assistant");
-	jw_key(&jw, "model");
-	jw_cstr(&jw, st->model);
+	canon_kstr(&jw, "id", st->id);
+	canon_kstr(&jw, "type", "message");
+	canon_kstr(&jw, "role", "assistant");
+	canon_kstr(&jw, "model", st->model);
 	jw_key(&jw, "content");
-	MSGS_RAW(&jw, "[]");
+	PROV_RAW(&jw, "[]");
 	jw_key(&jw, "stop_reason");
 	jw_null(&jw);
 	jw_key(&jw, "stop_sequence");
 	jw_null(&jw);
 	msgs_usage(&jw, st->input_tokens, st->cached_tokens, 0);
 	jw_obj_end(&jw);
-	msgs_ev_close(&jw);
+	canon_ev_close(&jw);
 	st->started = 1;
+}
+
+/* Start a content_block_* event for block index (a writer for the rest). */
+static void
+msgs_ev_block(struct buf *out, struct jw *jw, const char *name, int index)
+{
+	canon_ev_open(out, jw, name);
+	canon_kint(jw, "index", index);
 }
 
 /* content_block_stop for the open block, if any. */
@@ -1447,11 +1183,21 @@ msgs_block_close(struct msgs_stream *st, struct buf *out)
 
 	if (!st->open)
 		return;
-	msgs_ev_open(out, &jw, "content_block_stop");
-	jw_key(&jw, "index");
-	jw_int(&jw, st->nblocks - 1);
-	msgs_ev_close(&jw);
+	msgs_ev_block(out, &jw, "content_block_stop", st->nblocks - 1);
+	canon_ev_close(&jw);
 	st->open = 0;
+}
+
+/* content_block_start for a block of kind (closing the open one) up to
+ * its content_block value, which the caller writes. */
+static void
+msgs_block_start(struct msgs_stream *st, struct buf *out, struct jw *jw,
+                 int kind)
+{
+	msgs_block_close(st, out);
+	msgs_ev_block(out, jw, "content_block_start", st->nblocks++);
+	jw_key(jw, "content_block");
+	st->open = kind;
 }
 
 /* content_block_start for a text or thinking block (closing another). */
@@ -1462,19 +1208,13 @@ msgs_block_open(struct msgs_stream *st, struct buf *out, int kind)
 
 	if (st->open == kind)
 		return;
-	msgs_block_close(st, out);
-	msgs_ev_open(out, &jw, "content_block_start");
-	jw_key(&jw, "index");
-	jw_int(&jw, st->nblocks);
-	jw_key(&jw, "content_block");
+	msgs_block_start(st, out, &jw, kind);
 	if (kind == MSGS_BLOCK_TEXT)
-		MSGS_RAW(&jw, "{\"type\":\"text\",\"text\":\"\"}");
+		PROV_RAW(&jw, "{\"type\":\"text\",\"text\":\"\"}");
 	else
-		MSGS_RAW(&jw, "{\"type\":\"thinking\",\"thinking\":\"\","
+		PROV_RAW(&jw, "{\"type\":\"thinking\",\"thinking\":\"\","
 		              "\"signature\":\"\"}");
-	msgs_ev_close(&jw);
-	st->nblocks++;
-	st->open = kind;
+	canon_ev_close(&jw);
 }
 
 /* content_block_delta of kind dtype carrying string token s as key. */
@@ -1484,67 +1224,54 @@ msgs_block_delta(struct msgs_stream *st, struct buf *out, const char *dtype,
 {
 	struct jw jw;
 
-	msgs_ev_open(out, &jw, "content_block_delta");
-	jw_key(&jw, "index");
-	jw_int(&jw, st->nblocks - 1);
+	msgs_ev_block(out, &jw, "content_block_delta", st->nblocks - 1);
 	jw_key(&jw, "delta");
 	jw_obj(&jw);
-	jw_key(&jw, "type");
-	jw_cstr(&jw, dtype);
-	jw_key(&jw, key);
-	msgs_raw(&jw, j, s);
+	canon_kstr(&jw, "type", dtype);
+	canon_kraw(&jw, key, j, s);
 	jw_obj_end(&jw);
-	msgs_ev_close(&jw);
+	canon_ev_close(&jw);
 }
 
-/* Open a tool_use block for tool call tc (closing the open block). */
+/* Open a tool_use block for tool call c (closing the open block). */
 static void
 msgs_tool_open(struct msgs_stream *st, struct buf *out, const struct json *j,
-               int tc, int index)
+               const struct canon_call *c, int index)
 {
-	int name = json_path(j, tc, "function.name");
 	struct jw jw;
 
 	msgs_block_close(st, out);
-	msgs_tool_id(j, json_get(j, tc, "id"), st->id, st->nblocks, st->tool_id,
+	msgs_tool_id(j, c->id, st->id, st->nblocks, st->tool_id,
 	             sizeof st->tool_id);
-	msgs_ev_open(out, &jw, "content_block_start");
-	jw_key(&jw, "index");
-	jw_int(&jw, st->nblocks);
-	jw_key(&jw, "content_block");
+	msgs_block_start(st, out, &jw, MSGS_BLOCK_TOOL);
 	jw_obj(&jw);
-	jw_key(&jw, "type");
-	jw_cstr(&jw, "tool_use");
-	jw_key(&jw, "id");
-	jw_cstr(&jw, st->tool_id);
+	canon_kstr(&jw, "type", "tool_use");
+	canon_kstr(&jw, "id", st->tool_id);
 	jw_key(&jw, "name");
-	if (msgs_is_str(j, name))
-		msgs_raw(&jw, j, name);
+	if (canon_is_str(j, c->name))
+		prov_raw(&jw, j, c->name);
 	else
 		jw_cstr(&jw, "");
 	jw_key(&jw, "input");
-	MSGS_RAW(&jw, "{}");
+	PROV_RAW(&jw, "{}");
 	jw_obj_end(&jw);
-	msgs_ev_close(&jw);
-	st->nblocks++;
-	st->open = MSGS_BLOCK_TOOL;
+	canon_ev_close(&jw);
 	st->tool_index = index;
 	st->tool_seen = 1;
 }
 
-/* Whether tool call tc starts a new block: another index, or the same
+/* Whether tool call c starts a new block: another index, or the same
  * index with a different id (servers that reuse index 0). */
 static int
-msgs_tool_is_new(struct msgs_stream *st, const struct json *j, int tc,
-                 int index)
+msgs_tool_is_new(struct msgs_stream *st, const struct json *j,
+                 const struct canon_call *c, int index)
 {
-	int id = json_get(j, tc, "id");
 	char s[128], safe[128];
 	int n;
 
 	if (st->open != MSGS_BLOCK_TOOL || st->tool_index != index)
 		return 1;
-	if ((n = json_str(j, id, s, sizeof s)) <= 0 || (size_t)n >= sizeof s)
+	if ((n = json_str(j, c->id, s, sizeof s)) <= 0 || (size_t)n >= sizeof s)
 		return 0;
 	msgs_safe_id(s, (size_t)n, safe, sizeof safe);
 	return strcmp(safe, st->tool_id) != 0;
@@ -1556,20 +1283,17 @@ msgs_tool_deltas(struct msgs_stream *st, const struct json *j, int tcs,
                  struct buf *out)
 {
 	int n = json_type(j, tcs) == JSMN_ARRAY ? json_size(j, tcs) : 0;
-	int tc, a;
-	long long index;
+	struct canon_call c;
+	int index;
 
 	for (int i = 0; i < n; i++) {
-		tc = json_at(j, tcs, i);
-		if (json_int(j, json_get(j, tc, "index"), &index) == -1 ||
-		    index < 0 || index > 1 << 20)
-			index = i;
-		if (msgs_tool_is_new(st, j, tc, (int)index))
-			msgs_tool_open(st, out, j, tc, (int)index);
-		a = json_path(j, tc, "function.arguments");
-		if (msgs_is_str(j, a) && j->tok[a].end > j->tok[a].start)
+		canon_call_read(j, json_at(j, tcs, i), &c);
+		index = c.index < 0 || c.index > 1 << 20 ? i : (int)c.index;
+		if (msgs_tool_is_new(st, j, &c, index))
+			msgs_tool_open(st, out, j, &c, index);
+		if (canon_has_text(j, c.args))
 			msgs_block_delta(st, out, "input_json_delta",
-			                 "partial_json", j, a);
+			                 "partial_json", j, c.args);
 	}
 }
 
@@ -1577,31 +1301,26 @@ msgs_tool_deltas(struct msgs_stream *st, const struct json *j, int tcs,
 static void
 msgs_delta(struct msgs_stream *st, const struct json *j, int d, struct buf *out)
 {
-	int r = msgs_reasoning_tok(j, d), c = json_get(j, d, "content");
-	int rf = json_get(j, d, "refusal");
+	struct canon_msg m;
+	int r, c;
 
 	if (json_type(j, d) != JSMN_OBJECT)
 		return;
-	if (r >= 0) {
+	canon_msg_read(j, d, &m);
+	if ((r = msgs_reasoning_tok(j, &m)) >= 0) {
 		msgs_block_open(st, out, MSGS_BLOCK_THINKING);
 		msgs_block_delta(st, out, "thinking_delta", "thinking", j, r);
 	}
-	if (msgs_is_str(j, rf) && j->tok[rf].end > j->tok[rf].start) {
+	c = m.content;
+	if (canon_has_text(j, m.refusal)) {
 		st->refusal = 1;
-		c = rf;
+		c = m.refusal;
 	}
-	if (msgs_is_str(j, c) && j->tok[c].end > j->tok[c].start) {
+	if (canon_has_text(j, c)) {
 		msgs_block_open(st, out, MSGS_BLOCK_TEXT);
 		msgs_block_delta(st, out, "text_delta", "text", j, c);
 	}
-	msgs_tool_deltas(st, j, json_get(j, d, "tool_calls"), out);
-}
-
-/* Whether token t is absent, null, or of type ty. */
-static int
-msgs_opt_type(const struct json *j, int t, int ty)
-{
-	return t < 0 || json_is_null(j, t) || json_type(j, t) == ty;
+	msgs_tool_deltas(st, j, m.tool_calls, out);
 }
 
 /* Whether a choice has a canonical shape (delta object, tool_calls an
@@ -1612,10 +1331,9 @@ msgs_choice_ok(const struct json *j, int c)
 	int d = json_get(j, c, "delta"), tcs = json_get(j, d, "tool_calls");
 	int n = json_size(j, tcs);
 
-	if (json_type(j, c) != JSMN_OBJECT ||
-	    !msgs_opt_type(j, d, JSMN_OBJECT) ||
-	    !msgs_opt_type(j, tcs, JSMN_ARRAY) ||
-	    !msgs_opt_type(j, json_get(j, c, "finish_reason"), JSMN_STRING))
+	if (json_type(j, c) != JSMN_OBJECT || !canon_opt(j, d, JSMN_OBJECT) ||
+	    !canon_opt(j, tcs, JSMN_ARRAY) ||
+	    !canon_opt(j, json_get(j, c, "finish_reason"), JSMN_STRING))
 		return 0;
 	for (int i = 0; i < n; i++)
 		if (json_type(j, json_at(j, tcs, i)) != JSMN_OBJECT)
@@ -1623,52 +1341,59 @@ msgs_choice_ok(const struct json *j, int c)
 	return 1;
 }
 
-/* Whether a parsed chunk has the shape of a canonical chunk: an object
- * with a choices array or a usage object (or both), and no error. */
+/* Whether a read chunk has the whole canonical shape: choices (if any) an
+ * array of canonical choices, usage (if any) an object. */
 static int
-msgs_chunk_ok(const struct json *j)
+msgs_chunk_ok(const struct json *j, const struct canon_chunk *c)
 {
-	int ch = json_get(j, 0, "choices"), u = json_get(j, 0, "usage");
-	int n = json_size(j, ch);
+	int n = json_size(j, c->choices);
 
-	if (json_type(j, 0) != JSMN_OBJECT || msgs_has(j, 0, "error") ||
-	    !msgs_opt_type(j, ch, JSMN_ARRAY) ||
-	    !msgs_opt_type(j, u, JSMN_OBJECT))
+	if (!canon_opt(j, c->choices, JSMN_ARRAY) ||
+	    !canon_opt(j, c->usage, JSMN_OBJECT))
 		return 0;
 	for (int i = 0; i < n; i++)
-		if (!msgs_choice_ok(j, json_at(j, ch, i)))
+		if (!msgs_choice_ok(j, json_at(j, c->choices, i)))
 			return 0;
-	return json_type(j, ch) == JSMN_ARRAY || json_type(j, u) == JSMN_OBJECT;
+	return 1;
+}
+
+/* Take the counts of usage object u into st. */
+static void
+msgs_take_usage(struct msgs_stream *st, const struct json *j, int u)
+{
+	struct canon_usage cu = {.prompt = st->input_tokens,
+	                         .cached = st->cached_tokens,
+	                         .completion = st->output_tokens};
+
+	canon_usage_read(j, u, &cu, 0);
+	st->input_tokens = cu.prompt;
+	st->cached_tokens = cu.cached;
+	st->output_tokens = cu.completion;
 }
 
 /* Take id and model from the first chunk; write message_start. */
 static void
-msgs_chunk_first(struct msgs_stream *st, const struct json *j, struct buf *out)
+msgs_chunk_first(struct msgs_stream *st, const struct json *j,
+                 const struct canon_chunk *c, struct buf *out)
 {
-	int m = json_get(j, 0, "model");
-
-	msgs_make_id(j, json_get(j, 0, "id"), st->id, sizeof st->id);
-	if (msgs_is_str(j, m) && j->tok[m].end > j->tok[m].start)
-		json_str(j, m, st->model, sizeof st->model);
-	msgs_read_usage(j, json_get(j, 0, "usage"), &st->input_tokens,
-	                &st->cached_tokens, &st->output_tokens);
+	msgs_make_id(j, c->id, st->id, sizeof st->id);
+	if (canon_has_text(j, c->model))
+		json_str(j, c->model, st->model, sizeof st->model);
+	msgs_take_usage(st, j, c->usage);
 	msgs_ev_start(st, out);
 }
 
 /* Handle every choice of index 0 in a checked chunk. */
 static void
-msgs_choices(struct msgs_stream *st, const struct json *j, struct buf *out)
+msgs_choices(struct msgs_stream *st, const struct json *j, int ch,
+             struct buf *out)
 {
-	int ch = json_get(j, 0, "choices"), n = json_size(j, ch), c, f;
-	long long idx;
+	int c, f;
 
-	for (int i = 0; i < n; i++) {
-		c = json_at(j, ch, i);
-		if (json_int(j, json_get(j, c, "index"), &idx) == 0 && idx != 0)
-			continue;
+	for (int i = 0; (c = canon_choice_next(j, ch, &i)) >= 0;) {
 		msgs_delta(st, j, json_get(j, c, "delta"), out);
 		f = json_get(j, c, "finish_reason");
-		if (msgs_is_str(j, f))
+		if (canon_is_str(j, f))
 			json_str(j, f, st->finish, sizeof st->finish);
 	}
 }
@@ -1678,18 +1403,19 @@ int
 msgs_stream_chunk(struct msgs_stream *st, const char *data, size_t n,
                   struct buf *out)
 {
-	if (st->ended || json_parse(&st->j, data, n) == -1 ||
-	    !msgs_chunk_ok(&st->j))
+	const struct json *j = &st->j;
+	struct canon_chunk c;
+
+	if (st->ended || canon_chunk_read(&st->j, data, n, &c) == -1 ||
+	    !msgs_chunk_ok(j, &c))
 		return -1;
-	if (!st->started &&
-	    json_size(&st->j, json_get(&st->j, 0, "choices")) <= 0 &&
-	    json_type(&st->j, json_get(&st->j, 0, "usage")) != JSMN_OBJECT)
+	if (!st->started && json_size(j, c.choices) <= 0 &&
+	    json_type(j, c.usage) != JSMN_OBJECT)
 		return 0; /* e.g. Azure's prompt_filter_results chunk */
 	if (!st->started)
-		msgs_chunk_first(st, &st->j, out);
-	msgs_choices(st, &st->j, out);
-	msgs_read_usage(&st->j, json_get(&st->j, 0, "usage"), &st->input_tokens,
-	                &st->cached_tokens, &st->output_tokens);
+		msgs_chunk_first(st, j, &c, out);
+	msgs_choices(st, j, c.choices, out);
+	msgs_take_usage(st, j, c.usage);
 	return out->oom ? -1 : 0;
 }
 
@@ -1704,46 +1430,51 @@ msgs_stream_done(struct msgs_stream *st, struct buf *out)
 	if (!st->started)
 		msgs_ev_start(st, out);
 	msgs_block_close(st, out);
-	msgs_ev_open(out, &jw, "message_delta");
+	canon_ev_open(out, &jw, "message_delta");
 	jw_key(&jw, "delta");
 	jw_obj(&jw);
-	jw_key(&jw, "stop_reason");
-	jw_cstr(&jw, msgs_stop_reason(st->finish, st->tool_seen, st->refusal));
+	canon_kstr(&jw, "stop_reason",
+	           msgs_stop_reason(st->finish, st->tool_seen, st->refusal));
 	jw_key(&jw, "stop_sequence");
 	jw_null(&jw);
 	jw_obj_end(&jw);
 	msgs_usage(&jw, st->input_tokens, st->cached_tokens, st->output_tokens);
-	msgs_ev_close(&jw);
-	msgs_ev_open(out, &jw, "message_stop");
-	msgs_ev_close(&jw);
+	canon_ev_close(&jw);
+	canon_ev_open(out, &jw, "message_stop");
+	canon_ev_close(&jw);
 	st->ended = 1;
 }
 
-/* Default message for an error type. */
-static const char *
-msgs_error_default(int status)
+/* Anthropic's error type and default message for an HTTP status; the
+ * last two entries stand for any other status >= 500, and the rest. */
+static const struct msgs_err {
+	int status;
+	const char *type, *msg;
+} msgs_errs[] = {
+    {401, "authentication_error", "Authentication failed"},
+    {402, "billing_error", "Invalid request"},
+    {403, "permission_error", "Permission denied"},
+    {404, "not_found_error", "Not found"},
+    {408, "timeout_error", "Request timed out"},
+    {413, "request_too_large", "Request too large"},
+    {429, "rate_limit_error", "Rate limited"},
+    {503, "overloaded_error", "Overloaded"},
+    {504, "timeout_error", "Request timed out"},
+    {529, "overloaded_error", "Overloaded"},
+    {500, "api_error", "Internal server error"},
+    {400, "invalid_request_error", "Invalid request"},
+};
+
+/* The msgs_errs entry for status. */
+static const struct msgs_err *
+msgs_err(int status)
 {
-	switch (status) {
-	case 401:
-		return "Authentication failed";
-	case 403:
-		return "Permission denied";
-	case 404:
-		return "Not found";
-	case 413:
-		return "Request too large";
-	case 429:
-		return "Rate limited";
-	case 503:
-	case 529:
-		return "Overloaded";
-	case 408:
-	case 504:
-		return "Request timed out";
-	default:
-		return status >= 500 ? "Internal server error"
-		                     : "Invalid request";
-	}
+	size_t n = sizeof msgs_errs / sizeof msgs_errs[0];
+
+	for (size_t i = 0; i < n - 2; i++)
+		if (msgs_errs[i].status == status)
+			return &msgs_errs[i];
+	return &msgs_errs[status >= 500 ? n - 2 : n - 1];
 }
 
 /* Write the "error":{type,message} member. */
@@ -1752,8 +1483,7 @@ msgs_error_obj(struct jw *jw, int status, const char *msg, size_t n)
 {
 	jw_key(jw, "error");
 	jw_obj(jw);
-	jw_key(jw, "type");
-	jw_cstr(jw, msgs_error_type(status));
+	canon_kstr(jw, "type", msgs_error_type(status));
 	jw_key(jw, "message");
 	jw_str(jw, msg, n);
 	jw_obj_end(jw);
@@ -1769,10 +1499,10 @@ msgs_stream_fail(struct msgs_stream *st, int status, const char *msg,
 	if (st->ended)
 		return;
 	if (msg == NULL || msg[0] == '\0')
-		msg = msgs_error_default(status);
-	msgs_ev_open(out, &jw, "error");
+		msg = msgs_err(status)->msg;
+	canon_ev_open(out, &jw, "error");
 	msgs_error_obj(&jw, status, msg, strlen(msg));
-	msgs_ev_close(&jw);
+	canon_ev_close(&jw);
 	st->ended = 1;
 }
 
@@ -1782,28 +1512,7 @@ msgs_stream_fail(struct msgs_stream *st, int status, const char *msg,
 const char *
 msgs_error_type(int status)
 {
-	switch (status) {
-	case 401:
-		return "authentication_error";
-	case 402:
-		return "billing_error";
-	case 403:
-		return "permission_error";
-	case 404:
-		return "not_found_error";
-	case 413:
-		return "request_too_large";
-	case 429:
-		return "rate_limit_error";
-	case 408:
-	case 504:
-		return "timeout_error";
-	case 503:
-	case 529:
-		return "overloaded_error";
-	default:
-		return status >= 500 ? "api_error" : "invalid_request_error";
-	}
+	return msgs_err(status)->type;
 }
 
 /* The integer starting at s[i] if it stands alone (not part of a word such
@@ -1927,19 +1636,17 @@ msgs_error(struct buf *out, int status, const char *code, const char *msg,
 	struct jw jw;
 
 	if (msg == NULL || msg[0] == '\0')
-		msg = msgs_error_default(status);
+		msg = msgs_err(status)->msg;
 	if (code && strcmp(code, "context_length_exceeded") == 0)
 		msgs_ctx_message(&m, msg);
 	else
 		buf_adds(&m, msg);
 	jw_init(&jw, out);
 	jw_obj(&jw);
-	jw_key(&jw, "type");
-	jw_cstr(&jw, "error");
+	canon_kstr(&jw, "type", "error");
 	msgs_error_obj(&jw, status, buf_cstr(&m), m.len);
 	if (request_id && request_id[0]) {
-		jw_key(&jw, "request_id");
-		jw_cstr(&jw, request_id);
+		canon_kstr(&jw, "request_id", request_id);
 	}
 	if (trail && trail_len && msgs_is_array(trail, trail_len)) {
 		jw_key(&jw, "attempts");
@@ -2009,7 +1716,7 @@ msgs_count_blocks(struct msgs_count *c, const struct json *j, int v)
 {
 	int n = json_size(j, v);
 
-	if (msgs_is_str(j, v))
+	if (canon_is_str(j, v))
 		msgs_count_str(c, j, v);
 	for (int i = 0; i < n && json_type(j, v) == JSMN_ARRAY; i++)
 		msgs_count_block(c, j, json_at(j, v, i));

@@ -32,9 +32,8 @@ int msgs_reply(const char *chat, size_t n, struct buf *out);
 /* Stream encoder state. The caller may preset input_tokens (an estimate)
  * and model (used when chunks carry none) after msgs_stream_init. */
 struct msgs_stream {
-	struct json j;  /* chunk parse, reused */
-	struct buf tmp; /* scratch */
-	char id[128];   /* msg_... */
+	struct json j; /* chunk parse, reused */
+	char id[128];  /* msg_... */
 	char model[128];
 	char tool_id[128]; /* id of the open tool_use block */
 	char finish[32];   /* last finish_reason seen */

@@ -3,7 +3,7 @@
  * reads); canonical replies and chunks become Response objects and the
  * Responses event stream of section 2.5.
  *
- * Choices (llmfd's, documented in INGRESS.md and responses.h):
+ * llmfd's choices (INGRESS.md section 2 gives the wire formats):
  * - no server state: previous_response_id, conversation and item_reference
  *   are refused (400, previous_response_not_found / unsupported_value),
  *   as are background runs and stored prompts (prompt);
@@ -11,6 +11,7 @@
  *   file_search, local_shell, custom, mcp, ...) are refused, not dropped,
  *   so a client never silently loses a capability it asked for;
  *   allowed_tools becomes a filtered tools list plus its mode;
+ *   tool_choice and parallel_tool_calls are sent only with tools;
  * - reasoning items in the input are dropped (their encrypted content only
  *   means something to the family that issued it);
  * - file_id (OpenAI file storage) and file_url (llmfd never fetches) are
@@ -21,14 +22,15 @@
  *   stream_options are not forwarded;
  * - function_call_output parts: text parts joined with "\n"; image and
  *   file parts are refused (a Chat tool message holds text only). */
-#include <stdarg.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "worker/ingress.h"
+#include "worker/ingress/canon.h"
 #include "worker/ingress/responses.h"
+#include "worker/provider.h"
 
 enum { RESP_FIN_NONE = 0, RESP_FIN_STOP, RESP_FIN_LENGTH, RESP_FIN_FILTER };
 enum {
@@ -43,11 +45,7 @@ enum { RESP_PART_NONE = 0, RESP_PART_TEXT, RESP_PART_REFUSAL };
 
 /* Request translation state. */
 struct resp_rq {
-	const struct json *j;
-	int *status;
-	const char **code;
-	char *err;
-	size_t errsz;
+	struct canon_rq rq;
 	struct jw mjw;   /* writer of the messages array */
 	int nmsg;        /* non-system messages written */
 	int asst;        /* an assistant message is pending */
@@ -57,81 +55,69 @@ struct resp_rq {
 	struct buf calls; /* "[call,call" of the pending message */
 };
 
-/* Copy value token t of j as it is. */
-static void
-resp_raw(struct jw *jw, const struct json *j, int t)
-{
-	size_t rl;
-	const char *raw = json_raw(j, t, &rl);
-
-	jw_raw(jw, raw, rl);
-}
-
-/* Whether token t is absent or null. */
+/* Refuse field key as having the wrong type or value; -1. */
 static int
-resp_absent(const struct json *j, int t)
+resp_rq_bad(struct canon_rq *rq, const char *key, enum canon_want want)
 {
-	return t < 0 || json_is_null(j, t);
+	static const char *const what[] = {
+	    [CANON_REQUIRED] = "given",
+	    [CANON_NUMBER] = "a number",
+	    [CANON_INTEGER] = "a positive integer",
+	    [CANON_MIN1] = "a positive integer",
+	    [CANON_BOOL] = "a boolean",
+	    [CANON_STRING] = "a string",
+	    [CANON_LIST] = "an array",
+	    [CANON_DICT] = "an object",
+	};
+
+	return canon_fail(rq,
+	                  want == CANON_INTEGER || want == CANON_MIN1
+	                      ? "invalid_value"
+	                      : "invalid_type",
+	                  "'%s' must be %s", key, what[want]);
 }
 
-/* Whether token t is a non-empty string. */
+/* Refuse the type or role name in token t: "what 't' is not supported"
+ * and then rest; -1. */
 static int
-resp_has_text(const struct json *j, int t)
+resp_unsupported(struct resp_rq *x, const char *code, const char *what, int t,
+                 const char *rest)
 {
-	return json_type(j, t) == JSMN_STRING &&
-	       j->tok[t].end > j->tok[t].start;
-}
+	char s[64];
 
-/* Refuse the request with code and a formatted reason; always -1. */
-static int __attribute__((format(printf, 3, 4)))
-resp_bad(struct resp_rq *x, const char *code, const char *fmt, ...)
-{
-	va_list ap;
-
-	*x->status = 400;
-	*x->code = code;
-	va_start(ap, fmt);
-	vsnprintf(x->err, x->errsz, fmt, ap);
-	va_end(ap);
-	return -1;
-}
-
-/* A string token's text for a message (truncated), or "?". */
-static const char *
-resp_name(const struct json *j, int t, char *s, size_t n)
-{
-	if (json_str(j, t, s, n) < 0)
-		snprintf(s, n, "?");
-	return s;
+	if (json_str(x->rq.j, t, s, sizeof s) < 0)
+		snprintf(s, sizeof s, "?");
+	return canon_fail(&x->rq, code, "%s '%s' is not supported%s", what, s,
+	                  rest);
 }
 
 /* Refuse server-side state and the modes llmfd cannot serve. */
 static int
 resp_rq_check(struct resp_rq *x)
 {
-	const struct json *j = x->j;
+	const struct json *j = x->rq.j;
 	static const char *const state[] = {"previous_response_id",
 	                                    "conversation"};
 
 	for (size_t i = 0; i < sizeof state / sizeof state[0]; i++)
-		if (!resp_absent(j, json_get(j, 0, state[i])))
-			return resp_bad(
-			    x, "previous_response_not_found",
+		if (!canon_absent(j, json_get(j, 0, state[i])))
+			return canon_fail(
+			    &x->rq, "previous_response_not_found",
 			    "'%s' is not supported: llmfd is stateless and "
 			    "stores no responses; send the whole conversation "
 			    "in 'input' (store: false)",
 			    state[i]);
 	if (json_is_true(j, json_get(j, 0, "background")))
-		return resp_bad(x, "unsupported_value",
-		                "'background' is not supported: llmfd is "
-		                "stateless and answers in the request");
-	if (!resp_absent(j, json_get(j, 0, "prompt")))
-		return resp_bad(x, "unsupported_parameter",
-		                "'prompt' (a stored prompt template) is not "
-		                "supported; send 'instructions' and 'input'");
+		return canon_fail(&x->rq, "unsupported_value",
+		                  "'background' is not supported: llmfd is "
+		                  "stateless and answers in the request");
+	if (!canon_absent(j, json_get(j, 0, "prompt")))
+		return canon_fail(&x->rq, "unsupported_parameter",
+		                  "'prompt' (a stored prompt template) is not "
+		                  "supported; send 'instructions' and 'input'");
 	if (json_type(j, json_get(j, 0, "model")) != JSMN_STRING)
-		return resp_bad(x, "missing_required_parameter",
-		                "'model' is required and must be a string");
+		return canon_fail(&x->rq, "missing_required_parameter",
+		                  "'model' is required and must be a string");
 	return 0;
 }
 
@@ -152,67 +138,49 @@ resp_asst_open(struct resp_rq *x)
 static void
 resp_asst_flush(struct resp_rq *x)
 {
-	struct jw *jw = &x->mjw;
-
 	if (!x->asst)
 		return;
 	x->asst = 0;
 	x->nmsg++;
-	jw_obj(jw);
-	jw_key(jw, "role");
-	jw_cstr(jw, "assistant");
-	jw_key(jw, "content");
-	if (x->has_content)
-		jw_str(jw, x->content.data ? x->content.data : "",
-		       x->content.len);
-	else
-		jw_null(jw);
-	if (x->refusal.len) {
-		jw_key(jw, "refusal");
-		jw_str(jw, x->refusal.data, x->refusal.len);
-	}
-	if (x->calls.len) {
+	if (x->calls.len)
 		buf_addc(&x->calls, ']');
-		jw_key(jw, "tool_calls");
-		jw_raw(jw, x->calls.data, x->calls.len);
-	}
-	jw_obj_end(jw);
+	canon_assistant(&x->mjw, x->has_content ? &x->content : NULL,
+	                &x->refusal, &x->calls);
 }
 
 /* Append the text of assistant part p to the pending message. */
 static int
 resp_asst_part(struct resp_rq *x, int p)
 {
-	const struct json *j = x->j;
+	const struct json *j = x->rq.j;
 	int t = json_get(j, p, "type");
-	char s[64];
 
 	if (json_eq(j, t, "output_text") || json_eq(j, t, "input_text")) {
 		if (json_str_buf(j, json_get(j, p, "text"), &x->content) < 0)
-			return resp_bad(x, "invalid_type",
-			                "an assistant text part needs a string "
-			                "'text'");
+			return canon_fail(
+			    &x->rq, "invalid_type",
+			    "an assistant text part needs a string "
+			    "'text'");
 		x->has_content = 1;
 		return 0;
 	}
 	if (json_eq(j, t, "refusal")) {
 		if (json_str_buf(j, json_get(j, p, "refusal"), &x->refusal) < 0)
-			return resp_bad(x, "invalid_type",
-			                "a refusal part needs a string "
-			                "'refusal'");
+			return canon_fail(&x->rq, "invalid_type",
+			                  "a refusal part needs a string "
+			                  "'refusal'");
 		return 0;
 	}
-	return resp_bad(x, "unsupported_value",
-	                "assistant content part type '%s' is not supported "
-	                "(output_text and refusal are)",
-	                resp_name(j, t, s, sizeof s));
+	return resp_unsupported(x, "unsupported_value",
+	                        "assistant content part type", t,
+	                        " (output_text and refusal are)");
 }
 
 /* An assistant message item: its text joins the pending message. */
 static int
 resp_rq_assistant(struct resp_rq *x, int c)
 {
-	const struct json *j = x->j;
+	const struct json *j = x->rq.j;
 	int n;
 
 	resp_asst_flush(x);
@@ -233,50 +201,55 @@ resp_rq_assistant(struct resp_rq *x, int c)
 static int
 resp_text_part(struct resp_rq *x, int p, const char *key)
 {
-	const struct json *j = x->j;
+	const struct json *j = x->rq.j;
 	int t = json_get(j, p, key);
 
 	if (json_type(j, t) != JSMN_STRING)
-		return resp_bad(x, "invalid_type",
-		                "a text content part needs a string '%s'", key);
-	jw_obj(&x->mjw);
-	jw_key(&x->mjw, "type");
-	jw_cstr(&x->mjw, "text");
-	jw_key(&x->mjw, "text");
-	resp_raw(&x->mjw, j, t);
-	jw_obj_end(&x->mjw);
+		return canon_fail(&x->rq, "invalid_type",
+		                  "a text content part needs a string '%s'",
+		                  key);
+	canon_text_part(&x->mjw, j, t);
 	return 0;
+}
+
+/* The string token key of part p (inline data), or -1 with a reason:
+ * alt_why when p names alt (a source llmfd cannot read) instead, else
+ * code and why. */
+static int
+resp_inline(struct resp_rq *x, int p, const char *key, const char *alt,
+            const char *alt_why, const char *code, const char *why)
+{
+	const struct json *j = x->rq.j;
+	int t = json_get(j, p, key);
+
+	if (canon_is_str(j, t))
+		return t;
+	if (!canon_absent(j, json_get(j, p, alt)))
+		return canon_fail(&x->rq, "unsupported_value", "%s", alt_why);
+	return canon_fail(&x->rq, code, "%s", why);
 }
 
 /* Write an input_image part as an image_url part. */
 static int
 resp_image_part(struct resp_rq *x, int p)
 {
-	const struct json *j = x->j;
-	int u = json_get(j, p, "image_url"), d = json_get(j, p, "detail");
+	const struct json *j = x->rq.j;
+	int d = json_get(j, p, "detail"), u;
 	struct jw *jw = &x->mjw;
 
-	if (json_type(j, u) != JSMN_STRING) {
-		if (!resp_absent(j, json_get(j, p, "file_id")))
-			return resp_bad(
-			    x, "unsupported_value",
-			    "input_image 'file_id' is not supported "
-			    "(OpenAI file storage); send the image "
-			    "as 'image_url' (a data: URL or https)");
-		return resp_bad(x, "missing_required_parameter",
-		                "input_image needs 'image_url'");
-	}
-	jw_obj(jw);
-	jw_key(jw, "type");
-	jw_cstr(jw, "image_url");
-	jw_key(jw, "image_url");
-	jw_obj(jw);
-	jw_key(jw, "url");
-	resp_raw(jw, j, u);
+	u = resp_inline(x, p, "image_url", "file_id",
+	                "input_image 'file_id' is not supported (OpenAI file "
+	                "storage); send the image as 'image_url' (a data: "
+	                "URL or https)",
+	                "missing_required_parameter",
+	                "input_image needs 'image_url'");
+	if (u < 0)
+		return -1;
+	canon_open_typed(jw, "image_url", 1);
+	canon_kraw(jw, "url", j, u);
 	if (json_eq(j, d, "auto") || json_eq(j, d, "low") ||
 	    json_eq(j, d, "high")) {
-		jw_key(jw, "detail");
-		resp_raw(jw, j, d);
+		canon_kraw(jw, "detail", j, d);
 	}
 	jw_obj_end(jw);
 	jw_obj_end(jw);
@@ -287,33 +260,20 @@ resp_image_part(struct resp_rq *x, int p)
 static int
 resp_file_part(struct resp_rq *x, int p)
 {
-	const struct json *j = x->j;
-	int fd = json_get(j, p, "file_data"), fn = json_get(j, p, "filename");
 	struct jw *jw = &x->mjw;
+	int fd;
 
-	if (json_type(j, fd) != JSMN_STRING) {
-		if (!resp_absent(j, json_get(j, p, "file_url")))
-			return resp_bad(
-			    x, "unsupported_value",
-			    "input_file 'file_url' is not supported "
-			    "(llmfd does not fetch URLs); send "
-			    "'file_data'");
-		return resp_bad(x, "unsupported_value",
-		                "input_file needs 'file_data' ('file_id' "
-		                "refers to OpenAI file storage, which llmfd "
-		                "cannot read)");
-	}
-	jw_obj(jw);
-	jw_key(jw, "type");
-	jw_cstr(jw, "file");
-	jw_key(jw, "file");
-	jw_obj(jw);
-	if (json_type(j, fn) == JSMN_STRING) {
-		jw_key(jw, "filename");
-		resp_raw(jw, j, fn);
-	}
-	jw_key(jw, "file_data");
-	resp_raw(jw, j, fd);
+	fd = resp_inline(x, p, "file_data", "file_url",
+	                 "input_file 'file_url' is not supported (llmfd does "
+	                 "not fetch URLs); send 'file_data'",
+	                 "unsupported_value",
+	                 "input_file needs 'file_data' ('file_id' refers to "
+	                 "OpenAI file storage, which llmfd cannot read)");
+	if (fd < 0)
+		return -1;
+	canon_open_typed(jw, "file", 1);
+	canon_rq_str(jw, x->rq.j, json_get(x->rq.j, p, "filename"), "filename");
+	canon_kraw(jw, "file_data", x->rq.j, fd);
 	jw_obj_end(jw);
 	jw_obj_end(jw);
 	return 0;
@@ -323,13 +283,12 @@ resp_file_part(struct resp_rq *x, int p)
 static int
 resp_part(struct resp_rq *x, int p, int text_only)
 {
-	const struct json *j = x->j;
+	const struct json *j = x->rq.j;
 	int t = json_get(j, p, "type");
-	char s[64];
 
 	if (json_type(j, p) != JSMN_OBJECT)
-		return resp_bad(x, "invalid_type",
-		                "each content part must be an object");
+		return canon_fail(&x->rq, "invalid_type",
+		                  "each content part must be an object");
 	if (json_eq(j, t, "input_text") || json_eq(j, t, "output_text"))
 		return resp_text_part(x, p, "text");
 	if (json_eq(j, t, "refusal"))
@@ -338,27 +297,23 @@ resp_part(struct resp_rq *x, int p, int text_only)
 		return resp_image_part(x, p);
 	if (!text_only && json_eq(j, t, "input_file"))
 		return resp_file_part(x, p);
-	return resp_bad(x, "unsupported_value",
-	                "content part type '%s' is not supported here",
-	                resp_name(j, t, s, sizeof s));
+	return resp_unsupported(x, "unsupported_value", "content part type", t,
+	                        " here");
 }
 
 /* A user, system or developer message item. */
 static int
 resp_rq_message(struct resp_rq *x, const char *role, int c)
 {
-	const struct json *j = x->j;
+	const struct json *j = x->rq.j;
 	struct jw *jw = &x->mjw;
 	int n, sys = strcmp(role, "user") != 0;
 
 	resp_asst_flush(x);
 	x->nmsg += !sys;
-	jw_obj(jw);
-	jw_key(jw, "role");
-	jw_cstr(jw, role);
-	jw_key(jw, "content");
+	canon_open_msg(jw, role);
 	if (json_type(j, c) == JSMN_STRING) {
-		resp_raw(jw, j, c);
+		prov_raw(jw, j, c);
 	} else {
 		jw_arr(jw);
 		n = json_size(j, c);
@@ -375,59 +330,41 @@ resp_rq_message(struct resp_rq *x, const char *role, int c)
 static int
 resp_rq_item_message(struct resp_rq *x, int it)
 {
-	const struct json *j = x->j;
+	const struct json *j = x->rq.j;
 	int r = json_get(j, it, "role"), c = json_get(j, it, "content");
 	static const char *const roles[] = {"user", "system", "developer"};
-	char s[64];
 
 	if (json_type(j, c) != JSMN_STRING && json_type(j, c) != JSMN_ARRAY)
-		return resp_bad(x, "invalid_type",
-		                "message 'content' must be a string or an "
-		                "array of content parts");
+		return canon_fail(&x->rq, "invalid_type",
+		                  "message 'content' must be a string or an "
+		                  "array of content parts");
 	if (json_eq(j, r, "assistant"))
 		return resp_rq_assistant(x, c);
 	for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++)
 		if (json_eq(j, r, roles[i]))
 			return resp_rq_message(x, roles[i], c);
-	return resp_bad(x, "invalid_value",
-	                "message role '%s' is not supported (user, "
-	                "assistant, system, developer)",
-	                resp_name(j, r, s, sizeof s));
+	return resp_unsupported(x, "invalid_value", "message role", r,
+	                        " (user, assistant, system, developer)");
 }
 
 /* A function_call item: a tool call of the pending assistant message. */
 static int
 resp_rq_call(struct resp_rq *x, int it)
 {
-	const struct json *j = x->j;
+	const struct json *j = x->rq.j;
 	int id = json_get(j, it, "call_id"), name = json_get(j, it, "name");
 	int args = json_get(j, it, "arguments");
 	struct jw cw;
 
 	if (json_type(j, id) != JSMN_STRING ||
 	    json_type(j, name) != JSMN_STRING)
-		return resp_bad(x, "missing_required_parameter",
-		                "a function_call item needs string 'call_id' "
-		                "and 'name'");
+		return canon_fail(&x->rq, "missing_required_parameter",
+		                  "a function_call item needs string 'call_id' "
+		                  "and 'name'");
 	resp_asst_open(x);
 	buf_addc(&x->calls, x->calls.len ? ',' : '[');
 	jw_init(&cw, &x->calls);
-	jw_obj(&cw);
-	jw_key(&cw, "id");
-	resp_raw(&cw, j, id);
-	jw_key(&cw, "type");
-	jw_cstr(&cw, "function");
-	jw_key(&cw, "function");
-	jw_obj(&cw);
-	jw_key(&cw, "name");
-	resp_raw(&cw, j, name);
-	jw_key(&cw, "arguments");
-	if (json_type(j, args) == JSMN_STRING)
-		resp_raw(&cw, j, args);
-	else
-		jw_cstr(&cw, "{}");
-	jw_obj_end(&cw);
-	jw_obj_end(&cw);
+	canon_tool_call(&cw, j, id, name, args);
 	return 0;
 }
 
@@ -435,25 +372,23 @@ resp_rq_call(struct resp_rq *x, int it)
 static int
 resp_output_parts(struct resp_rq *x, int o, struct buf *t)
 {
-	const struct json *j = x->j;
+	const struct json *j = x->rq.j;
 	int n = json_size(j, o), p, ty;
-	char s[64];
 
 	for (int i = 0; i < n; i++) {
 		p = json_at(j, o, i);
 		ty = json_get(j, p, "type");
 		if (!json_eq(j, ty, "input_text") &&
 		    !json_eq(j, ty, "output_text"))
-			return resp_bad(
+			return resp_unsupported(
 			    x, "unsupported_value",
-			    "function_call_output part type '%s' is "
-			    "not supported (text only)",
-			    resp_name(j, ty, s, sizeof s));
+			    "function_call_output part type", ty,
+			    " (text only)");
 		if (i)
 			buf_addc(t, '\n');
 		if (json_str_buf(j, json_get(j, p, "text"), t) < 0)
-			return resp_bad(x, "invalid_type",
-			                "a text part needs a string 'text'");
+			return canon_fail(&x->rq, "invalid_type",
+			                  "a text part needs a string 'text'");
 	}
 	return 0;
 }
@@ -462,33 +397,28 @@ resp_output_parts(struct resp_rq *x, int o, struct buf *t)
 static int
 resp_rq_output(struct resp_rq *x, int it)
 {
-	const struct json *j = x->j;
+	const struct json *j = x->rq.j;
 	int id = json_get(j, it, "call_id"), o = json_get(j, it, "output");
 	struct jw *jw = &x->mjw;
 	struct buf t = {0};
 	int rc = 0;
 
 	if (json_type(j, id) != JSMN_STRING)
-		return resp_bad(x, "missing_required_parameter",
-		                "a function_call_output item needs a string "
-		                "'call_id'");
+		return canon_fail(&x->rq, "missing_required_parameter",
+		                  "a function_call_output item needs a string "
+		                  "'call_id'");
 	if (json_type(j, o) == JSMN_ARRAY)
 		rc = resp_output_parts(x, o, &t);
 	else if (json_type(j, o) != JSMN_STRING)
-		rc = resp_bad(x, "invalid_type",
-		              "function_call_output 'output' must be a string "
-		              "or an array of parts");
+		rc = canon_fail(&x->rq, "invalid_type",
+		                "function_call_output 'output' must be a "
+		                "string or an array of parts");
 	if (rc == 0) {
 		resp_asst_flush(x);
 		x->nmsg++;
-		jw_obj(jw);
-		jw_key(jw, "role");
-		jw_cstr(jw, "tool");
-		jw_key(jw, "tool_call_id");
-		resp_raw(jw, j, id);
-		jw_key(jw, "content");
+		canon_open_tool_msg(jw, j, id);
 		if (json_type(j, o) == JSMN_STRING)
-			resp_raw(jw, j, o);
+			prov_raw(jw, j, o);
 		else
 			jw_str(jw, t.data ? t.data : "", t.len);
 		jw_obj_end(jw);
@@ -501,15 +431,14 @@ resp_rq_output(struct resp_rq *x, int it)
 static int
 resp_rq_item(struct resp_rq *x, int it)
 {
-	const struct json *j = x->j;
+	const struct json *j = x->rq.j;
 	int t = json_get(j, it, "type");
-	char s[64];
 
 	if (json_type(j, it) != JSMN_OBJECT)
-		return resp_bad(x, "invalid_type",
-		                "each 'input' item must be an object");
+		return canon_fail(&x->rq, "invalid_type",
+		                  "each 'input' item must be an object");
 	if (json_eq(j, t, "message") ||
-	    (resp_absent(j, t) && json_get(j, it, "role") >= 0))
+	    (canon_absent(j, t) && json_get(j, it, "role") >= 0))
 		return resp_rq_item_message(x, it);
 	if (json_eq(j, t, "function_call"))
 		return resp_rq_call(x, it);
@@ -517,37 +446,32 @@ resp_rq_item(struct resp_rq *x, int it)
 		return resp_rq_output(x, it);
 	if (json_eq(j, t, "reasoning"))
 		return 0;
-	if (json_eq(j, t, "item_reference") || resp_absent(j, t))
-		return resp_bad(x, "unsupported_value",
-		                "item references are not supported: llmfd is "
-		                "stateless; send the items themselves");
-	return resp_bad(x, "unsupported_value",
-	                "input item type '%s' is not supported (llmfd "
-	                "carries messages, function_call and "
-	                "function_call_output items across providers)",
-	                resp_name(j, t, s, sizeof s));
+	if (json_eq(j, t, "item_reference") || canon_absent(j, t))
+		return canon_fail(&x->rq, "unsupported_value",
+		                  "item references are not supported: llmfd is "
+		                  "stateless; send the items themselves");
+	return resp_unsupported(x, "unsupported_value", "input item type", t,
+	                        " (llmfd carries messages, function_call and "
+	                        "function_call_output items across providers)");
 }
 
 /* Write the messages array: instructions, then the input items. */
 static int
 resp_rq_messages(struct resp_rq *x, struct buf *b)
 {
-	const struct json *j = x->j;
+	const struct json *j = x->rq.j;
 	int ins = json_get(j, 0, "instructions"), in = json_get(j, 0, "input");
 	int n;
 
+	if (canon_rq_want(&x->rq, ins, "instructions", CANON_STRING) == -1)
+		return -1;
 	jw_init(&x->mjw, b);
 	jw_arr(&x->mjw);
-	if (resp_has_text(j, ins)) {
-		jw_obj(&x->mjw);
-		jw_key(&x->mjw, "role");
-		jw_cstr(&x->mjw, "system");
-		jw_key(&x->mjw, "content");
-		resp_raw(&x->mjw, j, ins);
+	if (canon_has_text(j, ins)) {
+		canon_open_msg(&x->mjw, "system");
+		prov_raw(&x->mjw, j, ins);
 		jw_obj_end(&x->mjw);
-	} else if (!resp_absent(j, ins) && json_type(j, ins) != JSMN_STRING)
-		return resp_bad(x, "invalid_type",
-		                "'instructions' must be a string");
+	}
 	if (json_type(j, in) == JSMN_STRING) {
 		if (resp_rq_message(x, "user", in) == -1)
 			return -1;
@@ -557,14 +481,15 @@ resp_rq_messages(struct resp_rq *x, struct buf *b)
 			if (resp_rq_item(x, json_at(j, in, i)) == -1)
 				return -1;
 	} else
-		return resp_bad(x, "missing_required_parameter",
-		                "'input' is required: a string or an array of "
-		                "items");
+		return canon_fail(
+		    &x->rq, "missing_required_parameter",
+		    "'input' is required: a string or an array of "
+		    "items");
 	resp_asst_flush(x);
 	jw_arr_end(&x->mjw);
 	if (x->nmsg == 0)
-		return resp_bad(x, "invalid_value",
-		                "'input' holds no message to answer");
+		return canon_fail(&x->rq, "invalid_value",
+		                  "'input' holds no message to answer");
 	return 0;
 }
 
@@ -598,19 +523,12 @@ resp_tool(struct jw *jw, const struct json *j, int t)
 	                                   "strict"};
 	int v;
 
-	jw_obj(jw);
-	jw_key(jw, "type");
-	jw_cstr(jw, "function");
-	jw_key(jw, "function");
-	jw_obj(jw);
-	jw_key(jw, "name");
-	resp_raw(jw, j, json_get(j, t, "name"));
+	canon_open_function(jw, j, json_get(j, t, "name"));
 	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
 		v = json_get(j, t, keys[i]);
-		if (resp_absent(j, v))
+		if (canon_absent(j, v))
 			continue;
-		jw_key(jw, keys[i]);
-		resp_raw(jw, j, v);
+		canon_kraw(jw, keys[i], j, v);
 	}
 	jw_obj_end(jw);
 	jw_obj_end(jw);
@@ -621,16 +539,15 @@ resp_tool(struct jw *jw, const struct json *j, int t)
 static int
 resp_rq_tools(struct resp_rq *x, int allowed, struct buf *b, int *count)
 {
-	const struct json *j = x->j;
+	const struct json *j = x->rq.j;
 	int tools = json_get(j, 0, "tools"), n, t, ty;
 	struct jw jw;
-	char s[64];
 
 	*count = 0;
-	if (resp_absent(j, tools))
+	if (canon_rq_want(&x->rq, tools, "tools", CANON_LIST) == -1)
+		return -1;
+	if (canon_absent(j, tools))
 		return 0;
-	if (json_type(j, tools) != JSMN_ARRAY)
-		return resp_bad(x, "invalid_type", "'tools' must be an array");
 	jw_init(&jw, b);
 	jw_arr(&jw);
 	n = json_size(j, tools);
@@ -638,15 +555,13 @@ resp_rq_tools(struct resp_rq *x, int allowed, struct buf *b, int *count)
 		t = json_at(j, tools, i);
 		ty = json_get(j, t, "type");
 		if (!json_eq(j, ty, "function"))
-			return resp_bad(
-			    x, "unsupported_value",
-			    "tool type '%s' is not supported: llmfd serves "
-			    "every provider through Chat Completions, which "
-			    "carries function tools only",
-			    resp_name(j, ty, s, sizeof s));
+			return resp_unsupported(
+			    x, "unsupported_value", "tool type", ty,
+			    ": llmfd serves every provider through Chat "
+			    "Completions, which carries function tools only");
 		if (json_type(j, json_get(j, t, "name")) != JSMN_STRING)
-			return resp_bad(
-			    x, "missing_required_parameter",
+			return canon_fail(
+			    &x->rq, "missing_required_parameter",
 			    "a function tool needs a string 'name'");
 		if (!resp_allowed(j, allowed, json_get(j, t, "name")))
 			continue;
@@ -661,43 +576,34 @@ resp_rq_tools(struct resp_rq *x, int allowed, struct buf *b, int *count)
 static int
 resp_rq_tool_choice(struct resp_rq *x, struct jw *jw, int tc)
 {
-	const struct json *j = x->j;
+	const struct json *j = x->rq.j;
 	int ty = json_get(j, tc, "type"), nm = json_get(j, tc, "name");
-	char s[64];
 
 	if (json_eq(j, tc, "none") || json_eq(j, tc, "auto") ||
 	    json_eq(j, tc, "required")) {
-		jw_key(jw, "tool_choice");
-		resp_raw(jw, j, tc);
+		canon_kraw(jw, "tool_choice", j, tc);
 		return 0;
 	}
 	if (json_eq(j, ty, "function") && json_type(j, nm) == JSMN_STRING) {
 		jw_key(jw, "tool_choice");
-		jw_obj(jw);
-		jw_key(jw, "type");
-		jw_cstr(jw, "function");
-		jw_key(jw, "function");
-		jw_obj(jw);
-		jw_key(jw, "name");
-		resp_raw(jw, j, nm);
+		canon_open_function(jw, j, nm);
 		jw_obj_end(jw);
 		jw_obj_end(jw);
 		return 0;
 	}
 	if (json_type(j, tc) == JSMN_STRING)
-		return resp_bad(x, "invalid_value",
-		                "'tool_choice' must be none, auto or required");
-	return resp_bad(x, "unsupported_value",
-	                "tool_choice type '%s' is not supported (function "
-	                "and allowed_tools are)",
-	                resp_name(j, ty, s, sizeof s));
+		return canon_fail(
+		    &x->rq, "invalid_value",
+		    "'tool_choice' must be none, auto or required");
+	return resp_unsupported(x, "unsupported_value", "tool_choice type", ty,
+	                        " (function and allowed_tools are)");
 }
 
 /* Write tools, tool_choice and parallel_tool_calls (only with tools). */
 static int
 resp_rq_tooling(struct resp_rq *x, struct jw *jw)
 {
-	const struct json *j = x->j;
+	const struct json *j = x->rq.j;
 	int tc = json_get(j, 0, "tool_choice"), allowed = -1, mode = -1, n;
 	int par = json_get(j, 0, "parallel_tool_calls"), rc = -1;
 	struct buf tools = {0};
@@ -707,9 +613,9 @@ resp_rq_tooling(struct resp_rq *x, struct jw *jw)
 		mode = json_get(j, tc, "mode");
 		if (json_type(j, allowed) != JSMN_ARRAY ||
 		    !(json_eq(j, mode, "auto") || json_eq(j, mode, "required")))
-			return resp_bad(x, "invalid_value",
-			                "allowed_tools needs 'mode' (auto or "
-			                "required) and a 'tools' array");
+			return canon_fail(&x->rq, "invalid_value",
+			                  "allowed_tools needs 'mode' (auto or "
+			                  "required) and a 'tools' array");
 	}
 	if (resp_rq_tools(x, allowed, &tools, &n) == -1)
 		goto out;
@@ -719,9 +625,8 @@ resp_rq_tooling(struct resp_rq *x, struct jw *jw)
 	jw_key(jw, "tools");
 	jw_raw(jw, tools.data, tools.len);
 	if (mode >= 0) {
-		jw_key(jw, "tool_choice");
-		resp_raw(jw, j, mode);
-	} else if (!resp_absent(j, tc))
+		canon_kraw(jw, "tool_choice", j, mode);
+	} else if (!canon_absent(j, tc))
 		rc = resp_rq_tool_choice(x, jw, tc);
 	if (json_type(j, par) == JSMN_PRIMITIVE && !json_is_null(j, par)) {
 		jw_key(jw, "parallel_tool_calls");
@@ -736,7 +641,7 @@ out:
 static int
 resp_rq_text(struct resp_rq *x, struct jw *jw)
 {
-	const struct json *j = x->j;
+	const struct json *j = x->rq.j;
 	int f = json_path(j, 0, "text.format"), ty = json_get(j, f, "type");
 	int v = json_path(j, 0, "text.verbosity"), k;
 	static const char *const keys[] = {"description", "schema", "strict"};
@@ -745,81 +650,26 @@ resp_rq_text(struct resp_rq *x, struct jw *jw)
 		jw_key(jw, "response_format");
 		jw_raw(jw, "{\"type\":\"json_object\"}", 22);
 	} else if (json_eq(j, ty, "json_schema")) {
-		jw_key(jw, "response_format");
-		jw_obj(jw);
-		jw_key(jw, "type");
-		jw_cstr(jw, "json_schema");
-		jw_key(jw, "json_schema");
-		jw_obj(jw);
-		jw_key(jw, "name");
+		canon_open_schema(jw);
 		if (json_type(j, k = json_get(j, f, "name")) == JSMN_STRING)
-			resp_raw(jw, j, k);
+			prov_raw(jw, j, k);
 		else
 			jw_cstr(jw, "response");
 		for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-			if (resp_absent(j, k = json_get(j, f, keys[i])))
+			if (canon_absent(j, k = json_get(j, f, keys[i])))
 				continue;
-			jw_key(jw, keys[i]);
-			resp_raw(jw, j, k);
+			canon_kraw(jw, keys[i], j, k);
 		}
 		jw_obj_end(jw);
 		jw_obj_end(jw);
-	} else if (!resp_absent(j, f) && !json_eq(j, ty, "text"))
-		return resp_bad(x, "invalid_value",
-		                "text.format type must be text, json_object "
-		                "or json_schema");
+	} else if (!canon_absent(j, f) && !json_eq(j, ty, "text"))
+		return canon_fail(&x->rq, "invalid_value",
+		                  "text.format type must be text, json_object "
+		                  "or json_schema");
 	if (json_type(j, v) == JSMN_STRING) {
-		jw_key(jw, "verbosity");
-		resp_raw(jw, j, v);
+		canon_kraw(jw, "verbosity", j, v);
 	}
 	return 0;
-}
-
-/* Copy number option key (if set) under name; -1 if not a number. */
-static int
-resp_rq_num(struct resp_rq *x, struct jw *jw, const char *key, const char *name)
-{
-	const struct json *j = x->j;
-	int t = json_get(j, 0, key);
-	double d;
-
-	if (resp_absent(j, t))
-		return 0;
-	if (json_num(j, t, &d) == -1)
-		return resp_bad(x, "invalid_type", "'%s' must be a number",
-		                key);
-	jw_key(jw, name);
-	resp_raw(jw, j, t);
-	return 0;
-}
-
-/* Write max_output_tokens as max_completion_tokens. */
-static int
-resp_rq_max(struct resp_rq *x, struct jw *jw)
-{
-	const struct json *j = x->j;
-	int t = json_get(j, 0, "max_output_tokens");
-	long long v;
-
-	if (resp_absent(j, t))
-		return 0;
-	if (json_int(j, t, &v) == -1 || v < 1)
-		return resp_bad(x, "invalid_value",
-		                "'max_output_tokens' must be a positive "
-		                "integer");
-	jw_key(jw, "max_completion_tokens");
-	jw_int(jw, v);
-	return 0;
-}
-
-/* Copy a string option (if a string) under name. */
-static void
-resp_rq_str(struct resp_rq *x, struct jw *jw, int t, const char *name)
-{
-	if (json_type(x->j, t) != JSMN_STRING)
-		return;
-	jw_key(jw, name);
-	resp_raw(jw, x->j, t);
 }
 
 /* Write service_tier when Chat Completions knows the value. */
@@ -828,11 +678,11 @@ resp_rq_tier(struct resp_rq *x, struct jw *jw)
 {
 	static const char *const tiers[] = {"auto",  "default",  "flex",
 	                                    "scale", "priority", "fast"};
-	int t = json_get(x->j, 0, "service_tier");
+	int t = json_get(x->rq.j, 0, "service_tier");
 
 	for (size_t i = 0; i < sizeof tiers / sizeof tiers[0]; i++)
-		if (json_eq(x->j, t, tiers[i])) {
-			resp_rq_str(x, jw, t, "service_tier");
+		if (json_eq(x->rq.j, t, tiers[i])) {
+			canon_rq_str(jw, x->rq.j, t, "service_tier");
 			return;
 		}
 }
@@ -841,48 +691,21 @@ resp_rq_tier(struct resp_rq *x, struct jw *jw)
 static int
 resp_rq_options(struct resp_rq *x, struct jw *jw)
 {
-	const struct json *j = x->j;
+	const struct json *j = x->rq.j;
 	int sid = json_get(j, 0, "safety_identifier");
 
-	if (resp_rq_text(x, jw) == -1 || resp_rq_max(x, jw) == -1 ||
-	    resp_rq_num(x, jw, "temperature", "temperature") == -1 ||
-	    resp_rq_num(x, jw, "top_p", "top_p") == -1)
+	if (resp_rq_text(x, jw) == -1 ||
+	    canon_rq_max_tokens(&x->rq, jw, "max_output_tokens", 0) == -1 ||
+	    canon_rq_number(&x->rq, jw, "temperature", "temperature") == -1 ||
+	    canon_rq_number(&x->rq, jw, "top_p", "top_p") == -1)
 		return -1;
-	resp_rq_str(x, jw, json_path(j, 0, "reasoning.effort"),
-	            "reasoning_effort");
-	resp_rq_str(x, jw,
-	            json_type(j, sid) == JSMN_STRING ? sid
-	                                             : json_get(j, 0, "user"),
-	            "user");
-	resp_rq_str(x, jw, json_get(j, 0, "prompt_cache_key"),
-	            "prompt_cache_key");
+	canon_rq_str(jw, j, json_path(j, 0, "reasoning.effort"),
+	             "reasoning_effort");
+	canon_rq_str(jw, j, canon_is_str(j, sid) ? sid : json_get(j, 0, "user"),
+	             "user");
+	canon_rq_str(jw, j, json_get(j, 0, "prompt_cache_key"),
+	             "prompt_cache_key");
 	resp_rq_tier(x, jw);
-	return 0;
-}
-
-/* Write stream and llmfd's own fields (copied unchanged). */
-static int
-resp_rq_tail(struct resp_rq *x, struct jw *jw)
-{
-	static const char *const own[] = {INGRESS_LLMFD_KEYS, "metadata"};
-	const struct json *j = x->j;
-	int s = json_get(j, 0, "stream"), t;
-
-	if (!resp_absent(j, s) && json_bool(j, s, &(bool){0}) == -1)
-		return resp_bad(x, "invalid_type",
-		                "'stream' must be a boolean");
-	if (json_is_true(j, s)) {
-		jw_key(jw, "stream");
-		jw_bool(jw, true);
-		jw_key(jw, "stream_options");
-		jw_raw(jw, "{\"include_usage\":true}", 22);
-	}
-	for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) {
-		if ((t = json_get(j, 0, own[i])) < 0)
-			continue;
-		jw_key(jw, own[i]);
-		resp_raw(jw, j, t);
-	}
 	return 0;
 }
 
@@ -898,13 +721,13 @@ resp_rq_body(struct resp_rq *x, struct buf *out)
 		goto out;
 	jw_init(&jw, out);
 	jw_obj(&jw);
-	jw_key(&jw, "model");
-	resp_raw(&jw, x->j, json_get(x->j, 0, "model"));
+	canon_kraw(&jw, "model", x->rq.j, json_get(x->rq.j, 0, "model"));
 	jw_key(&jw, "messages");
 	jw_raw(&jw, msgs.data, msgs.len);
 	if (resp_rq_tooling(x, &jw) == -1 || resp_rq_options(x, &jw) == -1 ||
-	    resp_rq_tail(x, &jw) == -1)
+	    canon_rq_stream(&x->rq, &jw) == -1)
 		goto out;
+	canon_rq_own(x->rq.j, &jw);
 	jw_obj_end(&jw);
 	rc = 0;
 out:
@@ -918,28 +741,30 @@ resp_to_chat(const struct json *j, struct buf *out, int *status,
              const char **code, char *err, size_t errsz)
 {
 	struct resp_rq x = {
-	    .j = j, .status = status, .code = code, .err = err, .errsz = errsz};
+	    .rq = {.j = j, .err = err, .errsz = errsz, .bad = resp_rq_bad}};
 	size_t mark = out->len;
 	int rc;
 
 	*status = 0;
-	*code = NULL;
 	if (errsz)
 		err[0] = '\0';
 	if (json_type(j, 0) != JSMN_OBJECT)
-		rc = resp_bad(&x, "invalid_type",
-		              "the request body must be a JSON object");
+		rc = canon_fail(&x.rq, "invalid_type",
+		                "the request body must be a JSON object");
 	else
 		rc = resp_rq_check(&x) == -1 ? -1 : resp_rq_body(&x, out);
 	buf_free(&x.content);
 	buf_free(&x.refusal);
 	buf_free(&x.calls);
-	if (rc == 0 && out->oom) {
-		rc = resp_bad(&x, "server_error", "out of memory");
+	if (rc == -1)
+		*status = 400;
+	else if (out->oom) {
+		rc = canon_fail(&x.rq, "server_error", "out of memory");
 		*status = 500;
 	}
 	if (rc == -1)
 		out->len = mark;
+	*code = x.rq.code;
 	return rc;
 }
 
@@ -958,7 +783,7 @@ struct resp_obj {
 	const struct buf *echo; /* JSON object of echoed request fields */
 	const char *output;     /* JSON array */
 	size_t output_len;
-	const struct resp_usage *usage; /* omitted unless have */
+	const struct canon_usage *usage; /* omitted unless have */
 };
 
 /* Fill base with fresh random hex for a response's ids. */
@@ -980,58 +805,53 @@ resp_item_id(char *out, size_t n, const char *prefix, const char *base, int idx)
 	snprintf(out, n, "%s_%s%04x", prefix, base, (unsigned)idx & 0xffff);
 }
 
-/* Read a canonical usage object u of j into o. */
-static void
-resp_usage_read(const struct json *j, int u, struct resp_usage *o)
-{
-	long long v;
-
-	if (json_type(j, u) != JSMN_OBJECT)
-		return;
-	o->have = 1;
-	if (json_int(j, json_get(j, u, "prompt_tokens"), &v) == 0)
-		o->input = v;
-	if (json_int(j, json_get(j, u, "completion_tokens"), &v) == 0)
-		o->output = v;
-	if (json_int(j, json_path(j, u, "prompt_tokens_details.cached_tokens"),
-	             &v) == 0)
-		o->cached = v;
-	if (json_int(
-	        j,
-	        json_path(j, u, "completion_tokens_details.reasoning_tokens"),
-	        &v) == 0)
-		o->reasoning = v;
-	if (json_int(j, json_get(j, u, "total_tokens"), &v) == 0)
-		o->total = v;
-	else
-		o->total = o->input + o->output;
-}
-
 /* Write "usage" as a Response reports it. */
 static void
-resp_usage_write(struct jw *jw, const struct resp_usage *u)
+resp_usage_write(struct jw *jw, const struct canon_usage *u)
 {
 	jw_key(jw, "usage");
 	jw_obj(jw);
-	jw_key(jw, "input_tokens");
-	jw_int(jw, u->input);
+	canon_kint(jw, "input_tokens", u->prompt);
 	jw_key(jw, "input_tokens_details");
 	jw_obj(jw);
-	jw_key(jw, "cached_tokens");
-	jw_int(jw, u->cached);
-	jw_key(jw, "cache_write_tokens");
-	jw_int(jw, 0);
+	canon_kint(jw, "cached_tokens", u->cached);
+	canon_kint(jw, "cache_write_tokens", 0);
 	jw_obj_end(jw);
-	jw_key(jw, "output_tokens");
-	jw_int(jw, u->output);
+	canon_kint(jw, "output_tokens", u->completion);
 	jw_key(jw, "output_tokens_details");
 	jw_obj(jw);
-	jw_key(jw, "reasoning_tokens");
-	jw_int(jw, u->reasoning);
+	canon_kint(jw, "reasoning_tokens", u->reasoning);
 	jw_obj_end(jw);
-	jw_key(jw, "total_tokens");
-	jw_int(jw, u->total);
+	canon_kint(jw, "total_tokens", u->total);
 	jw_obj_end(jw);
+}
+
+/* Copy value token t of j without the whitespace between its tokens, so
+ * that it can sit on one SSE data line. */
+static void
+resp_compact(struct jw *jw, const struct json *j, int t)
+{
+	struct buf b = {0};
+	size_t rl = 0;
+	const char *raw = json_raw(j, t, &rl);
+	int in = 0;
+
+	for (size_t i = 0; raw && i < rl; i++) {
+		char c = raw[i];
+
+		if (in && c == '\\' && i + 1 < rl) {
+			buf_add(&b, raw + i++, 2);
+			continue;
+		}
+		if (c == '"')
+			in = !in;
+		else if (!in &&
+		         (c == ' ' || c == '\t' || c == '\n' || c == '\r'))
+			continue;
+		buf_addc(&b, c);
+	}
+	jw_raw(jw, b.data ? b.data : "null", b.data ? b.len : 4);
+	buf_free(&b);
 }
 
 /* Write key: the request's value of key, or the default literal dflt. */
@@ -1044,7 +864,7 @@ resp_echo_or(struct jw *jw, const struct json *req, const char *key, int type,
 	jw_key(jw, key);
 	if (t >= 0 && (type < 0 || json_type(req, t) == type) &&
 	    !json_is_null(req, t))
-		resp_raw(jw, req, t);
+		resp_compact(jw, req, t);
 	else
 		jw_raw(jw, dflt, strlen(dflt));
 }
@@ -1053,24 +873,25 @@ resp_echo_or(struct jw *jw, const struct json *req, const char *key, int type,
 static void
 resp_echo_tools(struct jw *jw, const struct json *req)
 {
-	int tools = json_get(req, 0, "tools"), n = json_size(req, tools), t, v;
+	int tools = json_get(req, 0, "tools"), n = 0, t, v;
 	static const char *const keys[] = {"description", "parameters",
 	                                   "strict"};
 
+	if (json_type(req, tools) == JSMN_ARRAY)
+		n = json_size(req, tools);
 	jw_key(jw, "tools");
 	jw_arr(jw);
 	for (int i = 0; i < n; i++) {
 		t = json_at(req, tools, i);
 		if (!json_eq(req, json_get(req, t, "type"), "function") ||
 		    json_type(req, json_get(req, t, "name")) != JSMN_STRING) {
-			resp_raw(jw, req, t);
+			resp_compact(jw, req, t);
 			continue;
 		}
 		jw_obj(jw);
-		jw_key(jw, "type");
-		jw_cstr(jw, "function");
+		canon_kstr(jw, "type", "function");
 		jw_key(jw, "name");
-		resp_raw(jw, req, json_get(req, t, "name"));
+		resp_compact(jw, req, json_get(req, t, "name"));
 		for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
 			v = json_get(req, t, keys[k]);
 			if (v < 0 && k == 0)
@@ -1079,7 +900,7 @@ resp_echo_tools(struct jw *jw, const struct json *req)
 			if (v < 0)
 				jw_null(jw);
 			else
-				resp_raw(jw, req, v);
+				resp_compact(jw, req, v);
 		}
 		jw_obj_end(jw);
 	}
@@ -1109,8 +930,7 @@ resp_echo(const struct json *req, struct buf *b)
 	resp_echo_or(&jw, req, "tool_choice", -1, "\"auto\"");
 	resp_echo_tools(&jw, req);
 	resp_echo_or(&jw, req, "top_p", JSMN_PRIMITIVE, "1");
-	jw_key(&jw, "truncation");
-	jw_cstr(&jw, "disabled");
+	canon_kstr(&jw, "truncation", "disabled");
 	for (size_t i = 0; i < sizeof opt / sizeof opt[0]; i++)
 		if (json_type(req, json_get(req, 0, opt[i])) == JSMN_STRING)
 			resp_echo_or(&jw, req, opt[i], JSMN_STRING, "null");
@@ -1128,8 +948,7 @@ resp_splice(struct jw *jw, const struct buf *obj)
 		for (int k = 1; k < e.ntok; k = json_next(&e, k + 1)) {
 			if (json_str(&e, k, key, sizeof key) < 0)
 				break;
-			jw_key(jw, key);
-			resp_raw(jw, &e, k + 1);
+			canon_kraw(jw, key, &e, k + 1);
 		}
 	json_free(&e);
 }
@@ -1139,35 +958,27 @@ static void
 resp_obj_write(struct jw *jw, const struct resp_obj *o)
 {
 	jw_obj(jw);
-	jw_key(jw, "id");
-	jw_cstr(jw, o->id);
-	jw_key(jw, "object");
-	jw_cstr(jw, "response");
-	jw_key(jw, "created_at");
-	jw_int(jw, o->created_at);
-	jw_key(jw, "status");
-	jw_cstr(jw, o->status);
+	canon_kstr(jw, "id", o->id);
+	canon_kstr(jw, "object", "response");
+	canon_kint(jw, "created_at", o->created_at);
+	canon_kstr(jw, "status", o->status);
 	if (strcmp(o->status, "completed") == 0) {
-		jw_key(jw, "completed_at");
-		jw_int(jw, (long long)time(NULL));
+		canon_kint(jw, "completed_at", (long long)time(NULL));
 	}
 	jw_key(jw, "background");
 	jw_bool(jw, false);
 	jw_key(jw, "error");
 	if (o->err_code) {
 		jw_obj(jw);
-		jw_key(jw, "code");
-		jw_cstr(jw, o->err_code);
-		jw_key(jw, "message");
-		jw_cstr(jw, o->err_msg);
+		canon_kstr(jw, "code", o->err_code);
+		canon_kstr(jw, "message", o->err_msg);
 		jw_obj_end(jw);
 	} else
 		jw_null(jw);
 	jw_key(jw, "incomplete_details");
 	if (o->incomplete) {
 		jw_obj(jw);
-		jw_key(jw, "reason");
-		jw_cstr(jw, o->incomplete);
+		canon_kstr(jw, "reason", o->incomplete);
 		jw_obj_end(jw);
 	} else
 		jw_null(jw);
@@ -1221,14 +1032,10 @@ resp_msg_json(struct buf *b, const char *id, const char *status,
 	buf_addc(&arr, ']');
 	jw_init(&jw, b);
 	jw_obj(&jw);
-	jw_key(&jw, "type");
-	jw_cstr(&jw, "message");
-	jw_key(&jw, "id");
-	jw_cstr(&jw, id);
-	jw_key(&jw, "status");
-	jw_cstr(&jw, status);
-	jw_key(&jw, "role");
-	jw_cstr(&jw, "assistant");
+	canon_kstr(&jw, "type", "message");
+	canon_kstr(&jw, "id", id);
+	canon_kstr(&jw, "status", status);
+	canon_kstr(&jw, "role", "assistant");
 	jw_key(&jw, "content");
 	jw_raw(&jw, arr.data, arr.len);
 	jw_obj_end(&jw);
@@ -1249,18 +1056,15 @@ resp_call_json(struct buf *b, const struct resp_call *c, const char *status)
 
 	jw_init(&jw, b);
 	jw_obj(&jw);
-	jw_key(&jw, "type");
-	jw_cstr(&jw, "function_call");
-	jw_key(&jw, "id");
-	jw_cstr(&jw, c->id);
+	canon_kstr(&jw, "type", "function_call");
+	canon_kstr(&jw, "id", c->id);
 	jw_key(&jw, "call_id");
 	jw_str(&jw, c->call_id ? c->call_id : "", c->call_id_len);
 	jw_key(&jw, "name");
 	jw_str(&jw, c->name ? c->name : "", c->name_len);
 	jw_key(&jw, "arguments");
 	jw_str(&jw, c->args ? c->args : "", c->args_len);
-	jw_key(&jw, "status");
-	jw_cstr(&jw, status);
+	canon_kstr(&jw, "status", status);
 	jw_obj_end(&jw);
 }
 
@@ -1272,16 +1076,13 @@ resp_reasoning_json(struct buf *b, const char *id, const char *s, size_t n)
 
 	jw_init(&jw, b);
 	jw_obj(&jw);
-	jw_key(&jw, "type");
-	jw_cstr(&jw, "reasoning");
-	jw_key(&jw, "id");
-	jw_cstr(&jw, id);
+	canon_kstr(&jw, "type", "reasoning");
+	canon_kstr(&jw, "id", id);
 	jw_key(&jw, "summary");
 	jw_arr(&jw);
 	if (s) {
 		jw_obj(&jw);
-		jw_key(&jw, "type");
-		jw_cstr(&jw, "summary_text");
+		canon_kstr(&jw, "type", "summary_text");
 		jw_key(&jw, "text");
 		jw_str(&jw, s, n);
 		jw_obj_end(&jw);
@@ -1326,23 +1127,23 @@ resp_text(const struct json *j, int t, struct buf *b)
 
 /* Append the message item of a chat message (text and refusal), if any. */
 static int
-resp_reply_message(const struct json *c, int msg, const char *base, int idx,
-                   const char *status, struct buf *out)
+resp_reply_message(const struct json *c, const struct canon_msg *m,
+                   const char *base, int idx, const char *status,
+                   struct buf *out)
 {
-	int ct = json_get(c, msg, "content"), rf = json_get(c, msg, "refusal");
 	struct buf parts = {0}, t = {0};
 	char id[64];
 
-	if (json_type(c, ct) != JSMN_STRING && resp_text(c, rf, &t) < 0) {
+	if (!canon_is_str(c, m->content) && resp_text(c, m->refusal, &t) < 0) {
 		buf_free(&t);
 		return 0;
 	}
-	if (json_type(c, ct) == JSMN_STRING) {
+	if (canon_is_str(c, m->content)) {
 		buf_reset(&t);
-		json_str_buf(c, ct, &t);
+		json_str_buf(c, m->content, &t);
 		resp_part_json(&parts, RESP_PART_TEXT, t.data, t.len);
 	}
-	if (resp_text(c, rf, &t) >= 0) {
+	if (resp_text(c, m->refusal, &t) >= 0) {
 		if (parts.len)
 			buf_addc(&parts, ',');
 		resp_part_json(&parts, RESP_PART_REFUSAL, t.data, t.len);
@@ -1361,23 +1162,23 @@ static void
 resp_reply_call(const struct json *c, int tc, const char *base, int idx,
                 struct buf *out)
 {
-	int f = json_get(c, tc, "function"), a = json_get(c, f, "arguments");
 	struct buf cid = {0}, name = {0}, args = {0};
+	struct canon_call cc;
 	struct resp_call rc;
+	const char *raw;
+	size_t rl;
 	char id[64];
 
-	if (json_str_buf(c, json_get(c, tc, "id"), &cid) <= 0) {
+	canon_call_read(c, tc, &cc);
+	if (json_str_buf(c, cc.id, &cid) <= 0) {
 		buf_reset(&cid);
 		buf_printf(&cid, "call_%s%04x", base, (unsigned)idx & 0xffff);
 	}
-	json_str_buf(c, json_get(c, f, "name"), &name);
-	if (json_type(c, a) == JSMN_STRING)
-		json_str_buf(c, a, &args);
-	else if (a >= 0) {
-		size_t rl;
-		const char *raw = json_raw(c, a, &rl);
+	json_str_buf(c, cc.name, &name);
+	if (canon_is_str(c, cc.args))
+		json_str_buf(c, cc.args, &args);
+	else if ((raw = json_raw(c, cc.args, &rl)) != NULL)
 		buf_add(&args, raw, rl);
-	}
 	resp_item_id(id, sizeof id, "fc", base, idx);
 	rc = (struct resp_call){id,      cid.data, name.data, args.data,
 	                        cid.len, name.len, args.len};
@@ -1391,35 +1192,24 @@ resp_reply_call(const struct json *c, int tc, const char *base, int idx,
 
 /* The output array of a chat message into out. */
 static void
-resp_reply_output(const struct json *c, int msg, const char *base,
-                  const char *status, struct buf *out)
+resp_reply_output(const struct json *c, const struct canon_msg *m,
+                  const char *base, const char *status, struct buf *out)
 {
-	int tcs = json_get(c, msg, "tool_calls"), n = json_size(c, tcs);
-	int idx = 0;
+	int n = json_size(c, m->tool_calls), idx = 0;
 	struct buf t = {0};
 	char id[64];
 
 	buf_addc(out, '[');
-	if (resp_text(c, json_get(c, msg, "reasoning_content"), &t) >= 0) {
+	if (resp_text(c, m->reasoning, &t) >= 0) {
 		resp_item_id(id, sizeof id, "rs", base, idx++);
 		resp_reasoning_json(out, id, t.data, t.len);
 	}
-	idx += resp_reply_message(c, msg, base, idx, status, out);
+	idx += resp_reply_message(c, m, base, idx, status, out);
 	for (int i = 0; i < n; i++)
-		resp_reply_call(c, json_at(c, tcs, i), base, idx++, out);
+		resp_reply_call(c, json_at(c, m->tool_calls, i), base, idx++,
+		                out);
 	buf_addc(out, ']');
 	buf_free(&t);
-}
-
-/* The model a reply names: the chat's, else the request's. */
-static void
-resp_reply_model(const struct json *c, const struct json *req,
-                 struct buf *model)
-{
-	if (json_str_buf(c, json_get(c, 0, "model"), model) > 0)
-		return;
-	buf_reset(model);
-	json_str_buf(req, json_get(req, 0, "model"), model);
 }
 
 /* Canonical chat.completion -> Response object; see the header. */
@@ -1428,30 +1218,30 @@ resp_reply(const struct json *req, const char *chat, size_t n, struct buf *out)
 {
 	struct json c = {0};
 	struct buf output = {0}, echo = {0}, model = {0};
-	struct resp_usage u = {0};
+	struct canon_usage u = {0};
+	struct canon_reply r;
 	struct resp_obj o = {0};
 	char base[32], id[48];
-	int ch, msg;
 	long long created;
 	struct jw jw;
 
-	if (json_parse(&c, chat, n) == -1 || json_type(&c, 0) != JSMN_OBJECT ||
-	    json_type(&c, ch = json_at(&c, json_get(&c, 0, "choices"), 0)) !=
-	        JSMN_OBJECT ||
-	    json_type(&c, msg = json_get(&c, ch, "message")) != JSMN_OBJECT) {
+	if (canon_reply_read(&c, chat, n, &r) == -1 ||
+	    json_type(&c, r.choices) != JSMN_ARRAY) {
 		json_free(&c);
 		return -1;
 	}
 	resp_new_base(base, sizeof base);
 	snprintf(id, sizeof id, "resp_%s", base);
-	o.status = resp_status(
-	    resp_finish(&c, json_get(&c, ch, "finish_reason")), &o.incomplete);
-	resp_reply_output(&c, msg, base,
+	o.status = resp_status(resp_finish(&c, r.finish), &o.incomplete);
+	resp_reply_output(&c, &r.msg, base,
 	                  o.incomplete ? "incomplete" : "completed", &output);
-	resp_usage_read(&c, json_get(&c, 0, "usage"), &u);
+	canon_usage_read(&c, r.usage, &u, LLONG_MIN);
 	resp_echo(req, &echo);
-	resp_reply_model(&c, req, &model);
-	if (json_int(&c, json_get(&c, 0, "created"), &created) == -1)
+	if (json_str_buf(&c, r.model, &model) <= 0) {
+		buf_reset(&model);
+		json_str_buf(req, json_get(req, 0, "model"), &model);
+	}
+	if (json_int(&c, r.created, &created) == -1)
 		created = (long long)time(NULL);
 	o.id = id;
 	o.created_at = created;
@@ -1477,31 +1267,16 @@ static void
 resp_ev_open(struct resp_stream *st, struct buf *out, struct jw *jw,
              const char *type)
 {
-	buf_printf(out, "event: %s\ndata: ", type);
-	jw_init(jw, out);
-	jw_obj(jw);
-	jw_key(jw, "type");
-	jw_cstr(jw, type);
-	jw_key(jw, "sequence_number");
-	jw_int(jw, st->seq++);
-}
-
-/* Finish an event begun by resp_ev_open. */
-static void
-resp_ev_close(struct jw *jw)
-{
-	jw_obj_end(jw);
-	buf_adds(jw->b, "\n\n");
+	canon_ev_open(out, jw, type);
+	canon_kint(jw, "sequence_number", st->seq++);
 }
 
 /* Write item_id and output_index of the open item. */
 static void
 resp_ev_item(struct resp_stream *st, struct jw *jw)
 {
-	jw_key(jw, "item_id");
-	jw_cstr(jw, st->item_id);
-	jw_key(jw, "output_index");
-	jw_int(jw, st->nout - 1);
+	canon_kstr(jw, "item_id", st->item_id);
+	canon_kint(jw, "output_index", st->nout - 1);
 }
 
 /* The open item's JSON (with its open part, if any) appended to b. */
@@ -1571,7 +1346,7 @@ resp_ev_response(struct resp_stream *st, struct buf *out, const char *type,
 	resp_ev_open(st, out, &jw, type);
 	jw_key(&jw, "response");
 	resp_obj_write(&jw, o);
-	resp_ev_close(&jw);
+	canon_ev_close(&jw);
 	buf_free(&arr);
 }
 
@@ -1596,11 +1371,10 @@ resp_ev_output_item(struct resp_stream *st, struct buf *out, const char *type,
 	struct jw jw;
 
 	resp_ev_open(st, out, &jw, type);
-	jw_key(&jw, "output_index");
-	jw_int(&jw, st->nout - 1);
+	canon_kint(&jw, "output_index", st->nout - 1);
 	jw_key(&jw, "item");
 	jw_raw(&jw, item, n);
-	resp_ev_close(&jw);
+	canon_ev_close(&jw);
 }
 
 /* Open a new output item of kind with an id of prefix; output_item.added. */
@@ -1628,14 +1402,12 @@ static void
 resp_ev_summary(struct resp_stream *st, struct jw *jw, int part)
 {
 	resp_ev_item(st, jw);
-	jw_key(jw, "summary_index");
-	jw_int(jw, 0);
+	canon_kint(jw, "summary_index", 0);
 	if (!part)
 		return;
 	jw_key(jw, "part");
 	jw_obj(jw);
-	jw_key(jw, "type");
-	jw_cstr(jw, "summary_text");
+	canon_kstr(jw, "type", "summary_text");
 	jw_key(jw, "text");
 	jw_str(jw, st->text.data ? st->text.data : "", st->text.len);
 	jw_obj_end(jw);
@@ -1650,7 +1422,7 @@ resp_reasoning_begin(struct resp_stream *st, struct buf *out)
 	resp_item_begin(st, out, RESP_ITEM_REASONING, "rs");
 	resp_ev_open(st, out, &jw, "response.reasoning_summary_part.added");
 	resp_ev_summary(st, &jw, 1);
-	resp_ev_close(&jw);
+	canon_ev_close(&jw);
 }
 
 /* Close a reasoning item's summary text and part. */
@@ -1663,10 +1435,10 @@ resp_reasoning_end(struct resp_stream *st, struct buf *out)
 	resp_ev_summary(st, &jw, 0);
 	jw_key(&jw, "text");
 	jw_str(&jw, st->text.data ? st->text.data : "", st->text.len);
-	resp_ev_close(&jw);
+	canon_ev_close(&jw);
 	resp_ev_open(st, out, &jw, "response.reasoning_summary_part.done");
 	resp_ev_summary(st, &jw, 1);
-	resp_ev_close(&jw);
+	canon_ev_close(&jw);
 }
 
 /* Write item_id, output_index, content_index of the open part. */
@@ -1674,8 +1446,7 @@ static void
 resp_ev_part(struct resp_stream *st, struct jw *jw)
 {
 	resp_ev_item(st, jw);
-	jw_key(jw, "content_index");
-	jw_int(jw, st->nparts);
+	canon_kint(jw, "content_index", st->nparts);
 }
 
 /* Emit content_part.added or .done for the open part. */
@@ -1690,7 +1461,7 @@ resp_ev_content_part(struct resp_stream *st, struct buf *out, const char *type)
 	resp_ev_part(st, &jw);
 	jw_key(&jw, "part");
 	jw_raw(&jw, p.data, p.len);
-	resp_ev_close(&jw);
+	canon_ev_close(&jw);
 	buf_free(&p);
 }
 
@@ -1723,7 +1494,7 @@ resp_part_end(struct resp_stream *st, struct buf *out)
 		jw_arr(&jw);
 		jw_arr_end(&jw);
 	}
-	resp_ev_close(&jw);
+	canon_ev_close(&jw);
 	resp_ev_content_part(st, out, "response.content_part.done");
 	if (st->parts.len)
 		buf_addc(&st->parts, ',');
@@ -1744,7 +1515,7 @@ resp_call_end(struct resp_stream *st, struct buf *out)
 	jw_str(&jw, st->name.data ? st->name.data : "", st->name.len);
 	jw_key(&jw, "arguments");
 	jw_str(&jw, st->text.data ? st->text.data : "", st->text.len);
-	resp_ev_close(&jw);
+	canon_ev_close(&jw);
 	if (st->tool >= 0 && st->tool < RESP_MAX_TOOLS)
 		st->tool_done[st->tool / 8] |= 1u << (st->tool % 8);
 }
@@ -1807,7 +1578,7 @@ resp_delta_text(struct resp_stream *st, struct buf *out, int kind,
 		jw_arr(&jw);
 		jw_arr_end(&jw);
 	}
-	resp_ev_close(&jw);
+	canon_ev_close(&jw);
 }
 
 /* Reasoning text for the reasoning item's summary. */
@@ -1826,24 +1597,24 @@ resp_delta_reasoning(struct resp_stream *st, struct buf *out,
 	resp_ev_summary(st, &jw, 0);
 	jw_key(&jw, "delta");
 	jw_str(&jw, d->data, d->len);
-	resp_ev_close(&jw);
+	canon_ev_close(&jw);
 }
 
-/* Open a function_call item for canonical tool-call entry e (index idx). */
+/* Open a function_call item for canonical tool-call entry c. */
 static void
 resp_call_begin(struct resp_stream *st, struct buf *out, const struct json *j,
-                int e, int idx)
+                const struct canon_call *c)
 {
 	buf_reset(&st->name);
 	buf_reset(&st->call_id);
-	json_str_buf(j, json_path(j, e, "function.name"), &st->name);
-	if (json_str_buf(j, json_get(j, e, "id"), &st->call_id) <= 0) {
+	json_str_buf(j, c->name, &st->name);
+	if (json_str_buf(j, c->id, &st->call_id) <= 0) {
 		buf_reset(&st->call_id);
 		buf_printf(&st->call_id, "call_%s%04x", st->base,
 		           (unsigned)st->nout & 0xffff);
 	}
 	resp_item_begin(st, out, RESP_ITEM_FUNCTION, "fc");
-	st->tool = idx;
+	st->tool = (int)c->index;
 }
 
 /* One canonical tool-call delta entry (checked by resp_chunk_check). */
@@ -1851,25 +1622,24 @@ static void
 resp_delta_tool(struct resp_stream *st, struct buf *out, const struct json *j,
                 int e)
 {
-	long long idx;
+	struct canon_call c;
 	struct jw jw;
 
-	json_int(j, json_get(j, e, "index"), &idx);
-	if (st->item != RESP_ITEM_FUNCTION || st->tool != (int)idx) {
+	canon_call_read(j, e, &c);
+	if (st->item != RESP_ITEM_FUNCTION || st->tool != (int)c.index) {
 		resp_item_end(st, out, "completed");
-		resp_call_begin(st, out, j, e, (int)idx);
+		resp_call_begin(st, out, j, &c);
 	} else if (st->name.len == 0)
-		json_str_buf(j, json_path(j, e, "function.name"), &st->name);
+		json_str_buf(j, c.name, &st->name);
 	buf_reset(&st->scratch);
-	if (json_str_buf(j, json_path(j, e, "function.arguments"),
-	                 &st->scratch) <= 0)
+	if (json_str_buf(j, c.args, &st->scratch) <= 0)
 		return;
 	buf_add(&st->text, st->scratch.data, st->scratch.len);
 	resp_ev_open(st, out, &jw, "response.function_call_arguments.delta");
 	resp_ev_item(st, &jw);
 	jw_key(&jw, "delta");
 	jw_str(&jw, st->scratch.data, st->scratch.len);
-	resp_ev_close(&jw);
+	canon_ev_close(&jw);
 }
 
 /* Whether tool-call index idx was closed (bit set in done). */
@@ -1882,26 +1652,25 @@ resp_bit(const unsigned char *done, long long idx)
 /* Check a delta's tool calls: objects with an index in range, and no
  * index that this stream already closed (calls arrive one after another). */
 static int
-resp_check_tools(const struct resp_stream *st, const struct json *j, int d)
+resp_check_tools(const struct resp_stream *st, const struct json *j,
+                 const struct canon_msg *m)
 {
-	int tcs = json_get(j, d, "tool_calls"), n = json_size(j, tcs), e;
+	int n = json_size(j, m->tool_calls);
 	unsigned char done[sizeof st->tool_done];
 	long long cur = st->item == RESP_ITEM_FUNCTION ? st->tool : -1, idx;
-	static const char *const texts[] = {"content", "refusal",
-	                                    "reasoning_content"};
+	struct canon_call c;
 
-	if (resp_absent(j, tcs))
+	if (canon_absent(j, m->tool_calls))
 		return 0;
-	if (json_type(j, tcs) != JSMN_ARRAY)
+	if (json_type(j, m->tool_calls) != JSMN_ARRAY)
 		return -1;
 	memcpy(done, st->tool_done, sizeof done);
-	for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
-		if (resp_has_text(j, json_get(j, d, texts[i])))
-			cur = -1; /* text first closes the open call */
+	if (canon_has_text(j, m->content) || canon_has_text(j, m->refusal) ||
+	    canon_has_text(j, m->reasoning))
+		cur = -1; /* text first closes the open call */
 	for (int i = 0; i < n; i++) {
-		e = json_at(j, tcs, i);
-		if (json_int(j, json_get(j, e, "index"), &idx) == -1 ||
-		    idx < 0 || idx >= RESP_MAX_TOOLS)
+		canon_call_read(j, json_at(j, m->tool_calls, i), &c);
+		if ((idx = c.index) < 0 || idx >= RESP_MAX_TOOLS)
 			return -1;
 		if (idx == cur)
 			continue;
@@ -1914,71 +1683,43 @@ resp_check_tools(const struct resp_stream *st, const struct json *j, int d)
 	return 0;
 }
 
-/* The choice with index 0 of a chunk (or -1). */
+/* Whether choice c of a read chunk is one this encoder understands: its
+ * delta (if any) an object with string texts and ordered tool calls. */
 static int
-resp_choice0(const struct json *j)
+resp_chunk_check(const struct resp_stream *st, const struct json *j, int c)
 {
-	int ch = json_get(j, 0, "choices"), n = json_size(j, ch), c;
-	long long idx;
+	int d = json_get(j, c, "delta");
+	struct canon_msg m;
 
-	for (int i = 0; i < n; i++) {
-		c = json_at(j, ch, i);
-		if (json_type(j, c) != JSMN_OBJECT)
-			continue;
-		if (json_int(j, json_get(j, c, "index"), &idx) == -1 ||
-		    idx == 0)
-			return c;
-	}
-	return -1;
-}
-
-/* Whether a parsed chunk is one this encoder understands. */
-static int
-resp_chunk_check(const struct resp_stream *st, const struct json *j)
-{
-	static const char *const texts[] = {"content", "refusal",
-	                                    "reasoning_content"};
-	int ch = json_get(j, 0, "choices"), c = resp_choice0(j), d, t;
-
-	if (json_type(j, 0) != JSMN_OBJECT ||
-	    !resp_absent(j, json_get(j, 0, "error")))
-		return -1;
-	if (json_type(j, ch) != JSMN_ARRAY &&
-	    json_type(j, json_get(j, 0, "usage")) != JSMN_OBJECT)
-		return -1;
-	if (c < 0)
-		return 0;
-	d = json_get(j, c, "delta");
-	if (resp_absent(j, d))
+	if (c < 0 || canon_absent(j, d))
 		return 0;
 	if (json_type(j, d) != JSMN_OBJECT)
 		return -1;
-	for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
-		t = json_get(j, d, texts[i]);
-		if (!resp_absent(j, t) && json_type(j, t) != JSMN_STRING)
-			return -1;
-	}
-	return resp_check_tools(st, j, d);
+	canon_msg_read(j, d, &m);
+	if (!canon_opt(j, m.content, JSMN_STRING) ||
+	    !canon_opt(j, m.refusal, JSMN_STRING) ||
+	    !canon_opt(j, m.reasoning, JSMN_STRING))
+		return -1;
+	return resp_check_tools(st, j, &m);
 }
 
 /* Apply a delta's reasoning, text, refusal and tool calls in that order. */
 static void
 resp_delta(struct resp_stream *st, struct buf *out, const struct json *j, int d)
 {
-	int tcs = json_get(j, d, "tool_calls"), n = json_size(j, tcs);
+	struct canon_msg m;
+	int n;
 
-	buf_reset(&st->scratch);
-	if (json_str_buf(j, json_get(j, d, "reasoning_content"), &st->scratch) >
-	    0)
+	canon_msg_read(j, d, &m);
+	if (resp_text(j, m.reasoning, &st->scratch) >= 0)
 		resp_delta_reasoning(st, out, &st->scratch);
-	buf_reset(&st->scratch);
-	if (json_str_buf(j, json_get(j, d, "content"), &st->scratch) > 0)
+	if (resp_text(j, m.content, &st->scratch) >= 0)
 		resp_delta_text(st, out, RESP_PART_TEXT, &st->scratch);
-	buf_reset(&st->scratch);
-	if (json_str_buf(j, json_get(j, d, "refusal"), &st->scratch) > 0)
+	if (resp_text(j, m.refusal, &st->scratch) >= 0)
 		resp_delta_text(st, out, RESP_PART_REFUSAL, &st->scratch);
+	n = json_size(j, m.tool_calls);
 	for (int i = 0; i < n; i++)
-		resp_delta_tool(st, out, j, json_at(j, tcs, i));
+		resp_delta_tool(st, out, j, json_at(j, m.tool_calls, i));
 }
 
 /* Start a stream; see the header. */
@@ -2014,23 +1755,24 @@ int
 resp_stream_chunk(struct resp_stream *st, const char *data, size_t n,
                   struct buf *out)
 {
-	struct json *j = &st->j;
-	int c, fin;
+	const struct json *j = &st->j;
+	struct canon_chunk ck;
+	int c, fin, i = 0;
 
-	if (st->ended || json_parse(j, data, n) == -1 ||
-	    resp_chunk_check(st, j) == -1)
+	if (st->ended || canon_chunk_read(&st->j, data, n, &ck) == -1)
+		return -1;
+	c = canon_choice_next(j, ck.choices, &i);
+	if (resp_chunk_check(st, j, c) == -1)
 		return -1;
 	if (!st->started) {
-		buf_reset(&st->scratch);
-		if (json_str_buf(j, json_get(j, 0, "model"), &st->scratch) >
-		    0) {
+		if (resp_text(j, ck.model, &st->scratch) >= 0) {
 			buf_reset(&st->model);
 			buf_add(&st->model, st->scratch.data, st->scratch.len);
 		}
 		resp_start(st, out);
 	}
-	resp_usage_read(j, json_get(j, 0, "usage"), &st->usage);
-	if ((c = resp_choice0(j)) < 0)
+	canon_usage_read(j, ck.usage, &st->usage, LLONG_MIN);
+	if (c < 0)
 		return 0;
 	if (json_type(j, json_get(j, c, "delta")) == JSMN_OBJECT)
 		resp_delta(st, out, j, json_get(j, c, "delta"));

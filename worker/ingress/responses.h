@@ -11,6 +11,7 @@
 
 #include "common/buf.h"
 #include "common/json.h"
+#include "worker/ingress/canon.h"
 
 /* Responses request (parsed; token 0 is the root) -> canonical Chat
  * Completions body appended to out. 0, or -1 with *status (400), a
@@ -25,12 +26,6 @@ int resp_to_chat(const struct json *j, struct buf *out, int *status,
  * (out left as it was) when chat is not a chat.completion. */
 int resp_reply(const struct json *req, const char *chat, size_t n,
                struct buf *out);
-
-/* Token usage as a Response reports it. */
-struct resp_usage {
-	int have;
-	long long input, cached, output, reasoning, total;
-};
 
 /* Stream encoder state; all fields are private to responses.c. */
 struct resp_stream {
@@ -57,7 +52,7 @@ struct resp_stream {
 	struct buf call_id;
 	int tool;                    /* canonical index of the open call */
 	unsigned char tool_done[32]; /* canonical indexes of closed calls */
-	struct resp_usage usage;
+	struct canon_usage usage;
 	struct buf scratch; /* decoded delta text */
 	struct json j;      /* chunk parse scratch */
 };
