@@ -24,6 +24,10 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define JSON_AVX2 1
+#endif
 
 #define JSON_TOK_INIT  32 /* grown by doubling */
 #define JSON_TOK_MAX   (1 << 20)
@@ -239,6 +243,62 @@ block64_special(const unsigned char *s)
 }
 #endif
 
+#ifdef JSON_AVX2
+/* Whether any of the 32 bytes at s is '"', '\\' or a control byte. */
+__attribute__((target("avx2"))) static inline __m256i
+block32_mask(const unsigned char *s)
+{
+	const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)s);
+	const __m256i ctl = _mm256_set1_epi8(0x1f);
+	__m256i m =
+	    _mm256_or_si256(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('"')),
+	                    _mm256_cmpeq_epi8(v, _mm256_set1_epi8('\\')));
+
+	return _mm256_or_si256(m,
+	                       _mm256_cmpeq_epi8(_mm256_max_epu8(v, ctl), ctl));
+}
+
+/* Skip 64-byte blocks of plain string bytes from p with AVX2 (half the
+ * instructions of SSE2 on a long prompt); where the first block with a
+ * special byte starts. */
+__attribute__((target("avx2"))) static int
+skip_plain_avx2(const unsigned char *s, int p, int len)
+{
+	__m256i m;
+
+	for (; p + 64 <= len; p += 64) {
+		m = _mm256_or_si256(block32_mask(s + p),
+		                    block32_mask(s + p + 32));
+		if (!_mm256_testz_si256(m, m))
+			break;
+	}
+	return p;
+}
+#endif
+
+#ifdef __SSE2__
+/* Skip 64-byte blocks of plain string bytes from p: where the first block
+ * with a quote, backslash or control byte starts (or the last whole block
+ * ends). */
+static int
+skip_plain(const unsigned char *s, int p, int len)
+{
+#ifdef JSON_AVX2
+	static int avx2 = -1;
+
+	if (avx2 < 0)
+		avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+	if (avx2)
+		return skip_plain_avx2(s, p, len);
+#endif
+#ifdef __SSE2__
+	while (p + 64 <= len && !block64_special(s + p))
+		p += 64;
+#endif
+	return p;
+}
+#endif
+
 /* Scan the string whose quote is at pos into a token; its index (or
  * TZ_QUIET) or -1. */
 static int
@@ -255,8 +315,7 @@ tz_string(struct tz *z)
 			p += k; /* most strings are short */
 		} else if (p + 16 <= z->len) {
 			p += 16;
-			while (p + 64 <= z->len && !block64_special(s + p))
-				p += 64;
+			p = skip_plain(s, p, z->len);
 			while (p + 16 <= z->len &&
 			       (k = block_special(s + p)) == 16)
 				p += 16;

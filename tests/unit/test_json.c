@@ -829,3 +829,34 @@ Test(json, top_agrees_with_parse_on_random_documents)
 	cr_assert(valid > 10000 && valid < 19000, "%d valid", valid);
 	buf_free(&b);
 }
+
+/* Long strings (the 64-byte steps, SSE2 or AVX2): a quote, a backslash, a
+ * control byte or a UTF-8 byte at every offset of the first 300 is found
+ * or passed as it must be. */
+Test(json, long_string_scanner_every_offset)
+{
+	static char doc[400];
+	static const char specials[] = {'"', '\\', '\x01', '\xc3'};
+
+	for (int off = 0; off < 300; off++)
+		for (size_t k = 0; k < sizeof specials; k++) {
+			memset(doc, 'a', sizeof doc);
+			doc[0] = '"';
+			doc[1 + off] = specials[k];
+			if (specials[k] == '\\')
+				doc[2 + off] = 'n';
+			if (specials[k] == '\xc3')
+				doc[2 + off] = '\xa9';
+			doc[350] = '"';
+			int rc = json_parse(&j, doc,
+			                    specials[k] == '"' ? off + 2 : 351);
+			if (specials[k] == '\x01')
+				cr_assert(rc == -1, "off %d control byte", off);
+			else
+				cr_assert(rc == 0 &&
+				              j.tok[0].end ==
+				                  (specials[k] == '"' ? 1 + off
+				                                      : 350),
+				          "off %d special %zu", off, k);
+		}
+}
