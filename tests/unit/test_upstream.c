@@ -155,6 +155,7 @@ struct srv {
 	struct event_base *base;
 	struct evconnlistener *lev;
 	struct bufferevent *bev;
+	struct bufferevent *bevs[8]; /* open server connections */
 	int port, early, mute, answered, accepts;
 	struct buf got; /* the last request, head and body */
 };
@@ -231,9 +232,23 @@ srv_read(struct bufferevent *bev, void *arg)
 static void
 srv_event(struct bufferevent *bev, short what, void *arg)
 {
+	struct srv *s = arg;
+
 	(void)what;
-	(void)arg;
+	for (int i = 0; i < 8; i++)
+		if (s->bevs[i] == bev)
+			s->bevs[i] = NULL;
 	bufferevent_free(bev);
+}
+
+/* Close the server's connections and listener. */
+static void
+srv_stop(struct srv *s)
+{
+	for (int i = 0; i < 8; i++)
+		if (s->bevs[i])
+			bufferevent_free(s->bevs[i]);
+	evconnlistener_free(s->lev);
 }
 
 static void
@@ -247,6 +262,11 @@ srv_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	(void)len;
 	s->accepts++;
 	s->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	for (int i = 0; i < 8; i++)
+		if (s->bevs[i] == NULL) {
+			s->bevs[i] = s->bev;
+			break;
+		}
 	bufferevent_setcb(s->bev, srv_read, NULL, srv_event, s);
 	bufferevent_enable(s->bev, EV_READ);
 }
@@ -326,6 +346,7 @@ Test(upstream, body_parts_go_by_reference)
 	for (int i = 0; i < 3; i++)
 		buf_add(&want, parts[i].p, parts[i].len);
 	for (int round = 0; round < 2; round++) {
+		buf_free(&c.body);
 		memset(&c, 0, sizeof c);
 		buf_reset(&s.got);
 		cr_assert_not_null(up_request(p, "POST", "/x", 2, "A: b\r\n", 6,
@@ -347,10 +368,11 @@ Test(upstream, body_parts_go_by_reference)
 	up_hold_unref(&th.h);
 	cr_assert(th.released == 1);
 	pool_free(p);
-	evconnlistener_free(s.lev);
+	srv_stop(&s);
 	event_base_free(base);
 	buf_free(&want);
 	buf_free(&s.got);
+	buf_free(&c.body);
 	free(big);
 }
 
@@ -386,9 +408,10 @@ Test(upstream, early_reply_connection_not_reused)
 	cr_assert(th.h.refs == 1, "refs %d", th.h.refs);
 	up_hold_unref(&th.h);
 	pool_free(p);
-	evconnlistener_free(s.lev);
+	srv_stop(&s);
 	event_base_free(base);
 	buf_free(&s.got);
+	buf_free(&c.body);
 	free(big);
 }
 
@@ -423,9 +446,10 @@ Test(upstream, abort_lets_go_of_the_body)
 	up_hold_unref(&th.h);
 	cr_assert(th.released == 1);
 	pool_free(p);
-	evconnlistener_free(s.lev);
+	srv_stop(&s);
 	event_base_free(base);
 	buf_free(&s.got);
+	buf_free(&c.body);
 	free(big);
 }
 
@@ -457,7 +481,9 @@ Test(upstream, pool_trim_closes_idle_connections)
 	pool_stats(p, &idle, &total);
 	cr_assert(idle == 1 && total == 1, "idle %d total %d", idle, total);
 	pool_free(p);
-	evconnlistener_free(s.lev);
+	srv_stop(&s);
 	event_base_free(base);
 	buf_free(&s.got);
+	for (int i = 0; i < 3; i++)
+		buf_free(&c[i].body);
 }
