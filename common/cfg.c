@@ -342,6 +342,7 @@ const struct cfg_setting cfg_settings[] = {
     OTHER("system_prompt_append", CFG_SEC_DEPLOY),
     OTHER("headers", CFG_SEC_DEPLOY),
     OTHER("params", CFG_SEC_DEPLOY),
+    OTHER("drop_params", CFG_SEC_DEPLOY),
 
     OTHER("name", CFG_SEC_GROUP),
     {"strategy", CFG_SEC_GROUP, CFG_ENUM, IN_GROUP(strategy), .def = NULL,
@@ -1881,6 +1882,39 @@ deploy_params(struct loader *ld, const config_setting_t *s,
 	return 0;
 }
 
+static int get_str_list(struct loader *, const config_setting_t *, const char *,
+                        size_t, char **, int *);
+
+/* Deployment drop_params: request fields never sent to this deployment.
+ * Fields the request cannot do without are refused. */
+static int
+deploy_drop_params(struct loader *ld, const config_setting_t *s,
+                   struct deploy_cfg *d)
+{
+	static const char *const reserved[] = {"model", "messages", "input",
+	                                       "stream", NULL};
+	config_setting_t *m = config_setting_get_member(s, "drop_params");
+
+	d->ndrop_params = -1;
+	if (m == NULL)
+		return 0;
+	if (get_str_list(ld, s, "drop_params", sizeof *d->drop_params,
+	                 (char **)&d->drop_params, &d->ndrop_params) == -1)
+		return -1;
+	if (d->ndrop_params > CFG_MAX_DROP)
+		return set_error(ld, m, "at most %d fields", CFG_MAX_DROP);
+	for (int i = 0; i < d->ndrop_params; i++) {
+		if (d->drop_params[i][0] == '\0')
+			return set_error(ld, m, "an empty field name");
+		for (int k = 0; reserved[k] != NULL; k++)
+			if (strcmp(d->drop_params[i], reserved[k]) == 0)
+				return set_error(ld, m,
+				                 "'%s' cannot be dropped",
+				                 reserved[k]);
+	}
+	return 0;
+}
+
 /* Whether s is a non-empty run of [a-z0-9-] (a region or location that
  * goes into a host name). */
 static int
@@ -2099,7 +2133,8 @@ parse_deploy(struct loader *ld, const config_setting_t *s, int idx,
 	    deploy_cloud_names(ld, s, d) == -1 ||
 	    deploy_provider(ld, s, d) == -1 || deploy_key(ld, s, d) == -1 ||
 	    deploy_cloud_auth(ld, s, d) == -1 || deploy_files(ld, s, d) == -1 ||
-	    deploy_headers(ld, s, d) == -1 || deploy_params(ld, s, d) == -1)
+	    deploy_headers(ld, s, d) == -1 || deploy_params(ld, s, d) == -1 ||
+	    deploy_drop_params(ld, s, d) == -1)
 		return -1;
 	return 0;
 }
@@ -3230,6 +3265,7 @@ cfg_free(struct cfg *cfg)
 
 		free(d->system_prompt_append);
 		free(d->params);
+		free(d->drop_params);
 		if (d->sa_private_key) {
 			OPENSSL_cleanse(d->sa_private_key,
 			                strlen(d->sa_private_key));

@@ -69,6 +69,8 @@ struct cfg_header {
 /* One deployment. A router setting the deployment may override (those with
  * an override in cfg_settings[]) is -1 when unset, else the value set, 0
  * included; read the effective value with the cfg_eff_* helpers. */
+#define CFG_MAX_DROP 16 /* drop_params */
+
 struct deploy_cfg {
 	char name[CFG_NAME_MAX];
 	char group[CFG_NAME_MAX];
@@ -115,6 +117,11 @@ struct deploy_cfg {
 	char *sa_private_key;       /* heap PEM, secret; NULL if none */
 	char *system_prompt_append; /* heap, NULL if none */
 	char *params;               /* heap JSON object text, NULL if none */
+	/* Top-level keys left out of an OpenAI-shaped body for this
+	 * deployment; -1: not set (azure and api.openai.com leave out
+	 * top_k, which they refuse). */
+	int ndrop_params;
+	char (*drop_params)[CFG_NAME_MAX]; /* heap, at most CFG_MAX_DROP */
 	int nheaders;
 	struct cfg_header headers[CFG_MAX_HDRS];
 	int line; /* config line, for messages */

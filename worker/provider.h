@@ -281,6 +281,9 @@ void prov_openai_body(const struct prov_call *, const char *model,
                       struct prov_out *o);
 /* Whether prov_openai_body reads only the top level of pc->req. */
 int prov_openai_top_only(const struct prov_call *);
+/* The i-th request field deployment d never gets (drop_params, or the
+ * provider's default), NULL past the last. */
+const char *prov_drop_param(const struct deploy_cfg *, int i);
 /* Whether the upstream is asked for a stream's usage that the client did
  * not ask for (stream_options.include_usage), to price the answer. */
 int prov_ask_usage(const struct prov_call *);

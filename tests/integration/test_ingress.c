@@ -274,6 +274,40 @@ Test(ingress, messages_to_openai_upstream_body)
 	cr_assert_null(h_json(body, "stop_sequences"), "%s", body);
 }
 
+/* A Messages client with thinking on and top_k falls back to an OpenAI
+ * model that takes neither: drop_params leaves them out, so the request
+ * is answered instead of refused; the other fields still go. */
+Test(ingress, messages_to_openai_drop_params)
+{
+	struct h_resp *r;
+	char *body;
+
+	h_mock_startv(&an, "an", down);
+	h_mock_start(&oa, "oa", NULL);
+	h_llmfd_start(
+	    "daemon = { workers = 1; listen = \"llmfd.sock\"; health_table = "
+	    "\"health\"; };\nrouter = { num_retries = 0; };\n"
+	    "deployments = (\n"
+	    "  { name = \"an\"; group = \"claude\"; provider = \"anthropic\"; "
+	    "model = \"claude-x\"; base_url = \"http://127.0.0.1:%d\"; },\n"
+	    "  { name = \"oa\"; group = \"gpt\"; provider = \"openai\"; "
+	    "model = \"gpt-x\"; base_url = \"http://127.0.0.1:%d/v1\"; "
+	    "drop_params = [ \"top_k\", \"reasoning_effort\" ]; }\n);\n"
+	    "fallbacks = ( { group = \"claude\"; to = [ \"gpt\" ]; } );\n",
+	    an.port, oa.port);
+	r = h_unix("POST", MSGS,
+	           "{\"model\":\"claude\",\"max_tokens\":2048,\"top_k\":5,"
+	           "\"temperature\":1,\"thinking\":{\"type\":\"enabled\","
+	           "\"budget_tokens\":1024}," USER "}");
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert_str_eq(h_json((char *)r->body, "type"), "message");
+	body = (char *)h_tcp(oa.port, "GET", "/_mock/last/body", NULL)->body;
+	cr_assert_str_eq(h_json(body, "model"), "gpt-x");
+	cr_assert_null(h_json(body, "top_k"), "%s", body);
+	cr_assert_null(h_json(body, "reasoning_effort"), "%s", body);
+	cr_assert_not_null(h_json(body, "temperature"), "%s", body);
+}
+
 #define RESP "/v1/responses"
 #define FTOOL                                                                  \
 	"\"tools\":[{\"type\":\"function\",\"name\":\"get_weather\","          \

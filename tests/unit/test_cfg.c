@@ -1686,3 +1686,46 @@ Test(cfg, include_relative)
 	cr_assert_eq(c->ndeploy, 1);
 	cfg_free(c);
 }
+
+/* drop_params */
+
+Test(cfg, drop_params_list_and_unset)
+{
+	struct cfg *c = load_ok(
+	    "deployments = ( { name = \"a\"; model = \"m\";\n"
+	    " drop_params = [ \"top_k\", \"reasoning_effort\" ]; },\n"
+	    " { name = \"b\"; model = \"m\"; drop_params = \"seed\"; },\n"
+	    " { name = \"c\"; model = \"m\"; drop_params = [ ]; },\n"
+	    " { name = \"d\"; model = \"m\"; } );\n");
+
+	cr_assert_eq(c->deploy[0].ndrop_params, 2);
+	cr_assert_str_eq(c->deploy[0].drop_params[0], "top_k");
+	cr_assert_str_eq(c->deploy[0].drop_params[1], "reasoning_effort");
+	cr_assert_eq(c->deploy[1].ndrop_params, 1);
+	cr_assert_str_eq(c->deploy[1].drop_params[0], "seed");
+	cr_assert_eq(c->deploy[2].ndrop_params, 0);
+	cr_assert_eq(c->deploy[3].ndrop_params, -1);
+	cfg_free(c);
+}
+
+Test(cfg, drop_params_refused)
+{
+	expect_error("deployments = ( { name = \"a\"; model = \"m\";\n"
+	             " drop_params = [ \"top_k\", \"messages\" ]; } );\n",
+	             2,
+	             "deployment 'a': drop_params: 'messages' cannot be "
+	             "dropped");
+	expect_error("deployments = ( { name = \"a\"; model = \"m\";\n"
+	             " drop_params = [ \"\" ]; } );\n",
+	             2, "deployment 'a': drop_params: an empty field name");
+	expect_error("deployments = ( { name = \"a\"; model = \"m\";\n"
+	             " drop_params = 3; } );\n",
+	             2,
+	             "deployment 'a': drop_params: expected a string or a "
+	             "list of them");
+	expect_error("deployments = ( { name = \"a\"; model = \"m\";\n"
+	             " drop_params = [ \"1\",\"2\",\"3\",\"4\",\"5\",\"6\","
+	             "\"7\",\"8\",\"9\",\"10\",\"11\",\"12\",\"13\",\"14\","
+	             "\"15\",\"16\",\"17\" ]; } );\n",
+	             2, "deployment 'a': drop_params: at most 16 fields");
+}

@@ -1522,3 +1522,98 @@ Test(providers, obj_put_spans_run_out)
 	buf_free(&b);
 	buf_free(&w);
 }
+
+/* drop_params: the request fields a deployment never gets. */
+
+/* Parse s into req (and text). */
+static void
+str_req(const char *s)
+{
+	free(text);
+	text = strdup(s);
+	cr_assert(json_parse(&req, text, strlen(text)) == 0);
+}
+
+/* Build body s for provider p and return the body text. */
+static const char *
+drop_build(const struct provider *p, const char *s)
+{
+	char err[256] = "";
+	struct prov_call pc;
+
+	str_req(s);
+	buf_free(&po.path);
+	buf_free(&po.headers);
+	buf_free(&po.body);
+	po.nspan = 0;
+	pc = call(EP_CHAT, 0);
+	cr_assert(p->build(&pc, &po, err, sizeof err) == 0, "%s", err);
+	return po_text();
+}
+
+#define DROP_BODY                                                              \
+	"{\"model\":\"g\",\"messages\":[{\"role\":\"user\",\"content\":"       \
+	"\"hi\"}],\"top_k\":5,\"reasoning_effort\":\"high\","                  \
+	"\"temperature\":0.5}"
+
+Test(providers, drop_params_default_top_k_for_openai_and_azure)
+{
+	snprintf(dc.model, sizeof dc.model, "m");
+	dc.ndrop_params = -1; /* not set in the config */
+	snprintf(dc.host, sizeof dc.host, "api.openai.com");
+	dc.provider = PROV_OPENAI;
+	cr_assert(strstr(drop_build(&prov_openai, DROP_BODY), "top_k") == NULL);
+	cr_assert(strstr(buf_cstr(&po.body), "\"temperature\":0.5"));
+	cr_assert(strstr(buf_cstr(&po.body), "\"reasoning_effort\":\"high\""));
+	/* an OpenAI-compatible server (vLLM, Ollama) takes top_k */
+	snprintf(dc.host, sizeof dc.host, "127.0.0.1");
+	cr_assert(strstr(drop_build(&prov_openai, DROP_BODY), "\"top_k\":5"));
+	/* Azure refuses it wherever it is */
+	dc.provider = PROV_AZURE;
+	snprintf(dc.azure_deployment, sizeof dc.azure_deployment, "dep");
+	cr_assert(strstr(drop_build(&prov_azure, DROP_BODY), "top_k") == NULL);
+	cr_assert(strstr(buf_cstr(&po.body), "\"messages\""));
+}
+
+Test(providers, drop_params_configured_list_replaces_the_default)
+{
+	char names[2][CFG_NAME_MAX] = {"reasoning_effort", "temperature"};
+
+	snprintf(dc.model, sizeof dc.model, "m");
+	snprintf(dc.host, sizeof dc.host, "api.openai.com");
+	dc.provider = PROV_OPENAI;
+	dc.drop_params = names;
+	dc.ndrop_params = 2;
+	drop_build(&prov_openai, DROP_BODY);
+	cr_assert(strstr(buf_cstr(&po.body), "reasoning_effort") == NULL);
+	cr_assert(strstr(buf_cstr(&po.body), "temperature") == NULL);
+	cr_assert(strstr(buf_cstr(&po.body), "\"top_k\":5")); /* not listed */
+	/* the rebuilt body (messages changed) leaves them out too */
+	dc.system_prompt_append = "Be brief.";
+	drop_build(&prov_openai, DROP_BODY);
+	cr_assert(strstr(buf_cstr(&po.body), "Be brief."));
+	cr_assert(strstr(buf_cstr(&po.body), "reasoning_effort") == NULL);
+	cr_assert(strstr(buf_cstr(&po.body), "temperature") == NULL);
+	dc.system_prompt_append = NULL;
+	/* an empty list: nothing dropped, not even the default */
+	dc.ndrop_params = 0;
+	cr_assert(strstr(drop_build(&prov_openai, DROP_BODY), "\"top_k\":5"));
+	dc.drop_params = NULL;
+}
+
+Test(providers, drop_params_apply_to_translating_providers)
+{
+	char names[1][CFG_NAME_MAX] = {"top_k"};
+
+	snprintf(dc.model, sizeof dc.model, "m");
+	dc.provider = PROV_ANTHROPIC;
+	dc.max_tokens = 100;
+	cr_assert(
+	    strstr(drop_build(&prov_anthropic, DROP_BODY), "\"top_k\":5"));
+	dc.drop_params = names;
+	dc.ndrop_params = 1;
+	cr_assert(strstr(drop_build(&prov_anthropic, DROP_BODY), "top_k") ==
+	          NULL);
+	cr_assert(strstr(buf_cstr(&po.body), "\"temperature\":0.5"));
+	dc.drop_params = NULL;
+}

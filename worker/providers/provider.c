@@ -319,12 +319,32 @@ prov_extra_headers(const struct deploy_cfg *d, struct buf *h)
 		           d->headers[i].value);
 }
 
+/* The i-th request field deployment d never gets (drop_params), or NULL
+ * past the last. Unset, azure and
+ * api.openai.com leave out top_k, which they refuse (INGRESS.md §3). */
+const char *
+prov_drop_param(const struct deploy_cfg *d, int i)
+{
+	if (d->ndrop_params >= 0)
+		return i < d->ndrop_params ? d->drop_params[i] : NULL;
+	if (i == 0 && (d->provider == PROV_AZURE ||
+	               (d->provider == PROV_OPENAI &&
+	                strcmp(d->host, "api.openai.com") == 0)))
+		return "top_k";
+	return NULL;
+}
+
 /* Whether key token k of the request is one of llmfd's own fields. */
 static int
 prov_is_dropped(const struct prov_call *pc, int k)
 {
+	const char *name;
+
 	for (int i = 0; pc->drop_keys && pc->drop_keys[i]; i++)
 		if (json_eq(pc->req, k, pc->drop_keys[i]))
+			return 1;
+	for (int i = 0; (name = prov_drop_param(pc->d, i)) != NULL; i++)
+		if (json_eq(pc->req, k, name))
 			return 1;
 	return 0;
 }
@@ -333,8 +353,13 @@ prov_is_dropped(const struct prov_call *pc, int k)
 static int
 prov_is_dropped_name(const struct prov_call *pc, const char *key)
 {
+	const char *name;
+
 	for (int i = 0; pc->drop_keys && pc->drop_keys[i]; i++)
 		if (strcmp(key, pc->drop_keys[i]) == 0)
+			return 1;
+	for (int i = 0; (name = prov_drop_param(pc->d, i)) != NULL; i++)
+		if (strcmp(key, name) == 0)
 			return 1;
 	return 0;
 }
@@ -487,7 +512,7 @@ void
 prov_openai_body(const struct prov_call *pc, const char *model,
                  struct prov_out *o)
 {
-	const char *drop[16];
+	const char *drop[32], *name;
 	struct buf params = {0};
 	struct jw jw;
 	int n = 0;
@@ -496,8 +521,10 @@ prov_openai_body(const struct prov_call *pc, const char *model,
 		prov_openai_rebuild(pc, model, &o->body);
 		return;
 	}
-	for (; pc->drop_keys && pc->drop_keys[n] && n < 13; n++)
+	for (; pc->drop_keys && pc->drop_keys[n] && n < 29; n++)
 		drop[n] = pc->drop_keys[n];
+	for (int i = 0; n < 29 && (name = prov_drop_param(pc->d, i)); i++)
+		drop[n++] = name;
 	if (model == NULL)
 		drop[n++] = "model";
 	if (prov_ask_usage(pc)) /* replaced by one that asks for usage */
