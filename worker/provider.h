@@ -356,6 +356,9 @@ struct prov_dialect {
 	 * from the extension), %f its subtype ("png"), %d the base64 data,
 	 * %u the URL, each written as a JSON string. */
 	const char *image[2];
+	/* A file part's template (a base64 data: URL, a PDF), NULL: not
+	 * supported: %m, %f and %d as above, %n the file name. */
+	const char *file;
 	int prefill; /* resume text goes in as a last assistant turn */
 	int (*tool_calls)(struct prov_xlate *, struct jw *, int tcs);
 	/* A role "tool" message m (index i of the messages) as a part. */

@@ -308,6 +308,30 @@ Test(ingress, messages_to_openai_drop_params)
 	cr_assert_not_null(h_json(body, "temperature"), "%s", body);
 }
 
+/* A Messages client's PDF document survives a fallback from a down
+ * Anthropic to Gemini as inline data (INGRESS.md: base64 carries). */
+Test(ingress, messages_document_falls_back_to_gemini)
+{
+	struct h_resp *r;
+	char *body;
+
+	start3(down, NULL);
+	r = h_unix("POST", MSGS,
+	           "{\"model\":\"claude\",\"max_tokens\":64,\"messages\":[{"
+	           "\"role\":\"user\",\"content\":[{\"type\":\"document\","
+	           "\"title\":\"q3.pdf\",\"source\":{\"type\":\"base64\","
+	           "\"media_type\":\"application/pdf\",\"data\":\"JVBERi0=\"}},"
+	           "{\"type\":\"text\",\"text\":\"sum up\"}]}]}");
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert_str_eq(h_json((char *)r->body, "type"), "message");
+	body = (char *)h_tcp(ge.port, "GET", "/_mock/last/body", NULL)->body;
+	cr_assert_str_eq(h_json(body, "contents.0.parts.0.inlineData.mimeType"),
+	                 "application/pdf", "%s", body);
+	cr_assert_str_eq(h_json(body, "contents.0.parts.0.inlineData.data"),
+	                 "JVBERi0=", "%s", body);
+	cr_assert_str_eq(h_json(body, "contents.0.parts.1.text"), "sum up");
+}
+
 #define RESP "/v1/responses"
 #define FTOOL                                                                  \
 	"\"tools\":[{\"type\":\"function\",\"name\":\"get_weather\","          \

@@ -1164,3 +1164,23 @@ Test(gauth, secrets_registered)
 	cr_assert_eq(secret_redact(text), 1, "%s", text);
 	secret_clear();
 }
+
+/* A PDF (a Chat file part, or a Messages/Responses document) becomes a
+ * Converse document block, its name as Bedrock allows. */
+Test(bedrock, converse_file_is_a_document)
+{
+	static const char pdf[] =
+	    "{\"model\":\"x\",\"messages\":[{\"role\":\"user\",\"content\":[{"
+	    "\"type\":\"file\",\"file\":{\"filename\":\"q3  report.v2.pdf\","
+	    "\"file_data\":\"data:application/pdf;base64,JVBERi0=\"}},{"
+	    "\"type\":\"text\",\"text\":\"sum up\"}]}]}";
+
+	snprintf(dc.model, sizeof dc.model, "amazon.nova-pro-v1:0");
+	cr_assert_eq(build(&prov_bedrock, pdf, 0), 0);
+	cr_assert_not_null(
+	    strstr(buf_cstr(&po.body),
+	           "{\"document\":{\"format\":\"pdf\",\"name\":\"q3 "
+	           "report-v2-pdf\",\"source\":{\"bytes\":\"JVBERi0=\"}}},"
+	           "{\"text\":\"sum up\"}"),
+	    "%s", buf_cstr(&po.body));
+}

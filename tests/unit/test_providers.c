@@ -1617,3 +1617,56 @@ Test(providers, drop_params_apply_to_translating_providers)
 	cr_assert(strstr(buf_cstr(&po.body), "\"temperature\":0.5"));
 	dc.drop_params = NULL;
 }
+
+/* PDFs: a Chat file part (what Messages documents and Responses
+ * input_file become) goes to each translating provider in its own form;
+ * one without inline data is refused, saying why. */
+
+#define PDF_BODY(part)                                                         \
+	"{\"model\":\"g\",\"max_tokens\":9,\"messages\":[{\"role\":\"user\","  \
+	"\"content\":[" part ",{\"type\":\"text\",\"text\":\"sum up\"}]}]}"
+#define PDF_PART                                                               \
+	"{\"type\":\"file\",\"file\":{\"filename\":\"a.pdf\",\"file_data\":"   \
+	"\"data:application/pdf;base64,JVBERi0=\"}}"
+
+Test(providers, file_part_to_anthropic_document)
+{
+	snprintf(dc.model, sizeof dc.model, "m");
+	drop_build(&prov_anthropic, PDF_BODY(PDF_PART));
+	cr_assert_not_null(
+	    strstr(buf_cstr(&po.body),
+	           "\"content\":[{\"type\":\"document\",\"source\":{\"type\":"
+	           "\"base64\",\"media_type\":\"application/pdf\",\"data\":"
+	           "\"JVBERi0=\"}},{\"type\":\"text\",\"text\":\"sum up\"}]"),
+	    "%s", buf_cstr(&po.body));
+}
+
+Test(providers, file_part_to_gemini_inline_data)
+{
+	snprintf(dc.model, sizeof dc.model, "m");
+	drop_build(&prov_gemini, PDF_BODY(PDF_PART));
+	cr_assert_not_null(
+	    strstr(buf_cstr(&po.body),
+	           "\"parts\":[{\"inlineData\":{\"mimeType\":"
+	           "\"application/pdf\",\"data\":\"JVBERi0=\"}},{\"text\":"
+	           "\"sum up\"}]"),
+	    "%s", buf_cstr(&po.body));
+}
+
+Test(providers, file_part_without_data_is_refused)
+{
+	char err[256] = "";
+	struct prov_call pc;
+
+	snprintf(dc.model, sizeof dc.model, "m");
+	str_req(PDF_BODY("{\"type\":\"file\",\"file\":{\"file_id\":\"f1\"}}"));
+	pc = call(EP_CHAT, 0);
+	cr_assert_eq(prov_anthropic.build(&pc, &po, err, sizeof err), -1);
+	cr_assert_not_null(strstr(err, "file_data as a base64 data: URL"), "%s",
+	                   err);
+	str_req(PDF_BODY("{\"type\":\"file\",\"file\":{\"file_data\":"
+	                 "\"https://x/a.pdf\"}}"));
+	pc = call(EP_CHAT, 0);
+	cr_assert_eq(prov_gemini.build(&pc, &po, err, sizeof err), -1);
+	cr_assert_not_null(strstr(err, "file_data"), "%s", err);
+}

@@ -17,6 +17,9 @@
 	"\"media_type\":%m,\"data\":%d}}"
 #define ANTH_IMAGE_URL                                                         \
 	"{\"type\":\"image\",\"source\":{\"type\":\"url\",\"url\":%u}}"
+#define ANTH_FILE_B64                                                          \
+	"{\"type\":\"document\",\"source\":{\"type\":\"base64\","              \
+	"\"media_type\":%m,\"data\":%d}}"
 
 /* Write assistant tool_calls as tool_use blocks. */
 static int
@@ -220,6 +223,7 @@ static const struct prov_dialect anth_dialect = {
     .assistant = "assistant",
     .text_type = "text",
     .image = {ANTH_IMAGE_B64, ANTH_IMAGE_URL},
+    .file = ANTH_FILE_B64,
     .tool_calls = anth_tool_uses,
     .prefill = 1,
     .tool_result = anth_tool_result,

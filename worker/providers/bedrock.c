@@ -19,9 +19,12 @@
 #define BR_SERVICE    "bedrock"
 #define BR_MAX_TOKENS 4096
 #define BR_IMAGE_B64  "{\"image\":{\"format\":%f,\"source\":{\"bytes\":%d}}}"
-#define BR_MAX_HDRS   32   /* header lines signed */
-#define BR_NAME_MAX   128  /* a signed header's name */
-#define BR_VALUE_MAX  4608 /* its value (a session token fits) */
+#define BR_FILE_B64                                                            \
+	"{\"document\":{\"format\":%f,\"name\":%n,"                            \
+	"\"source\":{\"bytes\":%d}}}"
+#define BR_MAX_HDRS  32   /* header lines signed */
+#define BR_NAME_MAX  128  /* a signed header's name */
+#define BR_VALUE_MAX 4608 /* its value (a session token fits) */
 
 static const struct anth_variant br_anth = {
     .version = BR_VERSION, .model = 0, .stream = 0, .beta_body = 1};
@@ -254,6 +257,7 @@ static const struct prov_dialect br_dialect = {
     .partkey = "content",
     .assistant = "assistant",
     .image = {BR_IMAGE_B64, NULL},
+    .file = BR_FILE_B64,
     .tool_calls = br_tool_uses,
     .tool_result = br_tool_result,
     .members = br_members,

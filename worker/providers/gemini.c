@@ -17,6 +17,7 @@
 #define GEM_NO_VALUES "no 'embedding' or 'embeddings' values"
 #define GEM_IMAGE_B64 "{\"inlineData\":{\"mimeType\":%m,\"data\":%d}}"
 #define GEM_IMAGE_URL "{\"fileData\":{\"mimeType\":%m,\"fileUri\":%u}}"
+#define GEM_FILE_B64  "{\"inlineData\":{\"mimeType\":%m,\"data\":%d}}"
 
 /* The model id for URLs, without a "models/" prefix. */
 static const char *
@@ -264,6 +265,7 @@ static const struct prov_dialect gem_dialect = {
     .partkey = "parts",
     .assistant = "model",
     .image = {GEM_IMAGE_B64, GEM_IMAGE_URL},
+    .file = GEM_FILE_B64,
     .tool_calls = gem_function_calls,
     .tool_result = gem_tool_response,
     .members = gem_members,

@@ -1089,48 +1089,113 @@ prov_mime_guess(const char *url)
 	return "image/jpeg";
 }
 
+/* What a part template (prov_dialect.image, .file) is filled with. */
+struct prov_fill {
+	const char *m, *d, *u, *n; /* media type, base64 data, URL, name */
+	size_t ml, dl, ul, nl;
+};
+
+/* Write template tpl filled from f as raw JSON. */
+static void
+prov_fill(struct jw *jw, const char *tpl, const struct prov_fill *f)
+{
+	struct buf v = {0};
+	const char *sub = memchr(f->m, '/', f->ml), *p;
+
+	sub = sub ? sub + 1 : f->m;
+	for (p = tpl; *p; p++) {
+		if (*p != '%' || p[1] == '\0')
+			buf_addc(&v, *p);
+		else if (*++p == 'm')
+			prov_quote(&v, f->m, f->ml);
+		else if (*p == 'f')
+			prov_quote(&v, sub, f->ml - (size_t)(sub - f->m));
+		else if (*p == 'd')
+			prov_quote(&v, f->d, f->dl);
+		else if (*p == 'u')
+			prov_quote(&v, f->u, f->ul);
+		else if (*p == 'n')
+			prov_quote(&v, f->n, f->nl);
+	}
+	jw_raw(jw, v.data, v.len);
+	buf_free(&v);
+}
+
 /* Write an image_url part by the dialect's template for its URL. */
 static int
 prov_image(struct prov_xlate *x, struct jw *jw, int part)
 {
-	struct buf url = {0}, v = {0};
-	const char *m, *d = NULL, *p, *sub;
-	size_t ml, dl = 0;
+	struct buf url = {0};
+	struct prov_fill f = {0};
 	int b64;
 
 	if (prov_image_url(x->j, part, &url) == -1) {
 		buf_free(&url);
 		return prov_fail(x, "image_url part without a url");
 	}
-	b64 = prov_data_url(url.data, url.len, &m, &ml, &d, &dl) == 0;
+	b64 = prov_data_url(url.data, url.len, &f.m, &f.ml, &f.d, &f.dl) == 0;
 	if (!b64)
-		ml = strlen(m = prov_mime_guess(buf_cstr(&url)));
+		f.ml = strlen(f.m = prov_mime_guess(buf_cstr(&url)));
 	if (x->dl->image[!b64] == NULL) {
 		buf_free(&url);
 		return prov_fail(x, "image URLs are not supported (send the "
 		                    "image as a base64 data: URL)");
 	}
-	sub = memchr(m, '/', ml);
-	sub = sub ? sub + 1 : m;
-	for (p = x->dl->image[!b64]; *p; p++) {
-		if (*p != '%' || p[1] == '\0')
-			buf_addc(&v, *p);
-		else if (*++p == 'm')
-			prov_quote(&v, m, ml);
-		else if (*p == 'f')
-			prov_quote(&v, sub, ml - (size_t)(sub - m));
-		else if (*p == 'd')
-			prov_quote(&v, d, dl);
-		else if (*p == 'u')
-			prov_quote(&v, url.data, url.len);
-	}
-	jw_raw(jw, v.data, v.len);
-	buf_free(&v);
+	f.u = url.data, f.ul = url.len;
+	prov_fill(jw, x->dl->image[!b64], &f);
 	buf_free(&url);
 	return 0;
 }
 
-/* Write one content part (text or image_url). */
+/* A file name as every dialect takes it (Bedrock's is the strictest):
+ * letters, digits, '-', '(', ')', '[', ']' and single spaces; the rest,
+ * the extension's dot among it, becomes '-'. "document" if none. */
+static void
+prov_file_name(const struct json *j, int t, char *out, size_t sz)
+{
+	size_t n = 0;
+
+	if (json_str(j, t, out, sz) < 0 || out[0] == '\0') {
+		snprintf(out, sz, "document");
+		return;
+	}
+	for (char *p = out; *p; p++) {
+		if (!isalnum((unsigned char)*p) && strchr("-()[] ", *p) == NULL)
+			*p = '-';
+		if (*p == ' ' && n > 0 && out[n - 1] == ' ')
+			continue;
+		out[n++] = *p;
+	}
+	out[n] = '\0';
+}
+
+/* Write a file part ({"type":"file","file":{"file_data":data: URL,
+ * "filename"}}: a PDF) by the dialect's file template. */
+static int
+prov_file(struct prov_xlate *x, struct jw *jw, int part)
+{
+	int fo = json_get(x->j, part, "file");
+	struct buf url = {0};
+	struct prov_fill f = {0};
+	char name[128];
+
+	if (x->dl->file == NULL)
+		return prov_fail(x, "file parts are not supported");
+	if (json_str_buf(x->j, json_get(x->j, fo, "file_data"), &url) <= 0 ||
+	    prov_data_url(url.data, url.len, &f.m, &f.ml, &f.d, &f.dl) == -1) {
+		buf_free(&url);
+		return prov_fail(x, "a file part needs file_data as a base64 "
+		                    "data: URL (file_id refers to OpenAI's "
+		                    "storage)");
+	}
+	prov_file_name(x->j, json_get(x->j, fo, "filename"), name, sizeof name);
+	f.n = name, f.nl = strlen(name);
+	prov_fill(jw, x->dl->file, &f);
+	buf_free(&url);
+	return 0;
+}
+
+/* Write one content part (text, image_url or file). */
 static int
 prov_part(struct prov_xlate *x, struct jw *jw, int part)
 {
@@ -1140,9 +1205,11 @@ prov_part(struct prov_xlate *x, struct jw *jw, int part)
 		prov_text_part(x, jw, json_get(x->j, part, "text"));
 	else if (json_eq(x->j, t, "image_url"))
 		return prov_image(x, jw, part);
+	else if (json_eq(x->j, t, "file"))
+		return prov_file(x, jw, part);
 	else
 		return prov_fail(x, "unsupported content part type (only "
-		                    "text and image_url)");
+		                    "text, image_url and file)");
 	return 0;
 }
 
