@@ -3032,9 +3032,8 @@ control_stats(struct evhttp_request *req)
 	    "\"failed\":%llu,\"client_closed\":%llu,\"connections\":%llu,"
 	    "\"tokens\":%llu,\"token_failed\":%llu}",
 	    M.st.requests, M.st.chat, M.st.embeddings, M.st.count_tokens,
-	    M.st.ok, M.st.failed,
-	    M.st.client_closed, M.st.connections, M.st.tokens,
-	    M.st.token_failed);
+	    M.st.ok, M.st.failed, M.st.client_closed, M.st.connections,
+	    M.st.tokens, M.st.token_failed);
 	control_reply(req, 200, &b);
 }
 

@@ -188,7 +188,7 @@ struct req {
 	struct attempt att[2];
 	struct event ev_deadline, ev_wait, ev_hedge;
 	struct event ev_ping; /* an idle stream's keep-alive */
-	struct policy pol; /* the candidates (policy.c) */
+	struct policy pol;    /* the candidates (policy.c) */
 	struct req_st s;
 };
 
@@ -590,10 +590,16 @@ req_access(struct req *r, int status, const char *code)
 	    r->s.served >= 0 ? &r->w->cfg->deploy[r->s.served] : NULL;
 	char trail[REQ_MAX_TRAIL * 96], cost[32] = "-";
 	const struct peer *p = &r->s.peer;
+	const char *dep = d ? d->name : "-";
+	const char *prov = d ? cfg_provider_name(d->provider) : "-";
 	int ok = code == NULL, cred = p != NULL && p->cred;
 
 	if (!accesslog_enabled())
 		return;
+	if (r->s.local) { /* llmfd's own answer */
+		dep = r->s.ig->local_name;
+		prov = "llmfd";
+	}
 	req_trail_text(r, trail, sizeof trail);
 	if (r->s.cost_nusd >= 0)
 		spend_fmt_usd(cost, sizeof cost, (uint64_t)r->s.cost_nusd);
@@ -603,12 +609,8 @@ req_access(struct req *r, int status, const char *code)
 	        .id = r->s.id,
 	        .proto = r->s.ig->name,
 	        .model = r->s.model[0] ? r->s.model : "-",
-	        .deployment = d         ? d->name
-	                      : r->s.local ? r->s.ig->local_name
-	                                   : "-",
-	        .provider = d         ? cfg_provider_name(d->provider)
-	                    : r->s.local ? "llmfd"
-	                                 : "-",
+	        .deployment = dep,
+	        .provider = prov,
 	        .code = code ? code : "-",
 	        .attempts = r->s.attempts,
 	        .status = status,

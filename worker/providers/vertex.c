@@ -101,8 +101,9 @@ vx_count_body(const struct prov_call *pc, int claude, struct buf *out,
 {
 	if (!claude || pc->native == NULL || pc->native_fmt != FMT_MESSAGES ||
 	    json_type(pc->native, 0) != JSMN_OBJECT) {
-		snprintf(err, errsz,
-		         "vertex: count_tokens takes a Messages body for Claude");
+		snprintf(
+		    err, errsz,
+		    "vertex: count_tokens takes a Messages body for Claude");
 		return -1;
 	}
 	prov_copy_obj(pc->native, "model", prov_model(pc), pc->drop_keys, out);
