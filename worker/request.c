@@ -976,12 +976,13 @@ req_serves(const struct req *r, int d)
 static void
 req_pass_over(struct req *r, const struct group_cfg *g)
 {
+	int d;
+
 	if (r->s.ig->endpoint != EP_COUNT)
 		return;
 	for (int i = 0; i < g->ndeploy; i++)
-		if (!req_serves(r, g->deploy[i]))
-			r->s.tried[g->deploy[i] / 64] |= 1ULL
-			                                 << (g->deploy[i] % 64);
+		if (!req_serves(r, d = g->deploy[i]))
+			r->s.tried[d / 64] |= 1ULL << (d % 64);
 }
 
 /* The whole token tree of a body first read with json_parse_top (a

@@ -107,8 +107,10 @@ vx_count_body(const struct prov_call *pc, int claude, struct buf *out,
 		return -1;
 	}
 	prov_copy_obj(pc->native, "model", prov_model(pc), pc->drop_keys, out);
-	if (out->len < 2 || out->data[out->len - 1] != '}')
+	if (out->oom || out->len < 2 || out->data[out->len - 1] != '}') {
+		snprintf(err, errsz, "vertex: out of memory");
 		return -1;
+	}
 	out->len--;
 	if (out->data[out->len - 1] != '{')
 		buf_addc(out, ',');
