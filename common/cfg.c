@@ -218,6 +218,13 @@ const struct cfg_setting cfg_settings[] = {
      .max = INT_MAX, IN_CFG(stream_idle_timeout_ms),
      OVERRIDE(stream_idle_timeout_ms), .def = "30000",
      .doc = "Longest gap between chunks of a stream after the first."},
+    {"stream_ping_ms", CFG_SEC_ROUTER, CFG_INT, .min = 0, .max = INT_MAX,
+     IN_CFG(stream_ping_ms), .def = "10000",
+     .doc = "A stream that has sent the client nothing for this long gets "
+            "a keep-alive, so that proxies and clients do not take it for "
+            "dead: a ping event on a Messages stream (never before its "
+            "message_start), an SSE comment line on Chat Completions and "
+            "Responses streams.\n0: none."},
     {"allowed_fails", CFG_SEC_ROUTER, CFG_INT, .min = 0, .max = INT_MAX,
      IN_CFG(allowed_fails), .def = "3",
      .doc = "A deployment with more failures than this within a minute "

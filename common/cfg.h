@@ -259,6 +259,7 @@ struct cfg {
 	int attempt_timeout_ms;        /* 30000 */
 	int first_token_timeout_ms;    /* 10000 */
 	int stream_idle_timeout_ms;    /* 30000 */
+	int stream_ping_ms;            /* 10000, 0: no keep-alives */
 	int allowed_fails;             /* 3 */
 	int cooldown_s;                /* 30 */
 	int circuit_failure_threshold; /* 5 */

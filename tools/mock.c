@@ -60,8 +60,13 @@ enum kind {
 	KIND_EMBED,  /* OpenAI / Azure embeddings list */
 	KIND_EMBED1, /* Gemini embedContent */
 	KIND_EMBEDN, /* Gemini batchEmbedContents */
-	KIND_TOKEN   /* the OAuth2 token endpoint */
+	KIND_TOKEN,  /* the OAuth2 token endpoint */
+	KIND_COUNT   /* Anthropic's count_tokens (Vertex: count-tokens) */
 };
+
+/* A count_tokens answer is this plus the request body's length in bytes,
+ * far from llmfd's own estimate (about a quarter of the text's bytes). */
+#define COUNT_BASE 10000
 
 enum mode {
 	MODE_OK,
@@ -120,7 +125,7 @@ struct mock_opts {
 };
 
 struct mock_stats {
-	unsigned long long requests, chat, embeddings, ok, failed;
+	unsigned long long requests, chat, embeddings, count_tokens, ok, failed;
 	unsigned long long client_closed, connections;
 	unsigned long long tokens, token_failed;
 };
@@ -138,6 +143,7 @@ struct mreq {
 	int stream;
 	int include_usage;
 	int ninputs;
+	size_t blen;       /* bytes of the request body */
 	int tool;          /* answer with a call to tool_name */
 	int prefill;       /* the last message is the assistant's */
 	int nchunks;       /* content steps of the stream */
@@ -1108,6 +1114,10 @@ body_converse(struct buf *b, struct mreq *r)
 static void
 body_answer(struct buf *b, struct mreq *r)
 {
+	if (r->kind == KIND_COUNT) {
+		buf_printf(b, "{\"input_tokens\":%zu}", COUNT_BASE + r->blen);
+		return;
+	}
 	if (r->kind != KIND_CHAT) {
 		body_embed(b, r);
 		return;
@@ -2315,6 +2325,8 @@ route(struct mreq *r, const char *path)
 		r->stream = strcmp(colon, ":streamRawPredict") == 0;
 		if (!r->stream && strcmp(colon, ":rawPredict") != 0)
 			r->kind = KIND_UNKNOWN;
+		else if (!r->stream && strcmp(r->model, "count-tokens") == 0)
+			r->kind = KIND_COUNT;
 		return;
 	}
 	if (colon != NULL && strstr(path, "/models/") != NULL) {
@@ -2341,6 +2353,9 @@ route(struct mreq *r, const char *path)
 		r->kind = KIND_EMBED;
 	else if (ends_with(path, "/v1/messages")) {
 		r->kind = KIND_CHAT;
+		r->fmt = FMT_ANTHROPIC;
+	} else if (ends_with(path, "/v1/messages/count_tokens")) {
+		r->kind = KIND_COUNT;
 		r->fmt = FMT_ANTHROPIC;
 	} else if (ends_with(path, "/responses")) {
 		r->kind = KIND_CHAT;
@@ -2432,7 +2447,9 @@ parse_body(struct mreq *r, const char *js, size_t len)
 
 	if (jparse(js, len, &t) == -1)
 		return -1;
-	if (r->fmt != FMT_GEMINI && !is_amz(r) && !r->vertex) {
+	r->blen = len;
+	if (r->fmt != FMT_GEMINI && !is_amz(r) && !r->vertex &&
+	    r->kind != KIND_COUNT) {
 		r->stream = jtrue(js, t, jget(js, t, 0, "stream"));
 		if ((i = jget(js, t, 0, "stream_options")) >= 0)
 			r->include_usage =
@@ -2579,6 +2596,8 @@ count_request(const struct mreq *r)
 	M.st.requests++;
 	if (r->kind == KIND_CHAT)
 		M.st.chat++;
+	else if (r->kind == KIND_COUNT)
+		M.st.count_tokens++;
 	else if (r->kind != KIND_UNKNOWN)
 		M.st.embeddings++;
 	if (r->mode == MODE_OK)
@@ -3008,12 +3027,13 @@ control_stats(struct evhttp_request *req)
 
 	buf_printf(
 	    &b,
-	    "{\"requests\":%llu,\"chat\":%llu,\"embeddings\":%llu,\"ok\":%llu,"
+	    "{\"requests\":%llu,\"chat\":%llu,\"embeddings\":%llu,"
+	    "\"count_tokens\":%llu,\"ok\":%llu,"
 	    "\"failed\":%llu,\"client_closed\":%llu,\"connections\":%llu,"
 	    "\"tokens\":%llu,\"token_failed\":%llu}",
-	    M.st.requests, M.st.chat, M.st.embeddings, M.st.ok, M.st.failed,
-	    M.st.client_closed, M.st.connections, M.st.tokens,
-	    M.st.token_failed);
+	    M.st.requests, M.st.chat, M.st.embeddings, M.st.count_tokens,
+	    M.st.ok, M.st.failed, M.st.client_closed, M.st.connections,
+	    M.st.tokens, M.st.token_failed);
 	control_reply(req, 200, &b);
 }
 

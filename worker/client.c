@@ -21,7 +21,6 @@
 #include "worker/conn.h"
 #include "worker/ident.h"
 #include "worker/ingress.h"
-#include "worker/ingress/messages.h"
 #include "worker/request.h"
 #include "worker/worker.h"
 
@@ -388,47 +387,13 @@ client_messages(struct evhttp_request *hreq, void *arg)
 	client_handle(hreq, arg, &ingress_messages);
 }
 
-/* POST /v1/messages/count_tokens: the documented estimate of
- * msgs_count_tokens (INGRESS.md §1.1) for a configured model. */
+/* POST /v1/messages/count_tokens (also ?beta=true): counted by an
+ * Anthropic-family upstream of the model's candidates, else llmfd's
+ * estimate (msgs_count_tokens, INGRESS.md §1.1). */
 void
 client_count_tokens(struct evhttp_request *hreq, void *arg)
 {
-	struct worker *w = arg;
-	struct evbuffer *in = evhttp_request_get_input_buffer(hreq);
-	size_t len = evbuffer_get_length(in);
-	struct json j = {0};
-	struct buf b = {0};
-	char model[CFG_NAME_MAX] = "", id[REQ_ID_MAX];
-	long n = -1;
-	int status = 400;
-	const char *msg = "request body is not a valid JSON object";
-
-	req_new_id(w, id, sizeof id);
-	evhttp_add_header(evhttp_request_get_output_headers(hreq),
-	                  "x-request-id", id);
-	if (evhttp_request_get_command(hreq) != EVHTTP_REQ_POST)
-		status = 405, msg = "use POST";
-	else if (len <= REQ_MAX_BODY &&
-	         json_parse(&j,
-	                    len ? (const char *)evbuffer_pullup(in, -1) : "",
-	                    len) == 0 &&
-	         json_type(&j, 0) == JSMN_OBJECT) {
-		json_str(&j, json_get(&j, 0, "model"), model, sizeof model);
-		if (cfg_find_group(w->cfg, model) == NULL &&
-		    cfg_find_deploy(w->cfg, model) < 0)
-			status = 404, msg =
-			                  "model is not a configured group or "
-			                  "deployment";
-		else if ((n = msgs_count_tokens(&j)) < 0)
-			msg = "messages: an array of messages is required";
-	}
-	if (n >= 0)
-		buf_printf(&b, "{\"input_tokens\":%ld}", n);
-	else
-		msgs_error(&b, status, NULL, msg, id, NULL, 0);
-	server_send_json(hreq, n >= 0 ? 200 : status, &b);
-	buf_free(&b);
-	json_free(&j);
+	client_handle(hreq, arg, &ingress_count_tokens);
 }
 
 /* POST /v1/responses */

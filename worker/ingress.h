@@ -31,7 +31,10 @@ extern const char *const ingress_names[ING__MAX];
 struct ingress {
 	int id;           /* ING_* */
 	const char *name; /* "chat", "embeddings", ...: logs and metrics */
-	int endpoint;     /* EP_CHAT or EP_EMBED: what providers build */
+	/* What providers build: EP_CHAT, EP_EMBED, or EP_COUNT (only by a
+	 * provider that counts the client's format natively, see
+	 * provider.counts; the other candidates are passed over). */
+	int endpoint;
 	/* The wire format of the client's body (FMT_*), offered to providers
 	 * that speak it natively (same-format passthrough); -1 if none beyond
 	 * the canonical form itself. */
@@ -71,6 +74,18 @@ struct ingress {
 	void (*error)(struct buf *out, int status, const char *type,
 	              const char *code, const char *msg, const char *request_id,
 	              const char *trail, size_t tlen);
+	/* A stream has sent nothing for router.stream_ping_ms: write a
+	 * keep-alive (a whole event, or an SSE comment) to out, or nothing.
+	 * st is NULL when the stream passes the upstream's events through
+	 * (they began with its own first event). NULL: none. */
+	void (*ping)(void *st, struct buf *out);
+	/* llmfd's own answer when no candidate gave one (every one failed,
+	 * was passed over, was cooling or the deadline passed): a whole
+	 * reply for the client's body j written to out, 0; -1 to answer the
+	 * error as usual. It names itself local_name in x-llmfd-deployment
+	 * (x-llmfd-provider "llmfd"). NULL: none. */
+	int (*local)(const struct json *j, struct buf *out);
+	const char *local_name;
 	const char *stream_type; /* Content-Type of a stream */
 	/* The client's own request-id header, besides x-request-id (NULL:
 	 * none); Anthropic's SDKs read `request-id`. */
@@ -80,6 +95,7 @@ struct ingress {
 extern const struct ingress ingress_chat;
 extern const struct ingress ingress_embeddings;
 extern const struct ingress ingress_messages;
+extern const struct ingress ingress_count_tokens;
 extern const struct ingress ingress_responses;
 /* llmfd's own request fields, in every protocol: read by the engine and
  * never forwarded upstream (LiteLLM's names fallback_models and retries
@@ -96,5 +112,8 @@ void ingress_openai_error(struct buf *out, int status, const char *type,
                           const char *code, const char *msg,
                           const char *request_id, const char *trail,
                           size_t tlen);
+/* A stream keep-alive as an SSE comment (": keepalive"), which SSE
+ * clients ignore: Chat Completions' and Responses' ping. */
+void ingress_sse_comment(void *st, struct buf *out);
 
 #endif

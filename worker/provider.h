@@ -16,7 +16,10 @@
 #include "common/classify.h"
 #include "common/json.h"
 
-enum endpoint { EP_CHAT = 0, EP_EMBED };
+/* What the client asked for: a chat answer, embeddings, or a count of the
+ * prompt's tokens (EP_COUNT: Anthropic's /v1/messages/count_tokens, built
+ * only from a native body by a provider whose counts has its format). */
+enum endpoint { EP_CHAT = 0, EP_EMBED, EP_COUNT };
 
 /* Wire formats a client or an upstream speaks: OpenAI Chat Completions,
  * Anthropic Messages, OpenAI Responses. */
@@ -134,6 +137,10 @@ struct provider {
 	 * on the model (Claude on Bedrock or Vertex takes Messages, other
 	 * models do not); NULL: formats. */
 	unsigned (*formats_of)(const struct deploy_cfg *d);
+	/* Bits (1u << FMT_*) of the native formats whose token counting
+	 * endpoint build writes for EP_COUNT (the answer, {"input_tokens":N},
+	 * comes back as it is); 0: none. */
+	unsigned counts;
 	/* PROV_FRAME_*. With PROV_FRAME_EVENTSTREAM each binary message of a
 	 * stream reaches stream_event with its payload as data and, as the
 	 * event name, its :event-type (an event message), "exception:" and
@@ -209,6 +216,10 @@ prov_model(const struct prov_call *pc)
 
 /* The wire formats p takes natively for deployment d. */
 unsigned provider_formats(const struct provider *p, const struct deploy_cfg *d);
+/* Whether p counts tokens (EP_COUNT) of a native body in format fmt for
+ * deployment d. */
+int provider_counts(const struct provider *p, const struct deploy_cfg *d,
+                    int fmt);
 
 /* anthropic.c: the Messages body for Claude on Bedrock and Vertex. */
 struct anth_variant {

@@ -147,6 +147,7 @@ struct req_st {
 	int64_t ttft_us;    /* of the stream that answered, -1 */
 	int ig_ready;       /* ingress state initialised */
 	int native;         /* the answer passed the client's format through */
+	int local;          /* llmfd answered itself (ingress local) */
 	struct upstream_error uerr; /* the failure being handled */
 	char served_model[160];     /* a pattern deployment's upstream model */
 
@@ -186,7 +187,8 @@ struct req {
 	size_t ig_size;
 	struct attempt att[2];
 	struct event ev_deadline, ev_wait, ev_hedge;
-	struct policy pol; /* the candidates (policy.c) */
+	struct event ev_ping; /* an idle stream's keep-alive */
+	struct policy pol;    /* the candidates (policy.c) */
 	struct req_st s;
 };
 
@@ -215,6 +217,8 @@ static void req_cut_abort(struct req *, const char *why);
 static void req_deadline(evutil_socket_t, short, void *);
 static void req_wait_cb(evutil_socket_t, short, void *);
 static void req_hedge(evutil_socket_t, short, void *);
+static void req_ping(evutil_socket_t, short, void *);
+static int req_full_doc(struct req *);
 static void att_timeout(evutil_socket_t, short, void *);
 
 static const struct up_cbs up_cbs;
@@ -241,6 +245,7 @@ req_get(struct worker *w)
 	event_assign(&r->ev_deadline, w->base, -1, 0, req_deadline, r);
 	event_assign(&r->ev_wait, w->base, -1, 0, req_wait_cb, r);
 	event_assign(&r->ev_hedge, w->base, -1, 0, req_hedge, r);
+	event_assign(&r->ev_ping, w->base, -1, 0, req_ping, r);
 	return r;
 }
 
@@ -508,6 +513,9 @@ req_common_headers(struct req *r)
 		o->header(
 		    r->s.c, "x-llmfd-provider",
 		    cfg_provider_name(r->w->cfg->deploy[r->s.served].provider));
+	} else if (r->s.local) {
+		o->header(r->s.c, "x-llmfd-deployment", r->s.ig->local_name);
+		o->header(r->s.c, "x-llmfd-provider", "llmfd");
 	}
 	if (r->s.cost_nusd >= 0) {
 		char usd[32];
@@ -582,10 +590,16 @@ req_access(struct req *r, int status, const char *code)
 	    r->s.served >= 0 ? &r->w->cfg->deploy[r->s.served] : NULL;
 	char trail[REQ_MAX_TRAIL * 96], cost[32] = "-";
 	const struct peer *p = &r->s.peer;
+	const char *dep = d ? d->name : "-";
+	const char *prov = d ? cfg_provider_name(d->provider) : "-";
 	int ok = code == NULL, cred = p != NULL && p->cred;
 
 	if (!accesslog_enabled())
 		return;
+	if (r->s.local) { /* llmfd's own answer */
+		dep = r->s.ig->local_name;
+		prov = "llmfd";
+	}
 	req_trail_text(r, trail, sizeof trail);
 	if (r->s.cost_nusd >= 0)
 		spend_fmt_usd(cost, sizeof cost, (uint64_t)r->s.cost_nusd);
@@ -595,8 +609,8 @@ req_access(struct req *r, int status, const char *code)
 	        .id = r->s.id,
 	        .proto = r->s.ig->name,
 	        .model = r->s.model[0] ? r->s.model : "-",
-	        .deployment = d ? d->name : "-",
-	        .provider = d ? cfg_provider_name(d->provider) : "-",
+	        .deployment = dep,
+	        .provider = prov,
 	        .code = code ? code : "-",
 	        .attempts = r->s.attempts,
 	        .status = status,
@@ -697,6 +711,7 @@ req_unhook(struct req *r)
 	event_del(&r->ev_deadline);
 	event_del(&r->ev_wait);
 	event_del(&r->ev_hedge);
+	event_del(&r->ev_ping);
 	if (r->s.c)
 		r->s.ops->detach(r->s.c, r);
 	r->s.c = NULL;
@@ -769,8 +784,9 @@ req_finish(struct req *r, const struct req_end *e)
 	} else if (e->type == NULL)
 		log_info("%s %s -> 200%s via %s (%d attempts, %d ms)%s",
 		         r->s.id, r->s.model, streaming ? " stream" : "",
-		         dname(r, r->s.served), r->s.attempts,
-		         req_elapsed_ms(r), who);
+		         r->s.local ? r->s.ig->local_name
+		                    : dname(r, r->s.served),
+		         r->s.attempts, req_elapsed_ms(r), who);
 	else if (streaming) {
 		log_warnx("%s stream interrupted after %d ms: %s%s", r->s.id,
 		          req_elapsed_ms(r), e->msg, who);
@@ -819,6 +835,25 @@ req_stream_abort(struct req *r, int d, const char *msg)
 	                                .d = d});
 }
 
+/* llmfd's own answer (the ingress's local one, count_tokens' estimate)
+ * when no candidate gave one; 0 once sent, -1 when there is none (the
+ * caller answers the error). */
+static int
+req_local(struct req *r)
+{
+	const struct ingress *ig = r->s.ig;
+
+	if (ig->local == NULL || r->s.phase == REQ_STREAMING ||
+	    req_full_doc(r) == -1)
+		return -1;
+	buf_reset(&r->out);
+	if (ig->local(&r->j, &r->out) == -1)
+		return -1;
+	r->s.local = 1;
+	req_finish(r, &(struct req_end){.status = 200});
+	return 0;
+}
+
 /* ---- attempts ---- */
 
 /* The whole-request deadline passed. */
@@ -848,6 +883,8 @@ req_deadline(evutil_socket_t fd, short ev, void *arg)
 		req_stream_abort(r, d, "request deadline reached mid-stream");
 		return;
 	}
+	if (req_local(r) == 0)
+		return;
 	snprintf(msg, sizeof msg,
 	         "request deadline of %d ms reached after %d attempt%s",
 	         (int)(r->s.deadline_ms - r->s.t0_us / 1000), r->s.attempts,
@@ -920,6 +957,34 @@ att_native(const struct req *r, const struct provider *p,
 	       strcmp(d->host, "api.openai.com") == 0;
 }
 
+/* Whether deployment d can serve the request at all: a token count goes
+ * only to a provider that counts the client's format natively. */
+static int
+req_serves(const struct req *r, int d)
+{
+	const struct deploy_cfg *dc = &r->w->cfg->deploy[d];
+	const struct provider *p = provider_get(dc->provider);
+
+	if (r->s.ig->endpoint != EP_COUNT)
+		return 1;
+	return p != NULL && att_native(r, p, dc) &&
+	       provider_counts(p, dc, r->s.ig->fmt);
+}
+
+/* Mark the deployments of g that cannot serve the request as tried, so
+ * that the router never picks them (nor spends their rate or a probe). */
+static void
+req_pass_over(struct req *r, const struct group_cfg *g)
+{
+	int d;
+
+	if (r->s.ig->endpoint != EP_COUNT)
+		return;
+	for (int i = 0; i < g->ndeploy; i++)
+		if (!req_serves(r, d = g->deploy[i]))
+			r->s.tried[d / 64] |= 1ULL << (d % 64);
+}
+
 /* The whole token tree of a body first read with json_parse_top (a
  * provider that translates it, an encoder that reads it); -1 if it is
  * past the tokenizer's limits. */
@@ -942,6 +1007,11 @@ att_build(struct req *r, struct attempt *a, int d)
 	if (a->st.prov == NULL)
 		return -1;
 	a->st.native = !a->st.resume && att_native(r, a->st.prov, dc);
+	if (!req_serves(r, d)) {
+		snprintf(r->s.build_err, sizeof r->s.build_err,
+		         "provider of '%s' cannot count tokens", dc->name);
+		return -1;
+	}
 	a->st.prefill = a->st.resume && cfg_eff_prefill(dc) &&
 	                !(r->s.no_prefill[d / 64] & (1ULL << (d % 64)));
 	a->st.pc = (struct prov_call){
@@ -1171,6 +1241,7 @@ req_pick(struct req *r)
 	int probe, d;
 
 	for (; r->s.gi < r->s.ngroups; r->s.gi++) {
+		req_pass_over(r, r->s.groups[r->s.gi]);
 		d = route_pick(r->w, r->s.groups[r->s.gi], r->s.tried,
 		               r->s.est_tokens, r->pol.session, &soonest,
 		               &probe);
@@ -1301,6 +1372,8 @@ req_exhausted(struct req *r)
 	struct req_verdict v;
 	char ra[24];
 
+	if (req_local(r) == 0)
+		return;
 	req_exhausted_verdict(r, &v);
 	if (r->pol.region[0] != '\0') { /* say why the others were not tried */
 		size_t n = strlen(v.msg);
@@ -1387,7 +1460,8 @@ req_force_single(struct req *r)
 	const struct group_cfg *g = r->s.groups[0];
 	int probe, d = g->deploy[0];
 
-	if (r->s.forced || g->ndeploy != 1 || req_attempted(r, d))
+	if (r->s.forced || g->ndeploy != 1 || req_attempted(r, d) ||
+	    !req_serves(r, d))
 		return -1;
 	r->s.forced = 1;
 	return route_force(r->w, d, r->s.est_tokens, &probe) == 0 ? d : -1;
@@ -1426,7 +1500,8 @@ req_next(struct req *r)
 		req_cut_abort(r, "no candidate could continue it");
 		return;
 	}
-	if (req_queue(r) == 0)
+	/* with an answer of its own, the request does not wait */
+	if (!r->s.ig->local && req_queue(r) == 0)
 		return;
 	req_exhausted(r);
 }
@@ -1933,6 +2008,41 @@ att_splice(struct req *r, struct attempt *a, int final)
 	return 1;
 }
 
+/* Arm the stream's keep-alive (router.stream_ping_ms, 0: off). */
+static void
+req_ping_arm(struct req *r)
+{
+	int ms = r->w->cfg->stream_ping_ms;
+
+	if (ms > 0 && r->s.ig->ping)
+		req_arm(&r->ev_ping, ms);
+}
+
+/* Send n bytes of the stream to the client and put its keep-alive off. */
+static void
+req_stream_send(struct req *r, const char *p, size_t n)
+{
+	r->s.ops->chunk(r->s.c, p, n);
+	req_ping_arm(r);
+}
+
+/* The stream sent nothing for stream_ping_ms: the ingress's keep-alive. */
+static void
+req_ping(evutil_socket_t fd, short ev, void *arg)
+{
+	struct req *r = arg;
+
+	(void)fd;
+	(void)ev;
+	if (r->s.phase != REQ_STREAMING || r->s.c == NULL)
+		return;
+	buf_reset(&r->out);
+	r->s.ig->ping(r->s.ig_ready ? r->ig_state : NULL, &r->out);
+	if (r->out.len)
+		r->s.ops->chunk(r->s.c, r->out.data, r->out.len);
+	req_ping_arm(r);
+}
+
 /* Send what attempt a has pending to the client, starting the reply the
  * first time; a continuation's start is held until it can be spliced.
  * 0, or -1 when the request finished (a continuation that cannot be
@@ -1968,14 +2078,14 @@ req_stream_flush(struct req *r, struct attempt *a)
 	if (a->out.len == 0)
 		return 0;
 	if (r->s.ig->chunk == NULL || a->st.native) { /* as they came */
-		o->chunk(r->s.c, a->out.data, a->out.len);
+		req_stream_send(r, a->out.data, a->out.len);
 		buf_reset(&a->out);
 		return 0;
 	}
 	buf_reset(&r->out);
 	req_encode_stream(r, a);
 	if (r->out.len)
-		o->chunk(r->s.c, r->out.data, r->out.len);
+		req_stream_send(r, r->out.data, r->out.len);
 	buf_reset(&a->out);
 	return 0;
 }

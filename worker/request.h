@@ -52,9 +52,9 @@ void req_start(struct worker *, const struct client_ops *, void *c,
 struct evbuffer;
 void req_start_buf(struct worker *, const struct client_ops *, void *c,
                    const struct ingress *, struct evbuffer *in);
-/* A fresh request id ("req-PID-N", at most REQ_ID_MAX bytes with the NUL)
- * for an answer given outside the engine (count_tokens), so that every
- * reply carries x-request-id. */
+/* A fresh request id ("req-PID-N", at most REQ_ID_MAX bytes with the NUL),
+ * also for an answer given outside the engine, so that every reply carries
+ * x-request-id. */
 #define REQ_ID_MAX 24
 void req_new_id(struct worker *, char *id, size_t n);
 /* The client went away: cancel everything, no reply. */

@@ -635,3 +635,35 @@ Test(cloud, gemini_base64_embeddings_and_unique_tool_ids)
 	          id1 ? id1 : "-", id2 ? id2 : "-");
 	buf_free(&raw);
 }
+
+/* count_tokens along the chain: Anthropic down, Bedrock passed over (its
+ * CountTokens is not used: never asked), Claude on Vertex counts at
+ * count-tokens:rawPredict with its token, the model and anthropic_version
+ * in the body. */
+Test(cloud, count_tokens_on_vertex)
+{
+	struct h_resp *r;
+	const char *q, *body;
+
+	start(&(struct setup){.an_args = DOWN});
+	r = h_unix("POST", "/v1/messages/count_tokens",
+	           "{\"model\":\"claude\"," HI "}");
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert_str_eq(h_header(r, "x-llmfd-deployment"), "vx");
+	cr_assert_str_eq(h_header(r, "x-llmfd-provider"), "vertex");
+	cr_assert_eq(mock_nreq(&br), 0);
+	q = mock_req(&vx, 0);
+	cr_assert_str_eq(h_json(q, "path"),
+	                 "/v1/projects/proj-1/locations/us-east5/publishers/"
+	                 "anthropic/models/count-tokens:rawPredict",
+	                 "%s", q);
+	cr_assert_str_eq(h_json(q, "headers.authorization"),
+	                 "Bearer mock-token-0", "%s", q);
+	body = h_json(q, "body");
+	cr_assert_str_eq(h_json(body, "model"), VX_CLAUDE);
+	cr_assert_str_eq(h_json(body, "anthropic_version"),
+	                 "vertex-2023-10-16");
+	cr_assert_eq(h_json_long(r->body, "input_tokens", -1),
+	             10000 + (long)strlen(body), "%s", r->body);
+	cr_assert_eq(h_mock_stat(&an, "count_tokens"), 1);
+}

@@ -213,8 +213,9 @@ Test(ingress, messages_stream_cut_is_an_error_event)
 	cr_assert_null(strstr(r->body, "message_stop"), "%s", r->body);
 }
 
-/* count_tokens answers an estimate; /v1/models answers in Anthropic's
- * shape when the client sends anthropic-version; /v1/models/{id}. */
+/* count_tokens answers (group claude's Anthropic mock counts; more in
+ * test_count.c); /v1/models answers in Anthropic's shape when the client
+ * sends anthropic-version; /v1/models/{id}. */
 Test(ingress, count_tokens_and_models)
 {
 	struct h_req q = {0};

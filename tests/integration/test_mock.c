@@ -685,3 +685,40 @@ Test(mock, reject_prefill_only_final_assistant_turn)
 	post_ok(MSGS, "{\"model\":\"c\",\"messages\":[{\"role\":\"assistant\","
 	              "\"content\":\"Hel\"}]}");
 }
+
+/* count_tokens (Anthropic's path and Vertex's count-tokens): 10000 + the
+ * body's bytes, counted in the stats; the failure modes apply, with
+ * Anthropic's error shape, and a stream mode is a status reply. */
+Test(mock, count_tokens)
+{
+	static const char body[] =
+	    "{\"model\":\"c\",\"messages\":[{\"role\":\"user\",\"content\":"
+	    "\"hi\"}]}";
+	struct h_resp *r;
+
+	h_mock_start(&m, "an", NULL);
+	r = h_tcp(m.port, "POST", "/v1/messages/count_tokens", body);
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert_eq(h_json_long(r->body, "input_tokens", -1),
+	             10000 + (long)sizeof body - 1, "%s", r->body);
+	r = h_tcp(m.port, "POST",
+	          "/v1/projects/p/locations/l/publishers/anthropic/models/"
+	          "count-tokens:rawPredict",
+	          "{}");
+	cr_assert_eq(h_json_long(r->body, "input_tokens", -1), 10002, "%s",
+	             r->body);
+	cr_assert_eq(h_mock_stat(&m, "count_tokens"), 2);
+	cr_assert_eq(h_mock_stat(&m, "chat"), 0);
+	cr_assert_eq(h_mock_config(&m, "{\"mode\":\"status\",\"status\":529}"),
+	             0);
+	r = h_tcp(m.port, "POST", "/v1/messages/count_tokens", body);
+	cr_assert_eq(r->status, 529, "%s", h_desc(r));
+	cr_assert_str_eq(h_json(r->body, "error.type"), "overloaded_error");
+	cr_assert_eq(h_mock_config(&m, "{\"mode\":\"stream-error\"}"), 0);
+	r = h_tcp(m.port, "POST", "/v1/messages/count_tokens", body);
+	cr_assert_eq(r->status, 529, "%s", h_desc(r));
+	cr_assert_eq(h_mock_config(&m, "{\"mode\":\"close\"}"), 0);
+	r = h_tcp(m.port, "POST", "/v1/messages/count_tokens", body);
+	cr_assert_eq(r->status, 0, "%s", h_desc(r));
+	cr_assert_eq(h_mock_stat(&m, "failed"), 3);
+}

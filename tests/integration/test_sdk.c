@@ -439,11 +439,28 @@ Test(sdk, messages_stream_tools)
 	                            .down = &an_down});
 }
 
+/* A group without an Anthropic deployment: llmfd's estimate. */
 Test(sdk, messages_count_tokens)
 {
 	sdk_case(&(struct sdk_case){.script = "anthropic_messages",
 	                            .cases = "count-tokens",
 	                            .model = "gemini-2.5-flash"});
+	cr_assert_eq(h_mock_stat(&ge, "requests"), 0);
+}
+
+/* A group with one: it counts, and gets the SDK's anthropic-version. */
+Test(sdk, messages_count_tokens_passthrough)
+{
+	sdk_case(&(struct sdk_case){.script = "anthropic_messages",
+	                            .cases = "count-tokens",
+	                            .model = "claude-haiku-4-5",
+	                            .served_by = "anthropic"});
+	const char *path =
+	    h_json(h_tcp(an.port, "GET", "/_mock/last", NULL)->body, "path");
+	cr_assert(path && strcmp(path, "/v1/messages/count_tokens") == 0,
+	          "upstream path: %s", path ? path : "(none)");
+	cr_assert(last_header(&an, "anthropic-version") != NULL,
+	          "no anthropic-version upstream");
 }
 
 /* An unknown model is 404 not_found_error; a group whose only upstream
@@ -497,8 +514,8 @@ Test(sdk, scripts_pass_on_mock)
 	sdk_node_ok("openai_responses", oa_url,
 	            "plain,stream,tools,stream-tools", NULL, "openai", true);
 	sdk_node_ok("anthropic_messages", h_fmt("http://127.0.0.1:%d", an.port),
-	            "create,tools,stream,stream-tools,beta", NULL, "anthropic",
-	            true);
+	            "create,tools,stream,stream-tools,beta,count-tokens", NULL,
+	            "anthropic", true);
 }
 
 /* Assert that a node run fails (exit 1) and prints want. */

@@ -2,7 +2,8 @@
 // POST /v1/messages and /v1/messages/count_tokens: messages.create plain,
 // with a tool (and the tool_result sent back) and through client.beta;
 // messages.stream (text events, finalMessage(), the raw event order) plain
-// and with a tool; messages.countTokens; errors in Anthropic's shape (an
+// and with a tool; messages.countTokens (an Anthropic upstream's count or
+// llmfd's estimate); errors in Anthropic's shape (an
 // unknown model, every deployment down). Usage: see lib.mjs (default model
 // claude-sonnet-4-5).
 import Anthropic from '@anthropic-ai/sdk';
@@ -148,15 +149,35 @@ async function beta(o, t) {
 	check_text(o, text_of(data), 'beta text');
 }
 
-// messages.countTokens: a positive input_tokens (from an Anthropic upstream
-// or llmfd's estimate, so no deployment header is required).
+// llmf-mock counts COUNT_BASE + the bytes of the body it got; llmfd's
+// estimate of this small request is far below.
+const COUNT_BASE = 10000;
+
+// messages.countTokens. With --served-by D the Anthropic upstream D counts
+// (x-llmfd-deployment D, the mock's count); without, the group has none
+// and llmfd answers its estimate (x-llmfd-deployment: estimate,
+// x-llmfd-provider: llmfd, no attempt).
 async function count_tokens(o, t) {
 	const { data, response } = await client(t).messages
 		.countTokens({ model: o.model, system: SYSTEM, messages: MESSAGES,
 			tools: TOOLS })
 		.withResponse();
+	if (o.servedBy) {
+		check_headers(o, response, 'count_tokens');
+		count(data.input_tokens, 'input_tokens (the upstream\'s count)',
+			COUNT_BASE);
+		return;
+	}
 	check_headers(o, response, 'count_tokens', { deployment: false });
 	count(data.input_tokens, 'input_tokens', 1);
+	check(data.input_tokens < COUNT_BASE,
+		`input_tokens ${data.input_tokens}: an upstream's count, not the estimate`);
+	if (o.direct)
+		return;
+	eq(response.headers.get('x-llmfd-deployment'), 'estimate',
+		'count_tokens: x-llmfd-deployment');
+	eq(response.headers.get('x-llmfd-provider'), 'llmfd',
+		'count_tokens: x-llmfd-provider');
 }
 
 // Run a request that must fail; returns the SDK's error.

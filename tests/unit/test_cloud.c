@@ -660,6 +660,47 @@ Test(vertex, claude_native_keeps_stream_drops_model)
 	cr_assert_str_eq(hdr("anthropic-beta"), "x-1");
 }
 
+/* Claude's count-tokens on Vertex: one path per project and location,
+ * the model (the deployment's) kept in the body with anthropic_version;
+ * Gemini models and Bedrock do not count. */
+Test(vertex, claude_count_tokens)
+{
+	static const char body[] =
+	    "{\"model\":\"claude\",\"num_retries\":1,"
+	    "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+	char err[100];
+
+	dc.provider = PROV_VERTEX;
+	snprintf(dc.model, sizeof dc.model, "claude-sonnet-4-5@20250929");
+	snprintf(dc.path, sizeof dc.path, "/v1");
+	cr_assert_eq(json_parse(&nat, body, sizeof body - 1), 0);
+	cr_assert_eq(json_parse(&req, body, sizeof body - 1), 0);
+	pc.native = &nat;
+	pc.native_fmt = FMT_MESSAGES;
+	pc.endpoint = EP_COUNT;
+	pc.fwd_headers = "anthropic-beta: x-1\r\n";
+	cr_assert(provider_counts(&prov_vertex, &dc, FMT_MESSAGES));
+	cr_assert_eq(prov_vertex.build(&pc, &po, err, sizeof err), 0, "%s",
+	             err);
+	cr_assert_str_eq(buf_cstr(&po.path),
+	                 "/v1/projects/p1/locations/us-east5/publishers/"
+	                 "anthropic/models/count-tokens:rawPredict");
+	cr_assert_str_eq(
+	    buf_cstr(&po.body),
+	    "{\"model\":\"claude-sonnet-4-5@20250929\","
+	    "\"messages\":[{\"role\":\"user\",\"content\":"
+	    "\"hi\"}],\"anthropic_version\":\"vertex-2023-10-16\"}");
+	cr_assert_str_eq(hdr("anthropic-beta"), "x-1");
+	snprintf(dc.model, sizeof dc.model, "gemini-2.5-pro");
+	cr_assert_not(provider_counts(&prov_vertex, &dc, FMT_MESSAGES));
+	cr_assert_eq(prov_vertex.build(&pc, &po, err, sizeof err), -1);
+	dc.provider = PROV_BEDROCK;
+	snprintf(dc.model, sizeof dc.model, HAIKU);
+	cr_assert_not(provider_counts(&prov_bedrock, &dc, FMT_MESSAGES));
+	cr_assert_eq(prov_bedrock.build(&pc, &po, err, sizeof err), -1);
+	cr_assert_not_null(strstr(err, "count_tokens"), "%s", err);
+}
+
 Test(vertex, gemini_generate_content)
 {
 	dc.provider = PROV_VERTEX;

@@ -1306,3 +1306,131 @@ Test(engine, trim_after_a_burst)
 	req_test_upstream(r[0], 200, 0, REPLY, strlen(REPLY), 1);
 	cr_assert_eq(cap.status, 200);
 }
+
+/* ---- count_tokens and keep-alives (issue 12) ---- */
+
+#define ANTH(name, group)                                                      \
+	"  { name = \"" name "\"; group = \"" group "\"; provider = "          \
+	"\"anthropic\"; base_url = \"http://127.0.0.1:9\"; api_key = \"k\"; "  \
+	"model = \"claude-m\"; }"
+#define COUNT_BODY                                                             \
+	"{\"model\":\"g\",\"messages\":[{\"role\":\"user\",\"content\":"       \
+	"\"hello there\"}]}"
+
+/* Send body to the engine in the protocol of ig; the request, or NULL if
+ * it finished at once. */
+static struct req *
+send_as(const struct ingress *ig, const char *body)
+{
+	cap.r = NULL;
+	req_start(&w, &ops, &cap, ig, body, strlen(body));
+	return cap.detached ? NULL : cap.r;
+}
+
+/* A count goes only to the member that counts tokens (the OpenAI one is
+ * never picked: no attempt, no rpm spent), and its answer goes back as it
+ * is. */
+Test(engine, count_tokens_only_to_counting_deployments)
+{
+	static const char ans[] = "{\"input_tokens\": 7}";
+	struct req *r;
+
+	start("num_retries = 0;",
+	      DEP("a", "g", "rpm = 100;") ",\n" ANTH("b", "g"), "");
+	cr_assert_not_null(r = send_as(&ingress_count_tokens, COUNT_BODY));
+	cr_assert_eq(atomic_load(&shm.slots[0].requests), 0);
+	cr_assert_eq(atomic_load(&shm.slots[0].req_cur), 0);
+	cr_assert_eq(atomic_load(&shm.slots[1].requests), 1);
+	req_test_upstream(r, 200, 0, ans, sizeof ans - 1, 1);
+	cr_assert_eq(cap.status, 200);
+	cr_assert_str_eq(cap.body.data, ans);
+	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-deployment: b\n"), "%s",
+	                   cap.hdrs);
+	cr_assert_eq(atomic_load(&shm.slots[1].successes), 1);
+}
+
+/* Every member cooling: the estimate at once, never a wait in the queue;
+ * and after a failed attempt, the estimate too. */
+Test(engine, count_tokens_estimate_instead_of_waiting)
+{
+	struct req *r;
+
+	start("num_retries = 0; cooldown_s = 0;",
+	      ANTH("a", "g") ",\n" ANTH("b", "g"), "");
+	cool_all(4500);
+	cr_assert_null(send_as(&ingress_count_tokens, COUNT_BODY));
+	cr_assert_eq(cap.status, 200, "%s", cap.body.data);
+	cr_assert_str_eq(cap.body.data, "{\"input_tokens\":6}");
+	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-deployment: estimate\n"),
+	                   "%s", cap.hdrs);
+	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-provider: llmfd\n"));
+	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-attempts: 0\n"));
+	cool_all(0);
+	buf_free(&cap.body);
+	memset(&cap, 0, sizeof cap);
+	cr_assert_not_null(r = send_as(&ingress_count_tokens, COUNT_BODY));
+	req_test_upstream(r, 529, 0, "{}", 2, 1);
+	cr_assert_eq(req_phase(r), REQ_ATTEMPTING, "on the other member");
+	req_test_upstream(r, 503, 0, "{}", 2, 1);
+	cr_assert_eq(cap.status, 200, "%s", cap.body.data);
+	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-attempts: 2\n"), "%s",
+	                   cap.hdrs);
+}
+
+/* Run the event loop for ms. */
+static void
+loop_ms(int ms)
+{
+	struct timeval tv = {0, ms * 1000};
+
+	event_base_loopexit(w.base, &tv);
+	event_base_dispatch(w.base);
+}
+
+/* An idle stream gets keep-alives after stream_ping_ms: an SSE comment on
+ * Chat Completions, event: ping after message_start on Messages. */
+Test(engine, stream_keepalives_when_idle)
+{
+	static const char s[] = CHUNK("he");
+	struct req *r;
+
+	start("stream_ping_ms = 5;", DEP("a", "g", ""), "");
+	cr_assert_not_null(r = chat(STREAM));
+	req_test_upstream(r, 200, 1, s, sizeof s - 1, 0);
+	loop_ms(40);
+	cr_assert(strncmp(cap.body.data, "data: {", 7) == 0);
+	cr_assert_not_null(strstr(cap.body.data, "\n\n: keepalive\n\n"), "%s",
+	                   cap.body.data);
+	req_test_upstream(r, 200, 1, "data: [DONE]\n\n", 14, 1);
+	cr_assert(cap.ended);
+
+	buf_free(&cap.body);
+	memset(&cap, 0, sizeof cap);
+	cr_assert_not_null(
+	    r = send_as(
+	        &ingress_messages,
+	        "{\"model\":\"g\",\"max_tokens\":9,\"stream\":true,"
+	        "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}"));
+	req_test_upstream(r, 200, 1, s, sizeof s - 1, 0);
+	loop_ms(40);
+	cr_assert(strncmp(cap.body.data, "event: message_start\n", 21) == 0);
+	cr_assert_not_null(strstr(cap.body.data, "\n\nevent: ping\n"), "%s",
+	                   cap.body.data);
+	req_test_upstream(r, 200, 1, "data: [DONE]\n\n", 14, 1);
+	cr_assert_not_null(strstr(cap.body.data, "event: message_stop"));
+}
+
+/* None with stream_ping_ms = 0. */
+Test(engine, stream_keepalives_off)
+{
+	static const char s[] = CHUNK("he");
+	struct req *r;
+
+	start("stream_ping_ms = 0;", DEP("a", "g", ""), "");
+	cr_assert_not_null(r = chat(STREAM));
+	req_test_upstream(r, 200, 1, s, sizeof s - 1, 0);
+	loop_ms(40);
+	cr_assert_null(strstr(cap.body.data, "keepalive"), "%s", cap.body.data);
+	req_test_upstream(r, 200, 1, "data: [DONE]\n\n", 14, 1);
+	cr_assert(cap.ended);
+}

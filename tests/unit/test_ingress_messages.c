@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "common/sse.h"
+#include "worker/ingress.h"
 #include "worker/ingress/messages.h"
 #include "worker/provider.h"
 
@@ -1109,6 +1110,31 @@ Test(ingress_messages, stream_preset_input_and_model)
 	cr_assert(strstr(buf_cstr(&out), "\"model\":\"claude-sonnet-4-5\"") !=
 	          NULL);
 	cr_assert(strstr(buf_cstr(&out), "\"id\":\"msg_llmfd\"") != NULL);
+}
+
+/* The keep-alive is event: ping, never before message_start; a stream
+ * passed through (no state) began with the upstream's own. */
+Test(ingress_messages, ping_only_after_message_start)
+{
+	static const char c1[] =
+	    "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}";
+	static const char ping[] = "event: ping\ndata: {\"type\":\"ping\"}\n\n";
+
+	ingress_messages.ping(&st, &out);
+	cr_assert_eq(out.len, 0);
+	cr_assert(msgs_stream_chunk(&st, c1, sizeof c1 - 1, &out) == 0);
+	cr_assert(strncmp(buf_cstr(&out), "event: message_start\n", 21) == 0);
+	buf_reset(&out);
+	ingress_messages.ping(&st, &out);
+	cr_assert_str_eq(buf_cstr(&out), ping);
+	buf_reset(&out);
+	ingress_messages.ping(NULL, &out);
+	cr_assert_str_eq(buf_cstr(&out), ping);
+	buf_reset(&out);
+	ingress_chat.ping(NULL, &out);
+	cr_assert_str_eq(buf_cstr(&out), ": keepalive\n\n");
+	cr_assert(ingress_responses.ping == ingress_chat.ping);
+	cr_assert_null(ingress_count_tokens.ping);
 }
 
 Test(ingress_messages, stream_rejects_bad_chunks)

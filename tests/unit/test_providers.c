@@ -1115,6 +1115,83 @@ Test(providers, anthropic_native_rejects_other_bodies)
 	cr_assert(prov_anthropic.build(&pc, &po, err, sizeof err) == -1);
 }
 
+/* count_tokens: the client's own body to {base}/v1/messages/count_tokens,
+ * model replaced and llmfd's fields dropped, anthropic-version and
+ * anthropic-beta forwarded; a translated body is refused. */
+Test(providers, anthropic_count_tokens_build)
+{
+	char err[256] = "";
+	struct prov_call pc;
+
+	snprintf(dc.model, sizeof dc.model, "claude-x");
+	free(text);
+	text = strdup("{\"model\":\"claude\",\"timeout\":3,\"system\":\"s\","
+	              "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
+	cr_assert(json_parse(&req, text, strlen(text)) == 0);
+	pc = native_call(FMT_MESSAGES, 0);
+	pc.endpoint = EP_COUNT;
+	pc.fwd_headers = "anthropic-version: 2023-06-01\r\n"
+	                 "anthropic-beta: token-counting-2024-11-01\r\n";
+	cr_assert(prov_anthropic.build(&pc, &po, err, sizeof err) == 0, "%s",
+	          err);
+	cr_assert_str_eq(buf_cstr(&po.path), "/base/v1/messages/count_tokens");
+	cr_assert_str_eq(buf_cstr(&po.body),
+	                 "{\"model\":\"claude-x\",\"system\":\"s\","
+	                 "\"messages\":[{\"role\":\"user\",\"content\":"
+	                 "\"hi\"}]}");
+	cr_assert(strstr(buf_cstr(&po.headers), "x-api-key: KEY\r\n"));
+	cr_assert(
+	    strstr(buf_cstr(&po.headers), "anthropic-version: 2023-06-01\r\n"));
+	cr_assert(strstr(buf_cstr(&po.headers),
+	                 "anthropic-beta: token-counting-2024-11-01\r\n"));
+	pc.native = NULL;
+	cr_assert(prov_anthropic.build(&pc, &po, err, sizeof err) == -1);
+	cr_assert(strstr(err, "count_tokens") != NULL, "%s", err);
+}
+
+/* A count answer goes back as it is; one without its count is malformed
+ * (transient), an error object is classified. */
+Test(providers, anthropic_count_tokens_response)
+{
+	static const char ok[] = "{\"input_tokens\": 42 }";
+	static const char err[] = "{\"type\":\"error\",\"error\":{\"type\":"
+	                          "\"overloaded_error\",\"message\":"
+	                          "\"Overloaded\"}}";
+	struct prov_call pc;
+	struct usage u = {0};
+	int cf = 0;
+
+	cr_assert(json_parse(&req, "{}", 2) == 0);
+	pc = native_call(FMT_MESSAGES, 0);
+	pc.endpoint = EP_COUNT;
+	cr_assert(prov_anthropic.response(&pc, ok, sizeof ok - 1, &out, &u, &cf,
+	                                  &ue) == 0);
+	cr_assert_str_eq(buf_cstr(&out), ok);
+	buf_reset(&out);
+	cr_assert(prov_anthropic.response(&pc, "{\"content\":[]}", 14, &out, &u,
+	                                  &cf, &ue) == -1);
+	cr_assert_eq(ue.cls, EC_TRANSIENT);
+	cr_assert_eq(out.len, 0);
+	memset(&ue, 0, sizeof ue);
+	cr_assert(prov_anthropic.response(&pc, err, sizeof err - 1, &out, &u,
+	                                  &cf, &ue) == -1);
+	cr_assert_eq(ue.cls, EC_TRANSIENT);
+	cr_assert(strstr(ue.message, "Overloaded") != NULL, "%s", ue.message);
+}
+
+/* Who counts tokens: Anthropic for a Messages body only; the providers
+ * that never take one natively do not. */
+Test(providers, counts_say_who_counts_tokens)
+{
+	cr_assert(provider_counts(&prov_anthropic, &dc, FMT_MESSAGES));
+	cr_assert_not(provider_counts(&prov_anthropic, &dc, FMT_CHAT));
+	cr_assert_not(provider_counts(&prov_openai, &dc, FMT_MESSAGES));
+	cr_assert_not(provider_counts(&prov_openai, &dc, FMT_RESPONSES));
+	cr_assert_not(provider_counts(&prov_gemini, &dc, FMT_MESSAGES));
+	cr_assert_not(provider_counts(&prov_azure, &dc, FMT_MESSAGES));
+	cr_assert_not(provider_counts(&prov_anthropic, &dc, -1));
+}
+
 Test(providers, anthropic_native_response_passes_through)
 {
 	struct usage u = {0};

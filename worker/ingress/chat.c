@@ -92,6 +92,14 @@ chat_done(void *st, struct buf *out)
 	buf_adds(out, "data: [DONE]\n\n");
 }
 
+/* A keep-alive on an idle stream: an SSE comment, which clients ignore. */
+void
+ingress_sse_comment(void *st, struct buf *out)
+{
+	(void)st;
+	buf_adds(out, ": keepalive\n\n");
+}
+
 /* A stream cut after bytes reached the client: a final error event and no
  * [DONE], so the client cannot mistake it for complete. */
 static void
@@ -138,6 +146,7 @@ const struct ingress ingress_chat = {
     .done = chat_done,
     .fail = chat_fail,
     .error = ingress_openai_error,
+    .ping = ingress_sse_comment,
     .stream_type = "text/event-stream",
 };
 

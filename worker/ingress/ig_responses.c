@@ -88,5 +88,6 @@ const struct ingress ingress_responses = {
     .done = ig_resp_done,
     .fail = ig_resp_fail,
     .error = ingress_openai_error,
+    .ping = ingress_sse_comment,
     .stream_type = "text/event-stream",
 };

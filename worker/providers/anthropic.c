@@ -337,7 +337,8 @@ anth_body(const struct prov_call *pc, struct buf *out, char *err, size_t errsz)
 	return anth_body_variant(pc, &anth_api, out, err, errsz);
 }
 
-/* Build POST {base}/v1/messages; the client's anthropic-version and
+/* Build POST {base}/v1/messages (or .../count_tokens for EP_COUNT, from
+ * the client's own body); the client's anthropic-version and
  * anthropic-beta headers are forwarded. */
 static int
 anth_build(const struct prov_call *pc, struct prov_out *o, char *err,
@@ -352,9 +353,15 @@ anth_build(const struct prov_call *pc, struct prov_out *o, char *err,
 		         d->name);
 		return -1;
 	}
+	if (pc->endpoint == EP_COUNT && pc->native == NULL) {
+		snprintf(err, errsz,
+		         "anthropic: count_tokens takes a Messages body");
+		return -1;
+	}
 	if (anth_body(pc, &o->body, err, errsz) == -1)
 		return -1;
-	buf_printf(&o->path, "%s/v1/messages", d->path);
+	buf_printf(&o->path, "%s/v1/messages%s", d->path,
+	           pc->endpoint == EP_COUNT ? "/count_tokens" : "");
 	if (d->api_key[0])
 		buf_printf(&o->headers, "x-api-key: %s\r\n", d->api_key);
 	if (!prov_fwd_headers(pc, "anthropic-", "anthropic-version",
@@ -507,16 +514,36 @@ anth_native_reply(const struct prov_call *pc, const struct json *j,
 	return 0;
 }
 
+/* Pass a count_tokens answer through unchanged once it is seen to carry
+ * its count (a prov_reply_fn). */
+static int
+anth_count_reply(const struct prov_call *pc, const struct json *j,
+                 struct buf *out, struct usage *u, int *cf,
+                 struct upstream_error *e)
+{
+	double n;
+
+	(void)pc;
+	(void)u;
+	(void)cf;
+	if (json_num(j, json_get(j, 0, "input_tokens"), &n) == -1 || n < 0)
+		return prov_malformed(e, "no 'input_tokens' count");
+	buf_add(out, j->js, j->len);
+	return 0;
+}
+
 /* Translate a whole Messages reply into a chat.completion, or pass it
- * through (native). */
+ * through (native, and a count_tokens answer). */
 static int
 anth_response(const struct prov_call *pc, const char *body, size_t len,
               struct buf *out, struct usage *u, int *content_filter,
               struct upstream_error *e)
 {
-	return prov_reply(pc, body, len,
-	                  pc->native ? anth_native_reply : anth_completion, out,
-	                  u, content_filter, e);
+	prov_reply_fn *fn = pc->native ? anth_native_reply : anth_completion;
+
+	if (pc->endpoint == EP_COUNT)
+		fn = anth_count_reply;
+	return prov_reply(pc, body, len, fn, out, u, content_filter, e);
 }
 
 /* Stream event types, in the order of anth_events. */
@@ -734,6 +761,7 @@ anth_stream_end(const struct prov_call *pc, struct stream_state *st,
 const struct provider prov_anthropic = {
     .name = "anthropic",
     .formats = PROV_FMT(FMT_CHAT) | PROV_FMT(FMT_MESSAGES),
+    .counts = PROV_FMT(FMT_MESSAGES),
     .build = anth_build,
     .response = anth_response,
     .stream_event = anth_stream_event,

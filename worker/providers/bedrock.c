@@ -346,10 +346,11 @@ br_build(const struct prov_call *pc, struct prov_out *o, char *err,
 	const struct deploy_cfg *d = pc->d;
 	int anth = br_is_anthropic(pc), rc;
 
-	if (pc->endpoint == EP_EMBED) {
+	if (pc->endpoint != EP_CHAT) {
 		snprintf(err, errsz,
-		         "bedrock: embeddings are not supported "
-		         "(deployment '%s')",
+		         "bedrock: %s not supported (deployment '%s')",
+		         pc->endpoint == EP_EMBED ? "embeddings are"
+		                                  : "count_tokens is",
 		         d->name);
 		return -1;
 	}

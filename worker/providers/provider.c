@@ -38,6 +38,13 @@ provider_formats(const struct provider *p, const struct deploy_cfg *d)
 	return p->formats_of ? p->formats_of(d) : p->formats;
 }
 
+/* Whether p counts tokens of a native fmt body for d. */
+int
+provider_counts(const struct provider *p, const struct deploy_cfg *d, int fmt)
+{
+	return fmt >= 0 && (provider_formats(p, d) & p->counts & PROV_FMT(fmt));
+}
+
 /* Free a stream state's buffers. */
 void
 stream_state_free(struct stream_state *st)

@@ -42,10 +42,10 @@ vx_formats_of(const struct deploy_cfg *d)
 
 /* Append {base}/projects/{p}/locations/{l}/publishers/{pub}/models/{m}:. */
 static void
-vx_path(const struct prov_call *pc, const char *publisher, struct buf *p)
+vx_path(const struct prov_call *pc, const char *publisher, const char *m,
+        struct buf *p)
 {
 	const struct deploy_cfg *d = pc->d;
-	const char *m = prov_model(pc);
 
 	if (strncmp(m, "models/", 7) == 0)
 		m += 7;
@@ -65,32 +65,76 @@ vx_path(const struct prov_call *pc, const char *publisher, struct buf *p)
 	buf_addc(p, ':');
 }
 
-/* Build the Claude or Gemini call. */
+/* The body and path of a Claude or Gemini answer. */
 static int
-vx_build(const struct prov_call *pc, struct prov_out *o, char *err,
-         size_t errsz)
+vx_call(const struct prov_call *pc, int claude, struct prov_out *o, char *err,
+        size_t errsz)
 {
-	const struct deploy_cfg *d = pc->d;
-	int claude = vx_is_claude(pc), rc;
+	int rc;
 
 	if (pc->endpoint == EP_EMBED) {
 		snprintf(err, errsz,
 		         "vertex: embeddings are not supported "
 		         "(deployment '%s')",
-		         d->name);
+		         pc->d->name);
 		return -1;
 	}
 	rc = claude ? anth_body_variant(pc, &vx_anth, &o->body, err, errsz)
 	            : gem_body(pc, &o->body, err, errsz);
 	if (rc == -1)
 		return -1;
-	vx_path(pc, claude ? "anthropic" : "google", &o->path);
+	vx_path(pc, claude ? "anthropic" : "google", prov_model(pc), &o->path);
 	if (claude)
 		buf_adds(&o->path,
 		         pc->stream ? "streamRawPredict" : "rawPredict");
 	else
 		buf_adds(&o->path, pc->stream ? "streamGenerateContent?alt=sse"
 		                              : "generateContent");
+	return 0;
+}
+
+/* The body of Claude's count-tokens call: the client's Messages body with
+ * its model (kept in the body, not the URL) and anthropic_version. */
+static int
+vx_count_body(const struct prov_call *pc, int claude, struct buf *out,
+              char *err, size_t errsz)
+{
+	if (!claude || pc->native == NULL || pc->native_fmt != FMT_MESSAGES ||
+	    json_type(pc->native, 0) != JSMN_OBJECT) {
+		snprintf(
+		    err, errsz,
+		    "vertex: count_tokens takes a Messages body for Claude");
+		return -1;
+	}
+	prov_copy_obj(pc->native, "model", prov_model(pc), pc->drop_keys, out);
+	if (out->oom || out->len < 2 || out->data[out->len - 1] != '}') {
+		snprintf(err, errsz, "vertex: out of memory");
+		return -1;
+	}
+	out->len--;
+	if (out->data[out->len - 1] != '{')
+		buf_addc(out, ',');
+	buf_adds(out, "\"anthropic_version\":\"" VX_VERSION "\"}");
+	return 0;
+}
+
+/* Build the Claude or Gemini call, or Claude's count-tokens call for
+ * EP_COUNT ({base}/.../publishers/anthropic/models/count-tokens:rawPredict,
+ * the model in the body). */
+static int
+vx_build(const struct prov_call *pc, struct prov_out *o, char *err,
+         size_t errsz)
+{
+	const struct deploy_cfg *d = pc->d;
+	int claude = vx_is_claude(pc);
+
+	if (pc->endpoint == EP_COUNT) {
+		if (vx_count_body(pc, claude, &o->body, err, errsz) == -1)
+			return -1;
+		vx_path(pc, "anthropic", "count-tokens", &o->path);
+		buf_adds(&o->path, "rawPredict");
+	} else if (vx_call(pc, claude, o, err, errsz) == -1)
+		return -1;
 	buf_adds(&o->headers, "Content-Type: application/json\r\n");
 	if (claude && pc->native)
 		prov_fwd_headers(pc, "anthropic-beta", "anthropic-beta",
@@ -159,6 +203,7 @@ const struct provider prov_vertex = {
     .name = "vertex",
     .formats = PROV_FMT(FMT_CHAT) | PROV_FMT(FMT_MESSAGES),
     .formats_of = vx_formats_of,
+    .counts = PROV_FMT(FMT_MESSAGES),
     .framing = PROV_FRAME_SSE,
     .classify = vx_classify,
     .build = vx_build,
