@@ -350,6 +350,7 @@ const struct cfg_setting cfg_settings[] = {
     OTHER("headers", CFG_SEC_DEPLOY),
     OTHER("params", CFG_SEC_DEPLOY),
     OTHER("drop_params", CFG_SEC_DEPLOY),
+    OTHER("thinking_budgets", CFG_SEC_DEPLOY),
 
     OTHER("name", CFG_SEC_GROUP),
     {"strategy", CFG_SEC_GROUP, CFG_ENUM, IN_GROUP(strategy), .def = NULL,
@@ -1922,6 +1923,43 @@ deploy_drop_params(struct loader *ld, const config_setting_t *s,
 	return 0;
 }
 
+/* Deployment thinking_budgets: [low, medium, high] tokens, or [ ]. */
+static int
+deploy_thinking(struct loader *ld, const config_setting_t *s,
+                struct deploy_cfg *d)
+{
+	config_setting_t *m = config_setting_get_member(s, "thinking_budgets");
+	config_setting_t *e;
+	int n;
+
+	d->nthink = -1;
+	if (m == NULL)
+		return 0;
+	if (config_setting_type(m) != CONFIG_TYPE_ARRAY &&
+	    config_setting_type(m) != CONFIG_TYPE_LIST)
+		return set_error(ld, m,
+		                 "expected [ low, medium, high ] token "
+		                 "budgets, or [ ]");
+	if ((n = config_setting_length(m)) != 0 && n != 3)
+		return set_error(ld, m,
+		                 "expected 3 budgets (low, medium, high), "
+		                 "or none");
+	for (int i = 0; i < n; i++) {
+		e = config_setting_get_elem(m, (unsigned)i);
+		if (config_setting_type(e) != CONFIG_TYPE_INT &&
+		    config_setting_type(e) != CONFIG_TYPE_INT64)
+			return set_error(ld, m, "expected integers");
+		d->think_budget[i] = (long)config_setting_get_int64(e);
+		if (d->think_budget[i] != 0 &&
+		    (d->think_budget[i] < 1024 || d->think_budget[i] > 1000000))
+			return set_error(ld, m,
+			                 "a budget is 0 (no thinking) or "
+			                 "1024-1000000 tokens");
+	}
+	d->nthink = n;
+	return 0;
+}
+
 /* Whether s is a non-empty run of [a-z0-9-] (a region or location that
  * goes into a host name). */
 static int
@@ -2141,7 +2179,8 @@ parse_deploy(struct loader *ld, const config_setting_t *s, int idx,
 	    deploy_provider(ld, s, d) == -1 || deploy_key(ld, s, d) == -1 ||
 	    deploy_cloud_auth(ld, s, d) == -1 || deploy_files(ld, s, d) == -1 ||
 	    deploy_headers(ld, s, d) == -1 || deploy_params(ld, s, d) == -1 ||
-	    deploy_drop_params(ld, s, d) == -1)
+	    deploy_drop_params(ld, s, d) == -1 ||
+	    deploy_thinking(ld, s, d) == -1)
 		return -1;
 	return 0;
 }

@@ -122,6 +122,11 @@ struct deploy_cfg {
 	 * top_k, which they refuse). */
 	int ndrop_params;
 	char (*drop_params)[CFG_NAME_MAX]; /* heap, at most CFG_MAX_DROP */
+	/* Thinking budgets (tokens) for reasoning_effort low, medium and
+	 * high sent to an Anthropic or Gemini model; nthink -1: not set
+	 * (by model), 0: never think, 3: these. */
+	int nthink;
+	long think_budget[3];
 	int nheaders;
 	struct cfg_header headers[CFG_MAX_HDRS];
 	int line; /* config line, for messages */

@@ -295,6 +295,12 @@ int prov_openai_top_only(const struct prov_call *);
 /* The i-th request field deployment d never gets (drop_params, or the
  * provider's default), NULL past the last. */
 const char *prov_drop_param(const struct deploy_cfg *, int i);
+/* The thinking budget for the request's reasoning_effort (low, medium,
+ * high) on a model of family THINK_*: the deployment's thinking_budgets,
+ * else a default for a model that thinks; 0: do not think. */
+#define THINK_CLAUDE 0
+#define THINK_GEMINI 1
+long long prov_thinking_budget(const struct prov_call *, int family);
 /* Whether the upstream is asked for a stream's usage that the client did
  * not ask for (stream_options.include_usage), to price the answer. */
 int prov_ask_usage(const struct prov_call *);

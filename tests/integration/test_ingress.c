@@ -383,6 +383,29 @@ Test(ingress, responses_tool_call_after_fallback)
 	cr_assert_gt(h_json_long(r->body, "usage.total_tokens", -1), 0);
 }
 
+/* A Codex-style request with reasoning.effort keeps thinking after the
+ * fallback: Gemini gets a thinkingConfig budget for the effort, and the
+ * OpenAI upstream had the effort as reasoning_effort. */
+Test(ingress, responses_effort_becomes_gemini_thinking)
+{
+	struct h_resp *r;
+	char *body;
+
+	start_resp(NULL);
+	r = h_unix("POST", RESP,
+	           "{\"model\":\"gpt\",\"input\":\"hi\",\"reasoning\":{"
+	           "\"effort\":\"high\",\"summary\":\"auto\"}}");
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert_str_eq(h_header(r, "x-llmfd-deployment"), "ge");
+	body = (char *)h_tcp(ge.port, "GET", "/_mock/last/body", NULL)->body;
+	cr_assert_eq(
+	    h_json_long(body, "generationConfig.thinkingConfig.thinkingBudget",
+	                -1),
+	    24576, "%s", body);
+	body = (char *)h_tcp(oa.port, "GET", "/_mock/last/body", NULL)->body;
+	cr_assert_str_eq(h_json(body, "reasoning_effort"), "high", "%s", body);
+}
+
 /* Streamed: response.created first, text deltas, response.completed
  * last, sequence numbers counting from 0. */
 Test(ingress, responses_stream_events)

@@ -1729,3 +1729,37 @@ Test(cfg, drop_params_refused)
 	             "\"15\",\"16\",\"17\" ]; } );\n",
 	             2, "deployment 'a': drop_params: at most 16 fields");
 }
+
+/* thinking_budgets */
+
+Test(cfg, thinking_budgets)
+{
+	struct cfg *c = load_ok(
+	    "deployments = ( { name = \"a\"; model = \"m\";\n"
+	    " thinking_budgets = [ 0, 2048, 30000 ]; },\n"
+	    " { name = \"b\"; model = \"m\"; thinking_budgets = [ ]; },\n"
+	    " { name = \"c\"; model = \"m\"; } );\n");
+
+	cr_assert_eq(c->deploy[0].nthink, 3);
+	cr_assert_eq(c->deploy[0].think_budget[0], 0);
+	cr_assert_eq(c->deploy[0].think_budget[1], 2048);
+	cr_assert_eq(c->deploy[0].think_budget[2], 30000);
+	cr_assert_eq(c->deploy[1].nthink, 0);
+	cr_assert_eq(c->deploy[2].nthink, -1);
+	cfg_free(c);
+	expect_error("deployments = ( { name = \"a\"; model = \"m\";\n"
+	             " thinking_budgets = [ 1024, 2048 ]; } );\n",
+	             2,
+	             "deployment 'a': thinking_budgets: expected 3 budgets "
+	             "(low, medium, high), or none");
+	expect_error("deployments = ( { name = \"a\"; model = \"m\";\n"
+	             " thinking_budgets = [ 1024, 100, 4096 ]; } );\n",
+	             2,
+	             "deployment 'a': thinking_budgets: a budget is 0 (no "
+	             "thinking) or 1024-1000000 tokens");
+	expect_error("deployments = ( { name = \"a\"; model = \"m\";\n"
+	             " thinking_budgets = 1024; } );\n",
+	             2,
+	             "deployment 'a': thinking_budgets: expected [ low, "
+	             "medium, high ] token budgets, or [ ]");
+}

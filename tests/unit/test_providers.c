@@ -1747,3 +1747,98 @@ Test(providers, file_part_without_data_is_refused)
 	cr_assert_eq(prov_gemini.build(&pc, &po, err, sizeof err), -1);
 	cr_assert_not_null(strstr(err, "file_data"), "%s", err);
 }
+
+/* reasoning_effort -> a thinking budget (INGRESS.md §3: effort<->budget
+ * per deployment). */
+
+#define EFFORT_BODY(effort, extra)                                             \
+	"{\"model\":\"g\",\"max_tokens\":64000,\"messages\":[{\"role\":"       \
+	"\"user\",\"content\":\"hi\"}],\"temperature\":0.5,\"top_k\":4,"       \
+	"\"reasoning_effort\":\"" effort "\"" extra "}"
+
+Test(providers, effort_to_claude_thinking_by_model)
+{
+	const char *b;
+
+	dc.nthink = -1; /* not set: by model */
+	snprintf(dc.model, sizeof dc.model, "claude-sonnet-4-5");
+	b = drop_build(&prov_anthropic, EFFORT_BODY("high", ""));
+	cr_assert_not_null(strstr(b, "\"thinking\":{\"type\":\"enabled\","
+	                             "\"budget_tokens\":16384}"),
+	                   "%s", b);
+	/* extended thinking refuses sampling settings */
+	cr_assert_null(strstr(b, "temperature"), "%s", b);
+	cr_assert_null(strstr(b, "top_k"), "%s", b);
+	b = drop_build(&prov_anthropic, EFFORT_BODY("low", ""));
+	cr_assert_not_null(strstr(b, "\"budget_tokens\":1024"), "%s", b);
+	/* none and minimal do not think */
+	b = drop_build(&prov_anthropic, EFFORT_BODY("minimal", ""));
+	cr_assert_null(strstr(b, "thinking"), "%s", b);
+	cr_assert_not_null(strstr(b, "\"temperature\":0.5"), "%s", b);
+	/* a model from before extended thinking is not asked to */
+	snprintf(dc.model, sizeof dc.model, "claude-3-5-haiku-20241022");
+	b = drop_build(&prov_anthropic, EFFORT_BODY("high", ""));
+	cr_assert_null(strstr(b, "thinking"), "%s", b);
+	cr_assert_not_null(strstr(b, "\"top_k\":4"), "%s", b);
+}
+
+Test(providers, effort_to_claude_thinking_within_max_tokens)
+{
+	const char *b;
+
+	dc.nthink = -1;
+	snprintf(dc.model, sizeof dc.model, "claude-opus-4-1");
+	/* at most half of max_tokens */
+	b = drop_build(&prov_anthropic,
+	               "{\"model\":\"g\",\"max_tokens\":5000,\"messages\":[{"
+	               "\"role\":\"user\",\"content\":\"hi\"}],"
+	               "\"reasoning_effort\":\"high\"}");
+	cr_assert_not_null(strstr(b, "\"budget_tokens\":2500"), "%s", b);
+	/* under Anthropic's 1024 minimum: no thinking */
+	b = drop_build(&prov_anthropic,
+	               "{\"model\":\"g\",\"max_tokens\":1500,\"messages\":[{"
+	               "\"role\":\"user\",\"content\":\"hi\"}],"
+	               "\"reasoning_effort\":\"medium\"}");
+	cr_assert_null(strstr(b, "thinking"), "%s", b);
+	/* a forced tool choice cannot think */
+	b = drop_build(&prov_anthropic,
+	               EFFORT_BODY("high", ",\"tools\":[{\"type\":\"function\","
+	                                   "\"function\":{\"name\":\"f\"}}],"
+	                                   "\"tool_choice\":\"required\""));
+	cr_assert_null(strstr(b, "thinking"), "%s", b);
+	cr_assert_not_null(strstr(b, "\"type\":\"any\""), "%s", b);
+}
+
+Test(providers, effort_budgets_configured)
+{
+	const char *b;
+
+	snprintf(dc.model, sizeof dc.model, "claude-3-5-sonnet");
+	dc.nthink = 3;
+	dc.think_budget[0] = 0;
+	dc.think_budget[1] = 3000;
+	dc.think_budget[2] = 5000;
+	b = drop_build(&prov_anthropic, EFFORT_BODY("medium", ""));
+	cr_assert_not_null(strstr(b, "\"budget_tokens\":3000"), "%s", b);
+	b = drop_build(&prov_anthropic, EFFORT_BODY("low", ""));
+	cr_assert_null(strstr(b, "thinking"), "%s", b);
+	dc.nthink = 0; /* thinking_budgets = [ ] */
+	snprintf(dc.model, sizeof dc.model, "claude-sonnet-4-5");
+	b = drop_build(&prov_anthropic, EFFORT_BODY("high", ""));
+	cr_assert_null(strstr(b, "thinking"), "%s", b);
+}
+
+Test(providers, effort_to_gemini_thinking_config)
+{
+	const char *b;
+
+	dc.nthink = -1;
+	snprintf(dc.model, sizeof dc.model, "gemini-2.5-pro");
+	b = drop_build(&prov_gemini, EFFORT_BODY("medium", ""));
+	cr_assert_not_null(
+	    strstr(b, "\"thinkingConfig\":{\"thinkingBudget\":8192}"), "%s", b);
+	cr_assert_not_null(strstr(b, "\"temperature\":0.5"), "%s", b);
+	snprintf(dc.model, sizeof dc.model, "gemini-2.0-flash");
+	b = drop_build(&prov_gemini, EFFORT_BODY("medium", ""));
+	cr_assert_null(strstr(b, "thinkingConfig"), "%s", b);
+}

@@ -153,14 +153,36 @@ anth_sys_extras(struct prov_xlate *x)
 		prov_sys_add(x, app, strlen(app));
 }
 
-/* Write the fields after messages: tools, sampling, stream (when the
- * variant has it in the body), metadata. */
+/* The thinking budget for the request's reasoning_effort: at most half
+ * of max (the budget is part of max_tokens, and the answer needs room), at
+ * least Anthropic's 1024; 0 when the request says how to think itself or
+ * forces a tool (which thinking refuses). */
+static long long
+anth_budget(const struct prov_call *pc, long long max)
+{
+	const struct json *s;
+	int tc = prov_opt(pc, "tool_choice", &s);
+	long long b;
+
+	if ((tc >= 0 && !json_eq(s, tc, "auto") && !json_eq(s, tc, "none")) ||
+	    prov_opt(pc, "thinking", &s) >= 0 ||
+	    (b = prov_thinking_budget(pc, THINK_CLAUDE)) <= 0)
+		return 0;
+	if (b > max / 2)
+		b = max / 2;
+	return b >= 1024 ? b : 0;
+}
+
+/* Write the fields after messages: tools, sampling (none when thinking,
+ * which refuses it), thinking, stream (when the variant has it in the
+ * body), metadata. */
 static void
 anth_options(const struct prov_call *pc, const struct anth_variant *v,
-             struct jw *jw)
+             long long max, struct jw *jw)
 {
 	const struct json *s;
 	int t = prov_opt(pc, "tools", &s);
+	long long budget = anth_budget(pc, max);
 
 	if (json_type(s, t) == JSMN_ARRAY && json_size(s, t) > 0) {
 		jw_key(jw, "tools");
@@ -168,9 +190,19 @@ anth_options(const struct prov_call *pc, const struct anth_variant *v,
 		anth_tool_choice(pc, jw);
 	}
 	prov_stop(pc, jw, "stop_sequences");
-	prov_num(pc, jw, "temperature", "temperature", 0, 1);
-	prov_num(pc, jw, "top_p", "top_p", 0, 1);
-	prov_num(pc, jw, "top_k", "top_k", 0, 1e9);
+	if (budget > 0) {
+		jw_key(jw, "thinking");
+		jw_obj(jw);
+		jw_key(jw, "type");
+		jw_cstr(jw, "enabled");
+		jw_key(jw, "budget_tokens");
+		jw_int(jw, budget);
+		jw_obj_end(jw);
+	} else {
+		prov_num(pc, jw, "temperature", "temperature", 0, 1);
+		prov_num(pc, jw, "top_p", "top_p", 0, 1);
+		prov_num(pc, jw, "top_k", "top_k", 0, 1e9);
+	}
 	if ((t = prov_opt(pc, "thinking", &s)) >= 0 &&
 	    json_type(s, t) == JSMN_OBJECT) {
 		jw_key(jw, "thinking");
@@ -205,15 +237,17 @@ anth_members(struct prov_xlate *x, struct jw *jw)
 		jw_key(jw, "model");
 		jw_cstr(jw, prov_model(pc));
 	}
+	if (max <= 0)
+		max = ANTH_MAX_TOKENS;
 	jw_key(jw, "max_tokens");
-	jw_int(jw, max > 0 ? max : ANTH_MAX_TOKENS);
+	jw_int(jw, max);
 	if (x->sys.len) {
 		jw_key(jw, "system");
 		jw_str(jw, x->sys.data, x->sys.len);
 	}
 	jw_key(jw, "messages");
 	jw_raw(jw, x->turns.data, x->turns.len);
-	anth_options(pc, v, jw);
+	anth_options(pc, v, max, jw);
 }
 
 /* How OpenAI messages become Messages turns. */

@@ -195,13 +195,14 @@ gem_gen_format(const struct prov_call *pc, struct jw *jw)
 	}
 }
 
-/* Write generationConfig when any field is set. */
+/* Write generationConfig when any field is set (a reasoning_effort as a
+ * thinkingConfig budget). */
 static void
 gem_gen_config(const struct prov_call *pc, struct jw *jw)
 {
 	struct buf g = {0};
 	struct jw gw;
-	long long max;
+	long long max, budget;
 
 	jw_init(&gw, &g);
 	jw_obj(&gw);
@@ -211,6 +212,13 @@ gem_gen_config(const struct prov_call *pc, struct jw *jw)
 	}
 	gem_gen_numbers(pc, &gw);
 	gem_gen_format(pc, &gw);
+	if ((budget = prov_thinking_budget(pc, THINK_GEMINI)) > 0) {
+		jw_key(&gw, "thinkingConfig");
+		jw_obj(&gw);
+		jw_key(&gw, "thinkingBudget");
+		jw_int(&gw, budget);
+		jw_obj_end(&gw);
+	}
 	jw_obj_end(&gw);
 	if (g.len > 2) {
 		jw_key(jw, "generationConfig");

@@ -775,6 +775,47 @@ prov_max_tokens(const struct prov_call *pc)
 	return pc->d->max_tokens > 0 ? pc->d->max_tokens : 0;
 }
 
+/* Whether a model thinks when asked (THINK_CLAUDE: extended thinking,
+ * from Claude 3.7 on; THINK_GEMINI: thinkingConfig, from Gemini 2.5 on),
+ * known by the names of the models before. */
+static int
+prov_model_thinks(const char *m, int family)
+{
+	static const char *const before[2][6] = {
+	    {"claude-2", "claude-instant", "claude-3-haiku", "claude-3-sonnet",
+	     "claude-3-opus", "claude-3-5"},
+	    {"gemini-1", "gemini-2.0", "gemini-pro", "gemma", NULL, NULL}};
+
+	if (strstr(m, family == THINK_CLAUDE ? "claude" : "gemini") == NULL)
+		return 0;
+	for (int i = 0; i < 6 && before[family][i]; i++)
+		if (strstr(m, before[family][i]) != NULL)
+			return 0;
+	return 1;
+}
+
+/* See provider.h. */
+long long
+prov_thinking_budget(const struct prov_call *pc, int family)
+{
+	static const long long dflt[2][3] = {{1024, 4096, 16384},
+	                                     {1024, 8192, 24576}};
+	static const char *const levels[] = {"low", "medium", "high", "xhigh"};
+	const struct deploy_cfg *d = pc->d;
+	const struct json *s;
+	int t = prov_opt(pc, "reasoning_effort", &s), lvl = -1;
+
+	for (int i = 0; lvl < 0 && i < 4; i++)
+		if (json_eq(s, t, levels[i]))
+			lvl = i < 3 ? i : 2;
+	if (lvl < 0)
+		return 0; /* none, minimal, or not asked */
+	if (d->nthink >= 0)
+		return d->nthink == 3 ? d->think_budget[lvl] : 0;
+	return prov_model_thinks(prov_model(pc), family) ? dflt[family][lvl]
+	                                                 : 0;
+}
+
 /* Write OpenAI function tools as {name, description, <params_key>}. */
 void
 prov_tools(struct jw *jw, const struct json *j, int tools,
