@@ -59,6 +59,7 @@ void hooks_event(const struct cfg *, const struct shm *, uint64_t seq,
                  const struct event_sh *);
 int hooks_reap(pid_t, int status);
 void hooks_free(void);
+void hooks_child(void);
 
 /* listen.c */
 int listen_open(struct master *, const struct cfg *, char **cause);

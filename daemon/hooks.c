@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
@@ -446,6 +447,22 @@ hooks_event(const struct cfg *cfg, const struct shm *shm, uint64_t seq,
 		hook_queue_push(&hk.qexec, json, "on_event_exec");
 		hook_exec_pump();
 	}
+}
+
+/* In a forked worker: close the sockets of webhook deliveries in flight
+ * (the worker never uses them, and must not hold them open). */
+void
+hooks_child(void)
+{
+	struct bufferevent *bev;
+	evutil_socket_t fd;
+
+	for (int i = 0; i < HOOK_MAX_RUN; i++)
+		if (hk.posts[i].conn != NULL &&
+		    (bev = evhttp_connection_get_bufferevent(
+		         hk.posts[i].conn)) != NULL &&
+		    (fd = bufferevent_getfd(bev)) >= 0)
+			close(fd);
 }
 
 /* Master exit: stop running hooks and free every delivery and job. */

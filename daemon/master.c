@@ -240,6 +240,7 @@ spawn(struct master *m, struct proc *p)
 			signal(sigs[i], SIG_DFL);
 		/* the master's loop is not ours: give it a private epoll set
 		 * (so nothing touches the parent's) and drop it */
+		hooks_child();
 		event_reinit(m->base);
 		event_base_free(m->base);
 		m->base = NULL;

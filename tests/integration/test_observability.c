@@ -3,9 +3,12 @@
  * for a success, a failure and a client that went away, an exec hook and a
  * webhook receiving a fallback event, webhook retries, and a hanging hook
  * that must not slow requests down. */
+#include <dirent.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
 
@@ -47,6 +50,7 @@
 TestSuite(obs, .init = h_setup, .fini = h_teardown, .timeout = 60);
 
 static struct h_mock good, bad, slow, sink;
+static pid_t master;
 
 /* A hook script that appends its stdin to hook.out and its environment's
  * event type and key (if any) to hook.env; sleeps first if hang is set. */
@@ -71,12 +75,13 @@ start(const char *fmt, const char *hook, int webhook)
 	h_mock_start(&bad, "bad", "--mode", "status", "--status", "503", NULL);
 	h_mock_start(&slow, "slow", "--latency-ms", "3000", NULL);
 	h_mock_start(&sink, "sink", NULL);
-	h_llmfd_start(OBS_CONF, fmt, hook ? hook : "",
-	              webhook ? h_fmt("http://127.0.0.1:%d/hook/v1/chat/"
-	                              "completions",
-	                              sink.port)
-	                      : "",
-	              bad.port, good.port, bad.port, slow.port);
+	master =
+	    h_llmfd_start(OBS_CONF, fmt, hook ? hook : "",
+	                  webhook ? h_fmt("http://127.0.0.1:%d/hook/v1/chat/"
+	                                  "completions",
+	                                  sink.port)
+	                          : "",
+	                  bad.port, good.port, bad.port, slow.port);
 }
 
 /* POST a chat body; returns the status. */
@@ -329,6 +334,78 @@ Test(obs, webhook_retries_a_failing_endpoint)
 	cr_assert(h_mock_stat(&sink, "failed") == 2);
 	cr_assert(h_log_has("on_event_webhook: try 2 failed (status 503); "
 	                    "retrying"));
+}
+
+/* How many of pid's descriptors are TCP connections to port on the
+ * loopback (by socket inode, from /proc/net/tcp). */
+static int
+conns_to(pid_t pid, int port)
+{
+	unsigned long inodes[64], ino;
+	unsigned rport, st;
+	int n = 0, found = 0;
+	char line[512], path[64], link[64];
+	FILE *f = fopen("/proc/net/tcp", "r");
+	DIR *d;
+	struct dirent *e;
+
+	cr_assert(f != NULL);
+	while (fgets(line, sizeof line, f) && n < 64)
+		if (sscanf(line,
+		           " %*d: %*x:%*x %*x:%x %x %*x:%*x %*x:%*x %*x "
+		           "%*u %*d %lu",
+		           &rport, &st, &ino) == 3 &&
+		    (int)rport == port && st == 1 /* ESTABLISHED */)
+			inodes[n++] = ino;
+	fclose(f);
+	snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+	cr_assert((d = opendir(path)) != NULL);
+	while ((e = readdir(d)) != NULL) {
+		char fp[384];
+		ssize_t k;
+
+		snprintf(fp, sizeof fp, "%s/%s", path, e->d_name);
+		if ((k = readlink(fp, link, sizeof link - 1)) <= 0)
+			continue;
+		link[k] = '\0';
+		if (sscanf(link, "socket:[%lu]", &ino) != 1)
+			continue;
+		for (int i = 0; i < n; i++)
+			found += inodes[i] == ino;
+	}
+	closedir(d);
+	return found;
+}
+
+/* A worker forked while the master delivers a webhook does not inherit
+ * the delivery's connection (it would hold it open past the master's
+ * close, and could write into it). */
+Test(obs, respawned_worker_holds_no_webhook_connection)
+{
+	pid_t before[8], after[8];
+	int n, m = 0, fresh = -1;
+
+	start("text", NULL, 1);
+	cr_assert(h_mock_config(&sink, "{\"latency_ms\":5000}") == 0);
+	cr_assert(chat(BODY("primary", "false")) == 200);
+	for (int i = 0; i < 100 && conns_to(master, sink.port) == 0; i++)
+		usleep(20000);
+	cr_assert(conns_to(master, sink.port) == 1,
+	          "the master is not delivering the webhook");
+	n = h_children(master, before, 8);
+	cr_assert(n == 2);
+	kill(before[0], SIGKILL);
+	for (int i = 0; i < 200 && fresh < 0; i++) {
+		usleep(10000);
+		m = h_children(master, after, 8);
+		for (int k = 0; k < m; k++)
+			if (after[k] != before[0] && after[k] != before[1])
+				fresh = after[k];
+	}
+	cr_assert(fresh > 0, "the worker was not respawned");
+	cr_assert(conns_to(master, sink.port) == 1, "delivery over already");
+	cr_assert_eq(conns_to(fresh, sink.port), 0,
+	             "the new worker holds the webhook's connection");
 }
 
 Test(obs, hanging_hook_does_not_slow_requests)
