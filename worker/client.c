@@ -209,10 +209,7 @@ ev_header(void *c, const char *name, const char *value)
 static void
 ev_reply(void *c, int status, const char *ctype, const char *body, size_t n)
 {
-	evhttp_add_header(evhttp_request_get_output_headers(c), "Content-Type",
-	                  ctype);
-	evbuffer_add(evhttp_request_get_output_buffer(c), body, n);
-	evhttp_send_reply(c, status, http_reason(status), NULL);
+	conn_reply(c, status, http_reason(status), ctype, body, n);
 }
 
 static void

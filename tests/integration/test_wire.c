@@ -1,0 +1,186 @@
+/* The bytes of a reply on the wire, which conn_reply writes itself for
+ * HTTP/1.1 clients: the status line, llmfd's headers in order, then
+ * Content-Type, Date (RFC 1123), Content-Length and, when the client asked
+ * for it, Connection: close, as evhttp_send_reply wrote them; pipelined
+ * requests each get their reply on one kept-alive connection; HTTP/1.0
+ * keeps evhttp's own replies. */
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include "tests/integration/harness.h"
+
+#define CHAT "/v1/chat/completions"
+#define BODY                                                                   \
+	"{\"model\":\"main\",\"messages\":[{\"role\":\"user\",\"content\":"    \
+	"\"hi\"}]}"
+#define CONF                                                                   \
+	"daemon = { workers = 1; listen = \"llmfd.sock\";\n"                   \
+	"  health_table = \"health\"; log_level = \"info\"; };\n"              \
+	"router = { num_retries = 0; };\n"                                     \
+	"deployments = (\n"                                                    \
+	"  { name = \"primary\"; group = \"main\"; provider = \"openai\";\n"   \
+	"    base_url = \"http://127.0.0.1:%d/v1\"; model = \"m-a\"; }\n);\n"
+
+TestSuite(wire, .init = h_setup, .fini = h_teardown, .timeout = 60);
+
+static struct h_mock mock;
+
+/* A chat request on HTTP/1.1 with extra header lines. */
+static const char *
+chat(const char *headers)
+{
+	return h_fmt("POST " CHAT " HTTP/1.1\r\nHost: x\r\n%sContent-Length: "
+	             "%zu\r\n\r\n%s",
+	             headers, strlen(BODY), BODY);
+}
+
+/* Start the mock and llmfd in front of it. */
+static void
+start(void)
+{
+	pid_t m;
+
+	h_mock_start(&mock, "a", NULL);
+	m = h_llmfd_start(CONF, mock.port);
+	cr_assert(m > 0);
+}
+
+/* Send req on a new connection and read until the peer closes (or 5 s
+ * pass); the text read (harness-owned). */
+static char *
+exchange(const char *req)
+{
+	int fd = h_connect_unix(h_sock());
+	char *t = malloc(1 << 16);
+	size_t n = 0;
+	long t0 = h_now_ms();
+
+	cr_assert(fd >= 0 && t != NULL);
+	cr_assert(eq(int, h_send_all(fd, req, strlen(req)), 0));
+	while (n < (1 << 16) - 1 && h_now_ms() - t0 < 5000) {
+		struct pollfd p = {fd, POLLIN, 0};
+		ssize_t k;
+
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		if ((k = recv(fd, t + n, (1 << 16) - 1 - n, 0)) <= 0)
+			break;
+		n += (size_t)k;
+	}
+	close(fd);
+	t[n] = '\0';
+	return h_fmt("%s", t);
+}
+
+/* One reply's head starting at *p (through its blank line), checked
+ * against the expected order; *p moves past the reply's body. The head
+ * returned is harness-owned. */
+static char *
+next_reply(const char **p, int want_close)
+{
+	const char *h = *p, *end = strstr(h, "\r\n\r\n"), *d;
+	char *head, day[4], mon[4];
+	int mday, year, hh, mm, ss, used = 0;
+	long clen;
+
+	cr_assert(end != NULL, "no reply in: %s", h);
+	head = h_fmt("%.*s", (int)(end - h + 4), h);
+	cr_assert(strncmp(head, "HTTP/1.1 200 OK\r\nx-request-id: req-", 35) ==
+	              0,
+	          "%s", head);
+	d = strstr(head, "\r\nx-llmfd-attempts: 1\r\nx-llmfd-deployment: "
+	                 "primary\r\nx-llmfd-provider: openai\r\n"
+	                 "Content-Type: application/json\r\nDate: ");
+	cr_assert(d != NULL, "%s", head);
+	d = strstr(d, "Date: ") + 6;
+	cr_assert(eq(int,
+	             sscanf(d, "%3s, %2d %3s %4d %2d:%2d:%2d GMT\r\n%n", day,
+	                    &mday, mon, &year, &hh, &mm, &ss, &used),
+	             7),
+	          "%s", head);
+	cr_assert(year >= 2024 && strstr("SunMonTueWedThuFriSat", day) &&
+	              strstr("JanFebMarAprMayJunJulAugSepOctNovDec", mon),
+	          "%s", head);
+	cr_assert(strncmp(d + 3, ", ", 2) == 0 && d[7] == ' ', "%s", head);
+	d += used;
+	cr_assert(eq(int, sscanf(d, "Content-Length: %ld\r\n", &clen), 1), "%s",
+	          head);
+	d = strchr(d, '\n') + 1;
+	cr_assert(
+	    strcmp(d, want_close ? "Connection: close\r\n\r\n" : "\r\n") == 0,
+	    "%s", head);
+	cr_assert(strlen(end + 4) >= (size_t)clen);
+	cr_assert(h_json_valid(h_fmt("%.*s", (int)clen, end + 4)));
+	*p = end + 4 + clen;
+	return head;
+}
+
+/* Two pipelined HTTP/1.1 requests, the second asking to close: two
+ * replies in evhttp's header order, then the close. */
+Test(wire, http11_reply_head)
+{
+	const char *req = chat(""), *last = chat("Connection: close\r\n");
+	const char *t, *p;
+
+	start();
+	t = exchange(h_fmt("%s%s", req, last));
+	p = t;
+	next_reply(&p, 0);
+	next_reply(&p, 1);
+	cr_assert(strlen(p) == 0, "%s", t);
+}
+
+/* An error reply and /healthz take the same path. */
+Test(wire, http11_error_and_health)
+{
+	const char *t;
+
+	start();
+	t = exchange(h_req_text("POST", CHAT,
+	                        "Host: x\r\nConnection: close\r\n", "{x}"));
+	cr_assert(
+	    strncmp(t, "HTTP/1.1 400 Bad Request\r\nx-request-id: ", 40) == 0,
+	    "%s", t);
+	cr_assert(strstr(t, "\r\nx-llmfd-attempts: 0\r\nContent-Type: "
+	                    "application/json\r\nDate: ") != NULL,
+	          "%s", t);
+	cr_assert(strstr(t, " GMT\r\nContent-Length: 129\r\nConnection: "
+	                    "close\r\n\r\n{\"error\":") != NULL,
+	          "%s", t);
+	t = exchange("GET /healthz HTTP/1.1\r\nHost: x\r\n"
+	             "Connection: close\r\n\r\n");
+	cr_assert(strncmp(t,
+	                  "HTTP/1.1 200 OK\r\nContent-Type: application/json"
+	                  "\r\nDate: ",
+	                  52) == 0,
+	          "%s", t);
+	cr_assert(strstr(t, " GMT\r\nContent-Length: ") != NULL, "%s", t);
+	cr_assert(
+	    strstr(t, "\r\nConnection: close\r\n\r\n{\"status\":\"ok\"") !=
+	        NULL,
+	    "%s", t);
+}
+
+/* HTTP/1.0: evhttp's reply (no Date; Content-Length and Connection:
+ * keep-alive only when asked to keep the connection). */
+Test(wire, http10_reply_head)
+{
+	const char *t;
+
+	start();
+	t = exchange(h_fmt("POST " CHAT " HTTP/1.0\r\nContent-Length: %zu\r\n"
+	                   "\r\n%s",
+	                   strlen(BODY), BODY));
+	cr_assert(strncmp(t, "HTTP/1.0 200 OK\r\n", 17) == 0, "%s", t);
+	cr_assert(strstr(t, "Content-Type: application/json\r\n\r\n{") != NULL,
+	          "%s", t);
+	cr_assert(strstr(t, "Date:") == NULL, "%s", t);
+}
