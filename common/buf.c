@@ -115,6 +115,18 @@ buf_fmt_d(char *out, long long v)
 	return 1 + buf_fmt_u(out + 1, 0ULL - (unsigned long long)v);
 }
 
+/* At most n bytes of src, up to its NUL, into dst (size > 0). */
+size_t
+buf_copy(char *dst, size_t size, const char *src, size_t n)
+{
+	n = strnlen(src, n);
+	if (n >= size)
+		n = size - 1;
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+	return n;
+}
+
 /* Append v in decimal. */
 int
 buf_addu(struct buf *b, unsigned long long v)

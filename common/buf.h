@@ -25,6 +25,10 @@ int buf_vprintf(struct buf *, const char *, va_list)
 #define BUF_NUM_MAX 24
 size_t buf_fmt_u(char *out, unsigned long long v);
 size_t buf_fmt_d(char *out, long long v);
+/* At most n bytes of src (up to a NUL) into dst of size bytes (> 0),
+ * truncated to fit and NUL-terminated, as snprintf "%.*s" without printf;
+ * the length copied. */
+size_t buf_copy(char *dst, size_t size, const char *src, size_t n);
 /* Append v in decimal, without printf. */
 int buf_addu(struct buf *, unsigned long long);
 int buf_addd(struct buf *, long long);

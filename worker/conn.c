@@ -155,7 +155,7 @@ scan_reqline(struct conn_scan *s, const char **why)
 	s->line[kept] = '\0';
 	sp = memchr(s->line, ' ', kept);
 	mlen = sp ? (size_t)(sp - s->line) : kept;
-	snprintf(s->method, sizeof s->method, "%.*s", (int)mlen, s->line);
+	buf_copy(s->method, sizeof s->method, s->line, mlen);
 	path = sp ? sp + 1 : "";
 	s->anthropic = strncmp(path, "/v1/messages", 12) == 0 ||
 	               strncmp(path, "/messages", 9) == 0;

@@ -1,5 +1,6 @@
 /* common/buf.c: decimal numbers written without printf. */
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -39,4 +40,19 @@ Test(buf, add_numbers)
 	buf_addd(&b, -7);
 	cr_assert(strcmp(buf_cstr(&b), "n=42,-7") == 0);
 	buf_free(&b);
+}
+
+/* buf_copy stops at n, at a NUL and at the size, as snprintf "%.*s". */
+Test(buf, copy)
+{
+	char d[6];
+
+	cr_assert(eq(sz, buf_copy(d, sizeof d, "abc", 2), 2));
+	cr_assert(eq(str, d, "ab"));
+	cr_assert(eq(sz, buf_copy(d, sizeof d, "a\0bc", 4), 1));
+	cr_assert(eq(str, d, "a"));
+	cr_assert(eq(sz, buf_copy(d, sizeof d, "abcdefgh", SIZE_MAX), 5));
+	cr_assert(eq(str, d, "abcde"));
+	cr_assert(eq(sz, buf_copy(d, 1, "abc", 3), 0));
+	cr_assert(eq(str, d, ""));
 }
