@@ -686,15 +686,29 @@ uc_ratelimit(struct upconn *c, const char *name, const char *v)
 	return 0;
 }
 
+/* Whether v holds word (lower case), ignoring case: strcasestr without
+ * its set-up cost on these short values. */
+static int
+hdr_has(const char *v, const char *word)
+{
+	size_t n = strlen(word);
+
+	for (; *v; v++)
+		if ((*v | 0x20) == word[0] && strncasecmp(v, word, n) == 0)
+			return 1;
+	return 0;
+}
+
 /* Keep the headers we act on. */
 static void
 uc_header(struct upconn *c, char *line)
 {
 	char *v = strchr(line, ':');
-	size_t n;
+	size_t n, ln;
 
 	if (v == NULL)
 		return;
+	ln = (size_t)(v - line);
 	*v++ = '\0';
 	while (*v == ' ' || *v == '\t')
 		v++;
@@ -705,34 +719,35 @@ uc_header(struct upconn *c, char *line)
 	     line[0] == 'A') &&
 	    uc_ratelimit(c, line, v))
 		return;
-	if (strcasecmp(line, "content-length") == 0)
+		/* names compared only when the length matches */
+#define IS(name) (ln == sizeof name - 1 && strcasecmp(line, name) == 0)
+	if (IS("content-length"))
 		c->resp.content_length = hdr_int(v);
-	else if (strcasecmp(line, "transfer-encoding") == 0)
-		c->resp.chunked = strcasestr(v, "chunked") != NULL;
-	else if (strcasecmp(line, "connection") == 0) {
-		if (strcasestr(v, "close"))
+	else if (IS("transfer-encoding"))
+		c->resp.chunked = hdr_has(v, "chunked");
+	else if (IS("connection")) {
+		if (hdr_has(v, "close"))
 			c->resp.keepalive = 0;
-		else if (strcasestr(v, "keep-alive"))
+		else if (hdr_has(v, "keep-alive"))
 			c->resp.keepalive = 1;
-	} else if (strcasecmp(line, "content-type") == 0) {
-		c->resp.event_stream = strcasestr(v, "event-stream") != NULL;
-		c->resp.amz_eventstream =
-		    strcasestr(v, "vnd.amazon.eventstream") != NULL;
-	} else if (strcasecmp(line, "x-amzn-errortype") == 0)
+	} else if (IS("content-type")) {
+		c->resp.event_stream = hdr_has(v, "event-stream");
+		c->resp.amz_eventstream = hdr_has(v, "vnd.amazon.eventstream");
+	} else if (IS("x-amzn-errortype"))
 		snprintf(c->resp.error_type, sizeof c->resp.error_type, "%.*s",
 		         (int)strcspn(v, ":"), v);
-	else if (strcasecmp(line, "x-should-retry") == 0)
+	else if (IS("x-should-retry"))
 		c->resp.should_retry = strcasecmp(v, "true") == 0;
-	else if (strcasecmp(line, "retry-after-ms") == 0 ||
-	         strcasecmp(line, "x-ms-retry-after-ms") == 0 ||
-	         strcasecmp(line, "retry-after") == 0) {
-		int64_t ms = strcasecmp(line, "retry-after") == 0
+	else if (IS("retry-after-ms") || IS("x-ms-retry-after-ms") ||
+	         IS("retry-after")) {
+		int64_t ms = IS("retry-after")
 		                 ? classify_retry_after(NULL, NULL, v)
 		                 : classify_retry_after(v, NULL, NULL);
-		if (ms >= 0 && (c->resp.retry_after_ms < 0 ||
-		                strcasecmp(line, "retry-after") != 0))
+		if (ms >= 0 &&
+		    (c->resp.retry_after_ms < 0 || !IS("retry-after")))
 			c->resp.retry_after_ms = ms;
 	}
+#undef IS
 }
 
 /* Parse the status line; -1 if it is not HTTP. */
