@@ -1038,9 +1038,8 @@ conn_reply(struct evhttp_request *req, int status, const char *reason,
 	void *arg;
 
 	buf_reset(&head);
-	if (conn_reply_plain(req, status))
-		conn_reply_head(&head, req, status, reason, ctype, n);
-	if (!conn_reply_plain(req, status) || head.oom) {
+	if (!conn_reply_plain(req, status) ||
+	    (conn_reply_head(&head, req, status, reason, ctype, n), head.oom)) {
 		evhttp_add_header(req->output_headers, "Content-Type", ctype);
 		evbuffer_add(req->output_buffer, body, n);
 		evhttp_send_reply(req, status, reason, NULL);
@@ -1057,8 +1056,18 @@ conn_reply(struct evhttp_request *req, int status, const char *reason,
 	bufferevent_getcb(bev, &rd, &wr, &ev, &arg);
 	if (rd != NULL)
 		bufferevent_setcb(bev, NULL, wr, ev, arg);
-	bufferevent_enable(bev, EV_READ | EV_WRITE);
 	evhttp_send_reply_end(req);
+	/* Write now rather than after a round of the loop for EPOLLOUT (two
+	 * epoll_ctl calls and a wakeup saved); when it all went, the write
+	 * callback runs deferred, later in this round, as if the bufferevent
+	 * had written it (the buffer's start frozen again, as it leaves it). */
+	evbuffer_unfreeze(out, 1); /* as bufferevent_sock.c writes */
+	evbuffer_write(out, bufferevent_getfd(bev));
+	evbuffer_freeze(out, 1);
+	if (evbuffer_get_length(out) == 0)
+		bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
+	else
+		bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
 /* ---- accept errors ---- */
