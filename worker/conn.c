@@ -982,7 +982,8 @@ conn_head_line(struct buf *b, const char *key, const char *value)
  * close as evhttp adds them), into b. */
 static void
 conn_reply_head(struct buf *b, struct evhttp_request *req, int status,
-                const char *reason, const char *ctype, size_t n)
+                const char *reason, const char *ctype, const struct buf *extra,
+                size_t n)
 {
 	const char *conn = evhttp_find_header(req->input_headers, "Connection");
 	int close = conn != NULL && evutil_ascii_strcasecmp(conn, "close") == 0;
@@ -1010,6 +1011,8 @@ conn_reply_head(struct buf *b, struct evhttp_request *req, int status,
 			clen = 1;
 		conn_head_line(b, h->key, h->value);
 	}
+	if (extra != NULL && extra->len > 0)
+		buf_add(b, extra->data, extra->len);
 	conn_head_line(b, "Content-Type", ctype);
 	if (!date)
 		conn_head_line(b, "Date", conn_date());
@@ -1023,12 +1026,32 @@ conn_reply_head(struct buf *b, struct evhttp_request *req, int status,
 	buf_add(b, "\r\n", 2);
 }
 
+/* Move "Name: value\r\n" lines (as conn_reply takes them) into req's
+ * output headers, in order. */
+void
+conn_add_headers(struct evhttp_request *req, const char *p, size_t n)
+{
+	const char *end = p + n, *colon, *eol;
+	char *line;
+
+	while (p < end && (eol = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+		if ((line = strndup(p, (size_t)(eol - 1 - p))) != NULL &&
+		    (colon = strstr(line, ": ")) != NULL) {
+			line[colon - line] = '\0';
+			evhttp_add_header(req->output_headers, line, colon + 2);
+		}
+		free(line);
+		p = eol + 1;
+	}
+}
+
 /* Send a whole reply: the bytes evhttp_send_reply would send, written
  * without its printf per header line; evhttp then finishes the request as
  * for a reply of its own (keep-alive or close, the next request). */
 void
 conn_reply(struct evhttp_request *req, int status, const char *reason,
-           const char *ctype, const char *body, size_t n)
+           const char *ctype, const struct buf *extra, const char *body,
+           size_t n)
 {
 	static struct buf head; /* reused, never shrunk */
 	struct bufferevent *bev;
@@ -1039,7 +1062,10 @@ conn_reply(struct evhttp_request *req, int status, const char *reason,
 
 	buf_reset(&head);
 	if (!conn_reply_plain(req, status) ||
-	    (conn_reply_head(&head, req, status, reason, ctype, n), head.oom)) {
+	    (conn_reply_head(&head, req, status, reason, ctype, extra, n),
+	     head.oom)) {
+		if (extra != NULL)
+			conn_add_headers(req, extra->data, extra->len);
 		evhttp_add_header(req->output_headers, "Content-Type", ctype);
 		evbuffer_add(req->output_buffer, body, n);
 		evhttp_send_reply(req, status, reason, NULL);

@@ -26,7 +26,7 @@
 void
 server_send_json(struct evhttp_request *req, int status, struct buf *b)
 {
-	conn_reply(req, status, http_reason(status), "application/json",
+	conn_reply(req, status, http_reason(status), "application/json", NULL,
 	           b->data ? b->data : "", b->len);
 }
 

@@ -185,8 +185,9 @@ Test(wire, http11_error_and_health)
 	    "%s", t);
 }
 
-/* HTTP/1.0: evhttp's reply (no Date; Content-Length and Connection:
- * keep-alive only when asked to keep the connection). */
+/* HTTP/1.0: evhttp's reply, llmfd's headers handed to it in order (no
+ * Date; Content-Length and Connection: keep-alive only when asked to keep
+ * the connection). */
 Test(wire, http10_reply_head)
 {
 	const char *t;
@@ -195,8 +196,11 @@ Test(wire, http10_reply_head)
 	t = exchange(h_fmt("POST " CHAT " HTTP/1.0\r\nContent-Length: %zu\r\n"
 	                   "\r\n%s",
 	                   strlen(BODY), BODY));
-	cr_assert(strncmp(t, "HTTP/1.0 200 OK\r\n", 17) == 0, "%s", t);
-	cr_assert(strstr(t, "Content-Type: application/json\r\n\r\n{") != NULL,
+	cr_assert(strncmp(t, "HTTP/1.0 200 OK\r\nx-request-id: req-", 35) == 0,
+	          "%s", t);
+	cr_assert(strstr(t, "\r\nx-llmfd-attempts: 1\r\nx-llmfd-deployment: "
+	                    "primary\r\nx-llmfd-provider: openai\r\n"
+	                    "Content-Type: application/json\r\n\r\n{") != NULL,
 	          "%s", t);
 	cr_assert(strstr(t, "Date:") == NULL, "%s", t);
 }
