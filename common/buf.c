@@ -89,6 +89,62 @@ buf_printf(struct buf *b, const char *fmt, ...)
 	return rc;
 }
 
+/* Decimal digits of v, NUL-terminated, at out; the length. */
+size_t
+buf_fmt_u(char *out, unsigned long long v)
+{
+	char tmp[BUF_NUM_MAX], *q = tmp + sizeof tmp;
+	size_t n;
+
+	do
+		*--q = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	n = (size_t)(tmp + sizeof tmp - q);
+	memcpy(out, q, n);
+	out[n] = '\0';
+	return n;
+}
+
+/* Signed decimal digits of v, NUL-terminated, at out; the length. */
+size_t
+buf_fmt_d(char *out, long long v)
+{
+	if (v >= 0)
+		return buf_fmt_u(out, (unsigned long long)v);
+	out[0] = '-';
+	return 1 + buf_fmt_u(out + 1, 0ULL - (unsigned long long)v);
+}
+
+/* At most n bytes of src, up to its NUL, into dst (size > 0). */
+size_t
+buf_copy(char *dst, size_t size, const char *src, size_t n)
+{
+	n = strnlen(src, n);
+	if (n >= size)
+		n = size - 1;
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+	return n;
+}
+
+/* Append v in decimal. */
+int
+buf_addu(struct buf *b, unsigned long long v)
+{
+	char num[BUF_NUM_MAX];
+
+	return buf_add(b, num, buf_fmt_u(num, v));
+}
+
+/* Append signed v in decimal. */
+int
+buf_addd(struct buf *b, long long v)
+{
+	char num[BUF_NUM_MAX];
+
+	return buf_add(b, num, buf_fmt_d(num, v));
+}
+
 /* Empty the buffer, keeping its memory. */
 void
 buf_reset(struct buf *b)

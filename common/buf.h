@@ -20,6 +20,18 @@ int buf_printf(struct buf *, const char *, ...)
     __attribute__((format(printf, 2, 3)));
 int buf_vprintf(struct buf *, const char *, va_list)
     __attribute__((format(printf, 2, 0)));
+/* Decimal digits of v at out (BUF_NUM_MAX bytes, NUL-terminated), without
+ * printf; returns the length. */
+#define BUF_NUM_MAX 24
+size_t buf_fmt_u(char *out, unsigned long long v);
+size_t buf_fmt_d(char *out, long long v);
+/* At most n bytes of src (up to a NUL) into dst of size bytes (> 0),
+ * truncated to fit and NUL-terminated, as snprintf "%.*s" without printf;
+ * the length copied. */
+size_t buf_copy(char *dst, size_t size, const char *src, size_t n);
+/* Append v in decimal, without printf. */
+int buf_addu(struct buf *, unsigned long long);
+int buf_addd(struct buf *, long long);
 void buf_reset(struct buf *);
 void buf_free(struct buf *);
 /* NUL-terminate without counting the NUL; returns data or "" on OOM. */

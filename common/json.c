@@ -568,7 +568,9 @@ get_n(const struct json *j, int obj, const char *key, size_t klen)
 		if ((size_t)(kt->end - kt->start) == klen &&
 		    memcmp(j->js + kt->start, key, klen) == 0)
 			return k + 1;
-		if (memchr(j->js + kt->start, '\\',
+		/* escapes shorten a key: only a longer one can decode to it */
+		if ((size_t)(kt->end - kt->start) > klen &&
+		    memchr(j->js + kt->start, '\\',
 		           (size_t)(kt->end - kt->start)) != NULL) {
 			/* Escaped key: compare decoded (rare). */
 			char tmp[256];
@@ -908,6 +910,13 @@ json_eq(const struct json *j, int i, const char *str)
 	if (str_span(j, i, &s, &e) == -1 || str == NULL)
 		return false;
 	slen = strlen(str);
+	/* escapes shorten the text: a shorter one cannot match, one as long
+	 * only without escapes */
+	if ((size_t)(e - s) < slen)
+		return false;
+	if ((size_t)(e - s) == slen)
+		return memcmp(s, str, slen) == 0 &&
+		       memchr(str, '\\', slen) == NULL;
 	while (s < e) {
 		if ((bs = memchr(s, '\\', (size_t)(e - s))) == NULL)
 			bs = e;

@@ -57,15 +57,49 @@ spend_day(int64_t wall_ms)
 	return wall_ms > 0 ? (uint32_t)(wall_ms / DAY_MS) : 0;
 }
 
+/* Year and month (1..12) of a day since the epoch, by arithmetic (Howard
+ * Hinnant's civil_from_days): no gmtime_r on the request path. */
+static void
+spend_civil(int64_t z, int64_t *y, unsigned *m)
+{
+	int64_t era;
+	unsigned doe, yoe, doy, mp;
+
+	z += 719468;
+	era = (z >= 0 ? z : z - 146096) / 146097;
+	doe = (unsigned)(z - era * 146097);
+	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	mp = (5 * doy + 2) / 153;
+	*m = mp < 10 ? mp + 3 : mp - 9;
+	*y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+/* Days since the epoch of the first of month m (1..12) of year y
+ * (days_from_civil). */
+static int64_t
+spend_civil_days(int64_t y, unsigned m)
+{
+	int64_t era;
+	unsigned yoe, doy;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = (unsigned)(y - era * 400);
+	doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5;
+	return era * 146097 + (int64_t)(yoe * 365 + yoe / 4 - yoe / 100 + doy) -
+	       719468;
+}
+
 /* UTC month (year * 12 + month) of a day. */
 uint32_t
 spend_month_of_day(uint32_t day)
 {
-	time_t t = (time_t)day * 86400;
-	struct tm tm;
+	int64_t y;
+	unsigned m;
 
-	gmtime_r(&t, &tm);
-	return (uint32_t)((tm.tm_year + 1900) * 12 + tm.tm_mon);
+	spend_civil(day, &y, &m);
+	return (uint32_t)(y * 12 + (m - 1));
 }
 
 /* UTC month of a wall-clock time. */
@@ -87,16 +121,17 @@ int64_t
 spend_month_end_ms(int64_t wall_ms)
 {
 	time_t t = (time_t)(wall_ms / 1000);
-	struct tm tm;
+	int64_t y, day = (int64_t)t / 86400;
+	unsigned m;
 
-	gmtime_r(&t, &tm);
-	tm.tm_mday = 1;
-	tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
-	if (++tm.tm_mon == 12) {
-		tm.tm_mon = 0;
-		tm.tm_year++;
+	if ((int64_t)t % 86400 < 0) /* before 1970: floor, as gmtime */
+		day--;
+	spend_civil(day, &y, &m);
+	if (++m == 13) {
+		m = 1;
+		y++;
 	}
-	return (int64_t)timegm(&tm) * 1000;
+	return spend_civil_days(y, m) * DAY_MS;
 }
 
 /* "YYYY-MM-DD". */

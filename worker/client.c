@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/ioctl.h>
 #include <sys/queue.h>
 
@@ -38,7 +39,11 @@ struct conn {
 	struct worker *w;
 	struct req *req;  /* the request it carries, or NULL when idle */
 	struct peer peer; /* who is at the other end (taken once) */
+	struct buf hdr;   /* the reply's headers from the engine, "Name:
+	                   * value\r\n", not yet in evhttp's list */
 };
+
+#define CONN_HDR_KEEP 1024 /* a header buffer past this goes at detach */
 
 LIST_HEAD(conn_list, conn);
 
@@ -66,6 +71,7 @@ conn_closed(struct evhttp_connection *evcon, void *arg)
 	(void)evcon;
 	LIST_REMOVE(c, link);
 	nconn--;
+	buf_free(&c->hdr);
 	free(c);
 	if (r)
 		req_client_gone(r);
@@ -177,6 +183,7 @@ client_free_all(struct worker *w)
 		while ((c = LIST_FIRST(&bucket[i])) != NULL) {
 			evhttp_connection_set_closecb(c->evcon, NULL, NULL);
 			LIST_REMOVE(c, link);
+			buf_free(&c->hdr);
 			free(c);
 		}
 	free(bucket);
@@ -195,11 +202,54 @@ ev_get_header(void *c, const char *name)
 	return evhttp_find_header(evhttp_request_get_input_headers(c), name);
 }
 
+static struct conn *conn_of(void *);
+
+/* Whether a header may wait in the connection's buffer: not one evhttp
+ * looks at or adds itself, nothing that could end a line. */
+static int
+ev_header_plain(const char *name, const char *value)
+{
+	static const char *const evhttp_own[] = {
+	    "Connection",     "Proxy-Connection",  "Date",
+	    "Content-Length", "Transfer-Encoding", "Content-Type"};
+
+	if (strpbrk(name, "\r\n:") != NULL || strpbrk(value, "\r\n") != NULL)
+		return 0;
+	if (strchr("cdptCDPT", name[0]) == NULL || name[0] == '\0')
+		return 1;
+	for (size_t i = 0; i < sizeof evhttp_own / sizeof evhttp_own[0]; i++)
+		if (strcasecmp(name, evhttp_own[i]) == 0)
+			return 0;
+	return 1;
+}
+
+/* Hand the buffered headers of k's request c to evhttp's list. */
+static void
+ev_header_flush(void *c, struct conn *k)
+{
+	if (k == NULL || k->hdr.len == 0)
+		return;
+	conn_add_headers(c, k->hdr.data, k->hdr.len);
+	buf_reset(&k->hdr);
+}
+
+/* A reply header: kept in the connection's buffer (no allocation per
+ * header, no evhttp list), which conn_reply writes after evhttp's list;
+ * others go to evhttp's list behind what is buffered, in order. */
 static void
 ev_header(void *c, const char *name, const char *value)
 {
 	struct evkeyvalq *h = evhttp_request_get_output_headers(c);
+	struct conn *k = conn_of(c);
 
+	if (k != NULL && ev_header_plain(name, value)) {
+		buf_adds(&k->hdr, name);
+		buf_add(&k->hdr, ": ", 2);
+		buf_adds(&k->hdr, value);
+		buf_add(&k->hdr, "\r\n", 2);
+		return;
+	}
+	ev_header_flush(c, k);
 	if (strcmp(name, "Connection") == 0)
 		evhttp_remove_header(h, name);
 	evhttp_add_header(h, name, value);
@@ -208,15 +258,20 @@ ev_header(void *c, const char *name, const char *value)
 static void
 ev_reply(void *c, int status, const char *ctype, const char *body, size_t n)
 {
-	evhttp_add_header(evhttp_request_get_output_headers(c), "Content-Type",
-	                  ctype);
-	evbuffer_add(evhttp_request_get_output_buffer(c), body, n);
-	evhttp_send_reply(c, status, http_reason(status), NULL);
+	struct conn *k = conn_of(c);
+
+	if (k != NULL && k->hdr.oom) /* a header could not be kept */
+		buf_reset(&k->hdr);
+	conn_reply(c, status, http_reason(status), ctype, k ? &k->hdr : NULL,
+	           body, n);
+	if (k != NULL)
+		buf_reset(&k->hdr);
 }
 
 static void
 ev_start(void *c, int status, const char *ctype)
 {
+	ev_header_flush(c, conn_of(c));
 	evhttp_add_header(evhttp_request_get_output_headers(c), "Content-Type",
 	                  ctype);
 	conn_stream_start(c);
@@ -280,8 +335,10 @@ ev_attach(void *c, struct req *r)
 {
 	struct conn *k = conn_of(c);
 
-	if (k)
+	if (k) {
 		k->req = r;
+		buf_reset(&k->hdr);
+	}
 }
 
 /* The engine is done with the request: its connection is idle again and
@@ -295,6 +352,9 @@ ev_detach(void *c, struct req *r)
 	if (k == NULL)
 		return;
 	k->req = NULL;
+	if (k->hdr.cap > CONN_HDR_KEEP)
+		buf_free(&k->hdr);
+	buf_reset(&k->hdr);
 	bufferevent_setwatermark(evhttp_connection_get_bufferevent(k->evcon),
 	                         EV_READ, 0, 0);
 }

@@ -15,7 +15,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/queue.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -23,7 +25,9 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/http_struct.h>
+#include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
+#include <event2/util.h>
 
 #include "common/buf.h"
 #include "common/clock.h"
@@ -151,7 +155,7 @@ scan_reqline(struct conn_scan *s, const char **why)
 	s->line[kept] = '\0';
 	sp = memchr(s->line, ' ', kept);
 	mlen = sp ? (size_t)(sp - s->line) : kept;
-	snprintf(s->method, sizeof s->method, "%.*s", (int)mlen, s->line);
+	buf_copy(s->method, sizeof s->method, s->line, mlen);
 	path = sp ? sp + 1 : "";
 	s->anthropic = strncmp(path, "/v1/messages", 12) == 0 ||
 	               strncmp(path, "/messages", 9) == 0;
@@ -928,6 +932,168 @@ conn_stream_start(struct evhttp_request *req)
 	                     "Connection");
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Connection",
 	                  "close");
+}
+
+/* ---- replies without printf ---- */
+
+/* The Date header's value (RFC 1123, as evhttp writes it), formatted once
+ * a second. */
+static const char *
+conn_date(void)
+{
+	static time_t last = -1;
+	static char date[64];
+	time_t now = time(NULL);
+	struct tm tm;
+
+	if (now != last && gmtime_r(&now, &tm) != NULL) {
+		evutil_date_rfc1123(date, sizeof date, &tm);
+		last = now;
+	}
+	return date;
+}
+
+/* Whether conn_reply may write req's reply itself: HTTP/1.1 from the
+ * client, not a proxy request, a reply that has a body, nothing queued in
+ * evhttp's output buffer. */
+static int
+conn_reply_plain(struct evhttp_request *req, int status)
+{
+	return req->evcon != NULL && req->major == 1 && req->minor == 1 &&
+	       !(req->flags & EVHTTP_PROXY_REQUEST) &&
+	       req->type != EVHTTP_REQ_HEAD &&
+	       req->type != EVHTTP_REQ_CONNECT && status >= 200 &&
+	       status != 204 && status != 304 &&
+	       evbuffer_get_length(req->output_buffer) == 0;
+}
+
+/* Append "key: value\r\n" to b. */
+static void
+conn_head_line(struct buf *b, const char *key, const char *value)
+{
+	buf_adds(b, key);
+	buf_add(b, ": ", 2);
+	buf_adds(b, value);
+	buf_add(b, "\r\n", 2);
+}
+
+/* The head evhttp_send_reply would write for req (status line, the output
+ * headers in order, then Content-Type, Date, Content-Length and Connection:
+ * close as evhttp adds them), into b. */
+static void
+conn_reply_head(struct buf *b, struct evhttp_request *req, int status,
+                const char *reason, const char *ctype, const struct buf *extra,
+                size_t n)
+{
+	const char *conn = evhttp_find_header(req->input_headers, "Connection");
+	int close = conn != NULL && evutil_ascii_strcasecmp(conn, "close") == 0;
+	int date = 0, clen = 0;
+	struct evkeyval *h;
+	char num[BUF_NUM_MAX];
+
+	buf_add(b, "HTTP/1.1 ", 9);
+	buf_add(b, num, buf_fmt_u(num, (unsigned)status));
+	buf_addc(b, ' ');
+	buf_adds(b, reason);
+	buf_add(b, "\r\n", 2);
+	TAILQ_FOREACH(h, req->output_headers, next)
+	{
+		if (close &&
+		    (evutil_ascii_strcasecmp(h->key, "Connection") == 0 ||
+		     evutil_ascii_strcasecmp(h->key, "Proxy-Connection") == 0))
+			continue;
+		if (evutil_ascii_strcasecmp(h->key, "Date") == 0)
+			date = 1;
+		else if (evutil_ascii_strcasecmp(h->key, "Content-Length") ==
+		             0 ||
+		         evutil_ascii_strcasecmp(h->key, "Transfer-Encoding") ==
+		             0)
+			clen = 1;
+		conn_head_line(b, h->key, h->value);
+	}
+	if (extra != NULL && extra->len > 0)
+		buf_add(b, extra->data, extra->len);
+	conn_head_line(b, "Content-Type", ctype);
+	if (!date)
+		conn_head_line(b, "Date", conn_date());
+	if (!clen) {
+		buf_add(b, "Content-Length: ", 16);
+		buf_add(b, num, buf_fmt_u(num, n));
+		buf_add(b, "\r\n", 2);
+	}
+	if (close)
+		buf_add(b, "Connection: close\r\n", 19);
+	buf_add(b, "\r\n", 2);
+}
+
+/* Move "Name: value\r\n" lines (as conn_reply takes them) into req's
+ * output headers, in order. */
+void
+conn_add_headers(struct evhttp_request *req, const char *p, size_t n)
+{
+	const char *end = p + n, *colon, *eol;
+	char *line;
+
+	while (p < end && (eol = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+		if ((line = strndup(p, (size_t)(eol - 1 - p))) != NULL &&
+		    (colon = strstr(line, ": ")) != NULL) {
+			line[colon - line] = '\0';
+			evhttp_add_header(req->output_headers, line, colon + 2);
+		}
+		free(line);
+		p = eol + 1;
+	}
+}
+
+/* Send a whole reply: the bytes evhttp_send_reply would send, written
+ * without its printf per header line; evhttp then finishes the request as
+ * for a reply of its own (keep-alive or close, the next request). */
+void
+conn_reply(struct evhttp_request *req, int status, const char *reason,
+           const char *ctype, const struct buf *extra, const char *body,
+           size_t n)
+{
+	static struct buf head; /* reused, never shrunk */
+	struct bufferevent *bev;
+	struct evbuffer *out;
+	bufferevent_data_cb rd, wr;
+	bufferevent_event_cb ev;
+	void *arg;
+
+	buf_reset(&head);
+	if (!conn_reply_plain(req, status) ||
+	    (conn_reply_head(&head, req, status, reason, ctype, extra, n),
+	     head.oom)) {
+		if (extra != NULL)
+			conn_add_headers(req, extra->data, extra->len);
+		evhttp_add_header(req->output_headers, "Content-Type", ctype);
+		evbuffer_add(req->output_buffer, body, n);
+		evhttp_send_reply(req, status, reason, NULL);
+		return;
+	}
+	bev = evhttp_connection_get_bufferevent(req->evcon);
+	out = bufferevent_get_output(bev);
+	evbuffer_add(out, head.data, head.len);
+	evbuffer_add(out, body, n);
+	req->response_code = status;
+	/* as evhttp_send does: no read callback while writing, only close
+	 * detection; the write callback (evhttp's) runs evcon->cb, which
+	 * evhttp_send_reply_end sets to finish the request */
+	bufferevent_getcb(bev, &rd, &wr, &ev, &arg);
+	if (rd != NULL)
+		bufferevent_setcb(bev, NULL, wr, ev, arg);
+	evhttp_send_reply_end(req);
+	/* Write now rather than after a round of the loop for EPOLLOUT (two
+	 * epoll_ctl calls and a wakeup saved); when it all went, the write
+	 * callback runs deferred, later in this round, as if the bufferevent
+	 * had written it (the buffer's start frozen again, as it leaves it). */
+	evbuffer_unfreeze(out, 1); /* as bufferevent_sock.c writes */
+	evbuffer_write(out, bufferevent_getfd(bev));
+	evbuffer_freeze(out, 1);
+	if (evbuffer_get_length(out) == 0)
+		bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
+	else
+		bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
 /* ---- accept errors ---- */

@@ -73,6 +73,16 @@ void conn_busy(struct evhttp_request *);
 /* A stream reply is about to start: an HTTP/1.0 client learns its end by
  * the connection closing, so the connection is not kept alive. */
 void conn_stream_start(struct evhttp_request *);
+/* Send a whole reply to req (status, reason phrase, Content-Type, body):
+ * the same bytes as evhttp_send_reply, without its printf per header line
+ * for HTTP/1.1 clients; evhttp_send_reply for the others. extra (or NULL)
+ * holds more headers, "Name: value\r\n" lines that come after req's
+ * output headers. */
+void conn_reply(struct evhttp_request *, int status, const char *reason,
+                const char *ctype, const struct buf *extra, const char *body,
+                size_t n);
+/* Add "Name: value\r\n" lines to req's output headers, in order. */
+void conn_add_headers(struct evhttp_request *, const char *, size_t);
 /* accept() failed on a listener (evconnlistener error callback). */
 void conn_accept_error(struct evconnlistener *, void *);
 /* Whether the listeners are backed off after EMFILE. */

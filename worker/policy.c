@@ -18,9 +18,11 @@
  *   session    when a group has affinity, the request's session key
  */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "worker/policy.h"
 
 /* Headers and fields that carry a session, most specific first. */
@@ -183,7 +185,7 @@ pol_add(struct policy *p, const struct group_cfg *g, const char *cap)
 		return 0;
 	c = &p->cand[p->ncand++];
 	c->g = *g;
-	snprintf(c->capture, sizeof c->capture, "%s", cap);
+	buf_copy(c->capture, sizeof c->capture, cap, SIZE_MAX);
 	return 0;
 }
 

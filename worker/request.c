@@ -501,12 +501,12 @@ static void
 req_common_headers(struct req *r)
 {
 	const struct client_ops *o = r->s.ops;
-	char n[16];
+	char n[BUF_NUM_MAX];
 
 	o->header(r->s.c, "x-request-id", r->s.id);
 	if (r->s.ig->id_header)
 		o->header(r->s.c, r->s.ig->id_header, r->s.id);
-	snprintf(n, sizeof n, "%d", r->s.attempts);
+	buf_fmt_d(n, r->s.attempts);
 	o->header(r->s.c, "x-llmfd-attempts", n);
 	if (r->s.served >= 0) {
 		o->header(r->s.c, "x-llmfd-deployment", dname(r, r->s.served));
@@ -769,13 +769,15 @@ req_finish(struct req *r, const struct req_end *e)
 {
 	int status = e->status, streaming = r->s.phase == REQ_STREAMING;
 	const char *code = e->type ? (e->code ? e->code : e->type) : NULL;
-	char who[160];
+	char who[160] = "";
 
 	if (r->s.phase == REQ_DONE)
 		return;
 	if (e->type && r->s.ig->map_status)
 		status = r->s.ig->map_status(status);
-	req_who(r, who, sizeof who);
+	if (log_enabled(r->s.c && e->type && streaming ? LOG_LVL_WARN
+	                                               : LOG_LVL_INFO))
+		req_who(r, who, sizeof who); /* only for a line logged */
 	if (r->s.c == NULL) {
 		log_info("%s client went away after %d ms; cancelling%s",
 		         r->s.id, req_elapsed_ms(r), who);
@@ -2289,8 +2291,8 @@ att_won(struct attempt *a, const struct usage *u)
 	r->s.native = a->st.native;
 	r->s.usage = *u;
 	r->s.ttft_us = a->st.ttft_us;
-	snprintf(r->s.served_model, sizeof r->s.served_model, "%s",
-	         a->st.pc.model ? a->st.pc.model : "");
+	buf_copy(r->s.served_model, sizeof r->s.served_model,
+	         a->st.pc.model ? a->st.pc.model : "", SIZE_MAX);
 }
 
 /* A whole non-stream reply arrived: translate, encode and answer. */
@@ -2621,17 +2623,34 @@ req_fwd_headers(struct req *r)
 
 	for (; h && *h; h++)
 		if ((v = r->s.ops->get_header(r->s.c, *h)) != NULL &&
-		    strpbrk(v, "\r\n") == NULL)
-			buf_printf(&r->fwd, "%s: %s\r\n", *h, v);
+		    strpbrk(v, "\r\n") == NULL) {
+			buf_adds(&r->fwd, *h);
+			buf_add(&r->fwd, ": ", 2);
+			buf_adds(&r->fwd, v);
+			buf_add(&r->fwd, "\r\n", 2);
+		}
 }
 
 /* A fresh request id; see request.h. */
 void
 req_new_id(struct worker *w, char *id, size_t n)
 {
+	char t[48], *q = t + sizeof t;
+	uint64_t k = ++w->next_id;
+	unsigned pid;
+
 	if (w->pid == 0)
 		w->pid = (unsigned)getpid();
-	snprintf(id, n, "req-%x-%" PRIx64, w->pid, ++w->next_id);
+	pid = w->pid; /* "req-%x-%" PRIx64, without printf */
+	do
+		*--q = "0123456789abcdef"[k & 15];
+	while ((k >>= 4) != 0);
+	*--q = '-';
+	do
+		*--q = "0123456789abcdef"[pid & 15];
+	while ((pid >>= 4) != 0);
+	memcpy(q -= 4, "req-", 4);
+	buf_copy(id, n, q, (size_t)(t + sizeof t - q));
 }
 
 /* Serve one client request whose body is in holder b. */

@@ -26,11 +26,8 @@
 void
 server_send_json(struct evhttp_request *req, int status, struct buf *b)
 {
-	evhttp_add_header(evhttp_request_get_output_headers(req),
-	                  "Content-Type", "application/json");
-	evbuffer_add(evhttp_request_get_output_buffer(req),
-	             b->data ? b->data : "", b->len);
-	evhttp_send_reply(req, status, http_reason(status), NULL);
+	conn_reply(req, status, http_reason(status), "application/json", NULL,
+	           b->data ? b->data : "", b->len);
 }
 
 /* Send an OpenAI-shaped error without a request context. */

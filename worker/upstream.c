@@ -505,6 +505,32 @@ uc_prepare(struct upconn *c, const char *method, const char *path, size_t plen,
 	return c->reqbytes.oom ? -1 : 0;
 }
 
+/* Send the request on a kept-alive connection. Over plain TCP it is
+ * written at once rather than after a round of the loop for EPOLLOUT (two
+ * epoll_ctl calls and a wakeup saved); what the socket does not take, and
+ * all of it over TLS, the bufferevent writes. */
+static void
+uc_send_now(struct upconn *c)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+
+	bufferevent_disable(c->bev, EV_WRITE); /* no write event while adding */
+	bufferevent_enable(c->bev, EV_READ);
+	if (uc_send(c) == -1) {
+		bufferevent_enable(c->bev, EV_WRITE);
+		uc_fail_later(c, "out of memory", NULL);
+		return;
+	}
+	if (c->pool->ctx == NULL) { /* as bufferevent_sock.c writes */
+		evbuffer_unfreeze(out, 1);
+		evbuffer_write_atmost(out, bufferevent_getfd(c->bev),
+		                      UP_WRITE_MAX);
+		evbuffer_freeze(out, 1);
+	}
+	if (evbuffer_get_length(out) > 0)
+		bufferevent_enable(c->bev, EV_WRITE);
+}
+
 /* Send a request on an idle connection, or a new one. */
 struct upconn *
 up_request(struct pool *p, const char *method, const char *path, size_t plen,
@@ -539,9 +565,7 @@ up_request(struct pool *p, const char *method, const char *path, size_t plen,
 	if (!fresh) {
 		c->state = UC_BUSY;
 		bufferevent_setcb(c->bev, uc_read_cb, NULL, uc_event_cb, c);
-		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-		if (uc_send(c) == -1)
-			uc_fail_later(c, "out of memory", NULL);
+		uc_send_now(c);
 	} else if (p->sslen &&
 	           (p->is_ip || clock_ms() - p->resolved_ms < DNS_TTL_MS)) {
 		uc_connect(c);
@@ -686,15 +710,29 @@ uc_ratelimit(struct upconn *c, const char *name, const char *v)
 	return 0;
 }
 
+/* Whether v holds word (lower case), ignoring case: strcasestr without
+ * its set-up cost on these short values. */
+static int
+hdr_has(const char *v, const char *word)
+{
+	size_t n = strlen(word);
+
+	for (; *v; v++)
+		if ((*v | 0x20) == word[0] && strncasecmp(v, word, n) == 0)
+			return 1;
+	return 0;
+}
+
 /* Keep the headers we act on. */
 static void
 uc_header(struct upconn *c, char *line)
 {
 	char *v = strchr(line, ':');
-	size_t n;
+	size_t n, ln;
 
 	if (v == NULL)
 		return;
+	ln = (size_t)(v - line);
 	*v++ = '\0';
 	while (*v == ' ' || *v == '\t')
 		v++;
@@ -705,34 +743,35 @@ uc_header(struct upconn *c, char *line)
 	     line[0] == 'A') &&
 	    uc_ratelimit(c, line, v))
 		return;
-	if (strcasecmp(line, "content-length") == 0)
+		/* names compared only when the length matches */
+#define IS(name) (ln == sizeof name - 1 && strcasecmp(line, name) == 0)
+	if (IS("content-length"))
 		c->resp.content_length = hdr_int(v);
-	else if (strcasecmp(line, "transfer-encoding") == 0)
-		c->resp.chunked = strcasestr(v, "chunked") != NULL;
-	else if (strcasecmp(line, "connection") == 0) {
-		if (strcasestr(v, "close"))
+	else if (IS("transfer-encoding"))
+		c->resp.chunked = hdr_has(v, "chunked");
+	else if (IS("connection")) {
+		if (hdr_has(v, "close"))
 			c->resp.keepalive = 0;
-		else if (strcasestr(v, "keep-alive"))
+		else if (hdr_has(v, "keep-alive"))
 			c->resp.keepalive = 1;
-	} else if (strcasecmp(line, "content-type") == 0) {
-		c->resp.event_stream = strcasestr(v, "event-stream") != NULL;
-		c->resp.amz_eventstream =
-		    strcasestr(v, "vnd.amazon.eventstream") != NULL;
-	} else if (strcasecmp(line, "x-amzn-errortype") == 0)
+	} else if (IS("content-type")) {
+		c->resp.event_stream = hdr_has(v, "event-stream");
+		c->resp.amz_eventstream = hdr_has(v, "vnd.amazon.eventstream");
+	} else if (IS("x-amzn-errortype"))
 		snprintf(c->resp.error_type, sizeof c->resp.error_type, "%.*s",
 		         (int)strcspn(v, ":"), v);
-	else if (strcasecmp(line, "x-should-retry") == 0)
+	else if (IS("x-should-retry"))
 		c->resp.should_retry = strcasecmp(v, "true") == 0;
-	else if (strcasecmp(line, "retry-after-ms") == 0 ||
-	         strcasecmp(line, "x-ms-retry-after-ms") == 0 ||
-	         strcasecmp(line, "retry-after") == 0) {
-		int64_t ms = strcasecmp(line, "retry-after") == 0
+	else if (IS("retry-after-ms") || IS("x-ms-retry-after-ms") ||
+	         IS("retry-after")) {
+		int64_t ms = IS("retry-after")
 		                 ? classify_retry_after(NULL, NULL, v)
 		                 : classify_retry_after(v, NULL, NULL);
-		if (ms >= 0 && (c->resp.retry_after_ms < 0 ||
-		                strcasecmp(line, "retry-after") != 0))
+		if (ms >= 0 &&
+		    (c->resp.retry_after_ms < 0 || !IS("retry-after")))
 			c->resp.retry_after_ms = ms;
 	}
+#undef IS
 }
 
 /* Parse the status line; -1 if it is not HTTP. */
@@ -820,8 +859,25 @@ static int
 uc_readline(struct evbuffer *in, char *line, size_t *n)
 {
 	size_t eol = 0;
-	struct evbuffer_ptr p =
-	    evbuffer_search_eol(in, NULL, &eol, EVBUFFER_EOL_CRLF);
+	struct evbuffer_iovec v;
+	struct evbuffer_ptr p;
+	const char *lf;
+
+	/* the common case, the line in the first chunk: found with memchr,
+	 * copied, drained (search_eol, remove and drain cost three times it) */
+	if (evbuffer_peek(in, -1, NULL, &v, 1) >= 1 && v.iov_len > 0 &&
+	    (lf = memchr(v.iov_base, '\n', v.iov_len)) != NULL &&
+	    (size_t)(lf - (const char *)v.iov_base) < UP_LINE_MAX) {
+		*n = (size_t)(lf - (const char *)v.iov_base);
+		eol = *n + 1;
+		if (*n > 0 && lf[-1] == '\r')
+			--*n;
+		memcpy(line, v.iov_base, *n);
+		line[*n] = '\0';
+		evbuffer_drain(in, eol);
+		return 1;
+	}
+	p = evbuffer_search_eol(in, NULL, &eol, EVBUFFER_EOL_CRLF);
 
 	if (p.pos < 0)
 		return evbuffer_get_length(in) > UP_LINE_MAX ? -1 : 0;
@@ -995,7 +1051,8 @@ up_parse(const char *p, size_t n, size_t chunk, int64_t max_bytes,
 		chunk = n ? n : 1;
 	while (rc == 0 && c.pstate != P_DONE && off < n) {
 		k = n - off < chunk ? n - off : chunk;
-		evbuffer_add(in, p + off, k);
+		/* each piece a chunk of its own, so lines span chunks */
+		evbuffer_add_reference(in, p + off, k, NULL, NULL);
 		off += k;
 		rc = uc_parse(&c, in);
 	}

@@ -90,9 +90,9 @@ void up_abort(struct upconn *);
  * reply larger than N bytes"). */
 void up_set_max_reply(int64_t);
 /* The response parser alone (tests, fuzzing): feed p in pieces of at most
- * chunk bytes (0: at once); callbacks as for up_request. 1 if the reply
- * completed, 0 if it needs more bytes, -1 if malformed, -2 if larger than
- * max_bytes. */
+ * chunk bytes (0: at once), each a chunk of the buffer of its own; callbacks as
+ * for up_request. 1 if the reply completed, 0 if it needs more bytes, -1 if
+ * malformed, -2 if larger than max_bytes. */
 int up_parse(const char *p, size_t n, size_t chunk, int64_t max_bytes,
              const struct up_cbs *, void *arg);
 

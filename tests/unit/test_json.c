@@ -860,3 +860,30 @@ Test(json, long_string_scanner_every_offset)
 				          "off %d special %zu", off, k);
 		}
 }
+
+/* json_eq and json_get by length first: an escaped text decodes to the
+ * shorter string, never to its own raw spelling. */
+Test(json, eq_and_get_with_escapes)
+{
+	const char *doc = "{\"\\\"\":1,\"m\\u006fdel\":2,\"ab\":3,\"a\":4}";
+	int q, m, ab, a;
+
+	cr_assert_eq(json_parse(&j, doc, strlen(doc)), 0);
+	q = 1;
+	m = json_next(&j, q + 1);
+	ab = json_next(&j, m + 1);
+	a = json_next(&j, ab + 1);
+	cr_assert(json_eq(&j, q, "\""));
+	cr_assert(!json_eq(&j, q, "\\\""));
+	cr_assert(json_eq(&j, m, "model"));
+	cr_assert(!json_eq(&j, m, "m\\u006fdel"));
+	cr_assert(json_eq(&j, ab, "ab"));
+	cr_assert(!json_eq(&j, ab, "a"));
+	cr_assert(!json_eq(&j, a, "ab"));
+	cr_assert(!json_eq(&j, ab, "abc"));
+	cr_assert_eq(json_get(&j, 0, "model"), m + 1);
+	cr_assert_eq(json_get(&j, 0, "\""), q + 1);
+	cr_assert_eq(json_get(&j, 0, "a"), a + 1);
+	cr_assert_eq(json_get(&j, 0, "mo"), -1);
+	json_free(&j);
+}

@@ -487,3 +487,22 @@ Test(upstream, pool_trim_closes_idle_connections)
 	for (int i = 0; i < 3; i++)
 		buf_free(&c[i].body);
 }
+
+/* Header lines ending in CRLF or a bare LF, whole in one chunk or split
+ * anywhere between chunks (the CR apart from its LF too), parse alike. */
+Test(upstream, lines_across_chunks)
+{
+	const char *t = "HTTP/1.1 201 Created\r\nX-A: 1\nContent-Length: 2\r\n"
+	                "Connection: keep-alive\n\r\nok";
+
+	for (size_t chunk = 0; chunk < 12; chunk++) {
+		struct seen s;
+
+		cr_assert(eq(int, parse(&s, t, chunk, 4096), 1), "chunk %zu",
+		          chunk);
+		cr_assert(eq(int, s.status, 201));
+		cr_assert(eq(i64, s.content_length, 2));
+		cr_assert(strcmp(buf_cstr(&s.body), "ok") == 0);
+		buf_free(&s.body);
+	}
+}

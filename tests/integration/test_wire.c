@@ -1,0 +1,378 @@
+/* The bytes of a reply on the wire, which conn_reply writes itself for
+ * HTTP/1.1 clients: the status line, llmfd's headers in order, then
+ * Content-Type, Date (RFC 1123), Content-Length and, when the client asked
+ * for it, Connection: close, as evhttp_send_reply wrote them; pipelined
+ * requests each get their reply on one kept-alive connection; HTTP/1.0
+ * keeps evhttp's own replies; replies and upstream requests larger than
+ * a socket takes at once (written directly, the rest by the bufferevent)
+ * arrive whole on kept-alive connections. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include "common/buf.h"
+#include "tests/integration/harness.h"
+
+#define CHAT "/v1/chat/completions"
+#define BODY                                                                   \
+	"{\"model\":\"main\",\"messages\":[{\"role\":\"user\",\"content\":"    \
+	"\"hi\"}]}"
+#define CONF                                                                   \
+	"daemon = { workers = 1; listen = \"llmfd.sock\";\n"                   \
+	"  health_table = \"health\"; log_level = \"info\"; };\n"              \
+	"router = { num_retries = 0; };\n"                                     \
+	"deployments = (\n"                                                    \
+	"  { name = \"primary\"; group = \"main\"; provider = \"openai\";\n"   \
+	"    base_url = \"http://127.0.0.1:%d/v1\"; model = \"m-a\"; }\n);\n"
+
+TestSuite(wire, .init = h_setup, .fini = h_teardown, .timeout = 60);
+
+static struct h_mock mock;
+
+/* A chat request on HTTP/1.1 with extra header lines. */
+static const char *
+chat(const char *headers)
+{
+	return h_fmt("POST " CHAT " HTTP/1.1\r\nHost: x\r\n%sContent-Length: "
+	             "%zu\r\n\r\n%s",
+	             headers, strlen(BODY), BODY);
+}
+
+/* The head of a chat request with a body of n bytes (harness-owned). */
+static const char *
+chat_head(size_t n)
+{
+	return h_fmt("POST " CHAT " HTTP/1.1\r\nHost: x\r\nContent-Length: "
+	             "%zu\r\n\r\n",
+	             n);
+}
+
+/* Start the mock and llmfd in front of it. */
+static void
+start(void)
+{
+	pid_t m;
+
+	h_mock_start(&mock, "a", NULL);
+	m = h_llmfd_start(CONF, mock.port);
+	cr_assert(m > 0);
+}
+
+/* Send req on a new connection and read until the peer closes (or 5 s
+ * pass); the text read (harness-owned). */
+static char *
+exchange(const char *req)
+{
+	int fd = h_connect_unix(h_sock());
+	char *t = malloc(1 << 16);
+	size_t n = 0;
+	long t0 = h_now_ms();
+
+	cr_assert(fd >= 0 && t != NULL);
+	cr_assert(eq(int, h_send_all(fd, req, strlen(req)), 0));
+	while (n < (1 << 16) - 1 && h_now_ms() - t0 < 5000) {
+		struct pollfd p = {fd, POLLIN, 0};
+		ssize_t k;
+
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		if ((k = recv(fd, t + n, (1 << 16) - 1 - n, 0)) <= 0)
+			break;
+		n += (size_t)k;
+	}
+	close(fd);
+	t[n] = '\0';
+	return h_fmt("%s", t);
+}
+
+/* One reply's head starting at *p (through its blank line), checked
+ * against the expected order; *p moves past the reply's body. The head
+ * returned is harness-owned. */
+static char *
+next_reply(const char **p, int want_close)
+{
+	const char *h = *p, *end = strstr(h, "\r\n\r\n"), *d;
+	char *head, day[4], mon[4];
+	int mday, year, hh, mm, ss, used = 0;
+	long clen;
+
+	cr_assert(end != NULL, "no reply in: %s", h);
+	head = h_fmt("%.*s", (int)(end - h + 4), h);
+	cr_assert(strncmp(head, "HTTP/1.1 200 OK\r\nx-request-id: req-", 35) ==
+	              0,
+	          "%s", head);
+	d = strstr(head, "\r\nx-llmfd-attempts: 1\r\nx-llmfd-deployment: "
+	                 "primary\r\nx-llmfd-provider: openai\r\n"
+	                 "Content-Type: application/json\r\nDate: ");
+	cr_assert(d != NULL, "%s", head);
+	d = strstr(d, "Date: ") + 6;
+	cr_assert(eq(int,
+	             sscanf(d, "%3s, %2d %3s %4d %2d:%2d:%2d GMT\r\n%n", day,
+	                    &mday, mon, &year, &hh, &mm, &ss, &used),
+	             7),
+	          "%s", head);
+	cr_assert(year >= 2024 && strstr("SunMonTueWedThuFriSat", day) &&
+	              strstr("JanFebMarAprMayJunJulAugSepOctNovDec", mon),
+	          "%s", head);
+	cr_assert(strncmp(d + 3, ", ", 2) == 0 && d[7] == ' ', "%s", head);
+	d += used;
+	cr_assert(eq(int, sscanf(d, "Content-Length: %ld\r\n", &clen), 1), "%s",
+	          head);
+	d = strchr(d, '\n') + 1;
+	cr_assert(
+	    strcmp(d, want_close ? "Connection: close\r\n\r\n" : "\r\n") == 0,
+	    "%s", head);
+	cr_assert(strlen(end + 4) >= (size_t)clen);
+	cr_assert(h_json_valid(h_fmt("%.*s", (int)clen, end + 4)));
+	*p = end + 4 + clen;
+	return head;
+}
+
+/* Two pipelined HTTP/1.1 requests, the second asking to close: two
+ * replies in evhttp's header order, then the close. */
+Test(wire, http11_reply_head)
+{
+	const char *req = chat(""), *last = chat("Connection: close\r\n");
+	const char *t, *p;
+
+	start();
+	t = exchange(h_fmt("%s%s", req, last));
+	p = t;
+	next_reply(&p, 0);
+	next_reply(&p, 1);
+	cr_assert(strlen(p) == 0, "%s", t);
+}
+
+/* An error reply and /healthz take the same path. */
+Test(wire, http11_error_and_health)
+{
+	const char *t;
+
+	start();
+	t = exchange(h_req_text("POST", CHAT,
+	                        "Host: x\r\nConnection: close\r\n", "{x}"));
+	cr_assert(
+	    strncmp(t, "HTTP/1.1 400 Bad Request\r\nx-request-id: ", 40) == 0,
+	    "%s", t);
+	cr_assert(strstr(t, "\r\nx-llmfd-attempts: 0\r\nContent-Type: "
+	                    "application/json\r\nDate: ") != NULL,
+	          "%s", t);
+	cr_assert(strstr(t, " GMT\r\nContent-Length: 129\r\nConnection: "
+	                    "close\r\n\r\n{\"error\":") != NULL,
+	          "%s", t);
+	t = exchange("GET /healthz HTTP/1.1\r\nHost: x\r\n"
+	             "Connection: close\r\n\r\n");
+	cr_assert(strncmp(t,
+	                  "HTTP/1.1 200 OK\r\nContent-Type: application/json"
+	                  "\r\nDate: ",
+	                  52) == 0,
+	          "%s", t);
+	cr_assert(strstr(t, " GMT\r\nContent-Length: ") != NULL, "%s", t);
+	cr_assert(
+	    strstr(t, "\r\nConnection: close\r\n\r\n{\"status\":\"ok\"") !=
+	        NULL,
+	    "%s", t);
+}
+
+/* HTTP/1.0: evhttp's reply, llmfd's headers handed to it in order (no
+ * Date; Content-Length and Connection: keep-alive only when asked to keep
+ * the connection). */
+Test(wire, http10_reply_head)
+{
+	const char *t;
+
+	start();
+	t = exchange(h_fmt("POST " CHAT " HTTP/1.0\r\nContent-Length: %zu\r\n"
+	                   "\r\n%s",
+	                   strlen(BODY), BODY));
+	cr_assert(strncmp(t, "HTTP/1.0 200 OK\r\nx-request-id: req-", 35) == 0,
+	          "%s", t);
+	cr_assert(strstr(t, "\r\nx-llmfd-attempts: 1\r\nx-llmfd-deployment: "
+	                    "primary\r\nx-llmfd-provider: openai\r\n"
+	                    "Content-Type: application/json\r\n\r\n{") != NULL,
+	          "%s", t);
+	cr_assert(strstr(t, "Date:") == NULL, "%s", t);
+}
+
+/* ---- large writes ---- */
+
+#define BIG_REPLY (3 << 20) /* reply content bytes */
+#define BIG_BODY  (6 << 20) /* request content bytes */
+#define SLOW_MS   300       /* before the fake upstream reads a request */
+
+/* Read exactly n bytes from fd (blocking, 10 s at most); 0 or -1. */
+static int
+read_n(int fd, char *p, size_t n)
+{
+	long t0 = h_now_ms();
+
+	while (n > 0 && h_now_ms() - t0 < 10000) {
+		struct pollfd q = {fd, POLLIN, 0};
+		ssize_t k;
+
+		if (poll(&q, 1, 100) <= 0)
+			continue;
+		if ((k = recv(fd, p, n, 0)) <= 0)
+			return -1;
+		p += k;
+		n -= (size_t)k;
+	}
+	return n == 0 ? 0 : -1;
+}
+
+/* Read one HTTP message with Content-Length from fd: the head into *head,
+ * the body into *body (both malloc'd); the body length, or -1. */
+static long
+read_message(int fd, char **head, char **body)
+{
+	struct buf h = {0};
+	char c;
+	const char *cl;
+	long n;
+
+	while (h.len < 4 || memcmp(h.data + h.len - 4, "\r\n\r\n", 4) != 0) {
+		if (read_n(fd, &c, 1) == -1)
+			return -1;
+		buf_addc(&h, c);
+	}
+	buf_cstr(&h);
+	if ((cl = strcasestr(h.data, "\ncontent-length:")) == NULL)
+		return -1;
+	n = strtol(cl + 16, NULL, 10);
+	*head = h.data;
+	if ((*body = malloc((size_t)n + 1)) == NULL ||
+	    read_n(fd, *body, (size_t)n) == -1)
+		return -1;
+	(*body)[n] = '\0';
+	return n;
+}
+
+/* The fake upstream's loop on one connection: wait SLOW_MS, read a
+ * request, answer a chat completion whose content says how many body
+ * bytes came ("got N ") and is BIG_REPLY bytes long; keep-alive. */
+static void
+slow_serve(int c)
+{
+	char *head, *body, pre[64];
+	long n;
+
+	for (;;) {
+		struct buf r = {0};
+		int k;
+
+		h_sleep_ms(SLOW_MS);
+		if ((n = read_message(c, &head, &body)) < 0)
+			return;
+		k = snprintf(pre, sizeof pre, "got %ld ", n);
+		buf_adds(&r, "{\"id\":\"x\",\"object\":\"chat.completion\","
+		             "\"created\":1,\"model\":\"m-a\",\"choices\":[{"
+		             "\"index\":0,\"message\":{\"role\":\"assistant\","
+		             "\"content\":\"");
+		buf_adds(&r, pre);
+		for (int i = k; i < BIG_REPLY; i++)
+			buf_addc(&r, 'a');
+		buf_adds(&r, "\"},\"finish_reason\":\"stop\"}],\"usage\":{"
+		             "\"prompt_tokens\":1,\"completion_tokens\":1,"
+		             "\"total_tokens\":2}}");
+		dprintf(c,
+		        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+		        "Content-Length: %zu\r\n\r\n",
+		        r.len);
+		if (h_send_all(c, r.data, r.len) == -1)
+			return;
+		buf_free(&r);
+		free(head);
+		free(body);
+	}
+}
+
+/* Fork the fake upstream on 127.0.0.1; its port. */
+static int
+slow_upstream(void)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	socklen_t len = sizeof sin;
+	int fd = socket(AF_INET, SOCK_STREAM, 0), c, rcv = 32768;
+	pid_t pid;
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert(fd >= 0);
+	/* a small window: llmfd's send buffer cannot take a whole request */
+	cr_assert(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv) == 0);
+	cr_assert(bind(fd, (struct sockaddr *)&sin, sizeof sin) == 0);
+	cr_assert(listen(fd, 16) == 0);
+	cr_assert(getsockname(fd, (struct sockaddr *)&sin, &len) == 0);
+	if ((pid = fork()) == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		signal(SIGPIPE, SIG_IGN);
+		for (;;) {
+			if ((c = accept(fd, NULL, NULL)) == -1)
+				continue;
+			slow_serve(c);
+			close(c);
+		}
+	}
+	close(fd);
+	cr_assert(pid > 0);
+	return ntohs(sin.sin_port);
+}
+
+/* Two 6 MB requests in turn on one client connection (the second on the
+ * kept-alive upstream connection, which reads slowly), each answered with
+ * 3 MB that the client reads only after a pause: every byte arrives, in
+ * order, and the connection stays usable. */
+Test(wire, large_writes_on_kept_alive_connections)
+{
+	struct buf b = {0};
+	int fd;
+
+	pid_t m;
+
+	buf_adds(&b, "{\"model\":\"main\",\"messages\":[{\"role\":\"user\","
+	             "\"content\":\"");
+	for (int i = 0; i < BIG_BODY; i++)
+		buf_addc(&b, 'q');
+	buf_adds(&b, "\"}]}");
+	m = h_llmfd_start(CONF, slow_upstream());
+	cr_assert(m > 0);
+	fd = h_connect_unix(h_sock());
+	cr_assert(fd >= 0);
+	for (int round = 0; round < 2; round++) {
+		char *head, *body, want[64];
+		long n, t0 = h_now_ms();
+
+		cr_assert(eq(
+		    int,
+		    h_send_all(fd, chat_head(b.len), strlen(chat_head(b.len))),
+		    0));
+		cr_assert(eq(int, h_send_all(fd, b.data, b.len), 0));
+		h_sleep_ms(SLOW_MS + 300); /* the reply fills the socket */
+		n = read_message(fd, &head, &body);
+		cr_assert(n > BIG_REPLY, "round %d: %ld", round, n);
+		cr_assert(strncmp(head, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s",
+		          head);
+		/* upstream got the body with "main" replaced by "m-a" */
+		snprintf(want, sizeof want, "got %zu a", b.len - 1);
+		cr_assert(strstr(body, want) != NULL, "round %d: %.120s", round,
+		          body);
+		cr_assert(h_json_valid(body));
+		/* no part of either write waits for a timer */
+		cr_assert(h_now_ms() - t0 < 5000, "round %d: %ld ms", round,
+		          h_now_ms() - t0);
+		free(head);
+		free(body);
+	}
+	close(fd);
+	buf_free(&b);
+}

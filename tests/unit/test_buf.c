@@ -1,0 +1,58 @@
+/* common/buf.c: decimal numbers written without printf. */
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include "common/buf.h"
+
+/* buf_fmt_u and buf_fmt_d agree with printf at the edges. */
+Test(buf, fmt_numbers)
+{
+	const long long sv[] = {0,   1,         -1,        9,        10,
+	                        -10, 123456789, LLONG_MAX, LLONG_MIN};
+	const unsigned long long uv[] = {0, 7, 10, 99, 100, ULLONG_MAX};
+	char got[BUF_NUM_MAX], want[64];
+
+	for (size_t i = 0; i < sizeof sv / sizeof sv[0]; i++) {
+		snprintf(want, sizeof want, "%lld", sv[i]);
+		cr_assert(eq(sz, buf_fmt_d(got, sv[i]), strlen(want)));
+		cr_assert(eq(str, got, want));
+	}
+	for (size_t i = 0; i < sizeof uv / sizeof uv[0]; i++) {
+		snprintf(want, sizeof want, "%llu", uv[i]);
+		cr_assert(eq(sz, buf_fmt_u(got, uv[i]), strlen(want)));
+		cr_assert(eq(str, got, want));
+	}
+}
+
+/* buf_addu and buf_addd append. */
+Test(buf, add_numbers)
+{
+	struct buf b = {0};
+
+	buf_adds(&b, "n=");
+	buf_addu(&b, 42);
+	buf_addc(&b, ',');
+	buf_addd(&b, -7);
+	cr_assert(strcmp(buf_cstr(&b), "n=42,-7") == 0);
+	buf_free(&b);
+}
+
+/* buf_copy stops at n, at a NUL and at the size, as snprintf "%.*s". */
+Test(buf, copy)
+{
+	char d[6];
+
+	cr_assert(eq(sz, buf_copy(d, sizeof d, "abc", 2), 2));
+	cr_assert(eq(str, d, "ab"));
+	cr_assert(eq(sz, buf_copy(d, sizeof d, "a\0bc", 4), 1));
+	cr_assert(eq(str, d, "a"));
+	cr_assert(eq(sz, buf_copy(d, sizeof d, "abcdefgh", SIZE_MAX), 5));
+	cr_assert(eq(str, d, "abcde"));
+	cr_assert(eq(sz, buf_copy(d, 1, "abc", 3), 0));
+	cr_assert(eq(str, d, ""));
+}
