@@ -18,7 +18,9 @@
  *   session    when a group has affinity, the request's session key
  */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "worker/policy.h"
@@ -169,11 +171,42 @@ policy_rule_matches(const struct rule_cfg *r, const struct policy_in *in)
 
 /* ---- candidates ---- */
 
+/* Room for n more pool entries (grown by need, the members of the
+ * candidates that point into it moved along); -1 when memory ran out. */
+static int
+pol_pool_reserve(struct policy *p, int n)
+{
+	ptrdiff_t off[ROUTE_MAX_GROUPS];
+	int cap = p->pool_cap ? p->pool_cap : 16, *np;
+
+	if (p->npool + n <= p->pool_cap)
+		return 0;
+	while (cap < p->npool + n)
+		cap *= 2;
+	for (int i = 0; i < p->ncand; i++) {
+		const int *d = p->cand[i].g.deploy;
+
+		off[i] =
+		    p->pool != NULL && d >= p->pool && d < p->pool + p->pool_cap
+		        ? d - p->pool
+		        : -1;
+	}
+	if ((np = reallocarray(p->pool, (size_t)cap, sizeof *np)) == NULL)
+		return -1;
+	for (int i = 0; i < p->ncand; i++)
+		if (off[i] >= 0)
+			p->cand[i].g.deploy = np + off[i];
+	p->pool = np;
+	p->pool_cap = cap;
+	return 0;
+}
+
 /* Add group g (the star's text cap, "" for none) unless it is there. */
 static int
 pol_add(struct policy *p, const struct group_cfg *g, const char *cap)
 {
 	struct policy_cand *c;
+	int n = p->cand_cap ? 2 * p->cand_cap : 1;
 
 	for (int i = 0; i < p->ncand; i++)
 		if (p->cand[i].g.deploy == g->deploy &&
@@ -181,6 +214,14 @@ pol_add(struct policy *p, const struct group_cfg *g, const char *cap)
 			return 0;
 	if (p->ncand == ROUTE_MAX_GROUPS)
 		return 0;
+	if (p->ncand == p->cand_cap) { /* grown by need: most have one */
+		if (n > ROUTE_MAX_GROUPS)
+			n = ROUTE_MAX_GROUPS;
+		if ((c = reallocarray(p->cand, (size_t)n, sizeof *c)) == NULL)
+			return -1;
+		p->cand = c;
+		p->cand_cap = n;
+	}
 	c = &p->cand[p->ncand++];
 	c->g = *g;
 	snprintf(c->capture, sizeof c->capture, "%s", cap);
@@ -194,7 +235,8 @@ pol_synthetic(struct policy *p, const char *name, const int *idx, int n)
 {
 	struct group_cfg g;
 
-	if (n == 0 || p->npool + n > POLICY_POOL)
+	if (n == 0 || p->npool + n > POLICY_POOL ||
+	    pol_pool_reserve(p, n) == -1)
 		return -1;
 	memset(&g, 0, sizeof g);
 	snprintf(g.name, sizeof g.name, "%s", name);
@@ -306,8 +348,14 @@ pol_member_ok(const struct policy *p, const struct cfg *cfg, int d)
 static void
 pol_filter(struct policy *p, const struct cfg *cfg)
 {
-	int k = 0, n, *out;
+	int k = 0, n = 0, *out;
 
+	for (int i = 0; i < p->ncand; i++)
+		n += p->cand[i].g.ndeploy;
+	if (n > POLICY_POOL - p->npool)
+		n = POLICY_POOL - p->npool;
+	if (pol_pool_reserve(p, n) == -1)
+		return; /* unfiltered: the routing checks still apply */
 	for (int i = 0; i < p->ncand; i++) {
 		struct group_cfg *g = &p->cand[i].g;
 
@@ -504,6 +552,17 @@ policy_switch(struct policy *p, const struct cfg *cfg,
 	for (int i = 0; i < p->ncand; i++)
 		groups[i] = &p->cand[i].g;
 	return p->ncand;
+}
+
+/* Free what p holds; see policy.h. */
+void
+policy_free(struct policy *p)
+{
+	free(p->cand);
+	free(p->pool);
+	p->cand = NULL;
+	p->pool = NULL;
+	p->ncand = p->cand_cap = p->npool = p->pool_cap = 0;
 }
 
 /* Whether candidate c has member d. */

@@ -67,12 +67,12 @@ struct attempt_rec {
  * Buffers stay warm across requests; st is cleared for every attempt. */
 struct attempt {
 	struct req *r;
-	struct prov_out po; /* built, until sent (or the token arrives) */
+	struct prov_out *po; /* built, until sent (or the token arrives) */
 	struct buf rbody;
 	struct buf out;  /* translated, not yet sent */
 	struct buf text; /* content text this attempt produced */
 	struct sse sse;
-	struct evs evs; /* for PROV_FRAME_EVENTSTREAM providers */
+	struct evs *evs; /* for PROV_FRAME_EVENTSTREAM providers, on use */
 	struct stream_state ss;
 	struct event ev_timer; /* attempt / first token / idle */
 	struct gauth_wait gw;  /* waiting for an access token */
@@ -136,8 +136,7 @@ struct req_st {
 	int cut_d;         /* the deployment whose stream was cut, -1 */
 	char cut_msg[128]; /* why it was cut */
 	char build_err[160];
-	struct attempt_rec trail[REQ_MAX_TRAIL];
-	int ntrail;
+	int ntrail; /* entries in struct req's trail */
 
 	/* the answer */
 	int served;         /* deployment that answered, -1 */
@@ -184,7 +183,11 @@ struct req {
 	struct buf fwd;       /* client headers for a same-format upstream */
 	void *ig_state;       /* ingress encoder state */
 	size_t ig_size;
-	struct attempt att[2];
+	struct attempt_rec *trail; /* the attempts noted, trail_cap room */
+	int trail_cap;
+	/* att[0] is att0; att[1] (a hedge's) is allocated when first needed */
+	struct attempt *att[2];
+	struct attempt att0;
 	struct event ev_deadline, ev_wait, ev_hedge;
 	struct policy pol; /* the candidates (policy.c) */
 	struct req_st s;
@@ -196,6 +199,7 @@ static struct req *free_reqs;
 static int nfree, ninflight;
 static struct req_body *free_bodies;
 static int nfree_bodies, bodies_closing;
+static struct prov_out *po_spare; /* one request being built, recycled */
 
 /* The end of a request, as req_finish delivers it. */
 struct req_end {
@@ -219,6 +223,33 @@ static void att_timeout(evutil_socket_t, short, void *);
 
 static const struct up_cbs up_cbs;
 
+/* Make a an idle attempt of r. */
+static void
+att_init(struct req *r, struct attempt *a)
+{
+	a->r = r;
+	event_assign(&a->ev_timer, r->w->base, -1, 0, att_timeout, a);
+}
+
+/* Whether r's attempt i exists and is running. */
+static int
+att_on(const struct req *r, int i)
+{
+	return r->att[i] != NULL && r->att[i]->st.active;
+}
+
+/* An idle attempt slot of r (the second one allocated on first use), or
+ * NULL when memory ran out. */
+static struct attempt *
+att_slot(struct req *r)
+{
+	if (!r->att[0]->st.active)
+		return r->att[0];
+	if (r->att[1] == NULL && (r->att[1] = calloc(1, sizeof *r->att[1])))
+		att_init(r, r->att[1]);
+	return r->att[1];
+}
+
 /* A recycled (or new) request object with its buffers kept warm. */
 static struct req *
 req_get(struct worker *w)
@@ -233,11 +264,8 @@ req_get(struct worker *w)
 	if ((r = calloc(1, sizeof *r)) == NULL)
 		return NULL;
 	r->w = w;
-	for (int i = 0; i < 2; i++) {
-		r->att[i].r = r;
-		event_assign(&r->att[i].ev_timer, w->base, -1, 0, att_timeout,
-		             &r->att[i]);
-	}
+	r->att[0] = &r->att0;
+	att_init(r, r->att[0]);
 	event_assign(&r->ev_deadline, w->base, -1, 0, req_deadline, r);
 	event_assign(&r->ev_wait, w->base, -1, 0, req_wait_cb, r);
 	event_assign(&r->ev_hedge, w->base, -1, 0, req_hedge, r);
@@ -330,6 +358,38 @@ att_forget_bearer(struct attempt *a)
 	buf_reset(&a->bearer);
 }
 
+/* Attempt a's request while it is built and sent: a recycled one (its
+ * buffers empty), or NULL when memory ran out. */
+static struct prov_out *
+att_po_get(struct attempt *a)
+{
+	if (a->po == NULL) {
+		a->po = po_spare ? po_spare : calloc(1, sizeof *a->po);
+		po_spare = NULL;
+	}
+	return a->po;
+}
+
+/* Attempt a's request is sent (or abandoned): free its buffers and keep
+ * the object for the next attempt of the worker. */
+static void
+att_po_put(struct attempt *a)
+{
+	struct prov_out *o = a->po;
+
+	if (o == NULL)
+		return;
+	buf_free(&o->path);
+	buf_free(&o->headers);
+	buf_free(&o->body);
+	memset(o, 0, sizeof *o);
+	a->po = NULL;
+	if (po_spare == NULL)
+		po_spare = o;
+	else
+		free(o);
+}
+
 /* Let go of attempt a's buffers: the request copies always, the reply
  * buffers with how (freed, or recycled). */
 static void
@@ -337,14 +397,35 @@ att_bufs(struct attempt *a, void (*how)(struct buf *))
 {
 	att_forget_bearer(a);
 	buf_free(&a->bearer);
-	buf_free(&a->po.path);
-	buf_free(&a->po.headers);
-	buf_free(&a->po.body);
-	a->po.nspan = 0;
+	att_po_put(a);
 	how(&a->rbody);
 	how(&a->out);
 	how(&a->text);
 	stream_state_free(&a->ss);
+}
+
+/* Free attempt a's buffers (it is stopped). */
+static void
+att_destroy(struct attempt *a)
+{
+	att_bufs(a, buf_free);
+	sse_free(&a->sse);
+	if (a->evs)
+		evs_free(a->evs);
+	free(a->evs);
+	a->evs = NULL;
+}
+
+/* Free r's hedge attempt, if it has one (stopped). */
+static void
+att_drop_second(struct req *r)
+{
+	if (r->att[1] == NULL)
+		return;
+	event_del(&r->att[1]->ev_timer);
+	att_destroy(r->att[1]);
+	free(r->att[1]);
+	r->att[1] = NULL;
 }
 
 static void
@@ -352,11 +433,10 @@ req_destroy(struct req *r)
 {
 	json_free(&r->j);
 	json_free(&r->canon_j);
-	for (int i = 0; i < 2; i++) {
-		att_bufs(&r->att[i], buf_free);
-		sse_free(&r->att[i].sse);
-		evs_free(&r->att[i].evs);
-	}
+	att_destroy(r->att[0]);
+	att_drop_second(r);
+	free(r->trail);
+	policy_free(&r->pol);
 	buf_free(&r->canon);
 	buf_free(&r->out);
 	buf_free(&r->sent_text);
@@ -407,9 +487,9 @@ dname(const struct req *r, int d)
 static struct attempt *
 att_other(struct attempt *a)
 {
-	struct attempt *o = a == &a->r->att[0] ? &a->r->att[1] : &a->r->att[0];
+	struct attempt *o = a == a->r->att[0] ? a->r->att[1] : a->r->att[0];
 
-	return o->st.active ? o : NULL;
+	return o && o->st.active ? o : NULL;
 }
 
 /* ---- the attempt trail ---- */
@@ -420,10 +500,20 @@ req_trail(struct req *r, int d, int status, int cls, int skip, int ms,
           const char *msg)
 {
 	struct attempt_rec *a;
+	int cap = r->trail_cap ? 2 * r->trail_cap : 2;
 
 	if (r->s.ntrail >= REQ_MAX_TRAIL)
 		return;
-	a = &r->s.trail[r->s.ntrail++];
+	if (r->s.ntrail == r->trail_cap) { /* grown by need: most have none */
+		if (cap > REQ_MAX_TRAIL)
+			cap = REQ_MAX_TRAIL;
+		if ((a = reallocarray(r->trail, (size_t)cap, sizeof *a)) ==
+		    NULL)
+			return;
+		r->trail = a;
+		r->trail_cap = cap;
+	}
+	a = &r->trail[r->s.ntrail++];
 	a->d = d;
 	a->status = status;
 	a->cls = cls;
@@ -442,7 +532,7 @@ req_trail_json(struct req *r, struct buf *b)
 	jw_init(&jw, b);
 	jw_arr(&jw);
 	for (int i = 0; i < r->s.ntrail; i++) {
-		const struct attempt_rec *a = &r->s.trail[i];
+		const struct attempt_rec *a = &r->trail[i];
 
 		jw_obj(&jw);
 		jw_key(&jw, "deployment");
@@ -475,7 +565,7 @@ req_trail_text(struct req *r, char *t, size_t sz)
 
 	snprintf(t, sz, "-");
 	for (int i = 0; i < r->s.ntrail && n < sz; i++) {
-		const struct attempt_rec *a = &r->s.trail[i];
+		const struct attempt_rec *a = &r->trail[i];
 
 		n += (size_t)snprintf(t + n, sz - n, "%s%s:", i ? "," : "",
 		                      dname(r, a->d));
@@ -712,13 +802,17 @@ req_release(struct req *r)
 	struct worker *w = r->w;
 
 	for (int i = 0; i < 2; i++) {
-		struct attempt *a = &r->att[i];
+		struct attempt *a = r->att[i];
 
+		if (a == NULL)
+			continue;
 		att_cancel(a, "request finished");
 		sse_reset(&a->sse);
-		evs_reset(&a->evs);
+		if (a->evs)
+			evs_reset(a->evs);
 		att_bufs(a, buf_recycle);
 	}
+	att_drop_second(r); /* a hedge's: rare, not kept warm */
 	req_unhook(r);
 	req_body_drop(r);
 	if (r->s.waiting)
@@ -781,8 +875,9 @@ req_finish(struct req *r, const struct req_end *e)
 		         r->s.model, status, code, r->s.attempts,
 		         req_elapsed_ms(r), who);
 	for (int i = 0; i < 2; i++)
-		att_cancel(&r->att[i],
-		           r->s.c ? "request finished" : "client went away");
+		if (r->att[i])
+			att_cancel(r->att[i], r->s.c ? "request finished"
+			                             : "client went away");
 	req_spend(r);
 	req_access(r, status, code);
 	if (r->s.c)
@@ -832,9 +927,9 @@ req_deadline(evutil_socket_t fd, short ev, void *arg)
 	(void)fd;
 	(void)ev;
 	for (int i = 0; i < 2; i++) {
-		struct attempt *a = &r->att[i];
+		struct attempt *a = r->att[i];
 
-		if (!a->st.active)
+		if (!att_on(r, i))
 			continue;
 		d = a->st.d;
 		att_stop(a);
@@ -972,13 +1067,18 @@ att_build(struct req *r, struct attempt *a, int d)
 		         dc->name);
 		return -1;
 	}
-	buf_reset(&a->po.path);
-	buf_reset(&a->po.headers);
-	buf_reset(&a->po.body);
-	a->po.nspan = 0;
-	a->po.run = NULL;
-	a->po.runlen = a->po.placed = 0;
-	return a->st.prov->build(&a->st.pc, &a->po, r->s.build_err,
+	if (att_po_get(a) == NULL) {
+		snprintf(r->s.build_err, sizeof r->s.build_err,
+		         "out of memory");
+		return -1;
+	}
+	buf_reset(&a->po->path);
+	buf_reset(&a->po->headers);
+	buf_reset(&a->po->body);
+	a->po->nspan = 0;
+	a->po->run = NULL;
+	a->po->runlen = a->po->placed = 0;
+	return a->st.prov->build(&a->st.pc, a->po, r->s.build_err,
 	                         sizeof r->s.build_err);
 }
 
@@ -998,7 +1098,8 @@ att_reset(struct req *r, struct attempt *a, int d, int hedge)
 	buf_reset(&a->out);
 	buf_reset(&a->text);
 	sse_reset(&a->sse);
-	evs_reset(&a->evs);
+	if (a->evs)
+		evs_reset(a->evs);
 	att_forget_bearer(a);
 	stream_state_free(&a->ss);
 	memset(&a->ss, 0, sizeof a->ss);
@@ -1016,7 +1117,7 @@ static int
 att_send(struct attempt *a)
 {
 	struct req *r = a->r;
-	struct prov_out *o = &a->po;
+	struct prov_out *o = a->po;
 	struct up_part parts[PROV_MAX_SPANS];
 	const char *body;
 	int n = 0;
@@ -1039,10 +1140,7 @@ att_send(struct attempt *a)
 	               parts, n, &r->bh->h, &up_cbs, a);
 	/* copied into the connection (or held by the request's body): hold
 	 * no memory in a request that may stay open for minutes */
-	buf_free(&o->path);
-	buf_free(&o->headers);
-	buf_free(&o->body);
-	o->nspan = 0;
+	att_po_put(a);
 	if (a->st.up == NULL) {
 		att_failed(a, EC_TRANSIENT, 0, "out of memory", -1, -1);
 		return -1;
@@ -1057,7 +1155,9 @@ att_bearer(struct attempt *a, const char *token)
 	size_t n = token ? strlen(token) : 0;
 
 	att_forget_bearer(a);
-	if (n >= ATT_BEARER_MAX || buf_add(&a->bearer, token ? token : "", n))
+	if (n == 0) /* no token: no buffer */
+		return 0;
+	if (n >= ATT_BEARER_MAX || buf_add(&a->bearer, token, n))
 		return -1;
 	return 0;
 }
@@ -1110,9 +1210,13 @@ static int
 att_start(struct req *r, int d, int hedge)
 {
 	struct worker *w = r->w;
-	struct attempt *a = r->att[0].st.active ? &r->att[1] : &r->att[0];
+	struct attempt *a = att_slot(r);
 	int64_t hd;
 
+	if (a == NULL) { /* only a hedge's slot is allocated here */
+		req_trail(r, d, 0, 0, SKIP_UNSUPPORTED, 0, "out of memory");
+		return -1;
+	}
 	att_reset(r, a, d, hedge);
 	r->s.build_err[0] = '\0';
 	if (att_build(r, a, d) == -1) {
@@ -1196,12 +1300,11 @@ req_hedge(evutil_socket_t fd, short ev, void *arg)
 {
 	struct req *r = arg;
 	int d, saved_prev = r->s.prev_d;
-	struct attempt *a = r->att[0].st.active ? &r->att[0] : &r->att[1];
+	struct attempt *a = att_on(r, 0) ? r->att[0] : r->att[1];
 
 	(void)fd;
 	(void)ev;
-	if (r->s.phase != REQ_ATTEMPTING ||
-	    r->att[0].st.active + r->att[1].st.active != 1 ||
+	if (r->s.phase != REQ_ATTEMPTING || att_on(r, 0) + att_on(r, 1) != 1 ||
 	    a->st.ttft_us >= 0 || !route_retry_allowed(r->w))
 		return;
 	r->s.prev_d = r->s.d;
@@ -1226,7 +1329,7 @@ req_why_out(struct req *r, int *rate, int *down)
 
 	*rate = *down = 0;
 	for (int i = 0; i < r->s.ntrail; i++) {
-		const struct attempt_rec *t = &r->s.trail[i];
+		const struct attempt_rec *t = &r->trail[i];
 
 		if (t->skip == SKIP_RATE || t->skip == SKIP_COOLING ||
 		    t->skip == SKIP_CIRCUIT)
@@ -1320,7 +1423,7 @@ static int
 req_attempted(const struct req *r, int d)
 {
 	for (int i = 0; i < r->s.ntrail; i++)
-		if (r->s.trail[i].d == d && !r->s.trail[i].skip)
+		if (r->trail[i].d == d && !r->trail[i].skip)
 			return 1;
 	return 0;
 }
@@ -1366,9 +1469,9 @@ req_queue(struct req *r)
 	}
 	memset(r->s.tried, 0, sizeof r->s.tried);
 	for (int i = 0; i < r->s.ntrail; i++)
-		if (!r->s.trail[i].skip)
-			r->s.tried[r->s.trail[i].d / 64] |=
-			    1ULL << (r->s.trail[i].d % 64);
+		if (!r->trail[i].skip)
+			r->s.tried[r->trail[i].d / 64] |=
+			    1ULL << (r->trail[i].d % 64);
 	r->s.gi = 0;
 	r->s.soonest_ms = 0;
 	r->s.tries_here = 0;
@@ -1418,8 +1521,8 @@ req_next(struct req *r)
 			break;
 		if (att_start(r, d, 0) == 0)
 			return;
-		if (r->s.phase == REQ_DONE || r->att[0].st.active ||
-		    r->att[1].st.active || r->s.phase == REQ_WAITING)
+		if (r->s.phase == REQ_DONE || att_on(r, 0) || att_on(r, 1) ||
+		    r->s.phase == REQ_WAITING)
 			return; /* att_failed took over */
 	}
 	if (streaming) {
@@ -1630,8 +1733,8 @@ att_prefill_refused(struct attempt *a, enum errclass cls)
 	log_info("%s %s refused the continuation as a prefill; trying the "
 	         "instruction form",
 	         r->s.id, dname(r, d));
-	if (att_start(r, d, 0) == 0 || r->s.phase == REQ_DONE ||
-	    r->att[0].st.active || r->att[1].st.active)
+	if (att_start(r, d, 0) == 0 || r->s.phase == REQ_DONE || att_on(r, 0) ||
+	    att_on(r, 1))
 		return 0; /* under way, or a failure of it took over */
 	return -1;
 }
@@ -1746,8 +1849,8 @@ att_reauth(struct attempt *a)
 		return -1;
 	log_info("%s %s refused the access token; retrying with a new one",
 	         r->s.id, dname(r, d));
-	if (att_start(r, d, 0) == 0 || r->s.phase == REQ_DONE ||
-	    r->att[0].st.active || r->att[1].st.active)
+	if (att_start(r, d, 0) == 0 || r->s.phase == REQ_DONE || att_on(r, 0) ||
+	    att_on(r, 1))
 		return 0;
 	return -1;
 }
@@ -1980,6 +2083,45 @@ req_stream_flush(struct req *r, struct attempt *a)
 	return 0;
 }
 
+/* Whether r's body is needed no more: its stream reached the client from
+ * attempt a alone and a failure from now on cannot try again (no
+ * continuation: that rebuilds the request), and the client's encoder has
+ * taken what it keeps of the body. */
+static int
+req_body_spent(struct req *r, struct attempt *a)
+{
+	return r->s.phase == REQ_STREAMING && a->st.ttft_us >= 0 &&
+	       !att_other(a) &&
+	       r->s.groups[0]->stream_resume != RESUME_CONTINUE &&
+	       (r->s.ig->state_size == 0 || req_ig_state(r) != NULL);
+}
+
+/*
+ * A stream between two upstream reads holds what it needs and no more:
+ * the buffers that carried the last events are freed (they come back on
+ * the next), and once the body is spent (req_body_spent) the client's
+ * body, its tokens and the canonical copy go too; thousands of long
+ * streams then cost little each.
+ */
+static void
+req_stream_idle(struct req *r, struct attempt *a)
+{
+	sse_shrink(&a->sse);
+	if (a->evs)
+		evs_shrink(a->evs);
+	if (a->out.len == 0)
+		buf_free(&a->out);
+	if (r->out.len == 0)
+		buf_free(&r->out);
+	if (r->bh == NULL || !req_body_spent(r, a))
+		return;
+	req_body_drop(r);
+	json_free(&r->j);
+	json_free(&r->canon_j);
+	buf_free(&r->canon);
+	buf_free(&r->fwd);
+}
+
 /* A stream event the provider refused: if its data is not JSON at all
  * (one malformed event in an otherwise healthy stream), skip and count it
  * and return 1; a stream that never completes still fails, and so does
@@ -2072,10 +2214,17 @@ att_feed(struct attempt *a, const char *p, size_t n)
 	int rc;
 
 	if (a->st.prov->framing == PROV_FRAME_EVENTSTREAM) {
-		if ((rc = evs_feed(&a->evs, p, n, att_evs_msg, a)) == -1) {
+		if (a->evs == NULL &&
+		    (a->evs = calloc(1, sizeof *a->evs)) == NULL) {
+			e->cls = EC_TRANSIENT;
+			snprintf(e->message, sizeof e->message,
+			         "out of memory");
+			return -1;
+		}
+		if ((rc = evs_feed(a->evs, p, n, att_evs_msg, a)) == -1) {
 			e->cls = EC_TRANSIENT;
 			snprintf(e->message, sizeof e->message, "%s",
-			         a->evs.err);
+			         a->evs->err);
 		}
 		return rc;
 	}
@@ -2138,9 +2287,11 @@ up_on_data(void *arg, const char *p, size_t n)
 		req_arm(&a->ev_timer,
 		        cfg_eff_stream_idle_timeout_ms(
 		            r->w->cfg, &r->w->cfg->deploy[a->st.d]));
-	if (a->st.ttft_us >= 0 ||
-	    (r->s.phase == REQ_STREAMING && !att_other(a)))
-		req_stream_flush(r, a);
+	if ((a->st.ttft_us >= 0 ||
+	     (r->s.phase == REQ_STREAMING && !att_other(a))) &&
+	    req_stream_flush(r, a) == -1)
+		return; /* finished */
+	req_stream_idle(r, a);
 }
 
 /* OpenAI-compatible servers such as Ollama silently cut a prompt that is
@@ -2296,7 +2447,7 @@ void
 req_test_upstream(struct req *r, int status, int event_stream, const char *body,
                   size_t n, int end)
 {
-	struct attempt *a = r->att[0].st.active ? &r->att[0] : &r->att[1];
+	struct attempt *a = att_on(r, 0) ? r->att[0] : r->att[1];
 	struct up_resp resp = {.status = status,
 	                       .content_length = -1,
 	                       .event_stream = event_stream == 1,
@@ -2667,7 +2818,8 @@ req_free_all(struct worker *w)
 	bodies_closing = 1; /* bodies still held are freed when let go */
 	while ((r = LIST_FIRST(&reqs)) != NULL) {
 		for (int i = 0; i < 2; i++)
-			att_stop(&r->att[i]);
+			if (r->att[i])
+				att_stop(r->att[i]);
 		req_unhook(r);
 		req_body_drop(r);
 		LIST_REMOVE(r, link);
@@ -2685,4 +2837,6 @@ req_free_all(struct worker *w)
 		free(b);
 	}
 	nfree_bodies = 0;
+	free(po_spare);
+	po_spare = NULL;
 }
