@@ -2475,6 +2475,13 @@ req_phase(const struct req *r)
 	return r->s.phase;
 }
 
+/* Whether the request still holds the client's body (unit tests). */
+int
+req_holds_body(const struct req *r)
+{
+	return r->bh != NULL;
+}
+
 /* ---- the way in ---- */
 
 /* The client went away: cancel everything, no reply. */
