@@ -99,8 +99,8 @@ struct attempt {
 		size_t drop;      /* leading text bytes that repeat sent text */
 		size_t text_sent; /* text bytes that reached the client */
 		struct usage usage;
-		char model[160]; /* upstream model of a pattern's deployment */
 	} st;
+	char *model; /* upstream model of a pattern's deployment, or NULL */
 };
 
 /* Everything that belongs to one request, cleared with one memset. */
@@ -147,7 +147,6 @@ struct req_st {
 	int ig_ready;       /* ingress state initialised */
 	int native;         /* the answer passed the client's format through */
 	struct upstream_error uerr; /* the failure being handled */
-	char served_model[160];     /* a pattern deployment's upstream model */
 
 	/* the client (issue 17) */
 	int client;        /* index in cfg->clients, -1: not identified */
@@ -183,6 +182,7 @@ struct req {
 	struct buf fwd;       /* client headers for a same-format upstream */
 	void *ig_state;       /* ingress encoder state */
 	size_t ig_size;
+	char *served_model; /* a pattern deployment's upstream model, or NULL */
 	struct attempt_rec *trail; /* the attempts noted, trail_cap room */
 	int trail_cap;
 	/* att[0] is att0; att[1] (a hedge's) is allocated when first needed */
@@ -398,6 +398,8 @@ att_bufs(struct attempt *a, void (*how)(struct buf *))
 	att_forget_bearer(a);
 	buf_free(&a->bearer);
 	att_po_put(a);
+	free(a->model);
+	a->model = NULL;
 	how(&a->rbody);
 	how(&a->out);
 	how(&a->text);
@@ -436,6 +438,7 @@ req_destroy(struct req *r)
 	att_destroy(r->att[0]);
 	att_drop_second(r);
 	free(r->trail);
+	free(r->served_model);
 	policy_free(&r->pol);
 	buf_free(&r->canon);
 	buf_free(&r->out);
@@ -650,8 +653,8 @@ req_spend(struct req *r)
 	if (r->s.served < 0)
 		return;
 	d = &cfg->deploy[r->s.served];
-	model = r->s.served_model[0] ? r->s.served_model : d->model;
-	if (r->s.served_model[0])
+	model = r->served_model ? r->served_model : d->model;
+	if (r->served_model)
 		p = cfg_price(cfg, model);
 	else if (d->price >= 0)
 		p = &cfg->prices[d->price];
@@ -823,6 +826,8 @@ req_release(struct req *r)
 	buf_recycle(&r->out);
 	buf_recycle(&r->sent_text);
 	buf_reset(&r->fwd);
+	free(r->served_model);
+	r->served_model = NULL;
 	memset(&r->s, 0, sizeof r->s);
 	r->s.phase = REQ_DONE;
 	LIST_REMOVE(r, link);
@@ -1032,6 +1037,8 @@ static int
 att_build(struct req *r, struct attempt *a, int d)
 {
 	const struct deploy_cfg *dc = &r->w->cfg->deploy[d];
+	char mb[160];
+	const char *m;
 
 	a->st.prov = provider_get(dc->provider);
 	if (a->st.prov == NULL)
@@ -1039,11 +1046,18 @@ att_build(struct req *r, struct attempt *a, int d)
 	a->st.native = !a->st.resume && att_native(r, a->st.prov, dc);
 	a->st.prefill = a->st.resume && cfg_eff_prefill(dc) &&
 	                !(r->s.no_prefill[d / 64] & (1ULL << (d % 64)));
+	free(a->model); /* a pattern's model: rare, so not kept inline */
+	a->model = NULL;
+	if ((m = policy_model(&r->pol, r->w->cfg, r->s.gi, d, mb, sizeof mb)) &&
+	    (a->model = strdup(m)) == NULL) {
+		snprintf(r->s.build_err, sizeof r->s.build_err,
+		         "out of memory");
+		return -1;
+	}
 	a->st.pc = (struct prov_call){
 	    .cfg = r->w->cfg,
 	    .d = dc,
-	    .model = policy_model(&r->pol, r->w->cfg, r->s.gi, d, a->st.model,
-	                          sizeof a->st.model),
+	    .model = a->model,
 	    .req = r->s.doc,
 	    .endpoint = r->s.ig->endpoint,
 	    .stream = r->s.stream,
@@ -2330,8 +2344,8 @@ att_won(struct attempt *a, const struct usage *u)
 	r->s.native = a->st.native;
 	r->s.usage = *u;
 	r->s.ttft_us = a->st.ttft_us;
-	snprintf(r->s.served_model, sizeof r->s.served_model, "%s",
-	         a->st.pc.model ? a->st.pc.model : "");
+	free(r->served_model);
+	r->served_model = a->st.pc.model ? strdup(a->st.pc.model) : NULL;
 }
 
 /* A whole non-stream reply arrived: translate, encode and answer. */
