@@ -50,6 +50,7 @@
 #define ATT_BEARER_MAX 2560 /* the longest access token sent */
 #define REQ_IDLE_FREE  8    /* what an idle worker keeps of both */
 #define REQ_KEEP_BUF   (64 << 10) /* bigger buffers are freed on recycling */
+#define REQ_SMALL_BODY 512        /* bodies copied out of their read buffer */
 #define ERRBODY_MAX    65536
 #define STREAM_MAX_BAD 16 /* malformed events an attempt may skip */
 #define REQ_YIELD_MS   20 /* a queued request yields to higher classes */
@@ -162,6 +163,9 @@ struct req_st {
 struct req_body {
 	struct up_hold h; /* first: the hold is the holder */
 	struct evbuffer *eb;
+	char *copy; /* a small body (REQ_SMALL_BODY) in memory of its size,
+	               not in eb: evbuffer chains are 1 KB or more */
+	size_t ncopy;
 	struct req_body *next_free;
 };
 
@@ -279,6 +283,9 @@ req_body_release(struct up_hold *h)
 	struct req_body *b = (struct req_body *)h;
 
 	evbuffer_drain(b->eb, evbuffer_get_length(b->eb));
+	free(b->copy);
+	b->copy = NULL;
+	b->ncopy = 0;
 	if (bodies_closing || nfree_bodies >= BODY_MAX_FREE) {
 		evbuffer_free(b->eb);
 		free(b);
@@ -326,6 +333,32 @@ req_body_run(struct evbuffer *eb)
 	if (n >= 1 && n <= 8)
 		return v[0].iov_base;
 	return (const char *)evbuffer_pullup(eb, -1);
+}
+
+/* A small body's own copy in b (NULL when memory ran out). */
+static char *
+req_body_small(struct req_body *b, size_t n)
+{
+	if ((b->copy = malloc(n)) != NULL)
+		b->ncopy = n;
+	return b->copy;
+}
+
+/* Move the client's body from in to b. A small one is copied to memory
+ * of its own size: the read buffer it lies in (1 KB or more, the head's
+ * bytes before it) would otherwise stay with a stream until its first
+ * content. */
+static int
+req_body_take(struct req_body *b, struct evbuffer *in)
+{
+	size_t n = evbuffer_get_length(in);
+
+	if (n == 0 || n > REQ_SMALL_BODY)
+		return evbuffer_add_buffer(b->eb, in);
+	if (req_body_small(b, n) == NULL ||
+	    evbuffer_remove(in, b->copy, n) != (int)n)
+		return -1;
+	return 0;
 }
 
 /* Let go of the request's body (upstream writes may keep it a while). */
@@ -2718,8 +2751,8 @@ req_begin(struct worker *w, const struct client_ops *ops, void *c,
 	w->inflight++;
 	memset(&r->s, 0, sizeof r->s);
 	r->bh = b;
-	r->blen = evbuffer_get_length(b->eb);
-	r->body = r->blen ? req_body_run(b->eb) : "";
+	r->blen = b->copy ? b->ncopy : evbuffer_get_length(b->eb);
+	r->body = b->copy ? b->copy : r->blen ? req_body_run(b->eb) : "";
 	r->s.ops = ops;
 	r->s.c = c;
 	ops->attach(c, r);
@@ -2756,7 +2789,14 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
 {
 	struct req_body *b = req_body_get();
 
-	if (b && evbuffer_add(b->eb, body, len) == -1) {
+	if (b && len > 0 && len <= REQ_SMALL_BODY) {
+		if (req_body_small(b, len))
+			memcpy(b->copy, body, len);
+		else {
+			up_hold_unref(&b->h);
+			b = NULL;
+		}
+	} else if (b && evbuffer_add(b->eb, body, len) == -1) {
 		up_hold_unref(&b->h);
 		b = NULL;
 	}
@@ -2770,7 +2810,7 @@ req_start_buf(struct worker *w, const struct client_ops *ops, void *c,
 {
 	struct req_body *b = req_body_get();
 
-	if (b && evbuffer_add_buffer(b->eb, in) == -1) {
+	if (b && req_body_take(b, in) == -1) {
 		up_hold_unref(&b->h);
 		b = NULL;
 	}

@@ -76,7 +76,8 @@ struct upconn {
 	char *err;            /* a failure to deliver (uc_fail_later) */
 };
 
-#define UC_ERR_MAX 256 /* bytes of a failure's text */
+#define UC_ERR_MAX 256  /* bytes of a failure's text */
+#define UC_REF_MIN 1024 /* shorter body pieces are copied, not referenced */
 
 struct pool {
 	struct event_base *base;
@@ -439,7 +440,9 @@ uc_head(struct buf *b, const char *method, const char *path, size_t plen,
 }
 
 /* Add len bytes at p to the request's plan: by reference if ref (while
- * there is room), else copied into reqbytes. */
+ * there is room, and unless it is shorter than UC_REF_MIN: libevent gives
+ * each reference a chain of 1 KB, more than such a copy), else copied into
+ * reqbytes. */
 static void
 uc_plan(struct upconn *c, const char *p, size_t len, int ref)
 {
@@ -447,7 +450,7 @@ uc_plan(struct upconn *c, const char *p, size_t len, int ref)
 
 	if (len == 0)
 		return;
-	if (ref && c->nplan < UP_MAX_PARTS) {
+	if (ref && c->nplan < UP_MAX_PARTS && len >= UC_REF_MIN) {
 		c->plan[c->nplan++] = (struct up_piece){p, 0, len};
 		return;
 	}
