@@ -104,6 +104,15 @@ struct attempt {
 	char *model; /* upstream model of a pattern's deployment, or NULL */
 };
 
+/* What the log lines need of the connection's peer (struct peer less its
+ * groups, which only identification reads). */
+struct req_peer {
+	int cred; /* uid, pid are known */
+	uint32_t uid;
+	int32_t pid;
+	char comm[16];
+};
+
 /* Everything that belongs to one request, cleared with one memset. */
 struct req_st {
 	const struct client_ops *ops;
@@ -150,12 +159,12 @@ struct req_st {
 	struct upstream_error uerr; /* the failure being handled */
 
 	/* the client (issue 17) */
-	int client;        /* index in cfg->clients, -1: not identified */
-	struct peer peer;  /* the connection's (a copy: it may close) */
-	int prio;          /* enum prio */
-	int admitted;      /* limits_admit counted it: release at the end */
-	int waiting;       /* counted as waiting for capacity */
-	int64_t cost_nusd; /* the answer's price, -1: not priced */
+	int client;           /* index in cfg->clients, -1: not identified */
+	struct req_peer peer; /* the connection's, for logs (it may close) */
+	int prio;             /* enum prio */
+	int admitted;         /* limits_admit counted it: release at the end */
+	int waiting;          /* counted as waiting for capacity */
+	int64_t cost_nusd;    /* the answer's price, -1: not priced */
 };
 
 /* The client's body in one run of bytes, kept while the request or any
@@ -657,7 +666,7 @@ req_client_name(const struct req *r)
 static void
 req_who(const struct req *r, char *out, size_t n)
 {
-	const struct peer *p = &r->s.peer;
+	const struct req_peer *p = &r->s.peer;
 
 	out[0] = '\0';
 	if (r->s.client < 0)
@@ -707,7 +716,7 @@ req_access(struct req *r, int status, const char *code)
 	const struct deploy_cfg *d =
 	    r->s.served >= 0 ? &r->w->cfg->deploy[r->s.served] : NULL;
 	char trail[REQ_MAX_TRAIL * 96], cost[32] = "-";
-	const struct peer *p = &r->s.peer;
+	const struct req_peer *p = &r->s.peer;
 	int ok = code == NULL, cred = p != NULL && p->cred;
 
 	if (!accesslog_enabled())
@@ -2569,11 +2578,15 @@ req_identify(struct req *r)
 	struct ident_err e;
 	const struct peer *p = o->peer ? o->peer(r->s.c) : NULL;
 
-	if (p != NULL)
-		r->s.peer = *p;
-	r->s.client = ident_client(cfg, p ? &r->s.peer : NULL,
-	                           o->get_header(r->s.c, "Authorization"),
-	                           o->get_header(r->s.c, "x-api-key"), &e);
+	if (p != NULL) {
+		r->s.peer.cred = p->cred;
+		r->s.peer.uid = p->uid;
+		r->s.peer.pid = p->pid;
+		memcpy(r->s.peer.comm, p->comm, sizeof r->s.peer.comm);
+	}
+	r->s.client =
+	    ident_client(cfg, p, o->get_header(r->s.c, "Authorization"),
+	                 o->get_header(r->s.c, "x-api-key"), &e);
 	if (r->s.client >= 0) {
 		r->s.prio = cfg->clients[r->s.client].priority;
 		return 0;
