@@ -399,8 +399,16 @@ uc_connect(struct upconn *c)
 		uc_fail_later(c, "connect failed", strerror(errno));
 		return;
 	}
-	if (uc_send(c) == -1)
+	if (uc_send(c) == -1) {
 		uc_fail_later(c, "out of memory", NULL);
+		return;
+	}
+	/* a new socket is never sent on again (uc_retry_stale resends only
+	 * on a reused one, once): the request's copy and plan can go now */
+	uc_drop_req(c);
+	buf_free(&c->reqbytes);
+	free(c->plan);
+	c->plan = NULL;
 }
 
 static void
