@@ -285,19 +285,37 @@ req_get(struct worker *w)
 	return r;
 }
 
+/* Free a body holder. */
+static void
+req_body_free(struct req_body *b)
+{
+	if (b->eb)
+		evbuffer_free(b->eb);
+	free(b);
+}
+
+/* The holder's evbuffer, made on first use (a small body needs none). */
+static struct evbuffer *
+req_body_eb(struct req_body *b)
+{
+	if (b->eb == NULL)
+		b->eb = evbuffer_new();
+	return b->eb;
+}
+
 /* The last user of a body let go: empty the holder and recycle it. */
 static void
 req_body_release(struct up_hold *h)
 {
 	struct req_body *b = (struct req_body *)h;
 
-	evbuffer_drain(b->eb, evbuffer_get_length(b->eb));
+	if (b->eb)
+		evbuffer_drain(b->eb, evbuffer_get_length(b->eb));
 	free(b->copy);
 	b->copy = NULL;
 	b->ncopy = 0;
 	if (bodies_closing || nfree_bodies >= BODY_MAX_FREE) {
-		evbuffer_free(b->eb);
-		free(b);
+		req_body_free(b);
 		return;
 	}
 	b->next_free = free_bodies;
@@ -314,9 +332,7 @@ req_body_get(void)
 	if (b) {
 		free_bodies = b->next_free;
 		nfree_bodies--;
-	} else if ((b = calloc(1, sizeof *b)) == NULL ||
-	           (b->eb = evbuffer_new()) == NULL) {
-		free(b);
+	} else if ((b = calloc(1, sizeof *b)) == NULL) {
 		return NULL;
 	}
 	b->h.refs = 1;
@@ -362,8 +378,10 @@ req_body_take(struct req_body *b, struct evbuffer *in)
 {
 	size_t n = evbuffer_get_length(in);
 
-	if (n == 0 || n > REQ_SMALL_BODY)
-		return evbuffer_add_buffer(b->eb, in);
+	if (n == 0)
+		return 0;
+	if (n > REQ_SMALL_BODY)
+		return req_body_eb(b) ? evbuffer_add_buffer(b->eb, in) : -1;
 	if (req_body_small(b, n) == NULL ||
 	    evbuffer_remove(in, b->copy, n) != (int)n)
 		return -1;
@@ -2764,7 +2782,7 @@ req_begin(struct worker *w, const struct client_ops *ops, void *c,
 	w->inflight++;
 	memset(&r->s, 0, sizeof r->s);
 	r->bh = b;
-	r->blen = b->copy ? b->ncopy : evbuffer_get_length(b->eb);
+	r->blen = b->copy ? b->ncopy : b->eb ? evbuffer_get_length(b->eb) : 0;
 	r->body = b->copy ? b->copy : r->blen ? req_body_run(b->eb) : "";
 	r->s.ops = ops;
 	r->s.c = c;
@@ -2809,7 +2827,9 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
 			up_hold_unref(&b->h);
 			b = NULL;
 		}
-	} else if (b && evbuffer_add(b->eb, body, len) == -1) {
+	} else if (b && len > 0 &&
+	           (req_body_eb(b) == NULL ||
+	            evbuffer_add(b->eb, body, len) == -1)) {
 		up_hold_unref(&b->h);
 		b = NULL;
 	}
@@ -2874,8 +2894,7 @@ req_trim(void)
 	while (nfree_bodies > REQ_IDLE_FREE && (b = free_bodies) != NULL) {
 		free_bodies = b->next_free;
 		nfree_bodies--;
-		evbuffer_free(b->eb);
-		free(b);
+		req_body_free(b);
 	}
 }
 
@@ -2907,8 +2926,7 @@ req_free_all(struct worker *w)
 	nfree = 0;
 	while ((b = free_bodies) != NULL) {
 		free_bodies = b->next_free;
-		evbuffer_free(b->eb);
-		free(b);
+		req_body_free(b);
 	}
 	nfree_bodies = 0;
 	free(po_spare);
