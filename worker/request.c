@@ -201,8 +201,9 @@ struct req {
 	/* att[0] is att0; att[1] (a hedge's) is allocated when first needed */
 	struct attempt *att[2];
 	struct attempt att0;
-	struct event ev_deadline, ev_wait, ev_hedge;
-	struct policy pol; /* the candidates (policy.c) */
+	struct event ev_deadline, ev_wait;
+	struct event *ev_hedge; /* made when a hedge is first armed */
+	struct policy pol;      /* the candidates (policy.c) */
 	struct req_st s;
 };
 
@@ -281,7 +282,6 @@ req_get(struct worker *w)
 	att_init(r, r->att[0]);
 	event_assign(&r->ev_deadline, w->base, -1, 0, req_deadline, r);
 	event_assign(&r->ev_wait, w->base, -1, 0, req_wait_cb, r);
-	event_assign(&r->ev_hedge, w->base, -1, 0, req_hedge, r);
 	return r;
 }
 
@@ -500,6 +500,8 @@ req_destroy(struct req *r)
 	free(r->trail);
 	free(r->served_model);
 	policy_free(&r->pol);
+	if (r->ev_hedge)
+		event_free(r->ev_hedge);
 	buf_free(&r->canon);
 	buf_free(&r->out);
 	buf_free(&r->sent_text);
@@ -532,6 +534,25 @@ req_arm(struct event *ev, int64_t ms)
 	tv.tv_sec = ms / 1000;
 	tv.tv_usec = (ms % 1000) * 1000;
 	event_add(ev, &tv);
+}
+
+/* Arm the hedge timer in ms, making it on first use (most groups never
+ * hedge; without memory the request just does not hedge). */
+static void
+req_hedge_arm(struct req *r, int64_t ms)
+{
+	if (r->ev_hedge == NULL &&
+	    (r->ev_hedge = event_new(r->w->base, -1, 0, req_hedge, r)) == NULL)
+		return;
+	req_arm(r->ev_hedge, ms);
+}
+
+/* Disarm the hedge timer. */
+static void
+req_hedge_del(struct req *r)
+{
+	if (r->ev_hedge)
+		event_del(r->ev_hedge);
 }
 
 static int
@@ -849,7 +870,7 @@ req_unhook(struct req *r)
 {
 	event_del(&r->ev_deadline);
 	event_del(&r->ev_wait);
-	event_del(&r->ev_hedge);
+	req_hedge_del(r);
 	if (r->s.c)
 		r->s.ops->detach(r->s.c, r);
 	r->s.c = NULL;
@@ -1322,7 +1343,7 @@ att_start(struct req *r, int d, int hedge)
 	att_arm(a);
 	if (!hedge && !r->s.hedged && r->s.phase != REQ_STREAMING &&
 	    (hd = route_hedge_delay(w, r->s.groups[0], d)) >= 0)
-		req_arm(&r->ev_hedge, hd);
+		req_hedge_arm(r, hd);
 	return 0;
 }
 
@@ -1845,7 +1866,7 @@ att_failed(struct attempt *a, enum errclass cls, int status, const char *msg,
 	         dname(r, a->st.d), errclass_name(cls), status, msg);
 	if (att_other(a)) /* a hedge pair: the other one carries on */
 		return;
-	event_del(&r->ev_hedge);
+	req_hedge_del(r);
 	if (a->st.d != r->s.d) { /* the surviving hedge attempt failed */
 		r->s.d = a->st.d;
 		r->s.tries_here = 1;
@@ -2323,7 +2344,7 @@ att_first_content(struct attempt *a)
 	if (o)
 		att_cancel(o, a->st.hedge ? "lost the hedge race"
 		                          : "hedge not needed");
-	event_del(&r->ev_hedge);
+	req_hedge_del(r);
 	event_del(&r->ev_deadline);
 	req_arm(&a->ev_timer,
 	        cfg_eff_stream_idle_timeout_ms(cfg, &cfg->deploy[a->st.d]));
