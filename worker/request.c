@@ -156,7 +156,6 @@ struct req_st {
 	int64_t ttft_us;    /* of the stream that answered, -1 */
 	int ig_ready;       /* ingress state initialised */
 	int native;         /* the answer passed the client's format through */
-	struct upstream_error uerr; /* the failure being handled */
 
 	/* the client (issue 17) */
 	int client;           /* index in cfg->clients, -1: not identified */
@@ -214,6 +213,11 @@ static int nfree, ninflight;
 static struct req_body *free_bodies;
 static int nfree_bodies, bodies_closing;
 static struct prov_out *po_spare; /* one request being built, recycled */
+/* The upstream failure being handled. Providers fill it and the engine
+ * reads it within one callback (an upstream read, a reply), never across
+ * two, so one serves every request of the worker (not 408 bytes in each);
+ * it is cleared before each use. */
+static struct upstream_error uerr;
 
 /* The end of a request, as req_finish delivers it. */
 struct req_end {
@@ -1183,7 +1187,7 @@ att_reset(struct req *r, struct attempt *a, int d, int hedge)
 {
 	memset(&a->st, 0, sizeof a->st);
 	if (!hedge)
-		memset(&r->s.uerr, 0, sizeof r->s.uerr);
+		memset(&uerr, 0, sizeof uerr);
 	a->st.d = d;
 	a->st.hedge = hedge;
 	a->st.resume = r->s.phase == REQ_STREAMING;
@@ -1733,7 +1737,7 @@ req_decide(struct req *r, enum errclass cls, int kind, int status,
 		dc->action = DO_FAIL;
 		dc->status = status >= 400 && status < 500 ? status : 400;
 		dc->type = "invalid_request_error";
-		dc->code = r->s.uerr.code[0] ? r->s.uerr.code : "bad_request";
+		dc->code = uerr.code[0] ? uerr.code : "bad_request";
 		return;
 	case EC_CONTEXT_WINDOW:
 	case EC_CONTENT_POLICY:
@@ -1954,7 +1958,7 @@ att_reauth(struct attempt *a)
 static void
 att_upstream_error(struct attempt *a)
 {
-	struct upstream_error *e = &a->r->s.uerr;
+	struct upstream_error *e = &uerr;
 
 	memset(e, 0, sizeof *e);
 	e->retry_after_ms = a->st.resp.retry_after_ms;
@@ -2233,7 +2237,7 @@ att_bad_event(struct attempt *a, const char *data, size_t dlen)
 	route_count_bad_event(r->w, a->st.d);
 	log_debug("%s %s sent a malformed stream event (%zu bytes); skipped",
 	          r->s.id, dname(r, a->st.d), dlen);
-	memset(&r->s.uerr, 0, sizeof r->s.uerr);
+	memset(&uerr, 0, sizeof uerr);
 	return 1;
 }
 
@@ -2248,7 +2252,7 @@ att_sse_event(void *arg, const char *ev, size_t elen, const char *data,
 	if (a->st.complete)
 		return 0;
 	rc = a->st.prov->stream_event(&a->st.pc, &a->ss, ev, elen, data, dlen,
-	                              &a->out, &a->r->s.uerr);
+	                              &a->out, &uerr);
 	if (rc == -1 && att_bad_event(a, data, dlen))
 		return 0;
 	if (rc == -1) {
@@ -2305,9 +2309,10 @@ att_evs_msg(void *arg, const struct evs_msg *m)
 static int
 att_feed(struct attempt *a, const char *p, size_t n)
 {
-	struct upstream_error *e = &a->r->s.uerr;
+	struct upstream_error *e = &uerr;
 	int rc;
 
+	memset(e, 0, sizeof *e);
 	if (a->st.prov->framing == PROV_FRAME_EVENTSTREAM) {
 		if (a->evs == NULL &&
 		    (a->evs = calloc(1, sizeof *a->evs)) == NULL) {
@@ -2355,7 +2360,7 @@ up_on_data(void *arg, const char *p, size_t n)
 {
 	struct attempt *a = arg;
 	struct req *r = a->r;
-	struct upstream_error *e = &r->s.uerr;
+	struct upstream_error *e = &uerr;
 	int rc;
 
 	if (!a->st.streaming) {
@@ -2434,10 +2439,11 @@ static void
 att_whole(struct attempt *a)
 {
 	struct req *r = a->r;
-	struct upstream_error *e = &r->s.uerr;
+	struct upstream_error *e = &uerr;
 	struct buf *canon = &a->out;
 	int cf = 0;
 
+	memset(e, 0, sizeof *e);
 	buf_reset(canon);
 	if (a->st.prov->response(&a->st.pc, a->rbody.data ? a->rbody.data : "",
 	                         a->rbody.len, canon, &a->st.usage, &cf,
