@@ -171,6 +171,15 @@ policy_rule_matches(const struct rule_cfg *r, const struct policy_in *in)
 
 /* ---- candidates ---- */
 
+/* Drop the candidates (their captures freed). */
+static void
+pol_clear(struct policy *p)
+{
+	for (int i = 0; i < p->ncand; i++)
+		free(p->cand[i].capture);
+	p->ncand = 0;
+}
+
 /* Room for n more pool entries (grown by need, the members of the
  * candidates that point into it moved along); -1 when memory ran out. */
 static int
@@ -210,7 +219,8 @@ pol_add(struct policy *p, const struct group_cfg *g, const char *cap)
 
 	for (int i = 0; i < p->ncand; i++)
 		if (p->cand[i].g.deploy == g->deploy &&
-		    strcmp(p->cand[i].capture, cap) == 0)
+		    strcmp(p->cand[i].capture ? p->cand[i].capture : "", cap) ==
+		        0)
 			return 0;
 	if (p->ncand == ROUTE_MAX_GROUPS)
 		return 0;
@@ -224,7 +234,11 @@ pol_add(struct policy *p, const struct group_cfg *g, const char *cap)
 	}
 	c = &p->cand[p->ncand++];
 	c->g = *g;
-	snprintf(c->capture, sizeof c->capture, "%s", cap);
+	c->capture = NULL;
+	if (cap[0] != '\0' && (c->capture = strdup(cap)) == NULL) {
+		p->ncand--;
+		return -1;
+	}
 	return 0;
 }
 
@@ -365,8 +379,10 @@ pol_filter(struct policy *p, const struct cfg *cfg)
 			if (pol_member_ok(p, cfg, g->deploy[m]) &&
 			    p->npool + n < POLICY_POOL)
 				out[n++] = g->deploy[m];
-		if (n == 0)
+		if (n == 0) {
+			free(p->cand[i].capture);
 			continue;
+		}
 		p->npool += n;
 		g->deploy = out;
 		g->ndeploy = n;
@@ -507,7 +523,8 @@ policy_resolve(struct policy *p, const struct cfg *cfg,
 	const char *fb[ROUTE_MAX_GROUPS], *target;
 	int nfb;
 
-	p->ncand = p->npool = 0;
+	pol_clear(p);
+	p->npool = 0;
 	p->region[0] = '\0';
 	p->session = 0;
 	p->rule = -1;
@@ -544,7 +561,7 @@ int
 policy_switch(struct policy *p, const struct cfg *cfg,
               const struct fallback_cfg *f, const struct group_cfg **groups)
 {
-	p->ncand = 0;
+	pol_clear(p);
 	for (int i = 0; f != NULL && i < f->nto; i++)
 		pol_name(p, cfg, f->to[i], 1);
 	if (p->region[0] != '\0' || p->allow != NULL)
@@ -558,6 +575,7 @@ policy_switch(struct policy *p, const struct cfg *cfg,
 void
 policy_free(struct policy *p)
 {
+	pol_clear(p);
 	free(p->cand);
 	free(p->pool);
 	p->cand = NULL;
@@ -591,7 +609,7 @@ policy_model(const struct policy *p, const struct cfg *cfg, int gi, int d,
 	for (int i = 0; c == NULL && i < p->ncand; i++)
 		if (pol_has(&p->cand[i], d))
 			c = &p->cand[i];
-	if (c == NULL || c->capture[0] == '\0')
+	if (c == NULL || c->capture == NULL)
 		return NULL;
 	snprintf(buf, n, "%.*s%s%s", (int)(star - dc->model), dc->model,
 	         c->capture, star + 1);

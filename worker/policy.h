@@ -39,7 +39,7 @@ struct policy_in {
  * required region. */
 struct policy_cand {
 	struct group_cfg g;
-	char capture[128]; /* the text a pattern's star stood for, "" */
+	char *capture; /* the text a pattern's star stood for, NULL if none */
 };
 
 #define POLICY_POOL (2 * CFG_MAX_DEPLOY)
