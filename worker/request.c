@@ -143,8 +143,7 @@ struct req_st {
 	int64_t ra_ms; /* the shortest upstream Retry-After seen, -1 */
 	uint64_t no_prefill[CFG_MAX_DEPLOY / 64]; /* refused a prefill */
 	uint64_t reauthed[CFG_MAX_DEPLOY / 64];   /* token refreshed on 401 */
-	int cut_d;         /* the deployment whose stream was cut, -1 */
-	char cut_msg[128]; /* why it was cut */
+	int cut_d; /* the deployment whose stream was cut, -1 */
 	char build_err[160];
 	int ntrail; /* entries in struct req's trail */
 
@@ -195,6 +194,7 @@ struct req {
 	void *ig_state;       /* ingress encoder state */
 	size_t ig_size;
 	char *served_model; /* a pattern deployment's upstream model, or NULL */
+	char *cut_msg;      /* why its stream was cut (s.cut_d), or NULL */
 	struct attempt_rec *trail; /* the attempts noted, trail_cap room */
 	int trail_cap;
 	/* att[0] is att0; att[1] (a hedge's) is allocated when first needed */
@@ -503,6 +503,7 @@ req_destroy(struct req *r)
 	att_drop_second(r);
 	free(r->trail);
 	free(r->served_model);
+	free(r->cut_msg);
 	policy_free(&r->pol);
 	if (r->ev_hedge)
 		event_free(r->ev_hedge);
@@ -913,6 +914,8 @@ req_release(struct req *r)
 	buf_reset(&r->fwd);
 	free(r->served_model);
 	r->served_model = NULL;
+	free(r->cut_msg);
+	r->cut_msg = NULL;
 	memset(&r->s, 0, sizeof r->s);
 	r->s.phase = REQ_DONE;
 	LIST_REMOVE(r, link);
@@ -1793,7 +1796,8 @@ req_cut_abort(struct req *r, const char *why)
 	char text[320];
 
 	snprintf(text, sizeof text, "upstream failed mid-stream: %s%s%s",
-	         r->s.cut_msg, why ? "; " : "", why ? why : "");
+	         r->cut_msg ? r->cut_msg : "out of memory", why ? "; " : "",
+	         why ? why : "");
 	req_stream_abort(r, r->s.cut_d, text);
 }
 
@@ -1804,7 +1808,8 @@ req_midstream_failure(struct req *r, int d, const char *msg)
 {
 	if (r->s.cut_d < 0) {
 		r->s.cut_d = d;
-		snprintf(r->s.cut_msg, sizeof r->s.cut_msg, "%s", msg);
+		free(r->cut_msg);
+		r->cut_msg = strndup(msg, 127); /* a cut is rare: not inline */
 	}
 	if (r->s.groups[0]->stream_resume == RESUME_CONTINUE &&
 	    !r->s.tool_stream && !r->s.native && r->s.ig->endpoint == EP_CHAT) {
