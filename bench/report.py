@@ -372,8 +372,8 @@ def memory_table():
         w = float(M.get("rssw_" + key, "0"))
         out("| %s | %.1f | %.1f |" % (name, tot / 1024, w / 1024))
     out()
-    out("Memory per stream: %s kB ((peak - before) / streams)." %
-        M.get("per_stream_kb"))
+    out("Memory per stream: %s kB ((peak - before) / streams; "
+        "bench/streams-mem.sh measures it alone)." % M.get("per_stream_kb"))
     out()
 
 

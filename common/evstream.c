@@ -220,6 +220,14 @@ evs_reset(struct evs *e)
 	e->err[0] = '\0';
 }
 
+/* Free the buffer when no message is being assembled. */
+void
+evs_shrink(struct evs *e)
+{
+	if (e->msg.len == 0)
+		buf_free(&e->msg);
+}
+
 /* Free the decoder's buffer. */
 void
 evs_free(struct evs *e)

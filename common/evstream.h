@@ -58,6 +58,9 @@ int evs_pending(const struct evs *);
 void evs_set_max(size_t);
 void evs_reset(struct evs *);
 void evs_free(struct evs *);
+/* Free the buffer while no message is half read (a stream between
+ * messages holds none). */
+void evs_shrink(struct evs *);
 
 /* CRC-32 (IEEE 802.3, as zlib's crc32) of n bytes, continuing from crc
  * (0 to start). */

@@ -29,7 +29,7 @@
 #define JSON_AVX2 1
 #endif
 
-#define JSON_TOK_INIT  32 /* grown by doubling */
+#define JSON_TOK_INIT  16 /* grown by doubling (a small top level fits) */
 #define JSON_TOK_MAX   (1 << 20)
 #define JSON_MAX_DEPTH 512 /* deeper documents are rejected */
 

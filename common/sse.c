@@ -124,6 +124,18 @@ sse_reset(struct sse *s)
 	s->skip_lf = 0;
 }
 
+/* Free the buffers that hold nothing (a stream idle between events). */
+void
+sse_shrink(struct sse *s)
+{
+	if (s->line.len == 0)
+		buf_free(&s->line);
+	if (s->event.len == 0)
+		buf_free(&s->event);
+	if (s->data.len == 0)
+		buf_free(&s->data);
+}
+
 /* Release memory. */
 void
 sse_free(struct sse *s)

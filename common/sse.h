@@ -30,5 +30,8 @@ int sse_feed(struct sse *, const char *p, size_t n, sse_cb, void *arg);
 void sse_set_max_event(size_t);
 void sse_reset(struct sse *);
 void sse_free(struct sse *);
+/* Free the buffers that hold nothing (their bytes are reallocated when an
+ * event arrives): a stream idle between events then holds no buffer. */
+void sse_shrink(struct sse *);
 
 #endif

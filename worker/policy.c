@@ -18,8 +18,10 @@
  *   session    when a group has affinity, the request's session key
  */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/buf.h"
@@ -171,21 +173,74 @@ policy_rule_matches(const struct rule_cfg *r, const struct policy_in *in)
 
 /* ---- candidates ---- */
 
+/* Drop the candidates (their captures freed). */
+static void
+pol_clear(struct policy *p)
+{
+	for (int i = 0; i < p->ncand; i++)
+		free(p->cand[i].capture);
+	p->ncand = 0;
+}
+
+/* Room for n more pool entries (grown by need, the members of the
+ * candidates that point into it moved along); -1 when memory ran out. */
+static int
+pol_pool_reserve(struct policy *p, int n)
+{
+	ptrdiff_t off[ROUTE_MAX_GROUPS];
+	int cap = p->pool_cap ? p->pool_cap : 16, *np;
+
+	if (p->npool + n <= p->pool_cap)
+		return 0;
+	while (cap < p->npool + n)
+		cap *= 2;
+	for (int i = 0; i < p->ncand; i++) {
+		const int *d = p->cand[i].g.deploy;
+
+		off[i] =
+		    p->pool != NULL && d >= p->pool && d < p->pool + p->pool_cap
+		        ? d - p->pool
+		        : -1;
+	}
+	if ((np = reallocarray(p->pool, (size_t)cap, sizeof *np)) == NULL)
+		return -1;
+	for (int i = 0; i < p->ncand; i++)
+		if (off[i] >= 0)
+			p->cand[i].g.deploy = np + off[i];
+	p->pool = np;
+	p->pool_cap = cap;
+	return 0;
+}
+
 /* Add group g (the star's text cap, "" for none) unless it is there. */
 static int
 pol_add(struct policy *p, const struct group_cfg *g, const char *cap)
 {
 	struct policy_cand *c;
+	int n = p->cand_cap ? 2 * p->cand_cap : 1;
 
 	for (int i = 0; i < p->ncand; i++)
 		if (p->cand[i].g.deploy == g->deploy &&
-		    strcmp(p->cand[i].capture, cap) == 0)
+		    strcmp(p->cand[i].capture ? p->cand[i].capture : "", cap) ==
+		        0)
 			return 0;
 	if (p->ncand == ROUTE_MAX_GROUPS)
 		return 0;
+	if (p->ncand == p->cand_cap) { /* grown by need: most have one */
+		if (n > ROUTE_MAX_GROUPS)
+			n = ROUTE_MAX_GROUPS;
+		if ((c = reallocarray(p->cand, (size_t)n, sizeof *c)) == NULL)
+			return -1;
+		p->cand = c;
+		p->cand_cap = n;
+	}
 	c = &p->cand[p->ncand++];
 	c->g = *g;
-	buf_copy(c->capture, sizeof c->capture, cap, SIZE_MAX);
+	c->capture = NULL;
+	if (cap[0] != '\0' && (c->capture = strdup(cap)) == NULL) {
+		p->ncand--;
+		return -1;
+	}
 	return 0;
 }
 
@@ -196,7 +251,8 @@ pol_synthetic(struct policy *p, const char *name, const int *idx, int n)
 {
 	struct group_cfg g;
 
-	if (n == 0 || p->npool + n > POLICY_POOL)
+	if (n == 0 || p->npool + n > POLICY_POOL ||
+	    pol_pool_reserve(p, n) == -1)
 		return -1;
 	memset(&g, 0, sizeof g);
 	snprintf(g.name, sizeof g.name, "%s", name);
@@ -308,8 +364,14 @@ pol_member_ok(const struct policy *p, const struct cfg *cfg, int d)
 static void
 pol_filter(struct policy *p, const struct cfg *cfg)
 {
-	int k = 0, n, *out;
+	int k = 0, n = 0, *out;
 
+	for (int i = 0; i < p->ncand; i++)
+		n += p->cand[i].g.ndeploy;
+	if (n > POLICY_POOL - p->npool)
+		n = POLICY_POOL - p->npool;
+	if (pol_pool_reserve(p, n) == -1)
+		return; /* unfiltered: the routing checks still apply */
 	for (int i = 0; i < p->ncand; i++) {
 		struct group_cfg *g = &p->cand[i].g;
 
@@ -319,8 +381,10 @@ pol_filter(struct policy *p, const struct cfg *cfg)
 			if (pol_member_ok(p, cfg, g->deploy[m]) &&
 			    p->npool + n < POLICY_POOL)
 				out[n++] = g->deploy[m];
-		if (n == 0)
+		if (n == 0) {
+			free(p->cand[i].capture);
 			continue;
+		}
 		p->npool += n;
 		g->deploy = out;
 		g->ndeploy = n;
@@ -461,7 +525,8 @@ policy_resolve(struct policy *p, const struct cfg *cfg,
 	const char *fb[ROUTE_MAX_GROUPS], *target;
 	int nfb;
 
-	p->ncand = p->npool = 0;
+	pol_clear(p);
+	p->npool = 0;
 	p->region[0] = '\0';
 	p->session = 0;
 	p->rule = -1;
@@ -498,7 +563,7 @@ int
 policy_switch(struct policy *p, const struct cfg *cfg,
               const struct fallback_cfg *f, const struct group_cfg **groups)
 {
-	p->ncand = 0;
+	pol_clear(p);
 	for (int i = 0; f != NULL && i < f->nto; i++)
 		pol_name(p, cfg, f->to[i], 1);
 	if (p->region[0] != '\0' || p->allow != NULL)
@@ -506,6 +571,18 @@ policy_switch(struct policy *p, const struct cfg *cfg,
 	for (int i = 0; i < p->ncand; i++)
 		groups[i] = &p->cand[i].g;
 	return p->ncand;
+}
+
+/* Free what p holds; see policy.h. */
+void
+policy_free(struct policy *p)
+{
+	pol_clear(p);
+	free(p->cand);
+	free(p->pool);
+	p->cand = NULL;
+	p->pool = NULL;
+	p->ncand = p->cand_cap = p->npool = p->pool_cap = 0;
 }
 
 /* Whether candidate c has member d. */
@@ -534,7 +611,7 @@ policy_model(const struct policy *p, const struct cfg *cfg, int gi, int d,
 	for (int i = 0; c == NULL && i < p->ncand; i++)
 		if (pol_has(&p->cand[i], d))
 			c = &p->cand[i];
-	if (c == NULL || c->capture[0] == '\0')
+	if (c == NULL || c->capture == NULL)
 		return NULL;
 	snprintf(buf, n, "%.*s%s%s", (int)(star - dc->model), dc->model,
 	         c->capture, star + 1);

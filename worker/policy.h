@@ -39,18 +39,20 @@ struct policy_in {
  * required region. */
 struct policy_cand {
 	struct group_cfg g;
-	char capture[128]; /* the text a pattern's star stood for, "" */
+	char *capture; /* the text a pattern's star stood for, NULL if none */
 };
 
 #define POLICY_POOL (2 * CFG_MAX_DEPLOY)
 
 /* The candidates of one request. policy_resolve fills it whole; nothing
- * needs clearing between requests. */
+ * needs clearing between requests (its arrays stay, policy_free frees
+ * them). */
 struct policy {
-	struct policy_cand cand[ROUTE_MAX_GROUPS];
-	int ncand;
-	int pool[POLICY_POOL]; /* members of filtered and synthetic groups */
-	int npool;
+	struct policy_cand *cand; /* grown by need, at most ROUTE_MAX_GROUPS */
+	int ncand, cand_cap;
+	int *pool; /* members of filtered and synthetic groups, grown by need
+	              up to POLICY_POOL */
+	int npool, pool_cap;
 	char region[CFG_NAME_MAX]; /* the required region, "" if none */
 	uint64_t session;          /* the session key, 0 if none */
 	int rule;                  /* the first rule that matched, -1 */
@@ -74,6 +76,8 @@ struct policy_err {
 int policy_resolve(struct policy *p, const struct cfg *,
                    const struct policy_in *in, const struct group_cfg **groups,
                    int *ngroups, struct policy_err *e);
+/* Free the candidates' memory (p is then empty; it may be reused). */
+void policy_free(struct policy *p);
 /* Replace the candidates by the targets of chain f (a context-window or
  * content-policy fallback), within the required region; their count. */
 int policy_switch(struct policy *p, const struct cfg *,

@@ -50,6 +50,7 @@
 #define ATT_BEARER_MAX 2560 /* the longest access token sent */
 #define REQ_IDLE_FREE  8    /* what an idle worker keeps of both */
 #define REQ_KEEP_BUF   (64 << 10) /* bigger buffers are freed on recycling */
+#define REQ_SMALL_BODY 512        /* bodies copied out of their read buffer */
 #define ERRBODY_MAX    65536
 #define STREAM_MAX_BAD 16 /* malformed events an attempt may skip */
 #define REQ_YIELD_MS   20 /* a queued request yields to higher classes */
@@ -67,12 +68,12 @@ struct attempt_rec {
  * Buffers stay warm across requests; st is cleared for every attempt. */
 struct attempt {
 	struct req *r;
-	struct prov_out po; /* built, until sent (or the token arrives) */
+	struct prov_out *po; /* built, until sent (or the token arrives) */
 	struct buf rbody;
 	struct buf out;  /* translated, not yet sent */
 	struct buf text; /* content text this attempt produced */
 	struct sse sse;
-	struct evs evs; /* for PROV_FRAME_EVENTSTREAM providers */
+	struct evs *evs; /* for PROV_FRAME_EVENTSTREAM providers, on use */
 	struct stream_state ss;
 	struct event ev_timer; /* attempt / first token / idle */
 	struct gauth_wait gw;  /* waiting for an access token */
@@ -99,8 +100,17 @@ struct attempt {
 		size_t drop;      /* leading text bytes that repeat sent text */
 		size_t text_sent; /* text bytes that reached the client */
 		struct usage usage;
-		char model[160]; /* upstream model of a pattern's deployment */
 	} st;
+	char *model; /* upstream model of a pattern's deployment, or NULL */
+};
+
+/* What the log lines need of the connection's peer (struct peer less its
+ * groups, which only identification reads). */
+struct req_peer {
+	int cred; /* uid, pid are known */
+	uint32_t uid;
+	int32_t pid;
+	char comm[16];
 };
 
 /* Everything that belongs to one request, cleared with one memset. */
@@ -133,11 +143,9 @@ struct req_st {
 	int64_t ra_ms; /* the shortest upstream Retry-After seen, -1 */
 	uint64_t no_prefill[CFG_MAX_DEPLOY / 64]; /* refused a prefill */
 	uint64_t reauthed[CFG_MAX_DEPLOY / 64];   /* token refreshed on 401 */
-	int cut_d;         /* the deployment whose stream was cut, -1 */
-	char cut_msg[128]; /* why it was cut */
+	int cut_d; /* the deployment whose stream was cut, -1 */
 	char build_err[160];
-	struct attempt_rec trail[REQ_MAX_TRAIL];
-	int ntrail;
+	int ntrail; /* entries in struct req's trail */
 
 	/* the answer */
 	int served;         /* deployment that answered, -1 */
@@ -148,16 +156,14 @@ struct req_st {
 	int ig_ready;       /* ingress state initialised */
 	int native;         /* the answer passed the client's format through */
 	int local;          /* llmfd answered itself (ingress local) */
-	struct upstream_error uerr; /* the failure being handled */
-	char served_model[160];     /* a pattern deployment's upstream model */
 
 	/* the client (issue 17) */
-	int client;        /* index in cfg->clients, -1: not identified */
-	struct peer peer;  /* the connection's (a copy: it may close) */
-	int prio;          /* enum prio */
-	int admitted;      /* limits_admit counted it: release at the end */
-	int waiting;       /* counted as waiting for capacity */
-	int64_t cost_nusd; /* the answer's price, -1: not priced */
+	int client;           /* index in cfg->clients, -1: not identified */
+	struct req_peer peer; /* the connection's, for logs (it may close) */
+	int prio;             /* enum prio */
+	int admitted;         /* limits_admit counted it: release at the end */
+	int waiting;          /* counted as waiting for capacity */
+	int64_t cost_nusd;    /* the answer's price, -1: not priced */
 };
 
 /* The client's body in one run of bytes, kept while the request or any
@@ -165,6 +171,9 @@ struct req_st {
 struct req_body {
 	struct up_hold h; /* first: the hold is the holder */
 	struct evbuffer *eb;
+	char *copy; /* a small body (REQ_SMALL_BODY) in memory of its size,
+	               not in eb: evbuffer chains are 1 KB or more */
+	size_t ncopy;
 	struct req_body *next_free;
 };
 
@@ -185,10 +194,17 @@ struct req {
 	struct buf fwd;       /* client headers for a same-format upstream */
 	void *ig_state;       /* ingress encoder state */
 	size_t ig_size;
-	struct attempt att[2];
-	struct event ev_deadline, ev_wait, ev_hedge;
-	struct event ev_ping; /* an idle stream's keep-alive */
-	struct policy pol;    /* the candidates (policy.c) */
+	char *served_model; /* a pattern deployment's upstream model, or NULL */
+	char *cut_msg;      /* why its stream was cut (s.cut_d), or NULL */
+	struct attempt_rec *trail; /* the attempts noted, trail_cap room */
+	int trail_cap;
+	/* att[0] is att0; att[1] (a hedge's) is allocated when first needed */
+	struct attempt *att[2];
+	struct attempt att0;
+	struct event ev_deadline, ev_wait;
+	struct event ev_ping;   /* an idle stream's keep-alive */
+	struct event *ev_hedge; /* made when a hedge is first armed */
+	struct policy pol;      /* the candidates (policy.c) */
 	struct req_st s;
 };
 
@@ -198,6 +214,12 @@ static struct req *free_reqs;
 static int nfree, ninflight;
 static struct req_body *free_bodies;
 static int nfree_bodies, bodies_closing;
+static struct prov_out *po_spare; /* one request being built, recycled */
+/* The upstream failure being handled. Providers fill it and the engine
+ * reads it within one callback (an upstream read, a reply), never across
+ * two, so one serves every request of the worker (not 408 bytes in each);
+ * it is cleared before each use. */
+static struct upstream_error uerr;
 
 /* The end of a request, as req_finish delivers it. */
 struct req_end {
@@ -223,6 +245,33 @@ static void att_timeout(evutil_socket_t, short, void *);
 
 static const struct up_cbs up_cbs;
 
+/* Make a an idle attempt of r. */
+static void
+att_init(struct req *r, struct attempt *a)
+{
+	a->r = r;
+	event_assign(&a->ev_timer, r->w->base, -1, 0, att_timeout, a);
+}
+
+/* Whether r's attempt i exists and is running. */
+static int
+att_on(const struct req *r, int i)
+{
+	return r->att[i] != NULL && r->att[i]->st.active;
+}
+
+/* An idle attempt slot of r (the second one allocated on first use), or
+ * NULL when memory ran out. */
+static struct attempt *
+att_slot(struct req *r)
+{
+	if (!r->att[0]->st.active)
+		return r->att[0];
+	if (r->att[1] == NULL && (r->att[1] = calloc(1, sizeof *r->att[1])))
+		att_init(r, r->att[1]);
+	return r->att[1];
+}
+
 /* A recycled (or new) request object with its buffers kept warm. */
 static struct req *
 req_get(struct worker *w)
@@ -237,16 +286,30 @@ req_get(struct worker *w)
 	if ((r = calloc(1, sizeof *r)) == NULL)
 		return NULL;
 	r->w = w;
-	for (int i = 0; i < 2; i++) {
-		r->att[i].r = r;
-		event_assign(&r->att[i].ev_timer, w->base, -1, 0, att_timeout,
-		             &r->att[i]);
-	}
+	r->att[0] = &r->att0;
+	att_init(r, r->att[0]);
 	event_assign(&r->ev_deadline, w->base, -1, 0, req_deadline, r);
 	event_assign(&r->ev_wait, w->base, -1, 0, req_wait_cb, r);
-	event_assign(&r->ev_hedge, w->base, -1, 0, req_hedge, r);
 	event_assign(&r->ev_ping, w->base, -1, 0, req_ping, r);
 	return r;
+}
+
+/* Free a body holder. */
+static void
+req_body_free(struct req_body *b)
+{
+	if (b->eb)
+		evbuffer_free(b->eb);
+	free(b);
+}
+
+/* The holder's evbuffer, made on first use (a small body needs none). */
+static struct evbuffer *
+req_body_eb(struct req_body *b)
+{
+	if (b->eb == NULL)
+		b->eb = evbuffer_new();
+	return b->eb;
 }
 
 /* The last user of a body let go: empty the holder and recycle it. */
@@ -255,10 +318,13 @@ req_body_release(struct up_hold *h)
 {
 	struct req_body *b = (struct req_body *)h;
 
-	evbuffer_drain(b->eb, evbuffer_get_length(b->eb));
+	if (b->eb)
+		evbuffer_drain(b->eb, evbuffer_get_length(b->eb));
+	free(b->copy);
+	b->copy = NULL;
+	b->ncopy = 0;
 	if (bodies_closing || nfree_bodies >= BODY_MAX_FREE) {
-		evbuffer_free(b->eb);
-		free(b);
+		req_body_free(b);
 		return;
 	}
 	b->next_free = free_bodies;
@@ -275,9 +341,7 @@ req_body_get(void)
 	if (b) {
 		free_bodies = b->next_free;
 		nfree_bodies--;
-	} else if ((b = calloc(1, sizeof *b)) == NULL ||
-	           (b->eb = evbuffer_new()) == NULL) {
-		free(b);
+	} else if ((b = calloc(1, sizeof *b)) == NULL) {
 		return NULL;
 	}
 	b->h.refs = 1;
@@ -303,6 +367,34 @@ req_body_run(struct evbuffer *eb)
 	if (n >= 1 && n <= 8)
 		return v[0].iov_base;
 	return (const char *)evbuffer_pullup(eb, -1);
+}
+
+/* A small body's own copy in b (NULL when memory ran out). */
+static char *
+req_body_small(struct req_body *b, size_t n)
+{
+	if ((b->copy = malloc(n)) != NULL)
+		b->ncopy = n;
+	return b->copy;
+}
+
+/* Move the client's body from in to b. A small one is copied to memory
+ * of its own size: the read buffer it lies in (1 KB or more, the head's
+ * bytes before it) would otherwise stay with a stream until its first
+ * content. */
+static int
+req_body_take(struct req_body *b, struct evbuffer *in)
+{
+	size_t n = evbuffer_get_length(in);
+
+	if (n == 0)
+		return 0;
+	if (n > REQ_SMALL_BODY)
+		return req_body_eb(b) ? evbuffer_add_buffer(b->eb, in) : -1;
+	if (req_body_small(b, n) == NULL ||
+	    evbuffer_remove(in, b->copy, n) != (int)n)
+		return -1;
+	return 0;
 }
 
 /* Let go of the request's body (upstream writes may keep it a while). */
@@ -335,6 +427,38 @@ att_forget_bearer(struct attempt *a)
 	buf_reset(&a->bearer);
 }
 
+/* Attempt a's request while it is built and sent: a recycled one (its
+ * buffers empty), or NULL when memory ran out. */
+static struct prov_out *
+att_po_get(struct attempt *a)
+{
+	if (a->po == NULL) {
+		a->po = po_spare ? po_spare : calloc(1, sizeof *a->po);
+		po_spare = NULL;
+	}
+	return a->po;
+}
+
+/* Attempt a's request is sent (or abandoned): free its buffers and keep
+ * the object for the next attempt of the worker. */
+static void
+att_po_put(struct attempt *a)
+{
+	struct prov_out *o = a->po;
+
+	if (o == NULL)
+		return;
+	buf_free(&o->path);
+	buf_free(&o->headers);
+	buf_free(&o->body);
+	memset(o, 0, sizeof *o);
+	a->po = NULL;
+	if (po_spare == NULL)
+		po_spare = o;
+	else
+		free(o);
+}
+
 /* Let go of attempt a's buffers: the request copies always, the reply
  * buffers with how (freed, or recycled). */
 static void
@@ -342,14 +466,37 @@ att_bufs(struct attempt *a, void (*how)(struct buf *))
 {
 	att_forget_bearer(a);
 	buf_free(&a->bearer);
-	buf_free(&a->po.path);
-	buf_free(&a->po.headers);
-	buf_free(&a->po.body);
-	a->po.nspan = 0;
+	att_po_put(a);
+	free(a->model);
+	a->model = NULL;
 	how(&a->rbody);
 	how(&a->out);
 	how(&a->text);
 	stream_state_free(&a->ss);
+}
+
+/* Free attempt a's buffers (it is stopped). */
+static void
+att_destroy(struct attempt *a)
+{
+	att_bufs(a, buf_free);
+	sse_free(&a->sse);
+	if (a->evs)
+		evs_free(a->evs);
+	free(a->evs);
+	a->evs = NULL;
+}
+
+/* Free r's hedge attempt, if it has one (stopped). */
+static void
+att_drop_second(struct req *r)
+{
+	if (r->att[1] == NULL)
+		return;
+	event_del(&r->att[1]->ev_timer);
+	att_destroy(r->att[1]);
+	free(r->att[1]);
+	r->att[1] = NULL;
 }
 
 static void
@@ -357,11 +504,14 @@ req_destroy(struct req *r)
 {
 	json_free(&r->j);
 	json_free(&r->canon_j);
-	for (int i = 0; i < 2; i++) {
-		att_bufs(&r->att[i], buf_free);
-		sse_free(&r->att[i].sse);
-		evs_free(&r->att[i].evs);
-	}
+	att_destroy(r->att[0]);
+	att_drop_second(r);
+	free(r->trail);
+	free(r->served_model);
+	free(r->cut_msg);
+	policy_free(&r->pol);
+	if (r->ev_hedge)
+		event_free(r->ev_hedge);
 	buf_free(&r->canon);
 	buf_free(&r->out);
 	buf_free(&r->sent_text);
@@ -396,6 +546,25 @@ req_arm(struct event *ev, int64_t ms)
 	event_add(ev, &tv);
 }
 
+/* Arm the hedge timer in ms, making it on first use (most groups never
+ * hedge; without memory the request just does not hedge). */
+static void
+req_hedge_arm(struct req *r, int64_t ms)
+{
+	if (r->ev_hedge == NULL &&
+	    (r->ev_hedge = event_new(r->w->base, -1, 0, req_hedge, r)) == NULL)
+		return;
+	req_arm(r->ev_hedge, ms);
+}
+
+/* Disarm the hedge timer. */
+static void
+req_hedge_del(struct req *r)
+{
+	if (r->ev_hedge)
+		event_del(r->ev_hedge);
+}
+
 static int
 att_ms(const struct attempt *a)
 {
@@ -412,9 +581,9 @@ dname(const struct req *r, int d)
 static struct attempt *
 att_other(struct attempt *a)
 {
-	struct attempt *o = a == &a->r->att[0] ? &a->r->att[1] : &a->r->att[0];
+	struct attempt *o = a == a->r->att[0] ? a->r->att[1] : a->r->att[0];
 
-	return o->st.active ? o : NULL;
+	return o && o->st.active ? o : NULL;
 }
 
 /* ---- the attempt trail ---- */
@@ -425,10 +594,20 @@ req_trail(struct req *r, int d, int status, int cls, int skip, int ms,
           const char *msg)
 {
 	struct attempt_rec *a;
+	int cap = r->trail_cap ? 2 * r->trail_cap : 2;
 
 	if (r->s.ntrail >= REQ_MAX_TRAIL)
 		return;
-	a = &r->s.trail[r->s.ntrail++];
+	if (r->s.ntrail == r->trail_cap) { /* grown by need: most have none */
+		if (cap > REQ_MAX_TRAIL)
+			cap = REQ_MAX_TRAIL;
+		if ((a = reallocarray(r->trail, (size_t)cap, sizeof *a)) ==
+		    NULL)
+			return;
+		r->trail = a;
+		r->trail_cap = cap;
+	}
+	a = &r->trail[r->s.ntrail++];
 	a->d = d;
 	a->status = status;
 	a->cls = cls;
@@ -447,7 +626,7 @@ req_trail_json(struct req *r, struct buf *b)
 	jw_init(&jw, b);
 	jw_arr(&jw);
 	for (int i = 0; i < r->s.ntrail; i++) {
-		const struct attempt_rec *a = &r->s.trail[i];
+		const struct attempt_rec *a = &r->trail[i];
 
 		jw_obj(&jw);
 		jw_key(&jw, "deployment");
@@ -480,7 +659,7 @@ req_trail_text(struct req *r, char *t, size_t sz)
 
 	snprintf(t, sz, "-");
 	for (int i = 0; i < r->s.ntrail && n < sz; i++) {
-		const struct attempt_rec *a = &r->s.trail[i];
+		const struct attempt_rec *a = &r->trail[i];
 
 		n += (size_t)snprintf(t + n, sz - n, "%s%s:", i ? "," : "",
 		                      dname(r, a->d));
@@ -539,7 +718,7 @@ req_client_name(const struct req *r)
 static void
 req_who(const struct req *r, char *out, size_t n)
 {
-	const struct peer *p = &r->s.peer;
+	const struct req_peer *p = &r->s.peer;
 
 	out[0] = '\0';
 	if (r->s.client < 0)
@@ -568,8 +747,8 @@ req_spend(struct req *r)
 	if (r->s.served < 0)
 		return;
 	d = &cfg->deploy[r->s.served];
-	model = r->s.served_model[0] ? r->s.served_model : d->model;
-	if (r->s.served_model[0])
+	model = r->served_model ? r->served_model : d->model;
+	if (r->served_model)
 		p = cfg_price(cfg, model);
 	else if (d->price >= 0)
 		p = &cfg->prices[d->price];
@@ -589,7 +768,7 @@ req_access(struct req *r, int status, const char *code)
 	const struct deploy_cfg *d =
 	    r->s.served >= 0 ? &r->w->cfg->deploy[r->s.served] : NULL;
 	char trail[REQ_MAX_TRAIL * 96], cost[32] = "-";
-	const struct peer *p = &r->s.peer;
+	const struct req_peer *p = &r->s.peer;
 	const char *dep = d ? d->name : "-";
 	const char *prov = d ? cfg_provider_name(d->provider) : "-";
 	int ok = code == NULL, cred = p != NULL && p->cred;
@@ -710,7 +889,7 @@ req_unhook(struct req *r)
 {
 	event_del(&r->ev_deadline);
 	event_del(&r->ev_wait);
-	event_del(&r->ev_hedge);
+	req_hedge_del(r);
 	event_del(&r->ev_ping);
 	if (r->s.c)
 		r->s.ops->detach(r->s.c, r);
@@ -727,13 +906,17 @@ req_release(struct req *r)
 	struct worker *w = r->w;
 
 	for (int i = 0; i < 2; i++) {
-		struct attempt *a = &r->att[i];
+		struct attempt *a = r->att[i];
 
+		if (a == NULL)
+			continue;
 		att_cancel(a, "request finished");
 		sse_reset(&a->sse);
-		evs_reset(&a->evs);
+		if (a->evs)
+			evs_reset(a->evs);
 		att_bufs(a, buf_recycle);
 	}
+	att_drop_second(r); /* a hedge's: rare, not kept warm */
 	req_unhook(r);
 	req_body_drop(r);
 	if (r->s.waiting)
@@ -744,6 +927,10 @@ req_release(struct req *r)
 	buf_recycle(&r->out);
 	buf_recycle(&r->sent_text);
 	buf_reset(&r->fwd);
+	free(r->served_model);
+	r->served_model = NULL;
+	free(r->cut_msg);
+	r->cut_msg = NULL;
 	memset(&r->s, 0, sizeof r->s);
 	r->s.phase = REQ_DONE;
 	LIST_REMOVE(r, link);
@@ -799,8 +986,9 @@ req_finish(struct req *r, const struct req_end *e)
 		         r->s.model, status, code, r->s.attempts,
 		         req_elapsed_ms(r), who);
 	for (int i = 0; i < 2; i++)
-		att_cancel(&r->att[i],
-		           r->s.c ? "request finished" : "client went away");
+		if (r->att[i])
+			att_cancel(r->att[i], r->s.c ? "request finished"
+			                             : "client went away");
 	req_spend(r);
 	req_access(r, status, code);
 	if (r->s.c)
@@ -869,9 +1057,9 @@ req_deadline(evutil_socket_t fd, short ev, void *arg)
 	(void)fd;
 	(void)ev;
 	for (int i = 0; i < 2; i++) {
-		struct attempt *a = &r->att[i];
+		struct attempt *a = r->att[i];
 
-		if (!a->st.active)
+		if (!att_on(r, i))
 			continue;
 		d = a->st.d;
 		att_stop(a);
@@ -1004,6 +1192,8 @@ static int
 att_build(struct req *r, struct attempt *a, int d)
 {
 	const struct deploy_cfg *dc = &r->w->cfg->deploy[d];
+	char mb[160];
+	const char *m;
 
 	a->st.prov = provider_get(dc->provider);
 	if (a->st.prov == NULL)
@@ -1016,11 +1206,18 @@ att_build(struct req *r, struct attempt *a, int d)
 	}
 	a->st.prefill = a->st.resume && cfg_eff_prefill(dc) &&
 	                !(r->s.no_prefill[d / 64] & (1ULL << (d % 64)));
+	free(a->model); /* a pattern's model: rare, so not kept inline */
+	a->model = NULL;
+	if ((m = policy_model(&r->pol, r->w->cfg, r->s.gi, d, mb, sizeof mb)) &&
+	    (a->model = strdup(m)) == NULL) {
+		snprintf(r->s.build_err, sizeof r->s.build_err,
+		         "out of memory");
+		return -1;
+	}
 	a->st.pc = (struct prov_call){
 	    .cfg = r->w->cfg,
 	    .d = dc,
-	    .model = policy_model(&r->pol, r->w->cfg, r->s.gi, d, a->st.model,
-	                          sizeof a->st.model),
+	    .model = a->model,
 	    .req = r->s.doc,
 	    .endpoint = r->s.ig->endpoint,
 	    .stream = r->s.stream,
@@ -1044,13 +1241,18 @@ att_build(struct req *r, struct attempt *a, int d)
 		         dc->name);
 		return -1;
 	}
-	buf_reset(&a->po.path);
-	buf_reset(&a->po.headers);
-	buf_reset(&a->po.body);
-	a->po.nspan = 0;
-	a->po.run = NULL;
-	a->po.runlen = a->po.placed = 0;
-	return a->st.prov->build(&a->st.pc, &a->po, r->s.build_err,
+	if (att_po_get(a) == NULL) {
+		snprintf(r->s.build_err, sizeof r->s.build_err,
+		         "out of memory");
+		return -1;
+	}
+	buf_reset(&a->po->path);
+	buf_reset(&a->po->headers);
+	buf_reset(&a->po->body);
+	a->po->nspan = 0;
+	a->po->run = NULL;
+	a->po->runlen = a->po->placed = 0;
+	return a->st.prov->build(&a->st.pc, a->po, r->s.build_err,
 	                         sizeof r->s.build_err);
 }
 
@@ -1060,7 +1262,7 @@ att_reset(struct req *r, struct attempt *a, int d, int hedge)
 {
 	memset(&a->st, 0, sizeof a->st);
 	if (!hedge)
-		memset(&r->s.uerr, 0, sizeof r->s.uerr);
+		memset(&uerr, 0, sizeof uerr);
 	a->st.d = d;
 	a->st.hedge = hedge;
 	a->st.resume = r->s.phase == REQ_STREAMING;
@@ -1070,7 +1272,8 @@ att_reset(struct req *r, struct attempt *a, int d, int hedge)
 	buf_reset(&a->out);
 	buf_reset(&a->text);
 	sse_reset(&a->sse);
-	evs_reset(&a->evs);
+	if (a->evs)
+		evs_reset(a->evs);
 	att_forget_bearer(a);
 	stream_state_free(&a->ss);
 	memset(&a->ss, 0, sizeof a->ss);
@@ -1088,7 +1291,7 @@ static int
 att_send(struct attempt *a)
 {
 	struct req *r = a->r;
-	struct prov_out *o = &a->po;
+	struct prov_out *o = a->po;
 	struct up_part parts[PROV_MAX_SPANS];
 	const char *body;
 	int n = 0;
@@ -1111,10 +1314,7 @@ att_send(struct attempt *a)
 	               parts, n, &r->bh->h, &up_cbs, a);
 	/* copied into the connection (or held by the request's body): hold
 	 * no memory in a request that may stay open for minutes */
-	buf_free(&o->path);
-	buf_free(&o->headers);
-	buf_free(&o->body);
-	o->nspan = 0;
+	att_po_put(a);
 	if (a->st.up == NULL) {
 		att_failed(a, EC_TRANSIENT, 0, "out of memory", -1, -1);
 		return -1;
@@ -1129,7 +1329,9 @@ att_bearer(struct attempt *a, const char *token)
 	size_t n = token ? strlen(token) : 0;
 
 	att_forget_bearer(a);
-	if (n >= ATT_BEARER_MAX || buf_add(&a->bearer, token ? token : "", n))
+	if (n == 0) /* no token: no buffer */
+		return 0;
+	if (n >= ATT_BEARER_MAX || buf_add(&a->bearer, token, n))
 		return -1;
 	return 0;
 }
@@ -1182,9 +1384,13 @@ static int
 att_start(struct req *r, int d, int hedge)
 {
 	struct worker *w = r->w;
-	struct attempt *a = r->att[0].st.active ? &r->att[1] : &r->att[0];
+	struct attempt *a = att_slot(r);
 	int64_t hd;
 
+	if (a == NULL) { /* only a hedge's slot is allocated here */
+		req_trail(r, d, 0, 0, SKIP_UNSUPPORTED, 0, "out of memory");
+		return -1;
+	}
 	att_reset(r, a, d, hedge);
 	r->s.build_err[0] = '\0';
 	if (att_build(r, a, d) == -1) {
@@ -1216,7 +1422,7 @@ att_start(struct req *r, int d, int hedge)
 	att_arm(a);
 	if (!hedge && !r->s.hedged && r->s.phase != REQ_STREAMING &&
 	    (hd = route_hedge_delay(w, r->s.groups[0], d)) >= 0)
-		req_arm(&r->ev_hedge, hd);
+		req_hedge_arm(r, hd);
 	return 0;
 }
 
@@ -1269,12 +1475,11 @@ req_hedge(evutil_socket_t fd, short ev, void *arg)
 {
 	struct req *r = arg;
 	int d, saved_prev = r->s.prev_d;
-	struct attempt *a = r->att[0].st.active ? &r->att[0] : &r->att[1];
+	struct attempt *a = att_on(r, 0) ? r->att[0] : r->att[1];
 
 	(void)fd;
 	(void)ev;
-	if (r->s.phase != REQ_ATTEMPTING ||
-	    r->att[0].st.active + r->att[1].st.active != 1 ||
+	if (r->s.phase != REQ_ATTEMPTING || att_on(r, 0) + att_on(r, 1) != 1 ||
 	    a->st.ttft_us >= 0 || !route_retry_allowed(r->w))
 		return;
 	r->s.prev_d = r->s.d;
@@ -1299,7 +1504,7 @@ req_why_out(struct req *r, int *rate, int *down)
 
 	*rate = *down = 0;
 	for (int i = 0; i < r->s.ntrail; i++) {
-		const struct attempt_rec *t = &r->s.trail[i];
+		const struct attempt_rec *t = &r->trail[i];
 
 		if (t->skip == SKIP_RATE || t->skip == SKIP_COOLING ||
 		    t->skip == SKIP_CIRCUIT)
@@ -1395,7 +1600,7 @@ static int
 req_attempted(const struct req *r, int d)
 {
 	for (int i = 0; i < r->s.ntrail; i++)
-		if (r->s.trail[i].d == d && !r->s.trail[i].skip)
+		if (r->trail[i].d == d && !r->trail[i].skip)
 			return 1;
 	return 0;
 }
@@ -1441,9 +1646,9 @@ req_queue(struct req *r)
 	}
 	memset(r->s.tried, 0, sizeof r->s.tried);
 	for (int i = 0; i < r->s.ntrail; i++)
-		if (!r->s.trail[i].skip)
-			r->s.tried[r->s.trail[i].d / 64] |=
-			    1ULL << (r->s.trail[i].d % 64);
+		if (!r->trail[i].skip)
+			r->s.tried[r->trail[i].d / 64] |=
+			    1ULL << (r->trail[i].d % 64);
 	r->s.gi = 0;
 	r->s.soonest_ms = 0;
 	r->s.tries_here = 0;
@@ -1494,8 +1699,8 @@ req_next(struct req *r)
 			break;
 		if (att_start(r, d, 0) == 0)
 			return;
-		if (r->s.phase == REQ_DONE || r->att[0].st.active ||
-		    r->att[1].st.active || r->s.phase == REQ_WAITING)
+		if (r->s.phase == REQ_DONE || att_on(r, 0) || att_on(r, 1) ||
+		    r->s.phase == REQ_WAITING)
 			return; /* att_failed took over */
 	}
 	if (streaming) {
@@ -1612,7 +1817,7 @@ req_decide(struct req *r, enum errclass cls, int kind, int status,
 		dc->action = DO_FAIL;
 		dc->status = status >= 400 && status < 500 ? status : 400;
 		dc->type = "invalid_request_error";
-		dc->code = r->s.uerr.code[0] ? r->s.uerr.code : "bad_request";
+		dc->code = uerr.code[0] ? uerr.code : "bad_request";
 		return;
 	case EC_CONTEXT_WINDOW:
 	case EC_CONTENT_POLICY:
@@ -1668,7 +1873,8 @@ req_cut_abort(struct req *r, const char *why)
 	char text[320];
 
 	snprintf(text, sizeof text, "upstream failed mid-stream: %s%s%s",
-	         r->s.cut_msg, why ? "; " : "", why ? why : "");
+	         r->cut_msg ? r->cut_msg : "out of memory", why ? "; " : "",
+	         why ? why : "");
 	req_stream_abort(r, r->s.cut_d, text);
 }
 
@@ -1679,7 +1885,8 @@ req_midstream_failure(struct req *r, int d, const char *msg)
 {
 	if (r->s.cut_d < 0) {
 		r->s.cut_d = d;
-		snprintf(r->s.cut_msg, sizeof r->s.cut_msg, "%s", msg);
+		free(r->cut_msg);
+		r->cut_msg = strndup(msg, 127); /* a cut is rare: not inline */
 	}
 	if (r->s.groups[0]->stream_resume == RESUME_CONTINUE &&
 	    !r->s.tool_stream && !r->s.native && r->s.ig->endpoint == EP_CHAT) {
@@ -1707,8 +1914,8 @@ att_prefill_refused(struct attempt *a, enum errclass cls)
 	log_info("%s %s refused the continuation as a prefill; trying the "
 	         "instruction form",
 	         r->s.id, dname(r, d));
-	if (att_start(r, d, 0) == 0 || r->s.phase == REQ_DONE ||
-	    r->att[0].st.active || r->att[1].st.active)
+	if (att_start(r, d, 0) == 0 || r->s.phase == REQ_DONE || att_on(r, 0) ||
+	    att_on(r, 1))
 		return 0; /* under way, or a failure of it took over */
 	return -1;
 }
@@ -1745,7 +1952,7 @@ att_failed(struct attempt *a, enum errclass cls, int status, const char *msg,
 	         dname(r, a->st.d), errclass_name(cls), status, msg);
 	if (att_other(a)) /* a hedge pair: the other one carries on */
 		return;
-	event_del(&r->ev_hedge);
+	req_hedge_del(r);
 	if (a->st.d != r->s.d) { /* the surviving hedge attempt failed */
 		r->s.d = a->st.d;
 		r->s.tries_here = 1;
@@ -1823,8 +2030,8 @@ att_reauth(struct attempt *a)
 		return -1;
 	log_info("%s %s refused the access token; retrying with a new one",
 	         r->s.id, dname(r, d));
-	if (att_start(r, d, 0) == 0 || r->s.phase == REQ_DONE ||
-	    r->att[0].st.active || r->att[1].st.active)
+	if (att_start(r, d, 0) == 0 || r->s.phase == REQ_DONE || att_on(r, 0) ||
+	    att_on(r, 1))
 		return 0;
 	return -1;
 }
@@ -1833,7 +2040,7 @@ att_reauth(struct attempt *a)
 static void
 att_upstream_error(struct attempt *a)
 {
-	struct upstream_error *e = &a->r->s.uerr;
+	struct upstream_error *e = &uerr;
 
 	memset(e, 0, sizeof *e);
 	e->retry_after_ms = a->st.resp.retry_after_ms;
@@ -2092,6 +2299,45 @@ req_stream_flush(struct req *r, struct attempt *a)
 	return 0;
 }
 
+/* Whether r's body is needed no more: its stream reached the client from
+ * attempt a alone and a failure from now on cannot try again (no
+ * continuation: that rebuilds the request), and the client's encoder has
+ * taken what it keeps of the body. */
+static int
+req_body_spent(struct req *r, struct attempt *a)
+{
+	return r->s.phase == REQ_STREAMING && a->st.ttft_us >= 0 &&
+	       !att_other(a) &&
+	       r->s.groups[0]->stream_resume != RESUME_CONTINUE &&
+	       (r->s.ig->state_size == 0 || req_ig_state(r) != NULL);
+}
+
+/*
+ * A stream between two upstream reads holds what it needs and no more:
+ * the buffers that carried the last events are freed (they come back on
+ * the next), and once the body is spent (req_body_spent) the client's
+ * body, its tokens and the canonical copy go too; thousands of long
+ * streams then cost little each.
+ */
+static void
+req_stream_idle(struct req *r, struct attempt *a)
+{
+	sse_shrink(&a->sse);
+	if (a->evs)
+		evs_shrink(a->evs);
+	if (a->out.len == 0)
+		buf_free(&a->out);
+	if (r->out.len == 0)
+		buf_free(&r->out);
+	if (r->bh == NULL || !req_body_spent(r, a))
+		return;
+	req_body_drop(r);
+	json_free(&r->j);
+	json_free(&r->canon_j);
+	buf_free(&r->canon);
+	buf_free(&r->fwd);
+}
+
 /* A stream event the provider refused: if its data is not JSON at all
  * (one malformed event in an otherwise healthy stream), skip and count it
  * and return 1; a stream that never completes still fails, and so does
@@ -2108,7 +2354,7 @@ att_bad_event(struct attempt *a, const char *data, size_t dlen)
 	route_count_bad_event(r->w, a->st.d);
 	log_debug("%s %s sent a malformed stream event (%zu bytes); skipped",
 	          r->s.id, dname(r, a->st.d), dlen);
-	memset(&r->s.uerr, 0, sizeof r->s.uerr);
+	memset(&uerr, 0, sizeof uerr);
 	return 1;
 }
 
@@ -2123,7 +2369,7 @@ att_sse_event(void *arg, const char *ev, size_t elen, const char *data,
 	if (a->st.complete)
 		return 0;
 	rc = a->st.prov->stream_event(&a->st.pc, &a->ss, ev, elen, data, dlen,
-	                              &a->out, &a->r->s.uerr);
+	                              &a->out, &uerr);
 	if (rc == -1 && att_bad_event(a, data, dlen))
 		return 0;
 	if (rc == -1) {
@@ -2180,14 +2426,22 @@ att_evs_msg(void *arg, const struct evs_msg *m)
 static int
 att_feed(struct attempt *a, const char *p, size_t n)
 {
-	struct upstream_error *e = &a->r->s.uerr;
+	struct upstream_error *e = &uerr;
 	int rc;
 
+	memset(e, 0, sizeof *e);
 	if (a->st.prov->framing == PROV_FRAME_EVENTSTREAM) {
-		if ((rc = evs_feed(&a->evs, p, n, att_evs_msg, a)) == -1) {
+		if (a->evs == NULL &&
+		    (a->evs = calloc(1, sizeof *a->evs)) == NULL) {
+			e->cls = EC_TRANSIENT;
+			snprintf(e->message, sizeof e->message,
+			         "out of memory");
+			return -1;
+		}
+		if ((rc = evs_feed(a->evs, p, n, att_evs_msg, a)) == -1) {
 			e->cls = EC_TRANSIENT;
 			snprintf(e->message, sizeof e->message, "%s",
-			         a->evs.err);
+			         a->evs->err);
 		}
 		return rc;
 	}
@@ -2212,7 +2466,7 @@ att_first_content(struct attempt *a)
 	if (o)
 		att_cancel(o, a->st.hedge ? "lost the hedge race"
 		                          : "hedge not needed");
-	event_del(&r->ev_hedge);
+	req_hedge_del(r);
 	event_del(&r->ev_deadline);
 	req_arm(&a->ev_timer,
 	        cfg_eff_stream_idle_timeout_ms(cfg, &cfg->deploy[a->st.d]));
@@ -2223,7 +2477,7 @@ up_on_data(void *arg, const char *p, size_t n)
 {
 	struct attempt *a = arg;
 	struct req *r = a->r;
-	struct upstream_error *e = &r->s.uerr;
+	struct upstream_error *e = &uerr;
 	int rc;
 
 	if (!a->st.streaming) {
@@ -2250,9 +2504,11 @@ up_on_data(void *arg, const char *p, size_t n)
 		req_arm(&a->ev_timer,
 		        cfg_eff_stream_idle_timeout_ms(
 		            r->w->cfg, &r->w->cfg->deploy[a->st.d]));
-	if (a->st.ttft_us >= 0 ||
-	    (r->s.phase == REQ_STREAMING && !att_other(a)))
-		req_stream_flush(r, a);
+	if ((a->st.ttft_us >= 0 ||
+	     (r->s.phase == REQ_STREAMING && !att_other(a))) &&
+	    req_stream_flush(r, a) == -1)
+		return; /* finished */
+	req_stream_idle(r, a);
 }
 
 /* OpenAI-compatible servers such as Ollama silently cut a prompt that is
@@ -2291,8 +2547,8 @@ att_won(struct attempt *a, const struct usage *u)
 	r->s.native = a->st.native;
 	r->s.usage = *u;
 	r->s.ttft_us = a->st.ttft_us;
-	buf_copy(r->s.served_model, sizeof r->s.served_model,
-	         a->st.pc.model ? a->st.pc.model : "", SIZE_MAX);
+	free(r->served_model);
+	r->served_model = a->st.pc.model ? strdup(a->st.pc.model) : NULL;
 }
 
 /* A whole non-stream reply arrived: translate, encode and answer. */
@@ -2300,10 +2556,11 @@ static void
 att_whole(struct attempt *a)
 {
 	struct req *r = a->r;
-	struct upstream_error *e = &r->s.uerr;
+	struct upstream_error *e = &uerr;
 	struct buf *canon = &a->out;
 	int cf = 0;
 
+	memset(e, 0, sizeof *e);
 	buf_reset(canon);
 	if (a->st.prov->response(&a->st.pc, a->rbody.data ? a->rbody.data : "",
 	                         a->rbody.len, canon, &a->st.usage, &cf,
@@ -2408,7 +2665,7 @@ void
 req_test_upstream(struct req *r, int status, int event_stream, const char *body,
                   size_t n, int end)
 {
-	struct attempt *a = r->att[0].st.active ? &r->att[0] : &r->att[1];
+	struct attempt *a = att_on(r, 0) ? r->att[0] : r->att[1];
 	struct up_resp resp = {.status = status,
 	                       .content_length = -1,
 	                       .event_stream = event_stream == 1,
@@ -2434,6 +2691,13 @@ int
 req_phase(const struct req *r)
 {
 	return r->s.phase;
+}
+
+/* Whether the request still holds the client's body (unit tests). */
+int
+req_holds_body(const struct req *r)
+{
+	return r->bh != NULL;
 }
 
 /* ---- the way in ---- */
@@ -2476,11 +2740,15 @@ req_identify(struct req *r)
 	struct ident_err e;
 	const struct peer *p = o->peer ? o->peer(r->s.c) : NULL;
 
-	if (p != NULL)
-		r->s.peer = *p;
-	r->s.client = ident_client(cfg, p ? &r->s.peer : NULL,
-	                           o->get_header(r->s.c, "Authorization"),
-	                           o->get_header(r->s.c, "x-api-key"), &e);
+	if (p != NULL) {
+		r->s.peer.cred = p->cred;
+		r->s.peer.uid = p->uid;
+		r->s.peer.pid = p->pid;
+		memcpy(r->s.peer.comm, p->comm, sizeof r->s.peer.comm);
+	}
+	r->s.client =
+	    ident_client(cfg, p, o->get_header(r->s.c, "Authorization"),
+	                 o->get_header(r->s.c, "x-api-key"), &e);
 	if (r->s.client >= 0) {
 		r->s.prio = cfg->clients[r->s.client].priority;
 		return 0;
@@ -2675,8 +2943,8 @@ req_begin(struct worker *w, const struct client_ops *ops, void *c,
 	w->inflight++;
 	memset(&r->s, 0, sizeof r->s);
 	r->bh = b;
-	r->blen = evbuffer_get_length(b->eb);
-	r->body = r->blen ? req_body_run(b->eb) : "";
+	r->blen = b->copy ? b->ncopy : b->eb ? evbuffer_get_length(b->eb) : 0;
+	r->body = b->copy ? b->copy : r->blen ? req_body_run(b->eb) : "";
 	r->s.ops = ops;
 	r->s.c = c;
 	ops->attach(c, r);
@@ -2713,7 +2981,16 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
 {
 	struct req_body *b = req_body_get();
 
-	if (b && evbuffer_add(b->eb, body, len) == -1) {
+	if (b && len > 0 && len <= REQ_SMALL_BODY) {
+		if (req_body_small(b, len))
+			memcpy(b->copy, body, len);
+		else {
+			up_hold_unref(&b->h);
+			b = NULL;
+		}
+	} else if (b && len > 0 &&
+	           (req_body_eb(b) == NULL ||
+	            evbuffer_add(b->eb, body, len) == -1)) {
 		up_hold_unref(&b->h);
 		b = NULL;
 	}
@@ -2727,7 +3004,7 @@ req_start_buf(struct worker *w, const struct client_ops *ops, void *c,
 {
 	struct req_body *b = req_body_get();
 
-	if (b && evbuffer_add_buffer(b->eb, in) == -1) {
+	if (b && req_body_take(b, in) == -1) {
 		up_hold_unref(&b->h);
 		b = NULL;
 	}
@@ -2778,8 +3055,7 @@ req_trim(void)
 	while (nfree_bodies > REQ_IDLE_FREE && (b = free_bodies) != NULL) {
 		free_bodies = b->next_free;
 		nfree_bodies--;
-		evbuffer_free(b->eb);
-		free(b);
+		req_body_free(b);
 	}
 }
 
@@ -2796,7 +3072,8 @@ req_free_all(struct worker *w)
 	bodies_closing = 1; /* bodies still held are freed when let go */
 	while ((r = LIST_FIRST(&reqs)) != NULL) {
 		for (int i = 0; i < 2; i++)
-			att_stop(&r->att[i]);
+			if (r->att[i])
+				att_stop(r->att[i]);
 		req_unhook(r);
 		req_body_drop(r);
 		LIST_REMOVE(r, link);
@@ -2810,8 +3087,9 @@ req_free_all(struct worker *w)
 	nfree = 0;
 	while ((b = free_bodies) != NULL) {
 		free_bodies = b->next_free;
-		evbuffer_free(b->eb);
-		free(b);
+		req_body_free(b);
 	}
 	nfree_bodies = 0;
+	free(po_spare);
+	po_spare = NULL;
 }

@@ -100,6 +100,9 @@ void req_exhausted_verdict(struct req *, struct req_verdict *);
  * attempt without the network (event_stream: 0 none, 1 SSE, 2 an AWS
  * event stream). */
 int req_phase(const struct req *);
+/* Whether it still holds the client's body (a stream lets go of it once
+ * nothing can send it again). */
+int req_holds_body(const struct req *);
 void req_test_upstream(struct req *, int status, int event_stream,
                        const char *body, size_t n, int end);
 

@@ -68,11 +68,16 @@ struct upconn {
 	void *arg;
 	struct buf
 	    reqbytes; /* copied bytes, kept to resend on a stale socket */
-	struct up_piece plan[UP_MAX_PARTS + 1]; /* the request, in order */
+	/* the request, in order: UP_MAX_PARTS + 1 pieces, allocated when
+	 * one is laid out (and freed while a stream goes on for minutes) */
+	struct up_piece *plan;
 	int nplan;
 	struct up_hold *hold; /* keeps the referenced pieces alive, or NULL */
-	char err[256];
+	char *err;            /* a failure to deliver (uc_fail_later) */
 };
+
+#define UC_ERR_MAX 256  /* bytes of a failure's text */
+#define UC_REF_MIN 1024 /* shorter body pieces are copied, not referenced */
 
 struct pool {
 	struct event_base *base;
@@ -217,6 +222,8 @@ uc_free(struct upconn *c)
 		bufferevent_free(c->bev);
 	uc_drop_req(c);
 	buf_free(&c->reqbytes);
+	free(c->plan);
+	free(c->err);
 	p->total--;
 	free(c);
 }
@@ -268,7 +275,7 @@ uc_fail(struct upconn *c, const char *msg)
 {
 	const struct up_cbs *cbs = c->cbs;
 	void *arg = c->arg;
-	char text[sizeof c->err];
+	char text[UC_ERR_MAX];
 
 	snprintf(text, sizeof text, "%s", msg); /* msg may be c->err */
 	c->cbs = NULL;
@@ -286,15 +293,17 @@ uc_defer_cb(evutil_socket_t fd, short ev, void *arg)
 
 	(void)fd;
 	(void)ev;
-	uc_fail(c, c->err);
+	uc_fail(c, c->err ? c->err : "out of memory");
 }
 
 /* Deliver an error from the loop, never from inside the caller's call. */
 static void
 uc_fail_later(struct upconn *c, const char *what, const char *detail)
 {
-	snprintf(c->err, sizeof c->err, "%s%s%.200s", what, detail ? ": " : "",
-	         detail ? detail : "");
+	free(c->err);
+	if ((c->err = malloc(UC_ERR_MAX)) != NULL) /* rare: not in the struct */
+		snprintf(c->err, UC_ERR_MAX, "%s%s%.200s", what,
+		         detail ? ": " : "", detail ? detail : "");
 	if (!event_initialized(&c->defer))
 		event_assign(&c->defer, c->pool->base, -1, 0, uc_defer_cb, c);
 	event_active(&c->defer, 0, 0);
@@ -390,8 +399,16 @@ uc_connect(struct upconn *c)
 		uc_fail_later(c, "connect failed", strerror(errno));
 		return;
 	}
-	if (uc_send(c) == -1)
+	if (uc_send(c) == -1) {
 		uc_fail_later(c, "out of memory", NULL);
+		return;
+	}
+	/* a new socket is never sent on again (uc_retry_stale resends only
+	 * on a reused one, once): the request's copy and plan can go now */
+	uc_drop_req(c);
+	buf_free(&c->reqbytes);
+	free(c->plan);
+	c->plan = NULL;
 }
 
 static void
@@ -431,7 +448,9 @@ uc_head(struct buf *b, const char *method, const char *path, size_t plen,
 }
 
 /* Add len bytes at p to the request's plan: by reference if ref (while
- * there is room), else copied into reqbytes. */
+ * there is room, and unless it is shorter than UC_REF_MIN: libevent gives
+ * each reference a chain of 1 KB, more than such a copy), else copied into
+ * reqbytes. */
 static void
 uc_plan(struct upconn *c, const char *p, size_t len, int ref)
 {
@@ -439,7 +458,7 @@ uc_plan(struct upconn *c, const char *p, size_t len, int ref)
 
 	if (len == 0)
 		return;
-	if (ref && c->nplan < UP_MAX_PARTS) {
+	if (ref && c->nplan < UP_MAX_PARTS && len >= UC_REF_MIN) {
 		c->plan[c->nplan++] = (struct up_piece){p, 0, len};
 		return;
 	}
@@ -489,6 +508,9 @@ uc_prepare(struct upconn *c, const char *method, const char *path, size_t plen,
 	for (int i = 0; i < n; i++)
 		blen += body[i].len;
 	uc_drop_req(c);
+	if (c->plan == NULL &&
+	    (c->plan = calloc(UP_MAX_PARTS + 1, sizeof *c->plan)) == NULL)
+		return -1;
 	buf_reset(&c->reqbytes);
 	uc_head(&c->reqbytes, method, path, plen, c->pool->hosthdr, blen);
 	buf_add(&c->reqbytes, hdrs, hlen);
@@ -813,8 +835,11 @@ uc_headers_done(struct upconn *c)
 	if (c->dead)
 		return;
 	uc_drop_req(c); /* bytes came back: no resend */
-	if (c->resp.event_stream || c->resp.amz_eventstream) /* for minutes */
+	if (c->resp.event_stream || c->resp.amz_eventstream) { /* minutes */
 		buf_free(&c->reqbytes);
+		free(c->plan);
+		c->plan = NULL;
+	}
 	if (st == 204 || st == 304)
 		c->pstate = P_DONE;
 	else if (c->resp.chunked)
@@ -1060,6 +1085,8 @@ up_parse(const char *p, size_t n, size_t chunk, int64_t max_bytes,
 		c.pstate = P_DONE;
 	evbuffer_free(in);
 	buf_free(&c.reqbytes);
+	free(c.plan);
+	free(c.err);
 	if (rc < 0)
 		return rc;
 	return c.pstate == P_DONE;

@@ -538,6 +538,44 @@ Test(engine, stream_error_before_content_falls_back)
 	cr_assert_null(strstr(cap.body.data, "overloaded"));
 }
 
+/* A stream keeps the client's body while a failure may still send it
+ * again: a fallback before the first content gets it; once content
+ * reached the client (no continuation configured) it is let go, and the
+ * stream goes on to its end. */
+Test(engine, stream_body_released_once_content_sent)
+{
+	static const char e[] =
+	    "data: {\"error\":{\"message\":\"overloaded\",\"type\":"
+	    "\"server_error\"}}\n\n";
+	static const char role[] =
+	    "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\","
+	    "\"choices\":[{\"index\":0,\"delta\":{\"role\":"
+	    "\"assistant\"},\"finish_reason\":null}]}\n\n";
+	static const char s[] = CHUNK("world") "data: [DONE]\n\n";
+	struct req *r;
+
+	start("num_retries = 0; cooldown_s = 0;",
+	      DEP("a", "g", "") ",\n" DEP("b", "g", ""), "");
+	cr_assert_not_null(r = chat(STREAM));
+	cr_assert(req_holds_body(r));
+	req_test_upstream(r, 200, 1, role, sizeof role - 1, 0);
+	cr_assert(req_holds_body(r), "no content yet: a failure falls back");
+	req_test_upstream(r, 200, 1, e, sizeof e - 1, 0);
+	cr_assert_eq(req_phase(r), REQ_ATTEMPTING, "fell back to b");
+	cr_assert(req_holds_body(r), "b's attempt may fail too");
+	req_test_upstream(r, 200, 1, CHUNK("hello "), strlen(CHUNK("hello ")),
+	                  0);
+	cr_assert_eq(req_phase(r), REQ_STREAMING);
+	cr_assert_not(req_holds_body(r), "nothing can send the body again");
+	req_test_upstream(r, 200, 1, s, sizeof s - 1, 1);
+	cr_assert(cap.ended);
+	cr_assert_not_null(strstr(cap.hdrs, "x-llmfd-attempts: 2"), "%s",
+	                   cap.hdrs);
+	cr_assert_not_null(strstr(cap.body.data, "\"world\""));
+	cr_assert_not_null(strstr(cap.body.data, "data: [DONE]\n\n"));
+	cr_assert_null(strstr(cap.body.data, "stream_interrupted"));
+}
+
 /* ---- failover behaviours (issue 13) ---- */
 
 #define FINISH_CHUNK                                                           \
@@ -834,6 +872,19 @@ continue_with(struct req *r, const char *chunks)
 	buf_printf(&s, "%s" FINISH_CHUNK "data: [DONE]\n\n", chunks);
 	req_test_upstream(r, 200, 1, s.data, s.len, 1);
 	buf_free(&s);
+}
+
+/* With stream_resume = "continue" a stream keeps the client's body
+ * after its first content: the continuation is built from it. */
+Test(engine, stream_body_kept_for_continuation)
+{
+	struct req *r = cut_after("Hello", "");
+
+	cr_assert(req_holds_body(r), "continuing on b needs the body");
+	continue_with(r, CHUNK(" world"));
+	cr_assert(cap.ended);
+	cr_assert_str_eq(client_text(), "Hello world");
+	cr_assert_null(strstr(cap.body.data, "stream_interrupted"));
 }
 
 /* A continuation that restarts the answer has the repeat dropped. */

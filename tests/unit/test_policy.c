@@ -556,6 +556,47 @@ Test(policy, region_header_and_rule_precedence)
 	cr_assert_str_eq(chain(), "a[a1]", "the client's beats the header");
 }
 
+/* The candidates and the pool grow by need: a synthetic group of 24
+ * members (the pool), filtered by region (the pool grows again while the
+ * synthetic group points into it), then four fallback groups. */
+Test(policy, candidates_and_pool_grow_by_need)
+{
+	char deps[8192], want[512];
+	size_t n = 0, k = 0;
+
+	for (int i = 0; i < 24; i++)
+		n += (size_t)snprintf(deps + n, sizeof deps - n,
+		                      "%s  { name = \"o%d\"; group = \"g%d\"; "
+		                      "provider = \"openai\"; base_url = "
+		                      "\"http://127.0.0.1:9/v1\"; api_key = "
+		                      "\"k\"; model = \"gpt-4o\"; region = "
+		                      "\"%s\"; }",
+		                      i ? ",\n" : "", i, i % 4,
+		                      i % 2 ? "us" : "eu");
+	load(deps, NULL);
+	nhdr = 0;
+	cr_assert_eq(resolve("{\"model\":\"openai/gpt-4o\"}"), 0);
+	cr_assert_eq(ngroups, 1);
+	cr_assert_eq(groups[0]->ndeploy, 24);
+	hdr(POLICY_REGION_HEADER, "eu");
+	cr_assert_eq(resolve("{\"model\":\"openai/gpt-4o\",\"fallbacks\":"
+	                     "[\"g1\",\"g2\",\"g3\",\"g0\"]}"),
+	             0);
+	k += (size_t)snprintf(want + k, sizeof want - k, "openai/gpt-4o[");
+	for (int i = 0; i < 24; i += 2)
+		k += (size_t)snprintf(want + k, sizeof want - k, "%so%d",
+		                      i ? " " : "", i);
+	snprintf(want + k, sizeof want - k,
+	         "],g2[o2 o6 o10 o14 o18 o22],g0[o0 o4 o8 o12 o16 o20]");
+	cr_assert_str_eq(chain(), want, "the us-only groups g1, g3 dropped");
+	cr_assert_geq(pol.pool_cap, pol.npool);
+	policy_free(&pol);
+	cr_assert_null(pol.cand);
+	cr_assert_null(pol.pool);
+	cr_assert_eq(resolve("{\"model\":\"g2\"}"), 0, "usable again");
+	cr_assert_str_eq(chain(), "g2[o2 o6 o10 o14 o18 o22]");
+}
+
 Test(policy, switch_stays_in_region)
 {
 	struct fallback_cfg f = {.group = "a", .nto = 2};

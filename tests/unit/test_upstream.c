@@ -435,9 +435,8 @@ Test(upstream, abort_lets_go_of_the_body)
 	part = (struct up_part){big, n, 1};
 	cr_assert_not_null(uc = up_request(p, "POST", "/x", 2, "", 0, &part, 1,
 	                                   &th.h, &cli_cbs, &c));
-	for (int i = 0; i < 5; i++)
-		event_base_loop(base, EVLOOP_NONBLOCK);
-	cr_assert(th.h.refs > 1);
+	cr_assert(th.h.refs > 1, "held while it is being written");
+	event_base_loop(base, EVLOOP_NONBLOCK);
 	up_abort(uc);
 	for (int i = 0; i < 10 && th.h.refs > 1; i++)
 		event_base_loop(base, EVLOOP_NONBLOCK);
@@ -451,6 +450,44 @@ Test(upstream, abort_lets_go_of_the_body)
 	buf_free(&s.got);
 	buf_free(&c.body);
 	free(big);
+}
+
+/* A new connection never sends its request again (only a reused one
+ * does, when the server had closed it): once the body is written the
+ * connection holds none of it, nor a copy, while the reply is awaited
+ * (a stream's may take minutes). */
+Test(upstream, new_connection_lets_go_of_the_body_once_written)
+{
+	static struct deploy_cfg d;
+	struct event_base *base = event_base_new();
+	struct test_hold th = {{1, test_release}, 0};
+	struct srv s;
+	struct cli c = {0};
+	char body[4096];
+	struct pool *p;
+	struct upconn *uc;
+	struct up_part part = {body, sizeof body, 1};
+
+	memset(body, 'y', sizeof body);
+	srv_start(&s, base);
+	s.mute = 1;
+	cr_assert_not_null(p = test_pool(base, &d, s.port));
+	cr_assert_not_null(uc = up_request(p, "POST", "/x", 2, "", 0, &part, 1,
+	                                   &th.h, &cli_cbs, &c));
+	for (int i = 0; i < 200 && (s.got.len < sizeof body || th.h.refs > 1);
+	     i++)
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	cr_assert_geq(s.got.len, sizeof body, "the server got it all");
+	cr_assert_eq(th.h.refs, 1, "refs %d", th.h.refs);
+	cr_assert(c.done == 0 && c.failed == 0, "no reply yet");
+	up_abort(uc);
+	up_hold_unref(&th.h);
+	cr_assert(th.released == 1);
+	pool_free(p);
+	srv_stop(&s);
+	event_base_free(base);
+	buf_free(&s.got);
+	buf_free(&c.body);
 }
 
 /* An idle worker keeps a few idle connections per deployment. */
