@@ -6,10 +6,13 @@ OpenAI spec. $refs resolve within each spec file. OpenAPI 3.0's
 `nullable: true` (still used in places) is rewritten to allow null, and
 a `"type": null` (no constraint, from the Anthropic generator) dropped.
 
-The stored Anthropic spec predates two request shapes the API accepts and
-the Python SDK types (PROVIDERS.md [APY]): image sources of type "url" and
-tool_choice {"type": "none"}. ANTHROPIC_OVERLAY adds exactly those two;
-everything else is validated as the spec says.
+The stored Anthropic spec predates three request shapes the API accepts
+and the Python SDK types (PROVIDERS.md [APY]; INGRESS.md §1.2): image
+sources of type "url", tool_choice {"type": "none"}, and PDF document
+blocks in a message (the spec has them only in its Beta schemas, as
+BetaRequestPDFBlock, which is used as it is). ANTHROPIC_OVERLAY and
+overlay_anthropic add exactly those three; everything else is validated
+as the spec says.
 
 usage: validate.py ANTHROPIC_SPEC.json OPENAI_SPEC.yaml BODY..."""
 import json
@@ -56,7 +59,8 @@ ANTHROPIC_OVERLAY = {
 
 
 def overlay_anthropic(spec):
-    """Add the url image source and tool_choice none (see the docstring)."""
+    """Add the url image source, tool_choice none and PDF documents (see
+    the docstring)."""
     sc = spec["components"]["schemas"]
     sc.update(ANTHROPIC_OVERLAY)
     src = sc["RequestImageBlock"]["properties"]["source"]
@@ -66,6 +70,10 @@ def overlay_anthropic(spec):
     key = "oneOf" if "oneOf" in tc else "anyOf"
     tc.pop("discriminator", None)
     tc[key].append({"$ref": "#/components/schemas/ToolChoiceNone"})
+    items = sc["InputMessage"]["properties"]["content"]["anyOf"][1]["items"]
+    pdf = "#/components/schemas/BetaRequestPDFBlock"
+    items["discriminator"]["mapping"]["document"] = pdf
+    items["oneOf"].append({"$ref": pdf})
 
 
 def validator(spec, name):
