@@ -85,14 +85,16 @@ struct conn {
 };
 
 /*
- * The guards, by fd. An entry is armed in conn_settle, after evhttp gave
- * the new bufferevent its fd and before any byte can arrive, and is only
- * used from that bufferevent's own callbacks (entry bev == the caller's), so
- * an entry left behind by a closed connection is never read: the next
- * connection on the same fd re-arms it.
+ * The guards, by fd: a pointer per descriptor, an entry only for those
+ * that were client connections (upstream sockets share the fd space and
+ * need none). An entry is armed in conn_settle, after evhttp gave the new
+ * bufferevent its fd and before any byte can arrive, and is only used from
+ * that bufferevent's own callbacks (entry bev == the caller's), so an entry
+ * left behind by a closed connection is never read: the next connection on
+ * the same fd re-arms it, and conn_trim frees it when the fd is closed.
  */
-static struct conn *conn_tab;
-static int conn_ntab;
+static struct conn **conn_tab;
+static int conn_ntab, conn_nent;
 
 static struct worker *conn_w;
 static struct conn_limits conn_lim;
@@ -464,49 +466,66 @@ conn_of(struct bufferevent *bev)
 {
 	int fd = (int)bufferevent_getfd(bev);
 
-	if (fd < 0 || fd >= conn_ntab || conn_tab[fd].bev != bev)
+	if (fd < 0 || fd >= conn_ntab || conn_tab[fd] == NULL ||
+	    conn_tab[fd]->bev != bev)
 		return NULL;
-	return &conn_tab[fd];
+	return conn_tab[fd];
 }
 
 /* The entry for fd, growing the table; NULL if memory ran out. */
 static struct conn *
 conn_slot(int fd)
 {
-	struct conn *t;
+	struct conn **t;
 	int n = conn_ntab ? conn_ntab : 256;
 
-	if (fd < conn_ntab)
-		return &conn_tab[fd];
-	while (n <= fd)
-		n *= 2;
-	if ((t = realloc(conn_tab, (size_t)n * sizeof *t)) == NULL)
-		return NULL;
-	memset(t + conn_ntab, 0, (size_t)(n - conn_ntab) * sizeof *t);
-	conn_tab = t;
-	conn_ntab = n;
-	return &conn_tab[fd];
+	if (fd >= conn_ntab) {
+		while (n <= fd)
+			n *= 2;
+		if ((t = realloc(conn_tab, (size_t)n * sizeof *t)) == NULL)
+			return NULL;
+		memset(t + conn_ntab, 0, (size_t)(n - conn_ntab) * sizeof *t);
+		conn_tab = t;
+		conn_ntab = n;
+	}
+	if (conn_tab[fd] == NULL && (conn_tab[fd] = calloc(1, sizeof **t)))
+		conn_nent++;
+	return conn_tab[fd];
 }
 
-/* Shrink the table to the descriptors that may still be open: an entry
- * past the highest open fd belongs to a closed connection (a burst of
- * 10,000 grew it to megabytes). */
+/* Free the entries of closed descriptors and shrink the table to the
+ * highest one still open (a burst of 10,000 grew it). */
 void
 conn_trim(void)
 {
-	struct conn *t;
-	int top = conn_ntab - 1, n = 256;
+	struct conn **t;
+	int top = -1, n = 256;
 
+	for (int fd = 0; fd < conn_ntab; fd++) {
+		if (conn_tab[fd] == NULL)
+			continue;
+		if (fcntl(fd, F_GETFD) == -1) {
+			free(conn_tab[fd]);
+			conn_tab[fd] = NULL;
+			conn_nent--;
+		} else
+			top = fd;
+	}
 	if (conn_ntab <= n)
 		return;
-	while (top >= n && fcntl(top, F_GETFD) == -1)
-		top--;
 	while (n <= top)
 		n *= 2;
 	if (n < conn_ntab && (t = realloc(conn_tab, (size_t)n * sizeof *t))) {
 		conn_tab = t;
 		conn_ntab = n;
 	}
+}
+
+/* Entries allocated (client connections, open or not yet trimmed). */
+int
+conn_entries(void)
+{
+	return conn_nent;
 }
 
 /* Entries in the fd table. */
@@ -1210,7 +1229,9 @@ conn_free(void)
 	if (reserve_fd >= 0)
 		close(reserve_fd);
 	reserve_fd = -1;
+	for (int fd = 0; fd < conn_ntab; fd++)
+		free(conn_tab[fd]);
 	free(conn_tab);
 	conn_tab = NULL;
-	conn_ntab = 0;
+	conn_ntab = conn_nent = 0;
 }

@@ -63,6 +63,9 @@ void conn_free(void);
 void conn_trim(void);
 /* Entries in the fd table (tests). */
 int conn_table_size(void);
+/* Guard entries allocated (one per client connection seen, until
+ * conn_trim finds its fd closed). */
+int conn_entries(void);
 /* A connection's bufferevent was just made (evhttp bevcb). */
 void conn_new(struct bufferevent *);
 /* The loop came round after accepts: arm the new connections' deadlines. */

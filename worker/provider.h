@@ -10,6 +10,7 @@
 #define LLMFD_PROVIDER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/buf.h"
 #include "common/cfg.h"
@@ -102,6 +103,8 @@ struct usage {
 	long long cache_write_tokens; /* prompt tokens written to a cache */
 };
 
+#define PROV_MAX_TOOLS 255 /* tool calls in one streamed answer */
+
 /* Per-attempt stream translation state. Zero it before the first event. */
 struct stream_state {
 	char id[96];
@@ -115,10 +118,11 @@ struct stream_state {
 	int content_filter; /* finish reason was content_filter */
 	struct usage usage;
 	int ntool;
-	int tool_block[64]; /* provider block index -> OpenAI tool index */
-	struct buf partial; /* provider scratch (e.g. partial JSON) */
-	char tag[48];       /* provider scratch: ids made for this stream */
-	struct buf *text;   /* if set, emitted text is appended here */
+	uint8_t tool_block[64]; /* provider block index -> OpenAI tool
+	                           index + 1 (at most PROV_MAX_TOOLS) */
+	struct buf partial;     /* provider scratch (e.g. partial JSON) */
+	char tag[48];           /* provider scratch: ids made for this stream */
+	struct buf *text;       /* if set, emitted text is appended here */
 };
 
 /* How a provider's streams are framed (struct provider's framing). */

@@ -191,12 +191,16 @@ Test(conn, trim_shrinks_the_fd_table)
 	conn_new(bev);
 	conn_settle();
 	cr_assert(conn_table_size() > 3000);
+	/* one entry: the table holds pointers, the other fds none */
+	cr_assert_eq(conn_entries(), 1);
 	conn_trim(); /* still open: kept */
 	cr_assert(conn_table_size() > 3000);
+	cr_assert_eq(conn_entries(), 1);
 	bufferevent_free(bev);
 	event_base_loop(w.base, EVLOOP_NONBLOCK); /* closes it */
 	conn_trim();
 	cr_assert(conn_table_size() <= 256, "%d entries", conn_table_size());
+	cr_assert_eq(conn_entries(), 0, "the closed fd's entry is kept");
 	close(sv[1]);
 	conn_free();
 	event_base_free(w.base);

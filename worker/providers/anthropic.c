@@ -649,7 +649,9 @@ anth_ev_block_start(struct stream_state *st, const struct json *j,
 	    json_type(j, id) != JSMN_STRING ||
 	    json_type(j, name) != JSMN_STRING)
 		return prov_malformed(e, "bad tool_use content_block_start");
-	st->tool_block[bi] = ++st->ntool;
+	if (st->ntool >= PROV_MAX_TOOLS)
+		return prov_malformed(e, "more than 255 tool calls");
+	st->tool_block[bi] = (uint8_t)++st->ntool;
 	prov_tool_delta_open(st, out, &jw, st->ntool - 1);
 	prov_tool_call(&jw, j, id, NULL, name, -1, "");
 	prov_tool_delta_close(st, &jw);

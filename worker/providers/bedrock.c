@@ -681,7 +681,9 @@ br_ev_block_start(struct stream_state *st, const struct json *j,
 	if (bi < 0 || json_type(j, id) != JSMN_STRING ||
 	    json_type(j, name) != JSMN_STRING)
 		return prov_malformed(e, "bad toolUse contentBlockStart");
-	st->tool_block[bi] = ++st->ntool;
+	if (st->ntool >= PROV_MAX_TOOLS)
+		return prov_malformed(e, "more than 255 tool calls");
+	st->tool_block[bi] = (uint8_t)++st->ntool;
 	prov_tool_delta_open(st, out, &jw, st->ntool - 1);
 	prov_tool_call(&jw, j, id, NULL, name, -1, "");
 	prov_tool_delta_close(st, &jw);
