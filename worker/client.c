@@ -18,6 +18,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "common/log.h"
+#include "common/slab.h"
 #include "worker/client.h"
 #include "worker/conn.h"
 #include "worker/ident.h"
@@ -268,6 +269,28 @@ ev_reply(void *c, int status, const char *ctype, const char *body, size_t n)
 		buf_reset(&k->hdr);
 }
 
+/* Drop a streaming request's headers but those evhttp reads when the
+ * stream ends (Connection, Proxy-Connection): the engine read the others
+ * at the start (identity, forwarded headers, the session key), and a
+ * stream that lasts minutes need not hold a dozen small allocations. */
+static void
+ev_drop_headers(struct evhttp_request *req)
+{
+	struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+	struct evkeyval *kv, *next;
+
+	for (kv = TAILQ_FIRST(h); kv != NULL; kv = next) {
+		next = TAILQ_NEXT(kv, next);
+		if (strcasecmp(kv->key, "Connection") == 0 ||
+		    strcasecmp(kv->key, "Proxy-Connection") == 0)
+			continue;
+		TAILQ_REMOVE(h, kv, next);
+		slab_free(kv->key); /* libevent's memory (slab.c) */
+		slab_free(kv->value);
+		slab_free(kv);
+	}
+}
+
 static void
 ev_start(void *c, int status, const char *ctype)
 {
@@ -276,6 +299,7 @@ ev_start(void *c, int status, const char *ctype)
 	                  ctype);
 	conn_stream_start(c);
 	evhttp_send_reply_start(c, status, http_reason(status));
+	ev_drop_headers(c);
 }
 
 /* One piece of a stream: straight into the connection's output with the

@@ -376,3 +376,42 @@ Test(wire, large_writes_on_kept_alive_connections)
 	close(fd);
 	buf_free(&b);
 }
+
+#define SBODY                                                                  \
+	"{\"model\":\"main\",\"stream\":true,\"messages\":[{\"role\":"         \
+	"\"user\",\"content\":\"hi\"}]}"
+
+/* A streaming chat request on HTTP/1.1 with extra header lines. */
+static const char *
+stream_req(const char *headers)
+{
+	return h_fmt("POST " CHAT " HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n"
+	             "X-Stainless-Lang: js\r\n%sContent-Length: %zu\r\n\r\n%s",
+	             headers, strlen(SBODY), SBODY);
+}
+
+/* A stream's request headers are dropped once it starts (its memory), but
+ * the connection still does what they asked at the end: kept alive after
+ * a stream (a pipelined request behind it is answered), closed after one
+ * that asked for Connection: close, and an HTTP/1.0 stream ends with the
+ * close. */
+Test(wire, stream_connection_headers_honoured)
+{
+	const char *t, *two;
+
+	start();
+	t = exchange(
+	    h_fmt("%s%s", stream_req(""), stream_req("Connection: close\r\n")));
+	two = strstr(t, "data: [DONE]");
+	cr_assert(two != NULL, "%s", t);
+	cr_assert(strstr(two + 1, "HTTP/1.1 200 OK\r\n") != NULL,
+	          "the second request was not answered: %s", t);
+	cr_assert(strstr(two + 1, "data: [DONE]") != NULL, "%s", t);
+	/* exchange() read to the close: the second asked for it */
+	cr_assert(strstr(t, "Connection: close\r\n") != NULL, "%s", t);
+	t = exchange(h_fmt("POST " CHAT " HTTP/1.0\r\nUser-Agent: t\r\n"
+	                   "Content-Length: %zu\r\n\r\n%s",
+	                   strlen(SBODY), SBODY));
+	cr_assert(strncmp(t, "HTTP/1.0 200 OK\r\n", 17) == 0, "%s", t);
+	cr_assert(strstr(t, "data: [DONE]") != NULL, "%s", t);
+}
