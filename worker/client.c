@@ -269,14 +269,11 @@ ev_reply(void *c, int status, const char *ctype, const char *body, size_t n)
 		buf_reset(&k->hdr);
 }
 
-/* Drop a streaming request's headers but those evhttp reads when the
- * stream ends (Connection, Proxy-Connection): the engine read the others
- * at the start (identity, forwarded headers, the session key), and a
- * stream that lasts minutes need not hold a dozen small allocations. */
+/* Free the headers of list h but those evhttp reads when a stream ends
+ * (Connection, Proxy-Connection). */
 static void
-ev_drop_headers(struct evhttp_request *req)
+ev_drop_list(struct evkeyvalq *h)
 {
-	struct evkeyvalq *h = evhttp_request_get_input_headers(req);
 	struct evkeyval *kv, *next;
 
 	for (kv = TAILQ_FIRST(h); kv != NULL; kv = next) {
@@ -289,6 +286,17 @@ ev_drop_headers(struct evhttp_request *req)
 		slab_free(kv->value);
 		slab_free(kv);
 	}
+}
+
+/* Once a stream's head is written, drop its request headers (the engine
+ * read them at the start: identity, forwarded headers, the session key)
+ * and its reply headers (on the wire already): a stream that lasts
+ * minutes need not hold two dozen small allocations. */
+static void
+ev_drop_headers(struct evhttp_request *req)
+{
+	ev_drop_list(evhttp_request_get_input_headers(req));
+	ev_drop_list(evhttp_request_get_output_headers(req));
 }
 
 static void
