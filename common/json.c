@@ -300,9 +300,10 @@ skip_plain(const unsigned char *s, int p, int len)
 #endif
 
 /* Where the string whose text starts at p (after its opening quote) ends:
- * the offset of its closing quote, or -1 if it is invalid or unclosed. */
-static inline int
-str_close(const unsigned char *s, int p, int len)
+ * the offset of its closing quote, or -1 if it is invalid or unclosed;
+ * *esc set when it holds an escape. */
+static inline __attribute__((always_inline)) int
+str_close(const unsigned char *s, int p, int len, int *esc)
 {
 	int k;
 
@@ -310,20 +311,23 @@ str_close(const unsigned char *s, int p, int len)
 		/* skip plain bytes (no quote, backslash or control) 16 or 8
 		 * at a time */
 #ifdef __SSE2__
-		if (p + 16 <= len && (k = block_special(s + p)) < 16) {
-			p += k; /* most strings are short */
-		} else if (p + 16 <= len) {
-			p += 16;
-			p = skip_plain(s, p, len);
-			while (p + 16 <= len &&
-			       (k = block_special(s + p)) == 16)
+		if (p + 16 <= len) {
+			if ((k = block_special(s + p)) < 16) {
+				p += k; /* most strings are short */
+			} else {
 				p += 16;
-			if (p + 16 <= len)
-				p += k;
+				p = skip_plain(s, p, len);
+				while (p + 16 <= len &&
+				       (k = block_special(s + p)) == 16)
+					p += 16;
+				if (p + 16 <= len)
+					p += k;
+			}
 		}
+		if (p + 16 > len)
 #endif
-		while (p + 8 <= len && !word_special(s + p))
-			p += 8;
+			while (p + 8 <= len && !word_special(s + p))
+				p += 8;
 		if (p >= len)
 			break;
 		if (s[p] == '"')
@@ -332,6 +336,7 @@ str_close(const unsigned char *s, int p, int len)
 			return -1;
 		if (s[p] != '\\')
 			continue;
+		*esc = 1;
 		if (++p >= len)
 			return -1;
 		if (s[p] == 'u') {
@@ -349,8 +354,9 @@ str_close(const unsigned char *s, int p, int len)
 static int
 tz_string(struct tz *z)
 {
-	int p = str_close((const unsigned char *)z->js, z->pos + 1, z->len);
-	int k;
+	int esc = 0, k;
+	int p =
+	    str_close((const unsigned char *)z->js, z->pos + 1, z->len, &esc);
 
 	if (p == -1)
 		return -1;
@@ -618,11 +624,12 @@ pk_key_decoded(const char *js, int s, int e, const char *seg, size_t n)
  * starts: count it and find the paths that go on in it or end at it;
  * each group of paths matches once (the first of duplicate keys). */
 static void
-pk_child(struct pk *z, int L, int ks, int ke)
+pk_child(struct pk *z, int L, int ks, int ke, int esc)
 {
 	const struct json_sel *sel = z->sel;
+	const char *key = z->js + ks, *seg;
 	uint32_t m, g;
-	int b, i, at, esc = -1;
+	int b, i, at;
 	size_t kn = (size_t)(ke - ks), n;
 
 	z->next_want = z->next_pick = 0;
@@ -631,7 +638,7 @@ pk_child(struct pk *z, int L, int ks, int ke)
 	for (m = z->pick[L]; m; m &= m - 1)
 		z->j->tok[__builtin_ctz(m)].size++;
 	at = z->idx[L]++;
-	if (L == JSON_SEL_DEPTH)
+	if (L == JSON_SEL_DEPTH || (z->want[L] & sel->lead[L]) == 0)
 		return;
 	for (m = z->want[L] & sel->lead[L]; m; m &= m - 1) {
 		b = __builtin_ctz(m);
@@ -643,14 +650,12 @@ pk_child(struct pk *z, int L, int ks, int ke)
 		} else if (sel->p[i].idx[L] != -1 || kn < n) {
 			continue;
 		} else if (kn == n) {
-			if (memcmp(z->js + ks, sel->p[i].seg[L], n) != 0)
+			seg = sel->p[i].seg[L];
+			if (key[0] != seg[0] || memcmp(key, seg, n) != 0)
 				continue;
-		} else {
-			if (esc == -1)
-				esc = memchr(z->js + ks, '\\', kn) != NULL;
-			if (!esc ||
-			    !pk_key_decoded(z->js, ks, ke, sel->p[i].seg[L], n))
-				continue;
+		} else if (!esc || !pk_key_decoded(z->js, ks, ke,
+		                                   sel->p[i].seg[L], n)) {
+			continue;
 		}
 		g = sel->grp[L][b];
 		z->want[L] &= ~g;
@@ -677,7 +682,7 @@ pk_record(struct pk *z, uint32_t pick, jsmntype_t t, int s, int e)
 static int
 pk_value(struct pk *z)
 {
-	int c, p, L;
+	int c, p, L, esc = 0;
 	uint32_t want = z->next_want, pick = z->next_pick;
 
 	c = z->pos;
@@ -704,7 +709,8 @@ pk_value(struct pk *z)
 		return 1;
 	}
 	if (c == '"') {
-		p = str_close((const unsigned char *)z->js, z->pos + 1, z->len);
+		p = str_close((const unsigned char *)z->js, z->pos + 1, z->len,
+		              &esc);
 		if (p == -1)
 			return -1;
 		pk_record(z, pick, JSMN_STRING, z->pos + 1, p);
@@ -725,11 +731,13 @@ pk_value(struct pk *z)
 }
 
 /* Skip whitespace; the byte there, or -1 at the end. */
-static int
+static inline int
 pk_ws(struct pk *z)
 {
 	const char *js = z->js;
 
+	if (z->pos < z->len && (unsigned char)js[z->pos] > ' ')
+		return (unsigned char)js[z->pos];
 	while (z->pos < z->len && (js[z->pos] == ' ' || js[z->pos] == '\n' ||
 	                           js[z->pos] == '\r' || js[z->pos] == '\t'))
 		z->pos++;
@@ -740,7 +748,7 @@ pk_ws(struct pk *z)
 static int
 pk_after(struct pk *z, int fresh)
 {
-	int c, L, ks, p;
+	int c, L, ks, p, esc;
 	uint32_t m;
 
 	for (;;) {
@@ -762,20 +770,21 @@ pk_after(struct pk *z, int fresh)
 			return -1;
 		z->pos += !fresh;
 		if (!z->obj[L]) {
-			pk_child(z, L, 0, 0);
+			pk_child(z, L, 0, 0, 0);
 			return 1;
 		}
 		if (pk_ws(z) != '"' || ++z->ntok > JSON_TOK_MAX)
 			return -1;
 		ks = z->pos + 1;
-		p = str_close((const unsigned char *)z->js, ks, z->len);
+		esc = 0;
+		p = str_close((const unsigned char *)z->js, ks, z->len, &esc);
 		if (p == -1)
 			return -1;
 		z->pos = p + 1;
 		if (pk_ws(z) != ':')
 			return -1;
 		z->pos++;
-		pk_child(z, L, ks, p);
+		pk_child(z, L, ks, p, esc);
 		return 1;
 	}
 }

@@ -246,6 +246,34 @@ openai_resp_note(struct stream_state *st, const struct json *j, const char *ev,
 	}
 }
 
+/* A Responses output_text delta noted as openai_resp_note does, from
+ * its picked "type" and "delta" (a prov_fast_fn). */
+static int
+openai_resp_fast(struct stream_state *st, const struct json *j,
+                 struct upstream_error *e)
+{
+	(void)e;
+	openai_text(st, j, json_picked(j, 1));
+	return 0;
+}
+
+/* A native Responses event: text deltas picked, others parsed. */
+static int
+openai_resp_event(struct stream_state *st, const char *ev, size_t elen,
+                  const char *data, size_t dlen, struct buf *out,
+                  struct upstream_error *e)
+{
+	static const char *const paths[] = {"type", "delta", NULL};
+	static struct json_sel sel;
+	static int ready;
+
+	if (!ready && json_sel_init(&sel, paths) == 0)
+		ready = 1;
+	return prov_native_fast(st, ev, elen, data, dlen, &sel,
+	                        "response.output_text.delta", openai_resp_fast,
+	                        openai_resp_note, out, e);
+}
+
 /* What a Chat chunk is read for, in the order of openai_chunk_paths. */
 enum openai_chunk_val {
 	OC_ERROR = 0,
@@ -320,8 +348,7 @@ openai_stream_event(const struct prov_call *pc, struct stream_state *st,
 	int c, t;
 
 	if (pc->native)
-		return prov_native_event(st, ev, elen, data, dlen,
-		                         openai_resp_note, out, e);
+		return openai_resp_event(st, ev, elen, data, dlen, out, e);
 	if (dlen == 6 && memcmp(data, "[DONE]", 6) == 0)
 		return 1;
 	if (openai_chunk_pick(&j, data, dlen, e) == -1)
