@@ -524,6 +524,13 @@ json_parse_top(struct json *j, const char *js, size_t len,
 	return 0;
 }
 
+/* The bit of json_sel.hint for a key of n bytes starting with k[0]. */
+static inline unsigned
+sel_hint(size_t n, const char *k)
+{
+	return (unsigned)((n * 31 + (unsigned char)k[0]) & 63);
+}
+
 /* Whether paths a and b of sel have the same segments up to level L. */
 static int
 sel_same(const struct json_sel *sel, int a, int b, int L)
@@ -554,6 +561,10 @@ sel_groups(struct json_sel *sel)
 				;
 			if (b == a)
 				sel->lead[L] |= 1u << (a + 1);
+			if (b == a && sel->p[a].idx[L] == -1)
+				sel->hint[L] |= 1ull
+				                << sel_hint(sel->p[a].len[L],
+				                            sel->p[a].seg[L]);
 			sel->grp[L][b + 1] |= 1u << (a + 1);
 		}
 }
@@ -620,26 +631,18 @@ pk_key_decoded(const char *js, int s, int e, const char *seg, size_t n)
 	       memcmp(tmp, seg, n) == 0;
 }
 
-/* A member (key [ks, ke)) or element of the container at level L
- * starts: count it and find the paths that go on in it or end at it;
- * each group of paths matches once (the first of duplicate keys). */
-static void
-pk_child(struct pk *z, int L, int ks, int ke, int esc)
+/* The paths looked for at level L that the member with key [ks, ke)
+ * (escaped if esc) or element at leads on to or ends at: each group of
+ * paths matches once (the first of duplicate keys). */
+static void __attribute__((noinline))
+pk_match(struct pk *z, int L, int ks, int ke, int esc, int at)
 {
 	const struct json_sel *sel = z->sel;
 	const char *key = z->js + ks, *seg;
 	uint32_t m, g;
-	int b, i, at;
+	int b, i;
 	size_t kn = (size_t)(ke - ks), n;
 
-	z->next_want = z->next_pick = 0;
-	if (L > JSON_SEL_DEPTH)
-		return;
-	for (m = z->pick[L]; m; m &= m - 1)
-		z->j->tok[__builtin_ctz(m)].size++;
-	at = z->idx[L]++;
-	if (L == JSON_SEL_DEPTH || (z->want[L] & sel->lead[L]) == 0)
-		return;
 	for (m = z->want[L] & sel->lead[L]; m; m &= m - 1) {
 		b = __builtin_ctz(m);
 		i = b - 1;
@@ -664,6 +667,35 @@ pk_child(struct pk *z, int L, int ks, int ke, int esc)
 	}
 }
 
+/* A member (key [ks, ke), escaped if esc) or element of the container at
+ * level L starts: count it, and look for paths only when one may match
+ * (unescaped, a key matches only a segment of its length and first
+ * byte). */
+static inline void
+pk_child(struct pk *z, int L, int ks, int ke, int esc)
+{
+	const struct json_sel *sel = z->sel;
+	size_t kn = (size_t)(ke - ks);
+	uint32_t m;
+	int at;
+
+	z->next_want = z->next_pick = 0;
+	if (L >= JSON_SEL_DEPTH) {
+		if (L == JSON_SEL_DEPTH)
+			for (m = z->pick[L]; m; m &= m - 1)
+				z->j->tok[__builtin_ctz(m)].size++;
+		return;
+	}
+	for (m = z->pick[L]; m; m &= m - 1)
+		z->j->tok[__builtin_ctz(m)].size++;
+	at = z->idx[L]++;
+	if ((z->want[L] & sel->lead[L]) == 0 ||
+	    (z->obj[L] && !esc &&
+	     (kn == 0 || !(sel->hint[L] >> sel_hint(kn, z->js + ks) & 1))))
+		return;
+	pk_match(z, L, ks, ke, esc, at);
+}
+
 /* Record the value [s, e) of type t as every path in pick. */
 static void
 pk_record(struct pk *z, uint32_t pick, jsmntype_t t, int s, int e)
@@ -677,6 +709,11 @@ pk_record(struct pk *z, uint32_t pick, jsmntype_t t, int s, int e)
 		k->size = 0;
 	}
 }
+
+/* The bytes that end a primitive (as tz_value stops at them). */
+static const unsigned char pk_ends[256] = {
+    [','] = 1,  [']'] = 1,  ['}'] = 1, [' '] = 1,
+    ['\n'] = 1, ['\r'] = 1, ['\t'] = 1};
 
 /* tz_value without tokens: 1 if it opened a container, 0, -1. */
 static int
@@ -717,12 +754,8 @@ pk_value(struct pk *z)
 		z->pos = p + 1;
 		return 0;
 	}
-	for (p = z->pos; p < z->len; p++) {
-		c = z->js[p];
-		if (c == ',' || c == ']' || c == '}' || c == ' ' || c == '\n' ||
-		    c == '\r' || c == '\t')
-			break;
-	}
+	for (p = z->pos; p < z->len && !pk_ends[(unsigned char)z->js[p]]; p++)
+		;
 	if (!is_primitive(z->js + z->pos, (size_t)(p - z->pos)))
 		return -1;
 	pk_record(z, pick, JSMN_PRIMITIVE, z->pos, p);
