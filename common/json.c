@@ -299,53 +299,70 @@ skip_plain(const unsigned char *s, int p, int len)
 }
 #endif
 
-/* Scan the string whose quote is at pos into a token; its index (or
- * TZ_QUIET) or -1. */
-static int
-tz_string(struct tz *z)
+/* Where the string whose text starts at p (after its opening quote) ends:
+ * the offset of its closing quote, or -1 if it is invalid or unclosed;
+ * *esc set when it holds an escape. */
+static inline __attribute__((always_inline)) int
+str_close(const unsigned char *s, int p, int len, int *esc)
 {
-	const unsigned char *s = (const unsigned char *)z->js;
-	int p = z->pos + 1, k;
+	int k;
 
-	for (; p < z->len; p++) {
+	for (; p < len; p++) {
 		/* skip plain bytes (no quote, backslash or control) 16 or 8
 		 * at a time */
 #ifdef __SSE2__
-		if (p + 16 <= z->len && (k = block_special(s + p)) < 16) {
-			p += k; /* most strings are short */
-		} else if (p + 16 <= z->len) {
-			p += 16;
-			p = skip_plain(s, p, z->len);
-			while (p + 16 <= z->len &&
-			       (k = block_special(s + p)) == 16)
+		if (p + 16 <= len) {
+			if ((k = block_special(s + p)) < 16) {
+				p += k; /* most strings are short */
+			} else {
 				p += 16;
-			if (p + 16 <= z->len)
-				p += k;
+				p = skip_plain(s, p, len);
+				while (p + 16 <= len &&
+				       (k = block_special(s + p)) == 16)
+					p += 16;
+				if (p + 16 <= len)
+					p += k;
+			}
 		}
+		if (p + 16 > len)
 #endif
-		while (p + 8 <= z->len && !word_special(s + p))
-			p += 8;
-		if (p >= z->len)
+			while (p + 8 <= len && !word_special(s + p))
+				p += 8;
+		if (p >= len)
 			break;
-		if (s[p] == '"') {
-			k = tz_tok(z, JSMN_STRING, z->pos + 1, p);
-			z->pos = p + 1;
-			return k;
-		}
+		if (s[p] == '"')
+			return p;
 		if (s[p] < 0x20)
 			return -1;
 		if (s[p] != '\\')
 			continue;
-		if (++p >= z->len)
+		*esc = 1;
+		if (++p >= len)
 			return -1;
 		if (s[p] == 'u') {
-			if (p + 4 >= z->len || hex4(z->js + p + 1) == -1)
+			if (p + 4 >= len || hex4((const char *)s + p + 1) == -1)
 				return -1;
 			p += 4;
 		} else if (strchr("\"\\/bfnrt", s[p]) == NULL || s[p] == 0)
 			return -1;
 	}
 	return -1;
+}
+
+/* Scan the string whose quote is at pos into a token; its index (or
+ * TZ_QUIET) or -1. */
+static int
+tz_string(struct tz *z)
+{
+	int esc = 0, k;
+	int p =
+	    str_close((const unsigned char *)z->js, z->pos + 1, z->len, &esc);
+
+	if (p == -1)
+		return -1;
+	k = tz_tok(z, JSMN_STRING, z->pos + 1, p);
+	z->pos = p + 1;
+	return k;
 }
 
 /* Scan a value at pos into tokens; 1 if it opened a container (whose
@@ -505,6 +522,349 @@ json_parse_top(struct json *j, const char *js, size_t len,
 		return -1;
 	j->ntok = z.n;
 	return 0;
+}
+
+/* The bit of json_sel.hint for a key of n bytes starting with k[0]. */
+static inline unsigned
+sel_hint(size_t n, const char *k)
+{
+	return (unsigned)((n * 31 + (unsigned char)k[0]) & 63);
+}
+
+/* Whether paths a and b of sel have the same segments up to level L. */
+static int
+sel_same(const struct json_sel *sel, int a, int b, int L)
+{
+	for (int k = 0; k <= L; k++)
+		if (k >= sel->p[a].nseg || k >= sel->p[b].nseg ||
+		    sel->p[a].len[k] != sel->p[b].len[k] ||
+		    memcmp(sel->p[a].seg[k], sel->p[b].seg[k],
+		           sel->p[a].len[k]) != 0)
+			return 0;
+	return 1;
+}
+
+/* Group sel's paths by level: each is compared once per key through its
+ * group's first path (json_pick). */
+static void
+sel_groups(struct json_sel *sel)
+{
+	int L, a, b;
+
+	for (L = 0; L < JSON_SEL_DEPTH; L++)
+		for (a = 0; a < sel->n; a++) {
+			if (sel->p[a].nseg <= L)
+				continue;
+			if (sel->p[a].nseg == L + 1)
+				sel->ends[L] |= 1u << (a + 1);
+			for (b = 0; b < a && !sel_same(sel, a, b, L); b++)
+				;
+			if (b == a)
+				sel->lead[L] |= 1u << (a + 1);
+			if (b == a && sel->p[a].idx[L] == -1)
+				sel->hint[L] |= 1ull
+				                << sel_hint(sel->p[a].len[L],
+				                            sel->p[a].seg[L]);
+			sel->grp[L][b + 1] |= 1u << (a + 1);
+		}
+}
+
+/* Compile paths (NULL-terminated) for json_pick; -1 if there are too many
+ * or one is empty, too deep or has an empty segment. */
+int
+json_sel_init(struct json_sel *sel, const char *const *paths)
+{
+	const char *seg, *dot;
+	size_t n;
+	int i, k;
+
+	memset(sel, 0, sizeof *sel);
+	for (i = 0; paths[i]; i++) {
+		if (i == JSON_SEL_MAX || paths[i][0] == '\0')
+			return -1;
+		for (k = 0, seg = paths[i];; seg = dot + 1, k++) {
+			if ((dot = strchr(seg, '.')) == NULL)
+				dot = seg + strlen(seg);
+			n = (size_t)(dot - seg);
+			if (k == JSON_SEL_DEPTH || n == 0 || n > 255)
+				return -1;
+			sel->p[i].seg[k] = seg;
+			sel->p[i].len[k] = (unsigned char)n;
+			sel->p[i].idx[k] = digits(seg, n) == n && n <= 9
+			                       ? (int)strtol(seg, NULL, 10)
+			                       : -1;
+			if (*dot == '\0')
+				break;
+		}
+		sel->p[i].nseg = k + 1;
+	}
+	sel->n = i;
+	sel_groups(sel);
+	return 0;
+}
+
+/* json_pick's state: the containers open and the paths looked for. */
+struct pk {
+	struct json *j;
+	const struct json_sel *sel;
+	const char *js;
+	int len;
+	int pos;
+	int depth;
+	int ntok;                          /* tokens json_parse would make */
+	uint32_t next_want, next_pick;     /* for the value scanned next */
+	uint32_t want[JSON_SEL_DEPTH + 1]; /* paths looked for below */
+	uint32_t pick[JSON_SEL_DEPTH + 1]; /* paths that end at the level */
+	int idx[JSON_SEL_DEPTH + 1];       /* members or elements so far */
+	unsigned char obj[JSON_MAX_DEPTH]; /* 1 for an object */
+};
+
+/* Whether the escaped key text [s, e) decodes to seg[0, n) (get_n). */
+static int
+pk_key_decoded(const char *js, int s, int e, const char *seg, size_t n)
+{
+	jsmntok_t t = {JSMN_STRING, s, e, 0};
+	struct json kj = {js, (size_t)e, &t, 1, 1, 0};
+	char tmp[256];
+
+	return n < sizeof tmp && json_str(&kj, 0, tmp, sizeof tmp) == (int)n &&
+	       memcmp(tmp, seg, n) == 0;
+}
+
+/* The paths looked for at level L that the member with key [ks, ke)
+ * (escaped if esc) or element at leads on to or ends at: each group of
+ * paths matches once (the first of duplicate keys). */
+static void __attribute__((noinline))
+pk_match(struct pk *z, int L, int ks, int ke, int esc, int at)
+{
+	const struct json_sel *sel = z->sel;
+	const char *key = z->js + ks, *seg;
+	uint32_t m, g;
+	int b, i;
+	size_t kn = (size_t)(ke - ks), n;
+
+	for (m = z->want[L] & sel->lead[L]; m; m &= m - 1) {
+		b = __builtin_ctz(m);
+		i = b - 1;
+		n = sel->p[i].len[L];
+		if (!z->obj[L]) {
+			if (sel->p[i].idx[L] != at)
+				continue;
+		} else if (sel->p[i].idx[L] != -1 || kn < n) {
+			continue;
+		} else if (kn == n) {
+			seg = sel->p[i].seg[L];
+			if (key[0] != seg[0] || memcmp(key, seg, n) != 0)
+				continue;
+		} else if (!esc || !pk_key_decoded(z->js, ks, ke,
+		                                   sel->p[i].seg[L], n)) {
+			continue;
+		}
+		g = sel->grp[L][b];
+		z->want[L] &= ~g;
+		z->next_pick |= g & sel->ends[L];
+		z->next_want |= g & ~sel->ends[L];
+	}
+}
+
+/* A member (key [ks, ke), escaped if esc) or element of the container at
+ * level L starts: count it, and look for paths only when one may match
+ * (unescaped, a key matches only a segment of its length and first
+ * byte). */
+static inline void
+pk_child(struct pk *z, int L, int ks, int ke, int esc)
+{
+	const struct json_sel *sel = z->sel;
+	size_t kn = (size_t)(ke - ks);
+	uint32_t m;
+	int at;
+
+	z->next_want = z->next_pick = 0;
+	if (L >= JSON_SEL_DEPTH) {
+		if (L == JSON_SEL_DEPTH)
+			for (m = z->pick[L]; m; m &= m - 1)
+				z->j->tok[__builtin_ctz(m)].size++;
+		return;
+	}
+	for (m = z->pick[L]; m; m &= m - 1)
+		z->j->tok[__builtin_ctz(m)].size++;
+	at = z->idx[L]++;
+	if ((z->want[L] & sel->lead[L]) == 0 ||
+	    (z->obj[L] && !esc &&
+	     (kn == 0 || !(sel->hint[L] >> sel_hint(kn, z->js + ks) & 1))))
+		return;
+	pk_match(z, L, ks, ke, esc, at);
+}
+
+/* Record the value [s, e) of type t as every path in pick. */
+static void
+pk_record(struct pk *z, uint32_t pick, jsmntype_t t, int s, int e)
+{
+	for (; pick; pick &= pick - 1) {
+		jsmntok_t *k = &z->j->tok[__builtin_ctz(pick)];
+
+		k->type = t;
+		k->start = s;
+		k->end = e;
+		k->size = 0;
+	}
+}
+
+/* The bytes that end a primitive (as tz_value stops at them). */
+static const unsigned char pk_ends[256] = {
+    [','] = 1,  [']'] = 1,  ['}'] = 1, [' '] = 1,
+    ['\n'] = 1, ['\r'] = 1, ['\t'] = 1};
+
+/* tz_value without tokens: 1 if it opened a container, 0, -1. */
+static int
+pk_value(struct pk *z)
+{
+	int c, p, L, esc = 0;
+	uint32_t want = z->next_want, pick = z->next_pick;
+
+	c = z->pos;
+	while (c < z->len && (z->js[c] == ' ' || z->js[c] == '\n' ||
+	                      z->js[c] == '\r' || z->js[c] == '\t'))
+		c++;
+	z->pos = c;
+	if (c == z->len || ++z->ntok > JSON_TOK_MAX)
+		return -1;
+	c = (unsigned char)z->js[c];
+	if (c == '{' || c == '[') {
+		if (z->depth == JSON_MAX_DEPTH)
+			return -1;
+		L = z->depth++;
+		z->obj[L] = c == '{';
+		if (L <= JSON_SEL_DEPTH) {
+			z->want[L] = want;
+			z->pick[L] = pick;
+			z->idx[L] = 0;
+		}
+		pk_record(z, pick, c == '{' ? JSMN_OBJECT : JSMN_ARRAY, z->pos,
+		          -1);
+		z->pos++;
+		return 1;
+	}
+	if (c == '"') {
+		p = str_close((const unsigned char *)z->js, z->pos + 1, z->len,
+		              &esc);
+		if (p == -1)
+			return -1;
+		pk_record(z, pick, JSMN_STRING, z->pos + 1, p);
+		z->pos = p + 1;
+		return 0;
+	}
+	for (p = z->pos; p < z->len && !pk_ends[(unsigned char)z->js[p]]; p++)
+		;
+	if (!is_primitive(z->js + z->pos, (size_t)(p - z->pos)))
+		return -1;
+	pk_record(z, pick, JSMN_PRIMITIVE, z->pos, p);
+	z->pos = p;
+	return 0;
+}
+
+/* Skip whitespace; the byte there, or -1 at the end. */
+static inline int
+pk_ws(struct pk *z)
+{
+	const char *js = z->js;
+
+	if (z->pos < z->len && (unsigned char)js[z->pos] > ' ')
+		return (unsigned char)js[z->pos];
+	while (z->pos < z->len && (js[z->pos] == ' ' || js[z->pos] == '\n' ||
+	                           js[z->pos] == '\r' || js[z->pos] == '\t'))
+		z->pos++;
+	return z->pos < z->len ? (unsigned char)js[z->pos] : -1;
+}
+
+/* tz_after without tokens: 1 if a value must follow, 0 at the end. */
+static int
+pk_after(struct pk *z, int fresh)
+{
+	int c, L, ks, p, esc;
+	uint32_t m;
+
+	for (;;) {
+		c = pk_ws(z);
+		if (z->depth == 0)
+			return c == -1 ? 0 : -1;
+		L = z->depth - 1;
+		if (c == (z->obj[L] ? '}' : ']')) {
+			++z->pos;
+			if (L <= JSON_SEL_DEPTH)
+				for (m = z->pick[L]; m; m &= m - 1)
+					z->j->tok[__builtin_ctz(m)].end =
+					    z->pos;
+			z->depth--;
+			fresh = 0;
+			continue;
+		}
+		if (!fresh && c != ',')
+			return -1;
+		z->pos += !fresh;
+		if (!z->obj[L]) {
+			pk_child(z, L, 0, 0, 0);
+			return 1;
+		}
+		if (pk_ws(z) != '"' || ++z->ntok > JSON_TOK_MAX)
+			return -1;
+		ks = z->pos + 1;
+		esc = 0;
+		p = str_close((const unsigned char *)z->js, ks, z->len, &esc);
+		if (p == -1)
+			return -1;
+		z->pos = p + 1;
+		if (pk_ws(z) != ':')
+			return -1;
+		z->pos++;
+		pk_child(z, L, ks, p, esc);
+		return 1;
+	}
+}
+
+/* Check js as json_parse does and keep only the values at sel's paths;
+ * see json.h. */
+int
+json_pick(struct json *j, const char *js, size_t len,
+          const struct json_sel *sel)
+{
+	struct pk z;
+	int r, fresh, i;
+
+	j->js = js;
+	j->len = len;
+	j->ntok = 0;
+	j->shallow = 0;
+	if (len == 0 || len > INT_MAX)
+		return -1;
+	if (j->cap < JSON_TOK_INIT && tok_grow(j, JSON_TOK_INIT) == -1)
+		return -1;
+	for (i = 0; i <= sel->n; i++)
+		j->tok[i] = (jsmntok_t){JSMN_UNDEFINED, -1, -1, 0};
+	z.j = j;
+	z.sel = sel;
+	z.js = js;
+	z.len = (int)len;
+	z.pos = z.depth = z.ntok = 0;
+	z.next_pick = 1; /* token 0: the document */
+	z.next_want = sel->n ? ((1u << sel->n) - 1) << 1 : 0;
+	do {
+		if ((fresh = pk_value(&z)) == -1)
+			return -1;
+	} while ((r = pk_after(&z, fresh)) == 1);
+	if (r == -1)
+		return -1;
+	j->ntok = sel->n + 1;
+	return 0;
+}
+
+/* The token of path n of json_pick's selection, or -1 if absent. */
+int
+json_picked(const struct json *j, int n)
+{
+	if (n < 0 || n + 1 >= j->ntok || j->tok[n + 1].type == JSMN_UNDEFINED)
+		return -1;
+	return n + 1;
 }
 
 /* Release the token storage. */

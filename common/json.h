@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define JSMN_HEADER
 #include <jsmn.h>
@@ -37,6 +38,40 @@ int json_parse(struct json *, const char *js, size_t len);
 int json_parse_top(struct json *, const char *js, size_t len,
                    const char *const *skip);
 void json_free(struct json *);
+
+/* Paths for json_pick, compiled once by json_sel_init: dotted keys and
+ * array indexes ("choices.0.delta.content"); a segment of digits is an
+ * array index (json_at), any other an object key (json_get). */
+#define JSON_SEL_MAX   30
+#define JSON_SEL_DEPTH 6
+struct json_sel {
+	int n;
+	struct {
+		int nseg;
+		const char *seg[JSON_SEL_DEPTH];
+		unsigned char len[JSON_SEL_DEPTH];
+		int idx[JSON_SEL_DEPTH]; /* array index, or -1 for a key */
+	} p[JSON_SEL_MAX];
+	/* by level, as bits 1 + path: the first path of each group with the
+	 * same segments up to there, each group, and the paths ending */
+	uint32_t lead[JSON_SEL_DEPTH];
+	uint32_t grp[JSON_SEL_DEPTH][JSON_SEL_MAX + 1];
+	uint32_t ends[JSON_SEL_DEPTH];
+	/* by level, bit (length * 31 + first byte) % 64 of each key a
+	 * group's first path looks for: most keys need no comparing */
+	uint64_t hint[JSON_SEL_DEPTH];
+};
+int json_sel_init(struct json_sel *, const char *const *paths);
+/* Check js exactly as json_parse does (same verdict), but keep only the
+ * document (token 0) and the value each path of sel leads to, as the
+ * chain of json_get / json_at would find it (the first of duplicate
+ * keys); json_picked gives its token, on which the scalar readers,
+ * json_type, json_raw and json_size work (json_get, json_at, json_next
+ * and json_path do not: the tokens are not a tree). Far cheaper than
+ * json_parse on a stream chunk read for a few values. 0 or -1. */
+int json_pick(struct json *, const char *js, size_t len,
+              const struct json_sel *);
+int json_picked(const struct json *, int n); /* token of path n, or -1 */
 
 /* Token helpers; every index argument may be -1, which makes them fail. */
 int json_type(const struct json *, int i); /* JSMN_*, or -1 */

@@ -299,10 +299,21 @@ ev_drop_headers(struct evhttp_request *req)
 	ev_drop_list(evhttp_request_get_output_headers(req));
 }
 
+/* Start a stream reply: its head written by conn_stream_head, or by
+ * evhttp (HTTP/1.0 and the like). */
 static void
 ev_start(void *c, int status, const char *ctype)
 {
-	ev_header_flush(c, conn_of(c));
+	struct conn *k = conn_of(c);
+
+	if (k != NULL && !k->hdr.oom &&
+	    conn_stream_head(c, status, http_reason(status), ctype, &k->hdr) ==
+	        0) {
+		buf_reset(&k->hdr);
+		ev_drop_headers(c);
+		return;
+	}
+	ev_header_flush(c, k);
 	evhttp_add_header(evhttp_request_get_output_headers(c), "Content-Type",
 	                  ctype);
 	conn_stream_start(c);

@@ -996,9 +996,13 @@ conn_head_line(struct buf *b, const char *key, const char *value)
 	buf_add(b, "\r\n", 2);
 }
 
+#define CONN_CHUNKED ((size_t)-1) /* conn_reply_head: a chunked stream */
+
 /* The head evhttp_send_reply would write for req (status line, the output
  * headers in order, then Content-Type, Date, Content-Length and Connection:
- * close as evhttp adds them), into b. */
+ * close as evhttp adds them), into b; for a body of n CONN_CHUNKED, the
+ * head of evhttp_send_reply_start (Transfer-Encoding: chunked before the
+ * Date, as evhttp adds them). */
 static void
 conn_reply_head(struct buf *b, struct evhttp_request *req, int status,
                 const char *reason, const char *ctype, const struct buf *extra,
@@ -1033,9 +1037,11 @@ conn_reply_head(struct buf *b, struct evhttp_request *req, int status,
 	if (extra != NULL && extra->len > 0)
 		buf_add(b, extra->data, extra->len);
 	conn_head_line(b, "Content-Type", ctype);
+	if (n == CONN_CHUNKED)
+		buf_add(b, "Transfer-Encoding: chunked\r\n", 28);
 	if (!date)
 		conn_head_line(b, "Date", conn_date());
-	if (!clen) {
+	if (!clen && n != CONN_CHUNKED) {
 		buf_add(b, "Content-Length: ", 16);
 		buf_add(b, num, buf_fmt_u(num, n));
 		buf_add(b, "\r\n", 2);
@@ -1113,6 +1119,40 @@ conn_reply(struct evhttp_request *req, int status, const char *reason,
 		bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
 	else
 		bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+/* Start a chunked stream reply: see conn.h. The head goes out through
+ * evhttp_send_reply_chunk while req is not yet chunked (so it is written
+ * as it is, with no size line): that also points the connection's write
+ * callback at evhttp and clears the completion callback a kept-alive
+ * connection keeps from its last request, as evhttp_send_reply_start
+ * does; evhttp_send_reply_end then ends the stream as its own. */
+int
+conn_stream_head(struct evhttp_request *req, int status, const char *reason,
+                 const char *ctype, const struct buf *extra)
+{
+	static struct buf head;       /* reused, never shrunk */
+	static struct evbuffer *take; /* emptied by each send */
+
+	if (!conn_reply_plain(req, status) || req->chunked ||
+	    evhttp_find_header(req->output_headers, "Content-Length") ||
+	    evhttp_find_header(req->output_headers, "Transfer-Encoding") ||
+	    (take == NULL && (take = evbuffer_new()) == NULL))
+		return -1;
+	buf_reset(&head);
+	conn_reply_head(&head, req, status, reason, ctype, extra, CONN_CHUNKED);
+	if (head.oom || evbuffer_add(take, head.data, head.len) == -1) {
+		evbuffer_drain(take, evbuffer_get_length(take));
+		return -1;
+	}
+	req->response_code = status;
+	evhttp_send_reply_chunk(req, take);
+	if (evbuffer_get_length(take) > 0) { /* not taken: evhttp's way */
+		evbuffer_drain(take, evbuffer_get_length(take));
+		return -1;
+	}
+	req->chunked = 1;
+	return 0;
 }
 
 /* ---- accept errors ---- */

@@ -84,6 +84,12 @@ void conn_stream_start(struct evhttp_request *);
 void conn_reply(struct evhttp_request *, int status, const char *reason,
                 const char *ctype, const struct buf *extra, const char *body,
                 size_t n);
+/* Start a chunked stream reply to req the way evhttp_send_reply_start
+ * does (the same bytes, the same state), without its printf per header
+ * line, for HTTP/1.1 clients; extra as for conn_reply. -1 when the caller
+ * must use evhttp_send_reply_start (HTTP/1.0, a length set, ...). */
+int conn_stream_head(struct evhttp_request *, int status, const char *reason,
+                     const char *ctype, const struct buf *extra);
 /* Add "Name: value\r\n" lines to req's output headers, in order. */
 void conn_add_headers(struct evhttp_request *, const char *, size_t);
 /* accept() failed on a listener (evconnlistener error callback). */

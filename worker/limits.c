@@ -56,11 +56,12 @@ lim_rotate(au64 *per, au64 *val, uint64_t now)
 		atomic_store_explicit(val, 0, RLX);
 }
 
-/* Start the wall-clock minute in the client's rpm/tpm window. */
+/* Start the wall-clock minute (of wall, ms) in the client's rpm/tpm
+ * window. */
 static void
-lim_minute(struct client_sh *s)
+lim_minute(struct client_sh *s, int64_t wall)
 {
-	uint64_t m = (uint64_t)(clock_wall_ms() / 60000),
+	uint64_t m = (uint64_t)(wall / 60000),
 	         old = atomic_load_explicit(&s->rate_min, RLX);
 
 	if (old == m || !atomic_compare_exchange_strong(&s->rate_min, &old, m))
@@ -121,13 +122,12 @@ lim_budget(const struct client_cfg *c, struct client_sh *s, const char *what,
 	                  lim_secs_to(end_ms));
 }
 
-/* The client's budgets: the monthly one first (its reset is later). */
+/* The client's budgets at wall (ms): the monthly one first (its reset is
+ * later). */
 static int
-lim_budgets(const struct client_cfg *c, struct client_sh *s,
+lim_budgets(const struct client_cfg *c, struct client_sh *s, int64_t wall,
             struct limit_verdict *v)
 {
-	int64_t wall = clock_wall_ms();
-
 	lim_rotate(&s->day, &s->spend_day, spend_day(wall));
 	lim_rotate(&s->month, &s->spend_month, spend_month(wall));
 	if (lim_budget(c, s, "monthly", c->monthly_budget_usd,
@@ -143,11 +143,11 @@ lim_budgets(const struct client_cfg *c, struct client_sh *s,
  * and rpm, each taken by adding and given back when over. */
 static int
 lim_rates(struct worker *w, const struct client_cfg *c, struct client_sh *s,
-          struct limit_verdict *v)
+          int64_t wall, struct limit_verdict *v)
 {
-	int64_t next = (clock_wall_ms() / 60000 + 1) * 60000;
+	int64_t next = (wall / 60000 + 1) * 60000;
 
-	lim_minute(s);
+	lim_minute(s, wall);
 	if (c->tpm > 0 &&
 	    atomic_load_explicit(&s->tok_cur, RLX) >= (uint64_t)c->tpm) {
 		snprintf(v->msg, sizeof v->msg,
@@ -181,21 +181,24 @@ lim_rates(struct worker *w, const struct client_cfg *c, struct client_sh *s,
 	return 0;
 }
 
-/* Admit one request of client ci. */
+/* Admit one request of client ci (the clock read once). */
 int
 limits_admit(struct worker *w, int ci, struct limit_verdict *v)
 {
 	struct client_sh *s = lim_rec(w, ci);
 	const struct client_cfg *c;
+	int64_t wall;
 
 	memset(v, 0, sizeof *v);
 	if (s == NULL)
 		return 0;
 	c = &w->cfg->clients[ci];
-	if (lim_budgets(c, s, v) == -1 || lim_rates(w, c, s, v) == -1)
+	wall = clock_wall_ms();
+	if (lim_budgets(c, s, wall, v) == -1 ||
+	    lim_rates(w, c, s, wall, v) == -1)
 		return -1;
 	atomic_fetch_add_explicit(&s->requests, 1, RLX);
-	atomic_store_explicit(&s->last_wall_ms, (uint64_t)clock_wall_ms(), RLX);
+	atomic_store_explicit(&s->last_wall_ms, (uint64_t)wall, RLX);
 	return 0;
 }
 
@@ -229,12 +232,11 @@ lim_budget_event(struct worker *w, const struct client_cfg *c, const char *what,
 	                     t);
 }
 
-/* Add nusd to the client's day, month and total spend. */
+/* Add nusd to the client's day, month and total spend, at wall (ms). */
 static void
 lim_add_spend(struct worker *w, const struct client_cfg *c, struct client_sh *s,
-              uint64_t nusd)
+              uint64_t nusd, int64_t wall)
 {
-	int64_t wall = clock_wall_ms();
 	uint64_t d0, m0;
 
 	lim_rotate(&s->day, &s->spend_day, spend_day(wall));
@@ -259,22 +261,23 @@ limits_spend(struct worker *w, int ci, int d, const char *model,
 	         tout = u->completion_tokens > 0
 	                    ? (uint64_t)u->completion_tokens
 	                    : 0;
+	int64_t wall;
 
 	if (s == NULL || d < 0)
 		return;
 	c = &w->cfg->clients[ci];
-	lim_minute(s);
+	wall = clock_wall_ms();
+	lim_minute(s, wall);
 	atomic_fetch_add_explicit(&s->tok_cur, tin + tout, RLX);
 	atomic_fetch_add_explicit(&s->tokens_in, tin, RLX);
 	atomic_fetch_add_explicit(&s->tokens_out, tout, RLX);
 	if (nusd > 0) {
-		lim_add_spend(w, c, s, nusd);
+		lim_add_spend(w, c, s, nusd, wall);
 		atomic_fetch_add_explicit(
 		    &w->shm->slots[w->slot_of[d]].spend_nusd, nusd, RLX);
 	}
 	shm_spend_add(
-	    w->shm, spend_day(clock_wall_ms()), c->name, w->cfg->deploy[d].name,
-	    model,
+	    w->shm, spend_day(wall), c->name, w->cfg->deploy[d].name, model,
 	    &(struct spend_vals){.nusd = nusd,
 	                         .requests = 1,
 	                         .tokens_in = tin,

@@ -280,6 +280,20 @@ typedef int prov_note_fn(struct stream_state *, const struct json *,
 int prov_native_event(struct stream_state *, const char *ev, size_t elen,
                       const char *data, size_t dlen, prov_note_fn *note,
                       struct buf *out, struct upstream_error *);
+/* Note an event of the most frequent type from the values json_pick
+ * found (token 1 is its "type"): 0, 1 at the end, -1 with e filled, or 2
+ * to have the event noted from its whole tree instead. */
+typedef int prov_fast_fn(struct stream_state *, const struct json *,
+                         struct upstream_error *);
+/* prov_native_event, but an event whose type is fast_type (its data's
+ * "type", else the SSE event name) is only checked and picked (json_pick
+ * with sel, whose first path is "type") and noted by fast; any other is
+ * parsed whole for note. */
+int prov_native_fast(struct stream_state *, const char *ev, size_t elen,
+                     const char *data, size_t dlen, const struct json_sel *sel,
+                     const char *fast_type, prov_fast_fn *fast,
+                     prov_note_fn *note, struct buf *out,
+                     struct upstream_error *);
 /* The index in names (NULL-terminated) of an event's type: its data's
  * "type", else the SSE event name; -1 when none matches. */
 int prov_event_index(const struct json *, const char *ev, size_t elen,

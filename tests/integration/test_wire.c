@@ -377,13 +377,106 @@ Test(wire, large_writes_on_kept_alive_connections)
 	buf_free(&b);
 }
 
+/* ---- streams ---- */
+
 #define SBODY                                                                  \
 	"{\"model\":\"main\",\"stream\":true,\"messages\":[{\"role\":"         \
 	"\"user\",\"content\":\"hi\"}]}"
 
-/* A streaming chat request on HTTP/1.1 with extra header lines. */
+/* A stream request on HTTP/1.1 with extra header lines. */
 static const char *
 stream_req(const char *headers)
+{
+	return h_fmt("POST " CHAT " HTTP/1.1\r\nHost: x\r\n%sContent-Length: "
+	             "%zu\r\n\r\n%s",
+	             headers, strlen(SBODY), SBODY);
+}
+
+/* One chunked stream reply at *p: its head checked against the layout
+ * evhttp_send_reply_start writes (llmfd's headers in order, then
+ * Content-Type, Transfer-Encoding, Date and, when asked, Connection:
+ * close), its chunks read up to the last one; *p moves past it. */
+static void
+next_stream(const char **p, int want_close)
+{
+	const char *h = *p, *end = strstr(h, "\r\n\r\n"), *d, *c;
+	char *head;
+	struct buf body = {0};
+	unsigned long n;
+
+	cr_assert(end != NULL, "no reply in: %s", h);
+	head = h_fmt("%.*s", (int)(end - h + 4), h);
+	cr_assert(strncmp(head, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", head);
+	cr_assert(strstr(head, "\r\nCache-Control: no-cache\r\n") != NULL, "%s",
+	          head);
+	d = strstr(head, "\r\nx-llmfd-provider: openai\r\nContent-Type: "
+	                 "text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+	                 "Date: ");
+	cr_assert(d != NULL, "%s", head);
+	d = strstr(d, " GMT\r\n");
+	cr_assert(d != NULL, "%s", head);
+	cr_assert(strcmp(d + 6, want_close ? "Connection: close\r\n\r\n"
+	                                   : "\r\n") == 0,
+	          "%s", head);
+	for (c = end + 4;;) {
+		cr_assert(sscanf(c, "%lx", &n) == 1, "bad chunk at: %s", c);
+		c = strstr(c, "\r\n");
+		cr_assert(c != NULL);
+		c += 2;
+		if (n == 0)
+			break;
+		cr_assert(strlen(c) >= n + 2 && memcmp(c + n, "\r\n", 2) == 0);
+		buf_add(&body, c, n);
+		c += n + 2;
+	}
+	cr_assert(strncmp(c, "\r\n", 2) == 0, "%s", c);
+	*p = c + 2;
+	cr_assert(strstr(buf_cstr(&body), "data: [DONE]\n\n") != NULL, "%s",
+	          body.data);
+	buf_free(&body);
+}
+
+/* Streams on one kept-alive HTTP/1.1 connection (two streams, then a
+ * whole reply, then a stream asking to close): each head as evhttp wrote
+ * it, each stream ended with its last chunk, the connection reused after
+ * a stream and closed after the last. */
+Test(wire, http11_stream_head_and_keep_alive)
+{
+	const char *t, *p;
+
+	start();
+	t = exchange(h_fmt("%s%s%s%s", stream_req(""), stream_req(""), chat(""),
+	                   stream_req("Connection: close\r\n")));
+	p = t;
+	next_stream(&p, 0);
+	next_stream(&p, 0);
+	next_reply(&p, 0);
+	next_stream(&p, 1);
+	cr_assert(strlen(p) == 0, "%s", t);
+}
+
+/* HTTP/1.0 streams keep evhttp's head: no chunks, the close ends it. */
+Test(wire, http10_stream_closes)
+{
+	const char *t;
+
+	start();
+	t = exchange(h_fmt("POST " CHAT " HTTP/1.0\r\nContent-Length: %zu\r\n"
+	                   "\r\n%s",
+	                   strlen(SBODY), SBODY));
+	cr_assert(strncmp(t, "HTTP/1.0 200 OK\r\n", 17) == 0, "%s", t);
+	cr_assert(strstr(t, "Content-Type: text/event-stream\r\n") != NULL,
+	          "%s", t);
+	cr_assert(strstr(t, "Connection: close\r\n") != NULL, "%s", t);
+	cr_assert(strstr(t, "Transfer-Encoding") == NULL, "%s", t);
+	cr_assert(strstr(t, "\r\n\r\ndata: ") != NULL, "%s", t);
+	cr_assert(strstr(t, "data: [DONE]\n\n") != NULL, "%s", t);
+}
+
+/* A streaming chat request with a client's usual headers and extra header
+ * lines. */
+static const char *
+stream_req_ua(const char *headers)
 {
 	return h_fmt("POST " CHAT " HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n"
 	             "X-Stainless-Lang: js\r\n%sContent-Length: %zu\r\n\r\n%s",
@@ -400,8 +493,8 @@ Test(wire, stream_connection_headers_honoured)
 	const char *t, *two;
 
 	start();
-	t = exchange(
-	    h_fmt("%s%s", stream_req(""), stream_req("Connection: close\r\n")));
+	t = exchange(h_fmt("%s%s", stream_req_ua(""),
+	                   stream_req_ua("Connection: close\r\n")));
 	two = strstr(t, "data: [DONE]");
 	cr_assert(two != NULL, "%s", t);
 	cr_assert(strstr(two + 1, "HTTP/1.1 200 OK\r\n") != NULL,

@@ -887,3 +887,231 @@ Test(json, eq_and_get_with_escapes)
 	cr_assert_eq(json_get(&j, 0, "mo"), -1);
 	json_free(&j);
 }
+
+/* Paths json_pick is tested with: the Chat chunk's, and more. */
+static const char *const pick_paths[] = {
+    "error",
+    "usage",
+    "usage.prompt_tokens",
+    "usage.prompt_tokens_details.cached_tokens",
+    "choices",
+    "choices.0",
+    "choices.0.delta.content",
+    "choices.0.delta.tool_calls",
+    "choices.0.finish_reason",
+    "choices.1.delta",
+    "delta.content",
+    "type",
+    "message.usage.input_tokens",
+    "0.content",
+    NULL};
+
+/* Path n of pick_paths followed in a full parse with json_get (keys)
+ * and json_at (digits), as the provider code reads it. */
+static int
+pick_walk(const struct json *f, const char *path)
+{
+	char seg[64];
+	const char *dot;
+	int cur = 0;
+	size_t n;
+
+	for (; cur >= 0; path = dot + 1) {
+		dot = strchr(path, '.');
+		n = dot ? (size_t)(dot - path) : strlen(path);
+		memcpy(seg, path, n);
+		seg[n] = '\0';
+		if (strspn(seg, "0123456789") == n)
+			cur = json_at(f, cur, atoi(seg));
+		else
+			cur = json_get(f, cur, seg);
+		if (dot == NULL)
+			break;
+	}
+	return cur;
+}
+
+/* json_pick gives json_parse's verdict and, for each path, the token the
+ * json_get / json_at chain finds (or none). */
+static void
+pick_matches_full(const char *s, size_t n)
+{
+	static struct json f, p;
+	static struct json_sel sel;
+	int rf, rp, a, b;
+
+	cr_assert(json_sel_init(&sel, pick_paths) == 0);
+	rf = json_parse(&f, s, n);
+	rp = json_pick(&p, s, n, &sel);
+	cr_assert(rf == rp, "verdict %d / %d on %.*s", rf, rp, (int)n, s);
+	if (rf == -1)
+		return;
+	cr_assert(p.tok[0].type == f.tok[0].type &&
+	          p.tok[0].start == f.tok[0].start &&
+	          p.tok[0].end == f.tok[0].end &&
+	          p.tok[0].size == f.tok[0].size);
+	for (int i = 0; pick_paths[i]; i++) {
+		a = pick_walk(&f, pick_paths[i]);
+		b = json_picked(&p, i);
+		cr_assert((a < 0) == (b < 0), "%s on %.*s", pick_paths[i],
+		          (int)n, s);
+		if (a < 0)
+			continue;
+		cr_assert(f.tok[a].type == p.tok[b].type &&
+		              f.tok[a].start == p.tok[b].start &&
+		              f.tok[a].end == p.tok[b].end &&
+		              f.tok[a].size == p.tok[b].size,
+		          "%s on %.*s", pick_paths[i], (int)n, s);
+	}
+}
+
+/* Each data line of a golden stream file, whole and cut short. */
+static int
+pick_stream_file(const char *path)
+{
+	char line[65536];
+	FILE *fp = fopen(path, "r");
+	int frames = 0;
+	size_t n;
+
+	cr_assert(fp, "%s", path);
+	while (fgets(line, sizeof line, fp)) {
+		if (strncmp(line, "data: ", 6) != 0)
+			continue;
+		n = strcspn(line + 6, "\r\n");
+		pick_matches_full(line + 6, n);
+		for (size_t cut = 0; cut < n; cut += 7)
+			pick_matches_full(line + 6, cut);
+		frames++;
+	}
+	fclose(fp);
+	return frames;
+}
+
+/* Every frame of the golden streams under tests/data, and every cut of
+ * them: json_pick agrees with the full tokenizer. */
+Test(json, pick_agrees_with_parse_on_golden_streams)
+{
+	static const char *const files[] = {
+	    "anthropic/native_stream.sse",      "anthropic/stream_text.sse",
+	    "anthropic/stream_tools.sse",       "anthropic/stream_error.sse",
+	    "azure/stream_filter.sse",          "azure/stream_text.sse",
+	    "gemini/stream_text.sse",           "gemini/stream_tools.sse",
+	    "openai_responses/stream_text.sse", "responses/stream_tools.sse",
+	    "responses/stream_reasoning.sse",
+	};
+	char p[512];
+	const char *dir = getenv("LLMFD_TESTDATA");
+	int frames = 0;
+
+	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+		snprintf(p, sizeof p, "%s/%s",
+		         dir && dir[0] ? dir : "tests/data", files[i]);
+		frames += pick_stream_file(p);
+	}
+	cr_assert(frames > 40, "%d frames", frames);
+}
+
+/* Chunks json_pick must refuse as json_parse does, and picks through
+ * escaped and duplicate keys and odd shapes. */
+Test(json, pick_rejects_malformed_chunks)
+{
+	static const char *const docs[] = {
+	    "{\"choices\":[{\"delta\":{\"content\":\"hi\"",
+	    "{\"choices\":[{\"delta\":{\"content\":\"h\\x\"}}]}",
+	    "{\"choices\":[{\"delta\":{\"content\":\"a\x01\"}}]}",
+	    "{\"choices\":[01]}",
+	    "{\"choices\":[1,]}",
+	    "{\"choices\":[]} x",
+	    "{\"choices\":[]}{}",
+	    "{\"usage\":{\"prompt_tokens\":tru}}",
+	    "{\"error\" null}",
+	    "{\"a\":1,}",
+	    "not json",
+	    "",
+	    "{\"choices\":[{\"delta\":{\"c\\u006fntent\":\"x\"}}]}",
+	    "{\"choices\":[{\"delta\":{\"content\":\"x\",\"content\":\"y\"}}]}",
+	    "{\"choices\":[{\"delta\":1},{\"delta\":{\"content\":\"z\"}}],"
+	    "\"choices\":[{\"delta\":{\"content\":\"w\"}}]}",
+	    "{\"choices\":{\"0\":{\"delta\":{\"content\":\"o\"}}}}",
+	    "[{\"content\":1},{\"content\":2}]",
+	    "{\"usage\":[{\"prompt_tokens\":1}],\"error\":null}",
+	    "  {\"type\" : \"x\" , \"error\" : {\"message\":\"m\"} }  ",
+	};
+	char deep[2000];
+	int n = 0;
+
+	for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++)
+		pick_matches_full(docs[i], strlen(docs[i]));
+	cr_assert(json_pick(&j, docs[0], strlen(docs[0]),
+	                    &(struct json_sel){0}) == -1);
+	n += snprintf(deep, sizeof deep, "{\"choices\":");
+	for (int i = 0; i < 600; i++)
+		deep[n++] = '[';
+	for (int i = 0; i < 600; i++)
+		deep[n++] = ']';
+	deep[n++] = '}';
+	pick_matches_full(deep, (size_t)n);
+}
+
+/* Append a random chunk-like value (depth levels at most) to b. */
+static void
+gen_chunk(struct buf *b, unsigned *seed, int depth)
+{
+	static const char *const keys[] = {
+	    "\"choices\"", "\"delta\"",         "\"content\"",
+	    "\"usage\"",   "\"ch\\u006fices\"", "\"0\"",
+	    "\"error\"",   "\"prompt_tokens\""};
+	static const char *const atoms[] = {
+	    "\"s\\n\\u00e9\"", "7", "null", "\"\"", "false", "\"text here\""};
+	unsigned r = rnd(seed), n = rnd(seed) % 4;
+
+	if (depth == 0 || r % 3 == 0) {
+		buf_adds(b, atoms[rnd(seed) % 6]);
+		return;
+	}
+	buf_addc(b, r % 3 == 1 ? '{' : '[');
+	for (unsigned i = 0; i < n; i++) {
+		if (i)
+			buf_adds(b, rnd(seed) % 4 ? "," : " , ");
+		if (r % 3 == 1) {
+			buf_adds(b, keys[rnd(seed) % 8]);
+			buf_addc(b, ':');
+		}
+		gen_chunk(b, seed, depth - 1);
+	}
+	buf_addc(b, r % 3 == 1 ? '}' : ']');
+}
+
+/* Random chunk-like documents, a third of them broken by one byte:
+ * json_pick agrees with json_parse (tests/fuzz/fuzz_json_pick.c does
+ * the same with libFuzzer). */
+Test(json, pick_agrees_with_parse_on_random_documents)
+{
+	struct buf b = {0};
+	unsigned seed = 777, r;
+	int valid = 0, found = 0;
+
+	for (int round = 0; round < 20000; round++) {
+		buf_reset(&b);
+		if (round % 2) {
+			gen_chunk(&b, &seed, 5);
+		} else { /* the shape of a chunk, values at random */
+			buf_adds(&b, "{\"choices\":[{\"delta\":");
+			gen_chunk(&b, &seed, 3);
+			buf_adds(&b, "}],\"usage\":");
+			gen_chunk(&b, &seed, 3);
+			buf_addc(&b, '}');
+		}
+		if ((r = rnd(&seed)) % 3 == 0)
+			b.data[rnd(&seed) % b.len] = (char)(r >> 4);
+		if (json_parse(&j, b.data, b.len) == 0) {
+			valid++;
+			found += pick_walk(&j, "choices.0.delta.content") >= 0;
+		}
+		pick_matches_full(b.data, b.len);
+	}
+	cr_assert(valid > 10000 && valid < 19000, "%d valid", valid);
+	cr_assert(found > 20, "%d found", found);
+	buf_free(&b);
+}

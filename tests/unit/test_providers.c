@@ -1842,3 +1842,56 @@ Test(providers, effort_to_gemini_thinking_config)
 	b = drop_build(&prov_gemini, EFFORT_BODY("medium", ""));
 	cr_assert_null(strstr(b, "thinkingConfig"), "%s", b);
 }
+
+/* Native text deltas are only picked (prov_native_fast), never parsed
+ * whole: still refused when broken, noted when whole, and other deltas
+ * still noted from the whole event. */
+Test(providers, native_text_deltas_picked)
+{
+	struct buf said = {0};
+
+	memset(&st, 0, sizeof st);
+	st.text = &said;
+	cr_assert(event_native(
+	              &prov_anthropic, FMT_MESSAGES, "content_block_delta",
+	              "{\"type\":\"content_block_delta\",\"index\":0,"
+	              "\"delta\":{\"type\":\"text_delta\",\"text\":5}}") == -1);
+	cr_assert(strstr(ue.message, "text_delta without text") != NULL);
+	cr_assert(
+	    event_native(&prov_anthropic, FMT_MESSAGES, "content_block_delta",
+	                 "{\"type\":\"content_block_delta\",\"delta\":{"
+	                 "\"type\":\"text_delta\",\"text\":\"a\"}") == -1);
+	cr_assert(strstr(ue.message, "malformed") != NULL);
+	cr_assert(event_native(&prov_anthropic, FMT_MESSAGES,
+	                       "content_block_delta",
+	                       "{\"delta\":{\"type\":\"text_delta\",\"text\":"
+	                       "\"\"}}") == 0);
+	cr_assert(!st.content_seen && said.len == 0);
+	cr_assert(event_native(&prov_anthropic, FMT_MESSAGES, "x",
+	                       "{\"type\":\"content_block_delta\",\"index\":0,"
+	                       "\"delta\":{\"type\":\"text_delta\",\"text\":"
+	                       "\"h\\u00e9\"}}") == 0);
+	cr_assert(st.content_seen && st.created != 0);
+	cr_assert_str_eq(buf_cstr(&said), "h\xc3\xa9");
+	/* an argument delta outside a tool block goes the whole way */
+	cr_assert(event_native(&prov_anthropic, FMT_MESSAGES,
+	                       "content_block_delta",
+	                       "{\"type\":\"content_block_delta\",\"index\":3,"
+	                       "\"delta\":{\"type\":\"input_json_delta\","
+	                       "\"partial_json\":\"{\"}}") == -1);
+	cr_assert(strstr(ue.message, "outside a tool_use block") != NULL);
+	memset(&st, 0, sizeof st);
+	buf_reset(&said);
+	st.text = &said;
+	cr_assert(event_native(&prov_openai, FMT_RESPONSES,
+	                       "response.output_text.delta",
+	                       "{\"type\":\"response.output_text.delta\","
+	                       "\"delta\":\"x\"") == -1);
+	cr_assert(strstr(ue.message, "malformed") != NULL);
+	cr_assert(event_native(&prov_openai, FMT_RESPONSES,
+	                       "response.output_text.delta",
+	                       "{\"delta\":\"y\\n\"}") == 0);
+	cr_assert(st.content_seen);
+	cr_assert_str_eq(buf_cstr(&said), "y\n");
+	buf_free(&said);
+}

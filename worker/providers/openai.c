@@ -246,6 +246,98 @@ openai_resp_note(struct stream_state *st, const struct json *j, const char *ev,
 	}
 }
 
+/* A Responses output_text delta noted as openai_resp_note does, from
+ * its picked "type" and "delta" (a prov_fast_fn). */
+static int
+openai_resp_fast(struct stream_state *st, const struct json *j,
+                 struct upstream_error *e)
+{
+	(void)e;
+	openai_text(st, j, json_picked(j, 1));
+	return 0;
+}
+
+/* A native Responses event: text deltas picked, others parsed. */
+static int
+openai_resp_event(struct stream_state *st, const char *ev, size_t elen,
+                  const char *data, size_t dlen, struct buf *out,
+                  struct upstream_error *e)
+{
+	static const char *const paths[] = {"type", "delta", NULL};
+	static struct json_sel sel;
+	static int ready;
+
+	if (!ready && json_sel_init(&sel, paths) == 0)
+		ready = 1;
+	return prov_native_fast(st, ev, elen, data, dlen, &sel,
+	                        "response.output_text.delta", openai_resp_fast,
+	                        openai_resp_note, out, e);
+}
+
+/* What a Chat chunk is read for, in the order of openai_chunk_paths. */
+enum openai_chunk_val {
+	OC_ERROR = 0,
+	OC_USAGE,
+	OC_PROMPT,
+	OC_COMPLETION,
+	OC_CACHED,
+	OC_CHOICES,
+	OC_CONTENT,
+	OC_TOOLS,
+	OC_ROLE,
+	OC_FINISH,
+};
+static const char *const openai_chunk_paths[] = {
+    "error",
+    "usage",
+    "usage.prompt_tokens",
+    "usage.completion_tokens",
+    "usage.prompt_tokens_details.cached_tokens",
+    "choices",
+    "choices.0.delta.content",
+    "choices.0.delta.tool_calls",
+    "choices.0.delta.role",
+    "choices.0.finish_reason",
+    NULL};
+
+/* Check a Chat chunk (a JSON object without an error) and pick what
+ * openai_stream_event reads from it: json_pick, checking every byte as
+ * json_parse would but keeping no tokens for the rest (the chunk passes
+ * through as it came); -1 with e filled. */
+static int
+openai_chunk_pick(struct json *j, const char *data, size_t dlen,
+                  struct upstream_error *e)
+{
+	static struct json_sel sel;
+	static int ready;
+	int t;
+
+	if (!ready && json_sel_init(&sel, openai_chunk_paths) == 0)
+		ready = 1;
+	if (json_pick(j, data, dlen, &sel) == -1 ||
+	    json_type(j, 0) != JSMN_OBJECT)
+		return prov_malformed(e, "stream chunk is not a JSON object");
+	if ((t = json_picked(j, OC_ERROR)) >= 0 && !json_is_null(j, t)) {
+		prov_stream_error(data, dlen, e);
+		return -1;
+	}
+	return 0;
+}
+
+/* The usage a Chat chunk carries (as openai_usage reads it). */
+static void
+openai_chunk_usage(const struct json *j, struct usage *u)
+{
+	long long v;
+
+	if (json_int(j, json_picked(j, OC_PROMPT), &v) == 0)
+		u->prompt_tokens = v;
+	if (json_int(j, json_picked(j, OC_COMPLETION), &v) == 0)
+		u->completion_tokens = v;
+	if (json_int(j, json_picked(j, OC_CACHED), &v) == 0)
+		u->cached_tokens = v;
+}
+
 /* Pass one chunk through, noting content, usage and errors. */
 static int
 openai_stream_event(const struct prov_call *pc, struct stream_state *st,
@@ -253,31 +345,25 @@ openai_stream_event(const struct prov_call *pc, struct stream_state *st,
                     struct buf *out, struct upstream_error *e)
 {
 	static struct json j;
-	int ch, d, c, t;
+	int c, t;
 
 	if (pc->native)
-		return prov_native_event(st, ev, elen, data, dlen,
-		                         openai_resp_note, out, e);
+		return openai_resp_event(st, ev, elen, data, dlen, out, e);
 	if (dlen == 6 && memcmp(data, "[DONE]", 6) == 0)
 		return 1;
-	if (prov_json_reply(&j, data, dlen, "stream chunk is not a JSON object",
-	                    e) == -1)
+	if (openai_chunk_pick(&j, data, dlen, e) == -1)
 		return -1;
-	openai_usage(&j, 0, &st->usage, "prompt_tokens", "completion_tokens");
-	/* the first choice and its delta, each looked up once */
-	ch = json_get(&j, 0, "choices");
-	if (prov_ask_usage(pc) && json_get(&j, 0, "usage") >= 0 &&
-	    json_size(&j, ch) <= 0)
+	openai_chunk_usage(&j, &st->usage);
+	if (prov_ask_usage(pc) && json_picked(&j, OC_USAGE) >= 0 &&
+	    json_size(&j, json_picked(&j, OC_CHOICES)) <= 0)
 		return 0; /* usage we asked for, not the client */
-	ch = json_at(&j, ch, 0);
-	d = json_get(&j, ch, "delta");
-	c = json_get(&j, d, "content");
+	c = json_picked(&j, OC_CONTENT);
 	openai_text(st, &j, c);
-	if (json_get(&j, d, "tool_calls") >= 0)
+	if (json_picked(&j, OC_TOOLS) >= 0)
 		st->content_seen = st->tool_seen = 1;
-	t = json_get(&j, ch, "finish_reason");
+	t = json_picked(&j, OC_FINISH);
 	if (st->role_sent && !st->content_seen &&
-	    json_get(&j, d, "role") >= 0 && json_type(&j, c) != JSMN_STRING &&
+	    json_picked(&j, OC_ROLE) >= 0 && json_type(&j, c) != JSMN_STRING &&
 	    (t < 0 || json_is_null(&j, t)))
 		return 0; /* a continuation: the client has its role chunk */
 	if (st->role_sent && !st->content_seen &&

@@ -302,6 +302,32 @@ prov_native_event(struct stream_state *st, const char *ev, size_t elen,
 	return rc;
 }
 
+/* Pick, note and pass on a native event of the frequent type, parse
+ * others whole; see provider.h. */
+int
+prov_native_fast(struct stream_state *st, const char *ev, size_t elen,
+                 const char *data, size_t dlen, const struct json_sel *sel,
+                 const char *fast_type, prov_fast_fn *fast, prov_note_fn *note,
+                 struct buf *out, struct upstream_error *e)
+{
+	static struct json j;
+	size_t n = strlen(fast_type);
+	int t, rc;
+
+	if (json_pick(&j, data, dlen, sel) == -1 ||
+	    json_type(&j, 0) != JSMN_OBJECT)
+		return prov_malformed(e, "stream event is not a JSON object");
+	t = json_picked(&j, 0);
+	if (!(t >= 0 ? json_eq(&j, t, fast_type)
+	             : elen == n && memcmp(ev, fast_type, n) == 0) ||
+	    (rc = fast(st, &j, e)) == 2)
+		return prov_native_event(st, ev, elen, data, dlen, note, out,
+		                         e);
+	if (rc != -1)
+		prov_sse_copy(out, ev, elen, data, dlen);
+	return rc;
+}
+
 /* Which of names an event is; see provider.h. */
 int
 prov_event_index(const struct json *j, const char *ev, size_t elen,
