@@ -110,7 +110,8 @@ static int
 st_limited(const struct slot_sh *sl, const struct slot_sh *cfg,
            int64_t wall_min, int64_t now_ms)
 {
-	int64_t r = st_upstream_req(sl, now_ms), t = st_upstream_tok(sl, now_ms);
+	int64_t r = st_upstream_req(sl, now_ms),
+	        t = st_upstream_tok(sl, now_ms);
 
 	if ((r >= 0 && r <= 0) || t == 0)
 		return 1;

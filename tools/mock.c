@@ -116,7 +116,7 @@ struct mock_opts {
 	char error_code[128];
 	char finish[64];
 	int echo_auth; /* 1: error messages quote the credential received */
-	char headers[1024]; /* "Name: value; Name: value" added to replies */
+	char headers[1024];    /* "Name: value; Name: value" added to replies */
 	char aws_secret[128];  /* "": SigV4 checked for shape only */
 	char jwt_pubkey[1024]; /* PEM file: token endpoint on, bearer checked */
 	int token_expiry;      /* expires_in of issued tokens, seconds */

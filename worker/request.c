@@ -1226,7 +1226,8 @@ att_build(struct req *r, struct attempt *a, int d)
 	        a->st.native ? r->s.ig->drop_keys : ingress_canon_drop_keys,
 	    .native = a->st.native ? &r->j : NULL,
 	    .native_fmt = a->st.native ? r->s.ig->fmt : 0,
-	    .fwd_headers = a->st.native && r->fwd.len ? buf_cstr(&r->fwd) : NULL,
+	    .fwd_headers =
+	        a->st.native && r->fwd.len ? buf_cstr(&r->fwd) : NULL,
 	    .resume_text = a->st.resume ? r->sent_text.data : NULL,
 	    .resume_len = a->st.resume ? r->sent_text.len : 0,
 	    .resume_prefill = a->st.prefill,

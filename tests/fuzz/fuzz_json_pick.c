@@ -11,22 +11,21 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
-static const char *const paths[] = {
-    "error",
-    "usage",
-    "usage.prompt_tokens",
-    "usage.prompt_tokens_details.cached_tokens",
-    "choices",
-    "choices.0",
-    "choices.0.delta.content",
-    "choices.0.delta.tool_calls",
-    "choices.0.finish_reason",
-    "choices.1.delta",
-    "type",
-    "delta.type",
-    "delta.text",
-    "0.a",
-    NULL};
+static const char *const paths[] = {"error",
+                                    "usage",
+                                    "usage.prompt_tokens",
+                                    "usage.prompt_tokens_details.cached_tokens",
+                                    "choices",
+                                    "choices.0",
+                                    "choices.0.delta.content",
+                                    "choices.0.delta.tool_calls",
+                                    "choices.0.finish_reason",
+                                    "choices.1.delta",
+                                    "type",
+                                    "delta.type",
+                                    "delta.text",
+                                    "0.a",
+                                    NULL};
 
 /* A path followed in a full parse with json_get (keys), json_at (digits). */
 static int

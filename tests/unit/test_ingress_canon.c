@@ -195,9 +195,9 @@ Test(ingress_canon, max_tokens_required_or_optional)
 
 Test(ingress_canon, number_stream_str_and_types)
 {
-	struct canon_rq rq =
-	    rq_of("{\"t\":1.50,\"stream\":true,\"u\":\"me\",\"n\":null,\"q\":\"1\","
-	          "\"l\":{},\"timeout\":30,\"fallbacks\":[\"b\"]}");
+	struct canon_rq rq = rq_of(
+	    "{\"t\":1.50,\"stream\":true,\"u\":\"me\",\"n\":null,\"q\":\"1\","
+	    "\"l\":{},\"timeout\":30,\"fallbacks\":[\"b\"]}");
 
 	jw_obj(&jw);
 	cr_assert(canon_rq_number(&rq, &jw, "t", "temperature") == 0);

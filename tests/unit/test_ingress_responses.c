@@ -913,7 +913,8 @@ Test(responses, stream_fail_codes)
 		snprintf(want, sizeof want,
 		         "\"error\":{\"code\":\"%s\",\"message\":\"boom\"}",
 		         cases[i].want);
-		cr_assert(strstr(buf_cstr(&out), want), "case %zu: %s", i, out.data);
+		cr_assert(strstr(buf_cstr(&out), want), "case %zu: %s", i,
+		          out.data);
 		cr_assert(strstr(buf_cstr(&out), "event: response.failed\n"));
 	}
 }
@@ -940,7 +941,7 @@ Test(responses, stream_echo_of_multiline_request)
 	resp_stream_done(&rs, &out);
 	cr_assert(check_events(buf_cstr(&out)) == 3);
 	cr_assert(strstr(buf_cstr(&out), "\"text\":{\"format\":{\"type\":"
-	                           "\"json_schema\",\"name\":\"plan\""));
+	                                 "\"json_schema\",\"name\":\"plan\""));
 }
 
 /* Echo copes with request fields of unexpected types (found by the
