@@ -143,8 +143,7 @@ struct req_st {
 	int64_t ra_ms; /* the shortest upstream Retry-After seen, -1 */
 	uint64_t no_prefill[CFG_MAX_DEPLOY / 64]; /* refused a prefill */
 	uint64_t reauthed[CFG_MAX_DEPLOY / 64];   /* token refreshed on 401 */
-	int cut_d; /* the deployment whose stream was cut, -1 */
-	char build_err[160];
+	int cut_d;  /* the deployment whose stream was cut, -1 */
 	int ntrail; /* entries in struct req's trail */
 
 	/* the answer */
@@ -195,6 +194,7 @@ struct req {
 	void *ig_state;       /* ingress encoder state */
 	size_t ig_size;
 	char *served_model; /* a pattern deployment's upstream model, or NULL */
+	char *unsup_msg;    /* why the last candidate could not serve it */
 	char *cut_msg;      /* why its stream was cut (s.cut_d), or NULL */
 	struct attempt_rec *trail; /* the attempts noted, trail_cap room */
 	int trail_cap;
@@ -508,6 +508,7 @@ req_destroy(struct req *r)
 	att_drop_second(r);
 	free(r->trail);
 	free(r->served_model);
+	free(r->unsup_msg);
 	free(r->cut_msg);
 	policy_free(&r->pol);
 	if (r->ev_hedge)
@@ -929,6 +930,8 @@ req_release(struct req *r)
 	buf_reset(&r->fwd);
 	free(r->served_model);
 	r->served_model = NULL;
+	free(r->unsup_msg);
+	r->unsup_msg = NULL;
 	free(r->cut_msg);
 	r->cut_msg = NULL;
 	memset(&r->s, 0, sizeof r->s);
@@ -1186,6 +1189,11 @@ req_full_doc(struct req *r)
 	return json_parse(&r->j, r->body, r->blen);
 }
 
+/* Why the attempt being built cannot be made: written by att_build and
+ * read at once by att_start (one worker, one thread), which keeps a copy
+ * for the verdict in the request. */
+static char build_err[160];
+
 /* Build the upstream request for attempt a on d; -1 if the provider
  * cannot express it (the reason in build_err). */
 static int
@@ -1200,7 +1208,7 @@ att_build(struct req *r, struct attempt *a, int d)
 		return -1;
 	a->st.native = !a->st.resume && att_native(r, a->st.prov, dc);
 	if (!req_serves(r, d)) {
-		snprintf(r->s.build_err, sizeof r->s.build_err,
+		snprintf(build_err, sizeof build_err,
 		         "provider of '%s' cannot count tokens", dc->name);
 		return -1;
 	}
@@ -1210,8 +1218,7 @@ att_build(struct req *r, struct attempt *a, int d)
 	a->model = NULL;
 	if ((m = policy_model(&r->pol, r->w->cfg, r->s.gi, d, mb, sizeof mb)) &&
 	    (a->model = strdup(m)) == NULL) {
-		snprintf(r->s.build_err, sizeof r->s.build_err,
-		         "out of memory");
+		snprintf(build_err, sizeof build_err, "out of memory");
 		return -1;
 	}
 	a->st.pc = (struct prov_call){
@@ -1237,14 +1244,13 @@ att_build(struct req *r, struct attempt *a, int d)
 	if (r->j.shallow &&
 	    !(a->st.prov->top_only && a->st.prov->top_only(&a->st.pc)) &&
 	    req_full_doc(r) == -1) {
-		snprintf(r->s.build_err, sizeof r->s.build_err,
+		snprintf(build_err, sizeof build_err,
 		         "request body too large to translate for '%s'",
 		         dc->name);
 		return -1;
 	}
 	if (att_po_get(a) == NULL) {
-		snprintf(r->s.build_err, sizeof r->s.build_err,
-		         "out of memory");
+		snprintf(build_err, sizeof build_err, "out of memory");
 		return -1;
 	}
 	buf_reset(&a->po->path);
@@ -1253,8 +1259,7 @@ att_build(struct req *r, struct attempt *a, int d)
 	a->po->nspan = 0;
 	a->po->run = NULL;
 	a->po->runlen = a->po->placed = 0;
-	return a->st.prov->build(&a->st.pc, a->po, r->s.build_err,
-	                         sizeof r->s.build_err);
+	return a->st.prov->build(&a->st.pc, a->po, build_err, sizeof build_err);
 }
 
 /* Reset attempt a's per-attempt state for a new try on d. */
@@ -1393,14 +1398,16 @@ att_start(struct req *r, int d, int hedge)
 		return -1;
 	}
 	att_reset(r, a, d, hedge);
-	r->s.build_err[0] = '\0';
+	build_err[0] = '\0';
 	if (att_build(r, a, d) == -1) {
-		if (r->s.build_err[0] == '\0')
-			snprintf(r->s.build_err, sizeof r->s.build_err,
+		if (build_err[0] == '\0')
+			snprintf(build_err, sizeof build_err,
 			         "provider of '%s' cannot serve this request",
 			         dname(r, d));
 		r->s.n_unsupported++;
-		req_trail(r, d, 0, 0, SKIP_UNSUPPORTED, 0, r->s.build_err);
+		free(r->unsup_msg); /* for the verdict, perhaps later */
+		r->unsup_msg = strdup(build_err);
+		req_trail(r, d, 0, 0, SKIP_UNSUPPORTED, 0, build_err);
 		return -1;
 	}
 	r->s.attempts++;
@@ -1541,7 +1548,9 @@ req_exhausted_verdict(struct req *r, struct req_verdict *v)
 		v->status = 400;
 		v->type = "invalid_request_error";
 		v->code = "unsupported_request";
-		snprintf(v->msg, sizeof v->msg, "%s", r->s.build_err);
+		snprintf(v->msg, sizeof v->msg, "%s",
+		         r->unsup_msg ? r->unsup_msg
+		                      : "no candidate can serve it");
 		return;
 	}
 	if (rate + down == 0) {
