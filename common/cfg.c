@@ -1001,58 +1001,68 @@ get_section(struct loader *ld, const config_setting_t *root, const char *name,
 	return 0;
 }
 
+/* Split "host:port" or "[IPv6]:port" into host ("localhost" read as
+ * 127.0.0.1), port and whether the host was bracketed. 0; -1 when v is
+ * not host:port; -2 when the port is not 1..65535. */
+static int
+split_host_port(const char *v, char *host, size_t hostsz, long *port,
+                int *bracketed)
+{
+	const char *colon, *h = v;
+	char *end;
+	size_t n;
+
+	if (*v == '[') {
+		if ((colon = strstr(v, "]:")) == NULL)
+			return -1;
+		h = v + 1;
+		n = (size_t)(colon - h);
+		colon++;
+	} else {
+		if ((colon = strrchr(v, ':')) == NULL)
+			return -1;
+		n = (size_t)(colon - v);
+	}
+	if (n == 0 || n >= hostsz)
+		return -1;
+	memcpy(host, h, n);
+	host[n] = '\0';
+	errno = 0;
+	*port = strtol(colon + 1, &end, 10);
+	if (!isdigit((unsigned char)colon[1]) || *end != '\0' || *port < 1 ||
+	    *port > 65535 || errno != 0)
+		return -2;
+	if (strcmp(host, "localhost") == 0)
+		snprintf(host, hostsz, "127.0.0.1");
+	*bracketed = h != v;
+	return 0;
+}
+
 /* Parse "[::1]:port", "localhost:port" or "127.x.y.z:port" into the cfg. */
 static int
 parse_tcp(struct loader *ld, const config_setting_t *s)
 {
 	struct cfg *cfg = ld->cfg;
 	char host[64];
-	const char *colon, *p = cfg->tcp;
-	char *end;
 	long port;
 	struct in_addr a4;
 	struct in6_addr a6;
-	size_t n;
+	int v6, rc = split_host_port(cfg->tcp, host, sizeof host, &port, &v6);
 
-	if (*p == '[') {
-		if ((colon = strstr(p, "]:")) == NULL)
-			goto bad;
-		n = (size_t)(colon - p - 1);
-		p++;
-		colon++;
-	} else {
-		if ((colon = strrchr(p, ':')) == NULL)
-			goto bad;
-		n = (size_t)(colon - p);
-	}
-	if (n == 0 || n >= sizeof host)
-		goto bad;
-	memcpy(host, p, n);
-	host[n] = '\0';
-	errno = 0;
-	port = strtol(colon + 1, &end, 10);
-	if (!isdigit((unsigned char)colon[1]) || *end != '\0' || port < 1 ||
-	    port > 65535 || errno != 0)
+	if (rc == -1)
+		return set_error(ld, s, "expected \"host:port\"");
+	if (rc == -2)
 		return set_error(ld, s, "port must be 1..65535");
-	if (strcmp(host, "localhost") == 0)
-		snprintf(host, sizeof host, "127.0.0.1");
-	if (inet_pton(AF_INET, host, &a4) == 1) {
-		if ((ntohl(a4.s_addr) >> 24) != 127)
-			goto notlo;
-	} else if (inet_pton(AF_INET6, host, &a6) == 1 && p != cfg->tcp) {
-		if (!IN6_IS_ADDR_LOOPBACK(&a6))
-			goto notlo;
-	} else
-		goto notlo;
+	if (!(!v6 && inet_pton(AF_INET, host, &a4) == 1 &&
+	      (ntohl(a4.s_addr) >> 24) == 127) &&
+	    !(v6 && inet_pton(AF_INET6, host, &a6) == 1 &&
+	      IN6_IS_ADDR_LOOPBACK(&a6)))
+		return set_error(ld, s,
+		                 "host must be a loopback address "
+		                 "(127.0.0.0/8, localhost or [::1])");
 	snprintf(cfg->tcp_host, sizeof cfg->tcp_host, "%s", host);
 	cfg->tcp_port = (int)port;
 	return 0;
-bad:
-	return set_error(ld, s, "expected \"host:port\"");
-notlo:
-	return set_error(ld, s,
-	                 "host must be a loopback address "
-	                 "(127.0.0.0/8, localhost or [::1])");
 }
 
 /* Checks of the listen, tcp, access_log and on_event_webhook values, which
@@ -1197,42 +1207,26 @@ static int
 fleet_addr(struct loader *ld, const config_setting_t *s)
 {
 	struct cfg *cfg = ld->cfg;
-	const char *v = cfg->fleet_redis, *colon, *h = v;
-	char host[64], *end;
+	const char *v = cfg->fleet_redis;
+	char host[64];
 	struct in_addr a4;
 	struct in6_addr a6;
-	size_t n;
 	long port;
+	int v6, rc;
 
 	if (v[0] == '/') {
 		cfg->fleet_redis_host[0] = '\0';
 		cfg->fleet_redis_port = 0;
 		return 0;
 	}
-	if (*v == '[') {
-		if ((colon = strstr(v, "]:")) == NULL)
-			goto bad;
-		h = v + 1;
-		n = (size_t)(colon - h);
-		colon++;
-	} else {
-		if ((colon = strrchr(v, ':')) == NULL)
-			goto bad;
-		n = (size_t)(colon - v);
-	}
-	if (n == 0 || n >= sizeof host)
-		goto bad;
-	memcpy(host, h, n);
-	host[n] = '\0';
-	errno = 0;
-	port = strtol(colon + 1, &end, 10);
-	if (!isdigit((unsigned char)colon[1]) || *end != '\0' || port < 1 ||
-	    port > 65535 || errno != 0)
+	if ((rc = split_host_port(v, host, sizeof host, &port, &v6)) == -1)
+		return set_error(ld, s,
+		                 "expected \"address:port\" or the path of a "
+		                 "Unix socket");
+	if (rc == -2)
 		return set_error(ld, s, "port must be 1..65535");
-	if (strcmp(host, "localhost") == 0)
-		snprintf(host, sizeof host, "127.0.0.1");
-	if (!(h == v && inet_pton(AF_INET, host, &a4) == 1) &&
-	    !(h != v && inet_pton(AF_INET6, host, &a6) == 1))
+	if (!(!v6 && inet_pton(AF_INET, host, &a4) == 1) &&
+	    !(v6 && inet_pton(AF_INET6, host, &a6) == 1))
 		return set_error(ld, s,
 		                 "expected a numeric address (a.b.c.d, "
 		                 "localhost or [IPv6]), not a host name");
@@ -1240,10 +1234,6 @@ fleet_addr(struct loader *ld, const config_setting_t *s)
 	         host);
 	cfg->fleet_redis_port = (int)port;
 	return 0;
-bad:
-	return set_error(ld, s,
-	                 "expected \"address:port\" or the path of a Unix "
-	                 "socket");
 }
 
 /* Whether s is made of the characters allowed in fleet.host. */
