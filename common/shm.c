@@ -223,38 +223,71 @@ shm_find(const struct shm *s, const char *name)
 }
 
 /*
- * Seqlock read of the config block into out (counters are not copied).
+ * Seqlock read: copy(out, in) until it ran with seq even and unchanged.
  * A writer holds the odd count for a few stores; one that was killed
  * mid-write, or a damaged file, leaves it odd for good, so the retries are
- * bounded: spin a little, then yield, then give up.
+ * bounded: spin a little, then yield, then give up (-1).
  */
+static int
+shm_seq_read(const au32 *seq, void (*copy)(void *, const void *), void *out,
+             const void *in)
+{
+	uint32_t a, b;
+
+	for (int tries = 1; tries <= SHM_SEQ_TRIES; tries++) {
+		if (tries > SHM_SEQ_TRIES / 2)
+			sched_yield();
+		a = atomic_load_explicit(seq, memory_order_acquire);
+		if (a & 1)
+			continue;
+		copy(out, in);
+		atomic_thread_fence(memory_order_acquire);
+		b = atomic_load_explicit(seq, memory_order_relaxed);
+		if (a == b)
+			return 0;
+	}
+	return -1;
+}
+
+/* Open a seqlock write (seq becomes odd). */
+static void
+shm_seq_begin(au32 *seq)
+{
+	atomic_fetch_add_explicit(seq, 1, memory_order_acq_rel);
+	atomic_thread_fence(memory_order_release);
+}
+
+/* Close a seqlock write (seq becomes even). */
+static void
+shm_seq_end(au32 *seq)
+{
+	atomic_thread_fence(memory_order_release);
+	atomic_fetch_add_explicit(seq, 1, memory_order_release);
+}
+
+/* A slot's config block (counters are not copied). */
+static void
+shm_copy_cfg(void *o, const void *i)
+{
+	struct slot_sh *out = o;
+	const struct slot_sh *sl = i;
+
+	memcpy(out->name, sl->name, sizeof out->name);
+	memcpy(out->group, sl->group, sizeof out->group);
+	memcpy(out->provider, sl->provider, sizeof out->provider);
+	memcpy(out->model, sl->model, sizeof out->model);
+	out->cfg_weight = sl->cfg_weight;
+	out->cfg_index = sl->cfg_index;
+	out->rpm = sl->rpm;
+	out->tpm = sl->tpm;
+}
+
+/* Seqlock read of the config block into out (bounded: shm_seq_read). */
 int
 shm_read_cfg(const struct slot_sh *sl, struct slot_sh *out)
 {
-	uint32_t a, b;
-	int tries = 0;
-
-	for (;;) {
-		if (++tries > SHM_SEQ_TRIES)
-			return -1;
-		if (tries > SHM_SEQ_TRIES / 2)
-			sched_yield();
-		a = atomic_load_explicit(&sl->seq, memory_order_acquire);
-		if (a & 1)
-			continue;
-		memcpy(out->name, sl->name, sizeof out->name);
-		memcpy(out->group, sl->group, sizeof out->group);
-		memcpy(out->provider, sl->provider, sizeof out->provider);
-		memcpy(out->model, sl->model, sizeof out->model);
-		out->cfg_weight = sl->cfg_weight;
-		out->cfg_index = sl->cfg_index;
-		out->rpm = sl->rpm;
-		out->tpm = sl->tpm;
-		atomic_thread_fence(memory_order_acquire);
-		b = atomic_load_explicit(&sl->seq, memory_order_relaxed);
-		if (a == b)
-			break;
-	}
+	if (shm_seq_read(&sl->seq, shm_copy_cfg, out, sl) == -1)
+		return -1;
 	out->name[sizeof out->name - 1] = '\0';
 	out->group[sizeof out->group - 1] = '\0';
 	out->provider[sizeof out->provider - 1] = '\0';
@@ -266,16 +299,14 @@ shm_read_cfg(const struct slot_sh *sl, struct slot_sh *out)
 void
 shm_write_cfg_begin(struct slot_sh *sl)
 {
-	atomic_fetch_add_explicit(&sl->seq, 1, memory_order_acq_rel);
-	atomic_thread_fence(memory_order_release);
+	shm_seq_begin(&sl->seq);
 }
 
 /* Master: close a config-block write (seq becomes even). */
 void
 shm_write_cfg_end(struct slot_sh *sl)
 {
-	atomic_thread_fence(memory_order_release);
-	atomic_fetch_add_explicit(&sl->seq, 1, memory_order_release);
+	shm_seq_end(&sl->seq);
 }
 
 /* Histogram bucket for a duration in microseconds. */
@@ -470,36 +501,31 @@ shm_find_client(const struct shm *s, const char *name)
 	return -1;
 }
 
+/* A client's config block. */
+static void
+shm_copy_client(void *o, const void *i)
+{
+	struct client_sh *out = o;
+	const struct client_sh *c = i;
+
+	memcpy(out->name, c->name, sizeof out->name);
+	memcpy(out->ident, c->ident, sizeof out->ident);
+	out->cfg_index = c->cfg_index;
+	out->priority = c->priority;
+	out->max_concurrent = c->max_concurrent;
+	out->rpm = c->rpm;
+	out->tpm = c->tpm;
+	out->daily_nusd = c->daily_nusd;
+	out->monthly_nusd = c->monthly_nusd;
+}
+
 /* Seqlock read of a client's config block into out (bounded, as
  * shm_read_cfg). */
 int
 shm_read_client(const struct client_sh *c, struct client_sh *out)
 {
-	uint32_t a, b;
-	int tries = 0;
-
-	for (;;) {
-		if (++tries > SHM_SEQ_TRIES)
-			return -1;
-		if (tries > SHM_SEQ_TRIES / 2)
-			sched_yield();
-		a = atomic_load_explicit(&c->seq, memory_order_acquire);
-		if (a & 1)
-			continue;
-		memcpy(out->name, c->name, sizeof out->name);
-		memcpy(out->ident, c->ident, sizeof out->ident);
-		out->cfg_index = c->cfg_index;
-		out->priority = c->priority;
-		out->max_concurrent = c->max_concurrent;
-		out->rpm = c->rpm;
-		out->tpm = c->tpm;
-		out->daily_nusd = c->daily_nusd;
-		out->monthly_nusd = c->monthly_nusd;
-		atomic_thread_fence(memory_order_acquire);
-		b = atomic_load_explicit(&c->seq, memory_order_relaxed);
-		if (a == b)
-			break;
-	}
+	if (shm_seq_read(&c->seq, shm_copy_client, out, c) == -1)
+		return -1;
 	out->name[sizeof out->name - 1] = '\0';
 	out->ident[sizeof out->ident - 1] = '\0';
 	return 0;
@@ -509,16 +535,14 @@ shm_read_client(const struct client_sh *c, struct client_sh *out)
 void
 shm_write_client_begin(struct client_sh *c)
 {
-	atomic_fetch_add_explicit(&c->seq, 1, memory_order_acq_rel);
-	atomic_thread_fence(memory_order_release);
+	shm_seq_begin(&c->seq);
 }
 
 /* Master: close a client config-block write. */
 void
 shm_write_client_end(struct client_sh *c)
 {
-	atomic_thread_fence(memory_order_release);
-	atomic_fetch_add_explicit(&c->seq, 1, memory_order_release);
+	shm_seq_end(&c->seq);
 }
 
 /* A client's requests in flight over every worker column. */
