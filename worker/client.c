@@ -308,16 +308,15 @@ ev_start(void *c, int status, const char *ctype)
 
 	if (k != NULL && !k->hdr.oom &&
 	    conn_stream_head(c, status, http_reason(status), ctype, &k->hdr) ==
-	        0) {
+	        0)
 		buf_reset(&k->hdr);
-		ev_drop_headers(c);
-		return;
+	else {
+		ev_header_flush(c, k);
+		evhttp_add_header(evhttp_request_get_output_headers(c),
+		                  "Content-Type", ctype);
+		conn_stream_start(c);
+		evhttp_send_reply_start(c, status, http_reason(status));
 	}
-	ev_header_flush(c, k);
-	evhttp_add_header(evhttp_request_get_output_headers(c), "Content-Type",
-	                  ctype);
-	conn_stream_start(c);
-	evhttp_send_reply_start(c, status, http_reason(status));
 	ev_drop_headers(c);
 }
 
