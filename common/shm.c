@@ -571,9 +571,10 @@ shm_waiting(const struct shm *s, int prio)
 
 #define SPEND_PROBES 64
 
-/* FNV-1a of a ledger key. */
-static uint64_t
-spend_hash(uint32_t day, const char *client, const char *dep, const char *model)
+/* FNV-1a of a ledger key; see shm.h. */
+uint64_t
+shm_spend_hash(uint32_t day, const char *client, const char *dep,
+               const char *model)
 {
 	const char *parts[3] = {client, dep, model};
 	uint64_t h = 0xcbf29ce484222325ULL ^ day;
@@ -602,7 +603,7 @@ int
 shm_spend_add(struct shm *s, uint32_t day, const char *client, const char *dep,
               const char *model, const struct spend_vals *v)
 {
-	uint64_t h = spend_hash(day, client, dep, model);
+	uint64_t h = shm_spend_hash(day, client, dep, model);
 	struct spend_sh *e = NULL;
 
 	for (int i = 0; i < SPEND_PROBES && e == NULL; i++) {

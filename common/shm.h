@@ -329,6 +329,9 @@ void shm_write_client_end(struct client_sh *);
 int32_t shm_client_inflight(const struct client_sh *);
 /* Queued requests of class prio over every worker column. */
 int32_t shm_waiting(const struct shm *, int prio);
+/* Hash of a spend key (day, client, deployment, model): FNV-1a. */
+uint64_t shm_spend_hash(uint32_t day, const char *client, const char *dep,
+                        const char *model);
 /* Add to the ledger entry of (day, client, deployment, model), claiming a
  * free one for a new key: 0, or -1 (counted in ledger_full) when there is
  * no room near its hash. Two workers adding a new key at once may claim

@@ -198,15 +198,7 @@ spend_fmt_usd(char *out, size_t n, uint64_t nusd)
 static uint64_t
 row_hash(const struct spend_row *r)
 {
-	const char *parts[3] = {r->client, r->deployment, r->model};
-	uint64_t h = 0xcbf29ce484222325ULL ^ r->day;
-
-	for (int i = 0; i < 3; i++) {
-		for (const char *p = parts[i]; *p != '\0'; p++)
-			h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
-		h = (h ^ 0xff) * 0x100000001b3ULL;
-	}
-	return h;
+	return shm_spend_hash(r->day, r->client, r->deployment, r->model);
 }
 
 /* Whether a and b have the same key. */
