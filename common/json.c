@@ -487,6 +487,22 @@ json_parse(struct json *j, const char *js, size_t len)
 	return json_parse_top(j, js, len, NULL);
 }
 
+/* Point j at js for a new parse, with room for JSON_TOK_INIT tokens:
+ * 0, or -1 (empty, past INT_MAX, out of memory). */
+static int
+json_begin(struct json *j, const char *js, size_t len)
+{
+	j->js = js;
+	j->len = len;
+	j->ntok = 0;
+	j->shallow = 0;
+	if (len == 0 || len > INT_MAX)
+		return -1;
+	if (j->cap < JSON_TOK_INIT && tok_grow(j, JSON_TOK_INIT) == -1)
+		return -1;
+	return 0;
+}
+
 /*
  * json_parse, but the values of the top-level members named in skip are
  * checked without tokens for what they hold (see json.h): the text is
@@ -500,13 +516,7 @@ json_parse_top(struct json *j, const char *js, size_t len,
 	struct tz z;
 	int r, fresh;
 
-	j->js = js;
-	j->len = len;
-	j->ntok = 0;
-	j->shallow = 0;
-	if (len == 0 || len > INT_MAX)
-		return -1;
-	if (j->cap < JSON_TOK_INIT && tok_grow(j, JSON_TOK_INIT) == -1)
+	if (json_begin(j, js, len) == -1)
 		return -1;
 	z.j = j;
 	z.js = js;
@@ -831,13 +841,7 @@ json_pick(struct json *j, const char *js, size_t len,
 	struct pk z;
 	int r, fresh, i;
 
-	j->js = js;
-	j->len = len;
-	j->ntok = 0;
-	j->shallow = 0;
-	if (len == 0 || len > INT_MAX)
-		return -1;
-	if (j->cap < JSON_TOK_INIT && tok_grow(j, JSON_TOK_INIT) == -1)
+	if (json_begin(j, js, len) == -1)
 		return -1;
 	for (i = 0; i <= sel->n; i++)
 		j->tok[i] = (jsmntok_t){JSMN_UNDEFINED, -1, -1, 0};
