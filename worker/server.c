@@ -120,6 +120,22 @@ server_models_anthropic(struct evhttp_request *req, const struct cfg *cfg)
 	buf_free(&b);
 }
 
+/* Open an OpenAI model object: id, object, created and owned_by written;
+ * the caller adds what it has and closes it. */
+static void
+server_model_open(struct jw *jw, const char *id, long long created)
+{
+	jw_obj(jw);
+	jw_key(jw, "id");
+	jw_cstr(jw, id);
+	jw_key(jw, "object");
+	jw_cstr(jw, "model");
+	jw_key(jw, "created");
+	jw_int(jw, created);
+	jw_key(jw, "owned_by");
+	jw_cstr(jw, "llmfd");
+}
+
 /* GET /v1/models/{id}: any model name a request may use (a group, a
  * deployment, an alias, a pattern's model, provider/model), in the
  * client's shape. */
@@ -151,15 +167,7 @@ server_model_one(struct evhttp_request *req, struct worker *w, const char *id)
 	if (server_anthropic(req))
 		server_model_anthropic(&jw, id);
 	else {
-		jw_obj(&jw);
-		jw_key(&jw, "id");
-		jw_cstr(&jw, id);
-		jw_key(&jw, "object");
-		jw_cstr(&jw, "model");
-		jw_key(&jw, "created");
-		jw_int(&jw, clock_wall_ms() / 1000);
-		jw_key(&jw, "owned_by");
-		jw_cstr(&jw, "llmfd");
+		server_model_open(&jw, id, clock_wall_ms() / 1000);
 		jw_obj_end(&jw);
 	}
 	server_send_json(req, 200, &b);
@@ -193,15 +201,7 @@ server_models(struct evhttp_request *req, void *arg)
 
 		if (g->pattern != NULL) /* no model of its own */
 			continue;
-		jw_obj(&jw);
-		jw_key(&jw, "id");
-		jw_cstr(&jw, g->name);
-		jw_key(&jw, "object");
-		jw_cstr(&jw, "model");
-		jw_key(&jw, "created");
-		jw_int(&jw, now);
-		jw_key(&jw, "owned_by");
-		jw_cstr(&jw, "llmfd");
+		server_model_open(&jw, g->name, now);
 		jw_key(&jw, "deployments");
 		jw_arr(&jw);
 		for (int k = 0; k < g->ndeploy; k++) {
@@ -219,15 +219,7 @@ server_models(struct evhttp_request *req, void *arg)
 		jw_obj_end(&jw);
 	}
 	for (int i = 0; i < cfg->nalias; i++) {
-		jw_obj(&jw);
-		jw_key(&jw, "id");
-		jw_cstr(&jw, cfg->aliases[i].name);
-		jw_key(&jw, "object");
-		jw_cstr(&jw, "model");
-		jw_key(&jw, "created");
-		jw_int(&jw, now);
-		jw_key(&jw, "owned_by");
-		jw_cstr(&jw, "llmfd");
+		server_model_open(&jw, cfg->aliases[i].name, now);
 		jw_key(&jw, "alias_of");
 		jw_cstr(&jw, cfg->aliases[i].group);
 		jw_obj_end(&jw);
