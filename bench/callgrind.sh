@@ -29,23 +29,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-	local p
-	while :; do
-		p=$((20000 + RANDOM % 20000))
-		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-	done
-}
+. "$(dirname "$0")/lib.sh"
 
-wait_up() {
-	for _ in $(seq 400); do
-		if [[ $1 == /* ]]; then
-			[ -S "$1" ] && return 0
-		else
-			(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-		fi
-		sleep 0.05
-	done
+die_up() {
 	echo "callgrind: nothing listening on $1" >&2
 	exit 1
 }
@@ -98,7 +84,7 @@ start_llmfd() {
 		--callgrind-out-file="$T/cg.%p" "$BUILD/llmfd" -c "$T/llmfd.conf" \
 		2>"$T/llmfd.log" &
 	LPID=$!
-	wait_up "$T/llmfd.sock"
+	wait_up "$T/llmfd.sock" 400 || die_up "$T/llmfd.sock"
 	sleep 0.5
 	W=$(pgrep -P "$LPID" | head -1)
 	[ -n "$W" ] || { cat "$T/llmfd.log" >&2; exit 1; }
@@ -112,8 +98,8 @@ stop_llmfd() {
 	sed -n 's/^totals: *\([0-9]*\).*/\1/p' "$T/cg.$W"
 }
 
-wait_up "$UP"
-wait_up "$MS"
+wait_up "$UP" 400 || die_up "$UP"
+wait_up "$MS" 400 || die_up "$MS"
 
 # One scenario: $1 name, then llmf-bench arguments. Two runs, of 50 + N
 # and 50 + 2N requests: the difference is the cost of N requests, warm-up

@@ -36,14 +36,7 @@ ulimit -n "$(ulimit -Hn)"
 [ "$(ulimit -n)" -ge $((2 * N + 100)) ] ||
 	echo "warning: RLIMIT_NOFILE $(ulimit -n) is low for $N streams" >&2
 
-# A TCP port on 127.0.0.1 nobody listens on.
-free_port() {
-	local p
-	while :; do
-		p=$((20000 + RANDOM % 20000))
-		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-	done
-}
+. "$(dirname "$0")/lib.sh"
 
 # The workers' RSS and RssAnon in kB: "rss anon".
 rss_now() {
