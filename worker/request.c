@@ -155,6 +155,7 @@ struct req_st {
 	int ig_ready;       /* ingress state initialised */
 	int native;         /* the answer passed the client's format through */
 	int local;          /* llmfd answered itself (ingress local) */
+	int64_t sent_us;    /* when the stream last sent the client bytes */
 
 	/* the client (issue 17) */
 	int client;           /* index in cfg->clients, -1: not identified */
@@ -2227,13 +2228,14 @@ att_splice(struct req *r, struct attempt *a, int final)
 	return 1;
 }
 
-/* Arm the stream's keep-alive (router.stream_ping_ms, 0: off). */
+/* Arm the stream's keep-alive (router.stream_ping_ms, 0: off) unless it
+ * is armed: it fires ms after it was armed and looks at s.sent_us, so a
+ * frame costs no timer change. */
 static void
-req_ping_arm(struct req *r)
+req_ping_arm(struct req *r, int64_t ms)
 {
-	int ms = r->w->cfg->stream_ping_ms;
-
-	if (ms > 0 && r->s.ig->ping)
+	if (r->w->cfg->stream_ping_ms > 0 && r->s.ig->ping &&
+	    !evtimer_pending(&r->ev_ping, NULL))
 		req_arm(&r->ev_ping, ms);
 }
 
@@ -2242,24 +2244,33 @@ static void
 req_stream_send(struct req *r, const char *p, size_t n)
 {
 	r->s.ops->chunk(r->s.c, p, n);
-	req_ping_arm(r);
+	r->s.sent_us = clock_us();
+	req_ping_arm(r, r->w->cfg->stream_ping_ms);
 }
 
-/* The stream sent nothing for stream_ping_ms: the ingress's keep-alive. */
+/* The keep-alive's timer: the ingress's keep-alive when the stream sent
+ * nothing for stream_ping_ms, else wait for the rest of that time. */
 static void
 req_ping(evutil_socket_t fd, short ev, void *arg)
 {
 	struct req *r = arg;
+	int64_t ms = r->w->cfg->stream_ping_ms;
+	int64_t idle = (clock_us() - r->s.sent_us) / 1000;
 
 	(void)fd;
 	(void)ev;
 	if (r->s.phase != REQ_STREAMING || r->s.c == NULL)
 		return;
+	if (idle < ms) {
+		req_ping_arm(r, ms - idle);
+		return;
+	}
 	buf_reset(&r->out);
 	r->s.ig->ping(r->s.ig_ready ? r->ig_state : NULL, &r->out);
 	if (r->out.len)
 		r->s.ops->chunk(r->s.c, r->out.data, r->out.len);
-	req_ping_arm(r);
+	r->s.sent_us = clock_us();
+	req_ping_arm(r, ms);
 }
 
 /* Send what attempt a has pending to the client, starting the reply the
