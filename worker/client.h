@@ -1,20 +1,15 @@
-/* client.c: client connections over evhttp and the request entry points. */
+/* client.c: the engine's client_ops over http.c, and the request entry
+ * points. */
 #ifndef LLMFD_CLIENT_H
 #define LLMFD_CLIENT_H
 
 struct worker;
-struct evhttp_request;
+struct hconn;
 
-void client_chat(struct evhttp_request *, void *);
-void client_embeddings(struct evhttp_request *, void *);
-void client_messages(struct evhttp_request *, void *);
-void client_responses(struct evhttp_request *, void *);
-void client_count_tokens(struct evhttp_request *, void *);
-/* Drain: idle keep-alive connections close now, busy ones after their
- * reply. */
-void client_drain(struct worker *);
-void client_free_all(struct worker *);
-/* Client connections still open. */
-int client_open(void);
+void client_chat(struct hconn *, struct worker *);
+void client_embeddings(struct hconn *, struct worker *);
+void client_messages(struct hconn *, struct worker *);
+void client_responses(struct hconn *, struct worker *);
+void client_count_tokens(struct hconn *, struct worker *);
 
 #endif

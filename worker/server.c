@@ -1,38 +1,33 @@
-/* Client-facing HTTP: evhttp on the inherited listeners, routes, and the
- * small endpoints (/v1/models, /healthz, /metrics). */
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+/* Client-facing HTTP: the routes on http.c's server, and the small
+ * endpoints (/v1/models, /healthz, /metrics). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
-
-#include <event2/buffer.h>
-#include <event2/http.h>
-#include <event2/listener.h>
-#include <event2/bufferevent.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include "common/clock.h"
 #include "common/log.h"
-#include "common/slab.h"
 #include "worker/client.h"
 #include "worker/conn.h"
+#include "worker/http.h"
 #include "worker/ingress.h"
 #include "worker/worker.h"
 
 /* Send a JSON body with a status. */
 void
-server_send_json(struct evhttp_request *req, int status, struct buf *b)
+server_send_json(struct hconn *req, int status, struct buf *b)
 {
-	conn_reply(req, status, http_reason(status), "application/json", NULL,
-	           b->data ? b->data : "", b->len);
+	http_reply(req, status, "application/json", b->data ? b->data : "",
+	           b->len);
 }
 
 /* Send an OpenAI-shaped error without a request context. */
 void
-server_send_error(struct evhttp_request *req, int status, const char *type,
+server_send_error(struct hconn *req, int status, const char *type,
                   const char *code, const char *fmt, ...)
 {
 	struct buf b = {0}, m = {0};
@@ -44,8 +39,7 @@ server_send_error(struct evhttp_request *req, int status, const char *type,
 	ingress_openai_error(&b, status, type, code, m.data ? m.data : "", NULL,
 	                     NULL, 0);
 	if (status == 429 || status == 503) /* every 429/503 says when */
-		evhttp_add_header(evhttp_request_get_output_headers(req),
-		                  "Retry-After", "1");
+		http_add_header(req, "Retry-After", "1");
 	server_send_json(req, status, &b);
 	buf_free(&b);
 	buf_free(&m);
@@ -53,10 +47,9 @@ server_send_error(struct evhttp_request *req, int status, const char *type,
 
 /* Whether the client is an Anthropic SDK (it always sends the version). */
 static int
-server_anthropic(struct evhttp_request *req)
+server_anthropic(struct hconn *req)
 {
-	return evhttp_find_header(evhttp_request_get_input_headers(req),
-	                          "anthropic-version") != NULL;
+	return http_header(req, "anthropic-version") != NULL;
 }
 
 /* One model entry in Anthropic's shape (INGRESS.md §1.1). */
@@ -91,7 +84,7 @@ server_model_id(const struct cfg *cfg, int i, int *end)
 
 /* GET /v1/models in Anthropic's shape: the groups and aliases, one page. */
 static void
-server_models_anthropic(struct evhttp_request *req, const struct cfg *cfg)
+server_models_anthropic(struct hconn *req, const struct cfg *cfg)
 {
 	const char *id, *first = NULL, *last = NULL;
 	struct buf b = {0};
@@ -140,7 +133,7 @@ server_model_open(struct jw *jw, const char *id, long long created)
  * deployment, an alias, a pattern's model, provider/model), in the
  * client's shape. */
 static void
-server_model_one(struct evhttp_request *req, struct worker *w, const char *id)
+server_model_one(struct hconn *req, struct worker *w, const char *id)
 {
 	const struct cfg *cfg = w->cfg;
 	struct buf b = {0};
@@ -177,9 +170,8 @@ server_model_one(struct evhttp_request *req, struct worker *w, const char *id)
 /* GET /v1/models: the configured groups (with their deployments), then
  * the aliases (with the name they stand for). */
 static void
-server_models(struct evhttp_request *req, void *arg)
+server_models(struct hconn *req, struct worker *w)
 {
-	struct worker *w = arg;
 	const struct cfg *cfg = w->cfg;
 	struct buf b = {0};
 	struct jw jw;
@@ -232,9 +224,8 @@ server_models(struct evhttp_request *req, void *arg)
 
 /* GET /healthz */
 static void
-server_healthz(struct evhttp_request *req, void *arg)
+server_healthz(struct hconn *req, struct worker *w)
 {
-	struct worker *w = arg;
 	struct buf b = {0};
 
 	buf_printf(&b, "{\"status\":\"%s\",\"pid\":%d,\"generation\":%llu}",
@@ -246,9 +237,8 @@ server_healthz(struct evhttp_request *req, void *arg)
 
 /* GET /metrics: the shared table in Prometheus text format 0.0.4. */
 static void
-server_metrics(struct evhttp_request *req, void *arg)
+server_metrics(struct hconn *req, struct worker *w)
 {
-	struct worker *w = arg;
 	struct buf b = {0};
 
 	metrics_render(w, &b);
@@ -258,58 +248,67 @@ server_metrics(struct evhttp_request *req, void *arg)
 		                  "out of memory");
 		return;
 	}
-	evhttp_add_header(evhttp_request_get_output_headers(req),
-	                  "Content-Type",
-	                  "text/plain; version=0.0.4; charset=utf-8");
-	evbuffer_add(evhttp_request_get_output_buffer(req), b.data, b.len);
-	evhttp_send_reply(req, 200, "OK", NULL);
+	http_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8",
+	           b.data ? b.data : "", b.len);
 	buf_free(&b);
+}
+
+/* The value of hex digit c, or -1. */
+static int
+server_hex(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Percent-decode src into dst (size bytes, NUL-terminated, truncated). */
+static void
+server_uridecode(char *dst, size_t size, const char *src)
+{
+	size_t n = 0;
+
+	for (; *src && n + 1 < size; src++) {
+		if (*src == '%' && server_hex(src[1]) >= 0 &&
+		    server_hex(src[2]) >= 0) {
+			dst[n++] = (char)(server_hex(src[1]) * 16 +
+			                  server_hex(src[2]));
+			src += 2;
+		} else
+			dst[n++] = *src;
+	}
+	dst[n] = '\0';
 }
 
 /* Anything else. */
 static void
-server_notfound(struct evhttp_request *req, void *arg)
+server_notfound(struct hconn *req, struct worker *w)
 {
-	const char *path =
-	    evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+	const char *path = http_path(req);
 	char id[CFG_NAME_MAX];
 
-	if (path && strncmp(path, "/v1/models/", 11) == 0 &&
-	    evhttp_request_get_command(req) == EVHTTP_REQ_GET) {
-		char *dec = evhttp_uridecode(path + 11, 0, NULL);
-
-		snprintf(id, sizeof id, "%s", dec ? dec : "");
-		slab_free(dec); /* libevent's memory */
-		server_model_one(req, arg, id);
+	if (strncmp(path, "/v1/models/", 11) == 0 &&
+	    http_method(req) != HTTP_POST) {
+		server_uridecode(id, sizeof id, path + 11);
+		server_model_one(req, w, id);
 		return;
 	}
 	server_send_error(req, 404, "invalid_request_error", "not_found",
-	                  "unknown endpoint %s", evhttp_request_get_uri(req));
+	                  "unknown endpoint %s", http_target(req));
 }
 
-/* Accept one connection per wake-up (nginx's multi_accept off): all
- * workers wait on the same listening sockets, and libevent would otherwise
- * accept until EAGAIN, letting whichever worker wakes first take a whole
- * burst of connections while the other idles. The listeners are paused
- * after each accept and resumed from the loop, so the next connection goes
- * to whichever worker gets there first, usually the less busy one. */
-static struct bufferevent *
-server_bevcb(struct event_base *base, void *arg)
-{
-	struct worker *w = arg;
-	struct bufferevent *bev;
-
-	for (int i = 0; i < w->nlisten; i++)
-		if (w->bound[i])
-			evconnlistener_disable(
-			    evhttp_bound_socket_get_listener(w->bound[i]));
-	event_active(w->ev_reaccept, EV_TIMEOUT, 0);
-	if ((bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE)))
-		conn_new(bev);
-	return bev;
-}
-
-/* Resume accepting (unless draining, when the listeners are gone). */
+/* Resume accepting (unless draining, when the listeners are gone, or
+ * backed off after EMFILE). All workers wait on the same listening
+ * sockets, and libevent would otherwise accept until EAGAIN, letting
+ * whichever worker wakes first take a whole burst of connections while
+ * the other idles: http.c pauses the listeners after each accept (nginx's
+ * multi_accept off) and this resumes them from the loop, so the next
+ * connection goes to whichever worker gets there first, usually the less
+ * busy one. */
 static void
 server_reaccept(evutil_socket_t fd, short ev, void *arg)
 {
@@ -317,110 +316,45 @@ server_reaccept(evutil_socket_t fd, short ev, void *arg)
 
 	(void)fd;
 	(void)ev;
-	conn_settle();
-	if (conn_accept_paused())
+	if (conn_accept_paused() || w->draining)
 		return;
-	for (int i = 0; i < w->nlisten; i++)
-		if (w->bound[i])
-			evconnlistener_enable(
-			    evhttp_bound_socket_get_listener(w->bound[i]));
+	http_listeners(w, 1);
 }
 
-/* Routes go through server_dispatch (conn.c's view of a request). */
-struct route {
-	void (*cb)(struct evhttp_request *, void *);
-	struct worker *w;
-};
-
-/* A request is in: tell conn.c, then run its handler. */
-static void
-server_dispatch(struct evhttp_request *req, void *arg)
-{
-	const struct route *r = arg;
-
-	conn_busy(req);
-	r->cb(req, r->w);
-}
-
-/* evhttp_set_cb through server_dispatch; the general callback if path is
- * NULL. */
-static int
-server_route(struct worker *w, const char *path,
-             void (*cb)(struct evhttp_request *, void *))
-{
-	static struct route routes[32];
-	static int nroutes;
-	struct route *r;
-
-	if (nroutes == 32)
-		return -1;
-	r = &routes[nroutes++];
-	r->cb = cb;
-	r->w = w;
-	if (path == NULL) {
-		evhttp_set_gencb(w->http, server_dispatch, r);
-		return 0;
-	}
-	return evhttp_set_cb(w->http, path, server_dispatch, r);
-}
-
-/* Set up evhttp on the inherited listening sockets. */
+/* Set up the server on the inherited listening sockets. */
 int
 server_setup(struct worker *w)
 {
 	int one = 1;
 
-	if ((w->http = evhttp_new(w->base)) == NULL)
-		return -1;
-	evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
-	                                        EVHTTP_REQ_HEAD);
-	evhttp_set_max_body_size(w->http, (ev_ssize_t)CONN_MAX_BODY + 1);
-	evhttp_set_max_headers_size(w->http, w->cfg->max_header_bytes);
-	evhttp_set_timeout(w->http, 3600);
-	server_route(w, "/v1/chat/completions", client_chat);
-	server_route(w, "/chat/completions", client_chat);
-	server_route(w, "/v1/embeddings", client_embeddings);
-	server_route(w, "/embeddings", client_embeddings);
-	server_route(w, "/v1/messages", client_messages);
-	server_route(w, "/messages", client_messages);
-	server_route(w, "/v1/messages/count_tokens", client_count_tokens);
-	server_route(w, "/v1/responses", client_responses);
-	server_route(w, "/responses", client_responses);
-	server_route(w, "/v1/models", server_models);
-	server_route(w, "/healthz", server_healthz);
-	server_route(w, "/metrics", server_metrics);
-	server_route(w, NULL, server_notfound);
+	http_route("/v1/chat/completions", client_chat);
+	http_route("/chat/completions", client_chat);
+	http_route("/v1/embeddings", client_embeddings);
+	http_route("/embeddings", client_embeddings);
+	http_route("/v1/messages", client_messages);
+	http_route("/messages", client_messages);
+	http_route("/v1/messages/count_tokens", client_count_tokens);
+	http_route("/v1/responses", client_responses);
+	http_route("/responses", client_responses);
+	http_route("/v1/models", server_models);
+	http_route("/healthz", server_healthz);
+	http_route("/metrics", server_metrics);
 	if ((w->ev_reaccept = event_new(w->base, -1, 0, server_reaccept, w)) ==
 	        NULL ||
 	    conn_init(w) == -1)
 		return -1;
-	evhttp_set_bevcb(w->http, server_bevcb, w);
 	/* Accepted TCP sockets inherit TCP_NODELAY from the listener: stream
 	 * frames go out at once, not held back by Nagle until the client's
 	 * delayed ACK (tens of ms per frame). A Unix socket refuses it. */
 	for (int i = 0; i < w->nlisten; i++)
 		(void)setsockopt(w->listen_fd[i], IPPROTO_TCP, TCP_NODELAY,
 		                 &one, sizeof one);
-	for (int i = 0; i < w->nlisten; i++)
-		if ((w->bound[i] = evhttp_accept_socket_with_handle(
-		         w->http, w->listen_fd[i])) == NULL) {
-			log_warn("evhttp_accept_socket(%d) failed",
-			         w->listen_fd[i]);
-			return -1;
-		} else
-			evconnlistener_set_error_cb(
-			    evhttp_bound_socket_get_listener(w->bound[i]),
-			    conn_accept_error);
-	return 0;
+	return http_setup(w, server_notfound);
 }
 
 /* Stop taking new connections; requests in flight go on. */
 void
 server_stop_accepting(struct worker *w)
 {
-	for (int i = 0; i < w->nlisten; i++)
-		if (w->bound[i]) {
-			evhttp_del_accept_socket(w->http, w->bound[i]);
-			w->bound[i] = NULL;
-		}
+	http_stop_accepting(w);
 }

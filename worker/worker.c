@@ -9,7 +9,6 @@
 
 #include <event2/dns.h>
 #include <event2/event.h>
-#include <event2/http.h>
 
 #include "common/clock.h"
 #include "common/evstream.h"
@@ -18,6 +17,7 @@
 #include "common/secret.h"
 #include "worker/client.h"
 #include "worker/conn.h"
+#include "worker/http.h"
 #include "worker/gauth.h"
 #include "worker/limits.h"
 #include "worker/request.h"
@@ -56,7 +56,7 @@ worker_linger_cb(evutil_socket_t fd, short ev, void *arg)
 	(void)ev;
 	if (w->inflight > 0)
 		return;
-	if (client_open() > 0) /* replies still being written */
+	if (http_open() > 0) /* replies still being written */
 		worker_drain_idle(w);
 	else
 		event_base_loopexit(w->base, NULL);
@@ -104,7 +104,8 @@ worker_sigterm(evutil_socket_t sig, short ev, void *arg)
 	w->draining = 1;
 	drain_deadline_ms = clock_ms() + w->cfg->drain_timeout_ms;
 	server_stop_accepting(w);
-	client_drain(w);
+	req_drain(w);
+	http_drain(w);
 	log_info("draining %d request%s", w->inflight,
 	         w->inflight == 1 ? "" : "s");
 	if (w->inflight <= 0)
@@ -139,7 +140,6 @@ worker_tick(evutil_socket_t fd, short ev, void *arg)
 	if (++w->idle_ticks % WORKER_TRIM_S == 0) {
 		if (w->inflight == 0) {
 			req_trim();
-			conn_trim();
 			for (int i = 0; i < w->cfg->ndeploy; i++)
 				pool_trim(w->pools[i], WORKER_IDLE_CONNS);
 			slab_trim();
@@ -186,9 +186,7 @@ static void
 worker_free(struct worker *w)
 {
 	req_free_all(w);
-	client_free_all(w);
-	if (w->http)
-		evhttp_free(w->http);
+	http_free_all();
 	conn_free();
 	gauth_free(w->gauth);
 	for (int i = 0; w->pools && i < w->cfg->ndeploy; i++)
@@ -212,11 +210,9 @@ worker_free(struct worker *w)
 }
 
 /* The worker's event base. epoll's changes go through libevent's change
- * list, applied once per loop round: evhttp turns a client connection's
- * read event off when a request is in and client.c turns it back on in
- * the same callback, which without the list costs an epoll_ctl each
- * (two per request) for no change at all. The list must not see two
- * descriptors for one open file (dup): a worker makes none. */
+ * list, applied once per loop round: an event turned off and back on in
+ * one callback costs no epoll_ctl. The list must not see two descriptors
+ * for one open file (dup): a worker makes none. */
 static struct event_base *
 worker_base(void)
 {

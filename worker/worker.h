@@ -20,17 +20,15 @@
 #include "worker/route.h"
 #include "worker/upstream.h"
 
-struct evhttp;
-struct evhttp_bound_socket;
-struct evhttp_request;
+struct hconn;
 struct evdns_base;
 struct bufferevent;
 struct req;
 
 /* ---- server.c: client-facing HTTP ---- */
 
-void server_send_json(struct evhttp_request *, int status, struct buf *);
-void server_send_error(struct evhttp_request *, int status, const char *type,
+void server_send_json(struct hconn *, int status, struct buf *);
+void server_send_error(struct hconn *, int status, const char *type,
                        const char *code, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 int server_setup(struct worker *);
@@ -86,7 +84,6 @@ void accesslog_format(struct buf *b, int log_format, int64_t wall_ms,
 struct worker {
 	struct event_base *base;
 	struct evdns_base *dns;
-	struct evhttp *http;
 	const struct cfg *cfg;
 	struct shm *shm;
 	int *slot_of;        /* config index -> table slot */
@@ -96,7 +93,6 @@ struct worker {
 	int index;           /* worker column in the table */
 	int nlisten;
 	int listen_fd[8];
-	struct evhttp_bound_socket *bound[8];
 	int draining;
 	int inflight;        /* client requests being served */
 	unsigned idle_ticks; /* ticks (seconds) seen */

@@ -1,11 +1,12 @@
-/* The bytes of a reply on the wire, which conn_reply writes itself for
- * HTTP/1.1 clients: the status line, llmfd's headers in order, then
- * Content-Type, Date (RFC 1123), Content-Length and, when the client asked
- * for it, Connection: close, as evhttp_send_reply wrote them; pipelined
- * requests each get their reply on one kept-alive connection; HTTP/1.0
- * keeps evhttp's own replies; replies and upstream requests larger than
- * a socket takes at once (written directly, the rest by the bufferevent)
- * arrive whole on kept-alive connections. */
+/* The bytes on the wire of llmfd's own HTTP/1.1 server (worker/http.c):
+ * the status line, llmfd's headers in order, then Content-Type, Date (RFC
+ * 1123), Content-Length and, when the client asked for it, Connection:
+ * close, the layout evhttp used to write; pipelined requests each get
+ * their reply on one kept-alive connection; HTTP/1.0 gets no Date, and a
+ * length only when it asked to be kept alive; replies and upstream
+ * requests larger than a socket takes at once arrive whole on kept-alive
+ * connections; and the parser's edges (100-continue, malformed heads,
+ * HEAD, query strings, a request trickled a byte at a time). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -140,7 +141,7 @@ next_reply(const char **p, int want_close)
 }
 
 /* Two pipelined HTTP/1.1 requests, the second asking to close: two
- * replies in evhttp's header order, then the close. */
+ * replies in the usual header order, then the close. */
 Test(wire, http11_reply_head)
 {
 	const char *req = chat(""), *last = chat("Connection: close\r\n");
@@ -185,7 +186,7 @@ Test(wire, http11_error_and_health)
 	    "%s", t);
 }
 
-/* HTTP/1.0: evhttp's reply, llmfd's headers handed to it in order (no
+/* HTTP/1.0: llmfd's headers in order (no
  * Date; Content-Length and Connection: keep-alive only when asked to keep
  * the connection). */
 Test(wire, http10_reply_head)
@@ -393,7 +394,7 @@ stream_req(const char *headers)
 }
 
 /* One chunked stream reply at *p: its head checked against the layout
- * evhttp_send_reply_start writes (llmfd's headers in order, then
+ * evhttp_send_reply_start wrote (llmfd's headers in order, then
  * Content-Type, Transfer-Encoding, Date and, when asked, Connection:
  * close), its chunks read up to the last one; *p moves past it. */
 static void
@@ -455,7 +456,7 @@ Test(wire, http11_stream_head_and_keep_alive)
 	cr_assert(strlen(p) == 0, "%s", t);
 }
 
-/* HTTP/1.0 streams keep evhttp's head: no chunks, the close ends it. */
+/* HTTP/1.0 streams: no chunks, the close ends them. */
 Test(wire, http10_stream_closes)
 {
 	const char *t;
@@ -507,4 +508,147 @@ Test(wire, stream_connection_headers_honoured)
 	                   strlen(SBODY), SBODY));
 	cr_assert(strncmp(t, "HTTP/1.0 200 OK\r\n", 17) == 0, "%s", t);
 	cr_assert(strstr(t, "data: [DONE]") != NULL, "%s", t);
+}
+
+/* ---- the server's own parsing (http.c) ---- */
+
+/* The status of a reply text, or -1. */
+static int
+status_of(const char *t)
+{
+	int st = -1;
+
+	return sscanf(t, "HTTP/1.%*d %d", &st) == 1 ? st : -1;
+}
+
+/* Read from fd until want shows up (or 5 s pass); the text read. */
+static char *
+read_until(int fd, const char *want)
+{
+	struct buf t = {0};
+	long t0 = h_now_ms();
+	char c[4096];
+
+	while (h_now_ms() - t0 < 5000 &&
+	       (t.len == 0 || strstr(buf_cstr(&t), want) == NULL)) {
+		struct pollfd p = {fd, POLLIN, 0};
+		ssize_t k;
+
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		if ((k = recv(fd, c, sizeof c, 0)) <= 0)
+			break;
+		buf_add(&t, c, (size_t)k);
+	}
+	return h_fmt("%s", buf_cstr(&t));
+}
+
+/* Expect: 100-continue gets its interim reply before the body is sent,
+ * then the answer; a request with its body already sent gets none. */
+Test(wire, expect_100_continue)
+{
+	const char *t;
+	int fd;
+
+	start();
+	fd = h_connect_unix(h_sock());
+	cr_assert(fd >= 0);
+	t = h_fmt("POST " CHAT " HTTP/1.1\r\nHost: x\r\nExpect: 100-continue"
+	          "\r\nContent-Length: %zu\r\n\r\n",
+	          strlen(BODY));
+	cr_assert(eq(int, h_send_all(fd, t, strlen(t)), 0));
+	t = read_until(fd, "\r\n\r\n");
+	cr_assert(strcmp(t, "HTTP/1.1 100 Continue\r\n\r\n") == 0, "%s", t);
+	cr_assert(eq(int, h_send_all(fd, BODY, strlen(BODY)), 0));
+	t = read_until(fd, "\"choices\"");
+	cr_assert(eq(int, status_of(t), 200), "%s", t);
+	close(fd);
+
+	t = exchange(chat("Expect: 100-continue\r\nConnection: close\r\n"));
+	cr_assert(strncmp(t, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", t);
+}
+
+/* Heads the parser refuses, each with 400 in JSON and a close: a bad
+ * request line, a version other than HTTP/1.x, a header line without a
+ * colon or with a space before it, an unreadable Content-Length, and a
+ * chunked body whose framing is broken. A good request still works. */
+Test(wire, malformed_requests_get_400)
+{
+	static const char *const bad[] = {
+	    "POST " CHAT "\r\nContent-Length: 2\r\n\r\n{}",
+	    "POST " CHAT " HTTP/2.0\r\nContent-Length: 2\r\n\r\n{}",
+	    "POST  HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
+	    "POST " CHAT " HTTP/1.1\r\nNoColonHere\r\nContent-Length: 2\r\n"
+	    "\r\n{}",
+	    "POST " CHAT " HTTP/1.1\r\nBad Name: x\r\nContent-Length: 2\r\n"
+	    "\r\n{}",
+	    "POST " CHAT " HTTP/1.1\r\nContent-Length: lots\r\n\r\n{}",
+	    "POST " CHAT " HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+	    "2\r\n{}XX0\r\n\r\n",
+	};
+	const char *t;
+
+	start();
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		t = exchange(bad[i]);
+		cr_assert(eq(int, status_of(t), 400), "%zu: %s", i, t);
+		cr_assert(strstr(t, "Connection: close\r\n") != NULL, "%s", t);
+		cr_assert(strstr(t, "\"invalid_request\"") != NULL, "%s", t);
+	}
+	t = exchange(chat("Connection: close\r\n"));
+	cr_assert(eq(int, status_of(t), 200), "%s", t);
+}
+
+/* HEAD gets the head GET would (with its Content-Length) and no body;
+ * a query string does not change the route; a path with an encoded
+ * slash names a model. */
+Test(wire, head_query_and_encoded_paths)
+{
+	const char *t, *end;
+
+	start();
+	t = exchange("HEAD /healthz HTTP/1.1\r\nHost: x\r\n"
+	             "Connection: close\r\n\r\n");
+	cr_assert(eq(int, status_of(t), 200), "%s", t);
+	cr_assert(strstr(t, "\r\nContent-Length: ") != NULL, "%s", t);
+	end = strstr(t, "\r\n\r\n");
+	cr_assert(end != NULL && end[4] == '\0', "a body after HEAD: %s", t);
+
+	t = exchange("GET /healthz?verbose=1 HTTP/1.1\r\nHost: x\r\n"
+	             "Connection: close\r\n\r\n");
+	cr_assert(eq(int, status_of(t), 200), "%s", t);
+	cr_assert(strstr(t, "{\"status\":\"ok\"") != NULL, "%s", t);
+
+	t = exchange("GET /v1/models/openai%2Fm-a HTTP/1.1\r\nHost: x\r\n"
+	             "Connection: close\r\n\r\n");
+	cr_assert(eq(int, status_of(t), 200), "%s", t);
+	cr_assert(strstr(t, "\"id\":\"openai/m-a\"") != NULL, "%s", t);
+
+	t = exchange("GET /nowhere?x=1 HTTP/1.1\r\nHost: x\r\n"
+	             "Connection: close\r\n\r\n");
+	cr_assert(eq(int, status_of(t), 404), "%s", t);
+	cr_assert(strstr(t, "unknown endpoint /nowhere?x=1") != NULL, "%s", t);
+}
+
+/* A request sent a byte at a time, head and body, is served like any
+ * other, and so is the next one on the same connection. */
+Test(wire, request_a_byte_at_a_time)
+{
+	const char *req = chat("");
+	const char *t;
+	int fd;
+
+	start();
+	fd = h_connect_unix(h_sock());
+	cr_assert(fd >= 0);
+	for (int round = 0; round < 2; round++) {
+		for (size_t i = 0; req[i]; i++) {
+			cr_assert(eq(int, h_send_all(fd, req + i, 1), 0));
+			if (i % 16 == 0)
+				h_sleep_ms(1);
+		}
+		t = read_until(fd, "\"choices\"");
+		cr_assert(eq(int, status_of(t), 200), "round %d: %s", round, t);
+	}
+	close(fd);
 }

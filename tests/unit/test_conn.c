@@ -107,7 +107,7 @@ Test(conn, body_limits)
 	             verdict("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
 	                     "\r\n1f4\r\n"),
 	             0));
-	/* framing llmfd does not understand is left to evhttp */
+	/* framing the scan does not understand ends it (http.c refuses it) */
 	cr_assert(eq(int,
 	             verdict("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
 	                     "\r\nzz\r\n"),
@@ -150,58 +150,4 @@ Test(conn, error_reply)
 	cr_assert(strstr(t, "\"request_too_large\"") != NULL, "%s", t);
 	json_free(&j);
 	buf_free(&b);
-}
-
-/* The fd table grown by a connection on a high descriptor shrinks back
- * once that descriptor is closed (an idle worker after a burst). */
-#include <event2/bufferevent.h>
-#include <event2/event.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include "common/cfg.h"
-#include "worker/worker.h"
-
-static void
-noop_event(struct bufferevent *bev, short what, void *arg)
-{
-	(void)bev;
-	(void)what;
-	(void)arg;
-}
-
-Test(conn, trim_shrinks_the_fd_table)
-{
-	static struct cfg cfg;
-	static struct worker w;
-	struct bufferevent *bev;
-	int sv[2];
-
-	cfg.max_header_bytes = 8192;
-	cfg.max_headers = 64;
-	cfg.client_header_timeout_ms = 10000;
-	w.cfg = &cfg;
-	cr_assert_not_null(w.base = event_base_new());
-	cr_assert(conn_init(&w) == 0);
-	cr_assert(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
-	cr_assert(dup2(sv[0], 3000) == 3000);
-	close(sv[0]);
-	bev = bufferevent_socket_new(w.base, 3000, BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(bev, NULL, NULL, noop_event, &w);
-	conn_new(bev);
-	conn_settle();
-	cr_assert(conn_table_size() > 3000);
-	/* one entry: the table holds pointers, the other fds none */
-	cr_assert_eq(conn_entries(), 1);
-	conn_trim(); /* still open: kept */
-	cr_assert(conn_table_size() > 3000);
-	cr_assert_eq(conn_entries(), 1);
-	bufferevent_free(bev);
-	event_base_loop(w.base, EVLOOP_NONBLOCK); /* closes it */
-	conn_trim();
-	cr_assert(conn_table_size() <= 256, "%d entries", conn_table_size());
-	cr_assert_eq(conn_entries(), 0, "the closed fd's entry is kept");
-	close(sv[1]);
-	conn_free();
-	event_base_free(w.base);
 }

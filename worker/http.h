@@ -1,0 +1,69 @@
+/* http.c: the HTTP/1.1 server of client connections, on the sockets
+ * themselves. One request at a time per connection (pipelined ones wait
+ * their turn); a request is read whole before its handler runs, a reply
+ * is written at once and only what the socket does not take is kept. */
+#ifndef LLMFD_HTTP_H
+#define LLMFD_HTTP_H
+
+#include <stddef.h>
+
+struct worker;
+struct evbuffer;
+struct peer;
+struct req;
+struct hconn;
+
+/* Request methods (the others are refused while the head is read). */
+#define HTTP_GET  1
+#define HTTP_HEAD 2
+#define HTTP_POST 3
+
+/* A route's handler: the request is whole; it answers now or later. */
+typedef void (*http_cb)(struct hconn *, struct worker *);
+
+/* Listen on w's sockets and serve; routes (exact paths) added first. -1 if
+ * the listeners could not be made. */
+int http_route(const char *path, http_cb);
+int http_setup(struct worker *, http_cb notfound);
+/* Stop accepting (drain); what is open goes on. */
+void http_stop_accepting(struct worker *);
+/* Drain: idle connections close now, busy ones after their reply. */
+void http_drain(struct worker *);
+/* Worker exit: close every connection (requests have let go already). */
+void http_free_all(void);
+/* Client connections open. */
+int http_open(void);
+/* Whether accepts are paused after EMFILE (conn.c). */
+void http_listeners(struct worker *, int on);
+
+/* ---- the request ---- */
+
+int http_method(const struct hconn *);
+/* The path (no query) and the target as sent. */
+const char *http_path(const struct hconn *);
+const char *http_target(const struct hconn *);
+/* A request header's value, or NULL (names compared case-insensitively). */
+const char *http_header(const struct hconn *, const char *name);
+/* The body: a run of memory (valid while the handler runs) or, for a body
+ * read straight into its own allocation, an evbuffer to take it from. */
+const char *http_body(const struct hconn *, size_t *len);
+struct evbuffer *http_body_buf(const struct hconn *);
+/* Who is at the other end (taken on first use). */
+const struct peer *http_peer(struct hconn *);
+/* The request the engine serves on this connection (close reaches it). */
+void http_attach(struct hconn *, struct req *);
+
+/* ---- the reply ---- */
+
+/* Add a header line to the reply ("Connection: close" closes the
+ * connection after it instead). */
+void http_add_header(struct hconn *, const char *name, const char *value);
+/* A whole reply. */
+void http_reply(struct hconn *, int status, const char *ctype, const char *body,
+                size_t n);
+/* A stream: chunked on HTTP/1.1; on HTTP/1.0 the close ends it. */
+void http_stream_start(struct hconn *, int status, const char *ctype);
+void http_stream_data(struct hconn *, const char *p, size_t n);
+void http_stream_end(struct hconn *);
+
+#endif
