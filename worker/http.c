@@ -64,9 +64,10 @@ enum {
 	HP_CLOSED  /* closing: freed from the loop */
 };
 
-/* A header of the request: offsets into the head. */
+/* A header of the request: offsets into the head, the name's length. */
 struct hhdr {
 	uint32_t k, v;
+	uint32_t klen;
 };
 
 struct hconn {
@@ -383,6 +384,7 @@ http_parse_head(struct hconn *c, const char *p, size_t n)
 			c->hdr = h;
 			c->ahdr = a;
 		}
+		c->hdr[c->nhdr].klen = (uint32_t)(colon - s);
 		c->hdr[c->nhdr].k = (uint32_t)(s - c->head.data);
 		c->hdr[c->nhdr].v = (uint32_t)(v - c->head.data);
 		c->nhdr++;
@@ -886,8 +888,11 @@ http_target(const struct hconn *c)
 const char *
 http_header(const struct hconn *c, const char *name)
 {
+	size_t n = strlen(name);
+
 	for (int i = 0; i < c->nhdr; i++)
-		if (strcasecmp(c->head.data + c->hdr[i].k, name) == 0)
+		if (c->hdr[i].klen == n &&
+		    strncasecmp(c->head.data + c->hdr[i].k, name, n) == 0)
 			return c->head.data + c->hdr[i].v;
 	return NULL;
 }
