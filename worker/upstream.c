@@ -1,7 +1,10 @@
 /* Upstream HTTP/1.1 client: non-blocking, plain TCP or TLS (OpenSSL, peer
  * and hostname verified, SNI), asynchronous DNS, keep-alive pools per
  * deployment. Responses are parsed incrementally and handed to the caller
- * as status + a few headers, then de-chunked body bytes. */
+ * as status + a few headers, then de-chunked body bytes. TLS goes through
+ * libevent's OpenSSL bufferevent; plain TCP reads and writes the socket
+ * itself (a bufferevent asks the kernel with FIONREAD before each read:
+ * a syscall per reply for nothing). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -12,6 +15,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <event2/buffer.h>
@@ -19,6 +25,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
@@ -28,7 +35,9 @@
 #include "worker/worker.h"
 
 #define DNS_TTL_MS   60000
-#define UP_WRITE_MAX (4 << 20) /* bytes written in one go (libevent: 16k) */
+#define UP_WRITE_MAX (4 << 20)  /* bytes written in one go (libevent: 16k) */
+#define UP_READ      (32 << 10) /* bytes asked of one read (plain TCP) */
+#define UP_READS     4          /* reads per wake-up while they fill up */
 
 enum { UC_RESOLVING, UC_CONNECTING, UC_BUSY, UC_IDLE };
 enum {
@@ -52,11 +61,20 @@ struct up_piece {
 	size_t off, len;
 };
 
+/* A plain TCP connection's own I/O (no bufferevent). */
+struct upio {
+	int fd;
+	struct event rev, wev;
+	struct evbuffer *in, *out;
+};
+
 struct upconn {
 	TAILQ_ENTRY(upconn) q;
 	struct pool *pool;
-	struct bufferevent *bev;
-	struct event defer; /* async error delivery */
+	struct bufferevent *bev; /* TLS */
+	struct upio *io;         /* plain TCP */
+	int io_err;              /* errno of its last failure */
+	struct event defer;      /* async error delivery */
 	int state;
 	int reused, resent, got_bytes;
 	int in_cb, dead;
@@ -100,6 +118,8 @@ static int64_t up_max_reply = 64 << 20;
 
 static void uc_read_cb(struct bufferevent *, void *);
 static void uc_event_cb(struct bufferevent *, short, void *);
+static void uc_on_read(struct upconn *);
+static void uc_on_event(struct upconn *, short);
 static void uc_connect(struct upconn *);
 static int uc_send(struct upconn *);
 
@@ -206,6 +226,191 @@ uc_drop_req(struct upconn *c)
 	c->hold = NULL;
 }
 
+/* The connection's input and output, whichever way it does I/O. */
+static struct evbuffer *
+uc_in(struct upconn *c)
+{
+	return c->io ? c->io->in : bufferevent_get_input(c->bev);
+}
+
+static struct evbuffer *
+uc_out(struct upconn *c)
+{
+	return c->io ? c->io->out : bufferevent_get_output(c->bev);
+}
+
+/* Close the socket (a reconnect makes a new one). */
+static void
+uc_close_io(struct upconn *c)
+{
+	if (c->bev)
+		bufferevent_free(c->bev);
+	c->bev = NULL;
+	if (c->io) {
+		event_del(&c->io->rev);
+		event_del(&c->io->wev);
+		close(c->io->fd);
+		evbuffer_free(c->io->in);
+		evbuffer_free(c->io->out);
+		free(c->io);
+		c->io = NULL;
+	}
+}
+
+/* Write what the output holds. On a failure the connection's error event
+ * runs (which may free c: -1 then), from the loop when called by the
+ * engine (sync: it is inside up_request). */
+static int
+uc_io_write(struct upconn *c, int sync)
+{
+	struct upio *io = c->io;
+
+	while (evbuffer_get_length(io->out) > 0) {
+		if (evbuffer_write_atmost(io->out, io->fd, UP_WRITE_MAX) >= 0)
+			continue;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			event_add(&io->wev, NULL);
+			return 0;
+		}
+		c->io_err = errno;
+		if (sync) { /* the write callback meets it again */
+			event_active(&io->wev, EV_WRITE, 0);
+			return 0;
+		}
+		event_del(&io->wev);
+		uc_on_event(c, BEV_EVENT_WRITING | BEV_EVENT_ERROR);
+		return -1;
+	}
+	event_del(&io->wev);
+	return 0;
+}
+
+/* The socket is writable: the connect finished, or more can be sent. */
+static void
+uc_io_write_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct upconn *c = arg;
+	int err = 0, one = 1;
+	socklen_t len = sizeof err;
+
+	(void)ev;
+	if (c->state == UC_CONNECTING) {
+		if (c->io_err != 0) /* connect() refused at once */
+			err = c->io_err;
+		else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+			err = errno;
+		if (err != 0) {
+			c->io_err = err;
+			event_del(&c->io->wev);
+			uc_on_event(c, BEV_EVENT_ERROR);
+			return;
+		}
+		c->state = UC_BUSY;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	}
+	uc_io_write(c, 0);
+}
+
+/* The socket is readable: read what is there (a few reads while they
+ * fill up), then parse; at the end of the stream or an error, the
+ * connection's event. */
+static void
+uc_io_read_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct upconn *c = arg;
+	struct evbuffer *in = c->io->in;
+	struct evbuffer_iovec v[2];
+	struct iovec iov[2];
+	ssize_t k = 0;
+	size_t want, left;
+	int n, i, got = 0;
+
+	(void)ev;
+	for (i = 0; i < UP_READS; i++) {
+		if ((n = evbuffer_reserve_space(in, UP_READ, v, 2)) <= 0)
+			break;
+		want = 0;
+		for (int j = 0; j < n; j++) {
+			iov[j].iov_base = v[j].iov_base;
+			iov[j].iov_len = v[j].iov_len;
+			want += v[j].iov_len;
+		}
+		do
+			k = readv(fd, iov, n);
+		while (k < 0 && errno == EINTR);
+		if (k <= 0) {
+			evbuffer_commit_space(in, v, 0);
+			break;
+		}
+		got = 1;
+		left = (size_t)k;
+		for (int j = 0; j < n; j++) {
+			if (v[j].iov_len > left)
+				v[j].iov_len = left;
+			left -= v[j].iov_len;
+		}
+		evbuffer_commit_space(in, v, n);
+		if ((size_t)k < want)
+			break; /* the socket had less than asked */
+	}
+	/* bytes then the end (or an error): the bytes first, the end on
+	 * the next wake-up, the socket staying readable */
+	if (got) {
+		uc_on_read(c);
+		return;
+	}
+	if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return;
+	c->io_err = k < 0 ? errno : 0;
+	event_del(&c->io->rev);
+	uc_on_event(c, k == 0 ? BEV_EVENT_READING | BEV_EVENT_EOF
+	                      : BEV_EVENT_READING | BEV_EVENT_ERROR);
+}
+
+/* Open a plain TCP socket to the pool's address; -1 with errno. */
+static int
+uc_io_open(struct upconn *c)
+{
+	struct pool *p = c->pool;
+	struct upio *io;
+
+	if ((io = calloc(1, sizeof *io)) == NULL)
+		return -1;
+	io->fd =
+	    socket(p->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	           IPPROTO_TCP);
+	if (io->fd == -1) {
+		free(io);
+		return -1;
+	}
+	if ((io->in = evbuffer_new()) == NULL ||
+	    (io->out = evbuffer_new()) == NULL) {
+		if (io->in)
+			evbuffer_free(io->in);
+		close(io->fd);
+		free(io);
+		errno = ENOMEM;
+		return -1;
+	}
+	event_assign(&io->rev, p->base, io->fd, EV_READ | EV_PERSIST,
+	             uc_io_read_cb, c);
+	event_assign(&io->wev, p->base, io->fd, EV_WRITE | EV_PERSIST,
+	             uc_io_write_cb, c);
+	c->io = io;
+	c->io_err = 0;
+	event_add(&io->rev, NULL);
+	event_add(&io->wev, NULL); /* the connect's end */
+	/* refused at once: told from the loop, as a connect that fails */
+	if (connect(io->fd, (struct sockaddr *)&p->ss, p->sslen) == -1 &&
+	    errno != EINPROGRESS) {
+		c->io_err = errno;
+		event_active(&io->wev, EV_WRITE, 0);
+	}
+	return 0;
+}
+
 static void
 uc_free(struct upconn *c)
 {
@@ -218,8 +423,7 @@ uc_free(struct upconn *c)
 		TAILQ_REMOVE(&p->waiting, c, q);
 	if (event_initialized(&c->defer))
 		event_del(&c->defer);
-	if (c->bev)
-		bufferevent_free(c->bev);
+	uc_close_io(c);
 	uc_drop_req(c);
 	buf_free(&c->reqbytes);
 	free(c->plan);
@@ -385,19 +589,24 @@ uc_connect(struct upconn *c)
 			SSL_free(ssl);
 		else
 			bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
-	} else
-		c->bev = bufferevent_socket_new(p->base, -1, opts);
-	if (c->bev == NULL) {
+	} else if (uc_io_open(c) == -1) {
+		uc_fail_later(c, "connect failed", strerror(errno));
+		return;
+	}
+	if (c->bev == NULL && c->io == NULL) {
 		uc_fail_later(c, "cannot create a connection", NULL);
 		return;
 	}
-	bufferevent_setcb(c->bev, uc_read_cb, NULL, uc_event_cb, c);
-	bufferevent_set_max_single_write(c->bev, UP_WRITE_MAX);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&p->ss,
-	                               (int)p->sslen) == -1) {
-		uc_fail_later(c, "connect failed", strerror(errno));
-		return;
+	if (c->bev) {
+		bufferevent_setcb(c->bev, uc_read_cb, NULL, uc_event_cb, c);
+		bufferevent_set_max_single_write(c->bev, UP_WRITE_MAX);
+		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+		if (bufferevent_socket_connect(c->bev,
+		                               (struct sockaddr *)&p->ss,
+		                               (int)p->sslen) == -1) {
+			uc_fail_later(c, "connect failed", strerror(errno));
+			return;
+		}
 	}
 	if (uc_send(c) == -1) {
 		uc_fail_later(c, "out of memory", NULL);
@@ -476,7 +685,7 @@ uc_plan(struct upconn *c, const char *p, size_t len, int ref)
 static int
 uc_send(struct upconn *c)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer *out = uc_out(c);
 	const struct up_piece *pc;
 
 	for (int i = 0; i < c->nplan; i++) {
@@ -534,8 +743,17 @@ uc_prepare(struct upconn *c, const char *method, const char *path, size_t plen,
 static void
 uc_send_now(struct upconn *c)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer *out;
 
+	if (c->io) {
+		if (uc_send(c) == -1) {
+			uc_fail_later(c, "out of memory", NULL);
+			return;
+		}
+		uc_io_write(c, 1);
+		return;
+	}
+	out = bufferevent_get_output(c->bev);
 	bufferevent_disable(c->bev, EV_WRITE); /* no write event while adding */
 	bufferevent_enable(c->bev, EV_READ);
 	if (uc_send(c) == -1) {
@@ -586,7 +804,9 @@ up_request(struct pool *p, const char *method, const char *path, size_t plen,
 	}
 	if (!fresh) {
 		c->state = UC_BUSY;
-		bufferevent_setcb(c->bev, uc_read_cb, NULL, uc_event_cb, c);
+		if (c->bev)
+			bufferevent_setcb(c->bev, uc_read_cb, NULL, uc_event_cb,
+			                  c);
 		uc_send_now(c);
 	} else if (p->sslen &&
 	           (p->is_ip || clock_ms() - p->resolved_ms < DNS_TTL_MS)) {
@@ -620,9 +840,8 @@ uc_release(struct upconn *c)
 	/* a reply may come before the whole request was written (an early
 	 * error): the rest of it must not precede the next request */
 	if (!c->resp.keepalive || c->pstate != P_DONE ||
-	    evbuffer_get_length(bufferevent_get_input(c->bev)) != 0 ||
-	    evbuffer_get_length(bufferevent_get_output(c->bev)) != 0 ||
-	    p->nidle >= UP_MAX_IDLE) {
+	    evbuffer_get_length(uc_in(c)) != 0 ||
+	    evbuffer_get_length(uc_out(c)) != 0 || p->nidle >= UP_MAX_IDLE) {
 		uc_free(c);
 		return;
 	}
@@ -1021,8 +1240,15 @@ uc_finish(struct upconn *c)
 static void
 uc_read_cb(struct bufferevent *bev, void *arg)
 {
-	struct upconn *c = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
+	(void)bev;
+	uc_on_read(arg);
+}
+
+/* Bytes arrived: parse them. */
+static void
+uc_on_read(struct upconn *c)
+{
+	struct evbuffer *in = uc_in(c);
 	char msg[80];
 	int rc;
 
@@ -1100,8 +1326,7 @@ uc_retry_stale(struct upconn *c)
 		return 0;
 	c->resent = 1;
 	c->reused = 0;
-	bufferevent_free(c->bev);
-	c->bev = NULL;
+	uc_close_io(c);
 	uc_reset_parse(c);
 	uc_connect(c);
 	return 1;
@@ -1112,9 +1337,10 @@ static void
 uc_error_text(struct upconn *c, short what, char *out, size_t outsz)
 {
 	unsigned long e;
-	SSL *ssl = c->pool->ctx ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+	SSL *ssl =
+	    c->bev && c->pool->ctx ? bufferevent_openssl_get_ssl(c->bev) : NULL;
 	char es[160];
-	int err = EVUTIL_SOCKET_ERROR();
+	int err = c->io ? c->io_err : EVUTIL_SOCKET_ERROR();
 
 	if (ssl && (e = bufferevent_get_openssl_error(c->bev)) != 0) {
 		long vr = SSL_get_verify_result(ssl);
@@ -1138,10 +1364,17 @@ uc_error_text(struct upconn *c, short what, char *out, size_t outsz)
 static void
 uc_event_cb(struct bufferevent *bev, short what, void *arg)
 {
-	struct upconn *c = arg;
+	(void)bev;
+	uc_on_event(arg, what);
+}
+
+/* The connection's events (bufferevent's flags): connected, the end of
+ * the stream, an error. */
+static void
+uc_on_event(struct upconn *c, short what)
+{
 	char msg[256];
 
-	(void)bev;
 	if (what & BEV_EVENT_CONNECTED) {
 		int one = 1;
 
