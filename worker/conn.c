@@ -344,6 +344,16 @@ conn_scan_head_done(const struct conn_scan *s)
 	return s->st >= CS_BODY;
 }
 
+/* A head checked whole (http.c's quick path): see conn.h. */
+void
+conn_scan_whole(struct conn_scan *s, uint32_t bytes, int64_t clen)
+{
+	s->bytes = bytes;
+	s->clen = clen;
+	s->chunked = 0;
+	s->st = CS_DONE;
+}
+
 /* Whether the scan is at the end: see conn.h. */
 int
 conn_scan_done(const struct conn_scan *s)

@@ -54,6 +54,9 @@ void conn_error_reply(struct buf *, int status, const char *why, int anthropic,
 
 /* Whether the head is in (the scan is in the body, or done). */
 int conn_scan_head_done(const struct conn_scan *);
+/* A head of bytes bytes that http.c checked whole, with no chunked body
+ * and a Content-Length of clen (-1 for none): the scan is done. */
+void conn_scan_whole(struct conn_scan *, uint32_t bytes, int64_t clen);
 /* Whether the scan is at the end of the request. */
 int conn_scan_done(const struct conn_scan *);
 

@@ -551,12 +551,13 @@ http_head_in(struct hconn *c, const char *p, size_t n)
 			return -1;
 		}
 		c->parsed = 1;
-		if (c->expect && (c->scan.chunked ||
-		                  n - c->head_len < (size_t)c->scan.clen)) {
-			v.iov_base = iov_ptr(cont);
-			v.iov_len = sizeof cont - 1;
-			http_send(c, &v, 1);
-		}
+	}
+	if (c->expect &&
+	    (c->scan.chunked || n - c->head_len < (size_t)c->scan.clen)) {
+		c->expect = 0; /* once */
+		v.iov_base = iov_ptr(cont);
+		v.iov_len = sizeof cont - 1;
+		http_send(c, &v, 1);
 	}
 	if (c->scan.chunked || c->scan.clen < HTTP_DIRECT_MIN ||
 	    n - c->head_len >= (size_t)c->scan.clen)
@@ -600,6 +601,87 @@ http_bmem_done(struct hconn *c)
 	evbuffer_drain(c->beb, evbuffer_get_length(c->beb));
 }
 
+/* Refuse with status and why; -1. */
+static int
+http_quick_no(struct hconn *c, int status, const char *why)
+{
+	http_reject(c, status, why);
+	return -1;
+}
+
+/*
+ * The usual case: the whole head of the request is in the n bytes at p.
+ * Check it in one go (what conn.c's scanner checks byte by byte, with its
+ * answers) and parse it: 1 when done (c->parsed), 0 to leave it to the
+ * scanner (the head is not all there, or the body is chunked), -1 after
+ * refusing it.
+ */
+static int
+http_quick(struct hconn *c, const char *p, size_t n)
+{
+	size_t m = n < lim.max_bytes ? n : lim.max_bytes, len, hn;
+	const char *end = memmem(p, m, "\r\n\r\n", 4), *q, *eol, *sp, *v;
+	uint32_t nhdr = 0;
+	long long clen = -1;
+	char *e;
+
+	if (end == NULL || end + 4 - p > (long)lim.max_bytes)
+		return 0;
+	len = (size_t)(end + 4 - p);
+	for (q = p; q < end && (*q == '\r' || *q == '\n'); q++)
+		;
+	if (q >= end)
+		return 0; /* blank lines so far */
+	eol = memchr(q, '\n', (size_t)(end + 2 - q));
+	sp = memchr(q, ' ', (size_t)(eol - q));
+	hn = sp ? (size_t)(sp - q) : (size_t)(eol - q);
+	c->scan.anthropic =
+	    sp != NULL &&
+	    (((size_t)(eol - sp) > 12 &&
+	      strncmp(sp + 1, "/v1/messages", 12) == 0) ||
+	     ((size_t)(eol - sp) > 9 && strncmp(sp + 1, "/messages", 9) == 0));
+	c->scan.http10 = eol - q >= 9 && memcmp(eol - 9, "HTTP/1.0\r", 9) == 0;
+	if (!((hn == 3 && memcmp(q, "GET", 3) == 0) ||
+	      (hn == 4 && memcmp(q, "POST", 4) == 0) ||
+	      (hn == 4 && memcmp(q, "HEAD", 4) == 0)))
+		return http_quick_no(c, 405,
+		                     "method not allowed; use POST (or "
+		                     "GET for /v1/models, /healthz and "
+		                     "/metrics)");
+	for (q = eol + 1; q < end + 2; q = eol + 1) {
+		eol = memchr(q, '\n', (size_t)(end + 3 - q));
+		if (*q == '\n' || (*q == '\r' && q[1] == '\n'))
+			return 0; /* an earlier head ended with bare LFs */
+		if (*q == ' ' || *q == '\t')
+			return http_quick_no(c, 400,
+			                     "obsolete line folding in "
+			                     "the request headers");
+		if (++nhdr > lim.max_headers)
+			return http_quick_no(c, 431,
+			                     "too many request header "
+			                     "fields");
+	}
+	if (http_parse_head(c, p, len) == -1)
+		return http_quick_no(c, 400, "malformed request head");
+	if (http_header(c, "Transfer-Encoding") != NULL)
+		return 0; /* the scanner follows chunks */
+	if ((v = http_header(c, "Content-Length")) != NULL) {
+		errno = 0;
+		clen = strtoll(v, &e, 10);
+		if (e == v || *e != '\0' || errno != 0 || clen < 0)
+			return http_quick_no(c, 400, "invalid Content-Length");
+		if (clen > lim.max_body)
+			return http_quick_no(c, 413,
+			                     "request body is larger "
+			                     "than 32 MiB");
+	}
+	conn_scan_whole(&c->scan, (uint32_t)len, clen);
+	c->head_len = len;
+	c->parsed = 1;
+	c->scanned = n;
+	return 1;
+}
+
 /*
  * Take the n bytes at p, the start of c's next request: scan what is new,
  * and serve the request once whole. How many bytes it used (the rest is
@@ -615,7 +697,12 @@ http_take(struct hconn *c, const char *p, size_t n, int *st)
 	int rc;
 
 	*st = 0;
-	if (c->scanned < n && !conn_scan_done(&c->scan)) {
+	if (c->scanned == 0 && !c->parsed && (rc = http_quick(c, p, n)) != 0) {
+		if (rc < 0) {
+			*st = -1;
+			return n;
+		}
+	} else if (c->scanned < n && !conn_scan_done(&c->scan)) {
 		rc = conn_scan_feed(&c->scan, p + c->scanned, n - c->scanned,
 		                    &lim, &why);
 		c->scanned = n;

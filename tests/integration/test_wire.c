@@ -652,3 +652,20 @@ Test(wire, request_a_byte_at_a_time)
 	}
 	close(fd);
 }
+
+/* Heads with bare LF line ends are read (the scanner's way), also when a
+ * CRLF head follows in the same write: two replies, not one request
+ * swallowing the next. */
+Test(wire, bare_lf_heads_pipelined)
+{
+	const char *t, *p;
+
+	start();
+	t = exchange(h_fmt("POST " CHAT " HTTP/1.1\nHost: x\nContent-Length: "
+	                   "%zu\n\n%s%s",
+	                   strlen(BODY), BODY, chat("Connection: close\r\n")));
+	cr_assert(eq(int, status_of(t), 200), "%s", t);
+	p = strstr(t + 1, "HTTP/1.1 200 OK\r\n");
+	cr_assert(p != NULL, "one reply for two requests: %s", t);
+	cr_assert(strstr(p, "Connection: close\r\n") != NULL, "%s", t);
+}
