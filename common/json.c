@@ -932,8 +932,11 @@ get_n(const struct json *j, int obj, const char *key, size_t klen)
 		if ((size_t)(kt->end - kt->start) == klen &&
 		    memcmp(j->js + kt->start, key, klen) == 0)
 			return k + 1;
-		/* escapes shorten a key: only a longer one can decode to it */
-		if ((size_t)(kt->end - kt->start) > klen &&
+		/* escapes shorten a key: only a longer one can decode to it,
+		 * and only one that starts with key's first byte or with an
+		 * escape */
+		if ((size_t)(kt->end - kt->start) > klen && klen > 0 &&
+		    (j->js[kt->start] == key[0] || j->js[kt->start] == '\\') &&
 		    memchr(j->js + kt->start, '\\',
 		           (size_t)(kt->end - kt->start)) != NULL) {
 			/* Escaped key: compare decoded (rare). */

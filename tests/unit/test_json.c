@@ -356,6 +356,11 @@ Test(json, eq_compares_decoded)
 	cr_assert(json_eq(&j, json_get(&j, 0, "key"), "v\n"));
 	cr_assert(!json_eq(&j, json_get(&j, 0, "key"), "v"));
 	cr_assert(json_eq(&j, 1, "key"));
+	/* a key whose first character is escaped, behind longer keys with
+	 * other first bytes */
+	cr_assert(parse("{\"xmodel\":1,\"\\u006dodel\":2}") == 0);
+	cr_assert(json_get(&j, 0, "model") == 4);
+	cr_assert(json_get(&j, 0, "mode") == -1);
 }
 
 Test(json, escapes_specials)
