@@ -51,6 +51,8 @@
 #define REQ_IDLE_FREE  8    /* what an idle worker keeps of both */
 #define REQ_KEEP_BUF   (64 << 10) /* bigger buffers are freed on recycling */
 #define REQ_SMALL_BODY 512        /* bodies copied out of their read buffer */
+#define REQ_COPY_BODY  (16 << 10) /* req_start: into the holder's memory */
+#define PO_KEEP        2048       /* the spare request's buffers kept */
 #define ERRBODY_MAX    65536
 #define STREAM_MAX_BAD 16 /* malformed events an attempt may skip */
 #define REQ_YIELD_MS   20 /* a queued request yields to higher classes */
@@ -171,9 +173,10 @@ struct req_st {
 struct req_body {
 	struct up_hold h; /* first: the hold is the holder */
 	struct evbuffer *eb;
-	char *copy; /* a small body (REQ_SMALL_BODY) in memory of its size,
-	               not in eb: evbuffer chains are 1 KB or more */
-	size_t ncopy;
+	char *copy; /* a small body (REQ_SMALL_BODY; REQ_COPY_BODY from
+	               req_start) in memory of its size, not in eb: evbuffer
+	               chains are 1 KB or more; kept by a recycled holder */
+	size_t ncopy, copycap;
 	struct req_body *next_free;
 };
 
@@ -301,6 +304,7 @@ req_body_free(struct req_body *b)
 {
 	if (b->eb)
 		evbuffer_free(b->eb);
+	free(b->copy);
 	free(b);
 }
 
@@ -321,8 +325,6 @@ req_body_release(struct up_hold *h)
 
 	if (b->eb)
 		evbuffer_drain(b->eb, evbuffer_get_length(b->eb));
-	free(b->copy);
-	b->copy = NULL;
 	b->ncopy = 0;
 	if (bodies_closing || nfree_bodies >= BODY_MAX_FREE) {
 		req_body_free(b);
@@ -370,12 +372,21 @@ req_body_run(struct evbuffer *eb)
 	return (const char *)evbuffer_pullup(eb, -1);
 }
 
-/* A small body's own copy in b (NULL when memory ran out). */
+/* A small body's own copy in b (NULL when memory ran out): the memory a
+ * recycled holder kept when it is large enough (no allocation for a
+ * request like the last), else of its size. */
 static char *
 req_body_small(struct req_body *b, size_t n)
 {
-	if ((b->copy = malloc(n)) != NULL)
-		b->ncopy = n;
+	char *p;
+
+	if (b->copycap < n) {
+		if ((p = realloc(b->copy, n)) == NULL)
+			return NULL;
+		b->copy = p;
+		b->copycap = n;
+	}
+	b->ncopy = n;
 	return b->copy;
 }
 
@@ -440,8 +451,19 @@ att_po_get(struct attempt *a)
 	return a->po;
 }
 
-/* Attempt a's request is sent (or abandoned): free its buffers and keep
- * the object for the next attempt of the worker. */
+/* Empty b, keeping its memory when it is small (the worker's spare
+ * request: no allocation per request for its path and headers). */
+static void
+po_keep(struct buf *b)
+{
+	if (b->cap > PO_KEEP)
+		buf_free(b);
+	buf_reset(b);
+}
+
+/* Attempt a's request is sent (or abandoned): free its buffers (but the
+ * spare's small ones) and keep the object for the next attempt of the
+ * worker. */
 static void
 att_po_put(struct attempt *a)
 {
@@ -449,15 +471,21 @@ att_po_put(struct attempt *a)
 
 	if (o == NULL)
 		return;
+	a->po = NULL;
+	if (po_spare == NULL) { /* kept, with small buffers, for the next */
+		po_keep(&o->path);
+		po_keep(&o->headers);
+		po_keep(&o->body);
+		o->nspan = 0;
+		o->run = NULL;
+		o->runlen = o->placed = 0;
+		po_spare = o;
+		return;
+	}
 	buf_free(&o->path);
 	buf_free(&o->headers);
 	buf_free(&o->body);
-	memset(o, 0, sizeof *o);
-	a->po = NULL;
-	if (po_spare == NULL)
-		po_spare = o;
-	else
-		free(o);
+	free(o);
 }
 
 /* Let go of attempt a's buffers: the request copies always, the reply
@@ -2964,8 +2992,8 @@ req_begin(struct worker *w, const struct client_ops *ops, void *c,
 	w->inflight++;
 	memset(&r->s, 0, sizeof r->s);
 	r->bh = b;
-	r->blen = b->copy ? b->ncopy : b->eb ? evbuffer_get_length(b->eb) : 0;
-	r->body = b->copy ? b->copy : r->blen ? req_body_run(b->eb) : "";
+	r->blen = b->ncopy ? b->ncopy : b->eb ? evbuffer_get_length(b->eb) : 0;
+	r->body = b->ncopy ? b->copy : r->blen ? req_body_run(b->eb) : "";
 	r->s.ops = ops;
 	r->s.c = c;
 	ops->attach(c, r);
@@ -3002,7 +3030,7 @@ req_start(struct worker *w, const struct client_ops *ops, void *c,
 {
 	struct req_body *b = req_body_get();
 
-	if (b && len > 0 && len <= REQ_SMALL_BODY) {
+	if (b && len > 0 && len <= REQ_COPY_BODY) {
 		if (req_body_small(b, len))
 			memcpy(b->copy, body, len);
 		else {

@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -313,6 +314,58 @@ uc_io_write_cb(evutil_socket_t fd, short ev, void *arg)
 	uc_io_write(c, 0);
 }
 
+/* The worker's read buffer for plain TCP replies, lent to a connection's
+ * input by reference while it is parsed; what the parse leaves (a reply
+ * cut mid-line) is copied out before anyone reads into it again. */
+static char *up_rbuf;
+static struct evbuffer *up_rbuf_in; /* the input holding it, or NULL */
+
+/* evbuffer_add_reference's cleanup: the read buffer is no longer lent. */
+static void
+uc_rbuf_back(const void *data, size_t len, void *arg)
+{
+	(void)data;
+	(void)len;
+	(void)arg;
+	up_rbuf_in = NULL;
+}
+
+/* Read into the worker's buffer and parse from there (no chain of the
+ * input's own for a reply that arrives whole); 1 when it read, else 0
+ * with k the read's result. */
+static int
+uc_io_read_lent(struct upconn *c, int fd, ssize_t *k)
+{
+	struct evbuffer *in = c->io->in;
+	size_t left;
+	char *keep;
+
+	do
+		*k = read(fd, up_rbuf, UP_READ);
+	while (*k < 0 && errno == EINTR);
+	if (*k <= 0)
+		return 0;
+	if (evbuffer_add_reference(in, up_rbuf, (size_t)*k, uc_rbuf_back,
+	                           NULL) == -1) {
+		*k = -1;
+		errno = ENOMEM;
+		return 0;
+	}
+	up_rbuf_in = in;
+	uc_on_read(c);            /* may free c, and its input with it */
+	if (up_rbuf_in != NULL) { /* left in an input: take it back */
+		in = up_rbuf_in;
+		left = evbuffer_get_length(in);
+		if ((keep = malloc(left)) != NULL) {
+			evbuffer_remove(in, keep, left);
+			evbuffer_add(in, keep, left);
+			free(keep);
+		}
+		up_rbuf_in = NULL;
+	}
+	return 1;
+}
+
 /* The socket is readable: read what is there (a few reads while they
  * fill up), then parse; at the end of the stream or an error, the
  * connection's event. */
@@ -328,6 +381,15 @@ uc_io_read_cb(evutil_socket_t fd, short ev, void *arg)
 	int n, i, got = 0;
 
 	(void)ev;
+	if (up_rbuf == NULL)
+		up_rbuf = malloc(UP_READ); /* else read the usual way */
+	if (evbuffer_get_length(in) == 0 && up_rbuf != NULL) {
+		if (uc_io_read_lent(c, fd, &k))
+			return;
+		if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		goto end;
+	}
 	for (i = 0; i < UP_READS; i++) {
 		if ((n = evbuffer_reserve_space(in, UP_READ, v, 2)) <= 0)
 			break;
@@ -363,6 +425,7 @@ uc_io_read_cb(evutil_socket_t fd, short ev, void *arg)
 	}
 	if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 		return;
+end:
 	c->io_err = k < 0 ? errno : 0;
 	event_del(&c->io->rev);
 	uc_on_event(c, k == 0 ? BEV_EVENT_READING | BEV_EVENT_EOF
@@ -736,6 +799,79 @@ uc_prepare(struct upconn *c, const char *method, const char *path, size_t plen,
 	return c->reqbytes.oom ? -1 : 0;
 }
 
+/* Queue the request's pieces from byte skip on (what a direct write did
+ * not send) as uc_send does. -1 when memory ran out. */
+static int
+uc_queue_from(struct upconn *c, size_t skip)
+{
+	struct evbuffer *out = uc_out(c);
+	const struct up_piece *pc;
+	const char *at;
+	size_t n;
+
+	for (int i = 0; i < c->nplan; i++) {
+		pc = &c->plan[i];
+		if (skip >= pc->len) {
+			skip -= pc->len;
+			continue;
+		}
+		at = (pc->ref ? pc->ref : c->reqbytes.data + pc->off) + skip;
+		n = pc->len - skip;
+		skip = 0;
+		if (pc->ref == NULL) {
+			if (evbuffer_add(out, at, n) == -1)
+				return -1;
+			continue;
+		}
+		up_hold_ref(c->hold);
+		if (evbuffer_add_reference(out, at, n, uc_unref_cb, c->hold) ==
+		    -1) {
+			up_hold_unref(c->hold);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Plain TCP with nothing queued: write the request's pieces straight
+ * from where they lie (one writev, no copy into an output buffer); only
+ * what the socket does not take is queued. A failure is left to the
+ * write callback (from the loop: the engine is inside up_request). */
+static void
+uc_send_direct(struct upconn *c)
+{
+	struct iovec v[17];
+	const struct up_piece *pc;
+	ssize_t k;
+	int n = 0;
+
+	for (int i = 0; i < c->nplan; i++) {
+		pc = &c->plan[i];
+		v[n].iov_base =
+		    (void *)(uintptr_t)(pc->ref ? pc->ref
+		                                : c->reqbytes.data + pc->off);
+		v[n++].iov_len = pc->len;
+	}
+	do
+		k = writev(c->io->fd, v, n);
+	while (k < 0 && errno == EINTR);
+	if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+		/* queued whole: the write callback meets the error again */
+		c->io_err = errno;
+		if (uc_queue_from(c, 0) == 0)
+			event_active(&c->io->wev, EV_WRITE, 0);
+		else
+			uc_fail_later(c, "out of memory", NULL);
+		return;
+	}
+	if (uc_queue_from(c, k > 0 ? (size_t)k : 0) == -1) {
+		uc_fail_later(c, "out of memory", NULL);
+		return;
+	}
+	if (evbuffer_get_length(c->io->out) > 0)
+		event_add(&c->io->wev, NULL);
+}
+
 /* Send the request on a kept-alive connection. Over plain TCP it is
  * written at once rather than after a round of the loop for EPOLLOUT (two
  * epoll_ctl calls and a wakeup saved); what the socket does not take, and
@@ -746,6 +882,10 @@ uc_send_now(struct upconn *c)
 	struct evbuffer *out;
 
 	if (c->io) {
+		if (evbuffer_get_length(c->io->out) == 0 && c->nplan <= 16) {
+			uc_send_direct(c);
+			return;
+		}
 		if (uc_send(c) == -1) {
 			uc_fail_later(c, "out of memory", NULL);
 			return;

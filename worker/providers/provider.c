@@ -545,8 +545,8 @@ void
 prov_openai_body(const struct prov_call *pc, const char *model,
                  struct prov_out *o)
 {
+	static struct buf params; /* reused: no allocation per request */
 	const char *drop[32], *name;
-	struct buf params = {0};
 	struct jw jw;
 	int n = 0;
 
@@ -577,7 +577,9 @@ prov_openai_body(const struct prov_call *pc, const char *model,
 	                        params.len > 2 ? params.data + 1 : NULL,
 	                        params.len > 2 ? params.len - 2 : 0},
 	    o);
-	buf_free(&params);
+	if (params.cap > 4096)
+		buf_free(&params);
+	buf_reset(&params);
 }
 
 /* Whether a chat stream must ask the upstream for usage the client did
