@@ -51,7 +51,6 @@
 #define HTTP_WRITE_S    3600       /* a reply that does not move */
 #define HTTP_LINGER_MS  1000       /* a refused client may read our */
 #define HTTP_LINGER_MAX (1 << 20)  /* answer: what we drop meanwhile */
-#define HTTP_KEEP_IN    (16 << 10) /* an idle connection's buffers */
 #define HTTP_SWEEP_MS   20
 #define HTTP_MAX_ROUTES 32
 
@@ -232,9 +231,7 @@ http_flush(struct hconn *c)
 		http_close(c);
 		return -1;
 	}
-	if (c->out.cap > HTTP_KEEP_IN)
-		buf_free(&c->out);
-	buf_reset(&c->out);
+	buf_free(&c->out); /* only a socket that was full needs it */
 	c->oo = 0;
 	event_del(&c->wev);
 	if (c->replied)
@@ -793,7 +790,7 @@ http_serve_in(struct hconn *c)
 		if (c->phase == HP_IDLE && c->in.len > 0)
 			http_begin(c);
 	}
-	if (c->in.len == 0 && c->in.cap > HTTP_KEEP_IN)
+	if (c->in.len == 0) /* only a partial or pipelined request needs it */
 		buf_free(&c->in);
 }
 

@@ -461,6 +461,19 @@ po_keep(struct buf *b)
 	buf_reset(b);
 }
 
+/* Free the worker's spare request and its buffers. */
+static void
+po_spare_free(void)
+{
+	if (po_spare == NULL)
+		return;
+	buf_free(&po_spare->path);
+	buf_free(&po_spare->headers);
+	buf_free(&po_spare->body);
+	free(po_spare);
+	po_spare = NULL;
+}
+
 /* Attempt a's request is sent (or abandoned): free its buffers (but the
  * spare's small ones) and keep the object for the next attempt of the
  * worker. */
@@ -3110,7 +3123,7 @@ req_trim(void)
 
 /* Worker exit: abandon requests still in flight and free every object.
  * Each one lets go of its client handle first, so no callback of the
- * connection (freed later with evhttp) can reach a freed request. */
+ * connection (freed later by http.c) can reach a freed request. */
 void
 req_free_all(struct worker *w)
 {
@@ -3139,6 +3152,5 @@ req_free_all(struct worker *w)
 		req_body_free(b);
 	}
 	nfree_bodies = 0;
-	free(po_spare);
-	po_spare = NULL;
+	po_spare_free();
 }
