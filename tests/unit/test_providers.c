@@ -1895,3 +1895,79 @@ Test(providers, native_text_deltas_picked)
 	cr_assert_str_eq(buf_cstr(&said), "y\n");
 	buf_free(&said);
 }
+
+/* A whole OpenAI reply is read with json_pick when it has the usual shape
+ * and by the full parse otherwise: either way the verdict, the usage, the
+ * content-filter flag and the bytes passed through are what the full
+ * parse gives. */
+Test(providers, openai_whole_reply_read_as_before)
+{
+	static const char ok[] =
+	    "{\"id\":\"c\",\"object\":\"chat.completion\",\"choices\":[{"
+	    "\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
+	    "\"hi \\\"there\\\"\"},\"finish_reason\":\"stop\"}],\"usage\":{"
+	    "\"prompt_tokens\":11,\"completion_tokens\":7,"
+	    "\"prompt_tokens_details\":{\"cached_tokens\":5}},\"error\":null}";
+	static const char filt[] =
+	    "{\"choices\":[{\"finish_reason\":\"content_filter\"}],"
+	    "\"usage\":7,\"choices\":5}";
+	static const char emb[] = "{\"data\":[{\"embedding\":[0.1]}],"
+	                          "\"usage\":{\"prompt_tokens\":3}}";
+	struct prov_call pc;
+	struct usage u;
+	int cf;
+
+	cr_assert(json_parse(&req, "{}", 2) == 0);
+	pc = call(EP_CHAT, 0);
+	memset(&u, 0, sizeof u);
+	cf = -1;
+	buf_reset(&out);
+	cr_assert(prov_openai.response(&pc, ok, sizeof ok - 1, &out, &u, &cf,
+	                               &ue) == 0);
+	cr_assert(out.len == sizeof ok - 1 &&
+	          memcmp(out.data, ok, out.len) == 0);
+	cr_assert(u.prompt_tokens == 11 && u.completion_tokens == 7 &&
+	          u.cached_tokens == 5 && cf == 0);
+
+	/* content_filter; usage that is not an object is not read; the
+	 * first of duplicate keys counts, as json_get reads it */
+	memset(&u, 0, sizeof u);
+	buf_reset(&out);
+	cr_assert(prov_openai.response(&pc, filt, sizeof filt - 1, &out, &u,
+	                               &cf, &ue) == 0);
+	cr_assert(cf == 1 && u.prompt_tokens == 0);
+
+	/* errors and odd shapes answer as the full parse does */
+	cr_assert(resp_inline(&prov_openai,
+	                      "{\"error\":{\"message\":\"boom\",\"type\":"
+	                      "\"server_error\"},\"choices\":[]}",
+	                      EP_CHAT) == -1);
+	cr_assert(strstr(ue.message, "boom") != NULL, "%s", ue.message);
+	cr_assert(resp_inline(&prov_openai,
+	                      "{\"type\":\"error\",\"error\":{\"type\":"
+	                      "\"overloaded_error\",\"message\":\"busy\"},"
+	                      "\"choices\":[]}",
+	                      EP_CHAT) == -1);
+	cr_assert(strstr(ue.message, "busy") != NULL, "%s", ue.message);
+	cr_assert(resp_inline(&prov_openai, "{\"object\":\"x\"}", EP_CHAT) ==
+	          -1);
+	cr_assert(strstr(ue.message, "no 'choices' array") != NULL, "%s",
+	          ue.message);
+	cr_assert(resp_inline(&prov_openai, "{\"choices\":{}}", EP_CHAT) == -1);
+	cr_assert(resp_inline(&prov_openai, "[1]", EP_CHAT) == -1);
+	cr_assert(strstr(ue.message, "not a JSON object") != NULL, "%s",
+	          ue.message);
+	cr_assert(resp_inline(&prov_openai, "{\"choices\":[1,]}", EP_CHAT) ==
+	          -1);
+	cr_assert(ue.cls == EC_TRANSIENT);
+
+	/* embeddings: data, not choices */
+	pc = call(EP_EMBED, 0);
+	memset(&u, 0, sizeof u);
+	buf_reset(&out);
+	cr_assert(prov_openai.response(&pc, emb, sizeof emb - 1, &out, &u, &cf,
+	                               &ue) == 0);
+	cr_assert(u.prompt_tokens == 3);
+	cr_assert(resp_inline(&prov_openai, "{\"choices\":[]}", EP_EMBED) ==
+	          -1);
+}

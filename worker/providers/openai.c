@@ -171,6 +171,71 @@ openai_resp_reply(const char *body, size_t len, struct buf *out,
 	return 0;
 }
 
+/* What a whole Chat or Embeddings reply is read for, in the order of
+ * openai_reply_paths. */
+enum openai_reply_val {
+	OR_ERROR = 0,
+	OR_TYPE,
+	OR_CHOICES,
+	OR_DATA,
+	OR_PROMPT,
+	OR_COMPLETION,
+	OR_CACHED,
+	OR_FINISH,
+};
+static const char *const openai_reply_paths[] = {
+    "error",
+    "type",
+    "choices",
+    "data",
+    "usage.prompt_tokens",
+    "usage.completion_tokens",
+    "usage.prompt_tokens_details.cached_tokens",
+    "choices.0.finish_reason",
+    NULL};
+
+/*
+ * A whole Chat or Embeddings reply of the usual shape, checked and read
+ * the way prov_reply and openai_reply do it but with json_pick (the
+ * verdict json_parse gives, without building the tree: most of a small
+ * request's JSON work). 0 when it was passed through; 1 when it needs the
+ * full path, which then answers exactly as before (not JSON, an error, no
+ * choices).
+ */
+static int
+openai_reply_fast(const struct prov_call *pc, const char *body, size_t len,
+                  struct buf *out, struct usage *u, int *cf)
+{
+	static struct json_sel sel;
+	static struct json j;
+	static int ready;
+	int embed = pc->endpoint == EP_EMBED, t;
+	long long v;
+
+	if (!ready) {
+		if (json_sel_init(&sel, openai_reply_paths) == -1)
+			return 1;
+		ready = 1;
+	}
+	if (json_pick(&j, body, len, &sel) == -1 ||
+	    json_type(&j, 0) != JSMN_OBJECT)
+		return 1;
+	if (((t = json_picked(&j, OR_ERROR)) >= 0 && !json_is_null(&j, t)) ||
+	    json_eq(&j, json_picked(&j, OR_TYPE), "error") ||
+	    json_type(&j, json_picked(&j, embed ? OR_DATA : OR_CHOICES)) !=
+	        JSMN_ARRAY)
+		return 1;
+	if (json_int(&j, json_picked(&j, OR_PROMPT), &v) == 0)
+		u->prompt_tokens = v;
+	if (json_int(&j, json_picked(&j, OR_COMPLETION), &v) == 0)
+		u->completion_tokens = v;
+	if (json_int(&j, json_picked(&j, OR_CACHED), &v) == 0)
+		u->cached_tokens = v;
+	*cf = json_eq(&j, json_picked(&j, OR_FINISH), "content_filter");
+	buf_add(out, body, len);
+	return 0;
+}
+
 /* Check a whole reply and pass it through. */
 static int
 openai_response(const struct prov_call *pc, const char *body, size_t len,
@@ -179,6 +244,8 @@ openai_response(const struct prov_call *pc, const char *body, size_t len,
 {
 	if (pc->native)
 		return openai_resp_reply(body, len, out, u, content_filter, e);
+	if (openai_reply_fast(pc, body, len, out, u, content_filter) == 0)
+		return 0;
 	return prov_reply(pc, body, len, openai_reply, out, u, content_filter,
 	                  e);
 }
