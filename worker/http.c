@@ -830,13 +830,14 @@ static void
 http_read_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct hconn *c = arg;
-	ssize_t k;
+	ssize_t k = 0;
 	char *at;
 
 	(void)ev;
 	switch (c->phase) {
 	case HP_REJECT:
-		while ((k = read(fd, rbuf, HTTP_RBUF)) > 0)
+		while (c->dropped <= HTTP_LINGER_MAX &&
+		       (k = read(fd, rbuf, HTTP_RBUF)) > 0)
 			c->dropped += k;
 		if (k == 0 || (k < 0 && errno != EAGAIN) ||
 		    c->dropped > HTTP_LINGER_MAX ||
@@ -849,7 +850,7 @@ http_read_cb(evutil_socket_t fd, short ev, void *arg)
 			return;
 		}
 		at = c->in.data + c->in.len;
-		k = read(fd, at, c->in.cap - c->in.len);
+		k = read(fd, at, c->in.cap - c->in.len - 1);
 		if (k > 0) {
 			c->in.len += (size_t)k;
 			if (c->in.len >= HTTP_BUSY_CAP)
@@ -882,7 +883,7 @@ http_read_cb(evutil_socket_t fd, short ev, void *arg)
 			http_free(c);
 			return;
 		}
-		k = read(fd, c->in.data + c->in.len, c->in.cap - c->in.len);
+		k = read(fd, c->in.data + c->in.len, c->in.cap - c->in.len - 1);
 		if (k > 0) {
 			c->in.len += (size_t)k;
 			http_serve_in(c);
