@@ -104,6 +104,7 @@ struct hconn {
 	int stream;  /* a stream reply is open */
 	int replied; /* the reply is all in out (or on the wire) */
 	int inhandler;
+	int served; /* a request was dispatched on it */
 	struct req *req;
 	struct peer peer;
 	int peer_known;
@@ -472,6 +473,7 @@ http_dispatch(struct hconn *c)
 	http_cb cb = route_notfound;
 
 	c->phase = HP_BUSY;
+	c->served = 1;
 	c->replied = c->stream = c->chunk = 0;
 	c->close = !c->keepalive || draining;
 	buf_reset(&c->rh);
@@ -1296,15 +1298,25 @@ http_stop_accepting(struct worker *w)
 		}
 }
 
-/* Whether c is idle: no request, nothing to write, nothing sent by the
- * client that is not read. */
+/* Whether c is a connection just accepted that has sent nothing yet. */
+static int
+http_fresh(const struct hconn *c)
+{
+	return !c->served && c->phase == HP_HEAD && c->scanned == 0 &&
+	       c->in.len == 0 && c->bmem == NULL;
+}
+
+/* Whether c is an idle keep-alive connection: it was served, and has no
+ * request, nothing to write, nothing sent by the client that is not read.
+ * A connection that has sent nothing yet is not closed: its request may
+ * be on its way (the drain's linger serves it). */
 static int
 http_idle(const struct hconn *c)
 {
 	int n = 0;
 
-	if (c->req != NULL || c->out.len > c->oo || c->in.len > 0 ||
-	    c->bmem != NULL || c->scanned > 0 ||
+	if (!c->served || c->req != NULL || c->out.len > c->oo ||
+	    c->in.len > 0 || c->bmem != NULL || c->scanned > 0 ||
 	    (c->phase != HP_HEAD && c->phase != HP_IDLE))
 		return 0;
 	return ioctl(c->fd, FIONREAD, &n) == 0 && n == 0;
@@ -1349,7 +1361,13 @@ http_drain(struct worker *w)
 int
 http_open(void)
 {
-	return nconns;
+	const struct hconn *c;
+	int n = 0;
+
+	LIST_FOREACH(c, &conns, link)
+	if (!http_fresh(c))
+		n++;
+	return n;
 }
 
 /* See http.h. */

@@ -31,7 +31,8 @@ void http_stop_accepting(struct worker *);
 void http_drain(struct worker *);
 /* Worker exit: close every connection (requests have let go already). */
 void http_free_all(void);
-/* Client connections open. */
+/* Client connections open but those just accepted that have sent
+ * nothing yet (a drain does not wait for those). */
 int http_open(void);
 /* Whether accepts are paused after EMFILE (conn.c). */
 void http_listeners(struct worker *, int on);

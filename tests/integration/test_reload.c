@@ -18,6 +18,7 @@
 
 #include <criterion/criterion.h>
 
+#include "common/buf.h"
 #include "tests/integration/harness.h"
 
 #define CHAT   "/v1/chat/completions"
@@ -493,4 +494,50 @@ Test(reload, client_that_keeps_sending_is_capped)
 	             "workers grew by %ld kB after the client sent %d kB",
 	             after - before, sent);
 	close(fd);
+}
+
+/* A connection the old generation accepted just before its drain, whose
+ * request comes a moment after the drain began, is answered (the drain
+ * closes idle keep-alive connections, not ones that have sent nothing
+ * yet). */
+Test(reload, request_just_after_drain_on_accepted_connection)
+{
+	struct h_mock m;
+	struct buf got = {0};
+	const char *req = h_req_text("POST", CHAT, "Host: x\r\n", BODY);
+	long t0;
+	pid_t master;
+	int fd;
+
+	h_mock_start(&m, "a", NULL);
+	master = h_llmfd_start(RELOAD_CONF, 5000, "a", m.port);
+	cr_assert(master > 0);
+	fd = h_connect_unix(h_sock());
+	cr_assert(fd >= 0);
+	h_sleep_ms(200); /* accepted by a worker of generation 1 */
+	cr_assert_eq(kill(master, SIGHUP), 0);
+	for (t0 = h_now_ms(); !h_log_has("draining") && h_now_ms() - t0 < 5000;)
+		h_sleep_ms(5);
+	cr_assert(h_log_has("draining"), "no drain:\n%s", h_log());
+	h_sleep_ms(30);
+	cr_assert_eq(h_send_all(fd, req, strlen(req)), 0,
+	             "the connection "
+	             "was closed");
+	for (t0 = h_now_ms(); h_now_ms() - t0 < 5000;) {
+		struct pollfd p = {fd, POLLIN, 0};
+		char c[4096];
+		ssize_t k;
+
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		if ((k = recv(fd, c, sizeof c, 0)) <= 0)
+			break;
+		buf_add(&got, c, (size_t)k);
+	}
+	close(fd);
+	cr_assert(strncmp(buf_cstr(&got), "HTTP/1.1 200 OK\r\n", 17) == 0, "%s",
+	          buf_cstr(&got));
+	cr_assert(strstr(got.data, "Connection: close\r\n") != NULL, "%s",
+	          got.data);
+	buf_free(&got);
 }
