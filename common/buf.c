@@ -170,3 +170,34 @@ buf_cstr(struct buf *b)
 	b->data[b->len] = '\0';
 	return b->data;
 }
+
+/* The value of a hex digit: see buf.h. */
+int
+buf_hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Append with %XX decoded: see buf.h. */
+int
+buf_add_unescaped(struct buf *b, const char *s, size_t n)
+{
+	int h, l;
+
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '%' && i + 2 < n &&
+		    (h = buf_hexval(s[i + 1])) >= 0 &&
+		    (l = buf_hexval(s[i + 2])) >= 0) {
+			buf_addc(b, (char)(h << 4 | l));
+			i += 2;
+		} else
+			buf_addc(b, s[i]);
+	}
+	return b->oom ? -1 : 0;
+}

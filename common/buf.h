@@ -29,6 +29,11 @@ size_t buf_fmt_d(char *out, long long v);
  * truncated to fit and NUL-terminated, as snprintf "%.*s" without printf;
  * the length copied. */
 size_t buf_copy(char *dst, size_t size, const char *src, size_t n);
+/* The value of hex digit c (either case), or -1. */
+int buf_hexval(char c);
+/* Append the n bytes at s with %XX escapes decoded (a '%' not followed
+ * by two hex digits is kept as it is). */
+int buf_add_unescaped(struct buf *, const char *s, size_t n);
 /* Append v in decimal, without printf. */
 int buf_addu(struct buf *, unsigned long long);
 int buf_addd(struct buf *, long long);

@@ -2817,16 +2817,6 @@ parse_list(struct loader *ld, const config_setting_t *root, const char *what,
 
 /* ---- clients ---- */
 
-/* Value of a hex digit, or -1. */
-static int
-hex_val(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c = (char)tolower((unsigned char)c);
-	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 /* Decode 64 hex digits into 32 bytes; -1 if v is not that. */
 static int
 hex_sha256(const char *v, unsigned char out[32])
@@ -2834,7 +2824,7 @@ hex_sha256(const char *v, unsigned char out[32])
 	if (strlen(v) != 64)
 		return -1;
 	for (int i = 0; i < 32; i++) {
-		int hi = hex_val(v[2 * i]), lo = hex_val(v[2 * i + 1]);
+		int hi = buf_hexval(v[2 * i]), lo = buf_hexval(v[2 * i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return -1;

@@ -71,31 +71,13 @@ uri_encode(struct buf *b, const char *s, size_t n, int slash)
 	}
 }
 
-/* The value of a hex digit, or -1. */
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c = (char)tolower((unsigned char)c);
-	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 /* Append n bytes of a query component, decoded then encoded. */
 static void
 query_part(struct buf *b, const char *s, size_t n)
 {
 	struct buf d = {0};
-	int h, l;
 
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '%' && i + 2 < n && (h = hexval(s[i + 1])) >= 0 &&
-		    (l = hexval(s[i + 2])) >= 0) {
-			buf_addc(&d, (char)(h << 4 | l));
-			i += 2;
-		} else
-			buf_addc(&d, s[i]);
-	}
+	buf_add_unescaped(&d, s, n);
 	uri_encode(b, d.data ? d.data : "", d.len, 0);
 	buf_free(&d);
 }

@@ -206,19 +206,6 @@ scan_head_byte(struct conn_scan *s, char c, const struct conn_limits *l,
 	}
 }
 
-/* Value of a hex digit, or -1. */
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* The end of a chunk-size line. */
 static int
 scan_chunk_size_done(struct conn_scan *s, const struct conn_limits *l,
@@ -250,7 +237,7 @@ scan_chunk_byte(struct conn_scan *s, char c, const struct conn_limits *l,
 
 	switch (s->st) {
 	case CS_CHUNK_SIZE:
-		if ((v = hexval(c)) >= 0) {
+		if ((v = buf_hexval(c)) >= 0) {
 			s->left = s->left * 16 + v;
 			s->ndig++;
 			if (s->body + s->left > l->max_body) {

@@ -253,47 +253,19 @@ server_metrics(struct hconn *req, struct worker *w)
 	buf_free(&b);
 }
 
-/* The value of hex digit c, or -1. */
-static int
-server_hex(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Percent-decode src into dst (size bytes, NUL-terminated, truncated). */
-static void
-server_uridecode(char *dst, size_t size, const char *src)
-{
-	size_t n = 0;
-
-	for (; *src && n + 1 < size; src++) {
-		if (*src == '%' && server_hex(src[1]) >= 0 &&
-		    server_hex(src[2]) >= 0) {
-			dst[n++] = (char)(server_hex(src[1]) * 16 +
-			                  server_hex(src[2]));
-			src += 2;
-		} else
-			dst[n++] = *src;
-	}
-	dst[n] = '\0';
-}
-
 /* Anything else. */
 static void
 server_notfound(struct hconn *req, struct worker *w)
 {
 	const char *path = http_path(req);
 	char id[CFG_NAME_MAX];
+	struct buf dec = {0};
 
 	if (strncmp(path, "/v1/models/", 11) == 0 &&
 	    http_method(req) != HTTP_POST) {
-		server_uridecode(id, sizeof id, path + 11);
+		buf_add_unescaped(&dec, path + 11, strlen(path + 11));
+		buf_copy(id, sizeof id, dec.data ? dec.data : "", dec.len);
+		buf_free(&dec);
 		server_model_one(req, w, id);
 		return;
 	}

@@ -56,3 +56,24 @@ Test(buf, copy)
 	cr_assert(eq(sz, buf_copy(d, 1, "abc", 3), 0));
 	cr_assert(eq(str, d, ""));
 }
+
+/* Hex digits in either case; %XX decoded, a '%' without two hex digits
+ * after it kept as it is. */
+Test(buf, unescapes_percent_escapes)
+{
+	struct buf b = {0};
+
+	cr_assert(buf_hexval('0') == 0 && buf_hexval('9') == 9);
+	cr_assert(buf_hexval('a') == 10 && buf_hexval('F') == 15);
+	cr_assert(buf_hexval('g') == -1 && buf_hexval('%') == -1);
+	cr_assert(buf_add_unescaped(&b, "openai%2fgpt%2D4o", 17) == 0);
+	cr_assert(strcmp(buf_cstr(&b), "openai/gpt-4o") == 0, "%s", b.data);
+	buf_reset(&b);
+	cr_assert(buf_add_unescaped(&b, "a%zzb%4", 7) == 0);
+	cr_assert(strcmp(buf_cstr(&b), "a%zzb%4") == 0, "%s", b.data);
+	buf_reset(&b);
+	/* n bounds the escape: "%41" cut after its first digit stays */
+	cr_assert(buf_add_unescaped(&b, "x%41", 3) == 0);
+	cr_assert(strcmp(buf_cstr(&b), "x%4") == 0, "%s", b.data);
+	buf_free(&b);
+}
