@@ -65,8 +65,7 @@ EOF
 "$BUILD/llmfd" -c "$T/llmfd.conf" 2>"$T/llmfd.log" &
 LPID=$!
 PIDS+=($LPID)
-for _ in $(seq 100); do [ -S "$T/llmfd.sock" ] && break; sleep 0.05; done
-[ -S "$T/llmfd.sock" ] || { cat "$T/llmfd.log" >&2; exit 1; }
+wait_up "$T/llmfd.sock" || { cat "$T/llmfd.log" >&2; exit 1; }
 sleep 0.5
 "$BUILD/llmf-bench" --unix "$T/llmfd.sock" --model slow --stream -c 20 \
 	-n 20 --frames 20 --timeout 60 >/dev/null 2>&1
