@@ -40,6 +40,14 @@ enum {
 	CS_DONE
 };
 
+/* The scan's answers, for the byte-by-byte scan and the whole head. */
+static const char why_method[] = "method not allowed; use POST (or GET for "
+                                 "/v1/models, /healthz and /metrics)";
+static const char why_fold[] = "obsolete line folding in the request headers";
+static const char why_many[] = "too many request header fields";
+static const char why_large[] = "request header fields too large";
+static const char why_body[] = "request body is larger than 32 MiB";
+
 static struct worker *conn_w;
 static int reserve_fd = -1;
 static struct event *ev_backoff;
@@ -86,6 +94,23 @@ line_add(struct conn_scan *s, const char *p, size_t n)
 	memcpy(s->tail + tn - m, t + tn - m, m);
 }
 
+/* The request's method (mlen bytes at m) and what follows it (plen bytes
+ * at path): note the client's error shape; 405 for a method not served. */
+static int
+scan_method(struct conn_scan *s, const char *m, size_t mlen, const char *path,
+            size_t plen, const char **why)
+{
+	buf_copy(s->method, sizeof s->method, m, mlen);
+	s->anthropic = (plen >= 12 && strncmp(path, "/v1/messages", 12) == 0) ||
+	               (plen >= 9 && strncmp(path, "/messages", 9) == 0);
+	if (strcmp(s->method, "GET") != 0 && strcmp(s->method, "POST") != 0 &&
+	    strcmp(s->method, "HEAD") != 0) {
+		*why = why_method;
+		return 405;
+	}
+	return 0;
+}
+
 /* The request line is in: method and path. */
 static int
 scan_reqline(struct conn_scan *s, const char **why)
@@ -98,20 +123,11 @@ scan_reqline(struct conn_scan *s, const char **why)
 	s->line[kept] = '\0';
 	sp = memchr(s->line, ' ', kept);
 	mlen = sp ? (size_t)(sp - s->line) : kept;
-	buf_copy(s->method, sizeof s->method, s->line, mlen);
 	path = sp ? sp + 1 : "";
-	s->anthropic = strncmp(path, "/v1/messages", 12) == 0 ||
-	               strncmp(path, "/messages", 9) == 0;
 	s->http10 = strcmp(s->tail, "HTTP/1.0") == 0;
 	s->llen = 0;
 	s->st = CS_HDR_START;
-	if (strcmp(s->method, "GET") != 0 && strcmp(s->method, "POST") != 0 &&
-	    strcmp(s->method, "HEAD") != 0) {
-		*why = "method not allowed; use POST (or GET for /v1/models, "
-		       "/healthz and /metrics)";
-		return 405;
-	}
-	return 0;
+	return scan_method(s, s->line, mlen, path, strlen(path), why);
 }
 
 /* A header line is in: note Content-Length and Transfer-Encoding. */
@@ -144,7 +160,7 @@ scan_head_done(struct conn_scan *s, const struct conn_limits *l,
                const char **why)
 {
 	if (!s->chunked && s->clen > l->max_body) {
-		*why = "request body is larger than 32 MiB";
+		*why = why_body;
 		return 413;
 	}
 	if (s->chunked)
@@ -163,7 +179,7 @@ scan_head_byte(struct conn_scan *s, char c, const struct conn_limits *l,
                const char **why)
 {
 	if (++s->bytes > l->max_bytes) {
-		*why = "request header fields too large";
+		*why = why_large;
 		return 431;
 	}
 	switch (s->st) {
@@ -178,7 +194,7 @@ scan_head_byte(struct conn_scan *s, char c, const struct conn_limits *l,
 		return 0;
 	case CS_HDR_START:
 		if (c == ' ' || c == '\t') {
-			*why = "obsolete line folding in the request headers";
+			*why = why_fold;
 			return 400;
 		}
 		if (c == '\r' || c == '\n') {
@@ -186,7 +202,7 @@ scan_head_byte(struct conn_scan *s, char c, const struct conn_limits *l,
 			return c == '\n' ? scan_head_done(s, l, why) : 0;
 		}
 		if (++s->nhdr > l->max_headers) {
-			*why = "too many request header fields";
+			*why = why_many;
 			return 431;
 		}
 		s->st = CS_HDR;
@@ -221,7 +237,7 @@ scan_chunk_size_done(struct conn_scan *s, const struct conn_limits *l,
 	}
 	s->body += s->left;
 	if (s->body > l->max_body) {
-		*why = "request body is larger than 32 MiB";
+		*why = why_body;
 		return 413;
 	}
 	s->st = CS_CHUNK_DATA;
@@ -241,7 +257,7 @@ scan_chunk_byte(struct conn_scan *s, char c, const struct conn_limits *l,
 			s->left = s->left * 16 + v;
 			s->ndig++;
 			if (s->body + s->left > l->max_body) {
-				*why = "request body is larger than 32 MiB";
+				*why = why_body;
 				return 413;
 			}
 		} else if (c == ';' || c == ' ' || c == '\t')
@@ -287,7 +303,7 @@ scan_line_run(struct conn_scan *s, const char *p, size_t n,
 	if (k == 0)
 		return 0;
 	if (s->bytes + k > l->max_bytes) {
-		*why = "request header fields too large";
+		*why = why_large;
 		*rc = 431;
 		return 0;
 	}
@@ -331,14 +347,56 @@ conn_scan_head_done(const struct conn_scan *s)
 	return s->st >= CS_BODY;
 }
 
-/* A head checked whole (http.c's quick path): see conn.h. */
-void
-conn_scan_whole(struct conn_scan *s, uint32_t bytes, int64_t clen)
+/* Check a whole head: see conn.h. */
+int
+conn_scan_head(struct conn_scan *s, const char *p, size_t len,
+               const struct conn_limits *l, const char **why)
 {
+	const char *end = p + len - 4, *q, *eol, *sp;
+	uint32_t nhdr = 0;
+	int rc;
+
+	for (q = p; q < end && (*q == '\r' || *q == '\n'); q++)
+		;
+	if (q >= end)
+		return 1; /* blank lines so far */
+	eol = memchr(q, '\n', (size_t)(end + 2 - q));
+	sp = memchr(q, ' ', (size_t)(eol - q));
+	s->http10 = eol - q >= 9 && memcmp(eol - 9, "HTTP/1.0\r", 9) == 0;
+	if ((rc = scan_method(s, q, sp ? (size_t)(sp - q) : (size_t)(eol - q),
+	                      sp ? sp + 1 : eol,
+	                      sp ? (size_t)(eol - sp - 1) : 0, why)) != 0)
+		return rc;
+	for (q = eol + 1; q < end + 2; q = eol + 1) {
+		eol = memchr(q, '\n', (size_t)(end + 3 - q));
+		if (*q == '\n' || (*q == '\r' && q[1] == '\n'))
+			return 1; /* an earlier head ended with bare LFs */
+		if (*q == ' ' || *q == '\t') {
+			*why = why_fold;
+			return 400;
+		}
+		if (++nhdr > l->max_headers) {
+			*why = why_many;
+			return 431;
+		}
+	}
+	return 0;
+}
+
+/* A head checked whole: see conn.h. */
+int
+conn_scan_whole(struct conn_scan *s, uint32_t bytes, int64_t clen,
+                const struct conn_limits *l, const char **why)
+{
+	if (clen > l->max_body) {
+		*why = why_body;
+		return 413;
+	}
 	s->bytes = bytes;
 	s->clen = clen;
 	s->chunked = 0;
 	s->st = CS_DONE;
+	return 0;
 }
 
 /* Whether the scan is at the end: see conn.h. */

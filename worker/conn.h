@@ -54,9 +54,20 @@ void conn_error_reply(struct buf *, int status, const char *why, int anthropic,
 
 /* Whether the head is in (the scan is in the body, or done). */
 int conn_scan_head_done(const struct conn_scan *);
-/* A head of bytes bytes that http.c checked whole, with no chunked body
- * and a Content-Length of clen (-1 for none): the scan is done. */
-void conn_scan_whole(struct conn_scan *, uint32_t bytes, int64_t clen);
+/*
+ * Check a whole head (len bytes at p, ending with its blank line "\r\n\r\n",
+ * within max_bytes) in one pass, as the byte-by-byte scan checks it, with
+ * its answers: 0 when acceptable (the client's error shape noted), 1 when
+ * it is not one for a whole check (blank lines only, or an earlier head
+ * ended with bare LFs: scan it), else the status with *why.
+ */
+int conn_scan_head(struct conn_scan *, const char *p, size_t len,
+                   const struct conn_limits *, const char **why);
+/* The head checked whole was bytes bytes, with no chunked body and a
+ * Content-Length of clen (-1 for none): the scan is done; 413 with *why
+ * when clen is past max_body. */
+int conn_scan_whole(struct conn_scan *, uint32_t bytes, int64_t clen,
+                    const struct conn_limits *, const char **why);
 /* Whether the scan is at the end of the request. */
 int conn_scan_done(const struct conn_scan *);
 

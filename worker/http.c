@@ -117,6 +117,10 @@ struct route {
 	http_cb cb;
 };
 
+/* The parser's answers (past what conn.c's scan refuses). */
+static const char why_malformed[] = "malformed request head";
+static const char why_clen[] = "invalid Content-Length";
+
 static struct hconn_list conns = LIST_HEAD_INITIALIZER(conns);
 static int nconns;
 static struct route routes[HTTP_MAX_ROUTES];
@@ -541,12 +545,12 @@ http_head_in(struct hconn *c, const char *p, size_t n)
 		c->head_len = c->scan.bytes;
 		if (c->head_len > n ||
 		    http_parse_head(c, p, c->head_len) == -1) {
-			http_reject(c, 400, "malformed request head");
+			http_reject(c, 400, why_malformed);
 			return -1;
 		}
 		if (c->scan.clen < 0 && !c->scan.chunked &&
 		    http_header(c, "Content-Length") != NULL) {
-			http_reject(c, 400, "invalid Content-Length");
+			http_reject(c, 400, why_clen);
 			return -1;
 		}
 		c->parsed = 1;
@@ -634,63 +638,32 @@ http_quick_no(struct hconn *c, int status, const char *why)
 static int
 http_quick(struct hconn *c, const char *p, size_t n)
 {
-	size_t m = n < lim.max_bytes ? n : lim.max_bytes, len, hn;
-	const char *end = http_blank(p, m), *q, *eol, *sp, *v;
-	uint32_t nhdr = 0;
+	size_t m = n < lim.max_bytes ? n : lim.max_bytes, len;
+	const char *end = http_blank(p, m), *v, *why = NULL;
 	long long clen = -1;
 	char *e;
+	int rc;
 
-	if (end == NULL || end + 4 - p > (long)lim.max_bytes)
+	if (end == NULL)
 		return 0;
 	len = (size_t)(end + 4 - p);
-	for (q = p; q < end && (*q == '\r' || *q == '\n'); q++)
-		;
-	if (q >= end)
-		return 0; /* blank lines so far */
-	eol = memchr(q, '\n', (size_t)(end + 2 - q));
-	sp = memchr(q, ' ', (size_t)(eol - q));
-	hn = sp ? (size_t)(sp - q) : (size_t)(eol - q);
-	c->scan.anthropic =
-	    sp != NULL &&
-	    (((size_t)(eol - sp) > 12 &&
-	      strncmp(sp + 1, "/v1/messages", 12) == 0) ||
-	     ((size_t)(eol - sp) > 9 && strncmp(sp + 1, "/messages", 9) == 0));
-	c->scan.http10 = eol - q >= 9 && memcmp(eol - 9, "HTTP/1.0\r", 9) == 0;
-	if (!((hn == 3 && memcmp(q, "GET", 3) == 0) ||
-	      (hn == 4 && memcmp(q, "POST", 4) == 0) ||
-	      (hn == 4 && memcmp(q, "HEAD", 4) == 0)))
-		return http_quick_no(c, 405,
-		                     "method not allowed; use POST (or "
-		                     "GET for /v1/models, /healthz and "
-		                     "/metrics)");
-	for (q = eol + 1; q < end + 2; q = eol + 1) {
-		eol = memchr(q, '\n', (size_t)(end + 3 - q));
-		if (*q == '\n' || (*q == '\r' && q[1] == '\n'))
-			return 0; /* an earlier head ended with bare LFs */
-		if (*q == ' ' || *q == '\t')
-			return http_quick_no(c, 400,
-			                     "obsolete line folding in "
-			                     "the request headers");
-		if (++nhdr > lim.max_headers)
-			return http_quick_no(c, 431,
-			                     "too many request header "
-			                     "fields");
-	}
+	if ((rc = conn_scan_head(&c->scan, p, len, &lim, &why)) == 1)
+		return 0;
+	if (rc != 0)
+		return http_quick_no(c, rc, why);
 	if (http_parse_head(c, p, len) == -1)
-		return http_quick_no(c, 400, "malformed request head");
+		return http_quick_no(c, 400, why_malformed);
 	if (http_header(c, "Transfer-Encoding") != NULL)
 		return 0; /* the scanner follows chunks */
 	if ((v = http_header(c, "Content-Length")) != NULL) {
 		errno = 0;
 		clen = strtoll(v, &e, 10);
 		if (e == v || *e != '\0' || errno != 0 || clen < 0)
-			return http_quick_no(c, 400, "invalid Content-Length");
-		if (clen > lim.max_body)
-			return http_quick_no(c, 413,
-			                     "request body is larger "
-			                     "than 32 MiB");
+			return http_quick_no(c, 400, why_clen);
 	}
-	conn_scan_whole(&c->scan, (uint32_t)len, clen);
+	if ((rc = conn_scan_whole(&c->scan, (uint32_t)len, clen, &lim, &why)) !=
+	    0)
+		return http_quick_no(c, rc, why);
 	c->head_len = len;
 	c->parsed = 1;
 	c->scanned = n;

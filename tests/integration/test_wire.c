@@ -595,6 +595,13 @@ Test(wire, malformed_requests_get_400)
 		cr_assert(strstr(t, "Connection: close\r\n") != NULL, "%s", t);
 		cr_assert(strstr(t, "\"invalid_request\"") != NULL, "%s", t);
 	}
+	/* refused in the client's shape: Anthropic's on /v1/messages */
+	t = exchange("POST /v1/messages HTTP/1.1\r\nX-A: 1\r\n folded\r\n"
+	             "Content-Length: 2\r\n\r\n{}");
+	cr_assert(eq(int, status_of(t), 400), "%s", t);
+	cr_assert(strstr(t, "{\"type\":\"error\",\"error\":{\"type\":"
+	                    "\"invalid_request_error\"") != NULL,
+	          "%s", t);
 	t = exchange(chat("Connection: close\r\n"));
 	cr_assert(eq(int, status_of(t), 200), "%s", t);
 }
