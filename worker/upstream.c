@@ -742,65 +742,10 @@ uc_plan(struct upconn *c, const char *p, size_t len, int ref)
 	buf_add(&c->reqbytes, p, len);
 }
 
-/* Queue the request on the connection's socket: copied pieces copied,
- * referenced ones by reference (each holding the memory until written).
- * -1 when memory ran out. */
-static int
-uc_send(struct upconn *c)
-{
-	struct evbuffer *out = uc_out(c);
-	const struct up_piece *pc;
-
-	for (int i = 0; i < c->nplan; i++) {
-		pc = &c->plan[i];
-		if (pc->ref == NULL) {
-			if (evbuffer_add(out, c->reqbytes.data + pc->off,
-			                 pc->len) == -1)
-				return -1;
-			continue;
-		}
-		up_hold_ref(c->hold);
-		if (evbuffer_add_reference(out, pc->ref, pc->len, uc_unref_cb,
-		                           c->hold) == -1) {
-			up_hold_unref(c->hold);
-			return -1;
-		}
-	}
-	return 0;
-}
-
-/* Lay out the request on c: the head copied, the body parts as given. */
-static int
-uc_prepare(struct upconn *c, const char *method, const char *path, size_t plen,
-           const char *hdrs, size_t hlen, const struct up_part *body, int n,
-           struct up_hold *hold)
-{
-	size_t blen = 0;
-
-	for (int i = 0; i < n; i++)
-		blen += body[i].len;
-	uc_drop_req(c);
-	if (c->plan == NULL &&
-	    (c->plan = calloc(UP_MAX_PARTS + 1, sizeof *c->plan)) == NULL)
-		return -1;
-	buf_reset(&c->reqbytes);
-	uc_head(&c->reqbytes, method, path, plen, c->pool->hosthdr, blen);
-	buf_add(&c->reqbytes, hdrs, hlen);
-	buf_add(&c->reqbytes, "\r\n", 2);
-	c->plan[0] = (struct up_piece){NULL, 0, c->reqbytes.len};
-	c->nplan = 1;
-	for (int i = 0; i < n; i++)
-		uc_plan(c, body[i].p, body[i].len, body[i].ref && hold);
-	for (int i = 0; i < c->nplan && c->hold == NULL; i++)
-		if (c->plan[i].ref) {
-			c->hold = hold;
-			up_hold_ref(hold);
-		}
-	return c->reqbytes.oom ? -1 : 0;
-}
-
-/* Queue the request's pieces from byte skip on (what a direct write did
- * not send) as uc_send does. -1 when memory ran out. */
+/* Queue the request's pieces on the connection's socket from byte skip
+ * on (what a direct write did not send): copied pieces copied, referenced
+ * ones by reference (each holding the memory until written). -1 when
+ * memory ran out. */
 static int
 uc_queue_from(struct upconn *c, size_t skip)
 {
@@ -831,6 +776,44 @@ uc_queue_from(struct upconn *c, size_t skip)
 		}
 	}
 	return 0;
+}
+
+/* Queue the whole request on the connection's socket; -1 when memory ran
+ * out. */
+static int
+uc_send(struct upconn *c)
+{
+	return uc_queue_from(c, 0);
+}
+
+/* Lay out the request on c: the head copied, the body parts as given. */
+static int
+uc_prepare(struct upconn *c, const char *method, const char *path, size_t plen,
+           const char *hdrs, size_t hlen, const struct up_part *body, int n,
+           struct up_hold *hold)
+{
+	size_t blen = 0;
+
+	for (int i = 0; i < n; i++)
+		blen += body[i].len;
+	uc_drop_req(c);
+	if (c->plan == NULL &&
+	    (c->plan = calloc(UP_MAX_PARTS + 1, sizeof *c->plan)) == NULL)
+		return -1;
+	buf_reset(&c->reqbytes);
+	uc_head(&c->reqbytes, method, path, plen, c->pool->hosthdr, blen);
+	buf_add(&c->reqbytes, hdrs, hlen);
+	buf_add(&c->reqbytes, "\r\n", 2);
+	c->plan[0] = (struct up_piece){NULL, 0, c->reqbytes.len};
+	c->nplan = 1;
+	for (int i = 0; i < n; i++)
+		uc_plan(c, body[i].p, body[i].len, body[i].ref && hold);
+	for (int i = 0; i < c->nplan && c->hold == NULL; i++)
+		if (c->plan[i].ref) {
+			c->hold = hold;
+			up_hold_ref(hold);
+		}
+	return c->reqbytes.oom ? -1 : 0;
 }
 
 /* Plain TCP with nothing queued: write the request's pieces straight
