@@ -34,7 +34,8 @@ void http_free_all(void);
 /* Client connections open but those just accepted that have sent
  * nothing yet (a drain does not wait for those). */
 int http_open(void);
-/* Whether accepts are paused after EMFILE (conn.c). */
+/* Turn the listeners on or off (one accept per wake-up; conn.c's
+ * back-off after EMFILE). */
 void http_listeners(struct worker *, int on);
 
 /* ---- the request ---- */
