@@ -975,13 +975,19 @@ uc_release(struct upconn *c)
 	p->nidle++;
 }
 
+/* The decimal number v starts with; -1 if none (or past INT64_MAX). */
 static int64_t
 hdr_int(const char *v)
 {
-	char *end;
-	long long n = strtoll(v, &end, 10);
+	const char *p = v;
+	int64_t n = 0;
 
-	return (end == v || n < 0) ? -1 : n;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (n > (INT64_MAX - 9) / 10)
+			return -1;
+		n = n * 10 + (*p - '0');
+	}
+	return p == v ? -1 : n;
 }
 
 /* An OpenAI reset duration ("1s", "6m0s", "1h2m3.5s", "20ms", or bare
@@ -1257,6 +1263,63 @@ uc_readline(struct evbuffer *in, char *line, size_t *n)
 	return 1;
 }
 
+/* One line of the head (status or header, without its CRLF): 0 to go on,
+ * 1 at the blank line that ends it, -1 if the status line is not HTTP. */
+static int
+uc_head_line(struct upconn *c, char *line, size_t n)
+{
+	if (c->pstate == P_STATUS) {
+		if (uc_status(c, line) == -1)
+			return -1;
+		c->pstate = P_HEADERS;
+		return 0;
+	}
+	if (n == 0)
+		return 1;
+	uc_header(c, line);
+	return 0;
+}
+
+/* The status and header lines: every whole line in the first chunk of in
+ * at once (a reply's head usually arrives in one read), drained together;
+ * a line across chunks through uc_readline. 1 to go on, 0 to wait for
+ * bytes, -1 on error. */
+static int
+uc_reply_head(struct upconn *c, struct evbuffer *in)
+{
+	char line[UP_LINE_MAX];
+	struct evbuffer_iovec v;
+	const char *p, *e, *lf;
+	size_t n;
+	int rc = 0;
+
+	if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0 ||
+	    memchr(v.iov_base, '\n', v.iov_len) == NULL) {
+		if ((rc = uc_readline(in, line, &n)) != 1)
+			return rc;
+		rc = uc_head_line(c, line, n);
+	} else {
+		p = v.iov_base;
+		e = p + v.iov_len;
+		while (rc == 0 && (lf = memchr(p, '\n', (size_t)(e - p)))) {
+			if ((n = (size_t)(lf - p)) >= UP_LINE_MAX)
+				return -1;
+			if (n > 0 && lf[-1] == '\r')
+				n--;
+			memcpy(line, p, n);
+			line[n] = '\0';
+			p = lf + 1;
+			rc = uc_head_line(c, line, n);
+		}
+		evbuffer_drain(in, (size_t)(p - (const char *)v.iov_base));
+	}
+	if (rc == -1)
+		return -1;
+	if (rc == 1)
+		uc_headers_done(c);
+	return 1;
+}
+
 /* One parse step; returns 1 to go on, 0 to wait for bytes, -1 on error. */
 static int
 uc_step(struct upconn *c, struct evbuffer *in)
@@ -1269,6 +1332,7 @@ uc_step(struct upconn *c, struct evbuffer *in)
 	switch (c->pstate) {
 	case P_STATUS:
 	case P_HEADERS:
+		return uc_reply_head(c, in);
 	case P_CHUNK_SIZE:
 	case P_CHUNK_CRLF:
 	case P_TRAILERS:
@@ -1280,16 +1344,8 @@ uc_step(struct upconn *c, struct evbuffer *in)
 	}
 	switch (c->pstate) {
 	case P_STATUS:
-		if (uc_status(c, line) == -1)
-			goto bad;
-		c->pstate = P_HEADERS;
-		break;
 	case P_HEADERS:
-		if (n == 0)
-			uc_headers_done(c);
-		else
-			uc_header(c, line);
-		break;
+		break; /* uc_reply_head */
 	case P_CHUNK_SIZE: {
 		char *end;
 		long long sz = strtoll(line, &end, 16);

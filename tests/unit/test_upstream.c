@@ -69,6 +69,36 @@ Test(upstream, content_length_reply)
 	buf_free(&s.body);
 }
 
+/* An interim 100 and the final head in one read: the final one counts. */
+Test(upstream, interim_and_final_head_in_one_read)
+{
+	struct seen s;
+	const char *t = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"
+	                "Content-Length: 2\r\n\r\nok";
+
+	for (size_t chunk = 0; chunk < 3; chunk++) {
+		cr_assert(eq(int, parse(&s, t, chunk * 7, 4096), 1));
+		cr_assert(eq(int, s.status, 200));
+		cr_assert(strcmp(buf_cstr(&s.body), "ok") == 0);
+		buf_free(&s.body);
+	}
+}
+
+/* A Content-Length that is not a number frames the body by close. */
+Test(upstream, content_length_not_a_number)
+{
+	struct seen s;
+
+	cr_assert(
+	    eq(int,
+	       parse(&s, "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok!", 0,
+	             4096),
+	       1));
+	cr_assert(eq(i64, s.content_length, -1));
+	cr_assert(strcmp(buf_cstr(&s.body), "ok!") == 0);
+	buf_free(&s.body);
+}
+
 Test(upstream, chunked_one_byte_at_a_time)
 {
 	struct seen s;
