@@ -4,9 +4,9 @@
 
 #include "common/buf.h"
 
-/* Make room for at least n more bytes (plus a NUL); -1 on OOM. */
+/* See buf.h: the room is short. */
 int
-buf_reserve(struct buf *b, size_t n)
+buf_grow(struct buf *b, size_t n)
 {
 	size_t need = b->len + n + 1, cap;
 	char *p;
@@ -22,35 +22,6 @@ buf_reserve(struct buf *b, size_t n)
 	}
 	b->data = p;
 	b->cap = cap;
-	return 0;
-}
-
-/* Append n bytes. */
-int
-buf_add(struct buf *b, const void *p, size_t n)
-{
-	if (buf_reserve(b, n) == -1)
-		return -1;
-	if (n)
-		memcpy(b->data + b->len, p, n);
-	b->len += n;
-	return 0;
-}
-
-/* Append a C string. */
-int
-buf_adds(struct buf *b, const char *s)
-{
-	return buf_add(b, s, strlen(s));
-}
-
-/* Append one byte. */
-int
-buf_addc(struct buf *b, char c)
-{
-	if (buf_reserve(b, 1) == -1)
-		return -1;
-	b->data[b->len++] = c;
 	return 0;
 }
 

@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <string.h>
 
 struct buf {
 	char *data;
@@ -12,10 +13,47 @@ struct buf {
 	int oom; /* sticky: set when an append failed */
 };
 
-int buf_reserve(struct buf *, size_t);
-int buf_add(struct buf *, const void *, size_t);
-int buf_adds(struct buf *, const char *);
-int buf_addc(struct buf *, char);
+/* buf_reserve's way out when the room is short: grow (or fail). */
+int buf_grow(struct buf *, size_t);
+
+/* Make room for at least n more bytes (plus a NUL); -1 on OOM. The
+ * appends are inline: a request builds its heads from many short pieces,
+ * most of them literals whose length and copy the compiler then knows. */
+static inline int
+buf_reserve(struct buf *b, size_t n)
+{
+	return b->len + n + 1 <= b->cap ? 0 : buf_grow(b, n);
+}
+
+/* Append n bytes. */
+static inline int
+buf_add(struct buf *b, const void *p, size_t n)
+{
+	if (buf_reserve(b, n) == -1)
+		return -1;
+	if (n)
+		memcpy(b->data + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+/* Append a C string. */
+static inline int
+buf_adds(struct buf *b, const char *s)
+{
+	return buf_add(b, s, strlen(s));
+}
+
+/* Append one byte. */
+static inline int
+buf_addc(struct buf *b, char c)
+{
+	if (buf_reserve(b, 1) == -1)
+		return -1;
+	b->data[b->len++] = c;
+	return 0;
+}
+
 int buf_printf(struct buf *, const char *, ...)
     __attribute__((format(printf, 2, 3)));
 int buf_vprintf(struct buf *, const char *, va_list)
