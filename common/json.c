@@ -1039,15 +1039,40 @@ num_text(const struct json *j, int i, char *tmp, size_t tmpsz)
 	return 0;
 }
 
+/* The value of s[0, n) if it is a JSON integer of at most 18 digits
+ * (what token counts are), else LLONG_MIN. */
+static long long
+small_int(const char *s, size_t n)
+{
+	size_t k = n > 0 && s[0] == '-';
+	long long v = 0;
+
+	if (n == k || n - k > 18 || (s[k] == '0' && n - k > 1))
+		return LLONG_MIN;
+	for (size_t i = k; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return LLONG_MIN;
+		v = v * 10 + (s[i] - '0');
+	}
+	return k ? -v : v;
+}
+
 /* Store number i in *out if it is an integer that fits; else -1. */
 int
 json_int(const struct json *j, int i, long long *out)
 {
+	const jsmntok_t *t;
 	char tmp[128];
 	char *end;
 	long long v;
 	double d;
 
+	if ((t = tok_at(j, i)) != NULL && t->type == JSMN_PRIMITIVE &&
+	    (v = small_int(j->js + t->start, (size_t)(t->end - t->start))) !=
+	        LLONG_MIN) {
+		*out = v;
+		return 0;
+	}
 	if (num_text(j, i, tmp, sizeof(tmp)) == -1)
 		return -1;
 	if (strpbrk(tmp, ".eE") == NULL) {

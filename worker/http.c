@@ -1010,7 +1010,7 @@ http_attach(struct hconn *c, struct req *r)
 void
 http_add_header(struct hconn *c, const char *name, const char *value)
 {
-	if (strcasecmp(name, "Connection") == 0) {
+	if ((name[0] | 0x20) == 'c' && strcasecmp(name, "Connection") == 0) {
 		if (http_has_token(value, "close"))
 			c->close = 1;
 		return;

@@ -259,6 +259,27 @@ Test(json, integers_and_floats)
 	cr_assert(json_bool(&j, json_at(&j, 0, 0), &b) == -1);
 }
 
+/* Plain integers of up to 18 digits are read without strtoll; longer
+ * ones, and texts that are not JSON integers, go the general way. */
+Test(json, integers_short_and_long)
+{
+	long long v;
+
+	cr_assert(parse("[999999999999999999,-999999999999999999,"
+	                "1000000000000000000,-17,0,-0,10,1E2]") == 0);
+	cr_assert(json_int(&j, json_at(&j, 0, 0), &v) == 0 &&
+	          v == 999999999999999999LL);
+	cr_assert(json_int(&j, json_at(&j, 0, 1), &v) == 0 &&
+	          v == -999999999999999999LL);
+	cr_assert(json_int(&j, json_at(&j, 0, 2), &v) == 0 &&
+	          v == 1000000000000000000LL);
+	cr_assert(json_int(&j, json_at(&j, 0, 3), &v) == 0 && v == -17);
+	cr_assert(json_int(&j, json_at(&j, 0, 4), &v) == 0 && v == 0);
+	cr_assert(json_int(&j, json_at(&j, 0, 5), &v) == 0 && v == 0);
+	cr_assert(json_int(&j, json_at(&j, 0, 6), &v) == 0 && v == 10);
+	cr_assert(json_int(&j, json_at(&j, 0, 7), &v) == 0 && v == 100);
+}
+
 Test(json, raw_includes_quotes)
 {
 	const char *r;

@@ -1031,6 +1031,9 @@ Test(providers, copy_obj_replaces_model_and_drops_fields)
 	     "{\"a\":{\"model\":\"keep\",\"timeout\":5},\"model\":\"M\"}"},
 	    {"{\"model\":\"a\",\"timeout\":1}", NULL, "{\"model\":\"a\"}"},
 	    {"{\"model\":1}", "q\"\\m", "{\"model\":\"q\\\"\\\\m\"}"},
+	    /* llmfd's keys escaped are still llmfd's keys */
+	    {"{\"\\u006eum_retries\":2,\"t\\u0069meout\":1,\"model\":\"a\"}",
+	     "M", "{\"model\":\"M\"}"},
 	};
 
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

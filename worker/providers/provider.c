@@ -65,8 +65,11 @@ prov_quote(struct buf *b, const char *s, size_t n)
 static int
 prov_in(const struct json *j, int k, const char *const *drop)
 {
+	/* a key can match only a name it starts like (or if escaped) */
+	char c = k > 0 && k < j->ntok ? j->js[j->tok[k].start] : '\\';
+
 	for (int i = 0; drop && drop[i]; i++)
-		if (json_eq(j, k, drop[i]))
+		if ((c == drop[i][0] || c == '\\') && json_eq(j, k, drop[i]))
 			return 1;
 	return 0;
 }
