@@ -5,14 +5,8 @@
 
 #include <stdint.h>
 
-struct event_base;
-
-int64_t clock_ms(void);      /* CLOCK_MONOTONIC, ms */
+int64_t clock_ms(void);      /* CLOCK_MONOTONIC_COARSE, ms */
 int64_t clock_us(void);      /* CLOCK_MONOTONIC, us */
-int64_t clock_wall_ms(void); /* CLOCK_REALTIME, ms since the epoch */
-
-/* Read the clocks once per iteration of base's event loop (a worker's:
- * a request reads them a dozen times); NULL: on every call. */
-void clock_loop(struct event_base *base);
+int64_t clock_wall_ms(void); /* CLOCK_REALTIME_COARSE, ms since the epoch */
 
 #endif

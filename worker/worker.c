@@ -222,8 +222,6 @@ worker_base(void)
 	if (ec == NULL)
 		return NULL;
 	event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
-	/* CLOCK_MONOTONIC, not _COARSE: clock_loop keys on this time */
-	event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
 	base = event_base_new_with_config(ec);
 	event_config_free(ec);
 	return base;
@@ -253,7 +251,6 @@ worker_main(const struct cfg *cfg, struct shm *shm, int index, const int *fds,
 	signal(SIGHUP, SIG_IGN);
 	if ((w.base = worker_base()) == NULL)
 		fatalx("event_base_new failed");
-	clock_loop(w.base);
 	w.dns = evdns_base_new(w.base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
 	                                   EVDNS_BASE_DISABLE_WHEN_INACTIVE);
 	if (w.dns == NULL && (w.dns = evdns_base_new(w.base, 0)) == NULL)
