@@ -19,7 +19,7 @@
 #     RECOVER seconds after them; the open-circuit and 20 % 503 paths.
 # Every process is stopped by PID on exit.
 #
-# Environment: BENCH_SECS (3) per measurement, BENCH_ROUNDS (3) interleaved
+# Environment: BENCH_SECS (3) per measurement, BENCH_ROUNDS (5) interleaved
 # rounds, BENCH_LADDER ("1 2 4 8 16 32 64 128") and BENCH_LADDER_SECS (2),
 # BENCH_STREAM_LADDER ("250 500 1000 2000 5000 10000"), BENCH_STREAMS
 # (10000) slow streams, BENCH_RECOVER (60) seconds, BENCH_RATE (2000) req/s
@@ -30,7 +30,7 @@ set -euo pipefail
 BUILD=$(cd "${1:-build}" && pwd)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SECS=${BENCH_SECS:-3}
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
 WARM=1
 LADDER=${BENCH_LADDER:-"1 2 4 8 16 32 64 128"}
 LSECS=${BENCH_LADDER_SECS:-2}
