@@ -207,7 +207,8 @@ def targets_table():
          (after / 1024, idle / 1024, after / idle if idle else 0),
          idle > 0 and after <= 1.2 * idle),
         ("memory per stream <= 8 kB", "%.1f kB" % per, per <= 8),
-        ("open circuit within 5 % of the healthy path (64 conns)",
+        ("open circuit within 5 % of the healthy path (32 + 32 conns at "
+         "once)",
          "%sx (circuit: %s)" % (spread(circ, 2, min), M.get("circuit")),
          med(circ) is not None and med(circ) >= 0.95),
     ]
@@ -378,7 +379,8 @@ def memory_table():
 
 
 def misc_tables():
-    out("## Failure paths (Unix socket, 64 conns)")
+    out("## Failure paths (Unix socket; healthy and open circuit at once, "
+        "32 conns each; 20 % 503s: 64 conns)")
     out()
     out("| run | req/s | p50 | p99 | errors |")
     out("|---|---|---|---|---|")
