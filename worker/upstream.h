@@ -10,7 +10,7 @@ struct event_base;
 struct evdns_base;
 struct deploy_cfg;
 
-#define UP_MAX_IDLE 64
+#define UP_MAX_IDLE 256
 
 /* Interesting response headers only; the rest are skipped. */
 struct up_resp {
