@@ -1226,6 +1226,25 @@ uc_body(struct upconn *c, struct evbuffer *in, size_t max)
 
 #define UP_LINE_MAX 8192
 
+/* The line at p (before e) through its LF, copied into line[] without its
+ * CRLF (or LF) and NUL-terminated, *n its length: the bytes it took, 0 if
+ * there is no LF, -1 if it is longer than UP_LINE_MAX. */
+static long
+uc_take_line(const char *p, const char *e, char *line, size_t *n)
+{
+	const char *lf = memchr(p, '\n', (size_t)(e - p));
+
+	if (lf == NULL)
+		return 0;
+	if ((*n = (size_t)(lf - p)) >= UP_LINE_MAX)
+		return -1;
+	if (*n > 0 && lf[-1] == '\r')
+		--*n;
+	memcpy(line, p, *n);
+	line[*n] = '\0';
+	return lf + 1 - p;
+}
+
 /* Take one CRLF (or LF) terminated line into line[] without allocating:
  * 1 with *n set, 0 if incomplete, -1 if longer than UP_LINE_MAX. */
 static int
@@ -1234,20 +1253,14 @@ uc_readline(struct evbuffer *in, char *line, size_t *n)
 	size_t eol = 0;
 	struct evbuffer_iovec v;
 	struct evbuffer_ptr p;
-	const char *lf;
+	long k;
 
 	/* the common case, the line in the first chunk: found with memchr,
 	 * copied, drained (search_eol, remove and drain cost three times it) */
-	if (evbuffer_peek(in, -1, NULL, &v, 1) >= 1 && v.iov_len > 0 &&
-	    (lf = memchr(v.iov_base, '\n', v.iov_len)) != NULL &&
-	    (size_t)(lf - (const char *)v.iov_base) < UP_LINE_MAX) {
-		*n = (size_t)(lf - (const char *)v.iov_base);
-		eol = *n + 1;
-		if (*n > 0 && lf[-1] == '\r')
-			--*n;
-		memcpy(line, v.iov_base, *n);
-		line[*n] = '\0';
-		evbuffer_drain(in, eol);
+	if (evbuffer_peek(in, -1, NULL, &v, 1) >= 1 &&
+	    (k = uc_take_line(v.iov_base, (const char *)v.iov_base + v.iov_len,
+	                      line, n)) > 0) {
+		evbuffer_drain(in, (size_t)k);
 		return 1;
 	}
 	p = evbuffer_search_eol(in, NULL, &eol, EVBUFFER_EOL_CRLF);
@@ -1289,28 +1302,27 @@ uc_reply_head(struct upconn *c, struct evbuffer *in)
 {
 	char line[UP_LINE_MAX];
 	struct evbuffer_iovec v;
-	const char *p, *e, *lf;
+	const char *p = NULL, *e = NULL;
 	size_t n;
+	long k = 0;
 	int rc = 0;
 
-	if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0 ||
-	    memchr(v.iov_base, '\n', v.iov_len) == NULL) {
+	if (evbuffer_peek(in, -1, NULL, &v, 1) >= 1) {
+		p = v.iov_base;
+		e = p + v.iov_len;
+		k = uc_take_line(p, e, line, &n);
+	}
+	if (k == 0) { /* no whole line in the first chunk */
 		if ((rc = uc_readline(in, line, &n)) != 1)
 			return rc;
 		rc = uc_head_line(c, line, n);
 	} else {
-		p = v.iov_base;
-		e = p + v.iov_len;
-		while (rc == 0 && (lf = memchr(p, '\n', (size_t)(e - p)))) {
-			if ((n = (size_t)(lf - p)) >= UP_LINE_MAX)
+		do {
+			if (k == -1)
 				return -1;
-			if (n > 0 && lf[-1] == '\r')
-				n--;
-			memcpy(line, p, n);
-			line[n] = '\0';
-			p = lf + 1;
+			p += k;
 			rc = uc_head_line(c, line, n);
-		}
+		} while (rc == 0 && (k = uc_take_line(p, e, line, &n)) != 0);
 		evbuffer_drain(in, (size_t)(p - (const char *)v.iov_base));
 	}
 	if (rc == -1)
