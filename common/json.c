@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "common/json.h"
 
 #ifdef __SSE2__
@@ -104,20 +105,12 @@ static long
 hex4(const char *p)
 {
 	long v = 0;
-	int k;
+	int d;
 
-	for (k = 0; k < 4; k++) {
-		char c = p[k];
-
-		v <<= 4;
-		if (c >= '0' && c <= '9')
-			v |= c - '0';
-		else if (c >= 'a' && c <= 'f')
-			v |= c - 'a' + 10;
-		else if (c >= 'A' && c <= 'F')
-			v |= c - 'A' + 10;
-		else
+	for (int k = 0; k < 4; k++) {
+		if ((d = buf_hexval(p[k])) == -1)
 			return -1;
+		v = v << 4 | d;
 	}
 	return v;
 }
