@@ -723,6 +723,27 @@ h_send_all(int fd, const char *s, size_t n)
 	return 0;
 }
 
+char *
+h_recv_until(int fd, const char *want, long timeout_ms)
+{
+	struct hb b = {0};
+	long t0 = h_now_ms();
+	char c[4096];
+
+	while (h_now_ms() - t0 < timeout_ms &&
+	       (want == NULL || b.len == 0 || strstr(b.d, want) == NULL)) {
+		struct pollfd p = {fd, POLLIN, 0};
+		ssize_t k;
+
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		if ((k = recv(fd, c, sizeof c, 0)) <= 0)
+			break;
+		hb_add(&b, c, (size_t)k);
+	}
+	return hb_take(&b);
+}
+
 /* Decode a chunked body from raw (n bytes) into out. Returns 1 when the
  * terminating chunk (and trailer end) was seen, 0 if more is needed, -1 on
  * a framing error. */

@@ -132,6 +132,10 @@ char *h_req_text(const char *method, const char *path, const char *headers,
                  const char *body);
 /* Write all of s; 0 or -1. */
 int h_send_all(int fd, const char *s, size_t n);
+/* Read fd until want shows up in what was read (want NULL: until the
+ * peer closes), the peer closes or timeout_ms pass; the text read
+ * (harness-owned). */
+char *h_recv_until(int fd, const char *want, long timeout_ms);
 
 /* JSON lookups on text (jsmn). Paths are dotted keys and array indexes
  * ("choices.0.message.content"); keys match case-insensitively. */

@@ -76,25 +76,13 @@ static char *
 exchange(const char *req)
 {
 	int fd = h_connect_unix(h_sock());
-	char *t = malloc(1 << 16);
-	size_t n = 0;
-	long t0 = h_now_ms();
+	char *t;
 
-	cr_assert(fd >= 0 && t != NULL);
+	cr_assert(fd >= 0);
 	cr_assert(eq(int, h_send_all(fd, req, strlen(req)), 0));
-	while (n < (1 << 16) - 1 && h_now_ms() - t0 < 5000) {
-		struct pollfd p = {fd, POLLIN, 0};
-		ssize_t k;
-
-		if (poll(&p, 1, 100) <= 0)
-			continue;
-		if ((k = recv(fd, t + n, (1 << 16) - 1 - n, 0)) <= 0)
-			break;
-		n += (size_t)k;
-	}
+	t = h_recv_until(fd, NULL, 5000);
 	close(fd);
-	t[n] = '\0';
-	return h_fmt("%s", t);
+	return t;
 }
 
 /* One reply's head starting at *p (through its blank line), checked
@@ -521,28 +509,6 @@ status_of(const char *t)
 	return sscanf(t, "HTTP/1.%*d %d", &st) == 1 ? st : -1;
 }
 
-/* Read from fd until want shows up (or 5 s pass); the text read. */
-static char *
-read_until(int fd, const char *want)
-{
-	struct buf t = {0};
-	long t0 = h_now_ms();
-	char c[4096];
-
-	while (h_now_ms() - t0 < 5000 &&
-	       (t.len == 0 || strstr(buf_cstr(&t), want) == NULL)) {
-		struct pollfd p = {fd, POLLIN, 0};
-		ssize_t k;
-
-		if (poll(&p, 1, 100) <= 0)
-			continue;
-		if ((k = recv(fd, c, sizeof c, 0)) <= 0)
-			break;
-		buf_add(&t, c, (size_t)k);
-	}
-	return h_fmt("%s", buf_cstr(&t));
-}
-
 /* Expect: 100-continue gets its interim reply before the body is sent,
  * then the answer; a request with its body already sent gets none. */
 Test(wire, expect_100_continue)
@@ -557,10 +523,10 @@ Test(wire, expect_100_continue)
 	          "\r\nContent-Length: %zu\r\n\r\n",
 	          strlen(BODY));
 	cr_assert(eq(int, h_send_all(fd, t, strlen(t)), 0));
-	t = read_until(fd, "\r\n\r\n");
+	t = h_recv_until(fd, "\r\n\r\n", 5000);
 	cr_assert(strcmp(t, "HTTP/1.1 100 Continue\r\n\r\n") == 0, "%s", t);
 	cr_assert(eq(int, h_send_all(fd, BODY, strlen(BODY)), 0));
-	t = read_until(fd, "\"choices\"");
+	t = h_recv_until(fd, "\"choices\"", 5000);
 	cr_assert(eq(int, status_of(t), 200), "%s", t);
 	close(fd);
 
@@ -654,7 +620,7 @@ Test(wire, request_a_byte_at_a_time)
 			if (i % 16 == 0)
 				h_sleep_ms(1);
 		}
-		t = read_until(fd, "\"choices\"");
+		t = h_recv_until(fd, "\"choices\"", 5000);
 		cr_assert(eq(int, status_of(t), 200), "round %d: %s", round, t);
 	}
 	close(fd);
