@@ -882,15 +882,6 @@ tok_at(const struct json *j, int i)
 	return &j->tok[i];
 }
 
-/* Type of token i (JSMN_*), or -1. */
-int
-json_type(const struct json *j, int i)
-{
-	const jsmntok_t *t = tok_at(j, i);
-
-	return t ? (int)t->type : -1;
-}
-
 /*
  * Index of the first token after i's subtree: the first token that starts
  * at or after i's end offset. For an object key that is its value, since
@@ -945,11 +936,11 @@ get_n(const struct json *j, int obj, const char *key, size_t klen)
 	return -1;
 }
 
-/* Value of key in object obj, or -1. */
+/* See json.h. */
 int
-json_get(const struct json *j, int obj, const char *key)
+json_get_n(const struct json *j, int obj, const char *key, size_t klen)
 {
-	return get_n(j, obj, key, strlen(key));
+	return get_n(j, obj, key, klen);
 }
 
 /* The n-th element of array arr, or -1. */
@@ -1284,17 +1275,16 @@ json_str_buf(const struct json *j, int i, struct buf *out)
 	return total > INT_MAX ? INT_MAX : (int)total;
 }
 
-/* True if string i decodes to exactly the C string str. */
+/* True if string i decodes to exactly str[0, slen). */
 bool
-json_eq(const struct json *j, int i, const char *str)
+json_eq_n(const struct json *j, int i, const char *str, size_t slen)
 {
 	const char *s, *e, *bs;
-	size_t n, ulen, slen;
+	size_t n, ulen;
 	char u[4];
 
-	if (str_span(j, i, &s, &e) == -1 || str == NULL)
+	if (str_span(j, i, &s, &e) == -1)
 		return false;
-	slen = strlen(str);
 	/* escapes shorten the text: a shorter one cannot match, one as long
 	 * only without escapes */
 	if ((size_t)(e - s) < slen)

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define JSMN_HEADER
 #include <jsmn.h>
@@ -74,12 +75,13 @@ int json_pick(struct json *, const char *js, size_t len,
 int json_picked(const struct json *, int n); /* token of path n, or -1 */
 
 /* Token helpers; every index argument may be -1, which makes them fail. */
-int json_type(const struct json *, int i); /* JSMN_*, or -1 */
 int json_next(const struct json *, int i); /* index after i's subtree */
-int json_get(const struct json *, int obj, const char *key); /* value or -1 */
+/* The value of key[0, klen) in object obj, or -1. */
+int json_get_n(const struct json *, int obj, const char *key, size_t klen);
 int json_at(const struct json *, int arr, int n); /* n-th element or -1 */
 int json_size(const struct json *, int i);        /* members or elements */
-bool json_eq(const struct json *, int i, const char *s); /* string equals */
+/* Whether string i decodes to exactly s[0, n). */
+bool json_eq_n(const struct json *, int i, const char *s, size_t n);
 bool json_is_null(const struct json *, int i);
 bool json_is_true(const struct json *, int i);
 int json_bool(const struct json *, int i, bool *out); /* 0 / -1 */
@@ -96,6 +98,28 @@ int json_str_buf(const struct json *, int i, struct buf *out);
 /* Walk a dotted path of keys and array indexes from token start:
  * json_path(j, 0, "choices.0.delta.content"); -1 if absent. */
 int json_path(const struct json *, int start, const char *path);
+
+/* JSMN_* of token i, or -1. */
+static inline int
+json_type(const struct json *j, int i)
+{
+	return i >= 0 && i < j->ntok ? (int)j->tok[i].type : -1;
+}
+
+/* The value of key in object obj, or -1 (inline: a literal key's length
+ * is known when compiling). */
+static inline int
+json_get(const struct json *j, int obj, const char *key)
+{
+	return json_get_n(j, obj, key, strlen(key));
+}
+
+/* Whether string i decodes to exactly the C string s (false for NULL). */
+static inline bool
+json_eq(const struct json *j, int i, const char *s)
+{
+	return s != NULL && json_eq_n(j, i, s, strlen(s));
+}
 
 /* Writer. Tracks commas per nesting level (max depth 64). */
 struct jw {

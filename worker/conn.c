@@ -487,6 +487,27 @@ conn_date(void)
 	return date;
 }
 
+/* See conn.h. */
+/* Whether s[0, n) holds a CR or LF, a byte that would end the header
+ * line: 8 bytes at a time, looking closer only at a byte below 14. */
+int
+conn_line_breaks(const char *s, size_t n)
+{
+	const uint64_t ones = 0x0101010101010101ULL;
+	uint64_t v;
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		memcpy(&v, s + i, 8);
+		if (((v - ones * 14) & ~v & ones * 0x80) != 0)
+			break;
+	}
+	for (; i < n; i++)
+		if (s[i] == '\r' || s[i] == '\n')
+			return 1;
+	return 0;
+}
+
 /* ---- accept errors ---- */
 
 /* The back-off is over: accept again. */

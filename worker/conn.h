@@ -71,6 +71,10 @@ int conn_scan_whole(struct conn_scan *, uint32_t bytes, int64_t clen,
 /* Whether the scan is at the end of the request. */
 int conn_scan_done(const struct conn_scan *);
 
+/* Whether s[0, n) holds a CR or LF (a header value that would end its
+ * line). */
+int conn_line_breaks(const char *s, size_t n);
+
 /* Worker start: the reserve fd, the back-off timer, libevent's log. */
 int conn_init(struct worker *);
 void conn_free(void);

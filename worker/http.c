@@ -75,6 +75,10 @@ struct hconn {
 	int fd;
 	int phase;
 	struct event rev, wev, tev;
+	/* tev is armed lazily: it fires at tev_at (0: not armed), and what
+	 * is due then (due_ms, HTTP_NOT_DUE for nothing) may have moved
+	 * later, when it is armed again for the rest */
+	int64_t due_ms, tev_at;
 	int64_t deadline_ms;
 	int64_t dropped; /* HP_REJECT: bytes read and dropped */
 	struct conn_scan scan;
@@ -146,17 +150,43 @@ iov_ptr(const void *p)
 
 /* ---- timers ---- */
 
-/* Arm c's timer for ms from now. */
+#define HTTP_NOT_DUE INT64_MAX
+
+/* Arm tev for ms from now (now being clock_ms()). */
 static void
-http_timer(struct hconn *c, int64_t ms)
+http_tev_add(struct hconn *c, int64_t now, int64_t ms)
 {
 	struct timeval tv;
 
 	if (ms < 1)
 		ms = 1;
+	c->tev_at = now + ms;
 	tv.tv_sec = (time_t)(ms / 1000);
 	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
 	event_add(&c->tev, &tv);
+}
+
+/* c's timer is due in ms from now. A timer already armed to fire no
+ * later is left as it is (its callback arms it again for the rest), so
+ * a keep-alive connection does not add and delete a timer per request. */
+static void
+http_timer(struct hconn *c, int64_t ms)
+{
+	int64_t now = clock_ms();
+
+	if (ms < 1)
+		ms = 1;
+	c->due_ms = now + ms;
+	if (c->tev_at != 0 && c->tev_at <= c->due_ms)
+		return;
+	http_tev_add(c, now, ms);
+}
+
+/* Nothing is due on c's timer (if it fires, it does nothing). */
+static inline void
+http_untimer(struct hconn *c)
+{
+	c->due_ms = HTTP_NOT_DUE;
 }
 
 /* A new request's first bytes: its deadline starts. */
@@ -481,7 +511,7 @@ http_dispatch(struct hconn *c)
 	c->replied = c->stream = c->chunk = 0;
 	c->close = !c->keepalive || draining;
 	buf_reset(&c->rh);
-	event_del(&c->tev);
+	http_untimer(c);
 	for (int i = 0; i < nroutes; i++)
 		if (strcmp(routes[i].path, path) == 0) {
 			cb = routes[i].cb;
@@ -888,13 +918,23 @@ static void
 http_timer_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct hconn *c = arg;
+	int64_t now;
 
 	(void)fd;
 	(void)ev;
+	c->tev_at = 0;
+	if (c->phase != HP_CLOSED) { /* a close comes at once */
+		if (c->due_ms == HTTP_NOT_DUE)
+			return;
+		if ((now = clock_ms()) < c->due_ms) {
+			http_tev_add(c, now, c->due_ms - now);
+			return;
+		}
+	}
 	switch (c->phase) {
 	case HP_HEAD:
-		if (clock_ms() < c->deadline_ms) {
-			http_timer(c, c->deadline_ms - clock_ms());
+		if ((now = clock_ms()) < c->deadline_ms) {
+			http_timer(c, c->deadline_ms - now);
 			return;
 		}
 		if (c->scanned > 0 || c->bmem != NULL || c->in.len > 0)
@@ -962,10 +1002,8 @@ http_target(const struct hconn *c)
 
 /* A header: see http.h. */
 const char *
-http_header(const struct hconn *c, const char *name)
+http_header_n(const struct hconn *c, const char *name, size_t n)
 {
-	size_t n = strlen(name);
-
 	for (int i = 0; i < c->nhdr; i++)
 		if (c->hdr[i].klen == n &&
 		    strncasecmp(c->head.data + c->hdr[i].k, name, n) == 0)
@@ -1008,18 +1046,20 @@ http_attach(struct hconn *c, struct req *r)
 
 /* See http.h. */
 void
-http_add_header(struct hconn *c, const char *name, const char *value)
+http_add_header_n(struct hconn *c, const char *name, size_t nlen,
+                  const char *value, size_t vlen)
 {
-	if ((name[0] | 0x20) == 'c' && strcasecmp(name, "Connection") == 0) {
+	if (nlen == 10 && strncasecmp(name, "Connection", 10) == 0) {
 		if (http_has_token(value, "close"))
 			c->close = 1;
 		return;
 	}
-	if (strpbrk(name, "\r\n:") != NULL || strpbrk(value, "\r\n") != NULL)
+	if (conn_line_breaks(name, nlen) || memchr(name, ':', nlen) != NULL ||
+	    conn_line_breaks(value, vlen))
 		return; /* it would end the line */
-	buf_adds(&c->rh, name);
+	buf_add(&c->rh, name, nlen);
 	buf_add(&c->rh, ": ", 2);
-	buf_adds(&c->rh, value);
+	buf_add(&c->rh, value, vlen);
 	buf_add(&c->rh, "\r\n", 2);
 }
 

@@ -6,6 +6,7 @@
 #define LLMFD_HTTP_H
 
 #include <stddef.h>
+#include <string.h>
 
 struct worker;
 struct evbuffer;
@@ -45,7 +46,12 @@ int http_method(const struct hconn *);
 const char *http_path(const struct hconn *);
 const char *http_target(const struct hconn *);
 /* A request header's value, or NULL (names compared case-insensitively). */
-const char *http_header(const struct hconn *, const char *name);
+const char *http_header_n(const struct hconn *, const char *name, size_t n);
+static inline const char *
+http_header(const struct hconn *c, const char *name)
+{
+	return http_header_n(c, name, strlen(name));
+}
 /* The body: a run of memory (valid while the handler runs) or, for a body
  * read straight into its own allocation, an evbuffer to take it from. */
 const char *http_body(const struct hconn *, size_t *len);
@@ -59,7 +65,13 @@ void http_attach(struct hconn *, struct req *);
 
 /* Add a header line to the reply ("Connection: close" closes the
  * connection after it instead). */
-void http_add_header(struct hconn *, const char *name, const char *value);
+void http_add_header_n(struct hconn *, const char *name, size_t nlen,
+                       const char *value, size_t vlen);
+static inline void
+http_add_header(struct hconn *c, const char *name, const char *value)
+{
+	http_add_header_n(c, name, strlen(name), value, strlen(value));
+}
 /* A whole reply. */
 void http_reply(struct hconn *, int status, const char *ctype, const char *body,
                 size_t n);

@@ -931,9 +931,11 @@ static void
 req_unhook(struct req *r)
 {
 	event_del(&r->ev_deadline);
-	event_del(&r->ev_wait);
+	if (evtimer_pending(&r->ev_wait, NULL)) /* rarely: cheaper to ask */
+		event_del(&r->ev_wait);
 	req_hedge_del(r);
-	event_del(&r->ev_ping);
+	if (evtimer_pending(&r->ev_ping, NULL))
+		event_del(&r->ev_ping);
 	if (r->s.c)
 		r->s.ops->detach(r->s.c, r);
 	r->s.c = NULL;

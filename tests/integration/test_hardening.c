@@ -523,6 +523,34 @@ Test(hardening, idle_keepalive_is_closed)
 	close(fd);
 }
 
+/* The keep-alive timer counts from the last reply, not the first: a
+ * connection that sends a request every 200 ms for 1.8 s (three times
+ * keepalive_timeout_ms) is never closed, and once idle it is closed
+ * keepalive_timeout_ms after its last reply. */
+Test(hardening, keepalive_counts_from_the_last_reply)
+{
+	const char *req = h_fmt("POST " CHAT " HTTP/1.1\r\nHost: x\r\n"
+	                        "Content-Length: %zu\r\n\r\n%s",
+	                        strlen(BODY), BODY);
+	long eof;
+	char *t;
+	int fd;
+
+	start(NULL, SLOW_DAEMON, NULL);
+	fd = h_connect_unix(h_sock());
+	for (int i = 0; i < 9; i++) {
+		raw_send(fd, req, strlen(req));
+		t = raw_read(fd, 200, &eof);
+		cr_assert(eq(int, raw_status(t), 200), "request %d: %s", i, t);
+		cr_assert(eof < 0, "closed at request %d, busy for %d ms", i,
+		          i * 200);
+	}
+	t = raw_read(fd, 2000, &eof);
+	cr_assert(eof >= 300 && eof < 1500, "idle connection closed at %ld ms",
+	          eof);
+	close(fd);
+}
+
 /* The deadline covers getting the request in, not serving it: a stream
  * that outlasts client_header_timeout_ms completes. */
 Test(hardening, long_stream_outlives_header_deadline)

@@ -151,3 +151,27 @@ Test(conn, error_reply)
 	json_free(&j);
 	buf_free(&b);
 }
+
+/* conn_line_breaks finds a CR or LF at every offset of values of every
+ * length up to 40 (its 8-byte steps and the tail), and no other byte
+ * (below 14, control, high) counts. */
+Test(conn, line_breaks_every_byte_at_every_offset)
+{
+	char s[41];
+
+	cr_assert(!conn_line_breaks("", 0));
+	for (size_t n = 1; n <= 40; n++)
+		for (size_t at = 0; at < n; at++)
+			for (int b = 0; b < 256; b++) {
+				memset(s, 'a', n);
+				s[at] = (char)b;
+				cr_assert(eq(int, conn_line_breaks(s, n),
+				             b == '\r' || b == '\n'),
+				          "byte %d at %zu of %zu", b, at, n);
+			}
+	memset(s, 0x0d - 1, 40); /* bytes just below CR everywhere */
+	cr_assert(!conn_line_breaks(s, 40));
+	s[39] = '\n';
+	cr_assert(conn_line_breaks(s, 40));
+	cr_assert(!conn_line_breaks("x\r", 1), "the length bounds the scan");
+}
