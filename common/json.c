@@ -410,6 +410,26 @@ tz_skipped(const struct tz *z, int k)
 	return 0;
 }
 
+/* The bit of json.top_bits for a key of n bytes starting with k[0]. */
+static inline unsigned
+top_bit(size_t n, const char *k)
+{
+	return (unsigned)((n * 31 + (n ? (unsigned char)k[0] : 0)) & 63);
+}
+
+/* Note key token k of the root object in j->top_bits. */
+static void
+tz_note_top(struct json *j, int k)
+{
+	const char *s = j->js + j->tok[k].start;
+	size_t n = (size_t)(j->tok[k].end - j->tok[k].start);
+
+	if (memchr(s, '\\', n) != NULL)
+		j->top_esc = 1;
+	else
+		j->top_bits |= 1ull << top_bit(n, s);
+}
+
 /* Scan an object key and its colon; the key owns the value (size 1). */
 static int
 tz_key(struct tz *z)
@@ -421,7 +441,10 @@ tz_key(struct tz *z)
 	if (k != TZ_QUIET) {
 		z->j->tok[k].size = 1;
 		z->j->tok[z->stack[z->depth - 1]].size++;
-		z->skip_next = z->skip && z->depth == 1 && tz_skipped(z, k);
+		if (z->depth == 1) {
+			tz_note_top(z->j, k);
+			z->skip_next = z->skip && tz_skipped(z, k);
+		}
 	}
 	z->pos++;
 	return 0;
@@ -489,6 +512,8 @@ json_begin(struct json *j, const char *js, size_t len)
 	j->len = len;
 	j->ntok = 0;
 	j->shallow = 0;
+	j->top_ok = j->top_esc = 0;
+	j->top_bits = 0;
 	if (len == 0 || len > INT_MAX)
 		return -1;
 	if (j->cap < JSON_TOK_INIT && tok_grow(j, JSON_TOK_INIT) == -1)
@@ -524,6 +549,7 @@ json_parse_top(struct json *j, const char *js, size_t len,
 	if (r == -1)
 		return -1;
 	j->ntok = z.n;
+	j->top_ok = j->tok[0].type == JSMN_OBJECT;
 	return 0;
 }
 
@@ -606,51 +632,37 @@ json_sel_init(struct json_sel *sel, const char *const *paths)
 	return 0;
 }
 
-/* json_pick's state: the containers open and the paths looked for. */
-struct pk {
-	struct json *j;
-	const struct json_sel *sel;
-	const char *js;
-	int len;
-	int pos;
-	int depth;
-	int ntok;                          /* tokens json_parse would make */
-	uint32_t next_want, next_pick;     /* for the value scanned next */
-	uint32_t want[JSON_SEL_DEPTH + 1]; /* paths looked for below */
-	uint32_t pick[JSON_SEL_DEPTH + 1]; /* paths that end at the level */
-	int idx[JSON_SEL_DEPTH + 1];       /* members or elements so far */
-	unsigned char obj[JSON_MAX_DEPTH]; /* 1 for an object */
-};
-
 /* Whether the escaped key text [s, e) decodes to seg[0, n) (get_n). */
 static int
 pk_key_decoded(const char *js, int s, int e, const char *seg, size_t n)
 {
 	jsmntok_t t = {JSMN_STRING, s, e, 0};
-	struct json kj = {js, (size_t)e, &t, 1, 1, 0};
+	struct json kj = {
+	    .js = js, .len = (size_t)e, .tok = &t, .ntok = 1, .cap = 1};
 	char tmp[256];
 
 	return n < sizeof tmp && json_str(&kj, 0, tmp, sizeof tmp) == (int)n &&
 	       memcmp(tmp, seg, n) == 0;
 }
 
-/* The paths looked for at level L that the member with key [ks, ke)
- * (escaped if esc) or element at leads on to or ends at: each group of
- * paths matches once (the first of duplicate keys). */
-static void __attribute__((noinline))
-pk_match(struct pk *z, int L, int ks, int ke, int esc, int at)
+/* The groups of the paths looked for (want) at level L that the member
+ * with key [ks, ke) (escaped if esc) of an object, or the element at of
+ * an array, leads on to or ends at (each group matches once: the first
+ * of duplicate keys). */
+static uint32_t __attribute__((noinline))
+pk_match(const struct json_sel *sel, const char *js, int L, int isobj,
+         uint32_t want, int ks, int ke, int esc, int at)
 {
-	const struct json_sel *sel = z->sel;
-	const char *key = z->js + ks, *seg;
-	uint32_t m, g;
+	const char *key = js + ks, *seg;
+	uint32_t m, got = 0;
 	int b, i;
 	size_t kn = (size_t)(ke - ks), n;
 
-	for (m = z->want[L] & sel->lead[L]; m; m &= m - 1) {
+	for (m = want & sel->lead[L]; m; m &= m - 1) {
 		b = __builtin_ctz(m);
 		i = b - 1;
 		n = sel->p[i].len[L];
-		if (!z->obj[L]) {
+		if (!isobj) {
 			if (sel->p[i].idx[L] != at)
 				continue;
 		} else if (sel->p[i].idx[L] != -1 || kn < n) {
@@ -659,58 +671,21 @@ pk_match(struct pk *z, int L, int ks, int ke, int esc, int at)
 			seg = sel->p[i].seg[L];
 			if (key[0] != seg[0] || memcmp(key, seg, n) != 0)
 				continue;
-		} else if (!esc || !pk_key_decoded(z->js, ks, ke,
-		                                   sel->p[i].seg[L], n)) {
+		} else if (!esc ||
+		           !pk_key_decoded(js, ks, ke, sel->p[i].seg[L], n)) {
 			continue;
 		}
-		g = sel->grp[L][b];
-		z->want[L] &= ~g;
-		z->next_pick |= g & sel->ends[L];
-		z->next_want |= g & ~sel->ends[L];
+		got |= sel->grp[L][b];
 	}
-}
-
-/* A member (key [ks, ke), escaped if esc) or element of the container at
- * level L starts: count it, and look for paths only when one may match
- * (unescaped, a key matches only a segment of its length and first
- * byte). */
-static inline void
-pk_child(struct pk *z, int L, int ks, int ke, int esc)
-{
-	const struct json_sel *sel = z->sel;
-	size_t kn = (size_t)(ke - ks);
-	uint32_t m;
-	int at;
-
-	z->next_want = z->next_pick = 0;
-	if (L >= JSON_SEL_DEPTH) {
-		if (L == JSON_SEL_DEPTH)
-			for (m = z->pick[L]; m; m &= m - 1)
-				z->j->tok[__builtin_ctz(m)].size++;
-		return;
-	}
-	for (m = z->pick[L]; m; m &= m - 1)
-		z->j->tok[__builtin_ctz(m)].size++;
-	at = z->idx[L]++;
-	if ((z->want[L] & sel->lead[L]) == 0 ||
-	    (z->obj[L] && !esc &&
-	     (kn == 0 || !(sel->hint[L] >> sel_hint(kn, z->js + ks) & 1))))
-		return;
-	pk_match(z, L, ks, ke, esc, at);
+	return got;
 }
 
 /* Record the value [s, e) of type t as every path in pick. */
-static void
-pk_record(struct pk *z, uint32_t pick, jsmntype_t t, int s, int e)
+static inline void
+pk_record(struct json *j, uint32_t pick, jsmntype_t t, int s, int e)
 {
-	for (; pick; pick &= pick - 1) {
-		jsmntok_t *k = &z->j->tok[__builtin_ctz(pick)];
-
-		k->type = t;
-		k->start = s;
-		k->end = e;
-		k->size = 0;
-	}
+	for (; pick; pick &= pick - 1)
+		j->tok[__builtin_ctz(pick)] = (jsmntok_t){t, s, e, 0};
 }
 
 /* The bytes that end a primitive (as tz_value stops at them). */
@@ -718,141 +693,142 @@ static const unsigned char pk_ends[256] = {
     [','] = 1,  [']'] = 1,  ['}'] = 1, [' '] = 1,
     ['\n'] = 1, ['\r'] = 1, ['\t'] = 1};
 
-/* tz_value without tokens: 1 if it opened a container, 0, -1. */
-static int
-pk_value(struct pk *z)
-{
-	int c, p, L, esc = 0;
-	uint32_t want = z->next_want, pick = z->next_pick;
+/* Skip JSON whitespace from p (below n): the first other offset. */
+#define PK_WS(s, p, n)                                                         \
+	while ((p) < (n) && (s)[p] <= ' ' &&                                   \
+	       ((s)[p] == ' ' || (s)[p] == '\n' || (s)[p] == '\r' ||           \
+	        (s)[p] == '\t'))                                               \
+	(p)++
 
-	c = z->pos;
-	while (c < z->len && (z->js[c] == ' ' || z->js[c] == '\n' ||
-	                      z->js[c] == '\r' || z->js[c] == '\t'))
-		c++;
-	z->pos = c;
-	if (c == z->len || ++z->ntok > JSON_TOK_MAX)
-		return -1;
-	c = (unsigned char)z->js[c];
-	if (c == '{' || c == '[') {
-		if (z->depth == JSON_MAX_DEPTH)
-			return -1;
-		L = z->depth++;
-		z->obj[L] = c == '{';
-		if (L <= JSON_SEL_DEPTH) {
-			z->want[L] = want;
-			z->pick[L] = pick;
-			z->idx[L] = 0;
-		}
-		pk_record(z, pick, c == '{' ? JSMN_OBJECT : JSMN_ARRAY, z->pos,
-		          -1);
-		z->pos++;
-		return 1;
-	}
-	if (c == '"') {
-		p = str_close((const unsigned char *)z->js, z->pos + 1, z->len,
-		              &esc);
-		if (p == -1)
-			return -1;
-		pk_record(z, pick, JSMN_STRING, z->pos + 1, p);
-		z->pos = p + 1;
-		return 0;
-	}
-	for (p = z->pos; p < z->len && !pk_ends[(unsigned char)z->js[p]]; p++)
-		;
-	if (!is_primitive(z->js + z->pos, (size_t)(p - z->pos)))
-		return -1;
-	pk_record(z, pick, JSMN_PRIMITIVE, z->pos, p);
-	z->pos = p;
-	return 0;
-}
-
-/* Skip whitespace; the byte there, or -1 at the end. */
-static inline int
-pk_ws(struct pk *z)
-{
-	const char *js = z->js;
-
-	if (z->pos < z->len && (unsigned char)js[z->pos] > ' ')
-		return (unsigned char)js[z->pos];
-	while (z->pos < z->len && (js[z->pos] == ' ' || js[z->pos] == '\n' ||
-	                           js[z->pos] == '\r' || js[z->pos] == '\t'))
-		z->pos++;
-	return z->pos < z->len ? (unsigned char)js[z->pos] : -1;
-}
-
-/* tz_after without tokens: 1 if a value must follow, 0 at the end. */
-static int
-pk_after(struct pk *z, int fresh)
-{
-	int c, L, ks, p, esc;
-	uint32_t m;
-
-	for (;;) {
-		c = pk_ws(z);
-		if (z->depth == 0)
-			return c == -1 ? 0 : -1;
-		L = z->depth - 1;
-		if (c == (z->obj[L] ? '}' : ']')) {
-			++z->pos;
-			if (L <= JSON_SEL_DEPTH)
-				for (m = z->pick[L]; m; m &= m - 1)
-					z->j->tok[__builtin_ctz(m)].end =
-					    z->pos;
-			z->depth--;
-			fresh = 0;
-			continue;
-		}
-		if (!fresh && c != ',')
-			return -1;
-		z->pos += !fresh;
-		if (!z->obj[L]) {
-			pk_child(z, L, 0, 0, 0);
-			return 1;
-		}
-		if (pk_ws(z) != '"' || ++z->ntok > JSON_TOK_MAX)
-			return -1;
-		ks = z->pos + 1;
-		esc = 0;
-		p = str_close((const unsigned char *)z->js, ks, z->len, &esc);
-		if (p == -1)
-			return -1;
-		z->pos = p + 1;
-		if (pk_ws(z) != ':')
-			return -1;
-		z->pos++;
-		pk_child(z, L, ks, p, esc);
-		return 1;
-	}
-}
-
-/* Check js as json_parse does and keep only the values at sel's paths;
- * see json.h. */
+/*
+ * Check js as json_parse does and keep only the values at sel's paths;
+ * see json.h. One loop, its state in locals: a value, then what follows
+ * it (closing brackets, a comma, a member's key), then the next value.
+ * For each open container up to level JSON_SEL_DEPTH: the paths still
+ * looked for below it (want), those that end at it (pick: its size and
+ * end are counted) and its members so far (idx).
+ */
 int
 json_pick(struct json *j, const char *js, size_t len,
           const struct json_sel *sel)
 {
-	struct pk z;
-	int r, fresh, i;
+	const unsigned char *s = (const unsigned char *)js;
+	uint32_t want[JSON_SEL_DEPTH + 1], pick[JSON_SEL_DEPTH + 1];
+	int idx[JSON_SEL_DEPTH + 1];
+	unsigned char obj[JSON_MAX_DEPTH];
+	uint32_t nwant, npick, m, g;
+	int n = (int)len, pos = 0, depth = 0, ntok = 0, fresh, c, p, L, ks, esc,
+	    at;
 
 	if (json_begin(j, js, len) == -1)
 		return -1;
-	for (i = 0; i <= sel->n; i++)
+	for (int i = 0; i <= sel->n; i++)
 		j->tok[i] = (jsmntok_t){JSMN_UNDEFINED, -1, -1, 0};
-	z.j = j;
-	z.sel = sel;
-	z.js = js;
-	z.len = (int)len;
-	z.pos = z.depth = z.ntok = 0;
-	z.next_pick = 1; /* token 0: the document */
-	z.next_want = sel->n ? ((1u << sel->n) - 1) << 1 : 0;
-	do {
-		if ((fresh = pk_value(&z)) == -1)
+	npick = 1; /* token 0: the document */
+	nwant = sel->n ? ((1u << sel->n) - 1) << 1 : 0;
+	for (;;) {
+		/* a value, looked for by nwant, recorded as npick */
+		PK_WS(s, pos, n);
+		if (pos == n || ++ntok > JSON_TOK_MAX)
 			return -1;
-	} while ((r = pk_after(&z, fresh)) == 1);
-	if (r == -1)
-		return -1;
-	j->ntok = sel->n + 1;
-	return 0;
+		c = s[pos];
+		if (c == '{' || c == '[') {
+			if (depth == JSON_MAX_DEPTH)
+				return -1;
+			L = depth++;
+			obj[L] = c == '{';
+			if (L <= JSON_SEL_DEPTH) {
+				want[L] = nwant;
+				pick[L] = npick;
+				idx[L] = 0;
+			}
+			if (npick)
+				pk_record(j, npick,
+				          c == '{' ? JSMN_OBJECT : JSMN_ARRAY,
+				          pos, -1);
+			pos++;
+			fresh = 1;
+		} else if (c == '"') {
+			esc = 0;
+			if ((p = str_close(s, pos + 1, n, &esc)) == -1)
+				return -1;
+			if (npick)
+				pk_record(j, npick, JSMN_STRING, pos + 1, p);
+			pos = p + 1;
+			fresh = 0;
+		} else {
+			for (p = pos; p < n && !pk_ends[s[p]]; p++)
+				;
+			if (!is_primitive(js + pos, (size_t)(p - pos)))
+				return -1;
+			if (npick)
+				pk_record(j, npick, JSMN_PRIMITIVE, pos, p);
+			pos = p;
+			fresh = 0;
+		}
+		/* what follows: closing brackets, then a comma (or the first
+		 * child of a container just opened), or the end */
+		for (;;) {
+			PK_WS(s, pos, n);
+			if (depth == 0) {
+				if (pos < n)
+					return -1;
+				j->ntok = sel->n + 1;
+				return 0;
+			}
+			L = depth - 1;
+			c = pos < n ? s[pos] : -1;
+			if (c != (obj[L] ? '}' : ']'))
+				break;
+			pos++;
+			if (L <= JSON_SEL_DEPTH)
+				for (m = pick[L]; m; m &= m - 1)
+					j->tok[__builtin_ctz(m)].end = pos;
+			depth--;
+			fresh = 0;
+		}
+		if (!fresh) {
+			if (c != ',')
+				return -1;
+			pos++;
+		}
+		/* a child of the container at level L: a member's key */
+		ks = p = 0;
+		esc = 0;
+		if (obj[L]) {
+			PK_WS(s, pos, n);
+			if (pos == n || s[pos] != '"' || ++ntok > JSON_TOK_MAX)
+				return -1;
+			ks = pos + 1;
+			if ((p = str_close(s, ks, n, &esc)) == -1)
+				return -1;
+			pos = p + 1;
+			PK_WS(s, pos, n);
+			if (pos == n || s[pos] != ':')
+				return -1;
+			pos++;
+		}
+		nwant = npick = 0;
+		if (L > JSON_SEL_DEPTH)
+			continue;
+		for (m = pick[L]; m; m &= m - 1)
+			j->tok[__builtin_ctz(m)].size++;
+		if (L == JSON_SEL_DEPTH)
+			continue;
+		at = idx[L]++;
+		/* unescaped, a key matches only a segment of its length and
+		 * first byte */
+		if ((want[L] & sel->lead[L]) == 0 ||
+		    (obj[L] && !esc &&
+		     (p == ks ||
+		      !(sel->hint[L] >> sel_hint((size_t)(p - ks), js + ks) &
+		        1))))
+			continue;
+		g = pk_match(sel, js, L, obj[L], want[L], ks, p, esc, at);
+		want[L] &= ~g;
+		npick = g & sel->ends[L];
+		nwant = g & ~sel->ends[L];
+	}
 }
 
 /* The token of path n of json_pick's selection, or -1 if absent. */
@@ -910,6 +886,9 @@ get_n(const struct json *j, int obj, const char *key, size_t klen)
 
 	if (t == NULL || t->type != JSMN_OBJECT)
 		return -1;
+	if (obj == 0 && j->top_ok && !j->top_esc &&
+	    !(j->top_bits >> top_bit(klen, key) & 1))
+		return -1; /* no root key of its length and first byte */
 	for (k = obj + 1, n = 0; n < t->size; n++) {
 		const jsmntok_t *kt = &j->tok[k];
 

@@ -22,6 +22,12 @@ struct json {
 	int ntok;
 	int cap;
 	int shallow; /* json_parse_top skipped a container */
+	/* json_parse's note of the root object's keys, so that json_get
+	 * finds most absent ones without a look: a bit per (length, first
+	 * byte) of each key (top_bits), valid when top_ok, unless one holds
+	 * an escape (top_esc) */
+	int top_ok, top_esc;
+	uint64_t top_bits;
 };
 
 /* Parse len bytes of js. Grows the token array as needed (up to a limit of

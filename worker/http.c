@@ -1049,6 +1049,8 @@ void
 http_add_header_n(struct hconn *c, const char *name, size_t nlen,
                   const char *value, size_t vlen)
 {
+	char *at;
+
 	if (nlen == 10 && strncasecmp(name, "Connection", 10) == 0) {
 		if (http_has_token(value, "close"))
 			c->close = 1;
@@ -1057,10 +1059,14 @@ http_add_header_n(struct hconn *c, const char *name, size_t nlen,
 	if (conn_line_breaks(name, nlen) || memchr(name, ':', nlen) != NULL ||
 	    conn_line_breaks(value, vlen))
 		return; /* it would end the line */
-	buf_add(&c->rh, name, nlen);
-	buf_add(&c->rh, ": ", 2);
-	buf_add(&c->rh, value, vlen);
-	buf_add(&c->rh, "\r\n", 2);
+	if (buf_reserve(&c->rh, nlen + vlen + 4) == -1)
+		return;
+	at = c->rh.data + c->rh.len;
+	memcpy(at, name, nlen);
+	memcpy(at + nlen, ": ", 2);
+	memcpy(at + nlen + 2, value, vlen);
+	memcpy(at + nlen + 2 + vlen, "\r\n", 3);
+	c->rh.len += nlen + vlen + 4;
 }
 
 #define HTTP_CHUNKED ((size_t)-1) /* http_head: a chunked stream */

@@ -1141,3 +1141,80 @@ Test(json, pick_agrees_with_parse_on_random_documents)
 	cr_assert(found > 20, "%d found", found);
 	buf_free(&b);
 }
+
+/* The first member of the root object whose key decodes to key, found
+ * by walking every member (what json_get must agree with). */
+static int
+walk_get(const struct json *f, const char *key)
+{
+	char k[64];
+	int t = 1;
+
+	for (int m = 0; m < f->tok[0].size; m++) {
+		if (json_str(f, t, k, sizeof k) == (int)strlen(key) &&
+		    strcmp(k, key) == 0)
+			return t + 1;
+		t = json_next(f, t + 1);
+	}
+	return -1;
+}
+
+/* json_get on the root object skips keys it can tell are absent (by
+ * length and first byte) yet finds every present one: random objects of
+ * keys alike in length and first byte, some escaped, some repeated, with
+ * values that hold the same keys one level down; json_parse_top too. */
+Test(json, get_on_root_agrees_with_a_walk)
+{
+	static const char *const keys[] = {
+	    "model",       "mode",         "modem",  "m",       "",
+	    "stream",      "strean",       "tools",  "timeout", "top",
+	    "mo\\u0064el", "str\\u0065am", "\\u006d"};
+	static const char *const plain[] = {
+	    "model", "mode",    "modem", "m", "",    "stream",  "strean",
+	    "tools", "timeout", "top",   "x", "mod", "streams", "tool"};
+	static const char *const skip[] = {"tools", NULL};
+	struct buf b = {0};
+	unsigned seed = 99;
+	int found = 0;
+
+	for (int round = 0; round < 3000; round++) {
+		unsigned n = rnd(&seed) % 6;
+
+		buf_reset(&b);
+		buf_addc(&b, '{');
+		for (unsigned i = 0; i < n; i++) {
+			const char *k = keys[rnd(&seed) % 13];
+
+			buf_adds(&b, i ? ",\"" : "\"");
+			buf_adds(&b, k);
+			buf_adds(&b, "\":");
+			if (rnd(&seed) % 3 == 0) {
+				buf_adds(&b, "{\"");
+				buf_adds(&b, plain[rnd(&seed) % 14]);
+				buf_adds(&b, "\":1}");
+			} else {
+				buf_addc(&b, (char)('0' + i));
+			}
+		}
+		buf_addc(&b, '}');
+		for (int top = 0; top < 2; top++) {
+			cr_assert(
+			    top ? json_parse_top(&j, b.data, b.len, skip) == 0
+			        : json_parse(&j, b.data, b.len) == 0,
+			    "%s", b.data);
+			for (int i = 0; i < 14; i++) {
+				int want = walk_get(&j, plain[i]);
+
+				cr_assert(json_get(&j, 0, plain[i]) == want,
+				          "%s in %s", plain[i], b.data);
+				found += want >= 0;
+			}
+		}
+	}
+	cr_assert(found > 3000, "%d found", found);
+	/* a document that is not an object, and one parsed by json_pick,
+	 * are not filtered by a stale note */
+	cr_assert(json_parse(&j, "[1]", 3) == 0);
+	cr_assert(json_get(&j, 0, "model") == -1);
+	buf_free(&b);
+}
