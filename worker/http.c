@@ -755,7 +755,7 @@ http_read_bmem(struct hconn *c)
 	ssize_t k;
 
 	while (c->bgot < c->blen) {
-		k = read(c->fd, c->bmem + c->bgot, c->blen - c->bgot);
+		k = recv(c->fd, c->bmem + c->bgot, c->blen - c->bgot, 0);
 		if (k > 0) {
 			c->bgot += (size_t)k;
 			continue;
@@ -842,7 +842,7 @@ http_read_cb(evutil_socket_t fd, short ev, void *arg)
 	switch (c->phase) {
 	case HP_REJECT:
 		while (c->dropped <= HTTP_LINGER_MAX &&
-		       (k = read(fd, rbuf, HTTP_RBUF)) > 0)
+		       (k = recv(fd, rbuf, HTTP_RBUF, 0)) > 0)
 			c->dropped += k;
 		if (k == 0 || (k < 0 && errno != EAGAIN) ||
 		    c->dropped > HTTP_LINGER_MAX ||
@@ -855,7 +855,7 @@ http_read_cb(evutil_socket_t fd, short ev, void *arg)
 			return;
 		}
 		at = c->in.data + c->in.len;
-		k = read(fd, at, c->in.cap - c->in.len - 1);
+		k = recv(fd, at, c->in.cap - c->in.len - 1, 0);
 		if (k > 0) {
 			c->in.len += (size_t)k;
 			if (c->in.len >= HTTP_BUSY_CAP)
@@ -888,12 +888,13 @@ http_read_cb(evutil_socket_t fd, short ev, void *arg)
 			http_free(c);
 			return;
 		}
-		k = read(fd, c->in.data + c->in.len, c->in.cap - c->in.len - 1);
+		k = recv(fd, c->in.data + c->in.len, c->in.cap - c->in.len - 1,
+		         0);
 		if (k > 0) {
 			c->in.len += (size_t)k;
 			http_serve_in(c);
 		}
-	} else if ((k = read(fd, rbuf, HTTP_READ)) > 0)
+	} else if ((k = recv(fd, rbuf, HTTP_READ, 0)) > 0)
 		http_serve_rbuf(c, (size_t)k);
 	if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) {
 		http_free(c);

@@ -341,7 +341,7 @@ uc_io_read_lent(struct upconn *c, int fd, ssize_t *k)
 	char *keep;
 
 	do
-		*k = read(fd, up_rbuf, UP_READ);
+		*k = recv(fd, up_rbuf, UP_READ, 0);
 	while (*k < 0 && errno == EINTR);
 	if (*k <= 0)
 		return 0;
