@@ -88,6 +88,9 @@ struct hconn {
 	struct buf head;
 	struct hhdr *hdr;
 	int nhdr, ahdr;
+	/* the first Connection, Expect, Transfer-Encoding and Content-Length
+	 * headers (indexes into hdr, -1 for none), noted while parsing */
+	int h_conn, h_expect, h_te, h_clen;
 	uint32_t path, target;
 	int method, http10, keepalive, expect;
 	int parsed; /* head parsed (its length in head_len) */
@@ -341,12 +344,47 @@ http_has_token(const char *v, const char *t)
 	return 0;
 }
 
+/* Note header name[0, n), the nhdr-th, if it is the first of the ones
+ * the server itself reads. */
+static inline void
+http_note(struct hconn *c, const char *name, size_t n)
+{
+	int *at = NULL;
+
+	switch (n) {
+	case 6:
+		at = strncasecmp(name, "Expect", 6) == 0 ? &c->h_expect : NULL;
+		break;
+	case 10:
+		at = strncasecmp(name, "Connection", 10) == 0 ? &c->h_conn
+		                                              : NULL;
+		break;
+	case 14:
+		at = strncasecmp(name, "Content-Length", 14) == 0 ? &c->h_clen
+		                                                  : NULL;
+		break;
+	case 17:
+		at = strncasecmp(name, "Transfer-Encoding", 17) == 0 ? &c->h_te
+		                                                     : NULL;
+		break;
+	}
+	if (at != NULL && *at < 0)
+		*at = c->nhdr;
+}
+
+/* The value of header i, or NULL for -1. */
+static inline const char *
+http_hval(const struct hconn *c, int i)
+{
+	return i < 0 ? NULL : c->head.data + c->hdr[i].v;
+}
+
 /* Parse the head (n bytes at p, checked by the scanner: methods, sizes,
  * no folding) into c; 0, or -1 when it is malformed. */
 static int
 http_parse_head(struct hconn *c, const char *p, size_t n)
 {
-	char *s, *e, *eol, *sp, *colon, *v, *ve, *ws;
+	char *s, *e, *eol, *sp, *colon, *v, *ve;
 	const char *conn;
 	size_t k;
 
@@ -390,6 +428,7 @@ http_parse_head(struct hconn *c, const char *p, size_t n)
 	c->head.data[c->head.len] = '\0';
 	s = eol + 1;
 	c->nhdr = 0;
+	c->h_conn = c->h_expect = c->h_te = c->h_clen = -1;
 	for (; s < e; s = eol + 1) {
 		if ((eol = memchr(s, '\n', (size_t)(e - s))) == NULL)
 			return -1;
@@ -398,8 +437,10 @@ http_parse_head(struct hconn *c, const char *p, size_t n)
 			eol[-1] = '\0';
 		if (*s == '\0')
 			break; /* the blank line */
-		if ((colon = strchr(s, ':')) == NULL || colon == s ||
-		    ((ws = strpbrk(s, " \t")) != NULL && ws < colon))
+		/* the name: up to the colon, no whitespace in it (a line with
+		 * none, or with a NUL before it, is malformed) */
+		colon = s + strcspn(s, ": \t");
+		if (*colon != ':' || colon == s)
 			return -1;
 		*colon = '\0';
 		for (v = colon + 1; *v == ' ' || *v == '\t'; v++)
@@ -419,12 +460,13 @@ http_parse_head(struct hconn *c, const char *p, size_t n)
 		c->hdr[c->nhdr].klen = (uint32_t)(colon - s);
 		c->hdr[c->nhdr].k = (uint32_t)(s - c->head.data);
 		c->hdr[c->nhdr].v = (uint32_t)(v - c->head.data);
+		http_note(c, s, (size_t)(colon - s));
 		c->nhdr++;
 	}
-	conn = http_header(c, "Connection");
+	conn = http_hval(c, c->h_conn);
 	c->keepalive = c->http10 ? conn && http_has_token(conn, "keep-alive")
 	                         : !(conn && http_has_token(conn, "close"));
-	conn = http_header(c, "Expect");
+	conn = http_hval(c, c->h_expect);
 	c->expect = !c->http10 && conn && strcasecmp(conn, "100-continue") == 0;
 	return 0;
 }
@@ -578,8 +620,7 @@ http_head_in(struct hconn *c, const char *p, size_t n)
 			http_reject(c, 400, why_malformed);
 			return -1;
 		}
-		if (c->scan.clen < 0 && !c->scan.chunked &&
-		    http_header(c, "Content-Length") != NULL) {
+		if (c->scan.clen < 0 && !c->scan.chunked && c->h_clen >= 0) {
 			http_reject(c, 400, why_clen);
 			return -1;
 		}
@@ -683,9 +724,9 @@ http_quick(struct hconn *c, const char *p, size_t n)
 		return http_quick_no(c, rc, why);
 	if (http_parse_head(c, p, len) == -1)
 		return http_quick_no(c, 400, why_malformed);
-	if (http_header(c, "Transfer-Encoding") != NULL)
+	if (c->h_te >= 0)
 		return 0; /* the scanner follows chunks */
-	if ((v = http_header(c, "Content-Length")) != NULL) {
+	if ((v = http_hval(c, c->h_clen)) != NULL) {
 		errno = 0;
 		clen = strtoll(v, &e, 10);
 		if (e == v || *e != '\0' || errno != 0 || clen < 0)

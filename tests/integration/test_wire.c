@@ -548,6 +548,11 @@ Test(wire, malformed_requests_get_400)
 	    "\r\n{}",
 	    "POST " CHAT " HTTP/1.1\r\nBad Name: x\r\nContent-Length: 2\r\n"
 	    "\r\n{}",
+	    "POST " CHAT " HTTP/1.1\r\nBad\tName: x\r\nContent-Length: 2\r\n"
+	    "\r\n{}",
+	    "POST " CHAT " HTTP/1.1\r\n: no name\r\nContent-Length: 2\r\n"
+	    "\r\n{}",
+	    "POST " CHAT " HTTP/1.1\r\ncontent-length: 2x\r\n\r\n{}",
 	    "POST " CHAT " HTTP/1.1\r\nContent-Length: lots\r\n\r\n{}",
 	    "POST " CHAT " HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
 	    "2\r\n{}XX0\r\n\r\n",
@@ -570,6 +575,10 @@ Test(wire, malformed_requests_get_400)
 	          "%s", t);
 	t = exchange(chat("Connection: close\r\n"));
 	cr_assert(eq(int, status_of(t), 200), "%s", t);
+	/* the headers the server reads are found in any case */
+	t = exchange(chat("cOnNeCtIoN: Close\r\n"));
+	cr_assert(eq(int, status_of(t), 200), "%s", t);
+	cr_assert(strstr(t, "Connection: close\r\n") != NULL, "%s", t);
 }
 
 /* HEAD gets the head GET would (with its Content-Length) and no body;
