@@ -591,9 +591,9 @@ sel_groups(struct json_sel *sel)
 			if (b == a)
 				sel->lead[L] |= 1u << (a + 1);
 			if (b == a && sel->p[a].idx[L] == -1)
-				sel->hint[L] |= 1ull
-				                << sel_hint(sel->p[a].len[L],
-				                            sel->p[a].seg[L]);
+				sel->by_hint[L][sel_hint(sel->p[a].len[L],
+				                         sel->p[a].seg[L])] |=
+				    1u << (a + 1);
 			sel->grp[L][b + 1] |= 1u << (a + 1);
 		}
 }
@@ -645,20 +645,21 @@ pk_key_decoded(const char *js, int s, int e, const char *seg, size_t n)
 	       memcmp(tmp, seg, n) == 0;
 }
 
-/* The groups of the paths looked for (want) at level L that the member
+/* The groups of the paths m (first paths of groups looked for at level
+ * L) that the member
  * with key [ks, ke) (escaped if esc) of an object, or the element at of
  * an array, leads on to or ends at (each group matches once: the first
  * of duplicate keys). */
 static uint32_t __attribute__((noinline))
 pk_match(const struct json_sel *sel, const char *js, int L, int isobj,
-         uint32_t want, int ks, int ke, int esc, int at)
+         uint32_t m, int ks, int ke, int esc, int at)
 {
 	const char *key = js + ks, *seg;
-	uint32_t m, got = 0;
+	uint32_t got = 0;
 	int b, i;
 	size_t kn = (size_t)(ke - ks), n;
 
-	for (m = want & sel->lead[L]; m; m &= m - 1) {
+	for (; m; m &= m - 1) {
 		b = __builtin_ctz(m);
 		i = b - 1;
 		n = sel->p[i].len[L];
@@ -818,13 +819,15 @@ json_pick(struct json *j, const char *js, size_t len,
 		at = idx[L]++;
 		/* unescaped, a key matches only a segment of its length and
 		 * first byte */
-		if ((want[L] & sel->lead[L]) == 0 ||
-		    (obj[L] && !esc &&
-		     (p == ks ||
-		      !(sel->hint[L] >> sel_hint((size_t)(p - ks), js + ks) &
-		        1))))
+		if ((m = want[L] & sel->lead[L]) == 0)
 			continue;
-		g = pk_match(sel, js, L, obj[L], want[L], ks, p, esc, at);
+		if (obj[L] && !esc &&
+		    (p == ks ||
+		     (m &=
+		      sel->by_hint[L][sel_hint((size_t)(p - ks), js + ks)]) ==
+		         0))
+			continue;
+		g = pk_match(sel, js, L, obj[L], m, ks, p, esc, at);
 		want[L] &= ~g;
 		npick = g & sel->ends[L];
 		nwant = g & ~sel->ends[L];
