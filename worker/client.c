@@ -29,6 +29,12 @@ ev_header(void *c, const char *name, const char *value)
 }
 
 static void
+ev_header_lines(void *c, const char *lines, size_t n)
+{
+	http_add_lines(c, lines, n);
+}
+
+static void
 ev_reply(void *c, int status, const char *ctype, const char *body, size_t n)
 {
 	http_reply(c, status, ctype, body, n);
@@ -76,6 +82,7 @@ ev_peer(void *c)
 static const struct client_ops ev_ops = {
     .get_header = ev_get_header,
     .header = ev_header,
+    .header_lines = ev_header_lines,
     .reply = ev_reply,
     .start = ev_start,
     .chunk = ev_chunk,

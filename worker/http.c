@@ -1111,6 +1111,13 @@ http_add_header_n(struct hconn *c, const char *name, size_t nlen,
 	c->rh.len += nlen + vlen + 4;
 }
 
+/* See http.h. */
+void
+http_add_lines(struct hconn *c, const char *lines, size_t n)
+{
+	buf_add(&c->rh, lines, n);
+}
+
 #define HTTP_CHUNKED ((size_t)-1) /* http_head: a chunked stream */
 
 /* The reply head: the status line, the handler's headers in order, then

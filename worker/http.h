@@ -72,6 +72,8 @@ http_add_header(struct hconn *c, const char *name, const char *value)
 {
 	http_add_header_n(c, name, strlen(name), value, strlen(value));
 }
+/* Add header lines already checked and CRLF-terminated. */
+void http_add_lines(struct hconn *, const char *lines, size_t n);
 /* A whole reply. */
 void http_reply(struct hconn *, int status, const char *ctype, const char *body,
                 size_t n);

@@ -238,6 +238,7 @@ static void att_failed(struct attempt *, enum errclass, int status,
                        const char *msg, int64_t retry_after_ms,
                        int should_retry);
 static void req_finish(struct req *, const struct req_end *);
+static void req_header_lines(struct req *);
 static int att_reauth(struct attempt *);
 static void req_cut_abort(struct req *, const char *why);
 static void req_deadline(evutil_socket_t, short, void *);
@@ -725,6 +726,10 @@ req_common_headers(struct req *r)
 	const struct client_ops *o = r->s.ops;
 	char n[BUF_NUM_MAX];
 
+	if (o->header_lines != NULL) {
+		req_header_lines(r);
+		return;
+	}
 	o->header(r->s.c, "x-request-id", r->s.id);
 	if (r->s.ig->id_header)
 		o->header(r->s.c, r->s.ig->id_header, r->s.id);
@@ -745,6 +750,60 @@ req_common_headers(struct req *r)
 		spend_fmt_usd(usd, sizeof usd, (uint64_t)r->s.cost_nusd);
 		o->header(r->s.c, "x-llmfd-cost-usd", usd);
 	}
+	if (r->s.close_after)
+		o->header(r->s.c, "Connection", "close");
+}
+
+/* One header line "name: value\r\n" onto b. */
+static inline void
+hl_add(struct buf *b, const char *name, size_t nn, const char *v, size_t vn)
+{
+	if (buf_reserve(b, nn + vn + 4) == -1)
+		return;
+	memcpy(b->data + b->len, name, nn);
+	memcpy(b->data + b->len + nn, ": ", 2);
+	memcpy(b->data + b->len + nn + 2, v, vn);
+	memcpy(b->data + b->len + nn + 2 + vn, "\r\n", 3);
+	b->len += nn + vn + 4;
+}
+
+#define HL(b, lit, v, vn) hl_add(b, lit, sizeof lit - 1, v, vn)
+
+/* req_common_headers in one piece: the same lines, built here (ids,
+ * counts, configured names and prices, none of which can hold a CR or
+ * LF) and handed over at once. */
+static void
+req_header_lines(struct req *r)
+{
+	static struct buf b;
+	const struct client_ops *o = r->s.ops;
+	const char *v;
+	char n[BUF_NUM_MAX];
+
+	buf_reset(&b);
+	HL(&b, "x-request-id", r->s.id, strlen(r->s.id));
+	if (r->s.ig->id_header)
+		hl_add(&b, r->s.ig->id_header, strlen(r->s.ig->id_header),
+		       r->s.id, strlen(r->s.id));
+	HL(&b, "x-llmfd-attempts", n, buf_fmt_d(n, r->s.attempts));
+	if (r->s.served >= 0) {
+		v = dname(r, r->s.served);
+		HL(&b, "x-llmfd-deployment", v, strlen(v));
+		v = cfg_provider_name(r->w->cfg->deploy[r->s.served].provider);
+		HL(&b, "x-llmfd-provider", v, strlen(v));
+	} else if (r->s.local) {
+		v = r->s.ig->local_name;
+		HL(&b, "x-llmfd-deployment", v, strlen(v));
+		HL(&b, "x-llmfd-provider", "llmfd", 5);
+	}
+	if (r->s.cost_nusd >= 0) {
+		char usd[32];
+
+		spend_fmt_usd(usd, sizeof usd, (uint64_t)r->s.cost_nusd);
+		HL(&b, "x-llmfd-cost-usd", usd, strlen(usd));
+	}
+	if (!b.oom)
+		o->header_lines(r->s.c, b.data, b.len);
 	if (r->s.close_after)
 		o->header(r->s.c, "Connection", "close");
 }

@@ -20,6 +20,9 @@ struct client_ops {
 	/* a request header, or NULL */
 	const char *(*get_header)(void *c, const char *name);
 	void (*header)(void *c, const char *name, const char *value);
+	/* header lines the engine built itself, each CRLF-terminated, from
+	 * values that need no checking (may be NULL: then header is used) */
+	void (*header_lines)(void *c, const char *lines, size_t n);
 	/* a whole reply */
 	void (*reply)(void *c, int status, const char *ctype, const char *body,
 	              size_t n);
