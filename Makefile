@@ -148,7 +148,7 @@ chaos: deps
 FUZZ_SECONDS ?= 60
 FUZZ_SRC = $(filter-out common/status.c,$(COMMON_SRC)) \
            $(wildcard worker/providers/*.c worker/ingress/*.c) \
-           worker/upstream.c worker/conn.c
+           worker/upstream.c worker/conn.c tests/fuzz/stubs.c
 fuzz: deps
 	@$(MAKE) --no-print-directory deps EXTRA_PKGS="clang libclang-rt-14-dev"
 	@mkdir -p $(BUILD)/fuzz
