@@ -758,10 +758,23 @@ json_pick(struct json *j, const char *js, size_t len,
 			pos = p + 1;
 			fresh = 0;
 		} else {
-			for (p = pos; p < n && !pk_ends[s[p]]; p++)
-				;
-			if (!is_primitive(js + pos, (size_t)(p - pos)))
-				return -1;
+			/* a plain integer (most numbers here: counts, times)
+			 * is checked as it is scanned */
+			p = pos + (c == '-');
+			if (p < n && s[p] >= '1' && s[p] <= '9') {
+				while (++p < n && s[p] >= '0' && s[p] <= '9')
+					;
+				if (p < n && !pk_ends[s[p]])
+					p = -1;
+			} else {
+				p = -1;
+			}
+			if (p == -1) {
+				for (p = pos; p < n && !pk_ends[s[p]]; p++)
+					;
+				if (!is_primitive(js + pos, (size_t)(p - pos)))
+					return -1;
+			}
 			if (npick)
 				pk_record(j, npick, JSMN_PRIMITIVE, pos, p);
 			pos = p;
