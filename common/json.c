@@ -632,7 +632,7 @@ json_sel_init(struct json_sel *sel, const char *const *paths)
 	return 0;
 }
 
-/* Whether the escaped key text [s, e) decodes to seg[0, n) (get_n). */
+/* Whether the escaped key text [s, e) decodes to seg[0, n) (json_get_n). */
 static int
 pk_key_decoded(const char *js, int s, int e, const char *seg, size_t n)
 {
@@ -893,9 +893,9 @@ json_next(const struct json *j, int i)
 	return n;
 }
 
-/* Value of key[0, klen) in object obj, or -1. */
-static int
-get_n(const struct json *j, int obj, const char *key, size_t klen)
+/* Value of key[0, klen) in object obj, or -1 (see json.h). */
+int
+json_get_n(const struct json *j, int obj, const char *key, size_t klen)
 {
 	const jsmntok_t *t = tok_at(j, obj);
 	int k, n;
@@ -929,13 +929,6 @@ get_n(const struct json *j, int obj, const char *key, size_t klen)
 		k = json_next(j, k + 1);
 	}
 	return -1;
-}
-
-/* See json.h. */
-int
-json_get_n(const struct json *j, int obj, const char *key, size_t klen)
-{
-	return get_n(j, obj, key, klen);
 }
 
 /* The n-th element of array arr, or -1. */
@@ -1328,7 +1321,7 @@ json_path(const struct json *j, int start, const char *path)
 			idx = strtol(seg, NULL, 10);
 			cur = json_at(j, cur, (int)idx);
 		} else
-			cur = get_n(j, cur, seg, n);
+			cur = json_get_n(j, cur, seg, n);
 	}
 	return cur;
 }

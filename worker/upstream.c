@@ -1082,7 +1082,7 @@ uc_ratelimit(struct upconn *c, const char *name, const char *v)
 
 /* Whether v holds word (lower case), ignoring case: strcasestr without
  * its set-up cost on these short values. */
-static int
+static inline int
 hdr_has(const char *v, const char *word)
 {
 	size_t n = strlen(word);
@@ -1125,8 +1125,13 @@ uc_header(struct upconn *c, char *line)
 		else if (hdr_has(v, "keep-alive"))
 			c->resp.keepalive = 1;
 	} else if (IS("content-type")) {
-		c->resp.event_stream = hdr_has(v, "event-stream");
-		c->resp.amz_eventstream = hdr_has(v, "vnd.amazon.eventstream");
+		/* both words have an 'e', most values (application/json)
+		 * none past their start: look only from the first */
+		const char *e = strpbrk(v, "eE");
+
+		c->resp.event_stream = e && hdr_has(e, "event-stream");
+		c->resp.amz_eventstream =
+		    e && hdr_has(v, "vnd.amazon.eventstream");
 	} else if (IS("x-amzn-errortype"))
 		snprintf(c->resp.error_type, sizeof c->resp.error_type, "%.*s",
 		         (int)strcspn(v, ":"), v);

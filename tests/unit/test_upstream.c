@@ -2,6 +2,8 @@
  * up_parse): framing, incremental input, and the max_response_bytes cap. */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/buf.h"
@@ -9,7 +11,7 @@
 
 /* What the callbacks saw. */
 struct seen {
-	int status, headers, chunked;
+	int status, headers, chunked, es, amz;
 	int64_t content_length;
 	struct buf body;
 };
@@ -23,6 +25,8 @@ on_headers(void *arg, const struct up_resp *r)
 	s->status = r->status;
 	s->chunked = r->chunked;
 	s->content_length = r->content_length;
+	s->es = r->event_stream;
+	s->amz = r->amz_eventstream;
 }
 
 static void
@@ -81,6 +85,40 @@ Test(upstream, interim_and_final_head_in_one_read)
 		cr_assert(eq(int, s.status, 200));
 		cr_assert(strcmp(buf_cstr(&s.body), "ok") == 0);
 		buf_free(&s.body);
+	}
+}
+
+/* The stream formats are told by Content-Type in any case and with
+ * parameters; other types (with or without an 'e') are neither. */
+Test(upstream, content_type_stream_formats)
+{
+	static const struct {
+		const char *ct;
+		int es, amz;
+	} t[] = {
+	    {"application/json", 0, 0},
+	    {"text/event-stream", 1, 0},
+	    {"TEXT/EVENT-STREAM; charset=utf-8", 1, 0},
+	    {"text/plain; x=event", 0, 0},
+	    {"application/vnd.amazon.eventstream", 0, 1},
+	    {"Application/VND.Amazon.EventStream", 0, 1},
+	    {"eevent-stream", 1, 0},
+	    {"", 0, 0},
+	};
+	struct seen s;
+
+	for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+		char *r = NULL;
+
+		cr_assert(asprintf(&r,
+		                   "HTTP/1.1 200 OK\r\nContent-Type: %s\r\n"
+		                   "Content-Length: 2\r\n\r\nok",
+		                   t[i].ct) > 0);
+		cr_assert(eq(int, parse(&s, r, 0, 4096), 1));
+		cr_assert(eq(int, s.es, t[i].es), "%s", t[i].ct);
+		cr_assert(eq(int, s.amz, t[i].amz), "%s", t[i].ct);
+		buf_free(&s.body);
+		free(r);
 	}
 }
 

@@ -195,8 +195,7 @@ prov_obj_put(const struct prov_call *pc, const struct json *j,
 	o->runlen = 0;
 	if (o->nspan == 0) /* a first span covers what body holds */
 		o->placed = 0;
-	for (int k = 1; e->val && k < j->ntok; k = json_next(j, k + 1))
-		seen |= json_eq(j, k, e->key);
+	seen = e->val && json_get(j, 0, e->key) >= 0;
 	buf_addc(&o->body, '{');
 	if (!seen && e->val) {
 		prov_put_quoted(pc, o, e->key);
