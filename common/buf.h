@@ -54,6 +54,24 @@ buf_addc(struct buf *b, char c)
 	return 0;
 }
 
+/* Append the header line "name: value\r\n" (name nn bytes, value vn). */
+static inline int
+buf_add_hline(struct buf *b, const char *name, size_t nn, const char *v,
+              size_t vn)
+{
+	char *at;
+
+	if (buf_reserve(b, nn + vn + 4) == -1)
+		return -1;
+	at = b->data + b->len;
+	memcpy(at, name, nn);
+	memcpy(at + nn, ": ", 2);
+	memcpy(at + nn + 2, v, vn);
+	memcpy(at + nn + 2 + vn, "\r\n", 3);
+	b->len += nn + vn + 4;
+	return 0;
+}
+
 int buf_printf(struct buf *, const char *, ...)
     __attribute__((format(printf, 2, 3)));
 int buf_vprintf(struct buf *, const char *, va_list)

@@ -410,9 +410,11 @@ tz_skipped(const struct tz *z, int k)
 	return 0;
 }
 
-/* The bit of json.top_bits for a key of n bytes starting with k[0]. */
+/* A key's bit of 64 by its length and first byte: json.top_bits and
+ * json_sel.by_hint note keys by it, so that most keys can be told apart
+ * without comparing them. */
 static inline unsigned
-top_bit(size_t n, const char *k)
+key_bit(size_t n, const char *k)
 {
 	return (unsigned)((n * 31 + (n ? (unsigned char)k[0] : 0)) & 63);
 }
@@ -427,7 +429,7 @@ tz_note_top(struct json *j, int k)
 	if (memchr(s, '\\', n) != NULL)
 		j->top_esc = 1;
 	else
-		j->top_bits |= 1ull << top_bit(n, s);
+		j->top_bits |= 1ull << key_bit(n, s);
 }
 
 /* Scan an object key and its colon; the key owns the value (size 1). */
@@ -553,13 +555,6 @@ json_parse_top(struct json *j, const char *js, size_t len,
 	return 0;
 }
 
-/* The bit of json_sel.hint for a key of n bytes starting with k[0]. */
-static inline unsigned
-sel_hint(size_t n, const char *k)
-{
-	return (unsigned)((n * 31 + (unsigned char)k[0]) & 63);
-}
-
 /* Whether paths a and b of sel have the same segments up to level L. */
 static int
 sel_same(const struct json_sel *sel, int a, int b, int L)
@@ -591,8 +586,8 @@ sel_groups(struct json_sel *sel)
 			if (b == a)
 				sel->lead[L] |= 1u << (a + 1);
 			if (b == a && sel->p[a].idx[L] == -1)
-				sel->by_hint[L][sel_hint(sel->p[a].len[L],
-				                         sel->p[a].seg[L])] |=
+				sel->by_hint[L][key_bit(sel->p[a].len[L],
+				                        sel->p[a].seg[L])] |=
 				    1u << (a + 1);
 			sel->grp[L][b + 1] |= 1u << (a + 1);
 		}
@@ -646,10 +641,9 @@ pk_key_decoded(const char *js, int s, int e, const char *seg, size_t n)
 }
 
 /* The groups of the paths m (first paths of groups looked for at level
- * L) that the member
- * with key [ks, ke) (escaped if esc) of an object, or the element at of
- * an array, leads on to or ends at (each group matches once: the first
- * of duplicate keys). */
+ * L) that the member with key [ks, ke) (escaped if esc) of an object, or
+ * the element at of an array, leads on to or ends at (each group matches
+ * once: the first of duplicate keys). */
 static uint32_t __attribute__((noinline))
 pk_match(const struct json_sel *sel, const char *js, int L, int isobj,
          uint32_t m, int ks, int ke, int esc, int at)
@@ -837,7 +831,7 @@ json_pick(struct json *j, const char *js, size_t len,
 		if (obj[L] && !esc &&
 		    (p == ks ||
 		     (m &=
-		      sel->by_hint[L][sel_hint((size_t)(p - ks), js + ks)]) ==
+		      sel->by_hint[L][key_bit((size_t)(p - ks), js + ks)]) ==
 		         0))
 			continue;
 		g = pk_match(sel, js, L, obj[L], m, ks, p, esc, at);
@@ -903,7 +897,7 @@ json_get_n(const struct json *j, int obj, const char *key, size_t klen)
 	if (t == NULL || t->type != JSMN_OBJECT)
 		return -1;
 	if (obj == 0 && j->top_ok && !j->top_esc &&
-	    !(j->top_bits >> top_bit(klen, key) & 1))
+	    !(j->top_bits >> key_bit(klen, key) & 1))
 		return -1; /* no root key of its length and first byte */
 	for (k = obj + 1, n = 0; n < t->size; n++) {
 		const jsmntok_t *kt = &j->tok[k];

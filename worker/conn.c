@@ -487,9 +487,8 @@ conn_date(void)
 	return date;
 }
 
-/* See conn.h. */
-/* Whether s[0, n) holds a CR or LF, a byte that would end the header
- * line: 8 bytes at a time, looking closer only at a byte below 14. */
+/* See conn.h: 8 bytes at a time, looking closer only at a byte below
+ * 14. */
 int
 conn_line_breaks(const char *s, size_t n)
 {

@@ -155,14 +155,12 @@ iov_ptr(const void *p)
 
 #define HTTP_NOT_DUE INT64_MAX
 
-/* Arm tev for ms from now (now being clock_ms()). */
+/* Arm tev for ms (>= 1) from now (now being clock_ms()). */
 static void
 http_tev_add(struct hconn *c, int64_t now, int64_t ms)
 {
 	struct timeval tv;
 
-	if (ms < 1)
-		ms = 1;
 	c->tev_at = now + ms;
 	tv.tv_sec = (time_t)(ms / 1000);
 	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
@@ -1091,8 +1089,6 @@ void
 http_add_header_n(struct hconn *c, const char *name, size_t nlen,
                   const char *value, size_t vlen)
 {
-	char *at;
-
 	if (nlen == 10 && strncasecmp(name, "Connection", 10) == 0) {
 		if (http_has_token(value, "close"))
 			c->close = 1;
@@ -1101,14 +1097,7 @@ http_add_header_n(struct hconn *c, const char *name, size_t nlen,
 	if (conn_line_breaks(name, nlen) || memchr(name, ':', nlen) != NULL ||
 	    conn_line_breaks(value, vlen))
 		return; /* it would end the line */
-	if (buf_reserve(&c->rh, nlen + vlen + 4) == -1)
-		return;
-	at = c->rh.data + c->rh.len;
-	memcpy(at, name, nlen);
-	memcpy(at + nlen, ": ", 2);
-	memcpy(at + nlen + 2, value, vlen);
-	memcpy(at + nlen + 2 + vlen, "\r\n", 3);
-	c->rh.len += nlen + vlen + 4;
+	buf_add_hline(&c->rh, name, nlen, value, vlen);
 }
 
 /* See http.h. */

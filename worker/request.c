@@ -238,7 +238,6 @@ static void att_failed(struct attempt *, enum errclass, int status,
                        const char *msg, int64_t retry_after_ms,
                        int should_retry);
 static void req_finish(struct req *, const struct req_end *);
-static void req_header_lines(struct req *);
 static int att_reauth(struct attempt *);
 static void req_cut_abort(struct req *, const char *why);
 static void req_deadline(evutil_socket_t, short, void *);
@@ -719,61 +718,13 @@ req_trail_text(struct req *r, char *t, size_t sz)
 
 /* ---- the one way out ---- */
 
-/* The response headers every reply carries. */
+#define HL(b, lit, v, vn) buf_add_hline(b, lit, sizeof lit - 1, v, vn)
+
+/* The response headers every reply carries, built in one buffer (ids,
+ * counts, configured names and prices, none of which can hold a CR or
+ * LF) and handed to the client at once. */
 static void
 req_common_headers(struct req *r)
-{
-	const struct client_ops *o = r->s.ops;
-	char n[BUF_NUM_MAX];
-
-	if (o->header_lines != NULL) {
-		req_header_lines(r);
-		return;
-	}
-	o->header(r->s.c, "x-request-id", r->s.id);
-	if (r->s.ig->id_header)
-		o->header(r->s.c, r->s.ig->id_header, r->s.id);
-	buf_fmt_d(n, r->s.attempts);
-	o->header(r->s.c, "x-llmfd-attempts", n);
-	if (r->s.served >= 0) {
-		o->header(r->s.c, "x-llmfd-deployment", dname(r, r->s.served));
-		o->header(
-		    r->s.c, "x-llmfd-provider",
-		    cfg_provider_name(r->w->cfg->deploy[r->s.served].provider));
-	} else if (r->s.local) {
-		o->header(r->s.c, "x-llmfd-deployment", r->s.ig->local_name);
-		o->header(r->s.c, "x-llmfd-provider", "llmfd");
-	}
-	if (r->s.cost_nusd >= 0) {
-		char usd[32];
-
-		spend_fmt_usd(usd, sizeof usd, (uint64_t)r->s.cost_nusd);
-		o->header(r->s.c, "x-llmfd-cost-usd", usd);
-	}
-	if (r->s.close_after)
-		o->header(r->s.c, "Connection", "close");
-}
-
-/* One header line "name: value\r\n" onto b. */
-static inline void
-hl_add(struct buf *b, const char *name, size_t nn, const char *v, size_t vn)
-{
-	if (buf_reserve(b, nn + vn + 4) == -1)
-		return;
-	memcpy(b->data + b->len, name, nn);
-	memcpy(b->data + b->len + nn, ": ", 2);
-	memcpy(b->data + b->len + nn + 2, v, vn);
-	memcpy(b->data + b->len + nn + 2 + vn, "\r\n", 3);
-	b->len += nn + vn + 4;
-}
-
-#define HL(b, lit, v, vn) hl_add(b, lit, sizeof lit - 1, v, vn)
-
-/* req_common_headers in one piece: the same lines, built here (ids,
- * counts, configured names and prices, none of which can hold a CR or
- * LF) and handed over at once. */
-static void
-req_header_lines(struct req *r)
 {
 	static struct buf b;
 	const struct client_ops *o = r->s.ops;
@@ -783,8 +734,9 @@ req_header_lines(struct req *r)
 	buf_reset(&b);
 	HL(&b, "x-request-id", r->s.id, strlen(r->s.id));
 	if (r->s.ig->id_header)
-		hl_add(&b, r->s.ig->id_header, strlen(r->s.ig->id_header),
-		       r->s.id, strlen(r->s.id));
+		buf_add_hline(&b, r->s.ig->id_header,
+		              strlen(r->s.ig->id_header), r->s.id,
+		              strlen(r->s.id));
 	HL(&b, "x-llmfd-attempts", n, buf_fmt_d(n, r->s.attempts));
 	if (r->s.served >= 0) {
 		v = dname(r, r->s.served);
@@ -3014,12 +2966,8 @@ req_fwd_headers(struct req *r)
 
 	for (; h && *h; h++)
 		if ((v = r->s.ops->get_header(r->s.c, *h)) != NULL &&
-		    strpbrk(v, "\r\n") == NULL) {
-			buf_adds(&r->fwd, *h);
-			buf_add(&r->fwd, ": ", 2);
-			buf_adds(&r->fwd, v);
-			buf_add(&r->fwd, "\r\n", 2);
-		}
+		    strpbrk(v, "\r\n") == NULL)
+			buf_add_hline(&r->fwd, *h, strlen(*h), v, strlen(v));
 }
 
 /* A fresh request id; see request.h. */

@@ -21,7 +21,7 @@ struct client_ops {
 	const char *(*get_header)(void *c, const char *name);
 	void (*header)(void *c, const char *name, const char *value);
 	/* header lines the engine built itself, each CRLF-terminated, from
-	 * values that need no checking (may be NULL: then header is used) */
+	 * values that need no checking */
 	void (*header_lines)(void *c, const char *lines, size_t n);
 	/* a whole reply */
 	void (*reply)(void *c, int status, const char *ctype, const char *body,

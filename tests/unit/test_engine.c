@@ -74,6 +74,19 @@ c_header(void *c, const char *name, const char *value)
 	snprintf(cap.hdrs + n, sizeof cap.hdrs - n, "%s: %s\n", name, value);
 }
 
+/* Header lines "name: value\r\n", kept as c_header keeps one. */
+static void
+c_header_lines(void *c, const char *lines, size_t n)
+{
+	size_t k = strlen(cap.hdrs);
+
+	(void)c;
+	for (size_t i = 0; i < n && k + 1 < sizeof cap.hdrs; i++)
+		if (lines[i] != '\r')
+			cap.hdrs[k++] = lines[i];
+	cap.hdrs[k] = '\0';
+}
+
 static void
 c_reply(void *c, int status, const char *ctype, const char *body, size_t n)
 {
@@ -124,6 +137,7 @@ c_detach(void *c, struct req *r)
 static const struct client_ops ops = {
     .get_header = c_get_header,
     .header = c_header,
+    .header_lines = c_header_lines,
     .reply = c_reply,
     .start = c_start,
     .chunk = c_chunk,
