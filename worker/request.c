@@ -91,6 +91,7 @@ struct attempt {
 		struct prov_call pc;
 		const struct provider *prov;
 		int64_t t0_us, ttft_us;
+		int64_t idle_due_ms; /* a stream's idle timer is due (clock_ms) */
 		struct up_resp resp;
 		int streaming, complete, in_stream_err;
 		int bad_events;   /* malformed events skipped */
@@ -1150,6 +1151,12 @@ att_timeout(evutil_socket_t fd, short ev, void *arg)
 
 	(void)fd;
 	(void)ev;
+	/* a stream's idle timer stays armed across chunks: it fires at the
+	 * first chunk's due time and waits on for the rest since the last */
+	if (a->st.ttft_us >= 0 && a->st.idle_due_ms > clock_ms()) {
+		req_arm(&a->ev_timer, a->st.idle_due_ms - clock_ms());
+		return;
+	}
 	if (a->st.ttft_us >= 0)
 		snprintf(
 		    msg, sizeof msg, "stream stalled: no chunk for %d ms",
@@ -2528,6 +2535,20 @@ att_feed(struct attempt *a, const char *p, size_t n)
 	return rc;
 }
 
+
+/* A stream's chunk arrived: its idle timer is due stream_idle_timeout_ms
+ * from now (att_timeout moves the armed timer when it fires early, so a
+ * chunk touches no timer). */
+static void
+att_idle(struct attempt *a)
+{
+	const struct cfg *cfg = a->r->w->cfg;
+
+	a->st.idle_due_ms =
+	    clock_ms() +
+	    cfg_eff_stream_idle_timeout_ms(cfg, &cfg->deploy[a->st.d]);
+}
+
 /* The first content reached us: this attempt wins; the timer now bounds
  * gaps between chunks, and the deadline no longer applies. */
 static void
@@ -2543,6 +2564,7 @@ att_first_content(struct attempt *a)
 		                          : "hedge not needed");
 	req_hedge_del(r);
 	event_del(&r->ev_deadline);
+	att_idle(a);
 	req_arm(&a->ev_timer,
 	        cfg_eff_stream_idle_timeout_ms(cfg, &cfg->deploy[a->st.d]));
 }
@@ -2576,9 +2598,7 @@ up_on_data(void *arg, const char *p, size_t n)
 	if (a->st.ttft_us < 0 && (a->ss.content_seen || a->st.complete))
 		att_first_content(a);
 	else if (a->st.ttft_us >= 0)
-		req_arm(&a->ev_timer,
-		        cfg_eff_stream_idle_timeout_ms(
-		            r->w->cfg, &r->w->cfg->deploy[a->st.d]));
+		att_idle(a);
 	if ((a->st.ttft_us >= 0 ||
 	     (r->s.phase == REQ_STREAMING && !att_other(a))) &&
 	    req_stream_flush(r, a) == -1)

@@ -293,6 +293,19 @@ Test(streams, idle_timeout_mid_stream)
 	cr_assert_eq(closed, 1, "stalled upstream not closed: %ld", closed);
 }
 
+/* The idle timeout bounds the gap between chunks, not the time since the
+ * first: chunks 150 ms apart for over a second pass a 400 ms timeout. */
+Test(streams, idle_timeout_counts_from_the_last_chunk)
+{
+	const char *args[] = {"--chunks", "8", "--chunk-delay-ms", "150", NULL};
+
+	start_pair(args, "stream_idle_timeout_ms = 400;", "", "");
+	struct h_resp *r = chat(STREAM_BODY("main", ""));
+	assert_clean_stream(r, "a", "primary");
+	cr_assert_geq(r->ms, 1000, "stream took only %ld ms", r->ms);
+	cr_assert_eq(h_mock_stat(&backup, "requests"), 0);
+}
+
 /* A cut after bytes reached the client ends with an error event and no
  * [DONE], continuation being off by default. */
 Test(streams, cut_mid_stream_error_event)

@@ -149,6 +149,45 @@ Test(upstream, chunked_one_byte_at_a_time)
 	buf_free(&s.body);
 }
 
+/* Chunk size lines as the one-pass framing takes them (uppercase hex, an
+ * extension, LF alone) and as it leaves them to strtoll (a 0x prefix, a
+ * leading space, 17 digits), and framing errors, at every split of the
+ * input into pieces: the same body or the same verdict. */
+Test(upstream, chunked_framing_at_every_split)
+{
+	struct seen s;
+	const char *head =
+	    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+	const char *good = "5\r\nhello\r\nA;ext=1\r\n0123456789\r\n"
+	                   "0x3\r\nabc\r\n 2\r\nde\r\n"
+	                   "00000000000000002\r\nxy\r\n1\nz\n0\r\n\r\n";
+	const char *bad[] = {"5\r\nhelloXY0\r\n\r\n",
+	                     "\r\nhello\r\n",
+	                     "-1\r\nx\r\n",
+	                     "g\r\nx\r\n",
+	                     "5\r\nhello\r\r\n0\r\n\r\n",
+	                     NULL};
+	char t[512];
+
+	snprintf(t, sizeof t, "%s%s", head, good);
+	for (size_t k = 1; k <= strlen(t); k++) {
+		cr_assert(eq(int, parse(&s, t, k, 1 << 20), 1), "pieces of %zu",
+		          k);
+		cr_assert(strcmp(buf_cstr(&s.body),
+		                 "hello0123456789abcdexyz") == 0,
+		          "pieces of %zu: %s", k, buf_cstr(&s.body));
+		buf_free(&s.body);
+	}
+	for (int i = 0; bad[i]; i++) {
+		snprintf(t, sizeof t, "%s%s", head, bad[i]);
+		for (size_t k = 1; k <= strlen(t); k++) {
+			cr_assert(eq(int, parse(&s, t, k, 1 << 20), -1),
+			          "bad %d in pieces of %zu", i, k);
+			buf_free(&s.body);
+		}
+	}
+}
+
 Test(upstream, incomplete_and_close_framed)
 {
 	struct seen s;
