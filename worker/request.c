@@ -91,7 +91,8 @@ struct attempt {
 		struct prov_call pc;
 		const struct provider *prov;
 		int64_t t0_us, ttft_us;
-		int64_t idle_due_ms; /* a stream's idle timer is due (clock_ms) */
+		int64_t
+		    idle_due_ms; /* a stream's idle timer is due (clock_ms) */
 		struct up_resp resp;
 		int streaming, complete, in_stream_err;
 		int bad_events;   /* malformed events skipped */
@@ -2535,7 +2536,6 @@ att_feed(struct attempt *a, const char *p, size_t n)
 	return rc;
 }
 
-
 /* A stream's chunk arrived: its idle timer is due stream_idle_timeout_ms
  * from now (att_timeout moves the armed timer when it fires early, so a
  * chunk touches no timer). */
@@ -2544,9 +2544,8 @@ att_idle(struct attempt *a)
 {
 	const struct cfg *cfg = a->r->w->cfg;
 
-	a->st.idle_due_ms =
-	    clock_ms() +
-	    cfg_eff_stream_idle_timeout_ms(cfg, &cfg->deploy[a->st.d]);
+	a->st.idle_due_ms = clock_ms() + cfg_eff_stream_idle_timeout_ms(
+	                                     cfg, &cfg->deploy[a->st.d]);
 }
 
 /* The first content reached us: this attempt wins; the timer now bounds

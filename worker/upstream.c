@@ -1384,8 +1384,9 @@ uc_chunks(struct upconn *c, struct evbuffer *in)
 			if ((lf = memchr(p, '\n', (size_t)(e - p))) == NULL ||
 			    lf - p >= UP_LINE_MAX)
 				break;
-			for (q = p, sz = 0; q < lf && q - p < 16 &&
-			                    (d = uc_hex((unsigned char)*q)) >= 0;
+			for (q = p, sz = 0;
+			     q < lf && q - p < 16 &&
+			     (d = uc_hex((unsigned char)*q)) >= 0;
 			     q++)
 				sz = sz * 16 + d;
 			if (q == p || q - p > 15 ||

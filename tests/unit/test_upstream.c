@@ -173,9 +173,9 @@ Test(upstream, chunked_framing_at_every_split)
 	for (size_t k = 1; k <= strlen(t); k++) {
 		cr_assert(eq(int, parse(&s, t, k, 1 << 20), 1), "pieces of %zu",
 		          k);
-		cr_assert(strcmp(buf_cstr(&s.body),
-		                 "hello0123456789abcdexyz") == 0,
-		          "pieces of %zu: %s", k, buf_cstr(&s.body));
+		cr_assert(
+		    strcmp(buf_cstr(&s.body), "hello0123456789abcdexyz") == 0,
+		    "pieces of %zu: %s", k, buf_cstr(&s.body));
 		buf_free(&s.body);
 	}
 	for (int i = 0; bad[i]; i++) {
