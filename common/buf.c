@@ -4,6 +4,16 @@
 
 #include "common/buf.h"
 
+/* Memory buf_park kept: a stack of small blocks, taken back by the next
+ * empty buffer that grows (a process is one thread). */
+#define BUF_SPARE_N   32
+#define BUF_SPARE_CAP 1024
+static struct {
+	char *data;
+	size_t cap;
+} spare[BUF_SPARE_N];
+static int nspare;
+
 /* See buf.h: the room is short. */
 int
 buf_grow(struct buf *b, size_t n)
@@ -13,6 +23,12 @@ buf_grow(struct buf *b, size_t n)
 
 	if (need <= b->cap)
 		return 0;
+	if (b->data == NULL && nspare > 0 && need <= spare[nspare - 1].cap) {
+		nspare--;
+		b->data = spare[nspare].data;
+		b->cap = spare[nspare].cap;
+		return 0;
+	}
 	cap = b->cap ? b->cap : 256;
 	while (cap < need)
 		cap *= 2;
@@ -130,6 +146,25 @@ buf_free(struct buf *b)
 {
 	free(b->data);
 	memset(b, 0, sizeof *b);
+}
+
+/* See buf.h. */
+void
+buf_park(struct buf *b)
+{
+	if (b->data == NULL) { /* most often: nothing to let go */
+		b->len = 0;
+		b->oom = 0;
+		return;
+	}
+	if (b->cap <= BUF_SPARE_CAP && nspare < BUF_SPARE_N) {
+		spare[nspare].data = b->data;
+		spare[nspare].cap = b->cap;
+		nspare++;
+		memset(b, 0, sizeof *b);
+		return;
+	}
+	buf_free(b);
 }
 
 /* NUL-terminated view of the contents. */

@@ -95,6 +95,11 @@ int buf_addu(struct buf *, unsigned long long);
 int buf_addd(struct buf *, long long);
 void buf_reset(struct buf *);
 void buf_free(struct buf *);
+/* Let the buffer's memory go as buf_free does, but keep a small block
+ * (up to 32 of at most 1 KB per process) for the next empty buffer that
+ * grows: a stream lets its buffers go between reads and takes them back
+ * at the next without malloc or free. */
+void buf_park(struct buf *);
 /* NUL-terminate without counting the NUL; returns data or "" on OOM. */
 const char *buf_cstr(struct buf *);
 

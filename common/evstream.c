@@ -225,7 +225,7 @@ void
 evs_shrink(struct evs *e)
 {
 	if (e->msg.len == 0)
-		buf_free(&e->msg);
+		buf_park(&e->msg);
 }
 
 /* Free the decoder's buffer. */

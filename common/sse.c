@@ -129,11 +129,11 @@ void
 sse_shrink(struct sse *s)
 {
 	if (s->line.len == 0)
-		buf_free(&s->line);
+		buf_park(&s->line);
 	if (s->event.len == 0)
-		buf_free(&s->event);
+		buf_park(&s->event);
 	if (s->data.len == 0)
-		buf_free(&s->data);
+		buf_park(&s->data);
 }
 
 /* Release memory. */

@@ -2409,9 +2409,9 @@ req_stream_idle(struct req *r, struct attempt *a)
 	if (a->evs)
 		evs_shrink(a->evs);
 	if (a->out.len == 0)
-		buf_free(&a->out);
+		buf_park(&a->out);
 	if (r->out.len == 0)
-		buf_free(&r->out);
+		buf_park(&r->out);
 	if (r->bh == NULL || !req_body_spent(r, a))
 		return;
 	req_body_drop(r);

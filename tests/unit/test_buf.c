@@ -77,3 +77,47 @@ Test(buf, unescapes_percent_escapes)
 	cr_assert(strcmp(buf_cstr(&b), "x%4") == 0, "%s", b.data);
 	buf_free(&b);
 }
+
+/* A parked small block comes back to the next empty buffer that grows
+ * (the last parked first); a large one, or one past the 32 kept, is
+ * freed; a parked buffer is empty, and one never grown parks as it is. */
+Test(buf, park_keeps_small_blocks_for_the_next)
+{
+	struct buf a = {0}, b = {0}, big = {0}, many[40], none = {0};
+	char *pa;
+
+	buf_adds(&a, "hello");
+	pa = a.data;
+	buf_park(&a);
+	cr_assert(a.data == NULL && a.len == 0 && a.cap == 0);
+	buf_adds(&b, "world, a little longer");
+	cr_assert(b.data == pa, "the parked block was not taken back");
+	cr_assert(strcmp(buf_cstr(&b), "world, a little longer") == 0);
+	for (int i = 0; i < 2000; i++) /* past the block: grows as ever */
+		buf_addc(&b, 'x');
+	cr_assert(b.len == 2022 && b.cap >= 2023);
+	buf_park(&b); /* over 1 KB: freed */
+	cr_assert(b.data == NULL && b.cap == 0);
+	buf_adds(&big, "x");
+	cr_assert(big.cap == 256, "a fresh buffer's block is 256 bytes");
+	for (int i = 0; i < 40; i++) {
+		memset(&many[i], 0, sizeof many[i]);
+		buf_addd(&many[i], i);
+	}
+	for (int i = 0; i < 40; i++)
+		buf_park(&many[i]);
+	for (int i = 0; i < 40; i++)
+		buf_addd(&many[i], 1000 + i);
+	for (int i = 0; i < 40; i++) { /* no block went to two buffers */
+		char want[16];
+
+		snprintf(want, sizeof want, "%d", 1000 + i);
+		cr_assert(strcmp(buf_cstr(&many[i]), want) == 0);
+	}
+	none.oom = 1;
+	buf_park(&none);
+	cr_assert(none.data == NULL && none.oom == 0);
+	for (int i = 0; i < 40; i++)
+		buf_free(&many[i]);
+	buf_free(&big);
+}
