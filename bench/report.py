@@ -402,6 +402,15 @@ def memory_table():
     out()
     out("Memory per stream: %s kB ((peak - before) / streams; "
         "bench/streams-mem.sh measures it alone)." % M.get("per_stream_kb"))
+    fds = [int(x) for x in M.get("fds_streams_peak", "").split()]
+    if fds and sum(fds):
+        out()
+        out("The accept split of the %d connects (each worker accepts one "
+            "connection per wake-up): at the peak the workers held %s "
+            "descriptors (%s; a stream holds a client and an upstream "
+            "socket)." % (n, " and ".join(str(x) for x in fds),
+                          " / ".join("%.0f %%" % (100.0 * x / sum(fds))
+                                     for x in fds)))
     out()
 
 

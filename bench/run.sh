@@ -236,21 +236,34 @@ rss_meta() {
 	meta "rssw_$1" "$w"
 }
 
-# Sample RSS every 0.2 s until rss_stop.
+# The descriptors each worker holds: "n1 n2 ...".
+fds_now() {
+	local p out=""
+	for p in $(pgrep -P "$LPID"); do
+		out="$out $(ls "/proc/$p/fd" 2>/dev/null | wc -l)"
+	done
+	echo $out
+}
+
+# Sample RSS (and each worker's descriptors) every 0.2 s until rss_stop.
 rss_start() {
-	(while :; do rss_now; sleep 0.2; done) >"$T/rss.$1" &
+	(while :; do echo "$(rss_now) $(fds_now)"; sleep 0.2; done) \
+		>"$T/rss.$1" &
 	SAMPLER=$!
 }
 
-# Stop sampling; record the peak as rss_$2 / rssw_$2.
+# Stop sampling; record the peak as rss_$2 / rssw_$2, and the workers'
+# descriptors then as fds_$2 (how the connections split between them).
 rss_stop() {
 	kill "$SAMPLER" 2>/dev/null || true
 	wait "$SAMPLER" 2>/dev/null || true
 	SAMPLER=""
-	read -r t w <<<"$(awk '{ if ($1 > t) { t = $1; w = $2 } }
-		END { print t + 0, w + 0 }' "$T/rss.$1")"
+	read -r t w f <<<"$(awk '{ if ($1 > t) { t = $1; w = $2; f = "" ;
+		for (i = 3; i <= NF; i++) f = f " " $i } }
+		END { print t + 0, w + 0, f }' "$T/rss.$1")"
 	meta "rss_$2" "$t"
 	meta "rssw_$2" "$w"
+	meta "fds_$2" "$f"
 }
 
 # One llmf-bench run: $1 label, then llmf-bench arguments; its JSON to

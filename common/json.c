@@ -410,13 +410,17 @@ tz_skipped(const struct tz *z, int k)
 	return 0;
 }
 
-/* A key's bit of 64 by its length and first byte: json.top_bits and
- * json_sel.by_hint note keys by it, so that most keys can be told apart
- * without comparing them. */
+/* A key's bit of 64 by its length, first and last byte: json.top_bits
+ * and json_sel.by_hint note keys by it, so that most keys can be told
+ * apart without comparing them (a chunk's "created" and "choices" share
+ * length and first byte). */
 static inline unsigned
 key_bit(size_t n, const char *k)
 {
-	return (unsigned)((n * 31 + (n ? (unsigned char)k[0] : 0)) & 63);
+	return (unsigned)((n * 31 + (n ? (unsigned char)k[0] +
+	                                     (unsigned char)k[n - 1] * 5u
+	                               : 0)) &
+	                  63);
 }
 
 /* Note key token k of the root object in j->top_bits. */

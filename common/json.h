@@ -64,9 +64,9 @@ struct json_sel {
 	uint32_t lead[JSON_SEL_DEPTH];
 	uint32_t grp[JSON_SEL_DEPTH][JSON_SEL_MAX + 1];
 	uint32_t ends[JSON_SEL_DEPTH];
-	/* by level and bit (length * 31 + first byte) % 64 of the key it
-	 * looks for, the first path of each group: most keys are compared
-	 * with none, the rest with one or two */
+	/* by level and bit (length * 31 + first + 5 * last byte) % 64 of the
+	 * key it looks for, the first path of each group: most keys are
+	 * compared with none, the rest with one or two */
 	uint32_t by_hint[JSON_SEL_DEPTH][64];
 };
 int json_sel_init(struct json_sel *, const char *const *paths);
