@@ -887,6 +887,43 @@ Test(json, long_string_scanner_every_offset)
 		}
 }
 
+/* Every ASCII byte at offsets in the short, 16-, 64- and 128-byte steps of
+ * the string scanners is told right: a control byte is an error, a quote
+ * ends the string, a backslash starts an escape, anything else passes. */
+Test(json, string_scanners_classify_every_byte)
+{
+	static const int offs[] = {0,   3,   9,   20,  40,  70,  100,
+	                           127, 135, 199, 255, 260, 300, 330};
+	static char doc[400];
+
+	for (size_t i = 0; i < sizeof offs / sizeof offs[0]; i++)
+		for (int b = 0; b < 0x80; b++) {
+			int off = offs[i], rc, want_end = 349;
+
+			/* ["aaa...b...aaa"]: a quote splits it in two strings
+			 */
+			memset(doc, 'a', sizeof doc);
+			doc[0] = '[';
+			doc[1] = '"';
+			doc[2 + off] = (char)b;
+			if (b == '\\')
+				doc[3 + off] = 'n';
+			if (b == '"') {
+				doc[3 + off] = ',';
+				doc[4 + off] = '"';
+				want_end = 2 + off;
+			}
+			doc[349] = '"';
+			doc[350] = ']';
+			rc = json_parse(&j, doc, 351);
+			if (b < 0x20)
+				cr_assert(rc == -1, "off %d byte %#x", off, b);
+			else
+				cr_assert(rc == 0 && j.tok[1].end == want_end,
+				          "off %d byte %#x", off, b);
+		}
+}
+
 /* json_eq and json_get by length first: an escaped text decodes to the
  * shorter string, never to its own raw spelling. */
 Test(json, eq_and_get_with_escapes)
