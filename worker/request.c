@@ -91,8 +91,7 @@ struct attempt {
 		struct prov_call pc;
 		const struct provider *prov;
 		int64_t t0_us, ttft_us;
-		int64_t
-		    idle_due_ms; /* a stream's idle timer is due (clock_ms) */
+		int64_t idle_due_ms; /* stream idle timer due (clock_ms) */
 		struct up_resp resp;
 		int streaming, complete, in_stream_err;
 		int bad_events;   /* malformed events skipped */
@@ -2397,10 +2396,10 @@ req_body_spent(struct req *r, struct attempt *a)
 
 /*
  * A stream between two upstream reads holds what it needs and no more:
- * the buffers that carried the last events are freed (they come back on
- * the next), and once the body is spent (req_body_spent) the client's
- * body, its tokens and the canonical copy go too; thousands of long
- * streams then cost little each.
+ * the buffers that carried the last events are let go (parked for the
+ * next read's, buf_park), and once the body is spent (req_body_spent)
+ * the client's body, its tokens and the canonical copy go too; thousands
+ * of long streams then cost little each.
  */
 static void
 req_stream_idle(struct req *r, struct attempt *a)
