@@ -115,6 +115,8 @@ struct hconn {
 	struct req *req;
 	struct peer peer;
 	int peer_known;
+	LIST_ENTRY(hconn) cork_link; /* holding stream bytes (http_cork) */
+	int in_cork;
 };
 
 LIST_HEAD(hconn_list, hconn);
@@ -130,6 +132,9 @@ static const char why_clen[] = "invalid Content-Length";
 
 static struct hconn_list conns = LIST_HEAD_INITIALIZER(conns);
 static int nconns;
+/* http_cork: how deep, and the connections holding stream bytes */
+static int corking;
+static struct hconn_list corked = LIST_HEAD_INITIALIZER(corked);
 static struct route routes[HTTP_MAX_ROUTES];
 static int nroutes;
 static http_cb route_notfound;
@@ -212,6 +217,8 @@ http_free(struct hconn *c)
 	if (r != NULL)
 		req_client_gone(r);
 	LIST_REMOVE(c, link);
+	if (c->in_cork)
+		LIST_REMOVE(c, cork_link);
 	nconns--;
 	event_del(&c->rev);
 	event_del(&c->wev);
@@ -285,6 +292,19 @@ http_send(struct hconn *c, struct iovec *v, int n)
 
 	if (c->phase == HP_CLOSED)
 		return;
+	if (corking && (c->stream || c->in_cork)) { /* till http_cork(0) */
+		for (int i = 0; i < n; i++)
+			buf_add(&c->out, v[i].iov_base, v[i].iov_len);
+		if (c->out.oom) {
+			http_close(c);
+			return;
+		}
+		if (!c->in_cork) {
+			LIST_INSERT_HEAD(&corked, c, cork_link);
+			c->in_cork = 1;
+		}
+		return;
+	}
 	if (c->out.len == c->oo) {
 		do
 			k = writev(c->fd, v, n);
@@ -311,6 +331,28 @@ http_send(struct hconn *c, struct iovec *v, int n)
 	if (c->out.len > c->oo) {
 		event_add(&c->wev, NULL);
 		http_timer(c, (int64_t)HTTP_WRITE_S * 1000);
+	}
+}
+
+/* See http.h. */
+void
+http_cork(int on)
+{
+	struct hconn *c;
+
+	if (on) {
+		corking++;
+		return;
+	}
+	if (corking == 0 || --corking > 0)
+		return;
+	while ((c = LIST_FIRST(&corked)) != NULL) {
+		LIST_REMOVE(c, cork_link);
+		c->in_cork = 0;
+		/* a socket that was full already waits to write it all */
+		if (c->phase != HP_CLOSED && c->out.len > c->oo &&
+		    !event_pending(&c->wev, EV_WRITE, NULL))
+			http_flush(c);
 	}
 }
 

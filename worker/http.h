@@ -38,6 +38,10 @@ int http_open(void);
 /* Turn the listeners on or off (one accept per wake-up; conn.c's
  * back-off after EMFILE). */
 void http_listeners(struct worker *, int on);
+/* Hold stream bytes (on), then write what each connection held with one
+ * send (off; nests): the frames one upstream read brings reach their
+ * client in one write, as a proxy passes on a read. */
+void http_cork(int on);
 
 /* ---- the request ---- */
 

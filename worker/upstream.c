@@ -116,6 +116,9 @@ struct pool {
 
 /* Cap of a whole reply (max_response_bytes), set at worker start. */
 static int64_t up_max_reply = 64 << 20;
+/* Called with 1 before and 0 after a read's bytes are parsed (http_cork). */
+static void (*up_read_hook)(int);
+static void uc_on_read1(struct upconn *);
 
 static void uc_read_cb(struct bufferevent *, void *);
 static void uc_event_cb(struct bufferevent *, short, void *);
@@ -518,6 +521,13 @@ void
 up_set_max_reply(int64_t n)
 {
 	up_max_reply = n;
+}
+
+/* See upstream.h. */
+void
+up_set_read_hook(void (*hook)(int))
+{
+	up_read_hook = hook;
 }
 
 /* Close the idle connections past keep, the least recently used first. */
@@ -1529,6 +1539,19 @@ uc_read_cb(struct bufferevent *bev, void *arg)
 /* Bytes arrived: parse them. */
 static void
 uc_on_read(struct upconn *c)
+{
+	if (up_read_hook == NULL) {
+		uc_on_read1(c);
+		return;
+	}
+	up_read_hook(1);
+	uc_on_read1(c);
+	up_read_hook(0);
+}
+
+/* uc_on_read, inside the read hook. */
+static void
+uc_on_read1(struct upconn *c)
 {
 	struct evbuffer *in = uc_in(c);
 	char msg[80];

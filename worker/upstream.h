@@ -89,6 +89,9 @@ void up_abort(struct upconn *);
  * parsed. Past it the attempt fails through the error callback ("upstream
  * reply larger than N bytes"). */
 void up_set_max_reply(int64_t);
+/* A hook called with 1 before an upstream read's bytes are parsed (and
+ * their callbacks run) and with 0 after (the worker's http_cork). */
+void up_set_read_hook(void (*)(int));
 /* The response parser alone (tests, fuzzing): feed p in pieces of at most
  * chunk bytes (0: at once), each a chunk of the buffer of its own; callbacks as
  * for up_request. 1 if the reply completed, 0 if it needs more bytes, -1 if

@@ -263,6 +263,8 @@ worker_main(const struct cfg *cfg, struct shm *shm, int index, const int *fds,
 	accesslog_open(cfg);
 	secret_load(cfg);
 	up_set_max_reply(cfg->max_response_bytes);
+	/* the frames one upstream read brings go to their client at once */
+	up_set_read_hook(http_cork);
 	sse_set_max_event((size_t)cfg->max_event_bytes);
 	evs_set_max((size_t)cfg->max_event_bytes + EVS_MAX_HEADERS +
 	            EVS_MIN_MSG);

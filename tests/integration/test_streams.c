@@ -306,6 +306,54 @@ Test(streams, idle_timeout_counts_from_the_last_chunk)
 	cr_assert_eq(h_mock_stat(&backup, "requests"), 0);
 }
 
+/* The text of n content chunks of mock a: its answer's words, cycling. */
+static const char *
+burst_text(int n)
+{
+	static const char *const words[] = {"mock", "a", "says", "hi"};
+	static char t[4096];
+	size_t k = 0;
+
+	for (int i = 0; i < n && k + 8 < sizeof t; i++)
+		k += (size_t)snprintf(t + k, sizeof t - k, "%s%s", i ? " " : "",
+		                      words[i % 4]);
+	return t;
+}
+
+/* Frames sent back to back arrive in few reads, several a read (held and
+ * written to the client at once): every one arrives, in order, then
+ * [DONE]. */
+Test(streams, burst_of_frames_arrives_whole_and_in_order)
+{
+	const char *args[] = {"--chunks", "200", "--chunk-delay-ms", "0", NULL};
+	struct sse_view v;
+
+	start_pair(args, "", "", "");
+	for (int i = 0; i < 3; i++) {
+		struct h_resp *r = chat(STREAM_BODY("main", ""));
+		assert_clean_stream(r, "a", "primary");
+		sse_view(r->body, &v);
+		cr_assert_eq(v.ncontent, 200, "%s", view_desc(&v));
+		cr_assert_str_eq(v.text, burst_text(200));
+	}
+}
+
+/* A cut after a burst: the frames before it, all and in order, then the
+ * error event. */
+Test(streams, cut_after_a_burst_sends_the_burst_first)
+{
+	const char *args[] = {"--mode",   "cut", "--cut-after",      "120",
+	                      "--chunks", "200", "--chunk-delay-ms", "0",
+	                      NULL};
+	struct sse_view v;
+
+	start_pair(args, "", "", "");
+	struct h_resp *r = chat(STREAM_BODY("main", ""));
+	assert_interrupted(r, &v);
+	cr_assert_eq(v.ncontent, 120, "%s", view_desc(&v));
+	cr_assert_str_eq(v.text, burst_text(120));
+}
+
 /* A cut after bytes reached the client ends with an error event and no
  * [DONE], continuation being off by default. */
 Test(streams, cut_mid_stream_error_event)
