@@ -274,7 +274,7 @@ http_flush(struct hconn *c)
 		http_close(c);
 		return -1;
 	}
-	buf_free(&c->out); /* only a socket that was full needs it */
+	buf_park(&c->out); /* only a full socket or a cork needs it */
 	c->oo = 0;
 	event_del(&c->wev);
 	if (c->replied)
@@ -292,18 +292,18 @@ http_send(struct hconn *c, struct iovec *v, int n)
 
 	if (c->phase == HP_CLOSED)
 		return;
-	if (corking && (c->stream || c->in_cork)) { /* till http_cork(0) */
-		for (int i = 0; i < n; i++)
-			buf_add(&c->out, v[i].iov_base, v[i].iov_len);
-		if (c->out.oom) {
-			http_close(c);
+	if (corking && (c->stream || c->in_cork)) {
+		/* a read's first piece goes now (most reads bring one frame),
+		 * the rest wait for http_cork(0) */
+		if (c->in_cork) {
+			for (int i = 0; i < n; i++)
+				buf_add(&c->out, v[i].iov_base, v[i].iov_len);
+			if (c->out.oom)
+				http_close(c);
 			return;
 		}
-		if (!c->in_cork) {
-			LIST_INSERT_HEAD(&corked, c, cork_link);
-			c->in_cork = 1;
-		}
-		return;
+		LIST_INSERT_HEAD(&corked, c, cork_link);
+		c->in_cork = 1;
 	}
 	if (c->out.len == c->oo) {
 		do

@@ -40,7 +40,8 @@ int http_open(void);
 void http_listeners(struct worker *, int on);
 /* Hold stream bytes (on), then write what each connection held with one
  * send (off; nests): the frames one upstream read brings reach their
- * client in one write, as a proxy passes on a read. */
+ * client in two writes at most (the first goes at once: most reads bring
+ * one), not one each. */
 void http_cork(int on);
 
 /* ---- the request ---- */
