@@ -365,9 +365,12 @@ def stream_tables():
                   not d.get("frames_short") and not d.get("stalled"))
             if ok:
                 best = max(best, n)
-            steps.append("%d: %d / %d / %d / %d, %s, %s" % (
+            kinds = ", ".join("%s %d" % (k, v) for k, v in
+                              sorted(d.get("errors", {}).items()) if v)
+            steps.append("%d: %d / %d / %d / %d%s, %s, %s" % (
                 n, d.get("ok", 0), d.get("frames_short", 0),
                 d.get("stalled", 0), errs(d),
+                " (%s)" % kinds if kinds else "",
                 fmt(d["gap_us"]["p99"] / 1000, 1),
                 fmt(d["gap_us"]["max"] / 1000, 1)))
         out("| %s | %s | %s |" % (NAMES.get(t, t), best or "none",
