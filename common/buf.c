@@ -177,19 +177,6 @@ buf_cstr(struct buf *b)
 	return b->data;
 }
 
-/* The value of a hex digit: see buf.h. */
-int
-buf_hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Append with %XX decoded: see buf.h. */
 int
 buf_add_unescaped(struct buf *b, const char *s, size_t n)

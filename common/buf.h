@@ -85,8 +85,19 @@ size_t buf_fmt_d(char *out, long long v);
  * truncated to fit and NUL-terminated, as snprintf "%.*s" without printf;
  * the length copied. */
 size_t buf_copy(char *dst, size_t size, const char *src, size_t n);
-/* The value of hex digit c (either case), or -1. */
-int buf_hexval(char c);
+/* The value of hex digit c (either case), or -1 (inline: chunk sizes
+ * are read with it for every frame of a stream). */
+static inline int
+buf_hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
 /* Append the n bytes at s with %XX escapes decoded (a '%' not followed
  * by two hex digits is kept as it is). */
 int buf_add_unescaped(struct buf *, const char *s, size_t n);

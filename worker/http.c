@@ -289,23 +289,20 @@ http_send(struct hconn *c, struct iovec *v, int n)
 {
 	size_t done = 0;
 	ssize_t k;
+	int hold = 0;
 
 	if (c->phase == HP_CLOSED)
 		return;
 	if (corking && (c->stream || c->in_cork)) {
 		/* a read's first piece goes now (most reads bring one frame),
-		 * the rest wait for http_cork(0) */
-		if (c->in_cork) {
-			for (int i = 0; i < n; i++)
-				buf_add(&c->out, v[i].iov_base, v[i].iov_len);
-			if (c->out.oom)
-				http_close(c);
-			return;
+		 * the rest wait in out for http_cork(0) */
+		hold = c->in_cork;
+		if (!c->in_cork) {
+			LIST_INSERT_HEAD(&corked, c, cork_link);
+			c->in_cork = 1;
 		}
-		LIST_INSERT_HEAD(&corked, c, cork_link);
-		c->in_cork = 1;
 	}
-	if (c->out.len == c->oo) {
+	if (!hold && c->out.len == c->oo) {
 		do
 			k = writev(c->fd, v, n);
 		while (k < 0 && errno == EINTR);
@@ -328,7 +325,7 @@ http_send(struct hconn *c, struct iovec *v, int n)
 		http_close(c);
 		return;
 	}
-	if (c->out.len > c->oo) {
+	if (!hold && c->out.len > c->oo) {
 		event_add(&c->wev, NULL);
 		http_timer(c, (int64_t)HTTP_WRITE_S * 1000);
 	}

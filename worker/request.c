@@ -1148,13 +1148,14 @@ att_timeout(evutil_socket_t fd, short ev, void *arg)
 	struct attempt *a = arg;
 	const struct cfg *cfg = a->r->w->cfg;
 	char msg[96];
+	int64_t left;
 
 	(void)fd;
 	(void)ev;
 	/* a stream's idle timer stays armed across chunks: it fires at the
 	 * first chunk's due time and waits on for the rest since the last */
-	if (a->st.ttft_us >= 0 && a->st.idle_due_ms > clock_ms()) {
-		req_arm(&a->ev_timer, a->st.idle_due_ms - clock_ms());
+	if (a->st.ttft_us >= 0 && (left = a->st.idle_due_ms - clock_ms()) > 0) {
+		req_arm(&a->ev_timer, left);
 		return;
 	}
 	if (a->st.ttft_us >= 0)
@@ -2537,14 +2538,15 @@ att_feed(struct attempt *a, const char *p, size_t n)
 
 /* A stream's chunk arrived: its idle timer is due stream_idle_timeout_ms
  * from now (att_timeout moves the armed timer when it fires early, so a
- * chunk touches no timer). */
-static void
+ * chunk touches no timer); that timeout. */
+static int64_t
 att_idle(struct attempt *a)
 {
 	const struct cfg *cfg = a->r->w->cfg;
+	int64_t ms = cfg_eff_stream_idle_timeout_ms(cfg, &cfg->deploy[a->st.d]);
 
-	a->st.idle_due_ms = clock_ms() + cfg_eff_stream_idle_timeout_ms(
-	                                     cfg, &cfg->deploy[a->st.d]);
+	a->st.idle_due_ms = clock_ms() + ms;
+	return ms;
 }
 
 /* The first content reached us: this attempt wins; the timer now bounds
@@ -2554,7 +2556,6 @@ att_first_content(struct attempt *a)
 {
 	struct req *r = a->r;
 	struct attempt *o = att_other(a);
-	const struct cfg *cfg = r->w->cfg;
 
 	a->st.ttft_us = clock_us() - a->st.t0_us;
 	if (o)
@@ -2562,9 +2563,7 @@ att_first_content(struct attempt *a)
 		                          : "hedge not needed");
 	req_hedge_del(r);
 	event_del(&r->ev_deadline);
-	att_idle(a);
-	req_arm(&a->ev_timer,
-	        cfg_eff_stream_idle_timeout_ms(cfg, &cfg->deploy[a->st.d]));
+	req_arm(&a->ev_timer, att_idle(a));
 }
 
 static void

@@ -1347,16 +1347,6 @@ uc_reply_head(struct upconn *c, struct evbuffer *in)
 	return 1;
 }
 
-/* The value of a hex digit, or -1. */
-static inline int
-uc_hex(unsigned char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	ch |= 0x20;
-	return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-}
-
 /*
  * Chunked framing in the first chunk of in, at once: the CRLF after a
  * chunk's data, the next size line, the data (handed to the owner from
@@ -1395,8 +1385,7 @@ uc_chunks(struct upconn *c, struct evbuffer *in)
 			    lf - p >= UP_LINE_MAX)
 				break;
 			for (q = p, sz = 0;
-			     q < lf && q - p < 16 &&
-			     (d = uc_hex((unsigned char)*q)) >= 0;
+			     q < lf && q - p < 16 && (d = buf_hexval(*q)) >= 0;
 			     q++)
 				sz = sz * 16 + d;
 			if (q == p || q - p > 15 ||
@@ -1445,9 +1434,8 @@ uc_step(struct upconn *c, struct evbuffer *in)
 			return 1;
 		if (c->pstate == P_CHUNK_DATA)
 			break;
-		if ((rc = uc_readline(in, buf, &n)) != 1)
-			return rc;
-		break;
+		/* a line the one pass left: as the trailers' */
+		/* FALLTHROUGH */
 	case P_TRAILERS:
 		if ((rc = uc_readline(in, buf, &n)) != 1)
 			return rc;
@@ -1540,13 +1528,11 @@ uc_read_cb(struct bufferevent *bev, void *arg)
 static void
 uc_on_read(struct upconn *c)
 {
-	if (up_read_hook == NULL) {
-		uc_on_read1(c);
-		return;
-	}
-	up_read_hook(1);
+	if (up_read_hook)
+		up_read_hook(1);
 	uc_on_read1(c);
-	up_read_hook(0);
+	if (up_read_hook)
+		up_read_hook(0);
 }
 
 /* uc_on_read, inside the read hook. */
