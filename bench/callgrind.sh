@@ -7,7 +7,8 @@
 # between runs of 50 + N and 50 + 2N requests is the cost of N requests.
 #
 # Scenarios: small (a 60-byte chat request), big (100 KB), stream (20 frames
-# through llmf-mock).
+# through llmf-mock), circ (small, to a group whose first deployment is
+# dead: its circuit opens in the warm-up, then every request skips it).
 # Default: small big stream. Environment: CG_N requests per scenario
 # (default 200), CG_TOP functions shown (default 25), CG_KEEP=1 keeps the
 # temp dir and the callgrind files.
@@ -63,6 +64,8 @@ cat >"$T/llmfd.conf" <<EOF
 daemon = { workers = 1; listen = "llmfd.sock"; health_table = "health";
 	log_level = "warn"; access_log = "off"; };
 router = { num_retries = 0; timeout_ms = 600000;
+	circuit_failure_threshold = 2; circuit_recovery_s = 3600;
+	circuit_max_s = 3600; allowed_fails = 1000000;
 	attempt_timeout_ms = 600000; first_token_timeout_ms = 600000; };
 deployments = (
 	{ name = "live"; group = "main"; provider = "openai"; model = "m";
@@ -70,6 +73,10 @@ deployments = (
 	{ name = "slow"; group = "slow"; provider = "openai"; model = "m";
 	  base_url = "http://127.0.0.1:$MS/v1"; },
 	{ name = "claude"; group = "claude"; provider = "openai"; model = "m";
+	  base_url = "http://127.0.0.1:$UP/v1"; },
+	{ name = "dead"; group = "circ"; provider = "openai"; model = "m";
+	  base_url = "http://127.0.0.1:1/v1"; },
+	{ name = "live2"; group = "circ"; provider = "openai"; model = "m";
 	  base_url = "http://127.0.0.1:$UP/v1"; }
 );
 EOF
@@ -129,6 +136,7 @@ for s in "${SCEN[@]}"; do
 	small) scenario small -c 1 ;;
 	big) scenario big -c 1 --body-size 102400 ;;
 	stream) scenario stream -c 1 --stream --model slow ;;
+	circ) scenario circ -c 1 --model circ ;;
 	*) echo "callgrind: unknown scenario $s" >&2 ;;
 	esac
 done

@@ -30,6 +30,7 @@ with open(os.path.join(D, "meta")) as f:
             k, v = line.rstrip("\n").split("=", 1)
             M[k] = v
 ROUNDS = int(M.get("rounds", "1"))
+CROUNDS = int(M.get("circ_rounds", str(ROUNDS)))
 TARGETS = M.get("targets", "direct nginx llmfd unix").split()
 NAMES = {
     "direct": "direct to upstream",
@@ -53,10 +54,10 @@ def get(label, *path):
     return d
 
 
-def rounds(name, *path):
+def rounds(name, *path, n=ROUNDS):
     """The values of name.rN over the rounds that ran."""
     out = []
-    for r in range(1, ROUNDS + 1):
+    for r in range(1, n + 1):
         v = get("%s.r%d" % (name, r), *path)
         if v is not None:
             out.append(v)
@@ -99,10 +100,10 @@ def added(name_t, name_ref, key):
     return out
 
 
-def ratio(name_a, name_b):
+def ratio(name_a, name_b, n=ROUNDS):
     """Per round: req/s of a over req/s of b."""
     out = []
-    for r in range(1, ROUNDS + 1):
+    for r in range(1, n + 1):
         a = get("%s.r%d" % (name_a, r), "rps")
         b = get("%s.r%d" % (name_b, r), "rps")
         if a and b:
@@ -196,7 +197,7 @@ def targets_table():
     bu1 = ratio("big.unix.c1", "big.nginx.c1")
     bu16 = ratio("big.unix.c16", "big.nginx.c16")
     g99 = added("st.llmfd", "st.direct", ("gap_us", "p99"))
-    circ = ratio("circ.c64", "healthy.c64")
+    circ = ratio("circ.c64", "healthy.c64", CROUNDS)
     s_ok = get("slow", "ok")
     s_n = int(M.get("nstreams", "0"))
     s_short = get("slow", "frames_short")
@@ -234,8 +235,8 @@ def targets_table():
          (after / 1024, idle / 1024, after / idle if idle else 0),
          idle > 0 and after <= 1.2 * idle),
         ("memory per stream <= 8 kB", "%.1f kB" % per, per <= 8),
-        ("open circuit within 5 % of the healthy path (32 + 32 conns at "
-         "once)",
+        ("open circuit within 5 %% of the healthy path (64 conns, %d "
+         "pairs one after the other)" % CROUNDS,
          "%sx (circuit: %s)" % (spread(circ, 2, min), M.get("circuit")),
          med(circ) is not None and med(circ) >= 0.95),
     ]
@@ -418,8 +419,9 @@ def memory_table():
 
 
 def misc_tables():
-    out("## Failure paths (Unix socket; healthy and open circuit at once, "
-        "32 conns each; 20 % 503s: 64 conns)")
+    out("## Failure paths (Unix socket, 64 conns; healthy and open circuit "
+        "in %d pairs one after the other, the order alternating)" %
+        CROUNDS)
     out()
     out("| run | req/s | p50 | p99 | errors |")
     out("|---|---|---|---|---|")
@@ -427,11 +429,11 @@ def misc_tables():
                     ("circ.c64", "first deployment dead, circuit %s" %
                      M.get("circuit"))):
         out("| %s | %s | %s | %s | %d |" % (
-            name, spread(rounds(n, "rps"), 0, min),
-            spread(rounds(n, "latency_us", "p50")),
-            spread(rounds(n, "latency_us", "p99")),
+            name, spread(rounds(n, "rps", n=CROUNDS), 0, min),
+            spread(rounds(n, "latency_us", "p50", n=CROUNDS)),
+            spread(rounds(n, "latency_us", "p99", n=CROUNDS)),
             sum(errs(R.get("%s.r%d" % (n, r))) for r in
-                range(1, ROUNDS + 1))))
+                range(1, CROUNDS + 1))))
     for n, name in (("mockflaky", "direct to a mock failing 20 % (503)"),
                     ("flaky", "llmfd, upstream failing 20 % (503)")):
         d = R.get(n)
