@@ -245,9 +245,12 @@ spawn(struct master *m, struct proc *p)
 		event_base_free(m->base);
 		m->base = NULL;
 		fleet_child();
-		sigprocmask(SIG_SETMASK, &old, NULL);
+		/* signals stay blocked until the worker has its own handlers:
+		 * a SIGTERM (a reload right after this one) or a ^C that comes
+		 * sooner waits for them instead of killing it */
 		drop_privileges(m->cfg);
-		_exit(worker_main(m->cfg, &m->shm, p->index, m->fds, m->nfds));
+		_exit(worker_main(m->cfg, &m->shm, p->index, m->fds, m->nfds,
+		                  &old));
 	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (pid == -1) {

@@ -94,10 +94,36 @@ if [ -n "${LLMFD_SAN_DIR:-}" ]; then
 	mkdir -p "$LLMFD_SAN_DIR"
 fi
 
+# make valgrind: the integration tests ran llmfd (and the workers it forks)
+# under memcheck, a log per process in LLMFD_VALGRIND_DIR; any memcheck
+# error, a definite leak among them, fails the run.
+vg_check() {
+	local logs hits done
+	logs=$(ls "$LLMFD_VALGRIND_DIR"/vg.* 2>/dev/null | wc -l)
+	done=$(grep -l 'ERROR SUMMARY:' "$LLMFD_VALGRIND_DIR"/vg.* 2>/dev/null |
+		wc -l)
+	# a killed process leaves no summary, but its errors as they happened
+	hits=$(grep -lE 'ERROR SUMMARY: [1-9]|== (Invalid (read|write|free)|Conditional jump|Use of uninitialised|Syscall param|Mismatched free|Source and destination overlap)' \
+		"$LLMFD_VALGRIND_DIR"/vg.* 2>/dev/null)
+	echo "run.sh: valgrind: $logs processes, $done ran to a normal exit" \
+		"(the rest were killed by their tests), $(echo $hits | wc -w)" \
+		"with errors"
+	if [ -n "$hits" ]; then
+		cat $hits >&2
+		return 1
+	fi
+	[ "$done" -gt 0 ]
+}
+if [ -n "${LLMFD_VALGRIND_DIR:-}" ]; then
+	rm -rf "$LLMFD_VALGRIND_DIR"
+	mkdir -p "$LLMFD_VALGRIND_DIR"
+fi
+
 run test_unit -j2
-run test_integration --jobs 2
+run test_integration --jobs 2 ${LLMFD_TEST_FILTER:+--filter "$LLMFD_TEST_FILTER"}
 script schema tests/schema/validate.sh "$build"
 [ -n "${LLMFD_SAN_DIR:-}" ] && script sanitizers san_check
+[ -n "${LLMFD_VALGRIND_DIR:-}" ] && script valgrind vg_check
 
 echo "$passed passed, $failed failed"
 exit $status

@@ -230,7 +230,7 @@ worker_base(void)
 /* Run a worker until it is told to stop. Returns the exit status. */
 int
 worker_main(const struct cfg *cfg, struct shm *shm, int index, const int *fds,
-            int nfds)
+            int nfds, const sigset_t *mask)
 {
 	static struct worker w;
 	struct timeval sec = {1, 0};
@@ -272,6 +272,8 @@ worker_main(const struct cfg *cfg, struct shm *shm, int index, const int *fds,
 	w.ev_tick = event_new(w.base, -1, EV_PERSIST, worker_tick, &w);
 	evsignal_add(w.ev_term, NULL);
 	event_add(w.ev_tick, &sec);
+	/* what came while blocked is delivered now: SIGTERM to its handler */
+	sigprocmask(SIG_SETMASK, mask, NULL);
 	log_debug("serving");
 	event_base_dispatch(w.base);
 	log_debug("exiting");

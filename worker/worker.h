@@ -3,6 +3,7 @@
 #ifndef LLMFD_WORKER_H
 #define LLMFD_WORKER_H
 
+#include <signal.h>
 #include <sys/socket.h>
 #include <stdint.h>
 
@@ -103,8 +104,10 @@ struct worker {
 	struct event *ev_reaccept; /* listeners back on after one accept */
 };
 
+/* Entered with every signal blocked; mask is restored once the worker's
+ * own handlers are in place. */
 int worker_main(const struct cfg *, struct shm *, int index,
-                const int *listen_fds, int nlisten);
+                const int *listen_fds, int nlisten, const sigset_t *mask);
 void worker_req_done(struct worker *);
 
 #endif

@@ -438,13 +438,32 @@ h_sock(void)
 pid_t
 h_llmfd_spawn(const char *conf)
 {
-	const char *argv[] = {h_bin("llmfd"), "-c", conf, NULL};
+	/* make valgrind: llmfd (and the workers it forks) under memcheck,
+	 * a log per process in LLMFD_VALGRIND_DIR */
+	const char *vg = getenv("LLMFD_VALGRIND_DIR");
+	char logopt[PATH_MAX + 32];
+	const char *plain[] = {h_bin("llmfd"), "-c", conf, NULL};
+	const char *memcheck[] = {"valgrind",
+	                          "--leak-check=full",
+	                          "--show-leak-kinds=definite",
+	                          "--errors-for-leak-kinds=definite",
+	                          "--num-callers=30",
+	                          logopt,
+	                          h_bin("llmfd"),
+	                          "-c",
+	                          conf,
+	                          NULL};
+	const char *const *argv = plain;
 	int fd = open(h_path("llmfd.log"),
 	              O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	pid_t pid;
 
 	if (fd < 0)
 		cr_assert_fail("open llmfd.log: %s", strerror(errno));
+	if (vg != NULL && *vg != '\0') {
+		snprintf(logopt, sizeof logopt, "--log-file=%s/vg.%%p", vg);
+		argv = memcheck;
+	}
 	pid = spawn(argv, fd);
 	close(fd);
 	return pid;
@@ -610,7 +629,10 @@ kill_orphans(void)
 void
 h_teardown(void)
 {
-	long end = h_now_ms() + H_TERM_WAIT_MS;
+	/* under valgrind, exit takes its leak check: give it time */
+	const char *vg = getenv("LLMFD_VALGRIND_DIR");
+	long end = h_now_ms() +
+	           (vg != NULL && *vg != '\0' ? 5 : 1) * H_TERM_WAIT_MS;
 	bool left;
 
 	for (int i = 0; i < g_nprocs; i++)

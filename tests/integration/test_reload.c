@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -250,6 +251,68 @@ Test(reload, sighup_storm_under_keepalive_load)
 	cr_assert_eq(failed, 0, "%d requests failed across 20 reloads", failed);
 	cr_assert_not(h_log_has("killed by signal"), "%s", h_log());
 	cr_assert(h_alive(master));
+}
+
+/* The children of pid now, from /proc/PID/task/PID/children (fast enough
+ * to catch a worker just forked); how many. */
+static int
+fresh_children(pid_t pid, pid_t *out, int max)
+{
+	char path[64], buf[512], *p = buf, *end;
+	int fd, n = 0;
+	ssize_t len;
+
+	snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid,
+	         (int)pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return 0;
+	len = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	buf[len > 0 ? len : 0] = '\0';
+	for (long v; n < max && (v = strtol(p, &end, 10)) > 0; p = end)
+		out[n++] = (pid_t)v;
+	return n;
+}
+
+/* A worker told to stop the moment it is forked (the next reload comes
+ * while it is still setting up) drains and exits; it is not killed by the
+ * signal, whose default action it had until its handler was in place. */
+Test(reload, sigterm_right_after_fork_drains_the_new_worker)
+{
+	pid_t master, before[16], now[16];
+	int nb, nn, sniped = 0;
+
+	master = h_llmfd_start(RELOAD_CONF, 1000, "a", 1);
+	for (int k = 0; k < 20; k++) {
+		long end;
+
+		nb = fresh_children(master, before, 16);
+		cr_assert_eq(kill(master, SIGHUP), 0);
+		for (end = h_now_ms() + 2000; h_now_ms() < end;) {
+			int hit = 0;
+
+			nn = fresh_children(master, now, 16);
+			for (int i = 0; i < nn; i++) {
+				int seen = 0;
+
+				for (int j = 0; j < nb; j++)
+					seen |= now[i] == before[j];
+				if (!seen && kill(now[i], SIGTERM) == 0)
+					hit = 1;
+			}
+			if (hit) {
+				sniped++;
+				break;
+			}
+		}
+		h_sleep_ms(150);
+	}
+	cr_assert_gt(sniped, 10, "caught only %d new workers", sniped);
+	h_sleep_ms(800);
+	cr_assert_not(h_log_has("killed by signal"), "%s", h_log());
+	cr_assert(h_alive(master));
+	/* and it still serves */
+	cr_assert(h_llmfd_wait_ready(master, 5000) == 0);
 }
 
 /* A deployment removed by a reload serves nothing once each keep-alive
