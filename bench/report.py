@@ -173,7 +173,7 @@ def header():
         (M.get("load0"), M.get("load1"), ROUNDS))
     out("- each measurement: %s s after %s s warm-up (ladder steps %s s); "
         "closed loop, keep-alive, one request in flight per connection. "
-        "Latencies in microseconds (log-linear histogram, < 1.6 %% bucket "
+        "Latencies in microseconds (log-linear histogram, < 0.1 %% bucket "
         "error); \"added\" is the target's figure minus direct's in the "
         "same round." % (M.get("secs"), M.get("warm"), M.get("lsecs")))
     if M.get("portkey_note"):
