@@ -164,11 +164,12 @@ chaos: deps
 FUZZ_SECONDS ?= 60
 FUZZ_SRC = $(filter-out common/status.c,$(COMMON_SRC)) \
            $(wildcard worker/providers/*.c worker/ingress/*.c) \
-           worker/upstream.c worker/conn.c tests/fuzz/stubs.c
+           worker/upstream.c worker/conn.c worker/http.c worker/ident.c \
+           tests/fuzz/stubs.c
 fuzz: deps
 	@$(MAKE) --no-print-directory deps EXTRA_PKGS="clang libclang-rt-14-dev"
 	@mkdir -p $(BUILD)/fuzz
-	@for t in json json_top json_pick sse evstream providers ingress_messages ingress_responses upstream conn; do \
+	@for t in json json_top json_pick sse evstream providers ingress_messages ingress_responses upstream conn http; do \
 	  clang -std=c11 -D_GNU_SOURCE -g -O1 -I. $(PKG_CFLAGS) \
 	    -fsanitize=fuzzer,address,undefined \
 	    -o $(BUILD)/fuzz/fuzz_$$t tests/fuzz/fuzz_$$t.c $(FUZZ_SRC) \

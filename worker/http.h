@@ -57,8 +57,9 @@ http_header(const struct hconn *c, const char *name)
 {
 	return http_header_n(c, name, strlen(name));
 }
-/* The body: a run of memory (valid while the handler runs) or, for a body
- * read straight into its own allocation, an evbuffer to take it from. */
+/* The body: a run of memory (valid while the handler runs, and until it
+ * starts a stream, which lets go of the request) or, for a body read
+ * straight into its own allocation, an evbuffer to take it from. */
 const char *http_body(const struct hconn *, size_t *len);
 struct evbuffer *http_body_buf(const struct hconn *);
 /* Who is at the other end (taken on first use). */

@@ -631,8 +631,8 @@ h_teardown(void)
 {
 	/* under valgrind, exit takes its leak check: give it time */
 	const char *vg = getenv("LLMFD_VALGRIND_DIR");
-	long end = h_now_ms() +
-	           (vg != NULL && *vg != '\0' ? 5 : 1) * H_TERM_WAIT_MS;
+	long end =
+	    h_now_ms() + (vg != NULL && *vg != '\0' ? 5 : 1) * H_TERM_WAIT_MS;
 	bool left;
 
 	for (int i = 0; i < g_nprocs; i++)
