@@ -46,7 +46,7 @@ static const char why_method[] = "method not allowed; use POST (or GET for "
 static const char why_fold[] = "obsolete line folding in the request headers";
 static const char why_many[] = "too many request header fields";
 static const char why_large[] = "request header fields too large";
-static const char why_body[] = "request body is larger than 32 MiB";
+const char conn_why_body[] = "request body is larger than 32 MiB";
 
 static struct worker *conn_w;
 static int reserve_fd = -1;
@@ -160,7 +160,7 @@ scan_head_done(struct conn_scan *s, const struct conn_limits *l,
                const char **why)
 {
 	if (!s->chunked && s->clen > l->max_body) {
-		*why = why_body;
+		*why = conn_why_body;
 		return 413;
 	}
 	if (s->chunked)
@@ -237,7 +237,7 @@ scan_chunk_size_done(struct conn_scan *s, const struct conn_limits *l,
 	}
 	s->body += s->left;
 	if (s->body > l->max_body) {
-		*why = why_body;
+		*why = conn_why_body;
 		return 413;
 	}
 	s->st = CS_CHUNK_DATA;
@@ -257,7 +257,7 @@ scan_chunk_byte(struct conn_scan *s, char c, const struct conn_limits *l,
 			s->left = s->left * 16 + v;
 			s->ndig++;
 			if (s->body + s->left > l->max_body) {
-				*why = why_body;
+				*why = conn_why_body;
 				return 413;
 			}
 		} else if (c == ';' || c == ' ' || c == '\t')
@@ -389,7 +389,7 @@ conn_scan_whole(struct conn_scan *s, uint32_t bytes, int64_t clen,
                 const struct conn_limits *l, const char **why)
 {
 	if (clen > l->max_body) {
-		*why = why_body;
+		*why = conn_why_body;
 		return 413;
 	}
 	s->bytes = bytes;

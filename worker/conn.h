@@ -80,6 +80,8 @@ int conn_init(struct worker *);
 void conn_free(void);
 /* The Date header's value (RFC 1123), formatted once a second. */
 const char *conn_date(void);
+/* The 413 reason for a body past max_body. */
+extern const char conn_why_body[];
 /* accept() failed on a listener (evconnlistener error callback). */
 void conn_accept_error(struct evconnlistener *, void *);
 /* Whether the listeners are backed off after EMFILE. */

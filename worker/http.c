@@ -129,7 +129,6 @@ struct route {
 /* The parser's answers (past what conn.c's scan refuses). */
 static const char why_malformed[] = "malformed request head";
 static const char why_clen[] = "invalid Content-Length";
-static const char why_body[] = "request body is larger than 32 MiB";
 
 static struct hconn_list conns = LIST_HEAD_INITIALIZER(conns);
 static int nconns;
@@ -677,7 +676,7 @@ http_head_in(struct hconn *c, const char *p, size_t n)
 	/* the cap again where the body is allocated: a head the scanner
 	 * took in pieces could announce more (fuzz_http) */
 	if (c->scan.clen > lim.max_body) {
-		http_reject(c, 413, why_body);
+		http_reject(c, 413, conn_why_body);
 		return -1;
 	}
 	c->blen = (size_t)c->scan.clen;

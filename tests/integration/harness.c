@@ -435,12 +435,21 @@ h_sock(void)
 	return h_path("llmfd.sock");
 }
 
+/* LLMFD_VALGRIND_DIR (make valgrind), or NULL when unset or empty. */
+static const char *
+valgrind_dir(void)
+{
+	const char *vg = getenv("LLMFD_VALGRIND_DIR");
+
+	return vg != NULL && *vg != '\0' ? vg : NULL;
+}
+
 pid_t
 h_llmfd_spawn(const char *conf)
 {
 	/* make valgrind: llmfd (and the workers it forks) under memcheck,
 	 * a log per process in LLMFD_VALGRIND_DIR */
-	const char *vg = getenv("LLMFD_VALGRIND_DIR");
+	const char *vg = valgrind_dir();
 	char logopt[PATH_MAX + 32];
 	const char *plain[] = {h_bin("llmfd"), "-c", conf, NULL};
 	const char *memcheck[] = {"valgrind",
@@ -460,7 +469,7 @@ h_llmfd_spawn(const char *conf)
 
 	if (fd < 0)
 		cr_assert_fail("open llmfd.log: %s", strerror(errno));
-	if (vg != NULL && *vg != '\0') {
+	if (vg != NULL) {
 		snprintf(logopt, sizeof logopt, "--log-file=%s/vg.%%p", vg);
 		argv = memcheck;
 	}
@@ -630,9 +639,7 @@ void
 h_teardown(void)
 {
 	/* under valgrind, exit takes its leak check: give it time */
-	const char *vg = getenv("LLMFD_VALGRIND_DIR");
-	long end =
-	    h_now_ms() + (vg != NULL && *vg != '\0' ? 5 : 1) * H_TERM_WAIT_MS;
+	long end = h_now_ms() + (valgrind_dir() ? 5 : 1) * H_TERM_WAIT_MS;
 	bool left;
 
 	for (int i = 0; i < g_nprocs; i++)
