@@ -148,7 +148,7 @@ PIDS+=($!)
 "$BUILD/llmf-mock" --port "$MF" --name flaky --mode status --status 503 \
 	--fail-percent 20 2>"$T/mock-flaky.log" &
 PIDS+=($!)
-"$BUILD/llmf-mock" --port "$MS" --name stream --chunks 64 \
+"$BUILD/llmf-mock" --port "$MS" --name stream --chunks 64 --stamp 1 \
 	--chunk-delay-ms 20 2>"$T/mock-stream.log" &
 PIDS+=($!)
 "$BUILD/llmf-mock" --port "$ML" --name slow --chunks 20 \
@@ -411,8 +411,12 @@ if [ -z "$PKNOTE" ]; then
 	fi
 fi
 meta stream_targets "$STARGETS"
+# (in the opposite order every other round: a target is not always the
+# one right after another's streams)
+SREV=$(echo $STARGETS | tr ' ' '\n' | tac | tr '\n' ' ')
 for r in $(seq "$ROUNDS"); do
-	for t in $STARGETS; do
+	if [ $((r % 2)) = 1 ]; then order=$STARGETS; else order=$SREV; fi
+	for t in $order; do
 		sargs "$t"
 		run "st.$t.r$r" "${ARGS[@]}" --stream -c 16 -n 64 --frames 64 \
 			--timeout 30

@@ -83,6 +83,11 @@ struct opts {
 
 struct stats {
 	struct hist lat, ttft, gap;
+	/* frames stamped by the upstream ("llmf_sent_us", llmf-mock --stamp):
+	 * delay from its send to our arrival, and how much longer each gap
+	 * was here than at the upstream (the upstream's own pacing jitter
+	 * taken out) */
+	struct hist delay, gapx;
 	uint64_t ok, err[ERR_N], status[NSTATUS], events;
 	uint64_t short_streams, stalled; /* complete, but frames lost / gap */
 	uint64_t bytes_in, bytes_out, connects, connect_retries;
@@ -97,7 +102,11 @@ struct conn {
 	int fd, state, pstate, measured;
 	int status, chunked, keepalive, reused, resent, got_bytes;
 	int ttft_done, line_data, kmp, lpos;
-	long frames; /* data events of the current stream */
+	int spos, sdigits; /* stamp matcher: pattern bytes matched, digits */
+	int64_t sval;      /* the stamp being read */
+	int64_t arrived;   /* when the current data line began, us */
+	int64_t prev_sent, prev_arrived; /* the last stamped frame */
+	long frames;                     /* data events of the current stream */
 	struct event rev, wev, tmo;
 	size_t woff, llen;
 	int64_t remaining, t_start, t_deadline;
@@ -124,6 +133,7 @@ struct bench {
 };
 
 static const char content_pat[] = "\"content\":\"";
+static const char stamp_pat[] = "\"llmf_sent_us\":";
 static int content_fail[sizeof content_pat];
 static char rdbuf[RDBUF_SZ];
 
@@ -476,6 +486,8 @@ conn_reset_parse(struct conn *c)
 	c->ttft_done = c->line_data = c->kmp = c->lpos = 0;
 	c->frames = 0;
 	c->last_frame = c->max_gap = 0;
+	c->spos = c->sdigits = 0;
+	c->prev_sent = c->prev_arrived = 0;
 }
 
 /* A stream ended well: did it carry every frame, without a long gap? */
@@ -565,7 +577,49 @@ sse_frame(struct conn *c)
 		if (now - c->last_frame > c->max_gap)
 			c->max_gap = now - c->last_frame;
 	}
-	c->last_frame = now;
+	c->last_frame = c->arrived = now;
+}
+
+/* A stamped frame: its delay, and its gap against the upstream's. */
+static void
+stamp_done(struct conn *c, int64_t sent)
+{
+	struct stats *s = &c->b->st;
+
+	/* from the frame after the first content on: before it, a gateway
+	 * may hold frames back on purpose (and TTFT measures that) */
+	if (c->measured && c->ttft_done) {
+		hist_add(&s->delay, c->arrived - sent);
+		if (c->prev_sent)
+			hist_add(&s->gapx, (c->arrived - c->prev_arrived) -
+			                       (sent - c->prev_sent));
+	}
+	c->prev_sent = sent;
+	c->prev_arrived = c->arrived;
+}
+
+/* One byte of a data line against "llmf_sent_us": and the digits after
+ * it. The pattern's only repeated byte is its first ('"'), so a mismatch
+ * restarts at 0, or at 1 on a '"'. */
+static void
+sse_stamp(struct conn *c, char ch)
+{
+	if (c->spos == (int)sizeof stamp_pat - 1) {
+		if (ch >= '0' && ch <= '9' && c->sdigits < 18) {
+			c->sval = c->sval * 10 + (ch - '0');
+			c->sdigits++;
+			return;
+		}
+		if (c->sdigits)
+			stamp_done(c, c->sval);
+		c->spos = c->sdigits = 0;
+		c->sval = 0;
+		return;
+	}
+	if (ch == stamp_pat[c->spos])
+		c->spos++;
+	else
+		c->spos = ch == '"';
 }
 
 /* Match "data:" at the start of a line: lpos 0..4 matching, 5 a data
@@ -606,12 +660,17 @@ static void
 sse_scan(struct conn *c, const char *p, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		if (p[i] == '\n')
+		if (p[i] == '\n') {
 			c->lpos = c->line_data = c->kmp = 0;
-		else if (c->lpos < 5)
+			c->spos = c->sdigits = 0;
+			c->sval = 0;
+		} else if (c->lpos < 5) {
 			sse_line_start(c, p[i]);
-		else if (c->line_data && !c->ttft_done)
-			sse_content(c, p[i]);
+		} else if (c->line_data) {
+			sse_stamp(c, p[i]);
+			if (!c->ttft_done)
+				sse_content(c, p[i]);
+		}
 	}
 }
 
@@ -1121,6 +1180,10 @@ report_json(const struct bench *b)
 	if (b->o.stream) {
 		json_hist("ttft_us", &s->ttft);
 		json_hist("gap_us", &s->gap);
+		if (s->delay.count) {
+			json_hist("frame_delay_us", &s->delay);
+			json_hist("gap_excess_us", &s->gapx);
+		}
 		printf(",\"frames_short\":%" PRIu64 ",\"stalled\":%" PRIu64,
 		       s->short_streams, s->stalled);
 	}
@@ -1172,6 +1235,10 @@ report_human(const struct bench *b)
 	if (b->o.stream) {
 		human_hist("ttft", &s->ttft);
 		human_hist("gap", &s->gap);
+		if (s->delay.count) {
+			human_hist("delay", &s->delay);
+			human_hist("gap+", &s->gapx);
+		}
 		printf("streams short of %ld frames: %" PRIu64
 		       "; with a gap over %.0f ms: %" PRIu64 "\n",
 		       b->o.frames, s->short_streams, b->o.max_gap_ms,

@@ -10,6 +10,7 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <errno.h>
 #include <signal.h>
 #include <stddef.h>
@@ -33,6 +34,7 @@
 
 #include "common/b64.h"
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/evstream.h"
 #include "common/log.h"
 #include "common/sigv4.h"
@@ -122,6 +124,7 @@ struct mock_opts {
 	int token_expiry;      /* expires_in of issued tokens, seconds */
 	int token_status;      /* 200, or the token endpoint's failure */
 	int token_latency_ms;
+	int stamp; /* OpenAI chunks carry "llmf_sent_us": the send time */
 };
 
 struct mock_stats {
@@ -491,6 +494,7 @@ static const struct optdef optdefs[] = {
     OPT_INT("token_expiry", token_expiry, 1, 86400),
     OPT_INT("token_status", token_status, 200, 599),
     OPT_INT("token_latency_ms", token_latency_ms, 0, 86400000),
+    OPT_INT("stamp", stamp, 0, 1),
 };
 
 /* The option named name ("retry-after" and "retry_after" alike), or NULL. */
@@ -1268,8 +1272,11 @@ oa_chunk_open(struct buf *b, struct mreq *r)
 {
 	buf_printf(b,
 	           "data: {\"id\":\"chatcmpl-mock%llu\",\"object\":"
-	           "\"chat.completion.chunk\",\"created\":%lld,\"model\":",
+	           "\"chat.completion.chunk\",\"created\":%lld,",
 	           r->seq, r->created);
+	if (r->o.stamp)
+		buf_printf(b, "\"llmf_sent_us\":%lld,", (long long)clock_us());
+	buf_adds(b, "\"model\":");
 	jesc(b, r->model);
 	buf_adds(b, ",\"choices\":");
 }
@@ -2092,7 +2099,16 @@ static void
 stream_start(struct mreq *r)
 {
 	struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
+	struct evhttp_connection *ec = evhttp_request_get_connection(r->req);
+	struct bufferevent *bev =
+	    ec ? evhttp_connection_get_bufferevent(ec) : NULL;
+	int one = 1;
 
+	/* frames go out as they are made: without this, Nagle holds the
+	 * first one until the client's delayed ACK of the headers (40 ms) */
+	if (bev != NULL)
+		(void)setsockopt(bufferevent_getfd(bev), IPPROTO_TCP,
+		                 TCP_NODELAY, &one, sizeof one);
 	reply_headers(r->req,
 	              is_amz(r) ? "application/vnd.amazon.eventstream"
 	                        : "text/event-stream",
@@ -3310,7 +3326,8 @@ static void __attribute__((noreturn)) usage(void)
 	    "N]\n"
 	    "                 [--cut-after N] [--usage P,C] [--finish R]\n"
 	    "                 [--recover-after-ms MS] [--tool-call 0|1]\n"
-	    "                 [--headers \"Name: value; ...\"] [-v]\n");
+	    "                 [--headers \"Name: value; ...\"] [--stamp 0|1] "
+	    "[-v]\n");
 	exit(2);
 }
 

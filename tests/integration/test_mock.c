@@ -722,3 +722,65 @@ Test(mock, count_tokens)
 	cr_assert_eq(r->status, 0, "%s", h_desc(r));
 	cr_assert_eq(h_mock_stat(&m, "failed"), 3);
 }
+
+/* --stamp 1: every OpenAI chunk carries its send time, llmfd passes it
+ * through, and llmf-bench turns it into per-frame delays and gap excesses
+ * (the bench's stream figures; bench/report.py). */
+Test(mock, stamped_frames_measured_by_the_bench_through_llmfd)
+{
+	const char *body = "{\"model\":\"m\",\"stream\":true,\"messages\":"
+	                   "[{\"role\":\"user\",\"content\":\"hi\"}]}";
+	struct h_resp *r;
+	char *out;
+	long sent;
+	int rc;
+
+	h_mock_start(&m, "stamp", "--stamp", "1", "--chunks", "5",
+	             "--chunk-delay-ms", "10", NULL);
+	h_llmfd_start("daemon = { workers = 1; listen = \"llmfd.sock\";\n"
+	              "  health_table = \"health\"; };\n"
+	              "deployments = ( { name = \"d\"; group = \"m\";\n"
+	              "  provider = \"openai\"; model = \"m\";\n"
+	              "  base_url = \"http://127.0.0.1:%d/v1\"; } );\n",
+	              m.port);
+	r = h_unix("POST", CHAT, body);
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	/* seven chunks (role, five contents, finish), each stamped once */
+	cr_assert_not_null(strstr(r->body, "\"llmf_sent_us\":"));
+	sent = 0;
+	for (const char *p = r->body; (p = strstr(p, "\"llmf_sent_us\":"));
+	     p++) {
+		long t = strtol(p + 15, NULL, 10);
+
+		cr_assert_gt(t, sent, "stamps go forward: %s", r->body);
+		sent = t;
+	}
+	rc = h_run(&out, h_bin("llmf-bench"), "--unix", h_sock(), "--model",
+	           "m", "--stream", "-n", "2", "--frames", "7", "--warmup", "0",
+	           "--json", NULL);
+	cr_assert_eq(rc, 0, "%s", out);
+	cr_assert_eq(h_json_long(out, "ok", -1), 2, "%s", out);
+	cr_assert_eq(h_json_long(out, "frames_short", -1), 0, "%s", out);
+	/* counted from the frame after the first content: frames 2..6 of
+	 * each stream, and the gaps 1-2 .. 5-6 */
+	cr_assert_eq(h_json_long(out, "frame_delay_us.count", -1), 10, "%s",
+	             out);
+	cr_assert_eq(h_json_long(out, "gap_excess_us.count", -1), 10, "%s",
+	             out);
+	/* a delay from the mock's clock to ours, not a stamp misread: far
+	 * below the time the streams took */
+	cr_assert_lt(h_json_long(out, "frame_delay_us.max", -1),
+	             h_json_long(out, "latency_us.max", 0), "%s", out);
+	cr_assert_geq(h_json_long(out, "frame_delay_us.min", -1), 0, "%s", out);
+
+	/* without --stamp, no stamp and no such figures */
+	h_mock_config(&m, "{\"stamp\":0}");
+	r = h_unix("POST", CHAT, body);
+	cr_assert_eq(r->status, 200, "%s", h_desc(r));
+	cr_assert_null(strstr(r->body, "llmf_sent_us"), "%s", r->body);
+	rc = h_run(&out, h_bin("llmf-bench"), "--unix", h_sock(), "--model",
+	           "m", "--stream", "-n", "1", "--warmup", "0", "--json", NULL);
+	cr_assert_eq(rc, 0, "%s", out);
+	cr_assert_eq(h_json_long(out, "frame_delay_us.count", -1), -1, "%s",
+	             out);
+}
