@@ -46,6 +46,7 @@ static const char why_method[] = "method not allowed; use POST (or GET for "
 static const char why_fold[] = "obsolete line folding in the request headers";
 static const char why_many[] = "too many request header fields";
 static const char why_large[] = "request header fields too large";
+static const char why_cr[] = "malformed request head: a CR not before LF";
 const char conn_why_body[] = "request body is larger than 32 MiB";
 
 static struct worker *conn_w;
@@ -147,22 +148,22 @@ scan_header(struct conn_scan *s)
 		errno = 0;
 		s->clen = (int64_t)strtoll(v, &end, 10);
 		if (end == v || errno != 0 || s->clen < 0)
-			s->clen = -1; /* evhttp refuses it */
+			s->clen = -1; /* http.c refuses it */
 	} else if (line_is(s, "transfer-encoding:"))
 		s->chunked = strcasestr(s->line, "chunked") != NULL;
 	s->llen = 0;
 	s->st = CS_HDR_START;
 }
 
-/* The head is in: check the announced body, then follow it. */
+/* The head is in: follow the body. Its Content-Length is not judged here
+ * but by http.c once it has parsed the head, in the same order as for a
+ * head checked whole (a malformed head is 400 before its length is 413). */
 static int
 scan_head_done(struct conn_scan *s, const struct conn_limits *l,
                const char **why)
 {
-	if (!s->chunked && s->clen > l->max_body) {
-		*why = conn_why_body;
-		return 413;
-	}
+	(void)l;
+	(void)why;
 	if (s->chunked)
 		s->st = CS_CHUNK_SIZE;
 	else if (s->clen > 0) {
@@ -211,8 +212,8 @@ scan_head_byte(struct conn_scan *s, char c, const struct conn_limits *l,
 	case CS_HDR_CR:
 		if (c == '\n')
 			return scan_head_done(s, l, why);
-		s->st = CS_DONE; /* a bare CR: evhttp decides */
-		return 0;
+		*why = why_cr; /* a line that starts with a bare CR */
+		return 400;
 	default: /* CS_HDR */
 		if (c == '\n')
 			scan_header(s);
@@ -228,7 +229,7 @@ scan_chunk_size_done(struct conn_scan *s, const struct conn_limits *l,
                      const char **why)
 {
 	if (s->ndig == 0) {
-		s->st = CS_DONE; /* malformed: evhttp refuses it */
+		s->st = CS_DONE; /* malformed: http_dechunk refuses it */
 		return 0;
 	}
 	if (s->left == 0) {
@@ -244,13 +245,33 @@ scan_chunk_size_done(struct conn_scan *s, const struct conn_limits *l,
 	return 0;
 }
 
-/* One byte of chunk framing; 0 or a status. */
+/*
+ * One byte of chunk framing; 0 or a status. The grammar, which http.c's
+ * decoder (http_dechunk) follows byte for byte: a size line is hex digits,
+ * then either a space, tab or ';' and anything up to LF, or LF with one
+ * optional CR before it; a chunk's data ends with [CR] LF; trailer lines
+ * up to an empty one ([CR] LF). Anything else ends the scan (CS_DONE) for
+ * the decoder to refuse, so the request's end does not depend on how its
+ * bytes arrived.
+ */
 static int
 scan_chunk_byte(struct conn_scan *s, char c, const struct conn_limits *l,
                 const char **why)
 {
 	int v;
 
+	if (s->cr) {
+		s->cr = 0;
+		if (c != '\n') {
+			s->st = CS_DONE;
+			return 0;
+		}
+	} else if (c == '\r' &&
+	           ((s->st == CS_CHUNK_SIZE && s->ndig > 0) ||
+	            s->st == CS_CHUNK_CRLF || s->st == CS_TRAILER_START)) {
+		s->cr = 1;
+		return 0;
+	}
 	switch (s->st) {
 	case CS_CHUNK_SIZE:
 		if ((v = buf_hexval(c)) >= 0) {
@@ -260,11 +281,11 @@ scan_chunk_byte(struct conn_scan *s, char c, const struct conn_limits *l,
 				*why = conn_why_body;
 				return 413;
 			}
-		} else if (c == ';' || c == ' ' || c == '\t')
+		} else if (s->ndig > 0 && (c == ';' || c == ' ' || c == '\t'))
 			s->st = CS_CHUNK_EXT;
 		else if (c == '\n')
 			return scan_chunk_size_done(s, l, why);
-		else if (c != '\r')
+		else
 			s->st = CS_DONE;
 		return 0;
 	case CS_CHUNK_EXT:
@@ -274,14 +295,11 @@ scan_chunk_byte(struct conn_scan *s, char c, const struct conn_limits *l,
 			s->st = CS_CHUNK_SIZE;
 			s->left = 0;
 			s->ndig = 0;
-		} else if (c != '\r')
+		} else
 			s->st = CS_DONE;
 		return 0;
 	case CS_TRAILER_START:
-		if (c == '\n')
-			s->st = CS_DONE;
-		else if (c != '\r')
-			s->st = CS_TRAILER;
+		s->st = c == '\n' ? CS_DONE : CS_TRAILER;
 		return 0;
 	default: /* CS_TRAILER */
 		if (c == '\n')
@@ -354,23 +372,38 @@ conn_scan_head(struct conn_scan *s, const char *p, size_t len,
 {
 	const char *end = p + len - 4, *q, *eol, *sp;
 	uint32_t nhdr = 0;
+	size_t k, m;
+	const char *x;
+	char t[8];
 	int rc;
 
-	for (q = p; q < end && (*q == '\r' || *q == '\n'); q++)
-		;
+	/* empty lines ("" or "\r") before the request are skipped */
+	for (q = p; q < end && (*q == '\n' || (*q == '\r' && q[1] == '\n'));)
+		q += *q == '\r' ? 2 : 1;
 	if (q >= end)
 		return 1; /* blank lines so far */
 	eol = memchr(q, '\n', (size_t)(end + 2 - q));
-	sp = memchr(q, ' ', (size_t)(eol - q));
-	s->http10 = eol - q >= 9 && memcmp(eol - 9, "HTTP/1.0\r", 9) == 0;
-	if ((rc = scan_method(s, q, sp ? (size_t)(sp - q) : (size_t)(eol - q),
-	                      sp ? sp + 1 : eol,
-	                      sp ? (size_t)(eol - sp - 1) : 0, why)) != 0)
+	/* as the byte-wise scan reads it: the line's first bytes (line) for
+	 * the method and path, its last 8 that are not CR (tail) for 1.0 */
+	k = (size_t)(eol - q) < sizeof s->line - 1 ? (size_t)(eol - q)
+	                                           : sizeof s->line - 1;
+	sp = memchr(q, ' ', k);
+	for (x = eol, m = 0; x > q && m < 8;)
+		if (*--x != '\r')
+			t[7 - m++] = *x;
+	s->http10 = m == 8 && memcmp(t, "HTTP/1.0", 8) == 0;
+	if ((rc =
+	         scan_method(s, q, sp ? (size_t)(sp - q) : k, sp ? sp + 1 : eol,
+	                     sp ? k - (size_t)(sp - q) - 1 : 0, why)) != 0)
 		return rc;
 	for (q = eol + 1; q < end + 2; q = eol + 1) {
 		eol = memchr(q, '\n', (size_t)(end + 3 - q));
 		if (*q == '\n' || (*q == '\r' && q[1] == '\n'))
 			return 1; /* an earlier head ended with bare LFs */
+		if (*q == '\r') {
+			*why = why_cr;
+			return 400;
+		}
 		if (*q == ' ' || *q == '\t') {
 			*why = why_fold;
 			return 400;
@@ -426,6 +459,8 @@ openai_code(int status)
 		return "body_too_large";
 	case 431:
 		return "header_too_large";
+	case 501:
+		return "not_implemented";
 	case 503:
 		return "overloaded";
 	default:

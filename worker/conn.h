@@ -30,6 +30,7 @@ struct conn_scan {
 	uint32_t bytes, nhdr;
 	int64_t clen, left, body;
 	int ndig, chunked, http10, anthropic;
+	int cr; /* chunk framing: a CR that must be followed by LF */
 	uint16_t llen;
 	char line[64]; /* start of the current line */
 	char tail[9];  /* end of the request line ("HTTP/1.0") */
@@ -42,8 +43,10 @@ void conn_scan_init(struct conn_scan *);
  * Scan n more bytes of a request. 0 while it is acceptable (bytes past the
  * end of the request are not looked at; what this scan does not
  * understand ends it, for http.c's parser to refuse); else the HTTP status to
- * answer at once (400 folded header line, 405 method, 413 body past max_body,
- * 431 head past max_bytes or max_headers) with *why saying so.
+ * answer at once (400 folded header line or a line starting with a bare
+ * CR, 405 method, 413 chunked body past max_body, 431 head past max_bytes
+ * or max_headers) with *why saying so. A Content-Length past max_body is
+ * http.c's to refuse, after it has parsed the head.
  */
 int conn_scan_feed(struct conn_scan *, const char *p, size_t n,
                    const struct conn_limits *, const char **why);

@@ -89,8 +89,9 @@ struct hconn {
 	struct hhdr *hdr;
 	int nhdr, ahdr;
 	/* the first Connection, Expect, Transfer-Encoding and Content-Length
-	 * headers (indexes into hdr, -1 for none), noted while parsing */
-	int h_conn, h_expect, h_te, h_clen;
+	 * headers (indexes into hdr, -1 for none), noted while parsing; a
+	 * second Content-Length */
+	int h_conn, h_expect, h_te, h_clen, h_clen2;
 	uint32_t path, target;
 	int method, http10, keepalive, expect;
 	int parsed; /* head parsed (its length in head_len) */
@@ -129,6 +130,9 @@ struct route {
 /* The parser's answers (past what conn.c's scan refuses). */
 static const char why_malformed[] = "malformed request head";
 static const char why_clen[] = "invalid Content-Length";
+static const char why_clen2[] = "more than one Content-Length";
+static const char why_te[] = "Transfer-Encoding other than chunked";
+static const char why_te_clen[] = "both Transfer-Encoding and Content-Length";
 
 static struct hconn_list conns = LIST_HEAD_INITIALIZER(conns);
 static int nconns;
@@ -407,6 +411,8 @@ http_note(struct hconn *c, const char *name, size_t n)
 	}
 	if (at != NULL && *at < 0)
 		*at = c->nhdr;
+	else if (at == &c->h_clen)
+		c->h_clen2 = 1;
 }
 
 /* The value of header i, or NULL for -1. */
@@ -416,15 +422,19 @@ http_hval(const struct hconn *c, int i)
 	return i < 0 ? NULL : c->head.data + c->hdr[i].v;
 }
 
-/* Parse the head (n bytes at p, checked by the scanner: methods, sizes,
- * no folding) into c; 0, or -1 when it is malformed. */
+/* Parse the head (n bytes at p, up to and including its blank line;
+ * checked by the scanner: methods, sizes, no folding) into c; 0, or -1
+ * when it is malformed: no blank line where it ends, a NUL anywhere. */
 static int
 http_parse_head(struct hconn *c, const char *p, size_t n)
 {
 	char *s, *e, *eol, *sp, *colon, *v, *ve;
 	const char *conn;
 	size_t k;
+	int blank = 0;
 
+	if (memchr(p, '\0', n) != NULL)
+		return -1;
 	/* room for the head, a NUL and the path after it: no move later */
 	buf_reset(&c->head);
 	if (buf_reserve(&c->head, 2 * n + 2) == -1)
@@ -434,8 +444,10 @@ http_parse_head(struct hconn *c, const char *p, size_t n)
 	c->head.len = n + 1;
 	s = c->head.data;
 	e = s + n;
-	while (s < e && (*s == '\r' || *s == '\n')) /* empty lines first */
-		s++;
+	/* empty lines ("" or "\r") first, as the scan skips them */
+	while (s < e &&
+	       (*s == '\n' || (*s == '\r' && s + 1 < e && s[1] == '\n')))
+		s += *s == '\r' ? 2 : 1;
 	if ((eol = memchr(s, '\n', (size_t)(e - s))) == NULL)
 		return -1;
 	*eol = '\0';
@@ -466,14 +478,17 @@ http_parse_head(struct hconn *c, const char *p, size_t n)
 	s = eol + 1;
 	c->nhdr = 0;
 	c->h_conn = c->h_expect = c->h_te = c->h_clen = -1;
+	c->h_clen2 = 0;
 	for (; s < e; s = eol + 1) {
 		if ((eol = memchr(s, '\n', (size_t)(e - s))) == NULL)
 			return -1;
 		*eol = '\0';
 		if (eol > s && eol[-1] == '\r')
 			eol[-1] = '\0';
-		if (*s == '\0')
-			break; /* the blank line */
+		if (*s == '\0') { /* the blank line: the head's last */
+			blank = eol + 1 == e;
+			break;
+		}
 		/* the name: up to the colon, no whitespace in it (a line with
 		 * none, or with a NUL before it, is malformed) */
 		colon = s + strcspn(s, ": \t");
@@ -500,6 +515,8 @@ http_parse_head(struct hconn *c, const char *p, size_t n)
 		http_note(c, s, (size_t)(colon - s));
 		c->nhdr++;
 	}
+	if (!blank)
+		return -1;
 	conn = http_hval(c, c->h_conn);
 	c->keepalive = c->http10 ? conn && http_has_token(conn, "keep-alive")
 	                         : !(conn && http_has_token(conn, "close"));
@@ -514,38 +531,49 @@ static long
 http_dechunk(struct hconn *c, const char *p, size_t n)
 {
 	const char *q = p, *e = p + n, *eol;
-	unsigned long long size;
-	char *end;
+	size_t size;
+	int v, nd;
 
+	/* conn.c's scan_chunk_byte has the grammar */
 	buf_reset(&c->chunked);
 	for (;;) {
-		if ((eol = memchr(q, '\n', (size_t)(e - q))) == NULL)
+		for (size = 0, nd = 0; q < e && (v = buf_hexval(*q)) >= 0;
+		     q++) {
+			if (size > (size_t)lim.max_body) /* the scan said 413 */
+				return -1;
+			size = size * 16 + (size_t)v;
+			nd++;
+		}
+		if (nd == 0 || q >= e)
 			return -1;
-		errno = 0;
-		size = strtoull(q, &end, 16);
-		if (end == q || errno != 0 ||
-		    size > (unsigned long long)(e - eol))
+		if (*q == ' ' || *q == '\t' || *q == ';') { /* an extension */
+			if ((eol = memchr(q, '\n', (size_t)(e - q))) == NULL)
+				return -1;
+			q = eol;
+		} else if (*q == '\r')
+			q++;
+		if (q >= e || *q++ != '\n')
 			return -1;
-		q = eol + 1;
 		if (size == 0)
 			break;
-		if ((size_t)(e - q) < size + 1)
+		if ((size_t)(e - q) < size)
 			return -1;
-		buf_add(&c->chunked, q, (size_t)size);
+		buf_add(&c->chunked, q, size);
 		q += size;
-		if (*q == '\r')
+		if (q < e && *q == '\r')
 			q++;
-		if (q >= e || *q != '\n')
+		if (q >= e || *q++ != '\n')
 			return -1;
-		q++;
 	}
-	for (;;) { /* trailers, up to the blank line */
-		if ((eol = memchr(q, '\n', (size_t)(e - q))) == NULL)
+	for (;;) { /* trailers, up to the empty line */
+		if (q < e && *q == '\r' && (q + 1 >= e || q[1] != '\n'))
 			return -1;
-		if (eol == q || (eol == q + 1 && *q == '\r')) {
-			q = eol + 1;
+		if (q < e && (*q == '\n' || *q == '\r')) {
+			q += *q == '\r' ? 2 : 1;
 			break;
 		}
+		if ((eol = memchr(q, '\n', (size_t)(e - q))) == NULL)
+			return -1;
 		q = eol + 1;
 	}
 	return c->chunked.oom ? -1 : (long)(q - p);
@@ -640,6 +668,62 @@ http_body_at(struct hconn *c, const char *p, size_t n, size_t *used)
 	return 0;
 }
 
+/* Refuse with status and why; -1. */
+static int
+http_quick_no(struct hconn *c, int status, const char *why)
+{
+	http_reject(c, status, why);
+	return -1;
+}
+
+/* The parsed head's framing headers: one Content-Length at most, a
+ * number and nothing else, not beside Transfer-Encoding (the ways a
+ * request is framed differently by two readers). Its value in *clen (-1:
+ * none); 0, or -1 after refusing the request. */
+static int
+http_framing(struct hconn *c, long long *clen)
+{
+	const char *v;
+	char *e;
+
+	*clen = -1;
+	if ((v = http_hval(c, c->h_clen)) == NULL)
+		return 0;
+	if (c->h_clen2)
+		return http_quick_no(c, 400, why_clen2);
+	if (c->h_te >= 0)
+		return http_quick_no(c, 400, why_te_clen);
+	errno = 0;
+	*clen = strtoll(v, &e, 10);
+	if (e == v || *e != '\0' || errno != 0 || *clen < 0)
+		return http_quick_no(c, 400, why_clen);
+	return 0;
+}
+
+/* The head (scan.bytes of the n bytes at p) is in: parse it, and check
+ * its framing and announced length. 0 (c->parsed), or -1 after refusing
+ * it. */
+static int
+http_head_check(struct hconn *c, const char *p, size_t n)
+{
+	long long clen;
+
+	c->head_len = c->scan.bytes;
+	if (c->head_len > n || http_parse_head(c, p, c->head_len) == -1)
+		return http_quick_no(c, 400, why_malformed);
+	if (http_framing(c, &clen) == -1)
+		return -1;
+	/* the scanner framed the body by the same header */
+	if (!c->scan.chunked && clen != c->scan.clen)
+		return http_quick_no(c, 400, why_clen);
+	if (c->h_te >= 0 && !c->scan.chunked)
+		return http_quick_no(c, 501, why_te);
+	if (clen > lim.max_body)
+		return http_quick_no(c, 413, conn_why_body);
+	c->parsed = 1;
+	return 0;
+}
+
 /* The head of the request at p (n bytes so far) is in: parse it once,
  * and when the body is large and not all there, start reading it into an
  * allocation of its own (1: the n bytes are taken). 0 to wait for more,
@@ -650,19 +734,8 @@ http_head_in(struct hconn *c, const char *p, size_t n)
 	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 	struct iovec v;
 
-	if (!c->parsed) {
-		c->head_len = c->scan.bytes;
-		if (c->head_len > n ||
-		    http_parse_head(c, p, c->head_len) == -1) {
-			http_reject(c, 400, why_malformed);
-			return -1;
-		}
-		if (c->scan.clen < 0 && !c->scan.chunked && c->h_clen >= 0) {
-			http_reject(c, 400, why_clen);
-			return -1;
-		}
-		c->parsed = 1;
-	}
+	if (!c->parsed && http_head_check(c, p, n) == -1)
+		return -1;
 	if (c->expect &&
 	    (c->scan.chunked || n - c->head_len < (size_t)c->scan.clen)) {
 		c->expect = 0; /* once */
@@ -673,12 +746,6 @@ http_head_in(struct hconn *c, const char *p, size_t n)
 	if (c->scan.chunked || c->scan.clen < HTTP_DIRECT_MIN ||
 	    n - c->head_len >= (size_t)c->scan.clen)
 		return 0;
-	/* the cap again where the body is allocated: a head the scanner
-	 * took in pieces could announce more (fuzz_http) */
-	if (c->scan.clen > lim.max_body) {
-		http_reject(c, 413, conn_why_body);
-		return -1;
-	}
 	c->blen = (size_t)c->scan.clen;
 	if ((c->bmem = malloc(c->blen)) == NULL) {
 		http_reject(c, 503, "out of memory");
@@ -734,14 +801,6 @@ http_blank(const char *p, size_t n)
 	return NULL;
 }
 
-/* Refuse with status and why; -1. */
-static int
-http_quick_no(struct hconn *c, int status, const char *why)
-{
-	http_reject(c, status, why);
-	return -1;
-}
-
 /*
  * The usual case: the whole head of the request is in the n bytes at p.
  * Check it in one go (what conn.c's scanner checks byte by byte, with its
@@ -753,9 +812,8 @@ static int
 http_quick(struct hconn *c, const char *p, size_t n)
 {
 	size_t m = n < lim.max_bytes ? n : lim.max_bytes, len;
-	const char *end = http_blank(p, m), *v, *why = NULL;
-	long long clen = -1;
-	char *e;
+	const char *end = http_blank(p, m), *why = NULL;
+	long long clen;
 	int rc;
 
 	if (end == NULL)
@@ -767,14 +825,10 @@ http_quick(struct hconn *c, const char *p, size_t n)
 		return http_quick_no(c, rc, why);
 	if (http_parse_head(c, p, len) == -1)
 		return http_quick_no(c, 400, why_malformed);
+	if (http_framing(c, &clen) == -1)
+		return -1;
 	if (c->h_te >= 0)
 		return 0; /* the scanner follows chunks */
-	if ((v = http_hval(c, c->h_clen)) != NULL) {
-		errno = 0;
-		clen = strtoll(v, &e, 10);
-		if (e == v || *e != '\0' || errno != 0 || clen < 0)
-			return http_quick_no(c, 400, why_clen);
-	}
 	if ((rc = conn_scan_whole(&c->scan, (uint32_t)len, clen, &lim, &why)) !=
 	    0)
 		return http_quick_no(c, rc, why);
@@ -808,6 +862,13 @@ http_take(struct hconn *c, const char *p, size_t n, int *st)
 		rc = conn_scan_feed(&c->scan, p + c->scanned, n - c->scanned,
 		                    &lim, &why);
 		c->scanned = n;
+		/* the scan went on into the body and refused it: the head is
+		 * judged first, as when it is checked whole */
+		if (rc != 0 && conn_scan_head_done(&c->scan) && !c->parsed &&
+		    http_head_check(c, p, n) == -1) {
+			*st = -1;
+			return n;
+		}
 		if (rc != 0) {
 			http_reject(c, rc, why);
 			*st = -1;

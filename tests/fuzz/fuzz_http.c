@@ -1,10 +1,14 @@
 /* libFuzzer: worker/http.c, the server of client connections, over a real
  * Unix socket in one event loop. Byte 0 picks the size of the writes the
  * rest is cut into (a loop turn after each); then the client half-closes
- * and reads to the end. Routes: /echo answers with the body, /stream with
- * a chunked stream of it in three pieces, any other path 404. Checks, past
- * ASan's: every answer starts as an HTTP/1.x status line, and once the
- * client has gone no connection is left open on the server. */
+ * and reads to the end. The same bytes are then sent again in one write.
+ * Routes: /echo answers with the body, /stream with a chunked stream of it
+ * in three pieces, any other path 404. Checks, past ASan's: every answer
+ * starts as an HTTP/1.x status line; once the client has gone no
+ * connection is left open on the server; and the bytes are answered the
+ * same whichever way they came (the whole-head check and the byte-wise
+ * scanner read a request one way), but for the Date header and the 100
+ * Continue that only a body still to come gets. */
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -25,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
 static struct event_base *base;
 static struct sockaddr_un sun;
-static char out[1 << 16];
+static char out[1 << 16], first[1 << 16];
 static size_t outlen;
 
 static void
@@ -135,19 +139,39 @@ turn(int fd)
 	}
 }
 
-int
-LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
+/* Drop the Date headers' values and the 100 Continue replies from the
+ * len bytes at p, in place; the length left. */
+static size_t
+normalize(char *p, size_t len)
 {
-	size_t step, off;
+	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+	size_t i = 0, j = 0;
+
+	while (i < len) {
+		if (len - i >= sizeof cont - 1 &&
+		    memcmp(p + i, cont, sizeof cont - 1) == 0) {
+			i += sizeof cont - 1;
+			continue;
+		}
+		if (len - i >= 8 && memcmp(p + i, "\r\nDate: ", 8) == 0) {
+			const char *nl = memchr(p + i + 2, '\n', len - i - 2);
+
+			i = nl ? (size_t)(nl - p) - 1 : len;
+			continue;
+		}
+		p[j++] = p[i++];
+	}
+	return j;
+}
+
+/* Send the n bytes at data in writes of step bytes, half-close, read to
+ * the end into out (outlen), close, check the server let go. */
+static void
+exchange(const uint8_t *data, size_t n, size_t step)
+{
+	size_t off;
 	int fd, done = 0, left = 0;
 
-	if (base == NULL)
-		setup();
-	if (n < 1)
-		return 0;
-	step = (size_t)data[0] % 97 + 1;
-	data++;
-	n--;
 	outlen = 0;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof sun) == -1)
@@ -174,5 +198,31 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
 	}
 	if (left != 0)
 		__builtin_trap();
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
+{
+	size_t step, a;
+
+	if (base == NULL)
+		setup();
+	if (n < 1)
+		return 0;
+	step = (size_t)data[0] % 97 + 1;
+	data++;
+	n--;
+	exchange(data, n, step);
+	if (step >= n)
+		return 0;
+	a = normalize(out, outlen);
+	memcpy(first, out, a);
+	exchange(data, n, n);
+	outlen = normalize(out, outlen);
+	if (a != outlen || memcmp(first, out, a) != 0) {
+		fprintf(stderr, "in pieces of %zu:\n%.*s\n---- whole:\n%.*s\n",
+		        step, (int)a, first, (int)outlen, out);
+		__builtin_trap();
+	}
 	return 0;
 }

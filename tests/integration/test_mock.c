@@ -784,3 +784,22 @@ Test(mock, stamped_frames_measured_by_the_bench_through_llmfd)
 	cr_assert_eq(h_json_long(out, "frame_delay_us.count", -1), -1, "%s",
 	             out);
 }
+
+/* llmf-bench on a target that refuses every connect ends, with the
+ * failures counted (it used to wait forever: a loopbreak issued before
+ * the event loop ran is forgotten by it). */
+Test(mock, bench_ends_on_an_unreachable_target)
+{
+	char *out;
+	int rc;
+
+	rc = h_run(&out, h_bin("llmf-bench"), "--unix", h_path("nothing.sock"),
+	           "-n", "1", "--warmup", "0", "--json", NULL);
+	cr_assert_eq(rc, 1, "no request ok: %s", out);
+	cr_assert_eq(h_json_long(out, "ok", -1), 0, "%s", out);
+	cr_assert_eq(h_json_long(out, "errors.connect", -1), 1, "%s", out);
+	rc = h_run(&out, h_bin("llmf-bench"), "--unix", h_path("nothing.sock"),
+	           "-n", "2", "--warmup", "0.2", "--json", NULL);
+	cr_assert_eq(rc, 1, "no request ok: %s", out);
+	cr_assert_eq(h_json_long(out, "errors.connect", -1), 2, "%s", out);
+}

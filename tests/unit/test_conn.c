@@ -92,9 +92,11 @@ Test(conn, methods)
 
 Test(conn, body_limits)
 {
+	/* a Content-Length is http.c's to judge once the head is parsed
+	 * (wire/body_cap_both_ways) */
 	cr_assert(eq(int,
 	             verdict("POST / HTTP/1.1\r\nContent-Length: 1001\r\n\r\n"),
-	             413));
+	             0));
 	cr_assert(eq(int,
 	             verdict("POST / HTTP/1.1\r\nContent-Length: 1000\r\n\r\n"),
 	             0));
@@ -112,6 +114,22 @@ Test(conn, body_limits)
 	             verdict("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
 	                     "\r\nzz\r\n"),
 	             0));
+}
+
+/* A line that starts with a CR not before LF is refused where the blank
+ * line could be: it used to end the head there, past the body cap. */
+Test(conn, bare_cr_line_refused)
+{
+	struct conn_scan s;
+	const char *why;
+
+	cr_assert(eq(int,
+	             verdict("POST / HTTP/1.1\r\nContent-Length: 99999\r\n"
+	                     "\rX: y\r\n\r\n"),
+	             400));
+	scan(&s, "POST / HTTP/1.1\r\n\r\r\n", 1, &why);
+	cr_assert(why != NULL && strstr(why, "a CR not before LF") != NULL);
+	cr_assert(eq(int, verdict("POST / HTTP/1.1\r\nA: b\r\n\r\n"), 0));
 }
 
 /* Bytes after a complete request are not scanned (pipelining). */
