@@ -34,7 +34,8 @@ LIBCOMMON  := $(BUILD)/libllmfd.a
 
 BINS = $(BUILD)/llmfd $(BUILD)/llmfctl $(BUILD)/llmf-mock \
        $(if $(wildcard tools/bench.c),$(BUILD)/llmf-bench) \
-       $(if $(wildcard tools/chaos.c),$(BUILD)/llmf-chaos)
+       $(if $(wildcard tools/chaos.c),$(BUILD)/llmf-chaos) \
+       $(BUILD)/llmf-relay
 
 all: $(BINS)
 
@@ -57,6 +58,9 @@ $(BUILD)/llmf-mock: $(call obj,tools/mock.c) $(LIBCOMMON)
 
 $(BUILD)/llmf-bench: $(call obj,tools/bench.c) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/llmf-relay: $(call obj,tools/relay.c)
+	$(CC) $(LDFLAGS) -o $@ $^ -lpthread
 
 $(BUILD)/llmf-chaos: $(call obj,tools/chaos.c) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) -lpthread

@@ -34,6 +34,7 @@ CROUNDS = int(M.get("circ_rounds", str(ROUNDS)))
 TARGETS = M.get("targets", "direct nginx llmfd unix").split()
 NAMES = {
     "direct": "direct to upstream",
+    "relay": "bare relay (floor)",
     "nginx": "nginx proxy_pass",
     "llmfd": "llmfd (TCP)",
     "unix": "llmfd (Unix socket)",
@@ -198,6 +199,7 @@ def targets_table():
     bu16 = ratio("big.unix.c16", "big.nginx.c16")
     g99 = added("st.llmfd", "st.direct", ("gap_excess_us", "p99"))
     gn99 = added("st.nginx", "st.direct", ("gap_excess_us", "p99"))
+    gr99 = added("st.relay", "st.direct", ("gap_excess_us", "p99"))
     circ = ratio("circ.c64", "healthy.c64", CROUNDS)
     s_ok = get("slow", "ok")
     s_n = int(M.get("nstreams", "0"))
@@ -226,7 +228,9 @@ def targets_table():
          med(r64) is not None and med(r64) >= 1.0),
         ("streams: added inter-frame p99 <= 100 us (gap excess over the "
          "upstream's own gap, llmfd's p99 minus direct's)",
-         "%s us (nginx %s us)" % (spread(g99), spread(gn99)),
+         "%s us (nginx %s us; a bare relay, the floor of one more "
+         "process hop here, %s us)" % (spread(g99), spread(gn99),
+                                      spread(gr99)),
          bool(g99) and med(g99) <= 100),
         ("%d streams (500 ms apart): none lost, <= 100 MB peak RSS" % s_n,
          "%s ok, %s short of frames, %.1f MB peak" %
@@ -334,7 +338,10 @@ def stream_tables():
         "20 ms plus milliseconds of the mock's timer lateness) out of the "
         "comparison. Both count from the frame after the first content "
         "on: llmfd holds the role-only first frame back until content "
-        "arrives, so that it can still fail over (TTFT covers that).")
+        "arrives, so that it can still fail over (TTFT covers that). The "
+        "bare relay (llmf-relay: a blocking read and write per chunk, a "
+        "thread per direction) is the floor: what one more process hop "
+        "costs on this host, whatever the proxy does.")
     out()
     out("| target | TTFT p50 | TTFT p99 | gap p50 | gap p99 | frame delay "
         "p50 / p99 | gap excess p99 | added TTFT p50 / p99 | added frame "

@@ -78,6 +78,7 @@ MF=$(free_port)
 MS=$(free_port)
 ML=$(free_port)
 PK=$(free_port)
+RL=$(free_port)
 
 ANSWER='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the bench upstream."},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":7,"total_tokens":17}}'
 
@@ -151,6 +152,9 @@ PIDS+=($!)
 "$BUILD/llmf-mock" --port "$MS" --name stream --chunks 64 --stamp 1 \
 	--chunk-delay-ms 20 2>"$T/mock-stream.log" &
 PIDS+=($!)
+# the floor for streams: a bare relay (a blocking read and write per chunk)
+"$BUILD/llmf-relay" "$RL" "127.0.0.1:$MS" 2>"$T/relay.log" &
+PIDS+=($!)
 "$BUILD/llmf-mock" --port "$ML" --name slow --chunks 20 \
 	--chunk-delay-ms 500 2>"$T/mock-slow.log" &
 PIDS+=($!)
@@ -191,7 +195,7 @@ EOF
 "$BUILD/llmfd" -c "$T/llmfd.conf" 2>"$T/llmfd.log" &
 LPID=$!
 PIDS+=($LPID)
-for p in "$UP" "$PX" "$PXS" "$LT" "$MF" "$MS" "$ML" "$T/llmfd.sock"; do
+for p in "$UP" "$PX" "$PXS" "$LT" "$MF" "$MS" "$ML" "$RL" "$T/llmfd.sock"; do
 	wait_up "$p" || die "nothing listening on $p"
 done
 sleep 0.3
@@ -294,6 +298,7 @@ sargs() {
 	case $1 in
 	direct) ARGS=(--tcp "127.0.0.1:$MS") ;;
 	nginx) ARGS=(--tcp "127.0.0.1:$PXS") ;;
+	relay) ARGS=(--tcp "127.0.0.1:$RL") ;;
 	llmfd) ARGS=(--tcp "127.0.0.1:$LT" --model stream) ;;
 	portkey) ARGS=(--tcp "127.0.0.1:$PK" "${PKH[@]}"
 		-H "x-portkey-custom-host: http://127.0.0.1:$MS/v1") ;;
@@ -396,7 +401,7 @@ run mockflaky --tcp "127.0.0.1:$MF" -c 64 -d "$SECS" --warmup "$WARM"
 run flaky "${U[@]}" --model flaky -c 64 -d "$SECS" --warmup "$WARM"
 
 # 6. streams of 64 frames 20 ms apart: 16 at once, 64 in all.
-STARGETS="direct nginx llmfd"
+STARGETS="direct relay nginx llmfd"
 if [ -z "$PKNOTE" ]; then
 	sargs portkey
 	if "$BUILD/llmf-bench" "${ARGS[@]}" --stream -n 2 --frames 64 \
@@ -425,8 +430,9 @@ done
 
 # 7. the most concurrent streams with no frame lost and no gap > 200 ms:
 # a ladder per target, up to its first failed step.
-meta ladder_targets "$STARGETS"
-for t in $STARGETS; do
+LTARGETS=${STARGETS/relay /}
+meta ladder_targets "$LTARGETS"
+for t in $LTARGETS; do
 	for n in $SLADDER; do
 		sargs "$t"
 		run "sl.$t.n$n" "${ARGS[@]}" --stream -c "$n" -n "$n" --frames 64 \
