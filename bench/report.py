@@ -34,7 +34,7 @@ CROUNDS = int(M.get("circ_rounds", str(ROUNDS)))
 TARGETS = M.get("targets", "direct nginx llmfd unix").split()
 NAMES = {
     "direct": "direct to upstream",
-    "relay": "bare relay (floor)",
+    "relay": "bare relay (no proxy work)",
     "nginx": "nginx proxy_pass",
     "llmfd": "llmfd (TCP)",
     "unix": "llmfd (Unix socket)",
@@ -228,8 +228,8 @@ def targets_table():
          med(r64) is not None and med(r64) >= 1.0),
         ("streams: added inter-frame p99 <= 100 us (gap excess over the "
          "upstream's own gap, llmfd's p99 minus direct's)",
-         "%s us (nginx %s us; a bare relay, the floor of one more "
-         "process hop here, %s us)" % (spread(g99), spread(gn99),
+         "%s us (nginx %s us; a bare relay, one more process hop with "
+         "no proxy work, %s us)" % (spread(g99), spread(gn99),
                                       spread(gr99)),
          bool(g99) and med(g99) <= 100),
         ("%d streams (500 ms apart): none lost, <= 100 MB peak RSS" % s_n,
@@ -340,8 +340,8 @@ def stream_tables():
         "on: llmfd holds the role-only first frame back until content "
         "arrives, so that it can still fail over (TTFT covers that). The "
         "bare relay (llmf-relay: a blocking read and write per chunk, a "
-        "thread per direction) is the floor: what one more process hop "
-        "costs on this host, whatever the proxy does.")
+        "thread per direction) is one more process hop with no proxy work "
+        "at all: what it adds is the host's scheduling of that hop.")
     out()
     out("| target | TTFT p50 | TTFT p99 | gap p50 | gap p99 | frame delay "
         "p50 / p99 | gap excess p99 | added TTFT p50 / p99 | added frame "

@@ -152,7 +152,7 @@ PIDS+=($!)
 "$BUILD/llmf-mock" --port "$MS" --name stream --chunks 64 --stamp 1 \
 	--chunk-delay-ms 20 2>"$T/mock-stream.log" &
 PIDS+=($!)
-# the floor for streams: a bare relay (a blocking read and write per chunk)
+# for streams: a bare relay (a blocking read and write per chunk, no proxy work)
 "$BUILD/llmf-relay" "$RL" "127.0.0.1:$MS" 2>"$T/relay.log" &
 PIDS+=($!)
 "$BUILD/llmf-mock" --port "$ML" --name slow --chunks 20 \

@@ -1,9 +1,9 @@
-/* llmf-relay: the least a proxy can do, for the bench's floor. Accepts on
- * 127.0.0.1:PORT and, per client, connects to HOST:PORT and copies bytes
- * both ways with one blocking read and one write per chunk, a thread per
- * direction: no parsing, no buffering, no event loop. What a paced stream
- * gains in delay through it is what one more process hop costs on the
- * host (the scheduler's wake-ups), which no proxy can do without. */
+/* llmf-relay: the least a proxy can do, for the bench to compare with.
+ * Accepts on 127.0.0.1:PORT and, per client, connects to HOST:PORT and
+ * copies bytes both ways with one blocking read and one write per chunk,
+ * a thread per direction: no parsing, no buffering, no event loop. What a
+ * paced stream gains in delay through it is one more process hop with no
+ * proxy work: the host's scheduling of that hop. */
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>

@@ -158,12 +158,9 @@ scan_header(struct conn_scan *s)
 /* The head is in: follow the body. Its Content-Length is not judged here
  * but by http.c once it has parsed the head, in the same order as for a
  * head checked whole (a malformed head is 400 before its length is 413). */
-static int
-scan_head_done(struct conn_scan *s, const struct conn_limits *l,
-               const char **why)
+static void
+scan_head_done(struct conn_scan *s)
 {
-	(void)l;
-	(void)why;
 	if (s->chunked)
 		s->st = CS_CHUNK_SIZE;
 	else if (s->clen > 0) {
@@ -171,7 +168,6 @@ scan_head_done(struct conn_scan *s, const struct conn_limits *l,
 		s->st = CS_BODY;
 	} else
 		s->st = CS_DONE;
-	return 0;
 }
 
 /* One byte of the head; 0 or a status. */
@@ -200,7 +196,9 @@ scan_head_byte(struct conn_scan *s, char c, const struct conn_limits *l,
 		}
 		if (c == '\r' || c == '\n') {
 			s->st = CS_HDR_CR;
-			return c == '\n' ? scan_head_done(s, l, why) : 0;
+			if (c == '\n')
+				scan_head_done(s);
+			return 0;
 		}
 		if (++s->nhdr > l->max_headers) {
 			*why = why_many;
@@ -210,8 +208,10 @@ scan_head_byte(struct conn_scan *s, char c, const struct conn_limits *l,
 		line_add(s, &c, 1);
 		return 0;
 	case CS_HDR_CR:
-		if (c == '\n')
-			return scan_head_done(s, l, why);
+		if (c == '\n') {
+			scan_head_done(s);
+			return 0;
+		}
 		*why = why_cr; /* a line that starts with a bare CR */
 		return 400;
 	default: /* CS_HDR */
