@@ -47,6 +47,9 @@ static const char why_fold[] = "obsolete line folding in the request headers";
 static const char why_many[] = "too many request header fields";
 static const char why_large[] = "request header fields too large";
 static const char why_cr[] = "malformed request head: a CR not before LF";
+static const char why_te_end[] =
+    "Transfer-Encoding does not end in chunked (once)";
+static const char why_te_other[] = "Transfer-Encoding other than chunked";
 const char conn_why_body[] = "request body is larger than 32 MiB";
 
 static struct worker *conn_w;
@@ -64,13 +67,153 @@ conn_scan_init(struct conn_scan *s)
 	s->clen = -1;
 }
 
-/* Whether line (llen bytes kept) starts with name, case-insensitively. */
-static int
-line_is(const struct conn_scan *s, const char *name)
-{
-	size_t n = strlen(name);
+/* The framing header a header line is: decided at its 18th byte (or at
+ * its end, when shorter). */
+enum { CONN_F_UNSEEN = 0, CONN_F_NONE, CONN_F_CLEN, CONN_F_TE };
+#define CONN_F_AT 18 /* strlen("transfer-encoding:") */
 
-	return s->llen >= n && strncasecmp(s->line, name, n) == 0;
+/* See conn.h. */
+void
+conn_clen_byte(struct conn_clen *c, char b)
+{
+	if (b >= '0' && b <= '9' && c->st <= 1) {
+		c->st = 1;
+		c->v = c->v > (INT64_MAX - (b - '0')) / 10
+		           ? INT64_MAX
+		           : c->v * 10 + (b - '0');
+	} else if (b == ' ' || b == '\t')
+		c->st = c->st == 0 ? 0 : c->st == 3 ? 3 : 2;
+	else
+		c->st = 3;
+}
+
+/* See conn.h. */
+int64_t
+conn_clen_end(const struct conn_clen *c)
+{
+	return c->st == 1 || c->st == 2 ? c->v : -1;
+}
+
+/* See conn.h. */
+int64_t
+conn_clen(const char *v, size_t n)
+{
+	struct conn_clen c = {0, 0};
+
+	for (size_t i = 0; i < n; i++)
+		conn_clen_byte(&c, v[i]);
+	return conn_clen_end(&c);
+}
+
+/* The end of an element of the Transfer-Encoding list (a comma, or the
+ * end of its line): an empty one is skipped, as lists allow. */
+static void
+te_element(struct conn_te *t)
+{
+	if (t->ph != 0) {
+		if (t->last)
+			t->after = 1; /* chunked was not the last coding */
+		t->last = t->m == 7;
+		t->other |= !t->last;
+	}
+	t->m = 0;
+	t->ph = 0;
+}
+
+/* One byte of a Transfer-Encoding value: elements are OWS token OWS, the
+ * token "chunked" in any case; anything else in one (a parameter, a second
+ * word) makes it another coding. */
+static void
+te_byte(struct conn_te *t, char b)
+{
+	if (b == ',')
+		te_element(t);
+	else if (b == ' ' || b == '\t') {
+		if (t->ph == 1)
+			t->ph = 2;
+	} else if (t->ph == 2)
+		t->m = 8;
+	else {
+		t->ph = 1;
+		t->m = t->m < 7 && (b | 0x20) == "chunked"[t->m] ? t->m + 1 : 8;
+	}
+}
+
+/* See conn.h. */
+int
+conn_scan_te(const struct conn_scan *s, const char **why)
+{
+	if (!s->te.seen || s->chunked)
+		return 0;
+	if (s->te.after || !s->te.last) {
+		*why = why_te_end;
+		return 400;
+	}
+	*why = why_te_other;
+	return 501;
+}
+
+/* One byte of the current framing header's value; a CR is held back
+ * until the next byte (one just before LF ends the line, as the parser
+ * reads it). */
+static void
+fld_byte(struct conn_scan *s, char b)
+{
+	if (s->fcr) {
+		s->fcr = 0;
+		fld_byte(s, '\x01'); /* the CR was in the value: not OWS */
+	}
+	if (b == '\r') {
+		s->fcr = 1;
+		return;
+	}
+	if (s->fld == CONN_F_CLEN)
+		conn_clen_byte(&s->fclen, b);
+	else
+		te_byte(&s->te, b);
+}
+
+/* Which framing header the line is, from its kept start (len bytes, at
+ * least CONN_F_AT or all of it); the value's bytes kept so far are read. */
+static void
+fld_decide(struct conn_scan *s, size_t len)
+{
+	size_t at;
+
+	if (len >= 15 && strncasecmp(s->line, "content-length:", 15) == 0) {
+		s->fld = CONN_F_CLEN;
+		s->fclen = (struct conn_clen){0, 0};
+		at = 15;
+	} else if (len >= 18 &&
+	           strncasecmp(s->line, "transfer-encoding:", 18) == 0) {
+		s->fld = CONN_F_TE;
+		s->te.seen = 1;
+		at = 18;
+	} else {
+		s->fld = CONN_F_NONE;
+		return;
+	}
+	s->fcr = 0;
+	for (; at < len; at++)
+		fld_byte(s, s->line[at]);
+}
+
+/* The n bytes at p of a header line, from its byte at on: the value of a
+ * framing header is read as it passes, whatever the line's length. */
+static void
+fld_run(struct conn_scan *s, size_t at, const char *p, size_t n)
+{
+	size_t i = 0;
+
+	if (s->fld == CONN_F_UNSEEN) {
+		if (at + n < CONN_F_AT)
+			return;
+		i = CONN_F_AT - at;
+		fld_decide(s, CONN_F_AT);
+	}
+	if (s->fld == CONN_F_CLEN || s->fld == CONN_F_TE)
+		for (; i < n; i++)
+			fld_byte(s, p[i]);
 }
 
 /* Keep the n bytes at p of the current line: its start in line (llen
@@ -80,7 +223,7 @@ line_add(struct conn_scan *s, const char *p, size_t n)
 {
 	const size_t tn = sizeof s->tail - 1;
 	char t[sizeof s->tail - 1];
-	size_t m = 0, k;
+	size_t m = 0, k, at = s->llen;
 
 	if (s->llen < sizeof s->line - 1) {
 		k = sizeof s->line - 1 - s->llen;
@@ -93,6 +236,8 @@ line_add(struct conn_scan *s, const char *p, size_t n)
 			t[tn - 1 - m++] = p[k - 1];
 	memmove(s->tail, s->tail + m, tn - m);
 	memcpy(s->tail + tn - m, t + tn - m, m);
+	if (s->st == CS_HDR && s->fld != CONN_F_NONE)
+		fld_run(s, at, p, n);
 }
 
 /* The request's method (mlen bytes at m) and what follows it (plen bytes
@@ -131,26 +276,19 @@ scan_reqline(struct conn_scan *s, const char **why)
 	return scan_method(s, s->line, mlen, path, strlen(path), why);
 }
 
-/* A header line is in: note Content-Length and Transfer-Encoding. */
+/* A header line is in: note Content-Length (the last; http.c refuses
+ * more than one) and Transfer-Encoding (a list over all its lines). */
 static void
 scan_header(struct conn_scan *s)
 {
-	size_t kept =
-	    s->llen < sizeof s->line - 1 ? s->llen : sizeof s->line - 1;
-	const char *v;
-	char *end;
-
-	s->line[kept] = '\0';
-	if (line_is(s, "content-length:")) {
-		v = s->line + 15;
-		while (*v == ' ' || *v == '\t')
-			v++;
-		errno = 0;
-		s->clen = (int64_t)strtoll(v, &end, 10);
-		if (end == v || errno != 0 || s->clen < 0)
-			s->clen = -1; /* http.c refuses it */
-	} else if (line_is(s, "transfer-encoding:"))
-		s->chunked = strcasestr(s->line, "chunked") != NULL;
+	if (s->fld == CONN_F_UNSEEN) /* shorter than CONN_F_AT */
+		fld_decide(s, s->llen);
+	if (s->fld == CONN_F_CLEN)
+		s->clen = conn_clen_end(&s->fclen); /* -1: http.c refuses it */
+	else if (s->fld == CONN_F_TE)
+		te_element(&s->te);
+	s->fld = CONN_F_UNSEEN;
+	s->fcr = 0;
 	s->llen = 0;
 	s->st = CS_HDR_START;
 }
@@ -161,7 +299,10 @@ scan_header(struct conn_scan *s)
 static void
 scan_head_done(struct conn_scan *s)
 {
-	if (s->chunked)
+	s->chunked = s->te.seen && s->te.last && !s->te.after && !s->te.other;
+	if (s->te.seen && !s->chunked)
+		s->st = CS_DONE; /* no framing to follow: http.c refuses it */
+	else if (s->chunked)
 		s->st = CS_CHUNK_SIZE;
 	else if (s->clen > 0) {
 		s->left = s->clen;

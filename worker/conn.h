@@ -24,6 +24,23 @@ struct conn_limits {
 	int64_t max_body;
 };
 
+/* A Content-Length value read byte by byte (conn_clen_byte): OWS, 1*DIGIT,
+ * OWS, nothing else; a value past INT64_MAX saturates there. */
+struct conn_clen {
+	int64_t v;
+	uint8_t st; /* 0 before the digits, 1 in them, 2 after, 3 malformed */
+};
+
+/* A Transfer-Encoding list read byte by byte, across its header lines. */
+struct conn_te {
+	uint8_t seen;  /* a Transfer-Encoding line */
+	uint8_t last;  /* the last coding so far is chunked */
+	uint8_t after; /* a coding after chunked (or chunked twice): 400 */
+	uint8_t other; /* a coding other than chunked: 501 */
+	uint8_t m;     /* the element's bytes matching "chunked" (8: not) */
+	uint8_t ph;    /* the element: 0 before its token, 1 in it, 2 after */
+};
+
 /* The incremental scan of one request as its bytes arrive. */
 struct conn_scan {
 	int st;
@@ -31,6 +48,11 @@ struct conn_scan {
 	int64_t clen, left, body;
 	int ndig, chunked, http10, anthropic;
 	int cr; /* chunk framing: a CR that must be followed by LF */
+	/* the framing header the current line is (CONN_F_*), its value so
+	 * far, and a CR held back (one before LF ends the line) */
+	uint8_t fld, fcr;
+	struct conn_clen fclen;
+	struct conn_te te;
 	uint16_t llen;
 	char line[64]; /* start of the current line */
 	char tail[9];  /* end of the request line ("HTTP/1.0") */
@@ -54,6 +76,19 @@ int conn_scan_feed(struct conn_scan *, const char *p, size_t n,
  * the client's shape: Anthropic's for /v1/messages, else OpenAI's. */
 void conn_error_reply(struct buf *, int status, const char *why, int anthropic,
                       int http10);
+
+/* Read one byte of a Content-Length value into c. */
+void conn_clen_byte(struct conn_clen *c, char b);
+/* The Content-Length value c read, or -1 when it is malformed. */
+int64_t conn_clen_end(const struct conn_clen *c);
+/* The n bytes at v as a Content-Length value (-1: malformed), read by the
+ * same rule as the scan reads it as it arrives. */
+int64_t conn_clen(const char *v, size_t n);
+/* The scanned head's Transfer-Encoding: 0 when it has none or it is
+ * chunked alone (s->chunked), else the status to refuse it with (400 a
+ * list that does not end in chunked, 501 another coding before it) and
+ * *why. */
+int conn_scan_te(const struct conn_scan *s, const char **why);
 
 /* Whether the head is in (the scan is in the body, or done). */
 int conn_scan_head_done(const struct conn_scan *);

@@ -131,7 +131,6 @@ struct route {
 static const char why_malformed[] = "malformed request head";
 static const char why_clen[] = "invalid Content-Length";
 static const char why_clen2[] = "more than one Content-Length";
-static const char why_te[] = "Transfer-Encoding other than chunked";
 static const char why_te_clen[] = "both Transfer-Encoding and Content-Length";
 
 static struct hconn_list conns = LIST_HEAD_INITIALIZER(conns);
@@ -684,7 +683,6 @@ static int
 http_framing(struct hconn *c, long long *clen)
 {
 	const char *v;
-	char *e;
 
 	*clen = -1;
 	if ((v = http_hval(c, c->h_clen)) == NULL)
@@ -693,9 +691,7 @@ http_framing(struct hconn *c, long long *clen)
 		return http_quick_no(c, 400, why_clen2);
 	if (c->h_te >= 0)
 		return http_quick_no(c, 400, why_te_clen);
-	errno = 0;
-	*clen = strtoll(v, &e, 10);
-	if (e == v || *e != '\0' || errno != 0 || *clen < 0)
+	if ((*clen = conn_clen(v, strlen(v))) < 0)
 		return http_quick_no(c, 400, why_clen);
 	return 0;
 }
@@ -706,7 +702,9 @@ http_framing(struct hconn *c, long long *clen)
 static int
 http_head_check(struct hconn *c, const char *p, size_t n)
 {
+	const char *why = NULL;
 	long long clen;
+	int rc;
 
 	c->head_len = c->scan.bytes;
 	if (c->head_len > n || http_parse_head(c, p, c->head_len) == -1)
@@ -716,8 +714,13 @@ http_head_check(struct hconn *c, const char *p, size_t n)
 	/* the scanner framed the body by the same header */
 	if (!c->scan.chunked && clen != c->scan.clen)
 		return http_quick_no(c, 400, why_clen);
-	if (c->h_te >= 0 && !c->scan.chunked)
-		return http_quick_no(c, 501, why_te);
+	if (c->h_te >= 0 && !c->scan.chunked) {
+		if ((rc = conn_scan_te(&c->scan, &why)) == 0) {
+			rc = 400; /* the scan saw no Transfer-Encoding */
+			why = why_malformed;
+		}
+		return http_quick_no(c, rc, why);
+	}
 	if (clen > lim.max_body)
 		return http_quick_no(c, 413, conn_why_body);
 	c->parsed = 1;

@@ -723,8 +723,100 @@ Test(wire, framing_headers_read_one_way)
 	        "Content-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
 	    400, "both Transfer-Encoding and Content-Length");
 	refused_both_ways(REQ("POST " CHAT " HTTP/1.1\r\nHost: x\r\n"
-	                      "Transfer-Encoding: gzip\r\n\r\n"),
+	                      "Transfer-Encoding: gzip, chunked\r\n\r\n"
+	                      "5\r\nhello\r\n0\r\n\r\n"),
 	                  501, "Transfer-Encoding other than chunked");
+}
+
+/* The n bytes at req, a request that closes, get 200 whole and a byte at
+ * a time alike. */
+static void
+served_both_ways(const char *req, size_t n)
+{
+	for (int bytewise = 0; bytewise < 2; bytewise++) {
+		char *t = exchange_n(req, n, bytewise);
+
+		cr_assert(eq(int, status_of(t), 200), "%s: %s",
+		          bytewise ? "a byte at a time" : "whole", t);
+	}
+}
+
+/* A framing header's value is read whole, however long its line: the
+ * scanner used to read only a line's first 63 bytes, so a Content-Length
+ * with many leading zeros or spaces was 5 whole but 0 in pieces. Content-
+ * Length is OWS, digits, OWS; Transfer-Encoding is a list (over all its
+ * lines, empty elements skipped, any case) that must end in one chunked
+ * (RFC 9112 6.3: else 400), with no other coding before it (501). */
+Test(wire, framing_values_read_whole_and_strictly)
+{
+	char zeros[80], spaces[80];
+	const char *t;
+
+	start();
+	memset(zeros, '0', sizeof zeros - 1);
+	zeros[sizeof zeros - 1] = '\0';
+	memset(spaces, ' ', sizeof spaces - 1);
+	spaces[sizeof spaces - 1] = '\0';
+	t = h_fmt("POST " CHAT " HTTP/1.1\r\nConnection: close\r\n"
+	          "Content-Length: %s%zu\r\n\r\n%s",
+	          zeros, strlen(BODY), BODY);
+	served_both_ways(t, strlen(t));
+	t = h_fmt("POST " CHAT " HTTP/1.1\r\nConnection: close\r\n"
+	          "Content-Length:%s%zu%s\r\n\r\n%s",
+	          spaces, strlen(BODY), spaces, BODY);
+	served_both_ways(t, strlen(t));
+	/* past INT64_MAX: too large, not malformed */
+	t = h_fmt("POST " CHAT " HTTP/1.1\r\nHost: x\r\n"
+	          "Content-Length: %s99999999999999999999999\r\n\r\n",
+	          spaces);
+	refused_both_ways(t, strlen(t), 413, "larger than 32 MiB");
+	refused_both_ways(REQ("POST " CHAT " HTTP/1.1\r\nHost: x\r\n"
+	                      "Content-Length: +41\r\n\r\n" BODY),
+	                  400, "invalid Content-Length");
+	refused_both_ways(REQ("POST " CHAT " HTTP/1.1\r\nHost: x\r\n"
+	                      "Content-Length: -0\r\n\r\n"),
+	                  400, "invalid Content-Length");
+	refused_both_ways(REQ("POST " CHAT " HTTP/1.1\r\nHost: x\r\n"
+	                      "Content-Length: 41\r\r\n\r\n" BODY),
+	                  400, "invalid Content-Length");
+	refused_both_ways(REQ("POST " CHAT " HTTP/1.1\r\nHost: x\r\n"
+	                      "Content-Length:\r\n\r\n"),
+	                  400, "invalid Content-Length");
+	/* chunked, any case, among empty list elements and over lines */
+	t = h_fmt("POST " CHAT " HTTP/1.1\r\nConnection: close\r\n"
+	          "Transfer-Encoding: ,%s CHUNKed ,\r\n\r\n%zx\r\n%s\r\n"
+	          "0\r\n\r\n",
+	          spaces, strlen(BODY), BODY);
+	served_both_ways(t, strlen(t));
+	t = h_fmt("POST " CHAT " HTTP/1.1\r\nConnection: close\r\n"
+	          "Transfer-Encoding:\r\nTransfer-Encoding: chunked\r\n"
+	          "\r\n%zx\r\n%s\r\n0\r\n\r\n",
+	          strlen(BODY), BODY);
+	served_both_ways(t, strlen(t));
+	/* not ending in chunked: the body's length is unknown */
+	static const char *const end[] = {"gzip",
+	                                  "notchunked",
+	                                  "chunked, gzip",
+	                                  "chunked, chunked",
+	                                  "chunked;q=1",
+	                                  "chunk ed",
+	                                  "chunked\r\nTransfer-Encoding: gzip",
+	                                  "",
+	                                  "chunked\rx"};
+	for (size_t i = 0; i < sizeof end / sizeof end[0]; i++) {
+		t = h_fmt("POST " CHAT " HTTP/1.1\r\nHost: x\r\n"
+		          "Transfer-Encoding: %s\r\n\r\n5\r\nhello\r\n"
+		          "0\r\n\r\n",
+		          end[i]);
+		refused_both_ways(t, strlen(t), 400,
+		                  "Transfer-Encoding does not end in chunked");
+	}
+	t = h_fmt("POST " CHAT " HTTP/1.1\r\nHost: x\r\n"
+	          "Transfer-Encoding: gzip\r\nTransfer-Encoding:%schunked"
+	          "\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+	          spaces);
+	refused_both_ways(t, strlen(t), 501,
+	                  "Transfer-Encoding other than chunked");
 }
 
 /* A head is lines ending in LF (CR before it optional) up to an empty

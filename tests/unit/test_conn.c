@@ -194,3 +194,106 @@ Test(conn, line_breaks_every_byte_at_every_offset)
 	cr_assert(eq(int, conn_line_breaks("x\r", 1), 0),
 	          "the length bounds the scan");
 }
+
+/* Content-Length: OWS, digits, OWS and nothing else; past INT64_MAX it
+ * saturates (too large, not malformed). */
+Test(conn, content_length_values)
+{
+	cr_assert(eq(i64, conn_clen("41", 2), 41));
+	cr_assert(eq(i64, conn_clen(" \t0041 \t", 8), 41));
+	cr_assert(eq(i64, conn_clen("0", 1), 0));
+	cr_assert(eq(i64, conn_clen("99999999999999999999999", 23), INT64_MAX));
+	cr_assert(eq(i64, conn_clen("9223372036854775807", 19), INT64_MAX));
+	cr_assert(eq(i64, conn_clen("9223372036854775806", 19), INT64_MAX - 1));
+	static const char *const bad[] = {"",    " ",   "+1",   "-0",  "4 1",
+	                                  "41x", "0x5", "4\r1", "1e3", "4,4"};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		cr_assert(eq(i64, conn_clen(bad[i], strlen(bad[i])), -1), "%s",
+		          bad[i]);
+}
+
+/* The scan reads a Content-Length line's value whole, however long the
+ * line, and one CR before LF ends it; the same value whole or bytewise. */
+Test(conn, content_length_scanned_whole)
+{
+	struct conn_scan a, b;
+	const char *why;
+	char t[256];
+
+	snprintf(t, sizeof t,
+	         "POST / HTTP/1.1\r\nContent-Length: %0120d\r\n\r\n", 7);
+	scan(&a, t, 0, &why);
+	scan(&b, t, 1, &why);
+	cr_assert(eq(i64, a.clen, 7));
+	cr_assert(eq(i64, b.clen, 7));
+	scan(&a, "POST / HTTP/1.1\r\ncontent-length:7\n\n", 1, &why);
+	cr_assert(eq(i64, a.clen, 7));
+	scan(&a, "POST / HTTP/1.1\r\nContent-Length: 7\r\r\n\r\n", 1, &why);
+	cr_assert(eq(i64, a.clen, -1));
+	scan(&a, "POST / HTTP/1.1\r\nContent-Length: 7x\r\n\r\n", 0, &why);
+	cr_assert(eq(i64, a.clen, -1));
+	/* a header whose name only starts like one is not it */
+	scan(&a, "POST / HTTP/1.1\r\nContent-Lengthy: 7\r\n\r\n", 0, &why);
+	cr_assert(eq(i64, a.clen, -1));
+	scan(&a, "POST / HTTP/1.1\r\nContent-Length: 7\r\n\r\n", 0, &why);
+	cr_assert(eq(i64, a.clen, 7));
+}
+
+/* The status for a head's Transfer-Encoding, whole and bytewise alike. */
+static int
+te_verdict(const char *te)
+{
+	struct conn_scan a, b;
+	const char *why, *wa = NULL, *wb = NULL;
+	char t[512];
+	int ra, rb;
+
+	snprintf(t, sizeof t, "POST / HTTP/1.1\r\n%s\r\n", te);
+	cr_assert(eq(int, scan(&a, t, 0, &why), 0), "%s", t);
+	cr_assert(eq(int, scan(&b, t, 1, &why), 0), "%s", t);
+	ra = conn_scan_te(&a, &wa);
+	rb = conn_scan_te(&b, &wb);
+	cr_assert(eq(int, ra, rb), "%s", t);
+	cr_assert(eq(int, a.chunked, b.chunked), "%s", t);
+	cr_assert(eq(int, a.chunked, ra == 0 && a.te.seen), "%s", t);
+	return ra;
+}
+
+/* Transfer-Encoding is a list over all its lines that must end in one
+ * chunked (400), with no other coding before it (501). */
+Test(conn, transfer_encoding_lists)
+{
+	cr_assert(eq(int, te_verdict(""), 0));
+	cr_assert(eq(int, te_verdict("Transfer-Encoding: chunked\r\n"), 0));
+	cr_assert(eq(int, te_verdict("transfer-encoding:CHUNKED\n"), 0));
+	cr_assert(eq(int, te_verdict("Transfer-Encoding: , chunked ,\r\n"), 0));
+	cr_assert(eq(int,
+	             te_verdict("Transfer-Encoding:\r\n"
+	                        "Transfer-Encoding: chunked\r\n"),
+	             0));
+	cr_assert(
+	    eq(int, te_verdict("Transfer-Encoding: gzip, chunked\r\n"), 501));
+	cr_assert(eq(int,
+	             te_verdict("Transfer-Encoding: gzip\r\n"
+	                        "Transfer-Encoding: chunked\r\n"),
+	             501));
+	static const char *const end[] = {
+	    "Transfer-Encoding: gzip\r\n",
+	    "Transfer-Encoding: notchunked\r\n",
+	    "Transfer-Encoding: chunkedx\r\n",
+	    "Transfer-Encoding: chunked, gzip\r\n",
+	    "Transfer-Encoding: chunked, chunked\r\n",
+	    "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+	    "Transfer-Encoding: chunked;q=1\r\n",
+	    "Transfer-Encoding: chun ked\r\n",
+	    "Transfer-Encoding: chunked\rx\r\n",
+	    "Transfer-Encoding: \r\n"};
+	for (size_t i = 0; i < sizeof end / sizeof end[0]; i++)
+		cr_assert(eq(int, te_verdict(end[i]), 400), "%s", end[i]);
+	/* the list's element past the scanner's kept line start */
+	char t[300];
+	snprintf(t, sizeof t, "Transfer-Encoding: %200s\r\n", "chunked");
+	cr_assert(eq(int, te_verdict(t), 0));
+	snprintf(t, sizeof t, "Transfer-Encoding: chunked,%200s\r\n", "gzip");
+	cr_assert(eq(int, te_verdict(t), 400));
+}
