@@ -16,6 +16,10 @@
 #include "daemon/daemon.h"
 
 #define SD_LISTEN_FDS_START 3
+/* The accept queue of each listener: deep enough for a burst of
+ * thousands of connects (past it the kernel drops handshakes, and the
+ * clients wait out retransmits); the kernel caps it at somaxconn. */
+#define LISTEN_BACKLOG 4096
 
 static int
 set_cause(char **cause, const char *what, const char *arg)
@@ -87,7 +91,8 @@ listen_unix(const char *path, int mode, const char *group, char **cause)
 		unlink(path);
 		return -1;
 	}
-	if (chmod(path, (mode_t)mode) == -1 || listen(fd, 1024) == -1) {
+	if (chmod(path, (mode_t)mode) == -1 ||
+	    listen(fd, LISTEN_BACKLOG) == -1) {
 		close(fd);
 		unlink(path);
 		return set_cause(cause, "listen() failed for", path);
@@ -122,7 +127,7 @@ listen_tcp(const char *host, int port, char **cause)
 		return set_cause(cause, "socket() failed for", host);
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
 	if (bind(fd, (struct sockaddr *)&ss, len) == -1 ||
-	    listen(fd, 1024) == -1) {
+	    listen(fd, LISTEN_BACKLOG) == -1) {
 		close(fd);
 		return set_cause(cause, "bind/listen failed for", host);
 	}
