@@ -31,6 +31,7 @@ with open(os.path.join(D, "meta")) as f:
             M[k] = v
 ROUNDS = int(M.get("rounds", "1"))
 CROUNDS = int(M.get("circ_rounds", str(ROUNDS)))
+SROUNDS = int(M.get("stream_rounds", str(ROUNDS)))
 TARGETS = M.get("targets", "direct nginx llmfd unix").split()
 NAMES = {
     "direct": "direct to upstream",
@@ -90,10 +91,10 @@ def met(ok):
     return "yes" if ok else "**NO**"
 
 
-def added(name_t, name_ref, key):
+def added(name_t, name_ref, key, n=ROUNDS):
     """Per round: target's latency key minus the reference's."""
     out = []
-    for r in range(1, ROUNDS + 1):
+    for r in range(1, n + 1):
         a = get("%s.r%d" % (name_t, r), *key)
         b = get("%s.r%d" % (name_ref, r), *key)
         if a is not None and b is not None:
@@ -197,9 +198,12 @@ def targets_table():
     b16 = ratio("big.llmfd.c16", "big.nginx.c16")
     bu1 = ratio("big.unix.c1", "big.nginx.c1")
     bu16 = ratio("big.unix.c16", "big.nginx.c16")
-    g99 = added("st.llmfd", "st.direct", ("gap_excess_us", "p99"))
-    gn99 = added("st.nginx", "st.direct", ("gap_excess_us", "p99"))
-    gr99 = added("st.relay", "st.direct", ("gap_excess_us", "p99"))
+    g99 = added("st.llmfd", "st.direct", ("gap_excess_us", "p99"),
+                SROUNDS)
+    gn99 = added("st.nginx", "st.direct", ("gap_excess_us", "p99"),
+                SROUNDS)
+    gr99 = added("st.relay", "st.direct", ("gap_excess_us", "p99"),
+                SROUNDS)
     circ = ratio("circ.c64", "healthy.c64", CROUNDS)
     s_ok = get("slow", "ok")
     s_n = int(M.get("nstreams", "0"))
@@ -341,7 +345,9 @@ def stream_tables():
         "arrives, so that it can still fail over (TTFT covers that). The "
         "bare relay (llmf-relay: a blocking read and write per chunk, a "
         "thread per direction) is one more process hop with no proxy work "
-        "at all: what it adds is the host's scheduling of that hop.")
+        "at all: what it adds is the host's scheduling of that hop. "
+        "Streams ran in %d rounds (the gap p99 is the noisiest figure "
+        "here), their order reversed every other round." % SROUNDS)
     out()
     out("| target | TTFT p50 | TTFT p99 | gap p50 | gap p99 | frame delay "
         "p50 / p99 | gap excess p99 | added TTFT p50 / p99 | added frame "
@@ -350,28 +356,28 @@ def stream_tables():
     out("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for t in M.get("stream_targets", "direct nginx llmfd").split():
         n = "st." + t
-        e = sum(errs(R.get("%s.r%d" % (n, r))) for r in range(1, ROUNDS + 1))
-        short = sum(rounds(n, "frames_short"))
-        stall = sum(rounds(n, "stalled"))
+        e = sum(errs(R.get("%s.r%d" % (n, r))) for r in range(1, SROUNDS + 1))
+        short = sum(rounds(n, "frames_short", n=SROUNDS))
+        stall = sum(rounds(n, "stalled", n=SROUNDS))
         if t == "direct":
             at = ad = ag = "-"
         else:
             at = "%s / %s" % (
-                spread(added(n, "st.direct", ("ttft_us", "p50"))),
-                spread(added(n, "st.direct", ("ttft_us", "p99"))))
+                spread(added(n, "st.direct", ("ttft_us", "p50"), SROUNDS)),
+                spread(added(n, "st.direct", ("ttft_us", "p99"), SROUNDS)))
             ad = "%s / %s" % (
-                spread(added(n, "st.direct", ("frame_delay_us", "p50"))),
-                spread(added(n, "st.direct", ("frame_delay_us", "p99"))))
-            ag = spread(added(n, "st.direct", ("gap_excess_us", "p99")))
+                spread(added(n, "st.direct", ("frame_delay_us", "p50"), SROUNDS)),
+                spread(added(n, "st.direct", ("frame_delay_us", "p99"), SROUNDS)))
+            ag = spread(added(n, "st.direct", ("gap_excess_us", "p99"), SROUNDS))
         out("| %s | %s | %s | %s | %s | %s / %s | %s | %s | %s | %s | "
             "%d / %d | %d |" % (
-                NAMES.get(t, t), spread(rounds(n, "ttft_us", "p50")),
-                spread(rounds(n, "ttft_us", "p99")),
-                spread(rounds(n, "gap_us", "p50")),
-                spread(rounds(n, "gap_us", "p99")),
-                spread(rounds(n, "frame_delay_us", "p50")),
-                spread(rounds(n, "frame_delay_us", "p99")),
-                spread(rounds(n, "gap_excess_us", "p99")),
+                NAMES.get(t, t), spread(rounds(n, "ttft_us", "p50", n=SROUNDS)),
+                spread(rounds(n, "ttft_us", "p99", n=SROUNDS)),
+                spread(rounds(n, "gap_us", "p50", n=SROUNDS)),
+                spread(rounds(n, "gap_us", "p99", n=SROUNDS)),
+                spread(rounds(n, "frame_delay_us", "p50", n=SROUNDS)),
+                spread(rounds(n, "frame_delay_us", "p99", n=SROUNDS)),
+                spread(rounds(n, "gap_excess_us", "p99", n=SROUNDS)),
                 at, ad, ag, short, stall, e))
     out()
     out("### Most concurrent streams with no frame lost and no gap over "

@@ -21,7 +21,8 @@
 # Every process is stopped by PID on exit.
 #
 # Environment: BENCH_SECS (3) per measurement, BENCH_ROUNDS (5) interleaved
-# rounds, BENCH_LADDER ("1 2 4 8 16 32 64 128") and BENCH_LADDER_SECS (2),
+# rounds, BENCH_STREAM_ROUNDS (2 x BENCH_ROUNDS) of streams, BENCH_LADDER
+# ("1 2 4 8 16 32 64 128") and BENCH_LADDER_SECS (2),
 # BENCH_STREAM_LADDER ("250 500 1000 2000 5000 10000"), BENCH_STREAMS
 # (10000) slow streams, BENCH_RECOVER (60) seconds, BENCH_RATE (2000) req/s
 # of the fixed load, BENCH_PROFILE (1 when `perf` samples here), BENCH_KEEP=1
@@ -32,6 +33,7 @@ BUILD=$(cd "${1:-build}" && pwd)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SECS=${BENCH_SECS:-3}
 ROUNDS=${BENCH_ROUNDS:-5}
+SROUNDS=${BENCH_STREAM_ROUNDS:-$((2 * ROUNDS))}
 WARM=1
 LADDER=${BENCH_LADDER:-"1 2 4 8 16 32 64 128"}
 LSECS=${BENCH_LADDER_SECS:-2}
@@ -419,7 +421,10 @@ meta stream_targets "$STARGETS"
 # (in the opposite order every other round: a target is not always the
 # one right after another's streams)
 SREV=$(echo $STARGETS | tr ' ' '\n' | tac | tr '\n' ' ')
-for r in $(seq "$ROUNDS"); do
+# twice the rounds of the rest by default: a p99 of gaps is the noisiest
+# figure here, and its target is decided by the median over the rounds
+meta stream_rounds "$SROUNDS"
+for r in $(seq "$SROUNDS"); do
 	if [ $((r % 2)) = 1 ]; then order=$STARGETS; else order=$SREV; fi
 	for t in $order; do
 		sargs "$t"
@@ -517,7 +522,10 @@ meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
 meta commit "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 meta machine "$(nproc) CPUs ($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo |
 	head -1)), $(awk '/MemTotal/ {printf "%.1f GB", $2 / 1048576}' \
-	/proc/meminfo) RAM; $(uname -sr)"
+	/proc/meminfo) RAM; $(uname -sr); cpuidle $(cat \
+	/sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo none)$(
+	[ -r /sys/module/haltpoll/parameters/guest_halt_poll_ns ] && echo \
+	", guest_halt_poll_ns $(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns)")"
 meta versions "nginx $(nginx -v 2>&1 | sed 's|.*/||'); libevent $(pkg-config \
 	--modversion libevent 2>/dev/null || echo '?'); Portkey $(sed -n \
 	's/.*"version": *"\([^"]*\)".*/\1/p' "$(dirname "$PKJS")/../package.json" \
