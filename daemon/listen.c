@@ -1,6 +1,5 @@
 /* Listening sockets: the Unix socket (stale file replaced safely), the
  * optional loopback TCP port, or sockets passed by systemd (LISTEN_FDS). */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -12,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common/addr.h"
 #include "common/log.h"
 #include "daemon/daemon.h"
 
@@ -105,21 +105,10 @@ static int
 listen_tcp(const char *host, int port, char **cause)
 {
 	struct sockaddr_storage ss;
-	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
 	socklen_t len;
 	int fd, one = 1;
 
-	memset(&ss, 0, sizeof ss);
-	if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)port);
-		len = sizeof *sin;
-	} else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)port);
-		len = sizeof *sin6;
-	} else {
+	if (addr_ip(host, port, &ss, &len) == -1) {
 		errno = EINVAL;
 		return set_cause(cause, "bad tcp address", host);
 	}

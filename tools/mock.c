@@ -11,7 +11,6 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <arpa/inet.h>
 #include <errno.h>
 #include <signal.h>
 #include <stddef.h>
@@ -34,6 +33,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 
+#include "common/addr.h"
 #include "common/b64.h"
 #include "common/buf.h"
 #include "common/clock.h"
@@ -3393,9 +3393,7 @@ server_init(const struct args *a)
 	struct evhttp_bound_socket *h;
 	struct evconnlistener *lev;
 	struct sockaddr_storage ss;
-	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-	int sslen;
+	socklen_t sslen;
 
 	if ((M.http = evhttp_new(M.base)) == NULL)
 		return -1;
@@ -3410,21 +3408,12 @@ server_init(const struct args *a)
 	 * of 10,000 connects would overflow it, and a connection whose
 	 * handshake's last ACK was dropped waits out retransmits of up to a
 	 * minute before the mock sees its request */
-	memset(&ss, 0, sizeof ss);
-	if (inet_pton(AF_INET, a->host, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)a->port);
-		sslen = (int)sizeof *sin;
-	} else if (inet_pton(AF_INET6, a->host, &sin6->sin6_addr) == 1) {
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)a->port);
-		sslen = (int)sizeof *sin6;
-	} else
+	if (addr_ip(a->host, a->port, &ss, &sslen) == -1)
 		return -1;
 	lev = evconnlistener_new_bind(
 	    M.base, NULL, NULL,
 	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE,
-	    MOCK_BACKLOG, (struct sockaddr *)&ss, sslen);
+	    MOCK_BACKLOG, (struct sockaddr *)&ss, (int)sslen);
 	if (lev == NULL)
 		return -1;
 	if ((h = evhttp_bind_listener(M.http, lev)) == NULL) {

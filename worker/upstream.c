@@ -5,7 +5,6 @@
  * libevent's OpenSSL bufferevent; plain TCP reads and writes the socket
  * itself (a bufferevent asks the kernel with FIONREAD before each read:
  * a syscall per reply for nothing). */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -30,6 +29,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "common/addr.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "worker/upstream.h"
@@ -163,8 +163,6 @@ pool_new(struct event_base *base, struct evdns_base *dns,
          const struct deploy_cfg *d, char **cause)
 {
 	struct pool *p = calloc(1, sizeof *p);
-	struct sockaddr_in *sin;
-	struct sockaddr_in6 *sin6;
 
 	if (p == NULL)
 		return NULL;
@@ -178,19 +176,7 @@ pool_new(struct event_base *base, struct evdns_base *dns,
 		return NULL;
 	}
 	cfg_host_header(d, p->hosthdr, sizeof p->hosthdr);
-	sin = (struct sockaddr_in *)&p->ss;
-	sin6 = (struct sockaddr_in6 *)&p->ss;
-	if (inet_pton(AF_INET, d->host, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(d->port);
-		p->sslen = sizeof *sin;
-		p->is_ip = 1;
-	} else if (inet_pton(AF_INET6, d->host, &sin6->sin6_addr) == 1) {
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(d->port);
-		p->sslen = sizeof *sin6;
-		p->is_ip = 1;
-	}
+	p->is_ip = addr_ip(d->host, d->port, &p->ss, &p->sslen) == 0;
 	return p;
 }
 
