@@ -283,25 +283,77 @@ skip_plain_avx2(const unsigned char *s, int p, int len)
 }
 #endif
 
+#ifdef JSON_AVX2
+/* The '"', '\\' and control bytes of the 64 at s, a bit each (AVX-512BW:
+ * three compares straight into a mask). */
+__attribute__((target("avx512bw"))) static inline uint64_t
+block64_bits_avx512(const unsigned char *s)
+{
+	const __m512i v = _mm512_loadu_si512((const void *)s);
+
+	return _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('"')) |
+	       _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('\\')) |
+	       _mm512_cmplt_epu8_mask(v, _mm512_set1_epi8(' '));
+}
+
+/* skip_plain_avx2 with AVX-512BW, 128 bytes a step in half the
+ * instructions: the offset of the first special byte itself. */
+__attribute__((target("avx512bw"))) static int
+skip_plain_avx512(const unsigned char *s, int p, int len)
+{
+	uint64_t a, b;
+
+	for (; p + 128 <= len; p += 128) {
+		a = block64_bits_avx512(s + p);
+		b = block64_bits_avx512(s + p + 64);
+		if ((a | b) != 0)
+			return a ? p + __builtin_ctzll(a)
+			         : p + 64 + __builtin_ctzll(b);
+	}
+	if (p + 64 <= len) {
+		a = block64_bits_avx512(s + p);
+		p += a ? __builtin_ctzll(a) : 64;
+	}
+	return p;
+}
+#endif
+
+/* The widest vector skip this CPU has, capped by json_simd. */
+static int simd_level = -1;
+
+int
+json_simd(int max)
+{
+	int have = 0;
+
+#ifdef JSON_AVX2
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx2"))
+		have = JSON_SIMD_AVX2;
+	if (have && __builtin_cpu_supports("avx512bw"))
+		have = JSON_SIMD_AVX512;
+#endif
+	simd_level = max < have ? max : have;
+	return simd_level;
+}
+
 #ifdef __SSE2__
 /* Skip 64-byte blocks of plain string bytes from p: where the first block
- * with a quote, backslash or control byte starts (or the last whole block
- * ends). */
+ * with a quote, backslash or control byte starts, or that byte itself (or
+ * where the last whole block ends). */
 static int
 skip_plain(const unsigned char *s, int p, int len)
 {
+	if (simd_level < 0)
+		json_simd(JSON_SIMD_AVX512);
 #ifdef JSON_AVX2
-	static int avx2 = -1;
-
-	if (avx2 < 0)
-		avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
-	if (avx2)
+	if (simd_level == JSON_SIMD_AVX512)
+		return skip_plain_avx512(s, p, len);
+	if (simd_level == JSON_SIMD_AVX2)
 		return skip_plain_avx2(s, p, len);
 #endif
-#ifdef __SSE2__
 	while (p + 64 <= len && !block64_special(s + p))
 		p += 64;
-#endif
 	return p;
 }
 #endif

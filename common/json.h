@@ -46,6 +46,14 @@ int json_parse_top(struct json *, const char *js, size_t len,
                    const char *const *skip);
 void json_free(struct json *);
 
+/* The vector code that skips the plain bytes of long strings: the widest
+ * the CPU has, up to max (tests use it to check each against the
+ * others). Returns the level now in use. */
+#define JSON_SIMD_SSE2   0
+#define JSON_SIMD_AVX2   1
+#define JSON_SIMD_AVX512 2
+int json_simd(int max);
+
 /* Paths for json_pick, compiled once by json_sel_init: dotted keys and
  * array indexes ("choices.0.delta.content"); a segment of digits is an
  * array index (json_at), any other an object key (json_get). */

@@ -864,27 +864,32 @@ Test(json, long_string_scanner_every_offset)
 	static char doc[400];
 	static const char specials[] = {'"', '\\', '\x01', '\xc3'};
 
-	for (int off = 0; off < 300; off++)
-		for (size_t k = 0; k < sizeof specials; k++) {
-			memset(doc, 'a', sizeof doc);
-			doc[0] = '"';
-			doc[1 + off] = specials[k];
-			if (specials[k] == '\\')
-				doc[2 + off] = 'n';
-			if (specials[k] == '\xc3')
-				doc[2 + off] = '\xa9';
-			doc[350] = '"';
-			int rc = json_parse(&j, doc,
-			                    specials[k] == '"' ? off + 2 : 351);
-			if (specials[k] == '\x01')
-				cr_assert(rc == -1, "off %d control byte", off);
-			else
-				cr_assert(rc == 0 &&
-				              j.tok[0].end ==
-				                  (specials[k] == '"' ? 1 + off
-				                                      : 350),
-				          "off %d special %zu", off, k);
-		}
+	/* at every vector width this CPU has (the widest last, as it stays) */
+	for (int lv = JSON_SIMD_SSE2; lv <= JSON_SIMD_AVX512; lv++)
+		for (int off = 0; off < (json_simd(lv) == lv ? 300 : 0); off++)
+			for (size_t k = 0; k < sizeof specials; k++) {
+				memset(doc, 'a', sizeof doc);
+				doc[0] = '"';
+				doc[1 + off] = specials[k];
+				if (specials[k] == '\\')
+					doc[2 + off] = 'n';
+				if (specials[k] == '\xc3')
+					doc[2 + off] = '\xa9';
+				doc[350] = '"';
+				int rc = json_parse(&j, doc,
+				                    specials[k] == '"' ? off + 2
+				                                       : 351);
+				if (specials[k] == '\x01')
+					cr_assert(rc == -1,
+					          "off %d control byte", off);
+				else
+					cr_assert(rc == 0 &&
+					              j.tok[0].end ==
+					                  (specials[k] == '"'
+					                       ? 1 + off
+					                       : 350),
+					          "off %d special %zu", off, k);
+			}
 }
 
 /* Every ASCII byte at offsets in the short, 16-, 64- and 128-byte steps of
@@ -896,32 +901,100 @@ Test(json, string_scanners_classify_every_byte)
 	                           127, 135, 199, 255, 260, 300, 330};
 	static char doc[400];
 
-	for (size_t i = 0; i < sizeof offs / sizeof offs[0]; i++)
-		for (int b = 0; b < 0x80; b++) {
-			int off = offs[i], rc, want_end = 349;
+	for (int lv = JSON_SIMD_SSE2; lv <= JSON_SIMD_AVX512; lv++)
+		for (size_t i = 0;
+		     i <
+		     (json_simd(lv) == lv ? sizeof offs / sizeof offs[0] : 0);
+		     i++)
+			for (int b = 0; b < 0x80; b++) {
+				int off = offs[i], rc, want_end = 349;
 
-			/* ["aaa...b...aaa"]: a quote splits it in two strings
-			 */
-			memset(doc, 'a', sizeof doc);
-			doc[0] = '[';
-			doc[1] = '"';
-			doc[2 + off] = (char)b;
-			if (b == '\\')
-				doc[3 + off] = 'n';
-			if (b == '"') {
-				doc[3 + off] = ',';
-				doc[4 + off] = '"';
-				want_end = 2 + off;
+				/* ["aaa...b...aaa"]: a quote splits it in two
+				 * strings
+				 */
+				memset(doc, 'a', sizeof doc);
+				doc[0] = '[';
+				doc[1] = '"';
+				doc[2 + off] = (char)b;
+				if (b == '\\')
+					doc[3 + off] = 'n';
+				if (b == '"') {
+					doc[3 + off] = ',';
+					doc[4 + off] = '"';
+					want_end = 2 + off;
+				}
+				doc[349] = '"';
+				doc[350] = ']';
+				rc = json_parse(&j, doc, 351);
+				if (b < 0x20)
+					cr_assert(rc == -1, "off %d byte %#x",
+					          off, b);
+				else
+					cr_assert(rc == 0 &&
+					              j.tok[1].end == want_end,
+					          "off %d byte %#x", off, b);
 			}
-			doc[349] = '"';
-			doc[350] = ']';
-			rc = json_parse(&j, doc, 351);
-			if (b < 0x20)
-				cr_assert(rc == -1, "off %d byte %#x", off, b);
-			else
-				cr_assert(rc == 0 && j.tok[1].end == want_end,
-				          "off %d byte %#x", off, b);
+}
+
+/* Long strings with specials at random places (quotes, escapes, control
+ * bytes, UTF-8) read alike at every vector width: the same answer and the
+ * same tokens as the narrowest, for json_parse and json_parse_top. */
+Test(json, vector_widths_agree_on_long_strings)
+{
+	static const char specials[] = {'"', '\\', '\x01', '\xc3', '\x1f', ' '};
+	static const char *const skip[] = {"messages", NULL};
+	static char doc[4200];
+	struct json k = {0};
+	unsigned seed = 12345;
+	int levels = 0;
+
+	for (int lv = JSON_SIMD_AVX2; lv <= JSON_SIMD_AVX512; lv++)
+		levels += json_simd(lv) == lv;
+	for (int it = 0; it < 3000; it++) {
+		int n = 20 + (int)((seed = seed * 1103515245 + 12345) % 4096);
+		int nsp = (int)((seed = seed * 1103515245 + 12345) % 4), pos;
+
+		memcpy(doc, "{\"messages\":[\"", 14);
+		memset(doc + 14, 'x', (size_t)n);
+		for (int q = 0; q < nsp; q++) {
+			seed = seed * 1103515245 + 12345;
+			pos = 14 + (int)(seed % (unsigned)n);
+			doc[pos] = specials[(seed >> 16) % sizeof specials];
 		}
+		memcpy(doc + 14 + n, "\"],\"model\":\"m\"}", 15);
+		for (int top = 0; top < 2; top++) {
+			json_simd(JSON_SIMD_SSE2);
+			int want =
+			    top ? json_parse_top(&k, doc, (size_t)n + 29, skip)
+			        : json_parse(&k, doc, (size_t)n + 29);
+			for (int lv = JSON_SIMD_AVX2; lv <= JSON_SIMD_AVX512;
+			     lv++) {
+				if (json_simd(lv) != lv)
+					continue;
+				int got =
+				    top ? json_parse_top(&j, doc,
+				                         (size_t)n + 29, skip)
+				        : json_parse(&j, doc, (size_t)n + 29);
+				cr_assert_eq(got, want, "it %d level %d top %d",
+				             it, lv, top);
+				if (got == 0) {
+					cr_assert_eq(j.ntok, k.ntok,
+					             "it %d level %d", it, lv);
+					for (int t = 0; t < j.ntok; t++)
+						cr_assert(
+						    j.tok[t].start ==
+						            k.tok[t].start &&
+						        j.tok[t].end ==
+						            k.tok[t].end,
+						    "it %d level %d tok %d", it,
+						    lv, t);
+				}
+			}
+		}
+	}
+	json_simd(JSON_SIMD_AVX512);
+	json_free(&k);
+	cr_log_info("vector widths checked against SSE2: %d", levels);
 }
 
 /* json_eq and json_get by length first: an escaped text decodes to the
