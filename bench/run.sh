@@ -21,7 +21,8 @@
 # Every process is stopped by PID on exit.
 #
 # Environment: BENCH_SECS (3) per measurement, BENCH_ROUNDS (5) interleaved
-# rounds, BENCH_STREAM_ROUNDS (2 x BENCH_ROUNDS) of streams, BENCH_LADDER
+# rounds, BENCH_STREAM_ROUNDS (2 x BENCH_ROUNDS) of streams and
+# BENCH_BIG_ROUNDS (2 x BENCH_ROUNDS) of 100 KB prompts, BENCH_LADDER
 # ("1 2 4 8 16 32 64 128") and BENCH_LADDER_SECS (2),
 # BENCH_STREAM_LADDER ("250 500 1000 2000 5000 10000"), BENCH_STREAMS
 # (10000) slow streams, BENCH_RECOVER (60) seconds, BENCH_RATE (2000) req/s
@@ -34,6 +35,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SECS=${BENCH_SECS:-3}
 ROUNDS=${BENCH_ROUNDS:-5}
 SROUNDS=${BENCH_STREAM_ROUNDS:-$((2 * ROUNDS))}
+BROUNDS=${BENCH_BIG_ROUNDS:-$((2 * ROUNDS))}
 WARM=1
 LADDER=${BENCH_LADDER:-"1 2 4 8 16 32 64 128"}
 LSECS=${BENCH_LADDER_SECS:-2}
@@ -301,7 +303,7 @@ sargs() {
 	direct) ARGS=(--tcp "127.0.0.1:$MS") ;;
 	nginx) ARGS=(--tcp "127.0.0.1:$PXS") ;;
 	relay) ARGS=(--tcp "127.0.0.1:$RL") ;;
-	llmfd) ARGS=(--tcp "127.0.0.1:$LT" --model stream) ;;
+	llmfd | again) ARGS=(--tcp "127.0.0.1:$LT" --model stream) ;;
 	portkey) ARGS=(--tcp "127.0.0.1:$PK" "${PKH[@]}"
 		-H "x-portkey-custom-host: http://127.0.0.1:$MS/v1") ;;
 	esac
@@ -357,8 +359,11 @@ run load --tcp "127.0.0.1:$LT" --rate "$RATE" -c 64 -d "$SECS" \
 	--warmup "$WARM"
 rss_stop load load_peak
 
-# 4. 100 KB prompts, 1 and 16 connections.
-for r in $(seq "$ROUNDS"); do
+# 4. 100 KB prompts, 1 and 16 connections; twice the rounds of the rest
+# by default: at 1 connection a round's ratio swings by +-7 % here, and
+# the target is decided by the median over the rounds
+meta big_rounds "$BROUNDS"
+for r in $(seq "$BROUNDS"); do
 	for c in 1 16; do
 		for t in direct nginx llmfd unix; do
 			targs "$t"
@@ -402,8 +407,11 @@ done
 run mockflaky --tcp "127.0.0.1:$MF" -c 64 -d "$SECS" --warmup "$WARM"
 run flaky "${U[@]}" --model flaky -c 64 -d "$SECS" --warmup "$WARM"
 
-# 6. streams of 64 frames 20 ms apart: 16 at once, 64 in all.
-STARGETS="direct relay nginx llmfd"
+# 6. streams of 64 frames 20 ms apart: 16 at once, 64 in all. "again" is
+# llmfd measured a second time in the round, at the other end of the order
+# (A/A): how far apart two measurements of the same thing land shows how
+# much of a difference between targets is the host's noise.
+STARGETS="again direct relay nginx llmfd"
 if [ -z "$PKNOTE" ]; then
 	sargs portkey
 	if "$BUILD/llmf-bench" "${ARGS[@]}" --stream -n 2 --frames 64 \
@@ -436,6 +444,7 @@ done
 # 7. the most concurrent streams with no frame lost and no gap > 200 ms:
 # a ladder per target, up to its first failed step.
 LTARGETS=${STARGETS/relay /}
+LTARGETS=${LTARGETS/again /}
 meta ladder_targets "$LTARGETS"
 for t in $LTARGETS; do
 	for n in $SLADDER; do
