@@ -206,6 +206,10 @@ sleep 0.3
 kill -0 "$LPID" 2>/dev/null || { cat "$T/llmfd.log" >&2; die "llmfd died"; }
 
 # (d) Portkey's gateway, if `make bench` installed it and it answers.
+# bench/portkey pins @hono/node-server to 1.13.8: from 1.14 on, its
+# Response hands Portkey a streamed upstream reply's immutable headers,
+# and every stream fails with "TypeError: immutable" (Portkey-AI/gateway
+# #1389, which names 1.14.2 as the last good one; its streams fail too).
 PKNOTE=""
 PKH=(-H "x-portkey-provider: openai" -H "Authorization: Bearer bench")
 if [ ! -f "$PKJS" ] || ! command -v node >/dev/null; then
@@ -420,8 +424,9 @@ if [ -z "$PKNOTE" ]; then
 		STARGETS="$STARGETS portkey"
 	else
 		PKNOTE="small requests only: its streams failed here ($(grep -o \
-			'errors:.*' "$T/pk-stream.txt" | head -1); the gateway logs \
-			'TypeError: immutable', Portkey-AI/gateway#1389)"
+			'errors:.*' "$T/pk-stream.txt" | head -1); the gateway \
+			logged: $(grep -m1 -o '[A-Za-z]*Error: .*' "$T/portkey.log" |
+				cut -c1-120))"
 		log "Portkey: $PKNOTE"
 	fi
 fi
