@@ -32,7 +32,8 @@
 
 #define JSON_TOK_INIT  16 /* grown by doubling (a small top level fits) */
 #define JSON_TOK_MAX   (1 << 20)
-#define JSON_MAX_DEPTH 512 /* deeper documents are rejected */
+#define JSON_MAX_DEPTH 512  /* deeper documents are rejected */
+#define JSON_WIDE_MIN  1024 /* bytes left for the AVX-512 skip to run */
 
 /* Byte offset where token t's text starts, quotes included. */
 static int
@@ -347,7 +348,10 @@ skip_plain(const unsigned char *s, int p, int len)
 	if (simd_level < 0)
 		json_simd(JSON_SIMD_AVX512);
 #ifdef JSON_AVX2
-	if (simd_level == JSON_SIMD_AVX512)
+	/* 512-bit code only for a long run, which pays for it: the first
+	 * 512-bit instruction after a while may slow the core for some µs
+	 * (the upper lanes power up; some CPUs lower their clock) */
+	if (simd_level == JSON_SIMD_AVX512 && len - p >= JSON_WIDE_MIN)
 		return skip_plain_avx512(s, p, len);
 	if (simd_level == JSON_SIMD_AVX2)
 		return skip_plain_avx2(s, p, len);

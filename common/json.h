@@ -48,7 +48,8 @@ void json_free(struct json *);
 
 /* The vector code that skips the plain bytes of long strings: the widest
  * the CPU has, up to max (tests use it to check each against the
- * others). Returns the level now in use. */
+ * others). Returns the level now in use. AVX-512 runs only where at
+ * least 1 KB of the document is left. */
 #define JSON_SIMD_SSE2   0
 #define JSON_SIMD_AVX2   1
 #define JSON_SIMD_AVX512 2
