@@ -353,7 +353,7 @@ skip_plain(const unsigned char *s, int p, int len)
 	 * (the upper lanes power up; some CPUs lower their clock) */
 	if (simd_level == JSON_SIMD_AVX512 && len - p >= JSON_WIDE_MIN)
 		return skip_plain_avx512(s, p, len);
-	if (simd_level == JSON_SIMD_AVX2)
+	if (simd_level >= JSON_SIMD_AVX2)
 		return skip_plain_avx2(s, p, len);
 #endif
 	while (p + 64 <= len && !block64_special(s + p))
