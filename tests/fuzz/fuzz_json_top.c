@@ -1,7 +1,8 @@
 /* libFuzzer: json_parse_top (the top-level scan of request bodies)
  * against the full tokenizer: the same verdict on every input, the same
  * top-level tokens, skipped containers empty, everything else token for
- * token the same. Aborts on any difference. */
+ * token the same; and the full tokenizer with SSE2 only against the
+ * widest vector code the CPU has. Aborts on any difference. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -70,14 +71,22 @@ same_members(const struct json *f, const struct json *t)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
 {
-	static struct json f, t;
+	static struct json f, t, w;
 	const char *s = (const char *)data;
-	int rf = json_parse(&f, s, n), rt = json_parse_top(&t, s, n, skip);
+	int rf = json_parse(&f, s, n), rt = json_parse_top(&t, s, n, skip), rw;
 
 	if (rf != rt)
 		abort();
+	/* the narrowest vector code reads it as the widest the CPU has */
+	json_simd(JSON_SIMD_SSE2);
+	rw = json_parse(&w, s, n);
+	json_simd(JSON_SIMD_AVX512);
+	if (rw != rf || (rf == 0 && w.ntok != f.ntok))
+		abort();
 	if (rf == -1)
 		return 0;
+	for (int i = 0; i < f.ntok; i++)
+		same(&f, i, &w, i, 1);
 	if (f.tok[0].type == JSMN_OBJECT) {
 		same_members(&f, &t);
 		return 0;
