@@ -81,9 +81,10 @@ conn_clen_byte(struct conn_clen *c, char b)
 		c->v = c->v > (INT64_MAX - (b - '0')) / 10
 		           ? INT64_MAX
 		           : c->v * 10 + (b - '0');
-	} else if (b == ' ' || b == '\t')
-		c->st = c->st == 0 ? 0 : c->st == 3 ? 3 : 2;
-	else
+	} else if (b == ' ' || b == '\t') {
+		if (c->st == 1)
+			c->st = 2; /* OWS after the digits */
+	} else
 		c->st = 3;
 }
 

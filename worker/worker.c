@@ -275,16 +275,16 @@ worker_main(const struct cfg *cfg, struct shm *shm, int index, const int *fds,
 	event_add(w.ev_tick, &sec);
 	/* what came while blocked is delivered now: SIGTERM to its handler */
 	sigprocmask(SIG_SETMASK, mask, NULL);
-	sigemptyset(&stop);
-	sigaddset(&stop, SIGTERM);
-	sigaddset(&stop, SIGINT);
-	sigaddset(&stop, SIGHUP);
 	log_debug("serving");
 	event_base_dispatch(w.base);
 	log_debug("exiting");
 	/* done: freeing the signal events puts back the default action, so a
 	 * SIGTERM still on its way (a reload's, after a drain that ended at
 	 * once) would kill the worker; held off, it dies with the process */
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGHUP);
 	sigprocmask(SIG_BLOCK, &stop, NULL);
 	worker_free(&w);
 	return 0;
