@@ -195,6 +195,9 @@ def targets_table():
     # per-round comparisons decides
     f1r = paired_ratio(f1, fn1)
     d99 = paired_diff(a99, n99) if len(a99) == len(n99) else []
+    # A/A: the same llmfd measured twice in a round, how far apart
+    la99 = [abs(x) for x in added("lat.again", "lat.llmfd",
+                                  ("latency_us", "p99"))]
     r64 = ratio("fr.llmfd.c64", "fr.nginx.c64")
     b1 = ratio("big.llmfd.c1", "big.nginx.c1", BROUNDS)
     b16 = ratio("big.llmfd.c16", "big.nginx.c16", BROUNDS)
@@ -225,8 +228,10 @@ def targets_table():
          "%sx TCP (Unix %sx)" % (spread(b16, 2, min), spread(bu16, 2, min)),
          med(b16) is not None and med(b16) >= 0.9),
         ("small, 1 conn: added p99 <= nginx proxy_pass's added p99",
-         "%s us (nginx %s us); per round, llmfd's minus nginx's: %s us" %
-         (spread(a99), spread(n99), spread(d99)),
+         "%s us (nginx %s us); per round, llmfd's minus nginx's: %s us%s" %
+         (spread(a99), spread(n99), spread(d99),
+          "; the same llmfd measured twice in a round landed %s us apart"
+          % spread(la99) if la99 else ""),
          bool(d99) and med(d99) <= 0),
         ("small: frontier at p99 <= 1 ms >= 1.0x nginx proxy_pass's",
          "%s vs %s req/s; per round, llmfd's over nginx's: %sx" %
@@ -271,7 +276,8 @@ def small_table():
     out()
     out("| target | req/s | p50 | p99 | added p50 | added p99 | errors |")
     out("|---|---|---|---|---|---|---|")
-    for t in TARGETS:
+    # "again" (A/A) only where this run measured it
+    for t in TARGETS + (["again"] if rounds("lat.again", "rps") else []):
         n = "lat." + t
         a50 = added(n, "lat.direct", ("latency_us", "p50"))
         a99 = added(n, "lat.direct", ("latency_us", "p99"))

@@ -294,7 +294,7 @@ targs() {
 	case $1 in
 	direct) ARGS=(--tcp "127.0.0.1:$UP") ;;
 	nginx) ARGS=(--tcp "127.0.0.1:$PX") ;;
-	llmfd) ARGS=(--tcp "127.0.0.1:$LT") ;;
+	llmfd | again) ARGS=(--tcp "127.0.0.1:$LT") ;;
 	unix) ARGS=(--unix "$T/llmfd.sock") ;;
 	portkey) ARGS=(--tcp "127.0.0.1:$PK" "${PKH[@]}"
 		-H "x-portkey-custom-host: http://127.0.0.1:$UP/v1") ;;
@@ -338,9 +338,10 @@ meta lsecs "$LSECS"
 meta load0 "$(cut -d' ' -f1-3 /proc/loadavg)"
 rss_meta idle
 
-# 1. small requests, 1 connection.
+# 1. small requests, 1 connection; "again" is llmfd (TCP) measured a
+# second time in the round (A/A: how far apart the same thing lands).
 for r in $(seq "$ROUNDS"); do
-	for t in $TARGETS; do
+	for t in $TARGETS again; do
 		targs "$t"
 		run "lat.$t.r$r" "${ARGS[@]}" -c 1 -d "$SECS" --warmup "$WARM"
 	done
