@@ -1,4 +1,5 @@
 /* The sd_notify protocol, spoken directly: one datagram to $NOTIFY_SOCKET. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,9 +8,15 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "daemon/daemon.h"
 
-/* Send "READY=1" and friends to systemd, if it is listening. */
+/* Send "READY=1" and friends to systemd, if it is listening. Never waits:
+ * a receiver that stops reading (its queue holds net.unix.max_dgram_qlen
+ * datagrams, 10 by default) would otherwise hold the master in sendto for
+ * good, deaf to signals and to its workers. A WATCHDOG=1 that does not fit
+ * is dropped quietly (the next one follows); any other message, with a
+ * warning. */
 void
 notify_send(const char *fmt, ...)
 {
@@ -37,7 +44,11 @@ notify_send(const char *fmt, ...)
 	    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
 	if ((fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) == -1)
 		return;
-	(void)sendto(fd, msg, (size_t)n, MSG_NOSIGNAL, (struct sockaddr *)&sun,
-	             len);
+	if (sendto(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT,
+	           (struct sockaddr *)&sun, len) == -1 &&
+	    (errno == EAGAIN || errno == EWOULDBLOCK) &&
+	    strcmp(msg, "WATCHDOG=1") != 0)
+		log_warnx("sd_notify: %s is full; dropped %.*s", path,
+		          (int)strcspn(msg, "\n"), msg);
 	close(fd);
 }

@@ -444,6 +444,12 @@ valgrind_dir(void)
 	return vg != NULL && *vg != '\0' ? vg : NULL;
 }
 
+int
+h_slow(int ms)
+{
+	return valgrind_dir() != NULL ? 5 * ms : ms;
+}
+
 pid_t
 h_llmfd_spawn(const char *conf)
 {

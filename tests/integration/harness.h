@@ -73,6 +73,11 @@ const char *h_sock(void);
 /* Wait for a tracked child to exit; 0 with its wait status in *status, or
  * -1 on timeout. The child is then not signalled at teardown. */
 int h_wait_exit(pid_t, int timeout_ms, int *status);
+/* A wait of ms stretched for how slowly llmfd runs here: 5 times under
+ * make valgrind (memcheck runs it several times slower), else as is. For
+ * waits on llmfd's own pace (a fork, a drain, an exit), not for what a
+ * test asserts llmfd does within a time. */
+int h_slow(int ms);
 /* Whether pid exists and is not a zombie. */
 bool h_alive(pid_t);
 /* Fill pids with the live children of parent (from /proc/<pid>/stat);

@@ -489,8 +489,9 @@ Test(clients, spend_survives_kill9_and_reload)
 {
 	struct h_mock m;
 	struct h_resp *r;
-	pid_t master;
+	pid_t master, w[8];
 	char *out, *f = NULL;
+	int nw;
 
 	h_mock_start(&m, "m", "--usage", "1000,500", NULL);
 	master = start("state_dir = \"state\";", dep("d1", "g", &m),
@@ -508,8 +509,15 @@ Test(clients, spend_survives_kill9_and_reload)
 	}
 	cr_assert_not_null(strstr(f, "\tme\td1\tgpt-4o\t22500000\t3\t"), "%s",
 	                   f);
+	nw = h_children(master, w, 8);
 	cr_assert_eq(kill(master, SIGKILL), 0);
 	cr_assert_eq(h_wait_exit(master, 5000, NULL), 0);
+	/* the orphaned workers hold the socket until they are gone, and a
+	 * new master rightly refuses a socket something still listens on */
+	for (int i = 0; i < nw; i++)
+		for (long end = h_now_ms() + h_slow(5000);
+		     h_alive(w[i]) && h_now_ms() < end;)
+			h_sleep_ms(50);
 	wait_socket_dead();
 	master = h_llmfd_spawn(h_conf());
 	cr_assert_eq(h_llmfd_wait_ready(master, H_READY_TIMEOUT_MS), 0, "%s",

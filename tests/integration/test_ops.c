@@ -487,7 +487,30 @@ Test(ops, sd_notify_messages)
 	cr_assert_eq(kill(master, SIGTERM), 0);
 	cr_assert(notify_expect(fd, "STOPPING=1", &all, 3000),
 	          "no STOPPING: %s", all);
-	cr_assert_eq(h_wait_exit(master, 10000, &st), 0);
+	cr_assert_eq(h_wait_exit(master, h_slow(10000), &st), 0);
+	close(fd);
+}
+
+/* A notify socket nobody reads (systemd stuck, or a wrong
+ * NOTIFY_SOCKET): its queue fills with watchdog pings, and the master
+ * still stops on SIGTERM instead of waiting in sendto for good (it did:
+ * under valgrind the drain outlasted the ten datagrams the queue holds). */
+Test(ops, sd_notify_unread_socket_never_blocks_the_master)
+{
+	int fd = notify_bind(), st;
+
+	setenv("NOTIFY_SOCKET", h_path("notify.sock"), 1);
+	setenv("WATCHDOG_USEC", "100000", 1); /* a ping each 250 ms tick */
+	start_ops("ordered", NULL);
+	unsetenv("NOTIFY_SOCKET");
+	unsetenv("WATCHDOG_USEC");
+	h_sleep_ms(h_slow(3500)); /* 14 pings: the queue takes 10 */
+	cr_assert_eq(kill(master, SIGHUP), 0);
+	h_sleep_ms(h_slow(300));
+	cr_assert_eq(h_unix("POST", CHAT, BODY)->status, 200);
+	cr_assert_eq(kill(master, SIGTERM), 0);
+	cr_assert_eq(h_wait_exit(master, h_slow(5000), &st), 0, "%s", h_log());
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
 	close(fd);
 }
 

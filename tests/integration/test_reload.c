@@ -296,7 +296,7 @@ Test(reload, sigterm_right_after_fork_drains_the_new_worker)
 			top = now[i] > top ? now[i] : top;
 		before = top;
 		cr_assert_eq(kill(master, SIGHUP), 0);
-		for (end = h_now_ms() + 2000; h_now_ms() < end;) {
+		for (end = h_now_ms() + h_slow(2000); h_now_ms() < end;) {
 			int hit = 0;
 
 			nn = fresh_children(master, now, 16);
