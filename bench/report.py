@@ -104,6 +104,11 @@ def added(name_t, name_ref, key, n=ROUNDS):
     return out
 
 
+def apart(name_t, name_ref, key, n=ROUNDS):
+    """A/A: per round, how far the same thing measured twice landed."""
+    return [abs(x) for x in added(name_t, name_ref, key, n)]
+
+
 def ratio(name_a, name_b, n=ROUNDS):
     """Per round: req/s of a over req/s of b."""
     out = []
@@ -195,9 +200,7 @@ def targets_table():
     # per-round comparisons decides
     f1r = paired_ratio(f1, fn1)
     d99 = paired_diff(a99, n99) if len(a99) == len(n99) else []
-    # A/A: the same llmfd measured twice in a round, how far apart
-    la99 = [abs(x) for x in added("lat.again", "lat.llmfd",
-                                  ("latency_us", "p99"))]
+    la99 = apart("lat.again", "lat.llmfd", ("latency_us", "p99"))
     r64 = ratio("fr.llmfd.c64", "fr.nginx.c64")
     b1 = ratio("big.llmfd.c1", "big.nginx.c1", BROUNDS)
     b16 = ratio("big.llmfd.c16", "big.nginx.c16", BROUNDS)
@@ -209,9 +212,7 @@ def targets_table():
                 SROUNDS)
     gr99 = added("st.relay", "st.direct", ("gap_excess_us", "p99"),
                 SROUNDS)
-    # A/A: the same llmfd measured twice in a round, how far apart
-    aa99 = [abs(x) for x in added("st.again", "st.llmfd",
-                                  ("gap_excess_us", "p99"), SROUNDS)]
+    aa99 = apart("st.again", "st.llmfd", ("gap_excess_us", "p99"), SROUNDS)
     circ = ratio("circ.c64", "healthy.c64", CROUNDS)
     s_ok = get("slow", "ok")
     s_n = int(M.get("nstreams", "0"))

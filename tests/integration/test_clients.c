@@ -466,7 +466,23 @@ Test(clients, streams_are_priced)
 
 /* ---- restarts ---- */
 
-/* Wait until nothing answers on the socket (the old workers are gone). */
+/* Wait until the n pids in w are gone: orphaned workers hold the socket
+ * until then, and a new master rightly refuses a socket something still
+ * listens on (no answer to /healthz is not enough: a draining worker does
+ * not answer but still listens). */
+static void
+wait_gone(const pid_t *w, int n)
+{
+	for (int i = 0; i < n; i++) {
+		for (long end = h_now_ms() + h_slow(5000);
+		     h_alive(w[i]) && h_now_ms() < end;)
+			h_sleep_ms(50);
+		cr_assert(!h_alive(w[i]), "worker %d outlived its master",
+		          (int)w[i]);
+	}
+}
+
+/* Wait until nothing answers on the socket. */
 static void
 wait_socket_dead(void)
 {
@@ -512,12 +528,7 @@ Test(clients, spend_survives_kill9_and_reload)
 	nw = h_children(master, w, 8);
 	cr_assert_eq(kill(master, SIGKILL), 0);
 	cr_assert_eq(h_wait_exit(master, 5000, NULL), 0);
-	/* the orphaned workers hold the socket until they are gone, and a
-	 * new master rightly refuses a socket something still listens on */
-	for (int i = 0; i < nw; i++)
-		for (long end = h_now_ms() + h_slow(5000);
-		     h_alive(w[i]) && h_now_ms() < end;)
-			h_sleep_ms(50);
+	wait_gone(w, nw);
 	wait_socket_dead();
 	master = h_llmfd_spawn(h_conf());
 	cr_assert_eq(h_llmfd_wait_ready(master, H_READY_TIMEOUT_MS), 0, "%s",
