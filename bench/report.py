@@ -45,6 +45,9 @@ NAMES = {
 }
 
 
+GX = ("gap_excess_us", "p99")
+
+
 def errs(d):
     return sum(d.get("errors", {}).values()) if d else 0
 
@@ -206,13 +209,16 @@ def targets_table():
     b16 = ratio("big.llmfd.c16", "big.nginx.c16", BROUNDS)
     bu1 = ratio("big.unix.c1", "big.nginx.c1", BROUNDS)
     bu16 = ratio("big.unix.c16", "big.nginx.c16", BROUNDS)
-    g99 = added("st.llmfd", "st.direct", ("gap_excess_us", "p99"),
-                SROUNDS)
-    gn99 = added("st.nginx", "st.direct", ("gap_excess_us", "p99"),
-                SROUNDS)
-    gr99 = added("st.relay", "st.direct", ("gap_excess_us", "p99"),
-                SROUNDS)
-    aa99 = apart("st.again", "st.llmfd", ("gap_excess_us", "p99"), SROUNDS)
+    # streams: decided side by side (6b) where the run measured it so,
+    # with the one-after-another figures beside
+    sp = "sp." if rounds("sp.llmfd", "ok", n=SROUNDS) else "st."
+    g99, gn99, gr99, aa99 = (
+        added(sp + "llmfd", sp + "direct", GX, SROUNDS),
+        added(sp + "nginx", sp + "direct", GX, SROUNDS),
+        added(sp + "relay", sp + "direct", GX, SROUNDS),
+        apart(sp + "again", sp + "llmfd", GX, SROUNDS))
+    sg99 = added("st.llmfd", "st.direct", GX, SROUNDS)
+    saa99 = apart("st.again", "st.llmfd", GX, SROUNDS)
     circ = ratio("circ.c64", "healthy.c64", CROUNDS)
     s_ok = get("slow", "ok")
     s_n = int(M.get("nstreams", "0"))
@@ -242,11 +248,14 @@ def targets_table():
          "%sx" % spread(r64, 2, min),
          med(r64) is not None and med(r64) >= 1.0),
         ("streams: added inter-frame p99 <= 100 us (gap excess over the "
-         "upstream's own gap, llmfd's p99 minus direct's)",
+         "upstream's own gap, llmfd's p99 minus direct's%s)" %
+         (", all targets side by side" if sp == "sp." else ""),
          "%s us (nginx %s us; a bare relay, one more process hop with "
          "no proxy work, %s us; the same llmfd measured twice in a round "
-         "landed %s us apart)" % (spread(g99), spread(gn99),
-                                  spread(gr99), spread(aa99)),
+         "landed %s us apart)%s" % (
+             spread(g99), spread(gn99), spread(gr99), spread(aa99),
+             "; measured one target after another: %s us, A/A %s us" %
+             (spread(sg99), spread(saa99)) if sp == "sp." else ""),
          bool(g99) and med(g99) <= 100),
         ("%d streams (500 ms apart): none lost, <= 100 MB peak RSS" % s_n,
          "%s ok, %s short of frames, %.1f MB peak" %
@@ -366,13 +375,32 @@ def stream_tables():
         "Streams ran in %d rounds (the gap p99 is the noisiest figure "
         "here), their order reversed every other round." % SROUNDS)
     out()
+    stream_rows("st.", M.get("stream_targets", "direct nginx llmfd").split())
+    side = M.get("side_targets", "").split()
+    if side:
+        out("### The same, side by side")
+        out()
+        out("Every target at once, 4 streams each (%d in all), in one "
+            "llmf-bench event loop, the targets' order rotated each round, "
+            "%d rounds. A host stall during a round falls on all of them "
+            "alike, and the comparison within the round (\"added\", and "
+            "the A/A distance) cancels it; measured one after another, "
+            "each target meets stalls of its own. The stream target is "
+            "decided here." % (4 * len(side), SROUNDS))
+        out()
+        stream_rows("sp.", side)
+
+
+def stream_rows(p, targets):
+    """The stream table of the runs labelled p + target + .rN."""
     out("| target | TTFT p50 | TTFT p99 | gap p50 | gap p99 | frame delay "
         "p50 / p99 | gap excess p99 | added TTFT p50 / p99 | added frame "
         "delay p50 / p99 | added gap excess p99 | short / stalled | "
         "errors |")
     out("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for t in M.get("stream_targets", "direct nginx llmfd").split():
-        n = "st." + t
+    d = p + "direct"
+    for t in targets:
+        n = p + t
         e = sum(errs(R.get("%s.r%d" % (n, r))) for r in range(1, SROUNDS + 1))
         short = sum(rounds(n, "frames_short", n=SROUNDS))
         stall = sum(rounds(n, "stalled", n=SROUNDS))
@@ -380,12 +408,12 @@ def stream_tables():
             at = ad = ag = "-"
         else:
             at = "%s / %s" % (
-                spread(added(n, "st.direct", ("ttft_us", "p50"), SROUNDS)),
-                spread(added(n, "st.direct", ("ttft_us", "p99"), SROUNDS)))
+                spread(added(n, d, ("ttft_us", "p50"), SROUNDS)),
+                spread(added(n, d, ("ttft_us", "p99"), SROUNDS)))
             ad = "%s / %s" % (
-                spread(added(n, "st.direct", ("frame_delay_us", "p50"), SROUNDS)),
-                spread(added(n, "st.direct", ("frame_delay_us", "p99"), SROUNDS)))
-            ag = spread(added(n, "st.direct", ("gap_excess_us", "p99"), SROUNDS))
+                spread(added(n, d, ("frame_delay_us", "p50"), SROUNDS)),
+                spread(added(n, d, ("frame_delay_us", "p99"), SROUNDS)))
+            ag = spread(added(n, d, ("gap_excess_us", "p99"), SROUNDS))
         out("| %s | %s | %s | %s | %s | %s / %s | %s | %s | %s | %s | "
             "%d / %d | %d |" % (
                 NAMES.get(t, t), spread(rounds(n, "ttft_us", "p50", n=SROUNDS)),
@@ -397,6 +425,9 @@ def stream_tables():
                 spread(rounds(n, "gap_excess_us", "p99", n=SROUNDS)),
                 at, ad, ag, short, stall, e))
     out()
+
+
+def stream_ladder_table():
     out("### Most concurrent streams with no frame lost and no gap over "
         "200 ms")
     out()
@@ -517,5 +548,6 @@ small_table()
 frontier_table()
 big_table()
 stream_tables()
+stream_ladder_table()
 memory_table()
 misc_tables()

@@ -447,6 +447,30 @@ for r in $(seq "$SROUNDS"); do
 	done
 done
 
+# 6b. the same streams side by side: every target at once, 4 streams each,
+# in one llmf-bench (--and), the order rotated each round. A host stall
+# during a round then falls on all the targets alike, and the comparison
+# within the round cancels it, where one target after another each meets
+# stalls of its own. Portkey is left out: one node process whose own
+# bursts would weigh on every other target.
+PTARGETS=${STARGETS/ portkey/}
+meta side_targets "$PTARGETS"
+for r in $(seq "$SROUNDS"); do
+	set -- $PTARGETS
+	for _ in $(seq $(((r - 1) % $#))); do set -- "${@:2}" "$1"; done
+	ALL=()
+	for t in "$@"; do
+		sargs "$t"
+		[ ${#ALL[@]} = 0 ] || ALL+=(--and)
+		ALL+=(--label "sp.$t.r$r" --json "${ARGS[@]}" --stream -c 4 -n 64
+			--frames 64 --timeout 30)
+	done
+	log "sp.r$r: llmf-bench ${ALL[*]}"
+	"$BUILD/llmf-bench" "${ALL[@]}" >"$T/sp.r$r.jsonl" ||
+		log "sp.r$r: a target had no successful request"
+	cat "$T/sp.r$r.jsonl" >>"$T/all.jsonl"
+done
+
 # 7. the most concurrent streams with no frame lost and no gap > 200 ms:
 # a ladder per target, up to its first failed step.
 LTARGETS=${STARGETS/relay /}

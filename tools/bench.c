@@ -4,7 +4,9 @@
  * the scheduled start); non-stream or SSE streams (time to first content and
  * to completion, the gap between consecutive frames, streams that lost
  * frames or stalled). Every connection and buffer is allocated at start:
- * the steady state does not call malloc. */
+ * the steady state does not call malloc. Several targets separated by
+ * "--and" run at the same time on one event loop, each reported on its own:
+ * whatever the host does during the run, it does to all of them. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -127,10 +129,15 @@ struct bench {
 	struct conn *conns, *idle;
 	long inflight, issued, issued_measured;
 	int64_t t_begin, t_measure, t_end, t_last;
-	int stopping;
+	int stopping, ended;
 	const struct timeval *ctmo; /* common timeout for requests */
 	struct stats st;
 };
+
+/* The targets of one run (--and), and how many have not ended yet. */
+#define MAX_BENCH 16
+static struct bench benches[MAX_BENCH];
+static int nbench, nlive;
 
 static const char content_pat[] = "\"content\":\"";
 static const char stamp_pat[] = "\"llmf_sent_us\":";
@@ -220,7 +227,8 @@ static void __attribute__((noreturn)) usage(void)
 	    "SECONDS]\n"
 	    "         [--warmup SECONDS] [--timeout SECONDS] [--label L] "
 	    "[--json]\n"
-	    "         [--frames N] [--max-gap-ms MS] [-H 'Name: value']...\n");
+	    "         [--frames N] [--max-gap-ms MS] [-H 'Name: value']...\n"
+	    "         [--and TARGET-AND-OPTIONS...]...\n");
 	exit(2);
 }
 
@@ -454,11 +462,15 @@ may_issue(const struct bench *b, int64_t now)
 	       b->issued_measured < b->o.requests;
 }
 
-/* Stop the loop once nothing more will happen. */
+/* Mark b ended once nothing more will happen to it (may_issue never turns
+ * true again); stop the loop when every target has. */
 static void
 bench_check_end(struct bench *b)
 {
-	if (b->inflight == 0 && !may_issue(b, clock_us()))
+	if (b->ended || b->inflight > 0 || may_issue(b, clock_us()))
+		return;
+	b->ended = 1;
+	if (--nlive == 0)
 		event_base_loopbreak(b->base);
 }
 
@@ -1066,7 +1078,7 @@ tick_cb(evutil_socket_t fd, short ev, void *arg)
 	bench_check_end(b);
 }
 
-/* The -d deadline or SIGINT: stop issuing, wait for the rest. */
+/* The -d deadline: stop issuing, wait for the rest. */
 static void
 stop_cb(evutil_socket_t fd, short ev, void *arg)
 {
@@ -1078,16 +1090,24 @@ stop_cb(evutil_socket_t fd, short ev, void *arg)
 	bench_check_end(b);
 }
 
+/* SIGINT: the same for every target. */
+static void
+sigint_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < nbench; i++)
+		stop_cb(fd, ev, &benches[i]);
+}
+
 /* Allocate connections and events; -1 on failure. */
 static int
-bench_setup(struct bench *b)
+bench_setup(struct bench *b, struct event_base *base)
 {
 	struct timeval tmo = {
 	    (time_t)b->o.timeout,
 	    (suseconds_t)((b->o.timeout - floor(b->o.timeout)) * 1e6)};
 
-	if ((b->base = event_base_new()) == NULL)
-		return -1;
+	b->base = base;
 	b->ctmo = event_base_init_common_timeout(b->base, &tmo);
 	if ((b->conns = calloc((size_t)b->o.conns, sizeof *b->conns)) == NULL)
 		return -1;
@@ -1099,10 +1119,11 @@ bench_setup(struct bench *b)
 		evtimer_assign(&c->tmo, b->base, conn_timer_cb, c);
 	}
 	b->stop_ev = evtimer_new(b->base, stop_cb, b);
-	b->sigint = evsignal_new(b->base, SIGINT, stop_cb, b);
+	if (b == &benches[0])
+		b->sigint = evsignal_new(b->base, SIGINT, sigint_cb, NULL);
 	if (b->o.rate > 0)
 		b->tick = event_new(b->base, -1, EV_PERSIST, tick_cb, b);
-	return b->stop_ev && b->sigint ? 0 : -1;
+	return b->stop_ev && (b->sigint || b != &benches[0]) ? 0 : -1;
 }
 
 /* Start the clocks and the first requests. */
@@ -1120,7 +1141,8 @@ bench_start(struct bench *b)
 		tv.tv_usec = (suseconds_t)((end - floor(end)) * 1e6);
 		event_add(b->stop_ev, &tv);
 	}
-	event_add(b->sigint, NULL);
+	if (b->sigint)
+		event_add(b->sigint, NULL);
 	if (b->o.rate > 0) {
 		tv = (struct timeval){0, 1000};
 		for (long i = b->o.conns - 1; i >= 0; i--) {
@@ -1266,37 +1288,79 @@ bench_free(struct bench *b)
 		event_free(b->sigint);
 	free(b->conns);
 	free(b->req);
-	if (b->base)
-		event_base_free(b->base);
+}
+
+/* Split the command line at each "--and" into the targets' options; exits
+ * 2 on a bad one. */
+static void
+parse_targets(int argc, char **argv)
+{
+	static char *seg[1024];
+	int from = 1;
+
+	if (argc > (int)(sizeof seg / sizeof seg[0]))
+		usage();
+	for (int i = 1; i <= argc; i++) {
+		int n = 0;
+
+		if (i < argc && strcmp(argv[i], "--and") != 0)
+			continue;
+		if (nbench == MAX_BENCH)
+			usage();
+		seg[n++] = argv[0];
+		for (int k = from; k < i; k++)
+			seg[n++] = argv[k];
+		parse_args(&benches[nbench++].o, n, seg);
+		from = i + 1;
+	}
 }
 
 /* Run the benchmark described by the command line. */
 int
 main(int argc, char **argv)
 {
-	static struct bench b;
+	struct event_base *base;
+	int rc = 0;
 
-	parse_args(&b.o, argc, argv);
+	parse_targets(argc, argv);
 	raise_nofile();
 	kmp_init();
 	srand((unsigned)getpid());
-	if (resolve_target(&b) == -1 || build_request(&b) == -1) {
-		fprintf(stderr, "llmf-bench: bad target or body\n");
-		return 2;
-	}
-	if (bench_setup(&b) == -1) {
+	if ((base = event_base_new()) == NULL) {
 		fprintf(stderr, "llmf-bench: out of memory\n");
 		return 1;
 	}
-	bench_start(&b);
-	/* everything may have ended already (a target that refuses every
+	for (int i = 0; i < nbench; i++) {
+		if (resolve_target(&benches[i]) == -1 ||
+		    build_request(&benches[i]) == -1) {
+			fprintf(stderr, "llmf-bench: bad target or body\n");
+			return 2;
+		}
+		if (bench_setup(&benches[i], base) == -1) {
+			fprintf(stderr, "llmf-bench: out of memory\n");
+			return 1;
+		}
+	}
+	nlive = nbench;
+	for (int i = 0; i < nbench; i++)
+		bench_start(&benches[i]);
+	for (int i = 0; i < nbench; i++)
+		bench_check_end(&benches[i]);
+	/* everything may have ended already (targets that refuse every
 	 * connect): a loopbreak before the loop runs is forgotten by it */
-	if (b.inflight > 0 || may_issue(&b, clock_us()))
-		event_base_dispatch(b.base);
-	if (b.o.json)
-		report_json(&b);
-	else
-		report_human(&b);
-	bench_free(&b);
-	return b.st.ok > 0 ? 0 : 1;
+	if (nlive > 0)
+		event_base_dispatch(base);
+	for (int i = 0; i < nbench; i++) {
+		struct bench *b = &benches[i];
+
+		if (b->o.json)
+			report_json(b);
+		else
+			report_human(b);
+		if (b->st.ok == 0)
+			rc = 1;
+		bench_free(b);
+	}
+	event_base_free(base);
+	return rc;
 }

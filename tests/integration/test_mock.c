@@ -803,3 +803,58 @@ Test(mock, bench_ends_on_an_unreachable_target)
 	cr_assert_eq(rc, 1, "no request ok: %s", out);
 	cr_assert_eq(h_json_long(out, "errors.connect", -1), 2, "%s", out);
 }
+
+/* llmf-bench TARGET --and TARGET...: the targets run at the same time on
+ * one event loop (the bench's side-by-side streams), each reported on its
+ * own line under its own label; one that fails ends without holding the
+ * others, and the exit status says a target had no success. */
+Test(mock, bench_runs_targets_side_by_side)
+{
+	char *out, *line, *save, *mport;
+	const char *res[3] = {0};
+	long t0, took;
+	int rc, n = 0;
+
+	h_mock_start(&m, "side", "--stamp", "1", "--chunks", "5",
+	             "--chunk-delay-ms", "300", NULL);
+	h_llmfd_start("daemon = { workers = 1; listen = \"llmfd.sock\";\n"
+	              "  health_table = \"health\"; };\n"
+	              "deployments = ( { name = \"d\"; group = \"m\";\n"
+	              "  provider = \"openai\"; model = \"m\";\n"
+	              "  base_url = \"http://127.0.0.1:%d/v1\"; } );\n",
+	              m.port);
+	mport = h_fmt("127.0.0.1:%d", m.port);
+	t0 = h_now_ms();
+	rc = h_run(&out, h_bin("llmf-bench"), "--tcp", mport, "--model", "m",
+	           "--stream", "-n", "2", "--frames", "7", "--warmup", "0",
+	           "--json", "--label", "direct", "--and", "--unix", h_sock(),
+	           "--model", "m", "--stream", "-n", "2", "--frames", "7",
+	           "--warmup", "0", "--json", "--label", "llmfd", "--and",
+	           "--unix", h_path("nothing.sock"), "-n", "1", "--warmup", "0",
+	           "--json", "--label", "dead", NULL);
+	took = h_now_ms() - t0;
+	cr_assert_eq(rc, 1, "one target had no success: %s", out);
+	for (line = strtok_r(out, "\n", &save); line && n < 3;
+	     line = strtok_r(NULL, "\n", &save))
+		res[n++] = line;
+	cr_assert_eq(n, 3, "a line per target");
+	cr_assert_not_null(strstr(res[0], "\"label\":\"direct\""), "%s",
+	                   res[0]);
+	cr_assert_not_null(strstr(res[1], "\"label\":\"llmfd\""), "%s", res[1]);
+	cr_assert_not_null(strstr(res[2], "\"label\":\"dead\""), "%s", res[2]);
+	for (int i = 0; i < 2; i++) {
+		cr_assert_eq(h_json_long(res[i], "ok", -1), 2, "%s", res[i]);
+		cr_assert_eq(h_json_long(res[i], "frames_short", -1), 0, "%s",
+		             res[i]);
+		cr_assert_eq(h_json_long(res[i], "gap_excess_us.count", -1), 10,
+		             "%s", res[i]);
+	}
+	cr_assert_eq(h_json_long(res[2], "ok", -1), 0, "%s", res[2]);
+	cr_assert_eq(h_json_long(res[2], "errors.connect", -1), 1, "%s",
+	             res[2]);
+	/* two streams of 5 chunks 300 ms apart one after the other on each
+	 * target: about 3 s if they ran side by side, 6 s if one target
+	 * waited for the other */
+	cr_assert_lt(took, 5000, "side by side, not in turn: %ld ms", took);
+	cr_assert_eq(h_mock_stat(&m, "requests"), 4);
+}
