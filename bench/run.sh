@@ -13,8 +13,10 @@
 #   - the throughput frontier: most req/s with p99 <= 1 ms, <= 5 ms and
 #     unbounded, no failures, over a concurrency ladder;
 #   - 100 KB prompts at 1 and 16 connections;
-#   - streams of 64 frames 20 ms apart: added TTFT and inter-frame gap, and
-#     the most concurrent streams with no frame lost and no gap > 200 ms;
+#   - streams of 64 frames 20 ms apart: added TTFT and inter-frame gap, one
+#     target after another and all of them side by side (which decides),
+#     and the most concurrent streams with no frame lost and no gap >
+#     200 ms;
 #   - llmfd's RSS idle, under a fixed load, at NSTREAMS slow streams and
 #     RECOVER seconds after them; the open-circuit path against the healthy
 #     one (pairs one after the other) and the 20 % 503 path.
