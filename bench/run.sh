@@ -457,11 +457,11 @@ done
 # bursts would weigh on every other target.
 PTARGETS=${STARGETS/ portkey/}
 meta side_targets "$PTARGETS"
+read -ra PT <<<"$PTARGETS"
 for r in $(seq "$SROUNDS"); do
-	set -- $PTARGETS
-	for _ in $(seq $(((r - 1) % $#))); do set -- "${@:2}" "$1"; done
+	k=$(((r - 1) % ${#PT[@]}))
 	ALL=()
-	for t in "$@"; do
+	for t in "${PT[@]:k}" "${PT[@]:0:k}"; do
 		sargs "$t"
 		[ ${#ALL[@]} = 0 ] || ALL+=(--and)
 		ALL+=(--label "sp.$t.r$r" --json "${ARGS[@]}" --stream -c 4 -n 64

@@ -121,7 +121,7 @@ struct conn {
 struct bench {
 	struct opts o;
 	struct event_base *base;
-	struct event *tick, *stop_ev, *sigint;
+	struct event *tick, *stop_ev;
 	struct sockaddr_storage ss;
 	socklen_t sslen;
 	char *req;
@@ -1119,11 +1119,9 @@ bench_setup(struct bench *b, struct event_base *base)
 		evtimer_assign(&c->tmo, b->base, conn_timer_cb, c);
 	}
 	b->stop_ev = evtimer_new(b->base, stop_cb, b);
-	if (b == &benches[0])
-		b->sigint = evsignal_new(b->base, SIGINT, sigint_cb, NULL);
 	if (b->o.rate > 0)
 		b->tick = event_new(b->base, -1, EV_PERSIST, tick_cb, b);
-	return b->stop_ev && (b->sigint || b != &benches[0]) ? 0 : -1;
+	return b->stop_ev ? 0 : -1;
 }
 
 /* Start the clocks and the first requests. */
@@ -1141,8 +1139,6 @@ bench_start(struct bench *b)
 		tv.tv_usec = (suseconds_t)((end - floor(end)) * 1e6);
 		event_add(b->stop_ev, &tv);
 	}
-	if (b->sigint)
-		event_add(b->sigint, NULL);
 	if (b->o.rate > 0) {
 		tv = (struct timeval){0, 1000};
 		for (long i = b->o.conns - 1; i >= 0; i--) {
@@ -1284,8 +1280,6 @@ bench_free(struct bench *b)
 		event_free(b->tick);
 	if (b->stop_ev)
 		event_free(b->stop_ev);
-	if (b->sigint)
-		event_free(b->sigint);
 	free(b->conns);
 	free(b->req);
 }
@@ -1320,13 +1314,15 @@ int
 main(int argc, char **argv)
 {
 	struct event_base *base;
+	struct event *sigint;
 	int rc = 0;
 
 	parse_targets(argc, argv);
 	raise_nofile();
 	kmp_init();
 	srand((unsigned)getpid());
-	if ((base = event_base_new()) == NULL) {
+	if ((base = event_base_new()) == NULL ||
+	    (sigint = evsignal_new(base, SIGINT, sigint_cb, NULL)) == NULL) {
 		fprintf(stderr, "llmf-bench: out of memory\n");
 		return 1;
 	}
@@ -1342,6 +1338,7 @@ main(int argc, char **argv)
 		}
 	}
 	nlive = nbench;
+	event_add(sigint, NULL);
 	for (int i = 0; i < nbench; i++)
 		bench_start(&benches[i]);
 	for (int i = 0; i < nbench; i++)
@@ -1361,6 +1358,7 @@ main(int argc, char **argv)
 			rc = 1;
 		bench_free(b);
 	}
+	event_free(sigint);
 	event_base_free(base);
 	return rc;
 }

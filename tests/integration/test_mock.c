@@ -723,6 +723,18 @@ Test(mock, count_tokens)
 	cr_assert_eq(h_mock_stat(&m, "failed"), 3);
 }
 
+/* llmfd with one worker and one deployment, group "m", on the mock m. */
+static void
+llmfd_on_mock(void)
+{
+	h_llmfd_start("daemon = { workers = 1; listen = \"llmfd.sock\";\n"
+	              "  health_table = \"health\"; };\n"
+	              "deployments = ( { name = \"d\"; group = \"m\";\n"
+	              "  provider = \"openai\"; model = \"m\";\n"
+	              "  base_url = \"http://127.0.0.1:%d/v1\"; } );\n",
+	              m.port);
+}
+
 /* --stamp 1: every OpenAI chunk carries its send time, llmfd passes it
  * through, and llmf-bench turns it into per-frame delays and gap excesses
  * (the bench's stream figures; bench/report.py). */
@@ -737,12 +749,7 @@ Test(mock, stamped_frames_measured_by_the_bench_through_llmfd)
 
 	h_mock_start(&m, "stamp", "--stamp", "1", "--chunks", "5",
 	             "--chunk-delay-ms", "10", NULL);
-	h_llmfd_start("daemon = { workers = 1; listen = \"llmfd.sock\";\n"
-	              "  health_table = \"health\"; };\n"
-	              "deployments = ( { name = \"d\"; group = \"m\";\n"
-	              "  provider = \"openai\"; model = \"m\";\n"
-	              "  base_url = \"http://127.0.0.1:%d/v1\"; } );\n",
-	              m.port);
+	llmfd_on_mock();
 	r = h_unix("POST", CHAT, body);
 	cr_assert_eq(r->status, 200, "%s", h_desc(r));
 	/* seven chunks (role, five contents, finish), each stamped once */
@@ -817,12 +824,7 @@ Test(mock, bench_runs_targets_side_by_side)
 
 	h_mock_start(&m, "side", "--stamp", "1", "--chunks", "5",
 	             "--chunk-delay-ms", "300", NULL);
-	h_llmfd_start("daemon = { workers = 1; listen = \"llmfd.sock\";\n"
-	              "  health_table = \"health\"; };\n"
-	              "deployments = ( { name = \"d\"; group = \"m\";\n"
-	              "  provider = \"openai\"; model = \"m\";\n"
-	              "  base_url = \"http://127.0.0.1:%d/v1\"; } );\n",
-	              m.port);
+	llmfd_on_mock();
 	mport = h_fmt("127.0.0.1:%d", m.port);
 	t0 = h_now_ms();
 	rc = h_run(&out, h_bin("llmf-bench"), "--tcp", mport, "--model", "m",
