@@ -25,7 +25,8 @@
 # Environment: BENCH_SECS (3) per measurement, BENCH_ROUNDS (5) interleaved
 # rounds, BENCH_STREAM_ROUNDS (2 x BENCH_ROUNDS) of streams and
 # BENCH_BIG_ROUNDS (2 x BENCH_ROUNDS) of 100 KB prompts, BENCH_LADDER
-# ("1 2 4 8 16 32 64 128") and BENCH_LADDER_SECS (2),
+# ("1 2 4 8 12 16 24 32 64 128") and BENCH_LADDER_SECS (2),
+# BENCH_RECONNECT_MS (250; 0 keeps them) the ladder's connection lifetime,
 # BENCH_STREAM_LADDER ("250 500 1000 2000 5000 10000"), BENCH_STREAMS
 # (10000) slow streams, BENCH_RECOVER (60) seconds, BENCH_RATE (2000) req/s
 # of the fixed load, BENCH_PROFILE (1 when `perf` samples here), BENCH_KEEP=1
@@ -39,8 +40,9 @@ ROUNDS=${BENCH_ROUNDS:-5}
 SROUNDS=${BENCH_STREAM_ROUNDS:-$((2 * ROUNDS))}
 BROUNDS=${BENCH_BIG_ROUNDS:-$((2 * ROUNDS))}
 WARM=1
-LADDER=${BENCH_LADDER:-"1 2 4 8 16 32 64 128"}
+LADDER=${BENCH_LADDER:-"1 2 4 8 12 16 24 32 64 128"}
 LSECS=${BENCH_LADDER_SECS:-2}
+RECONN=${BENCH_RECONNECT_MS:-250}
 SLADDER=${BENCH_STREAM_LADDER:-"250 500 1000 2000 5000 10000"}
 NSTREAMS=${BENCH_STREAMS:-10000}
 RECOVER=${BENCH_RECOVER:-60}
@@ -337,6 +339,7 @@ meta load_rate "$RATE"
 meta secs "$SECS"
 meta warm "$WARM"
 meta lsecs "$LSECS"
+meta reconnect_ms "$RECONN"
 meta load0 "$(cut -d' ' -f1-3 /proc/loadavg)"
 rss_meta idle
 
@@ -349,13 +352,21 @@ for r in $(seq "$ROUNDS"); do
 	done
 done
 
-# 2. the throughput frontier: a concurrency ladder.
+# 2. the throughput frontier: a concurrency ladder, "again" (llmfd over
+# TCP a second time) for its A/A. Each connection lives about RECONN ms
+# and reconnects: how a step's connections split between the two
+# workers of nginx or llmfd moves its p99 more than anything else here
+# (16 connections on one worker: p99 ~0.9 ms; 15 and 1: ~2.5 ms, for both
+# alike), and a step that kept its first split would be decided by that
+# one draw.
+RC=()
+[ "$RECONN" != 0 ] && RC=(--reconnect-ms "$RECONN")
 for r in $(seq "$ROUNDS"); do
 	for c in $LADDER; do
-		for t in $TARGETS; do
+		for t in $TARGETS again; do
 			targs "$t"
 			run "fr.$t.c$c.r$r" "${ARGS[@]}" -c "$c" -d "$LSECS" \
-				--warmup 0.5 --timeout 10
+				--warmup 0.5 --timeout 10 "${RC[@]}"
 		done
 	done
 done

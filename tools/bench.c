@@ -78,8 +78,9 @@ struct opts {
 	const char *unix_path, *tcp, *path, *body_file, *model, *label;
 	long body_size, conns, requests;
 	double rate, duration, warmup, timeout, max_gap_ms;
-	long frames;        /* data events a stream must carry (0: any) */
-	char headers[1024]; /* extra "Name: value\r\n" lines (-H) */
+	double reconnect_ms; /* close a keep-alive socket about this old */
+	long frames;         /* data events a stream must carry (0: any) */
+	char headers[1024];  /* extra "Name: value\r\n" lines (-H) */
 	int stream, json;
 };
 
@@ -113,6 +114,7 @@ struct conn {
 	size_t woff, llen;
 	int64_t remaining, t_start, t_deadline;
 	int64_t last_frame, max_gap; /* us */
+	int64_t expires;             /* --reconnect-ms: close after, us */
 	uint64_t rx, tx;
 	char line[LINE_MAX_];
 };
@@ -227,7 +229,8 @@ static void __attribute__((noreturn)) usage(void)
 	    "SECONDS]\n"
 	    "         [--warmup SECONDS] [--timeout SECONDS] [--label L] "
 	    "[--json]\n"
-	    "         [--frames N] [--max-gap-ms MS] [-H 'Name: value']...\n"
+	    "         [--frames N] [--max-gap-ms MS] [--reconnect-ms MS]\n"
+	    "         [-H 'Name: value']...\n"
 	    "         [--and TARGET-AND-OPTIONS...]...\n");
 	exit(2);
 }
@@ -286,6 +289,8 @@ opt_value(struct opts *o, const char *name, const char *v)
 		o->frames = (long)arg_num(v, 0, 1e9);
 	else if (strcmp(name, "--max-gap-ms") == 0)
 		o->max_gap_ms = arg_num(v, 0.001, 1e7);
+	else if (strcmp(name, "--reconnect-ms") == 0)
+		o->reconnect_ms = arg_num(v, 1, 1e9);
 	else
 		return -1;
 	return 0;
@@ -892,6 +897,12 @@ conn_connected(struct conn *c)
 	int one = 1;
 
 	b->st.connects++;
+	/* a lifetime drawn from [0.5, 1.5) x --reconnect-ms, so that the
+	 * connections do not all come back at once */
+	if (b->o.reconnect_ms > 0)
+		c->expires =
+		    clock_us() + (int64_t)(b->o.reconnect_ms * 1e3 *
+		                           (0.5 + rand() / (RAND_MAX + 1.0)));
 	if (b->ss.ss_family != AF_UNIX)
 		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	event_add(&c->rev, NULL);
@@ -1054,6 +1065,10 @@ conn_after(struct conn *c, int err)
 	struct bench *b = c->b;
 
 	c->resent = 0;
+	if (c->fd >= 0 && b->o.reconnect_ms > 0 && clock_us() >= c->expires) {
+		conn_close(c);
+		c->state = CS_CLOSED;
+	}
 	if (b->o.rate > 0) {
 		c->next_idle = b->idle;
 		b->idle = c;

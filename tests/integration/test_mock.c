@@ -860,3 +860,32 @@ Test(mock, bench_runs_targets_side_by_side)
 	cr_assert_lt(took, 5000, "side by side, not in turn: %ld ms", took);
 	cr_assert_eq(h_mock_stat(&m, "requests"), 4);
 }
+
+/* --reconnect-ms: each connection closes after a lifetime of about that
+ * many ms (drawn from [0.5, 1.5) x) and the next request connects anew, so
+ * a ladder step samples how a server's workers split the connections
+ * instead of keeping the one split it drew; without it, one connection
+ * each. */
+Test(mock, bench_reconnects_after_lifetime)
+{
+	char *out, *port;
+	int rc;
+
+	h_mock_start(&m, "rc", "--latency-ms", "20", NULL);
+	port = h_fmt("127.0.0.1:%d", m.port);
+	rc = h_run(&out, h_bin("llmf-bench"), "--tcp", port, "--model", "m",
+	           "-c", "2", "-n", "40", "--warmup", "0", "--reconnect-ms",
+	           "60", "--json", NULL);
+	cr_assert_eq(rc, 0, "%s", out);
+	cr_assert_eq(h_json_long(out, "ok", -1), 40, "%s", out);
+	/* 20 requests of >= 20 ms on each connection, lifetimes < 90 ms:
+	 * at least 5 connects each */
+	cr_assert_geq(h_json_long(out, "connects", -1), 10, "%s", out);
+	/* the mock saw them (and the stats request's own connection) */
+	cr_assert_eq(h_mock_stat(&m, "connections"),
+	             h_json_long(out, "connects", -1) + 1, "%s", out);
+	rc = h_run(&out, h_bin("llmf-bench"), "--tcp", port, "--model", "m",
+	           "-c", "2", "-n", "10", "--warmup", "0", "--json", NULL);
+	cr_assert_eq(rc, 0, "%s", out);
+	cr_assert_eq(h_json_long(out, "connects", -1), 2, "%s", out);
+}
