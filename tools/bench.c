@@ -530,6 +530,8 @@ conn_finish(struct conn *c, int err)
 	if (c->fd >= 0)
 		event_del(&c->wev);
 	b->inflight--;
+	if (b->o.reconnect_ms > 0 && now >= c->expires) /* --reconnect-ms */
+		conn_close(c);
 	c->state = c->fd >= 0 ? CS_IDLE : CS_CLOSED;
 	c->reused = c->fd >= 0;
 	c->t_deadline = 0;
@@ -1065,10 +1067,6 @@ conn_after(struct conn *c, int err)
 	struct bench *b = c->b;
 
 	c->resent = 0;
-	if (c->fd >= 0 && b->o.reconnect_ms > 0 && clock_us() >= c->expires) {
-		conn_close(c);
-		c->state = CS_CLOSED;
-	}
 	if (b->o.rate > 0) {
 		c->next_idle = b->idle;
 		b->idle = c;
